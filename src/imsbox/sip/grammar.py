@@ -1,0 +1,146 @@
+"""Lexical helpers shared by the SIP header views (RFC 3261 section 25.1)."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "TOKEN_RE",
+    "is_token",
+    "quote",
+    "unquote",
+    "split_unquoted",
+    "split_params",
+    "strip_comments",
+    "GrammarError",
+]
+
+# token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+
+
+class GrammarError(ValueError):
+    """A header value does not follow the RFC 3261 grammar."""
+
+
+def is_token(text: str) -> bool:
+    return TOKEN_RE.fullmatch(text) is not None
+
+
+def quote(text: str) -> str:
+    """Make a quoted-string, escaping backslash and double quote."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def unquote(text: str) -> str:
+    """Undo quote(); values that are not quoted are returned unchanged."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        inner = text[1:-1]
+        if "\\" not in inner:
+            return inner
+        out: list[str] = []
+        i = 0
+        while i < len(inner):
+            ch = inner[i]
+            if ch == "\\" and i + 1 < len(inner):
+                i += 1
+                ch = inner[i]
+            out.append(ch)
+            i += 1
+        return "".join(out)
+    return text
+
+
+def _scan(text: str, separator: str, keep_angles: bool = True) -> list[str]:
+    """Split on separator outside quoted strings and (optionally) <...>."""
+    if '"' not in text and "<" not in text:
+        return text.split(separator)
+    parts: list[str] = []
+    start = 0
+    i = 0
+    n = len(text)
+    in_angle = False
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                if text[i] == "\\":
+                    i += 1
+                i += 1
+            if i >= n:
+                raise GrammarError("unterminated quoted string")
+        elif ch == "<" and keep_angles:
+            in_angle = True
+        elif ch == ">" and keep_angles:
+            in_angle = False
+        elif ch == separator and not in_angle:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if in_angle:
+        raise GrammarError("unterminated '<'")
+    parts.append(text[start:])
+    return parts
+
+
+def split_unquoted(text: str, separator: str = ",") -> list[str]:
+    """Split a header value into its comma-separated elements (7.3.1)."""
+    return [p.strip() for p in _scan(text, separator) if p.strip()]
+
+
+def split_params(text: str) -> list[tuple[str, str | None]]:
+    """Parse ';name=value;flag' (text without the leading ';') into pairs.
+
+    Values keep their quotes so that serialisation is faithful; callers
+    unquote() what they read.
+    """
+    out: list[tuple[str, str | None]] = []
+    for piece in _scan(text, ";", keep_angles=False):
+        piece = piece.strip()
+        if not piece:
+            continue
+        name, eq, value = piece.partition("=")
+        name = name.strip()
+        if not is_token(name):
+            raise GrammarError(f"bad parameter name {name!r}")
+        out.append((name, value.strip() if eq else None))
+    return out
+
+
+def strip_comments(text: str) -> str:
+    """Remove parenthesised comments (with nesting and quoted-pairs)."""
+    if "(" not in text:
+        return text
+    out: list[str] = []
+    depth = 0
+    i = 0
+    in_quote = False
+    while i < len(text):
+        ch = text[i]
+        if in_quote:
+            out.append(ch)
+            if ch == "\\" and i + 1 < len(text):
+                out.append(text[i + 1])
+                i += 1
+            elif ch == '"':
+                in_quote = False
+        elif ch == '"' and depth == 0:
+            in_quote = True
+            out.append(ch)
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif ch == "\\" and depth:
+            i += 1
+        elif depth == 0:
+            out.append(ch)
+        i += 1
+    if depth:
+        raise GrammarError("unterminated comment")
+    return "".join(out).strip()
+
+
+def format_params(params: list[tuple[str, str | None]]) -> str:
+    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)

@@ -1,0 +1,168 @@
+"""Bytes to SIP messages (RFC 3261 sections 7, 18.3, 25).
+
+``parse`` checks the start line, the Content-Length framing and the headers
+every element relies on (Via, From, To, Call-ID, CSeq, Max-Forwards,
+Content-Length); everything else is validated lazily by the typed views.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .grammar import is_token
+from .headers import HeaderError, canonical_name, parse_int
+from .message import Message, Request, Response
+from .uri import UriError, parse_uri
+
+__all__ = ["ParseError", "parse", "MAX_REQUEST_URI"]
+
+MAX_REQUEST_URI = 4096
+_LINE_SPLIT = re.compile(r"\r?\n")
+_VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
+# Each of these appears at most once in a valid message (20.*).
+_UNIQUE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length")
+
+
+class ParseError(ValueError):
+    """Malformed SIP message.
+
+    ``status`` is the response a UAS should send (400 unless a more precise
+    code fits: 414, 505 ...); ``partial`` is the message as far as it could be
+    built, so a 400 can still be addressed back to its sender.
+    """
+
+    def __init__(self, reason: str, status: int = 400,
+                 partial: Message | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.partial = partial
+
+
+def parse(data: bytes) -> Request | Response:
+    """Parse one complete SIP message (a datagram or a framed stream message)."""
+    head, body = _split_head(data)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("header section is not UTF-8") from None
+    lines = _unfold(_LINE_SPLIT.split(text))
+    if not lines:
+        raise ParseError("empty message")
+    message = _start_line(lines[0])
+    headers = message.headers
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not is_token(name):
+            raise ParseError(f"malformed header line {line[:40]!r}", partial=message)
+        headers.add(name, value.strip(" \t"))
+    message.body = _frame_body(message, body)
+    _validate(message)
+    return message
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes]:
+    # Leading CRLFs are keep-alives or stream slack (7.5).
+    data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], data[end + 4:]
+    end = data.find(b"\n\n")
+    if end >= 0:
+        return data[:end], data[end + 2:]
+    if data.endswith(b"\n"):
+        return data.rstrip(b"\r\n"), b""
+    raise ParseError("no empty line after the header section")
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """Join continuation lines (7.3.1: LWS folding) onto their header."""
+    out: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and out:
+            out[-1] = out[-1].rstrip(" \t") + " " + line.strip(" \t")
+        elif line:
+            out.append(line)
+    return out
+
+
+def _start_line(line: str) -> Request | Response:
+    if line.startswith("SIP/") or line[:4].upper() == "SIP/":
+        return _status_line(line)
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise ParseError(f"malformed Request-Line {line[:60]!r}")
+    method, uri_text, version = parts
+    if not is_token(method):
+        raise ParseError(f"bad method {method[:20]!r}")
+    _check_version(version)
+    if len(uri_text) > MAX_REQUEST_URI:
+        raise ParseError("Request-URI too long", status=414)
+    try:
+        uri = parse_uri(uri_text)
+    except UriError as exc:
+        raise ParseError(f"bad Request-URI: {exc}") from None
+    return Request(method, uri)
+
+
+def _status_line(line: str) -> Response:
+    version, _, rest = line.partition(" ")
+    _check_version(version)
+    code, _, reason = rest.partition(" ")
+    if len(code) != 3 or not code.isdigit() or not "100" <= code <= "699":
+        raise ParseError(f"bad status code {code[:10]!r}")
+    return Response(int(code), reason.strip())
+
+
+def _check_version(version: str) -> None:
+    match = _VERSION_RE.fullmatch(version)
+    if not match:
+        raise ParseError(f"bad SIP-Version {version[:20]!r}")
+    if (int(match.group(1)), int(match.group(2))) != (2, 0):
+        raise ParseError(f"SIP version {version} not supported", status=505)
+
+
+def _frame_body(message: Message, body: bytes) -> bytes:
+    """18.3: Content-Length frames the body; extra datagram bytes are dropped."""
+    values = message.headers.get_all("Content-Length")
+    if not values:
+        return body
+    if len(values) > 1:
+        raise ParseError("more than one Content-Length header", partial=message)
+    try:
+        length = parse_int("Content-Length", values[0])
+    except HeaderError as exc:
+        raise ParseError(str(exc), partial=message) from None
+    if length > len(body):
+        raise ParseError(
+            f"body shorter than Content-Length ({len(body)} < {length})", partial=message)
+    return body[:length]
+
+
+def _validate(message: Request | Response) -> None:
+    """Check the headers every element relies on (8.1.1, 8.2.2)."""
+    counts: dict[str, int] = {}
+    for key, _, _ in message.headers.items_raw():
+        counts[key] = counts.get(key, 0) + 1
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        if key not in counts:
+            raise ParseError(f"missing {canonical_name(key)} header", partial=message)
+    for key in _UNIQUE:
+        if counts.get(key, 0) > 1:
+            raise ParseError(f"more than one {canonical_name(key)} header", partial=message)
+    try:
+        if not message.via:
+            raise ParseError("empty Via header", partial=message)
+        message.from_
+        message.to
+        cseq = message.cseq
+        message.max_forwards
+        if not message.call_id:
+            raise HeaderError("Call-ID", "empty")
+    except HeaderError as exc:
+        raise ParseError(str(exc), partial=message) from None
+    if isinstance(message, Request) and cseq.method != message.method:
+        raise ParseError(
+            f"CSeq method {cseq.method} does not match {message.method}", partial=message)
+
