@@ -7,6 +7,7 @@ a ValueError carrying the header name so a UAS can answer 400 naming it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .grammar import (
@@ -127,6 +128,12 @@ def _params(header: str, text: str) -> Params:
         raise HeaderError(header, str(exc)) from None
 
 
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# sent-protocol LWS sent-by, with LWS allowed around "/" and ":" (25.1)
+_VIA_RE = re.compile(
+    rf"({_TOKEN})\s*/\s*({_TOKEN})\s*/\s*({_TOKEN})\s+(\[[^\]]*\]|[^\s:]+)(?:\s*:\s*(\S+))?")
+
+
 @dataclass(slots=True)
 class Via:
     """One Via element (RFC 3261 20.42, 18.2.1, RFC 3581 rport)."""
@@ -144,19 +151,15 @@ class Via:
         except GrammarError as exc:
             raise HeaderError("Via", str(exc)) from None
         proto, _, rest = value.partition(";")
-        parts = proto.split(None, 1)
-        if len(parts) != 2:
-            raise HeaderError("Via", "missing sent-by")
-        sent_protocol, sent_by = parts
-        pieces = [p.strip() for p in sent_protocol.split("/")]
-        if len(pieces) != 3 or not all(is_token(p) for p in pieces):
-            raise HeaderError("Via", f"bad sent-protocol {sent_protocol!r}")
+        match = _VIA_RE.fullmatch(proto.strip())
+        if not match:
+            raise HeaderError("Via", f"bad sent-protocol or sent-by {proto.strip()[:60]!r}")
+        name, version, transport, host_text, port_text = match.groups()
         try:
-            host, port = _hostport(sent_by.strip())
+            host, port = _hostport(host_text if port_text is None else f"{host_text}:{port_text}")
         except UriError as exc:
             raise HeaderError("Via", str(exc)) from None
-        return cls(pieces[2].upper(), host, port, _params("Via", rest),
-                   f"{pieces[0]}/{pieces[1]}")
+        return cls(transport.upper(), host, port, _params("Via", rest), f"{name}/{version}")
 
     @property
     def branch(self) -> str | None:

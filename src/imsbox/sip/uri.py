@@ -16,7 +16,8 @@ class UriError(ValueError):
 
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9\-.]*[A-Za-z0-9])?\.?|[A-Za-z0-9]")
+# RFC 3261 hostnames, plus "_" which real deployments (and TS 24.247) use.
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_\-.]*[A-Za-z0-9_])?\.?")
 _IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 # characters that may never appear raw in a URI carried in a header
 _FORBIDDEN = re.compile(r"[\s<>\"]")

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what imsbox and its tests need on a fresh Debian machine:
+# the Debian peers the interop tests drive, then the package itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
+command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -q
+    $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
