@@ -20,6 +20,8 @@ MAX_REQUEST_URI = 4096
 _LINE_SPLIT = re.compile(r"\r?\n")
 _VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
 # Each of these appears at most once in a valid message (20.*).
+# Stands in for a Request-URI that was not parsed (partial messages only).
+_UNUSABLE_URI = "sip:invalid"
 _UNIQUE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length")
 
 
@@ -49,7 +51,7 @@ def parse(data: bytes) -> Request | Response:
     lines = _unfold(_LINE_SPLIT.split(text))
     if not lines:
         raise ParseError("empty message")
-    message = _start_line(lines[0])
+    message, deferred = _start_line(lines[0])
     headers = message.headers
     for line in lines[1:]:
         name, colon, value = line.partition(":")
@@ -57,6 +59,9 @@ def parse(data: bytes) -> Request | Response:
         if not colon or not is_token(name):
             raise ParseError(f"malformed header line {line[:40]!r}", partial=message)
         headers.add(name, value.strip(" \t"))
+    if deferred is not None:
+        deferred.partial = message
+        raise deferred
     message.body = _frame_body(message, body)
     _validate(message)
     return message
@@ -87,23 +92,27 @@ def _unfold(lines: list[str]) -> list[str]:
     return out
 
 
-def _start_line(line: str) -> Request | Response:
+def _start_line(line: str) -> tuple[Request | Response, ParseError | None]:
+    """The message begun by the start line, and an error to raise once the
+    headers are read: a bad version or Request-URI is answerable (8.2.6)."""
     if line.startswith("SIP/") or line[:4].upper() == "SIP/":
-        return _status_line(line)
+        return _status_line(line), None
     parts = line.split(" ")
     if len(parts) != 3:
         raise ParseError(f"malformed Request-Line {line[:60]!r}")
     method, uri_text, version = parts
     if not is_token(method):
         raise ParseError(f"bad method {method[:20]!r}")
-    _check_version(version)
-    if len(uri_text) > MAX_REQUEST_URI:
-        raise ParseError("Request-URI too long", status=414)
     try:
+        _check_version(version)
+        if len(uri_text) > MAX_REQUEST_URI:
+            raise ParseError("Request-URI too long", status=414)
         uri = parse_uri(uri_text)
+    except ParseError as exc:
+        return Request(method, _UNUSABLE_URI), exc
     except UriError as exc:
-        raise ParseError(f"bad Request-URI: {exc}") from None
-    return Request(method, uri)
+        return Request(method, _UNUSABLE_URI), ParseError(f"bad Request-URI: {exc}")
+    return Request(method, uri), None
 
 
 def _status_line(line: str) -> Response:

@@ -1,0 +1,459 @@
+"""The SIP transport layer (RFC 3261 section 18, RFC 3581, RFC 5923 ideas).
+
+Owns the UDP sockets, TCP/TLS listeners and the table of open stream
+connections; turns bytes into parsed messages for ``on_message`` and
+messages into bytes on the right socket or connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import socket
+import ssl
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+from ..headers import HeaderError, Params, Via
+from ..message import REASON_PHRASES, Message, Request, Response
+from ..parser import ParseError, parse
+from .base import TRANSPORTS, Destination, Flow
+from .stream import FramingError, StreamConnection, StreamFramer
+from .udp import UdpEndpoint
+
+__all__ = [
+    "TransportLayer", "Limits", "DEFAULT_PORTS", "add_received", "response_destination",
+    "reason_phrase", "OnMessage", "OnError", "Trace",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+MAX_REASON = 100
+_REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")  # what a response needs (8.2.6)
+
+OnMessage = Callable[[Request | Response, Flow], None]
+OnError = Callable[[Exception, Message, "Destination | None"], None]
+Trace = Callable[[str, bytes, Flow], None]
+ConnKey = tuple[str, str, int]
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    """Resource limits of the transport layer (sizes in bytes, times in seconds)."""
+
+    max_header_size: int = 64 * 1024
+    max_body_size: int = 16 * 1024 * 1024
+    idle_timeout: float | None = 60.0
+    connect_timeout: float = 10.0
+
+
+class TransportLayer:
+    """UDP, TCP and TLS for one SIP node (RFC 3261 18)."""
+
+    def __init__(self, on_message: OnMessage, on_error: OnError | None = None,
+                 limits: Limits | None = None, trace: Trace | None = None, *,
+                 client_ssl_context: ssl.SSLContext | None = None) -> None:
+        self.on_message = on_message
+        self.on_error = on_error
+        self.limits = limits if limits is not None else Limits()
+        self.trace = trace
+        self.client_ssl_context = client_ssl_context
+        self.stats: Counter[str] = Counter()
+        self._udp: list[UdpEndpoint] = []
+        self._servers: list[asyncio.Server] = []
+        self._listening: list[Destination] = []
+        self._conns: dict[int, StreamConnection] = {}
+        self._by_addr: dict[ConnKey, StreamConnection] = {}
+        self._connecting: dict[ConnKey, asyncio.Task[StreamConnection]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    # -- public API -------------------------------------------------------
+    @property
+    def listen_addresses(self) -> list[Destination]:
+        return list(self._listening)
+
+    @property
+    def connections(self) -> list[StreamConnection]:
+        return [c for c in self._conns.values() if not c.closed]
+
+    async def listen(self, transport: str, host: str, port: int,
+                     ssl_context: ssl.SSLContext | None = None) -> tuple[str, int]:
+        """Bind a listener; port 0 picks a free port. Returns the bound address."""
+        transport = transport.lower()
+        if transport == "udp":
+            endpoint = await self._bind_udp(host, port)
+            self._listening.append(Destination("udp", *endpoint.local))
+            return endpoint.local
+        if transport not in ("tcp", "tls"):
+            raise ValueError(f"unknown transport {transport!r}")
+        if transport == "tls" and ssl_context is None:
+            raise ValueError("a TLS listener needs an ssl_context")
+        server = await asyncio.start_server(
+            lambda r, w: self._accepted(transport, r, w), host, port,
+            ssl=ssl_context if transport == "tls" else None)
+        self._servers.append(server)
+        name = server.sockets[0].getsockname()
+        bound = (str(name[0]), int(name[1]))
+        self._listening.append(Destination(transport, *bound))
+        log.info("listening on %s", self._listening[-1])
+        return bound
+
+    async def send(self, message: Request | Response, dest: Destination,
+                   flow: Flow | None = None) -> Flow:
+        """Send to ``dest`` (over ``flow``'s connection if still open); raises OSError."""
+        if dest.transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {dest.transport!r}")
+        if self._closed:
+            raise ConnectionResetError("transport layer is closed")
+        data = bytes(message)
+        if dest.transport == "udp":
+            endpoint = await self._udp_for(dest.host, flow)
+            out = endpoint.flow_to((dest.host, dest.port))
+            self._trace("out", data, out, message)
+            endpoint.sendto(data, (dest.host, dest.port))
+        else:
+            conn = await self._connection_for(dest, flow)
+            out = conn.flow
+            self._trace("out", data, out, message)
+            await conn.send(data)
+        self.stats["messages_out"] += 1
+        return out
+
+    def send_response(self, response: Response, flow: Flow | None) -> None:
+        """18.2.2: route a response back to its sender; never raises."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            log.error("send_response called outside an event loop; %r dropped", response)
+            return
+        task = loop.create_task(self._send_response(response, flow))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop listening, close every socket and connection, cancel pending sends."""
+        self._closed = True
+        for server in self._servers:
+            server.close()
+        for endpoint in self._udp:
+            endpoint.close()
+        for task in list(self._connecting.values()) + list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(c.close() for c in list(self._conns.values())),
+                             return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._connecting.values(), return_exceptions=True)
+        for server in self._servers:
+            try:
+                async with asyncio.timeout(1.0):
+                    await server.wait_closed()
+            except TimeoutError:
+                pass
+        self._servers.clear()
+        self._udp.clear()
+
+    # -- receiving --------------------------------------------------------
+    def _datagram(self, endpoint: UdpEndpoint, data: bytes, remote: tuple[str, int]) -> None:
+        if not data.strip(b"\r\n\t \x00"):
+            self.stats["keepalives_in"] += 1  # CRLF keep-alive on UDP: nothing to do
+            return
+        self._received(data, endpoint.flow_to(remote), None)
+
+    def _received(self, data: bytes, flow: Flow, conn: StreamConnection | None) -> None:
+        self._trace("in", data, flow, None)
+        self.stats["messages_in"] += 1
+        try:
+            message = parse(data)
+        except ParseError as exc:
+            self._malformed(exc, flow)
+            return
+        if isinstance(message, Request):
+            add_received(message, flow.remote)
+            if conn is not None and conn.accepted:
+                self._alias(conn, message)
+        try:
+            self.on_message(message, flow)
+        except Exception:
+            log.exception("on_message failed for %r call-id=%s", message,
+                          message.headers.get("Call-ID"))
+
+    def _malformed(self, exc: ParseError, flow: Flow) -> None:
+        """Answer a malformed request we can address (8.2.6), drop anything else."""
+        request = exc.partial
+        if not (isinstance(request, Request) and _answerable(request)):
+            self.stats["malformed_dropped"] += 1
+            log.info("dropped malformed message from %s: %s", flow.remote, exc.reason)
+            return
+        add_received(request, flow.remote)
+        response = Response.for_request(request, exc.status,
+                                        reason_phrase(exc.status, exc.reason))
+        self.stats["malformed_answered"] += 1
+        log.info("answering malformed %s from %s with %d: %s", request.method,
+                 flow.remote, exc.status, exc.reason)
+        self.send_response(response, flow)
+
+    # -- stream connection callbacks (ConnectionHandler) ------------------
+    def stream_message(self, conn: StreamConnection, data: bytes) -> None:
+        self._received(data, conn.flow, conn)
+
+    def stream_framing_error(self, conn: StreamConnection, error: FramingError) -> bytes | None:
+        self.stats["framing_errors"] += 1
+        if error.status is None or error.head is None:
+            return None
+        request = _partial_request(error.head)
+        if request is None:
+            return None
+        add_received(request, conn.remote)
+        response = Response.for_request(request, error.status,
+                                        reason_phrase(error.status, error.reason))
+        data = bytes(response)
+        self._trace("out", data, conn.flow, response)
+        self.stats["malformed_answered"] += 1
+        return data
+
+    def stream_closed(self, conn: StreamConnection) -> None:
+        self._conns.pop(conn.conn_id, None)
+        for key in [k for k, c in self._by_addr.items() if c is conn]:
+            del self._by_addr[key]
+        self.stats["connections_closed"] += 1
+        log.debug("closed %r", conn)
+
+    def _accepted(self, transport: str, reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter) -> None:
+        if self._closed:
+            writer.close()
+            return
+        conn = self._new_connection(transport, reader, writer, accepted=True)
+        self.stats["connections_accepted"] += 1
+        log.debug("accepted %r", conn)
+
+    def _new_connection(self, transport: str, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter, accepted: bool) -> StreamConnection:
+        framer = StreamFramer(self.limits.max_header_size, self.limits.max_body_size)
+        conn = StreamConnection(self, reader, writer, transport, next(self._ids), framer,
+                                self.limits.idle_timeout, accepted)
+        self._conns[conn.conn_id] = conn
+        self._by_addr[_key(transport, *conn.remote)] = conn
+        task = conn.start()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return conn
+
+    def _alias(self, conn: StreamConnection, request: Request) -> None:
+        """RFC 5923: with ;alias, reuse this connection for requests to the Via sent-by."""
+        via = _top_via(request)
+        if not via.params.has("alias") or via.transport.lower() != conn.transport:
+            return
+        key = _key(conn.transport, via.host, via.port or DEFAULT_PORTS[conn.transport])
+        current = self._by_addr.get(key)
+        if current is None or current.closed:
+            self._by_addr[key] = conn
+
+    # -- sending ----------------------------------------------------------
+    async def _send_response(self, response: Response, flow: Flow | None) -> None:
+        dest: Destination | None = None
+        try:
+            if flow is not None and self._open_connection(flow) is not None:
+                dest = flow.destination  # 18.2.2: the connection the request came on
+            else:
+                dest = await _resolved(response_destination(response))
+            await self.send(response, dest, flow)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats["send_errors"] += 1
+            log.info("could not send %r to %s: %s", response, dest, exc)
+            if self.on_error is not None:
+                try:
+                    self.on_error(exc, response, dest)
+                except Exception:
+                    log.exception("on_error failed")
+
+    async def _bind_udp(self, host: str, port: int) -> UdpEndpoint:
+        loop = asyncio.get_running_loop()
+        _, endpoint = await loop.create_datagram_endpoint(
+            lambda: UdpEndpoint(self._datagram), local_addr=(host, port))
+        self._udp.append(endpoint)
+        log.info("udp socket on %s", endpoint.local)
+        return endpoint
+
+    async def _udp_for(self, host: str, flow: Flow | None) -> UdpEndpoint:
+        """The listening socket of the destination's family (the flow's if it has one)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        candidates = [e for e in self._udp if e.family == family
+                      and e.transport is not None and not e.transport.is_closing()]
+        if flow is not None and flow.transport == "udp":
+            for endpoint in candidates:
+                if endpoint.local == flow.local:
+                    return endpoint
+        if candidates:
+            return candidates[0]
+        # Not listening on that family: an ephemeral socket still gets answers back.
+        return await self._bind_udp("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+
+    def _open_connection(self, flow: Flow) -> StreamConnection | None:
+        conn = self._conns.get(flow.conn_id) if flow.conn_id is not None else None
+        return conn if conn is not None and not conn.closed else None
+
+    async def _connection_for(self, dest: Destination, flow: Flow | None) -> StreamConnection:
+        conn = self._open_connection(flow) if flow is not None else None
+        if conn is not None and conn.transport == dest.transport:
+            return conn
+        key = _key(dest.transport, dest.host, dest.port)
+        conn = self._by_addr.get(key)
+        if conn is not None and not conn.closed:
+            return conn
+        task = self._connecting.get(key)
+        if task is None:  # one connection attempt per destination, shared by all senders
+            task = asyncio.get_running_loop().create_task(self._connect(dest))
+            self._connecting[key] = task
+            task.add_done_callback(lambda t: self._connecting.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _connect(self, dest: Destination) -> StreamConnection:
+        context: ssl.SSLContext | None = None
+        if dest.transport == "tls":
+            context = self.client_ssl_context or ssl.create_default_context()
+        async with asyncio.timeout(self.limits.connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                dest.host, dest.port, ssl=context,
+                server_hostname=dest.host if context is not None else None)
+        if self._closed:
+            writer.close()
+            raise ConnectionResetError("transport layer is closed")
+        conn = self._new_connection(dest.transport, reader, writer, accepted=False)
+        self._by_addr[_key(dest.transport, dest.host, dest.port)] = conn
+        self.stats["connections_opened"] += 1
+        log.debug("connected %r", conn)
+        return conn
+
+    def _trace(self, direction: str, data: bytes, flow: Flow,
+               message: Message | None) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            call_id = message.headers.get("Call-ID") if message is not None else None
+            log.debug("%s %s %s <-> %s (%d bytes) call-id=%s\n%s", direction, flow.transport,
+                      flow.local, flow.remote, len(data), call_id,
+                      data[:2000].decode("utf-8", "replace"))
+        if self.trace is not None:
+            try:
+                self.trace(direction, data, flow)
+            except Exception:
+                log.exception("trace callback failed")
+
+
+def add_received(request: Request, source: tuple[str, int]) -> None:
+    """RFC 3261 18.2.1 and RFC 3581 4: note the source address in the top Via."""
+    try:
+        via = _top_via(request)
+    except HeaderError:
+        return
+    host, port = source
+    fill_rport = via.wants_rport and via.rport is None
+    if not fill_rport and _same_host(via.host, host):
+        return
+    via.params.set("received", host)
+    if fill_rport:
+        _set_in_place(via.params, "rport", str(port))
+    request.pop_header("Via")
+    request.push_header("Via", str(via))
+
+
+def response_destination(response: Response) -> Destination:
+    """RFC 3261 18.2.2 / RFC 3581 4: where a response goes, from its top Via."""
+    via = _top_via(response)
+    transport = via.transport.lower()
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unsupported Via transport {via.transport}")
+    default_port = DEFAULT_PORTS[transport]
+    if transport != "udp":
+        return Destination(transport, _bare(via.received or via.host), via.port or default_port)
+    if via.maddr:
+        return Destination("udp", _bare(via.maddr), via.port or default_port)
+    host = _bare(via.received or via.host)
+    if via.rport is not None:
+        return Destination("udp", host, via.rport)
+    return Destination("udp", host, via.port or default_port)
+
+
+def reason_phrase(status: int, detail: str) -> str:
+    """'Bad Request - missing Call-ID header': one printable line, at most 100 chars."""
+    text = f"{REASON_PHRASES.get(status, 'Bad Request')} - {detail}"
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
+
+
+def _answerable(request: Request) -> bool:
+    if request.method == "ACK":  # 17.2.1: never answer an ACK
+        return False
+    if not all(name in request.headers for name in _REQUIRED):
+        return False
+    try:
+        return _top_via(request).transport.lower() in TRANSPORTS
+    except HeaderError:
+        return False
+
+
+def _top_via(message: Message) -> Via:
+    """The first Via only: a later malformed one must not stop a reply."""
+    values = message.headers.values("Via")
+    if not values:
+        raise HeaderError("Via", "missing")
+    return Via.parse(values[0])
+
+
+def _partial_request(head: bytes) -> Request | None:
+    try:
+        message: Message | None = parse(head)
+    except ParseError as exc:
+        message = exc.partial
+    if isinstance(message, Request) and _answerable(message):
+        return message
+    return None
+
+
+async def _resolved(dest: Destination) -> Destination:
+    """Sent-by may be a host name: look up an address (RFC 3263 5, A/AAAA only)."""
+    try:
+        ipaddress.ip_address(dest.host)
+        return dest
+    except ValueError:
+        pass
+    kind = socket.SOCK_DGRAM if dest.transport == "udp" else socket.SOCK_STREAM
+    infos = await asyncio.get_running_loop().getaddrinfo(dest.host, dest.port, type=kind)
+    if not infos:
+        raise OSError(f"cannot resolve {dest.host}")
+    return Destination(dest.transport, str(infos[0][4][0]), dest.port)
+
+
+def _set_in_place(params: Params, name: str, value: str) -> None:
+    low = name.lower()
+    for i, (n, _) in enumerate(params):
+        if n.lower() == low:
+            params[i] = (n, value)
+            return
+    params.append((name, value))
+
+
+def _bare(host: str) -> str:
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def _norm(host: str) -> str:
+    host = _bare(host)
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower()
+
+
+def _same_host(a: str, b: str) -> bool:
+    return _norm(a) == _norm(b)
+
+
+def _key(transport: str, host: str, port: int) -> ConnKey:
+    return (transport, _norm(host), port)
