@@ -1,0 +1,399 @@
+"""asyncio glue: one TransportLayer, one TransactionLayer, their timers.
+
+``SipEndpoint.request()`` runs a client transaction and yields its responses
+through a ``ClientContext``; every new request reaches ``handler`` as a
+``ServerContext``.  CANCEL is answered here (9.2: 200, or 481 from the
+transaction layer) and shows up as ``ServerContext.cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ipaddress
+import logging
+import socket
+from dataclasses import astuple
+from typing import Awaitable, Callable
+
+from .message import Request, Response, new_branch
+from .transaction import (
+    AckReceived, CancelReceived, ClientTransaction, Event, ResponseReceived,
+    ServerTransaction, StrayResponse, TimerValues, TransactionLayer, TransactionTerminated,
+    TransactionTimeout, Transmit, TransportFailure, make_cancel,
+)
+from .transport import (
+    DEFAULT_PORTS, UDP_MTU_LIMIT, Destination, Flow, Limits, TransportLayer,
+    response_destination,
+)
+from .uri import SipUri
+
+__all__ = ["SipEndpoint", "ClientContext", "ServerContext", "Handler", "next_hop"]
+
+log = logging.getLogger(__name__)
+trace_log = logging.getLogger("imsbox.sip.trace")
+
+Handler = Callable[["ServerContext"], Awaitable[None] | None]
+
+
+def next_hop(request: Request) -> tuple[str, str, int]:
+    """(transport, host, port) from the first Route (loose routing) or the
+    Request-URI (8.1.2; RFC 3263 without NAPTR/SRV)."""
+    uri = request.route[0].uri if request.route else request.uri
+    if not isinstance(uri, SipUri):
+        raise ValueError(f"cannot route to {uri}")
+    transport = uri.transport or ("tls" if uri.secure else "udp")
+    if uri.secure and transport == "tcp":
+        transport = "tls"
+    if transport not in DEFAULT_PORTS:
+        raise ValueError(f"unsupported transport {transport}")
+    host = uri.maddr or uri.host
+    host = host[1:-1] if host.startswith("[") else host
+    return transport, host, uri.port or DEFAULT_PORTS[transport]
+
+
+async def resolve(transport: str, host: str, port: int) -> Destination:
+    """A Destination with an IP literal: hostnames go through getaddrinfo."""
+    try:
+        ipaddress.ip_address(host)
+        return Destination(transport, host, port)
+    except ValueError:
+        pass
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
+    if not infos:
+        raise OSError(f"cannot resolve {host}")
+    return Destination(transport, str(infos[0][4][0]), port)
+
+
+class ClientContext:
+    """One request sent: iterate for provisional and final responses.
+
+    Iteration stops after the first final response.  Later responses (2xx
+    retransmissions and forks in the RFC 6026 Accepted state) go to
+    ``on_late_response`` if set, else to the endpoint's ``on_stray``.
+    A timeout yields a local 408 and a transport failure a local 503
+    (8.1.3.1); ``local_failure`` then says so.
+    """
+
+    def __init__(self, endpoint: "SipEndpoint", request: Request) -> None:
+        self.request = request
+        self.txn: ClientTransaction | None = None
+        self.dest: Destination | None = None
+        self.local_failure = False
+        self.on_late_response: Callable[[Response], None] | None = None
+        self._endpoint = endpoint
+        loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Response] = asyncio.Queue()
+        self._final: asyncio.Future[Response] = loop.create_future()
+        self._progress: asyncio.Future[None] = loop.create_future()  # first response
+        self._iter_done = False
+
+    def __aiter__(self) -> "ClientContext":
+        return self
+
+    async def __anext__(self) -> Response:
+        if self._iter_done:
+            raise StopAsyncIteration
+        response = await self._queue.get()
+        self._iter_done = response.is_final
+        return response
+
+    async def final(self) -> Response:
+        return await asyncio.shield(self._final)
+
+    @property
+    def final_response(self) -> Response | None:
+        return self._final.result() if self._final.done() else None
+
+    async def cancel(self) -> Response | None:
+        """9.1: CANCEL a pending INVITE once a provisional response arrived;
+        returns the CANCEL's final response, None if the INVITE ended first."""
+        if self.request.method != "INVITE":
+            raise ValueError("only an INVITE can be cancelled")
+        await asyncio.shield(self._progress)
+        if self._final.done() or self.txn is None or self.dest is None:
+            return None
+        cancel = make_cancel(self.txn.request)
+        ctx = ClientContext(self._endpoint, cancel)
+        self._endpoint._start_client(ctx, self.dest)
+        return await ctx.final()
+
+    def _deliver(self, response: Response, local: bool = False) -> None:
+        if self._final.done():
+            if self.on_late_response is not None:
+                self.on_late_response(response)
+            else:
+                self._endpoint._stray(response, self.txn.flow if self.txn else None)
+            return
+        if not self._progress.done():
+            self._progress.set_result(None)
+        self.local_failure = local
+        self._queue.put_nowait(response)
+        if response.is_final:
+            self._final.set_result(response)
+
+    def _fail(self, status: int) -> None:
+        if not self._final.done():
+            self._deliver(Response.for_request(self.request, status), local=True)
+
+
+class ServerContext:
+    """One received request: ``respond()`` sends through its server transaction.
+
+    ACKs for 2xx arrive with ``txn`` None and nothing to respond.
+    """
+
+    def __init__(self, endpoint: "SipEndpoint", request: Request, flow: Flow,
+                 txn: ServerTransaction | None) -> None:
+        self.request = request
+        self.flow = flow
+        self.txn = txn
+        self.cancelled = asyncio.Event()
+        self._endpoint = endpoint
+
+    @property
+    def final_sent(self) -> bool:
+        last = self.txn.last_response if self.txn else None
+        return last is not None and last.is_final
+
+    def respond(self, response: Response) -> None:
+        """Send ``response`` (the TU adds the To tag, 8.2.6.2)."""
+        if self.txn is None:
+            raise ValueError(f"a {self.request.method} is not answered")
+        self._endpoint._respond(self.txn, response)
+
+
+class SipEndpoint:
+    """A SIP element's I/O: transports, transactions, timers."""
+
+    def __init__(self, handler: Handler, timers: TimerValues | None = None,
+                 trace: bool = False, *, limits: Limits | None = None,
+                 on_stray: Callable[[Response, Flow | None], None] | None = None,
+                 client_ssl_context: object | None = None) -> None:
+        self.handler = handler
+        self.on_stray = on_stray
+        self.layer = TransactionLayer(timers)
+        self.transport = TransportLayer(self._on_message, self._on_send_error, limits,
+                                        self._trace if trace else None,
+                                        client_ssl_context=client_ssl_context)  # type: ignore[arg-type]
+        self._sent_by: dict[str, tuple[str, int]] = {}
+        self._clients: dict[ClientTransaction, ClientContext] = {}
+        self._servers: dict[ServerTransaction, ServerContext] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pumping = False
+
+    # -- public API -----------------------------------------------------
+    async def listen(self, transport: str, host: str, port: int,
+                     ssl_context: object | None = None) -> tuple[str, int]:
+        bound = await self.transport.listen(transport, host, port, ssl_context)  # type: ignore[arg-type]
+        self._sent_by.setdefault(transport.lower(), bound)
+        return bound
+
+    def request(self, request: Request, dest: Destination | None = None) -> ClientContext:
+        """Send ``request`` statefully: adds our top Via (new branch, rport)."""
+        ctx = ClientContext(self, request)
+        self._spawn(self._route_and_start(ctx, dest))
+        return ctx
+
+    def send_stateless(self, message: Request | Response, dest: Destination | None = None,
+                       flow: Flow | None = None) -> asyncio.Task[Flow | None]:
+        """Send without a transaction (ACK for 2xx, stateless forwarding).
+        Without ``dest`` a request goes to its next hop, a response where its
+        top Via says (18.2.2).  The task gives the Flow used, None on failure."""
+        return self._spawn(self._send_stateless(message, dest, flow))  # type: ignore[return-value]
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.transport.close()
+
+    # -- client side ------------------------------------------------------
+    async def _route_and_start(self, ctx: ClientContext, dest: Destination | None) -> None:
+        request = ctx.request
+        try:
+            if dest is None:
+                dest = await resolve(*next_hop(request))
+            if request.method != "ACK" and "Max-Forwards" not in request.headers:
+                request.add_header("Max-Forwards", "70")  # 8.1.1.6
+            self._push_via(request, dest.transport)
+            if dest.transport == "udp" and len(bytes(request)) > UDP_MTU_LIMIT:
+                dest = Destination("tcp", dest.host, dest.port)  # 18.1.1
+                request.pop_header("Via")
+                self._push_via(request, "tcp")
+        except (OSError, ValueError) as exc:
+            log.info("cannot send %r: %s", request, exc)
+            ctx._fail(503)
+            return
+        self._start_client(ctx, dest)
+
+    def _push_via(self, request: Request, transport: str) -> None:
+        host, port = self._sent_by.get(transport) or next(iter(self._sent_by.values()),
+                                                          ("127.0.0.1", 5060))
+        host = f"[{host}]" if ":" in host else host
+        request.push_header(
+            "Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={new_branch()};rport")
+
+    def _start_client(self, ctx: ClientContext, dest: Destination) -> None:
+        ctx.dest = dest
+        ctx.txn = self.layer.client_transaction(ctx.request, dest, self._now())
+        self._clients[ctx.txn] = ctx
+        self._pump()
+
+    async def _send_stateless(self, message: Request | Response, dest: Destination | None,
+                              flow: Flow | None) -> Flow | None:
+        try:
+            if dest is None:
+                hop = next_hop(message) if isinstance(message, Request) else \
+                    astuple(response_destination(message))
+                dest = await resolve(*hop)
+            return await self.transport.send(message, dest, flow)
+        except (OSError, ValueError) as exc:
+            log.info("stateless send of %r failed: %s", message, exc)
+            return None
+
+    # -- server side ------------------------------------------------------
+    def _respond(self, txn: ServerTransaction, response: Response) -> None:
+        txn.respond(response, self._now())
+        self._pump()
+
+    def _on_message(self, message: Request | Response, flow: Flow) -> None:
+        now = self._now()
+        if self.layer.receive(message, flow, now) or isinstance(message, Response):
+            self._pump()
+            return
+        if message.method == "ACK":  # ACK for a 2xx: its own end-to-end request
+            self._call_handler(ServerContext(self, message, flow, None))
+            return
+        txn = self.layer.server_transaction(message, flow, now)
+        if message.method != "CANCEL":  # CANCEL comes out as CancelReceived
+            ctx = ServerContext(self, message, flow, txn)
+            self._servers[txn] = ctx
+            self._call_handler(ctx)
+        self._pump()
+
+    def _call_handler(self, ctx: ServerContext) -> None:
+        try:
+            result = self.handler(ctx)
+            if inspect.isawaitable(result):
+                self._spawn(self._await_handler(ctx, result))
+        except Exception:
+            log.exception("handler failed on %r (Call-ID %s)", ctx.request,
+                          ctx.request.call_id)
+            self._answer_500(ctx)
+
+    async def _await_handler(self, ctx: ServerContext, result: Awaitable[None]) -> None:
+        try:
+            await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handler failed on %r (Call-ID %s)", ctx.request,
+                          ctx.request.call_id)
+            self._answer_500(ctx)
+
+    def _answer_500(self, ctx: ServerContext) -> None:
+        if ctx.txn is not None and not ctx.final_sent:
+            ctx.respond(Response.for_request(ctx.request, 500))
+
+    # -- events -----------------------------------------------------------
+    def _pump(self) -> None:
+        """Run the layer's events; re-entrant calls leave it to the outer loop."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while events := self.layer.events():
+                for event in events:
+                    self._dispatch(event)
+        finally:
+            self._pumping = False
+        self._schedule_timer()
+
+    def _dispatch(self, event: Event) -> None:
+        match event:
+            case Transmit(message=Response() as response, dest=None, flow=flow):
+                self.transport.send_response(response, flow)
+            case Transmit():
+                self._spawn(self._transmit(event))
+            case ResponseReceived(txn=txn, response=response):
+                if (ctx := self._clients.get(txn)) is not None:
+                    ctx._deliver(response)
+            case TransactionTimeout(txn=txn) | TransportFailure(txn=txn):
+                self._failed(txn, 408 if isinstance(event, TransactionTimeout) else 503)
+            case AckReceived(txn=txn, ack=ack):
+                self._call_handler(ServerContext(self, ack, txn.flow, None))
+            case CancelReceived(txn=txn, cancel=cancel, cancel_txn=cancel_txn):
+                cancel_txn.respond(Response.for_request(cancel, 200), self._now())
+                if (ctx := self._servers.get(txn)) is not None:
+                    ctx.cancelled.set()
+            case StrayResponse(response=response, flow=flow):
+                self._stray(response, flow)
+            case TransactionTerminated(txn=txn):
+                self._clients.pop(txn, None)  # type: ignore[arg-type]
+                self._servers.pop(txn, None)  # type: ignore[arg-type]
+
+    def _failed(self, txn: object, status: int) -> None:
+        if (ctx := self._clients.get(txn)) is not None:  # type: ignore[arg-type]
+            ctx._fail(status)
+        else:
+            log.info("%r failed (%d)", txn, status)
+
+    def _stray(self, response: Response, flow: Flow | None) -> None:
+        if self.on_stray is not None:
+            self.on_stray(response, flow)
+        else:
+            log.debug("stray %r dropped (Call-ID %s)", response, response.headers.get("Call-ID"))
+
+    async def _transmit(self, event: Transmit) -> None:
+        assert event.dest is not None
+        try:
+            await self.transport.send(event.message, event.dest, event.flow)
+        except (OSError, ValueError) as exc:
+            log.info("send of %r to %s failed: %s", event.message, event.dest, exc)
+            if event.txn is not None:
+                self.layer.transport_error(event.txn, self._now())
+                self._pump()
+
+    def _on_send_error(self, exc: Exception, message: object,
+                       dest: Destination | None) -> None:
+        if isinstance(message, Response):
+            txn = self.layer.find_server_transaction_for(message)
+            if txn is not None:
+                self.layer.transport_error(txn, self._now())
+                self._pump()
+
+    # -- timers and tasks ---------------------------------------------------
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _schedule_timer(self) -> None:
+        deadline = self.layer.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else \
+            asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        deadline, self._timer, self._timer_at = self._timer_at, None, None
+        # call_at may run a hair early: never let the layer see a time before it
+        self.layer.on_timer(max(self._now(), deadline or 0.0))
+        self._pump()
+
+    def _spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _trace(self, direction: str, data: bytes, flow: Flow) -> None:
+        trace_log.info("%s %s %s <-> %s\n%s", direction, flow.transport, flow.local,
+                       flow.remote, data.decode("utf-8", "replace"))
