@@ -1,0 +1,384 @@
+"""asyncio UserAgent: INVITE sessions over a SipEndpoint.
+
+The UserAgent owns the DialogTable, turns new requests into Calls (or app
+callbacks), feeds in-dialog messages to each Call's InviteSession and carries
+out the session's events: client transactions, stateless ACKs, responses on
+server transactions and the session's own timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Awaitable, Callable, Iterable
+
+from ..endpoint import ClientContext, ServerContext, SipEndpoint
+from ..headers import NameAddr
+from ..message import Request, Response, new_branch, new_tag
+from ..uri import SipUri, Uri, parse_uri
+from .dialog import DialogTable, build_request
+from .invite import (
+    SDP, DialogCreated, DialogEnded, Established, InviteConfig, InviteSession, InviteState,
+    OfferAnswer, Provisional, RequestResult, SendAck, SendRequest, SendResponse,
+    SessionError, StaticOfferAnswer, Terminated, options_response,
+)
+
+__all__ = ["UserAgent", "Call"]
+
+log = logging.getLogger(__name__)
+
+Header = tuple[str, str]
+CallHandler = Callable[["Call"], Awaitable[None] | None]
+RequestHandler = Callable[[ServerContext], Awaitable[None] | None]
+
+# Methods we know but only answer inside a dialog, or through an app callback.
+_KNOWN_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE",
+                            "INFO", "MESSAGE", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
+                            "REGISTER"})
+
+
+class Call:
+    """One INVITE session as the application sees it."""
+
+    def __init__(self, ua: "UserAgent", session: InviteSession) -> None:
+        loop = asyncio.get_running_loop()
+        self.ua = ua
+        self.session = session
+        self.progress: list[Response] = []
+        self.ringing = asyncio.Event()
+        self.final: asyncio.Future[Response | None] = loop.create_future()
+        self.established = asyncio.Event()
+        self.terminated: asyncio.Future[Terminated] = loop.create_future()
+        self._invite_ctx: ClientContext | None = None
+        self._servers: dict[tuple[str, int], ServerContext] = {}
+        self._results: dict[tuple[str, int], asyncio.Future[Response | None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<Call {self.call_id} {self.state.value}>"
+
+    @property
+    def call_id(self) -> str:
+        return self.session.invite.call_id
+
+    @property
+    def state(self) -> InviteState:
+        return self.session.state
+
+    @property
+    def local_sdp(self) -> bytes | None:
+        return self.session.local_sdp
+
+    @property
+    def remote_sdp(self) -> bytes | None:
+        return self.session.remote_sdp
+
+    @property
+    def request(self) -> Request:
+        return self.session.invite
+
+    # -- UAS actions ---------------------------------------------------------
+    def ring(self, status: int = 180, body: bytes = b"", reliable: bool | None = None,
+             headers: Iterable[Header] = ()) -> None:
+        self._act(lambda now: self.session.provisional(now, status, body, headers, reliable))
+
+    def accept(self, answer_sdp: bytes | None = None, headers: Iterable[Header] = ()) -> None:
+        self._act(lambda now: self.session.accept(now, answer_sdp, headers))
+
+    def reject(self, code: int = 486, reason: str | None = None,
+               headers: Iterable[Header] = ()) -> None:
+        self._act(lambda now: self.session.reject(code, now, reason, headers))
+
+    # -- either side ----------------------------------------------------------
+    async def reinvite(self, sdp: bytes | None = None,
+                       headers: Iterable[Header] = ()) -> Response | None:
+        """14.1: a re-INVITE; returns its final response (the ACK is sent already)."""
+        request = self._act(lambda now: self.session.reinvite(now, sdp, headers))
+        return await self._result(request)
+
+    async def update(self, sdp: bytes | None = None,
+                     headers: Iterable[Header] = ()) -> Response | None:
+        request = self._act(lambda now: self.session.update(now, sdp, headers))
+        return await self._result(request)
+
+    async def bye(self) -> None:
+        """End the call (CANCEL if still ringing) and wait until it has ended."""
+        self._act(self.session.bye)
+        await asyncio.shield(self.terminated)
+
+    async def cancel(self) -> None:
+        self._act(self.session.cancel)
+        await asyncio.shield(self.terminated)
+
+    async def wait_final(self) -> Response | None:
+        """The INVITE's final response (UAC), None if it timed out."""
+        return await asyncio.shield(self.final)
+
+    def _act(self, action: Callable[[float], object]) -> object:
+        result = action(self.ua._now())
+        self.ua._drain(self)
+        return result
+
+    def _result(self, request: object) -> asyncio.Future[Response | None]:
+        assert isinstance(request, Request)
+        key = (request.method, request.cseq.seq)
+        fut = self._results.get(key)
+        if fut is None:
+            fut = self._results[key] = asyncio.get_running_loop().create_future()
+        return asyncio.shield(fut)  # type: ignore[return-value]
+
+
+class UserAgent:
+    """A SIP UA core for calls: `invite()` out, `on_call` / `incoming` in."""
+
+    def __init__(self, endpoint: SipEndpoint, local_uri: str | NameAddr,
+                 contact: str | Uri, *, config: InviteConfig | None = None,
+                 on_call: CallHandler | None = None,
+                 on_request: RequestHandler | None = None,
+                 offer_answer: Callable[[], OfferAnswer] | None = None,
+                 route: Iterable[str] = ()) -> None:
+        self.endpoint = endpoint
+        self.local = local_uri if isinstance(local_uri, NameAddr) else NameAddr.parse(local_uri)
+        self.contact = parse_uri(contact) if isinstance(contact, str) else contact
+        self.config = config or InviteConfig()
+        self.on_call = on_call
+        self.on_request = on_request
+        self.offer_answer = offer_answer
+        self.route = list(route)
+        self.dialogs = DialogTable()
+        self.incoming: asyncio.Queue[Call] = asyncio.Queue()
+        self.calls: dict[str, Call] = {}        # by Call-ID + local tag
+        self._by_dialog: dict[object, Call] = {}
+        endpoint.handler = self.handle
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # -- outgoing -------------------------------------------------------------
+    async def invite(self, target: str | Uri, offer_sdp: bytes | None = None,
+                     headers: Iterable[Header] = (), *, to: str | NameAddr | None = None,
+                     offer_answer: OfferAnswer | None = None) -> Call:
+        """13.2.1: send an INVITE; returns the Call at once (await its ``final``)."""
+        target_uri = parse_uri(target) if isinstance(target, str) else target
+        request = build_request(
+            "INVITE", target_uri, self.local, to or NameAddr(target_uri), contact=self.contact,
+            route=self.route, headers=headers, body=offer_sdp or b"",
+            content_type=SDP if offer_sdp else None)
+        oa = offer_answer or self._offer_answer(offer_sdp or b"")
+        session = InviteSession.outgoing(request, self._now(), self.config, oa)
+        call = Call(self, session)
+        self.calls[self._call_key(request)] = call
+        self._drain(call)
+        return call
+
+    def _offer_answer(self, sdp: bytes) -> OfferAnswer:
+        return self.offer_answer() if self.offer_answer else StaticOfferAnswer(sdp)
+
+    @staticmethod
+    def _call_key(request: Request) -> str:
+        return f"{request.call_id};{request.from_.tag}"
+
+    # -- incoming -------------------------------------------------------------
+    async def handle(self, ctx: ServerContext) -> None:
+        """The SipEndpoint handler: route a new request to its dialog or the app."""
+        request = ctx.request
+        if request.to.tag:
+            await self._in_dialog(ctx)
+        elif request.method == "INVITE":
+            await self._new_call(ctx)
+        elif request.method == "OPTIONS":
+            ctx.respond(options_response(request, self.config, to_tag=new_tag()))
+        elif request.method == "ACK":
+            return
+        elif request.method in ("BYE", "PRACK"):
+            ctx.respond(Response.for_request(request, 481))
+        elif self.on_request is not None:
+            result = self.on_request(ctx)
+            if inspect.isawaitable(result):
+                await result
+        else:
+            self._not_served(ctx)
+
+    def _not_served(self, ctx: ServerContext) -> None:
+        """405 for methods we know (with Allow), 501 for the rest (8.2.1)."""
+        request = ctx.request
+        if request.method not in _KNOWN_METHODS:
+            ctx.respond(Response.for_request(request, 501, to_tag=new_tag()))
+            return
+        response = Response.for_request(request, 405, to_tag=new_tag())
+        response.add_header("Allow", ", ".join(self.config.allow))
+        ctx.respond(response)
+
+    async def _in_dialog(self, ctx: ServerContext) -> None:
+        request = ctx.request
+        dialog = self.dialogs.match_request(request)
+        call = self._by_dialog.get(dialog.id) if dialog is not None else None
+        if call is None:
+            if request.method != "ACK":
+                log.info("481 for %s: no dialog (Call-ID %s)", request.method, request.call_id)
+                ctx.respond(Response.for_request(request, 481))
+            return
+        if ctx.txn is not None:
+            call._servers[(request.method, request.cseq.seq)] = ctx
+        handled = call.session.receive_request(request, self._now())
+        self._drain(call)
+        if handled or ctx.final_sent:
+            return
+        if self.on_request is not None:
+            result = self.on_request(ctx)
+            if inspect.isawaitable(result):
+                await result
+        else:
+            self._not_served(ctx)
+
+    async def _new_call(self, ctx: ServerContext) -> None:
+        request = ctx.request
+        oa = self._offer_answer(b"")
+        secure = ctx.flow.transport == "tls" and request.uri.scheme == "sips"
+        session = InviteSession.incoming(request, self._now(), self.config, oa,
+                                         local_contact=self.contact, secure=secure)
+        call = Call(self, session)
+        call._servers[("INVITE", request.cseq.seq)] = ctx
+        self._drain(call)
+        if session.terminated:
+            return
+        self.calls[f"{request.call_id};{session.dialog.id.local_tag}"] = call  # type: ignore[union-attr]
+        self._spawn_watch_cancel(call, ctx)
+        if self.on_call is not None:
+            result = self.on_call(call)
+            if inspect.isawaitable(result):
+                await result
+        else:
+            self.incoming.put_nowait(call)
+
+    def _spawn_watch_cancel(self, call: Call, ctx: ServerContext) -> None:
+        async def watch() -> None:
+            waiter = asyncio.ensure_future(ctx.cancelled.wait())
+            try:
+                await asyncio.wait([waiter, call.terminated], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+            if ctx.cancelled.is_set() and call.session.cancel_received(self._now()):
+                self._drain(call)
+        self.endpoint._spawn(watch())
+
+    # -- carrying out session events ----------------------------------------
+    def _drain(self, call: Call) -> None:
+        for event in call.session.events():
+            self._dispatch(call, event)
+        self._schedule(call)
+
+    def _dispatch(self, call: Call, event: object) -> None:
+        match event:
+            case SendRequest(request=request):
+                self._send_request(call, request)
+            case SendAck(ack=ack):
+                self._send_ack(ack)
+            case SendResponse(response=response, request=request):
+                self._send_response(call, request, response)
+            case Provisional(response=response):
+                call.progress.append(response)
+                call.ringing.set()
+            case RequestResult(request=request, response=response):
+                self._request_result(call, request, response)
+            case Established():
+                call.established.set()
+            case DialogCreated(dialog=dialog):
+                self.dialogs.add(dialog)
+                self._by_dialog[dialog.id] = call
+            case DialogEnded(dialog=dialog):
+                self.dialogs.remove(dialog)
+                self._by_dialog.pop(dialog.id, None)
+            case Terminated():
+                self._terminated(call, event)
+
+    def _request_result(self, call: Call, request: Request, response: Response | None) -> None:
+        if request is call.session.invite and not call.final.done():
+            call.final.set_result(response)
+        fut = call._results.setdefault((request.method, request.cseq.seq),
+                                       asyncio.get_running_loop().create_future())
+        if not fut.done():
+            fut.set_result(response)
+
+    def _terminated(self, call: Call, event: Terminated) -> None:
+        log.info("call %s ended: %s", call.call_id, event.reason)
+        if not call.final.done():
+            call.final.set_result(None)
+        if not call.terminated.done():
+            call.terminated.set_result(event)
+        for key, value in list(self.calls.items()):
+            if value is call:
+                del self.calls[key]
+
+    def _send_request(self, call: Call, request: Request) -> None:
+        if request.method == "CANCEL":
+            if call._invite_ctx is not None:
+                self.endpoint._spawn(call._invite_ctx.cancel())
+            return
+        ctx = self.endpoint.request(request)
+        if request is call.session.invite:
+            call._invite_ctx = ctx
+        ctx.on_late_response = lambda response: self._feed(call, response)
+        self.endpoint._spawn(self._responses(call, ctx))
+
+    async def _responses(self, call: Call, ctx: ClientContext) -> None:
+        async for response in ctx:
+            self._feed(call, response)
+
+    def _feed(self, call: Call, response: Response) -> None:
+        call.session.receive_response(response, self._now())
+        self._drain(call)
+
+    def _send_ack(self, ack: Request) -> None:
+        """13.2.2.4: the ACK for a 2xx is its own transaction, sent statelessly."""
+        if ack.headers.get("Via") is None:
+            transport = "udp"
+            if isinstance(self.contact, SipUri) and self.contact.transport:
+                transport = self.contact.transport
+            host = self.contact.host if isinstance(self.contact, SipUri) else "127.0.0.1"
+            port = self.contact.port if isinstance(self.contact, SipUri) else None
+            sent_by = f"{host}:{port}" if port else host
+            ack.push_header("Via", f"SIP/2.0/{transport.upper()} {sent_by};branch={new_branch()}")
+        self.endpoint.send_stateless(ack)
+
+    def _send_response(self, call: Call, request: Request, response: Response) -> None:
+        key = (request.method, request.cseq.seq)
+        ctx = call._servers.get(key)
+        if ctx is None:
+            log.warning("no server transaction for %s %d", *key)
+            return
+        ctx.respond(response)
+        if response.status >= 200 and request.method != "INVITE":
+            call._servers.pop(key, None)
+
+    # -- session timers ------------------------------------------------------
+    def _schedule(self, call: Call) -> None:
+        if call._timer is not None:
+            call._timer.cancel()
+            call._timer = None
+        deadline = call.session.next_deadline()
+        if deadline is not None:
+            call._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer, call,
+                                                             deadline)
+
+    def _on_timer(self, call: Call, deadline: float) -> None:
+        call._timer = None
+        # call_at may run a hair early: never show the session a time before it
+        call.session.on_timer(max(self._now(), deadline))
+        self._drain(call)
+
+    async def close(self) -> None:
+        """Hang up every call (BYE / CANCEL / 480) without waiting for answers."""
+        for call in list(self.calls.values()):
+            try:
+                if call.state is InviteState.INCOMING or (
+                        call.state is InviteState.EARLY and call.session.final_status is None
+                        and call.session.role.value == "uas"):
+                    call.reject(480)
+                else:
+                    call._act(call.session.bye)
+            except SessionError:
+                pass
+            if call._timer is not None:
+                call._timer.cancel()
