@@ -1,0 +1,418 @@
+"""imsbox.toml: the network's configuration, with documented defaults.
+
+Every key is optional; a missing file means all defaults. Defaults::
+
+    domain = "ims.test"          # home domain: identities NAME@ims.test, realm
+    data_dir = ".imsbox"         # SQLite store, TLS material, files (relative to CWD)
+
+    [store]
+    url = ""                     # "" = SQLite in data_dir; postgresql://... (later)
+    cache = ""                   # redis://... (later, with a PostgreSQL store)
+
+    [pcscf]                      # the UEs' entry point
+    host = "127.0.0.1"           # or a list: ["127.0.0.1", "::1"]
+    port = 5060                  # UDP and TCP
+    tls_port = 5061
+    transports = ["udp", "tcp", "tls"]
+
+    [icscf]                      # host 127.0.0.1, port 5070, transports udp+tcp
+    [scscf]                      # host 127.0.0.1, port 5080, transports udp+tcp
+    [messaging_as]               # host 127.0.0.1, port 5090 (CPM/RCS messaging)
+    [conference_as]              # host 127.0.0.1, port 5100 (conferences, groups)
+
+    [registrar]
+    min_expires = 60             # shorter REGISTER expiry gets 423
+    default_expires = 3600
+    max_expires = 7200           # longer requests are cut down to this
+
+    [[ifc]]                      # when given, replaces the default iFCs
+    [[psi]]                      # when given, replaces the default PSIs
+
+Nodes other than the P-CSCF take ``host``, ``port`` and ``transports`` and have
+no ``tls_port`` unless set. A node's SIP URI is ``sip:HOST:PORT``; the S-CSCF's
+is its Server-Name in the HSS.
+
+Default iFCs (priority, trigger):
+
+* 10 -> messaging AS: an INVITE or MESSAGE, ORIGINATING, whose
+  P-Asserted-Service or Accept-Contact ``+g.3gpp.icsi-ref`` names an
+  ``oma.cpm.*`` service (CNF: method group AND header group AND case group).
+* 20 -> messaging AS: the same for TERMINATING_REGISTERED or
+  TERMINATING_UNREGISTERED (deferred delivery for offline users).
+
+``[[ifc]]`` tables use the shape of :meth:`imsbox.ims.ifc.InitialFilterCriteria.from_dict`;
+``application_server`` may also be a node name (``"messaging_as"``, ``"conference_as"``).
+
+Default PSIs: ``sip:conf-*@DOMAIN`` and ``sip:group-*@DOMAIN`` hosted by the
+conference AS. ``[[psi]]`` tables: ``pattern``, ``application_server`` (URI or
+node name), optional ``kind`` (exact / wildcard / regex; default wildcard when
+the pattern has ``*`` or ``!``, else exact).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .ims.ifc import (
+    ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, SessionCase,
+    SessionCaseSpt, TriggerPoint,
+)
+from .store.models import Psi, PsiKind
+
+__all__ = [
+    "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "Config", "ConfigError", "NodeConfig",
+    "RegistrarConfig", "default_ifcs", "default_psis", "load_config",
+]
+
+DEFAULT_DOMAIN = "ims.test"
+DEFAULT_DATA_DIR = ".imsbox"
+NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as")
+_TRANSPORTS = ("udp", "tcp", "tls")
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
+
+# CPM traffic: P-Asserted-Service carries the ICSI as written, Accept-Contact
+# carries it %-encoded inside +g.3gpp.icsi-ref (urn%3Aurn-7%3A...oma.cpm.msg).
+CPM_SERVICE = r"3gpp-service\.ims\.icsi\.oma\.cpm\."
+CPM_ACCEPT_CONTACT = r"\+g\.3gpp\.icsi-ref=\"[^\"]*3gpp-service\.ims\.icsi\.oma\.cpm\."
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; says which key and what to do about it."""
+
+    def __init__(self, key: str, message: str, source: str = "imsbox.toml") -> None:
+        self.key = key
+        self.source = source
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + message)
+
+
+@dataclass(slots=True, frozen=True)
+class NodeConfig:
+    """Listen address of one network function."""
+
+    hosts: tuple[str, ...]
+    port: int
+    transports: tuple[str, ...] = ("udp", "tcp")
+    tls_port: int | None = None
+
+    @property
+    def host(self) -> str:
+        return self.hosts[0]
+
+    @property
+    def uri(self) -> str:
+        """sip:HOST:PORT, IPv6 literals in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"sip:{host}:{self.port}"
+
+
+@dataclass(slots=True, frozen=True)
+class RegistrarConfig:
+    min_expires: int = 60
+    default_expires: int = 3600
+    max_expires: int = 7200
+
+
+def _default_nodes() -> dict[str, NodeConfig]:
+    local = ("127.0.0.1",)
+    return {
+        "pcscf": NodeConfig(local, 5060, _TRANSPORTS, 5061),
+        "icscf": NodeConfig(local, 5070),
+        "scscf": NodeConfig(local, 5080),
+        "messaging_as": NodeConfig(local, 5090),
+        "conference_as": NodeConfig(local, 5100),
+    }
+
+
+@dataclass(slots=True, frozen=True)
+class Config:
+    """The whole configuration; build with :func:`load_config`."""
+
+    domain: str = DEFAULT_DOMAIN
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    store_url: str = ""
+    cache_url: str = ""
+    nodes: Mapping[str, NodeConfig] = field(default_factory=_default_nodes)
+    registrar: RegistrarConfig = RegistrarConfig()
+    ifcs: tuple[InitialFilterCriteria, ...] = ()
+    psis: tuple[Psi, ...] = ()
+
+    @property
+    def pcscf(self) -> NodeConfig:
+        return self.nodes["pcscf"]
+
+    @property
+    def icscf(self) -> NodeConfig:
+        return self.nodes["icscf"]
+
+    @property
+    def scscf(self) -> NodeConfig:
+        return self.nodes["scscf"]
+
+    @property
+    def messaging_as(self) -> NodeConfig:
+        return self.nodes["messaging_as"]
+
+    @property
+    def conference_as(self) -> NodeConfig:
+        return self.nodes["conference_as"]
+
+    def with_node(self, name: str, **changes: object) -> Config:
+        """A copy with one node's fields changed (for --host/--port/--tls-port)."""
+        if name not in self.nodes:
+            raise ConfigError(name, "unknown node; expected one of " + ", ".join(NODE_NAMES))
+        nodes = dict(self.nodes)
+        nodes[name] = replace(nodes[name], **changes)  # type: ignore[arg-type]
+        return replace(self, nodes=nodes)
+
+    @property
+    def store_location(self) -> str:
+        """What :func:`imsbox.store.open_store` takes: the URL, else the data dir."""
+        return self.store_url or str(self.data_dir)
+
+
+# -- defaults that depend on the domain and node addresses ---------------------------
+
+def _cpm_ifc(priority: int, server: str, cases: tuple[SessionCase, ...], name: str,
+             ) -> InitialFilterCriteria:
+    spts = (
+        MethodSpt("INVITE", groups=(0,)),
+        MethodSpt("MESSAGE", groups=(0,)),
+        HeaderSpt("P-Asserted-Service", CPM_SERVICE, groups=(1,)),
+        HeaderSpt("Accept-Contact", CPM_ACCEPT_CONTACT, groups=(1,)),
+        *(SessionCaseSpt(case, groups=(2,)) for case in cases),
+    )
+    return InitialFilterCriteria(priority, ApplicationServer(server),
+                                 TriggerPoint(spts, cnf=True), name=name)
+
+
+def default_ifcs(messaging_as_uri: str) -> tuple[InitialFilterCriteria, ...]:
+    """CPM originating and terminating traffic to the messaging AS."""
+    return (
+        _cpm_ifc(10, messaging_as_uri, (SessionCase.ORIGINATING,), "cpm-originating"),
+        _cpm_ifc(20, messaging_as_uri, (SessionCase.TERMINATING_REGISTERED,
+                                        SessionCase.TERMINATING_UNREGISTERED),
+                 "cpm-terminating"),
+    )
+
+
+def default_psis(domain: str, conference_as_uri: str) -> tuple[Psi, ...]:
+    """Conference and group URIs hosted by the conference AS."""
+    return (Psi(f"sip:conf-*@{domain}", conference_as_uri, PsiKind.WILDCARD),
+            Psi(f"sip:group-*@{domain}", conference_as_uri, PsiKind.WILDCARD))
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+def load_config(path: str | Path | None = None, *, domain: str | None = None,
+                data_dir: str | Path | None = None) -> Config:
+    """Read imsbox.toml (None: all defaults); ``domain``/``data_dir`` override the file."""
+    source = str(path) if path is not None else "imsbox.toml"
+    data = _read(path, source) if path is not None else {}
+    return _Loader(data, source).build(domain, data_dir)
+
+
+def _read(path: str | Path, source: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("", "file not found; check --config", source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"not valid TOML: {exc}", source) from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read: {exc}", source) from None
+
+
+class _Loader:
+    """Validates one parsed TOML document; every error names its key."""
+
+    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "ifc", "psi", *NODE_NAMES)
+
+    def __init__(self, data: dict[str, Any], source: str) -> None:
+        self.data = data
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(key, message, self.source)
+
+    def keys(self, table: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.error(f"{prefix}{key}", "unknown key; expected one of "
+                                 + ", ".join(allowed))
+
+    def table(self, key: str) -> dict[str, Any]:
+        value = self.data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table ([{key}]), got {value!r}")
+        return value
+
+    def string(self, table: Mapping[str, Any], key: str, name: str, default: str) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str):
+            raise self.error(name, f"expected a string, got {value!r}")
+        return value
+
+    def integer(self, table: Mapping[str, Any], key: str, name: str, default: int,
+                low: int, high: int) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.error(name, f"expected an integer {low}-{high}, got {value!r}")
+        return value
+
+    def build(self, domain: str | None, data_dir: str | Path | None) -> Config:
+        self.keys(self.data, self.TOP_KEYS, "")
+        domain = self.domain(domain)
+        data_path = Path(data_dir) if data_dir is not None else Path(
+            self.string(self.data, "data_dir", "data_dir", DEFAULT_DATA_DIR))
+        store = self.table("store")
+        self.keys(store, ("url", "cache"), "store.")
+        nodes = {name: self.node(name, default) for name, default in _default_nodes().items()}
+        config = Config(domain, data_path, self.store_url(store),
+                        self.string(store, "cache", "store.cache", ""), nodes,
+                        self.registrar())
+        return replace(config, ifcs=self.ifcs(config), psis=self.psis(config))
+
+    def domain(self, override: str | None) -> str:
+        name = "--domain" if override is not None else "domain"
+        value = override if override is not None else self.data.get("domain", DEFAULT_DOMAIN)
+        if not isinstance(value, str) or not _HOSTNAME.fullmatch(value) or "." not in value:
+            raise self.error(name, f"expected a DNS domain such as ims.test, got {value!r}")
+        return value.lower().rstrip(".")
+
+    def store_url(self, store: Mapping[str, Any]) -> str:
+        url = self.string(store, "url", "store.url", "")
+        if url and not url.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise self.error("store.url", f"expected sqlite:///FILE or postgresql://..., "
+                             f"got {url!r} (leave empty for SQLite in data_dir)")
+        return url
+
+    def node(self, name: str, default: NodeConfig) -> NodeConfig:
+        table = self.table(name)
+        self.keys(table, ("host", "port", "tls_port", "transports"), f"{name}.")
+        hosts = self.hosts(table.get("host", list(default.hosts)), f"{name}.host")
+        port = self.integer(table, "port", f"{name}.port", default.port, 1, 65535)
+        tls_port = table.get("tls_port", default.tls_port)
+        if tls_port is not None:
+            tls_port = self.integer(table, "tls_port", f"{name}.tls_port",
+                                    default.tls_port or 0, 1, 65535)
+        transports = self.transports(table.get("transports", list(default.transports)),
+                                     f"{name}.transports")
+        if "tls" in transports and tls_port is None:
+            raise self.error(f"{name}.tls_port", "transports include tls: set tls_port")
+        if tls_port is not None and tls_port == port and {"tcp", "tls"} <= set(transports):
+            raise self.error(f"{name}.tls_port", f"same as port {port}: TCP and TLS "
+                             "cannot share a port; pick another")
+        return NodeConfig(hosts, port, transports, tls_port)
+
+    def hosts(self, value: Any, name: str) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise self.error(name, f"expected an address or a list of them, got {value!r}")
+        for item in items:
+            if not isinstance(item, str) or not _is_host(item):
+                raise self.error(name, f"expected an IP address or host name, got {item!r}")
+        return tuple(items)
+
+    def transports(self, value: Any, name: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.error(name, f"expected a non-empty list from {list(_TRANSPORTS)}, "
+                             f"got {value!r}")
+        for item in value:
+            if item not in _TRANSPORTS:
+                raise self.error(name, f"unknown transport {item!r}; use "
+                                 + ", ".join(_TRANSPORTS))
+        return tuple(dict.fromkeys(value))
+
+    def registrar(self) -> RegistrarConfig:
+        table = self.table("registrar")
+        self.keys(table, ("min_expires", "default_expires", "max_expires"), "registrar.")
+        low = self.integer(table, "min_expires", "registrar.min_expires", 60, 1, 2**31 - 1)
+        default = self.integer(table, "default_expires", "registrar.default_expires",
+                               3600, 1, 2**31 - 1)
+        high = self.integer(table, "max_expires", "registrar.max_expires", 7200, 1, 2**31 - 1)
+        if not low <= default <= high:
+            raise self.error("registrar", f"need min_expires <= default_expires <= "
+                             f"max_expires, got {low}, {default}, {high}")
+        return RegistrarConfig(low, default, high)
+
+    def server(self, value: Any, name: str, config: Config) -> str:
+        """An AS reference: a node name or a SIP URI."""
+        if isinstance(value, str) and value in config.nodes:
+            return config.nodes[value].uri
+        if isinstance(value, str) and value.lower().startswith(("sip:", "sips:")):
+            return value
+        raise self.error(name, "expected a SIP URI or a node name ("
+                         + ", ".join(NODE_NAMES) + f"), got {value!r}")
+
+    def array(self, key: str) -> list[Any] | None:
+        value = self.data.get(key)
+        if value is not None and (not isinstance(value, list)
+                                  or not all(isinstance(v, dict) for v in value)):
+            raise self.error(key, f"expected an array of tables ([[{key}]])")
+        return value
+
+    def ifcs(self, config: Config) -> tuple[InitialFilterCriteria, ...]:
+        tables = self.array("ifc")
+        if tables is None:
+            return default_ifcs(config.messaging_as.uri)
+        out = []
+        for i, table in enumerate(tables):
+            table = dict(table)
+            server = table.get("application_server")
+            if isinstance(server, str):
+                table["application_server"] = self.server(
+                    server, f"ifc[{i}].application_server", config)
+            elif isinstance(server, dict) and "server_name" in server:
+                table["application_server"] = dict(server, server_name=self.server(
+                    server["server_name"], f"ifc[{i}].application_server.server_name", config))
+            try:
+                out.append(InitialFilterCriteria.from_dict(table))
+            except IfcError as exc:
+                raise self.error(f"ifc[{i}]", str(exc)) from None
+        priorities = [i.priority for i in out]
+        if len(set(priorities)) != len(priorities):
+            raise self.error("ifc", f"priorities must be unique, got {priorities}")
+        return tuple(out)
+
+    def psis(self, config: Config) -> tuple[Psi, ...]:
+        tables = self.array("psi")
+        if tables is None:
+            return default_psis(config.domain, config.conference_as.uri)
+        return tuple(self.psi(table, f"psi[{i}]", config) for i, table in enumerate(tables))
+
+    def psi(self, table: Mapping[str, Any], name: str, config: Config) -> Psi:
+        self.keys(table, ("pattern", "application_server", "kind"), f"{name}.")
+        pattern = self.string(table, "pattern", f"{name}.pattern", "")
+        if not pattern.lower().startswith(("sip:", "sips:", "tel:")) and \
+                table.get("kind") != "regex":
+            raise self.error(f"{name}.pattern", f"expected a sip: or tel: URI pattern, "
+                             f"got {pattern!r}")
+        server = self.server(table.get("application_server"),
+                             f"{name}.application_server", config)
+        guessed = "wildcard" if ("*" in pattern or "!" in pattern) else "exact"
+        kind = table.get("kind", guessed)
+        if kind not in ("exact", "wildcard", "regex"):
+            raise self.error(f"{name}.kind", f"expected exact, wildcard or regex, got {kind!r}")
+        if kind == "regex":
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise self.error(f"{name}.pattern", f"bad regular expression: {exc}") from None
+        return Psi(pattern, server, PsiKind(kind))
+
+
+def _is_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.fullmatch(text))

@@ -1,0 +1,156 @@
+"""Value types kept by the store.
+
+They hold plain strings and numbers only, so every back end (SQLite today,
+PostgreSQL + Redis later) stores them the same way and the store package
+depends on nothing above it. Structured data owned by upper layers (initial
+filter criteria, P-CSCF flow info) travels as opaque text.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Binding",
+    "Credential",
+    "DeferredMessage",
+    "Group",
+    "Psi",
+    "PsiKind",
+    "PublicIdentity",
+    "RegistrationState",
+    "ScscfAssignment",
+    "ServiceProfile",
+    "Subscriber",
+]
+
+
+@dataclass(slots=True, frozen=True)
+class Credential:
+    """One H(A1) = H(username:realm:password); the password itself is never kept."""
+
+    username: str
+    realm: str
+    algorithm: str  # "MD5" or "SHA-256" (imsbox.sip.auth.Algorithm values)
+    ha1: str
+
+
+@dataclass(slots=True, frozen=True)
+class Subscriber:
+    """An IMS subscription with one private identity (NAME@DOMAIN)."""
+
+    private_id: str
+    credentials: tuple[Credential, ...] = ()
+    msisdn: str | None = None
+    created_at: float = 0.0
+
+    def credential(self, username: str, algorithm: str) -> Credential | None:
+        for cred in self.credentials:
+            if cred.username == username and cred.algorithm == algorithm:
+                return cred
+        return None
+
+
+@dataclass(slots=True, frozen=True)
+class PublicIdentity:
+    """A public user identity; identities sharing ``irs_id`` register together."""
+
+    uri: str
+    private_id: str
+    irs_id: str
+    service_profile: str = "default"
+    barred: bool = False
+    default: bool = False  # the first identity of its implicit set
+
+
+@dataclass(slots=True, frozen=True)
+class ServiceProfile:
+    """Named service profile; ``ifcs`` are serialized iFC documents (JSON text)."""
+
+    name: str
+    ifcs: tuple[str, ...] = ()
+
+
+class PsiKind(enum.Enum):
+    """How a PSI pattern matches (TS 29.228 distinct / wildcarded PSI)."""
+
+    EXACT = "exact"
+    WILDCARD = "wildcard"  # '*' glob, or TS 23.003 13.5 '!regex!' delimited part
+    REGEX = "regex"  # the whole pattern is a regular expression
+
+
+@dataclass(slots=True, frozen=True)
+class Psi:
+    """A public service identity hosted by an application server."""
+
+    pattern: str
+    as_uri: str
+    kind: PsiKind = PsiKind.EXACT
+
+
+@dataclass(slots=True, frozen=True)
+class Group:
+    """A pre-defined group: group URI and its member URIs, in order."""
+
+    uri: str
+    members: tuple[str, ...] = ()
+    name: str = ""
+
+
+class RegistrationState(enum.Enum):
+    """Registration state of a subscription as the HSS sees it (TS 29.228 6.1.2)."""
+
+    NOT_REGISTERED = "not_registered"
+    REGISTERED = "registered"
+    UNREGISTERED = "unregistered"  # served by an S-CSCF while not registered
+
+
+@dataclass(slots=True, frozen=True)
+class ScscfAssignment:
+    """The S-CSCF serving a subscription and the subscription's state."""
+
+    private_id: str
+    server_name: str | None
+    state: RegistrationState = RegistrationState.NOT_REGISTERED
+
+
+@dataclass(slots=True, frozen=True)
+class Binding:
+    """One registrar binding of an address-of-record (RFC 3261 10.3, RFC 5626)."""
+
+    contact: str
+    expires_at: float  # absolute Unix time
+    q: float | None = None
+    instance_id: str | None = None  # +sip.instance
+    reg_id: int | None = None
+    params: str = ""  # feature tags and other contact params, as written
+    path: tuple[str, ...] = ()
+    call_id: str = ""
+    cseq: int = 0
+    flow: str = ""  # the P-CSCF's opaque flow token
+
+    @property
+    def key(self) -> str:
+        """RFC 5626 section 6: instance + reg-id identify a flow, else the contact URI."""
+        if self.instance_id is not None:
+            return f"{self.instance_id}#{self.reg_id if self.reg_id is not None else ''}"
+        return self.contact
+
+    def remaining(self, now: float) -> int:
+        """Seconds left, for an Expires parameter (never negative)."""
+        return max(0, int(self.expires_at - now))
+
+
+@dataclass(slots=True, frozen=True)
+class DeferredMessage:
+    """A message waiting for its recipient; ``id`` is set by the store."""
+
+    recipient: str
+    sender: str
+    content_type: str
+    body: bytes
+    expires_at: float
+    created_at: float = 0.0
+    meta: str = ""  # opaque to the store (e.g. JSON with headers, message id)
+    id: int | None = field(default=None, compare=False)

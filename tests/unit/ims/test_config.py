@@ -1,0 +1,168 @@
+"""imsbox.toml loading: defaults, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imsbox.config import ConfigError, load_config
+from imsbox.ims.ifc import RequestView, SessionCase, matching_ifcs
+from imsbox.store import PsiKind
+
+AC_MSG = '*;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg"'
+AC_FT = '*;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.filetransfer"'
+PAS_SESSION = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "imsbox.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    c = load_config()
+    assert c.domain == "ims.test" and c.data_dir == Path(".imsbox")
+    assert (c.pcscf.host, c.pcscf.port, c.pcscf.tls_port) == ("127.0.0.1", 5060, 5061)
+    assert c.pcscf.transports == ("udp", "tcp", "tls")
+    assert [c.icscf.port, c.scscf.port, c.messaging_as.port, c.conference_as.port] == \
+        [5070, 5080, 5090, 5100]
+    assert c.scscf.uri == "sip:127.0.0.1:5080"
+    assert c.store_location == ".imsbox"
+    assert (c.registrar.min_expires, c.registrar.default_expires,
+            c.registrar.max_expires) == (60, 3600, 7200)
+    assert [(p.pattern, p.as_uri, p.kind) for p in c.psis] == [
+        ("sip:conf-*@ims.test", "sip:127.0.0.1:5100", PsiKind.WILDCARD),
+        ("sip:group-*@ims.test", "sip:127.0.0.1:5100", PsiKind.WILDCARD)]
+
+
+@pytest.mark.parametrize("method, headers, case, expected", [
+    ("MESSAGE", [("Accept-Contact", AC_MSG)], SessionCase.ORIGINATING, [10]),
+    ("INVITE", [("a", AC_FT)], SessionCase.ORIGINATING, [10]),
+    ("INVITE", [("P-Asserted-Service", PAS_SESSION)], SessionCase.TERMINATING_REGISTERED, [20]),
+    ("MESSAGE", [("P-Asserted-Service", PAS_SESSION)], SessionCase.TERMINATING_UNREGISTERED,
+     [20]),
+    ("INVITE", [("Accept-Contact", "*;audio")], SessionCase.ORIGINATING, []),
+    ("INVITE", [], SessionCase.TERMINATING_REGISTERED, []),
+    ("OPTIONS", [("Accept-Contact", AC_MSG)], SessionCase.ORIGINATING, []),
+])
+def test_default_ifcs_route_cpm_to_messaging_as(method: str, headers: list, case: SessionCase,
+                                                expected: list[int]) -> None:
+    c = load_config()
+    found = matching_ifcs(c.ifcs, RequestView(method, "sip:bob@ims.test", headers), case)
+    assert [i.priority for i in found] == expected
+    assert all(i.application_server.server_name == c.messaging_as.uri for i in found)
+
+
+def test_file_values_and_derived_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+domain = "Example.NET"
+data_dir = "/var/lib/imsbox"
+[pcscf]
+host = ["127.0.0.1", "::1"]
+port = 6060
+tls_port = 6061
+[messaging_as]
+port = 7000
+[conference_as]
+host = "::1"
+port = 7100
+transports = ["tcp"]
+[registrar]
+max_expires = 600000
+""")
+    c = load_config(path)
+    assert c.domain == "example.net" and c.data_dir == Path("/var/lib/imsbox")
+    assert c.pcscf.hosts == ("127.0.0.1", "::1") and c.pcscf.port == 6060
+    assert c.conference_as.uri == "sip:[::1]:7100" and c.conference_as.transports == ("tcp",)
+    assert c.registrar.max_expires == 600000
+    # default iFCs and PSIs follow the configured domain and AS addresses
+    assert {i.application_server.server_name for i in c.ifcs} == {"sip:127.0.0.1:7000"}
+    assert c.psis[0].pattern == "sip:conf-*@example.net" and c.psis[0].as_uri == "sip:[::1]:7100"
+
+
+def test_overrides_beat_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'domain = "a.test"\ndata_dir = "x"\n')
+    c = load_config(path, domain="b.test", data_dir=tmp_path / "d")
+    assert c.domain == "b.test" and c.data_dir == tmp_path / "d"
+    assert c.psis[1].pattern == "sip:group-*@b.test"
+
+
+def test_custom_ifcs_and_psis(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[[ifc]]
+priority = 5
+application_server = "conference_as"
+[ifc.trigger_point]
+condition = "DNF"
+spt = [{method = "INVITE", group = 0}, {header = "Subject", content = "conf", group = 0}]
+
+[[ifc]]
+priority = 6
+application_server = {server_name = "messaging_as", default_handling = "SESSION_TERMINATED"}
+
+[[psi]]
+pattern = "sip:rooms!.*!@ims.test"
+application_server = "sip:rooms@127.0.0.1:9000"
+
+[[psi]]
+pattern = "sip:lobby@ims.test"
+application_server = "conference_as"
+""")
+    c = load_config(path)
+    assert [i.priority for i in c.ifcs] == [5, 6]
+    assert c.ifcs[0].application_server.server_name == "sip:127.0.0.1:5100"
+    assert c.ifcs[1].application_server.server_name == "sip:127.0.0.1:5090"
+    assert c.ifcs[0].trigger_point.cnf is False
+    assert [(p.kind, p.as_uri) for p in c.psis] == [
+        (PsiKind.WILDCARD, "sip:rooms@127.0.0.1:9000"), (PsiKind.EXACT, "sip:127.0.0.1:5100")]
+
+
+@pytest.mark.parametrize("text, key, hint", [
+    ("[pcscf]\nport = 70000", "pcscf.port", "1-65535"),
+    ('[pcscf]\nport = "5060"', "pcscf.port", "integer"),
+    ('[scscf]\ntransports = ["sctp"]', "scscf.transports", "sctp"),
+    ('[icscf]\ntransports = ["tls"]', "icscf.tls_port", "set tls_port"),
+    ("[pcscf]\ntls_port = 5060", "pcscf.tls_port", "cannot share"),
+    ('[pcscf]\nhost = "bad host!"', "pcscf.host", "IP address or host name"),
+    ('[pcscf]\nhost = []', "pcscf.host", "list"),
+    ("[pcscf]\nprot = 1", "pcscf.prot", "unknown key"),
+    ('domain = "nodot"', "domain", "DNS domain"),
+    ("colour = 1", "colour", "unknown key"),
+    ("pcscf = 5", "pcscf", "expected a table"),
+    ('[store]\nurl = "mysql://x"', "store.url", "postgresql"),
+    ("[registrar]\nmin_expires = 4000", "registrar", "min_expires <= default_expires"),
+    ("[[ifc]]\npriority = 1", r"ifc\[0\]", "application_server"),
+    ('[[ifc]]\npriority = 1\napplication_server = "nowhere"', r"ifc\[0\].application_server",
+     "node name"),
+    ('[[ifc]]\npriority = 1\napplication_server = "sip:a"\n'
+     '[[ifc]]\npriority = 1\napplication_server = "sip:b"', "ifc", "unique"),
+    ('[[psi]]\npattern = "conf-*"\napplication_server = "conference_as"', r"psi\[0\].pattern",
+     "sip: or tel:"),
+    ('[[psi]]\npattern = "sip:a@b"\napplication_server = "conference_as"\nkind = "fuzzy"',
+     r"psi\[0\].kind", "exact, wildcard or regex"),
+    ("ifc = 3", "ifc", r"\[\[ifc\]\]"),
+])
+def test_errors_name_the_key(tmp_path: Path, text: str, key: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=f"imsbox.toml: {key}: .*{hint}") as info:
+        load_config(write(tmp_path, text))
+    assert info.value.key.replace("\\", "") == key.replace("\\", "")
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "domain = "))
+    with pytest.raises(ConfigError, match="--domain"):
+        load_config(domain="bad domain")
+
+
+def test_with_node_copies() -> None:
+    c = load_config()
+    changed = c.with_node("pcscf", hosts=("::1",), port=6000)
+    assert changed.pcscf.uri == "sip:[::1]:6000" and changed.pcscf.tls_port == 5061
+    assert c.pcscf.port == 5060  # original untouched
+    with pytest.raises(ConfigError, match="unknown node"):
+        c.with_node("bgcf", port=1)
