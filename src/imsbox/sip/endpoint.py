@@ -192,11 +192,18 @@ class SipEndpoint:
         self._sent_by.setdefault(transport.lower(), bound)
         return bound
 
-    def request(self, request: Request, dest: Destination | None = None) -> ClientContext:
-        """Send ``request`` statefully: adds our top Via (new branch, rport)."""
+    def request(self, request: Request, dest: Destination | None = None, *,
+                branch: str | None = None) -> ClientContext:
+        """Send ``request`` statefully: adds our top Via (``branch`` or a new
+        one, rport)."""
         ctx = ClientContext(self, request)
-        self._spawn(self._route_and_start(ctx, dest))
+        self._spawn(self._route_and_start(ctx, dest, branch))
         return ctx
+
+    @property
+    def listening(self) -> dict[str, tuple[str, int]]:
+        """The first bound address per transport (our Via sent-by)."""
+        return dict(self._sent_by)
 
     def send_stateless(self, message: Request | Response, dest: Destination | None = None,
                        flow: Flow | None = None) -> asyncio.Task[Flow | None]:
@@ -214,30 +221,32 @@ class SipEndpoint:
         await self.transport.close()
 
     # -- client side ------------------------------------------------------
-    async def _route_and_start(self, ctx: ClientContext, dest: Destination | None) -> None:
+    async def _route_and_start(self, ctx: ClientContext, dest: Destination | None,
+                               branch: str | None = None) -> None:
         request = ctx.request
         try:
             if dest is None:
                 dest = await resolve(*next_hop(request))
             if request.method != "ACK" and "Max-Forwards" not in request.headers:
                 request.add_header("Max-Forwards", "70")  # 8.1.1.6
-            self._push_via(request, dest.transport)
+            self.push_via(request, dest.transport, branch)
             if dest.transport == "udp" and len(bytes(request)) > UDP_MTU_LIMIT:
                 dest = Destination("tcp", dest.host, dest.port)  # 18.1.1
                 request.pop_header("Via")
-                self._push_via(request, "tcp")
+                self.push_via(request, "tcp", branch)
         except (OSError, ValueError) as exc:
             log.info("cannot send %r: %s", request, exc)
             ctx._fail(503)
             return
         self._start_client(ctx, dest)
 
-    def _push_via(self, request: Request, transport: str) -> None:
+    def push_via(self, request: Request, transport: str, branch: str | None = None) -> None:
+        """Add our top Via for ``transport`` (also for stateless forwarding)."""
         host, port = self._sent_by.get(transport) or next(iter(self._sent_by.values()),
                                                           ("127.0.0.1", 5060))
         host = f"[{host}]" if ":" in host else host
         request.push_header(
-            "Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={new_branch()};rport")
+            "Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch or new_branch()};rport")
 
     def _start_client(self, ctx: ClientContext, dest: Destination) -> None:
         ctx.dest = dest

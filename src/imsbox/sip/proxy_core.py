@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 from .message import Request, Response
 from .uri import SipUri, Uri
@@ -19,6 +20,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FORWARDS = 70
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -116,10 +118,10 @@ def _strict_route_fixup(request: Request) -> None:
         request.pop_header("Route")
 
 
-def order_targets(targets: list[tuple[Uri, float]]) -> list[list[Uri]]:
+def order_targets(targets: list[tuple[T, float]]) -> list[list[T]]:
     """Group targets by q (highest first): groups are tried in sequence,
     members of a group in parallel (16.6, RFC 3261 q-value forking)."""
-    groups: dict[float, list[Uri]] = {}
+    groups: dict[float, list[T]] = {}
     for uri, q in targets:
         groups.setdefault(q, []).append(uri)
     return [groups[q] for q in sorted(groups, reverse=True)]

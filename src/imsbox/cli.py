@@ -1,0 +1,100 @@
+"""The ``imsbox`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from .sip.transport.base import TRANSPORTS
+
+__all__ = ["main", "parse_hostport"]
+
+
+def parse_hostport(text: str, default_port: int = 5060) -> tuple[str, int]:
+    """'127.0.0.1:5070', '[::1]:5070', 'host' -> (host, port); SystemExit on junk."""
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: missing ']' in IPv6 address")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise argparse.ArgumentTypeError(f"{text!r}: expected [ADDR]:PORT")
+            port = _port(text, rest[1:])
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = _port(text, port_text)
+    if not host:
+        raise argparse.ArgumentTypeError(f"{text!r}: missing host")
+    return host, port
+
+
+def _port(text: str, port_text: str) -> int:
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: port must be 1-65535")
+    return int(port_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imsbox", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    proxy = sub.add_parser(
+        "sip-proxy", help="a generic transaction-stateful SIP proxy to one next hop")
+    proxy.add_argument("--listen", type=parse_hostport, action="append", required=True,
+                       metavar="HOST:PORT", help="address to listen on (repeatable)")
+    proxy.add_argument("--to", type=parse_hostport, required=True, metavar="HOST:PORT",
+                       help="next hop for every out-of-dialog request")
+    proxy.add_argument("--transport", choices=TRANSPORTS[:2], default="udp",
+                       help="transport towards the next hop (default udp); "
+                            "the proxy listens on UDP and TCP")
+    proxy.add_argument("--no-record-route", action="store_true",
+                       help="do not stay in the path of dialogs")
+    proxy.add_argument("--trace", action="store_true", help="print every SIP message")
+    proxy.set_defaults(run=_run_sip_proxy)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"imsbox: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _run_sip_proxy(args: argparse.Namespace) -> int:
+    from .sip.proxy import run_forwarding_proxy
+
+    async with run_forwarding_proxy(
+        listen=args.listen, next_hop=args.to, transport=args.transport,
+        record_route=not args.no_record_route, trace=args.trace,
+    ) as proxy:
+        for line in proxy.listening_lines():
+            print(line, flush=True)
+        await _until_signalled()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
