@@ -188,11 +188,11 @@ class StatefulProxy:
     # -- responses --------------------------------------------------------
     def _send_upstream(self, ctx: ServerContext, response: Response) -> None:
         """16.7 step 9: our Via off, then out through the server transaction."""
-        upstream = response.copy()
-        if self._is_our_via(upstream):
+        if self._is_our_via(response):
+            upstream = response.copy()
             upstream.pop_header("Via")
-        else:  # generated here: already addressed with the upstream Vias
-            upstream = response
+        else:  # decided here (timeout, no targets): addressed to the request
+            upstream = Response.for_request(ctx.request, response.status, response.reason)
         if ctx.txn is None or (ctx.final_sent and not 200 <= upstream.status < 300):
             return
         if ctx.final_sent:

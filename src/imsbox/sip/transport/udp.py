@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from typing import Callable
 
 from .base import Destination, Flow
@@ -14,6 +16,7 @@ log = logging.getLogger(__name__)
 
 UDP_MTU_LIMIT = 1300  # 18.1.1: path MTU unknown -> 1300 bytes
 MAX_DATAGRAM = 65507
+SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 def should_use_tcp(message_bytes: bytes | int, dest: Destination) -> bool:
@@ -42,6 +45,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.local = (str(sockname[0]), int(sockname[1]))
         sock = transport.get_extra_info("socket")
         self.family = sock.family if sock is not None else 0
+        if sock is not None:
+            # Bursts of datagrams must wait in the kernel, not be dropped,
+            # while the event loop is busy (the kernel caps this at rmem_max).
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
         try:
