@@ -195,11 +195,17 @@ class StatefulProxy:
             upstream = Response.for_request(ctx.request, response.status, response.reason)
         if ctx.txn is None or (ctx.final_sent and not 200 <= upstream.status < 300):
             return
+        upstream = self.on_response(ctx.request, upstream)
         if ctx.final_sent:
             # A later 2xx (another fork): forwarded statelessly (16.7 step 5).
             self.endpoint.send_stateless(upstream, flow=ctx.flow)
             return
         ctx.respond(upstream)
+
+    def on_response(self, request: Request, response: Response) -> Response:
+        """Hook for network functions: see or change a response on its way
+        upstream (e.g. a P-CSCF storing Service-Route).  Default: unchanged."""
+        return response
 
     def _is_our_via(self, response: Response) -> bool:
         try:
