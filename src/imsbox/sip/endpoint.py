@@ -66,6 +66,15 @@ async def resolve(transport: str, host: str, port: int) -> Destination:
     return Destination(transport, str(infos[0][4][0]), port)
 
 
+def _sent_by(flow: Flow) -> tuple[str, int] | None:
+    """The flow's local address as Via sent-by, unless it is a wildcard bind."""
+    try:
+        unspecified = ipaddress.ip_address(flow.local[0]).is_unspecified
+    except ValueError:
+        unspecified = False
+    return None if unspecified else flow.local
+
+
 class ClientContext:
     """One request sent: iterate for provisional and final responses.
 
@@ -116,7 +125,7 @@ class ClientContext:
             return None
         cancel = make_cancel(self.txn.request)
         ctx = ClientContext(self._endpoint, cancel)
-        self._endpoint._start_client(ctx, self.dest)
+        self._endpoint._start_client(ctx, self.dest, self.txn.flow)  # same flow as the INVITE
         return await ctx.final()
 
     def _deliver(self, response: Response, local: bool = False) -> None:
@@ -193,11 +202,13 @@ class SipEndpoint:
         return bound
 
     def request(self, request: Request, dest: Destination | None = None, *,
-                branch: str | None = None) -> ClientContext:
+                branch: str | None = None, flow: Flow | None = None) -> ClientContext:
         """Send ``request`` statefully: adds our top Via (``branch`` or a new
-        one, rport)."""
+        one, rport).  With ``flow`` it goes over that flow (the UDP socket or
+        open connection a peer registered on; RFC 5626 ideas) and our Via
+        names the flow's local address."""
         ctx = ClientContext(self, request)
-        self._spawn(self._route_and_start(ctx, dest, branch))
+        self._spawn(self._route_and_start(ctx, dest, branch, flow))
         return ctx
 
     @property
@@ -222,13 +233,17 @@ class SipEndpoint:
 
     # -- client side ------------------------------------------------------
     async def _route_and_start(self, ctx: ClientContext, dest: Destination | None,
-                               branch: str | None = None) -> None:
+                               branch: str | None = None, flow: Flow | None = None) -> None:
         request = ctx.request
         try:
             if dest is None:
                 dest = await resolve(*next_hop(request))
             if request.method != "ACK" and "Max-Forwards" not in request.headers:
                 request.add_header("Max-Forwards", "70")  # 8.1.1.6
+            if flow is not None and flow.transport == dest.transport:
+                self.push_via(request, dest.transport, branch, sent_by=_sent_by(flow))
+                self._start_client(ctx, dest, flow)  # a flow is kept: no 18.1.1 switch
+                return
             self.push_via(request, dest.transport, branch)
             if dest.transport == "udp" and len(bytes(request)) > UDP_MTU_LIMIT:
                 dest = Destination("tcp", dest.host, dest.port)  # 18.1.1
@@ -240,17 +255,19 @@ class SipEndpoint:
             return
         self._start_client(ctx, dest)
 
-    def push_via(self, request: Request, transport: str, branch: str | None = None) -> None:
+    def push_via(self, request: Request, transport: str, branch: str | None = None,
+                 sent_by: tuple[str, int] | None = None) -> None:
         """Add our top Via for ``transport`` (also for stateless forwarding)."""
-        host, port = self._sent_by.get(transport) or next(iter(self._sent_by.values()),
-                                                          ("127.0.0.1", 5060))
+        host, port = sent_by or self._sent_by.get(transport) or next(
+            iter(self._sent_by.values()), ("127.0.0.1", 5060))
         host = f"[{host}]" if ":" in host else host
         request.push_header(
             "Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch or new_branch()};rport")
 
-    def _start_client(self, ctx: ClientContext, dest: Destination) -> None:
+    def _start_client(self, ctx: ClientContext, dest: Destination,
+                      flow: Flow | None = None) -> None:
         ctx.dest = dest
-        ctx.txn = self.layer.client_transaction(ctx.request, dest, self._now())
+        ctx.txn = self.layer.client_transaction(ctx.request, dest, self._now(), flow=flow)
         self._clients[ctx.txn] = ctx
         self._pump()
 

@@ -12,15 +12,16 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import weakref
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
 from .endpoint import ClientContext, ServerContext, SipEndpoint, next_hop, resolve
 from .headers import HeaderError
-from .message import Request, Response
+from .message import Request, Response, new_tag
 from .proxy_core import (
     ProxyIdentity, ResponseContext, check_request, forward_copy, loop_hash,
-    order_targets, preprocess_route,
+    next_hop_is_strict, order_targets, preprocess_route,
 )
 from .transaction import TimerValues
 from .transport.base import Destination, Flow
@@ -39,6 +40,8 @@ class Target:
     uri: Uri
     dest: Destination | None = None
     q: float = 1.0
+    flow: Flow | None = None  # send over this flow (a UE's connection / UDP source)
+    route: tuple[str, ...] = ()  # Route values put on top for this branch (e.g. a Path)
 
 
 Router = Callable[[Request], Awaitable["list[Target] | Response"]]
@@ -57,6 +60,7 @@ class StatefulProxy:
         self.identity = ProxyIdentity(set(), supported=supported)
         self.endpoint = SipEndpoint(self._on_request, timers, trace, on_stray=self._forward_stray)
         self._tasks: set[asyncio.Future[object]] = set()
+        self._cancelled: weakref.WeakSet[ClientContext] = weakref.WeakSet()
 
     async def listen(self, transport: str, host: str, port: int,
                      ssl_context: object | None = None) -> tuple[str, int]:
@@ -86,7 +90,8 @@ class StatefulProxy:
                 return
             preprocess_route(request, self.identity)
         except HeaderError as exc:
-            ctx.respond(Response.for_request(request, 400, f"Bad Request - {exc}"[:100]))
+            ctx.respond(Response.for_request(request, 400, f"Bad Request - {exc}"[:100],
+                                             to_tag=new_tag()))
             return
         if request.method == "INVITE":
             ctx.respond(Response.for_request(request, 100))  # 16.2: stop retransmissions
@@ -103,12 +108,14 @@ class StatefulProxy:
             targets = await self._targets(request)
         except Exception:  # a router bug must not leave the UAC hanging
             log.exception("router failed for %s", request.call_id)
-            targets = Response.for_request(request, 500, "Server Internal Error")
+            targets = Response.for_request(request, 500, "Server Internal Error",
+                                           to_tag=new_tag())
         if isinstance(targets, Response):
             ctx.respond(targets)
             return
         if not targets:
-            ctx.respond(Response.for_request(request, 480, "Temporarily Unavailable"))
+            ctx.respond(Response.for_request(request, 480, "Temporarily Unavailable",
+                                             to_tag=new_tag()))
             return
         responses = ResponseContext(request.method)
         for group in order_targets([(t, t.q) for t in targets]):
@@ -133,11 +140,20 @@ class StatefulProxy:
                     responses: ResponseContext) -> None:
         """Send one branch per target in parallel and collect their responses."""
         branches: dict[int, ClientContext] = {}
-        base = f"z9hG4bK{loop_hash(ctx.request)}"
+        base = f"z9hG4bK{loop_hash(ctx.request, self.identity)}"
         for key, target in enumerate(targets, start=len(responses.branches)):
             copy = forward_copy(ctx.request, target.uri, self.identity,
                                 record_route=self.record_route, path=self.path)
-            client = self.endpoint.request(copy, target.dest,
+            for value in reversed(target.route):
+                copy.push_header("Route", value)
+            try:
+                dest = await self._next_hop(ctx.request, copy, target)
+            except (OSError, ValueError) as exc:
+                log.info("cannot route %r to %s: %s", copy, target.uri, exc)
+                responses.add_branch(key)
+                responses.on_response(key, Response.for_request(copy, 503))
+                continue
+            client = self.endpoint.request(copy, dest, flow=target.flow,
                                            branch=f"{base}.{secrets.token_hex(4)}")
             client.on_late_response = lambda r, c=ctx: self._send_upstream(c, r)
             responses.add_branch(key)
@@ -149,6 +165,14 @@ class StatefulProxy:
             await asyncio.gather(*watchers)
         finally:
             cancel_watch.cancel()
+
+    @staticmethod
+    async def _next_hop(request: Request, copy: Request, target: Target) -> Destination | None:
+        """16.6 step 7: the target's own next hop; the Request-URI when step 6
+        rewrote ``copy`` for a strict router; else None (Route / Request-URI)."""
+        if target.dest is not None or target.route or not next_hop_is_strict(request):
+            return target.dest
+        return await resolve(*next_hop(Request(copy.method, copy.uri)))
 
     async def _branch(self, ctx: ServerContext, key: int, client: ClientContext,
                       branches: dict[int, ClientContext], responses: ResponseContext) -> None:
@@ -182,7 +206,11 @@ class StatefulProxy:
             self._cancel(branches[key])
 
     def _cancel(self, client: ClientContext) -> None:
-        if client.request.method == "INVITE" and client.final_response is None:
+        """CANCEL a pending INVITE branch once (Timer C, 2xx/6xx, upstream
+        CANCEL may all ask; a second CANCEL would reuse the branch)."""
+        if client.request.method == "INVITE" and client.final_response is None \
+                and client not in self._cancelled:
+            self._cancelled.add(client)
             self._spawn(client.cancel())
 
     # -- responses --------------------------------------------------------
@@ -192,7 +220,8 @@ class StatefulProxy:
             upstream = response.copy()
             upstream.pop_header("Via")
         else:  # decided here (timeout, no targets): addressed to the request
-            upstream = Response.for_request(ctx.request, response.status, response.reason)
+            upstream = Response.for_request(ctx.request, response.status, response.reason,
+                                            to_tag=new_tag())
         if ctx.txn is None or (ctx.final_sent and not 200 <= upstream.status < 300):
             return
         upstream = self.on_response(ctx.request, upstream)
@@ -224,16 +253,22 @@ class StatefulProxy:
 
     async def _forward_ack(self, ack: Request) -> None:
         """The ACK for a 2xx is its own transaction: forwarded statelessly."""
-        if (ack.max_forwards or 1) <= 0:
+        mf = ack.max_forwards
+        if mf is not None and mf <= 0:
             return
         preprocess_route(ack, self.identity)
         targets = await self._targets(ack)
         if isinstance(targets, Response) or not targets:
             return
         copy = forward_copy(ack, targets[0].uri, self.identity, record_route=False)
-        dest = targets[0].dest or await resolve(*next_hop(copy))
+        try:
+            dest = await self._next_hop(ack, copy, targets[0]) or \
+                await resolve(*next_hop(copy))
+        except (OSError, ValueError) as exc:
+            log.info("cannot forward %r: %s", ack, exc)
+            return
         self.endpoint.push_via(copy, dest.transport)
-        await self.endpoint.send_stateless(copy, dest)
+        await self.endpoint.send_stateless(copy, dest, targets[0].flow)
 
     def listening_lines(self) -> list[str]:
         return [f"sip-proxy listening on {t} {h}:{p}"

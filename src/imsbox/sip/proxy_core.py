@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeVar
 
-from .message import Request, Response
+from .headers import Via
+from .message import Request, Response, new_tag
 from .uri import SipUri, Uri
 
 __all__ = [
     "ProxyIdentity", "check_request", "preprocess_route", "forward_copy",
-    "loop_hash", "ResponseContext", "BranchState", "order_targets",
+    "loop_hash", "ResponseContext", "BranchState", "order_targets", "next_hop_is_strict",
 ]
 
 DEFAULT_MAX_FORWARDS = 70
@@ -43,21 +44,30 @@ def check_request(request: Request, me: ProxyIdentity) -> Response | None:
     """16.3 request validation; returns the error response, if any."""
     mf = request.max_forwards
     if mf is not None and mf <= 0 and request.method != "ACK":
-        return Response.for_request(request, 483, "Too Many Hops")
+        return _reject(request, 483, "Too Many Hops")
     unsupported = [t for t in request.tokens("Proxy-Require") if t not in me.supported]
     if unsupported and request.method not in ("ACK", "CANCEL"):
-        reply = Response.for_request(request, 420, "Bad Extension")
+        reply = _reject(request, 420, "Bad Extension")
         reply.add_header("Unsupported", ", ".join(unsupported))
         return reply
     if is_loop(request, me):
-        return Response.for_request(request, 482, "Loop Detected")
+        return _reject(request, 482, "Loop Detected")
     return None
 
 
-def loop_hash(request: Request) -> str:
-    """16.6 step 8: a hash of what makes a request 'the same' at this proxy."""
+def _reject(request: Request, status: int, reason: str) -> Response:
+    """A response of our own: we act as a UAS and add a To tag (8.2.6.2)."""
+    return Response.for_request(request, status, reason, to_tag=new_tag())
+
+
+def loop_hash(request: Request, me: ProxyIdentity | None = None) -> str:
+    """16.6 step 8: a hash of what makes a request 'the same' at this proxy.
+
+    With ``me`` the Via part is the topmost Via not placed by us, so a request
+    that comes back to us hashes as it did when we first forwarded it.
+    """
     h = hashlib.blake2s(digest_size=8)
-    vias = request.via
+    vias = [v for v in request.via if me is None or not _is_mine(v, me)]
     to_tag = request.to.tag or ""
     for part in (str(request.uri), to_tag, request.from_.tag or "", request.call_id,
                  str(request.cseq.seq), ",".join(request.headers.get_all("Proxy-Require")),
@@ -68,12 +78,21 @@ def loop_hash(request: Request) -> str:
     return h.hexdigest()
 
 
+def _is_mine(via: Via, me: ProxyIdentity) -> bool:
+    return (via.host.lower().strip("[]"), via.port) in me.hostports
+
+
 def is_loop(request: Request, me: ProxyIdentity) -> bool:
-    """16.3 step 4: our own Via with the same loop hash means a true loop."""
-    mine = [v for v in request.via if (v.host.lower().strip("[]"), v.port) in me.hostports]
+    """16.3 step 4: our own Via with the same loop hash means a true loop.
+
+    The hash is taken as ``forward_copy`` callers take it: after 16.4.
+    """
+    mine = [v for v in request.via if _is_mine(v, me)]
     if not mine:
         return False
-    digest = loop_hash(request)
+    probe = request.copy()
+    preprocess_route(probe, me)
+    digest = loop_hash(probe, me)
     return any((v.branch or "").startswith(f"z9hG4bK{digest}") for v in mine)
 
 
@@ -109,10 +128,16 @@ def forward_copy(request: Request, target: Uri | None, me: ProxyIdentity, *,
     return out
 
 
+def next_hop_is_strict(request: Request) -> bool:
+    """The first Route is an RFC 2543 strict router (no lr)."""
+    routes = request.route
+    return bool(routes) and isinstance(routes[0].uri, SipUri) and not routes[0].uri.lr
+
+
 def _strict_route_fixup(request: Request) -> None:
     """16.6 step 6: a strict next hop gets the Request-URI moved into Route."""
-    routes = request.route
-    if routes and isinstance(routes[0].uri, SipUri) and not routes[0].uri.lr:
+    if next_hop_is_strict(request):
+        routes = request.route
         request.add_header("Route", f"<{request.uri}>")
         request.uri = routes[0].uri
         request.pop_header("Route")
