@@ -1,0 +1,176 @@
+"""The I-CSCF (TS 24.229 5.3): finds the S-CSCF (or PSI-hosting AS) through the HSS.
+
+Routing logic for requests that reach us without a further Route:
+
+* REGISTER: Cx UAR (``Hss.user_authorization``) with the public identity
+  from To and the private identity from the Authorization username (else
+  derived from To) -> ``Route: <S-CSCF;lr>``.  An unknown user (or a
+  private identity that does not own the public one) goes to the default
+  S-CSCF like a first registration: its Digest challenge can never be
+  answered, so the UE sees 401 then 403 exactly as for a wrong password and
+  a REGISTER never reveals whether a subscriber exists.  Other refusals
+  (roaming not allowed, de-registering an unregistered user) are 403.
+* Other initial requests: Cx LIR (``Hss.location_info``) on the
+  Request-URI -> ``Route: <S-CSCF;lr>`` (the terminating case) or, for a
+  PSI, straight to the hosting AS without a Route (as in TS 24.247 A.5.1
+  step 9); 404 for an unknown identity, 480 when the user is not
+  registered and has no unregistered services.
+
+The Request-URI is never changed and the I-CSCF does not Record-Route.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import Config
+from ..sip.auth import Credentials, DigestError
+from ..sip.endpoint import resolve
+from ..sip.headers import HeaderError
+from ..sip.message import Request, Response, new_tag
+from ..sip.proxy import StatefulProxy, Target
+from ..sip.transaction import TimerValues
+from ..sip.transport import DEFAULT_PORTS
+from ..sip.uri import SipUri, UriError, parse_uri
+from .hss import AuthorizationType, Hss, ResultCode, ServerCapabilities
+
+__all__ = ["Icscf"]
+
+log = logging.getLogger(__name__)
+
+# UAR results that depend on whether the subscriber exists (TS 29.228 6.1.1).
+_HIDDEN_FAILURES = frozenset({ResultCode.DIAMETER_ERROR_USER_UNKNOWN,
+                              ResultCode.DIAMETER_ERROR_IDENTITIES_DONT_MATCH})
+
+
+class Icscf(StatefulProxy):
+    """I-CSCF on every ``config.icscf`` host (UDP/TCP ``port``)."""
+
+    def __init__(self, config: Config, hss: Hss, timers: TimerValues | None = None,
+                 trace: bool = False) -> None:
+        super().__init__(self._route, record_route=False, timers=timers, trace=trace)
+        self.config = config
+        self.hss = hss
+
+    async def start(self) -> None:
+        node = self.config.icscf
+        for host in node.hosts:
+            for transport in node.transports:
+                if transport == "tls":
+                    log.warning("I-CSCF: TLS between core nodes is not supported; skipped")
+                    continue
+                await self.listen(transport, host, node.port)
+
+    def listening_lines(self) -> list[str]:
+        return [f"I-CSCF listening on {d}" for d in self.endpoint.transport.listen_addresses]
+
+    # -- routing --------------------------------------------------------------------
+    async def _route(self, request: Request) -> "list[Target] | Response":
+        if request.method == "REGISTER":
+            return self._register(request)
+        return await self._initial(request)
+
+    def _register(self, request: Request) -> "list[Target] | Response":
+        """24.229 5.3.1.2: UAR, then on to the S-CSCF the HSS names (or we pick)."""
+        public_id = str(request.to.uri)
+        kind = AuthorizationType.DE_REGISTRATION if _is_deregistration(request) \
+            else AuthorizationType.REGISTRATION
+        answer = self.hss.user_authorization(
+            public_id, self._private_id(request), request.header("P-Visited-Network-ID"), kind)
+        if answer.result in _HIDDEN_FAILURES:
+            # Challenged and refused by an S-CSCF like a wrong password, so the
+            # answers never tell an unknown user from a known one.
+            log.info("REGISTER for %s: %s, left to the S-CSCF to refuse", public_id,
+                     answer.result.name)
+            return self._route_to(request, self._pick_scscf(self.hss.capabilities))
+        if not answer.result.success:
+            log.info("REGISTER for %s refused: %s", public_id, answer.result.name)
+            return _reply(request, 403, "Forbidden")
+        return self._route_to(request, answer.server_name or self._pick_scscf(answer.capabilities))
+
+    async def _initial(self, request: Request) -> "list[Target] | Response":
+        """24.229 5.3.2.1: LIR on the Request-URI; a PSI goes straight to its AS."""
+        answer = self.hss.location_info(str(request.uri))
+        if answer.result is ResultCode.DIAMETER_ERROR_USER_UNKNOWN:
+            return _reply(request, 404, "Not Found")
+        if not answer.result.success:
+            log.info("%s to %s: %s", request.method, request.uri, answer.result.name)
+            return _reply(request, 480, "Temporarily Unavailable")
+        if answer.psi and answer.server_name:
+            return await self._direct_to(request, answer.server_name)
+        return self._route_to(request, answer.server_name or self._pick_scscf(answer.capabilities))
+
+    def _private_id(self, request: Request) -> str:
+        """The Authorization username for our realm, else derived from To."""
+        for value in request.headers.get_all("Authorization"):
+            try:
+                credentials = Credentials.parse(value)
+            except (DigestError, ValueError):
+                continue
+            if credentials.realm.lower() == self.hss.domain:
+                return credentials.username
+        uri = request.to.uri
+        if isinstance(uri, SipUri) and uri.user:
+            return f"{uri.user}@{uri.host.lower()}"
+        identity = self.hss.find_identity(str(uri))  # tel: has no user@host to derive from
+        return identity.private_id if identity is not None else str(uri)
+
+    def _pick_scscf(self, capabilities: ServerCapabilities | None) -> str:
+        """No S-CSCF assigned yet: the first the HSS offers, else the configured one."""
+        if capabilities is not None and capabilities.server_names:
+            return capabilities.server_names[0]
+        return self.config.scscf.uri
+
+    @staticmethod
+    def _route_to(request: Request, server: str) -> "list[Target] | Response":
+        uri = _sip_uri(server)
+        if uri is None:
+            return _reply(request, 500, "Server Internal Error - bad server name")
+        uri = uri.copy()
+        uri.set_param("lr")
+        request.push_header("Route", f"<{uri}>")
+        return [Target(request.uri)]
+
+
+    @staticmethod
+    async def _direct_to(request: Request, server: str) -> "list[Target] | Response":
+        """A PSI: straight to the hosting AS, no Route (24.229 5.3.2.1, TS 24.247 A.5.1-9)."""
+        uri = _sip_uri(server)
+        if uri is None:
+            return _reply(request, 500, "Server Internal Error - bad AS name")
+        transport = uri.transport or ("tls" if uri.secure else "udp")
+        host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
+        try:
+            dest = await resolve(transport, host, uri.port or DEFAULT_PORTS[transport])
+        except (OSError, KeyError) as exc:
+            log.warning("cannot reach AS %s: %s", server, exc)
+            return _reply(request, 480, "Temporarily Unavailable")
+        return [Target(request.uri, dest)]
+
+
+def _sip_uri(text: str) -> SipUri | None:
+    try:
+        uri = parse_uri(text)
+    except UriError:
+        return None
+    if not isinstance(uri, SipUri):
+        log.error("HSS named %r as next hop: not a SIP URI", text)
+        return None
+    return uri
+
+
+def _reply(request: Request, status: int, reason: str) -> Response:
+    return Response.for_request(request, status, reason, to_tag=new_tag())
+
+
+def _is_deregistration(request: Request) -> bool:
+    """Every contact with expires 0 (or ``Contact: *``, which requires Expires: 0)."""
+    try:
+        contacts = request.contact
+        default = request.expires()
+    except HeaderError:
+        return False
+    if not contacts:
+        return False
+    return all(c.is_star or (c.expires if c.expires is not None else default) == 0
+               for c in contacts)

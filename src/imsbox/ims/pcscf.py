@@ -1,0 +1,408 @@
+"""The P-CSCF (TS 24.229 5.2): the UEs' entry point into the IMS core.
+
+Routing logic, in the order ``_police`` applies it to every new request
+(before RFC 3261 16.4 pops our Route, so the Route we were reached by is
+still visible):
+
+1. REGISTER (from a UE): drop the UE's Route/Path/P-Asserted-Identity, add
+   ``Path: <sip:term@PCSCF:PORT;lr>``, ``Supported: path``,
+   P-Visited-Network-ID and P-Charging-Vector, remember the flow it came on
+   and forward it to the I-CSCF of the config, Request-URI unchanged.  The
+   2xx (``on_response``) registers each contact of the REGISTER that the
+   registrar lists with expires > 0, and forgets the others.
+2. **From a UE** = the request came on the flow of a registered contact:
+   same transport and source address and port (for TCP/TLS the UE's
+   connection).  Never the Contact: a request from the core carries the
+   calling UE's Contact.
+   The P-CSCF asserts the identity (P-Asserted-Identity from the UE
+   removed, P-Preferred-Identity honoured only from the registered set),
+   Record-Routes itself and for initial requests replaces the Route with
+   the stored Service-Route.
+3. **From the core** = the source IP is one of the core nodes' (I-CSCF,
+   S-CSCF, ASs in the config) and the request came on our ``term`` Path
+   Route, or is in a dialog (To tag) towards a registered contact.  It goes
+   to the UE over the UE's stored flow (to the contact address itself when
+   we hold no flow for it, e.g. after a restart); P-Asserted-Identity is
+   kept.
+4. Anything else: 403 Forbidden (ACK: dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from ..config import Config
+from ..sip.endpoint import ServerContext, resolve
+from ..sip.headers import HeaderError, NameAddr
+from ..sip.message import Request, Response, new_tag
+from ..sip.proxy import StatefulProxy, Target
+from ..sip.transaction import TimerValues
+from ..sip.transport.base import Destination, Flow
+from ..sip.uri import SipUri, Uri
+from .hss import canonical_public_id
+
+__all__ = ["Pcscf", "Registrations", "UeRegistration", "contact_key"]
+
+log = logging.getLogger(__name__)
+
+TERM_USER = "term"
+ORIG_USER = "orig"
+CORE_NODES = ("icscf", "scscf", "messaging_as", "conference_as")
+# Charging headers belong to the trust domain: never taken from, or given to, a UE.
+CHARGING_HEADERS = ("P-Charging-Vector", "P-Charging-Function-Addresses")
+PENDING_TTL = 300.0  # a REGISTER that never got a final response is forgotten
+DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+FlowKey = tuple[str, str, int]
+
+
+def _norm_host(host: str) -> str:
+    host = host[1:-1] if host.startswith("[") else host
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower()
+
+
+def flow_key(flow: Flow) -> FlowKey:
+    return (flow.transport, _norm_host(flow.remote[0]), flow.remote[1])
+
+
+def contact_key(uri: Uri) -> str | None:
+    """user@host:port of a contact: how a terminating Request-URI finds its UE."""
+    if not isinstance(uri, SipUri):
+        return None
+    transport = uri.transport or ("tls" if uri.secure else "udp")
+    port = uri.port or DEFAULT_PORT.get(transport, 5060)
+    return f"{uri.user or ''}@{_norm_host(uri.host)}:{port}"
+
+
+@dataclass(slots=True)
+class UeRegistration:
+    """One registered contact as the P-CSCF knows it (24.229 5.2.2)."""
+
+    contact: SipUri
+    flow: Flow
+    public_ids: tuple[str, ...]      # P-Associated-URI values, default identity first
+    service_route: tuple[str, ...]   # Service-Route values, in order
+    expires_at: float
+
+    @property
+    def default_identity(self) -> str:
+        return self.public_ids[0]
+
+
+class Registrations:
+    """Registered UE contacts, found by contact URI or by the flow they use."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._by_contact: dict[str, UeRegistration] = {}
+
+    def __len__(self) -> int:
+        self._purge()
+        return len(self._by_contact)
+
+    def add(self, registration: UeRegistration) -> None:
+        key = contact_key(registration.contact)
+        if key is not None:
+            self._by_contact[key] = registration
+
+    def remove(self, contact: Uri) -> None:
+        key = contact_key(contact)
+        if key is not None:
+            self._by_contact.pop(key, None)
+
+    def remove_flow(self, flow: Flow) -> None:
+        for key in [k for k, r in self._by_contact.items() if flow_key(r.flow) == flow_key(flow)]:
+            del self._by_contact[key]
+
+    def by_contact(self, uri: Uri) -> UeRegistration | None:
+        key = contact_key(uri)
+        found = self._by_contact.get(key) if key is not None else None
+        if found is not None and found.expires_at <= self.clock():
+            del self._by_contact[key]  # type: ignore[arg-type]
+            return None
+        return found
+
+    def by_flow(self, flow: Flow) -> list[UeRegistration]:
+        self._purge()
+        wanted = flow_key(flow)
+        return [r for r in self._by_contact.values() if flow_key(r.flow) == wanted]
+
+    def _purge(self) -> None:
+        now = self.clock()
+        for key in [k for k, r in self._by_contact.items() if r.expires_at <= now]:
+            del self._by_contact[key]
+
+
+class Pcscf(StatefulProxy):
+    """P-CSCF on every ``config.pcscf`` host: UDP+TCP ``port``, TLS ``tls_port``.
+
+    Extends the proxy's steps: ``_on_request`` classifies before 16.3/16.4
+    (needs the flow and our unpopped Route), ``_targets`` sends to a UE's flow.
+    """
+
+    def __init__(self, config: Config, timers: TimerValues | None = None,
+                 trace: bool = False, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(self._route, record_route=True, timers=timers, trace=trace)
+        self.config = config
+        self.ssl_context = ssl_context
+        self.registrations = Registrations()
+        self.path_uri: SipUri | None = None
+        self._icscf: Destination | None = None
+        self._core_hosts: set[str] = set()
+        self._pending: dict[tuple[str, int, str], tuple[Flow, float]] = {}
+
+    # -- life cycle -----------------------------------------------------------
+    async def start(self) -> None:
+        node = self.config.pcscf
+        for host in node.hosts:
+            for transport in node.transports:
+                if transport != "tls":
+                    await self.listen(transport, host, node.port)
+                elif self.ssl_context is None:
+                    log.warning("P-CSCF: no TLS context given, not listening on TLS %s", host)
+                elif node.tls_port is not None:
+                    await self.listen("tls", host, node.tls_port, self.ssl_context)
+        assert self.identity.record_route is not None
+        self.path_uri = self.identity.record_route.copy(user=TERM_USER)
+        icscf = self.config.icscf
+        transport = "udp" if "udp" in icscf.transports else "tcp"
+        self._icscf = await resolve(transport, icscf.host, icscf.port)
+        self._core_hosts = await _addresses(
+            h for name in CORE_NODES if name in self.config.nodes
+            for h in self.config.nodes[name].hosts)
+
+    def listening_lines(self) -> list[str]:
+        return [f"P-CSCF listening on {d}" for d in self.endpoint.transport.listen_addresses]
+
+    # -- requests: who sent it decides what we do --------------------------------
+    def _on_request(self, ctx: ServerContext) -> None:
+        request = ctx.request
+        try:
+            error = self._police(request, ctx.flow)
+        except HeaderError as exc:
+            error = Response.for_request(request, 400, f"Bad Request - {exc}"[:100])
+        if error is None:
+            super()._on_request(ctx)
+        elif request.method != "ACK":  # an ACK is never answered
+            ctx.respond(error)
+
+    def _police(self, request: Request, flow: Flow) -> Response | None:
+        if request.method == "REGISTER":
+            self._prepare_register(request, flow)
+            return None
+        registrations = self.registrations.by_flow(flow)
+        if registrations:
+            self._prepare_originating(request, registrations)
+            return None
+        if self._from_core(request, flow):
+            _strip_charging(request)  # not for the UE's eyes
+            return None
+        log.info("403 for %s from unregistered %s (Call-ID %s)", request.method,
+                 flow.remote, request.call_id)
+        return Response.for_request(request, 403, "Forbidden - not registered",
+                                    to_tag=new_tag())
+
+    def _from_core(self, request: Request, flow: Flow) -> bool:
+        if _norm_host(flow.remote[0]) not in self._core_hosts:
+            return False
+        return self._on_term_route(request) or self._in_dialog_to_ue(request)
+
+    def _on_term_route(self, request: Request) -> bool:
+        """Reached through the Path we gave the registrar (before 16.4 pops it)."""
+        routes = request.route
+        top = routes[0].uri if routes else None
+        return isinstance(top, SipUri) and top.user == TERM_USER and self.identity.is_me(top)
+
+    def _in_dialog_to_ue(self, request: Request) -> bool:
+        return request.to.tag is not None and \
+            self.registrations.by_contact(request.uri) is not None
+
+    def _prepare_register(self, request: Request, flow: Flow) -> None:
+        """24.229 5.2.2: we pick the next hop and the Path; the UE does not."""
+        for name in ("Route", "Path", "P-Asserted-Identity", *CHARGING_HEADERS):
+            request.remove_header(name)
+        request.push_header("Path", f"<{self.path_uri}>")
+        if "path" not in request.tokens("Supported"):
+            request.add_header("Supported", "path")
+        request.set_header("P-Visited-Network-ID", self.config.domain)
+        request.add_header("P-Charging-Vector", self._charging_vector())
+        self._remember_flow(request, flow)
+
+    def _prepare_originating(self, request: Request,
+                             registrations: list[UeRegistration]) -> None:
+        """24.229 5.2.6.3: assert the identity; initial requests take the Service-Route."""
+        identity = _asserted_identity(request, registrations)
+        for name in ("P-Asserted-Identity", "P-Preferred-Identity", *CHARGING_HEADERS):
+            request.remove_header(name)
+        request.add_header("P-Asserted-Identity", identity)
+        if request.to.tag is None:
+            request.remove_header("Route")  # our own entry and whatever the UE preloaded
+            for route in registrations[0].service_route or (self._default_service_route(),):
+                request.add_header("Route", route)
+            request.add_header("P-Charging-Vector", self._charging_vector())
+
+    def _default_service_route(self) -> str:
+        """No Service-Route in the 2xx: the configured S-CSCF, originating."""
+        scscf = self.config.scscf
+        host = f"[{scscf.host}]" if ":" in scscf.host else scscf.host
+        return f"<sip:{ORIG_USER}@{host}:{scscf.port};lr>"
+
+    def _charging_vector(self) -> str:
+        host = self.path_uri.host if self.path_uri is not None else self.config.pcscf.host
+        return f'icid-value="{secrets.token_hex(12)}";icid-generated-at={host}'
+
+    # -- targets ---------------------------------------------------------------------
+    async def _targets(self, request: Request) -> "list[Target] | Response":
+        """A request for a registered contact with no Route left goes over
+        the UE's flow (its connection or UDP source), not to the contact."""
+        registration = self._terminating_registration(request)
+        if registration is not None:
+            flow = registration.flow
+            return [Target(request.uri, flow.destination, flow=flow)]
+        return await super()._targets(request)
+
+    def _terminating_registration(self, request: Request) -> UeRegistration | None:
+        if request.method == "REGISTER" or request.route:
+            return None
+        return self.registrations.by_contact(request.uri)
+
+    async def _route(self, request: Request) -> "list[Target] | Response":
+        if request.method == "REGISTER":
+            return [Target(request.uri, self._icscf)]
+        # From the core for a contact we hold no flow for (e.g. registered
+        # before our restart): the contact address as written is all we have.
+        return [Target(request.uri)]
+
+    # -- responses -------------------------------------------------------------------
+    def on_response(self, request: Request, response: Response) -> Response:
+        if request.method == "REGISTER":
+            if response.status >= 200:
+                self._registered(request, response)
+            _strip_charging(response)
+            return response
+        registration = self._terminating_registration(request)
+        if registration is not None:
+            _assert_in_response(response, registration)  # the UE answers the core
+        else:
+            _strip_charging(response)  # going to the UE
+        return response
+
+    def _remember_flow(self, request: Request, flow: Flow) -> None:
+        now = time.monotonic()
+        for key in [k for k, (_, t) in self._pending.items() if now - t > PENDING_TTL]:
+            del self._pending[key]
+        self._pending[_register_key(request)] = (flow, now)
+
+    def _registered(self, request: Request, response: Response) -> None:
+        """24.229 5.2.2.x: keep flow, P-Associated-URI, Service-Route per contact."""
+        pending = self._pending.pop(_register_key(request), None)
+        if pending is None or not 200 <= response.status < 300:
+            return
+        flow = pending[0]
+        try:
+            granted = self._granted_expiries(response)
+            public_ids = tuple(response.headers.values("P-Associated-URI")) or \
+                (f"<{request.to.uri}>",)
+            service_route = tuple(str(r) for r in response.service_route)
+            contacts = request.contact
+        except HeaderError as exc:
+            log.warning("REGISTER 2xx not understood (%s); registration of %s not stored",
+                        exc, flow.remote)
+            return
+        now = self.registrations.clock()
+        for contact in contacts:
+            if contact.is_star:
+                self.registrations.remove_flow(flow)
+                continue
+            expires = granted.get(contact_key(contact.uri) or "", 0)
+            if expires > 0 and isinstance(contact.uri, SipUri):
+                self.registrations.add(UeRegistration(
+                    contact.uri, flow, public_ids, service_route, now + expires))
+                log.info("registered %s on %s %s", contact.uri, flow.transport, flow.remote)
+            else:
+                self.registrations.remove(contact.uri)
+                log.info("de-registered %s", contact.uri)
+
+    def _granted_expiries(self, response: Response) -> dict[str, int]:
+        """Contact key -> expiry the registrar granted (per contact, else Expires)."""
+        default = response.expires()
+        if default is None:
+            default = self.config.registrar.default_expires
+        out: dict[str, int] = {}
+        for contact in response.contact:
+            key = None if contact.is_star else contact_key(contact.uri)
+            if key is not None:
+                expires = contact.expires
+                out[key] = default if expires is None else expires
+        return out
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def _register_key(request: Request) -> tuple[str, int, str]:
+    return (request.call_id, request.cseq.seq, request.top_via.branch or "")
+
+
+def _strip_charging(message: Request | Response) -> None:
+    for name in CHARGING_HEADERS:
+        message.remove_header(name)
+
+
+def _asserted_identity(message: Request | Response,
+                       registrations: list[UeRegistration]) -> str:
+    """P-Preferred-Identity if it is one of the registered identities, else the default."""
+    allowed = {_canonical(v) for r in registrations for v in r.public_ids}
+    allowed.discard(None)
+    for value in message.headers.values("P-Preferred-Identity"):
+        try:
+            preferred = NameAddr.parse(value, "P-Preferred-Identity")
+        except HeaderError:
+            continue
+        if _canonical(str(preferred.uri)) in allowed:
+            return str(preferred)
+    return registrations[0].default_identity
+
+
+def _assert_in_response(response: Response, registration: UeRegistration) -> None:
+    """24.229 5.2.6.4: a UE's response to a terminating request gets its identity asserted."""
+    identity = _asserted_identity(response, [registration])
+    for name in ("P-Asserted-Identity", "P-Preferred-Identity"):
+        response.remove_header(name)
+    if response.status > 100:
+        response.add_header("P-Asserted-Identity", identity)
+
+
+def _canonical(value: str) -> str | None:
+    try:
+        return canonical_public_id(value)
+    except ValueError:
+        return None
+
+
+async def _addresses(hosts: Iterable[str]) -> set[str]:
+    """IP addresses of the core nodes (names resolved once at start-up)."""
+    out: set[str] = set()
+    loop = asyncio.get_running_loop()
+    for host in set(hosts):
+        try:
+            out.add(str(ipaddress.ip_address(host)))
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = await loop.getaddrinfo(host, None)
+        except OSError as exc:
+            log.warning("cannot resolve core node %s: %s", host, exc)
+            continue
+        out.update(_norm_host(str(info[4][0])) for info in infos)
+    return out

@@ -1,0 +1,287 @@
+"""The reg event package (RFC 3680, TS 24.229 5.4.2.1): application/reginfo+xml
+documents and the S-CSCF's notifier.
+
+:class:`RegInfo` builds and parses the document (``to_xml()``,
+:func:`parse_reginfo`).  :class:`RegEventNotifier` serves SUBSCRIBE requests
+for ``Event: reg`` on top of the RFC 6665 :class:`~imsbox.sip.ua.events.Notifier`
+and turns registration changes into NOTIFYs; it is sans-I/O like the
+Notifier: the caller sends what :meth:`RegEventNotifier.requests` returns
+and feeds the responses back.  Every NOTIFY carries full state; contacts
+that just went away are listed once more as terminated with their event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..content.errors import XmlError
+from ..content.xmlsafe import (
+    check_text, child_text, children, expect_root, parse_uint, parse_xml, required_attr,
+    serialize, sub,
+)
+from ..sip.message import Request, Response
+from ..sip.ua.events import (
+    EventPackage, EventPackageRegistry, Notifier, NotifierSubscription, SendRequest,
+    TerminationReason,
+)
+from ..sip.uri import Uri
+
+__all__ = [
+    "REGINFO", "REGINFO_NS", "REG_PACKAGE", "ContactEvent", "ContactState", "DocumentState",
+    "RegContact", "RegEventNotifier", "RegInfo", "Registration", "RegistrationState",
+    "element_id", "parse_reginfo",
+]
+
+log = logging.getLogger(__name__)
+
+REGINFO = "application/reginfo+xml"
+REGINFO_NS = "urn:ietf:params:xml:ns:reginfo"
+NS = REGINFO_NS
+
+
+class DocumentState(Enum):
+    FULL = "full"
+    PARTIAL = "partial"
+
+
+class RegistrationState(Enum):
+    """<registration state> (RFC 3680 5.2)."""
+
+    INIT = "init"
+    ACTIVE = "active"
+    TERMINATED = "terminated"
+
+
+class ContactState(Enum):
+    ACTIVE = "active"
+    TERMINATED = "terminated"
+
+
+class ContactEvent(Enum):
+    """<contact event>: what last happened to the contact (RFC 3680 5.2)."""
+
+    REGISTERED = "registered"
+    CREATED = "created"
+    REFRESHED = "refreshed"
+    SHORTENED = "shortened"
+    EXPIRED = "expired"
+    DEACTIVATED = "deactivated"
+    PROBATION = "probation"
+    UNREGISTERED = "unregistered"
+    REJECTED = "rejected"
+
+
+@dataclass(slots=True)
+class RegContact:
+    """<contact>: one binding; ``params`` become <unknown-param> elements."""
+
+    id: str
+    uri: str
+    state: ContactState = ContactState.ACTIVE
+    event: ContactEvent = ContactEvent.REGISTERED
+    expires: int | None = None
+    q: float | None = None
+    call_id: str | None = None
+    cseq: int | None = None
+    params: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Registration:
+    """<registration>: one address-of-record (a public identity)."""
+
+    aor: str
+    id: str
+    state: RegistrationState
+    contacts: list[RegContact] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RegInfo:
+    """<reginfo>: the whole document."""
+
+    registrations: list[Registration] = field(default_factory=list)
+    version: int = 0
+    state: DocumentState = DocumentState.FULL
+
+    def to_xml(self) -> bytes:
+        root = ET.Element("reginfo", {"xmlns": NS})
+        root.set("version", str(self.version))
+        root.set("state", self.state.value)
+        for registration in self.registrations:
+            _build_registration(root, registration)
+        return serialize(root)
+
+    def registration(self, aor: str) -> Registration | None:
+        return next((r for r in self.registrations if r.aor == aor), None)
+
+
+def element_id(*parts: str) -> str:
+    """A stable id attribute for a registration or contact."""
+    return hashlib.blake2s("\x00".join(parts).encode(), digest_size=6).hexdigest()
+
+
+def _build_registration(root: ET.Element, registration: Registration) -> None:
+    elem = sub(root, "registration", aor=registration.aor, id=registration.id,
+               state=registration.state.value)
+    for contact in registration.contacts:
+        attrs = {"id": contact.id, "state": contact.state.value, "event": contact.event.value}
+        if contact.expires is not None:
+            attrs["expires"] = str(contact.expires)
+        if contact.q is not None:
+            attrs["q"] = f"{contact.q:.3g}"
+        if contact.call_id is not None:
+            attrs["callid"] = contact.call_id
+        if contact.cseq is not None:
+            attrs["cseq"] = str(contact.cseq)
+        node = sub(elem, "contact", **attrs)
+        sub(node, "uri", contact.uri)
+        for name, value in contact.params:
+            param = sub(node, "unknown-param", name=name)
+            if value:
+                param.text = check_text(value, "unknown-param")
+
+
+def parse_reginfo(data: bytes) -> RegInfo:
+    """Parse a reginfo document; XmlError / ContentError name the fault."""
+    root = parse_xml(data)
+    expect_root(root, NS, "reginfo")
+    return RegInfo(
+        [_parse_registration(r) for r in children(root, NS, "registration")],
+        parse_uint(required_attr(root, "version"), "version"),
+        _enum(DocumentState, required_attr(root, "state"), "reginfo state"),
+    )
+
+
+def _parse_registration(elem: ET.Element) -> Registration:
+    return Registration(
+        required_attr(elem, "aor"), required_attr(elem, "id"),
+        _enum(RegistrationState, required_attr(elem, "state"), "registration state"),
+        [_parse_contact(c) for c in children(elem, NS, "contact")])
+
+
+def _parse_contact(elem: ET.Element) -> RegContact:
+    uri = child_text(elem, NS, "uri")
+    if not uri:
+        raise XmlError("<contact> lacks a non-empty <uri>")
+    expires = elem.get("expires")
+    cseq = elem.get("cseq")
+    q = elem.get("q")
+    try:
+        q_value = float(q) if q is not None else None
+    except ValueError:
+        raise XmlError(f"<contact> q is not a number: {q!r}") from None
+    return RegContact(
+        required_attr(elem, "id"), uri,
+        _enum(ContactState, required_attr(elem, "state"), "contact state"),
+        _enum(ContactEvent, required_attr(elem, "event"), "contact event"),
+        parse_uint(expires, "expires") if expires is not None else None,
+        q_value, elem.get("callid"),
+        parse_uint(cseq, "cseq") if cseq is not None else None,
+        [(p.get("name") or "", (p.text or "").strip())
+         for p in children(elem, NS, "unknown-param")])
+
+
+def _enum(kind: type[Enum], text: str, what: str):  # type: ignore[no-untyped-def]
+    try:
+        return kind(text)
+    except ValueError:
+        raise XmlError(f"{what} {text!r} is not one of "
+                       f"{', '.join(str(m.value) for m in kind)}") from None
+
+
+# -- the notifier -------------------------------------------------------------------------
+
+REG_PACKAGE = EventPackage("reg", REGINFO, default_expires=3600, min_expires=60,
+                           max_expires=7200, render=lambda state: state if isinstance(
+                               state, bytes) else b"")
+
+# aor (the implicit set's default identity) -> its current document, without version
+StateOf = Callable[[str], RegInfo]
+
+
+@dataclass(slots=True)
+class _Watch:
+    """What a subscription watches and its document version (RFC 3680 5.2)."""
+
+    aor: str
+    version: int = 0
+
+
+class RegEventNotifier:
+    """Subscriptions to ``Event: reg`` keyed by the watched implicit set.
+
+    ``state_of(aor)`` gives the current reginfo of an implicit set (named by
+    its default identity); ``subscribe`` gets that aor from the caller, who
+    has already resolved and authorised the subscription.
+    """
+
+    def __init__(self, contact: Uri | str, state_of: StateOf, *, min_expires: int = 60) -> None:
+        self.state_of = state_of
+        self._pending_aor: str | None = None
+        self._notifier = Notifier(EventPackageRegistry([REG_PACKAGE]), contact,
+                                  min_expires=min_expires, state_of=self._document)
+
+    # -- SUBSCRIBE ------------------------------------------------------------------
+    def subscribe(self, request: Request, aor: str | None, now: float) -> Response:
+        """Answer a SUBSCRIBE; a new subscription watches ``aor`` (None for a
+        refresh inside an existing subscription dialog)."""
+        self._pending_aor = aor
+        try:
+            return self._notifier.receive_subscribe(request, now)
+        finally:
+            self._pending_aor = None
+
+    def _document(self, sub: NotifierSubscription) -> bytes:
+        watch = sub.usage
+        if not isinstance(watch, _Watch):
+            watch = sub.usage = _Watch(self._pending_aor or "")
+        return self._versioned(watch, self.state_of(watch.aor))
+
+    @staticmethod
+    def _versioned(watch: _Watch, info: RegInfo) -> bytes:
+        info.version = watch.version
+        watch.version += 1
+        return info.to_xml()
+
+    # -- changes --------------------------------------------------------------------
+    def watching(self, aor: str) -> list[NotifierSubscription]:
+        return [s for s in self._notifier.subscriptions
+                if isinstance(s.usage, _Watch) and s.usage.aor == aor]
+
+    def changed(self, aor: str, info: RegInfo, now: float, final: bool = False) -> None:
+        """Notify every watcher of ``aor``; ``final`` ends the subscriptions
+        (the whole implicit set was deregistered, TS 24.229 5.4.2.1.2)."""
+        for sub in self.watching(aor):
+            body = self._versioned(sub.usage, _copy(info))  # type: ignore[arg-type]
+            if final:
+                self._notifier.terminate(sub, now, TerminationReason.NORESOURCE, body=body)
+            else:
+                self._notifier.notify(sub, now, body=body)
+
+    # -- plumbing -------------------------------------------------------------------
+    def requests(self) -> list[Request]:
+        """NOTIFYs to send, each in its own client transaction."""
+        return [e.request for e in self._notifier.events() if isinstance(e, SendRequest)]
+
+    def receive_response(self, request: Request, response: Response, now: float) -> None:
+        self._notifier.receive_response(request, response, now)
+
+    def next_deadline(self) -> float | None:
+        return self._notifier.next_deadline()
+
+    def on_timer(self, now: float) -> None:
+        self._notifier.on_timer(now)
+
+    @property
+    def subscriptions(self) -> list[NotifierSubscription]:
+        return self._notifier.subscriptions
+
+
+def _copy(info: RegInfo) -> RegInfo:
+    return RegInfo(list(info.registrations), info.version, info.state)

@@ -1,0 +1,814 @@
+"""The S-CSCF: registrar, Digest authentication, iFC service triggering and
+terminating delivery (TS 24.229 5.4, conventions in docs/ims-core.md).
+
+Routing logic, in the order :meth:`Scscf.route` applies it::
+
+    REGISTER                         -> registrar (401 / 200 / 423 / 403)
+    SUBSCRIBE Event: reg to a user   -> reg event notifier (RFC 3680)
+    Route ;odi=TOKEN came back       -> continue the iFC chain after that AS
+    Route sip:orig@S-CSCF            -> originating: iFC ORIGINATING, then the I-CSCF
+    anything else                    -> terminating: iFC TERMINATING_*, then the
+                                        registered contacts (caller prefs, Path)
+
+Bindings live in the Store under the implicit set's default public identity,
+so they survive a restart; a housekeeping task drops expired ones, telling
+reg event watchers and the application servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from ..config import Config
+from ..content.multipart import BodyPart, build_multipart
+from ..sip.auth import (
+    Algorithm, DigestAuthenticator, VerifyOutcome, credentials_for_realm,
+)
+from ..sip.endpoint import ServerContext, resolve
+from ..sip.grammar import GrammarError, format_params, split_params, unquote
+from ..sip.headers import Contact, Event, HeaderError, NameAddr
+from ..sip.message import Request, Response, new_tag
+from ..sip.proxy import StatefulProxy, Target
+from ..sip.transaction import TimerValues
+from ..sip.ua.dialog import build_request
+from ..sip.uri import SipUri, TelUri, Uri, UriError, parse_uri
+from ..store import Binding, Store
+from .caller_prefs import CallerPreferences, contact_features, rank_contacts
+from .hss import Hss, ServerAssignmentType, UserProfile, canonical_public_id
+from .ifc import (
+    ApplicationServer, DefaultHandling, RequestView, SessionCase, matching_ifcs, next_ifc,
+)
+from .regevent import (
+    ContactEvent, ContactState, RegContact, RegEventNotifier, RegInfo, Registration,
+    RegistrationState, element_id,
+)
+
+__all__ = ["Arrival", "FailureLimiter", "IfcProgress", "Registrar", "RegistrationChange", "Scscf"]
+
+log = logging.getLogger(__name__)
+
+# DigestAuthenticator's log reason for a wrong response (or unknown user):
+# the only BAD_CREDENTIALS outcome that counts as a failed login.  The others
+# (foreign nonce or opaque, e.g. from before a restart) just get a new challenge.
+_WRONG_RESPONSE = "response does not match"
+ODI_LIFETIME = 300.0        # how long an AS may take to hand a request back
+HOUSEKEEPING_MAX = 30.0     # wake up at least this often
+
+
+# -- small value types ------------------------------------------------------------------
+
+@dataclass(slots=True, frozen=True)
+class Arrival:
+    """How a request reached us: our own top Route (before 16.4 popped it)
+    and the transport source address."""
+
+    route: SipUri | None
+    source: tuple[str, int]
+    transport: str = "udp"
+    via_port: int | None = None
+
+    @property
+    def originating(self) -> bool:
+        return self.route is not None and self.route.user == "orig"
+
+    @property
+    def odi(self) -> str | None:
+        return self.route.param("odi") if self.route is not None else None
+
+
+@dataclass(slots=True)
+class IfcProgress:
+    """Where an iFC chain stands (keyed by the odi token while an AS has it)."""
+
+    case: SessionCase
+    served_user: str          # default public identity of the served implicit set
+    priority: int = -1        # the last iFC executed
+    expires_at: float = 0.0
+
+
+@dataclass(slots=True)
+class FailureLimiter:
+    """Too many failed logins from one source: refuse without hashing for a while."""
+
+    max_failures: int = 5
+    window: float = 60.0
+    _failures: dict[str, list[float]] = field(default_factory=dict)
+
+    def blocked(self, key: str, now: float) -> bool:
+        recent = [t for t in self._failures.get(key, []) if now - t < self.window]
+        if recent:
+            self._failures[key] = recent
+        else:
+            self._failures.pop(key, None)
+        return len(recent) >= self.max_failures
+
+    def record(self, key: str, now: float) -> None:
+        self._failures.setdefault(key, []).append(now)
+
+
+@dataclass(slots=True)
+class RegistrationChange:
+    """What a REGISTER (or an expiry) changed, for reg event and third-party REGISTER."""
+
+    aor: str                                  # default identity of the implicit set
+    public_id: str                            # the identity registered (To)
+    profile: UserProfile
+    events: list[tuple[Binding, ContactEvent]]
+    remaining: list[Binding]
+    request: Request | None = None
+    response: Response | None = None
+
+    @property
+    def deregistered(self) -> bool:
+        return not self.remaining
+
+    def expires(self, now: float) -> int:
+        # Rounded: a few milliseconds since the 200 must not show as one second less.
+        return max((max(0, round(b.expires_at - now)) for b in self.remaining), default=0)
+
+
+# -- the registrar --------------------------------------------------------------------
+
+class Registrar:
+    """RFC 3261 10.3 / TS 24.229 5.4.1: authentication and bindings of REGISTER."""
+
+    def __init__(self, config: Config, store: Store, hss: Hss,
+                 clock: Callable[[], float], limiter: FailureLimiter) -> None:
+        self.config = config
+        self.store = store
+        self.hss = hss
+        self.clock = clock
+        self.limiter = limiter
+        self.realm = config.domain
+        self.auth = DigestAuthenticator(config.domain, clock=clock,
+                                        algorithms=(Algorithm.SHA_256, Algorithm.MD5))
+        self.server_name = config.scscf.uri
+        self.service_route = ""
+
+    # -- REGISTER --------------------------------------------------------------------
+    def register(self, request: Request, ue_source: str
+                 ) -> tuple[Response, RegistrationChange | None]:
+        now = self.clock()
+        if self.limiter.blocked(ue_source, now):
+            log.warning("REGISTER from %s refused: too many failed logins", ue_source)
+            return Response.for_request(request, 403), None
+        try:
+            public_id = canonical_public_id(str(request.to.uri))
+        except (HeaderError, ValueError):
+            return Response.for_request(request, 400, "Bad Request - To"), None
+        refused = self._authenticate(request, public_id, ue_source, now)
+        if refused is not None:
+            return refused, None
+        return self._update(request, public_id, now)
+
+    def _authenticate(self, request: Request, public_id: str, ue_source: str,
+                      now: float) -> Response | None:
+        """None when authenticated; otherwise the 401 / 403 / 400 to send."""
+        credentials = credentials_for_realm(request.headers.get_all("Authorization"), self.realm)
+        if credentials is None:
+            return self._challenge(request)
+        result = self.auth.verify(credentials, "REGISTER",
+                                  lambda user, realm, alg: self._ha1(user, realm, alg, public_id))
+        match result.outcome:
+            case VerifyOutcome.OK:
+                return None
+            case VerifyOutcome.MALFORMED:
+                return Response.for_request(request, 400, f"Bad Request - {result.reason}"[:80])
+            case VerifyOutcome.STALE:
+                return self._challenge(request, stale=True)
+            case VerifyOutcome.BAD_CREDENTIALS if result.reason == _WRONG_RESPONSE:
+                # Unknown user and wrong password look the same from outside.
+                log.info("REGISTER %s: authentication failed from %s", public_id, ue_source)
+                self.limiter.record(ue_source, now)
+                return Response.for_request(request, 403)
+            case _:
+                return self._challenge(request)
+
+    def _challenge(self, request: Request, stale: bool = False) -> Response:
+        response = Response.for_request(request, 401, to_tag=new_tag())
+        for name, value in self.auth.challenge_headers(401, stale):
+            response.add_header(name, value)
+        return response
+
+    def _ha1(self, username: str, realm: str, algorithm: Algorithm, public_id: str) -> str | None:
+        """MAR: H(A1) for this username, only if it owns ``public_id``."""
+        if realm != self.realm:
+            return None
+        answer = self.hss.multimedia_auth(username, public_id, algorithm, self.server_name)
+        if not answer.result.success or answer.realm != realm:
+            return None
+        return answer.ha1
+
+    # -- bindings -------------------------------------------------------------------
+    def _update(self, request: Request, public_id: str, now: float
+                ) -> tuple[Response, RegistrationChange | None]:
+        profile = self.hss.user_profile(public_id)
+        if profile is None or public_id in profile.barred:
+            return Response.for_request(request, 403), None
+        aor = profile.default_public_id
+        wanted = self._requested(request)
+        if isinstance(wanted, Response):
+            return wanted, None
+        before = self.store.bindings(aor, now)
+        events = self._apply(aor, request, wanted, before, now)
+        if isinstance(events, Response):
+            return events, None
+        remaining = self.store.bindings(aor, now)
+        refused = self._assign(request, public_id, before, remaining, events, aor)
+        if refused is not None:
+            return refused, None
+        response = self._ok(request, profile, remaining, now)
+        change = RegistrationChange(aor, public_id, profile, events, remaining, request, response)
+        return response, change if events else None
+
+    def _requested(self, request: Request) -> list[tuple[Contact, int]] | None | Response:
+        """10.3 steps 6-7: the contacts with their expiry; None for ``*``."""
+        try:
+            contacts = request.contact
+            header = request.expires()
+            if any(c.is_star for c in contacts):
+                if len(contacts) != 1 or header != 0:
+                    return Response.for_request(request, 400, "Bad Request - '*' needs Expires: 0")
+                return None
+            limits = self.config.registrar
+            out = []
+            for contact in contacts:
+                asked = contact.expires if contact.expires is not None else header
+                expires = limits.default_expires if asked is None else asked
+                if 0 < expires < limits.min_expires:
+                    response = Response.for_request(request, 423)
+                    response.add_header("Min-Expires", str(limits.min_expires))
+                    return response
+                out.append((contact, min(expires, limits.max_expires)))
+            return out
+        except HeaderError as exc:
+            return Response.for_request(request, 400, f"Bad Request - {exc}"[:100])
+
+    def _apply(self, aor: str, request: Request, wanted: list[tuple[Contact, int]] | None,
+               before: list[Binding], now: float) -> list[tuple[Binding, ContactEvent]] | Response:
+        if wanted is None:  # Contact: * with Expires: 0
+            self.store.remove_bindings(aor)
+            return [(b, ContactEvent.UNREGISTERED) for b in before]
+        new = [(self._binding(c, e, request, now), e) for c, e in wanted]
+        for binding, _ in new:
+            old = _same_binding(before, binding)
+            if old is not None and old.call_id == binding.call_id and old.cseq >= binding.cseq:
+                # 10.3 step 7: an out-of-order REGISTER must not change anything.
+                return Response.for_request(request, 500,
+                                            "Server Internal Error - CSeq out of order")
+        events = []
+        for binding, expires in new:
+            old = _same_binding(before, binding)
+            if old is not None and old.key != binding.key:
+                self.store.remove_binding(aor, old.key)
+            if expires == 0:
+                if old is not None:
+                    self.store.remove_binding(aor, old.key)
+                    events.append((old, ContactEvent.UNREGISTERED))
+                continue
+            self.store.save_binding(aor, binding)
+            events.append((binding, ContactEvent.REFRESHED if old else ContactEvent.REGISTERED))
+        return events
+
+    @staticmethod
+    def _binding(contact: Contact, expires: int, request: Request, now: float) -> Binding:
+        params = [(n, v) for n, v in contact.params if n.lower() not in ("expires", "q")]
+        q = contact.q if contact.params.has("q") else None
+        return Binding(
+            contact=str(contact.uri), expires_at=now + expires, q=q,
+            instance_id=contact.instance, reg_id=contact.reg_id, params=format_params(params),
+            path=tuple(str(p) for p in request.path), call_id=request.call_id,
+            cseq=request.cseq.seq)
+
+    def _assign(self, request: Request, public_id: str, before: list[Binding],
+                remaining: list[Binding], events: list[tuple[Binding, ContactEvent]],
+                aor: str) -> Response | None:
+        """SAR for the whole implicit set; a refusal undoes nothing but answers 403."""
+        if not events:
+            return None
+        if not remaining:
+            kind = ServerAssignmentType.USER_DEREGISTRATION
+        elif before:
+            kind = ServerAssignmentType.RE_REGISTRATION
+        else:
+            kind = ServerAssignmentType.REGISTRATION
+        answer = self.hss.server_assignment(public_id, self.server_name, kind)
+        if answer.result.success:
+            return None
+        log.warning("SAR %s for %s failed: %s", kind.name, public_id, answer.result.name)
+        if kind is ServerAssignmentType.REGISTRATION:
+            self.store.remove_bindings(aor)
+        return Response.for_request(request, 403)
+
+    def _ok(self, request: Request, profile: UserProfile, bindings: list[Binding],
+            now: float) -> Response:
+        """10.3 step 8 and TS 24.229 5.4.1.2.2: the 200 with every binding."""
+        response = Response.for_request(request, 200, to_tag=new_tag())
+        for binding in bindings:
+            response.add_header("Contact", contact_value(binding, now))
+        for value in request.headers.get_all("Path"):
+            response.add_header("Path", value)
+        response.add_header("Service-Route", self.service_route)
+        response.add_header("P-Associated-URI", ", ".join(
+            f"<{uri}>" for uri in profile.public_ids if uri not in profile.barred))
+        if request.headers.get("Path") is not None:
+            response.add_header("Supported", "path")
+        return response
+
+
+def _same_binding(bindings: list[Binding], binding: Binding) -> Binding | None:
+    """The binding a new one replaces: same key (instance/reg-id), else same contact URI."""
+    for old in bindings:
+        if old.key == binding.key:
+            return old
+    for old in bindings:
+        if _uri_equal_text(old.contact, binding.contact):
+            return old
+    return None
+
+
+def _uri_equal_text(a: str, b: str) -> bool:
+    try:
+        return parse_uri(a) == parse_uri(b)
+    except UriError:
+        return a == b
+
+
+def binding_params(binding: Binding) -> list[tuple[str, str | None]]:
+    text = binding.params.lstrip(";")
+    try:
+        return split_params(text) if text else []
+    except GrammarError:
+        return []
+
+
+def contact_value(binding: Binding, now: float) -> str:
+    params = binding.params
+    if binding.q is not None:
+        params += f";q={binding.q:g}"
+    return f"<{binding.contact}>{params};expires={binding.remaining(now)}"
+
+
+# -- the S-CSCF ------------------------------------------------------------------------
+
+class Scscf(StatefulProxy):
+    """Serving CSCF over one Store and Hss; ``await start()``, ``await close()``."""
+
+    def __init__(self, config: Config, store: Store, hss: Hss,
+                 timers: TimerValues | None = None, trace: bool = False, *,
+                 clock: Callable[[], float] = time.time,
+                 limiter: FailureLimiter | None = None,
+                 ssl_context: object | None = None) -> None:
+        super().__init__(self.route, record_route=True, timers=timers, trace=trace,
+                         supported=frozenset({"path"}))
+        self.config = config
+        self.store = store
+        self.hss = hss
+        self.clock = clock
+        self.ssl_context = ssl_context
+        self.registrar = Registrar(config, store, hss, clock, limiter or FailureLimiter())
+        self.server_name = config.scscf.uri
+        self.regevent: RegEventNotifier | None = None
+        self._arrival: contextvars.ContextVar[Arrival | None] = contextvars.ContextVar(
+            f"scscf-arrival-{id(self)}", default=None)
+        self._progress: dict[str, IfcProgress] = {}
+        self._wakeup = asyncio.Event()
+        self._trusted: set[tuple[str, int]] = set()
+
+    # -- life cycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        node = self.config.scscf
+        port = node.port
+        for host in node.hosts:
+            port = await self._listen_host(host, port, node.transports, node.tls_port)
+        host = self.endpoint.listening[next(iter(self.endpoint.listening))][0]
+        host_text = f"[{host}]" if ":" in host else host
+        self.server_name = f"sip:{host_text}:{port}"
+        self.registrar.server_name = self.server_name
+        self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr>"
+        self.regevent = RegEventNotifier(self.server_name, self._reginfo)
+        self._trusted = self._trusted_addresses()
+        self._spawn(self._housekeeping())
+        log.info("S-CSCF %s up", self.server_name)
+
+    async def _listen_host(self, host: str, port: int, transports: tuple[str, ...],
+                           tls_port: int | None) -> int:
+        """UDP and TCP share one port number, also when it is picked (port 0)."""
+        for attempt in range(20):
+            bound = port
+            try:
+                for transport in (t for t in transports if t != "tls"):
+                    bound = (await self.listen(transport, host, bound))[1]
+                break
+            except OSError:
+                if port != 0 or attempt == 19:
+                    raise
+        if "tls" in transports and tls_port is not None and self.ssl_context is not None:
+            await self.listen("tls", host, tls_port, self.ssl_context)
+        return bound
+
+    def _trusted_addresses(self) -> set[tuple[str, int]]:
+        """P-CSCF, I-CSCF and AS addresses whose P-Asserted-Identity we believe."""
+        out: set[tuple[str, int]] = set()
+        for name, node in self.config.nodes.items():
+            if name == "scscf":
+                continue
+            for host in node.hosts:
+                out.update((host, p) for p in (node.port, node.tls_port) if p)
+        for ifc in self.config.ifcs:
+            uri = parse_uri(ifc.application_server.server_name)
+            if isinstance(uri, SipUri):
+                out.add((uri.host.strip("[]"), uri.port or 5060))
+        return out
+
+    # -- arrival bookkeeping ------------------------------------------------------------
+    def _on_request(self, ctx: ServerContext) -> None:
+        """Remember our own top Route before 16.4 pops it: the tasks the base
+        class spawns for this request copy the context variable."""
+        token = self._arrival.set(self._arrival_of(ctx))
+        try:
+            super()._on_request(ctx)
+        finally:
+            self._arrival.reset(token)
+
+    def _arrival_of(self, ctx: ServerContext) -> Arrival:
+        route = None
+        via_port = None
+        try:
+            routes = ctx.request.route
+            if routes and self.identity.is_me(routes[0].uri):
+                route = routes[0].uri  # type: ignore[assignment]
+            via_port = ctx.request.top_via.port
+        except HeaderError:
+            pass
+        remote = (ctx.flow.remote[0], ctx.flow.remote[1])
+        return Arrival(route, remote, ctx.flow.transport, via_port)  # type: ignore[arg-type]
+
+    def _from_trusted(self, arrival: Arrival) -> bool:
+        if arrival.source in self._trusted:
+            return True
+        # A stream comes from an ephemeral port: its Via names the listen port.
+        return arrival.transport != "udp" and arrival.via_port is not None and \
+            (arrival.source[0], arrival.via_port) in self._trusted
+
+    # -- the routing logic ------------------------------------------------------------
+    async def route(self, request: Request) -> list[Target] | Response:
+        arrival = self._arrival.get() or Arrival(None, ("", 0))
+        if request.method == "REGISTER":
+            return self._register(request)
+        if request.method == "SUBSCRIBE" and _is_reg_event(request):
+            answer = self._reg_subscribe(request, arrival)
+            if answer is not None:
+                return answer
+        if arrival.odi is not None:
+            return await self._continue_chain(request, arrival.odi)
+        if arrival.originating:
+            return await self._originating(request, arrival)
+        return await self._terminating(request)
+
+    # -- REGISTER -------------------------------------------------------------------
+    def _register(self, request: Request) -> Response:
+        response, change = self.registrar.register(request, _ue_source(request))
+        if change is not None:
+            self._registration_changed(change)
+        return response
+
+    def _registration_changed(self, change: RegistrationChange, third_party: bool = True) -> None:
+        now = self.clock()
+        self._notify_watchers(change.aor, change.events, final=change.deregistered)
+        if third_party:
+            self._third_party_register(change, now)
+        self._wakeup.set()  # a new binding may expire before the next planned wake-up
+
+    # -- reg event --------------------------------------------------------------------
+    def _reg_subscribe(self, request: Request, arrival: Arrival) -> Response | None:
+        """TS 24.229 5.4.2.1.1; None when the Request-URI is not a user of ours."""
+        assert self.regevent is not None
+        now = self.clock()
+        if request.to.tag:
+            response = self.regevent.subscribe(request, None, now)
+        else:
+            profile = self.hss.user_profile(str(request.uri))
+            if profile is None:
+                return None
+            refused = self._refuse_watcher(request, arrival, profile)
+            if refused is not None:
+                return refused
+            response = self.regevent.subscribe(request, profile.default_public_id, now)
+        asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
+        return response
+
+    def _refuse_watcher(self, request: Request, arrival: Arrival,
+                        profile: UserProfile) -> Response | None:
+        """The user itself (asserted by the P-CSCF) or a trusted node may watch."""
+        if not self._from_trusted(arrival):
+            return Response.for_request(request, 403)
+        asserted = _asserted_identity(request)
+        if asserted is not None and asserted not in profile.public_ids:
+            return Response.for_request(request, 403)
+        if not self.store.bindings(profile.default_public_id, self.clock()):
+            return Response.for_request(request, 403, "Forbidden - not registered")
+        return None
+
+    def _reginfo(self, aor: str, events: list[tuple[Binding, ContactEvent]] | None = None
+                 ) -> RegInfo:
+        """Full state of an implicit set; ``events`` mark what just changed."""
+        now = self.clock()
+        profile = self.hss.user_profile(aor)
+        ids = [u for u in profile.public_ids if u not in profile.barred] if profile else [aor]
+        changed = {b.key: e for b, e in events or []}
+        contacts = [_reg_contact(aor, b, changed.get(b.key, ContactEvent.REGISTERED), now)
+                    for b in self.store.bindings(aor, now)]
+        active = {c.id for c in contacts}
+        contacts += [_reg_contact(aor, b, e, now, ContactState.TERMINATED)
+                     for b, e in events or [] if element_id(aor, b.key) not in active]
+        state = RegistrationState.ACTIVE if active else RegistrationState.TERMINATED
+        return RegInfo([Registration(uri, element_id(uri), state, list(contacts))
+                        for uri in ids])
+
+    def _notify_watchers(self, aor: str, events: list[tuple[Binding, ContactEvent]],
+                         final: bool) -> None:
+        if self.regevent is None or not self.regevent.watching(aor):
+            return
+        self.regevent.changed(aor, self._reginfo(aor, events), self.clock(), final=final)
+        self._send_notifies()
+
+    def _send_notifies(self) -> None:
+        if self.regevent is None:
+            return
+        for notify in self.regevent.requests():
+            self._spawn(self._send_notify(notify))
+
+    async def _send_notify(self, notify: Request) -> None:
+        response = await self.endpoint.request(notify).final()
+        if self.regevent is not None:
+            self.regevent.receive_response(notify, response, self.clock())
+
+    # -- third-party REGISTER -----------------------------------------------------------
+    def _third_party_register(self, change: RegistrationChange, now: float) -> None:
+        """TS 24.229 5.4.1.7: every AS whose iFC matches the REGISTER."""
+        request = change.request
+        view = RequestView("REGISTER", str(request.uri) if request else self.server_name,
+                           list(request.headers) if request else [("To", change.public_id)])
+        for ifc in matching_ifcs(change.profile.ifcs, view, SessionCase.ORIGINATING):
+            self._spawn(self._register_at(ifc.application_server, change, change.expires(now)))
+
+    async def _register_at(self, server: ApplicationServer, change: RegistrationChange,
+                           expires: int) -> None:
+        register = build_request(
+            "REGISTER", _request_uri(server.server_name), f"<{self.server_name}>",
+            f"<{change.public_id}>", contact=self.server_name,
+            headers=[("Expires", str(expires))])
+        _attach_register_bodies(register, server, change)
+        response = await self.endpoint.request(register).final()
+        if response.status < 300:
+            return
+        log.warning("third-party REGISTER to %s failed: %d", server.server_name, response.status)
+        if server.default_handling is DefaultHandling.SESSION_TERMINATED and expires > 0:
+            self._network_deregister(change.aor, change.public_id)
+
+    def _network_deregister(self, aor: str, public_id: str) -> None:
+        """TS 24.229 5.4.1.7: the AS failed with SESSION_TERMINATED: deregister."""
+        now = self.clock()
+        removed = self.store.bindings(aor, now)
+        self.store.remove_bindings(aor)
+        self.hss.server_assignment(aor, self.server_name,
+                                   ServerAssignmentType.ADMINISTRATIVE_DEREGISTRATION)
+        self._notify_watchers(aor, [(b, ContactEvent.DEACTIVATED) for b in removed], final=True)
+
+    # -- iFC chain ----------------------------------------------------------------------
+    async def _originating(self, request: Request, arrival: Arrival) -> list[Target] | Response:
+        """TS 24.229 5.4.3.2: the served user is the one the P-CSCF asserted."""
+        if not self._from_trusted(arrival):
+            return Response.for_request(request, 403, "Forbidden - untrusted originator")
+        asserted = _asserted_identity(request)
+        profile = self.hss.user_profile(asserted) if asserted else None
+        if profile is None:
+            return Response.for_request(request, 403, "Forbidden - no served user")
+        aor = profile.default_public_id
+        registered = bool(self.store.bindings(aor, self.clock()))
+        case = SessionCase.ORIGINATING if registered else SessionCase.ORIGINATING_UNREGISTERED
+        return await self._next_step(request, IfcProgress(case, aor))
+
+    async def _terminating(self, request: Request) -> list[Target] | Response:
+        """TS 24.229 5.4.3.3: the Request-URI names the served user."""
+        profile = self.hss.user_profile(str(request.uri))
+        if profile is None:
+            return Response.for_request(request, 404)
+        aor = profile.default_public_id
+        if self.store.bindings(aor, self.clock()):
+            case = SessionCase.TERMINATING_REGISTERED
+        else:
+            case = SessionCase.TERMINATING_UNREGISTERED
+            self.hss.server_assignment(aor, self.server_name,
+                                       ServerAssignmentType.UNREGISTERED_USER)
+        if request.headers.get("P-Called-Party-ID") is None:
+            request.add_header("P-Called-Party-ID", f"<{request.uri}>")
+        return await self._next_step(request, IfcProgress(case, aor))
+
+    async def _continue_chain(self, request: Request, token: str) -> list[Target] | Response:
+        progress = self._progress.get(token)
+        if progress is None or progress.expires_at < self.clock():
+            return Response.for_request(request, 403, "Forbidden - unknown odi")
+        return await self._next_step(request, replace(progress))
+
+    async def _next_step(self, request: Request, progress: IfcProgress) -> list[Target] | Response:
+        """The next matching iFC's AS, or, when none is left, the target."""
+        profile = self.hss.user_profile(progress.served_user)
+        if profile is None:
+            return Response.for_request(request, 404)
+        ifc = next_ifc(profile.ifcs, _view(request), progress.case, progress.priority)
+        if ifc is not None:
+            return self._to_application_server(request, ifc.application_server,
+                                               replace(progress, priority=ifc.priority))
+        if progress.case in (SessionCase.ORIGINATING, SessionCase.ORIGINATING_UNREGISTERED):
+            return await self._towards_target(request)
+        return self._deliver(request, progress.served_user)
+
+    def _to_application_server(self, request: Request, server: ApplicationServer,
+                               progress: IfcProgress) -> list[Target]:
+        """Route: <AS;lr>, <sip:S-CSCF;lr;odi=TOKEN> (TS 24.229 5.4.3.2 step 4)."""
+        token = secrets.token_urlsafe(12)
+        progress.expires_at = self.clock() + ODI_LIFETIME
+        self._progress[token] = progress
+        host, port = self.endpoint.listening[next(iter(self.endpoint.listening))]
+        host_text = f"[{host}]" if ":" in host else host
+        request.push_header("Route", f"<sip:{host_text}:{port};lr;odi={token}>")
+        as_uri = parse_uri(server.server_name)
+        if isinstance(as_uri, SipUri):
+            as_uri = as_uri.copy()
+            as_uri.set_param("lr")
+        request.push_header("Route", f"<{as_uri}>")
+        log.debug("%s %s -> AS %s (%s)", request.method, request.uri, server.server_name,
+                  progress.case.name)
+        return [Target(request.uri)]
+
+    async def _towards_target(self, request: Request) -> list[Target] | Response:
+        """Originating, after the ASs: tel / user=phone numbers through the HSS,
+        home-domain targets to the I-CSCF, others by DNS."""
+        uri = request.uri
+        if _is_number(uri):
+            profile = self.hss.user_profile(str(uri))
+            sip_id = _sip_identity(profile) if profile else None
+            if sip_id is None:
+                return Response.for_request(request, 404, "Not Found - unknown number")
+            request.uri = parse_uri(sip_id)
+            uri = request.uri
+        if isinstance(uri, SipUri) and uri.host.lower() == self.config.domain:
+            icscf = self.config.icscf
+            dest = await resolve(icscf.transports[0], icscf.host, icscf.port)
+            return [Target(request.uri, dest)]
+        return [Target(request.uri)]
+
+    def _deliver(self, request: Request, aor: str) -> list[Target] | Response:
+        """Fork to the registered contacts the caller accepts, Route = Path."""
+        bindings = self.store.bindings(aor, self.clock())
+        if not bindings:
+            return Response.for_request(request, 480)
+        try:
+            prefs = CallerPreferences.from_request(request)
+        except HeaderError as exc:
+            return Response.for_request(request, 400, f"Bad Request - {exc}"[:100])
+        ranked = rank_contacts(
+            [(b, contact_features(binding_params(b)), b.q if b.q is not None else 1.0)
+             for b in bindings], prefs)
+        if not ranked:
+            return Response.for_request(request, 480)
+        return [Target(parse_uri(r.item.contact), q=r.q, route=r.item.path) for r in ranked]
+
+    # -- housekeeping -------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        """Drop expired bindings, subscriptions and odi tokens on time."""
+        while True:
+            now = self.clock()
+            try:
+                self._expire(now)
+            except Exception:  # one bad record must not stop the cleanup for good
+                log.exception("S-CSCF housekeeping failed")
+            self._wakeup.clear()
+            delay = self._next_wakeup(now)
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    def _next_wakeup(self, now: float) -> float:
+        deadlines = [d for d in (self.store.next_binding_expiry(),
+                                 self.regevent.next_deadline() if self.regevent else None)
+                     if d is not None]
+        soonest = min(deadlines, default=now + HOUSEKEEPING_MAX)
+        return min(max(soonest - now, 0.01), HOUSEKEEPING_MAX)
+
+    def _expire(self, now: float) -> None:
+        expired: dict[str, list[Binding]] = {}
+        for aor, binding in self.store.expire_bindings(now):
+            expired.setdefault(aor, []).append(binding)
+        for aor, bindings in expired.items():
+            self._bindings_expired(aor, bindings, now)
+        if self.regevent is not None:
+            self.regevent.on_timer(now)
+            self._send_notifies()
+        for token in [t for t, p in self._progress.items() if p.expires_at < now]:
+            del self._progress[token]
+
+    def _bindings_expired(self, aor: str, bindings: list[Binding], now: float) -> None:
+        remaining = self.store.bindings(aor, now)
+        profile = self.hss.user_profile(aor)
+        if profile is None:
+            return
+        if not remaining:
+            self.hss.server_assignment(aor, self.server_name,
+                                       ServerAssignmentType.TIMEOUT_DEREGISTRATION)
+        events = [(b, ContactEvent.EXPIRED) for b in bindings]
+        log.info("%d binding(s) of %s expired", len(bindings), aor)
+        # The ASs hear of a timeout only when the whole set is gone.
+        self._registration_changed(RegistrationChange(aor, aor, profile, events, remaining),
+                                   third_party=not remaining)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+def _is_reg_event(request: Request) -> bool:
+    value = request.headers.get("Event")
+    try:
+        return value is not None and Event.parse(value).package == "reg"
+    except HeaderError:
+        return False
+
+
+def _asserted_identity(request: Request) -> str | None:
+    """The first P-Asserted-Identity, canonical; None when absent or junk."""
+    try:
+        values = request.headers.values("P-Asserted-Identity")
+        return canonical_public_id(str(NameAddr.parse(values[0]).uri)) if values else None
+    except (HeaderError, ValueError):
+        return None
+
+
+def _ue_source(request: Request) -> str:
+    """The UE's address as the P-CSCF saw it: the bottom Via's received / host."""
+    try:
+        via = request.via[-1]
+    except (HeaderError, IndexError):
+        return ""
+    return via.received or via.host
+
+
+def _view(request: Request) -> RequestView:
+    return RequestView(request.method, str(request.uri), list(request.headers), request.body)
+
+
+def _is_number(uri: Uri) -> bool:
+    if isinstance(uri, TelUri):
+        return True
+    return isinstance(uri, SipUri) and (uri.param("user") or "").lower() == "phone"
+
+
+def _sip_identity(profile: UserProfile) -> str | None:
+    """The implicit set's first sip: identity that is not a telephone number."""
+    for uri in profile.public_ids:
+        if uri.startswith("sip:") and ";user=phone" not in uri:
+            return uri
+    return None
+
+
+def _request_uri(server_name: str) -> str:
+    uri = parse_uri(server_name)
+    if isinstance(uri, SipUri):
+        uri = uri.copy()
+        uri.remove_param("lr")
+    return str(uri)
+
+
+def _attach_register_bodies(register: Request, server: ApplicationServer,
+                            change: RegistrationChange) -> None:
+    """TS 24.229 5.4.1.7: the original REGISTER and/or its 200 as message/sip."""
+    parts = []
+    if server.include_register_request and change.request is not None:
+        parts.append(bytes(change.request))
+    if server.include_register_response and change.response is not None:
+        parts.append(bytes(change.response))
+    if len(parts) == 1:
+        register.body = parts[0]
+        register.set_header("Content-Type", "message/sip")
+    elif parts:
+        multipart = build_multipart(
+            [BodyPart([("Content-Type", "message/sip")], p) for p in parts])
+        register.body = multipart.to_bytes()
+        register.set_header("Content-Type", multipart.content_type)
+
+
+def _reg_contact(aor: str, binding: Binding, event: ContactEvent, now: float,
+                 state: ContactState = ContactState.ACTIVE) -> RegContact:
+    params = [(n, unquote(v) if v else "") for n, v in binding_params(binding)]
+    active = state is ContactState.ACTIVE
+    return RegContact(element_id(aor, binding.key), binding.contact, state, event,
+                      binding.remaining(now) if active else 0, binding.q,
+                      binding.call_id or None, binding.cseq or None, params)
+
