@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Sequence
 
+from .ims import provisioning, serve
 from .sip.transport.base import TRANSPORTS
 
 __all__ = ["main", "parse_hostport"]
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not stay in the path of dialogs")
     proxy.add_argument("--trace", action="store_true", help="print every SIP message")
     proxy.set_defaults(run=_run_sip_proxy)
+
+    serve.add_subcommand(sub)
+    provisioning.add_subcommands(sub)
     return parser
 
 
