@@ -11,6 +11,7 @@ from typing import Sequence
 
 from .ims import provisioning, serve
 from .sip.transport.base import TRANSPORTS
+from .ue import cli as ue_cli
 
 __all__ = ["main", "parse_hostport"]
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve.add_subcommand(sub)
     provisioning.add_subcommands(sub)
+    ue_cli.add_subcommand(sub)
     return parser
 
 

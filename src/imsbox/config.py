@@ -24,6 +24,9 @@ Every key is optional; a missing file means all defaults. Defaults::
     min_expires = 60             # shorter REGISTER expiry gets 423
     default_expires = 3600
     max_expires = 7200           # longer requests are cut down to this
+    digest_algorithms = ["SHA-256", "MD5"]  # the 401's challenges, most preferred
+                                 # first (RFC 8760); ["MD5", "SHA-256"] for clients
+                                 # that answer only the topmost one (SIPp 3.6)
 
     [[ifc]]                      # when given, replaces the default iFCs
     [[psi]]                      # when given, replaces the default PSIs
@@ -36,7 +39,9 @@ Default iFCs (priority, trigger):
 
 * 10 -> messaging AS: an INVITE or MESSAGE, ORIGINATING, whose
   P-Asserted-Service or Accept-Contact ``+g.3gpp.icsi-ref`` names an
-  ``oma.cpm.*`` service (CNF: method group AND header group AND case group).
+  ``oma.cpm.*`` service (CNF: method group AND header group AND case group);
+  also any REGISTER (third-party registration: the AS learns who came online
+  and delivers deferred messages).
 * 20 -> messaging AS: the same for TERMINATING_REGISTERED or
   TERMINATING_UNREGISTERED (deferred delivery for offline users).
 
@@ -74,6 +79,7 @@ DEFAULT_DOMAIN = "ims.test"
 DEFAULT_DATA_DIR = ".imsbox"
 NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as")
 _TRANSPORTS = ("udp", "tcp", "tls")
+DIGEST_ALGORITHMS = ("SHA-256", "MD5")  # those the store keeps an H(A1) for
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
 
@@ -118,6 +124,7 @@ class RegistrarConfig:
     min_expires: int = 60
     default_expires: int = 3600
     max_expires: int = 7200
+    digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
 
 
 def _default_nodes() -> dict[str, NodeConfig]:
@@ -181,10 +188,14 @@ class Config:
 # -- defaults that depend on the domain and node addresses ---------------------------
 
 def _cpm_ifc(priority: int, server: str, cases: tuple[SessionCase, ...], name: str,
-             ) -> InitialFilterCriteria:
+             register: bool = False) -> InitialFilterCriteria:
+    # REGISTER sits in the method and the header group: it needs no CPM header.
+    # The S-CSCF evaluates third-party REGISTER as ORIGINATING. SESSION_CONTINUED
+    # (the default handling): a network run without the AS keeps working.
     spts = (
         MethodSpt("INVITE", groups=(0,)),
         MethodSpt("MESSAGE", groups=(0,)),
+        *((MethodSpt("REGISTER", groups=(0, 1)),) if register else ()),
         HeaderSpt("P-Asserted-Service", CPM_SERVICE, groups=(1,)),
         HeaderSpt("Accept-Contact", CPM_ACCEPT_CONTACT, groups=(1,)),
         *(SessionCaseSpt(case, groups=(2,)) for case in cases),
@@ -194,9 +205,10 @@ def _cpm_ifc(priority: int, server: str, cases: tuple[SessionCase, ...], name: s
 
 
 def default_ifcs(messaging_as_uri: str) -> tuple[InitialFilterCriteria, ...]:
-    """CPM originating and terminating traffic to the messaging AS."""
+    """CPM originating (and third-party REGISTER) and terminating traffic to the messaging AS."""
     return (
-        _cpm_ifc(10, messaging_as_uri, (SessionCase.ORIGINATING,), "cpm-originating"),
+        _cpm_ifc(10, messaging_as_uri, (SessionCase.ORIGINATING,), "cpm-originating",
+                 register=True),
         _cpm_ifc(20, messaging_as_uri, (SessionCase.TERMINATING_REGISTERED,
                                         SessionCase.TERMINATING_UNREGISTERED),
                  "cpm-terminating"),
@@ -334,7 +346,8 @@ class _Loader:
 
     def registrar(self) -> RegistrarConfig:
         table = self.table("registrar")
-        self.keys(table, ("min_expires", "default_expires", "max_expires"), "registrar.")
+        self.keys(table, ("min_expires", "default_expires", "max_expires",
+                          "digest_algorithms"), "registrar.")
         low = self.integer(table, "min_expires", "registrar.min_expires", 60, 1, 2**31 - 1)
         default = self.integer(table, "default_expires", "registrar.default_expires",
                                3600, 1, 2**31 - 1)
@@ -342,7 +355,13 @@ class _Loader:
         if not low <= default <= high:
             raise self.error("registrar", f"need min_expires <= default_expires <= "
                              f"max_expires, got {low}, {default}, {high}")
-        return RegistrarConfig(low, default, high)
+        algorithms = table.get("digest_algorithms", list(DIGEST_ALGORITHMS))
+        if not isinstance(algorithms, list) or not algorithms or \
+                not all(a in DIGEST_ALGORITHMS for a in algorithms):
+            raise self.error("registrar.digest_algorithms",
+                             f"expected a non-empty list from {list(DIGEST_ALGORITHMS)}, "
+                             f"most preferred first, got {algorithms!r}")
+        return RegistrarConfig(low, default, high, tuple(dict.fromkeys(algorithms)))
 
     def server(self, value: Any, name: str, config: Config) -> str:
         """An AS reference: a node name or a SIP URI."""

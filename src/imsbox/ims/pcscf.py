@@ -25,12 +25,30 @@ still visible):
    we hold no flow for it, e.g. after a restart); P-Asserted-Identity is
    kept.
 4. Anything else: 403 Forbidden (ACK: dropped).
+
+Exception: an OPTIONS addressed to the P-CSCF itself (Request-URI = one of
+our addresses, no user part, not in a dialog) is answered by the P-CSCF
+with 200 and its Allow/Supported (RFC 3261 11.2), from anyone: it reaches
+no one else, and UAs and monitors use it as a keep-alive/health check.
+
+**Persistence.** With a ``store`` every registered contact (flow transport,
+local and remote address, P-Associated-URI, Service-Route, expiry) is
+written on each REGISTER 2xx and reloaded by ``start()``, expired ones
+dropped, so registrations survive a restart until they expire.  A restored
+entry has no connection: over UDP the UE is reached at its stored source
+address (received/rport); over TCP/TLS, and whenever the UE's connection is
+gone, the P-CSCF opens a new connection to the **contact** address (the
+UE's listening port; the remote port of the UE's old connection was an
+ephemeral one nobody listens on).  Requests *from* the UE are recognised by
+flow as before: a UDP UE is recognised at once after a restart, a TCP/TLS UE
+on a new connection only after it registers again (RFC 5626: new flow).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import secrets
 import ssl
@@ -45,7 +63,8 @@ from ..sip.message import Request, Response, new_tag
 from ..sip.proxy import StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport.base import Destination, Flow
-from ..sip.uri import SipUri, Uri
+from ..sip.uri import SipUri, Uri, parse_uri
+from ..store import PcscfRegistration, Store, StoreError
 from .hss import canonical_public_id
 
 __all__ = ["Pcscf", "Registrations", "UeRegistration", "contact_key"]
@@ -59,6 +78,9 @@ CORE_NODES = ("icscf", "scscf", "messaging_as", "conference_as")
 CHARGING_HEADERS = ("P-Charging-Vector", "P-Charging-Function-Addresses")
 PENDING_TTL = 300.0  # a REGISTER that never got a final response is forgotten
 DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
+# What the P-CSCF proxies (OPTIONS to the P-CSCF itself lists these in Allow).
+ALLOW = ("REGISTER, INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, "
+         "REFER, INFO, UPDATE, PRACK, PUBLISH")
 
 FlowKey = tuple[str, str, int]
 
@@ -151,10 +173,15 @@ class Pcscf(StatefulProxy):
     """
 
     def __init__(self, config: Config, timers: TimerValues | None = None,
-                 trace: bool = False, ssl_context: ssl.SSLContext | None = None) -> None:
+                 trace: bool = False, ssl_context: ssl.SSLContext | None = None,
+                 store: Store | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(self._route, record_route=True, timers=timers, trace=trace)
         self.config = config
         self.ssl_context = ssl_context
+        self.store = store  # None: registrations are kept in memory only
+        self.wall_clock = wall_clock
+        self.node_name = config.pcscf.uri
         self.registrations = Registrations()
         self.path_uri: SipUri | None = None
         self._icscf: Destination | None = None
@@ -180,6 +207,58 @@ class Pcscf(StatefulProxy):
         self._core_hosts = await _addresses(
             h for name in CORE_NODES if name in self.config.nodes
             for h in self.config.nodes[name].hosts)
+        self._restore()
+
+    # -- persistence -----------------------------------------------------------------
+    def _restore(self) -> None:
+        """Reload the registrations kept in the store; expired ones are deleted."""
+        if self.store is None:
+            return
+        wall, mono = self.wall_clock(), self.registrations.clock()
+        try:
+            self.store.expire_pcscf_registrations(wall)
+            entries = self.store.pcscf_registrations(self.node_name, wall)
+        except StoreError as exc:
+            log.error("P-CSCF: cannot reload registrations from the store: %s", exc)
+            return
+        for entry in entries:
+            try:
+                registration = _registration_from_store(entry, mono - wall)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("P-CSCF: dropping unreadable stored registration %s: %s",
+                            entry.contact, exc)
+                self._forget(entry.key)
+                continue
+            self.registrations.add(registration)
+        if entries:
+            log.info("P-CSCF: restored %d registration(s) from the store",
+                     len(self.registrations))
+
+    def _persist(self, registration: UeRegistration) -> None:
+        key = contact_key(registration.contact)
+        if self.store is None or key is None:
+            return
+        left = registration.expires_at - self.registrations.clock()
+        flow = registration.flow
+        try:
+            self.store.save_pcscf_registration(PcscfRegistration(
+                node=self.node_name, key=key, contact=str(registration.contact),
+                flow=json.dumps({"transport": flow.transport, "local": list(flow.local),
+                                 "remote": list(flow.remote)}),
+                public_ids=registration.public_ids,
+                service_route=registration.service_route,
+                expires_at=self.wall_clock() + left))
+        except StoreError as exc:
+            log.error("P-CSCF: cannot store the registration of %s: %s",
+                      registration.contact, exc)
+
+    def _forget(self, key: str | None) -> None:
+        if self.store is None or key is None:
+            return
+        try:
+            self.store.remove_pcscf_registration(self.node_name, key)
+        except StoreError as exc:
+            log.error("P-CSCF: cannot remove stored registration %s: %s", key, exc)
 
     def listening_lines(self) -> list[str]:
         return [f"P-CSCF listening on {d}" for d in self.endpoint.transport.listen_addresses]
@@ -197,6 +276,8 @@ class Pcscf(StatefulProxy):
             ctx.respond(error)
 
     def _police(self, request: Request, flow: Flow) -> Response | None:
+        if self._options_for_me(request):
+            return self._options_answer(request)
         if request.method == "REGISTER":
             self._prepare_register(request, flow)
             return None
@@ -211,6 +292,20 @@ class Pcscf(StatefulProxy):
                  flow.remote, request.call_id)
         return Response.for_request(request, 403, "Forbidden - not registered",
                                     to_tag=new_tag())
+
+    def _options_for_me(self, request: Request) -> bool:
+        """RFC 3261 11: an OPTIONS whose Request-URI is this proxy (no user part)."""
+        uri = request.uri
+        return (request.method == "OPTIONS" and request.to.tag is None
+                and isinstance(uri, SipUri) and not uri.user and self.identity.is_me(uri))
+
+    def _options_answer(self, request: Request) -> Response:
+        """RFC 3261 11.2: 200 with what we handle; nothing is forwarded."""
+        response = Response.for_request(request, 200, to_tag=new_tag())
+        response.add_header("Allow", ALLOW)
+        response.add_header("Supported", "path")
+        response.add_header("Accept", "application/sdp")
+        return response
 
     def _from_core(self, request: Request, flow: Flow) -> bool:
         if _norm_host(flow.remote[0]) not in self._core_hosts:
@@ -268,8 +363,19 @@ class Pcscf(StatefulProxy):
         registration = self._terminating_registration(request)
         if registration is not None:
             flow = registration.flow
-            return [Target(request.uri, flow.destination, flow=flow)]
+            if flow.transport == "udp" or self._connected(flow):
+                return [Target(request.uri, flow.destination, flow=flow)]
+            # The UE's connection is gone (closed, or registered before our
+            # restart): a new connection to the address it listens on.
+            contact = registration.contact
+            dest = await resolve(flow.transport, contact.host,
+                                 contact.port or DEFAULT_PORT[flow.transport])
+            return [Target(request.uri, dest)]
         return await super()._targets(request)
+
+    def _connected(self, flow: Flow) -> bool:
+        return flow.conn_id is not None and any(
+            c.conn_id == flow.conn_id for c in self.endpoint.transport.connections)
 
     def _terminating_registration(self, request: Request) -> UeRegistration | None:
         if request.method == "REGISTER" or request.route:
@@ -322,15 +428,20 @@ class Pcscf(StatefulProxy):
         now = self.registrations.clock()
         for contact in contacts:
             if contact.is_star:
+                for gone in self.registrations.by_flow(flow):
+                    self._forget(contact_key(gone.contact))
                 self.registrations.remove_flow(flow)
                 continue
             expires = granted.get(contact_key(contact.uri) or "", 0)
             if expires > 0 and isinstance(contact.uri, SipUri):
-                self.registrations.add(UeRegistration(
-                    contact.uri, flow, public_ids, service_route, now + expires))
+                registration = UeRegistration(
+                    contact.uri, flow, public_ids, service_route, now + expires)
+                self.registrations.add(registration)
+                self._persist(registration)
                 log.info("registered %s on %s %s", contact.uri, flow.transport, flow.remote)
             else:
                 self.registrations.remove(contact.uri)
+                self._forget(contact_key(contact.uri))
                 log.info("de-registered %s", contact.uri)
 
     def _granted_expiries(self, response: Response) -> dict[str, int]:
@@ -348,6 +459,24 @@ class Pcscf(StatefulProxy):
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+def _registration_from_store(entry: PcscfRegistration, offset: float) -> UeRegistration:
+    """A stored entry back as a UeRegistration; ``offset`` = monotonic - wall clock.
+
+    The flow has no connection: the old process's connections are gone.
+    """
+    contact = parse_uri(entry.contact)
+    if not isinstance(contact, SipUri):
+        raise ValueError(f"not a SIP contact: {entry.contact!r}")
+    data = json.loads(entry.flow)
+    local, remote = data["local"], data["remote"]
+    flow = Flow(str(data["transport"]), (str(local[0]), int(local[1])),
+                (str(remote[0]), int(remote[1])))
+    if not entry.public_ids:
+        raise ValueError("no public identities")
+    return UeRegistration(contact, flow, tuple(entry.public_ids),
+                          tuple(entry.service_route), entry.expires_at + offset)
+
 
 def _register_key(request: Request) -> tuple[str, int, str]:
     return (request.call_id, request.cseq.seq, request.top_via.branch or "")

@@ -146,8 +146,8 @@ class Registrar:
         self.clock = clock
         self.limiter = limiter
         self.realm = config.domain
-        self.auth = DigestAuthenticator(config.domain, clock=clock,
-                                        algorithms=(Algorithm.SHA_256, Algorithm.MD5))
+        algorithms = tuple(Algorithm.parse(a) for a in config.registrar.digest_algorithms)
+        self.auth = DigestAuthenticator(config.domain, clock=clock, algorithms=algorithms)
         self.server_name = config.scscf.uri
         self.service_route = ""
 

@@ -1,4 +1,4 @@
-"""``imsbox serve``: the IMS core (HSS, S-CSCF, I-CSCF, P-CSCF) in one process.
+"""``imsbox serve``: the IMS core (HSS, S-CSCF, I-CSCF, P-CSCF) and the messaging AS.
 
 :class:`Network` builds the nodes from a :class:`~imsbox.config.Config`, each
 on its own listen address, sharing one store and one HSS::
@@ -48,7 +48,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NODE_ROLES = ("scscf", "icscf", "pcscf")  # start order: downstream first
+NODE_ROLES = ("as", "scscf", "icscf", "pcscf")  # start order: downstream first
+# Role -> its [node] in the configuration (the messaging AS is role "as").
+NODE_OF_ROLE = {"as": "messaging_as"}
 ROLES = ("pcscf", "icscf", "scscf", "hss", "as")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -109,7 +111,8 @@ def make_tracer(node: str, out: TextIO | None = None) -> Trace:
 
 @dataclass(slots=True)
 class Network:
-    """HSS + S-CSCF + I-CSCF + P-CSCF from ``config``, as an async context manager.
+    """HSS + S-CSCF + I-CSCF + P-CSCF + messaging AS (role ``as``) from ``config``,
+    as an async context manager.
 
     ``store`` None opens the configured store and closes it on exit; a given
     store belongs to the caller. ``trace`` True prints every SIP message to
@@ -136,8 +139,7 @@ class Network:
     async def start(self) -> None:
         roles = _check_roles(self.roles)
         try:
-            if {"icscf", "scscf"} & set(roles):
-                self._open_store()
+            self._open_store(hss={"icscf", "scscf"} & set(roles) != set())
             for role in NODE_ROLES:
                 if role in roles:
                     await self._start_node(role)
@@ -147,7 +149,9 @@ class Network:
         log.info("imsbox network up: domain %s, nodes %s", self.config.domain,
                  ", ".join(self.nodes))
 
-    def _open_store(self) -> None:
+    def _open_store(self, hss: bool = True) -> None:
+        """The store every node uses (the P-CSCF keeps its registrations there);
+        the HSS, iFCs and PSIs only where the I-CSCF or S-CSCF runs."""
         if self.store is None:
             try:
                 self.store = open_store(self.config.store_location,
@@ -155,6 +159,8 @@ class Network:
             except StoreError as exc:
                 raise ServeError(str(exc)) from None
             self._owns_store = True
+        if not hss:
+            return
         apply_config(self.store, self.config)  # serve owns the iFCs and PSIs
         self.hss = Hss(self.store, self.config.domain, (self.config.scscf.uri,))
 
@@ -171,7 +177,12 @@ class Network:
 
     def _build(self, role: str) -> Node:
         if role == "pcscf":  # the only node without the HSS
-            return Pcscf(self.config, timers=self.timers, ssl_context=self._tls_context())
+            return Pcscf(self.config, timers=self.timers, ssl_context=self._tls_context(),
+                         store=self.store)
+        if role == "as":
+            from ..apps.messaging import MessagingAs  # apps build on ims: import late
+            assert self.store is not None
+            return MessagingAs(self.config, self.store, timers=self.timers)
         assert self.store is not None and self.hss is not None
         if role == "scscf":
             return Scscf(self.config, self.store, self.hss, timers=self.timers)
@@ -210,12 +221,13 @@ class Network:
 
     def listeners(self) -> list[Listener]:
         out = []
-        for role in ("pcscf", "icscf", "scscf"):
+        for role in ("pcscf", "icscf", "scscf", "as"):
             node = self.nodes.get(role)
             if node is None:
                 continue
+            name = NODE_OF_ROLE.get(role, role)
             for dest in node.endpoint.transport.listen_addresses:
-                out.append(Listener(role, dest.transport, dest.host, dest.port))
+                out.append(Listener(name, dest.transport, dest.host, dest.port))
         return out
 
     def listening_lines(self) -> list[str]:
@@ -229,9 +241,6 @@ def _check_roles(roles: Iterable[str]) -> tuple[str, ...]:
             "--role hss: the HSS has no network interface yet (no Diameter Cx); it runs "
             "in-process over the store inside the I-CSCF and S-CSCF. Run --role icscf "
             "and --role scscf against the same --data/--store instead")
-    if "as" in roles:
-        raise ServeError("--role as: the application servers are not part of imsbox "
-                         "serve yet")
     unknown = [r for r in roles if r not in NODE_ROLES]
     if unknown or not roles:
         raise ServeError(f"unknown role {unknown or roles!r}; use one of "
@@ -240,6 +249,7 @@ def _check_roles(roles: Iterable[str]) -> tuple[str, ...]:
 
 
 def _listen_error(role: str, config: Config, exc: OSError) -> str:
+    role = NODE_OF_ROLE.get(role, role)
     node = config.nodes[role]
     ports = ", ".join(str(p) for p in (node.port, node.tls_port) if p is not None)
     hosts = ", ".join(node.hosts)
@@ -272,7 +282,7 @@ def _host(text: str) -> str:
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on an argparse subparsers object."""
     serve = subparsers.add_parser(
-        "serve", help="run the IMS core (P-CSCF, I-CSCF, S-CSCF, HSS)",
+        "serve", help="run the IMS core (P-CSCF, I-CSCF, S-CSCF, HSS) and the messaging AS",
         description="Run the IMS network until SIGINT/SIGTERM.")
     serve.add_argument("--data", metavar="DIR", default=None,
                        help="data directory: SQLite store, TLS key (default ./.imsbox)")

@@ -15,15 +15,16 @@ from pathlib import Path
 
 from .base import AlreadyExists, Store, StoreError
 from .models import (
-    Binding, Credential, DeferredMessage, Group, Psi, PsiKind, PublicIdentity,
-    RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
+    Binding, Credential, DeferredMessage, Group, HistoryEntry, PcscfRegistration, Psi, PsiKind,
+    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 from .sqlite import DB_FILENAME, SqliteStore
 
 __all__ = [
     "DB_FILENAME", "AlreadyExists", "Binding", "Credential", "DeferredMessage", "Group",
-    "Psi", "PsiKind", "PublicIdentity", "RegistrationState", "ScscfAssignment",
-    "ServiceProfile", "SqliteStore", "Store", "StoreError", "Subscriber", "open_store",
+    "HistoryEntry", "PcscfRegistration", "Psi", "PsiKind", "PublicIdentity",
+    "RegistrationState", "ScscfAssignment", "ServiceProfile", "SqliteStore", "Store",
+    "StoreError", "Subscriber", "open_store",
 ]
 
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from .models import (
-    Binding, DeferredMessage, Group, Psi, PsiKind, PublicIdentity, ScscfAssignment,
-    ServiceProfile, Subscriber,
+    Binding, DeferredMessage, Group, HistoryEntry, PcscfRegistration, Psi, PsiKind,
+    PublicIdentity, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
 __all__ = ["AlreadyExists", "Store", "StoreError"]
@@ -148,6 +148,23 @@ class Store(abc.ABC):
     def next_binding_expiry(self) -> float | None:
         """Earliest ``expires_at`` of any binding, for scheduling cleanup."""
 
+    # -- P-CSCF registrations (flows) ------------------------------------------
+    @abc.abstractmethod
+    def save_pcscf_registration(self, registration: PcscfRegistration) -> None:
+        """Create or replace the entry with the same ``(node, key)``."""
+
+    @abc.abstractmethod
+    def remove_pcscf_registration(self, node: str, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def pcscf_registrations(self, node: str,
+                            now: float | None = None) -> list[PcscfRegistration]:
+        """The node's unexpired entries, oldest first."""
+
+    @abc.abstractmethod
+    def expire_pcscf_registrations(self, now: float | None = None) -> int:
+        """Delete every node's expired entries; returns how many."""
+
     # -- deferred messages ----------------------------------------------------
     @abc.abstractmethod
     def defer_message(self, message: DeferredMessage) -> int:
@@ -169,3 +186,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def expire_deferred(self, now: float | None = None) -> list[DeferredMessage]:
         """Delete expired messages and return them (for failure notifications)."""
+
+    @abc.abstractmethod
+    def next_deferred_expiry(self) -> float | None:
+        """Earliest ``expires_at`` of any deferred message, for scheduling expiry."""
+
+    # -- message history --------------------------------------------------------
+    @abc.abstractmethod
+    def add_history(self, entry: HistoryEntry) -> bool:
+        """Record a message; False when (conversation_id, message_key) is already kept."""
+
+    @abc.abstractmethod
+    def history(self, conversation_id: str, limit: int | None = None) -> list[HistoryEntry]:
+        """A conversation's messages, oldest first."""

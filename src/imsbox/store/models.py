@@ -16,6 +16,8 @@ __all__ = [
     "Credential",
     "DeferredMessage",
     "Group",
+    "HistoryEntry",
+    "PcscfRegistration",
     "Psi",
     "PsiKind",
     "PublicIdentity",
@@ -143,6 +145,25 @@ class Binding:
 
 
 @dataclass(slots=True, frozen=True)
+class PcscfRegistration:
+    """One registered contact as a P-CSCF keeps it (TS 24.229 5.2.2), so that it
+    survives a restart of the P-CSCF until it expires.
+
+    ``node`` names the P-CSCF (its SIP URI) so several can share a store; ``key``
+    is the P-CSCF's lookup key of the contact. ``flow`` is opaque to the store
+    (the P-CSCF's JSON: transport, local and remote address).
+    """
+
+    node: str
+    key: str
+    contact: str
+    flow: str
+    public_ids: tuple[str, ...]
+    service_route: tuple[str, ...]
+    expires_at: float  # absolute Unix time
+
+
+@dataclass(slots=True, frozen=True)
 class DeferredMessage:
     """A message waiting for its recipient; ``id`` is set by the store."""
 
@@ -153,4 +174,22 @@ class DeferredMessage:
     expires_at: float
     created_at: float = 0.0
     meta: str = ""  # opaque to the store (e.g. JSON with headers, message id)
+    id: int | None = field(default=None, compare=False)
+
+
+@dataclass(slots=True, frozen=True)
+class HistoryEntry:
+    """One message of a conversation as the messaging AS saw it pass.
+
+    ``message_key`` (IMDN Message-ID, MSRP Message-ID or SIP Call-ID) makes a
+    message seen on both the originating and terminating leg count once.
+    """
+
+    conversation_id: str
+    message_key: str
+    sender: str
+    recipient: str
+    content_type: str
+    body: bytes
+    created_at: float = 0.0
     id: int | None = field(default=None, compare=False)

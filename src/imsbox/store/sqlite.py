@@ -13,8 +13,8 @@ from pathlib import Path
 
 from .base import AlreadyExists, Store, StoreError
 from .models import (
-    Binding, Credential, DeferredMessage, Group, Psi, PsiKind, PublicIdentity,
-    RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
+    Binding, Credential, DeferredMessage, Group, HistoryEntry, PcscfRegistration, Psi, PsiKind,
+    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
 __all__ = ["DB_FILENAME", "MIGRATIONS", "SqliteStore"]
@@ -104,6 +104,33 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     );
     CREATE INDEX deferred_recipient ON deferred_messages(recipient, id);
     CREATE INDEX deferred_expiry ON deferred_messages(expires_at);
+    """),
+    (2, """
+    CREATE TABLE pcscf_registrations (
+        node TEXT NOT NULL,
+        contact_key TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        flow TEXT NOT NULL,
+        public_ids TEXT NOT NULL,
+        service_route TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (node, contact_key)
+    );
+    CREATE INDEX pcscf_registrations_expiry ON pcscf_registrations(expires_at);
+    """),
+    (3, """
+    CREATE TABLE message_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id TEXT NOT NULL,
+        message_key TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (conversation_id, message_key)
+    );
     """),
 )
 
@@ -365,6 +392,35 @@ class SqliteStore(Store):
     def next_binding_expiry(self) -> float | None:
         return self._query("SELECT MIN(expires_at) FROM bindings")[0][0]
 
+    # -- P-CSCF registrations ---------------------------------------------------
+    def save_pcscf_registration(self, registration: PcscfRegistration) -> None:
+        r = registration
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO pcscf_registrations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (r.node, r.key, r.contact, r.flow, json.dumps(list(r.public_ids)),
+                 json.dumps(list(r.service_route)), r.expires_at, time.time()))
+
+    def remove_pcscf_registration(self, node: str, key: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM pcscf_registrations WHERE node = ? AND "
+                              "contact_key = ?", (node, key)).rowcount > 0
+
+    def pcscf_registrations(self, node: str,
+                            now: float | None = None) -> list[PcscfRegistration]:
+        rows = self._query("SELECT * FROM pcscf_registrations WHERE node = ? AND "
+                           "expires_at > ? ORDER BY updated_at, rowid", (node, _now(now)))
+        return [PcscfRegistration(
+            node=row["node"], key=row["contact_key"], contact=row["contact"],
+            flow=row["flow"], public_ids=tuple(json.loads(row["public_ids"])),
+            service_route=tuple(json.loads(row["service_route"])),
+            expires_at=row["expires_at"]) for row in rows]
+
+    def expire_pcscf_registrations(self, now: float | None = None) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM pcscf_registrations WHERE expires_at <= ?",
+                              (_now(now),)).rowcount
+
     # -- deferred messages ----------------------------------------------------
     def defer_message(self, message: DeferredMessage) -> int:
         with self._tx() as db:
@@ -400,6 +456,27 @@ class SqliteStore(Store):
                               "ORDER BY id", (cutoff,)).fetchall()
             db.execute("DELETE FROM deferred_messages WHERE expires_at <= ?", (cutoff,))
         return [_deferred(row) for row in rows]
+
+    def next_deferred_expiry(self) -> float | None:
+        return self._query("SELECT MIN(expires_at) FROM deferred_messages")[0][0]
+
+    # -- message history --------------------------------------------------------
+    def add_history(self, entry: HistoryEntry) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO message_history (conversation_id, message_key, sender,"
+                " recipient, content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (entry.conversation_id, entry.message_key, entry.sender, entry.recipient,
+                 entry.content_type, bytes(entry.body), entry.created_at or time.time()))
+            return cur.rowcount == 1
+
+    def history(self, conversation_id: str, limit: int | None = None) -> list[HistoryEntry]:
+        rows = self._query(
+            "SELECT * FROM message_history WHERE conversation_id = ? ORDER BY id LIMIT ?",
+            (conversation_id, -1 if limit is None else limit))
+        return [HistoryEntry(row["conversation_id"], row["message_key"], row["sender"],
+                             row["recipient"], row["content_type"], bytes(row["body"]),
+                             row["created_at"], row["id"]) for row in rows]
 
 
 def _taken(store: SqliteStore, subscriber: Subscriber,

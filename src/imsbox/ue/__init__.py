@@ -1,5 +1,15 @@
-"""Client side of imsbox: UE helpers (registration with Digest, later ``imsbox ue``)."""
+"""Client side of imsbox: the RCS UE (``RcsClient``, ``imsbox ue``) and its helpers."""
 
+from .client import (
+    CallEvent, Chat, ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileProgress,
+    FileReceived, FileTransferResult, MessageReceived, MessageStatus, Notification, RcsClient,
+    RcsError, RcsEvent, Registered, SendError, resolve_target,
+)
 from .register import Registration, register
 
-__all__ = ["Registration", "register"]
+__all__ = [
+    "CallEvent", "Chat", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileOffer",
+    "FileProgress", "FileReceived", "FileTransferResult", "MessageReceived", "MessageStatus",
+    "Notification", "RcsClient", "RcsError", "RcsEvent", "Registered", "Registration",
+    "SendError", "register", "resolve_target",
+]

@@ -1,0 +1,1 @@
+"""Application servers of the IMS network (CPM/RCS messaging AS)."""

@@ -1,0 +1,344 @@
+"""B2BUA anchoring of CPM sessions (chat, large message, file transfer) at the messaging AS.
+
+The AS answers the inviting UE with its own MSRP session (``near``: our path,
+``a=msrp-cema``, setup by offer/answer - passive when the UE offers active) and
+opens the far leg towards the recipient with its own offer (``far``: the
+UE's media line with our path, ``a=setup:active``, file attributes and
+direction kept). MSRP messages are relayed both ways; a BYE (or failure) on
+either leg ends both.
+
+Far leg 480/408 (recipient offline) for a chat or large message: store and
+forward - the UE's INVITE is answered anyway and every CPIM message it sends
+becomes a deferred item for the recipient, delivered later as a pager
+MESSAGE (isComposing is dropped). A file transfer to an offline user is
+rejected with the far leg's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from typing import Protocol
+
+from .. import sdp
+from ..content import CPIM, ISCOMPOSING
+from ..ims.hss import canonical_public_id
+from ..msrp import MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
+from ..msrp import Setup as MsrpSetup
+from ..sip.headers import HeaderError, NameAddr
+from ..sip.message import Request, Response
+from ..sip.ua.invite import InviteState, SessionError
+from ..sip.ua.useragent import Call, UserAgent
+from . import cpm
+
+__all__ = ["Anchor", "AnchorHost", "AnchorState", "far_offer", "near_answer"]
+
+log = logging.getLogger(__name__)
+
+OFFLINE = frozenset({408, 480})
+COPIED_HEADERS = ("P-Asserted-Identity", "P-Asserted-Service", "P-Preferred-Service",
+                  "Accept-Contact", cpm.CONVERSATION_ID, cpm.CONTRIBUTION_ID,
+                  "In-Reply-To-Contribution-ID", "User-Agent", "Subject")
+BIND_TIMEOUT = 10.0     # how long the UE may take to open its MSRP connection
+BYE_TIMEOUT = 5.0
+
+
+class AnchorHost(Protocol):
+    """What an Anchor needs of the messaging AS."""
+
+    def remaining_route(self, request: Request) -> list[str]: ...
+
+    def remember_own(self, call_id: str) -> None: ...
+
+    def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
+              meta: dict[str, object]) -> int: ...
+
+    def record_history(self, conversation_id: str, key: str, sender: str, recipient: str,
+                       content_type: str, body: bytes) -> None: ...
+
+
+class AnchorState(enum.Enum):
+    INVITING = "inviting"      # far leg being set up
+    RELAYING = "relaying"      # both legs up, MSRP relayed
+    STORING = "storing"        # recipient offline: messages become deferred items
+    ENDED = "ended"
+
+
+class Anchor:
+    """One anchored session: the caller's Call, the far Call, two MSRP sessions."""
+
+    def __init__(self, host: AnchorHost, ua: UserAgent, msrp: MsrpEndpoint,
+                 caller: Call) -> None:
+        self.host = host
+        self.ua = ua
+        self.msrp = msrp
+        self.caller = caller
+        self.callee: Call | None = None
+        self.service = cpm.classify(caller.request) or cpm.CpmService.SESSION
+        self.near: MsrpSession | None = None
+        self.far: MsrpSession | None = None
+        self.state = AnchorState.INVITING
+        self._pumps: list[asyncio.Task[None]] = []
+        request = caller.request
+        self.sender = _identity(request)
+        self.recipient = canonical_public_id(str(request.uri))
+        self.conversation = request.headers.get(cpm.CONVERSATION_ID) or ""
+
+    # -- set-up -----------------------------------------------------------------------
+    async def run(self) -> None:
+        offer = _parse_offer(self.caller.request.body)
+        if offer is None:
+            self.caller.reject(488)
+            return
+        self.near = self.msrp.create_session(setup=MsrpSetup.PASSIVE)
+        self.far = self.msrp.create_session(setup=MsrpSetup.ACTIVE)
+        final = await self._invite_far(offer)
+        if self.caller.terminated.done():     # CANCEL / failure on the caller's side
+            await self.close()
+            return
+        if final is not None and 200 <= final.status < 300:
+            await self._relay(offer)
+        elif (final is None or final.status in OFFLINE) and \
+                self.service is not cpm.CpmService.FILETRANSFER:
+            await self._store_and_forward(offer)
+        else:
+            self.caller.reject(final.status if final is not None else 480)
+            await self.close()
+
+    async def _invite_far(self, offer: sdp.SessionDescription) -> Response | None:
+        """Our own offer to the recipient, along the S-CSCF's odi Route."""
+        assert self.far is not None
+        request = self.caller.request
+        headers = [(n, v) for n, v in request.headers if n.title() in _COPIED_TITLES]
+        body = bytes(far_offer(offer, self.far, self.msrp))
+        # The UA sends as self.local along self.route; invite() sends before it
+        # returns (no await inside), so swapping them around it is safe.
+        local, route = self.ua.local, self.ua.route
+        self.ua.local = NameAddr(request.from_.uri, request.from_.display_name)
+        self.ua.route = self.host.remaining_route(request)
+        try:
+            self.callee = await self.ua.invite(request.uri, body, headers, to=NameAddr(
+                request.to.uri, request.to.display_name))
+        finally:
+            self.ua.local, self.ua.route = local, route
+        self.host.remember_own(self.callee.call_id)
+        await asyncio.wait([self.callee.final, self.caller.terminated],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not self.callee.final.done():
+            await self._cancel_far()
+            return None
+        return self.callee.final.result()
+
+    async def _cancel_far(self) -> None:
+        assert self.callee is not None
+        try:
+            await asyncio.wait_for(self.callee.cancel(), BYE_TIMEOUT)
+        except (SessionError, asyncio.TimeoutError):
+            log.info("cancelling far leg %s failed", self.callee.call_id)
+
+    async def _relay(self, offer: sdp.SessionDescription) -> None:
+        assert self.near is not None and self.far is not None and self.callee is not None
+        answer = _parse_offer(self.callee.remote_sdp or b"")
+        if answer is None:
+            self.caller.reject(488)
+            await self.close()
+            return
+        media = _msrp_media(answer)
+        self.far.set_remote_path(media.path or [])
+        self.far.cema_address = _cema_address(answer, media)
+        try:
+            await asyncio.wait_for(self.far.connect(), BIND_TIMEOUT)
+        except (MsrpError, OSError, asyncio.TimeoutError) as exc:
+            log.info("far MSRP leg of %s failed: %s", self.caller.call_id, exc)
+            self.caller.reject(500)
+            await self.close()
+            return
+        self._accept_caller(offer)
+        self.state = AnchorState.RELAYING
+        self._pumps = [asyncio.ensure_future(self._pump(self.near, self.far, self.sender,
+                                                        self.recipient)),
+                       asyncio.ensure_future(self._pump(self.far, self.near, self.recipient,
+                                                        self.sender))]
+        await self._until_ended()
+
+    async def _store_and_forward(self, offer: sdp.SessionDescription) -> None:
+        log.info("%s offline: storing the messages of %s", self.recipient,
+                 self.caller.call_id)
+        self._accept_caller(offer)
+        self.state = AnchorState.STORING
+        self._pumps = [asyncio.ensure_future(self._store(self.near))]  # type: ignore[arg-type]
+        await self._until_ended()
+
+    def _accept_caller(self, offer: sdp.SessionDescription) -> None:
+        assert self.near is not None
+        answer = near_answer(offer, self.near, self.msrp)
+        setup = _msrp_media(answer).setup
+        if setup is sdp.Setup.ACTIVE:  # the UE offered passive: we connect to it
+            self.near.setup = MsrpSetup.ACTIVE
+            self._pumps.append(asyncio.ensure_future(self._connect_near(offer)))
+        self.near.set_remote_path(_msrp_media(offer).path or [])
+        self.caller.accept(bytes(answer))
+
+    async def _connect_near(self, offer: sdp.SessionDescription) -> None:
+        assert self.near is not None
+        self.near.cema_address = _cema_address(offer, _msrp_media(offer))
+        await self.caller.established.wait()
+        await self.near.connect()
+
+    # -- relaying ---------------------------------------------------------------------
+    async def _pump(self, src: MsrpSession, dst: MsrpSession, sender: str,
+                    recipient: str) -> None:
+        async for message in src:
+            self._history(message, sender, recipient)
+            try:
+                if dst.connection is None:
+                    await dst.wait_bound(BIND_TIMEOUT)
+                await dst.send_message(message.content_type or "text/plain", message.body)
+            except (MsrpError, asyncio.TimeoutError) as exc:
+                log.info("relaying %s in %s failed: %s", message.message_id,
+                         self.caller.call_id, exc)
+
+    async def _store(self, src: MsrpSession) -> None:
+        async for message in src:
+            if (message.content_type or "").lower() == ISCOMPOSING:
+                continue  # a composing indication is worthless later
+            self._history(message, self.sender, self.recipient)
+            self.host.defer(recipient=self.recipient, sender=self.sender,
+                            content_type=message.content_type or CPIM, body=message.body,
+                            meta={"kind": "message", "from": f"<{self.sender}>",
+                                  "headers": self._pager_headers()})
+
+    def _pager_headers(self) -> list[list[str]]:
+        """The headers a stored chat message is later delivered with, as pager mode."""
+        return [["P-Asserted-Identity", f"<{self.sender}>"],
+                ["P-Asserted-Service", cpm.ICSI_MSG],
+                ["Accept-Contact", cpm.accept_contact(cpm.CpmService.MSG)],
+                [cpm.CONVERSATION_ID, self.conversation or cpm.new_conversation_id()],
+                [cpm.CONTRIBUTION_ID, cpm.new_contribution_id()]]
+
+    def _history(self, message: ReceivedMessage, sender: str, recipient: str) -> None:
+        kind = (message.content_type or "").lower()
+        if not self.conversation or kind == ISCOMPOSING:
+            return
+        body = message.body
+        key = (cpm.cpim_message_id(body) if kind == CPIM else None) or message.message_id
+        self.host.record_history(self.conversation, key, sender, recipient, kind, body)
+
+    # -- tear-down --------------------------------------------------------------------
+    async def _until_ended(self) -> None:
+        legs = [c.terminated for c in (self.caller, self.callee) if c is not None]
+        await asyncio.wait(legs, return_when=asyncio.FIRST_COMPLETED)
+        await self.close()
+
+    async def close(self) -> None:
+        """End both legs and both MSRP sessions (once)."""
+        if self.state is AnchorState.ENDED:
+            return
+        self.state = AnchorState.ENDED
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        for call in (self.caller, self.callee):
+            if call is not None:
+                await _hang_up(call)
+        for session in (self.near, self.far):
+            if session is not None:
+                await session.close()
+        log.info("anchored session %s ended", self.caller.call_id)
+
+
+_COPIED_TITLES = frozenset(h.title() for h in COPIED_HEADERS)
+
+
+async def _hang_up(call: Call) -> None:
+    if call.terminated.done():
+        return
+    try:
+        if call.state is InviteState.INCOMING or (
+                call.state is InviteState.EARLY and call.session.role.value == "uas"):
+            call.reject(480)
+            return
+        if call.state is InviteState.CALLING or call.state is InviteState.EARLY:
+            await asyncio.wait_for(call.cancel(), BYE_TIMEOUT)
+        else:
+            await asyncio.wait_for(call.bye(), BYE_TIMEOUT)
+    except (SessionError, asyncio.TimeoutError) as exc:
+        log.info("hanging up %s: %s", call.call_id, exc)
+
+
+# -- SDP ---------------------------------------------------------------------------------
+
+def _parse_offer(body: bytes) -> sdp.SessionDescription | None:
+    """The SDP with a usable MSRP media line, else None."""
+    try:
+        description = sdp.parse(body)
+        _msrp_media(description)
+    except (sdp.SdpError, LookupError):
+        return None
+    return description
+
+
+def _msrp_media(description: sdp.SessionDescription) -> sdp.MediaDescription:
+    for media in description.media:
+        if media.is_msrp and not media.is_rejected:
+            return media
+    raise LookupError("no MSRP media line")
+
+
+def _cema_address(description: sdp.SessionDescription,
+                  media: sdp.MediaDescription) -> tuple[str, int] | None:
+    """RFC 6714: with msrp-cema the connection goes to the c=/m= address."""
+    connection = description.connection_for(media)
+    if not media.msrp_cema or connection is None:
+        return None
+    return connection.address, media.port
+
+
+def _addr_type(host: str) -> str:
+    return "IP6" if ":" in host else "IP4"
+
+
+def far_offer(offer: sdp.SessionDescription, far: MsrpSession,
+              msrp: MsrpEndpoint) -> sdp.SessionDescription:
+    """Our offer to the recipient: the caller's MSRP line with our path and address."""
+    copy = sdp.parse(bytes(offer))
+    media = _msrp_media(copy)
+    version = str(int(time.time()))
+    addr_type = _addr_type(msrp.host)
+    copy.origin = sdp.Origin("imsbox-as", version, version, "IN", addr_type, msrp.host)
+    copy.connection = sdp.Connection("IN", addr_type, msrp.host)
+    media.connection = None
+    media.port = msrp.port
+    media.path = [str(far.local_uri)]
+    media.setup = sdp.Setup.ACTIVE
+    media.msrp_cema = True
+    copy.media = [media]
+    return copy
+
+
+def near_answer(offer: sdp.SessionDescription, near: MsrpSession,
+                msrp: MsrpEndpoint) -> sdp.SessionDescription:
+    """Our answer to the caller (passive for an active offer, msrp-cema, our path)."""
+    media = _msrp_media(offer)
+    caps = sdp.LocalCapabilities(
+        address=msrp.host, addr_type=_addr_type(msrp.host), origin_username="imsbox-as",
+        msrp_path=[str(near.local_uri)], msrp_port=msrp.port,
+        accept_types=tuple(media.accept_types or ("*",)),
+        accept_wrapped_types=tuple(media.accept_wrapped_types or ()),
+        setup=sdp.Setup.PASSIVE, msrp_cema=True)
+    return sdp.answer(offer, caps)
+
+
+def _identity(request: Request) -> str:
+    """The served (calling) user: P-Asserted-Identity, else From."""
+    try:
+        values = request.headers.values("P-Asserted-Identity")
+        uri = NameAddr.parse(values[0]).uri if values else request.from_.uri
+        return canonical_public_id(str(uri))
+    except (HeaderError, ValueError):
+        return str(request.from_.uri)
+
+
+

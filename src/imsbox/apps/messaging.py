@@ -1,0 +1,419 @@
+"""The messaging AS: OMA CPM / RCS pager, deferred delivery and session anchoring.
+
+The S-CSCF reaches it through the default iFCs (docs/ims-core.md, config.py):
+``Route: <AS;lr>, <sip:S-CSCF;lr;odi=TOKEN>``. What it does (docs/messaging.md):
+
+* ``REGISTER`` (third-party, from the S-CSCF): track who is online; 200; on a
+  registration deliver that user's deferred items, oldest first.
+* pager ``MESSAGE``: 415 for content a pager message cannot carry, 413 above
+  1300 bytes, 400 for broken CPIM; history by Conversation-ID; then relayed on
+  along the remaining Route. On the terminating leg a 480/408 from the far
+  side (nobody registered / unreachable) becomes a deferred item and ``202``.
+* ``INVITE`` for cpm.session / cpm.largemsg / cpm.filetransfer on the
+  originating leg: anchored as a B2BUA with our own MSRP endpoint
+  (:mod:`imsbox.apps.anchor`).
+
+Leg: the terminating S-CSCF adds ``P-Called-Party-ID`` before running the
+iFCs; the originating one never does. So a request with it is terminating.
+
+Requests the AS originates itself (deferred deliveries, failure IMDNs, far
+legs of anchored sessions) enter the S-CSCF as ordinary requests and reach
+the AS again on the terminating leg: the AS knows their Call-IDs and simply
+relays them on (no checks, no second deferral) - the terminating iFC firing
+again is harmless because the AS accepts its own traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..config import Config
+from ..content import CPIM, IMDN, ISCOMPOSING, ContentError, parse_cpim
+from ..content.cpim import CpimAddress, CpimMessage
+from ..content.imdn import (
+    DispositionType, Imdn, ImdnStatus, build_imdn_message, requested_notifications,
+)
+from ..ims.hss import canonical_public_id
+from ..msrp import MsrpEndpoint
+from ..sip.endpoint import ServerContext
+from ..sip.headers import HeaderError, NameAddr
+from ..sip.message import Request, Response, new_tag
+from ..sip.proxy import StatefulProxy, Target
+from ..sip.transaction import TimerValues
+from ..sip.ua.dialog import build_request
+from ..sip.ua.invite import InviteConfig
+from ..sip.ua.useragent import Call, UserAgent
+from ..store import DeferredMessage, HistoryEntry, Store
+from . import cpm
+from .anchor import Anchor
+
+__all__ = ["DeliveryKind", "Leg", "MessagingAs", "MessagingSettings", "PAGER_TYPES"]
+
+log = logging.getLogger(__name__)
+
+# What a pager MESSAGE may carry; anything else gets 415.
+PAGER_TYPES = frozenset({CPIM, "text/plain", IMDN, ISCOMPOSING})
+OFFLINE = frozenset({408, 480})     # far side answers meaning "store it for later"
+ANCHORED = frozenset({cpm.CpmService.SESSION, cpm.CpmService.LARGEMSG,
+                      cpm.CpmService.FILETRANSFER})
+# Request headers kept with a deferred item and replayed on delivery.
+REPLAYED_HEADERS = ("P-Asserted-Identity", "P-Asserted-Service", "Accept-Contact",
+                    cpm.CONVERSATION_ID, cpm.CONTRIBUTION_ID, "In-Reply-To-Contribution-ID",
+                    "User-Agent", "Subject")
+OWN_CALL_ID_LIFETIME = 600.0        # how long our own requests may take to pass the core
+
+
+class Leg(enum.Enum):
+    ORIGINATING = "originating"
+    TERMINATING = "terminating"
+
+
+class DeliveryKind(enum.Enum):
+    """What a deferred item is, kept in its meta."""
+
+    MESSAGE = "message"        # a pager message (or a chat message stored by an anchor)
+    NOTIFICATION = "imdn"      # an IMDN the AS itself generated
+
+
+@dataclass(slots=True, frozen=True)
+class MessagingSettings:
+    deferred_ttl: float = 7 * 24 * 3600.0   # how long an undelivered item is kept
+    max_wakeup: float = 30.0                # housekeeping runs at least this often
+
+
+class MessagingAs(StatefulProxy):
+    """The CPM messaging AS on ``config.messaging_as``; ``await start()``, ``await close()``."""
+
+    def __init__(self, config: Config, store: Store, *, timers: TimerValues | None = None,
+                 settings: MessagingSettings | None = None,
+                 clock: Callable[[], float] = time.time, trace: bool = False) -> None:
+        # record_route=False: relayed sessions need not come back through us.
+        super().__init__(self._route_direct, record_route=False, timers=timers, trace=trace)
+        self.config = config
+        self.store = store
+        self.timers = timers
+        self.settings = settings or MessagingSettings()
+        self.clock = clock
+        self.registered: dict[str, float] = {}       # AOR -> registration expiry
+        self.msrp: MsrpEndpoint | None = None
+        self.ua: UserAgent | None = None
+        self.anchors: set[Anchor] = set()
+        self._own: dict[str, float] = {}             # our requests' Call-IDs -> until
+        self._delivering: set[str] = set()
+        self._wakeup = asyncio.Event()
+
+    # -- life cycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        node = self.config.messaging_as
+        port = node.port
+        for transport in (t for t in node.transports if t != "tls"):
+            port = (await self.listen(transport, node.host, port))[1]
+        self.msrp = await MsrpEndpoint(node.host, 0).start()
+        host = f"[{node.host}]" if ":" in node.host else node.host
+        timers = self.timers or TimerValues()
+        self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
+                            config=InviteConfig(t1=timers.t1, t2=timers.t2,
+                                                session_timer=None),
+                            on_call=self._on_call)
+        self.endpoint.handler = self._dispatch  # the UA took it; we choose per request
+        self._spawn(self._housekeeping())
+        log.info("messaging AS up on %s:%d", node.host, port)
+
+    async def close(self) -> None:
+        for anchor in list(self.anchors):
+            await anchor.close()
+        if self.ua is not None:
+            await self.ua.close()
+        await StatefulProxy.close(self)
+        if self.msrp is not None:
+            await self.msrp.close()
+
+    # -- dispatch ---------------------------------------------------------------------
+    def _dispatch(self, ctx: ServerContext) -> object:
+        request = ctx.request
+        assert self.ua is not None
+        if request.method == "REGISTER":
+            self._third_party_register(ctx)
+        elif request.to.tag and self.ua.dialogs.match_request(request) is not None:
+            return self.ua.handle(ctx)          # a leg of an anchored session
+        elif request.method == "MESSAGE" and not request.to.tag:
+            self._pager(ctx)
+        elif request.method == "INVITE" and not request.to.tag and self._anchors(request):
+            return self.ua.handle(ctx)          # -> _on_call
+        else:
+            self._on_request(ctx)               # plain relay (StatefulProxy)
+        return None
+
+    async def _route_direct(self, request: Request) -> list[Target] | Response:
+        """A request with no Route to follow was addressed to us directly: not served."""
+        return Response.for_request(request, 404, "Not Found - no such service",
+                                    to_tag=new_tag())
+
+    def leg(self, request: Request) -> Leg:
+        return Leg.TERMINATING if request.headers.get("P-Called-Party-ID") else Leg.ORIGINATING
+
+    def is_own(self, request: Request) -> bool:
+        return request.call_id in self._own
+
+    def remember_own(self, call_id: str) -> None:
+        self._own[call_id] = self.clock() + OWN_CALL_ID_LIFETIME
+
+    def _anchors(self, request: Request) -> bool:
+        if self.is_own(request) or self.leg(request) is not Leg.ORIGINATING:
+            return False
+        ctype = request.content_type
+        return cpm.classify(request) in ANCHORED and ctype is not None and \
+            ctype.mime == "application/sdp"
+
+    # -- third-party REGISTER ---------------------------------------------------------
+    def _third_party_register(self, ctx: ServerContext) -> None:
+        request = ctx.request
+        try:
+            aor = canonical_public_id(str(request.to.uri))
+            expires = request.expires()
+        except (HeaderError, ValueError):
+            ctx.respond(Response.for_request(request, 400, to_tag=new_tag()))
+            return
+        ctx.respond(Response.for_request(request, 200, to_tag=new_tag()))
+        if expires:
+            self.registered[aor] = self.clock() + expires
+            self._spawn(self.deliver_deferred(aor))
+        else:
+            self.registered.pop(aor, None)
+        log.info("third-party REGISTER %s expires %s", aor, expires)
+
+    def is_registered(self, aor: str) -> bool:
+        return self.registered.get(aor, 0.0) > self.clock()
+
+    # -- pager mode -------------------------------------------------------------------
+    def _pager(self, ctx: ServerContext) -> None:
+        request = ctx.request
+        if not self.is_own(request):
+            refusal = check_pager(request)
+            if refusal is not None:
+                ctx.respond(refusal)
+                return
+            self._history_of_request(request)
+        self._on_request(ctx)
+
+    def on_response(self, request: Request, response: Response) -> Response:
+        """Terminating MESSAGE nobody could take: keep it and say 202 Accepted."""
+        if request.method == "MESSAGE" and response.status in OFFLINE and \
+                self.leg(request) is Leg.TERMINATING and not self.is_own(request):
+            self._defer_request(request)
+            return Response.for_request(request, 202, "Accepted", to_tag=new_tag())
+        return response
+
+    def _defer_request(self, request: Request) -> None:
+        headers = [[n, v] for n, v in request.headers if n.title() in _REPLAYED_TITLES]
+        from_ = request.from_
+        sender = str(NameAddr(from_.uri, from_.display_name))
+        ctype = request.content_type
+        self.defer(recipient=canonical_public_id(str(request.uri)),
+                   sender=_asserted(request) or str(from_.uri),
+                   content_type=ctype.mime if ctype else "text/plain", body=request.body,
+                   meta={"kind": DeliveryKind.MESSAGE.value, "from": sender,
+                         "headers": headers})
+        log.info("MESSAGE %s for %s deferred", request.call_id, request.uri)
+
+    def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
+              meta: dict[str, object]) -> int:
+        """Keep one item for ``recipient`` (AnchorHost API, also used for chats)."""
+        now = self.clock()
+        item_id = self.store.defer_message(DeferredMessage(
+            recipient, sender, content_type, body, now + self.settings.deferred_ttl,
+            now, json.dumps(meta)))
+        self._wakeup.set()  # its expiry may be the next deadline
+        return item_id
+
+    # -- history ----------------------------------------------------------------------
+    def _history_of_request(self, request: Request) -> None:
+        conversation = request.headers.get(cpm.CONVERSATION_ID)
+        if not conversation:
+            return
+        ctype = request.content_type
+        self.record_history(conversation, _message_key(request),
+                            _asserted(request) or str(request.from_.uri),
+                            canonical_public_id(str(request.uri)),
+                            ctype.mime if ctype else "", request.body)
+
+    def record_history(self, conversation_id: str, key: str, sender: str, recipient: str,
+                       content_type: str, body: bytes) -> None:
+        """Keep a message of a conversation once (both legs pass the AS)."""
+        self.store.add_history(HistoryEntry(conversation_id, key, sender, recipient,
+                                            content_type, body, self.clock()))
+
+    # -- deferred delivery ------------------------------------------------------------
+    async def deliver_deferred(self, recipient: str) -> None:
+        """Send ``recipient``'s stored items in order; stop at the first failure."""
+        if recipient in self._delivering:
+            return
+        self._delivering.add(recipient)
+        try:
+            for item in self.store.deferred_messages(recipient, self.clock()):
+                if not await self._deliver(item):
+                    break
+                self.store.remove_deferred([item.id] if item.id is not None else [])
+        finally:
+            self._delivering.discard(recipient)
+
+    async def _deliver(self, item: DeferredMessage) -> bool:
+        meta = _meta(item)
+        from_ = str(meta.get("from") or f"<{item.sender}>")
+        request = self.new_request("MESSAGE", item.recipient, from_, _replayed(meta),
+                                   item.body, item.content_type)
+        response = await self.endpoint.request(request).final()
+        log.info("deferred item %s for %s: %d", item.id, item.recipient, response.status)
+        return 200 <= response.status < 300
+
+    def new_request(self, method: str, target: str, from_: str,
+                    headers: list[tuple[str, str]], body: bytes, content_type: str) -> Request:
+        """A request of our own, entering the S-CSCF as a terminating request."""
+        request = build_request(method, target, from_, f"<{target}>",
+                                route=[f"<{self.config.scscf.uri};lr>"], headers=headers,
+                                body=body, content_type=content_type)
+        self.remember_own(request.call_id)
+        return request
+
+    # -- expiry -----------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        while True:
+            now = self.clock()
+            try:
+                for item in self.store.expire_deferred(now):
+                    self._spawn(self._expired(item))
+            except Exception:  # one bad record must not stop expiry for good
+                log.exception("messaging AS housekeeping failed")
+            self._own = {c: t for c, t in self._own.items() if t > now}
+            self._wakeup.clear()
+            await self._sleep(now)
+
+    async def _sleep(self, now: float) -> None:
+        deadline = self.store.next_deferred_expiry()
+        delay = self.settings.max_wakeup if deadline is None else deadline - now
+        try:
+            await asyncio.wait_for(self._wakeup.wait(),
+                                   min(max(delay, 0.01), self.settings.max_wakeup))
+        except asyncio.TimeoutError:
+            pass
+
+    async def _expired(self, item: DeferredMessage) -> None:
+        """Tell the sender with a negative delivery IMDN (RFC 5438 ``failed``)."""
+        log.info("deferred item %s for %s expired", item.id, item.recipient)
+        imdn = failure_imdn(item)
+        if imdn is None:
+            return
+        meta = _meta(item)
+        headers = [(n, v) for n, v in _replayed(meta) if n.lower() in _IMDN_KEPT]
+        headers += [("P-Asserted-Identity", f"<{item.recipient}>"),
+                    ("P-Asserted-Service", cpm.ICSI_MSG),
+                    ("Accept-Contact", cpm.accept_contact(cpm.CpmService.MSG))]
+        body = imdn.to_bytes()
+        request = self.new_request("MESSAGE", item.sender, f"<{item.recipient}>", headers,
+                                   body, CPIM)
+        response = await self.endpoint.request(request).final()
+        if response.status in OFFLINE:  # the sender is offline too: keep the IMDN for it
+            self.defer(recipient=item.sender, sender=item.recipient, content_type=CPIM,
+                       body=body, meta={"kind": DeliveryKind.NOTIFICATION.value,
+                                        "from": f"<{item.recipient}>", "headers": headers})
+
+    # -- anchoring (B2BUA) ------------------------------------------------------------
+    def _on_call(self, call: Call) -> None:
+        assert self.ua is not None and self.msrp is not None
+        anchor = Anchor(self, self.ua, self.msrp, call)
+        self.anchors.add(anchor)
+        self._spawn(self._run_anchor(anchor))
+
+    async def _run_anchor(self, anchor: Anchor) -> None:
+        try:
+            await anchor.run()
+        except Exception:
+            log.exception("anchored session %s failed", anchor.caller.call_id)
+            await anchor.close()
+        finally:
+            self.anchors.discard(anchor)
+
+    def remaining_route(self, request: Request) -> list[str]:
+        """The Route entries after ours (the S-CSCF's odi entry)."""
+        return [str(r) for r in request.route if not self.identity.is_me(r.uri)]
+
+
+_REPLAYED_TITLES = frozenset(h.title() for h in REPLAYED_HEADERS)
+_IMDN_KEPT = frozenset({cpm.CONVERSATION_ID.lower(), "user-agent"})
+
+
+def check_pager(request: Request) -> Response | None:
+    """415 / 413 / 400 for a pager MESSAGE the AS will not carry, else None."""
+    ctype = request.content_type
+    if request.body and (ctype is None or ctype.mime not in PAGER_TYPES):
+        response = Response.for_request(request, 415, to_tag=new_tag())
+        response.add_header("Accept", ", ".join(sorted(PAGER_TYPES)))
+        return response
+    if len(request.body) > cpm.CPIM_PAGER_LIMIT:
+        return Response.for_request(request, 413, "Request Entity Too Large - use large "
+                                    "message mode", to_tag=new_tag())
+    if ctype is not None and ctype.mime == CPIM:
+        try:
+            parse_cpim(request.body)
+        except ContentError as exc:
+            return Response.for_request(request, 400, f"Bad Request - CPIM: {exc}"[:100],
+                                        to_tag=new_tag())
+    return None
+
+
+def failure_imdn(item: DeferredMessage) -> CpimMessage | None:
+    """The ``failed`` delivery IMDN for an expired CPIM message that asked for a
+    delivery notification (positive or negative: either way the sender waits)."""
+    if item.content_type != CPIM:
+        return None
+    try:
+        message = parse_cpim(item.body)
+    except ContentError:
+        return None
+    if (message.content_disposition or "").lower() == "notification":
+        return None  # never an IMDN about an IMDN
+    message_id = message.get("Message-ID", cpm.IMDN_NAMESPACE)
+    wanted = {r.value for r in requested_notifications(message)}
+    if not message_id or not wanted & {"positive-delivery", "negative-delivery"}:
+        return None
+    imdn = Imdn.for_message(message, DispositionType.DELIVERY, ImdnStatus.FAILED)
+    return build_imdn_message(imdn, message_id=cpm.new_contribution_id()[:20],
+                              sender=CpimAddress(item.recipient),
+                              recipient=message.sender or CpimAddress(item.sender),
+                              date_time=datetime.now(timezone.utc))
+
+
+def _message_key(request: Request) -> str:
+    """IMDN Message-ID of a CPIM body, else the Call-ID."""
+    ctype = request.content_type
+    found = cpm.cpim_message_id(request.body) if ctype and ctype.mime == CPIM else None
+    return found or request.call_id
+
+
+def _asserted(request: Request) -> str | None:
+    try:
+        values = request.headers.values("P-Asserted-Identity")
+        return canonical_public_id(str(NameAddr.parse(values[0]).uri)) if values else None
+    except (HeaderError, ValueError):
+        return None
+
+
+def _meta(item: DeferredMessage) -> dict[str, object]:
+    try:
+        meta = json.loads(item.meta) if item.meta else {}
+    except json.JSONDecodeError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _replayed(meta: dict[str, object]) -> list[tuple[str, str]]:
+    headers = meta.get("headers", [])
+    return [(str(p[0]), str(p[1])) for p in headers if isinstance(p, list) and len(p) == 2] \
+        if isinstance(headers, list) else []

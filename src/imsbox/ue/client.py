@@ -1,0 +1,1242 @@
+"""RcsClient: an RCS / OMA CPM user agent (the engine of ``imsbox ue``).
+
+One client is one UE: it registers through the P-CSCF with the CPM feature
+tags, keeps the registration fresh, and sends and receives standalone
+messages (pager and large message mode), 1-to-1 chats and file transfers,
+with IMDN delivery/display notifications and isComposing (seeds 000, 001,
+003; docs/messaging.md)::
+
+    async with RcsClient("alice", "secret", "ims.test", pcscf=("127.0.0.1", 5060)) as ue:
+        mid = await ue.send_message("bob", "hello")
+        await ue.wait_status(mid, MessageStatus.DELIVERED, timeout=10)
+        async for event in ue.events():
+            print(event.to_json())
+
+Everything the UE sends goes to the P-CSCF over the flow it registered on
+(TS 24.229 5.1.1.2): a request arriving on another flow would not be taken
+as coming from this UE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import logging
+import mimetypes
+import os
+import re
+import secrets
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+from ..apps.cpm import (
+    CONVERSATION_ID, DEFAULT_USER_AGENT, CpmService, contact_feature_param,
+    cpm_request_headers, fits_pager, new_conversation_id,
+)
+from ..content import (
+    CPIM, IMDN, ISCOMPOSING, ContentError, CpimAddress, CpimMessage, DispositionType, Imdn,
+    ImdnStatus, MessageComposer, NotificationRequest, StatusMessageReceiver,
+    build_cpim, imdn_reply, parse_cpim, parse_imdn, parse_iscomposing, requested_notifications,
+)
+from ..content.imdn import IMDN_NS, format_disposition_notification, is_notification
+from ..msrp import FileSink, MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
+from ..msrp import Setup as MsrpSetup
+from ..sdp import (
+    Attribute, Connection, Direction, FileHash, FileSelector, LocalCapabilities,
+    MediaDescription, Origin, SdpError, SessionDescription, Setup, answer, parse,
+)
+from ..sip.auth import (
+    AUTHORIZATION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE, DigestError,
+    answer_challenge, choose_challenge,
+)
+from ..sip.endpoint import ClientContext, ServerContext, SipEndpoint
+from ..sip.headers import HeaderError, NameAddr
+from ..sip.message import Request, Response, new_tag
+from ..sip.transaction import TimerValues
+from ..sip.transport.base import TRANSPORTS, Destination, Flow
+from ..sip.uri import UriError, parse_uri
+from ..sip.ua.dialog import build_request
+from ..sip.ua.invite import InviteConfig
+from ..sip.ua.useragent import Call, UserAgent
+
+__all__ = [
+    "CallEvent", "Chat", "ChatEnded", "ChatMessage", "ChatStarted", "Composing",
+    "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "MessageReceived",
+    "MessageStatus", "Notification", "RcsClient", "RcsError", "RcsEvent", "Registered",
+    "SendError", "resolve_target",
+]
+
+log = logging.getLogger(__name__)
+
+Header = tuple[str, str]
+Progress = Callable[[int, int], None]
+
+CHAT_TYPES = ("message/cpim", ISCOMPOSING)
+CHAT_WRAPPED = ("text/plain", IMDN)
+TEXT = "text/plain;charset=UTF-8"
+MIN_REFRESH = 1.0      # never re-REGISTER more often than this
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # after a failed (re-)registration
+_E164 = re.compile(r"\+[0-9]{3,15}")
+
+
+class RcsError(Exception):
+    """A client operation failed; the message says why."""
+
+
+class SendError(RcsError):
+    """A message, chat or file was refused or could not be sent."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MessageStatus(enum.Enum):
+    """Where a message we sent stands, from the IMDNs that came back."""
+
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    DISPLAYED = "displayed"
+    FAILED = "failed"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {MessageStatus.SENDING: 0, MessageStatus.SENT: 1, MessageStatus.DELIVERED: 2,
+         MessageStatus.DISPLAYED: 3, MessageStatus.FAILED: 4}
+
+
+# -- events -----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class RcsEvent:
+    """Base of every event: who it is from and to; ``to_json()`` for ``--json``."""
+
+    sender: str
+    recipient: str
+    EVENT: ClassVar[str] = "event"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.EVENT, "from": self.sender, "to": self.recipient}
+        for f in fields(self)[2:]:
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+
+@dataclass(slots=True)
+class MessageReceived(RcsEvent):
+    """A standalone message (pager or large message mode)."""
+
+    text: str
+    message_id: str | None
+    content_type: str
+    mode: str  # "pager" or "large"
+    conversation_id: str | None = None
+    EVENT: ClassVar[str] = "message"
+
+
+@dataclass(slots=True)
+class ChatMessage(RcsEvent):
+    text: str
+    message_id: str | None
+    chat_id: str
+    EVENT: ClassVar[str] = "chat_message"
+
+
+@dataclass(slots=True)
+class Composing(RcsEvent):
+    """The peer started or stopped typing (RFC 3994)."""
+
+    state: str  # "active" or "idle"
+    chat_id: str | None = None
+    EVENT: ClassVar[str] = "iscomposing"
+
+
+@dataclass(slots=True)
+class Notification(RcsEvent):
+    """A delivery or display notification (IMDN) for a message we sent."""
+
+    message_id: str
+    notification: str  # "delivery" or "display"
+    status: str        # "delivered", "displayed", "failed", ...
+    chat_id: str | None = None
+    EVENT: ClassVar[str] = "notification"
+
+
+@dataclass(slots=True)
+class ChatStarted(RcsEvent):
+    chat_id: str
+    conversation_id: str | None
+    direction: str  # "incoming" or "outgoing"
+    EVENT: ClassVar[str] = "chat_started"
+
+
+@dataclass(slots=True)
+class ChatEnded(RcsEvent):
+    chat_id: str
+    reason: str
+    EVENT: ClassVar[str] = "chat_ended"
+
+
+@dataclass(slots=True)
+class FileOffer(RcsEvent):
+    transfer_id: str
+    name: str
+    size: int | None
+    content_type: str | None
+    EVENT: ClassVar[str] = "file_offer"
+
+
+@dataclass(slots=True)
+class FileProgress(RcsEvent):
+    transfer_id: str
+    name: str
+    sent: int
+    size: int
+    EVENT: ClassVar[str] = "file_progress"
+
+
+@dataclass(slots=True)
+class FileReceived(RcsEvent):
+    """A whole file arrived; ``ok`` says the sha-1 of the offer matched."""
+
+    transfer_id: str
+    name: str
+    size: int
+    path: str
+    sha256: str
+    ok: bool
+    EVENT: ClassVar[str] = "file_received"
+
+
+@dataclass(slots=True)
+class CallEvent(RcsEvent):
+    """An INVITE that is no CPM service (a voice call): reported, then declined."""
+
+    call_id: str
+    media: list[str]
+    EVENT: ClassVar[str] = "call"
+
+
+@dataclass(slots=True)
+class Registered(RcsEvent):
+    """The registration changed: ``state`` "registered" or "failed"."""
+
+    state: str
+    expires: int
+    status: int | None = None
+    EVENT: ClassVar[str] = "registration"
+
+
+@dataclass(slots=True)
+class FileTransferResult:
+    """What ``send_file`` achieved; ``ok`` only when the receiver confirmed every byte."""
+
+    ok: bool
+    target: str
+    name: str
+    size: int
+    sha256: str
+    transfer_id: str
+    status: int | None = None
+    reason: str = ""
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+def resolve_target(to: str, domain: str) -> str:
+    """TO as the contract has it: SIP/tel URI, E.164 -> tel:, bare name -> sip:NAME@DOMAIN."""
+    text = to.strip()
+    if _E164.fullmatch(text):
+        text = f"tel:{text}"
+    elif not text.lower().startswith(("sip:", "sips:", "tel:")):
+        text = f"sip:{text}" if "@" in text else f"sip:{text}@{domain}"
+    try:
+        parse_uri(text)
+    except (UriError, ValueError) as exc:
+        raise RcsError(f"{to!r} is not a SIP URI, tel URI, name or E.164 number: {exc}") from None
+    return text
+
+
+def _now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _new_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _identity(request: Request) -> str:
+    """The asserted identity of the sender (P-Asserted-Identity, else From)."""
+    for value in request.headers.get_all("P-Asserted-Identity"):
+        try:
+            return str(NameAddr.parse(value.split(",")[0]).uri)
+        except (HeaderError, ValueError):
+            continue
+    return str(request.from_.uri)
+
+
+def _local_address(host: str, port: int) -> str:
+    """The address this host uses to reach ``host`` (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((host, port))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
+def _text_of(cpim: CpimMessage) -> str:
+    return cpim.body.decode("utf-8", "replace")
+
+
+def _msrp_media(sd: SessionDescription) -> MediaDescription | None:
+    return next((m for m in sd.media if m.is_msrp and not m.is_rejected), None)
+
+
+def _imdn_status(imdn: Imdn) -> MessageStatus:
+    if imdn.status is ImdnStatus.DELIVERED:
+        return MessageStatus.DELIVERED
+    if imdn.status is ImdnStatus.DISPLAYED:
+        return MessageStatus.DISPLAYED
+    if imdn.status in (ImdnStatus.FAILED, ImdnStatus.FORBIDDEN, ImdnStatus.ERROR):
+        return MessageStatus.FAILED
+    return MessageStatus.SENT
+
+
+class _UeEndpoint(SipEndpoint):
+    """Sends every request over the registered UDP flow: no 18.1.1 switch to TCP,
+    which the P-CSCF would not recognise as this UE (TS 24.229 5.2.2)."""
+
+    pcscf_flow: Flow | None = None
+
+    def request(self, request: Request, dest: Destination | None = None, *,
+                branch: str | None = None, flow: Flow | None = None) -> ClientContext:
+        return super().request(request, dest, branch=branch, flow=flow or self.pcscf_flow)
+
+
+class _ProgressReader:
+    """A file read in chunks that reports how much went out."""
+
+    def __init__(self, file: BinaryIO, total: int, progress: Progress | None) -> None:
+        self.file, self.total, self.progress, self.sent = file, total, progress, 0
+
+    def read(self, size: int) -> bytes:
+        data = self.file.read(size)
+        self.sent += len(data)
+        if self.progress is not None and data:
+            self.progress(self.sent, self.total)
+        return data
+
+
+@dataclass(slots=True)
+class _Tracked:
+    status: MessageStatus
+    peer: str
+    chat_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Received:
+    """An incoming message kept for its display notification."""
+
+    cpim: CpimMessage
+    peer: str
+    chat: Chat | None
+    conversation_id: str | None
+    displayed: bool = False
+    delivery: asyncio.Task[bool] | None = None  # the display IMDN must not overtake it
+
+
+@dataclass(slots=True)
+class _Registration:
+    call_id: str = field(default_factory=lambda: secrets.token_hex(12))
+    tag: str = field(default_factory=new_tag)
+    cseq: int = 0
+    expires: int = 0
+    route: list[str] = field(default_factory=list)
+    associated: list[str] = field(default_factory=list)
+    last: Response | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.expires > 0
+
+
+# -- the client ---------------------------------------------------------------------------
+
+class RcsClient:
+    """One RCS UE. ``await start()`` registers; ``close()`` de-registers."""
+
+    def __init__(self, user: str, password: str, domain: str = "ims.test",
+                 pcscf: tuple[str, int] = ("127.0.0.1", 5060), transport: str = "udp",
+                 downloads: str | Path | None = None, *, host: str | None = None,
+                 timers: TimerValues | None = None, expires: int = 600,
+                 user_agent: str = DEFAULT_USER_AGENT, accept_chats: bool = True,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        if transport not in TRANSPORTS:
+            raise RcsError(f"transport must be one of {', '.join(TRANSPORTS)}")
+        self.user, self.password, self.domain = user, password, domain
+        self.pcscf = Destination(transport, *pcscf)
+        self.transport = transport
+        self.downloads = Path(downloads) if downloads is not None else None
+        self.host = host or _local_address(pcscf[0], pcscf[1])
+        self.timers = timers or TimerValues()
+        self.expires = expires
+        self.user_agent = user_agent
+        self.accept_chats = accept_chats
+        self.instance = f"urn:uuid:{uuid.uuid4()}"
+        self.contact = ""
+        self.chats: dict[str, Chat] = {}
+        self.registration = _Registration()
+        self._ssl = ssl_context
+        self._endpoint = _UeEndpoint(self._early_request, self.timers,
+                                     client_ssl_context=self._client_ssl())
+        self._msrp = MsrpEndpoint(self.host, 0)
+        self._ua: UserAgent | None = None
+        self._events: asyncio.Queue[RcsEvent] = asyncio.Queue()
+        self._tracked: dict[str, _Tracked] = {}
+        self._received: dict[str, _Received] = {}
+        self._changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reregister = asyncio.Event()
+        self._registered = asyncio.Event()
+
+    # -- life cycle ------------------------------------------------------------------
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{self.domain}"
+
+    async def __aenter__(self) -> RcsClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> RcsClient:
+        """Listen (SIP and MSRP), register; raises RcsError when registration fails."""
+        await self._listen()
+        await self._msrp.start()
+        config = InviteConfig(t1=self.timers.t1, t2=self.timers.t2, session_timer=None,
+                              allow=("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK",
+                                     "UPDATE", "MESSAGE"))
+        self._ua = UserAgent(self._endpoint, f"<{self.aor}>", self.contact, config=config,
+                             on_call=self._on_call, on_request=self._on_request)
+        status = await self._register(self.expires)
+        if not self.registration.ok:
+            await self._shutdown()
+            raise RcsError(f"registration of {self.aor} failed ({status})")
+        self._spawn(self._keep_registered())
+        return self
+
+    async def close(self) -> None:
+        """End chats, de-register (best effort), close every socket."""
+        for chat in list(self.chats.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(chat.close(), 2)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.registration.ok:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._register(0), 2)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._ua is not None:
+            await self._ua.close()
+        await self._msrp.close()
+        await self._endpoint.close()
+
+    def _client_ssl(self) -> ssl.SSLContext | None:
+        if self.transport != "tls":
+            return None
+        if self._ssl is not None:
+            return self._ssl
+        # A lab network's certificate is self-signed: pass ssl_context to verify it.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    async def _listen(self) -> None:
+        """UDP and TCP on one port: the P-CSCF may switch to TCP for big requests."""
+        for _ in range(20):
+            host, port = await self._endpoint.listen("udp", self.host, 0)
+            try:
+                await self._endpoint.listen("tcp", self.host, port)
+                break
+            except OSError:
+                await self._endpoint.close()
+                self._endpoint = _UeEndpoint(self._early_request, self.timers,
+                                             client_ssl_context=self._client_ssl())
+        else:
+            raise RcsError("no free port for UDP and TCP")
+        suffix = "" if self.transport == "udp" else f";transport={self.transport}"
+        self.contact = f"sip:{self.user}@{_bracket(host)}:{port}{suffix}"
+        if self.transport == "udp":
+            self._endpoint.pcscf_flow = Flow("udp", (host, port),
+                                             (self.pcscf.host, self.pcscf.port))
+
+    @staticmethod
+    def _early_request(ctx: ServerContext) -> None:
+        if ctx.txn is not None:
+            ctx.respond(Response.for_request(ctx.request, 503, to_tag=new_tag()))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task failed", exc_info=task.exception())
+
+    # -- registration (TS 24.229 5.1.1) -----------------------------------------------
+    def _contact_header(self, expires: int | None = None) -> str:
+        value = f'<{self.contact}>;{contact_feature_param()};+sip.instance="<{self.instance}>"'
+        return value if expires is None else f"{value};expires={expires}"
+
+    def _register_request(self, expires: int, auth: Header | None) -> Request:
+        reg = self.registration
+        reg.cseq += 1
+        request = Request("REGISTER", f"sip:{self.domain}")
+        request.add_header("From", f"<{self.aor}>;tag={reg.tag}")
+        request.add_header("To", f"<{self.aor}>")
+        request.add_header("Call-ID", reg.call_id)
+        request.add_header("CSeq", f"{reg.cseq} REGISTER")
+        request.add_header("Contact", self._contact_header())
+        request.add_header("Expires", str(expires))
+        request.add_header("Supported", "path")
+        request.add_header("User-Agent", self.user_agent)
+        if auth is not None:
+            request.add_header(*auth)
+        return request
+
+    async def _register(self, expires: int) -> int:
+        """One REGISTER exchange (answering a Digest challenge); the final status."""
+        auth: Header | None = None
+        for _ in range(3):
+            request = self._register_request(expires, auth)
+            response = await self._endpoint.request(request, self.pcscf).final()
+            self.registration.last = response
+            if response.status not in (401, 407) or auth is not None:
+                break
+            auth = self._authorization(response, request)
+            if auth is None:
+                break
+        self._registered_with(response, expires)
+        return response.status
+
+    def _authorization(self, response: Response, request: Request) -> Header | None:
+        proxy = response.status == 407
+        values = response.headers.get_all(PROXY_AUTHENTICATE if proxy else WWW_AUTHENTICATE)
+        try:
+            credentials = answer_challenge(choose_challenge(values), "REGISTER",
+                                           str(request.uri), f"{self.user}@{self.domain}",
+                                           password=self.password)
+        except DigestError as exc:
+            log.warning("cannot answer the challenge: %s", exc)
+            return None
+        return (PROXY_AUTHORIZATION if proxy else AUTHORIZATION, str(credentials))
+
+    def _registered_with(self, response: Response, expires: int) -> None:
+        reg = self.registration
+        if not 200 <= response.status < 300 or expires == 0:
+            reg.expires = 0
+            self._registered.clear()
+            if expires:
+                self._emit(Registered(self.aor, self.aor, "failed", 0, response.status))
+            return
+        reg.expires = self._granted(response, expires)
+        host = _bracket(self.pcscf.host)
+        suffix = "" if self.transport == "udp" else f";transport={self.transport}"
+        reg.route = [f"<sip:{host}:{self.pcscf.port};lr{suffix}>",
+                     *(f"<{r.uri}>" for r in response.service_route)]
+        reg.associated = [v.strip().strip("<>") for v in
+                          response.headers.values("P-Associated-URI")]
+        if self._ua is not None:
+            self._ua.route = list(reg.route)
+        self._registered.set()
+        self._emit(Registered(self.aor, self.aor, "registered", reg.expires, response.status))
+        log.info("%s registered for %ds", self.aor, reg.expires)
+
+    def _granted(self, response: Response, asked: int) -> int:
+        for contact in response.contact:
+            if str(contact.uri) == self.contact and contact.expires is not None:
+                return contact.expires
+        return response.expires if response.expires is not None else asked
+
+    def _refresh_delay(self) -> float:
+        """Half the lifetime when short, else 10 minutes before expiry."""
+        granted = self.registration.expires
+        return max(MIN_REFRESH, granted / 2 if granted <= 1200 else granted - 600)
+
+    async def _keep_registered(self) -> None:
+        """Refresh before expiry; after a failure retry with back-off."""
+        failures = 0
+        while True:
+            delay = (self._refresh_delay() if failures == 0
+                     else RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._reregister.wait(), delay)
+            self._reregister.clear()
+            status = await self._register(self.expires)
+            failures = 0 if self.registration.ok else failures + 1
+            if failures:
+                log.warning("re-registration of %s failed (%d), retrying", self.aor, status)
+
+    def reregister(self) -> None:
+        """Register again now (e.g. after a network error)."""
+        self._reregister.set()
+
+    # -- events and status ---------------------------------------------------------------
+    def _emit(self, event: RcsEvent) -> None:
+        self._events.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[RcsEvent]:
+        """Every incoming event, in order, until the caller stops iterating."""
+        while True:
+            yield await self._events.get()
+
+    def pending_events(self) -> list[RcsEvent]:
+        """The events queued and not read yet (taken out of the queue)."""
+        out = []
+        while not self._events.empty():
+            out.append(self._events.get_nowait())
+        return out
+
+    async def wait_event(self, kind: type[RcsEvent] | tuple[type[RcsEvent], ...],
+                         timeout: float | None = None) -> RcsEvent:
+        """The next event of ``kind``; events of other kinds before it are dropped."""
+        async def first() -> RcsEvent:
+            while True:
+                event = await self._events.get()
+                if isinstance(event, kind):
+                    return event
+        return await asyncio.wait_for(first(), timeout)
+
+    def status(self, message_id: str) -> MessageStatus | None:
+        tracked = self._tracked.get(message_id)
+        return tracked.status if tracked else None
+
+    async def wait_status(self, message_id: str, wanted: MessageStatus = MessageStatus.DELIVERED,
+                          timeout: float | None = None) -> MessageStatus:
+        """Wait until the message reached ``wanted`` (or failed); returns its status."""
+        def reached() -> bool:
+            status = self.status(message_id)
+            return status is not None and (status.rank >= wanted.rank
+                                           or status is MessageStatus.FAILED)
+
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(reached)
+        await asyncio.wait_for(wait(), timeout)
+        return self.status(message_id)  # type: ignore[return-value]
+
+    def _track(self, message_id: str, status: MessageStatus) -> None:
+        tracked = self._tracked.get(message_id)
+        if tracked is None or tracked.status is MessageStatus.FAILED:
+            return
+        if status is MessageStatus.FAILED or status.rank > tracked.status.rank:
+            tracked.status = status
+            self._spawn(self._notify_changed())
+
+    async def _notify_changed(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- standalone messages --------------------------------------------------------------
+    def resolve(self, to: str) -> str:
+        return resolve_target(to, self.domain)
+
+    def _cpim(self, target: str, content_type: str, body: bytes, message_id: str,
+              notify: Iterable[NotificationRequest]) -> bytes:
+        return build_cpim(
+            content_type, body, sender=CpimAddress(self.aor), recipients=[CpimAddress(target)],
+            date_time=_now_utc(), namespaces=[("imdn", IMDN_NS)],
+            headers=[("imdn.Message-ID", message_id),
+                     ("imdn.Disposition-Notification", format_disposition_notification(notify))],
+        ).to_bytes()
+
+    def _cpm_headers(self, service: CpmService, conversation_id: str | None = None) -> list[Header]:
+        return [*cpm_request_headers(service, conversation_id or new_conversation_id(),
+                                     user_agent=self.user_agent),
+                ("P-Preferred-Identity", f"<{self.aor}>")]
+
+    async def send_message(self, to: str, text: str, display: bool = False) -> str:
+        """A standalone message asking for a delivery (and with ``display`` a display)
+        notification: pager mode up to 1300 bytes of CPIM, large message mode above.
+        Returns the imdn.Message-ID; raises SendError when the network refuses it."""
+        target = self.resolve(to)
+        message_id = _new_id()
+        notify = [NotificationRequest.POSITIVE_DELIVERY, NotificationRequest.NEGATIVE_DELIVERY]
+        if display:
+            notify.append(NotificationRequest.DISPLAY)
+        cpim = self._cpim(target, TEXT, text.encode(), message_id, notify)
+        self._tracked[message_id] = _Tracked(MessageStatus.SENDING, target)
+        try:
+            if fits_pager(cpim):
+                await self._pager(target, cpim, self._cpm_headers(CpmService.MSG))
+            else:
+                await self._large_message(target, cpim)
+        except SendError:
+            self._track(message_id, MessageStatus.FAILED)
+            raise
+        self._track(message_id, MessageStatus.SENT)
+        return message_id
+
+    async def _pager(self, target: str, body: bytes, headers: list[Header],
+                     content_type: str = CPIM) -> Response:
+        """A MESSAGE along the registered route; once more after re-registering on 403."""
+        for attempt in range(2):
+            request = build_request("MESSAGE", target, f"<{self.aor}>", f"<{target}>",
+                                    route=self.registration.route, headers=headers, body=body,
+                                    content_type=content_type)
+            response = await self._endpoint.request(request).final()
+            if response.status == 403 and attempt == 0 and await self._recover():
+                continue
+            break
+        if not 200 <= response.status < 300:
+            raise SendError(f"MESSAGE to {target}: {response.status} {response.reason}",
+                            response.status)
+        return response
+
+    async def _recover(self) -> bool:
+        """The P-CSCF no longer knows our flow (restart, new connection): register again."""
+        await self._register(self.expires)
+        return self.registration.ok
+
+    async def _large_message(self, target: str, cpim: bytes) -> None:
+        """Large message mode: INVITE cpm.largemsg, sendonly MSRP, one SEND, BYE."""
+        session = self._msrp.create_session(setup=MsrpSetup.ACTIVE)
+        offer = self._offer(session, Direction.SENDONLY, ("message/cpim",), ())
+        call = await self._invite(target, offer, CpmService.LARGEMSG)
+        try:
+            await self._connect(session, call)
+            await session.send_message(CPIM, cpim)
+        except (MsrpError, OSError, asyncio.TimeoutError) as exc:
+            raise SendError(f"large message to {target}: {exc}") from None
+        finally:
+            await self._hang_up(call, session)
+
+    # -- notifications ---------------------------------------------------------------------
+    async def mark_displayed(self, message_id: str) -> bool:
+        """Send the display notification for a received message, if its sender asked."""
+        received = self._received.get(message_id)
+        if received is None or received.displayed:
+            return False
+        received.displayed = True
+        if received.delivery is not None:
+            await asyncio.shield(received.delivery)
+        return await self._send_imdn(received, DispositionType.DISPLAY, ImdnStatus.DISPLAYED)
+
+    async def _send_imdn(self, received: _Received, disposition: DispositionType,
+                         status: ImdnStatus) -> bool:
+        reply = imdn_reply(received.cpim, disposition, status, message_id=_new_id(),
+                           sender=CpimAddress(self.aor), date_time=_now_utc())
+        if reply is None:
+            return False
+        body = reply.to_bytes()
+        chat = received.chat
+        try:
+            if chat is not None and not chat.closed.is_set():
+                await chat.session.send_message(CPIM, body)
+            else:
+                await self._pager(received.peer, body,
+                                  self._cpm_headers(CpmService.MSG, received.conversation_id))
+        except (SendError, MsrpError, OSError) as exc:
+            log.warning("IMDN to %s not sent: %s", received.peer, exc)
+            return False
+        return True
+
+    def _remember(self, cpim: CpimMessage, peer: str, chat: Chat | None,
+                  conversation_id: str | None) -> _Received | None:
+        message_id = cpim.get("Message-ID", IMDN_NS)
+        if not message_id:
+            return None
+        received = _Received(cpim, self._reply_target(cpim, peer), chat, conversation_id)
+        self._received[message_id] = received
+        return received
+
+    @staticmethod
+    def _reply_target(cpim: CpimMessage, peer: str) -> str:
+        sender = cpim.sender
+        if sender is None or "anonymous.invalid" in sender.uri:
+            return peer
+        return sender.uri
+
+    def _deliver_cpim(self, cpim: CpimMessage, peer: str, chat: Chat | None,
+                      conversation_id: str | None, mode: str) -> None:
+        """An incoming CPIM: an IMDN updates a status, a message becomes an event and
+        gets its delivery notification when asked for."""
+        if is_notification(cpim) or (cpim.content_type or "").lower().startswith(IMDN):
+            self._on_imdn(cpim, peer, chat)
+            return
+        message_id = cpim.get("Message-ID", IMDN_NS)
+        text = _text_of(cpim)
+        if chat is not None:
+            self._emit(ChatMessage(peer, self.aor, text, message_id, chat.id))
+        else:
+            self._emit(MessageReceived(peer, self.aor, text, message_id,
+                                       cpim.content_type or "", mode, conversation_id))
+        received = self._remember(cpim, peer, chat, conversation_id)
+        if received is not None and NotificationRequest.POSITIVE_DELIVERY in \
+                requested_notifications(cpim):
+            received.delivery = self._spawn(self._send_imdn(
+                received, DispositionType.DELIVERY, ImdnStatus.DELIVERED))
+
+    def _on_imdn(self, cpim: CpimMessage, peer: str, chat: Chat | None) -> None:
+        try:
+            imdn = parse_imdn(cpim.body)
+        except ContentError as exc:
+            log.info("bad IMDN from %s: %s", peer, exc)
+            return
+        self._track(imdn.message_id, _imdn_status(imdn))
+        kind = "display" if imdn.disposition is DispositionType.DISPLAY else "delivery"
+        sender = cpim.sender.uri if cpim.sender and "anonymous" not in cpim.sender.uri else peer
+        self._emit(Notification(sender, self.aor, imdn.message_id, kind, imdn.status.value,
+                                chat.id if chat else None))
+
+    # -- incoming requests outside INVITE --------------------------------------------------
+    def _on_request(self, ctx: ServerContext) -> None:
+        request = ctx.request
+        if request.method != "MESSAGE":
+            if ctx.txn is not None:
+                response = Response.for_request(request, 405, to_tag=new_tag())
+                response.add_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE")
+                ctx.respond(response)
+            return
+        ctx.respond(Response.for_request(request, 200, to_tag=new_tag()))
+        try:
+            self._on_message(request)
+        except (ContentError, ValueError) as exc:
+            log.info("undecodable MESSAGE from %s: %s", _identity(request), exc)
+
+    def _on_message(self, request: Request) -> None:
+        peer = _identity(request)
+        media = request.content_type
+        kind = f"{media.type}/{media.subtype}".lower() if media else "text/plain"
+        conversation = request.header(CONVERSATION_ID)
+        if kind == CPIM:
+            self._deliver_cpim(parse_cpim(request.body), peer, None, conversation, "pager")
+        elif kind == ISCOMPOSING:
+            state = parse_iscomposing(request.body).state.value
+            self._emit(Composing(peer, self.aor, state))
+        else:
+            self._emit(MessageReceived(peer, self.aor, request.body.decode("utf-8", "replace"),
+                                       None, kind, "pager", conversation))
+
+    # -- sessions: common SDP / MSRP plumbing -------------------------------------------------
+    def _offer(self, session: MsrpSession, direction: Direction, accept: Iterable[str],
+               wrapped: Iterable[str], extra: Iterable[Attribute] = ()) -> bytes:
+        """An SDP offer as in seed 000: TCP/MSRP, setup active, path, msrp-cema."""
+        addr_type = "IP6" if ":" in self.host else "IP4"
+        sd = SessionDescription(origin=Origin("-", str(secrets.randbelow(2**31)), "0", "IN",
+                                              addr_type, self.host),
+                                session_name="-", connection=Connection("IN", addr_type, self.host))
+        media = MediaDescription("message", session.local_uri.port or self._msrp.port,
+                                 "TCP/MSRP", ["*"])
+        media.accept_types = list(accept)
+        if wrapped:
+            media.accept_wrapped_types = list(wrapped)
+        media.setup = Setup.ACTIVE
+        media.path = [str(session.local_uri)]
+        media.msrp_cema = True
+        media.attributes.extend(extra)
+        media.direction = direction
+        sd.media.append(media)
+        return bytes(sd)
+
+    async def _invite(self, target: str, offer: bytes, service: CpmService,
+                      conversation_id: str | None = None) -> Call:
+        """INVITE and wait for the final response; SendError unless 2xx."""
+        assert self._ua is not None
+        self._ua.route = list(self.registration.route)
+        call = await self._ua.invite(target, offer, self._cpm_headers(service, conversation_id))
+        final = await call.wait_final()
+        if final is None or not 200 <= final.status < 300:
+            status = final.status if final is not None else 408
+            reason = final.reason if final is not None else "no answer"
+            raise SendError(f"INVITE to {target}: {status} {reason}", status)
+        return call
+
+    async def _connect(self, session: MsrpSession, call: Call) -> None:
+        """Apply the answer's path/setup/CEMA and bring the MSRP session up."""
+        remote = parse(call.remote_sdp or b"")
+        media = _msrp_media(remote)
+        if media is None:
+            raise SendError("the answer has no MSRP stream")
+        # We offered active; only an answer that is active itself makes us wait.
+        ours = Setup.PASSIVE if media.setup is Setup.ACTIVE else Setup.ACTIVE
+        self._bind_remote(session, remote, media, ours)
+        await asyncio.wait_for(session.start(), 10)
+
+    @staticmethod
+    def _bind_remote(session: MsrpSession, remote: SessionDescription, media: MediaDescription,
+                     ours: Setup) -> None:
+        """Remote path, who connects (RFC 6135) and the CEMA address (RFC 6714 section 4)."""
+        session.set_remote_path(media.path or [])
+        session.setup = MsrpSetup.ACTIVE if ours is Setup.ACTIVE else MsrpSetup.PASSIVE
+        conn = remote.connection_for(media)
+        if media.msrp_cema and conn is not None:
+            session.cema_address = (conn.address, media.port)
+
+    async def _hang_up(self, call: Call, session: MsrpSession | None) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(call.bye(), 5)
+        if session is not None:
+            await session.close()
+
+    # -- incoming INVITEs ----------------------------------------------------------------------
+    async def _on_call(self, call: Call) -> None:
+        self._spawn(self._incoming(call))
+
+    async def _incoming(self, call: Call) -> None:
+        request = call.request
+        peer = _identity(request)
+        try:
+            offer = parse(call.remote_sdp or b"")
+        except SdpError as exc:
+            call.reject(488, f"Not Acceptable Here - {exc.reason}"[:80])
+            return
+        media = _msrp_media(offer)
+        if media is None:
+            self._emit(CallEvent(peer, self.aor, call.call_id, [m.media for m in offer.media]))
+            call.reject(486)
+            return
+        if media.file_selector is not None:
+            await self._incoming_file(call, peer, offer, media)
+        elif offer.direction_of(media) is Direction.SENDONLY:
+            await self._incoming_large(call, peer, offer, media)
+        else:
+            await self._incoming_chat(call, peer, offer, media)
+
+    def _answer(self, session: MsrpSession, offer: SessionDescription,
+                accept: Iterable[str], wrapped: Iterable[str], direction: Direction,
+                whole_file: bool = False) -> bytes | None:
+        caps = LocalCapabilities(
+            address=self.host, addr_type="IP6" if ":" in self.host else "IP4",
+            msrp_path=[str(session.local_uri)], accept_types=list(accept),
+            accept_wrapped_types=list(wrapped), setup=Setup.PASSIVE, msrp_cema=True,
+            message_direction=direction, request_whole_file=whole_file)
+        sd = answer(offer, caps)
+        ours, theirs = _msrp_media(sd), _msrp_media(offer)
+        if ours is None or theirs is None:
+            return None
+        self._bind_remote(session, offer, theirs, ours.setup or Setup.PASSIVE)
+        return bytes(sd)
+
+    async def _accept(self, call: Call, session: MsrpSession, answer_sdp: bytes | None) -> bool:
+        if answer_sdp is None:
+            call.reject(488)
+            await session.close()
+            return False
+        call.accept(answer_sdp)
+        try:
+            await asyncio.wait_for(session.start(), 10)
+        except (MsrpError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("MSRP set-up for %s failed: %s", call.call_id, exc)
+            await self._hang_up(call, session)
+            return False
+        return True
+
+    async def _incoming_large(self, call: Call, peer: str, offer: SessionDescription,
+                              media: MediaDescription) -> None:
+        session = self._msrp.create_session()
+        received: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
+        session.on_message = received.put_nowait
+        answer_sdp = self._answer(session, offer, ("message/cpim",), CHAT_WRAPPED,
+                                  Direction.RECVONLY)
+        if not await self._accept(call, session, answer_sdp):
+            return
+        conversation = call.request.header(CONVERSATION_ID)
+        try:
+            message = await asyncio.wait_for(received.get(), 30)
+            self._deliver_cpim(parse_cpim(message.body), peer, None, conversation, "large")
+        except (asyncio.TimeoutError, ContentError) as exc:
+            log.warning("large message from %s lost: %s", peer, exc)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(call.terminated), 10)
+        await self._hang_up(call, session)
+
+    async def _incoming_chat(self, call: Call, peer: str, offer: SessionDescription,
+                             media: MediaDescription) -> None:
+        if not self.accept_chats:
+            call.reject(486)
+            return
+        session = self._msrp.create_session()
+        chat = Chat(self, call, session, peer, call.request.header(CONVERSATION_ID), True)
+        answer_sdp = self._answer(session, offer, CHAT_TYPES, CHAT_WRAPPED, Direction.SENDRECV)
+        if not await self._accept(call, session, answer_sdp):
+            return
+        chat.opened()
+
+    # -- chat -----------------------------------------------------------------------------------
+    async def open_chat(self, to: str) -> Chat:
+        """A 1-to-1 chat session (INVITE cpm.session, MSRP); SendError if refused."""
+        target = self.resolve(to)
+        session = self._msrp.create_session(setup=MsrpSetup.ACTIVE)
+        offer = self._offer(session, Direction.SENDRECV, CHAT_TYPES, CHAT_WRAPPED)
+        conversation = new_conversation_id()
+        try:
+            call = await self._invite(target, offer, CpmService.SESSION, conversation)
+        except SendError:
+            await session.close()
+            raise
+        chat = Chat(self, call, session, target, conversation, False)
+        try:
+            await self._connect(session, call)
+        except (MsrpError, OSError, asyncio.TimeoutError, SdpError) as exc:
+            await self._hang_up(call, session)
+            raise SendError(f"chat with {target}: MSRP set-up failed: {exc}") from None
+        chat.opened()
+        return chat
+
+    # -- file transfer (RFC 5547 push) -------------------------------------------------------
+    async def send_file(self, to: str, path: str | Path,
+                        progress: Progress | None = None) -> FileTransferResult:
+        """Push a file; ``ok`` once the receiver's success REPORT covered every byte."""
+        target = self.resolve(to)
+        path = Path(path)
+        size, sha1, sha256 = await asyncio.to_thread(_digests, path)
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        transfer_id = uuid.uuid4().hex
+        result = FileTransferResult(False, target, path.name, size, sha256, transfer_id)
+        session = self._msrp.create_session(setup=MsrpSetup.ACTIVE)
+        selector = FileSelector(path.name, content_type, size=size,
+                                hash=FileHash("sha-1", sha1))
+        extra = [Attribute("file-selector", str(selector)),
+                 Attribute("file-transfer-id", transfer_id),
+                 Attribute("file-disposition", "attachment")]
+        offer = self._offer(session, Direction.SENDONLY, (content_type,), (), extra)
+        try:
+            call = await self._invite(target, offer, CpmService.FILETRANSFER)
+        except SendError as exc:
+            await session.close()
+            result.status, result.reason = exc.status, str(exc)
+            return result
+        try:
+            await self._connect(session, call)
+            with path.open("rb") as fh:
+                await session.send_message(content_type, _ProgressReader(fh, size, progress),
+                                           size=size, success_report=True)
+            result.ok, result.status, result.reason = True, 200, "confirmed"
+        except (MsrpError, OSError, asyncio.TimeoutError, SendError) as exc:
+            result.reason = f"transfer failed: {exc!r}"
+        finally:
+            await self._hang_up(call, session)
+        return result
+
+    async def _incoming_file(self, call: Call, peer: str, offer: SessionDescription,
+                             media: MediaDescription) -> None:
+        selector = media.file_selector
+        assert selector is not None
+        transfer_id = media.file_transfer_id or uuid.uuid4().hex
+        name = Path(selector.name or transfer_id).name or transfer_id
+        self._emit(FileOffer(peer, self.aor, transfer_id, name, selector.size, selector.type))
+        if self.downloads is None:
+            call.reject(603, "Decline - no download directory")
+            return
+        self.downloads.mkdir(parents=True, exist_ok=True)
+        part = self.downloads / f".{transfer_id}.part"
+        session = self._msrp.create_session()
+        done: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
+        session.on_message = done.put_nowait
+        with part.open("w+b") as fh:
+            session.sink_factory = lambda _request: FileSink(fh)
+            answer_sdp = self._answer(session, offer, (selector.type or "*",), (),
+                                      Direction.RECVONLY, whole_file=True)
+            if not await self._accept(call, session, answer_sdp):
+                part.unlink(missing_ok=True)
+                return
+            try:
+                message = await asyncio.wait_for(done.get(), 300)
+            except asyncio.TimeoutError:
+                message = None
+        await self._file_done(call, session, peer, part, name, transfer_id, selector, message)
+
+    async def _file_done(self, call: Call, session: MsrpSession, peer: str, part: Path,
+                         name: str, transfer_id: str, selector: FileSelector,
+                         message: ReceivedMessage | None) -> None:
+        if message is None:
+            part.unlink(missing_ok=True)
+            await self._hang_up(call, session)
+            return
+        size, sha1, sha256 = await asyncio.to_thread(_digests, part)
+        ok = selector.hash is None or (selector.hash.algorithm.lower() == "sha-1"
+                                       and selector.hash.digest == sha1)
+        ok = ok and (selector.size is None or selector.size == size)
+        target = _free_name(self.downloads or Path("."), name)
+        os.replace(part, target)
+        self._emit(FileReceived(peer, self.aor, transfer_id, name, size, str(target), sha256, ok))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(call.terminated), 10)
+        await self._hang_up(call, session)
+
+
+def _digests(path: Path) -> tuple[int, bytes, str]:
+    """(size, sha-1 digest, sha-256 hex) of a file, read in blocks."""
+    sha1, sha256, size = hashlib.sha1(), hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 16):
+            sha1.update(block)
+            sha256.update(block)
+            size += len(block)
+    return size, sha1.digest(), sha256.hexdigest()
+
+
+def _free_name(directory: Path, name: str) -> Path:
+    """``name`` in ``directory``, with -1, -2 ... added when it is taken."""
+    target = directory / name
+    stem, suffix = target.stem, target.suffix
+    n = 1
+    while target.exists():
+        target = directory / f"{stem}-{n}{suffix}"
+        n += 1
+    return target
+
+
+# -- chat --------------------------------------------------------------------------------------
+
+class Chat:
+    """A 1-to-1 chat: CPIM text with IMDN requests over MSRP, isComposing both ways."""
+
+    def __init__(self, client: RcsClient, call: Call, session: MsrpSession, peer: str,
+                 conversation_id: str | None, incoming: bool) -> None:
+        self.client = client
+        self.call = call
+        self.session = session
+        self.peer = peer
+        self.conversation_id = conversation_id
+        self.incoming = incoming
+        self.closed = asyncio.Event()
+        self._composer = MessageComposer(refresh=60)
+        self._receiver = StatusMessageReceiver()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def id(self) -> str:
+        return self.call.call_id
+
+    def opened(self) -> None:
+        """The MSRP session is up: take messages, watch for the end."""
+        client = self.client
+        client.chats[self.id] = self
+        self.session.on_message = self._on_msrp
+        direction = "incoming" if self.incoming else "outgoing"
+        sender, recipient = (self.peer, client.aor) if self.incoming else (client.aor, self.peer)
+        client._emit(ChatStarted(sender, recipient, self.id, self.conversation_id, direction))
+        client._spawn(self._watch())
+
+    async def send(self, text: str, display: bool = True) -> str:
+        """A chat message asking for delivery (and display) notification; its Message-ID."""
+        if self.closed.is_set():
+            raise SendError("the chat has ended")
+        client = self.client
+        message_id = _new_id()
+        notify = [NotificationRequest.POSITIVE_DELIVERY]
+        if display:
+            notify.append(NotificationRequest.DISPLAY)
+        cpim = client._cpim(self.peer, TEXT, text.encode(), message_id, notify)
+        client._tracked[message_id] = _Tracked(MessageStatus.SENDING, self.peer, self.id)
+        self._composer.content_sent(self._now())
+        try:
+            await self.session.send_message(CPIM, cpim)
+        except (MsrpError, OSError) as exc:
+            client._track(message_id, MessageStatus.FAILED)
+            raise SendError(f"chat message not sent: {exc!r}") from None
+        client._track(message_id, MessageStatus.SENT)
+        return message_id
+
+    async def composing(self) -> None:
+        """The user is typing: an isComposing 'active' when the state changes (RFC 3994)."""
+        await self._send_status(self._composer.composing(self._now()))
+
+    async def _send_status(self, actions: list[Any]) -> None:
+        for action in actions:
+            with contextlib.suppress(MsrpError, OSError):
+                await self.session.send_message(ISCOMPOSING, action.document.to_xml())
+        self._arm()
+
+    async def close(self) -> None:
+        """BYE and close the MSRP session."""
+        if not self.closed.is_set():
+            await self.client._hang_up(self.call, self.session)
+            self._ended("local BYE")
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _watch(self) -> None:
+        event = await asyncio.shield(self.call.terminated)
+        await self.session.close()
+        self._ended(event.reason)
+
+    def _ended(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if self._timer is not None:
+            self._timer.cancel()
+        client = self.client
+        client.chats.pop(self.id, None)
+        client._emit(ChatEnded(self.peer, client.aor, self.id, reason))
+
+    def _on_msrp(self, message: ReceivedMessage) -> None:
+        kind = (message.content_type or "").split(";", 1)[0].strip().lower()
+        try:
+            if kind == ISCOMPOSING:
+                doc = parse_iscomposing(message.body)
+                self._indicate(self._receiver.status_received(doc, self._now()))
+            elif kind == CPIM:
+                cpim = parse_cpim(message.body)
+                if not is_notification(cpim):
+                    self._indicate(self._receiver.content_received(self._now()))
+                self.client._deliver_cpim(cpim, self.peer, self, self.conversation_id, "chat")
+        except (ContentError, ValueError) as exc:
+            log.info("chat %s: undecodable %s: %s", self.id, kind, exc)
+
+    def _indicate(self, indications: list[Any]) -> None:
+        for indication in indications:
+            self.client._emit(Composing(self.peer, self.client.aor, indication.state.value,
+                                        self.id))
+        self._arm()
+
+    def _arm(self) -> None:
+        """One timer for both isComposing state machines (refresh, idle, expiry)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadlines = [t for t in (self._composer.get_timer(), self._receiver.get_timer())
+                     if t is not None]
+        if deadlines and not self.closed.is_set():
+            self._timer = asyncio.get_running_loop().call_at(min(deadlines), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self._now()
+        self._indicate(self._receiver.handle_timer(now))
+        actions = self._composer.handle_timer(now)
+        if actions:
+            self.client._spawn(self._send_status(actions))

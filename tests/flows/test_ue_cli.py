@@ -1,0 +1,177 @@
+"""``imsbox ue`` in subprocesses against ``imsbox serve`` on free loopback ports.
+
+bob runs ``listen --json``; alice runs ``send`` and ``send-file``: listen
+prints the message and the file as JSON lines, and the senders exit 0 only
+once bob's UE confirmed (delivery notification, success REPORT).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from imsbox.config import Config
+from imsbox.ims.provisioning import add_user
+from imsbox.store import open_store
+from imsbox.ue.testing import write_loopback_config
+
+pytestmark = pytest.mark.timeout(60)
+SRC = Path(__file__).resolve().parents[2] / "src"
+DOMAIN = "ims.test"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    return env
+
+
+class Proc:
+    """An ``imsbox`` subprocess whose stdout lines are read by a thread."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "imsbox.cli", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=_env())
+        self.stdout: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        for stream, put in ((self.proc.stdout, self.stdout.put),
+                            (self.proc.stderr, self.stderr.append)):
+            threading.Thread(target=self._pump, args=(stream, put), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream: IO[str] | None, put: Callable[[str], None]) -> None:
+        assert stream is not None
+        for line in stream:
+            put(line.rstrip("\n"))
+
+    def wait_line(self, match: Callable[[str], bool], timeout: float = 10.0) -> str:
+        deadline, seen = time.monotonic() + timeout, []
+        while True:
+            try:
+                line = self.stdout.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no matching line; saw {seen}; exit status "
+                                     f"{self.proc.poll()}; stderr {self.stderr}") from None
+            seen.append(line)
+            if match(line):
+                return line
+
+    def wait_event(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        line = self.wait_line(lambda text: json.loads(text)["event"] == kind, timeout)
+        return json.loads(line)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+def ue(config: Config, user: str, *args: str,
+       timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imsbox.cli", *ue_args(config, user), *args],
+                          capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def ue_args(config: Config, user: str) -> list[str]:
+    return ["ue", "--user", user, "--password", f"{user}-secret",
+            "--pcscf", f"{config.pcscf.host}:{config.pcscf.port}", "--json"]
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[tuple[Path, Config]]:
+    """``imsbox serve`` (core and messaging AS, default iFCs), alice and bob provisioned."""
+    path, config = write_loopback_config(tmp_path)
+    with open_store(config.store_location) as store:
+        add_user(store, DOMAIN, "alice", "alice-secret")
+        add_user(store, DOMAIN, "bob", "bob-secret")
+    serve = Proc("serve", "--config", str(path))
+    try:
+        serve.wait_line(lambda line: "pcscf listening on udp" in line, 15)
+        yield path, config
+    finally:
+        assert serve.stop() == 0, serve.stderr
+
+
+def test_listen_prints_message_and_send_exits_0_when_delivered(
+        network: tuple[Path, Config], tmp_path: Path) -> None:
+    _, config = network
+    downloads = tmp_path / "inbox"
+    listen = Proc(*ue_args(config, "bob"), "listen", "--downloads", str(downloads),
+                  "--mark-displayed")
+    try:
+        ready = listen.wait_event("listening", 15)
+        assert ready["from"] == ready["to"] == "sip:bob@ims.test"
+
+        sent = ue(config, "alice", "send", "bob", "hello from the CLI", "--display",
+                  "--timeout", "10")
+        assert sent.returncode == 0, (sent.stdout, sent.stderr)
+        result = json.loads(sent.stdout.splitlines()[-1])
+        assert result["event"] == "sent" and result["status"] == "displayed"
+        assert (result["from"], result["to"]) == ("sip:alice@ims.test", "sip:bob@ims.test")
+
+        message = listen.wait_event("message")
+        assert message["from"] == "sip:alice@ims.test" and message["to"] == "sip:bob@ims.test"
+        assert message["text"] == "hello from the CLI"
+        assert message["message_id"] == result["message_id"]
+
+        payload = os.urandom(5000)
+        source = tmp_path / "blob.bin"
+        source.write_bytes(payload)
+        pushed = ue(config, "alice", "send-file", "sip:bob@ims.test", str(source))
+        assert pushed.returncode == 0, (pushed.stdout, pushed.stderr)
+        lines = [json.loads(line) for line in pushed.stdout.splitlines()]
+        assert [e["event"] for e in lines][-1] == "file_sent" and lines[-1]["ok"] is True
+        progress = [e for e in lines if e["event"] == "file_progress"]
+        assert progress and progress[-1]["sent"] == progress[-1]["size"] == len(payload)
+
+        received = listen.wait_event("file_received")
+        assert received["ok"] is True
+        assert received["sha256"] == hashlib.sha256(payload).hexdigest()
+        assert Path(received["path"]).read_bytes() == payload
+
+        chat = subprocess.run([sys.executable, "-m", "imsbox.cli", *ue_args(config, "alice"),
+                               "chat", "bob"], input="hello chat\n", capture_output=True,
+                              text=True, timeout=20, env=_env())
+        assert chat.returncode == 0, (chat.stdout, chat.stderr)
+        events = [json.loads(line) for line in chat.stdout.splitlines()]
+        statuses = [e["status"] for e in events if e["event"] == "notification"]
+        assert "delivered" in statuses, events
+        assert listen.wait_event("chat_message")["text"] == "hello chat"
+        assert listen.wait_event("chat_ended")["from"] == "sip:alice@ims.test"
+    finally:
+        assert listen.stop(signal.SIGINT) == 0, listen.stderr
+
+
+def test_send_to_offline_user_is_not_delivered(network: tuple[Path, Config]) -> None:
+    """bob is not registered: the AS stores the message (202), no delivery in time."""
+    _, config = network
+    sent = ue(config, "alice", "send", "bob", "anyone there?", "--timeout", "2")
+    assert sent.returncode == 1
+    result = json.loads(sent.stdout.splitlines()[-1])
+    assert result["event"] == "sent" and result["status"] in ("failed", "timeout")
+
+
+def test_bad_password_exits_1(network: tuple[Path, Config]) -> None:
+    _, config = network
+    args = ue_args(config, "alice")
+    args[args.index("--password") + 1] = "wrong"
+    done = subprocess.run([sys.executable, "-m", "imsbox.cli", *args, "send", "bob", "x"],
+                          capture_output=True, text=True, timeout=20, env=_env())
+    assert done.returncode == 1 and "registration" in done.stderr
