@@ -122,11 +122,21 @@ class UeRegistration:
 
 
 class Registrations:
-    """Registered UE contacts, found by contact URI or by the flow they use."""
+    """Registered UE contacts, found by contact URI or by the flow they use.
+
+    Both lookups are dictionary hits: every request reaching the P-CSCF asks
+    ``by_flow``, so its cost must not grow with the number of registered UEs.
+    Expired entries go when looked up, and all of them at most every
+    ``PURGE_INTERVAL`` seconds.
+    """
+
+    PURGE_INTERVAL = 1.0
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._by_contact: dict[str, UeRegistration] = {}
+        self._by_flow: dict[FlowKey, dict[str, UeRegistration]] = {}
+        self._next_purge = 0.0
 
     def __len__(self) -> int:
         self._purge()
@@ -135,34 +145,54 @@ class Registrations:
     def add(self, registration: UeRegistration) -> None:
         key = contact_key(registration.contact)
         if key is not None:
+            self._drop(key)
             self._by_contact[key] = registration
+            self._by_flow.setdefault(flow_key(registration.flow), {})[key] = registration
 
     def remove(self, contact: Uri) -> None:
         key = contact_key(contact)
         if key is not None:
-            self._by_contact.pop(key, None)
+            self._drop(key)
 
     def remove_flow(self, flow: Flow) -> None:
-        for key in [k for k, r in self._by_contact.items() if flow_key(r.flow) == flow_key(flow)]:
-            del self._by_contact[key]
+        for key in self._by_flow.pop(flow_key(flow), {}):
+            self._by_contact.pop(key, None)
 
     def by_contact(self, uri: Uri) -> UeRegistration | None:
         key = contact_key(uri)
         found = self._by_contact.get(key) if key is not None else None
         if found is not None and found.expires_at <= self.clock():
-            del self._by_contact[key]  # type: ignore[arg-type]
+            self._drop(key)  # type: ignore[arg-type]
             return None
         return found
 
     def by_flow(self, flow: Flow) -> list[UeRegistration]:
-        self._purge()
-        wanted = flow_key(flow)
-        return [r for r in self._by_contact.values() if flow_key(r.flow) == wanted]
+        now = self.clock()
+        if now >= self._next_purge:
+            self._purge()
+        entries = self._by_flow.get(flow_key(flow))
+        if not entries:
+            return []
+        for key in [k for k, r in entries.items() if r.expires_at <= now]:
+            self._drop(key)
+        return list(entries.values())
+
+    def _drop(self, key: str) -> None:
+        old = self._by_contact.pop(key, None)
+        if old is None:
+            return
+        fkey = flow_key(old.flow)
+        entries = self._by_flow.get(fkey)
+        if entries is not None:
+            entries.pop(key, None)
+            if not entries:
+                del self._by_flow[fkey]
 
     def _purge(self) -> None:
         now = self.clock()
+        self._next_purge = now + self.PURGE_INTERVAL
         for key in [k for k, r in self._by_contact.items() if r.expires_at <= now]:
-            del self._by_contact[key]
+            self._drop(key)
 
 
 class Pcscf(StatefulProxy):

@@ -1,0 +1,329 @@
+"""Helpers for the third-party UA interop tests: ``imsbox serve`` as a real CLI
+subprocess on free loopback ports, and baresip driven over ``ctrl_tcp``.
+
+    net = ImsboxNet.start(tmp_path, users={"alice": "pw"})   # serve + users
+    ...
+    net.stop()                                               # SIGTERM, then kill
+
+Ports: Debian's sipsak 0.9.8.1 cuts 5-digit ports in the URIs it writes
+(``sip:127.0.0.1:59065`` becomes ``...:5906``), so the P-CSCF port comes
+from :func:`low_port` (1024-9999).  The registrar offers MD5 only
+(``[registrar] digest_algorithms``): sipsak 0.9.8 (built without OpenSSL)
+and libre 1.1 (baresip 1.0) read only the first WWW-Authenticate and give up
+on ``algorithm=SHA-256`` instead of picking the next challenge (RFC 8760 2.4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from imsbox.config import Config, load_config
+from imsbox.ue.testing import LoopbackPorts, write_loopback_config
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+HOST = "127.0.0.1"
+DOMAIN = "ims.test"
+
+__all__ = ["Baresip", "ImsboxNet", "low_port", "pump"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    return env
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                return False
+    return True
+
+
+_taken: set[int] = set()
+
+
+def low_port() -> int:
+    """A port in 1024-9999 free for UDP and TCP on 127.0.0.1 (4 digits: see above)."""
+    for _ in range(500):
+        port = random.randint(2000, 9999)
+        if port not in _taken and _free(port):
+            _taken.add(port)
+            return port
+    raise RuntimeError("no free 4-digit port")
+
+
+def pump(stream: IO[str] | None, put: Callable[[str], None]) -> threading.Thread:
+    def run() -> None:
+        assert stream is not None
+        for line in stream:
+            put(line.rstrip("\n"))
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def imsbox_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imsbox.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=_env(), stdin=subprocess.DEVNULL)
+
+
+@dataclass
+class ImsboxNet:
+    """``imsbox serve --trace`` in the background, every node on a free port."""
+
+    config: Config
+    config_path: Path
+    data: Path
+    pcscf_port: int
+    proc: subprocess.Popen[str] | None = None
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    _lines: queue.Queue[str] = field(default_factory=queue.Queue)
+
+    @classmethod
+    def start(cls, directory: Path, users: dict[str, str],
+              extra_toml: str = '[registrar]\ndigest_algorithms = ["MD5"]\n',
+              ) -> ImsboxNet:
+        directory.mkdir(parents=True, exist_ok=True)
+        path, _ = write_loopback_config(directory, LoopbackPorts())
+        path.write_text(path.read_text() + "\n" + extra_toml)
+        # the P-CSCF on 4-digit ports (--port/--tls-port override imsbox.toml)
+        port = low_port()
+        config = load_config(path).with_node("pcscf", port=port, tls_port=low_port())
+        net = cls(config, path, directory / "data", port)
+        for name, password in users.items():
+            added = imsbox_cli("user", "add", name, "--password", password, *net.common)
+            if added.returncode != 0:
+                raise RuntimeError(f"imsbox user add {name} failed: {added.stderr}")
+        net._run()
+        return net
+
+    @property
+    def common(self) -> tuple[str, ...]:
+        return ("--data", str(self.data), "--config", str(self.config_path))
+
+    def _run(self) -> None:
+        pcscf = self.config.pcscf
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imsbox.cli", "serve", *self.common, "--port",
+             str(pcscf.port), "--tls-port", str(pcscf.tls_port), "--trace"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True, env=_env(), start_new_session=True)
+
+        def out(line: str) -> None:
+            self.stdout.append(line)
+            self._lines.put(line)
+        pump(self.proc.stdout, out)
+        pump(self.proc.stderr, self.stderr.append)
+        want = {f"pcscf listening on udp {HOST}:{pcscf.port}",
+                f"scscf listening on udp {HOST}:{self.config.scscf.port}",
+                f"icscf listening on udp {HOST}:{self.config.icscf.port}"}
+        deadline = time.monotonic() + 20
+        while want:
+            try:
+                line = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError(f"imsbox serve did not start: {self.stderr[-20:]}") from None
+            want.discard(line)
+
+    def trace(self) -> str:
+        return "\n".join(self.stdout)
+
+    def stop(self) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        return proc.returncode
+
+
+# -- baresip ------------------------------------------------------------------------------
+
+def baresip_binary() -> str:
+    path = shutil.which("baresip")
+    if path is None:
+        raise RuntimeError("baresip not found on PATH (Debian: apt-get install baresip-core)")
+    return path
+
+
+MODULE_PATH = "/usr/lib/baresip/modules"
+
+
+class Baresip:
+    """One baresip with its own config dir, no audio device (ausine source,
+    aufile player), no video, commands and events over ctrl_tcp (netstrings
+    of JSON)."""
+
+    def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
+                 answermode: str = "auto", peers: tuple[str, ...] = ()) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.user = user
+        # baresip also listens for TLS on sip port + 1: keep the ctrl port clear of it
+        self.sip_port = low_port()
+        self.ctrl_port = low_port()
+        while self.ctrl_port in (self.sip_port + 1, self.sip_port - 1):
+            self.ctrl_port = low_port()
+        (self.dir / "config").write_text("\n".join([
+            "poll_method\t\tepoll",
+            f"sip_listen\t\t{HOST}:{self.sip_port}",
+            "sip_transports\t\tudp",
+            f"audio_player\t\taufile,{self.dir / 'played.wav'}",
+            "audio_source\t\tausine,440",
+            f"audio_alert\t\taufile,{self.dir / 'alert.wav'}",
+            "audio_level\t\tno",
+            f"module_path\t\t{MODULE_PATH}",
+            "module\t\t\topus.so",  # 48 kHz: ausine only makes 48 kHz
+            "module\t\t\tg711.so",
+            "module\t\t\tausine.so",
+            "module\t\t\taufile.so",
+            "module_app\t\taccount.so",
+            "module_app\t\tmenu.so",
+            "module_app\t\tcontact.so",  # the 'message' command (to the current contact)
+            "module_app\t\tctrl_tcp.so",
+            f"ctrl_tcp_listen\t\t{HOST}:{self.ctrl_port}",
+            "rtp_ports\t\t20000-29999",
+            f"net_interface\t\t{HOST}",
+            "",
+        ]))
+        (self.dir / "accounts").write_text(
+            f"<sip:{user}@{DOMAIN};transport=udp>;auth_pass={password};"
+            f'outbound="sip:{HOST}:{pcscf_port};transport=udp";regint=600;'
+            f"answermode={answermode}\n")
+        (self.dir / "contacts").write_text("".join(
+            f'"{name}" <sip:{name}@{DOMAIN}>\n' for name in peers))
+        if peers:
+            (self.dir / "current_contact").write_text(f"sip:{peers[0]}@{DOMAIN}")
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self._taken: set[int] = set()
+        self.all_events: list[dict[str, Any]] = []
+        self.responses: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._sock: socket.socket | None = None
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{DOMAIN}"
+
+    def start(self, timeout: float = 15) -> Baresip:
+        self.proc = subprocess.Popen(
+            [baresip_binary(), "-f", str(self.dir)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
+        pump(self.proc.stdout, self.output.append)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._sock = socket.create_connection((HOST, self.ctrl_port), timeout=1)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("baresip ctrl_tcp did not come up:\n"
+                                       + "\n".join(self.output[-30:])) from None
+                time.sleep(0.1)
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        assert self._sock is not None
+        self._sock.settimeout(None)
+        buf = b""
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while True:
+                colon = buf.find(b":")
+                if colon < 0:
+                    break
+                size = int(buf[:colon])
+                if len(buf) < colon + 1 + size + 1:
+                    break
+                item = json.loads(buf[colon + 1:colon + 1 + size])
+                buf = buf[colon + 1 + size + 1:]
+                if item.get("event"):
+                    self.all_events.append(item)
+                elif item.get("response"):
+                    self.responses.put(item)
+
+    def command(self, command: str, params: str = "", timeout: float = 5) -> dict[str, Any]:
+        """Send a ctrl_tcp command; returns baresip's response object."""
+        assert self._sock is not None
+        body = json.dumps({"command": command, "params": params,
+                           "token": f"t{time.monotonic_ns()}"}).encode()
+        self._sock.sendall(str(len(body)).encode() + b":" + body + b",")
+        return self.responses.get(timeout=timeout)
+
+    def wait_event(self, type_: str, timeout: float = 10) -> dict[str, Any]:
+        """The oldest not yet returned event of ``type_`` (e.g. CALL_ESTABLISHED),
+        whenever it arrived (events of different types come in any order)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, event in enumerate(list(self.all_events)):
+                if index not in self._taken and event.get("type") == type_:
+                    self._taken.add(index)
+                    return event
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.user}: no {type_} event in {timeout}s; events: "
+                    f"{[e.get('type') for e in self.all_events]}\noutput:\n"
+                    + "\n".join(line for line in self.output[-60:]
+                                 if line.strip() and "audio=" not in line))
+            time.sleep(0.05)
+
+    def wait_output(self, text: str, timeout: float = 10) -> str:
+        """The first output line containing ``text`` (baresip prints e.g.
+        ``alice@ims.test: {0/UDP/v4} 200 OK () [1 binding]`` when registered)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.output):
+                if text in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"{self.user}: no output line with {text!r} in {timeout}s:\n"
+                             + "\n".join(self.output[-40:]))
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
