@@ -61,6 +61,14 @@ def new_tag() -> str:
     return secrets.token_hex(6)
 
 
+# List headers whose cached typed view push/pop keep up to date in place.
+_ELEMENT_PARSERS: dict[str, Callable[[str], object]] = {
+    "via": Via.parse,
+    "route": lambda v: NameAddr.parse(v, "Route"),
+    "record-route": lambda v: NameAddr.parse(v, "Record-Route"),
+}
+
+
 class Headers:
     """Ordered header lines; names case-insensitive, compact forms folded."""
 
@@ -181,12 +189,28 @@ class Message(ABC):
         self._changed(name)
 
     def push_header(self, name: str, value: str) -> None:
+        key = header_key(name)
         self.headers.push(name, value)
-        self._changed(name)
+        cached = self._cache.get(key)
+        element = _ELEMENT_PARSERS.get(key)
+        if cached is None or element is None:
+            self._cache.pop(key, None)
+            return
+        # Proxies push a Via/Record-Route on every hop: parse just the new one.
+        try:
+            self._cache[key] = [element(v) for v in split_unquoted(value)] + cached  # type: ignore[operator]
+        except (HeaderError, GrammarError):
+            self._cache.pop(key, None)
 
     def pop_header(self, name: str) -> str | None:
-        self._changed(name)
-        return self.headers.pop_first(name)
+        key = header_key(name)
+        cached = self._cache.get(key)
+        value = self.headers.pop_first(name)
+        if value is not None and cached is not None and key in _ELEMENT_PARSERS:
+            self._cache[key] = cached[1:]  # type: ignore[index]
+        else:
+            self._cache.pop(key, None)
+        return value
 
     def set_header(self, name: str, value: str) -> None:
         self.headers.set(name, value)
