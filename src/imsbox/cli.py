@@ -10,6 +10,7 @@ import sys
 from typing import Sequence
 
 from .ims import provisioning, serve
+from .runtime import tune_garbage_collector
 from .sip.transport.base import TRANSPORTS
 from .ue import cli as ue_cli
 
@@ -98,6 +99,7 @@ async def _run_sip_proxy(args: argparse.Namespace) -> int:
     ) as proxy:
         for line in proxy.listening_lines():
             print(line, flush=True)
+        tune_garbage_collector()
         await _until_signalled()
     return 0
 

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Protocol, TextIO
 
 from ..config import Config, ConfigError, load_config
+from ..runtime import tune_garbage_collector
 from ..sip.transaction import TimerValues
 from ..sip.transport.base import Flow
 from ..sip.transport.tls import ensure_self_signed, server_context
@@ -355,6 +356,7 @@ async def run_serve(args: argparse.Namespace) -> int:
         try:
             for line in network.listening_lines():
                 print(line, flush=True)
+            tune_garbage_collector()
             await stop.wait()
             log.info("shutting down")
         finally:

@@ -102,8 +102,15 @@ class ClientContext:
         return self
 
     async def __anext__(self) -> Response:
-        if self._iter_done:
+        response = await self.next_response()
+        if response is None:
             raise StopAsyncIteration
+        return response
+
+    async def next_response(self) -> Response | None:
+        """The next response; None after the final one was returned."""
+        if self._iter_done:
+            return None
         response = await self._queue.get()
         self._iter_done = response.is_final
         return response

@@ -176,27 +176,34 @@ class StatefulProxy:
 
     async def _branch(self, ctx: ServerContext, key: int, client: ClientContext,
                       branches: dict[int, ClientContext], responses: ResponseContext) -> None:
-        timer_c = self.timer_c if client.request.method == "INVITE" else None
-        iterator = client.__aiter__()
-        while True:
-            try:
-                response = await asyncio.wait_for(iterator.__anext__(), timer_c)
-            except StopAsyncIteration:
-                return
-            except asyncio.TimeoutError:
-                # Timer C (16.6 step 11): give up on a branch stuck in 1xx.
-                self._cancel(client)
-                timer_c = None
-                continue
-            if client.local_failure and response.status == 408:
-                responses.on_timeout(key)
-                continue
-            forward, cancel_others = responses.on_response(key, response)
-            for item in forward:
-                self._send_upstream(ctx, item)
-            if cancel_others:
-                for other_key in responses.pending_keys:
-                    self._cancel(branches[other_key])
+        timer_c: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                if client.request.method == "INVITE":
+                    # Timer C (16.6 step 11): give up on a branch stuck in 1xx;
+                    # restarted by every provisional response.
+                    timer_c = self._restart_timer_c(timer_c, client)
+                response = await client.next_response()
+                if response is None:
+                    return
+                if client.local_failure and response.status == 408:
+                    responses.on_timeout(key)
+                    continue
+                forward, cancel_others = responses.on_response(key, response)
+                for item in forward:
+                    self._send_upstream(ctx, item)
+                if cancel_others:
+                    for other_key in responses.pending_keys:
+                        self._cancel(branches[other_key])
+        finally:
+            if timer_c is not None:
+                timer_c.cancel()
+
+    def _restart_timer_c(self, handle: asyncio.TimerHandle | None,
+                         client: ClientContext) -> asyncio.TimerHandle:
+        if handle is not None:
+            handle.cancel()
+        return asyncio.get_running_loop().call_later(self.timer_c, self._cancel, client)
 
     async def _on_cancel(self, ctx: ServerContext, branches: dict[int, ClientContext],
                          responses: ResponseContext) -> None:

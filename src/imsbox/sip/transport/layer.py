@@ -275,9 +275,7 @@ class TransportLayer:
                     log.exception("on_error failed")
 
     async def _bind_udp(self, host: str, port: int) -> UdpEndpoint:
-        loop = asyncio.get_running_loop()
-        _, endpoint = await loop.create_datagram_endpoint(
-            lambda: UdpEndpoint(self._datagram), local_addr=(host, port))
+        endpoint = UdpEndpoint.bind(self._datagram, host, port)
         self._udp.append(endpoint)
         log.info("udp socket on %s", endpoint.local)
         return endpoint
@@ -285,8 +283,7 @@ class TransportLayer:
     async def _udp_for(self, host: str, flow: Flow | None) -> UdpEndpoint:
         """The listening socket of the destination's family (the flow's if it has one)."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        candidates = [e for e in self._udp if e.family == family
-                      and e.transport is not None and not e.transport.is_closing()]
+        candidates = [e for e in self._udp if e.family == family and e.is_open]
         if flow is not None and flow.transport == "udp":
             for endpoint in candidates:
                 if endpoint.local == flow.local:

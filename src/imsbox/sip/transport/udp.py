@@ -29,49 +29,98 @@ def should_use_tcp(message_bytes: bytes | int, dest: Destination) -> bool:
     return dest.transport == "udp" and size > UDP_MTU_LIMIT
 
 
-class UdpEndpoint(asyncio.DatagramProtocol):
-    """A bound UDP socket: delivers datagrams, sends from the same port."""
+class UdpEndpoint:
+    """A bound UDP socket: delivers datagrams, sends from the same port.
+
+    It reads every datagram waiting in the kernel each time the socket is
+    readable (asyncio's datagram transport reads one per loop pass): after a
+    pause, queued responses are seen before retransmission timers fire.
+    """
+
+    READ_BATCH = 256  # datagrams per readiness event, so timers still get a turn
 
     def __init__(self, on_datagram: Callable[["UdpEndpoint", bytes, tuple[str, int]], None],
-                 ) -> None:
+                 sock: socket.socket) -> None:
         self.on_datagram = on_datagram
-        self.transport: asyncio.DatagramTransport | None = None
-        self.local: tuple[str, int] = ("", 0)
-        self.family = 0
+        self.sock = sock
+        self.local: tuple[str, int] = (str(sock.getsockname()[0]), int(sock.getsockname()[1]))
+        self.family = sock.family
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[tuple[bytes, tuple[str, int]]] = []  # sends the kernel refused
+        self._loop.add_reader(sock.fileno(), self._read_ready)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # selector transport
-        sockname = transport.get_extra_info("sockname")
-        self.local = (str(sockname[0]), int(sockname[1]))
-        sock = transport.get_extra_info("socket")
-        self.family = sock.family if sock is not None else 0
-        if sock is not None:
-            # Bursts of datagrams must wait in the kernel, not be dropped,
-            # while the event loop is busy (the kernel caps this at rmem_max).
+    @classmethod
+    def bind(cls, on_datagram: Callable[["UdpEndpoint", bytes, tuple[str, int]], None],
+             host: str, port: int) -> "UdpEndpoint":
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            # Bursts must wait in the kernel, not be dropped, while the loop
+            # is busy (the kernel caps this at rmem_max).
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.setblocking(False)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        return cls(on_datagram, sock)
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
-        try:
-            self.on_datagram(self, data, (str(addr[0]), int(addr[1])))
-        except Exception:  # bad input must never kill the socket
-            log.exception("udp %s: error handling a datagram from %s", self.local, addr)
+    @property
+    def is_open(self) -> bool:
+        return not self.closed
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable ...) cannot be tied to a message here.
-        log.debug("udp %s: %s", self.local, exc)
+    def _read_ready(self) -> None:
+        for _ in range(self.READ_BATCH):
+            try:
+                data, addr = self.sock.recvfrom(MAX_DATAGRAM + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ICMP errors (port unreachable ...) cannot be tied to a message.
+                log.debug("udp %s: %s", self.local, exc)
+                return
+            try:
+                self.on_datagram(self, data, (str(addr[0]), int(addr[1])))
+            except Exception:  # bad input must never kill the socket
+                log.exception("udp %s: error handling a datagram from %s", self.local, addr)
 
     def flow_to(self, remote: tuple[str, int]) -> Flow:
         return Flow("udp", self.local, remote, None)
 
     def sendto(self, data: bytes, remote: tuple[str, int]) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.closed:
             raise ConnectionResetError(f"udp socket {self.local} is closed")
         if len(data) > MAX_DATAGRAM:
             raise OSError(f"message of {len(data)} bytes does not fit a UDP datagram")
-        self.transport.sendto(data, remote)
+        if self._pending:
+            self._pending.append((data, remote))
+            return
+        try:
+            self.sock.sendto(data, remote)
+        except (BlockingIOError, InterruptedError):
+            self._pending.append((data, remote))
+            self._loop.add_writer(self.sock.fileno(), self._write_ready)
+
+    def _write_ready(self) -> None:
+        while self._pending:
+            data, remote = self._pending[0]
+            try:
+                self.sock.sendto(data, remote)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("udp %s: send to %s failed: %s", self.local, remote, exc)
+            self._pending.pop(0)
+        self._loop.remove_writer(self.sock.fileno())
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        if self.closed:
+            return
+        self.closed = True
+        self._loop.remove_reader(self.sock.fileno())
+        if self._pending:
+            self._loop.remove_writer(self.sock.fileno())
+        self.sock.close()
