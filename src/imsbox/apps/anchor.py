@@ -12,6 +12,15 @@ forward - the UE's INVITE is answered anyway and every CPIM message it sends
 becomes a deferred item for the recipient, delivered later as a pager
 MESSAGE (isComposing is dropped). A file transfer to an offline user is
 rejected with the far leg's status.
+
+File transfer (RFC 5547, seed 003): the INVITE may be multipart/mixed (CPIM
+part with the imdn.Message-ID, SDP part); the far leg gets the same parts with
+our SDP. A file-selector size above the host's ``max_file_size`` is refused
+with 488 and a reason. The file is relayed as it streams in (``_FileRelay``:
+2048-byte chunks on the far leg, nothing held back), and the caller's success
+or failure REPORT is the far leg's outcome, so "confirmed" means the receiver
+confirmed (after its hash check). When the caller's leg breaks, what arrived is
+still passed on before the far leg ends: the receiver keeps a prefix to resume.
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from .. import sdp
-from ..content import CPIM, ISCOMPOSING
+from ..content import CPIM, ISCOMPOSING, ContentError
+from ..content.multipart import BodyPart, Multipart, build_multipart, parse_multipart
 from ..ims.hss import canonical_public_id
-from ..msrp import MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
+from ..msrp import (ByteRange, MsrpEndpoint, MsrpError, MsrpRequest, MsrpSession,
+                    MsrpStatusError, ReceivedMessage)
 from ..msrp import Setup as MsrpSetup
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.message import Request, Response
@@ -33,7 +45,7 @@ from ..sip.ua.invite import InviteState, SessionError
 from ..sip.ua.useragent import Call, UserAgent
 from . import cpm
 
-__all__ = ["Anchor", "AnchorHost", "AnchorState", "far_offer", "near_answer"]
+__all__ = ["Anchor", "AnchorHost", "AnchorState", "far_offer", "near_answer", "offer_parts"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,8 @@ COPIED_HEADERS = ("P-Asserted-Identity", "P-Asserted-Service", "P-Preferred-Serv
                   "In-Reply-To-Contribution-ID", "User-Agent", "Subject")
 BIND_TIMEOUT = 10.0     # how long the UE may take to open its MSRP connection
 BYE_TIMEOUT = 5.0
+SETTLE_TIMEOUT = 2.0    # after the caller's BYE: how long its MSRP data may still come in
+CHUNK = 2048            # far-leg chunk size for a relayed file (seed 003)
 
 
 class AnchorHost(Protocol):
@@ -51,6 +65,9 @@ class AnchorHost(Protocol):
     def remaining_route(self, request: Request) -> list[str]: ...
 
     def remember_own(self, call_id: str) -> None: ...
+
+    @property
+    def max_file_size(self) -> int | None: ...
 
     def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
               meta: dict[str, object]) -> int: ...
@@ -80,6 +97,7 @@ class Anchor:
         self.near: MsrpSession | None = None
         self.far: MsrpSession | None = None
         self.state = AnchorState.INVITING
+        self.relay: _FileRelay | None = None
         self._pumps: list[asyncio.Task[None]] = []
         request = caller.request
         self.sender = _identity(request)
@@ -88,12 +106,21 @@ class Anchor:
 
     # -- set-up -----------------------------------------------------------------------
     async def run(self) -> None:
-        offer = _parse_offer(self.caller.request.body)
+        offer = _parse_offer(offer_parts(self.caller.request)[0] or b"")
         if offer is None:
             self.caller.reject(488)
             return
+        refusal = self._file_refusal(offer)
+        if refusal is not None:
+            self.caller.reject(488, refusal)
+            return
         self.near = self.msrp.create_session(setup=MsrpSetup.PASSIVE)
         self.far = self.msrp.create_session(setup=MsrpSetup.ACTIVE)
+        if self.service is cpm.CpmService.FILETRANSFER:
+            # set before the caller may send: the file streams on, confirmed end to end
+            self.near.defer_success_reports = True
+            self.near.sink_factory = self._file_sink
+            self.near.on_message = self._file_complete
         final = await self._invite_far(offer)
         if self.caller.terminated.done():     # CANCEL / failure on the caller's side
             await self.close()
@@ -103,16 +130,26 @@ class Anchor:
         elif (final is None or final.status in OFFLINE) and \
                 self.service is not cpm.CpmService.FILETRANSFER:
             await self._store_and_forward(offer)
-        else:
-            self.caller.reject(final.status if final is not None else 480)
+        else:  # the far side's status and reason (e.g. 488 file too large)
+            self.caller.reject(*((final.status, final.reason) if final is not None
+                                 else (480, None)))
             await self.close()
+
+    def _file_refusal(self, offer: sdp.SessionDescription) -> str | None:
+        """The 488 reason for a file over the configured limit, else None."""
+        limit = self.host.max_file_size
+        selector = _msrp_media(offer).file_selector
+        if limit is None or selector is None or selector.size is None or selector.size <= limit:
+            return None
+        return f"Not Acceptable Here - file too large ({selector.size} > {limit} bytes)"
 
     async def _invite_far(self, offer: sdp.SessionDescription) -> Response | None:
         """Our own offer to the recipient, along the S-CSCF's odi Route."""
         assert self.far is not None
         request = self.caller.request
         headers = [(n, v) for n, v in request.headers if n.title() in _COPIED_TITLES]
-        body = bytes(far_offer(offer, self.far, self.msrp))
+        body, content_type = _with_sdp(offer_parts(request)[1],
+                                       bytes(far_offer(offer, self.far, self.msrp)))
         # The UA sends as self.local along self.route; invite() sends before it
         # returns (no await inside), so swapping them around it is safe.
         local, route = self.ua.local, self.ua.route
@@ -120,16 +157,27 @@ class Anchor:
         self.ua.route = self.host.remaining_route(request)
         try:
             self.callee = await self.ua.invite(request.uri, body, headers, to=NameAddr(
-                request.to.uri, request.to.display_name))
+                request.to.uri, request.to.display_name), content_type=content_type)
         finally:
             self.ua.local, self.ua.route = local, route
         self.host.remember_own(self.callee.call_id)
+        self._progress()
         await asyncio.wait([self.callee.final, self.caller.terminated],
                            return_when=asyncio.FIRST_COMPLETED)
         if not self.callee.final.done():
             await self._cancel_far()
             return None
         return self.callee.final.result()
+
+    def _progress(self) -> None:
+        """183 Session Progress to the caller while the far leg is being set up (seed
+        000): the B2BUA tells it the session is under way (unreliable, no SDP)."""
+        if self.caller.terminated.done():
+            return
+        try:
+            self.caller.ring(183, reliable=False)
+        except SessionError as exc:
+            log.info("no 183 for %s: %s", self.caller.call_id, exc)
 
     async def _cancel_far(self) -> None:
         assert self.callee is not None
@@ -155,7 +203,7 @@ class Anchor:
             self.caller.reject(500)
             await self.close()
             return
-        self._accept_caller(offer)
+        self._accept_caller(offer, media.file_range)
         self.state = AnchorState.RELAYING
         self._pumps = [asyncio.ensure_future(self._pump(self.near, self.far, self.sender,
                                                         self.recipient)),
@@ -171,9 +219,10 @@ class Anchor:
         self._pumps = [asyncio.ensure_future(self._store(self.near))]  # type: ignore[arg-type]
         await self._until_ended()
 
-    def _accept_caller(self, offer: sdp.SessionDescription) -> None:
+    def _accept_caller(self, offer: sdp.SessionDescription,
+                       file_range: sdp.FileRange | None = None) -> None:
         assert self.near is not None
-        answer = near_answer(offer, self.near, self.msrp)
+        answer = near_answer(offer, self.near, self.msrp, file_range)
         setup = _msrp_media(answer).setup
         if setup is sdp.Setup.ACTIVE:  # the UE offered passive: we connect to it
             self.near.setup = MsrpSetup.ACTIVE
@@ -226,10 +275,37 @@ class Anchor:
         key = (cpm.cpim_message_id(body) if kind == CPIM else None) or message.message_id
         self.host.record_history(self.conversation, key, sender, recipient, kind, body)
 
+    # -- file relay -------------------------------------------------------------------
+    def _file_sink(self, request: MsrpRequest) -> _FileRelay:
+        """The first chunk of the file: start streaming it to the far leg."""
+        assert self.near is not None and self.far is not None
+        self.relay = _FileRelay(request, self.near, self.far)
+        return self.relay
+
+    def _file_complete(self, message: ReceivedMessage) -> None:
+        if self.relay is not None and self.relay.message_id == message.message_id:
+            self.relay.finish()
+
+    async def _settle_relay(self) -> None:
+        """The caller hung up mid-file: pass on what it sent before ending the far leg."""
+        relay, near = self.relay, self.near
+        if relay is None or relay.task.done() or near is None:
+            return
+        conn = near.connection
+        if conn is not None:  # its data may still be in flight behind the BYE
+            await asyncio.wait([asyncio.ensure_future(asyncio.shield(conn.closed))],
+                               timeout=SETTLE_TIMEOUT)
+        relay.truncate()
+        await asyncio.wait([relay.task], timeout=BYE_TIMEOUT)
+        if self.far is not None:  # the receiver must have read it all before we close
+            await self.far.wait_idle(SETTLE_TIMEOUT)
+
     # -- tear-down --------------------------------------------------------------------
     async def _until_ended(self) -> None:
         legs = [c.terminated for c in (self.caller, self.callee) if c is not None]
         await asyncio.wait(legs, return_when=asyncio.FIRST_COMPLETED)
+        if self.caller.terminated.done():
+            await self._settle_relay()
         await self.close()
 
     async def close(self) -> None:
@@ -237,9 +313,10 @@ class Anchor:
         if self.state is AnchorState.ENDED:
             return
         self.state = AnchorState.ENDED
-        for pump in self._pumps:
-            pump.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
+        tasks = self._pumps + ([self.relay.task] if self.relay is not None else [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for call in (self.caller, self.callee):
             if call is not None:
                 await _hang_up(call)
@@ -268,7 +345,116 @@ async def _hang_up(call: Call) -> None:
         log.info("hanging up %s: %s", call.call_id, exc)
 
 
+class _Truncated(Exception):
+    """The caller's file message ended before its last byte."""
+
+
+class _FileRelay:
+    """A Sink on the near leg that streams the file to the far leg as it arrives
+    (2048-byte chunks) and answers the caller with the far leg's outcome."""
+
+    def __init__(self, request: MsrpRequest, near: MsrpSession, far: MsrpSession) -> None:
+        self.message_id = request.message_id or ""
+        self.content_type = request.content_type or "application/octet-stream"
+        self.success_report = request.success_report
+        self.failure_report = request.failure_report
+        byte_range = request.byte_range
+        self.total = byte_range.total if byte_range is not None else None
+        self.near, self.far = near, far
+        self._buffer = bytearray()
+        self._next = 0                       # next expected offset on the near leg
+        self._complete = self._truncated = False
+        self._data = asyncio.Event()
+        self.task = asyncio.ensure_future(self._forward())
+
+    # Sink API (called as the near leg's bytes arrive, in order on one TCP stream)
+    def write_at(self, offset: int, data: bytes) -> None:
+        if offset < self._next:          # a resent overlap: keep the new part only
+            data = data[self._next - offset:]
+        elif offset > self._next:        # a gap cannot be streamed on
+            log.info("file relay %s: gap at %d, truncating", self.message_id, self._next)
+            self.truncate()
+            return
+        self._buffer += data
+        self._next += len(data)
+        if self.total is not None and self._next >= self.total:
+            self._complete = True
+        self._data.set()
+
+    def finish(self) -> None:
+        self._complete = True
+        self._data.set()
+
+    def truncate(self) -> None:
+        self._truncated = True
+        self._data.set()
+
+    async def _blocks(self) -> AsyncIterator[bytes]:
+        while True:
+            while len(self._buffer) >= CHUNK or (self._complete and self._buffer):
+                block = bytes(self._buffer[:CHUNK])
+                del self._buffer[:CHUNK]
+                yield block
+            if self._complete:
+                return
+            if self._truncated:
+                raise _Truncated(self.message_id)
+            self._data.clear()
+            await self._data.wait()
+
+    async def _forward(self) -> None:
+        try:
+            if self.far.connection is None:
+                await self.far.wait_bound(BIND_TIMEOUT)
+            await self.far.send_message(self.content_type, self._blocks(), size=self.total,
+                                        success_report=True)
+            status, comment = 200, "OK"
+        except MsrpStatusError as exc:
+            status, comment = exc.status, exc.comment
+        except (MsrpError, _Truncated, asyncio.TimeoutError) as exc:
+            log.info("file relay %s ended after %d of %s bytes: %r", self.message_id,
+                     self._next, self.total, exc)
+            return
+        self._report(status, comment)
+
+    def _report(self, status: int, comment: str) -> None:
+        """The far leg's verdict as the caller's REPORT (RFC 4975 section 7.1.2)."""
+        wanted = self.success_report if status == 200 else self.failure_report != "no"
+        total = self.total or self._next
+        if wanted:
+            self.near.send_report(self.message_id, status, comment or "",
+                                  ByteRange(1, total, total))
+
+
 # -- SDP ---------------------------------------------------------------------------------
+
+def offer_parts(request: Request) -> tuple[bytes | None, Multipart | None]:
+    """The SDP of an INVITE, plain or inside multipart/mixed (seed 003: CPIM + SDP
+    (+ resource list)), and the multipart itself when there is one."""
+    ctype = request.content_type
+    if ctype is None or not request.body:
+        return None, None
+    if ctype.mime == "application/sdp":
+        return request.body, None
+    if ctype.mime != "multipart/mixed":
+        return None, None
+    try:
+        multipart = parse_multipart(request.body, str(ctype))
+    except ContentError:
+        return None, None
+    part = multipart.find("application/sdp")
+    return (part.body if part is not None else None), multipart
+
+
+def _with_sdp(multipart: Multipart | None, sdp_body: bytes) -> tuple[bytes, str | None]:
+    """``sdp_body`` alone, or in place of the SDP part of ``multipart``."""
+    if multipart is None:
+        return sdp_body, None
+    parts = [BodyPart([("Content-Type", "application/sdp")], sdp_body)
+             if p.content_type == "application/sdp" else p for p in multipart.parts]
+    rebuilt = build_multipart(parts, multipart.subtype)
+    return rebuilt.to_bytes(), rebuilt.content_type
+
 
 def _parse_offer(body: bytes) -> sdp.SessionDescription | None:
     """The SDP with a usable MSRP media line, else None."""
@@ -318,17 +504,21 @@ def far_offer(offer: sdp.SessionDescription, far: MsrpSession,
     return copy
 
 
-def near_answer(offer: sdp.SessionDescription, near: MsrpSession,
-                msrp: MsrpEndpoint) -> sdp.SessionDescription:
-    """Our answer to the caller (passive for an active offer, msrp-cema, our path)."""
+def near_answer(offer: sdp.SessionDescription, near: MsrpSession, msrp: MsrpEndpoint,
+                file_range: sdp.FileRange | None = None) -> sdp.SessionDescription:
+    """Our answer to the caller (passive for an active offer, msrp-cema, our path);
+    ``file_range`` is the receiver's (a file transfer's answer carries it on)."""
     media = _msrp_media(offer)
     caps = sdp.LocalCapabilities(
         address=msrp.host, addr_type=_addr_type(msrp.host), origin_username="imsbox-as",
         msrp_path=[str(near.local_uri)], msrp_port=msrp.port,
         accept_types=tuple(media.accept_types or ("*",)),
         accept_wrapped_types=tuple(media.accept_wrapped_types or ()),
-        setup=sdp.Setup.PASSIVE, msrp_cema=True)
-    return sdp.answer(offer, caps)
+        setup=sdp.Setup.PASSIVE, msrp_cema=True, file_range=file_range)
+    answered = sdp.answer(offer, caps)
+    if file_range is not None:  # the receiver's range, even when it narrowed the offer's
+        _msrp_media(answered).file_range = file_range
+    return answered
 
 
 def _identity(request: Request) -> str:

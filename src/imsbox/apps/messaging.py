@@ -52,7 +52,7 @@ from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from ..store import DeferredMessage, HistoryEntry, Store
 from . import cpm
-from .anchor import Anchor
+from .anchor import Anchor, offer_parts
 
 __all__ = ["DeliveryKind", "Leg", "MessagingAs", "MessagingSettings", "PAGER_TYPES"]
 
@@ -86,6 +86,7 @@ class DeliveryKind(enum.Enum):
 class MessagingSettings:
     deferred_ttl: float = 7 * 24 * 3600.0   # how long an undelivered item is kept
     max_wakeup: float = 30.0                # housekeeping runs at least this often
+    max_file_size: int | None = None        # file-selector size above it: 488 (None: no limit)
 
 
 class MessagingAs(StatefulProxy):
@@ -165,12 +166,16 @@ class MessagingAs(StatefulProxy):
     def remember_own(self, call_id: str) -> None:
         self._own[call_id] = self.clock() + OWN_CALL_ID_LIFETIME
 
+    @property
+    def max_file_size(self) -> int | None:
+        """AnchorHost API: the largest file an anchored transfer may announce."""
+        return self.settings.max_file_size
+
     def _anchors(self, request: Request) -> bool:
+        """An originating CPM INVITE with SDP (plain or in multipart/mixed, seed 003)."""
         if self.is_own(request) or self.leg(request) is not Leg.ORIGINATING:
             return False
-        ctype = request.content_type
-        return cpm.classify(request) in ANCHORED and ctype is not None and \
-            ctype.mime == "application/sdp"
+        return cpm.classify(request) in ANCHORED and offer_parts(request)[0] is not None
 
     # -- third-party REGISTER ---------------------------------------------------------
     def _third_party_register(self, ctx: ServerContext) -> None:

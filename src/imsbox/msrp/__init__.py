@@ -34,6 +34,12 @@ max_size, chunk_size=2048, transaction_timeout=30.0, cema_address)``;
 ``a=msrp-cema``.  Sessions to the same remote authority share one connection.
 ``send_message`` raises ``MsrpStatusError`` (``.status``: 413, 415, 481 ...)
 or ``TransactionTimeout`` (408).
+
+``session.defer_success_reports = True``: complete messages are not confirmed
+automatically; the application answers with ``session.send_report(message_id,
+status, comment, byte_range)`` (a file receiver after its hash check, a relay
+after the next hop's outcome). ``await session.wait_idle(timeout)`` before
+closing a connection the peer still answers on (a reset would drop unread data).
 """
 
 from .endpoint import MsrpConnection, MsrpEndpoint, MsrpSession, ReceivedMessage, SendResult, Setup

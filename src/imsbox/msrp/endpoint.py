@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Union
 
 from .errors import MsrpStatusError, ParseError, SessionClosed, TransactionTimeout
-from .message import MsrpRequest
+from .message import ByteRange, MsrpRequest
 from .session import (BufferSink, ConnectionCore, IncomingMessage, MessageAborted,
                       MessageDelivered, MessageFailed, MessageReceived, MessageState,
                       ReportReceived, SessionBound, SessionCore, SessionEvent,
@@ -41,6 +41,13 @@ class ReceivedMessage:
     headers: list[tuple[str, str]]
     size: int
     sink: Sink
+    success_report: bool = False
+
+    @property
+    def failure_report(self) -> str:
+        """The sender's Failure-Report (RFC 4975 section 7.1.2): yes, no or partial."""
+        value = next((v for n, v in self.headers if n.lower() == "failure-report"), "yes")
+        return value.strip().lower()
 
     @property
     def body(self) -> bytes:
@@ -274,7 +281,7 @@ class MsrpSession:
                                     failure_report=failure_report, message_id=message_id)
         fut = self._waiter(msg.message_id)
         try:
-            async for piece, last in _pieces(body, self.core.chunk_size):
+            async for piece, last in _pieces(body, self.core.chunk_size, size):
                 if msg.state is not MessageState.SENDING:
                     break  # e.g. 413: send no further chunks (RFC 4975 section 10.5)
                 conn.write(self.core.chunk(msg, piece, last=last, now=self._loop.time()))
@@ -288,6 +295,36 @@ class MsrpSession:
             raise
         await fut
         return SendResult(msg.message_id, msg.sent)
+
+    def send_report(self, message_id: str, status: int = 200, comment: str = "OK",
+                    byte_range: ByteRange | None = None) -> bool:
+        """A REPORT for a received message (with ``defer_success_reports``: the
+        success or failure REPORT the application decided on); False when unbound."""
+        conn = self.connection
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return False
+        conn.write([self.core.report(message_id, status, comment, byte_range)])
+        return True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Until every SEND written got its response (True) or ``timeout`` (False).
+
+        Closing a connection whose peer still answers chunks makes TCP reset it,
+        and the reset drops what the peer had not read yet: wait first."""
+        deadline = self._loop.time() + timeout
+        while self.core.get_timer() is not None and self.connection is not None:
+            if self._loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    @property
+    def defer_success_reports(self) -> bool:
+        return self.core.defer_success_reports
+
+    @defer_success_reports.setter
+    def defer_success_reports(self, value: bool) -> None:
+        self.core.defer_success_reports = value
 
     def _waiter(self, mid: str) -> asyncio.Future[SendResult]:
         fut: asyncio.Future[SendResult] = self._loop.create_future()
@@ -323,7 +360,8 @@ class MsrpSession:
     def _on_event(self, ev: SessionEvent) -> None:
         if isinstance(ev, MessageReceived):
             m: IncomingMessage = ev.message
-            rm = ReceivedMessage(m.message_id, m.content_type, m.headers, m.size or 0, m.sink)
+            rm = ReceivedMessage(m.message_id, m.content_type, m.headers, m.size or 0, m.sink,
+                                 m.success_report)
             if self.on_message is not None:
                 self.on_message(rm)
             else:
@@ -488,8 +526,23 @@ def _size_of(body: Body) -> int | None:
     return None
 
 
-async def _pieces(body: Body, size: int) -> AsyncIterator[tuple[bytes, bool]]:
-    """(piece, is_last) of at most ``size`` bytes, reading the source lazily."""
+async def _pieces(body: Body, size: int,
+                  total: int | None = None) -> AsyncIterator[tuple[bytes, bool]]:
+    """(piece, is_last) of at most ``size`` bytes, reading the source lazily.
+
+    With ``total`` known a piece goes out as soon as it is read (a relay or a
+    slow source loses nothing when it stops early); else one piece is held
+    back to learn which is the last."""
+    if total is not None:
+        done = 0
+        async for piece in _raw_pieces(body, size):
+            if piece:
+                done += len(piece)
+                yield piece, done >= total
+                if done >= total:
+                    return
+        yield b"", True  # the source was shorter than announced
+        return
     prev: bytes | None = None
     async for piece in _raw_pieces(body, size):
         if not piece:

@@ -215,6 +215,9 @@ class SessionCore:
         self.chunk_size = chunk_size
         self.transaction_timeout = transaction_timeout
         self.connection: ConnectionCore | None = None
+        # The application confirms complete messages itself (send_report), e.g. a
+        # file receiver after its hash check or a relay after the next hop's REPORT.
+        self.defer_success_reports = False
         self.sink_factory: Callable[[MsrpRequest], Sink] = lambda req: BufferSink()
         self.outgoing: dict[str, OutgoingMessage] = {}
         self._incoming: dict[str, IncomingMessage] = {}
@@ -414,7 +417,7 @@ class SessionCore:
         if len(self._completed) > 4096:
             del self._completed[next(iter(self._completed))]
         out: list[bytes] = []
-        if inc.success_report:
+        if inc.success_report and not self.defer_success_reports:
             out.append(self.report(inc.message_id, 200, "OK", ByteRange(1, inc.size, inc.size)))
         return [MessageReceived(inc)], out
 

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from ..apps.anchor import offer_parts
 from ..apps.cpm import (
     CONVERSATION_ID, DEFAULT_USER_AGENT, CpmService, contact_feature_param,
     cpm_request_headers, fits_pager, new_conversation_id,
@@ -47,10 +48,13 @@ from ..content import (
     build_cpim, imdn_reply, parse_cpim, parse_imdn, parse_iscomposing, requested_notifications,
 )
 from ..content.imdn import IMDN_NS, format_disposition_notification, is_notification
-from ..msrp import FileSink, MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
+from ..content.multipart import BodyPart, Multipart, build_multipart
+from ..msrp import (ByteRange, MsrpEndpoint, MsrpError, MsrpSession, MsrpStatusError,
+                    ReceivedMessage)
 from ..msrp import Setup as MsrpSetup
 from ..sdp import (
-    Attribute, Connection, Direction, FileHash, FileSelector, LocalCapabilities,
+    Attribute, Connection, Direction, FileDate, FileHash, FileRange, FileSelector,
+    LocalCapabilities,
     MediaDescription, Origin, SdpError, SessionDescription, Setup, answer, parse,
 )
 from ..sip.auth import (
@@ -83,6 +87,8 @@ CHAT_TYPES = ("message/cpim", ISCOMPOSING)
 CHAT_WRAPPED = ("text/plain", IMDN)
 TEXT = "text/plain;charset=UTF-8"
 MIN_REFRESH = 1.0      # never re-REGISTER more often than this
+FILE_STALL = 300.0     # a file transfer with no complete message by then is given up
+SETTLE = 2.0           # after a BYE mid-file: how long the last MSRP bytes may take
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # after a failed (re-)registration
 _E164 = re.compile(r"\+[0-9]{3,15}")
 
@@ -252,6 +258,8 @@ class FileTransferResult:
     transfer_id: str
     status: int | None = None
     reason: str = ""
+    message_id: str = ""   # imdn.Message-ID of the INVITE's CPIM part (the IMDN's subject)
+    file_range: str = ""   # the octets sent, "START-STOP" (less than the file when resumed)
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -333,13 +341,16 @@ class _UeEndpoint(SipEndpoint):
 
 
 class _ProgressReader:
-    """A file read in chunks that reports how much went out."""
+    """A file range read in chunks that reports how far into the file it got."""
 
-    def __init__(self, file: BinaryIO, total: int, progress: Progress | None) -> None:
-        self.file, self.total, self.progress, self.sent = file, total, progress, 0
+    def __init__(self, file: BinaryIO, total: int, progress: Progress | None,
+                 base: int = 0, stop: int | None = None) -> None:
+        self.file, self.total, self.progress = file, total, progress
+        self.sent = base                    # octets of the file before the range
+        self.stop = total if stop is None else stop
 
     def read(self, size: int) -> bytes:
-        data = self.file.read(size)
+        data = self.file.read(max(0, min(size, self.stop - self.sent)))
         self.sent += len(data)
         if self.progress is not None and data:
             self.progress(self.sent, self.total)
@@ -390,7 +401,8 @@ class RcsClient:
                  downloads: str | Path | None = None, *, host: str | None = None,
                  timers: TimerValues | None = None, expires: int = 600,
                  user_agent: str = DEFAULT_USER_AGENT, accept_chats: bool = True,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 max_file_size: int | None = None) -> None:
         if transport not in TRANSPORTS:
             raise RcsError(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.user, self.password, self.domain = user, password, domain
@@ -402,6 +414,7 @@ class RcsClient:
         self.expires = expires
         self.user_agent = user_agent
         self.accept_chats = accept_chats
+        self.max_file_size = max_file_size  # larger file offers: 488
         self.instance = f"urn:uuid:{uuid.uuid4()}"
         self.contact = ""
         self.chats: dict[str, Chat] = {}
@@ -869,11 +882,13 @@ class RcsClient:
         return bytes(sd)
 
     async def _invite(self, target: str, offer: bytes, service: CpmService,
-                      conversation_id: str | None = None) -> Call:
+                      conversation_id: str | None = None,
+                      content_type: str | None = None) -> Call:
         """INVITE and wait for the final response; SendError unless 2xx."""
         assert self._ua is not None
         self._ua.route = list(self.registration.route)
-        call = await self._ua.invite(target, offer, self._cpm_headers(service, conversation_id))
+        call = await self._ua.invite(target, offer, self._cpm_headers(service, conversation_id),
+                                     content_type=content_type)
         final = await call.wait_final()
         if final is None or not 200 <= final.status < 300:
             status = final.status if final is not None else 408
@@ -915,8 +930,11 @@ class RcsClient:
     async def _incoming(self, call: Call) -> None:
         request = call.request
         peer = _identity(request)
+        sdp_body, multipart = offer_parts(request)
+        if sdp_body is None and multipart is None:
+            sdp_body = call.remote_sdp  # lenient: a body without Content-Type
         try:
-            offer = parse(call.remote_sdp or b"")
+            offer = parse(sdp_body or b"")
         except SdpError as exc:
             call.reject(488, f"Not Acceptable Here - {exc.reason}"[:80])
             return
@@ -926,7 +944,7 @@ class RcsClient:
             call.reject(486)
             return
         if media.file_selector is not None:
-            await self._incoming_file(call, peer, offer, media)
+            await self._incoming_file(call, peer, offer, media, _cpim_part(multipart))
         elif offer.direction_of(media) is Direction.SENDONLY:
             await self._incoming_large(call, peer, offer, media)
         else:
@@ -934,16 +952,18 @@ class RcsClient:
 
     def _answer(self, session: MsrpSession, offer: SessionDescription,
                 accept: Iterable[str], wrapped: Iterable[str], direction: Direction,
-                whole_file: bool = False) -> bytes | None:
+                whole_file: bool = False, file_range: FileRange | None = None) -> bytes | None:
         caps = LocalCapabilities(
             address=self.host, addr_type="IP6" if ":" in self.host else "IP4",
             msrp_path=[str(session.local_uri)], accept_types=list(accept),
             accept_wrapped_types=list(wrapped), setup=Setup.PASSIVE, msrp_cema=True,
-            message_direction=direction, request_whole_file=whole_file)
+            message_direction=direction, request_whole_file=whole_file, file_range=file_range)
         sd = answer(offer, caps)
         ours, theirs = _msrp_media(sd), _msrp_media(offer)
         if ours is None or theirs is None:
             return None
+        if file_range is not None:  # the part we still need (resume), whatever was offered
+            ours.file_range = file_range
         self._bind_remote(session, offer, theirs, ours.setup or Setup.PASSIVE)
         return bytes(sd)
 
@@ -1013,86 +1033,284 @@ class RcsClient:
         chat.opened()
         return chat
 
-    # -- file transfer (RFC 5547 push) -------------------------------------------------------
-    async def send_file(self, to: str, path: str | Path,
-                        progress: Progress | None = None) -> FileTransferResult:
-        """Push a file; ``ok`` once the receiver's success REPORT covered every byte."""
+    # -- file transfer (RFC 5547 push, seed 003) --------------------------------------------
+    async def send_file(self, to: str, path: str | Path, progress: Progress | None = None,
+                        *, resume: bool = False) -> FileTransferResult:
+        """Push a file (seed 003): INVITE multipart/mixed (CPIM part asking for delivery
+        notifications + SDP with file-selector, file-transfer-id, file-disposition,
+        file-date), 2048-byte chunks, BYE. ``ok`` once the receiver's success REPORT
+        covered every byte - it sends it only after checking the sha-1 hash; a failure
+        REPORT (hash mismatch, refusal) makes it failed. The delivery IMDN that follows
+        updates ``status(result.message_id)``.
+
+        Resume (RFC 5547 sections 8.1, 8.7): a receiver keeps an interrupted download
+        as ``downloads/.sha-1-<hash>.part``, keyed by the file-selector hash because a
+        resumed transfer is a new one (new file-transfer-id). Offered the same file
+        again, it answers ``file-range:<first missing octet>-<size>``. With ``resume``
+        the sender sends just that range (one MSRP message, Byte-Range numbered from
+        1), the receiver appends it and checks the hash of the whole file. Without
+        ``resume`` the whole file goes out; the receiver sees Byte-Range total = file
+        size and writes it from the start."""
         target = self.resolve(to)
         path = Path(path)
         size, sha1, sha256 = await asyncio.to_thread(_digests, path)
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        transfer_id = uuid.uuid4().hex
-        result = FileTransferResult(False, target, path.name, size, sha256, transfer_id)
+        result = FileTransferResult(False, target, path.name, size, sha256, uuid.uuid4().hex,
+                                    message_id=_new_id())
         session = self._msrp.create_session(setup=MsrpSetup.ACTIVE)
-        selector = FileSelector(path.name, content_type, size=size,
-                                hash=FileHash("sha-1", sha1))
-        extra = [Attribute("file-selector", str(selector)),
-                 Attribute("file-transfer-id", transfer_id),
-                 Attribute("file-disposition", "attachment")]
-        offer = self._offer(session, Direction.SENDONLY, (content_type,), (), extra)
+        offer = self._offer(session, Direction.SENDONLY, (content_type,), (),
+                            _file_attributes(path, content_type, size, sha1, result.transfer_id))
+        body, multipart_type = self._file_invite_body(target, content_type, offer,
+                                                      result.message_id)
+        self._tracked[result.message_id] = _Tracked(MessageStatus.SENDING, target)
         try:
-            call = await self._invite(target, offer, CpmService.FILETRANSFER)
+            call = await self._invite(target, body, CpmService.FILETRANSFER,
+                                      content_type=multipart_type)
         except SendError as exc:
             await session.close()
             result.status, result.reason = exc.status, str(exc)
+            self._track(result.message_id, MessageStatus.FAILED)
             return result
         try:
-            await self._connect(session, call)
-            with path.open("rb") as fh:
-                await session.send_message(content_type, _ProgressReader(fh, size, progress),
-                                           size=size, success_report=True)
-            result.ok, result.status, result.reason = True, 200, "confirmed"
-        except (MsrpError, OSError, asyncio.TimeoutError, SendError) as exc:
-            result.reason = f"transfer failed: {exc!r}"
+            await self._push(session, call, path, content_type, result, resume, progress)
+            await session.wait_idle(SETTLE)  # broken off: let the chunks sent land
         finally:
             await self._hang_up(call, session)
         return result
 
+    def _file_invite_body(self, target: str, content_type: str, offer: bytes,
+                          message_id: str) -> tuple[bytes, str]:
+        """multipart/mixed: the CPIM part (imdn.Message-ID, Disposition-Notification)
+        the delivery IMDN will refer to, then the SDP (seed 003)."""
+        notify = [NotificationRequest.POSITIVE_DELIVERY, NotificationRequest.NEGATIVE_DELIVERY]
+        cpim = self._cpim(target, content_type, b"", message_id, notify)
+        multipart = build_multipart([BodyPart([("Content-Type", CPIM)], cpim),
+                                     BodyPart([("Content-Type", "application/sdp")], offer)])
+        return multipart.to_bytes(), multipart.content_type
+
+    async def _push(self, session: MsrpSession, call: Call, path: Path, content_type: str,
+                    result: FileTransferResult, resume: bool, progress: Progress | None) -> None:
+        """Send the negotiated range; fill ``result`` with the receiver's verdict."""
+        try:
+            start, stop = await self._connect_file(session, call, result.size, resume)
+            result.file_range = f"{start}-{stop}"
+            with path.open("rb") as fh:
+                fh.seek(start - 1)
+                reader = _ProgressReader(fh, result.size, progress, start - 1, stop)
+                await session.send_message(content_type, reader, size=stop - start + 1,
+                                           success_report=True)
+            result.ok, result.status, result.reason = True, 200, "confirmed"
+            self._track(result.message_id, MessageStatus.SENT)
+        except MsrpStatusError as exc:  # the receiver's (or relay's) failure REPORT / response
+            result.status = exc.status
+            result.reason = f"refused by the receiver: {exc.status} {exc.comment}".rstrip()
+            self._track(result.message_id, MessageStatus.FAILED)
+        except (MsrpError, OSError, asyncio.TimeoutError, SendError, SdpError) as exc:
+            result.reason = f"transfer failed: {exc!r}"
+
+    async def _connect_file(self, session: MsrpSession, call: Call, size: int,
+                            resume: bool) -> tuple[int, int]:
+        """Bring MSRP up; the 1-based inclusive range to send (the answer's with resume)."""
+        await self._connect(session, call)
+        media = _msrp_media(parse(call.remote_sdp or b""))
+        asked = media.file_range if media is not None and resume else None
+        if asked is None or size == 0:
+            return 1, size
+        stop = asked.stop if asked.stop is not None else size
+        if not 1 <= asked.start <= stop <= size:
+            raise SendError(f"the receiver asked for file-range {asked}, the file has {size}")
+        return asked.start, stop
+
     async def _incoming_file(self, call: Call, peer: str, offer: SessionDescription,
-                             media: MediaDescription) -> None:
+                             media: MediaDescription, cpim: CpimMessage | None) -> None:
         selector = media.file_selector
         assert selector is not None
         transfer_id = media.file_transfer_id or uuid.uuid4().hex
         name = Path(selector.name or transfer_id).name or transfer_id
         self._emit(FileOffer(peer, self.aor, transfer_id, name, selector.size, selector.type))
-        if self.downloads is None:
-            call.reject(603, "Decline - no download directory")
+        refusal = self._file_refusal(selector)
+        if refusal is not None:
+            call.reject(*refusal)
             return
+        assert self.downloads is not None
         self.downloads.mkdir(parents=True, exist_ok=True)
-        part = self.downloads / f".{transfer_id}.part"
+        part = self.downloads / f".{_part_key(selector, transfer_id)}.part"
+        held = part.stat().st_size if part.exists() else 0
+        wanted = _wanted_range(media.file_range, selector.size, held)
+        if wanted is None:
+            call.reject(488, "Not Acceptable Here - file-range starts after the received part")
+            return
         session = self._msrp.create_session()
+        session.defer_success_reports = True  # confirmed only after the hash check
         done: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
         session.on_message = done.put_nowait
-        with part.open("w+b") as fh:
-            session.sink_factory = lambda _request: FileSink(fh)
+        with part.open("r+b" if part.exists() else "w+b") as fh:
+            fh.truncate(wanted.start - 1)  # keep the prefix we append to
+            session.sink_factory = lambda request: _part_sink(fh, request, wanted, selector.size)
             answer_sdp = self._answer(session, offer, (selector.type or "*",), (),
-                                      Direction.RECVONLY, whole_file=True)
+                                      Direction.RECVONLY, whole_file=True,
+                                      file_range=wanted if wanted.start > 1 else None)
             if not await self._accept(call, session, answer_sdp):
-                part.unlink(missing_ok=True)
+                if fh.tell() == 0 and wanted.start == 1:
+                    part.unlink(missing_ok=True)  # nothing of it was here before
                 return
-            try:
-                message = await asyncio.wait_for(done.get(), 300)
-            except asyncio.TimeoutError:
-                message = None
-        await self._file_done(call, session, peer, part, name, transfer_id, selector, message)
+            message = await _first_or_end(done, call)
+            if message is None:  # let what was sent before the BYE land, then stop writing
+                await _closed(session, SETTLE)
+                await session.close()
+        received = self._remember(cpim, peer, None, call.request.header(CONVERSATION_ID)) \
+            if cpim is not None else None
+        incoming = _IncomingFile(call, session, peer, part, name, transfer_id, selector,
+                                 received)
+        await self._file_done(incoming, message)
 
-    async def _file_done(self, call: Call, session: MsrpSession, peer: str, part: Path,
-                         name: str, transfer_id: str, selector: FileSelector,
-                         message: ReceivedMessage | None) -> None:
-        if message is None:
-            part.unlink(missing_ok=True)
+    def _file_refusal(self, selector: FileSelector) -> tuple[int, str] | None:
+        """(status, reason) when this UE will not take the file, else None."""
+        if self.downloads is None:
+            return 603, "Decline - no download directory"
+        limit, size = self.max_file_size, selector.size
+        if limit is not None and size is not None and size > limit:
+            return 488, f"Not Acceptable Here - file too large ({size} > {limit} bytes)"
+        return None
+
+    async def _file_done(self, incoming: _IncomingFile, message: ReceivedMessage | None) -> None:
+        """Check the whole file against the offer, confirm or refuse it, then notify."""
+        call, session = incoming.call, incoming.session
+        if message is None:  # interrupted: the prefix stays for a resumed transfer
+            log.info("file %s from %s interrupted; %d bytes kept", incoming.name,
+                     incoming.peer, incoming.part.stat().st_size)
             await self._hang_up(call, session)
             return
-        size, sha1, sha256 = await asyncio.to_thread(_digests, part)
-        ok = selector.hash is None or (selector.hash.algorithm.lower() == "sha-1"
-                                       and selector.hash.digest == sha1)
-        ok = ok and (selector.size is None or selector.size == size)
-        target = _free_name(self.downloads or Path("."), name)
-        os.replace(part, target)
-        self._emit(FileReceived(peer, self.aor, transfer_id, name, size, str(target), sha256, ok))
+        size, sha1, sha256 = await asyncio.to_thread(_digests, incoming.part)
+        ok = _matches(incoming.selector, size, sha1)
+        whole = ByteRange(1, message.size, message.size)
+        path = ""
+        if ok:
+            target = _free_name(self.downloads or Path("."), incoming.name)
+            os.replace(incoming.part, target)
+            path = str(target)
+            if message.success_report:
+                session.send_report(message.message_id, 200, "OK", whole)
+        else:
+            incoming.part.unlink(missing_ok=True)
+            if message.failure_report != "no":
+                session.send_report(message.message_id, 400, "file does not match its hash",
+                                    whole)
+        self._emit(FileReceived(incoming.peer, self.aor, incoming.transfer_id, incoming.name,
+                                size, path, sha256, ok))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(call.terminated), 10)
         await self._hang_up(call, session)
+        if incoming.received is not None:  # after the BYE, as in seed 003
+            await self._send_imdn(incoming.received, DispositionType.DELIVERY,
+                                  ImdnStatus.DELIVERED if ok else ImdnStatus.FAILED)
+
+
+@dataclass(slots=True)
+class _IncomingFile:
+    """A file being received: its session, where it goes and what it must match."""
+
+    call: Call
+    session: MsrpSession
+    peer: str
+    part: Path
+    name: str
+    transfer_id: str
+    selector: FileSelector
+    received: _Received | None  # the INVITE's CPIM part, for the delivery IMDN
+
+
+class _PartSink:
+    """Writes a (possibly resumed) file message into the partial file at ``base``."""
+
+    __slots__ = ("file", "base")
+
+    def __init__(self, file: BinaryIO, base: int) -> None:
+        self.file, self.base = file, base
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        if self.file.closed:  # a late chunk of an interrupted transfer
+            return
+        self.file.seek(self.base + offset)
+        self.file.write(data)
+
+
+def _part_sink(fh: BinaryIO, request: Any, wanted: FileRange, size: int | None) -> _PartSink:
+    """Append at the asked-for start; a sender that ignored the range and sends the
+    whole file (Byte-Range total = file size) is written from the beginning."""
+    byte_range = request.byte_range
+    whole = byte_range is not None and size is not None and byte_range.total == size
+    return _PartSink(fh, 0 if whole else wanted.start - 1)
+
+
+def _file_attributes(path: Path, content_type: str, size: int, sha1: bytes,
+                     transfer_id: str) -> list[Attribute]:
+    """file-selector, file-transfer-id, file-disposition, file-date (RFC 5547 section 6)."""
+    selector = FileSelector(path.name, content_type, size=size, hash=FileHash("sha-1", sha1))
+    created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    disposition = "render" if content_type.startswith("image/") else "attachment"
+    return [Attribute("file-selector", str(selector)),
+            Attribute("file-transfer-id", transfer_id),
+            Attribute("file-disposition", disposition),
+            Attribute("file-date", str(FileDate(creation=created)))]
+
+
+def _part_key(selector: FileSelector, transfer_id: str) -> str:
+    """A partial download is kept by the file's hash: a resumed transfer has a new
+    file-transfer-id (RFC 5547 section 8.1) but the same file-selector hash."""
+    if selector.hash is not None:
+        return f"{selector.hash.algorithm.lower()}-{selector.hash.digest.hex()}"
+    return transfer_id
+
+
+def _wanted_range(offered: FileRange | None, size: int | None, held: int) -> FileRange | None:
+    """The range to ask for: the offered one if it continues what we hold, else from
+    the first missing octet; None when the offer starts past what we hold."""
+    if offered is not None:
+        return offered if offered.start - 1 <= held else None
+    if size is not None and 0 < held < size:
+        return FileRange(held + 1, size)
+    return FileRange(1, size) if size else FileRange(1, None)
+
+
+def _matches(selector: FileSelector, size: int, sha1: bytes) -> bool:
+    """RFC 5547 section 8.3.1: the hash (and size) declared in the SDP."""
+    if selector.size is not None and selector.size != size:
+        return False
+    digest = selector.hash
+    return digest is None or (digest.algorithm.lower() == "sha-1" and digest.digest == sha1)
+
+
+async def _closed(session: MsrpSession, timeout: float) -> None:
+    """Wait (bounded) until the peer closed the session's MSRP connection."""
+    conn = session.connection
+    if conn is not None:
+        await asyncio.wait([asyncio.ensure_future(asyncio.shield(conn.closed))],
+                           timeout=timeout)
+
+
+def _cpim_part(multipart: Multipart | None) -> CpimMessage | None:
+    part = multipart.find(CPIM) if multipart is not None else None
+    if part is None:
+        return None
+    try:
+        return parse_cpim(part.body)
+    except ContentError:
+        return None
+
+
+async def _first_or_end(queue: asyncio.Queue[ReceivedMessage],
+                        call: Call) -> ReceivedMessage | None:
+    """The complete message, or None when the session ended (or stalled) first."""
+    getter = asyncio.ensure_future(queue.get())
+    ended = asyncio.ensure_future(asyncio.shield(call.terminated))
+    await asyncio.wait([getter, ended], timeout=FILE_STALL,
+                       return_when=asyncio.FIRST_COMPLETED)
+    for task in (getter, ended):
+        task.cancel()
+    if getter.done() and not getter.cancelled():
+        return getter.result()
+    return None if queue.empty() else queue.get_nowait()
 
 
 def _digests(path: Path) -> tuple[int, bytes, str]:

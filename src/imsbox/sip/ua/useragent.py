@@ -158,13 +158,15 @@ class UserAgent:
     # -- outgoing -------------------------------------------------------------
     async def invite(self, target: str | Uri, offer_sdp: bytes | None = None,
                      headers: Iterable[Header] = (), *, to: str | NameAddr | None = None,
-                     offer_answer: OfferAnswer | None = None) -> Call:
-        """13.2.1: send an INVITE; returns the Call at once (await its ``final``)."""
+                     offer_answer: OfferAnswer | None = None,
+                     content_type: str | None = None) -> Call:
+        """13.2.1: send an INVITE; returns the Call at once (await its ``final``).
+        ``content_type`` other than application/sdp: e.g. multipart/mixed with an SDP part."""
         target_uri = parse_uri(target) if isinstance(target, str) else target
         request = build_request(
             "INVITE", target_uri, self.local, to or NameAddr(target_uri), contact=self.contact,
             route=self.route, headers=headers, body=offer_sdp or b"",
-            content_type=SDP if offer_sdp else None)
+            content_type=(content_type or SDP) if offer_sdp else None)
         oa = offer_answer or self._offer_answer(offer_sdp or b"")
         session = InviteSession.outgoing(request, self._now(), self.config, oa)
         call = Call(self, session)

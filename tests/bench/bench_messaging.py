@@ -1,0 +1,276 @@
+"""Messaging benchmark: the real IMS core and messaging AS on loopback, two RcsClients.
+
+Run:  python tests/bench/bench_messaging.py [--messages 1000] [--window 32] [--chat 500]
+                                            [--file-mib 100] [--deferred 20000]
+Prints a table; it is not a test (no test_ functions).
+
+Figures, each on a fresh Network (HSS, P-CSCF, I-CSCF, S-CSCF, messaging AS in
+this process, one asyncio loop, SQLite store in a temporary data dir):
+
+* pager messages/s: alice sends N pager MESSAGEs (CPIM, delivery IMDN asked for)
+  with at most ``window`` in flight; each goes UE -> P-CSCF -> S-CSCF -> AS ->
+  S-CSCF -> I-CSCF -> S-CSCF -> AS -> S-CSCF -> P-CSCF -> UE. The rate is N over
+  the time until bob has received all N (counted, distinct Message-IDs); the
+  second rate is until alice has every delivery IMDN back (2 MESSAGEs per
+  message through the whole chain).
+* chat round trip: in an anchored chat (alice <-> AS <-> bob over MSRP), the
+  time from alice's ``Chat.send()`` until alice holds bob's delivery IMDN for
+  that message (4 MSRP hops and bob's IMDN generation); sequential, p50/p99.
+* file transfer: ``send_file`` of a random file through the AS (RFC 5547 push,
+  2048-byte chunks); from the call until bob reports the whole file with the
+  right hash. MB = 10^6 bytes.
+* deferred store: real deferred items made by the AS (alice -> offline bob,
+  pager), replicated to N rows in a fresh SQLite store; file size after close
+  (WAL checkpointed) minus the empty store's -> items per GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from imsbox.config import Config, load_config
+from imsbox.ims.provisioning import add_user
+from imsbox.ims.serve import Network
+from imsbox.store import DeferredMessage, open_store
+from imsbox.ue.client import (
+    ChatStarted, FileReceived, MessageReceived, MessageStatus, RcsClient,
+)
+from imsbox.ue.testing import write_loopback_config
+
+DOMAIN = "ims.test"
+BOB = f"sip:bob@{DOMAIN}"
+
+
+@dataclass
+class Row:
+    metric: str
+    value: str
+    note: str = ""
+
+
+# -- the lab ----------------------------------------------------------------------------
+
+def lab_config(directory: Path) -> Config:
+    path, _ = write_loopback_config(directory)
+    config = load_config(path)
+    with open_store(config.store_location) as store:
+        add_user(store, DOMAIN, "alice", "alice-secret")
+        add_user(store, DOMAIN, "bob", "bob-secret")
+    return config
+
+
+def client(config: Config, name: str, downloads: Path | None = None) -> RcsClient:
+    pcscf = config.pcscf
+    return RcsClient(name, f"{name}-secret", DOMAIN, pcscf=(pcscf.host, pcscf.port),
+                     downloads=downloads)
+
+
+@contextlib.asynccontextmanager
+async def lab(directory: Path, with_bob: bool = True
+              ) -> AsyncIterator[tuple[Network, RcsClient, RcsClient]]:
+    """Network + registered alice (+ bob); default SIP timers (T1 500 ms)."""
+    config = lab_config(directory)
+    alice = client(config, "alice")
+    bob = client(config, "bob", directory / "downloads")
+    async with Network(config) as net:
+        started = [await alice.start()]
+        if with_bob:
+            started.append(await bob.start())
+        try:
+            yield net, alice, bob
+        finally:
+            for ue in started:
+                await ue.close()
+
+
+# -- pager throughput -----------------------------------------------------------------------
+
+async def count_received(bob: RcsClient, n: int, got: set[str]) -> float:
+    """Wait for ``n`` distinct pager messages at bob; the time the last arrived."""
+    while len(got) < n:
+        event = await bob.wait_event(MessageReceived)
+        assert isinstance(event, MessageReceived)
+        if event.message_id:
+            got.add(event.message_id)
+    return time.perf_counter()
+
+
+async def pager_rate(directory: Path, n: int, window: int) -> list[Row]:
+    async with lab(directory) as (_, alice, bob):
+        got: set[str] = set()
+        sem = asyncio.Semaphore(window)
+        receiver = asyncio.ensure_future(count_received(bob, n, got))
+
+        async def one(i: int) -> str:
+            async with sem:
+                return await alice.send_message("bob", f"benchmark message {i:06d}: "
+                                                       "the quick brown fox jumps over")
+        t0 = time.perf_counter()
+        ids = await asyncio.gather(*(one(i) for i in range(n)))
+        t_delivered = await asyncio.wait_for(receiver, 120) - t0
+        for mid in ids:
+            await alice.wait_status(mid, MessageStatus.DELIVERED, 60)
+        t_imdn = time.perf_counter() - t0
+        assert got == set(ids), "a message was lost"
+    return [Row("pager messages/s, delivered", f"{n / t_delivered:,.0f}",
+                f"{n} sent, {len(got)} delivered to bob, window {window}, {t_delivered:.2f} s"),
+            Row("pager messages/s, incl. delivery IMDN back", f"{n / t_imdn:,.0f}",
+                f"all {n} DELIVERED at alice after {t_imdn:.2f} s")]
+
+
+# -- chat round trip ------------------------------------------------------------------------
+
+async def chat_latency(directory: Path, n: int) -> list[Row]:
+    async with lab(directory) as (_, alice, bob):
+        chat = await alice.open_chat("bob")
+        await bob.wait_event(ChatStarted, 10)
+        samples = []
+        for i in range(n + 20):  # the first 20 warm up
+            t0 = time.perf_counter()
+            mid = await chat.send(f"chat message {i}")
+            await alice.wait_status(mid, MessageStatus.DELIVERED, 10)
+            if i >= 20:
+                samples.append((time.perf_counter() - t0) * 1000)
+            if i % 100 == 0:
+                bob.pending_events()
+                alice.pending_events()
+        await chat.close()
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    note = f"{n} sequential, mean {statistics.mean(samples):.2f} ms, max {samples[-1]:.2f} ms"
+    return [Row("chat RTT send->delivery IMDN p50", f"{statistics.median(samples):.2f} ms",
+                note),
+            Row("chat RTT send->delivery IMDN p99", f"{p99:.2f} ms", "")]
+
+
+# -- file transfer ------------------------------------------------------------------------
+
+def random_file(path: Path, size: int) -> str:
+    sha = hashlib.sha256()
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            block = os.urandom(min(left, 1 << 20))
+            sha.update(block)
+            fh.write(block)
+            left -= len(block)
+    return sha.hexdigest()
+
+
+async def file_rate(directory: Path, mib: int) -> list[Row]:
+    size = mib << 20
+    source = directory / "payload.bin"
+    digest = random_file(source, size)
+    async with lab(directory) as (_, alice, bob):
+        t0 = time.perf_counter()
+        result = await alice.send_file("bob", source)
+        done = await bob.wait_event(FileReceived, 300)
+        elapsed = time.perf_counter() - t0
+        assert result.ok, result
+        assert isinstance(done, FileReceived) and done.ok and done.sha256 == digest
+        Path(done.path).unlink()
+    source.unlink()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return [Row(f"file transfer {mib} MiB through the AS", f"{size / elapsed / 1e6:.1f} MB/s",
+                f"{elapsed:.2f} s, hash checked; peak RSS of the process {rss:.0f} MiB")]
+
+
+# -- deferred store -----------------------------------------------------------------------
+
+async def real_deferred(directory: Path, k: int) -> list[DeferredMessage]:
+    """``k`` items the AS itself stored for offline bob (pager messages from alice)."""
+    async with lab(directory, with_bob=False) as (net, alice, _):
+        for i in range(k):
+            await alice.send_message("bob", f"while you were out #{i}: call me back "
+                                            "when you land, the meeting moved to 3 pm")
+        assert net.store is not None
+        items = net.store.deferred_messages(BOB)
+    assert len(items) == k, len(items)
+    return items
+
+
+def store_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def deferred_density(directory: Path, samples: list[DeferredMessage], n: int) -> list[Row]:
+    path = directory / "deferred.sqlite3"
+    open_store(f"sqlite://{path}").close()
+    empty = store_size(path)
+    store = open_store(f"sqlite://{path}")
+    t0 = time.perf_counter()
+    for i in range(n):
+        item = samples[i % len(samples)]
+        store.defer_message(DeferredMessage(f"sip:user{i % 1000}@{DOMAIN}", item.sender,
+                                            item.content_type, item.body,
+                                            item.expires_at, item.created_at, item.meta))
+    elapsed = time.perf_counter() - t0
+    store.close()
+    used = store_size(path) - empty
+    typical = statistics.mean(len(s.body) + len(s.meta) for s in samples)
+    return [Row("deferred messages per GiB (SQLite)", f"{n / used * (1 << 30):,.0f}",
+                f"{n} items, {used / n:.0f} B/item on disk, body+meta {typical:.0f} B"),
+            Row("deferred inserts/s (synchronous=FULL)", f"{n / elapsed:,.0f}",
+                "one transaction per item, as the AS stores them")]
+
+
+# -- main -------------------------------------------------------------------------------
+
+def print_table(rows: list[Row]) -> None:
+    width = max(len(r.metric) for r in rows)
+    vwidth = max(len(r.value) for r in rows)
+    print(f"{'metric':<{width}}  {'value':>{vwidth}}  notes")
+    print("-" * (width + vwidth + 40))
+    for r in rows:
+        print(f"{r.metric:<{width}}  {r.value:>{vwidth}}  {r.note}", flush=True)
+
+
+async def run(args: argparse.Namespace, base: Path) -> list[Row]:
+    rows: list[Row] = []
+    steps = [("pager", lambda d: pager_rate(d, args.messages, args.window)),
+             ("chat", lambda d: chat_latency(d, args.chat)),
+             ("file", lambda d: file_rate(d, args.file_mib))]
+    for name, step in steps:
+        directory = base / name
+        directory.mkdir()
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows += await step(directory)
+    directory = base / "deferred"
+    directory.mkdir()
+    print("running deferred ...", file=sys.stderr, flush=True)
+    samples = await real_deferred(directory, 50)
+    rows += deferred_density(directory, samples, args.deferred)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=1000, help="pager messages")
+    parser.add_argument("--window", type=int, default=32, help="pager messages in flight")
+    parser.add_argument("--chat", type=int, default=500, help="chat round trips")
+    parser.add_argument("--file-mib", type=int, default=100, help="file size in MiB")
+    parser.add_argument("--deferred", type=int, default=20000, help="deferred items stored")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="imsbox-bench-") as tmp:
+        rows = asyncio.run(run(args, Path(tmp)))
+    print_table(rows)
+    print(f"\npython {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
+          f"all nodes and both UEs in one process / one asyncio loop")
+
+
+if __name__ == "__main__":
+    main()
