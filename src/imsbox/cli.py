@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from typing import Sequence
 
 from .ims import provisioning, serve
-from .runtime import tune_garbage_collector
+from .runtime import stop_on_signals, tune_garbage_collector
 from .sip.transport.base import TRANSPORTS
 from .ue import cli as ue_cli
 
@@ -83,11 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    with stop_on_signals() as stop:
+        await stop.wait()
 
 
 async def _run_sip_proxy(args: argparse.Namespace) -> int:

@@ -1,10 +1,30 @@
-"""Process settings for the long-running servers (`serve`, `sip-proxy`)."""
+"""Process settings for the long-running servers (`serve`, `sip-proxy`, `ue`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import signal
+from collections.abc import Iterator
 
-__all__ = ["tune_garbage_collector"]
+__all__ = ["stop_on_signals", "tune_garbage_collector"]
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT/SIGTERM while the block runs."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
 
 
 def tune_garbage_collector() -> None:

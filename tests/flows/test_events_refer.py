@@ -17,6 +17,8 @@ from imsbox.sip.ua.invite import InviteConfig
 from imsbox.sip.ua.refer import EventAgent, IncomingRefer, ReferState
 from imsbox.sip.ua.useragent import Call, UserAgent
 
+from helpers import settle
+
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"
 FAST = TimerValues(t1=0.02, t2=0.1, t4=0.1)  # Timer N = 1.28 s
@@ -82,12 +84,6 @@ def run(test: Callable[[Net], Awaitable[None]]) -> None:
         finally:
             await net.close()
     asyncio.run(main())
-
-
-async def settle(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 def test_subscribe_notify_refresh_and_unsubscribe() -> None:

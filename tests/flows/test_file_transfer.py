@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import io
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from imsbox.config import Config, load_config
 from imsbox.content import parse_cpim, parse_imdn
 from imsbox.content.multipart import parse_multipart
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
 from imsbox.msrp import MsrpRequest
 from imsbox.sdp import Direction, FileRange, parse
 from imsbox.sip.message import Request, Response
@@ -41,10 +40,11 @@ from imsbox.ue import cli as ue_cli
 from imsbox.ue.client import (
     FileOffer, FileReceived, MessageStatus, Notification, RcsClient,
 )
-from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+from imsbox.ue.testing import write_loopback_config
+
+from helpers import DOMAIN, client, network_with
 
 pytestmark = pytest.mark.timeout(40)
-DOMAIN = "ims.test"
 WAIT = 10.0
 SIZE = 1_048_576              # 1 MB: 512 chunks of 2048 bytes
 CHUNK = 2048
@@ -61,25 +61,6 @@ def ue_config(tmp_path: Path, via_as: bool = True) -> Config:
         add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
         add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
     return config
-
-
-def client(config: Config, name: str, **kwargs: Any) -> RcsClient:
-    pcscf = config.pcscf
-    return RcsClient(name, f"{name}-secret", DOMAIN, pcscf=(pcscf.host, pcscf.port),
-                     timers=FAST_TIMERS, **kwargs)
-
-
-@contextlib.asynccontextmanager
-async def network_with(config: Config, *clients: RcsClient) -> AsyncIterator[Network]:
-    async with Network(config, timers=FAST_TIMERS) as net:
-        started: list[RcsClient] = []
-        try:
-            for ue in clients:
-                started.append(await ue.start())
-            yield net
-        finally:
-            for ue in started:
-                await ue.close()
 
 
 def run(scenario: Callable[[], Awaitable[None]], limit: float = 35) -> None:

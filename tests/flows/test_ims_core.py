@@ -8,8 +8,7 @@ AS, and registrations surviving a restart on the same data dir.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,9 @@ from imsbox.sip.uri import SipUri, parse_uri
 from imsbox.store import open_store
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 
+from helpers import DOMAIN, ues
+
 pytestmark = pytest.mark.timeout(30)
-DOMAIN = "ims.test"
 OFFER = (b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
          b"m=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n")
 ANSWER = OFFER.replace(b"alice", b"bob").replace(b"4000", b"5000")
@@ -34,16 +34,6 @@ def provision(config: Config) -> None:
     with open_store(config.store_location) as store:
         add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
         add_user(store, DOMAIN, "bob", "bob-secret")
-
-
-@contextlib.asynccontextmanager
-async def ues(config: Config, *names: str) -> AsyncIterator[list[TestUe]]:
-    started = [await TestUe(n, f"{n}-secret", config).start() for n in names]
-    try:
-        yield started
-    finally:
-        for ue in started:
-            await ue.close()
 
 
 def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:

@@ -10,9 +10,8 @@ relayed both ways, BYE).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,8 +34,9 @@ from imsbox.sip.ua.dialog import build_request
 from imsbox.store import open_store
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 
+from helpers import DOMAIN, ues
+
 pytestmark = pytest.mark.timeout(40)
-DOMAIN = "ims.test"
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
 
 
@@ -52,16 +52,6 @@ def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
     _, config = write_loopback_config(tmp_path)
     provision(config)
     asyncio.run(asyncio.wait_for(scenario(config), 30))
-
-
-@contextlib.asynccontextmanager
-async def ues(config: Config, *names: str) -> AsyncIterator[list[TestUe]]:
-    started = [await TestUe(n, f"{n}-secret", config).start() for n in names]
-    try:
-        yield started
-    finally:
-        for ue in started:
-            await ue.close()
 
 
 async def registered(ue: TestUe) -> TestUe:

@@ -58,8 +58,9 @@ from imsbox.ue.client import (
 )
 from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
 
+from helpers import DOMAIN, client
+
 pytestmark = pytest.mark.timeout(40)
-DOMAIN = "ims.test"
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
 WAIT = 5.0
 Address = tuple[str, int]
@@ -252,12 +253,6 @@ def seed_config(tmp_path: Path) -> Config:
         add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
         add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
     return config
-
-
-def client(config: Config, name: str) -> RcsClient:
-    pcscf = config.pcscf
-    return RcsClient(name, f"{name}-secret", DOMAIN, pcscf=(pcscf.host, pcscf.port),
-                     timers=FAST_TIMERS)
 
 
 @dataclass

@@ -13,6 +13,8 @@ from imsbox.sip.transaction import TimerValues
 from imsbox.sip.ua.invite import InviteConfig, InviteState, SessionTimerConfig
 from imsbox.sip.ua.useragent import Call, UserAgent
 
+from helpers import settle
+
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"
 FAST = TimerValues(t1=0.02, t2=0.1, t4=0.1)
@@ -93,12 +95,6 @@ def run(test: Callable[[Net], Awaitable[None]]) -> None:
         finally:
             await net.close()
     asyncio.run(main())
-
-
-async def settle(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 async def connect(net: Net) -> tuple[Call, Call]:

@@ -10,9 +10,8 @@ default CPM iFCs (through the messaging AS, which anchors the sessions).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,9 @@ from imsbox.ue.client import (
 )
 from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
 
+from helpers import DOMAIN, client, network_with
+
 pytestmark = pytest.mark.timeout(40)
-DOMAIN = "ims.test"
 WAIT = 5.0
 
 
@@ -44,25 +44,6 @@ def ue_config(tmp_path: Path, via_as: bool = False) -> Config:
         add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
         add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
     return config
-
-
-def client(config: Config, name: str, **kwargs: object) -> RcsClient:
-    pcscf = config.pcscf
-    return RcsClient(name, f"{name}-secret", DOMAIN, pcscf=(pcscf.host, pcscf.port),
-                     timers=FAST_TIMERS, **kwargs)  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def network_with(config: Config, *clients: RcsClient) -> AsyncIterator[Network]:
-    async with Network(config, timers=FAST_TIMERS) as net:
-        started: list[RcsClient] = []
-        try:
-            for ue in clients:
-                started.append(await ue.start())
-            yield net
-        finally:
-            for ue in started:
-                await ue.close()
 
 
 def run(scenario: Callable[[], Awaitable[None]], limit: float = 30) -> None:

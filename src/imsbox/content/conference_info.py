@@ -9,29 +9,32 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
 from .errors import ContentError, XmlError
 from .xmlsafe import (
     check_text,
     child,
     child_text,
+    child_uint,
     children,
     expect_root,
     format_bool,
     parse_bool,
+    parse_child,
+    parse_enum,
     parse_uint,
     parse_xml,
     required_attr,
     serialize,
     sub,
+    sub_texts,
 )
 
 log = logging.getLogger(__name__)
 
 CONFERENCE_INFO_NS = "urn:ietf:params:xml:ns:conference-info"
 NS = CONFERENCE_INFO_NS
-E = TypeVar("E", bound=Enum)
 
 
 class ElementState(Enum):
@@ -230,22 +233,8 @@ def parse_conference_info(data: bytes) -> ConferenceInfo:
     return _parse_conference(root)
 
 
-def _enum(cls: type[E], text: str | None, what: str) -> E | None:
-    if text is None:
-        return None
-    try:
-        return cls(text)
-    except ValueError:
-        raise ContentError(f"unknown {what} value {text!r}") from None
-
-
 def _state(elem: ET.Element) -> ElementState:
-    return _enum(ElementState, elem.get("state"), "state") or ElementState.FULL
-
-
-def _opt_uint(elem: ET.Element, name: str) -> int | None:
-    text = child_text(elem, NS, name)
-    return parse_uint(text, f"<{name}>") if text is not None else None
+    return parse_enum(ElementState, elem.get("state"), "state") or ElementState.FULL
 
 
 def _opt_bool(elem: ET.Element, name: str) -> bool | None:
@@ -255,22 +244,16 @@ def _opt_bool(elem: ET.Element, name: str) -> bool | None:
 
 def _parse_conference(elem: ET.Element) -> ConferenceInfo:
     version = elem.get("version")
-    desc = child(elem, NS, "conference-description")
-    host = child(elem, NS, "host-info")
-    cstate = child(elem, NS, "conference-state")
-    users = child(elem, NS, "users")
-    by_ref = child(elem, NS, "sidebars-by-ref")
-    by_val = child(elem, NS, "sidebars-by-val")
     return ConferenceInfo(
         entity=required_attr(elem, "entity"),
         state=_state(elem),
         version=parse_uint(version, "version") if version is not None else None,
-        description=_parse_description(desc) if desc is not None else None,
-        host_info=_parse_host(host) if host is not None else None,
-        conference_state=_parse_cstate(cstate) if cstate is not None else None,
-        users=_parse_users(users) if users is not None else None,
-        sidebars_by_ref=_parse_uris(by_ref) if by_ref is not None else None,
-        sidebars_by_val=_parse_by_val(by_val) if by_val is not None else None,
+        description=parse_child(elem, NS, "conference-description", _parse_description),
+        host_info=parse_child(elem, NS, "host-info", _parse_host),
+        conference_state=parse_child(elem, NS, "conference-state", _parse_cstate),
+        users=parse_child(elem, NS, "users", _parse_users),
+        sidebars_by_ref=_opt_uris(elem, "sidebars-by-ref"),
+        sidebars_by_val=parse_child(elem, NS, "sidebars-by-val", _parse_by_val),
     )
 
 
@@ -283,7 +266,7 @@ def _parse_description(elem: ET.Element) -> ConferenceDescription:
         keywords=(child_text(elem, NS, "keywords") or "").split(),
         conf_uris=_opt_uris(elem, "conf-uris"),
         service_uris=_opt_uris(elem, "service-uris"),
-        maximum_user_count=_opt_uint(elem, "maximum-user-count"),
+        maximum_user_count=child_uint(elem, NS, "maximum-user-count"),
         available_media=[_parse_medium(e) for e in children(media, NS, "entry")] if media is not None else [],
     )
 
@@ -296,7 +279,7 @@ def _parse_medium(elem: ET.Element) -> AvailableMedium:
         label=required_attr(elem, "label"),
         type=type_,
         display_text=child_text(elem, NS, "display-text"),
-        status=_enum(MediaStatus, child_text(elem, NS, "status"), "media status"),
+        status=parse_enum(MediaStatus, child_text(elem, NS, "status"), "media status"),
     )
 
 
@@ -310,15 +293,14 @@ def _parse_host(elem: ET.Element) -> HostInfo:
 
 def _parse_cstate(elem: ET.Element) -> ConferenceState:
     return ConferenceState(
-        user_count=_opt_uint(elem, "user-count"),
+        user_count=child_uint(elem, NS, "user-count"),
         active=_opt_bool(elem, "active"),
         locked=_opt_bool(elem, "locked"),
     )
 
 
 def _opt_uris(elem: ET.Element, name: str) -> Uris | None:
-    found = child(elem, NS, name)
-    return _parse_uris(found) if found is not None else None
+    return parse_child(elem, NS, name, _parse_uris)
 
 
 def _parse_uris(elem: ET.Element) -> Uris:
@@ -327,12 +309,11 @@ def _parse_uris(elem: ET.Element) -> Uris:
         uri = child_text(entry, NS, "uri")
         if not uri:
             raise XmlError("URI <entry> lacks <uri>")
-        modified = child(entry, NS, "modified")
         entries.append(UriEntry(
             uri=uri,
             display_text=child_text(entry, NS, "display-text"),
             purpose=child_text(entry, NS, "purpose"),
-            modified=_parse_execution(modified) if modified is not None else None,
+            modified=_opt_execution(entry, "modified"),
         ))
     return Uris(entries, _state(elem))
 
@@ -346,8 +327,7 @@ def _parse_execution(elem: ET.Element) -> Execution:
 
 
 def _opt_execution(elem: ET.Element, name: str) -> Execution | None:
-    found = child(elem, NS, name)
-    return _parse_execution(found) if found is not None else None
+    return parse_child(elem, NS, name, _parse_execution)
 
 
 def _parse_users(elem: ET.Element) -> Users:
@@ -369,21 +349,20 @@ def _parse_user(elem: ET.Element) -> User:
 
 
 def _parse_endpoint(elem: ET.Element) -> Endpoint:
-    call_info = child(elem, NS, "call-info")
     return Endpoint(
         entity=elem.get("entity"),
         state=_state(elem),
         display_text=child_text(elem, NS, "display-text"),
         referred=_opt_execution(elem, "referred"),
-        status=_enum(EndpointStatus, child_text(elem, NS, "status"), "endpoint status"),
-        joining_method=_enum(JoiningMethod, child_text(elem, NS, "joining-method"), "joining-method"),
+        status=parse_enum(EndpointStatus, child_text(elem, NS, "status"), "endpoint status"),
+        joining_method=parse_enum(JoiningMethod, child_text(elem, NS, "joining-method"), "joining-method"),
         joining_info=_opt_execution(elem, "joining-info"),
-        disconnection_method=_enum(
+        disconnection_method=parse_enum(
             DisconnectionMethod, child_text(elem, NS, "disconnection-method"), "disconnection-method"
         ),
         disconnection_info=_opt_execution(elem, "disconnection-info"),
         media=[_parse_media(m) for m in children(elem, NS, "media")],
-        call_info=_parse_call_info(call_info) if call_info is not None else None,
+        call_info=parse_child(elem, NS, "call-info", _parse_call_info),
     )
 
 
@@ -394,7 +373,7 @@ def _parse_media(elem: ET.Element) -> Media:
         type=child_text(elem, NS, "type"),
         label=child_text(elem, NS, "label"),
         src_id=child_text(elem, NS, "src-id"),
-        status=_enum(MediaStatus, child_text(elem, NS, "status"), "media status"),
+        status=parse_enum(MediaStatus, child_text(elem, NS, "status"), "media status"),
     )
 
 
@@ -422,12 +401,6 @@ def _node(parent: ET.Element | None, tag: str, **attrs: str) -> ET.Element:
     return sub(parent, tag, **attrs)
 
 
-def _texts(parent: ET.Element, *pairs: tuple[str, str | None]) -> None:
-    for tag, value in pairs:
-        if value is not None:
-            sub(parent, tag, value)
-
-
 def _state_attr(state: ElementState, always: bool = False) -> dict[str, str]:
     return {"state": state.value} if always or state is not ElementState.FULL else {}
 
@@ -441,7 +414,7 @@ def _build_conference(parent: ET.Element | None, conf: ConferenceInfo, tag: str)
         _build_description(elem, conf.description)
     if conf.host_info is not None:
         host = sub(elem, "host-info")
-        _texts(host, ("display-text", conf.host_info.display_text), ("web-page", conf.host_info.web_page))
+        sub_texts(host, ("display-text", conf.host_info.display_text), ("web-page", conf.host_info.web_page))
         _build_uris(host, "uris", conf.host_info.uris)
     if conf.conference_state is not None:
         _build_cstate(elem, conf.conference_state)
@@ -459,7 +432,7 @@ def _build_conference(parent: ET.Element | None, conf: ConferenceInfo, tag: str)
 
 def _build_description(parent: ET.Element, desc: ConferenceDescription) -> None:
     elem = sub(parent, "conference-description")
-    _texts(elem, ("display-text", desc.display_text), ("subject", desc.subject),
+    sub_texts(elem, ("display-text", desc.display_text), ("subject", desc.subject),
            ("free-text", desc.free_text))
     if desc.keywords:
         sub(elem, "keywords", " ".join(desc.keywords))
@@ -471,7 +444,7 @@ def _build_description(parent: ET.Element, desc: ConferenceDescription) -> None:
         media = sub(elem, "available-media")
         for medium in desc.available_media:
             entry = sub(media, "entry", label=medium.label)
-            _texts(entry, ("display-text", medium.display_text), ("type", medium.type),
+            sub_texts(entry, ("display-text", medium.display_text), ("type", medium.type),
                    ("status", medium.status.value if medium.status else None))
 
 
@@ -490,20 +463,20 @@ def _build_uris(parent: ET.Element, tag: str, uris: Uris | None) -> None:
     elem = sub(parent, tag, **_state_attr(uris.state))
     for entry in uris.entries:
         node = sub(elem, "entry")
-        _texts(node, ("uri", entry.uri), ("display-text", entry.display_text), ("purpose", entry.purpose))
+        sub_texts(node, ("uri", entry.uri), ("display-text", entry.display_text), ("purpose", entry.purpose))
         _build_execution(node, "modified", entry.modified)
 
 
 def _build_execution(parent: ET.Element, tag: str, execution: Execution | None) -> None:
     if execution is not None:
         elem = sub(parent, tag)
-        _texts(elem, ("when", execution.when), ("reason", execution.reason), ("by", execution.by))
+        sub_texts(elem, ("when", execution.when), ("reason", execution.reason), ("by", execution.by))
 
 
 def _build_user(parent: ET.Element, user: User) -> None:
     attrs = {"entity": user.entity} if user.entity is not None else {}
     elem = sub(parent, "user", **attrs, **_state_attr(user.state))
-    _texts(elem, ("display-text", user.display_text))
+    sub_texts(elem, ("display-text", user.display_text))
     _build_uris(elem, "associated-aors", user.associated_aors)
     if user.roles:
         roles = sub(elem, "roles")
@@ -511,7 +484,7 @@ def _build_user(parent: ET.Element, user: User) -> None:
             sub(roles, "entry", role)
     if user.languages:
         sub(elem, "languages", " ".join(user.languages))
-    _texts(elem, ("cascaded-focus", user.cascaded_focus))
+    sub_texts(elem, ("cascaded-focus", user.cascaded_focus))
     for endpoint in user.endpoints:
         _build_endpoint(elem, endpoint)
 
@@ -519,21 +492,21 @@ def _build_user(parent: ET.Element, user: User) -> None:
 def _build_endpoint(parent: ET.Element, ep: Endpoint) -> None:
     attrs = {"entity": ep.entity} if ep.entity is not None else {}
     elem = sub(parent, "endpoint", **attrs, **_state_attr(ep.state))
-    _texts(elem, ("display-text", ep.display_text))
+    sub_texts(elem, ("display-text", ep.display_text))
     _build_execution(elem, "referred", ep.referred)
-    _texts(elem, ("status", ep.status.value if ep.status else None),
+    sub_texts(elem, ("status", ep.status.value if ep.status else None),
            ("joining-method", ep.joining_method.value if ep.joining_method else None))
     _build_execution(elem, "joining-info", ep.joining_info)
-    _texts(elem, ("disconnection-method",
+    sub_texts(elem, ("disconnection-method",
                   ep.disconnection_method.value if ep.disconnection_method else None))
     _build_execution(elem, "disconnection-info", ep.disconnection_info)
     for media in ep.media:
         node = sub(elem, "media", id=media.id)
-        _texts(node, ("display-text", media.display_text), ("type", media.type), ("label", media.label),
+        sub_texts(node, ("display-text", media.display_text), ("type", media.type), ("label", media.label),
                ("src-id", media.src_id), ("status", media.status.value if media.status else None))
     if ep.call_info is not None:
         sip = sub(sub(elem, "call-info"), "sip")
-        _texts(sip, ("display-text", ep.call_info.display_text), ("call-id", ep.call_info.call_id),
+        sub_texts(sip, ("display-text", ep.call_info.display_text), ("call-id", ep.call_info.call_id),
                ("from-tag", ep.call_info.from_tag), ("to-tag", ep.call_info.to_tag))
 
 

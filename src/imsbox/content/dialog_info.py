@@ -12,9 +12,11 @@ from .errors import ContentError, XmlError
 from .xmlsafe import (
     check_text,
     child,
-    child_text,
+    child_uint,
     children,
     expect_root,
+    parse_child,
+    parse_enum,
     parse_uint,
     parse_xml,
     required_attr,
@@ -152,18 +154,9 @@ def parse_dialog_info(data: bytes) -> DialogInfo:
         # Mandatory per the schema, yet the RFC's own sample (4.2) omits it.
         entity=root.get("entity"),
         version=parse_uint(required_attr(root, "version"), "version"),
-        state=_enum(DocumentState, state, "dialog-info state") or DocumentState.FULL,
+        state=parse_enum(DocumentState, state, "dialog-info state") or DocumentState.FULL,
         dialogs=[_parse_dialog(d) for d in children(root, NS, "dialog")],
     )
-
-
-def _enum(cls: type, text: str | None, what: str):  # type: ignore[no-untyped-def]
-    if text is None:
-        return None
-    try:
-        return cls(text)
-    except ValueError:
-        raise ContentError(f"unknown {what} value {text!r}") from None
 
 
 def _parse_dialog(elem: ET.Element) -> Dialog:
@@ -171,28 +164,24 @@ def _parse_dialog(elem: ET.Element) -> Dialog:
     if state_elem is None:
         raise XmlError("<dialog> lacks the mandatory <state>")
     code = state_elem.get("code")
-    duration = child_text(elem, NS, "duration")
     replaces = child(elem, NS, "replaces")
-    referred = child(elem, NS, "referred-by")
     route_set = child(elem, NS, "route-set")
-    local = child(elem, NS, "local")
-    remote = child(elem, NS, "remote")
     return Dialog(
         id=required_attr(elem, "id"),
-        state=_enum(DialogState, text_of(state_elem), "dialog state"),
+        state=parse_enum(DialogState, text_of(state_elem), "dialog state"),
         call_id=elem.get("call-id"),
         local_tag=elem.get("local-tag"),
         remote_tag=elem.get("remote-tag"),
-        direction=_enum(Direction, elem.get("direction"), "direction"),
-        event=_enum(DialogEvent, state_elem.get("event"), "state event"),
+        direction=parse_enum(Direction, elem.get("direction"), "direction"),
+        event=parse_enum(DialogEvent, state_elem.get("event"), "state event"),
         code=parse_uint(code, "state code", minimum=100, maximum=699) if code is not None else None,
-        duration=parse_uint(duration, "<duration>") if duration is not None else None,
+        duration=child_uint(elem, NS, "duration"),
         replaces=Replaces(*(required_attr(replaces, a) for a in ("call-id", "local-tag", "remote-tag")))
         if replaces is not None else None,
-        referred_by=_parse_identity(referred) if referred is not None else None,
+        referred_by=parse_child(elem, NS, "referred-by", _parse_identity),
         route_set=[text_of(h) or "" for h in children(route_set, NS, "hop")] if route_set is not None else [],
-        local=_parse_participant(local) if local is not None else None,
-        remote=_parse_participant(remote) if remote is not None else None,
+        local=parse_child(elem, NS, "local", _parse_participant),
+        remote=parse_child(elem, NS, "remote", _parse_participant),
     )
 
 
@@ -205,19 +194,17 @@ def _parse_identity(elem: ET.Element) -> Identity:
 
 
 def _parse_participant(elem: ET.Element) -> Participant:
-    identity = child(elem, NS, "identity")
     target = child(elem, NS, "target")
     sessd = child(elem, NS, "session-description")
-    cseq = child_text(elem, NS, "cseq")
     return Participant(
-        identity=_parse_identity(identity) if identity is not None else None,
+        identity=parse_child(elem, NS, "identity", _parse_identity),
         target=Target(
             required_attr(target, "uri"),
             [(required_attr(p, "pname"), required_attr(p, "pval")) for p in children(target, NS, "param")],
         ) if target is not None else None,
         session_description=SessionDescription(required_attr(sessd, "type"), sessd.text or "")
         if sessd is not None else None,
-        cseq=parse_uint(cseq, "<cseq>") if cseq is not None else None,
+        cseq=child_uint(elem, NS, "cseq"),
     )
 
 

@@ -21,6 +21,7 @@ from .xmlsafe import (
     required_text,
     serialize,
     sub,
+    sub_texts,
 )
 
 log = logging.getLogger(__name__)
@@ -157,16 +158,14 @@ class Imdn:
 
     def to_xml(self) -> bytes:
         root = ET.Element("imdn", {"xmlns": IMDN_XML_NS})
-        sub(root, "message-id", self.message_id)
-        optional = (
+        sub_texts(
+            root,
+            ("message-id", self.message_id),
             ("datetime", self.datetime),
             ("recipient-uri", self.recipient_uri),
             ("original-recipient-uri", self.original_recipient_uri),
             ("subject", self.subject),
         )
-        for tag, value in optional:
-            if value is not None:
-                sub(root, tag, value)
         status = sub(sub(root, self.disposition.value), "status")
         sub(status, self.status.value)
         return serialize(root)

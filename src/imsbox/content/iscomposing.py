@@ -11,10 +11,10 @@ from enum import Enum
 from .errors import ContentError
 from .xmlsafe import (
     child_text,
+    child_uint,
     expect_root,
     format_datetime,
     parse_datetime,
-    parse_uint,
     parse_xml,
     required_text,
     serialize,
@@ -65,12 +65,11 @@ def parse_iscomposing(data: bytes) -> IsComposing:
     token = required_text(root, ISCOMPOSING_NS, "state")
     state = ComposingState.ACTIVE if token == "active" else ComposingState.IDLE
     lastactive = child_text(root, ISCOMPOSING_NS, "lastactive")
-    refresh = child_text(root, ISCOMPOSING_NS, "refresh")
     return IsComposing(
         state=state,
         lastactive=parse_datetime(lastactive, "<lastactive>") if lastactive is not None else None,
         contenttype=child_text(root, ISCOMPOSING_NS, "contenttype"),
-        refresh=parse_uint(refresh, "<refresh>", minimum=1) if refresh is not None else None,
+        refresh=child_uint(root, ISCOMPOSING_NS, "refresh", minimum=1),
     )
 
 

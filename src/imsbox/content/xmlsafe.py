@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from datetime import datetime
+from enum import Enum
+from typing import TypeVar
 
 import defusedxml
 import defusedxml.ElementTree as DET
@@ -18,6 +21,8 @@ MAX_XML_SIZE = 256 * 1024
 MAX_XML_DEPTH = 32
 
 Element = ET.Element
+E = TypeVar("E", bound=Enum)
+T = TypeVar("T")
 
 # XML 1.0 Char production minus the C0 controls other than tab/LF/CR.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -87,6 +92,18 @@ def child_text(elem: ET.Element, ns: str, local: str) -> str | None:
     return text_of(child(elem, ns, local))
 
 
+def parse_child(elem: ET.Element, ns: str, local: str, parse: Callable[[ET.Element], T]) -> T | None:
+    """`parse` applied to the optional child <local>."""
+    found = child(elem, ns, local)
+    return parse(found) if found is not None else None
+
+
+def child_uint(elem: ET.Element, ns: str, local: str, *, minimum: int = 0) -> int | None:
+    """The optional child <local> as a decimal integer."""
+    text = child_text(elem, ns, local)
+    return parse_uint(text, f"<{local}>", minimum=minimum) if text is not None else None
+
+
 def required_text(elem: ET.Element, ns: str, local: str) -> str:
     value = child_text(elem, ns, local)
     if not value:
@@ -113,6 +130,16 @@ def parse_uint(text: str | None, what: str, *, minimum: int = 0, maximum: int = 
     if not minimum <= value <= maximum:
         raise ContentError(f"{what} {value} is outside {minimum}..{maximum}")
     return value
+
+
+def parse_enum(cls: type[E], text: str | None, what: str) -> E | None:
+    """An enumerated token; None when absent."""
+    if text is None:
+        return None
+    try:
+        return cls(text)
+    except ValueError:
+        raise ContentError(f"unknown {what} value {text!r}") from None
 
 
 def parse_bool(text: str | None, what: str) -> bool:
@@ -159,6 +186,13 @@ def sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> 
     if text is not None:
         elem.text = check_text(text, tag)
     return elem
+
+
+def sub_texts(parent: ET.Element, *pairs: tuple[str, str | None]) -> None:
+    """Append a text child for each (tag, value) whose value is present."""
+    for tag, value in pairs:
+        if value is not None:
+            sub(parent, tag, value)
 
 
 def serialize(root: ET.Element) -> bytes:

@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import ipaddress
 import logging
 import re
-import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, TextIO
 
 from ..config import Config, ConfigError, load_config
-from ..runtime import tune_garbage_collector
+from ..runtime import stop_on_signals, tune_garbage_collector
 from ..sip.transaction import TimerValues
 from ..sip.transport.base import Flow
 from ..sip.transport.tls import ensure_self_signed, server_context
@@ -344,7 +342,7 @@ def _check_backends(config: Config) -> None:
 
 async def run_serve(args: argparse.Namespace) -> int:
     """``imsbox serve``: exit 0 after a clean SIGINT/SIGTERM shutdown, 2 on bad input."""
-    with _stop_on_signals() as stop:  # before the first line: a quick ^C is clean too
+    with stop_on_signals() as stop:  # before the first line: a quick ^C is clean too
         try:
             config = build_config(args)
             roles = (args.role,) if args.role else NODE_ROLES
@@ -363,17 +361,3 @@ async def run_serve(args: argparse.Namespace) -> int:
             await network.close()
     log.info("stopped")
     return 0
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[asyncio.Event]:
-    """An event set by SIGINT/SIGTERM while the block runs."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield stop
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)

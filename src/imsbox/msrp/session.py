@@ -255,6 +255,11 @@ class SessionCore:
             if not data or (b"-------" + tid.encode()) not in data:
                 return tid
 
+    def _request_head(self, tid: str, method: str, message_id: str) -> str:
+        """Start line, To-Path, From-Path and Message-ID (RFC 4975 section 7.1)."""
+        return (f"MSRP {tid} {method}\r\nTo-Path: {self._to}\r\nFrom-Path: {self._from}\r\n"
+                f"Message-ID: {message_id}\r\n")
+
     def chunk(self, msg: OutgoingMessage, data: bytes, *, last: bool, now: float,
               flag: Flag | None = None) -> list[bytes]:
         """Wire buffers for the next SEND chunk of ``msg`` (RFC 4975 section 7.1.1)."""
@@ -268,8 +273,7 @@ class SessionCore:
         # chunks over 2048 octets must be interruptible, hence "*" (section 7.1.1)
         end = str(msg.sent) if len(data) <= 2048 or last else "*"
         total = "*" if msg.total is None else str(msg.total)
-        head = [f"MSRP {tid} SEND\r\nTo-Path: {self._to}\r\nFrom-Path: {self._from}\r\n"
-                f"Message-ID: {msg.message_id}\r\n"]
+        head = [self._request_head(tid, "SEND", msg.message_id)]
         if msg.success_report:
             head.append("Success-Report: yes\r\n")
         if msg.failure_report != "yes":
@@ -431,9 +435,8 @@ class SessionCore:
         """A REPORT request (RFC 4975 sections 7.1.2-7.1.4)."""
         tid = self._new_tid(b"")
         br = f"Byte-Range: {byte_range}\r\n" if byte_range is not None else ""
-        return (f"MSRP {tid} REPORT\r\nTo-Path: {self._to}\r\nFrom-Path: {self._from}\r\n"
-                f"Message-ID: {message_id}\r\n{br}Status: 000 {status} {comment}\r\n"
-                f"-------{tid}$\r\n").encode()
+        return (f"{self._request_head(tid, 'REPORT', message_id)}{br}"
+                f"Status: 000 {status} {comment}\r\n-------{tid}$\r\n").encode()
 
     def handle_report(self, req: MsrpRequest) -> list[SessionEvent]:
         """Correlate a REPORT with a sent message (RFC 4975 section 7.3.2)."""

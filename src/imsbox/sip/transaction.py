@@ -163,30 +163,26 @@ def _top_via_value(request: Request) -> str:
 
 def make_ack(request: Request, response: Response) -> Request:
     """ACK for a non-2xx final response to ``request`` (17.1.1.3)."""
-    ack = Request("ACK", request.uri)
-    ack.add_header("Via", _top_via_value(request))
-    for route in request.headers.get_all("Route"):
-        ack.add_header("Route", route)
-    ack.add_header("Max-Forwards", "70")
-    ack.add_header("From", request.headers.get("From") or "")
-    ack.add_header("To", response.headers.get("To") or "")
-    ack.add_header("Call-ID", request.call_id)
-    ack.add_header("CSeq", f"{request.cseq.seq} ACK")
-    return ack
+    return _same_branch(request, "ACK", response.headers.get("To"))
 
 
 def make_cancel(request: Request) -> Request:
     """CANCEL for a pending ``request`` (9.1): same top Via, so same branch."""
-    cancel = Request("CANCEL", request.uri)
-    cancel.add_header("Via", _top_via_value(request))
+    return _same_branch(request, "CANCEL", request.headers.get("To"))
+
+
+def _same_branch(request: Request, method: str, to: str | None) -> Request:
+    """``method`` with the top Via, Route, From, Call-ID and CSeq number of ``request``."""
+    new = Request(method, request.uri)
+    new.add_header("Via", _top_via_value(request))
     for route in request.headers.get_all("Route"):
-        cancel.add_header("Route", route)
-    cancel.add_header("Max-Forwards", "70")
-    cancel.add_header("From", request.headers.get("From") or "")
-    cancel.add_header("To", request.headers.get("To") or "")
-    cancel.add_header("Call-ID", request.call_id)
-    cancel.add_header("CSeq", f"{request.cseq.seq} CANCEL")
-    return cancel
+        new.add_header("Route", route)
+    new.add_header("Max-Forwards", "70")
+    new.add_header("From", request.headers.get("From") or "")
+    new.add_header("To", to or "")
+    new.add_header("Call-ID", request.call_id)
+    new.add_header("CSeq", f"{request.cseq.seq} {method}")
+    return new
 
 
 def _is_rfc3261_branch(branch: str | None) -> bool:
@@ -275,6 +271,16 @@ class Transaction:
         self._layer._forget(self)
         self._emit(TransactionTerminated(self))
 
+    def _start_timers(self, retransmit: Timer, timeout: Timer, now: float) -> None:
+        """Arm the retransmit timer (unreliable transports only) and the 64*T1 timeout."""
+        if not self.reliable:
+            self._arm(retransmit, now + self._interval)
+        self._arm(timeout, now + self.timers.timeout)
+
+    def _time_out(self) -> None:
+        self._emit(TransactionTimeout(self))
+        self._terminate()
+
     def _on_timer(self, timer: Timer, now: float) -> None:
         raise NotImplementedError
 
@@ -308,10 +314,6 @@ class ClientTransaction(Transaction):
     def _pass_up(self, response: Response) -> None:
         self._emit(ResponseReceived(self, response))
 
-    def _time_out(self) -> None:
-        self._emit(TransactionTimeout(self))
-        self._terminate()
-
 
 class ClientInviteTransaction(ClientTransaction):
     """17.1.1 with the Accepted state of RFC 6026 7.2."""
@@ -322,9 +324,7 @@ class ClientInviteTransaction(ClientTransaction):
         self.ack: Request | None = None
         self.cancel_sent = False
         self._send(request)
-        if not self.reliable:
-            self._arm(Timer.A, now + self._interval)
-        self._arm(Timer.B, now + self.timers.timeout)
+        self._start_timers(Timer.A, Timer.B, now)
 
     def receive_response(self, response: Response, flow: Flow | None, now: float) -> None:
         if flow is not None and self.reliable:
@@ -389,9 +389,7 @@ class ClientNonInviteTransaction(ClientTransaction):
                  flow: Flow | None, now: float) -> None:
         super().__init__(layer, request, dest, flow, TransactionState.TRYING)
         self._send(request)
-        if not self.reliable:
-            self._arm(Timer.E, now + self._interval)
-        self._arm(Timer.F, now + self.timers.timeout)
+        self._start_timers(Timer.E, Timer.F, now)
 
     def receive_response(self, response: Response, flow: Flow | None, now: float) -> None:
         if self.state not in (TransactionState.TRYING, TransactionState.PROCEEDING):
@@ -484,9 +482,7 @@ class ServerInviteTransaction(ServerTransaction):
                 self._arm(Timer.L, now + self.timers.timeout)
             elif response.status >= 300:
                 self._goto(TransactionState.COMPLETED)
-                if not self.reliable:
-                    self._arm(Timer.G, now + self._interval)
-                self._arm(Timer.H, now + self.timers.timeout)
+                self._start_timers(Timer.G, Timer.H, now)
         elif self.state is TransactionState.ACCEPTED and 200 <= response.status < 300:
             self._send(response)  # RFC 6026 7.1: the TU retransmits 2xx
         else:
@@ -500,8 +496,7 @@ class ServerInviteTransaction(ServerTransaction):
             self._interval = min(2 * self._interval, self.timers.t2)
             self._arm(Timer.G, now + self._interval)
         elif timer is Timer.H:
-            self._emit(TransactionTimeout(self))
-            self._terminate()
+            self._time_out()
         elif timer in (Timer.I, Timer.L):
             self._terminate()
 

@@ -16,13 +16,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..runtime import stop_on_signals
 from ..sip.transport.base import TRANSPORTS
 from .client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileProgress, FileReceived,
@@ -177,19 +176,6 @@ async def run_ue(args: argparse.Namespace) -> int:
         await client.close()
 
 
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[asyncio.Event]:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield stop
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
 async def _print_events(client: RcsClient, printer: Printer,
                         mark_displayed: bool = False) -> None:
     async for event in client.events():
@@ -214,7 +200,7 @@ async def _until(stop: asyncio.Event, *tasks: asyncio.Task[Any]) -> None:
 async def _listen(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
     printer.record({"event": "listening", "from": client.aor, "to": client.aor,
                     "contact": client.contact})
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         await _until(stop, asyncio.ensure_future(
             _print_events(client, printer, args.mark_displayed)))
     return EXIT_OK
@@ -246,7 +232,7 @@ async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -
 async def _chat(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
     chat = await client.open_chat(args.to)
     sent: list[str] = []
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         await _until(stop, asyncio.ensure_future(_print_events(client, printer)),
                      asyncio.ensure_future(_type_lines(chat, sent)),
                      asyncio.ensure_future(chat.closed.wait()))

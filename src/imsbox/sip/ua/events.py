@@ -33,7 +33,7 @@ import enum
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from ..headers import Event, HeaderError, NameAddr, SubscriptionState as SubscriptionStateHeader
 from ..message import Request, Response
@@ -348,6 +348,18 @@ def _bad_request(request: Request, reason: str) -> Response:
 def _timers(*values: float | None) -> float | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None
+
+
+def _end_usage(by_dialog: dict[DialogId, list[Any]],
+               sub: Subscription | NotifierSubscription) -> None:
+    """Drop one dialog usage; the last one gone ends a dialog the subscription owns (4.4.1)."""
+    usages = by_dialog.get(sub.dialog.id, [])
+    if sub in usages:
+        usages.remove(sub)
+    if not usages:
+        by_dialog.pop(sub.dialog.id, None)
+        if sub.owns_dialog:
+            sub.dialog.terminate()
 
 
 # -- subscriber -------------------------------------------------------------
@@ -721,13 +733,7 @@ class Subscriber:
         sub.reason = reason
         sub.timer_n_at = sub.expires_at = sub.refresh_at = None
         if sub.dialog is not None:
-            usages = self._by_dialog.get(sub.dialog.id, [])
-            if sub in usages:
-                usages.remove(sub)
-            if not usages:
-                self._by_dialog.pop(sub.dialog.id, None)
-                if sub.owns_dialog:
-                    sub.dialog.terminate()  # 4.4.1: last usage gone
+            _end_usage(self._by_dialog, sub)
         sub.retry_at = self._retry_at(sub, reason, retry_after, now)
         if sub.retry_at is None and sub in self._live:
             self._live.remove(sub)
@@ -1012,11 +1018,5 @@ class Notifier:
     def _remove(self, sub: NotifierSubscription, reason: str | None,
                 response: Response | None = None) -> None:
         sub.state = NotifierState.TERMINATED
-        usages = self._by_dialog.get(sub.dialog.id, [])
-        if sub in usages:
-            usages.remove(sub)
-        if not usages:
-            self._by_dialog.pop(sub.dialog.id, None)
-            if sub.owns_dialog:
-                sub.dialog.terminate()
+        _end_usage(self._by_dialog, sub)
         self._events.append(SubscriptionTerminated(sub, reason, None, response))

@@ -727,12 +727,7 @@ class InviteSession:
         dialog = self._require_dialog()
         if self._reinvite_out is not None or self._pending_2xx or self._glare:
             raise SessionError("an INVITE transaction is already in progress")
-        if body and self._offer is not _Offer.IDLE:
-            raise SessionError("an offer is already outstanding")
-        hdrs = list(headers) + self._refresh_headers()
-        request = dialog.create_request("INVITE", hdrs, body or b"", SDP if body else None)
-        if body:
-            self._local_sdp_out(body)
+        request = self._offer_request(dialog, "INVITE", body, headers)
         self._reinvite_out = request
         self._send(request)
         return request
@@ -743,14 +738,20 @@ class InviteSession:
         dialog = self._require_dialog(early_ok=True)
         if self._update_out is not None:
             raise SessionError("an UPDATE is already in progress")
+        request = self._offer_request(dialog, "UPDATE", body, headers)
+        self._update_out = request
+        self._send(request)
+        return request
+
+    def _offer_request(self, dialog: Dialog, method: str, body: bytes | None,
+                       headers: Iterable[Header]) -> Request:
+        """An in-dialog INVITE or UPDATE; a body is our offer."""
         if body and self._offer is not _Offer.IDLE:
             raise SessionError("an offer is already outstanding")
         hdrs = list(headers) + self._refresh_headers()
-        request = dialog.create_request("UPDATE", hdrs, body or b"", SDP if body else None)
+        request = dialog.create_request(method, hdrs, body or b"", SDP if body else None)
         if body:
             self._local_sdp_out(body)
-        self._update_out = request
-        self._send(request)
         return request
 
     def bye(self, now: float) -> None:
@@ -910,17 +911,15 @@ class InviteSession:
             self._respond(request, 491)
             return
         if self._pending_2xx or self._offer is _Offer.REMOTE:
-            self._respond(request, 500, headers=[("Retry-After", str(self.rng.randint(0, 10)))])
+            self._retry_later(request)
             return
         status, headers = self._negotiate_timer(request)
         if status is not None:
             self._respond(request, status, headers=headers)
             return
         if request.body:
-            body = self._remote_sdp_in(request.body)
+            body = self._answer_offer(request)
             if body is None:
-                self._offer = _Offer.IDLE
-                self._respond(request, 488)
                 return
         else:
             body = self.offer_answer.offer()
@@ -937,7 +936,7 @@ class InviteSession:
             self._respond(request, 491)
             return
         if request.body and self._offer is _Offer.REMOTE:
-            self._respond(request, 500, headers=[("Retry-After", str(self.rng.randint(0, 10)))])
+            self._retry_later(request)
             return
         status, headers = self._negotiate_timer(request)
         if status is not None:
@@ -945,14 +944,24 @@ class InviteSession:
             return
         body = b""
         if request.body:
-            answer = self._remote_sdp_in(request.body)
+            answer = self._answer_offer(request)
             if answer is None:
-                self._offer = _Offer.IDLE
-                self._respond(request, 488)
                 return
             body = answer
         self._respond(request, 200, body, list(headers) + self._timer_headers(self._se_answer))
         self._start_timer(self._se_answer, now)
+
+    def _retry_later(self, request: Request) -> None:
+        """14.2: 500 with a Retry-After of 0-10 s while an offer or 2xx is pending."""
+        self._respond(request, 500, headers=[("Retry-After", str(self.rng.randint(0, 10)))])
+
+    def _answer_offer(self, request: Request) -> bytes | None:
+        """The answer to the request's offer; None once it was refused with 488."""
+        answer = self._remote_sdp_in(request.body)
+        if answer is None:
+            self._offer = _Offer.IDLE
+            self._respond(request, 488)
+        return answer
 
     def _on_options(self, dialog: Dialog, request: Request, now: float) -> None:
         self._events.append(SendResponse(options_response(request, self.config), request))
