@@ -8,6 +8,7 @@ asks ``next_deadline()`` when to call ``on_timer(now)``, and drains
 from __future__ import annotations
 
 import enum
+from abc import ABC, abstractmethod
 import heapq
 import itertools
 import logging
@@ -206,7 +207,7 @@ def _client_key(message: Request | Response) -> tuple[str, str] | None:
 
 # -- transactions ---------------------------------------------------------
 
-class Transaction:
+class Transaction(ABC):
     """Common machinery: state, timers, output through the owning layer."""
 
     def __init__(self, layer: "TransactionLayer", request: Request, reliable: bool,
@@ -281,8 +282,9 @@ class Transaction:
         self._emit(TransactionTimeout(self))
         self._terminate()
 
+    @abstractmethod
     def _on_timer(self, timer: Timer, now: float) -> None:
-        raise NotImplementedError
+        """What a timer firing does in this state machine."""
 
     def transport_error(self, now: float) -> None:
         """17.1.4 / 17.2.4: inform the TU and terminate."""
@@ -308,8 +310,9 @@ class ClientTransaction(Transaction):
     def _send(self, message: Request) -> None:
         self._emit(Transmit(message, self.dest, self.flow, self))
 
+    @abstractmethod
     def receive_response(self, response: Response, flow: Flow | None, now: float) -> None:
-        raise NotImplementedError
+        """A response matched to this client transaction (17.1.3)."""
 
     def _pass_up(self, response: Response) -> None:
         self._emit(ResponseReceived(self, response))
@@ -440,11 +443,13 @@ class ServerTransaction(Transaction):
         if self.last_response is not None:
             self._emit(Transmit(self.last_response, None, self.flow, self))
 
+    @abstractmethod
     def receive_request(self, request: Request, flow: Flow, now: float) -> None:
-        raise NotImplementedError
+        """A retransmission (or ACK) matched to this server transaction (17.2.3)."""
 
+    @abstractmethod
     def respond(self, response: Response, now: float) -> None:
-        raise NotImplementedError
+        """The TU's response, sent and remembered for retransmissions."""
 
     def _ignore(self, response: Response) -> None:
         log.warning("%r: ignoring %d from TU (Call-ID %s)", self, response.status, self.call_id)
