@@ -28,6 +28,11 @@ Every key is optional; a missing file means all defaults. Defaults::
                                  # first (RFC 8760); ["MD5", "SHA-256"] for clients
                                  # that answer only the topmost one (SIPp 3.6)
 
+    [messaging]                  # the messaging AS
+    deferred_ttl = 604800        # seconds an undelivered message is kept (then a
+                                 # "failed" IMDN goes to the sender)
+    max_file_size = 0            # bytes; larger file transfers get 488 (0: no limit)
+
     [[ifc]]                      # when given, replaces the default iFCs
     [[psi]]                      # when given, replaces the default PSIs
 
@@ -127,6 +132,15 @@ class RegistrarConfig:
     digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
 
 
+DEFERRED_TTL = 7 * 24 * 3600
+
+
+@dataclass(slots=True, frozen=True)
+class MessagingConfig:
+    deferred_ttl: int = DEFERRED_TTL
+    max_file_size: int = 0  # 0: no limit
+
+
 def _default_nodes() -> dict[str, NodeConfig]:
     local = ("127.0.0.1",)
     return {
@@ -148,6 +162,7 @@ class Config:
     cache_url: str = ""
     nodes: Mapping[str, NodeConfig] = field(default_factory=_default_nodes)
     registrar: RegistrarConfig = RegistrarConfig()
+    messaging: MessagingConfig = MessagingConfig()
     ifcs: tuple[InitialFilterCriteria, ...] = ()
     psis: tuple[Psi, ...] = ()
 
@@ -246,7 +261,8 @@ def _read(path: str | Path, source: str) -> dict[str, Any]:
 class _Loader:
     """Validates one parsed TOML document; every error names its key."""
 
-    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "ifc", "psi", *NODE_NAMES)
+    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "ifc", "psi",
+                *NODE_NAMES)
 
     def __init__(self, data: dict[str, Any], source: str) -> None:
         self.data = data
@@ -291,7 +307,8 @@ class _Loader:
         config = Config(domain, data_path, self.store_url(store),
                         self.string(store, "cache", "store.cache", ""), nodes,
                         self.registrar())
-        return replace(config, ifcs=self.ifcs(config), psis=self.psis(config))
+        return replace(config, ifcs=self.ifcs(config), psis=self.psis(config),
+                       messaging=self.messaging())
 
     def domain(self, override: str | None) -> str:
         name = "--domain" if override is not None else "domain"
@@ -362,6 +379,14 @@ class _Loader:
                              f"expected a non-empty list from {list(DIGEST_ALGORITHMS)}, "
                              f"most preferred first, got {algorithms!r}")
         return RegistrarConfig(low, default, high, tuple(dict.fromkeys(algorithms)))
+
+    def messaging(self) -> MessagingConfig:
+        table = self.table("messaging")
+        self.keys(table, ("deferred_ttl", "max_file_size"), "messaging.")
+        return MessagingConfig(
+            self.integer(table, "deferred_ttl", "messaging.deferred_ttl",
+                         DEFERRED_TTL, 1, 2**31 - 1),
+            self.integer(table, "max_file_size", "messaging.max_file_size", 0, 0, 2**62))
 
     def server(self, value: Any, name: str, config: Config) -> str:
         """An AS reference: a node name or a SIP URI."""

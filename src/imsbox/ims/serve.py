@@ -179,9 +179,13 @@ class Network:
             return Pcscf(self.config, timers=self.timers, ssl_context=self._tls_context(),
                          store=self.store)
         if role == "as":
-            from ..apps.messaging import MessagingAs  # apps build on ims: import late
+            # apps build on ims: imported late
+            from ..apps.messaging import MessagingAs, MessagingSettings
             assert self.store is not None
-            return MessagingAs(self.config, self.store, timers=self.timers)
+            settings = MessagingSettings(
+                deferred_ttl=float(self.config.messaging.deferred_ttl),
+                max_file_size=self.config.messaging.max_file_size or None)
+            return MessagingAs(self.config, self.store, timers=self.timers, settings=settings)
         assert self.store is not None and self.hss is not None
         if role == "scscf":
             return Scscf(self.config, self.store, self.hss, timers=self.timers)

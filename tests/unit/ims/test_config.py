@@ -166,3 +166,18 @@ def test_with_node_copies() -> None:
     assert c.pcscf.port == 5060  # original untouched
     with pytest.raises(ConfigError, match="unknown node"):
         c.with_node("bgcf", port=1)
+
+
+def test_messaging_settings(tmp_path):
+    """[messaging] sets the deferred lifetime and the file size limit."""
+    path = tmp_path / "imsbox.toml"
+    path.write_text("[messaging]\ndeferred_ttl = 60\nmax_file_size = 1000\n")
+    config = load_config(path)
+    assert (config.messaging.deferred_ttl, config.messaging.max_file_size) == (60, 1000)
+    assert load_config(None).messaging.max_file_size == 0
+    path.write_text("[messaging]\ndeferred_ttl = 0\n")
+    with pytest.raises(ConfigError, match="messaging.deferred_ttl"):
+        load_config(path)
+    path.write_text("[messaging]\nttl = 5\n")
+    with pytest.raises(ConfigError, match="messaging"):
+        load_config(path)
