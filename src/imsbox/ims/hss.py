@@ -252,6 +252,9 @@ class Hss:
         self.store = store
         self.domain = domain.lower()
         self.capabilities = ServerCapabilities(server_names=tuple(scscf_names))
+        # Decoded iFC documents by their text: the S-CSCF asks for a profile on
+        # every request, and a changed profile is a new text, so no invalidation.
+        self._decoded_ifcs: dict[str, InitialFilterCriteria] = {}
 
     # -- lookups -------------------------------------------------------------------
     def private_id(self, name: str) -> str:
@@ -427,10 +430,18 @@ class Hss:
         out = []
         for document in profile.ifcs:
             try:
-                out.append(InitialFilterCriteria.from_json(document))
+                out.append(self._decode_ifc(document))
             except IfcError as exc:
                 log.error("service profile %s: skipping bad iFC: %s", profile_name, exc)
         return tuple(sorted(out, key=lambda i: i.priority))
+
+    def _decode_ifc(self, document: str) -> InitialFilterCriteria:
+        ifc = self._decoded_ifcs.get(document)
+        if ifc is None:
+            if len(self._decoded_ifcs) >= 4096:  # bound it if profiles churn
+                self._decoded_ifcs.clear()
+            ifc = self._decoded_ifcs[document] = InitialFilterCriteria.from_json(document)
+        return ifc
 
     # -- LIR ---------------------------------------------------------------------------
     def location_info(self, public_id: str, originating: bool = False) -> LocationInfoAnswer:
