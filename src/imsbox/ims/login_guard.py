@@ -23,8 +23,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TypeVar
 
-__all__ = ["LoginLimits", "LoginGuard", "Source"]
+__all__ = ["LoginGuard", "LoginLimits", "Source"]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 Source = tuple[str, int]   # (address, port) of the UE as the P-CSCF saw it
 
@@ -48,14 +52,14 @@ class _Account:
     last_failure: float = 0.0
 
 
-class _Bounded(OrderedDict[object, object]):
+class _Bounded(OrderedDict[K, V]):
     """An LRU table: touching a key makes it newest; past the bound the oldest goes."""
 
     def __init__(self, bound: int) -> None:
         super().__init__()
         self.bound = bound
 
-    def touch(self, key: object, value: object) -> None:
+    def touch(self, key: K, value: V) -> None:
         self[key] = value
         self.move_to_end(key)
         while len(self) > self.bound:
@@ -69,9 +73,9 @@ class LoginGuard:
     def __init__(self, limits: LoginLimits | None = None) -> None:
         self.limits = limits or LoginLimits()
         bound = self.limits.max_entries
-        self._accounts = _Bounded(bound)    # account -> _Account
-        self._sources = _Bounded(bound)     # address -> list of failure times
-        self._good = _Bounded(bound)        # (account, source) -> time of success
+        self._accounts: _Bounded[str, _Account] = _Bounded(bound)
+        self._sources: _Bounded[str, list[float]] = _Bounded(bound)   # failure times
+        self._good: _Bounded[tuple[str, Source], float] = _Bounded(bound)  # success time
 
     def retry_after(self, account: str, source: Source, now: float) -> float | None:
         """None: check the credentials now.  Otherwise refuse without checking,
@@ -83,8 +87,7 @@ class LoginGuard:
         return max(waits) if waits else None
 
     def failed(self, account: str, source: Source, now: float) -> None:
-        entry = self._accounts.get(account)
-        entry = entry if isinstance(entry, _Account) else _Account()
+        entry = self._accounts.get(account) or _Account()
         entry.failures += 1
         entry.last_failure = now
         self._accounts.touch(account, entry)
@@ -104,16 +107,16 @@ class LoginGuard:
     # -- the limits --------------------------------------------------------------------
     def _trusted(self, account: str, source: Source, now: float) -> bool:
         at = self._good.get((account, source))
-        return isinstance(at, float) and now - at < self.limits.remember_success
+        return at is not None and now - at < self.limits.remember_success
 
     def _account_wait(self, account: str, now: float) -> float:
         entry = self._accounts.get(account)
-        if not isinstance(entry, _Account):
+        if entry is None:
             return 0.0
         over = entry.failures - self.limits.account_free_failures
         if over < 0:
             return 0.0
-        backoff = min(self.limits.account_backoff * 2 ** min(over, 32),
+        backoff = min(self.limits.account_backoff * 2.0 ** min(over, 32),
                       self.limits.account_backoff_max)
         return entry.last_failure + backoff - now
 
@@ -125,7 +128,7 @@ class LoginGuard:
 
     def _recent(self, address: str, now: float) -> list[float]:
         times = self._sources.get(address)
-        if not isinstance(times, list):
+        if times is None:
             return []
         window = self.limits.source_window
         # Keep only what the budget needs: the failures inside the window.
