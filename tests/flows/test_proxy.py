@@ -143,11 +143,15 @@ class Net:
             self.router_calls.append(ctx.request.copy())
             return router(ctx.request)
         options.setdefault("timers", MID)
-        self.proxy = StatefulProxy(route, **options)  # type: ignore[arg-type]
-        await self.proxy.listen("udp", HOST, 0)
-        self.proxy.endpoint.transport.trace = self.proxy_wire
-        self._closers.append(self.proxy.close)
-        return self.proxy
+        return await self.start(StatefulProxy(route, **options))  # type: ignore[arg-type]
+
+    async def start(self, proxy: StatefulProxy) -> StatefulProxy:
+        """Listen with ``proxy`` on loopback UDP, traced, closed at the end."""
+        self.proxy = proxy
+        await proxy.listen("udp", HOST, 0)
+        proxy.endpoint.transport.trace = self.proxy_wire
+        self._closers.append(proxy.close)
+        return proxy
 
     @property
     def proxy_port(self) -> int:
