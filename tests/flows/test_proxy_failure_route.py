@@ -9,14 +9,15 @@ import asyncio
 from dataclasses import dataclass, field
 
 import pytest
-from test_proxy import (
-    HOST, MID, Net, Peer, make_request, reply, ring_until_cancel, run, settle, statuses,
-)
 
 from imsbox.sip import Response, new_tag
 from imsbox.sip.proxy import FailureRoute, RequestContext, Router, StatefulProxy, Target
 from imsbox.sip.transport.base import Flow
 from imsbox.sip.uri import SipUri
+
+from test_proxy import (
+    HOST, MID, Net, Peer, make_request, reply, ring_until_cancel, run, settle, statuses,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -241,3 +242,24 @@ def test_follow_route_is_a_step_the_router_can_take() -> None:
         assert [str(t.uri) for t in routed[1]] == [str(peer.uri)]
     run(scenario)
 
+
+
+def test_failure_route_that_raises_or_finds_nothing_sends_the_best_response() -> None:
+    async def scenario(net: Net) -> None:
+        busy = await net.peer("busy", reply(486))
+
+        async def failure_route(ctx: RequestContext, best: Response) -> list[Target]:
+            if ctx.request.uri.user == "empty":  # type: ignore[union-attr]
+                return []
+            raise RuntimeError("failure route bug")
+
+        async def router(ctx: RequestContext) -> list[Target]:
+            ctx.failure_route = failure_route
+            return [Target(busy.uri)]
+        await net.start(StatefulProxy(router, timers=MID))
+        uac, _ = await net.uac()
+        for user in ("empty", "raises"):
+            final = await uac.request(make_request("INVITE", f"sip:{user}@example.com"),
+                                      net.proxy_dest).final()
+            assert final.status == 486
+    run(scenario)

@@ -296,6 +296,7 @@ class Pcscf(StatefulProxy):
 
     # -- requests: who sent it decides what we do --------------------------------
     def on_request(self, ctx: RequestContext) -> Response | None:
+        """Before 16.3/16.4: who sent it (by flow and our unpopped Route) decides."""
         return self._police(ctx.request, ctx.flow)
 
     def _police(self, request: Request, flow: Flow) -> Response | None:

@@ -251,9 +251,9 @@ class StatefulProxy:
         except Exception:  # a hook bug: the best response so far goes upstream
             log.exception("failure route failed for %s", ctx.request.call_id)
             return None
-        if ctx.cancelled:  # the CANCEL came while the hook ran
-            return None
-        return outcome or None
+        if ctx.cancelled or (isinstance(outcome, list) and not outcome):
+            return None  # the CANCEL came while the hook ran, or no new targets
+        return outcome
 
     async def _fork(self, ctx: RequestContext, targets: list[Target],
                     responses: ResponseContext) -> None:
