@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from imsbox import sdp
-from imsbox.apps import cpm
+from imsbox.rcs import cpm
 from imsbox.apps.messaging import MessagingAs, MessagingSettings
 from imsbox.config import Config
 from imsbox.content import (

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from imsbox.apps import cpm
+from imsbox.rcs import cpm
 from imsbox.apps.messaging import MessagingAs
 from imsbox.config import Config, load_config
 from imsbox.content import (

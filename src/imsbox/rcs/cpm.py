@@ -1,4 +1,4 @@
-"""OMA CPM / RCS identifiers and helpers shared by the UE and the messaging AS.
+"""OMA CPM / RCS identifiers and helpers shared by the UE and the application servers.
 
 ICSIs appear in two spellings: the URN as written (P-Preferred-Service,
 P-Asserted-Service) and %-escaped inside the ``+g.3gpp.icsi-ref`` feature tag
