@@ -26,7 +26,7 @@ from imsbox.content import (
     parse_cpim, parse_imdn,
 )
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.sip.message import Request, Response
 from imsbox.sip.transport.base import Flow

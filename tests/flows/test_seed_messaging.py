@@ -42,7 +42,7 @@ from imsbox.content import (
 )
 from imsbox.content.imdn import IMDN_NS
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.msrp import MsrpRequest, MsrpResponse
 from imsbox.msrp import endpoint as msrp_endpoint
 from imsbox.msrp import parse as parse_msrp

@@ -19,7 +19,7 @@ import pytest
 from imsbox.rcs.cpm import ICSI_SESSION, escape_icsi
 from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.store import open_store
 from imsbox.ue.client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileReceived, MessageReceived,
