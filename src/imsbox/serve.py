@@ -38,7 +38,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, Self, TextIO
 
 from .apps.messaging import MessagingAs, MessagingSettings
 from .config import Config, ConfigError, load_config
@@ -259,7 +259,7 @@ class Network:
     nodes: dict[str, Node] = field(default_factory=dict, init=False)
     _owns_store: bool = field(default=False, init=False)
 
-    async def __aenter__(self) -> Network:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -15,7 +15,13 @@ import pytest
 
 from imsbox.config import Config
 from imsbox.serve import (
-    HSS_ROLE, Network, NodeContext, NodeFactory, NodeRegistry, ServeError, default_registry,
+    HSS_ROLE,
+    Network,
+    NodeContext,
+    NodeFactory,
+    NodeRegistry,
+    ServeError,
+    default_registry,
 )
 from imsbox.sip.endpoint import ServerContext, SipEndpoint
 from imsbox.sip.message import Request, Response, new_tag

@@ -159,8 +159,8 @@ def test_exceptions_are_still_needed() -> None:
     ("imsbox.ue.client", "from ..ims import hss\n", "imsbox.ims.hss"),
     ("imsbox.apps.messaging", "def late():\n    from ..ims.hss import Hss\n", "imsbox.ims.hss"),
     ("imsbox.ims.serve", "import imsbox.apps.messaging\n", "imsbox.apps.messaging"),
-    ("imsbox.sip.proxy", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                         "    from imsbox.store import Store\n", "imsbox.store"),
+    ("imsbox.sip.proxy", ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                          "    from imsbox.store import Store\n"), "imsbox.store"),
     ("imsbox.rcs.cpm", "from ..ue import client\n", "imsbox.ue.client"),
     ("imsbox.store.sqlite", "from ..sip.uri import parse_uri\n", "imsbox.sip.uri"),
     ("imsbox.sdp.model", "from .. import ims\n", "imsbox.ims"),
