@@ -168,7 +168,7 @@ class Net:
         return peer
 
     async def uac(self, timers: TimerValues = SLOW) -> tuple[SipEndpoint, Wire]:
-        ep = SipEndpoint(timers=timers, modules=[HandlerModule(lambda ctx: None)])
+        ep = SipEndpoint(timers=timers)
         await ep.listen("udp", HOST, 0)
         wire = Wire()
         ep.transport.trace = wire
