@@ -8,19 +8,23 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from helpers import settle
 
-from imsbox.content.dialog_info import DialogState as InfoState, Direction, parse_dialog_info
+from imsbox.content.dialog_info import DialogState as InfoState
+from imsbox.content.dialog_info import Direction, parse_dialog_info
 from imsbox.sip.endpoint import SipEndpoint
 from imsbox.sip.headers import Replaces
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.ua.dialog import UsageKind
-from imsbox.sip.ua.dialog_event import DIALOG_INFO_TYPE, DIALOG_PACKAGE, DialogEventSource
+from imsbox.sip.ua.dialog_event import (
+    DIALOG_INFO_TYPE,
+    DIALOG_PACKAGE,
+    DialogEventSource,
+)
 from imsbox.sip.ua.events import EventPackageRegistry
 from imsbox.sip.ua.invite import InviteConfig, StaticOfferAnswer
 from imsbox.sip.ua.refer import EventAgent
 from imsbox.sip.ua.useragent import Call, UserAgent
-
-from helpers import settle
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"
@@ -104,7 +108,7 @@ def test_refer_in_a_call_is_a_usage_of_its_dialog_until_it_ends() -> None:
 
 def test_the_invite_usage_ending_first_leaves_the_refer_usage_its_dialog() -> None:
     async def scenario(alice: Party, bob: Party, carol: Party) -> None:
-        out, incoming = await call(alice, bob)
+        out, _ = await call(alice, bob)
         alice.agent.refer(out, "sip:carol@example.com")
         refer = await asyncio.wait_for(bob.agent.refers.get(), 2)
         await out.bye()

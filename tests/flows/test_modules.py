@@ -6,13 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection
 
 import pytest
+from helpers import settle
 
 from imsbox.sip import Request, Response, new_tag, parse
 from imsbox.sip.endpoint import HandlerModule, Priority, ServerContext, SipEndpoint
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.transport import Destination
-
-from helpers import settle
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"

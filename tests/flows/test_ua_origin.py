@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers import settle
 
 from imsbox.sip import NameAddr, Request, parse
 from imsbox.sip.endpoint import SipEndpoint
@@ -16,8 +17,6 @@ from imsbox.sip.ua.invite import InviteConfig, StaticOfferAnswer
 from imsbox.sip.ua.refer import EventAgent
 from imsbox.sip.ua.useragent import Call, Origin, UserAgent
 from imsbox.sip.uri import parse_uri
-
-from helpers import settle
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"

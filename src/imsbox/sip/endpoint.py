@@ -80,7 +80,7 @@ class Module(Protocol):
     @property
     def methods(self) -> Collection[str]: ...
 
-    def on_request(self, ctx: "ServerContext") -> bool: ...
+    def on_request(self, ctx: ServerContext) -> bool: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -93,7 +93,7 @@ class HandlerModule:
     priority: int = Priority.APPLICATION
     methods: Collection[str] = ()
 
-    def on_request(self, ctx: "ServerContext") -> bool:
+    def on_request(self, ctx: ServerContext) -> bool:
         result = self.handle(ctx)
         if inspect.isawaitable(result):
             ctx.spawn(result)
@@ -424,8 +424,10 @@ class SipEndpoint:
             try:
                 if module.on_request(ctx):
                     return
-            except Exception as exc:
-                self._request_failed(ctx, exc, module.name)
+            except Exception:
+                log.exception("module %s failed on %r (Call-ID %s)", module.name, ctx.request,
+                              ctx.request.call_id)
+                self._request_failed(ctx)
                 return
         if ctx.txn is not None:  # an ACK nobody takes is dropped, never answered
             ctx.respond(self.not_served(ctx.request))
@@ -435,13 +437,12 @@ class SipEndpoint:
             await work
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            self._request_failed(ctx, exc, "task")
+        except Exception:
+            log.exception("work on %r failed (Call-ID %s)", ctx.request, ctx.request.call_id)
+            self._request_failed(ctx)
 
-    def _request_failed(self, ctx: ServerContext, exc: Exception, where: str) -> None:
+    def _request_failed(self, ctx: ServerContext) -> None:
         """The one place a module's failure turns into a response: 500 (8.2)."""
-        log.error("%s failed on %r (Call-ID %s)", where, ctx.request, ctx.request.call_id,
-                  exc_info=exc)
         if ctx.txn is not None and not ctx.final_sent:
             ctx.respond(Response.for_request(ctx.request, 500))
 

@@ -510,7 +510,7 @@ class Join:
     from_tag: str
 
     @classmethod
-    def parse(cls, value: str, header: str = "Join") -> "Join":
+    def parse(cls, value: str, header: str = "Join") -> Join:
         call_id, params = _dialog_ref(value, header)
         return cls(call_id, params.get("to-tag") or "", params.get("from-tag") or "")
 

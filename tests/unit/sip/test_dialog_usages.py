@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from imsbox.content.dialog_info import DialogState as InfoState, Direction, parse_dialog_info
+from imsbox.content.dialog_info import DialogState as InfoState
+from imsbox.content.dialog_info import Direction, parse_dialog_info
 from imsbox.sip import Request, Response, parse
 from imsbox.sip.headers import Event, HeaderError, Join, Replaces, refer_to_target
-from imsbox.sip.ua.dialog import Dialog, DialogState, DialogTable, InviteMatch, UsageKind
+from imsbox.sip.ua.dialog import (
+    Dialog,
+    DialogState,
+    DialogTable,
+    InviteMatch,
+    UsageKind,
+)
 from imsbox.sip.ua.dialog_event import DIALOG_PACKAGE, DialogEventSource
 from imsbox.sip.ua.events import NotifierState, NotifierSubscription
 from imsbox.sip.ua.invite import InviteSession

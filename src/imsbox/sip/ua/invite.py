@@ -23,7 +23,12 @@ from ..headers import HeaderError, RAck, SessionExpires
 from ..message import Request, Response
 from ..uri import Uri
 from .dialog import (
-    TARGET_REFRESH_METHODS, Dialog, DialogId, DialogRole, UsageKind, build_cancel,
+    TARGET_REFRESH_METHODS,
+    Dialog,
+    DialogId,
+    DialogRole,
+    UsageKind,
+    build_cancel,
 )
 
 __all__ = [

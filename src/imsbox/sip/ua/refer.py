@@ -462,7 +462,7 @@ class EventAgent:
     # -- subscriber API ----------------------------------------------------------
     def subscribe(self, target: str | Uri, event: str, *, expires: int | None = None,
                   accept: Iterable[str] = (), to: str | NameAddr | None = None,
-                  origin: "Origin | None" = None) -> SubscriptionWatch:
+                  origin: Origin | None = None) -> SubscriptionWatch:
         """Send an initial SUBSCRIBE; await the watch's notifications.
         ``origin`` (default the UA's) gives its From, Contact, route and flow."""
         origin = origin or self.ua.origin

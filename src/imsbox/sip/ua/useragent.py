@@ -219,7 +219,10 @@ class UserAgent:
     def call_for(self, header: Replaces | Join) -> Call | None:
         """The Call whose dialog a Replaces or Join names (see DialogTable.find_invite)."""
         match = self.dialogs.find_invite(header)
-        return self._by_session.get(match.session) if match else None  # type: ignore[arg-type]
+        return self._call_of(match.session) if match else None
+
+    def _call_of(self, usage: object) -> Call | None:
+        return self._by_session.get(usage) if isinstance(usage, InviteSession) else None
 
     # -- incoming -------------------------------------------------------------
     def new_call(self, ctx: ServerContext) -> None:
@@ -420,7 +423,7 @@ class _DialogLayer:
             return False
         dialog = self.ua.dialogs.match_request(request)
         session = dialog.invite_usage if dialog is not None else None
-        call = self.ua._by_session.get(session) if session is not None else None  # type: ignore[arg-type]
+        call = self.ua._call_of(session)
         if call is None:
             return False
         self.ua._in_dialog(ctx, call)
