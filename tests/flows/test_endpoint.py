@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from imsbox.sip import Request, Response, new_tag, parse
-from imsbox.sip.endpoint import ServerContext, SipEndpoint, next_hop
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint, next_hop
 from imsbox.sip.transaction import TimerValues, TransactionState, make_ack
 from imsbox.sip.transport.base import Destination
 
@@ -90,7 +90,8 @@ def test_request_response_between_two_endpoints(transport: str) -> None:
             seen.append(ctx)
             ok(ctx)
 
-        a, b = SipEndpoint(handler), SipEndpoint(handler)
+        a, b = (SipEndpoint(modules=[HandlerModule(handler)]),
+                SipEndpoint(modules=[HandlerModule(handler)]))
         await a.listen(transport, HOST, 0)
         _, port = await b.listen(transport, HOST, 0)
         try:
@@ -121,7 +122,7 @@ def test_udp_retransmission_absorbed_and_response_resent() -> None:
             calls.append(ctx.request)
             ok(ctx)
 
-        b = SipEndpoint(handler)
+        b = SipEndpoint(modules=[HandlerModule(handler)])
         _, port = await b.listen("udp", HOST, 0)
         raw, raw_port = await raw_udp()
         try:
@@ -153,7 +154,8 @@ def test_cancel_pending_invite(transport: str) -> None:
             await ctx.cancelled.wait()
             ctx.respond(Response.for_request(ctx.request, 487, to_tag="callee"))
 
-        a, b = SipEndpoint(handler), SipEndpoint(handler)
+        a, b = (SipEndpoint(modules=[HandlerModule(handler)]),
+                SipEndpoint(modules=[HandlerModule(handler)]))
         await a.listen(transport, HOST, 0)
         _, port = await b.listen(transport, HOST, 0)
         try:
@@ -182,9 +184,9 @@ def test_cancel_pending_invite(transport: str) -> None:
 
 def test_cancel_for_unknown_invite_gets_481() -> None:
     async def main() -> None:
-        b = SipEndpoint(ok)
+        b = SipEndpoint(modules=[HandlerModule(ok)])
         _, port = await b.listen("udp", HOST, 0)
-        a = SipEndpoint(ok)
+        a = SipEndpoint(modules=[HandlerModule(ok)])
         await a.listen("udp", HOST, 0)
         try:
             cancel = make_request("CANCEL", f"sip:bob@{HOST}:{port}")
@@ -199,7 +201,7 @@ def test_cancel_for_unknown_invite_gets_481() -> None:
 
 def test_timeout_gives_local_408() -> None:
     async def main() -> None:
-        a = SipEndpoint(ok, timers=FAST)
+        a = SipEndpoint(timers=FAST, modules=[HandlerModule(ok)])
         await a.listen("udp", HOST, 0)
         silent, port = await raw_udp()
         try:
@@ -223,7 +225,7 @@ def test_tcp_connection_refused_gives_local_503() -> None:
         with socket.socket() as s:
             s.bind((HOST, 0))
             port = s.getsockname()[1]  # closed again: nobody listens there
-        a = SipEndpoint(ok)
+        a = SipEndpoint(modules=[HandlerModule(ok)])
         await a.listen("tcp", HOST, 0)
         try:
             ctx = a.request(make_request("OPTIONS", f"sip:bob@{HOST}:{port};transport=tcp"))
@@ -248,7 +250,8 @@ def test_automatic_100_trying_and_ack_for_2xx_reaches_handler() -> None:
             await asyncio.sleep(0.4)  # slower than the 200 ms of 17.2.1
             ok(ctx)
 
-        a, b = SipEndpoint(handler), SipEndpoint(handler)
+        a, b = (SipEndpoint(modules=[HandlerModule(handler)]),
+                SipEndpoint(modules=[HandlerModule(handler)]))
         await a.listen("udp", HOST, 0)
         _, port = await b.listen("udp", HOST, 0)
         try:
@@ -281,7 +284,8 @@ def test_large_udp_request_falls_back_to_tcp() -> None:
             seen.append(ctx)
             ok(ctx)
 
-        a, b = SipEndpoint(handler), SipEndpoint(handler)
+        a, b = (SipEndpoint(modules=[HandlerModule(handler)]),
+                SipEndpoint(modules=[HandlerModule(handler)]))
         await listen_both(a)
         port = await listen_both(b)
         try:
@@ -303,7 +307,7 @@ def test_handler_error_answers_500() -> None:
         def handler(ctx: ServerContext) -> None:
             raise RuntimeError("boom")
 
-        a, b = SipEndpoint(ok), SipEndpoint(handler)
+        a, b = SipEndpoint(modules=[HandlerModule(ok)]), SipEndpoint(modules=[HandlerModule(handler)])
         await a.listen("udp", HOST, 0)
         _, port = await b.listen("udp", HOST, 0)
         try:
@@ -318,7 +322,7 @@ def test_handler_error_answers_500() -> None:
 
 def test_send_stateless_response_follows_top_via() -> None:
     async def main() -> None:
-        a = SipEndpoint(ok)
+        a = SipEndpoint(modules=[HandlerModule(ok)])
         await a.listen("udp", HOST, 0)
         raw, raw_port = await raw_udp()
         try:

@@ -21,7 +21,7 @@ from imsbox.ims.hss import Hss
 from imsbox.ims.icscf import Icscf
 from imsbox.ims.provisioning import add_user
 from imsbox.sip import Request, Response, new_tag, parse
-from imsbox.sip.endpoint import ServerContext, SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.transport.base import Destination
 from imsbox.store import Psi, PsiKind, RegistrationState, ScscfAssignment, SqliteStore
@@ -55,7 +55,7 @@ class Node:
     """A SIP node stand-in: records requests, answers REGISTER/MESSAGE 200, INVITE 486."""
 
     def __init__(self) -> None:
-        self.endpoint = SipEndpoint(self.handle, FAST)
+        self.endpoint = SipEndpoint(FAST, modules=[HandlerModule(self.handle)])
         self.received: asyncio.Queue[Request] = asyncio.Queue()
         self.port = 0
 

@@ -16,7 +16,7 @@ import pytest
 from imsbox.config import Config
 from imsbox.ims.provisioning import add_user
 from imsbox.serve import Network
-from imsbox.sip.endpoint import ServerContext, SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.message import Request, Response, new_tag
 from imsbox.sip.uri import SipUri, parse_uri
 from imsbox.store import open_store
@@ -149,7 +149,7 @@ class ConferenceAs:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.endpoint = SipEndpoint(self.handle, FAST_TIMERS)
+        self.endpoint = SipEndpoint(FAST_TIMERS, modules=[HandlerModule(self.handle)])
         self.invites: asyncio.Queue[Request] = asyncio.Queue()
         self.acks: asyncio.Queue[Request] = asyncio.Queue()
         self.byes: asyncio.Queue[Request] = asyncio.Queue()

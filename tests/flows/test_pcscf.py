@@ -14,7 +14,7 @@ import pytest
 from imsbox.config import Config
 from imsbox.ims.pcscf import Pcscf
 from imsbox.sip import Request, Response, new_tag
-from imsbox.sip.endpoint import ServerContext, SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.transport.base import Destination, Flow
 from imsbox.sip.transport.tls import client_context, ensure_self_signed, server_context
@@ -66,7 +66,7 @@ class Core:
     P-Associated-URI, 486 to INVITE, 200 to anything else."""
 
     def __init__(self) -> None:
-        self.endpoint = SipEndpoint(self.handle, FAST)
+        self.endpoint = SipEndpoint(FAST, modules=[HandlerModule(self.handle)])
         self.received: asyncio.Queue[ServerContext] = asyncio.Queue()
         self.port = 0
 
@@ -128,7 +128,8 @@ class Ue:
 
     def __init__(self, host: str = HOST, ssl_context: object | None = None) -> None:
         self.host = host
-        self.endpoint = SipEndpoint(self.handle, FAST, client_ssl_context=ssl_context)
+        self.endpoint = SipEndpoint(FAST, client_ssl_context=ssl_context,
+                                    modules=[HandlerModule(self.handle)])
         self.received: asyncio.Queue[tuple[Request, Flow]] = asyncio.Queue()
         self.port = 0
         self.cseq = 0

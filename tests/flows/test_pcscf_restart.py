@@ -31,7 +31,7 @@ from imsbox.config import Config
 from imsbox.ims.pcscf import Pcscf
 from imsbox.ims.provisioning import add_user
 from imsbox.serve import Network
-from imsbox.sip.endpoint import ServerContext, SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.message import Request, Response, new_tag
 from imsbox.sip.transport.base import Destination
 from imsbox.store import PcscfRegistration, open_store
@@ -59,7 +59,7 @@ class Listener:
     """A bare SIP endpoint that answers 200 to everything and keeps the requests."""
 
     def __init__(self) -> None:
-        self.endpoint = SipEndpoint(self._on_request, FAST_TIMERS)
+        self.endpoint = SipEndpoint(FAST_TIMERS, modules=[HandlerModule(self._on_request)])
         self.requests: asyncio.Queue[Request] = asyncio.Queue()
         self.port = 0
 

@@ -9,7 +9,7 @@ from typing import Awaitable, Callable, Iterable
 import pytest
 
 from imsbox.sip import Request, Response, new_tag, parse, parse_uri
-from imsbox.sip.endpoint import ServerContext, SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.message import Message
 from imsbox.sip.proxy import RequestContext, StatefulProxy, Target
 from imsbox.sip.transaction import TimerValues
@@ -79,7 +79,7 @@ class Peer:
         self.name = name
         self.script = script
         self.wire = Wire()
-        self.ep = SipEndpoint(self._handle, timers=MID)
+        self.ep = SipEndpoint(timers=MID, modules=[HandlerModule(self._handle)])
         self.uri: SipUri
         self.port = 0
 
@@ -172,7 +172,7 @@ class Net:
         return peer
 
     async def uac(self, timers: TimerValues = SLOW) -> tuple[SipEndpoint, Wire]:
-        ep = SipEndpoint(lambda ctx: None, timers=timers)
+        ep = SipEndpoint(timers=timers)
         await ep.listen("udp", HOST, 0)
         wire = Wire()
         ep.transport.trace = wire

@@ -23,7 +23,7 @@ from imsbox.ims.regevent import ContactEvent, RegistrationState, parse_reginfo
 from imsbox.ims.scscf import FailureLimiter, Scscf
 from imsbox.sip import Request, Response, SubscriptionState, new_tag
 from imsbox.sip.auth import Challenge, answer_challenge
-from imsbox.sip.endpoint import ServerContext, SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.transport.base import Destination
 from imsbox.store import RegistrationState as HssState, SqliteStore
@@ -58,7 +58,7 @@ class Peer:
     port: int = 0
 
     def __post_init__(self) -> None:
-        self.ep = SipEndpoint(self._on_request, FAST)
+        self.ep = SipEndpoint(FAST, modules=[HandlerModule(self._on_request)])
 
     async def start(self) -> "Peer":
         """UDP and TCP on one port: large requests (NOTIFY) switch to TCP."""
@@ -69,7 +69,7 @@ class Peer:
                 return self
             except OSError:
                 await self.ep.close()
-                self.ep = SipEndpoint(self._on_request, FAST)
+                self.ep = SipEndpoint(FAST, modules=[HandlerModule(self._on_request)])
         raise RuntimeError("no free UDP+TCP port pair")
 
     @property

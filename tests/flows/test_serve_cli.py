@@ -18,7 +18,7 @@ from typing import IO
 import pytest
 
 from imsbox.config import Config
-from imsbox.sip.endpoint import SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, SipEndpoint
 from imsbox.sip.transport.base import Destination
 from imsbox.sip.transport.tls import CERT_FILE, KEY_FILE, client_context
 from imsbox.ue.register import register
@@ -103,7 +103,7 @@ def startup_lines(config: Config, nodes: tuple[str, ...] = ("pcscf", "icscf", "s
 
 
 async def register_over_udp(config: Config, password: str) -> list[int]:
-    endpoint = SipEndpoint(lambda ctx: None, FAST_TIMERS)
+    endpoint = SipEndpoint(FAST_TIMERS, modules=[HandlerModule(lambda ctx: None)])
     try:
         await endpoint.listen("udp", "127.0.0.1", 0)
         pcscf = Destination("udp", config.pcscf.host, config.pcscf.port)

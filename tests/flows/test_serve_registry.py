@@ -23,7 +23,7 @@ from imsbox.serve import (
     ServeError,
     default_registry,
 )
-from imsbox.sip.endpoint import ServerContext, SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.message import Request, Response, new_tag
 from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
 
@@ -36,7 +36,7 @@ class OptionsAs:
     def __init__(self, ctx: NodeContext) -> None:
         self.node = ctx.config.conference_as
         self.hss = ctx.hss
-        self.endpoint = SipEndpoint(self._on_request, ctx.timers)
+        self.endpoint = SipEndpoint(ctx.timers, modules=[HandlerModule(self._on_request, "options")])
 
     def _on_request(self, ctx: ServerContext) -> None:
         ctx.respond(Response.for_request(ctx.request, 200, to_tag=new_tag()))
@@ -78,7 +78,7 @@ def test_registered_as_runs_beside_the_core(tmp_path: Path) -> None:
             assert set(net.nodes) == {"pcscf", "icscf", "scscf", "as", "conference"}
             assert isinstance(net.nodes["conference"], OptionsAs)
             assert net.nodes["conference"].hss is None      # it did not ask for the HSS
-            client = SipEndpoint(lambda ctx: None, FAST_TIMERS)
+            client = SipEndpoint(FAST_TIMERS)
             await client.listen("udp", node.host, 0)
             try:
                 assert (await client.request(options(config)).final()).status == 200

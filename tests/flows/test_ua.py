@@ -55,7 +55,7 @@ class Net:
     async def start(self) -> None:
         uas = []
         for name in ("alice", "bob"):
-            ep = SipEndpoint(lambda ctx: None, timers=FAST)
+            ep = SipEndpoint(timers=FAST)
             _, port = await ep.listen("udp", HOST, 0)
             ep.transport.trace = self._recorder(name)
             self.endpoints.append(ep)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from imsbox.sip.endpoint import ServerContext, SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.headers import Contact
 from imsbox.sip.message import Request, Response, new_tag
 from imsbox.ue.client import RcsClient, Registered
@@ -49,7 +49,7 @@ class Registrar:
     endpoint: SipEndpoint | None = None
 
     async def start(self) -> int:
-        self.endpoint = SipEndpoint(self._on_request, FAST_TIMERS)
+        self.endpoint = SipEndpoint(FAST_TIMERS, modules=[HandlerModule(self._on_request, "registrar")])
         _, port = await self.endpoint.listen("udp", HOST, 0)
         return port
 

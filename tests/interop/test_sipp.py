@@ -88,7 +88,7 @@ class Answerer:
 
 async def run_uas(port: int, sipp_port: int, workdir: Path, calls: int,
                   rate: int) -> tuple[SippResult, Answerer]:
-    endpoint = SipEndpoint(lambda ctx: None)
+    endpoint = SipEndpoint()
     await endpoint.listen("udp", HOST, port)
     answerer = Answerer()
     UserAgent(endpoint, f"<sip:uas@{HOST}>", f"sip:uas@{HOST}:{port}", config=CONFIG,
@@ -149,7 +149,7 @@ async def one_call(ua: UserAgent, target: str) -> Call:
 
 async def run_uac(port: int, sipp_port: int, workdir: Path, calls: int,
                   parallel: int) -> tuple[SippResult, list[Call], ResponseLog]:
-    endpoint = SipEndpoint(lambda ctx: None)
+    endpoint = SipEndpoint()
     await endpoint.listen("udp", HOST, port)
     log = ResponseLog()
     endpoint.transport.trace = log

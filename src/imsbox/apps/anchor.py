@@ -43,7 +43,7 @@ from ..sip.headers import HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response
 from ..sip.ua.invite import InviteState, SessionError
-from ..sip.ua.useragent import Call, UserAgent
+from ..sip.ua.useragent import Call, Origin, UserAgent
 
 __all__ = ["Anchor", "AnchorHost", "AnchorState", "far_offer", "near_answer"]
 
@@ -150,16 +150,11 @@ class Anchor:
         headers = [(n, v) for n, v in request.headers if n.title() in _COPIED_TITLES]
         body, content_type = with_sdp(offer_parts(request)[1],
                                       bytes(far_offer(offer, self.far, self.msrp)))
-        # The UA sends as self.local along self.route; invite() sends before it
-        # returns (no await inside), so swapping them around it is safe.
-        local, route = self.ua.local, self.ua.route
-        self.ua.local = NameAddr(request.from_.uri, request.from_.display_name)
-        self.ua.route = self.host.remaining_route(request)
-        try:
-            self.callee = await self.ua.invite(request.uri, body, headers, to=NameAddr(
-                request.to.uri, request.to.display_name), content_type=content_type)
-        finally:
-            self.ua.local, self.ua.route = local, route
+        # This leg's own origin: the caller's identity along the S-CSCF's odi Route.
+        origin = Origin(NameAddr(request.from_.uri, request.from_.display_name),
+                        self.ua.contact, tuple(self.host.remaining_route(request)))
+        self.callee = await self.ua.invite(request.uri, body, headers, to=NameAddr(
+            request.to.uri, request.to.display_name), content_type=content_type, origin=origin)
         self.host.remember_own(self.callee.call_id)
         self._progress()
         await asyncio.wait([self.callee.final, self.caller.terminated],

@@ -43,7 +43,7 @@ from ..content.imdn import (
 from ..msrp import MsrpEndpoint
 from ..rcs import cpm
 from ..rcs.offer import offer_parts
-from ..sip.endpoint import ServerContext
+from ..sip.endpoint import Priority, ServerContext
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
@@ -123,8 +123,8 @@ class MessagingAs(StatefulProxy):
         self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
                                                 session_timer=None),
-                            on_call=self._on_call)
-        self.endpoint.handler = self._dispatch  # the UA took it; we choose per request
+                            on_call=self._on_call, serve_new=False)
+        self.endpoint.add_module(self)  # we choose per request; the proxy relays the rest
         self._spawn(self._housekeeping())
         log.info("messaging AS up on %s:%d", node.host, port)
 
@@ -137,21 +137,23 @@ class MessagingAs(StatefulProxy):
         if self.msrp is not None:
             await self.msrp.close()
 
-    # -- dispatch ---------------------------------------------------------------------
-    def _dispatch(self, ctx: ServerContext) -> object:
+    # -- dispatch: a service module; the UA's dialog layer has the anchored legs ---------
+    name = "messaging"
+    priority = Priority.SERVICE
+    methods = ("REGISTER", "MESSAGE", "INVITE")
+
+    def on_request(self, ctx: ServerContext) -> bool:
         request = ctx.request
         assert self.ua is not None
         if request.method == "REGISTER":
             self._third_party_register(ctx)
-        elif request.to.tag and self.ua.dialogs.match_request(request) is not None:
-            return self.ua.handle(ctx)          # a leg of an anchored session
         elif request.method == "MESSAGE" and not request.to.tag:
             self._pager(ctx)
         elif request.method == "INVITE" and not request.to.tag and self._anchors(request):
-            return self.ua.handle(ctx)          # -> _on_call
+            self.ua.new_call(ctx)               # -> _on_call
         else:
-            self._on_request(ctx)               # plain relay (StatefulProxy)
-        return None
+            return False                        # plain relay (the proxy module)
+        return True
 
     async def _route_direct(self, ctx: RequestContext) -> list[Target] | Response:
         """A request with no Route to follow was addressed to us directly: not served."""

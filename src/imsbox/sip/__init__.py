@@ -24,7 +24,7 @@ URIs
 """
 
 from .headers import (
-    Contact, CSeq, Event, FeatureSet, HeaderError, MediaType, NameAddr, Params,
+    Contact, CSeq, Event, FeatureSet, HeaderError, Join, MediaType, NameAddr, Params,
     RAck, ReferredBy, Replaces, SessionExpires, SubscriptionState, Via,
 )
 from .message import Headers, Message, Request, Response, new_branch, new_tag
@@ -34,7 +34,7 @@ from .uri import AbsoluteUri, SipUri, TelUri, Uri, UriError, parse_uri, uri_equa
 __all__ = [
     "parse", "ParseError", "Request", "Response", "Message", "Headers",
     "HeaderError", "Via", "NameAddr", "Contact", "CSeq", "Event", "FeatureSet",
-    "MediaType", "Params", "RAck", "ReferredBy", "Replaces", "SessionExpires",
+    "MediaType", "Params", "RAck", "ReferredBy", "Replaces", "Join", "SessionExpires",
     "SubscriptionState", "SipUri", "TelUri", "AbsoluteUri", "Uri", "UriError",
     "parse_uri", "uri_equal", "new_branch", "new_tag",
 ]

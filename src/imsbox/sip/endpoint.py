@@ -1,22 +1,27 @@
 """asyncio glue: one TransportLayer, one TransactionLayer, their timers.
 
 ``SipEndpoint.request()`` runs a client transaction and yields its responses
-through a ``ClientContext``; every new request reaches ``handler`` as a
-``ServerContext``.  CANCEL is answered here (9.2: 200, or 481 from the
-transaction layer) and shows up as ``ServerContext.cancelled``.
+through a ``ClientContext``; every new request becomes a ``ServerContext``
+offered to the endpoint's modules in priority order until one takes it (the
+pjsip idea: dialog layer, event usages, services, proxy).  What no module
+takes is answered here: 405 with Allow or 501 (8.2.1), never an ACK.
+CANCEL is answered here (9.2: 200, or 481 from the transaction layer) and
+shows up as ``ServerContext.cancelled``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import ipaddress
+import itertools
 import logging
 import socket
-from dataclasses import astuple
-from typing import Awaitable, Callable
+from dataclasses import astuple, dataclass
+from typing import Awaitable, Callable, Collection, Iterable, Protocol
 
-from .message import Request, Response, new_branch
+from .message import Request, Response, new_branch, new_tag
 from .transaction import (
     AckReceived, CancelReceived, ClientTransaction, Event, ResponseReceived,
     ServerTransaction, StrayResponse, TimerValues, TransactionLayer, TransactionTerminated,
@@ -28,12 +33,71 @@ from .transport import (
 )
 from .uri import SipUri
 
-__all__ = ["SipEndpoint", "ClientContext", "ServerContext", "Handler", "next_hop"]
+__all__ = ["SipEndpoint", "ClientContext", "ServerContext", "Handler", "HandlerModule",
+           "Module", "Priority", "SIP_METHODS", "next_hop"]
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("imsbox.sip.trace")
 
 Handler = Callable[["ServerContext"], Awaitable[None] | None]
+
+# Methods a SIP element recognises even when nothing here serves them: they get
+# 405, anything else 501 (8.2.1).  RFC 3261 and the extensions in the registry.
+SIP_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "PRACK",
+                         "UPDATE", "INFO", "MESSAGE", "SUBSCRIBE", "NOTIFY", "REFER",
+                         "PUBLISH"})
+
+
+class Priority(enum.IntEnum):
+    """Where a module sits in the order requests are offered (lower first).
+
+    pjsip's layering in our words: the dialog layer sees in-dialog requests
+    first, then the usages that share dialogs with it (events, REFER), then
+    services and the UA's own answers, and a proxy core last.
+    """
+
+    DIALOG = 32        # requests inside a dialog we hold (12.2.2)
+    EVENT = 48         # SUBSCRIBE / NOTIFY (RFC 6665) and REFER (RFC 3515)
+    SERVICE = 64       # an AS choosing per request (REGISTER, MESSAGE, B2BUA legs)
+    APPLICATION = 80   # a UA core: new INVITE / OPTIONS, the app's callback
+    PROXY = 96         # a proxy core relays whatever nobody above took (16)
+
+
+class Module(Protocol):
+    """Something that serves requests on an endpoint.
+
+    ``on_request`` says at once whether it takes the request; a module that
+    takes one must answer it (or leave that to work it starts with
+    ``ctx.spawn``).  ``methods`` are the methods it serves: a 405's Allow.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def methods(self) -> Collection[str]: ...
+
+    def on_request(self, ctx: ServerContext) -> bool: ...
+
+
+@dataclass(slots=True, eq=False)
+class HandlerModule:
+    """A callable as a module that takes every request it is offered
+    (a proxy core, a test peer); an awaitable result runs as ``ctx.spawn``."""
+
+    handle: Handler
+    name: str = "handler"
+    priority: int = Priority.APPLICATION
+    methods: Collection[str] = ()
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        result = self.handle(ctx)
+        if inspect.isawaitable(result):
+            ctx.spawn(result)
+        return True
 
 
 def next_hop(request: Request) -> tuple[str, str, int]:
@@ -179,15 +243,23 @@ class ServerContext:
             raise ValueError(f"a {self.request.method} is not answered")
         self._endpoint._respond(self.txn, response)
 
+    def spawn(self, work: Awaitable[object]) -> asyncio.Task[object]:
+        """Run a module's async work on this request: if it fails, the
+        request is answered the way a failing module's is (500)."""
+        return self._endpoint.spawn(self._endpoint._guarded(self, work))
+
 
 class SipEndpoint:
     """A SIP element's I/O: transports, transactions, timers."""
 
-    def __init__(self, handler: Handler, timers: TimerValues | None = None,
-                 trace: bool = False, *, limits: Limits | None = None,
+    def __init__(self, timers: TimerValues | None = None, trace: bool = False, *,
+                 modules: Iterable[Module] = (), limits: Limits | None = None,
                  on_stray: Callable[[Response, Flow | None], None] | None = None,
                  client_ssl_context: object | None = None) -> None:
-        self.handler = handler
+        self._modules: list[tuple[int, int, Module]] = []   # (priority, registered, module)
+        self._registered = itertools.count()
+        for module in modules:
+            self.add_module(module)
         self.on_stray = on_stray
         self.layer = TransactionLayer(timers)
         self.transport = TransportLayer(self._on_message, self._on_send_error, limits,
@@ -202,6 +274,42 @@ class SipEndpoint:
         self._pumping = False
 
     # -- public API -----------------------------------------------------
+    def add_module(self, module: Module) -> None:
+        """Offer new requests to ``module`` too: by priority, ties in the
+        order of registration."""
+        if any(m is module for _, _, m in self._modules):
+            raise ValueError(f"module {module.name} is registered already")
+        self._modules.append((module.priority, next(self._registered), module))
+        self._modules.sort(key=lambda entry: entry[:2])
+
+    def remove_module(self, module: Module) -> None:
+        kept = [entry for entry in self._modules if entry[2] is not module]
+        if len(kept) == len(self._modules):
+            raise ValueError(f"module {module.name} is not registered")
+        self._modules = kept
+
+    @property
+    def modules(self) -> tuple[Module, ...]:
+        """The registered modules in the order requests are offered to them."""
+        return tuple(m for _, _, m in self._modules)
+
+    def not_served(self, request: Request) -> Response:
+        """8.2.1: 405 with the Allow of our modules for a method we know, else 501."""
+        allow = list(dict.fromkeys(m.upper() for module in self.modules for m in module.methods))
+        method = request.method.upper()
+        if method not in SIP_METHODS and method not in allow:
+            return Response.for_request(request, 501, to_tag=new_tag())
+        response = Response.for_request(request, 405, to_tag=new_tag())
+        response.add_header("Allow", ", ".join(allow))
+        return response
+
+    def spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
+        """Run ``coro`` as a task the endpoint cancels on ``close()``."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def listen(self, transport: str, host: str, port: int,
                      ssl_context: object | None = None) -> tuple[str, int]:
         bound = await self.transport.listen(transport, host, port, ssl_context)  # type: ignore[arg-type]
@@ -215,7 +323,7 @@ class SipEndpoint:
         open connection a peer registered on; RFC 5626 ideas) and our Via
         names the flow's local address."""
         ctx = ClientContext(self, request)
-        self._spawn(self._route_and_start(ctx, dest, branch, flow))
+        self.spawn(self._route_and_start(ctx, dest, branch, flow))
         return ctx
 
     @property
@@ -228,7 +336,7 @@ class SipEndpoint:
         """Send without a transaction (ACK for 2xx, stateless forwarding).
         Without ``dest`` a request goes to its next hop, a response where its
         top Via says (18.2.2).  The task gives the Flow used, None on failure."""
-        return self._spawn(self._send_stateless(message, dest, flow))  # type: ignore[return-value]
+        return self.spawn(self._send_stateless(message, dest, flow))  # type: ignore[return-value]
 
     async def close(self) -> None:
         if self._timer is not None:
@@ -301,36 +409,40 @@ class SipEndpoint:
             self._pump()
             return
         if message.method == "ACK":  # ACK for a 2xx: its own end-to-end request
-            self._call_handler(ServerContext(self, message, flow, None))
+            self._offer(ServerContext(self, message, flow, None))
             return
         txn = self.layer.server_transaction(message, flow, now)
         if message.method != "CANCEL":  # CANCEL comes out as CancelReceived
             ctx = ServerContext(self, message, flow, txn)
             self._servers[txn] = ctx
-            self._call_handler(ctx)
+            self._offer(ctx)
         self._pump()
 
-    def _call_handler(self, ctx: ServerContext) -> None:
-        try:
-            result = self.handler(ctx)
-            if inspect.isawaitable(result):
-                self._spawn(self._await_handler(ctx, result))
-        except Exception:
-            log.exception("handler failed on %r (Call-ID %s)", ctx.request,
-                          ctx.request.call_id)
-            self._answer_500(ctx)
+    def _offer(self, ctx: ServerContext) -> None:
+        """Offer a request to the modules in order; the first to take it wins."""
+        for module in self.modules:
+            try:
+                if module.on_request(ctx):
+                    return
+            except Exception:
+                log.exception("module %s failed on %r (Call-ID %s)", module.name, ctx.request,
+                              ctx.request.call_id)
+                self._request_failed(ctx)
+                return
+        if ctx.txn is not None:  # an ACK nobody takes is dropped, never answered
+            ctx.respond(self.not_served(ctx.request))
 
-    async def _await_handler(self, ctx: ServerContext, result: Awaitable[None]) -> None:
+    async def _guarded(self, ctx: ServerContext, work: Awaitable[object]) -> None:
         try:
-            await result
+            await work
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("handler failed on %r (Call-ID %s)", ctx.request,
-                          ctx.request.call_id)
-            self._answer_500(ctx)
+            log.exception("work on %r failed (Call-ID %s)", ctx.request, ctx.request.call_id)
+            self._request_failed(ctx)
 
-    def _answer_500(self, ctx: ServerContext) -> None:
+    def _request_failed(self, ctx: ServerContext) -> None:
+        """The one place a module's failure turns into a response: 500 (8.2)."""
         if ctx.txn is not None and not ctx.final_sent:
             ctx.respond(Response.for_request(ctx.request, 500))
 
@@ -353,14 +465,14 @@ class SipEndpoint:
             case Transmit(message=Response() as response, dest=None, flow=flow):
                 self.transport.send_response(response, flow)
             case Transmit():
-                self._spawn(self._transmit(event))
+                self.spawn(self._transmit(event))
             case ResponseReceived(txn=txn, response=response):
                 if (ctx := self._clients.get(txn)) is not None:
                     ctx._deliver(response)
             case TransactionTimeout(txn=txn) | TransportFailure(txn=txn):
                 self._failed(txn, 408 if isinstance(event, TransactionTimeout) else 503)
             case AckReceived(txn=txn, ack=ack):
-                self._call_handler(ServerContext(self, ack, txn.flow, None))
+                self._offer(ServerContext(self, ack, txn.flow, None))
             case CancelReceived(txn=txn, cancel=cancel, cancel_txn=cancel_txn):
                 cancel_txn.respond(Response.for_request(cancel, 200), self._now())
                 if (ctx := self._servers.get(txn)) is not None:
@@ -420,12 +532,6 @@ class SipEndpoint:
         # call_at may run a hair early: never let the layer see a time before it
         self.layer.on_timer(max(self._now(), deadline or 0.0))
         self._pump()
-
-    def _spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _trace(self, direction: str, data: bytes, flow: Flow) -> None:
         trace_log.info("%s %s %s <-> %s\n%s", direction, flow.transport, flow.local,

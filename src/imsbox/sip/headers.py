@@ -24,7 +24,7 @@ from .uri import SipUri, Uri, UriError, parse_uri
 
 __all__ = [
     "HeaderError", "Params", "Via", "NameAddr", "Contact", "CSeq", "Event",
-    "SubscriptionState", "Replaces", "SessionExpires", "RAck", "MediaType",
+    "SubscriptionState", "Replaces", "Join", "SessionExpires", "RAck", "MediaType",
     "FeatureSet", "ReferredBy", "COMPACT_FORMS", "canonical_name", "parse_int",
     "token_list",
 ]
@@ -482,7 +482,8 @@ class SubscriptionState:
 
 @dataclass(slots=True)
 class Replaces:
-    """Replaces (RFC 3891) and Join (RFC 3911): a dialog by Call-ID and tags."""
+    """Replaces (RFC 3891 6.1): the dialog an INVITE replaces, by Call-ID and
+    tags as its recipient sees them (to-tag is the recipient's own)."""
 
     call_id: str
     to_tag: str
@@ -491,16 +492,39 @@ class Replaces:
 
     @classmethod
     def parse(cls, value: str, header: str = "Replaces") -> "Replaces":
-        call_id, _, rest = value.partition(";")
-        params = _params(header, rest)
-        to_tag, from_tag = params.get("to-tag"), params.get("from-tag")
-        if not call_id.strip() or to_tag is None or from_tag is None:
-            raise HeaderError(header, "needs Call-ID, to-tag and from-tag")
-        return cls(call_id.strip(), to_tag, from_tag, params.has("early-only"))
+        call_id, params = _dialog_ref(value, header)
+        return cls(call_id, params.get("to-tag") or "", params.get("from-tag") or "",
+                   params.has("early-only"))
 
     def __str__(self) -> str:
         early = ";early-only" if self.early_only else ""
         return f"{self.call_id};to-tag={self.to_tag};from-tag={self.from_tag}{early}"
+
+
+@dataclass(slots=True)
+class Join:
+    """Join (RFC 3911 7.1): the dialog an INVITE joins, named as in Replaces."""
+
+    call_id: str
+    to_tag: str
+    from_tag: str
+
+    @classmethod
+    def parse(cls, value: str, header: str = "Join") -> Join:
+        call_id, params = _dialog_ref(value, header)
+        return cls(call_id, params.get("to-tag") or "", params.get("from-tag") or "")
+
+    def __str__(self) -> str:
+        return f"{self.call_id};to-tag={self.to_tag};from-tag={self.from_tag}"
+
+
+def _dialog_ref(value: str, header: str) -> tuple[str, Params]:
+    """callid *(SEMI params) with the to-tag and from-tag both present."""
+    call_id, _, rest = value.partition(";")
+    params = _params(header, rest)
+    if not call_id.strip() or not params.get("to-tag") or not params.get("from-tag"):
+        raise HeaderError(header, "needs Call-ID, to-tag and from-tag")
+    return call_id.strip(), params
 
 
 @dataclass(slots=True)

@@ -24,7 +24,9 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .endpoint import ClientContext, ServerContext, SipEndpoint, next_hop, resolve
+from .endpoint import (
+    ClientContext, HandlerModule, Priority, ServerContext, SipEndpoint, next_hop, resolve,
+)
 from .headers import HeaderError
 from .message import Request, Response, new_tag
 from .proxy_core import (
@@ -121,7 +123,8 @@ class StatefulProxy:
         self.follow_routes = follow_routes
         self.max_retargets = max_retargets
         self.identity = ProxyIdentity(set(), supported=supported)
-        self.endpoint = SipEndpoint(self._on_request, timers, trace, on_stray=self._forward_stray)
+        self.endpoint = SipEndpoint(timers, trace, on_stray=self._forward_stray, modules=[
+            HandlerModule(self._on_request, "proxy", Priority.PROXY)])  # takes what is left
         self._tasks: set[asyncio.Future[object]] = set()
         self._cancelled: weakref.WeakSet[ClientContext] = weakref.WeakSet()
         self._unanswered: weakref.WeakSet[ClientContext] = weakref.WeakSet()

@@ -57,7 +57,7 @@ from ..sdp import (
     LocalCapabilities,
     MediaDescription, Origin, SdpError, SessionDescription, Setup, answer, parse,
 )
-from ..sip.endpoint import ClientContext, ServerContext, SipEndpoint
+from ..sip.endpoint import ClientContext, HandlerModule, ServerContext, SipEndpoint
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.message import Request, Response, new_tag
 from ..sip.transaction import TimerValues
@@ -401,7 +401,8 @@ class RcsClient:
                                          contact_params=contact_feature_param(),
                                          instance=self.instance)
         self._ssl = ssl_context
-        self._endpoint = _UeEndpoint(self._early_request, self.timers,
+        self._early = HandlerModule(self._early_request, "ue-early")  # 503 until the UA runs
+        self._endpoint = _UeEndpoint(self.timers, modules=[self._early],
                                      client_ssl_context=self._client_ssl())
         self._msrp = MsrpEndpoint(self.host, 0)
         self._ua: UserAgent | None = None
@@ -432,6 +433,7 @@ class RcsClient:
         config = InviteConfig(t1=self.timers.t1, t2=self.timers.t2, session_timer=None,
                               allow=("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK",
                                      "UPDATE", "MESSAGE"))
+        self._endpoint.remove_module(self._early)
         self._ua = UserAgent(self._endpoint, f"<{self.aor}>", self.contact, config=config,
                              on_call=self._on_call, on_request=self._on_request)
         status = await self._register(self.expires)
@@ -480,7 +482,7 @@ class RcsClient:
                 break
             except OSError:
                 await self._endpoint.close()
-                self._endpoint = _UeEndpoint(self._early_request, self.timers,
+                self._endpoint = _UeEndpoint(self.timers, modules=[self._early],
                                              client_ssl_context=self._client_ssl())
         else:
             raise RcsError("no free port for UDP and TCP")

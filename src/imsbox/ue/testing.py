@@ -110,7 +110,7 @@ class TestUe:
         pcscf = config.pcscf
         same_family = [h for h in pcscf.hosts if (":" in h) == (":" in host)]
         self.pcscf = Destination("udp", (same_family or [pcscf.host])[0], pcscf.port)
-        self.endpoint = SipEndpoint(lambda ctx: None, timers)
+        self.endpoint = SipEndpoint(timers)
         self.requests: asyncio.Queue[Request] = asyncio.Queue()
         self.contact = ""  # sip:USER@HOST:PORT once started
         self.registration: Registration | None = None

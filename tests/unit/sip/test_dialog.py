@@ -6,7 +6,7 @@ import pytest
 
 from imsbox.sip import Request, Response, parse
 from imsbox.sip.ua.dialog import (
-    Dialog, DialogError, DialogId, DialogRole, DialogState, DialogTable, RouteSet,
+    Dialog, DialogError, DialogId, DialogRole, DialogState, DialogTable, RouteSet, UsageKind,
     build_cancel, build_request,
 )
 
@@ -239,11 +239,16 @@ def test_build_request_out_of_dialog() -> None:
     assert request.headers.get("Max-Forwards") == "70"
 
 
+class _Usage:
+    usage_kind = UsageKind.INVITE
+
+
 def test_dialog_table_matching_and_481() -> None:
     table = DialogTable()
     request = invite()
     uas = Dialog.from_uas(request, local_tag="l1")
-    table.add(uas)
+    usage = _Usage()
+    table.add_usage(uas, usage)
     bye = invite()
     bye.method = "BYE"
     bye.set_header("CSeq", "314160 BYE")
@@ -256,7 +261,7 @@ def test_dialog_table_matching_and_481() -> None:
     assert reply is not None and reply.status == 481
     # requests without To tag are not in-dialog: no 481
     assert table.unmatched(invite()) is None
-    table.remove(uas)
+    table.remove_usage(uas, usage)
     assert len(table) == 0
 
 
@@ -265,8 +270,8 @@ def test_dialog_set_for_forked_early_dialogs() -> None:
     request = invite()
     d1 = Dialog.from_uac(request, answer(request, 180, tag="fork1"))
     d2 = Dialog.from_uac(request, answer(request, 183, tag="fork2"))
-    table.add(d1)
-    table.add(d2)
+    table.add_usage(d1, _Usage())
+    table.add_usage(d2, _Usage())
     assert set(d.id.remote_tag for d in table.dialog_set(request.call_id, "1928301774")) == {
         "fork1", "fork2"}
     assert table.match_response(answer(request, 200, tag="fork2")) is d2

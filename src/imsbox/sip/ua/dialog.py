@@ -3,8 +3,9 @@
 A Dialog holds the state both peers share after an INVITE (or SUBSCRIBE /
 REFER) succeeds: the dialog id, the CSeq spaces, the route set and the remote
 target.  It builds in-dialog requests and checks incoming ones; it sends
-nothing itself.  Usages (INVITE sessions, subscriptions) keep their own state
-and share one Dialog.
+nothing itself.  Usages (RFC 5057: an INVITE session, subscriptions, REFER's
+implicit subscription) keep their own state and share one Dialog; the
+DialogTable holds a UA's dialogs and drops one when its last usage ends.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import enum
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
-from ..headers import NameAddr, Params
+from ..headers import Join, NameAddr, Params, Replaces
 from ..message import Headers, Request, Response, new_tag
 from ..uri import SipUri, Uri, parse_uri
 
 __all__ = [
     "DialogState", "DialogRole", "DialogId", "RouteSet", "Dialog", "DialogError",
-    "DialogTable", "TARGET_REFRESH_METHODS", "build_request", "build_cancel",
+    "DialogTable", "DialogUsage", "UsageKind", "InviteMatch", "TARGET_REFRESH_METHODS",
+    "EVENT_METHODS", "build_request", "build_cancel",
 ]
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 # Methods whose request and 2xx carry a new remote target (12.2, RFC 3311, 6665, 3515).
 TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
 MAX_FORWARDS = "70"
+# RFC 5057 5: requests that belong to a subscription usage; the rest of a
+# dialog's requests belong to its INVITE usage.
+EVENT_METHODS = frozenset({"SUBSCRIBE", "NOTIFY", "REFER"})
 
 
 class DialogError(ValueError):
@@ -44,6 +49,21 @@ class DialogState(enum.Enum):
 class DialogRole(enum.Enum):
     UAC = "uac"
     UAS = "uas"
+
+
+class UsageKind(enum.Enum):
+    """The kinds of dialog usage (RFC 5057 3)."""
+
+    INVITE = "invite"              # an INVITE-initiated session
+    SUBSCRIPTION = "subscription"  # an RFC 6665 subscription, either side
+    REFER = "refer"                # REFER's implicit subscription (RFC 3515)
+
+
+class DialogUsage(Protocol):
+    """Anything sharing a dialog: it says which kind of usage it is."""
+
+    @property
+    def usage_kind(self) -> UsageKind: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -152,6 +172,12 @@ class Dialog:
         self.local_target = local_target
         self.secure = secure
         self.state = state
+        self.usages: list[DialogUsage] = []   # kept by the DialogTable
+
+    @property
+    def invite_usage(self) -> DialogUsage | None:
+        """The INVITE session sharing this dialog, if there is one."""
+        return next((u for u in self.usages if u.usage_kind is UsageKind.INVITE), None)
 
     def __repr__(self) -> str:
         return f"<Dialog {self.role.value} {self.state.value} {self.id}>"
@@ -323,8 +349,21 @@ def build_cancel(request: Request) -> Request:
     return cancel
 
 
+@dataclass(slots=True, frozen=True)
+class InviteMatch:
+    """What a Replaces or Join names: the dialog and its INVITE session."""
+
+    dialog: Dialog
+    session: DialogUsage
+
+
 class DialogTable:
-    """Dialogs by DialogId, for matching in-dialog requests and responses (12.2)."""
+    """A UA's dialogs by DialogId, each with its usages (RFC 5057).
+
+    ``add_usage`` enters a dialog with its first usage; ``remove_usage``
+    drops the dialog when its last usage is gone.  Lookups find early and
+    confirmed dialogs; in-dialog requests and responses match by 12.2.
+    """
 
     def __init__(self) -> None:
         self._dialogs: dict[DialogId, Dialog] = {}
@@ -338,15 +377,47 @@ class DialogTable:
     def __contains__(self, dialog_id: object) -> bool:
         return dialog_id in self._dialogs
 
-    def add(self, dialog: Dialog) -> None:
-        self._dialogs[dialog.id] = dialog
+    def add_usage(self, dialog: Dialog, usage: DialogUsage) -> Dialog:
+        """Add a usage to ``dialog`` (entering it in the table), or to the
+        dialog with its id already here; returns the dialog in the table."""
+        held = self._dialogs.setdefault(dialog.id, dialog)
+        if not any(u is usage for u in held.usages):
+            held.usages.append(usage)
+        return held
 
-    def remove(self, dialog: Dialog | DialogId) -> None:
-        key = dialog.id if isinstance(dialog, Dialog) else dialog
-        self._dialogs.pop(key, None)
+    def remove_usage(self, dialog: Dialog | DialogId, usage: DialogUsage) -> bool:
+        """End one usage; True when it was the last and the dialog left the table."""
+        held = self._dialogs.get(dialog.id if isinstance(dialog, Dialog) else dialog)
+        if held is None:
+            return False
+        held.usages = [u for u in held.usages if u is not usage]
+        if held.usages:
+            return False
+        del self._dialogs[held.id]
+        return True
 
     def get(self, dialog_id: DialogId) -> Dialog | None:
         return self._dialogs.get(dialog_id)
+
+    def find(self, call_id: str, local_tag: str, remote_tag: str) -> Dialog | None:
+        """An early or confirmed dialog by Call-ID and tags."""
+        dialog = self._dialogs.get(DialogId(call_id, local_tag, remote_tag))
+        return None if dialog is None or dialog.terminated else dialog
+
+    def find_invite(self, header: Replaces | Join) -> InviteMatch | None:
+        """The dialog and INVITE session a Replaces (RFC 3891 3) or Join
+        (RFC 3911 4) names: to-tag is ours, from-tag the peer's.  None when
+        nothing matches, when the match is an early dialog we did not
+        initiate, or for early-only on a confirmed dialog."""
+        dialog = self.find(header.call_id, header.to_tag, header.from_tag)
+        session = dialog.invite_usage if dialog is not None else None
+        if dialog is None or session is None:
+            return None
+        if dialog.is_early and dialog.role is not DialogRole.UAC:
+            return None
+        if isinstance(header, Replaces) and header.early_only and dialog.is_confirmed:
+            return None
+        return InviteMatch(dialog, session)
 
     def match_request(self, request: Request) -> Dialog | None:
         """The dialog an incoming request with a To tag belongs to (12.2.2)."""

@@ -39,7 +39,8 @@ from ..headers import Event, HeaderError, NameAddr, SubscriptionState as Subscri
 from ..message import Request, Response
 from ..uri import Uri, parse_uri
 from .dialog import (
-    Dialog, DialogError, DialogId, DialogRole, DialogState, RouteSet, build_request,
+    Dialog, DialogError, DialogId, DialogRole, DialogState, RouteSet, UsageKind,
+    build_request,
 )
 
 __all__ = [
@@ -222,6 +223,11 @@ class Subscription:
     def terminated(self) -> bool:
         return self.state is SubscriberState.TERMINATED
 
+    @property
+    def usage_kind(self) -> UsageKind:
+        """RFC 5057: REFER's implicit subscription or an ordinary one."""
+        return UsageKind.REFER if self.event.package == "refer" else UsageKind.SUBSCRIPTION
+
 
 class NotifierSubscription:
     """One subscription as its notifier sees it (RFC 6665 4.2)."""
@@ -250,6 +256,11 @@ class NotifierSubscription:
     @property
     def terminated(self) -> bool:
         return self.state is NotifierState.TERMINATED
+
+    @property
+    def usage_kind(self) -> UsageKind:
+        """RFC 5057: REFER's implicit subscription or an ordinary one."""
+        return UsageKind.REFER if self.event.package == "refer" else UsageKind.SUBSCRIPTION
 
     @property
     def subscriber(self) -> NameAddr:

@@ -22,7 +22,14 @@ from typing import Iterable, Protocol
 from ..headers import HeaderError, RAck, SessionExpires
 from ..message import Request, Response
 from ..uri import Uri
-from .dialog import TARGET_REFRESH_METHODS, Dialog, DialogId, DialogRole, build_cancel
+from .dialog import (
+    TARGET_REFRESH_METHODS,
+    Dialog,
+    DialogId,
+    DialogRole,
+    UsageKind,
+    build_cancel,
+)
 
 __all__ = [
     "InviteState", "Reliability", "SessionTimerConfig", "InviteConfig", "OfferAnswer",
@@ -231,6 +238,8 @@ def options_response(request: Request, config: InviteConfig, to_tag: str | None 
 
 class InviteSession:
     """One INVITE usage of a dialog, UAC or UAS (RFC 3261 13-15)."""
+
+    usage_kind = UsageKind.INVITE
 
     def __init__(self, role: DialogRole, invite: Request, local_contact: Uri | None,
                  config: InviteConfig | None, offer_answer: OfferAnswer | None,

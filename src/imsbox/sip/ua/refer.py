@@ -11,9 +11,9 @@ The sipfrag helpers here are deliberately tiny: a status line in, a status
 line out.
 
 ``EventAgent`` (end of module) is the asyncio adapter for both this module
-and ``events``: it serves SUBSCRIBE / NOTIFY / REFER on a UserAgent's
-SipEndpoint and exposes ``subscribe()``, ``notify()``, ``refer(call, ...)``
-and ``report()``.
+and ``events``: an endpoint module (``Priority.EVENT``) serving SUBSCRIBE /
+NOTIFY / REFER beside a UserAgent, with ``subscribe()``, ``notify()``,
+``refer(call, ...)`` and ``report()``.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ import enum
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Collection, Iterable
 from urllib.parse import quote
 
 from ..headers import Event, HeaderError, NameAddr, Params, ReferredBy, Replaces, refer_to_target
 from ..message import REASON_PHRASES, Request, Response
 from ..uri import SipUri, Uri, parse_uri
-from .dialog import Dialog, DialogError, DialogId, DialogState, build_request
+from ..endpoint import Priority
+from ..transport import Flow
+from .dialog import EVENT_METHODS, Dialog, DialogError, DialogId, DialogState, build_request
 from .events import (
     Authorizer, EventPackage, EventPackageRegistry, NotificationReceived, Notifier,
     NotifierSubscription, Resubscribing, SendRequest, StateSource, SubscribeSpec, Subscriber,
@@ -39,7 +41,7 @@ from .events import (
 
 if TYPE_CHECKING:
     from ..endpoint import ServerContext
-    from .useragent import Call, UserAgent
+    from .useragent import Call, Origin, UserAgent
 
 __all__ = [
     "SIPFRAG_TYPE", "REFER_PACKAGE", "sipfrag", "sipfrag_status", "ReferState",
@@ -417,13 +419,19 @@ class ReferWatch:
 
 
 class EventAgent:
-    """asyncio glue: SUBSCRIBE / NOTIFY / REFER for a UserAgent's SipEndpoint.
+    """asyncio glue: SUBSCRIBE / NOTIFY / REFER beside a UserAgent.
 
-    Takes over ``endpoint.handler``: SUBSCRIBE, NOTIFY and REFER are served
-    here (in a call's dialog too), every other request goes on to the
-    previous handler (the UserAgent).  Incoming REFERs reach ``on_refer`` or
-    the ``refers`` queue; answer them with ``report()``.
+    An endpoint module at ``Priority.EVENT``: it takes every SUBSCRIBE,
+    NOTIFY and REFER (in a call's dialog too, after the UA's dialog layer
+    left them); the rest goes on to the next module.  Subscriptions in a
+    dialog of the UA's table are usages of that dialog (RFC 5057).
+    Incoming REFERs reach ``on_refer`` or the ``refers`` queue; answer them
+    with ``report()``.
     """
+
+    name = "events"
+    priority = Priority.EVENT
+    methods: Collection[str] = ("SUBSCRIBE", "NOTIFY", "REFER")
 
     def __init__(self, ua: "UserAgent", packages: EventPackageRegistry | None = None, *,
                  min_expires: int = 0, authorize: Authorizer | None = None,
@@ -442,24 +450,29 @@ class EventAgent:
         self.on_refer = on_refer
         self.on_subscription = on_subscription
         self.refers: asyncio.Queue[IncomingRefer] = asyncio.Queue()
-        self._next_handler = self.endpoint.handler
-        self.endpoint.handler = self.handle
         self._watches: dict[int, SubscriptionWatch] = {}     # id(origin subscription)
         self._refer_watches: dict[int, ReferWatch] = {}      # id(referral)
+        self._flows: dict[str, Flow] = {}                    # Call-ID -> its origin's flow
         self._timer: asyncio.TimerHandle | None = None
+        self.endpoint.add_module(self)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
     # -- subscriber API ----------------------------------------------------------
     def subscribe(self, target: str | Uri, event: str, *, expires: int | None = None,
-                  accept: Iterable[str] = (), to: str | NameAddr | None = None) -> SubscriptionWatch:
-        """Send an initial SUBSCRIBE; await the watch's notifications."""
+                  accept: Iterable[str] = (), to: str | NameAddr | None = None,
+                  origin: Origin | None = None) -> SubscriptionWatch:
+        """Send an initial SUBSCRIBE; await the watch's notifications.
+        ``origin`` (default the UA's) gives its From, Contact, route and flow."""
+        origin = origin or self.ua.origin
         uri = parse_uri(target) if isinstance(target, str) else target
         remote = to if isinstance(to, NameAddr) else NameAddr.parse(to) if to else NameAddr(uri)
-        spec = SubscribeSpec(uri, self.ua.local, remote, Event.parse(event), self.ua.contact,
-                             expires, tuple(accept), tuple(self.ua.route))
+        spec = SubscribeSpec(uri, origin.local, remote, Event.parse(event), origin.contact,
+                             expires, tuple(accept), origin.route)
         sub = self.subscriber.subscribe(spec, self._now())
+        if origin.flow is not None:
+            self._flows[sub.request.call_id] = origin.flow
         watch = self._watches[id(sub)] = SubscriptionWatch(sub)
         self._drain()
         return watch
@@ -486,12 +499,17 @@ class EventAgent:
     def refer(self, call: "Call", target: NameAddr | Uri | str, *,
               replaces: Replaces | None = None, referred_by: NameAddr | str | None = None,
               refer_sub: bool = True) -> ReferWatch:
-        """REFER the other party of a call to ``target`` (a transfer)."""
+        """REFER the other party of a call to ``target`` (a transfer), on
+        the call's own origin; the implicit subscription is a usage of its dialog."""
         dialog = call.session.dialog
         if dialog is None:
             raise ValueError("the call has no dialog yet")
         referral = self.issuer.refer(dialog, target, self._now(), replaces=replaces,
                                      referred_by=referred_by, refer_sub=refer_sub)
+        if call.origin.flow is not None:
+            self._flows[dialog.id.call_id] = call.origin.flow
+        if referral.subscription is not None:
+            self._add_usage(referral.subscription)
         watch = self._refer_watches[id(referral)] = ReferWatch(referral)
         self._drain()
         return watch
@@ -501,28 +519,37 @@ class EventAgent:
         self.recipient.report(refer, status, self._now(), reason)
         self._drain()
 
-    # -- incoming requests -----------------------------------------------------------
-    async def handle(self, ctx: ServerContext) -> None:
+    # -- incoming requests (the module) -------------------------------------------
+    def on_request(self, ctx: ServerContext) -> bool:
         request, now = ctx.request, self._now()
+        if request.method not in EVENT_METHODS:
+            return False
         if request.method == "NOTIFY":
             ctx.respond(self.issuer.receive_notify(request, now))
         elif request.method == "SUBSCRIBE":
             ctx.respond(self.notifier.receive_subscribe(request, now, self._call_dialog(request)))
-        elif request.method == "REFER":
+        else:
             response, incoming = self.recipient.receive_refer(request, now,
                                                               self._call_dialog(request))
             ctx.respond(response)  # the 202 goes out before the first NOTIFY
             if incoming is not None:
+                if incoming.subscription is not None:
+                    self._add_usage(incoming.subscription)
                 self._incoming_refer(incoming)
-        else:
-            result = self._next_handler(ctx)
-            if inspect.isawaitable(result):
-                await result
-            return
         self._drain()
+        return True
 
     def _call_dialog(self, request: Request) -> Dialog | None:
         return self.ua.dialogs.match_request(request) if request.to.tag else None
+
+    def _add_usage(self, sub: Subscription | NotifierSubscription) -> None:
+        """A subscription in one of the UA's dialogs becomes a usage of it."""
+        if sub.dialog is not None and sub.dialog.id in self.ua.dialogs:
+            self.ua.dialogs.add_usage(sub.dialog, sub)
+
+    def _end_usage(self, sub: object) -> None:
+        if isinstance(sub, (Subscription, NotifierSubscription)) and sub.dialog is not None:
+            self.ua.dialogs.remove_usage(sub.dialog, sub)
 
     def _incoming_refer(self, incoming: IncomingRefer) -> None:
         if self.on_refer is None:
@@ -530,7 +557,7 @@ class EventAgent:
             return
         result = self.on_refer(incoming)
         if inspect.isawaitable(result):
-            self.endpoint._spawn(result)
+            self.endpoint.spawn(result)
 
     # -- carrying out events -----------------------------------------------------------
     def _drain(self) -> None:
@@ -548,9 +575,11 @@ class EventAgent:
                 if (watch := self._watches.get(id(sub.origin))) is not None:
                     watch.notifications.put_nowait(event)
             case SubscriptionTerminated(subscription=Subscription() as sub, retry_at=retry_at):
+                self._end_usage(sub)
                 watch = self._watches.get(id(sub.origin))
                 if watch is not None and retry_at is None and sub is watch.subscription:
                     del self._watches[id(sub.origin)]
+                    self._flows.pop(sub.request.call_id, None)
                     if not watch.terminated.done():
                         watch.terminated.set_result(event)  # type: ignore[arg-type]
             case Resubscribing(previous=previous, subscription=new):
@@ -571,6 +600,7 @@ class EventAgent:
 
     def _refer_done(self, referral: Referral, progress: ReferProgress | None) -> None:
         watch = self._refer_watches.pop(id(referral), None)
+        self._flows.pop(referral.request.call_id, None)
         if watch is not None and not watch.done.done():
             watch.done.set_result(progress)
 
@@ -578,18 +608,22 @@ class EventAgent:
         match event:
             case SendRequest(request=request):
                 self._send(request, self.notifier.receive_response)
-            case SubscriptionCreated(subscription=sub) if self.on_subscription is not None:
-                self.on_subscription(sub)
+            case SubscriptionCreated(subscription=sub):
+                self._add_usage(sub)
+                if self.on_subscription is not None:
+                    self.on_subscription(sub)
+            case SubscriptionTerminated(subscription=sub):
+                self._end_usage(sub)
 
     def _send(self, request: Request,
               feed: Callable[[Request, Response, float], None]) -> None:
-        ctx = self.endpoint.request(request)
+        ctx = self.endpoint.request(request, flow=self._flows.get(request.call_id))
 
         async def answer() -> None:
             response = await ctx.final()
             feed(request, response, self._now())
             self._drain()
-        self.endpoint._spawn(answer())
+        self.endpoint.spawn(answer())
 
     def _schedule(self) -> None:
         if self._timer is not None:
@@ -612,4 +646,5 @@ class EventAgent:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.endpoint.handler = self._next_handler
+        if self in self.endpoint.modules:
+            self.endpoint.remove_module(self)

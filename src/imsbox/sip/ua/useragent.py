@@ -1,9 +1,15 @@
 """asyncio UserAgent: INVITE sessions over a SipEndpoint.
 
-The UserAgent owns the DialogTable, turns new requests into Calls (or app
-callbacks), feeds in-dialog messages to each Call's InviteSession and carries
-out the session's events: client transactions, stateless ACKs, responses on
-server transactions and the session's own timers.
+The UserAgent owns the DialogTable (every dialog with its usages, RFC 5057)
+and serves requests through two endpoint modules: its dialog layer
+(``Priority.DIALOG``) feeds in-dialog requests to each Call's InviteSession,
+and its application module (``Priority.APPLICATION``) turns new INVITEs into
+Calls, answers OPTIONS and 481s, and passes the rest to the app callback.
+It carries out the sessions' events: client transactions, stateless ACKs,
+responses on server transactions and the sessions' own timers.
+
+Each outgoing call has its own ``Origin`` (From, Contact, route set, flow):
+a B2BUA passes one per call instead of changing the UA's defaults.
 """
 
 from __future__ import annotations
@@ -11,20 +17,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Collection, Iterable
 
-from ..endpoint import ClientContext, ServerContext, SipEndpoint
-from ..headers import NameAddr
+from ..endpoint import ClientContext, Priority, ServerContext, SipEndpoint
+from ..headers import Join, NameAddr, Replaces
 from ..message import Request, Response, new_branch, new_tag
+from ..transport import Flow
 from ..uri import SipUri, Uri, parse_uri
-from .dialog import DialogTable, build_request
+from .dialog import EVENT_METHODS, DialogTable, build_request
 from .invite import (
     SDP, DialogCreated, DialogEnded, Established, InviteConfig, InviteSession, InviteState,
     OfferAnswer, Provisional, RequestResult, SendAck, SendRequest, SendResponse,
     SessionError, StaticOfferAnswer, Terminated, options_response,
 )
 
-__all__ = ["UserAgent", "Call"]
+__all__ = ["UserAgent", "Call", "Origin"]
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +40,29 @@ Header = tuple[str, str]
 CallHandler = Callable[["Call"], Awaitable[None] | None]
 RequestHandler = Callable[[ServerContext], Awaitable[None] | None]
 
-# Methods we know but only answer inside a dialog, or through an app callback.
-_KNOWN_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE",
-                            "INFO", "MESSAGE", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
-                            "REGISTER"})
+
+
+@dataclass(slots=True, frozen=True)
+class Origin:
+    """Where a call's requests come from and how they leave: the local
+    identity (From), our Contact, the route set (pre-loaded Route values)
+    and the flow to send on (None: wherever the next hop says)."""
+
+    local: NameAddr
+    contact: Uri
+    route: tuple[str, ...] = ()
+    flow: Flow | None = None
 
 
 class Call:
     """One INVITE session as the application sees it."""
 
-    def __init__(self, ua: "UserAgent", session: InviteSession) -> None:
+    def __init__(self, ua: "UserAgent", session: InviteSession,
+                 origin: Origin | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.ua = ua
         self.session = session
+        self.origin = origin or ua.origin
         self.progress: list[Response] = []
         self.ringing = asyncio.Event()
         self.final: asyncio.Future[Response | None] = loop.create_future()
@@ -130,14 +148,18 @@ class Call:
 
 
 class UserAgent:
-    """A SIP UA core for calls: `invite()` out, `on_call` / `incoming` in."""
+    """A SIP UA core for calls: `invite()` out, `on_call` / `incoming` in.
+
+    ``serve_new=False`` leaves new requests to the caller's own modules (an
+    AS picks which INVITEs become calls and hands them to ``new_call``).
+    """
 
     def __init__(self, endpoint: SipEndpoint, local_uri: str | NameAddr,
                  contact: str | Uri, *, config: InviteConfig | None = None,
                  on_call: CallHandler | None = None,
                  on_request: RequestHandler | None = None,
                  offer_answer: Callable[[], OfferAnswer] | None = None,
-                 route: Iterable[str] = ()) -> None:
+                 route: Iterable[str] = (), serve_new: bool = True) -> None:
         self.endpoint = endpoint
         self.local = local_uri if isinstance(local_uri, NameAddr) else NameAddr.parse(local_uri)
         self.contact = parse_uri(contact) if isinstance(contact, str) else contact
@@ -149,28 +171,40 @@ class UserAgent:
         self.dialogs = DialogTable()
         self.incoming: asyncio.Queue[Call] = asyncio.Queue()
         self.calls: dict[str, Call] = {}        # by Call-ID + local tag
-        self._by_dialog: dict[object, Call] = {}
-        endpoint.handler = self.handle
+        self._by_session: dict[InviteSession, Call] = {}
+        self.dialog_layer = _DialogLayer(self)
+        self.application = _Application(self)
+        endpoint.add_module(self.dialog_layer)
+        if serve_new:
+            endpoint.add_module(self.application)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
+
+    @property
+    def origin(self) -> Origin:
+        """The UA's own origin: what a call uses unless it is given another."""
+        return Origin(self.local, self.contact, tuple(self.route))
 
     # -- outgoing -------------------------------------------------------------
     async def invite(self, target: str | Uri, offer_sdp: bytes | None = None,
                      headers: Iterable[Header] = (), *, to: str | NameAddr | None = None,
                      offer_answer: OfferAnswer | None = None,
-                     content_type: str | None = None) -> Call:
+                     content_type: str | None = None, origin: Origin | None = None) -> Call:
         """13.2.1: send an INVITE; returns the Call at once (await its ``final``).
-        ``content_type`` other than application/sdp: e.g. multipart/mixed with an SDP part."""
+        ``content_type`` other than application/sdp: e.g. multipart/mixed with an SDP part.
+        ``origin`` (default ``self.origin``) is this call's From, Contact, route and flow."""
+        origin = origin or self.origin
         target_uri = parse_uri(target) if isinstance(target, str) else target
         request = build_request(
-            "INVITE", target_uri, self.local, to or NameAddr(target_uri), contact=self.contact,
-            route=self.route, headers=headers, body=offer_sdp or b"",
-            content_type=(content_type or SDP) if offer_sdp else None)
+            "INVITE", target_uri, origin.local, to or NameAddr(target_uri),
+            contact=origin.contact, route=origin.route, headers=headers,
+            body=offer_sdp or b"", content_type=(content_type or SDP) if offer_sdp else None)
         oa = offer_answer or self._offer_answer(offer_sdp or b"")
         session = InviteSession.outgoing(request, self._now(), self.config, oa)
-        call = Call(self, session)
+        call = Call(self, session, origin)
         self.calls[self._call_key(request)] = call
+        self._by_session[session] = call
         self._drain(call)
         return call
 
@@ -181,78 +215,57 @@ class UserAgent:
     def _call_key(request: Request) -> str:
         return f"{request.call_id};{request.from_.tag}"
 
+    # -- lookups ----------------------------------------------------------------
+    def call_for(self, header: Replaces | Join) -> Call | None:
+        """The Call whose dialog a Replaces or Join names (see DialogTable.find_invite)."""
+        match = self.dialogs.find_invite(header)
+        return self._call_of(match.session) if match else None
+
+    def _call_of(self, usage: object) -> Call | None:
+        return self._by_session.get(usage) if isinstance(usage, InviteSession) else None
+
     # -- incoming -------------------------------------------------------------
-    async def handle(self, ctx: ServerContext) -> None:
-        """The SipEndpoint handler: route a new request to its dialog or the app."""
-        request = ctx.request
-        if request.to.tag:
-            await self._in_dialog(ctx)
-        elif request.method == "INVITE":
-            await self._new_call(ctx)
-        elif request.method == "OPTIONS":
-            ctx.respond(options_response(request, self.config, to_tag=new_tag()))
-        elif request.method == "ACK":
-            return
-        elif request.method in ("BYE", "PRACK"):
-            ctx.respond(Response.for_request(request, 481))
-        elif self.on_request is not None:
-            result = self.on_request(ctx)
-            if inspect.isawaitable(result):
-                await result
-        else:
-            self._not_served(ctx)
-
-    def _not_served(self, ctx: ServerContext) -> None:
-        """405 for methods we know (with Allow), 501 for the rest (8.2.1)."""
-        request = ctx.request
-        if request.method not in _KNOWN_METHODS:
-            ctx.respond(Response.for_request(request, 501, to_tag=new_tag()))
-            return
-        response = Response.for_request(request, 405, to_tag=new_tag())
-        response.add_header("Allow", ", ".join(self.config.allow))
-        ctx.respond(response)
-
-    async def _in_dialog(self, ctx: ServerContext) -> None:
-        request = ctx.request
-        dialog = self.dialogs.match_request(request)
-        call = self._by_dialog.get(dialog.id) if dialog is not None else None
-        if call is None:
-            if request.method != "ACK":
-                log.info("481 for %s: no dialog (Call-ID %s)", request.method, request.call_id)
-                ctx.respond(Response.for_request(request, 481))
-            return
-        if ctx.txn is not None:
-            call._servers[(request.method, request.cseq.seq)] = ctx
-        handled = call.session.receive_request(request, self._now())
-        self._drain(call)
-        if handled or ctx.final_sent:
-            return
-        if self.on_request is not None:
-            result = self.on_request(ctx)
-            if inspect.isawaitable(result):
-                await result
-        else:
-            self._not_served(ctx)
-
-    async def _new_call(self, ctx: ServerContext) -> None:
+    def new_call(self, ctx: ServerContext) -> None:
+        """13.3.1: a new INVITE becomes a Call for ``on_call`` (or ``incoming``)."""
         request = ctx.request
         oa = self._offer_answer(b"")
         secure = ctx.flow.transport == "tls" and request.uri.scheme == "sips"
         session = InviteSession.incoming(request, self._now(), self.config, oa,
                                          local_contact=self.contact, secure=secure)
         call = Call(self, session)
+        self._by_session[session] = call
         call._servers[("INVITE", request.cseq.seq)] = ctx
         self._drain(call)
         if session.terminated:
+            self._by_session.pop(session, None)
             return
         self.calls[f"{request.call_id};{session.dialog.id.local_tag}"] = call  # type: ignore[union-attr]
         self._spawn_watch_cancel(call, ctx)
-        if self.on_call is not None:
-            result = self.on_call(call)
-            if inspect.isawaitable(result):
-                await result
-        else:
+        if self.on_call is None:
             self.incoming.put_nowait(call)
+            return
+        result = self.on_call(call)
+        if inspect.isawaitable(result):
+            ctx.spawn(result)
+
+    def app_request(self, ctx: ServerContext) -> None:
+        """A request the UA does not serve itself: the app callback, or 405/501."""
+        if self.on_request is None:
+            if ctx.txn is not None:
+                ctx.respond(self.endpoint.not_served(ctx.request))
+            return
+        result = self.on_request(ctx)
+        if inspect.isawaitable(result):
+            ctx.spawn(result)
+
+    def _in_dialog(self, ctx: ServerContext, call: Call) -> None:
+        request = ctx.request
+        if ctx.txn is not None:
+            call._servers[(request.method, request.cseq.seq)] = ctx
+        handled = call.session.receive_request(request, self._now())
+        self._drain(call)
+        if not handled and not ctx.final_sent:
+            self.app_request(ctx)
 
     def _spawn_watch_cancel(self, call: Call, ctx: ServerContext) -> None:
         async def watch() -> None:
@@ -263,7 +276,7 @@ class UserAgent:
                 waiter.cancel()
             if ctx.cancelled.is_set() and call.session.cancel_received(self._now()):
                 self._drain(call)
-        self.endpoint._spawn(watch())
+        self.endpoint.spawn(watch())
 
     # -- carrying out session events ----------------------------------------
     def _drain(self, call: Call) -> None:
@@ -276,7 +289,7 @@ class UserAgent:
             case SendRequest(request=request):
                 self._send_request(call, request)
             case SendAck(ack=ack):
-                self._send_ack(ack)
+                self._send_ack(call, ack)
             case SendResponse(response=response, request=request):
                 self._send_response(call, request, response)
             case Provisional(response=response):
@@ -287,11 +300,9 @@ class UserAgent:
             case Established():
                 call.established.set()
             case DialogCreated(dialog=dialog):
-                self.dialogs.add(dialog)
-                self._by_dialog[dialog.id] = call
+                self.dialogs.add_usage(dialog, call.session)
             case DialogEnded(dialog=dialog):
-                self.dialogs.remove(dialog)
-                self._by_dialog.pop(dialog.id, None)
+                self.dialogs.remove_usage(dialog, call.session)
             case Terminated():
                 self._terminated(call, event)
 
@@ -312,17 +323,20 @@ class UserAgent:
         for key, value in list(self.calls.items()):
             if value is call:
                 del self.calls[key]
+        for dialog in call.session.dialogs:  # a usage ends with its session
+            self.dialogs.remove_usage(dialog, call.session)
+        self._by_session.pop(call.session, None)
 
     def _send_request(self, call: Call, request: Request) -> None:
         if request.method == "CANCEL":
             if call._invite_ctx is not None:
-                self.endpoint._spawn(call._invite_ctx.cancel())
+                self.endpoint.spawn(call._invite_ctx.cancel())
             return
-        ctx = self.endpoint.request(request)
+        ctx = self.endpoint.request(request, flow=call.origin.flow)
         if request is call.session.invite:
             call._invite_ctx = ctx
         ctx.on_late_response = lambda response: self._feed(call, response)
-        self.endpoint._spawn(self._responses(call, ctx))
+        self.endpoint.spawn(self._responses(call, ctx))
 
     async def _responses(self, call: Call, ctx: ClientContext) -> None:
         async for response in ctx:
@@ -332,17 +346,20 @@ class UserAgent:
         call.session.receive_response(response, self._now())
         self._drain(call)
 
-    def _send_ack(self, ack: Request) -> None:
+    def _send_ack(self, call: Call, ack: Request) -> None:
         """13.2.2.4: the ACK for a 2xx is its own transaction, sent statelessly."""
-        if ack.headers.get("Via") is None:
+        contact, flow = call.origin.contact, call.origin.flow
+        if ack.headers.get("Via") is None and flow is not None:
+            self.endpoint.push_via(ack, flow.transport, sent_by=flow.local)
+        elif ack.headers.get("Via") is None:
             transport = "udp"
-            if isinstance(self.contact, SipUri) and self.contact.transport:
-                transport = self.contact.transport
-            host = self.contact.host if isinstance(self.contact, SipUri) else "127.0.0.1"
-            port = self.contact.port if isinstance(self.contact, SipUri) else None
+            if isinstance(contact, SipUri) and contact.transport:
+                transport = contact.transport
+            host = contact.host if isinstance(contact, SipUri) else "127.0.0.1"
+            port = contact.port if isinstance(contact, SipUri) else None
             sent_by = f"{host}:{port}" if port else host
             ack.push_header("Via", f"SIP/2.0/{transport.upper()} {sent_by};branch={new_branch()}")
-        self.endpoint.send_stateless(ack)
+        self.endpoint.send_stateless(ack, flow=flow)
 
     def _send_response(self, call: Call, request: Request, response: Response) -> None:
         key = (request.method, request.cseq.seq)
@@ -384,3 +401,67 @@ class UserAgent:
                 pass
             if call._timer is not None:
                 call._timer.cancel()
+
+
+class _DialogLayer:
+    """The UA's dialog layer: requests in a dialog with an INVITE usage go
+    to that session; event methods are left to the event usages (RFC 5057 5)."""
+
+    name = "ua-dialogs"
+    priority = Priority.DIALOG
+
+    def __init__(self, ua: UserAgent) -> None:
+        self.ua = ua
+
+    @property
+    def methods(self) -> Collection[str]:
+        return self.ua.config.allow
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        request = ctx.request
+        if not request.to.tag or request.method in EVENT_METHODS:
+            return False
+        dialog = self.ua.dialogs.match_request(request)
+        session = dialog.invite_usage if dialog is not None else None
+        call = self.ua._call_of(session)
+        if call is None:
+            return False
+        self.ua._in_dialog(ctx, call)
+        return True
+
+
+class _Application:
+    """The UA's own answers outside its dialogs: new INVITE and OPTIONS,
+    481 for dialogs we do not have (12.2.2), the app callback for the rest."""
+
+    name = "ua"
+    priority = Priority.APPLICATION
+
+    def __init__(self, ua: UserAgent) -> None:
+        self.ua = ua
+
+    @property
+    def methods(self) -> Collection[str]:
+        return self.ua.config.allow
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        request, ua = ctx.request, self.ua
+        if request.method == "ACK":
+            return False        # a stray ACK: dropped
+        if request.to.tag:
+            if request.method in EVENT_METHODS and ua.dialogs.match_request(request):
+                ua.app_request(ctx)   # an event request in our dialog, no event module
+            else:
+                log.info("481 for %s: no dialog (Call-ID %s)", request.method, request.call_id)
+                ctx.respond(Response.for_request(request, 481))
+        elif request.method == "INVITE":
+            ua.new_call(ctx)
+        elif request.method == "OPTIONS":
+            ctx.respond(options_response(request, ua.config, to_tag=new_tag()))
+        elif request.method in ("BYE", "PRACK"):
+            ctx.respond(Response.for_request(request, 481))
+        elif ua.on_request is not None:
+            ua.app_request(ctx)
+        else:
+            return False
+        return True
