@@ -124,7 +124,8 @@ class MessagingAs(StatefulProxy):
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
                                                 session_timer=None),
                             on_call=self._on_call, serve_new=False)
-        self.endpoint.add_module(self)  # we choose per request; the proxy relays the rest
+        # We choose per request; the proxy module relays the rest.
+        self.endpoint.add_module(_MessagingService(self))
         self._spawn(self._housekeeping())
         log.info("messaging AS up on %s:%d", node.host, port)
 
@@ -138,11 +139,8 @@ class MessagingAs(StatefulProxy):
             await self.msrp.close()
 
     # -- dispatch: a service module; the UA's dialog layer has the anchored legs ---------
-    name = "messaging"
-    priority = Priority.SERVICE
-    methods = ("REGISTER", "MESSAGE", "INVITE")
-
-    def on_request(self, ctx: ServerContext) -> bool:
+    def serve(self, ctx: ServerContext) -> bool:
+        """Take the requests the AS itself serves; False lets the proxy relay it."""
         request = ctx.request
         assert self.ua is not None
         if request.method == "REGISTER":
@@ -209,7 +207,7 @@ class MessagingAs(StatefulProxy):
                 ctx.respond(refusal)
                 return
             self._history_of_request(request)
-        self._on_request(ctx)
+        self.relay(ctx)
 
     def on_response(self, ctx: RequestContext, response: Response) -> Response:
         """Terminating MESSAGE nobody could take: keep it and say 202 Accepted."""
@@ -426,3 +424,17 @@ def _replayed(meta: dict[str, object]) -> list[tuple[str, str]]:
     headers = meta.get("headers", [])
     return [(str(p[0]), str(p[1])) for p in headers if isinstance(p, list) and len(p) == 2] \
         if isinstance(headers, list) else []
+
+
+class _MessagingService:
+    """The AS's service module (apart from the AS: StatefulProxy.on_request is a hook)."""
+
+    name = "messaging"
+    priority = Priority.SERVICE
+    methods = ("REGISTER", "MESSAGE", "INVITE")
+
+    def __init__(self, node: MessagingAs) -> None:
+        self.node = node
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        return self.node.serve(ctx)

@@ -124,7 +124,7 @@ class StatefulProxy:
         self.max_retargets = max_retargets
         self.identity = ProxyIdentity(set(), supported=supported)
         self.endpoint = SipEndpoint(timers, trace, on_stray=self._forward_stray, modules=[
-            HandlerModule(self._on_request, "proxy", Priority.PROXY)])  # takes what is left
+            HandlerModule(self.relay, "proxy", Priority.PROXY)])  # takes what is left
         self._tasks: set[asyncio.Future[object]] = set()
         self._cancelled: weakref.WeakSet[ClientContext] = weakref.WeakSet()
         self._unanswered: weakref.WeakSet[ClientContext] = weakref.WeakSet()
@@ -159,7 +159,9 @@ class StatefulProxy:
         return response
 
     # -- requests ---------------------------------------------------------
-    def _on_request(self, server: ServerContext) -> None:
+    def relay(self, server: ServerContext) -> None:
+        """Proxy this request (section 16): the proxy module's entry point, also
+        for a service module in front of it that decides to let a request through."""
         request = server.request
         ctx = RequestContext(request, server, self.identity)
         try:
