@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
+from . import __version__
 from .ims import provisioning, serve
 from .runtime import stop_on_signals, tune_garbage_collector
 from .sip.transport.base import TRANSPORTS
@@ -45,6 +46,7 @@ def _port(text: str, port_text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imsbox", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"imsbox {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     proxy = sub.add_parser(

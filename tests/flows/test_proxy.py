@@ -11,7 +11,7 @@ import pytest
 from imsbox.sip import Request, Response, new_tag, parse, parse_uri
 from imsbox.sip.endpoint import ServerContext, SipEndpoint
 from imsbox.sip.message import Message
-from imsbox.sip.proxy import StatefulProxy, Target
+from imsbox.sip.proxy import RequestContext, StatefulProxy, Target
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.transport.base import Destination, Flow
 from imsbox.sip.ua.invite import InviteConfig, InviteState, SessionTimerConfig, StaticOfferAnswer
@@ -139,15 +139,19 @@ class Net:
 
     async def start_proxy(self, router: Callable[[Request], "list[Target] | Response"],
                           **options: object) -> StatefulProxy:
-        async def route(request: Request) -> "list[Target] | Response":
-            self.router_calls.append(request.copy())
-            return router(request)
+        async def route(ctx: RequestContext) -> "list[Target] | Response":
+            self.router_calls.append(ctx.request.copy())
+            return router(ctx.request)
         options.setdefault("timers", MID)
-        self.proxy = StatefulProxy(route, **options)  # type: ignore[arg-type]
-        await self.proxy.listen("udp", HOST, 0)
-        self.proxy.endpoint.transport.trace = self.proxy_wire
-        self._closers.append(self.proxy.close)
-        return self.proxy
+        return await self.start(StatefulProxy(route, **options))  # type: ignore[arg-type]
+
+    async def start(self, proxy: StatefulProxy) -> StatefulProxy:
+        """Listen with ``proxy`` on loopback UDP, traced, closed at the end."""
+        self.proxy = proxy
+        await proxy.listen("udp", HOST, 0)
+        proxy.endpoint.transport.trace = self.proxy_wire
+        self._closers.append(proxy.close)
+        return proxy
 
     @property
     def proxy_port(self) -> int:

@@ -199,3 +199,9 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"pcscf: cannot listen on 127.0.0.1 port {config.pcscf.port}" in result.stderr
     assert "--port" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    from imsbox import __version__
+    result = imsbox("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"imsbox {__version__}"

@@ -45,7 +45,7 @@ from ..msrp import MsrpEndpoint
 from ..sip.endpoint import ServerContext
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.message import Request, Response, new_tag
-from ..sip.proxy import StatefulProxy, Target
+from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
@@ -152,9 +152,9 @@ class MessagingAs(StatefulProxy):
             self._on_request(ctx)               # plain relay (StatefulProxy)
         return None
 
-    async def _route_direct(self, request: Request) -> list[Target] | Response:
+    async def _route_direct(self, ctx: RequestContext) -> list[Target] | Response:
         """A request with no Route to follow was addressed to us directly: not served."""
-        return Response.for_request(request, 404, "Not Found - no such service",
+        return Response.for_request(ctx.request, 404, "Not Found - no such service",
                                     to_tag=new_tag())
 
     def leg(self, request: Request) -> Leg:
@@ -208,8 +208,9 @@ class MessagingAs(StatefulProxy):
             self._history_of_request(request)
         self._on_request(ctx)
 
-    def on_response(self, request: Request, response: Response) -> Response:
+    def on_response(self, ctx: RequestContext, response: Response) -> Response:
         """Terminating MESSAGE nobody could take: keep it and say 202 Accepted."""
+        request = ctx.request
         if request.method == "MESSAGE" and response.status in OFFLINE and \
                 self.leg(request) is Leg.TERMINATING and not self.is_own(request):
             self._defer_request(request)

@@ -28,7 +28,7 @@ from ..sip.auth import Credentials, DigestError
 from ..sip.endpoint import resolve
 from ..sip.headers import HeaderError
 from ..sip.message import Request, Response, new_tag
-from ..sip.proxy import StatefulProxy, Target
+from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport import DEFAULT_PORTS
 from ..sip.uri import SipUri, UriError, parse_uri
@@ -65,7 +65,8 @@ class Icscf(StatefulProxy):
         return [f"I-CSCF listening on {d}" for d in self.endpoint.transport.listen_addresses]
 
     # -- routing --------------------------------------------------------------------
-    async def _route(self, request: Request) -> "list[Target] | Response":
+    async def _route(self, ctx: RequestContext) -> list[Target] | Response:
+        request = ctx.request
         if request.method == "REGISTER":
             return await self._register(request)
         return await self._initial(request)

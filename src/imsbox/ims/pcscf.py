@@ -1,8 +1,8 @@
 """The P-CSCF (TS 24.229 5.2): the UEs' entry point into the IMS core.
 
 Routing logic, in the order ``_police`` applies it to every new request
-(before RFC 3261 16.4 pops our Route, so the Route we were reached by is
-still visible):
+(from the proxy's ``on_request`` hook: before RFC 3261 16.4 pops our Route,
+so the Route we were reached by is still visible):
 
 1. REGISTER (from a UE): drop the UE's Route/Path/P-Asserted-Identity, add
    ``Path: <sip:term@PCSCF:PORT;lr>``, ``Supported: path``,
@@ -58,10 +58,10 @@ from dataclasses import dataclass
 from typing import Callable, Coroutine, Iterable
 
 from ..config import Config
-from ..sip.endpoint import ServerContext, resolve
+from ..sip.endpoint import resolve
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.message import Request, Response, new_tag
-from ..sip.proxy import StatefulProxy, Target
+from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport.base import Destination, Flow
 from ..sip.uri import SipUri, Uri, parse_uri
@@ -77,7 +77,7 @@ ORIG_USER = "orig"
 CORE_NODES = ("icscf", "scscf", "messaging_as", "conference_as")
 # Charging headers belong to the trust domain: never taken from, or given to, a UE.
 CHARGING_HEADERS = ("P-Charging-Vector", "P-Charging-Function-Addresses")
-PENDING_TTL = 300.0  # a REGISTER that never got a final response is forgotten
+TERMINATING = "pcscf.terminating"  # RequestContext.values: the UE a request goes to
 DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 # What the P-CSCF proxies (OPTIONS to the P-CSCF itself lists these in Allow).
 ALLOW = ("REGISTER, INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, "
@@ -199,15 +199,17 @@ class Registrations:
 class Pcscf(StatefulProxy):
     """P-CSCF on every ``config.pcscf`` host: UDP+TCP ``port``, TLS ``tls_port``.
 
-    Extends the proxy's steps: ``_on_request`` classifies before 16.3/16.4
-    (needs the flow and our unpopped Route), ``_targets`` sends to a UE's flow.
+    Uses the proxy's hooks: ``on_request`` classifies before 16.3/16.4
+    (needs the flow and our unpopped Route); the router (with
+    ``follow_routes`` off) sends to a UE's flow before following a Route.
     """
 
     def __init__(self, config: Config, timers: TimerValues | None = None,
                  trace: bool = False, ssl_context: ssl.SSLContext | None = None,
                  store: Store | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        super().__init__(self._route, record_route=True, timers=timers, trace=trace)
+        super().__init__(self._route, record_route=True, timers=timers, trace=trace,
+                         follow_routes=False)
         self.config = config
         self.ssl_context = ssl_context
         self.store = store  # None: registrations are kept in memory only
@@ -217,7 +219,6 @@ class Pcscf(StatefulProxy):
         self.path_uri: SipUri | None = None
         self._icscf: Destination | None = None
         self._core_hosts: set[str] = set()
-        self._pending: dict[tuple[str, int, str], tuple[Flow, float]] = {}
         self._store_writes: set[asyncio.Task[None]] = set()
 
     # -- life cycle -----------------------------------------------------------
@@ -308,22 +309,15 @@ class Pcscf(StatefulProxy):
         return [f"P-CSCF listening on {d}" for d in self.endpoint.transport.listen_addresses]
 
     # -- requests: who sent it decides what we do --------------------------------
-    def _on_request(self, ctx: ServerContext) -> None:
-        request = ctx.request
-        try:
-            error = self._police(request, ctx.flow)
-        except HeaderError as exc:
-            error = Response.for_request(request, 400, f"Bad Request - {exc}"[:100])
-        if error is None:
-            super()._on_request(ctx)
-        elif request.method != "ACK":  # an ACK is never answered
-            ctx.respond(error)
+    def on_request(self, ctx: RequestContext) -> Response | None:
+        """Before 16.3/16.4: who sent it (by flow and our unpopped Route) decides."""
+        return self._police(ctx.request, ctx.flow)
 
     def _police(self, request: Request, flow: Flow) -> Response | None:
         if self._options_for_me(request):
             return self._options_answer(request)
         if request.method == "REGISTER":
-            self._prepare_register(request, flow)
+            self._prepare_register(request)
             return None
         registrations = self.registrations.by_flow(flow)
         if registrations:
@@ -366,7 +360,7 @@ class Pcscf(StatefulProxy):
         return request.to.tag is not None and \
             self.registrations.by_contact(request.uri) is not None
 
-    def _prepare_register(self, request: Request, flow: Flow) -> None:
+    def _prepare_register(self, request: Request) -> None:
         """24.229 5.2.2: we pick the next hop and the Path; the UE does not."""
         for name in ("Route", "Path", "P-Asserted-Identity", *CHARGING_HEADERS):
             request.remove_header(name)
@@ -375,7 +369,6 @@ class Pcscf(StatefulProxy):
             request.add_header("Supported", "path")
         request.set_header("P-Visited-Network-ID", self.config.domain)
         request.add_header("P-Charging-Vector", self._charging_vector())
-        self._remember_flow(request, flow)
 
     def _prepare_originating(self, request: Request,
                              registrations: list[UeRegistration]) -> None:
@@ -401,21 +394,34 @@ class Pcscf(StatefulProxy):
         return f'icid-value="{secrets.token_hex(12)}";icid-generated-at={host}'
 
     # -- targets ---------------------------------------------------------------------
-    async def _targets(self, request: Request) -> "list[Target] | Response":
-        """A request for a registered contact with no Route left goes over
-        the UE's flow (its connection or UDP source), not to the contact."""
+    async def _route(self, ctx: RequestContext) -> list[Target] | Response:
+        """A registered contact with no Route left first (in a dialog too), then
+        the request's own route; REGISTER goes to the I-CSCF."""
+        request = ctx.request
         registration = self._terminating_registration(request)
         if registration is not None:
-            flow = registration.flow
-            if flow.transport == "udp" or self._connected(flow):
-                return [Target(request.uri, flow.destination, flow=flow)]
-            # The UE's connection is gone (closed, or registered before our
-            # restart): a new connection to the address it listens on.
-            contact = registration.contact
-            dest = await resolve(flow.transport, contact.host,
-                                 contact.port or DEFAULT_PORT[flow.transport])
-            return [Target(request.uri, dest)]
-        return await super()._targets(request)
+            ctx.values[TERMINATING] = registration  # for on_response
+            return await self._to_ue(request, registration)
+        routed = ctx.follow_route()
+        if routed is not None:
+            return routed
+        if request.method == "REGISTER":
+            return [Target(request.uri, self._icscf)]
+        # From the core for a contact we hold no flow for (e.g. registered
+        # before our restart): the contact address as written is all we have.
+        return [Target(request.uri)]
+
+    async def _to_ue(self, request: Request, registration: UeRegistration) -> list[Target]:
+        """Over the UE's flow (its connection or UDP source), not to the contact."""
+        flow = registration.flow
+        if flow.transport == "udp" or self._connected(flow):
+            return [Target(request.uri, flow.destination, flow=flow)]
+        # The UE's connection is gone (closed, or registered before our
+        # restart): a new connection to the address it listens on.
+        contact = registration.contact
+        dest = await resolve(flow.transport, contact.host,
+                             contact.port or DEFAULT_PORT[flow.transport])
+        return [Target(request.uri, dest)]
 
     def _connected(self, flow: Flow) -> bool:
         return flow.conn_id is not None and any(
@@ -426,39 +432,24 @@ class Pcscf(StatefulProxy):
             return None
         return self.registrations.by_contact(request.uri)
 
-    async def _route(self, request: Request) -> "list[Target] | Response":
-        if request.method == "REGISTER":
-            return [Target(request.uri, self._icscf)]
-        # From the core for a contact we hold no flow for (e.g. registered
-        # before our restart): the contact address as written is all we have.
-        return [Target(request.uri)]
-
     # -- responses -------------------------------------------------------------------
-    def on_response(self, request: Request, response: Response) -> Response:
-        if request.method == "REGISTER":
+    def on_response(self, ctx: RequestContext, response: Response) -> Response:
+        if ctx.request.method == "REGISTER":
             if response.status >= 200:
-                self._registered(request, response)
+                self._registered(ctx.request, ctx.flow, response)
             _strip_charging(response)
             return response
-        registration = self._terminating_registration(request)
-        if registration is not None:
+        registration = ctx.values.get(TERMINATING)
+        if isinstance(registration, UeRegistration):
             _assert_in_response(response, registration)  # the UE answers the core
         else:
             _strip_charging(response)  # going to the UE
         return response
 
-    def _remember_flow(self, request: Request, flow: Flow) -> None:
-        now = time.monotonic()
-        for key in [k for k, (_, t) in self._pending.items() if now - t > PENDING_TTL]:
-            del self._pending[key]
-        self._pending[_register_key(request)] = (flow, now)
-
-    def _registered(self, request: Request, response: Response) -> None:
+    def _registered(self, request: Request, flow: Flow, response: Response) -> None:
         """24.229 5.2.2.x: keep flow, P-Associated-URI, Service-Route per contact."""
-        pending = self._pending.pop(_register_key(request), None)
-        if pending is None or not 200 <= response.status < 300:
+        if not 200 <= response.status < 300:
             return
-        flow = pending[0]
         try:
             granted = self._granted_expiries(response)
             public_ids = tuple(response.headers.values("P-Associated-URI")) or \
@@ -520,10 +511,6 @@ def _registration_from_store(entry: PcscfRegistration, offset: float) -> UeRegis
         raise ValueError("no public identities")
     return UeRegistration(contact, flow, tuple(entry.public_ids),
                           tuple(entry.service_route), entry.expires_at + offset)
-
-
-def _register_key(request: Request) -> tuple[str, int, str]:
-    return (request.call_id, request.cseq.seq, request.top_via.branch or "")
 
 
 def _strip_charging(message: Request | Response) -> None:

@@ -18,7 +18,6 @@ reg event watchers and the application servers.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import secrets
 import time
@@ -30,11 +29,11 @@ from ..content.multipart import BodyPart, build_multipart
 from ..sip.auth import (
     Algorithm, DigestAuthenticator, VerifyOutcome, credentials_for_realm,
 )
-from ..sip.endpoint import ServerContext, resolve
+from ..sip.endpoint import resolve
 from ..sip.grammar import GrammarError, format_params, split_params, unquote
 from ..sip.headers import Contact, Event, HeaderError, NameAddr
 from ..sip.message import Request, Response, new_tag
-from ..sip.proxy import StatefulProxy, Target
+from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.ua.dialog import build_request
 from ..sip.uri import SipUri, TelUri, Uri, UriError, parse_uri
@@ -49,7 +48,7 @@ from .regevent import (
     RegistrationState, element_id,
 )
 
-__all__ = ["Arrival", "FailureLimiter", "IfcProgress", "Registrar", "RegistrationChange", "Scscf"]
+__all__ = ["FailureLimiter", "IfcProgress", "Registrar", "RegistrationChange", "Scscf"]
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +61,6 @@ HOUSEKEEPING_MAX = 30.0     # wake up at least this often
 
 
 # -- small value types ------------------------------------------------------------------
-
-@dataclass(slots=True, frozen=True)
-class Arrival:
-    """How a request reached us: our own top Route (before 16.4 popped it)
-    and the transport source address."""
-
-    route: SipUri | None
-    source: tuple[str, int]
-    transport: str = "udp"
-    via_port: int | None = None
-
-    @property
-    def originating(self) -> bool:
-        return self.route is not None and self.route.user == "orig"
-
-    @property
-    def odi(self) -> str | None:
-        return self.route.param("odi") if self.route is not None else None
-
 
 @dataclass(slots=True)
 class IfcProgress:
@@ -379,8 +359,6 @@ class Scscf(StatefulProxy):
         self.registrar = Registrar(config, store, hss, clock, limiter or FailureLimiter())
         self.server_name = config.scscf.uri
         self.regevent: RegEventNotifier | None = None
-        self._arrival: contextvars.ContextVar[Arrival | None] = contextvars.ContextVar(
-            f"scscf-arrival-{id(self)}", default=None)
         self._progress: dict[str, IfcProgress] = {}
         self._wakeup = asyncio.Event()
         self._trusted: set[tuple[str, int]] = set()
@@ -431,50 +409,32 @@ class Scscf(StatefulProxy):
                 out.add((uri.host.strip("[]"), uri.port or 5060))
         return out
 
-    # -- arrival bookkeeping ------------------------------------------------------------
-    def _on_request(self, ctx: ServerContext) -> None:
-        """Remember our own top Route before 16.4 pops it: the tasks the base
-        class spawns for this request copy the context variable."""
-        token = self._arrival.set(self._arrival_of(ctx))
-        try:
-            super()._on_request(ctx)
-        finally:
-            self._arrival.reset(token)
-
-    def _arrival_of(self, ctx: ServerContext) -> Arrival:
-        route = None
-        via_port = None
-        try:
-            routes = ctx.request.route
-            if routes and self.identity.is_me(routes[0].uri):
-                route = routes[0].uri  # type: ignore[assignment]
-            via_port = ctx.request.top_via.port
-        except HeaderError:
-            pass
-        remote = (ctx.flow.remote[0], ctx.flow.remote[1])
-        return Arrival(route, remote, ctx.flow.transport, via_port)  # type: ignore[arg-type]
-
-    def _from_trusted(self, arrival: Arrival) -> bool:
-        if arrival.source in self._trusted:
+    # -- where a request came from ------------------------------------------------------
+    def _from_trusted(self, ctx: RequestContext) -> bool:
+        host, port = ctx.flow.remote[0], ctx.flow.remote[1]
+        if (host, port) in self._trusted:
             return True
         # A stream comes from an ephemeral port: its Via names the listen port.
-        return arrival.transport != "udp" and arrival.via_port is not None and \
-            (arrival.source[0], arrival.via_port) in self._trusted
+        via_port = _via_port(ctx.request)
+        return ctx.flow.transport != "udp" and via_port is not None and \
+            (host, via_port) in self._trusted
 
     # -- the routing logic ------------------------------------------------------------
-    async def route(self, request: Request) -> list[Target] | Response:
-        arrival = self._arrival.get() or Arrival(None, ("", 0))
+    async def route(self, ctx: RequestContext) -> list[Target] | Response:
+        """The router; ``ctx.route`` is our own Route the request came on."""
+        request = ctx.request
         if request.method == "REGISTER":
             return await self._register(request)
         if request.method == "SUBSCRIBE" and _is_reg_event(request):
-            answer = await self._reg_subscribe(request, arrival)
+            answer = await self._reg_subscribe(request, ctx)
             if answer is not None:
                 return answer
-        if arrival.odi is not None:
-            return await self._continue_chain(request, arrival.odi)
-        if arrival.originating:
-            return await self._originating(request, arrival)
-        return await self._terminating(request)
+        odi = ctx.route.param("odi") if ctx.route is not None else None
+        if odi is not None:
+            return await self._continue_chain(request, odi, ctx)
+        if ctx.route is not None and ctx.route.user == "orig":
+            return await self._originating(request, ctx)
+        return await self._terminating(request, ctx)
 
     # -- REGISTER -------------------------------------------------------------------
     async def _register(self, request: Request) -> Response:
@@ -492,7 +452,7 @@ class Scscf(StatefulProxy):
         self._wakeup.set()  # a new binding may expire before the next planned wake-up
 
     # -- reg event --------------------------------------------------------------------
-    async def _reg_subscribe(self, request: Request, arrival: Arrival) -> Response | None:
+    async def _reg_subscribe(self, request: Request, ctx: RequestContext) -> Response | None:
         """TS 24.229 5.4.2.1.1; None when the Request-URI is not a user of ours."""
         assert self.regevent is not None
         if request.to.tag:
@@ -503,7 +463,7 @@ class Scscf(StatefulProxy):
             profile = await self.hss.user_profile(str(request.uri))
             if profile is None:
                 return None
-            refused = await self._refuse_watcher(request, arrival, profile)
+            refused = await self._refuse_watcher(request, ctx, profile)
             if refused is not None:
                 return refused
             aor = profile.default_public_id
@@ -512,10 +472,10 @@ class Scscf(StatefulProxy):
         asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
         return response
 
-    async def _refuse_watcher(self, request: Request, arrival: Arrival,
+    async def _refuse_watcher(self, request: Request, ctx: RequestContext,
                               profile: UserProfile) -> Response | None:
         """The user itself (asserted by the P-CSCF) or a trusted node may watch."""
-        if not self._from_trusted(arrival):
+        if not self._from_trusted(ctx):
             return Response.for_request(request, 403)
         asserted = _asserted_identity(request)
         if asserted is not None and asserted not in profile.public_ids:
@@ -592,9 +552,10 @@ class Scscf(StatefulProxy):
         await self._notify_watchers(aor, [(b, ContactEvent.DEACTIVATED) for b in removed], final=True)
 
     # -- iFC chain ----------------------------------------------------------------------
-    async def _originating(self, request: Request, arrival: Arrival) -> list[Target] | Response:
+    async def _originating(self, request: Request,
+                           ctx: RequestContext) -> list[Target] | Response:
         """TS 24.229 5.4.3.2: the served user is the one the P-CSCF asserted."""
-        if not self._from_trusted(arrival):
+        if not self._from_trusted(ctx):
             return Response.for_request(request, 403, "Forbidden - untrusted originator")
         asserted = _asserted_identity(request)
         profile = await self.hss.user_profile(asserted) if asserted else None
@@ -603,9 +564,10 @@ class Scscf(StatefulProxy):
         aor = profile.default_public_id
         registered = bool(await self.store.registrations.bindings(aor, self.clock()))
         case = SessionCase.ORIGINATING if registered else SessionCase.ORIGINATING_UNREGISTERED
-        return await self._next_step(request, IfcProgress(case, aor))
+        return await self._next_step(request, IfcProgress(case, aor), ctx)
 
-    async def _terminating(self, request: Request) -> list[Target] | Response:
+    async def _terminating(self, request: Request,
+                           ctx: RequestContext) -> list[Target] | Response:
         """TS 24.229 5.4.3.3: the Request-URI names the served user."""
         profile = await self.hss.user_profile(str(request.uri))
         if profile is None:
@@ -619,16 +581,19 @@ class Scscf(StatefulProxy):
                                              ServerAssignmentType.UNREGISTERED_USER)
         if request.headers.get("P-Called-Party-ID") is None:
             request.add_header("P-Called-Party-ID", f"<{request.uri}>")
-        return await self._next_step(request, IfcProgress(case, aor))
+        return await self._next_step(request, IfcProgress(case, aor), ctx)
 
-    async def _continue_chain(self, request: Request, token: str) -> list[Target] | Response:
+    async def _continue_chain(self, request: Request, token: str,
+                              ctx: RequestContext) -> list[Target] | Response:
         progress = self._progress.get(token)
         if progress is None or progress.expires_at < self.clock():
             return Response.for_request(request, 403, "Forbidden - unknown odi")
-        return await self._next_step(request, replace(progress))
+        return await self._next_step(request, replace(progress), ctx)
 
-    async def _next_step(self, request: Request, progress: IfcProgress) -> list[Target] | Response:
+    async def _next_step(self, request: Request, progress: IfcProgress,
+                         ctx: RequestContext) -> list[Target] | Response:
         """The next matching iFC's AS, or, when none is left, the target."""
+        ctx.session_case = progress.case
         profile = await self.hss.user_profile(progress.served_user)
         if profile is None:
             return Response.for_request(request, 404)
@@ -757,6 +722,13 @@ def _asserted_identity(request: Request) -> str | None:
         values = request.headers.values("P-Asserted-Identity")
         return canonical_public_id(str(NameAddr.parse(values[0]).uri)) if values else None
     except (HeaderError, ValueError):
+        return None
+
+
+def _via_port(request: Request) -> int | None:
+    try:
+        return request.top_via.port
+    except HeaderError:
         return None
 
 

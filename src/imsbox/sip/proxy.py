@@ -1,9 +1,17 @@
 """A transaction-stateful proxy (RFC 3261 section 16) on a SipEndpoint.
 
-The routing decision is the caller's: a ``Router`` turns a request into
-targets (or an error response).  Everything else - validation, Route and
-Record-Route handling, forking, best-response selection, CANCEL and
-Timer C - follows section 16 using the steps in ``proxy_core``.
+The routing decision is the caller's: a ``Router`` turns the
+``RequestContext`` of a request into targets (or an error response).
+Everything else - validation, Route and Record-Route handling, forking,
+best-response selection, CANCEL and Timer C - follows section 16 using the
+steps in ``proxy_core``.  Public hooks for the nodes built on it (the
+Kamailio model: request route, failure route, reply route):
+
+* ``on_request(ctx)``: the request as it arrived, before 16.3 and 16.4;
+* the router, and ``ctx.follow_route()`` for the 16.5 default;
+* ``ctx.failure_route``: armed per request, re-targets a target set that
+  ended without a 2xx (serial forking);
+* ``on_response(ctx, response)``: every response on its way upstream.
 """
 
 from __future__ import annotations
@@ -13,8 +21,8 @@ import contextlib
 import logging
 import secrets
 import weakref
-from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 from .endpoint import ClientContext, ServerContext, SipEndpoint, next_hop, resolve
 from .headers import HeaderError
@@ -25,9 +33,10 @@ from .proxy_core import (
 )
 from .transaction import TimerValues
 from .transport.base import Destination, Flow
-from .uri import Uri, parse_uri
+from .uri import SipUri, Uri, parse_uri
 
-__all__ = ["Target", "Router", "StatefulProxy", "run_forwarding_proxy"]
+__all__ = ["FailureRoute", "RequestContext", "Router", "StatefulProxy", "Target",
+           "run_forwarding_proxy"]
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +51,80 @@ class Target:
     q: float = 1.0
     flow: Flow | None = None  # send over this flow (a UE's connection / UDP source)
     route: tuple[str, ...] = ()  # Route values put on top for this branch (e.g. a Path)
+    # INVITE only: CANCEL the branch after this many seconds without a final
+    # response ("no answer"); it then counts as 408 (independent of Timer C).
+    timeout: float | None = None
 
 
-Router = Callable[[Request], Awaitable["list[Target] | Response"]]
+@dataclass(slots=True, eq=False)
+class RequestContext:
+    """One request in the proxy, from arrival to its final response upstream.
+
+    The router and the hooks all get the same object, so a value a router
+    keeps in ``values`` is there for the failure route and ``on_response``.
+    """
+
+    request: Request
+    server: ServerContext
+    identity: ProxyIdentity
+    route: SipUri | None = None   # our own Route entry, popped in 16.4
+    session_case: object = None   # set by the node (the S-CSCF: a SessionCase)
+    values: dict[str, object] = field(default_factory=dict)
+    failure_route: FailureRoute | None = None
+    retargets: int = 0            # how often the failure route re-targeted
+
+    @property
+    def flow(self) -> Flow:
+        """The flow the request came on (transport, local and remote address)."""
+        return self.server.flow
+
+    @property
+    def cancelled(self) -> bool:
+        """A CANCEL for this request arrived (16.10)."""
+        return self.server.cancelled.is_set()
+
+    def follow_route(self) -> list[Target] | None:
+        """16.5 default: a request that carries its own route - a Route left
+        after 16.4, or in a dialog and not addressed to us - goes where its
+        Route / Request-URI say.  None: the router has to decide."""
+        request = self.request
+        if request.route or (request.to.tag is not None
+                             and not self.identity.is_me(request.uri)):
+            return [Target(request.uri)]
+        return None
+
+
+Router = Callable[[RequestContext], Awaitable[list[Target] | Response]]
+# Sees the best final response of a target set that ended without a 2xx
+# (not cancelled, no 6xx): new targets, a response of its own, or None
+# (the best response of all branches goes upstream).
+FailureRoute = Callable[[RequestContext, Response], Awaitable[list[Target] | Response | None]]
 
 
 class StatefulProxy:
-    """RFC 3261 section 16 proxy; ``router`` decides the target set (16.5)."""
+    """RFC 3261 section 16 proxy; ``router`` decides the target set (16.5).
+
+    ``follow_routes``: requests that carry their own route skip the router
+    (``RequestContext.follow_route``); False hands every request to the
+    router, which may call it itself.  ``max_retargets`` bounds how often
+    the failure route of one request may re-target it (loop safety).
+    """
 
     def __init__(self, router: Router, *, record_route: bool = True, path: bool = False,
                  timers: TimerValues | None = None, timer_c: float = 180.0,
-                 supported: frozenset[str] = frozenset(), trace: bool = False) -> None:
+                 supported: frozenset[str] = frozenset(), trace: bool = False,
+                 follow_routes: bool = True, max_retargets: int = 5) -> None:
         self.router = router
         self.record_route = record_route
         self.path = path
         self.timer_c = timer_c
+        self.follow_routes = follow_routes
+        self.max_retargets = max_retargets
         self.identity = ProxyIdentity(set(), supported=supported)
         self.endpoint = SipEndpoint(self._on_request, timers, trace, on_stray=self._forward_stray)
         self._tasks: set[asyncio.Future[object]] = set()
         self._cancelled: weakref.WeakSet[ClientContext] = weakref.WeakSet()
+        self._unanswered: weakref.WeakSet[ClientContext] = weakref.WeakSet()
 
     async def listen(self, transport: str, host: str, port: int,
                      ssl_context: object | None = None) -> tuple[str, int]:
@@ -77,69 +141,125 @@ class StatefulProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.endpoint.close()
 
+    # -- hooks ------------------------------------------------------------
+    def on_request(self, ctx: RequestContext) -> Response | None:
+        """Hook before 16.3: the request as it arrived (our Route not popped
+        yet, ``ctx.route`` still None) and ``ctx.flow``.  May edit the request,
+        or return the response to answer it with (an ACK is dropped instead).
+        Default: None, proxy it."""
+        return None
+
+    def on_response(self, ctx: RequestContext, response: Response) -> Response:
+        """Hook for network functions: see or change a response on its way
+        upstream (e.g. a P-CSCF storing Service-Route).  Default: unchanged.
+        Answers of the proxy's own (router, failure route) do not pass here."""
+        return response
+
     # -- requests ---------------------------------------------------------
-    def _on_request(self, ctx: ServerContext) -> None:
-        request = ctx.request
+    def _on_request(self, server: ServerContext) -> None:
+        request = server.request
+        ctx = RequestContext(request, server, self.identity)
         try:
-            if request.method == "ACK":
-                self._spawn(self._forward_ack(request))
-                return
-            error = check_request(request, self.identity)
-            if error is not None:
-                ctx.respond(error)
-                return
-            preprocess_route(request, self.identity)
+            error = self.on_request(ctx) or self._validate(ctx)
         except HeaderError as exc:
-            ctx.respond(Response.for_request(request, 400, f"Bad Request - {exc}"[:100],
-                                             to_tag=new_tag()))
+            error = Response.for_request(request, 400, f"Bad Request - {exc}"[:100],
+                                         to_tag=new_tag())
+        if error is not None:
+            if request.method != "ACK":  # an ACK is never answered
+                server.respond(error)
+            return
+        if request.method == "ACK":
+            self._spawn(self._forward_ack(ctx))
             return
         if request.method == "INVITE":
-            ctx.respond(Response.for_request(request, 100))  # 16.2: stop retransmissions
+            server.respond(Response.for_request(request, 100))  # 16.2: stop retransmissions
         self._spawn(self._proxy(ctx))
+
+    def _validate(self, ctx: RequestContext) -> Response | None:
+        """16.3 (not for an ACK), then 16.4, keeping the Route it pops."""
+        if ctx.request.method != "ACK":
+            error = check_request(ctx.request, self.identity)
+            if error is not None:
+                return error
+        ctx.route = preprocess_route(ctx.request, self.identity)
+        return None
 
     def _spawn(self, coro: Awaitable[object]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _proxy(self, ctx: ServerContext) -> None:
+    async def _route(self, ctx: RequestContext) -> list[Target] | Response:
+        """16.5: the request's own route (with ``follow_routes``), else the router."""
+        if self.follow_routes:
+            targets = ctx.follow_route()
+            if targets is not None:
+                return targets
+        return await self.router(ctx)
+
+    async def _proxy(self, ctx: RequestContext) -> None:
         request = ctx.request
         try:
-            targets = await self._targets(request)
+            targets: list[Target] | Response | None = await self._route(ctx)
         except Exception:  # a router bug must not leave the UAC hanging
             log.exception("router failed for %s", request.call_id)
             targets = Response.for_request(request, 500, "Server Internal Error",
                                            to_tag=new_tag())
-        if isinstance(targets, Response):
-            ctx.respond(targets)
-            return
-        if not targets:
-            ctx.respond(Response.for_request(request, 480, "Temporarily Unavailable",
-                                             to_tag=new_tag()))
-            return
+        if isinstance(targets, list) and not targets:
+            targets = Response.for_request(request, 480, "Temporarily Unavailable",
+                                           to_tag=new_tag())
         responses = ResponseContext(request.method)
-        for group in order_targets([(t, t.q) for t in targets]):
-            await self._fork(ctx, group, responses)
-            best = responses.best
-            if responses.final_sent or ctx.cancelled.is_set() or (best and best.status >= 600):
-                break
+        while isinstance(targets, list):
+            best = await self._try_targets(ctx, targets, responses)
+            targets = await self._failure_route(ctx, responses, best)
+        if isinstance(targets, Response):
+            ctx.server.respond(targets)
+            return
         final = responses.final_response() or (
             None if responses.final_sent else Response.for_request(request, 408))
         if final is not None:
             self._send_upstream(ctx, final)
 
-    async def _targets(self, request: Request) -> "list[Target] | Response":
-        """16.5: a request with a Route, or in a dialog and not addressed to
-        us, goes where it says; the router decides for the rest."""
-        if request.route or (request.to.tag is not None
-                             and not self.identity.is_me(request.uri)):
-            return [Target(request.uri)]
-        return await self.router(request)
+    async def _try_targets(self, ctx: RequestContext, targets: list[Target],
+                           responses: ResponseContext) -> Response | None:
+        """One target set, its q groups in turn; the best final response of its branches."""
+        first = len(responses.branches)
+        for group in order_targets([(t, t.q) for t in targets]):
+            await self._fork(ctx, group, responses)
+            if self._finished(ctx, responses):
+                break
+        return responses.best_of(range(first, len(responses.branches)))
 
-    async def _fork(self, ctx: ServerContext, targets: list[Target],
+    @staticmethod
+    def _finished(ctx: RequestContext, responses: ResponseContext) -> bool:
+        """A 2xx went upstream, a CANCEL came, or a 6xx ends the search (16.7 step 5)."""
+        best = responses.best
+        return responses.final_sent or ctx.cancelled or (best is not None and best.status >= 600)
+
+    async def _failure_route(self, ctx: RequestContext, responses: ResponseContext,
+                             best: Response | None) -> list[Target] | Response | None:
+        """The failure route, when armed, on a target set that failed: what next."""
+        if ctx.failure_route is None or best is None or self._finished(ctx, responses):
+            return None
+        if ctx.retargets >= self.max_retargets:
+            log.info("%s: failure route not run again after %d re-targets",
+                     ctx.request.call_id, ctx.retargets)
+            return None
+        ctx.retargets += 1
+        try:
+            outcome = await ctx.failure_route(ctx, best)
+        except Exception:  # a hook bug: the best response so far goes upstream
+            log.exception("failure route failed for %s", ctx.request.call_id)
+            return None
+        if ctx.cancelled or (isinstance(outcome, list) and not outcome):
+            return None  # the CANCEL came while the hook ran, or no new targets
+        return outcome
+
+    async def _fork(self, ctx: RequestContext, targets: list[Target],
                     responses: ResponseContext) -> None:
         """Send one branch per target in parallel and collect their responses."""
         branches: dict[int, ClientContext] = {}
+        timeouts: dict[int, float | None] = {}
         base = f"z9hG4bK{loop_hash(ctx.request, self.identity)}"
         for key, target in enumerate(targets, start=len(responses.branches)):
             copy = forward_copy(ctx.request, target.uri, self.identity,
@@ -158,8 +278,10 @@ class StatefulProxy:
             client.on_late_response = lambda r, c=ctx: self._send_upstream(c, r)
             responses.add_branch(key)
             branches[key] = client
-        watchers = [asyncio.ensure_future(self._branch(ctx, key, client, branches, responses))
-                    for key, client in branches.items()]
+            timeouts[key] = target.timeout
+        watchers = [asyncio.ensure_future(
+            self._branch(ctx, key, client, timeouts[key], branches, responses))
+            for key, client in branches.items()]
         cancel_watch = asyncio.ensure_future(self._on_cancel(ctx, branches, responses))
         try:
             await asyncio.gather(*watchers)
@@ -174,9 +296,11 @@ class StatefulProxy:
             return target.dest
         return await resolve(*next_hop(Request(copy.method, copy.uri)))
 
-    async def _branch(self, ctx: ServerContext, key: int, client: ClientContext,
-                      branches: dict[int, ClientContext], responses: ResponseContext) -> None:
+    async def _branch(self, ctx: RequestContext, key: int, client: ClientContext,
+                      timeout: float | None, branches: dict[int, ClientContext],
+                      responses: ResponseContext) -> None:
         timer_c: asyncio.TimerHandle | None = None
+        no_answer = self._arm_no_answer(client, timeout)
         try:
             while True:
                 if client.request.method == "INVITE":
@@ -186,7 +310,8 @@ class StatefulProxy:
                 response = await client.next_response()
                 if response is None:
                     return
-                if client.local_failure and response.status == 408:
+                if (client.local_failure and response.status == 408) or \
+                        (response.status == 487 and client in self._unanswered):
                     responses.on_timeout(key)
                     continue
                 forward, cancel_others = responses.on_response(key, response)
@@ -196,8 +321,9 @@ class StatefulProxy:
                     for other_key in responses.pending_keys:
                         self._cancel(branches[other_key])
         finally:
-            if timer_c is not None:
-                timer_c.cancel()
+            for handle in (timer_c, no_answer):
+                if handle is not None:
+                    handle.cancel()
 
     def _restart_timer_c(self, handle: asyncio.TimerHandle | None,
                          client: ClientContext) -> asyncio.TimerHandle:
@@ -205,10 +331,22 @@ class StatefulProxy:
             handle.cancel()
         return asyncio.get_running_loop().call_later(self.timer_c, self._cancel, client)
 
-    async def _on_cancel(self, ctx: ServerContext, branches: dict[int, ClientContext],
+    def _arm_no_answer(self, client: ClientContext,
+                       timeout: float | None) -> asyncio.TimerHandle | None:
+        """``Target.timeout``: CANCEL an unanswered INVITE branch; its 487 counts as 408."""
+        if timeout is None or client.request.method != "INVITE":
+            return None
+
+        def expire() -> None:
+            if client.final_response is None:
+                self._unanswered.add(client)
+                self._cancel(client)
+        return asyncio.get_running_loop().call_later(timeout, expire)
+
+    async def _on_cancel(self, ctx: RequestContext, branches: dict[int, ClientContext],
                          responses: ResponseContext) -> None:
         """16.10: a CANCEL from upstream cancels every pending branch."""
-        await ctx.cancelled.wait()
+        await ctx.server.cancelled.wait()
         for key in responses.pending_keys:
             self._cancel(branches[key])
 
@@ -221,27 +359,23 @@ class StatefulProxy:
             self._spawn(client.cancel())
 
     # -- responses --------------------------------------------------------
-    def _send_upstream(self, ctx: ServerContext, response: Response) -> None:
+    def _send_upstream(self, ctx: RequestContext, response: Response) -> None:
         """16.7 step 9: our Via off, then out through the server transaction."""
+        server = ctx.server
         if self._is_our_via(response):
             upstream = response.copy()
             upstream.pop_header("Via")
         else:  # decided here (timeout, no targets): addressed to the request
             upstream = Response.for_request(ctx.request, response.status, response.reason,
                                             to_tag=new_tag())
-        if ctx.txn is None or (ctx.final_sent and not 200 <= upstream.status < 300):
+        if server.txn is None or (server.final_sent and not 200 <= upstream.status < 300):
             return
-        upstream = self.on_response(ctx.request, upstream)
-        if ctx.final_sent:
+        upstream = self.on_response(ctx, upstream)
+        if server.final_sent:
             # A later 2xx (another fork): forwarded statelessly (16.7 step 5).
-            self.endpoint.send_stateless(upstream, flow=ctx.flow)
+            self.endpoint.send_stateless(upstream, flow=server.flow)
             return
-        ctx.respond(upstream)
-
-    def on_response(self, request: Request, response: Response) -> Response:
-        """Hook for network functions: see or change a response on its way
-        upstream (e.g. a P-CSCF storing Service-Route).  Default: unchanged."""
-        return response
+        server.respond(upstream)
 
     def _is_our_via(self, response: Response) -> bool:
         try:
@@ -258,13 +392,13 @@ class StatefulProxy:
         upstream.pop_header("Via")
         self.endpoint.send_stateless(upstream)
 
-    async def _forward_ack(self, ack: Request) -> None:
+    async def _forward_ack(self, ctx: RequestContext) -> None:
         """The ACK for a 2xx is its own transaction: forwarded statelessly."""
+        ack = ctx.request
         mf = ack.max_forwards
         if mf is not None and mf <= 0:
             return
-        preprocess_route(ack, self.identity)
-        targets = await self._targets(ack)
+        targets = await self._route(ctx)
         if isinstance(targets, Response) or not targets:
             return
         copy = forward_copy(ack, targets[0].uri, self.identity, record_route=False)
@@ -285,8 +419,8 @@ class StatefulProxy:
 def forwarding_router(next_hop: Destination) -> Router:
     """Every out-of-dialog request to one next hop, Request-URI unchanged."""
 
-    async def route(request: Request) -> list[Target]:
-        return [Target(request.uri, next_hop)]
+    async def route(ctx: RequestContext) -> list[Target]:
+        return [Target(ctx.request.uri, next_hop)]
 
     return route
 

@@ -7,6 +7,7 @@ apart so each step of 16.3-16.7 can be tested on its own.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeVar
@@ -96,8 +97,11 @@ def is_loop(request: Request, me: ProxyIdentity) -> bool:
     return any((v.branch or "").startswith(f"z9hG4bK{digest}") for v in mine)
 
 
-def preprocess_route(request: Request, me: ProxyIdentity) -> None:
-    """16.4: undo a strict-routing previous hop, and pop our own Route."""
+def preprocess_route(request: Request, me: ProxyIdentity) -> SipUri | None:
+    """16.4: undo a strict-routing previous hop, and pop our own Route.
+
+    Returns the URI of the Route entry popped (ours), None when there was none.
+    """
     if me.is_me(request.uri) and request.route:
         # The previous hop strict-routed to our Record-Route URI: the real
         # Request-URI is the last Route entry.
@@ -107,8 +111,11 @@ def preprocess_route(request: Request, me: ProxyIdentity) -> None:
         for route in routes[:-1]:
             request.add_header("Route", str(route))
     routes = request.route
-    if routes and me.is_me(routes[0].uri):
+    top = routes[0].uri if routes else None
+    if isinstance(top, SipUri) and me.is_me(top):
         request.pop_header("Route")
+        return top
+    return None
 
 
 def forward_copy(request: Request, target: Uri | None, me: ProxyIdentity, *,
@@ -167,6 +174,7 @@ class ResponseContext:
     best: Response | None = None
     final_sent: bool = False
     challenges: list[tuple[str, str]] = field(default_factory=list)
+    finals: dict[int, Response] = field(default_factory=dict)  # non-2xx final per branch
 
     def add_branch(self, key: int) -> None:
         self.branches[key] = BranchState.PENDING
@@ -188,16 +196,22 @@ class ResponseContext:
             return [], False
         if self.final_sent:
             return [], False
-        self._consider(response)
+        self._consider(key, response)
         cancel = response.status >= 600
         return [], cancel
 
     def on_timeout(self, key: int) -> None:
         self.branches[key] = BranchState.COMPLETED
         if not self.final_sent:
-            self._consider(Response(408, "Request Timeout"))
+            self._consider(key, Response(408, "Request Timeout"))
 
-    def _consider(self, response: Response) -> None:
+    def best_of(self, keys: Iterable[int]) -> Response | None:
+        """The best final response among the branches ``keys`` (16.7 step 6
+        ranking), e.g. what one target set of a failure route ended with."""
+        return min((self.finals[k] for k in keys if k in self.finals), key=_rank, default=None)
+
+    def _consider(self, key: int, response: Response) -> None:
+        self.finals[key] = response
         for name in ("WWW-Authenticate", "Proxy-Authenticate"):
             if response.status in (401, 407):
                 self.challenges.extend((name, v) for v in response.headers.get_all(name))

@@ -132,3 +132,24 @@ def test_timeouts_only_give_408():
     ctx.add_branch(1)
     ctx.on_timeout(1)
     assert ctx.final_response().status == 408
+
+
+def test_preprocess_route_returns_the_route_it_popped():
+    r = req("Route: <sip:orig@127.0.0.1:5070;lr;odi=x1>, <sip:next.test;lr>\r\n")
+    popped = preprocess_route(r, ME)
+    assert popped is not None and popped.user == "orig" and popped.param("odi") == "x1"
+    assert preprocess_route(req("Route: <sip:next.test;lr>\r\n"), ME) is None
+    assert preprocess_route(req(), ME) is None
+
+
+def test_best_of_ranks_only_the_branches_asked_for():
+    ctx = ResponseContext("INVITE")
+    for key in (0, 1, 2):
+        ctx.add_branch(key)
+    ctx.on_response(0, resp(404))   # a first target set
+    ctx.on_response(1, resp(503))   # a second one, serial after a failure route
+    ctx.on_timeout(2)
+    assert ctx.best_of([0]).status == 404
+    assert ctx.best_of([1, 2]).status == 408   # 4xx ranks before 5xx
+    assert ctx.best_of([]) is None
+    assert ctx.final_response().status == 404  # upstream: the best of all branches
