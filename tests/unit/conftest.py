@@ -1,6 +1,6 @@
 """Unit tests may be coroutines: each runs in a fresh event loop (``asyncio.run``).
 
-A :class:`imsbox.store.Store` among its fixtures arrives opened and is closed
+A :class:`imsbox.store.Store` among its fixtures (also one it uses indirectly) arrives opened and is closed
 after the test, so store tests read like the code that uses the store.
 """
 
@@ -21,12 +21,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     names = pyfuncitem._fixtureinfo.argnames
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
-    asyncio.run(_run(pyfuncitem.obj, kwargs))
+    stores = [v for v in pyfuncitem.funcargs.values() if isinstance(v, Store)]
+    asyncio.run(_run(pyfuncitem.obj, kwargs, stores))
     return True
 
 
-async def _run(test: Any, kwargs: dict[str, Any]) -> None:
-    stores = [v for v in kwargs.values() if isinstance(v, Store)]
+async def _run(test: Any, kwargs: dict[str, Any], stores: list[Store]) -> None:
     for store in stores:
         await store.open()
     try:

@@ -76,8 +76,9 @@ class Icscf(StatefulProxy):
         public_id = str(request.to.uri)
         kind = AuthorizationType.DE_REGISTRATION if _is_deregistration(request) \
             else AuthorizationType.REGISTRATION
+        private_id = await self._private_id(request)
         answer = await self.hss.user_authorization(
-            public_id, await self._private_id(request), request.header("P-Visited-Network-ID"), kind)
+            public_id, private_id, request.header("P-Visited-Network-ID"), kind)
         if answer.result in _HIDDEN_FAILURES:
             # Challenged and refused by an S-CSCF like a wrong password, so the
             # answers never tell an unknown user from a known one.

@@ -228,9 +228,9 @@ class RegEventNotifier:
         """The implicit set an in-dialog SUBSCRIBE (a refresh) watches; None when
         the request is outside every subscription."""
         dialog = DialogId.for_incoming_request(request)
-        for sub in self._notifier.subscriptions:
-            if sub.dialog.id == dialog and isinstance(sub.usage, _Watch):
-                return sub.usage.aor
+        for subscription in self._notifier.subscriptions:
+            if subscription.dialog.id == dialog and isinstance(subscription.usage, _Watch):
+                return subscription.usage.aor
         return None
 
     def subscribe(self, request: Request, aor: str | None, now: float,
