@@ -43,9 +43,11 @@ ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
 # -- helpers ---------------------------------------------------------------------------
 
 def provision(config: Config) -> None:
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-        add_user(store, DOMAIN, "bob", "bob-secret")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
+            await add_user(store, DOMAIN, "bob", "bob-secret")
+    asyncio.run(in_store())
 
 
 def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
@@ -132,7 +134,7 @@ def test_pager_message_relayed_with_cpim_intact_and_imdn_back(tmp_path: Path) ->
 
             notification = await next_message(alice)
             assert imdn_of(notification) == ("msg-1", ImdnStatus.DELIVERED)
-            history = messaging_as(net).store.history("conv-1")
+            history = await messaging_as(net).store.messages.history("conv-1")
             # each once although both legs pass the AS: the message, then its IMDN
             assert [h.message_key for h in history][0] == "msg-1" and len(history) == 2
             assert history[0].body == body and history[1].sender == BOB
@@ -275,7 +277,7 @@ def test_chat_anchored_by_the_as_msrp_relayed_both_ways_then_bye(tmp_path: Path)
 
             await asyncio.wait_for(call.bye(), 5)
             await asyncio.wait_for(asyncio.shield(incoming.terminated), 5)
-            assert [h.message_key for h in messaging_as(net).store.history("conv-chat")] \
+            assert [h.message_key for h in await messaging_as(net).store.messages.history("conv-chat")] \
                 == ["chat-1", "chat-2"]
 
     run(tmp_path, scenario)

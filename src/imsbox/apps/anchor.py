@@ -240,7 +240,6 @@ class Anchor:
     async def _pump(self, src: MsrpSession, dst: MsrpSession, sender: str,
                     recipient: str) -> None:
         async for message in src:
-            await self._history(message, sender, recipient)
             try:
                 if dst.connection is None:
                     await dst.wait_bound(BIND_TIMEOUT)
@@ -248,16 +247,21 @@ class Anchor:
             except (MsrpError, asyncio.TimeoutError) as exc:
                 log.info("relaying %s in %s failed: %s", message.message_id,
                          self.caller.call_id, exc)
+            # Relayed first; kept even when the session ends meanwhile.
+            await asyncio.shield(self._history(message, sender, recipient))
 
     async def _store(self, src: MsrpSession) -> None:
         async for message in src:
             if (message.content_type or "").lower() == ISCOMPOSING:
                 continue  # a composing indication is worthless later
-            await self._history(message, self.sender, self.recipient)
-            await self.host.defer(recipient=self.recipient, sender=self.sender,
-                            content_type=message.content_type or CPIM, body=message.body,
-                            meta={"kind": "message", "from": f"<{self.sender}>",
-                                  "headers": self._pager_headers()})
+            await asyncio.shield(self._keep(message))
+
+    async def _keep(self, message: ReceivedMessage) -> None:
+        await self._history(message, self.sender, self.recipient)
+        await self.host.defer(recipient=self.recipient, sender=self.sender,
+                              content_type=message.content_type or CPIM, body=message.body,
+                              meta={"kind": "message", "from": f"<{self.sender}>",
+                                    "headers": self._pager_headers()})
 
     def _pager_headers(self) -> list[list[str]]:
         """The headers a stored chat message is later delivered with, as pager mode."""
