@@ -295,6 +295,25 @@ def test_register_challenge_and_200_contents(tmp_path: Path) -> None:
     run(main())
 
 
+def test_concurrent_registers_of_one_aor_all_land(tmp_path: Path) -> None:
+    """Phones of one user registering at once: every binding is kept, every 200
+    lists the bindings stored so far, and the HSS ends registered."""
+    async def main() -> None:
+        async with network(tmp_path) as net:
+            regs = [Reg("alice", "secret") for _ in range(4)]
+            contacts = [f"<sip:alice@10.0.0.{i + 1}:5062>" for i in range(4)]
+            answers = await asyncio.gather(*(register(net, reg, [contact])
+                                             for reg, contact in zip(regs, contacts)))
+            assert [a.status for a in answers] == [200] * 4
+            assert sorted(len(a.contact) for a in answers) == [1, 2, 3, 4]
+            bound = await net.store.registrations.bindings(f"sip:alice@{DOMAIN}")
+            assert sorted(f"<{b.contact}>" for b in bound) == sorted(contacts)
+            assignment = await net.store.subscribers.get_assignment(f"alice@{DOMAIN}")
+            assert assignment is not None and assignment.state is HssState.REGISTERED
+
+    run(main())
+
+
 def test_stale_nonce_gets_a_new_challenge(tmp_path: Path) -> None:
     now = [time.time()]
 

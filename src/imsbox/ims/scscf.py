@@ -18,10 +18,11 @@ reg event watchers and the application servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 from ..config import Config
@@ -130,6 +131,7 @@ class Registrar:
         self.auth = DigestAuthenticator(config.domain, clock=clock, algorithms=algorithms)
         self.server_name = config.scscf.uri
         self.service_route = ""
+        self._aor_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # AOR -> lock, users
 
     # -- REGISTER --------------------------------------------------------------------
     async def register(self, request: Request, ue_source: str
@@ -198,17 +200,34 @@ class Registrar:
         wanted = self._requested(request)
         if isinstance(wanted, Response):
             return wanted, None
-        before = await self.store.registrations.bindings(aor, now)
-        events = await self._apply(aor, request, wanted, before, now)
-        if isinstance(events, Response):
-            return events, None
-        remaining = await self.store.registrations.bindings(aor, now)
-        refused = await self._assign(request, public_id, before, remaining, events, aor)
+        # 10.3 steps 7-8 read, change and answer one AOR's bindings: one
+        # REGISTER at a time per AOR, now that the store is awaited.
+        async with self._one_at_a_time(aor):
+            before = await self.store.registrations.bindings(aor, now)
+            events = await self._apply(aor, request, wanted, before, now)
+            if isinstance(events, Response):
+                return events, None
+            remaining = await self.store.registrations.bindings(aor, now)
+            refused = await self._assign(request, public_id, before, remaining, events, aor)
         if refused is not None:
             return refused, None
         response = self._ok(request, profile, remaining, now)
         change = RegistrationChange(aor, public_id, profile, events, remaining, request, response)
         return response, change if events else None
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, aor: str) -> AsyncIterator[None]:
+        lock, users = self._aor_locks.get(aor, (asyncio.Lock(), 0))
+        self._aor_locks[aor] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._aor_locks[aor]
+            if users == 1:
+                del self._aor_locks[aor]
+            else:
+                self._aor_locks[aor] = (lock, users - 1)
 
     def _requested(self, request: Request) -> list[tuple[Contact, int]] | None | Response:
         """10.3 steps 6-7: the contacts with their expiry; None for ``*``."""
