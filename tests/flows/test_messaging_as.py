@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +32,7 @@ from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.sip.message import Request, Response
 from imsbox.sip.transport.base import Flow
 from imsbox.sip.ua.dialog import build_request
-from imsbox.store import open_store
+from imsbox.store import DB_FILENAME, open_store
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 from helpers import DOMAIN, ues
@@ -175,6 +176,24 @@ def test_deferred_until_recipient_registers_then_delivery_imdn(tmp_path: Path) -
             assert got[0].headers.get(cpm.CONVERSATION_ID) == "conv-3"
             await send_delivered_imdn(bob, got[0])
             assert imdn_of(await next_message(alice)) == ("msg-d1", ImdnStatus.DELIVERED)
+
+    run(tmp_path, scenario)
+
+
+def test_202_means_the_message_is_on_disk(tmp_path: Path) -> None:
+    """When the sender has the 202, another connection (another process) finds
+    the deferred message in the store file."""
+    async def scenario(config: Config) -> None:
+        body = cpim_text(ALICE, BOB, "stored before the 202", "msg-s1")
+        async with Network(config, timers=FAST_TIMERS), ues(config, "alice") as (alice,):
+            await registered(alice)
+            assert (await pager(alice, BOB, body, "conv-s")).status == 202
+            db = sqlite3.connect(config.data_dir / DB_FILENAME)
+            try:
+                rows = db.execute("SELECT recipient, body FROM deferred_messages").fetchall()
+            finally:
+                db.close()
+            assert rows == [(BOB, body)]
 
     run(tmp_path, scenario)
 

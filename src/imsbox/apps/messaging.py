@@ -229,10 +229,10 @@ class MessagingAs(StatefulProxy):
         sender = str(NameAddr(from_.uri, from_.display_name))
         ctype = request.content_type
         await self.defer(recipient=canonical_public_id(str(request.uri)),
-                   sender=_asserted(request) or str(from_.uri),
-                   content_type=ctype.mime if ctype else "text/plain", body=request.body,
-                   meta={"kind": DeliveryKind.MESSAGE.value, "from": sender,
-                         "headers": headers})
+                         sender=_asserted(request) or str(from_.uri),
+                         content_type=ctype.mime if ctype else "text/plain", body=request.body,
+                         meta={"kind": DeliveryKind.MESSAGE.value, "from": sender,
+                               "headers": headers})
         log.info("MESSAGE %s for %s deferred", request.call_id, request.uri)
 
     async def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
@@ -252,9 +252,9 @@ class MessagingAs(StatefulProxy):
             return
         ctype = request.content_type
         await self.record_history(conversation, _message_key(request),
-                            _asserted(request) or str(request.from_.uri),
-                            canonical_public_id(str(request.uri)),
-                            ctype.mime if ctype else "", request.body)
+                                  _asserted(request) or str(request.from_.uri),
+                                  canonical_public_id(str(request.uri)),
+                                  ctype.mime if ctype else "", request.body)
 
     async def record_history(self, conversation_id: str, key: str, sender: str,
                              recipient: str, content_type: str, body: bytes) -> None:
@@ -272,7 +272,8 @@ class MessagingAs(StatefulProxy):
             for item in await self.store.messages.deferred(recipient, self.clock()):
                 if not await self._deliver(item):
                     break
-                await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
+                await self.store.messages.remove_deferred(
+                    [item.id] if item.id is not None else [])
         finally:
             self._delivering.discard(recipient)
 
