@@ -8,39 +8,13 @@ import logging
 import sys
 from typing import Sequence
 
-from . import __version__
-from .ims import provisioning, serve
-from .runtime import stop_on_signals, tune_garbage_collector
+from . import __version__, serve
+from .ims import provisioning
+from .runtime import parse_hostport, stop_on_signals, tune_garbage_collector
 from .sip.transport.base import TRANSPORTS
 from .ue import cli as ue_cli
 
-__all__ = ["main", "parse_hostport"]
-
-
-def parse_hostport(text: str, default_port: int = 5060) -> tuple[str, int]:
-    """'127.0.0.1:5070', '[::1]:5070', 'host' -> (host, port); SystemExit on junk."""
-    host, port = text, default_port
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: missing ']' in IPv6 address")
-        host, rest = text[1:end], text[end + 1:]
-        if rest:
-            if not rest.startswith(":"):
-                raise argparse.ArgumentTypeError(f"{text!r}: expected [ADDR]:PORT")
-            port = _port(text, rest[1:])
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        port = _port(text, port_text)
-    if not host:
-        raise argparse.ArgumentTypeError(f"{text!r}: missing host")
-    return host, port
-
-
-def _port(text: str, port_text: str) -> int:
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r}: port must be 1-65535")
-    return int(port_text)
+__all__ = ["main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

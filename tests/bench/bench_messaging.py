@@ -43,7 +43,7 @@ from pathlib import Path
 
 from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.store import DeferredMessage, open_store
 from imsbox.ue.client import (
     ChatStarted, FileReceived, MessageReceived, MessageStatus, RcsClient,

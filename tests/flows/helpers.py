@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from imsbox.config import Config
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.ue.client import RcsClient
 from imsbox.ue.testing import FAST_TIMERS, TestUe
 

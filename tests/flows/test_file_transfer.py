@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from imsbox.apps.cpm import ICSI_FILETRANSFER, escape_icsi
+from imsbox.rcs.cpm import ICSI_FILETRANSFER, escape_icsi
 from imsbox.apps.messaging import MessagingSettings
 from imsbox.config import Config, load_config
 from imsbox.content import parse_cpim, parse_imdn

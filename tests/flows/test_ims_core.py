@@ -1,4 +1,4 @@
-"""The IMS core in one process (imsbox.ims.serve.Network) with real UEs on loopback UDP.
+"""The IMS core in one process (imsbox.serve.Network) with real UEs on loopback UDP.
 
 REGISTER with Digest through P-CSCF -> I-CSCF -> S-CSCF, a call and a MESSAGE
 between two registered UEs, the TS 24.229 A.5.1 PSI ladder to a conference
@@ -15,7 +15,7 @@ import pytest
 
 from imsbox.config import Config
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.sip.endpoint import ServerContext, SipEndpoint
 from imsbox.sip.message import Request, Response, new_tag
 from imsbox.sip.uri import SipUri, parse_uri

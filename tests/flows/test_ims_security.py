@@ -15,7 +15,7 @@ import pytest
 
 from imsbox.config import Config
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.store import open_store
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 

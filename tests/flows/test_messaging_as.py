@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from imsbox import sdp
-from imsbox.apps import cpm
+from imsbox.rcs import cpm
 from imsbox.apps.messaging import MessagingAs, MessagingSettings
 from imsbox.config import Config
 from imsbox.content import (
@@ -27,7 +27,7 @@ from imsbox.content import (
     parse_cpim, parse_imdn,
 )
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.sip.message import Request, Response
 from imsbox.sip.transport.base import Flow

@@ -30,7 +30,7 @@ import pytest
 from imsbox.config import Config
 from imsbox.ims.pcscf import Pcscf
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.sip.endpoint import ServerContext, SipEndpoint
 from imsbox.sip.message import Request, Response, new_tag
 from imsbox.sip.transport.base import Destination

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from imsbox.apps import cpm
+from imsbox.rcs import cpm
 from imsbox.apps.messaging import MessagingAs
 from imsbox.config import Config, load_config
 from imsbox.content import (
@@ -42,7 +42,7 @@ from imsbox.content import (
 )
 from imsbox.content.imdn import IMDN_NS
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.msrp import MsrpRequest, MsrpResponse
 from imsbox.msrp import endpoint as msrp_endpoint
 from imsbox.msrp import parse as parse_msrp

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from imsbox.apps.cpm import ICSI_SESSION, escape_icsi
+from imsbox.rcs.cpm import ICSI_SESSION, escape_icsi
 from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.store import open_store
 from imsbox.ue.client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileReceived, MessageReceived,
@@ -81,7 +81,7 @@ def test_register_with_cpm_feature_tags_and_refresh(tmp_path: Path) -> None:
                 icsi = escape_icsi(f"urn:urn-7:3gpp-service.ims.icsi.oma.cpm.{service}")
                 assert icsi in binding.params, binding.params
             assert "+g.3gpp.icsi-ref" in binding.params
-            assert alice.registration.associated[:2] == ["sip:alice@ims.test", "tel:+15550001"]
+            assert alice.registration.associated_uris[:2] == ["sip:alice@ims.test", "tel:+15550001"]
             first_cseq = binding.cseq
             await asyncio.sleep(2.5)  # granted 2 s: refreshed at 1 s and 2 s
             (binding,) = await net.store.registrations.bindings("sip:alice@ims.test")

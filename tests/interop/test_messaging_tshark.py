@@ -35,7 +35,7 @@ import pytest
 from imsbox.apps.messaging import MessagingAs
 from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_user
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.store import open_store
 from imsbox.ue.client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, MessageReceived, MessageStatus, RcsClient,

@@ -33,19 +33,19 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from .. import sdp
-from ..content import CPIM, ISCOMPOSING, ContentError
-from ..content.multipart import BodyPart, Multipart, build_multipart, parse_multipart
-from ..ims.hss import canonical_public_id
+from ..content import CPIM, ISCOMPOSING
 from ..msrp import (ByteRange, MsrpEndpoint, MsrpError, MsrpRequest, MsrpSession,
                     MsrpStatusError, ReceivedMessage)
 from ..msrp import Setup as MsrpSetup
+from ..rcs import cpm
+from ..rcs.offer import msrp_media, offer_parts, with_sdp
 from ..sip.headers import HeaderError, NameAddr
+from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response
 from ..sip.ua.invite import InviteState, SessionError
 from ..sip.ua.useragent import Call, UserAgent
-from . import cpm
 
-__all__ = ["Anchor", "AnchorHost", "AnchorState", "far_offer", "near_answer", "offer_parts"]
+__all__ = ["Anchor", "AnchorHost", "AnchorState", "far_offer", "near_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ class Anchor:
         assert self.far is not None
         request = self.caller.request
         headers = [(n, v) for n, v in request.headers if n.title() in _COPIED_TITLES]
-        body, content_type = _with_sdp(offer_parts(request)[1],
-                                       bytes(far_offer(offer, self.far, self.msrp)))
+        body, content_type = with_sdp(offer_parts(request)[1],
+                                      bytes(far_offer(offer, self.far, self.msrp)))
         # The UA sends as self.local along self.route; invite() sends before it
         # returns (no await inside), so swapping them around it is safe.
         local, route = self.ua.local, self.ua.route
@@ -432,34 +432,6 @@ class _FileRelay:
 
 # -- SDP ---------------------------------------------------------------------------------
 
-def offer_parts(request: Request) -> tuple[bytes | None, Multipart | None]:
-    """The SDP of an INVITE, plain or inside multipart/mixed (seed 003: CPIM + SDP
-    (+ resource list)), and the multipart itself when there is one."""
-    ctype = request.content_type
-    if ctype is None or not request.body:
-        return None, None
-    if ctype.mime == "application/sdp":
-        return request.body, None
-    if ctype.mime != "multipart/mixed":
-        return None, None
-    try:
-        multipart = parse_multipart(request.body, str(ctype))
-    except ContentError:
-        return None, None
-    part = multipart.find("application/sdp")
-    return (part.body if part is not None else None), multipart
-
-
-def _with_sdp(multipart: Multipart | None, sdp_body: bytes) -> tuple[bytes, str | None]:
-    """``sdp_body`` alone, or in place of the SDP part of ``multipart``."""
-    if multipart is None:
-        return sdp_body, None
-    parts = [BodyPart([("Content-Type", "application/sdp")], sdp_body)
-             if p.content_type == "application/sdp" else p for p in multipart.parts]
-    rebuilt = build_multipart(parts, multipart.subtype)
-    return rebuilt.to_bytes(), rebuilt.content_type
-
-
 def _parse_offer(body: bytes) -> sdp.SessionDescription | None:
     """The SDP with a usable MSRP media line, else None."""
     try:
@@ -471,10 +443,10 @@ def _parse_offer(body: bytes) -> sdp.SessionDescription | None:
 
 
 def _msrp_media(description: sdp.SessionDescription) -> sdp.MediaDescription:
-    for media in description.media:
-        if media.is_msrp and not media.is_rejected:
-            return media
-    raise LookupError("no MSRP media line")
+    media = msrp_media(description)
+    if media is None:
+        raise LookupError("no MSRP media line")
+    return media
 
 
 def _cema_address(description: sdp.SessionDescription,

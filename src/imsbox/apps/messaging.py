@@ -40,10 +40,12 @@ from ..content.cpim import CpimAddress, CpimMessage
 from ..content.imdn import (
     DispositionType, Imdn, ImdnStatus, build_imdn_message, requested_notifications,
 )
-from ..ims.hss import canonical_public_id
 from ..msrp import MsrpEndpoint
+from ..rcs import cpm
+from ..rcs.offer import offer_parts
 from ..sip.endpoint import ServerContext
 from ..sip.headers import HeaderError, NameAddr
+from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
@@ -51,8 +53,7 @@ from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from ..store import DeferredMessage, HistoryEntry, Store
-from . import cpm
-from .anchor import Anchor, offer_parts
+from .anchor import Anchor
 
 __all__ = ["DeliveryKind", "Leg", "MessagingAs", "MessagingSettings", "PAGER_TYPES"]
 

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from ..sip.auth import Algorithm
-from ..sip.uri import SipUri, TelUri, UriError, parse_uri
+from ..sip.identity import canonical_public_id
 from ..store import (
     Psi, PsiKind, PublicIdentity, RegistrationState, ScscfAssignment, SubscriberRepository,
 )
@@ -39,7 +39,6 @@ __all__ = [
     "ServerCapabilities",
     "UserAuthorizationAnswer",
     "UserProfile",
-    "canonical_public_id",
     "psi_matches",
 ]
 
@@ -178,28 +177,6 @@ class LocationInfoAnswer:
 
 
 # -- identities -------------------------------------------------------------------------
-
-def canonical_public_id(text: str) -> str:
-    """Lookup form of a public identity: no display name, port or params but user=phone.
-
-    ``<sips:Alice@IMS.Test:5061;transport=tls>`` -> ``sip:Alice@ims.test``;
-    ``tel:+1-555-0100`` -> ``tel:+15550100``. Raises ValueError on junk.
-    """
-    text = text.strip()
-    if text.startswith("<") and text.endswith(">"):
-        text = text[1:-1]
-    try:
-        uri = parse_uri(text)
-    except UriError as exc:
-        raise ValueError(f"not a public identity: {text!r} ({exc})") from None
-    if isinstance(uri, TelUri):
-        return f"tel:{uri.digits}"
-    if isinstance(uri, SipUri):
-        user = f"{uri.user}@" if uri.user is not None else ""
-        phone = ";user=phone" if (uri.param("user") or "").lower() == "phone" else ""
-        return f"sip:{user}{uri.host.lower()}{phone}"
-    raise ValueError(f"not a SIP or tel URI: {text!r}")
-
 
 def _wildcard_regex(psi: Psi) -> re.Pattern[str]:
     """Regex for a wildcarded PSI.

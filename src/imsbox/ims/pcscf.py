@@ -60,13 +60,13 @@ from typing import Callable, Coroutine, Iterable
 from ..config import Config
 from ..sip.endpoint import resolve
 from ..sip.headers import HeaderError, NameAddr
+from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport.base import Destination, Flow
 from ..sip.uri import SipUri, Uri, parse_uri
 from ..store import PcscfRegistration, Store, StoreError
-from .hss import canonical_public_id
 
 __all__ = ["Pcscf", "Registrations", "UeRegistration", "contact_key"]
 

@@ -24,11 +24,12 @@ from typing import Any, TextIO
 
 from ..config import Config, ConfigError, load_config
 from ..sip.auth import Algorithm, compute_ha1
+from ..sip.identity import canonical_public_id
 from ..store import (
     AlreadyExists, Credential, Group, Psi, PsiKind, PublicIdentity, ServiceProfile, Store,
     StoreError, Subscriber, open_store,
 )
-from .hss import canonical_public_id, psi_matches
+from .hss import psi_matches
 
 __all__ = [
     "DEFAULT_PROFILE",

@@ -33,6 +33,7 @@ from ..sip.auth import (
 from ..sip.endpoint import resolve
 from ..sip.grammar import GrammarError, format_params, split_params, unquote
 from ..sip.headers import Contact, Event, HeaderError, NameAddr
+from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
@@ -40,7 +41,7 @@ from ..sip.ua.dialog import build_request
 from ..sip.uri import SipUri, TelUri, Uri, UriError, parse_uri
 from ..store import Binding, Store
 from .caller_prefs import CallerPreferences, contact_features, rank_contacts
-from .hss import Hss, ServerAssignmentType, UserProfile, canonical_public_id
+from .hss import Hss, ServerAssignmentType, UserProfile
 from .ifc import (
     ApplicationServer, DefaultHandling, RequestView, SessionCase, matching_ifcs, next_ifc,
 )

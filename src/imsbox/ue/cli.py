@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..runtime import stop_on_signals
+from ..runtime import parse_hostport, stop_on_signals
 from ..sip.transport.base import TRANSPORTS
 from .client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileProgress, FileReceived,
@@ -84,11 +84,6 @@ def _human(data: dict[str, Any]) -> str:
 
 # -- argument parsing ---------------------------------------------------------------------
 
-def _hostport(text: str) -> tuple[str, int]:
-    from ..cli import parse_hostport  # the one parser for HOST:PORT of the CLI
-    return parse_hostport(text)
-
-
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -106,7 +101,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         description="Register as NAME and send or receive RCS messages, chats and files.")
     ue.add_argument("--user", required=True, help="user name (identity sip:NAME@DOMAIN)")
     ue.add_argument("--password", required=True, help="the subscriber's password")
-    ue.add_argument("--pcscf", type=_hostport, default=None, metavar="HOST:PORT",
+    ue.add_argument("--pcscf", type=parse_hostport, default=None, metavar="HOST:PORT",
                     help="P-CSCF address (default 127.0.0.1:5060, 127.0.0.1:5061 for tls)")
     ue.add_argument("--transport", choices=TRANSPORTS, default="udp",
                     help="transport to the P-CSCF (default udp)")

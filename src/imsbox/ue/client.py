@@ -32,16 +32,11 @@ import socket
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from ..apps.anchor import offer_parts
-from ..apps.cpm import (
-    CONVERSATION_ID, DEFAULT_USER_AGENT, CpmService, contact_feature_param,
-    cpm_request_headers, fits_pager, new_conversation_id,
-)
 from ..content import (
     CPIM, IMDN, ISCOMPOSING, ContentError, CpimAddress, CpimMessage, DispositionType, Imdn,
     ImdnStatus, MessageComposer, NotificationRequest, StatusMessageReceiver,
@@ -52,14 +47,15 @@ from ..content.multipart import BodyPart, Multipart, build_multipart
 from ..msrp import (ByteRange, MsrpEndpoint, MsrpError, MsrpSession, MsrpStatusError,
                     ReceivedMessage)
 from ..msrp import Setup as MsrpSetup
+from ..rcs.cpm import (
+    CONVERSATION_ID, DEFAULT_USER_AGENT, CpmService, contact_feature_param,
+    cpm_request_headers, fits_pager, new_conversation_id,
+)
+from ..rcs.offer import msrp_media, offer_parts
 from ..sdp import (
     Attribute, Connection, Direction, FileDate, FileHash, FileRange, FileSelector,
     LocalCapabilities,
     MediaDescription, Origin, SdpError, SessionDescription, Setup, answer, parse,
-)
-from ..sip.auth import (
-    AUTHORIZATION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE, DigestError,
-    answer_challenge, choose_challenge,
 )
 from ..sip.endpoint import ClientContext, ServerContext, SipEndpoint
 from ..sip.headers import HeaderError, NameAddr
@@ -70,6 +66,7 @@ from ..sip.uri import UriError, parse_uri
 from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
+from .register import Registration
 
 __all__ = [
     "CallEvent", "Chat", "ChatEnded", "ChatMessage", "ChatStarted", "Composing",
@@ -315,10 +312,6 @@ def _text_of(cpim: CpimMessage) -> str:
     return cpim.body.decode("utf-8", "replace")
 
 
-def _msrp_media(sd: SessionDescription) -> MediaDescription | None:
-    return next((m for m in sd.media if m.is_msrp and not m.is_rejected), None)
-
-
 def _imdn_status(imdn: Imdn) -> MessageStatus:
     if imdn.status is ImdnStatus.DELIVERED:
         return MessageStatus.DELIVERED
@@ -376,21 +369,6 @@ class _Received:
     delivery: asyncio.Task[bool] | None = None  # the display IMDN must not overtake it
 
 
-@dataclass(slots=True)
-class _Registration:
-    call_id: str = field(default_factory=lambda: secrets.token_hex(12))
-    tag: str = field(default_factory=new_tag)
-    cseq: int = 0
-    expires: int = 0
-    route: list[str] = field(default_factory=list)
-    associated: list[str] = field(default_factory=list)
-    last: Response | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.expires > 0
-
-
 # -- the client ---------------------------------------------------------------------------
 
 class RcsClient:
@@ -418,7 +396,10 @@ class RcsClient:
         self.instance = f"urn:uuid:{uuid.uuid4()}"
         self.contact = ""
         self.chats: dict[str, Chat] = {}
-        self.registration = _Registration()
+        self.registration = Registration(self.aor, "", self.pcscf,
+                                         username=f"{user}@{domain}",
+                                         contact_params=contact_feature_param(),
+                                         instance=self.instance)
         self._ssl = ssl_context
         self._endpoint = _UeEndpoint(self._early_request, self.timers,
                                      client_ssl_context=self._client_ssl())
@@ -454,7 +435,7 @@ class RcsClient:
         self._ua = UserAgent(self._endpoint, f"<{self.aor}>", self.contact, config=config,
                              on_call=self._on_call, on_request=self._on_request)
         status = await self._register(self.expires)
-        if not self.registration.ok:
+        if not self.registration.registered:
             await self._shutdown()
             raise RcsError(f"registration of {self.aor} failed ({status})")
         self._spawn(self._keep_registered())
@@ -468,7 +449,7 @@ class RcsClient:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.registration.ok:
+        if self.registration.registered:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._register(0), 2)
         await self._shutdown()
@@ -505,6 +486,7 @@ class RcsClient:
             raise RcsError("no free port for UDP and TCP")
         suffix = "" if self.transport == "udp" else f";transport={self.transport}"
         self.contact = f"sip:{self.user}@{_bracket(host)}:{port}{suffix}"
+        self.registration.contact = self.contact
         if self.transport == "udp":
             self._endpoint.pcscf_flow = Flow("udp", (host, port),
                                              (self.pcscf.host, self.pcscf.port))
@@ -525,80 +507,27 @@ class RcsClient:
         if not task.cancelled() and task.exception() is not None:
             log.error("task failed", exc_info=task.exception())
 
-    # -- registration (TS 24.229 5.1.1) -----------------------------------------------
-    def _contact_header(self, expires: int | None = None) -> str:
-        value = f'<{self.contact}>;{contact_feature_param()};+sip.instance="<{self.instance}>"'
-        return value if expires is None else f"{value};expires={expires}"
-
-    def _register_request(self, expires: int, auth: Header | None) -> Request:
-        reg = self.registration
-        reg.cseq += 1
-        request = Request("REGISTER", f"sip:{self.domain}")
-        request.add_header("From", f"<{self.aor}>;tag={reg.tag}")
-        request.add_header("To", f"<{self.aor}>")
-        request.add_header("Call-ID", reg.call_id)
-        request.add_header("CSeq", f"{reg.cseq} REGISTER")
-        request.add_header("Contact", self._contact_header())
-        request.add_header("Expires", str(expires))
-        request.add_header("Supported", "path")
-        request.add_header("User-Agent", self.user_agent)
-        if auth is not None:
-            request.add_header(*auth)
-        return request
-
+    # -- registration (TS 24.229 5.1.1, ue/register.py) ---------------------------------
     async def _register(self, expires: int) -> int:
-        """One REGISTER exchange (answering a Digest challenge); the final status."""
-        auth: Header | None = None
-        for _ in range(3):
-            request = self._register_request(expires, auth)
-            response = await self._endpoint.request(request, self.pcscf).final()
-            self.registration.last = response
-            if response.status not in (401, 407) or auth is not None:
-                break
-            auth = self._authorization(response, request)
-            if auth is None:
-                break
+        """One REGISTER exchange (answering one Digest challenge); the final status."""
+        response = await self.registration.send(self._endpoint, self.password, expires,
+                                                attempts=1,
+                                                headers=[("User-Agent", self.user_agent)])
         self._registered_with(response, expires)
         return response.status
 
-    def _authorization(self, response: Response, request: Request) -> Header | None:
-        proxy = response.status == 407
-        values = response.headers.get_all(PROXY_AUTHENTICATE if proxy else WWW_AUTHENTICATE)
-        try:
-            credentials = answer_challenge(choose_challenge(values), "REGISTER",
-                                           str(request.uri), f"{self.user}@{self.domain}",
-                                           password=self.password)
-        except DigestError as exc:
-            log.warning("cannot answer the challenge: %s", exc)
-            return None
-        return (PROXY_AUTHORIZATION if proxy else AUTHORIZATION, str(credentials))
-
     def _registered_with(self, response: Response, expires: int) -> None:
         reg = self.registration
-        if not 200 <= response.status < 300 or expires == 0:
-            reg.expires = 0
+        if not reg.registered:
             self._registered.clear()
             if expires:
                 self._emit(Registered(self.aor, self.aor, "failed", 0, response.status))
             return
-        reg.expires = self._granted(response, expires)
-        host = _bracket(self.pcscf.host)
-        suffix = "" if self.transport == "udp" else f";transport={self.transport}"
-        reg.route = [f"<sip:{host}:{self.pcscf.port};lr{suffix}>",
-                     *(f"<{r.uri}>" for r in response.service_route)]
-        reg.associated = [v.strip().strip("<>") for v in
-                          response.headers.values("P-Associated-URI")]
         if self._ua is not None:
-            self._ua.route = list(reg.route)
+            self._ua.route = reg.route()
         self._registered.set()
         self._emit(Registered(self.aor, self.aor, "registered", reg.expires, response.status))
         log.info("%s registered for %ds", self.aor, reg.expires)
-
-    def _granted(self, response: Response, asked: int) -> int:
-        for contact in response.contact:
-            if str(contact.uri) == self.contact and contact.expires is not None:
-                return contact.expires
-        return response.expires if response.expires is not None else asked
 
     def _refresh_delay(self) -> float:
         """Half the lifetime when short, else 10 minutes before expiry."""
@@ -615,7 +544,7 @@ class RcsClient:
                 await asyncio.wait_for(self._reregister.wait(), delay)
             self._reregister.clear()
             status = await self._register(self.expires)
-            failures = 0 if self.registration.ok else failures + 1
+            failures = 0 if self.registration.registered else failures + 1
             if failures:
                 log.warning("re-registration of %s failed (%d), retrying", self.aor, status)
 
@@ -724,7 +653,7 @@ class RcsClient:
         """A MESSAGE along the registered route; once more after re-registering on 403."""
         for attempt in range(2):
             request = build_request("MESSAGE", target, f"<{self.aor}>", f"<{target}>",
-                                    route=self.registration.route, headers=headers, body=body,
+                                    route=self.registration.route(), headers=headers, body=body,
                                     content_type=content_type)
             response = await self._endpoint.request(request).final()
             if response.status == 403 and attempt == 0 and await self._recover():
@@ -738,7 +667,7 @@ class RcsClient:
     async def _recover(self) -> bool:
         """The P-CSCF no longer knows our flow (restart, new connection): register again."""
         await self._register(self.expires)
-        return self.registration.ok
+        return self.registration.registered
 
     async def _large_message(self, target: str, cpim: bytes) -> None:
         """Large message mode: INVITE cpm.largemsg, sendonly MSRP, one SEND, BYE."""
@@ -886,7 +815,7 @@ class RcsClient:
                       content_type: str | None = None) -> Call:
         """INVITE and wait for the final response; SendError unless 2xx."""
         assert self._ua is not None
-        self._ua.route = list(self.registration.route)
+        self._ua.route = self.registration.route()
         call = await self._ua.invite(target, offer, self._cpm_headers(service, conversation_id),
                                      content_type=content_type)
         final = await call.wait_final()
@@ -899,7 +828,7 @@ class RcsClient:
     async def _connect(self, session: MsrpSession, call: Call) -> None:
         """Apply the answer's path/setup/CEMA and bring the MSRP session up."""
         remote = parse(call.remote_sdp or b"")
-        media = _msrp_media(remote)
+        media = msrp_media(remote)
         if media is None:
             raise SendError("the answer has no MSRP stream")
         # We offered active; only an answer that is active itself makes us wait.
@@ -938,7 +867,7 @@ class RcsClient:
         except SdpError as exc:
             call.reject(488, f"Not Acceptable Here - {exc.reason}"[:80])
             return
-        media = _msrp_media(offer)
+        media = msrp_media(offer)
         if media is None:
             self._emit(CallEvent(peer, self.aor, call.call_id, [m.media for m in offer.media]))
             call.reject(486)
@@ -959,7 +888,7 @@ class RcsClient:
             accept_wrapped_types=list(wrapped), setup=Setup.PASSIVE, msrp_cema=True,
             message_direction=direction, request_whole_file=whole_file, file_range=file_range)
         sd = answer(offer, caps)
-        ours, theirs = _msrp_media(sd), _msrp_media(offer)
+        ours, theirs = msrp_media(sd), msrp_media(offer)
         if ours is None or theirs is None:
             return None
         if file_range is not None:  # the part we still need (resume), whatever was offered
@@ -1112,7 +1041,7 @@ class RcsClient:
                             resume: bool) -> tuple[int, int]:
         """Bring MSRP up; the 1-based inclusive range to send (the answer's with resume)."""
         await self._connect(session, call)
-        media = _msrp_media(parse(call.remote_sdp or b""))
+        media = msrp_media(parse(call.remote_sdp or b""))
         asked = media.file_range if media is not None and resume else None
         if asked is None or size == 0:
             return 1, size

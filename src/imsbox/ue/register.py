@@ -1,8 +1,15 @@
 """REGISTER a UE through a P-CSCF, answering the Digest challenge (TS 24.229 5.1.1).
 
-A small building block for tests, scripts and ``imsbox ue``: one call sends the
-REGISTER, answers a 401/407 with Digest credentials computed from the password
-and returns every response it saw, so callers can assert on the exchange.
+One implementation for everything that registers: tests and scripts call
+:func:`register` once; :class:`~imsbox.ue.client.RcsClient` keeps one
+:class:`Registration` and refreshes it with :meth:`Registration.send`. Each
+exchange sends the REGISTER, answers a 401/407 with Digest credentials computed
+from the password and keeps every response it saw, so callers can assert on
+the exchange::
+
+    reg = await register(endpoint, "alice", "secret", "ims.test", ("127.0.0.1", 5060))
+    reg.ok, reg.expires, reg.route()       # 2xx?, granted lifetime, preloaded Route
+    await reg.send(endpoint, "secret", 600) # a refresh: same Call-ID, next CSeq
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from ..sip.auth import (
     answer_challenge, choose_challenge,
 )
 from ..sip.endpoint import SipEndpoint
+from ..sip.headers import Contact, HeaderError
 from ..sip.message import Request, Response, new_tag
 from ..sip.transport.base import Destination
+from ..sip.uri import UriError, parse_uri, uri_equal
 
 __all__ = ["Registration", "register"]
 
@@ -29,14 +38,29 @@ Header = tuple[str, str]
 
 @dataclass(slots=True)
 class Registration:
-    """What a REGISTER exchange produced; ``final`` is the last response."""
+    """One contact's registration at the registrar of ``aor``'s domain.
+
+    Call-ID and From tag stay the same for every refresh and the CSeq counts
+    up (RFC 3261 10.2.4). ``responses`` are those of the last exchange;
+    ``expires`` is the lifetime the registrar granted our contact (0: not
+    registered); ``service_route`` and ``associated_uris`` come from the last
+    2xx. ``contact_params`` (feature tags) and ``instance`` (RFC 5626
+    ``+sip.instance``) go on our Contact.
+    """
 
     aor: str
     contact: str
     pcscf: Destination
     responses: list[Response] = field(default_factory=list)
-    call_id: str = ""
+    call_id: str = field(default_factory=lambda: secrets.token_hex(12))
     cseq: int = 0
+    tag: str = field(default_factory=new_tag)
+    username: str | None = None
+    contact_params: str = ""
+    instance: str | None = None
+    expires: int = 0
+    service_route: list[str] = field(default_factory=list)
+    associated_uris: list[str] = field(default_factory=list)
 
     @property
     def final(self) -> Response:
@@ -44,29 +68,116 @@ class Registration:
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.final.status < 300
+        """The last exchange ended in a 2xx (a de-registration too)."""
+        return bool(self.responses) and 200 <= self.final.status < 300
+
+    @property
+    def registered(self) -> bool:
+        """Our contact is bound now (a 2xx granted it a lifetime)."""
+        return self.expires > 0
 
     @property
     def statuses(self) -> list[int]:
         return [r.status for r in self.responses]
 
     @property
-    def service_route(self) -> list[str]:
-        """Service-Route entries of the 200 (TS 24.229 5.1.1.2), in order."""
-        return [f"<{entry.uri}>" for entry in self.final.service_route] if self.ok else []
-
-    @property
-    def associated_uris(self) -> list[str]:
-        """P-Associated-URI values of the 200 (the implicit registration set)."""
-        if not self.ok:
-            return []
-        return [_strip_brackets(v) for v in self.final.headers.values("P-Associated-URI")]
+    def registrar(self) -> str:
+        """The Request-URI of REGISTER: the home domain (TS 24.229 5.1.1.2)."""
+        return "sip:" + self.aor.partition("@")[2]
 
     def route(self) -> list[str]:
         """Preloaded Route for originating requests: the P-CSCF, then the Service-Route."""
         host = f"[{self.pcscf.host}]" if ":" in self.pcscf.host else self.pcscf.host
         transport = "" if self.pcscf.transport == "udp" else f";transport={self.pcscf.transport}"
         return [f"<sip:{host}:{self.pcscf.port};lr{transport}>", *self.service_route]
+
+    def contact_header(self) -> str:
+        params = f";{self.contact_params}" if self.contact_params else ""
+        instance = f';+sip.instance="<{self.instance}>"' if self.instance else ""
+        return f"<{self.contact}>{params}{instance}"
+
+    async def send(self, endpoint: SipEndpoint, password: str, expires: int, *,
+                   attempts: int = 2, headers: Iterable[Header] = ()) -> Response:
+        """One REGISTER exchange asking for ``expires`` (0 removes our binding),
+        answering up to ``attempts`` challenges; the final response. Never raises
+        for a SIP failure."""
+        self.responses = []
+        extra = list(headers)
+        auth: Header | None = None
+        for _ in range(attempts + 1):
+            request = self._request(expires, extra + ([auth] if auth else []))
+            response = await endpoint.request(request, self.pcscf).final()
+            self.responses.append(response)
+            if response.status not in (401, 407) or len(self.responses) > attempts:
+                break
+            auth = _authorization(response, request,
+                                  self.username or self.aor.removeprefix("sip:"), password)
+            if auth is None:
+                break
+        self._update(self.final, expires)
+        log.debug("REGISTER %s: %s, %ds", self.aor, self.statuses, self.expires)
+        return self.final
+
+    def _request(self, expires: int, headers: list[Header]) -> Request:
+        self.cseq += 1
+        request = Request("REGISTER", self.registrar)
+        request.add_header("From", f"<{self.aor}>;tag={self.tag}")
+        request.add_header("To", f"<{self.aor}>")
+        request.add_header("Call-ID", self.call_id)
+        request.add_header("CSeq", f"{self.cseq} REGISTER")
+        request.add_header("Contact", self.contact_header())
+        request.add_header("Expires", str(expires))
+        request.add_header("Supported", "path")
+        for name, value in headers:
+            request.add_header(name, value)
+        return request
+
+    def _update(self, response: Response, asked: int) -> None:
+        if not 200 <= response.status < 300:
+            self.expires = 0
+            return
+        self.expires = self._granted(response, asked) if asked else 0
+        try:
+            self.service_route = [f"<{entry.uri}>" for entry in response.service_route]
+        except HeaderError as exc:
+            log.warning("REGISTER %s: ignoring a malformed Service-Route: %s", self.aor, exc)
+            self.service_route = []
+        self.associated_uris = [_strip_brackets(v)
+                                for v in response.headers.values("P-Associated-URI")]
+
+    def _granted(self, response: Response, asked: int) -> int:
+        """RFC 3261 10.2.4: the expires of our binding as the 200 lists it (the URI
+        compared by 19.1.4, or the same +sip.instance), else its Expires header,
+        else what we asked for."""
+        ours = self._our_binding(response)
+        try:
+            if ours is not None and ours.expires is not None:
+                return ours.expires
+            header = response.expires()
+        except HeaderError as exc:
+            log.warning("REGISTER %s: %s; assuming %ds", self.aor, exc, asked)
+            return asked
+        return header if header is not None else asked
+
+    def _our_binding(self, response: Response) -> Contact | None:
+        try:
+            mine = parse_uri(self.contact)
+            bindings = response.contact
+        except (UriError, HeaderError) as exc:
+            log.warning("REGISTER %s: cannot read the bindings: %s", self.aor, exc)
+            return None
+        for binding in bindings:
+            if binding.is_star:
+                continue
+            if uri_equal(binding.uri, mine) or (
+                    self.instance is not None and _instance_of(binding) == self.instance):
+                return binding
+        return None
+
+
+def _instance_of(binding: Contact) -> str | None:
+    value = binding.instance
+    return value.strip('"').strip("<>") if value is not None else None
 
 
 def _strip_brackets(value: str) -> str:
@@ -87,23 +198,10 @@ async def register(endpoint: SipEndpoint, user: str, password: str, domain: str,
     USER@DOMAIN). Never raises for a SIP failure: look at ``final``/``statuses``.
     """
     dest = pcscf if isinstance(pcscf, Destination) else Destination(transport, *pcscf)
-    aor = f"sip:{user}@{domain}"
-    reg = Registration(aor, contact or _default_contact(endpoint, user, dest.transport), dest,
-                       call_id=secrets.token_hex(12))
-    tag = new_tag()
-    extra = list(headers)
-    auth: Header | None = None
-    for _ in range(attempts + 1):
-        reg.cseq += 1
-        request = _build(reg, domain, tag, expires, extra + ([auth] if auth else []))
-        response = await endpoint.request(request, dest).final()
-        reg.responses.append(response)
-        if response.status not in (401, 407) or len(reg.responses) > attempts:
-            break
-        auth = _authorization(response, request, username or f"{user}@{domain}", password)
-        if auth is None:
-            break
-    log.debug("REGISTER %s: %s", aor, reg.statuses)
+    reg = Registration(f"sip:{user}@{domain}",
+                       contact or _default_contact(endpoint, user, dest.transport), dest,
+                       username=username or f"{user}@{domain}")
+    await reg.send(endpoint, password, expires, attempts=attempts, headers=headers)
     return reg
 
 
@@ -112,21 +210,6 @@ def _default_contact(endpoint: SipEndpoint, user: str, transport: str) -> str:
     host = f"[{host}]" if ":" in host else host
     suffix = "" if transport == "udp" else f";transport={transport}"
     return f"sip:{user}@{host}:{port}{suffix}"
-
-
-def _build(reg: Registration, domain: str, tag: str, expires: int,
-           headers: list[Header]) -> Request:
-    request = Request("REGISTER", f"sip:{domain}")
-    request.add_header("From", f"<{reg.aor}>;tag={tag}")
-    request.add_header("To", f"<{reg.aor}>")
-    request.add_header("Call-ID", reg.call_id)
-    request.add_header("CSeq", f"{reg.cseq} REGISTER")
-    request.add_header("Contact", f"<{reg.contact}>")
-    request.add_header("Expires", str(expires))
-    request.add_header("Supported", "path")
-    for name, value in headers:
-        request.add_header(name, value)
-    return request
 
 
 def _authorization(response: Response, request: Request, username: str,

@@ -9,7 +9,7 @@ import pytest
 
 from imsbox.config import load_config
 from imsbox.ims.hss import (
-    AuthorizationType, Hss, ResultCode, ServerAssignmentType as SAT, canonical_public_id,
+    AuthorizationType, Hss, ResultCode, ServerAssignmentType as SAT,
     psi_matches,
 )
 from imsbox.ims.ifc import RequestView, SessionCase, matching_ifcs
@@ -35,15 +35,6 @@ def store(tmp_path: Path) -> SqliteStore:
 @pytest.fixture
 def hss(store: SqliteStore) -> Hss:
     return Hss(store.subscribers, "ims.test", scscf_names=(SCSCF,))
-
-
-def test_canonical_public_id() -> None:
-    assert canonical_public_id("<sips:alice@IMS.Test:5061;transport=tls>") == ALICE
-    assert canonical_public_id("tel:+1-555-0001") == "tel:+15550001"
-    assert canonical_public_id("sip:+15550001@ims.test;user=phone;x=y") == \
-        "sip:+15550001@ims.test;user=phone"
-    with pytest.raises(ValueError):
-        canonical_public_id("not a uri")
 
 
 async def test_uar_first_then_subsequent_registration(hss: Hss) -> None:

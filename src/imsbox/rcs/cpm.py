@@ -1,4 +1,4 @@
-"""OMA CPM / RCS identifiers and helpers shared by the UE and the messaging AS.
+"""OMA CPM / RCS identifiers and helpers shared by the UE and the application servers.
 
 ICSIs appear in two spellings: the URN as written (P-Preferred-Service,
 P-Asserted-Service) and %-escaped inside the ``+g.3gpp.icsi-ref`` feature tag
@@ -22,10 +22,10 @@ from ..sip.headers import FeatureSet, HeaderError
 
 __all__ = [
     "ACCEPT_CONTACT", "CONTRIBUTION_ID", "CONVERSATION_ID", "CPIM_PAGER_LIMIT",
-    "CpmService", "DEFAULT_USER_AGENT", "ICSI_DEFERRED", "ICSI_FILETRANSFER",
-    "ICSI_LARGEMSG", "ICSI_MSG", "ICSI_REF_TAG", "ICSI_SESSION", "IMDN_NAMESPACE",
-    "P_ASSERTED_SERVICE", "P_PREFERRED_SERVICE", "UE_SERVICES", "accept_contact",
-    "classify", "contact_feature_param", "cpim_message_id", "cpm_request_headers", "escape_icsi",
+    "DEFAULT_USER_AGENT", "ICSI_DEFERRED", "ICSI_FILETRANSFER", "ICSI_LARGEMSG", "ICSI_MSG",
+    "ICSI_REF_TAG", "ICSI_SESSION", "IMDN_NAMESPACE", "P_ASSERTED_SERVICE",
+    "P_PREFERRED_SERVICE", "UE_SERVICES", "CpmService", "accept_contact", "classify",
+    "contact_feature_param", "cpim_message_id", "cpm_request_headers", "escape_icsi",
     "fits_pager", "icsi_ref_value", "new_contribution_id", "new_conversation_id",
     "parse_icsi_ref", "services_of_feature_set", "unescape_icsi",
 ]

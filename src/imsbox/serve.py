@@ -1,17 +1,28 @@
-"""``imsbox serve``: the IMS core (HSS, S-CSCF, I-CSCF, P-CSCF) and the messaging AS.
+"""``imsbox serve``: the composition root that builds the network's nodes.
 
-:class:`Network` builds the nodes from a :class:`~imsbox.config.Config`, each
-on its own listen address, sharing one store and one HSS::
+Above ims and apps: it knows every node role and builds each from a
+:class:`NodeFactory` in a :class:`NodeRegistry` - the P-CSCF, I-CSCF and S-CSCF
+(with the in-process HSS) of the core and the messaging AS (role ``as``).
+:class:`Network` builds the nodes of a registry from a
+:class:`~imsbox.config.Config`, each on its own listen address, sharing one
+store and one HSS::
 
     async with Network(config, store) as net:
         for line in net.listening_lines():
             print(line)
         ...
 
+A new application server plugs in with one factory, without an edit to the
+core::
+
+    registry = default_registry()
+    registry.register(NodeFactory("conference", "conference_as", ConferenceAs.from_context))
+    Network(config, registry=registry)
+
 ``roles`` picks a subset (``imsbox serve --role scscf``): the nodes still reach
 each other only over SIP at the addresses in the configuration. The HSS has
 no network interface yet (no Diameter): it lives inside whichever process
-runs the I-CSCF or S-CSCF, over the shared store.
+runs a node that uses it (I-CSCF, S-CSCF), over the shared store.
 """
 
 from __future__ import annotations
@@ -22,35 +33,35 @@ import dataclasses
 import ipaddress
 import logging
 import re
+import ssl
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, Self, TextIO
 
-from ..config import Config, ConfigError, load_config
-from ..runtime import stop_on_signals, tune_garbage_collector
-from ..sip.transaction import TimerValues
-from ..sip.transport.base import Flow
-from ..sip.transport.tls import ensure_self_signed, server_context
-from ..store import Store, StoreError, open_store
-from .hss import Hss
-from .icscf import Icscf
-from .pcscf import Pcscf
-from .provisioning import apply_config
-from .scscf import Scscf
+from .apps.messaging import MessagingAs, MessagingSettings
+from .config import Config, ConfigError, load_config
+from .ims.hss import Hss
+from .ims.icscf import Icscf
+from .ims.pcscf import Pcscf
+from .ims.provisioning import apply_config
+from .ims.scscf import Scscf
+from .runtime import stop_on_signals, tune_garbage_collector
+from .sip.transaction import TimerValues
+from .sip.transport.base import Flow
+from .sip.transport.tls import ensure_self_signed, server_context
+from .store import Store, StoreError, open_store
 
 __all__ = [
-    "NODE_ROLES", "ROLES", "Listener", "Network", "ServeError", "add_subcommand",
-    "build_config", "make_tracer", "run_serve",
+    "HSS_ROLE", "Listener", "Network", "Node", "NodeContext", "NodeFactory", "NodeRegistry",
+    "ServeError", "add_subcommand", "build_config", "default_registry", "make_tracer",
+    "run_serve",
 ]
 
 log = logging.getLogger(__name__)
 
-NODE_ROLES = ("as", "scscf", "icscf", "pcscf")  # start order: downstream first
-# Role -> its [node] in the configuration (the messaging AS is role "as").
-NODE_OF_ROLE = {"as": "messaging_as"}
-ROLES = ("pcscf", "icscf", "scscf", "hss", "as")
+HSS_ROLE = "hss"  # a --role name, refused: the HSS has no network interface yet
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
@@ -59,13 +70,133 @@ class ServeError(Exception):
 
 
 class Node(Protocol):
-    """What the Network needs of an IMS node (a StatefulProxy subclass)."""
+    """What the Network needs of a node (a StatefulProxy subclass)."""
 
     endpoint: Any
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class NodeContext:
+    """What a factory builds its node from: the configuration, the shared store,
+    the HSS (None unless the factory ``uses_hss``) and the transaction timers."""
+
+    config: Config
+    store: Store
+    hss: Hss | None = None
+    timers: TimerValues | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class NodeFactory:
+    """One node role of ``imsbox serve``.
+
+    ``role`` is the ``--role`` name (and the trace's node name), ``section`` the
+    node's [section] in imsbox.toml and its name in the listening lines;
+    ``build`` makes the node (``start()`` / ``close()`` / ``endpoint``);
+    ``uses_hss`` asks for the in-process HSS; ``listen_hint`` says what to change
+    when the node cannot listen (default: its section's host/port).
+    """
+
+    role: str
+    section: str
+    build: Callable[[NodeContext], Node]
+    uses_hss: bool = False
+    listen_hint: str | None = None
+
+    def hint(self) -> str:
+        return self.listen_hint or f"[{self.section}] host/port in imsbox.toml (--config)"
+
+
+class NodeRegistry:
+    """Node factories by role, in entry order: the network's entry point first.
+
+    Nodes start in reverse order (downstream first, so that a node's next hop
+    listens before traffic comes) and close in entry order.
+    """
+
+    def __init__(self, factories: Iterable[NodeFactory] = ()) -> None:
+        self._factories: dict[str, NodeFactory] = {}
+        for factory in factories:
+            self.register(factory)
+
+    def register(self, factory: NodeFactory) -> None:
+        if factory.role in self._factories or factory.role == HSS_ROLE:
+            raise ValueError(f"role {factory.role!r} is taken")
+        self._factories[factory.role] = factory
+
+    def __getitem__(self, role: str) -> NodeFactory:
+        return self._factories[role]
+
+    def __contains__(self, role: object) -> bool:
+        return role in self._factories
+
+    def __iter__(self) -> Iterator[NodeFactory]:
+        return iter(list(self._factories.values()))
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The node roles, in entry order."""
+        return tuple(self._factories)
+
+    def role_choices(self) -> tuple[str, ...]:
+        """``--role`` choices: the node roles, with ``hss`` after the last node that
+        carries the HSS (it is refused with a reason, not unknown)."""
+        roles = list(self._factories)
+        carriers = [i for i, f in enumerate(self._factories.values()) if f.uses_hss]
+        roles.insert(carriers[-1] + 1 if carriers else len(roles), HSS_ROLE)
+        return tuple(roles)
+
+
+def _pcscf(ctx: NodeContext) -> Node:
+    return Pcscf(ctx.config, timers=ctx.timers, ssl_context=_tls_context(ctx.config),
+                 store=ctx.store)
+
+
+def _icscf(ctx: NodeContext) -> Node:
+    assert ctx.hss is not None
+    return Icscf(ctx.config, ctx.hss, timers=ctx.timers)
+
+
+def _scscf(ctx: NodeContext) -> Node:
+    assert ctx.hss is not None
+    return Scscf(ctx.config, ctx.store, ctx.hss, timers=ctx.timers)
+
+
+def _messaging_as(ctx: NodeContext) -> Node:
+    settings = MessagingSettings(
+        deferred_ttl=float(ctx.config.messaging.deferred_ttl),
+        max_file_size=ctx.config.messaging.max_file_size or None)
+    return MessagingAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
+
+
+def default_registry() -> NodeRegistry:
+    """The IMS core and the messaging AS, as ``imsbox serve`` runs them."""
+    return NodeRegistry([
+        NodeFactory("pcscf", "pcscf", _pcscf,
+                    listen_hint="--host/--port/--tls-port or [pcscf] in imsbox.toml"),
+        NodeFactory("icscf", "icscf", _icscf, uses_hss=True),
+        NodeFactory("scscf", "scscf", _scscf, uses_hss=True),
+        NodeFactory("as", "messaging_as", _messaging_as),
+    ])
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """Server context for the P-CSCF's TLS port; key and cert made on first start."""
+    pcscf = config.pcscf
+    if "tls" not in pcscf.transports or pcscf.tls_port is None:
+        return None
+    names = list(dict.fromkeys([*pcscf.hosts, "localhost"]))
+    try:
+        cert, key = ensure_self_signed(config.data_dir, names)
+    except OSError as exc:
+        raise ServeError(f"cannot write the TLS key and certificate into "
+                         f"{config.data_dir}: {exc.strerror or exc}; "
+                         "check --data") from None
+    return server_context(cert, key)
 
 
 @dataclass(slots=True, frozen=True)
@@ -110,24 +241,25 @@ def make_tracer(node: str, out: TextIO | None = None) -> Trace:
 
 @dataclass(slots=True)
 class Network:
-    """HSS + S-CSCF + I-CSCF + P-CSCF + messaging AS (role ``as``) from ``config``,
-    as an async context manager.
+    """The nodes of ``registry`` (default: HSS + S-CSCF + I-CSCF + P-CSCF +
+    messaging AS) from ``config``, as an async context manager.
 
-    ``store`` None opens the configured store and closes it on exit; a given
-    store belongs to the caller. ``trace`` True prints every SIP message to
-    stdout, or pass a stream.
+    ``roles`` None runs every node of the registry. ``store`` None opens the
+    configured store and closes it on exit; a given store belongs to the caller.
+    ``trace`` True prints every SIP message to stdout, or pass a stream.
     """
 
     config: Config
     store: Store | None = None
-    roles: Sequence[str] = NODE_ROLES
+    roles: Sequence[str] | None = None
     timers: TimerValues | None = None
     trace: bool | TextIO = False
+    registry: NodeRegistry = field(default_factory=default_registry)
     hss: Hss | None = field(default=None, init=False)
     nodes: dict[str, Node] = field(default_factory=dict, init=False)
     _owns_store: bool = field(default=False, init=False)
 
-    async def __aenter__(self) -> Network:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -136,12 +268,11 @@ class Network:
         await self.close()
 
     async def start(self) -> None:
-        roles = _check_roles(self.roles)
+        factories = _chosen(self.registry, self.roles)
         try:
-            await self._open_store(hss={"icscf", "scscf"} & set(roles) != set())
-            for role in NODE_ROLES:
-                if role in roles:
-                    await self._start_node(role)
+            await self._open_store(hss=any(f.uses_hss for f in factories))
+            for factory in reversed(factories):  # downstream first
+                await self._start_node(factory)
         except BaseException:
             await self.close()
             raise
@@ -150,7 +281,7 @@ class Network:
 
     async def _open_store(self, hss: bool = True) -> None:
         """The store every node uses (the P-CSCF keeps its registrations there);
-        the HSS, iFCs and PSIs only where the I-CSCF or S-CSCF runs."""
+        the HSS, iFCs and PSIs only where a node that uses the HSS runs."""
         if self.store is None:
             try:
                 store = open_store(self.config.store_location, self.config.cache_url or None)
@@ -167,51 +298,22 @@ class Network:
         await apply_config(self.store, self.config)  # serve owns the iFCs and PSIs
         self.hss = Hss(self.store.subscribers, self.config.domain, (self.config.scscf.uri,))
 
-    async def _start_node(self, role: str) -> None:
-        node = self._build(role)
-        self.nodes[role] = node  # registered first so close() cleans up a half start
+    async def _start_node(self, factory: NodeFactory) -> None:
+        assert self.store is not None
+        node = factory.build(NodeContext(self.config, self.store,
+                                         self.hss if factory.uses_hss else None, self.timers))
+        self.nodes[factory.role] = node  # registered first so close() cleans up a half start
         if self.trace:
             stream = self.trace if not isinstance(self.trace, bool) else None
-            node.endpoint.transport.trace = make_tracer(role, stream)
+            node.endpoint.transport.trace = make_tracer(factory.role, stream)
         try:
             await node.start()
         except OSError as exc:
-            raise ServeError(_listen_error(role, self.config, exc)) from None
-
-    def _build(self, role: str) -> Node:
-        if role == "pcscf":  # the only node without the HSS
-            return Pcscf(self.config, timers=self.timers, ssl_context=self._tls_context(),
-                         store=self.store)
-        if role == "as":
-            # apps build on ims: imported late
-            from ..apps.messaging import MessagingAs, MessagingSettings
-            assert self.store is not None
-            settings = MessagingSettings(
-                deferred_ttl=float(self.config.messaging.deferred_ttl),
-                max_file_size=self.config.messaging.max_file_size or None)
-            return MessagingAs(self.config, self.store, timers=self.timers, settings=settings)
-        assert self.store is not None and self.hss is not None
-        if role == "scscf":
-            return Scscf(self.config, self.store, self.hss, timers=self.timers)
-        return Icscf(self.config, self.hss, timers=self.timers)
-
-    def _tls_context(self) -> Any:
-        """Server context for the P-CSCF's TLS port; key and cert made on first start."""
-        pcscf = self.config.pcscf
-        if "tls" not in pcscf.transports or pcscf.tls_port is None:
-            return None
-        names = list(dict.fromkeys([*pcscf.hosts, "localhost"]))
-        try:
-            cert, key = ensure_self_signed(self.config.data_dir, names)
-        except OSError as exc:
-            raise ServeError(f"cannot write the TLS key and certificate into "
-                             f"{self.config.data_dir}: {exc.strerror or exc}; "
-                             "check --data") from None
-        return server_context(cert, key)
+            raise ServeError(_listen_error(factory, self.config, exc)) from None
 
     async def close(self) -> None:
         """Entry point first (no new traffic), then inwards; the store last."""
-        for role in reversed(NODE_ROLES):
+        for role in [*self.registry.roles, *self.nodes]:
             node = self.nodes.pop(role, None)
             if node is not None:
                 try:
@@ -228,42 +330,43 @@ class Network:
 
     def listeners(self) -> list[Listener]:
         out = []
-        for role in ("pcscf", "icscf", "scscf", "as"):
-            node = self.nodes.get(role)
+        for factory in self.registry:
+            node = self.nodes.get(factory.role)
             if node is None:
                 continue
-            name = NODE_OF_ROLE.get(role, role)
             for dest in node.endpoint.transport.listen_addresses:
-                out.append(Listener(name, dest.transport, dest.host, dest.port))
+                out.append(Listener(factory.section, dest.transport, dest.host, dest.port))
         return out
 
     def listening_lines(self) -> list[str]:
         return [str(listener) for listener in self.listeners()]
 
 
-def _check_roles(roles: Iterable[str]) -> tuple[str, ...]:
+def _chosen(registry: NodeRegistry, roles: Iterable[str] | None) -> list[NodeFactory]:
+    """The factories of ``roles`` (all when None), in the registry's order."""
+    if roles is None:
+        return list(registry)
     roles = tuple(roles)
-    if "hss" in roles:
+    if HSS_ROLE in roles:
+        carriers = " and ".join(f"--role {f.role}" for f in registry if f.uses_hss)
         raise ServeError(
             "--role hss: the HSS has no network interface yet (no Diameter Cx); it runs "
-            "in-process over the store inside the I-CSCF and S-CSCF. Run --role icscf "
-            "and --role scscf against the same --data/--store instead")
-    unknown = [r for r in roles if r not in NODE_ROLES]
+            "in-process over the store inside the I-CSCF and S-CSCF. Run "
+            f"{carriers} against the same --data/--store instead")
+    unknown = [r for r in roles if r not in registry]
     if unknown or not roles:
         raise ServeError(f"unknown role {unknown or roles!r}; use one of "
-                         + ", ".join(ROLES))
-    return roles
+                         + ", ".join(registry.role_choices()))
+    return [f for f in registry if f.role in roles]
 
 
-def _listen_error(role: str, config: Config, exc: OSError) -> str:
-    role = NODE_OF_ROLE.get(role, role)
-    node = config.nodes[role]
+def _listen_error(factory: NodeFactory, config: Config, exc: OSError) -> str:
+    node = config.nodes[factory.section]
     ports = ", ".join(str(p) for p in (node.port, node.tls_port) if p is not None)
     hosts = ", ".join(node.hosts)
     what = exc.strerror or str(exc)
-    fix = ("--host/--port/--tls-port or [pcscf] in imsbox.toml" if role == "pcscf"
-           else f"[{role}] host/port in imsbox.toml (--config)")
-    return f"{role}: cannot listen on {hosts} port {ports}: {what}; change {fix}"
+    return (f"{factory.section}: cannot listen on {hosts} port {ports}: {what}; "
+            f"change {factory.hint()}")
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -306,7 +409,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="store URL instead of the data dir's SQLite file")
     serve.add_argument("--cache", metavar="URL", default=None,
                        help="redis:// cache for a shared PostgreSQL store")
-    serve.add_argument("--role", choices=ROLES, default=None,
+    serve.add_argument("--role", choices=default_registry().role_choices(), default=None,
                        help="run one network function alone")
     serve.add_argument("--trace", action="store_true",
                        help="print every SIP message in and out with addresses")
@@ -353,7 +456,7 @@ async def run_serve(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:  # before the first line: a quick ^C is clean too
         try:
             config = build_config(args)
-            roles = (args.role,) if args.role else NODE_ROLES
+            roles = (args.role,) if args.role else None
             network = Network(config, roles=roles, trace=args.trace)
             await network.start()
         except (ServeError, ConfigError, StoreError) as exc:
