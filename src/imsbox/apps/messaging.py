@@ -206,56 +206,62 @@ class MessagingAs(StatefulProxy):
             if refusal is not None:
                 ctx.respond(refusal)
                 return
-            self._history_of_request(request)
+            self._spawn(self._history_of_request(request))
         self.relay(ctx)
 
-    def on_response(self, ctx: RequestContext, response: Response) -> Response:
-        """Terminating MESSAGE nobody could take: keep it and say 202 Accepted."""
+    def on_request(self, ctx: RequestContext) -> Response | None:
+        """A terminating MESSAGE of someone else's gets the failure route that keeps it."""
         request = ctx.request
-        if request.method == "MESSAGE" and response.status in OFFLINE and \
-                self.leg(request) is Leg.TERMINATING and not self.is_own(request):
-            self._defer_request(request)
-            return Response.for_request(request, 202, "Accepted", to_tag=new_tag())
-        return response
+        if request.method == "MESSAGE" and self.leg(request) is Leg.TERMINATING and \
+                not self.is_own(request):
+            ctx.failure_route = self._keep_for_later
+        return None
 
-    def _defer_request(self, request: Request) -> None:
+    async def _keep_for_later(self, ctx: RequestContext, best: Response) -> Response | None:
+        """Nobody could take it: store it, then say 202 Accepted (2xx means stored)."""
+        if best.status not in OFFLINE:
+            return None
+        await self._defer_request(ctx.request)
+        return Response.for_request(ctx.request, 202, "Accepted", to_tag=new_tag())
+
+    async def _defer_request(self, request: Request) -> None:
         headers = [[n, v] for n, v in request.headers if n.title() in _REPLAYED_TITLES]
         from_ = request.from_
         sender = str(NameAddr(from_.uri, from_.display_name))
         ctype = request.content_type
-        self.defer(recipient=canonical_public_id(str(request.uri)),
-                   sender=_asserted(request) or str(from_.uri),
-                   content_type=ctype.mime if ctype else "text/plain", body=request.body,
-                   meta={"kind": DeliveryKind.MESSAGE.value, "from": sender,
-                         "headers": headers})
+        await self.defer(recipient=canonical_public_id(str(request.uri)),
+                         sender=_asserted(request) or str(from_.uri),
+                         content_type=ctype.mime if ctype else "text/plain", body=request.body,
+                         meta={"kind": DeliveryKind.MESSAGE.value, "from": sender,
+                               "headers": headers})
         log.info("MESSAGE %s for %s deferred", request.call_id, request.uri)
 
-    def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
-              meta: dict[str, object]) -> int:
+    async def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
+                    meta: dict[str, object]) -> int:
         """Keep one item for ``recipient`` (AnchorHost API, also used for chats)."""
         now = self.clock()
-        item_id = self.store.defer_message(DeferredMessage(
+        item_id = await self.store.messages.defer(DeferredMessage(
             recipient, sender, content_type, body, now + self.settings.deferred_ttl,
             now, json.dumps(meta)))
         self._wakeup.set()  # its expiry may be the next deadline
         return item_id
 
     # -- history ----------------------------------------------------------------------
-    def _history_of_request(self, request: Request) -> None:
+    async def _history_of_request(self, request: Request) -> None:
         conversation = request.headers.get(cpm.CONVERSATION_ID)
         if not conversation:
             return
         ctype = request.content_type
-        self.record_history(conversation, _message_key(request),
-                            _asserted(request) or str(request.from_.uri),
-                            canonical_public_id(str(request.uri)),
-                            ctype.mime if ctype else "", request.body)
+        await self.record_history(conversation, _message_key(request),
+                                  _asserted(request) or str(request.from_.uri),
+                                  canonical_public_id(str(request.uri)),
+                                  ctype.mime if ctype else "", request.body)
 
-    def record_history(self, conversation_id: str, key: str, sender: str, recipient: str,
-                       content_type: str, body: bytes) -> None:
+    async def record_history(self, conversation_id: str, key: str, sender: str,
+                             recipient: str, content_type: str, body: bytes) -> None:
         """Keep a message of a conversation once (both legs pass the AS)."""
-        self.store.add_history(HistoryEntry(conversation_id, key, sender, recipient,
-                                            content_type, body, self.clock()))
+        await self.store.messages.add_history(HistoryEntry(
+            conversation_id, key, sender, recipient, content_type, body, self.clock()))
 
     # -- deferred delivery ------------------------------------------------------------
     async def deliver_deferred(self, recipient: str) -> None:
@@ -264,10 +270,11 @@ class MessagingAs(StatefulProxy):
             return
         self._delivering.add(recipient)
         try:
-            for item in self.store.deferred_messages(recipient, self.clock()):
+            for item in await self.store.messages.deferred(recipient, self.clock()):
                 if not await self._deliver(item):
                     break
-                self.store.remove_deferred([item.id] if item.id is not None else [])
+                await self.store.messages.remove_deferred(
+                    [item.id] if item.id is not None else [])
         finally:
             self._delivering.discard(recipient)
 
@@ -294,7 +301,7 @@ class MessagingAs(StatefulProxy):
         while True:
             now = self.clock()
             try:
-                for item in self.store.expire_deferred(now):
+                for item in await self.store.messages.expire_deferred(now):
                     self._spawn(self._expired(item))
             except Exception:  # one bad record must not stop expiry for good
                 log.exception("messaging AS housekeeping failed")
@@ -303,7 +310,7 @@ class MessagingAs(StatefulProxy):
             await self._sleep(now)
 
     async def _sleep(self, now: float) -> None:
-        deadline = self.store.next_deferred_expiry()
+        deadline = await self.store.messages.next_deferred_expiry()
         delay = self.settings.max_wakeup if deadline is None else deadline - now
         try:
             await asyncio.wait_for(self._wakeup.wait(),
@@ -327,9 +334,10 @@ class MessagingAs(StatefulProxy):
                                    body, CPIM)
         response = await self.endpoint.request(request).final()
         if response.status in OFFLINE:  # the sender is offline too: keep the IMDN for it
-            self.defer(recipient=item.sender, sender=item.recipient, content_type=CPIM,
-                       body=body, meta={"kind": DeliveryKind.NOTIFICATION.value,
-                                        "from": f"<{item.recipient}>", "headers": headers})
+            await self.defer(recipient=item.sender, sender=item.recipient, content_type=CPIM,
+                             body=body, meta={"kind": DeliveryKind.NOTIFICATION.value,
+                                              "from": f"<{item.recipient}>",
+                                              "headers": headers})
 
     # -- anchoring (B2BUA) ------------------------------------------------------------
     def _on_call(self, call: Call) -> None:
