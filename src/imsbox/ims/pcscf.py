@@ -206,7 +206,8 @@ class Pcscf(StatefulProxy):
                  trace: bool = False, ssl_context: ssl.SSLContext | None = None,
                  store: Store | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        super().__init__(self._route, record_route=True, timers=timers, trace=trace)
+        super().__init__(self._route, record_route=True, timers=timers, trace=trace,
+                         limits=config.limits.sip, overload=config.limits.overload)
         self.config = config
         self.ssl_context = ssl_context
         self.store = store  # None: registrations are kept in memory only

@@ -17,6 +17,7 @@ from dataclasses import astuple
 from typing import Awaitable, Callable
 
 from .message import Request, Response, new_branch
+from .overload import OverloadController, OverloadPolicy
 from .transaction import (
     AckReceived, CancelReceived, ClientTransaction, Event, ResponseReceived,
     ServerTransaction, StrayResponse, TimerValues, TransactionLayer, TransactionTerminated,
@@ -186,8 +187,10 @@ class SipEndpoint:
     def __init__(self, handler: Handler, timers: TimerValues | None = None,
                  trace: bool = False, *, limits: Limits | None = None,
                  on_stray: Callable[[Response, Flow | None], None] | None = None,
-                 client_ssl_context: object | None = None) -> None:
+                 client_ssl_context: object | None = None,
+                 overload: OverloadPolicy | None = None) -> None:
         self.handler = handler
+        self.overload = OverloadController(overload)
         self.on_stray = on_stray
         self.layer = TransactionLayer(timers)
         self.transport = TransportLayer(self._on_message, self._on_send_error, limits,
@@ -293,6 +296,8 @@ class SipEndpoint:
     # -- server side ------------------------------------------------------
     def _respond(self, txn: ServerTransaction, response: Response) -> None:
         txn.respond(response, self._now())
+        if response.is_final:  # only a CANCEL before the final needs the context
+            self._servers.pop(txn, None)
         self._pump()
 
     def _on_message(self, message: Request | Response, flow: Flow) -> None:
@@ -302,6 +307,10 @@ class SipEndpoint:
             return
         if message.method == "ACK":  # ACK for a 2xx: its own end-to-end request
             self._call_handler(ServerContext(self, message, flow, None))
+            return
+        refusal = self.overload.admit(message, len(self.layer), self.transport.queue_delay)
+        if refusal is not None:  # shed statelessly: no transaction, no handler
+            self.transport.send_response(refusal, flow)
             return
         txn = self.layer.server_transaction(message, flow, now)
         if message.method != "CANCEL":  # CANCEL comes out as CancelReceived

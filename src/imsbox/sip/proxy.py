@@ -19,11 +19,13 @@ from typing import AsyncIterator, Awaitable, Callable
 from .endpoint import ClientContext, ServerContext, SipEndpoint, next_hop, resolve
 from .headers import HeaderError
 from .message import Request, Response, new_tag
+from .overload import OverloadPolicy
 from .proxy_core import (
     ProxyIdentity, ResponseContext, check_request, forward_copy, loop_hash,
     next_hop_is_strict, order_targets, preprocess_route,
 )
 from .transaction import TimerValues
+from .transport import Limits
 from .transport.base import Destination, Flow
 from .uri import Uri, parse_uri
 
@@ -52,13 +54,15 @@ class StatefulProxy:
 
     def __init__(self, router: Router, *, record_route: bool = True, path: bool = False,
                  timers: TimerValues | None = None, timer_c: float = 180.0,
-                 supported: frozenset[str] = frozenset(), trace: bool = False) -> None:
+                 supported: frozenset[str] = frozenset(), trace: bool = False,
+                 limits: Limits | None = None, overload: OverloadPolicy | None = None) -> None:
         self.router = router
         self.record_route = record_route
         self.path = path
         self.timer_c = timer_c
         self.identity = ProxyIdentity(set(), supported=supported)
-        self.endpoint = SipEndpoint(self._on_request, timers, trace, on_stray=self._forward_stray)
+        self.endpoint = SipEndpoint(self._on_request, timers, trace, on_stray=self._forward_stray,
+                                    limits=limits, overload=overload)
         self._tasks: set[asyncio.Future[object]] = set()
         self._cancelled: weakref.WeakSet[ClientContext] = weakref.WeakSet()
 

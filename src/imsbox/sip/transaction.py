@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from .headers import HeaderError, Via
-from .message import Request, Response, new_tag
+from .message import Headers, Request, Response, new_tag
 from .transport.base import Destination, Flow
 from .uri import uri_equal
 
@@ -26,7 +26,7 @@ __all__ = [
     "Transaction", "ClientTransaction", "ServerTransaction",
     "ClientInviteTransaction", "ClientNonInviteTransaction",
     "ServerInviteTransaction", "ServerNonInviteTransaction",
-    "TransactionLayer", "make_ack", "make_cancel",
+    "TransactionLayer", "make_ack", "make_cancel", "compact_request",
 ]
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,28 @@ def _same_branch(request: Request, method: str, to: str | None) -> Request:
     new.add_header("Call-ID", request.call_id)
     new.add_header("CSeq", f"{request.cseq.seq} {method}")
     return new
+
+
+_KEPT = ("via", "from", "to", "call-id", "cseq")
+
+
+def compact_request(request: Request) -> Request:
+    """What a transaction still needs once its final response is out.
+
+    Matching (17.1.3, 17.2.3 with the RFC 2543 rules), CANCEL and the wait
+    timers (D, I, J, K, M) read the start line, the top Via, From, To, Call-ID
+    and CSeq only; the rest of the request and its body can go (a flood of
+    large requests must not stay in memory for 32 s of Timer J).
+    """
+    headers = Headers()
+    lines = headers._lines
+    via_seen = False
+    for line in request.headers._lines:
+        key = line[0]
+        if key in _KEPT and not (key == "via" and via_seen):
+            lines.append(line if key != "via" else (key, line[1], _top_via_value(request)))
+            via_seen = via_seen or key == "via"
+    return Request(request.method, request.uri, headers)
 
 
 def _is_rfc3261_branch(branch: str | None) -> bool:
@@ -360,6 +382,7 @@ class ClientInviteTransaction(ClientTransaction):
     def _accept(self, response: Response, now: float) -> None:
         """RFC 6026 7.2: 2xx -> Accepted, Timer M."""
         self.final_response = response
+        self.request = compact_request(self.request)
         self._goto(TransactionState.ACCEPTED)
         self._pass_up(response)
         self._arm(Timer.M, now + self.timers.timeout)
@@ -368,6 +391,7 @@ class ClientInviteTransaction(ClientTransaction):
         """17.1.1.2: 300-699 -> ACK, Completed, Timer D."""
         self.final_response = response
         self.ack = make_ack(self.request, response)
+        self.request = compact_request(self.request)
         self._goto(TransactionState.COMPLETED)
         self._send(self.ack)
         self._pass_up(response)
@@ -403,6 +427,7 @@ class ClientNonInviteTransaction(ClientTransaction):
             return
         self._disarm(Timer.E, Timer.F)
         self.final_response = response
+        self.request = compact_request(self.request)
         self._goto(TransactionState.COMPLETED)
         self._pass_up(response)
         self._wait_then_terminate(Timer.K, self.timers.timer_k(self.reliable), now)
@@ -438,6 +463,8 @@ class ServerTransaction(Transaction):
     def _send(self, response: Response) -> None:
         self.last_response = response
         self._emit(Transmit(response, None, self.flow, self))
+        if response.status >= 200:
+            self.request = compact_request(self.request)
 
     def _resend(self) -> None:
         if self.last_response is not None:
