@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import struct
+import sys
 import time
 from typing import Callable
 
@@ -21,15 +22,17 @@ MAX_DATAGRAM = 65507
 SOCKET_BUFFER = 4 * 1024 * 1024
 _TIMEVAL = struct.Struct("@ll")
 _ANCILLARY = socket.CMSG_SPACE(_TIMEVAL.size)
+# socket has no SO_TIMESTAMP constant; Linux's (asm-generic/socket.h) is 29,
+# and the control message it yields (SCM_TIMESTAMP) has the same number.
+SO_TIMESTAMP: int | None = getattr(socket, "SO_TIMESTAMP", 29 if sys.platform == "linux" else None)
 
 
 def _enable_timestamps(sock: socket.socket) -> bool:
     """Ask the kernel to stamp each datagram with its arrival time (Linux, BSD)."""
-    option = getattr(socket, "SO_TIMESTAMP", None)
-    if option is None:
+    if SO_TIMESTAMP is None:
         return False
     try:
-        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
     except OSError:
         return False
     return True
@@ -112,7 +115,7 @@ class UdpEndpoint:
             return self.sock.recvfrom(MAX_DATAGRAM + 1)  # type: ignore[no-any-return]
         data, ancillary, _, addr = self.sock.recvmsg(MAX_DATAGRAM + 1, _ANCILLARY)
         for level, kind, value in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SO_TIMESTAMP:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
                 seconds, micros = _TIMEVAL.unpack(value[:_TIMEVAL.size])
                 self.last_delay = max(0.0, time.time() - seconds - micros / 1e6)
         return data, addr
