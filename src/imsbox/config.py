@@ -175,8 +175,8 @@ def _default_nodes() -> dict[str, NodeConfig]:
 class LimitsConfig:
     """``[limits]``: what every node's transports and endpoints may spend."""
 
-    sip: Limits = Limits()
-    overload: OverloadPolicy = OverloadPolicy()
+    sip: Limits = field(default_factory=Limits)
+    overload: OverloadPolicy = field(default_factory=OverloadPolicy)
     msrp_idle_timeout: float = 300.0
 
     @property
@@ -436,9 +436,11 @@ class _Loader:
         times = ("message_timeout", "idle_timeout")
         self.keys(table, (*sizes, *times, "msrp_idle_timeout", "max_transactions",
                           "max_queue_delay", "retry_after"), "limits.")
-        sip = replace(sip, **{k: self.integer(table, k, f"limits.{k}", getattr(sip, k),
-                                              1, 2**31 - 1) for k in sizes},
-                      **{k: self.seconds(table, k, getattr(sip, k) or 0.0) for k in times})
+        counts: dict[str, Any] = {k: self.integer(table, k, f"limits.{k}", getattr(sip, k),
+                                                  1, 2**31 - 1) for k in sizes}
+        seconds: dict[str, Any] = {k: self.seconds(table, k, getattr(sip, k) or 0.0)
+                                   for k in times}
+        sip = replace(sip, **counts, **seconds)
         overload = OverloadPolicy(
             max_transactions=self.integer(table, "max_transactions", "limits.max_transactions",
                                           overload.max_transactions, 1, 2**31 - 1),

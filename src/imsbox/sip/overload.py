@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from .headers import HeaderError
 from .message import Request, Response, new_tag
 
-__all__ = ["OverloadPolicy", "OverloadController", "Priority", "priority_of"]
+__all__ = ["OverloadController", "OverloadPolicy", "Priority", "priority_of"]
 
 _NEVER_SHED = frozenset({"ACK", "CANCEL", "BYE"})
 

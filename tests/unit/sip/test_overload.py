@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from imsbox.sip import Request, new_branch, parse
-from imsbox.sip.overload import OverloadController, OverloadPolicy, Priority, priority_of
+from imsbox.sip.overload import (
+    OverloadController,
+    OverloadPolicy,
+    Priority,
+    priority_of,
+)
 
 
 def request(method: str, to_tag: str | None = None) -> Request:
