@@ -33,7 +33,7 @@ _NEVER_SHED = frozenset({"ACK", "CANCEL", "BYE"})
 class OverloadPolicy:
     """When a node sheds load (imsbox.toml ``[limits]``, docs/limits.md)."""
 
-    max_transactions: int = 20000   # held transactions before new work is refused
+    max_transactions: int = 10000   # held transactions before new work is refused
     max_queue_delay: float = 1.0    # seconds a request may have waited to be read
     in_dialog_factor: float = 2.0   # in-dialog requests are shed this much later
     retry_after: int = 10           # seconds, in the 503's Retry-After
