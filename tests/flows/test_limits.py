@@ -90,7 +90,7 @@ class UdpPeer:
         except BlockingIOError:
             pass  # a flood may fill the send buffer: that datagram is lost, as on a wire
 
-    async def response(self, timeout: float = 3.0) -> Response:
+    async def response(self, timeout: float = 5.0) -> Response:
         async with asyncio.timeout(timeout):
             data = await self.loop.sock_recv(self.sock, 70000)
         message = parse(data)
