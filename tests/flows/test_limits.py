@@ -157,6 +157,21 @@ def test_default_header_count_limit_stops_a_5000_header_datagram() -> None:
             answer = await peer.ask(raw_request("MESSAGE", extra=tiny), port)
             assert answer.status == 400 and "too many headers (over 256)" in answer.reason
             assert len(answer.headers) < 10  # the answer copies only what 8.2.6 asks for
+            # Nothing of a refused message outlives its answer, not even until a
+            # garbage collection (a reference cycle would keep all 5,000 lines).
+            gc.collect()
+            gc.disable()
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                for _ in range(50):
+                    assert (await peer.ask(raw_request("MESSAGE", extra=tiny), port)).status \
+                        == 400
+                held = tracemalloc.get_traced_memory()[0] - base
+            finally:
+                tracemalloc.stop()
+                gc.enable()
+            assert held < 1_000_000, f"{held} bytes held after 50 refused 45 KB datagrams"
         finally:
             peer.close()
             await endpoint.close()

@@ -72,7 +72,7 @@ def parse(data: bytes, *, max_headers: int = MAX_HEADERS,
     if not lines:
         raise ParseError("empty message")
     message, start_error = _start_line(lines[0])
-    deferred = start_error or deferred
+    deferred, start_error = start_error or deferred, None
     headers = message.headers
     for line in lines[1:]:
         if len(headers) >= max_headers:
@@ -89,7 +89,12 @@ def parse(data: bytes, *, max_headers: int = MAX_HEADERS,
         headers.add(name, value.strip(" \t"))
     if deferred is not None:
         deferred.partial = message
-        raise deferred
+        try:
+            raise deferred
+        finally:
+            # No exception -> traceback -> this frame -> exception cycle: a
+            # flood of bad messages would keep their lines until a full GC.
+            del deferred
     message.body = _frame_body(message, body)
     _validate(message)
     return message
@@ -129,10 +134,10 @@ def _start_line(line: str) -> tuple[Request | Response, ParseError | None]:
     if len(parts) != 3:
         # RFC 4475 3.1.2.11-13 (lwsruri, lwsstart, trws): answerable when the
         # method is readable, so the sender learns why (8.2.6).
-        error = ParseError(f"malformed Request-Line {line[:60]!r}", bad_start_line=True)
+        reason = f"malformed Request-Line {line[:60]!r}"
         if not is_token(parts[0]):
-            raise error
-        return Request(parts[0], _UNUSABLE_URI), error
+            raise ParseError(reason, bad_start_line=True)
+        return Request(parts[0], _UNUSABLE_URI), ParseError(reason, bad_start_line=True)
     method, uri_text, version = parts
     if not is_token(method):
         raise ParseError(f"bad method {method[:20]!r}", bad_start_line=True)
