@@ -213,26 +213,29 @@ class TransportLayer:
 
         On a stream, an unparseable start line also ends the connection: what
         follows cannot be trusted to be framed (the answer goes out first)."""
+        closing = conn if conn is not None and exc.bad_start_line else None
+        response = self._answer_for(exc, flow)
+        if response is None:
+            if closing is not None:
+                closing.hang_up(b"")
+        elif closing is not None:
+            data = bytes(response)
+            self._trace("out", data, flow, response)
+            closing.hang_up(data)
+        else:
+            self.send_response(response, flow)
+
+    def _answer_for(self, exc: ParseError, flow: Flow) -> Response | None:
         request = exc.partial
-        hang_up = conn is not None and exc.bad_start_line
         if not (isinstance(request, Request) and _answerable(request)):
             self.stats["malformed_dropped"] += 1
             log.info("dropped malformed message from %s: %s", flow.remote, exc.reason)
-            if hang_up:
-                conn.hang_up(b"")  # type: ignore[union-attr]
-            return
+            return None
         add_received(request, flow.remote)
-        response = Response.for_request(request, exc.status,
-                                        reason_phrase(exc.status, exc.reason))
         self.stats["malformed_answered"] += 1
         log.info("answering malformed %s from %s with %d: %s", request.method,
                  flow.remote, exc.status, exc.reason)
-        if hang_up:
-            data = bytes(response)
-            self._trace("out", data, flow, response)
-            conn.hang_up(data)  # type: ignore[union-attr]
-        else:
-            self.send_response(response, flow)
+        return Response.for_request(request, exc.status, reason_phrase(exc.status, exc.reason))
 
     # -- stream connection callbacks (ConnectionHandler) ------------------
     def stream_message(self, conn: StreamConnection, data: bytes) -> None:
