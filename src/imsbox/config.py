@@ -46,9 +46,9 @@ Every key is optional; a missing file means all defaults. Defaults::
                                  # the messaging AS (it sends keep-alives at half)
     max_connections = 1024       # accepted SIP connections per node, in total
     max_connections_per_source = 256  # ... and per source IP address
-    max_transactions = 10000     # held transactions (~3 KB each once answered);
+    max_transactions = 50000     # held transactions (~3 KB each once answered);
                                  # new requests beyond -> 503
-    max_queue_delay = 1.0        # seconds a datagram waited unread; beyond -> 503
+    max_queue_delay = 2.0        # seconds a datagram waited unread; beyond -> 503
     retry_after = 10             # seconds, in the 503's Retry-After
 
     [[ifc]]                      # when given, replaces the default iFCs

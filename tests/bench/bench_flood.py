@@ -2,6 +2,7 @@
 
 Run:  python tests/bench/bench_flood.py [--rate 2000] [--seconds 10] [--after 40]
       [--node pcscf|icscf|scscf|messaging_as] [--body 300] [--headers 0]
+      [--max-transactions N]
 
 Starts the whole network (``imsbox serve``, default ``[limits]``) on free
 loopback ports, then floods one node from a single loopback UDP socket with
@@ -10,7 +11,8 @@ body, ``--headers`` extra header lines: 5000 reproduces issue 9's datagrams),
 at ``--rate`` per second for ``--seconds``.  Once a second it prints what was
 sent and answered (by status) and the server's RSS, during the flood and for
 ``--after`` seconds after it (Timer J holds completed transactions 32 s, so
-their memory is given back by then).  Not a test (no test_ functions).
+their memory is given back by then).  ``--max-transactions`` sets
+``[limits] max_transactions`` (default: imsbox's own default).  Not a test (no test_ functions).
 """
 
 from __future__ import annotations
@@ -83,8 +85,12 @@ class Answers(threading.Thread):
                         self.retry_after[line.split(b":", 1)[1].strip().decode()] += 1
 
 
-def start_network(directory: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
+def start_network(directory: Path, max_transactions: int | None,
+                  ) -> tuple[subprocess.Popen[str], dict[str, int]]:
     path, config = write_loopback_config(directory)
+    if max_transactions is not None:
+        with path.open("a") as toml:
+            toml.write(f"\n[limits]\nmax_transactions = {max_transactions}\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     proc = subprocess.Popen([sys.executable, "-m", "imsbox.cli", "serve", "--config",
                              str(path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -110,9 +116,10 @@ def main() -> None:
     parser.add_argument("--node", default="pcscf")
     parser.add_argument("--body", type=int, default=300)
     parser.add_argument("--headers", type=int, default=0)
+    parser.add_argument("--max-transactions", type=int, default=None)
     args = parser.parse_args()
 
-    proc, ports = start_network(Path(mkdtemp(prefix="imsbox-flood-")))
+    proc, ports = start_network(Path(mkdtemp(prefix="imsbox-flood-")), args.max_transactions)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
     sock.bind((HOST, 0))

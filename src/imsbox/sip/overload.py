@@ -33,8 +33,12 @@ _NEVER_SHED = frozenset({"ACK", "CANCEL", "BYE"})
 class OverloadPolicy:
     """When a node sheds load (imsbox.toml ``[limits]``, docs/limits.md)."""
 
-    max_transactions: int = 10000   # held transactions before new work is refused
-    max_queue_delay: float = 1.0    # seconds a request may have waited to be read
+    # Held transactions before new work is refused: a stateful proxy holds about
+    # four per call for 32 s (Timers L, M, J), so 100 calls/s need ~13,000.
+    max_transactions: int = 50000
+    # Seconds a request may have waited to be read: beyond the first UDP
+    # retransmissions, and above the pauses of a full garbage collection.
+    max_queue_delay: float = 2.0
     in_dialog_factor: float = 2.0   # in-dialog requests are shed this much later
     retry_after: int = 10           # seconds, in the 503's Retry-After
 

@@ -189,7 +189,7 @@ def test_limits_defaults_and_overrides(tmp_path: Path) -> None:
             limits.sip.message_timeout, limits.sip.max_connections_per_source) == \
         (256, 8192, 262144, 30.0, 256)
     assert (limits.overload.max_transactions, limits.overload.retry_after,
-            limits.msrp_idle_timeout) == (10000, 10, 300.0)
+            limits.msrp_idle_timeout) == (50000, 10, 300.0)
     path = write(tmp_path, "[limits]\nmax_headers = 50\nmax_body_size = 1000\n"
                            "message_timeout = 2.5\nmax_transactions = 7\nretry_after = 3\n"
                            "msrp_idle_timeout = 20\nmax_queue_delay = 0.25\n")
