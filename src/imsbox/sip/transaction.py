@@ -469,10 +469,6 @@ class ServerTransaction(Transaction):
             return response
         return self._provisional
 
-    @property
-    def final_status(self) -> int | None:
-        return int(self._final[8:11]) if self._final is not None else None
-
     def sent(self, response: Response) -> bool:
         """Whether ``response`` is the last one this transaction sent."""
         if self._final is not None:
