@@ -97,7 +97,8 @@ class MessagingAs(StatefulProxy):
                  settings: MessagingSettings | None = None,
                  clock: Callable[[], float] = time.time, trace: bool = False) -> None:
         # record_route=False: relayed sessions need not come back through us.
-        super().__init__(self._route_direct, record_route=False, timers=timers, trace=trace)
+        super().__init__(self._route_direct, record_route=False, timers=timers, trace=trace,
+                         limits=config.limits.sip, overload=config.limits.overload)
         self.config = config
         self.store = store
         self.timers = timers
@@ -117,7 +118,11 @@ class MessagingAs(StatefulProxy):
         port = node.port
         for transport in (t for t in node.transports if t != "tls"):
             port = (await self.listen(transport, node.host, port))[1]
-        self.msrp = await MsrpEndpoint(node.host, 0).start()
+        limits = self.config.limits
+        self.msrp = await MsrpEndpoint(
+            node.host, 0, idle_timeout=limits.msrp_idle_timeout,
+            keepalive_interval=limits.msrp_idle_timeout / 2,
+            message_timeout=limits.message_timeout).start()
         host = f"[{node.host}]" if ":" in node.host else node.host
         timers = self.timers or TimerValues()
         self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",

@@ -48,7 +48,8 @@ class Icscf(StatefulProxy):
 
     def __init__(self, config: Config, hss: Hss, timers: TimerValues | None = None,
                  trace: bool = False) -> None:
-        super().__init__(self._route, record_route=False, timers=timers, trace=trace)
+        super().__init__(self._route, record_route=False, timers=timers, trace=trace,
+                         limits=config.limits.sip, overload=config.limits.overload)
         self.config = config
         self.hss = hss
 

@@ -209,7 +209,8 @@ class Pcscf(StatefulProxy):
                  store: Store | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(self._route, record_route=True, timers=timers, trace=trace,
-                         follow_routes=False)
+                         follow_routes=False,
+                         limits=config.limits.sip, overload=config.limits.overload)
         self.config = config
         self.ssl_context = ssl_context
         self.store = store  # None: registrations are kept in memory only

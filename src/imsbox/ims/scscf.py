@@ -370,7 +370,8 @@ class Scscf(StatefulProxy):
                  limiter: FailureLimiter | None = None,
                  ssl_context: object | None = None) -> None:
         super().__init__(self.route, record_route=True, timers=timers, trace=trace,
-                         supported=frozenset({"path"}))
+                         supported=frozenset({"path"}), limits=config.limits.sip,
+                         overload=config.limits.overload)
         self.config = config
         self.store = store
         self.hss = hss
