@@ -459,19 +459,19 @@ class _Loader:
 
         limits = LoginLimits(
             account_free_failures=count("account_free_failures", 0),
-            account_backoff=self.seconds(table, "account_backoff", base.account_backoff),
-            account_backoff_max=self.seconds(table, "account_backoff_max",
+            account_backoff=self.login_seconds(table, "account_backoff", base.account_backoff),
+            account_backoff_max=self.login_seconds(table, "account_backoff_max",
                                              base.account_backoff_max),
             source_failures=count("source_failures", 1),
-            source_window=self.seconds(table, "source_window", base.source_window),
-            remember_success=self.seconds(table, "remember_success", base.remember_success),
+            source_window=self.login_seconds(table, "source_window", base.source_window),
+            remember_success=self.login_seconds(table, "remember_success", base.remember_success),
             max_entries=count("max_entries", 1))
         if limits.account_backoff > limits.account_backoff_max:
             raise self.error("registrar.account_backoff", "must not exceed "
                              f"account_backoff_max ({limits.account_backoff_max})")
         return limits
 
-    def seconds(self, table: Mapping[str, Any], key: str, default: float) -> float:
+    def login_seconds(self, table: Mapping[str, Any], key: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or \
                 not 0 <= value <= 10 * 365 * 86400:

@@ -490,13 +490,13 @@ class SipEndpoint:
         if reason is None:
             log.error("%s failed on %r (Call-ID %s)", where, request, request.call_id,
                       exc_info=exc)
-            response = Response.for_request(request, 500)
+            response = Response.for_request(request, 500, to_tag=new_tag())
         else:
             log.info("%s: 400 for %s (Call-ID %s): %s", where, request.method,
                      request.call_id, reason)
-            response = Response.for_request(request, 400, reason_phrase(400, reason))
+            response = Response.for_request(request, 400, reason_phrase(400, reason),
+                                            to_tag=new_tag())
         if ctx.txn is not None and not ctx.final_sent:
-            response.to.tag = response.to.tag or new_tag()
             ctx.respond(response)
 
     # -- events -----------------------------------------------------------
