@@ -167,7 +167,7 @@ class RegistrarConfig:
     default_expires: int = 3600
     max_expires: int = 7200
     digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
-    login: LoginLimits = LoginLimits()
+    login: LoginLimits = field(default_factory=LoginLimits)
 
 
 @dataclass(slots=True, frozen=True)

@@ -77,7 +77,7 @@ from ..sip.trust import TrustedPeers
 from ..sip.uri import SipUri, Uri, parse_uri
 from ..store import PcscfRegistration, Store, StoreError
 
-__all__ = ["CORE_ONLY_HEADERS", "Pcscf", "Registrations", "UE_SOURCE", "UeRegistration",
+__all__ = ["CORE_ONLY_HEADERS", "UE_SOURCE", "Pcscf", "Registrations", "UeRegistration",
            "contact_key", "ue_source"]
 
 log = logging.getLogger(__name__)

@@ -212,7 +212,7 @@ class StatefulProxy:
         request = ctx.request
         try:
             targets: list[Target] | Response | None = await self._route(ctx)
-        except Exception as exc:  # bad input: 400; a router bug: 500 (never hanging)
+        except Exception as exc:  # noqa: BLE001 - bad input: 400; a bug: 500, logged
             ctx.server.fail(exc, "router")
             return
         if isinstance(targets, list) and not targets:
