@@ -457,7 +457,7 @@ class Scscf(StatefulProxy):
             profile = await self.hss.user_profile(str(request.uri))
             if profile is None:
                 return None
-            refused = await self._refuse_watcher(request, ctx, profile)
+            refused = await self._refuse_watcher(request, profile)
             if refused is not None:
                 return refused
             aor = profile.default_public_id
@@ -466,7 +466,7 @@ class Scscf(StatefulProxy):
         asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
         return response
 
-    async def _refuse_watcher(self, request: Request, ctx: RequestContext,
+    async def _refuse_watcher(self, request: Request,
                               profile: UserProfile) -> Response | None:
         """The user itself (asserted by the P-CSCF) or a trusted node may watch
         (only the trust domain gets past the TrustGuard)."""
