@@ -218,4 +218,7 @@ def test_a_trusted_peer_reaches_the_icscf_over_udp_and_tcp(tmp_path: Path) -> No
             # I-CSCF saw the configured socket, not an ephemeral port.
             [conn] = peer.transport.connections
             assert conn.local == (HOST, port)
+            # and without Nagle, like any connection asyncio opens itself
+            sock = conn.writer.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     run(tmp_path, scenario, trusted=((HOST, port),))

@@ -464,6 +464,9 @@ async def _connected_from(source: tuple[str, int], dest: Destination) -> socket.
         log.warning("cannot bind %s for a connection to %s: %s", source, dest, exc)
         return None
     sock.setblocking(False)
+    # asyncio sets TCP_NODELAY only on sockets it connects itself: without it
+    # Nagle holds back small writes for a delayed ACK (40 ms on Linux).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         await asyncio.get_running_loop().sock_connect(sock, (dest.host, dest.port))
     except OSError as exc:
