@@ -84,7 +84,7 @@ from .cpim import (
     parse_cpim,
 )
 from .dialog_info import DIALOG_INFO_NS, Dialog, DialogInfo, DialogState, parse_dialog_info
-from .errors import ContentError, XmlError
+from .errors import ContentError, ContentProtocolError, ContentUsageError, XmlError
 from .imdn import (
     IMDN_NS,
     IMDN_XML_NS,
@@ -138,7 +138,7 @@ TEXT_PLAIN = "text/plain"
 __all__ = [
     "BodyPart", "COPY_CONTROL_NS", "CONFERENCE_INFO", "CONFERENCE_INFO_NS", "CPIM",
     "CPIM_HEADERS_NS", "ComposingIndication", "ComposingState", "ConferenceInfo",
-    "ContentError", "ContentType", "CopyControl", "CpimAddress", "CpimHeader", "CpimMessage",
+    "ContentError", "ContentProtocolError", "ContentUsageError", "ContentType", "CopyControl", "CpimAddress", "CpimHeader", "CpimMessage",
     "DIALOG_INFO", "DIALOG_INFO_NS", "Dialog", "DialogInfo", "DialogState", "DispositionType",
     "EndpointStatus", "Entry", "IMDN", "IMDN_NS", "IMDN_XML_NS", "ISCOMPOSING", "Imdn",
     "ImdnStatus", "IsComposing", "MULTIPART_MIXED", "MULTIPART_RELATED", "MessageComposer",

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .errors import ContentError, XmlError
+from .errors import ContentProtocolError, XmlError
 from .xmlsafe import (
     check_text,
     child,
@@ -221,7 +221,7 @@ def _build_dialog(parent: ET.Element, dialog: Dialog) -> None:
         state_attrs["event"] = dialog.event.value
     if dialog.code is not None:
         if not 100 <= dialog.code <= 699:
-            raise ContentError(f"state code {dialog.code} is outside 100..699")
+            raise ContentProtocolError(f"state code {dialog.code} is outside 100..699")
         state_attrs["code"] = str(dialog.code)
     sub(elem, "state", dialog.state.value, **state_attrs)
     if dialog.duration is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from .errors import ContentError
+from .errors import ContentProtocolError
 from .xmlsafe import (
     child_text,
     child_uint,
@@ -44,7 +44,7 @@ class IsComposing:
 
     def __post_init__(self) -> None:
         if self.refresh is not None and self.refresh < 1:
-            raise ContentError(f"refresh must be a positive integer, got {self.refresh}")
+            raise ContentProtocolError(f"refresh must be a positive integer, got {self.refresh}")
 
     def to_xml(self) -> bytes:
         root = ET.Element("isComposing", {"xmlns": ISCOMPOSING_NS})
@@ -96,7 +96,7 @@ class MessageComposer:
     def __init__(self, refresh: int | None = 60, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  contenttype: str | None = None) -> None:
         if refresh is not None and refresh < 1:
-            raise ContentError(f"refresh must be a positive integer, got {refresh}")
+            raise ContentProtocolError(f"refresh must be a positive integer, got {refresh}")
         self.refresh = refresh
         self.idle_timeout = idle_timeout
         self.contenttype = contenttype

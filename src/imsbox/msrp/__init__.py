@@ -43,7 +43,7 @@ closing a connection the peer still answers on (a reset would drop unread data).
 """
 
 from .endpoint import MsrpConnection, MsrpEndpoint, MsrpSession, ReceivedMessage, SendResult, Setup
-from .errors import (MsrpError, MsrpStatusError, ParseError, SessionClosed,
+from .errors import (MsrpError, MsrpProtocolError, MsrpStatusError, MsrpUsageError, ParseError, SessionClosed,
                      TransactionTimeout, UriError)
 from .message import REASON_PHRASES, ByteRange, Flag, MsrpRequest, MsrpResponse, Status
 from .parser import BadMessage, BodyData, MessageEnd, MessageStart, MsrpParser, parse
@@ -54,8 +54,8 @@ from .uri import MsrpUri, parse_path
 __all__ = [
     "BadMessage", "BodyData", "BufferSink", "ByteRange", "ByteRanges", "ConnectionCore",
     "FileSink", "Flag", "MessageEnd", "MessageStart", "MsrpConnection", "MsrpEndpoint",
-    "MsrpError", "MsrpParser", "MsrpRequest", "MsrpResponse", "MsrpSession",
-    "MsrpStatusError", "MsrpUri", "ParseError", "REASON_PHRASES", "ReceivedMessage",
+    "MsrpError", "MsrpProtocolError", "MsrpParser", "MsrpRequest", "MsrpResponse", "MsrpSession",
+    "MsrpStatusError", "MsrpUsageError", "MsrpUri", "ParseError", "REASON_PHRASES", "ReceivedMessage",
     "SendResult", "SessionClosed", "SessionCore", "SessionMatching", "Setup", "Sink",
     "Status", "TransactionTimeout", "UriError", "parse", "parse_path",
 ]

@@ -21,6 +21,7 @@ from .grammar import (
     unquote,
 )
 from .uri import SipUri, Uri, UriError, parse_uri
+from .errors import SipProtocolError
 
 __all__ = [
     "HeaderError", "Params", "Via", "NameAddr", "Contact", "CSeq", "Event",
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-class HeaderError(ValueError):
+class HeaderError(SipProtocolError, ValueError):
     """A header field value is malformed; ``header`` names the field."""
 
     def __init__(self, header: str, reason: str) -> None:

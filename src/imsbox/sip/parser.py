@@ -13,6 +13,7 @@ from .grammar import is_token
 from .headers import HeaderError, canonical_name, parse_int
 from .message import Message, Request, Response
 from .uri import UriError, parse_uri
+from .errors import SipProtocolError
 
 __all__ = [
     "ParseError", "parse", "MAX_REQUEST_URI", "MAX_HEADERS", "MAX_HEADER_LENGTH",
@@ -31,7 +32,7 @@ _UNUSABLE_URI = "sip:invalid"
 _UNIQUE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length")
 
 
-class ParseError(ValueError):
+class ParseError(SipProtocolError, ValueError):
     """Malformed SIP message.
 
     ``status`` is the response a UAS should send (400 unless a more precise

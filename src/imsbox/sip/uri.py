@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote as _pct_decode
 
 from .grammar import format_params, split_params, GrammarError
+from .errors import SipProtocolError
 
 __all__ = ["UriError", "SipUri", "TelUri", "AbsoluteUri", "Uri", "parse_uri", "uri_equal"]
 
 
-class UriError(ValueError):
+class UriError(SipProtocolError, ValueError):
     """A URI does not follow RFC 3261 / RFC 3966 syntax."""
 
 

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Protocol
 from ..headers import Join, NameAddr, Params, Replaces
 from ..message import Headers, Request, Response, new_tag
 from ..uri import SipUri, Uri, parse_uri
+from ..errors import SipProtocolError
 
 __all__ = [
     "DialogState", "DialogRole", "DialogId", "RouteSet", "Dialog", "DialogError",
@@ -36,7 +37,7 @@ MAX_FORWARDS = "70"
 EVENT_METHODS = frozenset({"SUBSCRIBE", "NOTIFY", "REFER"})
 
 
-class DialogError(ValueError):
+class DialogError(SipProtocolError, ValueError):
     """A message cannot create or be used with a dialog."""
 
 

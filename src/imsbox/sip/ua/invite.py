@@ -30,6 +30,7 @@ from .dialog import (
     UsageKind,
     build_cancel,
 )
+from ..errors import SipUsageError
 
 __all__ = [
     "InviteState", "Reliability", "SessionTimerConfig", "InviteConfig", "OfferAnswer",
@@ -44,7 +45,7 @@ SDP = "application/sdp"
 Header = tuple[str, str]
 
 
-class SessionError(RuntimeError):
+class SessionError(SipUsageError, RuntimeError):
     """An action that the session's current state does not allow."""
 
 
