@@ -36,10 +36,10 @@ IMDN (RFC 5438) - :mod:`.imdn`
 isComposing (RFC 3994) - :mod:`.iscomposing`
     ``IsComposing(state, lastactive, contenttype, refresh)``,
     ``parse_iscomposing(data)``; sans-I/O ``MessageComposer`` (sender:
-    ``composing(now)``, ``content_sent(now)``, ``handle_timer(now)``,
-    ``get_timer()``, returns ``SendStatus`` actions) and
+    ``composing(now)``, ``content_sent(now)``, ``on_timer(now)``,
+    ``next_deadline()``, returns ``SendStatus`` actions) and
     ``StatusMessageReceiver`` (``status_received(doc, now)``,
-    ``content_received(now)``, ``handle_timer(now)``; returns
+    ``content_received(now)``, ``on_timer(now)``; returns
     ``ComposingIndication`` actions).
 
 Multipart (RFC 2046) - :mod:`.multipart`

@@ -11,7 +11,7 @@ Layers, bottom up:
 * ``message`` / ``uri`` - ``MsrpRequest``, ``MsrpResponse``, ``ByteRange``,
   ``Status``, ``Flag``, ``MsrpUri`` (comparison per RFC 4975 section 6.1).
 * ``session`` - sans-I/O cores.  ``SessionCore`` chunks outgoing messages,
-  tracks transactions (``get_timer()`` / ``handle_timer(now)`` -> 408),
+  tracks transactions (``next_deadline()`` / ``on_timer(now)`` -> 408),
   reassembles incoming ones by Byte-Range into a ``Sink`` (``BufferSink``,
   ``FileSink``) and builds REPORTs.  ``ConnectionCore`` routes one byte stream
   to the sessions sharing it and answers 200/400/413/415/481/501/506.

@@ -332,7 +332,7 @@ class MsrpSession:
         Closing a connection whose peer still answers chunks makes TCP reset it,
         and the reset drops what the peer had not read yet: wait first."""
         deadline = self._loop.time() + timeout
-        while self.core.get_timer() is not None and self.connection is not None:
+        while self.core.next_deadline() is not None and self.connection is not None:
             if self._loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.01)
@@ -353,13 +353,13 @@ class MsrpSession:
 
     def _arm_timer(self) -> None:
         if self._timer is None:
-            when = self.core.get_timer()
+            when = self.core.next_deadline()
             if when is not None:
                 self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._on_events(self.core.handle_timer(self._loop.time()))
+        self._on_events(self.core.on_timer(self._loop.time()))
         self._arm_timer()
 
     # -- receiving ------------------------------------------------------------------

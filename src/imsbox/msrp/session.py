@@ -2,8 +2,8 @@
 
 ``ConnectionCore`` turns bytes from one connection into work for the
 ``SessionCore`` objects sharing it; both return events and queue bytes to
-send.  Time is passed in (``now``); timers are ``get_timer()`` /
-``handle_timer(now)`` values, so tests can run them on a virtual clock.
+send.  Time is passed in (``now``); timers are ``next_deadline()`` /
+``on_timer(now)`` values, so tests can run them on a virtual clock.
 """
 
 from __future__ import annotations
@@ -337,13 +337,14 @@ class SessionCore:
             return self._fail(msg, resp.status, resp.comment)
         return self._check_delivered(msg)
 
-    def get_timer(self) -> float | None:
-        """Earliest transaction deadline (insertion order is deadline order)."""
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` must next be called: the earliest transaction deadline
+        (insertion order is deadline order); None when nothing is outstanding."""
         for _, deadline in self._transactions.values():
             return deadline
         return None
 
-    def handle_timer(self, now: float) -> list[SessionEvent]:
+    def on_timer(self, now: float) -> list[SessionEvent]:
         """Expire transactions: 408 (RFC 4975 sections 7.1.1 and 10.4)."""
         events: list[SessionEvent] = []
         while self._transactions:

@@ -1377,7 +1377,7 @@ class Chat:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        deadlines = [t for t in (self._composer.get_timer(), self._receiver.get_timer())
+        deadlines = [t for t in (self._composer.next_deadline(), self._receiver.next_deadline())
                      if t is not None]
         if deadlines and not self.closed.is_set():
             self._timer = asyncio.get_running_loop().call_at(min(deadlines), self._on_timer)
@@ -1385,7 +1385,7 @@ class Chat:
     def _on_timer(self) -> None:
         self._timer = None
         now = self._now()
-        self._indicate(self._receiver.handle_timer(now))
-        actions = self._composer.handle_timer(now)
+        self._indicate(self._receiver.on_timer(now))
+        actions = self._composer.on_timer(now)
         if actions:
             self.client._spawn(self._send_status(actions))
