@@ -138,7 +138,8 @@ TEXT_PLAIN = "text/plain"
 __all__ = [
     "BodyPart", "COPY_CONTROL_NS", "CONFERENCE_INFO", "CONFERENCE_INFO_NS", "CPIM",
     "CPIM_HEADERS_NS", "ComposingIndication", "ComposingState", "ConferenceInfo",
-    "ContentError", "ContentProtocolError", "ContentUsageError", "ContentType", "CopyControl", "CpimAddress", "CpimHeader", "CpimMessage",
+    "ContentError", "ContentProtocolError", "ContentUsageError", "ContentType", "CopyControl",
+    "CpimAddress", "CpimHeader", "CpimMessage",
     "DIALOG_INFO", "DIALOG_INFO_NS", "Dialog", "DialogInfo", "DialogState", "DispositionType",
     "EndpointStatus", "Entry", "IMDN", "IMDN_NS", "IMDN_XML_NS", "ISCOMPOSING", "Imdn",
     "ImdnStatus", "IsComposing", "MULTIPART_MIXED", "MULTIPART_RELATED", "MessageComposer",

@@ -166,9 +166,12 @@ def _parse_dialog(elem: ET.Element) -> Dialog:
     code = state_elem.get("code")
     replaces = child(elem, NS, "replaces")
     route_set = child(elem, NS, "route-set")
+    state = parse_enum(DialogState, text_of(state_elem), "dialog state")
+    if state is None:
+        raise XmlError("<dialog> has an empty <state>")
     return Dialog(
         id=required_attr(elem, "id"),
-        state=parse_enum(DialogState, text_of(state_elem), "dialog state"),
+        state=state,
         call_id=elem.get("call-id"),
         local_tag=elem.get("local-tag"),
         remote_tag=elem.get("remote-tag"),

@@ -42,7 +42,7 @@ def parse_xml(
     if len(data) > max_size:
         raise XmlError(f"XML body of {len(data)} bytes exceeds the {max_size} byte limit")
     try:
-        root = DET.fromstring(
+        root: ET.Element = DET.fromstring(
             data, forbid_dtd=True, forbid_entities=True, forbid_external=True
         )
     except defusedxml.DefusedXmlException as exc:

@@ -10,19 +10,34 @@ import os
 import ssl as _ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 from .errors import MsrpStatusError, ParseError, SessionClosed, TransactionTimeout
 from .message import ByteRange, MsrpRequest
-from .session import (BufferSink, ConnectionCore, IncomingMessage, MessageAborted,
-                      MessageDelivered, MessageFailed, MessageReceived, MessageState,
-                      ReportReceived, SessionBound, SessionCore, SessionEvent,
-                      SessionMatching, Sink, new_id)
+from .session import (
+    BufferSink,
+    ConnectionCore,
+    IncomingMessage,
+    MessageAborted,
+    MessageDelivered,
+    MessageFailed,
+    MessageReceived,
+    MessageState,
+    ReportReceived,
+    SessionBound,
+    SessionCore,
+    SessionEvent,
+    SessionMatching,
+    Sink,
+    new_id,
+)
 from .uri import MsrpUri
 
 log = logging.getLogger(__name__)
 
-Body = Union[bytes, bytearray, memoryview, str, BinaryIO, Iterable[bytes], AsyncIterable[bytes]]
+# What a message body may be given as; str is encoded before it is chunked.
+Chunks = bytes | bytearray | memoryview | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]
+Body = Chunks | str
 
 
 class Setup(enum.Enum):
@@ -65,7 +80,7 @@ class SendResult:
 class MsrpConnection(asyncio.Protocol):
     """One TCP/TLS connection, shared by every session bound to it."""
 
-    def __init__(self, endpoint: "MsrpEndpoint", key: tuple[str, int, bool] | None = None) -> None:
+    def __init__(self, endpoint: MsrpEndpoint, key: tuple[str, int, bool] | None = None) -> None:
         self.endpoint = endpoint
         self.key = key
         self.core = ConnectionCore(endpoint._lookup, max_header_size=endpoint.max_header_size)
@@ -98,7 +113,7 @@ class MsrpConnection(asyncio.Protocol):
         except ParseError as e:
             log.warning("conn %s: closing, framing lost: %s", self.core.name, e.reason)
             self.flush()
-            self._deliver(e.events)  # type: ignore[arg-type]
+            self._deliver(e.events)
             self.close()
             return
         self._track_message()
@@ -202,7 +217,7 @@ class MsrpConnection(asyncio.Protocol):
 class MsrpSession:
     """An MSRP session on an endpoint (asyncio side of SessionCore)."""
 
-    def __init__(self, endpoint: "MsrpEndpoint", core: SessionCore, setup: Setup,
+    def __init__(self, endpoint: MsrpEndpoint, core: SessionCore, setup: Setup,
                  cema_address: tuple[str, int] | None) -> None:
         self.endpoint = endpoint
         self.core = core
@@ -457,7 +472,7 @@ class MsrpEndpoint:
     def scheme(self) -> str:
         return "msrps" if self.ssl is not None else "msrp"
 
-    async def start(self) -> "MsrpEndpoint":
+    async def start(self) -> MsrpEndpoint:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: MsrpConnection(self), self.host,
                                                 self.port, ssl=self.ssl)
@@ -474,7 +489,7 @@ class MsrpEndpoint:
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def __aenter__(self) -> "MsrpEndpoint":
+    async def __aenter__(self) -> MsrpEndpoint:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -551,7 +566,7 @@ def _size_of(body: Body) -> int | None:
     return None
 
 
-async def _pieces(body: Body, size: int,
+async def _pieces(body: Chunks, size: int,
                   total: int | None = None) -> AsyncIterator[tuple[bytes, bool]]:
     """(piece, is_last) of at most ``size`` bytes, reading the source lazily.
 
@@ -578,13 +593,13 @@ async def _pieces(body: Body, size: int,
     yield (prev if prev is not None else b""), True
 
 
-async def _raw_pieces(body: Body, size: int) -> AsyncIterator[bytes]:
+async def _raw_pieces(body: Chunks, size: int) -> AsyncIterator[bytes]:
     if isinstance(body, (bytes, bytearray, memoryview)):
         mv = memoryview(body)
         for i in range(0, len(mv), size):
             yield bytes(mv[i : i + size])
     elif hasattr(body, "read"):
-        read = body.read  # type: ignore[union-attr]
+        read = body.read
         while piece := read(size):
             yield piece
     elif isinstance(body, AsyncIterable):
@@ -592,7 +607,7 @@ async def _raw_pieces(body: Body, size: int) -> AsyncIterator[bytes]:
             for sub in _split(block, size):
                 yield sub
     else:
-        for block in body:  # type: ignore[union-attr]
+        for block in body:
             for sub in _split(block, size):
                 yield sub
 

@@ -61,7 +61,7 @@ class FileSink:
 
     __slots__ = ("file", "_pos")
 
-    def __init__(self, file: "BinaryFile") -> None:
+    def __init__(self, file: BinaryFile) -> None:
         self.file = file
         self._pos = -1
 
@@ -504,11 +504,11 @@ class ConnectionCore:
         try:
             events = self.parser.feed(data)
         except ParseError as e:
-            e.events = self._dispatch(e.events, now)  # type: ignore[assignment]
+            e.events = self._dispatch(e.events, now)
             raise
         return self._dispatch(events, now)
 
-    def _dispatch(self, events: list, now: float) -> list[tuple[SessionCore, SessionEvent]]:
+    def _dispatch(self, events: Sequence[object], now: float) -> list[tuple[SessionCore, SessionEvent]]:
         result: list[tuple[SessionCore, SessionEvent]] = []
         for ev in events:
             if isinstance(ev, BodyData):
@@ -541,7 +541,7 @@ class ConnectionCore:
             result.append((session, SessionBound()))
         elif session.connection is not self:
             status = 506  # RFC 4975 section 10.10
-        if status == 0 and msg.method == "SEND":
+        if status == 0 and session is not None and msg.method == "SEND":
             status, inc, start = session.begin_send(msg)
         elif status == 0 and msg.method != "REPORT":
             status = 501

@@ -302,7 +302,9 @@ def _parse_file_type(text: str) -> tuple[str, dict[str, str]]:
 
 def _split_params(text: str) -> list[str]:
     """Split on ';' outside double quotes."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted

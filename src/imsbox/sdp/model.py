@@ -70,7 +70,8 @@ class Attribute:
 
 @dataclass(slots=True)
 class Origin:
-    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>`` (RFC 8866 section 5.2)."""
+    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>``
+    (RFC 8866 section 5.2)."""
 
     username: str
     sess_id: str
@@ -134,7 +135,8 @@ class Timing:
 def _fields(value: str, count: int, what: str) -> list[str]:
     parts = value.split(" ")
     if len(parts) != count or not all(parts):
-        raise SdpProtocolError(f"bad {what} line {value!r}: expected {count} fields separated by single spaces")
+        raise SdpProtocolError(
+            f"bad {what} line {value!r}: expected {count} fields separated by single spaces")
     return parts
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 
+from .errors import SipProtocolError
 from .grammar import is_token
 from .headers import HeaderError, canonical_name, parse_int
 from .message import Message, Request, Response
 from .uri import UriError, parse_uri
-from .errors import SipProtocolError
 
 __all__ = [
     "ParseError", "parse", "MAX_REQUEST_URI", "MAX_HEADERS", "MAX_HEADER_LENGTH",
@@ -202,10 +202,8 @@ def _validate(message: Request | Response) -> None:
     try:
         if not message.via:
             raise ParseError("empty Via header", partial=message)
-        message.from_
-        message.to
+        _ = message.from_, message.to, message.max_forwards  # parsed for their errors
         cseq = message.cseq
-        message.max_forwards
         if not message.call_id:
             raise HeaderError("Call-ID", "empty")
     except HeaderError as exc:
