@@ -370,11 +370,12 @@ class MsrpSession:
         if self._timer is None:
             when = self.core.next_deadline()
             if when is not None:
-                self._timer = self._loop.call_at(when, self._on_timer)
+                self._timer = self._loop.call_at(when, self._on_timer, when)
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, deadline: float) -> None:
         self._timer = None
-        self._on_events(self.core.on_timer(self._loop.time()))
+        # call_at may run a hair early: never show the core a time before it
+        self._on_events(self.core.on_timer(max(self._loop.time(), deadline)))
         self._arm_timer()
 
     # -- receiving ------------------------------------------------------------------
