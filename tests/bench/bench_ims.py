@@ -37,7 +37,11 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from tests.interop.ims_sipp import (  # noqa: E402
-    ImsCore, call_scenarios, continued_unexpected, register_users, user_names,
+    ImsCore,
+    call_scenarios,
+    continued_unexpected,
+    register_users,
+    user_names,
 )
 from tests.interop.sipp import ProxyProcess, SippResult, free_udp_ports  # noqa: E402
 
@@ -90,7 +94,7 @@ class KamailioTarget:
     def remote(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
-    def __enter__(self) -> "KamailioTarget":
+    def __enter__(self) -> KamailioTarget:
         self.proc.start()
         return self
 
@@ -111,7 +115,7 @@ class ImsboxTarget:
     def remote(self) -> tuple[str, int]:
         return self.core.pcscf
 
-    def __enter__(self) -> "ImsboxTarget":
+    def __enter__(self) -> ImsboxTarget:
         self.core.start()
         return self
 

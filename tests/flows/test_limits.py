@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from imsbox.config import LimitsConfig
-from imsbox.serve import Network
 from imsbox.msrp import MsrpEndpoint
+from imsbox.serve import Network
 from imsbox.sip import Response, parse
 from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.overload import OverloadPolicy
@@ -484,7 +484,7 @@ def test_requests_that_waited_too_long_are_shed_new_work_first() -> None:
             peer.send(raw_request("OPTIONS"), port)
             peer.send(raw_request("MESSAGE", to_tag="t1"), port)
             peer.send(raw_request("BYE", to_tag="t1"), port)
-            time.sleep(0.45)  # noqa: ASYNC251 - the node's loop is busy: they wait in its socket
+            time.sleep(0.45)
             answers = {(a.cseq.method, a.status) for a in
                        [await peer.response() for _ in range(3)]}
             assert answers == {("OPTIONS", 503), ("MESSAGE", 200), ("BYE", 200)}

@@ -15,7 +15,11 @@ import pytest
 from imsbox.config import Config, NodeConfig, RegistrarConfig
 from imsbox.ims.hss import Hss
 from imsbox.ims.ifc import (
-    ApplicationServer, InitialFilterCriteria, MethodSpt, SessionCase, SessionCaseSpt,
+    ApplicationServer,
+    InitialFilterCriteria,
+    MethodSpt,
+    SessionCase,
+    SessionCaseSpt,
     TriggerPoint,
 )
 from imsbox.ims.provisioning import add_user, apply_config
@@ -26,7 +30,8 @@ from imsbox.sip.auth import Challenge, answer_challenge
 from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.transport.base import Destination
-from imsbox.store import RegistrationState as HssState, SqliteStore
+from imsbox.store import RegistrationState as HssState
+from imsbox.store import SqliteStore
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"
@@ -44,7 +49,7 @@ def run(coro: Awaitable[None]) -> None:
 Handler = Callable[["Peer", ServerContext], Awaitable[None]]
 
 
-async def answer_200(peer: "Peer", ctx: ServerContext) -> None:
+async def answer_200(peer: Peer, ctx: ServerContext) -> None:
     if ctx.txn is not None:
         ctx.respond(Response.for_request(ctx.request, 200, to_tag=new_tag()))
 
@@ -60,7 +65,7 @@ class Peer:
     def __post_init__(self) -> None:
         self.ep = SipEndpoint(FAST, modules=[HandlerModule(self._on_request)])
 
-    async def start(self) -> "Peer":
+    async def start(self) -> Peer:
         """UDP and TCP on one port: large requests (NOTIFY) switch to TCP."""
         for _ in range(20):
             self.port = (await self.ep.listen("udp", HOST, 0))[1]

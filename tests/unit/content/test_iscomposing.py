@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -31,7 +31,7 @@ def test_rfc_examples():
   <lastactive>2003-01-27T10:43:00Z</lastactive>
   <contenttype>audio</contenttype>
 </isComposing>""")
-    assert idle == IsComposing(IDLE, datetime(2003, 1, 27, 10, 43, tzinfo=timezone.utc), "audio")
+    assert idle == IsComposing(IDLE, datetime(2003, 1, 27, 10, 43, tzinfo=UTC), "audio")
     assert parse_iscomposing(idle.to_xml()) == idle
     active = IsComposing(ACTIVE, contenttype="text/plain", refresh=90)
     assert b"<refresh>90</refresh>" in active.to_xml()

@@ -9,8 +9,13 @@ import pytest
 
 from imsbox.config import load_config
 from imsbox.ims.hss import (
-    AuthorizationType, Hss, ResultCode, ServerAssignmentType as SAT,
+    AuthorizationType,
+    Hss,
+    ResultCode,
     psi_matches,
+)
+from imsbox.ims.hss import (
+    ServerAssignmentType as SAT,
 )
 from imsbox.ims.ifc import RequestView, SessionCase, matching_ifcs
 from imsbox.ims.provisioning import add_group, add_user, apply_config

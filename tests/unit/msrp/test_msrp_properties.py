@@ -5,8 +5,16 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imsbox.msrp import (BodyData, ConnectionCore, MessageEnd, MsrpParser, MsrpUri, ParseError,
-                         SessionCore, parse)
+from imsbox.msrp import (
+    BodyData,
+    ConnectionCore,
+    MessageEnd,
+    MsrpParser,
+    MsrpUri,
+    ParseError,
+    SessionCore,
+    parse,
+)
 from imsbox.msrp.session import MessageReceived
 
 HEAD = (b"MSRP t1234 SEND\r\nTo-Path: msrp://a.example:1/s1;tcp\r\n"
@@ -28,7 +36,7 @@ def test_random_feed_boundaries_give_same_body(body: bytes, cuts: list[int]) -> 
     p = MsrpParser()
     events = []
     prev = 0
-    for c in sorted(set(min(c, len(raw)) for c in cuts)) + [len(raw)]:
+    for c in [*sorted(set(min(c, len(raw)) for c in cuts)), len(raw)]:
         events += p.feed(raw[prev:c])
         prev = c
     assert b"".join(e.data for e in events if isinstance(e, BodyData)) == body

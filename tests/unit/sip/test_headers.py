@@ -3,8 +3,20 @@
 import pytest
 
 from imsbox.sip.headers import (
-    CSeq, Contact, Event, FeatureSet, HeaderError, MediaType, NameAddr, RAck,
-    Replaces, SessionExpires, SubscriptionState, Via, canonical_name, refer_to_target,
+    Contact,
+    CSeq,
+    Event,
+    FeatureSet,
+    HeaderError,
+    MediaType,
+    NameAddr,
+    RAck,
+    Replaces,
+    SessionExpires,
+    SubscriptionState,
+    Via,
+    canonical_name,
+    refer_to_target,
     token_list,
 )
 

@@ -7,16 +7,27 @@ what one emits, the other receives, unless the test drops it.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
 from imsbox.sip import Request, Response, SessionExpires
 from imsbox.sip.ua.dialog import build_request
 from imsbox.sip.ua.invite import (
-    SDP, Established, InviteConfig, InviteSession, InviteState, Reliability,
-    SendAck, SendRequest, SendResponse, SessionError, SessionTimerConfig,
-    StaticOfferAnswer, Terminated, options_response,
+    SDP,
+    Established,
+    InviteConfig,
+    InviteSession,
+    InviteState,
+    Reliability,
+    SendAck,
+    SendRequest,
+    SendResponse,
+    SessionError,
+    SessionTimerConfig,
+    StaticOfferAnswer,
+    Terminated,
+    options_response,
 )
 
 Message = Request | Response
