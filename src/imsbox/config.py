@@ -88,14 +88,8 @@ from pathlib import Path
 from typing import Any
 
 from .ims.ifc import (
-    ApplicationServer,
-    HeaderSpt,
-    IfcError,
-    InitialFilterCriteria,
-    MethodSpt,
-    SessionCase,
-    SessionCaseSpt,
-    TriggerPoint,
+    ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, SessionCase,
+    SessionCaseSpt, TriggerPoint,
 )
 from .sip.overload import OverloadPolicy
 from .sip.transport import Limits

@@ -37,11 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from tests.interop.ims_sipp import (  # noqa: E402
-    ImsCore,
-    call_scenarios,
-    continued_unexpected,
-    register_users,
-    user_names,
+    ImsCore, call_scenarios, continued_unexpected, register_users, user_names,
 )
 from tests.interop.sipp import ProxyProcess, SippResult, free_udp_ports  # noqa: E402
 

@@ -46,11 +46,7 @@ from imsbox.ims.provisioning import add_user
 from imsbox.serve import Network
 from imsbox.store import DeferredMessage, open_store
 from imsbox.ue.client import (
-    ChatStarted,
-    FileReceived,
-    MessageReceived,
-    MessageStatus,
-    RcsClient,
+    ChatStarted, FileReceived, MessageReceived, MessageStatus, RcsClient,
 )
 from imsbox.ue.testing import write_loopback_config
 

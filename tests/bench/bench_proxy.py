@@ -30,12 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "interop"))
 from sipp import (  # noqa: E402
-    ProxyProcess,
-    Sipp,
-    SippResult,
-    aborted_calls,
-    free_udp_ports,
-    imsbox_proxy_command,
+    ProxyProcess, Sipp, SippResult, aborted_calls, free_udp_ports, imsbox_proxy_command,
 )
 
 HOST = "127.0.0.1"

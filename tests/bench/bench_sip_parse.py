@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
+from collections.abc import Callable
 
 from imsbox.sip import Request, Response, parse
 

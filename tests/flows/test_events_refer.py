@@ -6,20 +6,18 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from helpers import settle
 
 from imsbox.sip import Request, parse
 from imsbox.sip.endpoint import SipEndpoint
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.ua.events import (
-    EventPackage,
-    EventPackageRegistry,
-    NotifierSubscription,
-    SubscriberState,
+    EventPackage, EventPackageRegistry, NotifierSubscription, SubscriberState,
 )
 from imsbox.sip.ua.invite import InviteConfig
 from imsbox.sip.ua.refer import EventAgent, IncomingRefer, ReferState
 from imsbox.sip.ua.useragent import Call, UserAgent
+
+from helpers import settle
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"

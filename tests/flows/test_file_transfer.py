@@ -24,28 +24,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import DOMAIN, client, network_with
 
+from imsbox.rcs.cpm import ICSI_FILETRANSFER, escape_icsi
 from imsbox.apps.messaging import MessagingSettings
 from imsbox.config import Config, load_config
 from imsbox.content import parse_cpim, parse_imdn
 from imsbox.content.multipart import parse_multipart
 from imsbox.ims.provisioning import add_user
 from imsbox.msrp import MsrpRequest
-from imsbox.rcs.cpm import ICSI_FILETRANSFER, escape_icsi
 from imsbox.sdp import Direction, FileRange, parse
 from imsbox.sip.message import Request, Response
 from imsbox.sip.parser import parse as parse_sip
 from imsbox.store import open_store
 from imsbox.ue import cli as ue_cli
 from imsbox.ue.client import (
-    FileOffer,
-    FileReceived,
-    MessageStatus,
-    Notification,
-    RcsClient,
+    FileOffer, FileReceived, MessageStatus, Notification, RcsClient,
 )
 from imsbox.ue.testing import write_loopback_config
+
+from helpers import DOMAIN, client, network_with
 
 pytestmark = pytest.mark.timeout(40)
 WAIT = 10.0

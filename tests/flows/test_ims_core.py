@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from helpers import DOMAIN, ues
 
 from imsbox.config import Config
 from imsbox.ims.provisioning import add_user
@@ -22,6 +21,8 @@ from imsbox.sip.message import Request, Response, new_tag
 from imsbox.sip.uri import SipUri, parse_uri
 from imsbox.store import open_store
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+
+from helpers import DOMAIN, ues
 
 pytestmark = pytest.mark.timeout(30)
 OFFER = (b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from imsbox.config import LimitsConfig
-from imsbox.msrp import MsrpEndpoint
 from imsbox.serve import Network
+from imsbox.msrp import MsrpEndpoint
 from imsbox.sip import Response, parse
 from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.overload import OverloadPolicy

@@ -13,35 +13,29 @@ import asyncio
 import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
-from helpers import DOMAIN, ues
 
 from imsbox import sdp
+from imsbox.rcs import cpm
 from imsbox.apps.messaging import MessagingAs, MessagingSettings
 from imsbox.config import Config
 from imsbox.content import (
-    CPIM,
-    IMDN_NS,
-    CpimAddress,
-    DispositionType,
-    ImdnStatus,
-    build_cpim,
-    imdn_reply,
-    parse_cpim,
-    parse_imdn,
+    CPIM, IMDN_NS, CpimAddress, DispositionType, ImdnStatus, build_cpim, imdn_reply,
+    parse_cpim, parse_imdn,
 )
 from imsbox.ims.provisioning import add_user
-from imsbox.msrp import MsrpEndpoint, MsrpSession
-from imsbox.rcs import cpm
 from imsbox.serve import Network
+from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.sip.message import Request, Response
 from imsbox.sip.transport.base import Flow
 from imsbox.sip.ua.dialog import build_request
 from imsbox.store import DB_FILENAME, open_store
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+
+from helpers import DOMAIN, ues
 
 pytestmark = pytest.mark.timeout(40)
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"

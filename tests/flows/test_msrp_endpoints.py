@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from imsbox.msrp import FileSink, MsrpEndpoint, MsrpSession, MsrpStatusError, MsrpUri, TransactionTimeout
+from imsbox.msrp import (FileSink, MsrpEndpoint, MsrpSession, MsrpStatusError, MsrpUri,
+                         TransactionTimeout)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,23 +9,15 @@ import asyncio
 from dataclasses import dataclass, field
 
 import pytest
-from test_proxy import (
-    HOST,
-    MID,
-    Net,
-    Peer,
-    make_request,
-    reply,
-    ring_until_cancel,
-    run,
-    settle,
-    statuses,
-)
 
 from imsbox.sip import Response, new_tag
 from imsbox.sip.proxy import FailureRoute, RequestContext, Router, StatefulProxy, Target
 from imsbox.sip.transport.base import Flow
 from imsbox.sip.uri import SipUri
+
+from test_proxy import (
+    HOST, MID, Net, Peer, make_request, reply, ring_until_cancel, run, settle, statuses,
+)
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -15,11 +15,7 @@ import pytest
 from imsbox.config import Config, NodeConfig, RegistrarConfig
 from imsbox.ims.hss import Hss
 from imsbox.ims.ifc import (
-    ApplicationServer,
-    InitialFilterCriteria,
-    MethodSpt,
-    SessionCase,
-    SessionCaseSpt,
+    ApplicationServer, InitialFilterCriteria, MethodSpt, SessionCase, SessionCaseSpt,
     TriggerPoint,
 )
 from imsbox.ims.provisioning import add_user, apply_config
@@ -30,8 +26,7 @@ from imsbox.sip.auth import Challenge, answer_challenge
 from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.transport.base import Destination
-from imsbox.store import RegistrationState as HssState
-from imsbox.store import SqliteStore
+from imsbox.store import RegistrationState as HssState, SqliteStore
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"

@@ -33,42 +33,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import DOMAIN, client
 
+from imsbox.rcs import cpm
 from imsbox.apps.messaging import MessagingAs
 from imsbox.config import Config, load_config
 from imsbox.content import (
-    CpimMessage,
-    DispositionType,
-    ImdnStatus,
-    parse_cpim,
-    parse_imdn,
-    parse_iscomposing,
+    CpimMessage, DispositionType, ImdnStatus, parse_cpim, parse_imdn, parse_iscomposing,
 )
 from imsbox.content.imdn import IMDN_NS
 from imsbox.ims.provisioning import add_user
+from imsbox.serve import Network
 from imsbox.msrp import MsrpRequest, MsrpResponse
 from imsbox.msrp import endpoint as msrp_endpoint
 from imsbox.msrp import parse as parse_msrp
-from imsbox.rcs import cpm
 from imsbox.sdp import Direction, SessionDescription, Setup
 from imsbox.sdp import parse as parse_sdp
-from imsbox.serve import Network
 from imsbox.sip.message import Request, Response
 from imsbox.sip.parser import parse as parse_sip
 from imsbox.sip.transport.base import Flow
 from imsbox.store import open_store
 from imsbox.ue.client import (
-    ChatEnded,
-    ChatMessage,
-    ChatStarted,
-    Composing,
-    MessageReceived,
-    MessageStatus,
-    Notification,
-    RcsClient,
+    ChatEnded, ChatMessage, ChatStarted, Composing, MessageReceived, MessageStatus,
+    Notification, RcsClient,
 )
 from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+
+from helpers import DOMAIN, client
 
 pytestmark = pytest.mark.timeout(40)
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from imsbox.sip import Request, Response, Via, new_branch, new_tag, parse
 from imsbox.sip.message import Message
 from imsbox.sip.transport import (
-    Destination,
-    Flow,
-    Limits,
-    TransportLayer,
-    client_context,
-    ensure_self_signed,
-    response_destination,
-    server_context,
+    Destination, Flow, Limits, TransportLayer, client_context, ensure_self_signed,
+    response_destination, server_context,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from helpers import settle
 
 from imsbox.sip import Request, new_tag, parse
 from imsbox.sip.endpoint import SipEndpoint
 from imsbox.sip.transaction import TimerValues
 from imsbox.sip.ua.invite import InviteConfig, InviteState, SessionTimerConfig
 from imsbox.sip.ua.useragent import Call, UserAgent
+
+from helpers import settle
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"

@@ -15,29 +15,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from helpers import DOMAIN, client, network_with
 
+from imsbox.rcs.cpm import ICSI_SESSION, escape_icsi
 from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_user
-from imsbox.rcs.cpm import ICSI_SESSION, escape_icsi
 from imsbox.serve import Network
 from imsbox.store import open_store
 from imsbox.ue.client import (
-    ChatEnded,
-    ChatMessage,
-    ChatStarted,
-    Composing,
-    FileOffer,
-    FileReceived,
-    MessageReceived,
-    MessageStatus,
-    Notification,
-    RcsClient,
-    RcsError,
-    SendError,
-    resolve_target,
+    ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileReceived, MessageReceived,
+    MessageStatus, Notification, RcsClient, RcsError, SendError, resolve_target,
 )
 from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+
+from helpers import DOMAIN, client, network_with
 
 pytestmark = pytest.mark.timeout(40)
 WAIT = 5.0

@@ -28,10 +28,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from collections.abc import Sequence
 
 __all__ = ["SippMissing", "SippResult", "Sipp", "aborted_calls", "ProxyProcess",
            "imsbox_proxy_command", "sipp_binary", "tail", "free_udp_ports", "udp_bound"]

@@ -39,11 +39,7 @@ from imsbox.store import open_store
 
 from .capture import Capture
 from .ims_sipp import (
-    ImsCore,
-    call_scenarios,
-    continued_unexpected,
-    register_users,
-    user_names,
+    ImsCore, call_scenarios, continued_unexpected, register_users, user_names,
 )
 from .sipp import SippResult, free_udp_ports
 

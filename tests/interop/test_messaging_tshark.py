@@ -38,13 +38,7 @@ from imsbox.ims.provisioning import add_user
 from imsbox.serve import Network
 from imsbox.store import open_store
 from imsbox.ue.client import (
-    ChatEnded,
-    ChatMessage,
-    ChatStarted,
-    Composing,
-    MessageReceived,
-    MessageStatus,
-    RcsClient,
+    ChatEnded, ChatMessage, ChatStarted, Composing, MessageReceived, MessageStatus, RcsClient,
 )
 from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
 

@@ -43,19 +43,12 @@ closing a connection the peer still answers on (a reset would drop unread data).
 """
 
 from .endpoint import MsrpConnection, MsrpEndpoint, MsrpSession, ReceivedMessage, SendResult, Setup
-from .errors import (
-                     MsrpError,
-                     MsrpProtocolError,
-                     MsrpStatusError,
-                     MsrpUsageError,
-                     ParseError,
-                     SessionClosed,
-                     TransactionTimeout,
-                     UriError,
-)
+from .errors import (MsrpError, MsrpProtocolError, MsrpStatusError, MsrpUsageError, ParseError,
+                     SessionClosed, TransactionTimeout, UriError)
 from .message import REASON_PHRASES, ByteRange, Flag, MsrpRequest, MsrpResponse, Status
 from .parser import BadMessage, BodyData, MessageEnd, MessageStart, MsrpParser, parse
-from .session import BufferSink, ByteRanges, ConnectionCore, FileSink, SessionCore, SessionMatching, Sink
+from .session import (BufferSink, ByteRanges, ConnectionCore, FileSink, SessionCore,
+                      SessionMatching, Sink)
 from .uri import MsrpUri, parse_path
 
 __all__ = [

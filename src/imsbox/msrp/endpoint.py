@@ -14,23 +14,10 @@ from typing import Any, BinaryIO
 
 from .errors import MsrpStatusError, ParseError, SessionClosed, TransactionTimeout
 from .message import ByteRange, MsrpRequest
-from .session import (
-    BufferSink,
-    ConnectionCore,
-    IncomingMessage,
-    MessageAborted,
-    MessageDelivered,
-    MessageFailed,
-    MessageReceived,
-    MessageState,
-    ReportReceived,
-    SessionBound,
-    SessionCore,
-    SessionEvent,
-    SessionMatching,
-    Sink,
-    new_id,
-)
+from .session import (BufferSink, ConnectionCore, IncomingMessage, MessageAborted,
+                      MessageDelivered, MessageFailed, MessageReceived, MessageState,
+                      ReportReceived, SessionBound, SessionCore, SessionEvent,
+                      SessionMatching, Sink, new_id)
 from .uri import MsrpUri
 
 log = logging.getLogger(__name__)

@@ -23,24 +23,11 @@ URIs
     equality follows RFC 3261 19.1.4 (``uri_equal``).
 """
 
-from .errors import SipError, SipProtocolError, SipUsageError
 from .headers import (
-    Contact,
-    CSeq,
-    Event,
-    FeatureSet,
-    HeaderError,
-    Join,
-    MediaType,
-    NameAddr,
-    Params,
-    RAck,
-    ReferredBy,
-    Replaces,
-    SessionExpires,
-    SubscriptionState,
-    Via,
+    Contact, CSeq, Event, FeatureSet, HeaderError, Join, MediaType, NameAddr, Params,
+    RAck, ReferredBy, Replaces, SessionExpires, SubscriptionState, Via,
 )
+from .errors import SipError, SipProtocolError, SipUsageError
 from .message import Headers, Message, Request, Response, new_branch, new_tag
 from .parser import ParseError, parse
 from .uri import AbsoluteUri, SipUri, TelUri, Uri, UriError, parse_uri, uri_equal

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import SipProtocolError
 from .grammar import (
     GrammarError,
     format_params,
@@ -22,6 +21,7 @@ from .grammar import (
     unquote,
 )
 from .uri import SipUri, Uri, UriError, parse_uri
+from .errors import SipProtocolError
 
 __all__ = [
     "HeaderError", "Params", "Via", "NameAddr", "Contact", "CSeq", "Event",

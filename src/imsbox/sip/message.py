@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
 from typing import TypeVar
+from collections.abc import Callable, Iterator
 
 from .grammar import GrammarError, split_unquoted
 from .headers import (
     COMPACT_FORMS,
-    Contact,
     CSeq,
+    Contact,
     HeaderError,
     MediaType,
     NameAddr,

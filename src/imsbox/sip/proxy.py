@@ -25,26 +25,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .endpoint import (
-    ClientContext,
-    HandlerModule,
-    Priority,
-    ServerContext,
-    SipEndpoint,
-    next_hop,
-    resolve,
+    ClientContext, HandlerModule, Priority, ServerContext, SipEndpoint, next_hop, resolve,
 )
 from .headers import HeaderError
 from .message import Request, Response, new_tag
 from .overload import OverloadPolicy
 from .proxy_core import (
-    ProxyIdentity,
-    ResponseContext,
-    check_request,
-    forward_copy,
-    loop_hash,
-    next_hop_is_strict,
-    order_targets,
-    preprocess_route,
+    ProxyIdentity, ResponseContext, check_request, forward_copy, loop_hash,
+    next_hop_is_strict, order_targets, preprocess_route,
 )
 from .transaction import TimerValues
 from .transport import Limits

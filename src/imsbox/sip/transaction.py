@@ -8,10 +8,10 @@ asks ``next_deadline()`` when to call ``on_timer(now)``, and drains
 from __future__ import annotations
 
 import enum
+from abc import ABC, abstractmethod
 import heapq
 import itertools
 import logging
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from .headers import HeaderError, Via

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote as _pct_decode
 
+from .grammar import format_params, split_params, GrammarError
 from .errors import SipProtocolError
-from .grammar import GrammarError, format_params, split_params
 
 __all__ = ["UriError", "SipUri", "TelUri", "AbsoluteUri", "Uri", "parse_uri", "uri_equal"]
 

@@ -17,35 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import (
-    AlreadyExists,
-    ConferenceRepository,
-    FlowRepository,
-    MessageRepository,
-    RegistrationRepository,
-    ServiceDataRepository,
-    Store,
-    StoreError,
-    SubscriberRepository,
+    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository,
+    RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
 )
 from .models import (
-    Binding,
-    Conference,
-    ConferenceKind,
-    Credential,
-    DeferredMessage,
-    Group,
-    GroupMessage,
-    HistoryEntry,
-    Participant,
-    ParticipantState,
-    PcscfRegistration,
-    Psi,
-    PsiKind,
-    PublicIdentity,
-    RegistrationState,
-    ScscfAssignment,
-    ServiceProfile,
-    Subscriber,
+    Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
+    HistoryEntry, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
+    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 from .sqlite import DB_FILENAME, SqliteStore
 

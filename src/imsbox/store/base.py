@@ -21,21 +21,9 @@ from types import TracebackType
 from typing import Self
 
 from .models import (
-    Binding,
-    Conference,
-    ConferenceKind,
-    DeferredMessage,
-    Group,
-    GroupMessage,
-    HistoryEntry,
-    Participant,
-    PcscfRegistration,
-    Psi,
-    PsiKind,
-    PublicIdentity,
-    ScscfAssignment,
-    ServiceProfile,
-    Subscriber,
+    Binding, Conference, ConferenceKind, DeferredMessage, Group, GroupMessage, HistoryEntry,
+    Participant, PcscfRegistration, Psi, PsiKind, PublicIdentity, ScscfAssignment,
+    ServiceProfile, Subscriber,
 )
 
 __all__ = [

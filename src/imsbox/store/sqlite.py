@@ -19,35 +19,13 @@ from pathlib import Path
 from typing import Self, TypeVar
 
 from .base import (
-    AlreadyExists,
-    ConferenceRepository,
-    FlowRepository,
-    MessageRepository,
-    RegistrationRepository,
-    ServiceDataRepository,
-    Store,
-    StoreError,
-    SubscriberRepository,
+    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository,
+    RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
 )
 from .models import (
-    Binding,
-    Conference,
-    ConferenceKind,
-    Credential,
-    DeferredMessage,
-    Group,
-    GroupMessage,
-    HistoryEntry,
-    Participant,
-    ParticipantState,
-    PcscfRegistration,
-    Psi,
-    PsiKind,
-    PublicIdentity,
-    RegistrationState,
-    ScscfAssignment,
-    ServiceProfile,
-    Subscriber,
+    Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
+    HistoryEntry, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
+    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
 __all__ = ["DB_FILENAME", "MIGRATIONS", "SqliteStore"]

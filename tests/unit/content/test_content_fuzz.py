@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imsbox.content import (
-    ComposingState,
     ContentError,
     CopyControl,
     CpimAddress,
     DispositionType,
     Imdn,
     IsComposing,
+    ComposingState,
     SipFrag,
     build_cpim,
     build_multipart,

@@ -9,13 +9,8 @@ import pytest
 
 from imsbox.config import load_config
 from imsbox.ims.hss import (
-    AuthorizationType,
-    Hss,
-    ResultCode,
+    AuthorizationType, Hss, ResultCode, ServerAssignmentType as SAT,
     psi_matches,
-)
-from imsbox.ims.hss import (
-    ServerAssignmentType as SAT,
 )
 from imsbox.ims.ifc import RequestView, SessionCase, matching_ifcs
 from imsbox.ims.provisioning import add_group, add_user, apply_config

@@ -5,21 +5,9 @@ from __future__ import annotations
 import pytest
 
 from imsbox.ims.ifc import (
-    ApplicationServer,
-    DefaultHandling,
-    HeaderSpt,
-    IfcError,
-    InitialFilterCriteria,
-    MethodSpt,
-    ProfilePartIndicator,
-    RequestUriSpt,
-    RequestView,
-    SdpLineSpt,
-    SessionCase,
-    SessionCaseSpt,
-    TriggerPoint,
-    matching_ifcs,
-    next_ifc,
+    ApplicationServer, DefaultHandling, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt,
+    ProfilePartIndicator, RequestUriSpt, RequestView, SdpLineSpt, SessionCase, SessionCaseSpt,
+    TriggerPoint, matching_ifcs, next_ifc,
 )
 
 ORIG = SessionCase.ORIGINATING

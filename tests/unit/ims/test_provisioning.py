@@ -14,18 +14,8 @@ import pytest
 from imsbox.cli import main as cli_main
 from imsbox.ims.hss import Hss, ResultCode
 from imsbox.ims.provisioning import (
-    ProvisioningError,
-    add_subcommands,
-    add_user,
-    group_add,
-    group_list,
-    group_remove,
-    member_uri,
-    user_add,
-    user_list,
-    user_remove,
-    validate_msisdn,
-    validate_name,
+    ProvisioningError, add_subcommands, add_user, group_add, group_list, group_remove,
+    member_uri, user_add, user_list, user_remove, validate_msisdn, validate_name,
 )
 from imsbox.sip.auth import Algorithm, compute_ha1
 from imsbox.store import DB_FILENAME, SqliteStore

@@ -6,15 +6,8 @@ import pytest
 
 from imsbox.content.errors import XmlError
 from imsbox.ims.regevent import (
-    REGINFO,
-    ContactEvent,
-    ContactState,
-    RegContact,
-    RegEventNotifier,
-    RegInfo,
-    Registration,
-    RegistrationState,
-    parse_reginfo,
+    REGINFO, ContactEvent, ContactState, RegContact, RegEventNotifier, RegInfo, Registration,
+    RegistrationState, parse_reginfo,
 )
 from imsbox.sip import Request, Response, SubscriptionState
 

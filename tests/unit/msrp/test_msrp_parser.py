@@ -6,21 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from imsbox.msrp import (
-    BadMessage,
-    BodyData,
-    ByteRange,
-    Flag,
-    MessageEnd,
-    MessageStart,
-    MsrpParser,
-    MsrpRequest,
-    MsrpResponse,
-    MsrpUri,
-    ParseError,
-    Status,
-    parse,
-)
+from imsbox.msrp import (BadMessage, BodyData, ByteRange, Flag, MessageEnd, MessageStart,
+                         MsrpParser, MsrpRequest, MsrpResponse, MsrpUri, ParseError, Status,
+                         parse)
 
 FIXTURES = sorted((Path(__file__).parents[2] / "fixtures" / "msrp").glob("*.msrp"))
 

@@ -5,16 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imsbox.msrp import (
-    BodyData,
-    ConnectionCore,
-    MessageEnd,
-    MsrpParser,
-    MsrpUri,
-    ParseError,
-    SessionCore,
-    parse,
-)
+from imsbox.msrp import (BodyData, ConnectionCore, MessageEnd, MsrpParser, MsrpUri, ParseError,
+                         SessionCore, parse)
 from imsbox.msrp.session import MessageReceived
 
 HEAD = (b"MSRP t1234 SEND\r\nTo-Path: msrp://a.example:1/s1;tcp\r\n"

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from imsbox.msrp import ConnectionCore, MsrpRequest, MsrpResponse, MsrpUri, ParseError, SessionCore, parse
-from imsbox.msrp.session import (
-    MessageAborted,
-    MessageDelivered,
-    MessageFailed,
-    MessageReceived,
-    ReportReceived,
-    SessionBound,
-)
+from imsbox.msrp import (ConnectionCore, MsrpRequest, MsrpResponse, MsrpUri,
+                         ParseError, SessionCore, parse)
+from imsbox.msrp.session import (MessageAborted, MessageDelivered, MessageFailed,
+                                 MessageReceived, ReportReceived, SessionBound)
 
 A = MsrpUri.parse("msrp://a.example:1/sa;tcp")
 B = MsrpUri.parse("msrp://b.example:2/sb;tcp")

@@ -6,16 +6,8 @@ import pytest
 
 from imsbox.sip import Request, Response, parse
 from imsbox.sip.ua.dialog import (
-    Dialog,
-    DialogError,
-    DialogId,
-    DialogRole,
-    DialogState,
-    DialogTable,
-    RouteSet,
-    UsageKind,
-    build_cancel,
-    build_request,
+    Dialog, DialogError, DialogId, DialogRole, DialogState, DialogTable, RouteSet, UsageKind,
+    build_cancel, build_request,
 )
 
 INVITE = (

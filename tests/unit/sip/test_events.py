@@ -12,21 +12,9 @@ import pytest
 from imsbox.sip import Event, NameAddr, Request, Response, new_branch, parse, parse_uri
 from imsbox.sip.ua.dialog import DialogState, build_request
 from imsbox.sip.ua.events import (
-    EventPackage,
-    EventPackageRegistry,
-    LocalReason,
-    NotificationReceived,
-    Notifier,
-    NotifierState,
-    Resubscribing,
-    SendRequest,
-    Subscriber,
-    SubscriberState,
-    SubscribeSpec,
-    Subscription,
-    SubscriptionCreated,
-    SubscriptionTerminated,
-    allow_events,
+    EventPackage, EventPackageRegistry, LocalReason, NotificationReceived, Notifier,
+    NotifierState, Resubscribing, SendRequest, SubscribeSpec, Subscriber, SubscriberState,
+    Subscription, SubscriptionCreated, SubscriptionTerminated, allow_events,
 )
 
 PRESENCE = EventPackage("presence", "application/pidf+xml", default_expires=3600,

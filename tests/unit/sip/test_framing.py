@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imsbox.sip import Request, parse
-from imsbox.sip.transport import Destination, StreamFramer, reason_phrase, should_use_tcp
+from imsbox.sip.transport import StreamFramer, reason_phrase, should_use_tcp, Destination
 
 
 def message(body: bytes = b"", call_id: str = "c1", content_length: bool = True) -> bytes:

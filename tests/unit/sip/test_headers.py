@@ -3,20 +3,8 @@
 import pytest
 
 from imsbox.sip.headers import (
-    Contact,
-    CSeq,
-    Event,
-    FeatureSet,
-    HeaderError,
-    MediaType,
-    NameAddr,
-    RAck,
-    Replaces,
-    SessionExpires,
-    SubscriptionState,
-    Via,
-    canonical_name,
-    refer_to_target,
+    CSeq, Contact, Event, FeatureSet, HeaderError, MediaType, NameAddr, RAck,
+    Replaces, SessionExpires, SubscriptionState, Via, canonical_name, refer_to_target,
     token_list,
 )
 

@@ -14,20 +14,9 @@ import pytest
 from imsbox.sip import Request, Response, SessionExpires
 from imsbox.sip.ua.dialog import build_request
 from imsbox.sip.ua.invite import (
-    SDP,
-    Established,
-    InviteConfig,
-    InviteSession,
-    InviteState,
-    Reliability,
-    SendAck,
-    SendRequest,
-    SendResponse,
-    SessionError,
-    SessionTimerConfig,
-    StaticOfferAnswer,
-    Terminated,
-    options_response,
+    SDP, Established, InviteConfig, InviteSession, InviteState, Reliability,
+    SendAck, SendRequest, SendResponse, SessionError, SessionTimerConfig,
+    StaticOfferAnswer, Terminated, options_response,
 )
 
 Message = Request | Response

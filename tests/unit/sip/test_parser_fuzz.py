@@ -1,7 +1,6 @@
 """Fuzzing the SIP parser: bad input raises ParseError and nothing else."""
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from imsbox.sip import ParseError, parse
 from imsbox.sip.headers import HeaderError

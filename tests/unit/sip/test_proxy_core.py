@@ -2,13 +2,8 @@
 
 from imsbox.sip import Response, parse, parse_uri
 from imsbox.sip.proxy_core import (
-    ProxyIdentity,
-    ResponseContext,
-    check_request,
-    forward_copy,
-    loop_hash,
-    order_targets,
-    preprocess_route,
+    ProxyIdentity, ResponseContext, check_request, forward_copy, loop_hash,
+    order_targets, preprocess_route,
 )
 
 ME = ProxyIdentity({("127.0.0.1", 5070), ("proxy.test", None)},

@@ -12,24 +12,12 @@ from imsbox.sip import Request, Response, new_branch, parse, parse_uri
 from imsbox.sip.headers import Replaces, refer_to_target
 from imsbox.sip.ua.dialog import Dialog, DialogState, build_request
 from imsbox.sip.ua.events import (
-    EventPackageRegistry,
-    LocalReason,
-    NotificationReceived,
-    Notifier,
-    SendRequest,
+    EventPackageRegistry, LocalReason, NotificationReceived, Notifier, SendRequest,
     SubscriptionTerminated,
 )
 from imsbox.sip.ua.refer import (
-    SIPFRAG_TYPE,
-    IncomingRefer,
-    ReferAnswered,
-    ReferIssuer,
-    ReferProgress,
-    ReferRecipient,
-    ReferState,
-    refer_to_value,
-    sipfrag,
-    sipfrag_status,
+    SIPFRAG_TYPE, IncomingRefer, ReferAnswered, ReferIssuer, ReferProgress, ReferRecipient,
+    ReferState, refer_to_value, sipfrag, sipfrag_status,
 )
 
 ALICE = "sip:alice@atlanta.example.com"

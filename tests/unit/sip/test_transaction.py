@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from imsbox.sip import Request, Response, new_branch, parse
 from imsbox.sip.transaction import (
-    AckReceived,
-    CancelReceived,
-    ClientInviteTransaction,
-    ClientNonInviteTransaction,
-    ResponseReceived,
-    ServerInviteTransaction,
-    ServerNonInviteTransaction,
-    StrayResponse,
-    Timer,
-    TimerValues,
-    TransactionLayer,
-    TransactionState,
-    TransactionTerminated,
-    TransactionTimeout,
-    Transmit,
-    TransportFailure,
-    make_cancel,
+    AckReceived, CancelReceived, ClientInviteTransaction, ClientNonInviteTransaction,
+    ResponseReceived, ServerInviteTransaction, ServerNonInviteTransaction, StrayResponse,
+    Timer, TimerValues, TransactionLayer, TransactionState, TransactionTerminated,
+    TransactionTimeout, Transmit, TransportFailure, make_cancel,
 )
 from imsbox.sip.transport.base import Destination, Flow
+import itertools
 
 S = TransactionState
 UDP_DEST = Destination("udp", "192.0.2.2", 5060)

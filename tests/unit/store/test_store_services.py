@@ -9,16 +9,8 @@ from pathlib import Path
 import pytest
 
 from imsbox.store import (
-    AlreadyExists,
-    Conference,
-    ConferenceKind,
-    Credential,
-    GroupMessage,
-    Participant,
-    ParticipantState,
-    PublicIdentity,
-    SqliteStore,
-    Subscriber,
+    AlreadyExists, Conference, ConferenceKind, Credential, GroupMessage, Participant,
+    ParticipantState, PublicIdentity, SqliteStore, Subscriber,
 )
 
 CONF = "sip:conf-7f3a@ims.test"

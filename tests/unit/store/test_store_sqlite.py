@@ -11,25 +11,9 @@ from pathlib import Path
 import pytest
 
 from imsbox.store import (
-    DB_FILENAME,
-    AlreadyExists,
-    Binding,
-    Conference,
-    Credential,
-    DeferredMessage,
-    Group,
-    GroupMessage,
-    Psi,
-    PsiKind,
-    PublicIdentity,
-    RegistrationState,
-    ScscfAssignment,
-    ServiceProfile,
-    SqliteStore,
-    Store,
-    StoreError,
-    Subscriber,
-    open_store,
+    DB_FILENAME, AlreadyExists, Binding, Conference, Credential, DeferredMessage, Group,
+    GroupMessage, Psi, PsiKind, PublicIdentity, RegistrationState, ScscfAssignment,
+    ServiceProfile, SqliteStore, Store, StoreError, Subscriber, open_store,
 )
 from imsbox.store.sqlite import MIGRATIONS
 

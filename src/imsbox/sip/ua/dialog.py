@@ -13,14 +13,14 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
+from collections.abc import Iterable, Iterator
 
-from ..errors import SipProtocolError
 from ..headers import Join, NameAddr, Params, Replaces
 from ..message import Headers, Request, Response, new_tag
 from ..uri import SipUri, Uri, parse_uri
+from ..errors import SipProtocolError
 
 __all__ = [
     "DialogState", "DialogRole", "DialogId", "RouteSet", "Dialog", "DialogError",

@@ -32,22 +32,15 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from collections.abc import Callable, Iterable
 
-from ..headers import Event, HeaderError, NameAddr
-from ..headers import SubscriptionState as SubscriptionStateHeader
+from ..headers import Event, HeaderError, NameAddr, SubscriptionState as SubscriptionStateHeader
 from ..message import Request, Response
 from ..uri import Uri, parse_uri
 from .dialog import (
-    Dialog,
-    DialogError,
-    DialogId,
-    DialogRole,
-    DialogState,
-    RouteSet,
-    UsageKind,
+    Dialog, DialogError, DialogId, DialogRole, DialogState, RouteSet, UsageKind,
     build_request,
 )
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
+from collections.abc import Iterable
 
-from ..errors import SipUsageError
 from ..headers import HeaderError, RAck, SessionExpires
 from ..message import Request, Response
 from ..uri import Uri
@@ -32,6 +31,7 @@ from .dialog import (
     UsageKind,
     build_cancel,
 )
+from ..errors import SipUsageError
 
 __all__ = [
     "InviteState", "Reliability", "SessionTimerConfig", "InviteConfig", "OfferAnswer",

@@ -22,33 +22,21 @@ import asyncio
 import enum
 import inspect
 import logging
-from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Iterable
 from urllib.parse import quote
 
-from ..endpoint import Priority
 from ..headers import Event, HeaderError, NameAddr, Params, ReferredBy, Replaces, refer_to_target
 from ..message import REASON_PHRASES, Request, Response
-from ..transport import Flow
 from ..uri import SipUri, Uri, parse_uri
+from ..endpoint import Priority
+from ..transport import Flow
 from .dialog import EVENT_METHODS, Dialog, DialogError, DialogId, DialogState, build_request
 from .events import (
-    Authorizer,
-    EventPackage,
-    EventPackageRegistry,
-    NotificationReceived,
-    Notifier,
-    NotifierSubscription,
-    Resubscribing,
-    SendRequest,
-    StateSource,
-    Subscriber,
-    SubscriberEvent,
-    SubscribeSpec,
-    Subscription,
-    SubscriptionCreated,
-    SubscriptionTerminated,
+    Authorizer, EventPackage, EventPackageRegistry, NotificationReceived, Notifier,
+    NotifierSubscription, Resubscribing, SendRequest, StateSource, SubscribeSpec, Subscriber,
+    SubscriberEvent, Subscription, SubscriptionCreated, SubscriptionTerminated,
     TerminationReason,
 )
 

@@ -28,23 +28,9 @@ from ..transport import Flow
 from ..uri import SipUri, Uri, parse_uri
 from .dialog import EVENT_METHODS, DialogTable, build_request
 from .invite import (
-    SDP,
-    DialogCreated,
-    DialogEnded,
-    Established,
-    InviteConfig,
-    InviteSession,
-    InviteState,
-    OfferAnswer,
-    Provisional,
-    RequestResult,
-    SendAck,
-    SendRequest,
-    SendResponse,
-    SessionError,
-    StaticOfferAnswer,
-    Terminated,
-    options_response,
+    SDP, DialogCreated, DialogEnded, Established, InviteConfig, InviteSession, InviteState,
+    OfferAnswer, Provisional, RequestResult, SendAck, SendRequest, SendResponse,
+    SessionError, StaticOfferAnswer, Terminated, options_response,
 )
 
 __all__ = ["UserAgent", "Call", "Origin"]
