@@ -10,7 +10,7 @@ import os
 import ssl as _ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from .errors import MsrpStatusError, ParseError, SessionClosed, TransactionTimeout
 from .message import ByteRange, MsrpRequest
@@ -22,8 +22,15 @@ from .uri import MsrpUri
 
 log = logging.getLogger(__name__)
 
+
+class Readable(Protocol):
+    """A file, or anything with a file's ``read``: read in chunks as it is sent."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
 # What a message body may be given as; str is encoded before it is chunked.
-Chunks = bytes | bytearray | memoryview | BinaryIO | Iterable[bytes] | AsyncIterable[bytes]
+Chunks = bytes | bytearray | memoryview | Readable | Iterable[bytes] | AsyncIterable[bytes]
 Body = Chunks | str
 
 
