@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .errors import SipProtocolError
 from .grammar import (
     GrammarError,
     format_params,
@@ -21,7 +22,6 @@ from .grammar import (
     unquote,
 )
 from .uri import SipUri, Uri, UriError, parse_uri
-from .errors import SipProtocolError
 
 __all__ = [
     "HeaderError", "Params", "Via", "NameAddr", "Contact", "CSeq", "Event",

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 
+from .errors import SipProtocolError
 from .grammar import is_token
 from .headers import HeaderError, canonical_name, parse_int
 from .message import Message, Request, Response
 from .uri import UriError, parse_uri
-from .errors import SipProtocolError
 
 __all__ = [
     "ParseError", "parse", "MAX_REQUEST_URI", "MAX_HEADERS", "MAX_HEADER_LENGTH",

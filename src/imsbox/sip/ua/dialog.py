@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from collections.abc import Iterable, Iterator
 
+from ..errors import SipProtocolError
 from ..headers import Join, NameAddr, Params, Replaces
 from ..message import Headers, Request, Response, new_tag
 from ..uri import SipUri, Uri, parse_uri
-from ..errors import SipProtocolError
 
 __all__ = [
     "DialogState", "DialogRole", "DialogId", "RouteSet", "Dialog", "DialogError",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from collections.abc import Iterable
 
+from ..errors import SipUsageError
 from ..headers import HeaderError, RAck, SessionExpires
 from ..message import Request, Response
 from ..uri import Uri
@@ -31,7 +32,6 @@ from .dialog import (
     UsageKind,
     build_cancel,
 )
-from ..errors import SipUsageError
 
 __all__ = [
     "InviteState", "Reliability", "SessionTimerConfig", "InviteConfig", "OfferAnswer",
