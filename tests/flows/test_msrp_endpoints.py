@@ -58,16 +58,15 @@ def test_five_megabyte_file_in_2k_chunks_streams_to_file() -> None:
     async def main(tmp: Path) -> None:
         src = tmp / "src.bin"
         src.write_bytes(payload)
-        dest = open(tmp / "dest.bin", "w+b")
-        async with MsrpEndpoint() as a, MsrpEndpoint() as b:
-            sa, sb = await pair(a, b)
-            sb.sink_factory = lambda req: FileSink(dest)
-            with open(src, "rb") as f:
-                res = await sa.send_message("application/octet-stream", f)
-            assert res.size == len(payload)
-            msg = await sb.receive()
-            assert msg.size == len(payload)
-        dest.close()
+        with open(tmp / "dest.bin", "w+b") as dest:
+            async with MsrpEndpoint() as a, MsrpEndpoint() as b:
+                sa, sb = await pair(a, b)
+                sb.sink_factory = lambda req: FileSink(dest)
+                with open(src, "rb") as f:
+                    res = await sa.send_message("application/octet-stream", f)
+                assert res.size == len(payload)
+                msg = await sb.receive()
+                assert msg.size == len(payload)
         got = (tmp / "dest.bin").read_bytes()
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(payload).hexdigest()
 
@@ -194,7 +193,7 @@ def test_keepalive_and_idle_close() -> None:
 def make_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=1))

@@ -96,7 +96,7 @@ def _positive(text: str) -> float:
 
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ue`` on an argparse subparsers object."""
-    ue = subparsers.add_parser(
+    ue: argparse.ArgumentParser = subparsers.add_parser(
         "ue", help="an RCS client: listen, send, chat, send-file",
         description="Register as NAME and send or receive RCS messages, chats and files.")
     ue.add_argument("--user", required=True, help="user name (identity sip:NAME@DOMAIN)")
@@ -213,7 +213,7 @@ async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -
     except SendError as exc:
         printer.record({**record, "status": "failed", "reason": str(exc)})
         return EXIT_FAILED
-    except asyncio.TimeoutError:
+    except TimeoutError:
         reached = client.status(message_id) if message_id else None
         printer.record({**record, "message_id": message_id, "status": "timeout",
                         "reached": reached.value if reached else None,
@@ -273,7 +273,7 @@ async def _send_file(client: RcsClient, args: argparse.Namespace, printer: Print
     try:
         result = await asyncio.wait_for(client.send_file(target, args.path, progress),
                                         args.timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         printer.record({"event": "file_sent", "from": client.aor, "to": target,
                         "name": name, "ok": False, "reason": "timeout"})
         return EXIT_FAILED

@@ -33,7 +33,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -276,7 +276,7 @@ def resolve_target(to: str, domain: str) -> str:
 
 
 def _now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _new_id() -> str:
@@ -679,7 +679,7 @@ class RcsClient:
         try:
             await self._connect(session, call)
             await session.send_message(CPIM, cpim)
-        except (MsrpError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, MsrpError, OSError) as exc:
             raise SendError(f"large message to {target}: {exc}") from None
         finally:
             await self._hang_up(call, session)
@@ -906,7 +906,7 @@ class RcsClient:
         call.accept(answer_sdp)
         try:
             await asyncio.wait_for(session.start(), 10)
-        except (MsrpError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, MsrpError, OSError) as exc:
             log.warning("MSRP set-up for %s failed: %s", call.call_id, exc)
             await self._hang_up(call, session)
             return False
@@ -925,7 +925,7 @@ class RcsClient:
         try:
             message = await asyncio.wait_for(received.get(), 30)
             self._deliver_cpim(parse_cpim(message.body), peer, None, conversation, "large")
-        except (asyncio.TimeoutError, ContentError) as exc:
+        except (TimeoutError, ContentError) as exc:
             log.warning("large message from %s lost: %s", peer, exc)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(call.terminated), 10)
@@ -958,7 +958,7 @@ class RcsClient:
         chat = Chat(self, call, session, target, conversation, False)
         try:
             await self._connect(session, call)
-        except (MsrpError, OSError, asyncio.TimeoutError, SdpError) as exc:
+        except (TimeoutError, MsrpError, OSError, SdpError) as exc:
             await self._hang_up(call, session)
             raise SendError(f"chat with {target}: MSRP set-up failed: {exc}") from None
         chat.opened()
@@ -1036,7 +1036,7 @@ class RcsClient:
             result.status = exc.status
             result.reason = f"refused by the receiver: {exc.status} {exc.comment}".rstrip()
             self._track(result.message_id, MessageStatus.FAILED)
-        except (MsrpError, OSError, asyncio.TimeoutError, SendError, SdpError) as exc:
+        except (TimeoutError, MsrpError, OSError, SendError, SdpError) as exc:
             result.reason = f"transfer failed: {exc!r}"
 
     async def _connect_file(self, session: MsrpSession, call: Call, size: int,
@@ -1178,7 +1178,7 @@ def _file_attributes(path: Path, content_type: str, size: int, sha1: bytes,
                      transfer_id: str) -> list[Attribute]:
     """file-selector, file-transfer-id, file-disposition, file-date (RFC 5547 section 6)."""
     selector = FileSelector(path.name, content_type, size=size, hash=FileHash("sha-1", sha1))
-    created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    created = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     disposition = "render" if content_type.startswith("image/") else "attachment"
     return [Attribute("file-selector", str(selector)),
             Attribute("file-transfer-id", transfer_id),
@@ -1235,7 +1235,8 @@ async def _first_or_end(queue: asyncio.Queue[ReceivedMessage],
     """The complete message, or None when the session ended (or stalled) first."""
     getter = asyncio.ensure_future(queue.get())
     ended = asyncio.ensure_future(asyncio.shield(call.terminated))
-    await asyncio.wait([getter, ended], timeout=FILE_STALL,
+    either: list[asyncio.Future[Any]] = [getter, ended]
+    await asyncio.wait(either, timeout=FILE_STALL,
                        return_when=asyncio.FIRST_COMPLETED)
     for task in (getter, ended):
         task.cancel()
@@ -1377,7 +1378,7 @@ class Chat:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        deadlines = [t for t in (self._composer.get_timer(), self._receiver.get_timer())
+        deadlines = [t for t in (self._composer.next_deadline(), self._receiver.next_deadline())
                      if t is not None]
         if deadlines and not self.closed.is_set():
             self._timer = asyncio.get_running_loop().call_at(min(deadlines), self._on_timer)
@@ -1385,7 +1386,7 @@ class Chat:
     def _on_timer(self) -> None:
         self._timer = None
         now = self._now()
-        self._indicate(self._receiver.handle_timer(now))
-        actions = self._composer.handle_timer(now)
+        self._indicate(self._receiver.on_timer(now))
+        actions = self._composer.on_timer(now)
         if actions:
             self.client._spawn(self._send_status(actions))
