@@ -110,8 +110,16 @@ class Ladder:
         endpoint.create_session = create_session  # type: ignore[method-assign]
 
     def requests(self, name: str, direction: str, method: str) -> list[Request]:
-        return [m for n, d, m in self.sip if n == name and d == direction
-                and isinstance(m, Request) and m.method == method]
+        """Each request once: a UDP retransmission (same branch and CSeq) is the same one."""
+        seen: set[tuple[str, int]] = set()
+        out = []
+        for n, d, m in self.sip:
+            if n == name and d == direction and isinstance(m, Request) and m.method == method:
+                key = (m.top_via.branch or "", m.cseq.seq)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(m)
+        return out
 
     def final(self, name: str, direction: str, method: str) -> Response:
         return next(m for n, d, m in self.sip if n == name and d == direction
