@@ -43,8 +43,9 @@ class Registration:
     Call-ID and From tag stay the same for every refresh and the CSeq counts
     up (RFC 3261 10.2.4). ``responses`` are those of the last exchange;
     ``expires`` is the lifetime the registrar granted our contact (0: not
-    registered); ``service_route`` and ``associated_uris`` come from the last
-    2xx. ``contact_params`` (feature tags) and ``instance`` (RFC 5626
+    registered); ``unanswered`` says the last final response was made up
+    locally (timeout, connection refused); ``service_route`` and
+    ``associated_uris`` come from the last 2xx. ``contact_params`` (feature tags) and ``instance`` (RFC 5626
     ``+sip.instance``) go on our Contact.
     """
 
@@ -61,6 +62,7 @@ class Registration:
     expires: int = 0
     service_route: list[str] = field(default_factory=list)
     associated_uris: list[str] = field(default_factory=list)
+    unanswered: bool = False  # the last final response was a local 408/503 (no answer)
 
     @property
     def final(self) -> Response:
@@ -106,7 +108,9 @@ class Registration:
         auth: Header | None = None
         for _ in range(attempts + 1):
             request = self._request(expires, extra + ([auth] if auth else []))
-            response = await endpoint.request(request, self.pcscf).final()
+            sent = endpoint.request(request, self.pcscf)
+            response = await sent.final()
+            self.unanswered = sent.local_failure
             self.responses.append(response)
             if response.status not in (401, 407) or len(self.responses) > attempts:
                 break
