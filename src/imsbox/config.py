@@ -33,6 +33,24 @@ Every key is optional; a missing file means all defaults. Defaults::
                                  # "failed" IMDN goes to the sender)
     max_file_size = 0            # bytes; larger file transfers get 488 (0: no limit)
 
+    [limits]                     # every node (docs/limits.md: what is answered how)
+    max_headers = 256            # header lines per SIP message; more -> 400
+    max_header_length = 8192     # bytes of one header line; longer -> 400
+    max_header_size = 65536      # bytes of the header section; more -> 513 (UDP),
+                                 # connection closed (TCP/TLS)
+    max_body_size = 262144       # bytes of a SIP body; more -> 413
+    message_timeout = 30.0       # seconds from a stream message's first byte to its
+                                 # last (SIP and MSRP); then the connection closes
+    idle_timeout = 60.0          # seconds without a byte on a SIP connection
+    msrp_idle_timeout = 300.0    # seconds without a byte on an MSRP connection of
+                                 # the messaging AS (it sends keep-alives at half)
+    max_connections = 1024       # accepted SIP connections per node, in total
+    max_connections_per_source = 256  # ... and per source IP address
+    max_transactions = 50000     # held transactions (~3 KB each once answered);
+                                 # new requests beyond -> 503
+    max_queue_delay = 2.0        # seconds a datagram waited unread; beyond -> 503
+    retry_after = 10             # seconds, in the 503's Retry-After
+
     [[ifc]]                      # when given, replaces the default iFCs
     [[psi]]                      # when given, replaces the default PSIs
 
@@ -73,10 +91,12 @@ from .ims.ifc import (
     ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, SessionCase,
     SessionCaseSpt, TriggerPoint,
 )
+from .sip.overload import OverloadPolicy
+from .sip.transport import Limits
 from .store.models import Psi, PsiKind
 
 __all__ = [
-    "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "Config", "ConfigError", "NodeConfig",
+    "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "Config", "ConfigError", "LimitsConfig", "NodeConfig",
     "RegistrarConfig", "default_ifcs", "default_psis", "load_config",
 ]
 
@@ -153,6 +173,19 @@ def _default_nodes() -> dict[str, NodeConfig]:
 
 
 @dataclass(slots=True, frozen=True)
+class LimitsConfig:
+    """``[limits]``: what every node's transports and endpoints may spend."""
+
+    sip: Limits = field(default_factory=Limits)
+    overload: OverloadPolicy = field(default_factory=OverloadPolicy)
+    msrp_idle_timeout: float = 300.0
+
+    @property
+    def message_timeout(self) -> float | None:
+        return self.sip.message_timeout
+
+
+@dataclass(slots=True, frozen=True)
 class Config:
     """The whole configuration; build with :func:`load_config`."""
 
@@ -163,6 +196,7 @@ class Config:
     nodes: Mapping[str, NodeConfig] = field(default_factory=_default_nodes)
     registrar: RegistrarConfig = RegistrarConfig()
     messaging: MessagingConfig = MessagingConfig()
+    limits: LimitsConfig = LimitsConfig()
     ifcs: tuple[InitialFilterCriteria, ...] = ()
     psis: tuple[Psi, ...] = ()
 
@@ -261,7 +295,7 @@ def _read(path: str | Path, source: str) -> dict[str, Any]:
 class _Loader:
     """Validates one parsed TOML document; every error names its key."""
 
-    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "ifc", "psi",
+    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "limits", "ifc", "psi",
                 *NODE_NAMES)
 
     def __init__(self, data: dict[str, Any], source: str) -> None:
@@ -308,7 +342,7 @@ class _Loader:
                         self.string(store, "cache", "store.cache", ""), nodes,
                         self.registrar())
         return replace(config, ifcs=self.ifcs(config), psis=self.psis(config),
-                       messaging=self.messaging())
+                       messaging=self.messaging(), limits=self.limits())
 
     def domain(self, override: str | None) -> str:
         name = "--domain" if override is not None else "domain"
@@ -387,6 +421,35 @@ class _Loader:
             self.integer(table, "deferred_ttl", "messaging.deferred_ttl",
                          DEFERRED_TTL, 1, 2**31 - 1),
             self.integer(table, "max_file_size", "messaging.max_file_size", 0, 0, 2**62))
+
+    def seconds(self, table: Mapping[str, Any], key: str, default: float) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 < value <= 86400:
+            raise self.error(f"limits.{key}", f"expected seconds 0-86400, got {value!r}")
+        return float(value)
+
+    def limits(self) -> LimitsConfig:
+        table = self.table("limits")
+        sip, overload = Limits(), OverloadPolicy()
+        sizes = ("max_headers", "max_header_length", "max_header_size", "max_body_size",
+                 "max_connections", "max_connections_per_source")
+        times = ("message_timeout", "idle_timeout")
+        self.keys(table, (*sizes, *times, "msrp_idle_timeout", "max_transactions",
+                          "max_queue_delay", "retry_after"), "limits.")
+        counts: dict[str, Any] = {k: self.integer(table, k, f"limits.{k}", getattr(sip, k),
+                                                  1, 2**31 - 1) for k in sizes}
+        seconds: dict[str, Any] = {k: self.seconds(table, k, getattr(sip, k) or 0.0)
+                                   for k in times}
+        sip = replace(sip, **counts, **seconds)
+        overload = OverloadPolicy(
+            max_transactions=self.integer(table, "max_transactions", "limits.max_transactions",
+                                          overload.max_transactions, 1, 2**31 - 1),
+            max_queue_delay=self.seconds(table, "max_queue_delay", overload.max_queue_delay),
+            retry_after=self.integer(table, "retry_after", "limits.retry_after",
+                                     overload.retry_after, 0, 2**31 - 1))
+        return LimitsConfig(sip, overload,
+                            self.seconds(table, "msrp_idle_timeout", 300.0))
 
     def server(self, value: Any, name: str, config: Config) -> str:
         """An AS reference: a node name or a SIP URI."""

@@ -270,7 +270,7 @@ class Network:
     async def start(self) -> None:
         factories = _chosen(self.registry, self.roles)
         try:
-            self._open_store(hss=any(f.uses_hss for f in factories))
+            await self._open_store(hss=any(f.uses_hss for f in factories))
             for factory in reversed(factories):  # downstream first
                 await self._start_node(factory)
         except BaseException:
@@ -279,20 +279,24 @@ class Network:
         log.info("imsbox network up: domain %s, nodes %s", self.config.domain,
                  ", ".join(self.nodes))
 
-    def _open_store(self, hss: bool = True) -> None:
+    async def _open_store(self, hss: bool = True) -> None:
         """The store every node uses (the P-CSCF keeps its registrations there);
         the HSS, iFCs and PSIs only where a node that uses the HSS runs."""
         if self.store is None:
             try:
-                self.store = open_store(self.config.store_location,
-                                        self.config.cache_url or None)
+                store = open_store(self.config.store_location, self.config.cache_url or None)
             except StoreError as exc:
+                raise ServeError(str(exc)) from None
+            try:
+                self.store = await store.open()
+            except StoreError as exc:
+                await store.close()
                 raise ServeError(str(exc)) from None
             self._owns_store = True
         if not hss:
             return
-        apply_config(self.store, self.config)  # serve owns the iFCs and PSIs
-        self.hss = Hss(self.store, self.config.domain, (self.config.scscf.uri,))
+        await apply_config(self.store, self.config)  # serve owns the iFCs and PSIs
+        self.hss = Hss(self.store.subscribers, self.config.domain, (self.config.scscf.uri,))
 
     async def _start_node(self, factory: NodeFactory) -> None:
         assert self.store is not None
@@ -320,7 +324,7 @@ class Network:
         # Network started right after this one can bind the same ports.
         await asyncio.sleep(0)
         if self._owns_store and self.store is not None:
-            self.store.close()
+            await self.store.close()
             self.store = None
             self._owns_store = False
 

@@ -63,12 +63,12 @@ class Row:
 
 # -- the lab ----------------------------------------------------------------------------
 
-def lab_config(directory: Path) -> Config:
+async def lab_config(directory: Path) -> Config:
     path, _ = write_loopback_config(directory)
     config = load_config(path)
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret")
-        add_user(store, DOMAIN, "bob", "bob-secret")
+    async with open_store(config.store_location) as store:
+        await add_user(store, DOMAIN, "alice", "alice-secret")
+        await add_user(store, DOMAIN, "bob", "bob-secret")
     return config
 
 
@@ -82,7 +82,7 @@ def client(config: Config, name: str, downloads: Path | None = None) -> RcsClien
 async def lab(directory: Path, with_bob: bool = True
               ) -> AsyncIterator[tuple[Network, RcsClient, RcsClient]]:
     """Network + registered alice (+ bob); default SIP timers (T1 500 ms)."""
-    config = lab_config(directory)
+    config = await lab_config(directory)
     alice = client(config, "alice")
     bob = client(config, "bob", directory / "downloads")
     async with Network(config) as net:
@@ -197,7 +197,7 @@ async def real_deferred(directory: Path, k: int) -> list[DeferredMessage]:
             await alice.send_message("bob", f"while you were out #{i}: call me back "
                                             "when you land, the meeting moved to 3 pm")
         assert net.store is not None
-        items = net.store.deferred_messages(BOB)
+        items = await net.store.messages.deferred(BOB)
     assert len(items) == k, len(items)
     return items
 
@@ -206,19 +206,20 @@ def store_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
-def deferred_density(directory: Path, samples: list[DeferredMessage], n: int) -> list[Row]:
+async def deferred_density(directory: Path, samples: list[DeferredMessage],
+                           n: int) -> list[Row]:
     path = directory / "deferred.sqlite3"
-    open_store(f"sqlite://{path}").close()
+    await (await open_store(f"sqlite://{path}").open()).close()
     empty = store_size(path)
-    store = open_store(f"sqlite://{path}")
+    store = await open_store(f"sqlite://{path}").open()
     t0 = time.perf_counter()
     for i in range(n):
         item = samples[i % len(samples)]
-        store.defer_message(DeferredMessage(f"sip:user{i % 1000}@{DOMAIN}", item.sender,
-                                            item.content_type, item.body,
-                                            item.expires_at, item.created_at, item.meta))
+        await store.messages.defer(DeferredMessage(
+            f"sip:user{i % 1000}@{DOMAIN}", item.sender, item.content_type, item.body,
+            item.expires_at, item.created_at, item.meta))
     elapsed = time.perf_counter() - t0
-    store.close()
+    await store.close()
     used = store_size(path) - empty
     typical = statistics.mean(len(s.body) + len(s.meta) for s in samples)
     return [Row("deferred messages per GiB (SQLite)", f"{n / used * (1 << 30):,.0f}",
@@ -252,7 +253,7 @@ async def run(args: argparse.Namespace, base: Path) -> list[Row]:
     directory.mkdir()
     print("running deferred ...", file=sys.stderr, flush=True)
     samples = await real_deferred(directory, 50)
-    rows += deferred_density(directory, samples, args.deferred)
+    rows += await deferred_density(directory, samples, args.deferred)
     return rows
 
 

@@ -57,9 +57,11 @@ def ue_config(tmp_path: Path, via_as: bool = True) -> Config:
     head = "" if via_as else "ifc = []\n"
     path.write_text(head + path.read_text() + "\n[registrar]\nmin_expires = 1\n")
     config = load_config(path)
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-        add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
+            await add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
+    asyncio.run(in_store())
     return config
 
 

@@ -95,9 +95,9 @@ class Net:
     async def send(self, request: Request) -> Response:
         return await self.sender.endpoint.request(request, self.dest).final()
 
-    def registered(self, private_id: str) -> None:
+    async def registered(self, private_id: str) -> None:
         """As if the S-CSCF had registered the user (SAR done)."""
-        self.store.set_assignment(
+        await self.store.subscribers.set_assignment(
             ScscfAssignment(private_id, self.scscf.uri, RegistrationState.REGISTERED))
 
 
@@ -110,12 +110,13 @@ async def network(tmp_path: Path) -> AsyncIterator[Net]:
               .with_node("icscf", port=free_port())
               .with_node("scscf", port=scscf.port)
               .with_node("conference_as", port=conf_as.port))
-    store = SqliteStore.in_data_dir(tmp_path)
-    add_user(store, DOMAIN, "alice", "secret", "+15550001")
-    add_user(store, DOMAIN, "user2_public1", "secret")
-    store.put_psi(Psi(f"sip:conf-*@{DOMAIN}", conf_as.uri, PsiKind.WILDCARD))
-    store.put_psi(Psi(f"sip:conference1@{DOMAIN}", conf_as.uri, PsiKind.EXACT))
-    hss = Hss(store, DOMAIN)  # no S-CSCF names: the I-CSCF falls back to config.scscf
+    store = await SqliteStore.in_data_dir(tmp_path).open()
+    await add_user(store, DOMAIN, "alice", "secret", "+15550001")
+    await add_user(store, DOMAIN, "user2_public1", "secret")
+    await store.subscribers.put_psi(Psi(f"sip:conf-*@{DOMAIN}", conf_as.uri, PsiKind.WILDCARD))
+    await store.subscribers.put_psi(Psi(f"sip:conference1@{DOMAIN}", conf_as.uri,
+                                        PsiKind.EXACT))
+    hss = Hss(store.subscribers, DOMAIN)  # no S-CSCF names: the I-CSCF falls back to config.scscf
     icscf = Icscf(config, hss, timers=FAST)
     try:
         await icscf.start()
@@ -124,7 +125,7 @@ async def network(tmp_path: Path) -> AsyncIterator[Net]:
         await icscf.close()
         for node in (scscf, conf_as, sender):
             await node.endpoint.close()
-        store.close()
+        await store.close()
 
 
 def register(public_id: str, username: str | None = None, expires: int = 600) -> Request:
@@ -218,7 +219,7 @@ def test_register_for_unknown_user_looks_like_a_first_registration(tmp_path: Pat
 def test_invite_to_registered_user_goes_to_its_scscf(tmp_path: Path) -> None:
     async def main() -> None:
         async with network(tmp_path) as net:
-            net.registered(f"alice@{DOMAIN}")
+            await net.registered(f"alice@{DOMAIN}")
             for target in (f"sip:alice@{DOMAIN}", "tel:+15550001"):
                 response = await net.send(invite(target))
                 assert response.status == 486  # the S-CSCF's answer comes back
@@ -235,7 +236,7 @@ def test_a52_invite_from_conference_as_to_user(tmp_path: Path) -> None:
     """TS 24.247 A.5.2 steps 1-4: the I-CSCF asks the HSS and forwards to the S-CSCF."""
     async def main() -> None:
         async with network(tmp_path) as net:
-            net.registered(f"user2_public1@{DOMAIN}")
+            await net.registered(f"user2_public1@{DOMAIN}")
             response = await net.send(fixture("002_a52_01_invite_mrfc_as_to_icscf.sip"))
             assert response.status == 486
             at_scscf = await net.scscf.next()

@@ -31,9 +31,11 @@ ANSWER = OFFER.replace(b"alice", b"bob").replace(b"4000", b"5000")
 
 
 def provision(config: Config) -> None:
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-        add_user(store, DOMAIN, "bob", "bob-secret")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
+            await add_user(store, DOMAIN, "bob", "bob-secret")
+    asyncio.run(in_store())
 
 
 def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
@@ -221,7 +223,7 @@ def test_registrations_survive_a_restart(tmp_path: Path) -> None:
             # A new process on the same data dir; the phone does not register again.
             async with Network(config, timers=FAST_TIMERS) as net:
                 assert net.store is not None
-                bound = [b.contact for b in net.store.bindings("sip:alice@ims.test")]
+                bound = [b.contact for b in await net.store.registrations.bindings("sip:alice@ims.test")]
                 assert bound == [phone.contact]
                 reg = await tablet.register()
                 assert reg.ok

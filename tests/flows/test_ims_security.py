@@ -37,9 +37,11 @@ async def core(config: Config, *names: str) -> AsyncIterator[list[TestUe]]:
 
 def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
     _, config = write_loopback_config(tmp_path)
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret")
-        add_user(store, DOMAIN, "bob", "bob-secret")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret")
+            await add_user(store, DOMAIN, "bob", "bob-secret")
+    asyncio.run(in_store())
     asyncio.run(asyncio.wait_for(scenario(config), 20))
 
 

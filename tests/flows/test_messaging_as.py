@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +32,7 @@ from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.sip.message import Request, Response
 from imsbox.sip.transport.base import Flow
 from imsbox.sip.ua.dialog import build_request
-from imsbox.store import open_store
+from imsbox.store import DB_FILENAME, open_store
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 from helpers import DOMAIN, ues
@@ -43,9 +44,11 @@ ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
 # -- helpers ---------------------------------------------------------------------------
 
 def provision(config: Config) -> None:
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-        add_user(store, DOMAIN, "bob", "bob-secret")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
+            await add_user(store, DOMAIN, "bob", "bob-secret")
+    asyncio.run(in_store())
 
 
 def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
@@ -132,7 +135,7 @@ def test_pager_message_relayed_with_cpim_intact_and_imdn_back(tmp_path: Path) ->
 
             notification = await next_message(alice)
             assert imdn_of(notification) == ("msg-1", ImdnStatus.DELIVERED)
-            history = messaging_as(net).store.history("conv-1")
+            history = await messaging_as(net).store.messages.history("conv-1")
             # each once although both legs pass the AS: the message, then its IMDN
             assert [h.message_key for h in history][0] == "msg-1" and len(history) == 2
             assert history[0].body == body and history[1].sender == BOB
@@ -173,6 +176,24 @@ def test_deferred_until_recipient_registers_then_delivery_imdn(tmp_path: Path) -
             assert got[0].headers.get(cpm.CONVERSATION_ID) == "conv-3"
             await send_delivered_imdn(bob, got[0])
             assert imdn_of(await next_message(alice)) == ("msg-d1", ImdnStatus.DELIVERED)
+
+    run(tmp_path, scenario)
+
+
+def test_202_means_the_message_is_on_disk(tmp_path: Path) -> None:
+    """When the sender has the 202, another connection (another process) finds
+    the deferred message in the store file."""
+    async def scenario(config: Config) -> None:
+        body = cpim_text(ALICE, BOB, "stored before the 202", "msg-s1")
+        async with Network(config, timers=FAST_TIMERS), ues(config, "alice") as (alice,):
+            await registered(alice)
+            assert (await pager(alice, BOB, body, "conv-s")).status == 202
+            db = sqlite3.connect(config.data_dir / DB_FILENAME)
+            try:
+                rows = db.execute("SELECT recipient, body FROM deferred_messages").fetchall()
+            finally:
+                db.close()
+            assert rows == [(BOB, body)]
 
     run(tmp_path, scenario)
 
@@ -275,7 +296,7 @@ def test_chat_anchored_by_the_as_msrp_relayed_both_ways_then_bye(tmp_path: Path)
 
             await asyncio.wait_for(call.bye(), 5)
             await asyncio.wait_for(asyncio.shield(incoming.terminated), 5)
-            assert [h.message_key for h in messaging_as(net).store.history("conv-chat")] \
+            assert [h.message_key for h in await messaging_as(net).store.messages.history("conv-chat")] \
                 == ["chat-1", "chat-2"]
 
     run(tmp_path, scenario)

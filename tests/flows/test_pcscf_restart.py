@@ -44,9 +44,11 @@ HOST = "127.0.0.1"
 
 
 def provision(config: Config) -> None:
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret")
-        add_user(store, DOMAIN, "bob", "bob-secret")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret")
+            await add_user(store, DOMAIN, "bob", "bob-secret")
+    asyncio.run(in_store())
 
 
 def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
@@ -91,9 +93,9 @@ def pcscf(net: Network) -> Pcscf:
     return node
 
 
-def stored(config: Config) -> list[PcscfRegistration]:
-    with open_store(config.store_location) as store:
-        return store.pcscf_registrations(config.pcscf.uri)
+async def stored(config: Config) -> list[PcscfRegistration]:
+    async with open_store(config.store_location) as store:
+        return await store.flows.registrations(config.pcscf.uri)
 
 
 async def bob_sends(bob: TestUe, text: str) -> int:
@@ -117,7 +119,7 @@ def test_udp_ue_reached_at_its_stored_source_address_after_restart(tmp_path: Pat
                 assert reg.statuses == [401, 200], reg.statuses
                 assert len(pcscf(net).registrations) == 1
             # the old process is gone; what it knew is in the store
-            (entry,) = stored(config)
+            (entry,) = await stored(config)
             flow = json.loads(entry.flow)
             assert entry.contact == contact and flow["transport"] == "udp"
             assert flow["remote"] == [HOST, alice.port]
@@ -171,7 +173,7 @@ def test_tcp_ue_reached_by_a_new_connection_to_its_contact_after_restart(
                                      Destination("tcp", HOST, config.pcscf.port),
                                      contact=contact, expires=600)
                 assert reg.statuses == [401, 200], reg.statuses
-            (entry,) = stored(config)
+            (entry,) = await stored(config)
             flow = json.loads(entry.flow)
             assert flow["transport"] == "tcp" and flow["remote"][1] != alice.port
             async with Network(config, timers=FAST_TIMERS):
@@ -193,22 +195,22 @@ def test_expired_and_deregistered_entries_are_dropped(tmp_path: Path) -> None:
             async with Network(config, timers=FAST_TIMERS):
                 assert (await register(alice.endpoint, "alice", "alice-secret", DOMAIN,
                                        pcscf_dest, contact=contact, expires=600)).ok
-            (entry,) = stored(config)
+            (entry,) = await stored(config)
             # pretend the registration ran out while the network was down
-            with open_store(config.store_location) as store:
-                store.save_pcscf_registration(PcscfRegistration(
+            async with open_store(config.store_location) as store:
+                await store.flows.save(PcscfRegistration(
                     entry.node, entry.key, entry.contact, entry.flow, entry.public_ids,
                     entry.service_route, expires_at=1.0))
             async with Network(config, timers=FAST_TIMERS) as net:
                 assert len(pcscf(net).registrations) == 0
-                assert stored(config) == []  # deleted at start, not just skipped
+                assert await stored(config) == []  # deleted at start, not just skipped
                 # register again, then de-register: the stored entry goes away
                 assert (await register(alice.endpoint, "alice", "alice-secret", DOMAIN,
                                        pcscf_dest, contact=contact, expires=600)).ok
-                assert len(stored(config)) == 1
+                assert len(await stored(config)) == 1
                 dereg = await register(alice.endpoint, "alice", "alice-secret", DOMAIN,
                                        pcscf_dest, contact=contact, expires=0)
                 assert dereg.ok, dereg.statuses
-                assert stored(config) == []
+                assert await stored(config) == []
                 assert len(pcscf(net).registrations) == 0
     run(tmp_path, scenario)

@@ -146,9 +146,9 @@ class Net:
     async def restart(self, **kwargs: object) -> None:
         """Close the S-CSCF and the store; open both again on the same file."""
         await self.scscf.close()
-        self.store.close()
-        self.store = SqliteStore(self.tmp / "imsbox.sqlite3")
-        self.hss = Hss(self.store, DOMAIN)
+        await self.store.close()
+        self.store = await SqliteStore(self.tmp / "imsbox.sqlite3").open()
+        self.hss = Hss(self.store.subscribers, DOMAIN)
         self.scscf = Scscf(self.config, self.store, self.hss, timers=FAST,
                            **kwargs)  # type: ignore[arg-type]
         await self.scscf.start()
@@ -175,12 +175,12 @@ async def network(tmp: Path, **kwargs: object) -> AsyncIterator[Net]:
         "messaging_as": node(app.port), "conference_as": node(app.port)},
         registrar=RegistrarConfig(min_expires=2, default_expires=600, max_expires=3600),
         ifcs=ifcs_for(app.uri))
-    store = SqliteStore(tmp / "imsbox.sqlite3")
-    apply_config(store, config)
-    add_user(store, DOMAIN, "alice", "secret", "+15550001")
-    add_user(store, DOMAIN, "bob", "hunter2", "+15550002")
-    add_user(store, DOMAIN, "carol", "pw")
-    hss = Hss(store, DOMAIN)
+    store = await SqliteStore(tmp / "imsbox.sqlite3").open()
+    await apply_config(store, config)
+    await add_user(store, DOMAIN, "alice", "secret", "+15550001")
+    await add_user(store, DOMAIN, "bob", "hunter2", "+15550002")
+    await add_user(store, DOMAIN, "carol", "pw")
+    hss = Hss(store.subscribers, DOMAIN)
     scscf = Scscf(config, store, hss, timers=FAST, **kwargs)  # type: ignore[arg-type]
     net = Net(tmp, pcscf, icscf, app, ue1, ue2, config, store, hss, scscf)
     try:
@@ -190,7 +190,7 @@ async def network(tmp: Path, **kwargs: object) -> AsyncIterator[Net]:
         await net.scscf.close()
         for peer in (pcscf, icscf, app, ue1, ue2):
             await peer.ep.close()
-        net.store.close()
+        await net.store.close()
 
 
 # -- REGISTER helpers ------------------------------------------------------------------
@@ -283,7 +283,7 @@ def test_register_challenge_and_200_contents(tmp_path: Path) -> None:
             assert ok.headers.values("P-Associated-URI") == [
                 f"<sip:alice@{DOMAIN}>", "<tel:+15550001>",
                 f"<sip:+15550001@{DOMAIN};user=phone>"]
-            assignment = net.store.get_assignment(f"alice@{DOMAIN}")
+            assignment = await net.store.subscribers.get_assignment(f"alice@{DOMAIN}")
             assert assignment is not None and assignment.state is HssState.REGISTERED
             assert assignment.server_name == net.scscf.server_name
             # A bare user name and MD5 work too; the refresh keeps one binding.
@@ -291,6 +291,25 @@ def test_register_challenge_and_200_contents(tmp_path: Path) -> None:
                                    username="alice", algorithm="MD5")
             assert again.status == 200
             assert contacts_of(again) == {"sip:alice@10.0.0.1:5062": {"expires": "300"}}
+
+    run(main())
+
+
+def test_concurrent_registers_of_one_aor_all_land(tmp_path: Path) -> None:
+    """Phones of one user registering at once: every binding is kept, every 200
+    lists the bindings stored so far, and the HSS ends registered."""
+    async def main() -> None:
+        async with network(tmp_path) as net:
+            regs = [Reg("alice", "secret") for _ in range(4)]
+            contacts = [f"<sip:alice@10.0.0.{i + 1}:5062>" for i in range(4)]
+            answers = await asyncio.gather(*(register(net, reg, [contact])
+                                             for reg, contact in zip(regs, contacts)))
+            assert [a.status for a in answers] == [200] * 4
+            assert sorted(len(a.contact) for a in answers) == [1, 2, 3, 4]
+            bound = await net.store.registrations.bindings(f"sip:alice@{DOMAIN}")
+            assert sorted(f"<{b.contact}>" for b in bound) == sorted(contacts)
+            assignment = await net.store.subscribers.get_assignment(f"alice@{DOMAIN}")
+            assert assignment is not None and assignment.state is HssState.REGISTERED
 
     run(main())
 
@@ -333,7 +352,7 @@ def test_wrong_password_and_unknown_user_look_alike_then_rate_limit(tmp_path: Pa
                                      username=f"alice@{DOMAIN}")
             assert wrong.status == unknown.status == foreign.status == 403
             assert _shape(wrong) == _shape(unknown) == _shape(foreign)
-            assert net.store.bindings(f"sip:alice@{DOMAIN}") == []
+            assert await net.store.registrations.bindings(f"sip:alice@{DOMAIN}") == []
             # Three failures from this source: even the right password is refused now.
             blocked = await net.pcscf.ep.request(
                 Reg("alice", "secret").request(["<sip:a@10.0.0.1>"]), net.dest).final()
@@ -373,8 +392,8 @@ def test_contacts_instances_q_and_deregistration(tmp_path: Path) -> None:
             assert bad_star.status == 400
             gone = await register(net, reg, ["*"], expires=0)
             assert gone.status == 200 and gone.contact == []
-            assert net.store.bindings(f"sip:alice@{DOMAIN}") == []
-            assignment = net.store.get_assignment(f"alice@{DOMAIN}")
+            assert await net.store.registrations.bindings(f"sip:alice@{DOMAIN}") == []
+            assignment = await net.store.subscribers.get_assignment(f"alice@{DOMAIN}")
             assert assignment is not None and assignment.state is HssState.NOT_REGISTERED
 
     run(main())
@@ -484,7 +503,7 @@ def test_unregistered_and_unknown_targets(tmp_path: Path) -> None:
         async with network(tmp_path) as net:
             offline = await net.icscf.ep.request(message(f"sip:carol@{DOMAIN}"), net.dest).final()
             assert offline.status == 480
-            assignment = net.store.get_assignment(f"carol@{DOMAIN}")
+            assignment = await net.store.subscribers.get_assignment(f"carol@{DOMAIN}")
             assert assignment is not None and assignment.state is HssState.UNREGISTERED
             unknown = await net.icscf.ep.request(message(f"sip:nobody@{DOMAIN}"), net.dest).final()
             assert unknown.status == 404

@@ -249,9 +249,11 @@ def seed_config(tmp_path: Path) -> Config:
     """Loopback network with the default CPM iFCs (through the messaging AS)."""
     path, _ = write_loopback_config(tmp_path)
     config = load_config(path)
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-        add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
+            await add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
+    asyncio.run(in_store())
     return config
 
 

@@ -160,6 +160,31 @@ def test_provision_serve_register_and_sigterm(tmp_path: Path) -> None:
     assert "alice@ims.test" in listed.stdout
 
 
+def test_users_and_groups_are_managed_while_serve_runs(tmp_path: Path) -> None:
+    """The CLI and a running server share the store file: a user added now can
+    register at once; listing and removing work too."""
+    config_path, config = write_loopback_config(tmp_path)
+    common = ("--config", str(config_path))
+    server = Serve(*common)
+    try:
+        expected = startup_lines(config)
+        assert set(server.lines(len(expected))) == expected
+        added = imsbox("user", "add", "alice", "--password", "secret", *common)
+        assert added.returncode == 0, added.stderr
+        assert "migration" not in added.stderr
+        assert asyncio.run(register_over_udp(config, "secret")) == [401, 200]
+        group = imsbox("group", "add", "sip:group-team@ims.test", "alice", *common)
+        assert group.returncode == 0, group.stderr
+        assert "sip:group-team@ims.test" in imsbox("group", "list", *common).stdout
+        assert imsbox("group", "remove", "sip:group-team@ims.test", *common).returncode == 0
+        assert "alice@ims.test" in imsbox("user", "list", *common).stdout
+        assert imsbox("user", "remove", "alice", *common).returncode == 0
+        assert asyncio.run(register_over_udp(config, "secret"))[-1] == 403
+    finally:
+        status, _, stderr = server.stop(signal.SIGTERM)
+    assert status == 0 and "Traceback" not in stderr, stderr
+
+
 def test_one_role_alone_and_sigint(tmp_path: Path) -> None:
     config_path, config = write_loopback_config(tmp_path)
     server = Serve("--config", str(config_path), "--role", "icscf")

@@ -7,6 +7,7 @@ once bob's UE confirmed (delivery notification, success REPORT).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -98,9 +99,11 @@ def ue_args(config: Config, user: str) -> list[str]:
 def network(tmp_path: Path) -> Iterator[tuple[Path, Config]]:
     """``imsbox serve`` (core and messaging AS, default iFCs), alice and bob provisioned."""
     path, config = write_loopback_config(tmp_path)
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret")
-        add_user(store, DOMAIN, "bob", "bob-secret")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret")
+            await add_user(store, DOMAIN, "bob", "bob-secret")
+    asyncio.run(in_store())
     serve = Proc("serve", "--config", str(path))
     try:
         serve.wait_line(lambda line: "pcscf listening on udp" in line, 15)

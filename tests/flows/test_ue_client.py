@@ -40,9 +40,11 @@ def ue_config(tmp_path: Path, via_as: bool = False) -> Config:
     head = "" if via_as else "ifc = []\n"
     path.write_text(head + path.read_text() + "\n[registrar]\nmin_expires = 1\n")
     config = load_config(path)
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-        add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
+            await add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
+    asyncio.run(in_store())
     return config
 
 
@@ -71,7 +73,7 @@ def test_register_with_cpm_feature_tags_and_refresh(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with network_with(config, alice) as net:
             assert net.store is not None
-            (binding,) = net.store.bindings("sip:alice@ims.test")
+            (binding,) = await net.store.registrations.bindings("sip:alice@ims.test")
             assert binding.contact == alice.contact
             assert binding.instance_id == f'"<{alice.instance}>"' or \
                 binding.instance_id == f"<{alice.instance}>"
@@ -82,12 +84,12 @@ def test_register_with_cpm_feature_tags_and_refresh(tmp_path: Path) -> None:
             assert alice.registration.associated_uris[:2] == ["sip:alice@ims.test", "tel:+15550001"]
             first_cseq = binding.cseq
             await asyncio.sleep(2.5)  # granted 2 s: refreshed at 1 s and 2 s
-            (binding,) = net.store.bindings("sip:alice@ims.test")
+            (binding,) = await net.store.registrations.bindings("sip:alice@ims.test")
             assert binding.cseq > first_cseq
             assert alice.registration.ok
         # close() de-registered
-        with open_store(config.store_location) as store:
-            assert store.bindings("sip:alice@ims.test") == []
+        async with open_store(config.store_location) as store:
+            assert await store.registrations.bindings("sip:alice@ims.test") == []
     run(scenario)
 
 

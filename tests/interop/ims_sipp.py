@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -119,10 +120,12 @@ class ImsCore:
         with open(path, "a") as fh:
             fh.write(f"\n[registrar]\ndigest_algorithms = [{algos}]\n")
         config = load_config(path)
-        with open_store(config.store_location) as store:
-            apply_config(store, config, replace=False)
-            for name in users:
-                add_user(store, config.domain, name, password)
+        async def in_store() -> None:
+            async with open_store(config.store_location) as store:
+                await apply_config(store, config, replace=False)
+                for name in users:
+                    await add_user(store, config.domain, name, password)
+        asyncio.run(in_store())
         return cls(directory, path, config, tuple(algorithms))
 
     @property

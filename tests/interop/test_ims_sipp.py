@@ -27,6 +27,7 @@ queued responses).  25 cps leaves margin for the neighbours' load.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -91,12 +92,14 @@ def test_sipp_registers_1000_users_with_digest(core: ImsCore, tmp_path: Path) ->
 
     # The registrar stored exactly one binding per user, the contact SIPp sent.
     now = time.time()
-    with open_store(core.config.store_location) as store:
-        for name in USERS:
-            bindings = store.bindings(f"sip:{name}@{core.domain}", now)
-            assert [b.contact for b in bindings] == [f"sip:{name}@127.0.0.1:{port}"], name
-            assert bindings[0].expires_at > started + 3000, (name, bindings[0])
-            assert bindings[0].path == (f"<sip:term@127.0.0.1:{core.config.pcscf.port};lr>",)
+    async def in_store() -> None:
+        async with open_store(core.config.store_location) as store:
+            for name in USERS:
+                bindings = await store.registrations.bindings(f"sip:{name}@{core.domain}", now)
+                assert [b.contact for b in bindings] == [f"sip:{name}@127.0.0.1:{port}"], name
+                assert bindings[0].expires_at > started + 3000, (name, bindings[0])
+                assert bindings[0].path == (f"<sip:term@127.0.0.1:{core.config.pcscf.port};lr>",)
+    asyncio.run(in_store())
 
 
 # -- b. 2,000 calls through the core ------------------------------------------------------

@@ -77,9 +77,11 @@ class Sent:
 def network_config(tmp_path: Path) -> Config:
     path, _ = write_loopback_config(tmp_path)
     config = load_config(path)
-    with open_store(config.store_location) as store:
-        add_user(store, DOMAIN, "alice", "alice-secret")
-        add_user(store, DOMAIN, "bob", "bob-secret")
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret")
+            await add_user(store, DOMAIN, "bob", "bob-secret")
+    asyncio.run(in_store())
     return config
 
 

@@ -69,11 +69,11 @@ class AnchorHost(Protocol):
     @property
     def max_file_size(self) -> int | None: ...
 
-    def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
-              meta: dict[str, object]) -> int: ...
+    async def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
+                    meta: dict[str, object]) -> int: ...
 
-    def record_history(self, conversation_id: str, key: str, sender: str, recipient: str,
-                       content_type: str, body: bytes) -> None: ...
+    async def record_history(self, conversation_id: str, key: str, sender: str,
+                             recipient: str, content_type: str, body: bytes) -> None: ...
 
 
 class AnchorState(enum.Enum):
@@ -235,7 +235,6 @@ class Anchor:
     async def _pump(self, src: MsrpSession, dst: MsrpSession, sender: str,
                     recipient: str) -> None:
         async for message in src:
-            self._history(message, sender, recipient)
             try:
                 if dst.connection is None:
                     await dst.wait_bound(BIND_TIMEOUT)
@@ -243,16 +242,21 @@ class Anchor:
             except (MsrpError, asyncio.TimeoutError) as exc:
                 log.info("relaying %s in %s failed: %s", message.message_id,
                          self.caller.call_id, exc)
+            # Relayed first; kept even when the session ends meanwhile.
+            await asyncio.shield(self._history(message, sender, recipient))
 
     async def _store(self, src: MsrpSession) -> None:
         async for message in src:
             if (message.content_type or "").lower() == ISCOMPOSING:
                 continue  # a composing indication is worthless later
-            self._history(message, self.sender, self.recipient)
-            self.host.defer(recipient=self.recipient, sender=self.sender,
-                            content_type=message.content_type or CPIM, body=message.body,
-                            meta={"kind": "message", "from": f"<{self.sender}>",
-                                  "headers": self._pager_headers()})
+            await asyncio.shield(self._keep(message))
+
+    async def _keep(self, message: ReceivedMessage) -> None:
+        await self._history(message, self.sender, self.recipient)
+        await self.host.defer(recipient=self.recipient, sender=self.sender,
+                              content_type=message.content_type or CPIM, body=message.body,
+                              meta={"kind": "message", "from": f"<{self.sender}>",
+                                    "headers": self._pager_headers()})
 
     def _pager_headers(self) -> list[list[str]]:
         """The headers a stored chat message is later delivered with, as pager mode."""
@@ -262,13 +266,13 @@ class Anchor:
                 [cpm.CONVERSATION_ID, self.conversation or cpm.new_conversation_id()],
                 [cpm.CONTRIBUTION_ID, cpm.new_contribution_id()]]
 
-    def _history(self, message: ReceivedMessage, sender: str, recipient: str) -> None:
+    async def _history(self, message: ReceivedMessage, sender: str, recipient: str) -> None:
         kind = (message.content_type or "").lower()
         if not self.conversation or kind == ISCOMPOSING:
             return
         body = message.body
         key = (cpm.cpim_message_id(body) if kind == CPIM else None) or message.message_id
-        self.host.record_history(self.conversation, key, sender, recipient, kind, body)
+        await self.host.record_history(self.conversation, key, sender, recipient, kind, body)
 
     # -- file relay -------------------------------------------------------------------
     def _file_sink(self, request: MsrpRequest) -> _FileRelay:

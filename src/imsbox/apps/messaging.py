@@ -97,7 +97,8 @@ class MessagingAs(StatefulProxy):
                  settings: MessagingSettings | None = None,
                  clock: Callable[[], float] = time.time, trace: bool = False) -> None:
         # record_route=False: relayed sessions need not come back through us.
-        super().__init__(self._route_direct, record_route=False, timers=timers, trace=trace)
+        super().__init__(self._route_direct, record_route=False, timers=timers, trace=trace,
+                         limits=config.limits.sip, overload=config.limits.overload)
         self.config = config
         self.store = store
         self.timers = timers
@@ -117,14 +118,19 @@ class MessagingAs(StatefulProxy):
         port = node.port
         for transport in (t for t in node.transports if t != "tls"):
             port = (await self.listen(transport, node.host, port))[1]
-        self.msrp = await MsrpEndpoint(node.host, 0).start()
+        limits = self.config.limits
+        self.msrp = await MsrpEndpoint(
+            node.host, 0, idle_timeout=limits.msrp_idle_timeout,
+            keepalive_interval=limits.msrp_idle_timeout / 2,
+            message_timeout=limits.message_timeout).start()
         host = f"[{node.host}]" if ":" in node.host else node.host
         timers = self.timers or TimerValues()
         self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
                                                 session_timer=None),
                             on_call=self._on_call, serve_new=False)
-        self.endpoint.add_module(self)  # we choose per request; the proxy relays the rest
+        # We choose per request; the proxy module relays the rest.
+        self.endpoint.add_module(_MessagingService(self))
         self._spawn(self._housekeeping())
         log.info("messaging AS up on %s:%d", node.host, port)
 
@@ -138,11 +144,8 @@ class MessagingAs(StatefulProxy):
             await self.msrp.close()
 
     # -- dispatch: a service module; the UA's dialog layer has the anchored legs ---------
-    name = "messaging"
-    priority = Priority.SERVICE
-    methods = ("REGISTER", "MESSAGE", "INVITE")
-
-    def on_request(self, ctx: ServerContext) -> bool:
+    def serve(self, ctx: ServerContext) -> bool:
+        """Take the requests the AS itself serves; False lets the proxy relay it."""
         request = ctx.request
         assert self.ua is not None
         if request.method == "REGISTER":
@@ -208,56 +211,62 @@ class MessagingAs(StatefulProxy):
             if refusal is not None:
                 ctx.respond(refusal)
                 return
-            self._history_of_request(request)
-        self._on_request(ctx)
+            self._spawn(self._history_of_request(request))
+        self.relay(ctx)
 
-    def on_response(self, ctx: RequestContext, response: Response) -> Response:
-        """Terminating MESSAGE nobody could take: keep it and say 202 Accepted."""
+    def on_request(self, ctx: RequestContext) -> Response | None:
+        """A terminating MESSAGE of someone else's gets the failure route that keeps it."""
         request = ctx.request
-        if request.method == "MESSAGE" and response.status in OFFLINE and \
-                self.leg(request) is Leg.TERMINATING and not self.is_own(request):
-            self._defer_request(request)
-            return Response.for_request(request, 202, "Accepted", to_tag=new_tag())
-        return response
+        if request.method == "MESSAGE" and self.leg(request) is Leg.TERMINATING and \
+                not self.is_own(request):
+            ctx.failure_route = self._keep_for_later
+        return None
 
-    def _defer_request(self, request: Request) -> None:
+    async def _keep_for_later(self, ctx: RequestContext, best: Response) -> Response | None:
+        """Nobody could take it: store it, then say 202 Accepted (2xx means stored)."""
+        if best.status not in OFFLINE:
+            return None
+        await self._defer_request(ctx.request)
+        return Response.for_request(ctx.request, 202, "Accepted", to_tag=new_tag())
+
+    async def _defer_request(self, request: Request) -> None:
         headers = [[n, v] for n, v in request.headers if n.title() in _REPLAYED_TITLES]
         from_ = request.from_
         sender = str(NameAddr(from_.uri, from_.display_name))
         ctype = request.content_type
-        self.defer(recipient=canonical_public_id(str(request.uri)),
-                   sender=_asserted(request) or str(from_.uri),
-                   content_type=ctype.mime if ctype else "text/plain", body=request.body,
-                   meta={"kind": DeliveryKind.MESSAGE.value, "from": sender,
-                         "headers": headers})
+        await self.defer(recipient=canonical_public_id(str(request.uri)),
+                         sender=_asserted(request) or str(from_.uri),
+                         content_type=ctype.mime if ctype else "text/plain", body=request.body,
+                         meta={"kind": DeliveryKind.MESSAGE.value, "from": sender,
+                               "headers": headers})
         log.info("MESSAGE %s for %s deferred", request.call_id, request.uri)
 
-    def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
-              meta: dict[str, object]) -> int:
+    async def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
+                    meta: dict[str, object]) -> int:
         """Keep one item for ``recipient`` (AnchorHost API, also used for chats)."""
         now = self.clock()
-        item_id = self.store.defer_message(DeferredMessage(
+        item_id = await self.store.messages.defer(DeferredMessage(
             recipient, sender, content_type, body, now + self.settings.deferred_ttl,
             now, json.dumps(meta)))
         self._wakeup.set()  # its expiry may be the next deadline
         return item_id
 
     # -- history ----------------------------------------------------------------------
-    def _history_of_request(self, request: Request) -> None:
+    async def _history_of_request(self, request: Request) -> None:
         conversation = request.headers.get(cpm.CONVERSATION_ID)
         if not conversation:
             return
         ctype = request.content_type
-        self.record_history(conversation, _message_key(request),
-                            _asserted(request) or str(request.from_.uri),
-                            canonical_public_id(str(request.uri)),
-                            ctype.mime if ctype else "", request.body)
+        await self.record_history(conversation, _message_key(request),
+                                  _asserted(request) or str(request.from_.uri),
+                                  canonical_public_id(str(request.uri)),
+                                  ctype.mime if ctype else "", request.body)
 
-    def record_history(self, conversation_id: str, key: str, sender: str, recipient: str,
-                       content_type: str, body: bytes) -> None:
+    async def record_history(self, conversation_id: str, key: str, sender: str,
+                             recipient: str, content_type: str, body: bytes) -> None:
         """Keep a message of a conversation once (both legs pass the AS)."""
-        self.store.add_history(HistoryEntry(conversation_id, key, sender, recipient,
-                                            content_type, body, self.clock()))
+        await self.store.messages.add_history(HistoryEntry(
+            conversation_id, key, sender, recipient, content_type, body, self.clock()))
 
     # -- deferred delivery ------------------------------------------------------------
     async def deliver_deferred(self, recipient: str) -> None:
@@ -266,10 +275,11 @@ class MessagingAs(StatefulProxy):
             return
         self._delivering.add(recipient)
         try:
-            for item in self.store.deferred_messages(recipient, self.clock()):
+            for item in await self.store.messages.deferred(recipient, self.clock()):
                 if not await self._deliver(item):
                     break
-                self.store.remove_deferred([item.id] if item.id is not None else [])
+                await self.store.messages.remove_deferred(
+                    [item.id] if item.id is not None else [])
         finally:
             self._delivering.discard(recipient)
 
@@ -296,7 +306,7 @@ class MessagingAs(StatefulProxy):
         while True:
             now = self.clock()
             try:
-                for item in self.store.expire_deferred(now):
+                for item in await self.store.messages.expire_deferred(now):
                     self._spawn(self._expired(item))
             except Exception:  # one bad record must not stop expiry for good
                 log.exception("messaging AS housekeeping failed")
@@ -305,7 +315,7 @@ class MessagingAs(StatefulProxy):
             await self._sleep(now)
 
     async def _sleep(self, now: float) -> None:
-        deadline = self.store.next_deferred_expiry()
+        deadline = await self.store.messages.next_deferred_expiry()
         delay = self.settings.max_wakeup if deadline is None else deadline - now
         try:
             await asyncio.wait_for(self._wakeup.wait(),
@@ -329,9 +339,10 @@ class MessagingAs(StatefulProxy):
                                    body, CPIM)
         response = await self.endpoint.request(request).final()
         if response.status in OFFLINE:  # the sender is offline too: keep the IMDN for it
-            self.defer(recipient=item.sender, sender=item.recipient, content_type=CPIM,
-                       body=body, meta={"kind": DeliveryKind.NOTIFICATION.value,
-                                        "from": f"<{item.recipient}>", "headers": headers})
+            await self.defer(recipient=item.sender, sender=item.recipient, content_type=CPIM,
+                             body=body, meta={"kind": DeliveryKind.NOTIFICATION.value,
+                                              "from": f"<{item.recipient}>",
+                                              "headers": headers})
 
     # -- anchoring (B2BUA) ------------------------------------------------------------
     def _on_call(self, call: Call) -> None:
@@ -426,3 +437,17 @@ def _replayed(meta: dict[str, object]) -> list[tuple[str, str]]:
     headers = meta.get("headers", [])
     return [(str(p[0]), str(p[1])) for p in headers if isinstance(p, list) and len(p) == 2] \
         if isinstance(headers, list) else []
+
+
+class _MessagingService:
+    """The AS's service module (apart from the AS: StatefulProxy.on_request is a hook)."""
+
+    name = "messaging"
+    priority = Priority.SERVICE
+    methods = ("REGISTER", "MESSAGE", "INVITE")
+
+    def __init__(self, node: MessagingAs) -> None:
+        self.node = node
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        return self.node.serve(ctx)

@@ -5,6 +5,7 @@ The methods mirror the Cx commands as an in-process API - UAR/UAA
 (:meth:`Hss.server_assignment`), LIR/LIA (:meth:`Hss.location_info`) - with
 requests and answers as plain values carrying Diameter result codes, so a
 Diameter front end can be put in front of it later without changing callers.
+They are coroutines: the data is in the store's subscriber repository.
 
 Digest is the only authentication scheme: the HSS hands out H(A1), never a
 password. A private identity may be given as NAME@DOMAIN or as the bare NAME
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from ..sip.auth import Algorithm
 from ..sip.identity import canonical_public_id
 from ..store import (
-    Psi, PsiKind, PublicIdentity, RegistrationState, ScscfAssignment, Store, Subscriber,
+    Psi, PsiKind, PublicIdentity, RegistrationState, ScscfAssignment, SubscriberRepository,
 )
 from .ifc import IfcError, InitialFilterCriteria, ProfilePartIndicator
 
@@ -219,14 +220,15 @@ def _safe_canonical(text: str) -> str:
 # -- the HSS --------------------------------------------------------------------------------
 
 class Hss:
-    """Cx server over a :class:`Store` for home ``domain``.
+    """Cx server over the store's subscriber repository for home ``domain``.
 
     ``scscf_names`` are the S-CSCFs offered in Server-Capabilities when a user
     has none assigned yet.
     """
 
-    def __init__(self, store: Store, domain: str, scscf_names: tuple[str, ...] = ()) -> None:
-        self.store = store
+    def __init__(self, subscribers: SubscriberRepository, domain: str,
+                 scscf_names: tuple[str, ...] = ()) -> None:
+        self.subscribers = subscribers
         self.domain = domain.lower()
         self.capabilities = ServerCapabilities(server_names=tuple(scscf_names))
         # Decoded iFC documents by their text: the S-CSCF asks for a profile on
@@ -238,44 +240,45 @@ class Hss:
         """NAME@DOMAIN for a bare NAME; NAME@DOMAIN stays as given."""
         return name if "@" in name else f"{name}@{self.domain}"
 
-    def find_identity(self, public_id: str) -> PublicIdentity | None:
+    async def find_identity(self, public_id: str) -> PublicIdentity | None:
         """The stored public identity for any spelling of ``public_id``."""
         try:
             uri = canonical_public_id(public_id)
         except ValueError:
             return None
-        found = self.store.get_public_identity(uri)
+        found = await self.subscribers.get_public_identity(uri)
         if found is None and uri.startswith("sip:+") and ";user=phone" not in uri:
             # Clients often leave out user=phone on sip:+E164 identities.
-            found = self.store.get_public_identity(uri + ";user=phone")
+            found = await self.subscribers.get_public_identity(uri + ";user=phone")
         return found
 
-    def find_psi(self, public_id: str) -> Psi | None:
+    async def find_psi(self, public_id: str) -> Psi | None:
         """PSI hosting ``public_id``: exact match first, then the most specific wildcard."""
         try:
             uri = canonical_public_id(public_id)
         except ValueError:
             return None
-        exact = self.store.get_psi(uri)
+        exact = await self.subscribers.get_psi(uri)
         if exact is not None:
             return exact
-        for psi in self.store.list_psis(PsiKind.EXACT):
+        for psi in await self.subscribers.list_psis(PsiKind.EXACT):
             if psi_matches(psi, uri):
                 return psi
-        wildcards = self.store.list_psis(PsiKind.WILDCARD) + self.store.list_psis(PsiKind.REGEX)
+        wildcards = (await self.subscribers.list_psis(PsiKind.WILDCARD)
+                     + await self.subscribers.list_psis(PsiKind.REGEX))
         for psi in sorted(wildcards, key=lambda p: (-len(p.pattern), p.pattern)):
             if psi_matches(psi, uri):
                 return psi
         return None
 
-    def _assignment(self, private_id: str) -> ScscfAssignment:
-        found = self.store.get_assignment(private_id)
+    async def _assignment(self, private_id: str) -> ScscfAssignment:
+        found = await self.subscribers.get_assignment(private_id)
         return found or ScscfAssignment(private_id, None, RegistrationState.NOT_REGISTERED)
 
-    def _resolve(self, public_id: str, private_id: str | None,
+    async def _resolve(self, public_id: str, private_id: str | None,
                  ) -> tuple[PublicIdentity | None, ResultCode | None]:
         """Identity lookup shared by UAR/MAR/SAR, with the Cx error when it fails."""
-        identity = self.find_identity(public_id)
+        identity = await self.find_identity(public_id)
         if identity is None:
             return None, ResultCode.DIAMETER_ERROR_USER_UNKNOWN
         if private_id is not None and self.private_id(private_id) != identity.private_id:
@@ -283,12 +286,12 @@ class Hss:
         return identity, None
 
     # -- UAR ---------------------------------------------------------------------------
-    def user_authorization(self, public_id: str, private_id: str,
+    async def user_authorization(self, public_id: str, private_id: str,
                            visited_network: str | None = None,
                            type: AuthorizationType = AuthorizationType.REGISTRATION,
                            ) -> UserAuthorizationAnswer:
         """UAR (TS 29.228 6.1.1): may this user register, and which S-CSCF serves it."""
-        identity, error = self._resolve(public_id, private_id)
+        identity, error = await self._resolve(public_id, private_id)
         if identity is None:
             return UserAuthorizationAnswer(error or ResultCode.DIAMETER_UNABLE_TO_COMPLY)
         if identity.barred and type is not AuthorizationType.DE_REGISTRATION:
@@ -296,7 +299,7 @@ class Hss:
             return UserAuthorizationAnswer(ResultCode.DIAMETER_ERROR_USER_UNKNOWN)
         if visited_network and visited_network.lower() != self.domain:
             return UserAuthorizationAnswer(ResultCode.DIAMETER_ERROR_ROAMING_NOT_ALLOWED)
-        assignment = self._assignment(identity.private_id)
+        assignment = await self._assignment(identity.private_id)
         if type is AuthorizationType.DE_REGISTRATION:
             if assignment.server_name is None:
                 return UserAuthorizationAnswer(ResultCode.DIAMETER_ERROR_IDENTITY_NOT_REGISTERED)
@@ -314,94 +317,96 @@ class Hss:
                                        capabilities=self.capabilities)
 
     # -- MAR ---------------------------------------------------------------------------
-    def multimedia_auth(self, private_id: str, public_id: str,
+    async def multimedia_auth(self, private_id: str, public_id: str,
                         algorithm: Algorithm = Algorithm.MD5,
                         server_name: str | None = None) -> MultimediaAuthAnswer:
         """MAR (TS 29.228 6.3): the Digest H(A1) for ``private_id`` as the client spells it."""
-        identity, error = self._resolve(public_id, private_id)
+        identity, error = await self._resolve(public_id, private_id)
         if identity is None:
             return MultimediaAuthAnswer(error or ResultCode.DIAMETER_UNABLE_TO_COMPLY)
-        subscriber = self.store.get_subscriber(identity.private_id)
+        subscriber = await self.subscribers.get_subscriber(identity.private_id)
         base = _base_algorithm(algorithm)
         credential = subscriber.credential(private_id, base.value) if subscriber else None
         if subscriber is None or credential is None:
             return MultimediaAuthAnswer(ResultCode.DIAMETER_ERROR_AUTH_SCHEME_NOT_SUPPORTED)
         if server_name:
-            self._store_server_name_for_auth(identity.private_id, server_name)
+            await self._store_server_name_for_auth(identity.private_id, server_name)
         return MultimediaAuthAnswer(ResultCode.DIAMETER_SUCCESS, identity.private_id,
                                     credential.username, credential.realm, algorithm,
                                     credential.ha1)
 
-    def _store_server_name_for_auth(self, private_id: str, server_name: str) -> None:
+    async def _store_server_name_for_auth(self, private_id: str, server_name: str) -> None:
         """29.228 6.3.1: an unassigned user gets the authenticating S-CSCF stored."""
-        assignment = self._assignment(private_id)
+        assignment = await self._assignment(private_id)
         if assignment.server_name is None:
-            self.store.set_assignment(ScscfAssignment(private_id, server_name, assignment.state))
+            await self.subscribers.set_assignment(
+                ScscfAssignment(private_id, server_name, assignment.state))
 
     # -- SAR ---------------------------------------------------------------------------
-    def server_assignment(self, public_id: str, server_name: str,
+    async def server_assignment(self, public_id: str, server_name: str,
                           type: ServerAssignmentType,
                           private_id: str | None = None) -> ServerAssignmentAnswer:
         """SAR (TS 29.228 6.1.2): record the S-CSCF and state, return the user profile."""
-        identity, error = self._resolve(public_id, private_id)
+        identity, error = await self._resolve(public_id, private_id)
         if identity is None:
             return ServerAssignmentAnswer(error or ResultCode.DIAMETER_UNABLE_TO_COMPLY)
         owner = identity.private_id
-        current = self._assignment(owner)
+        current = await self._assignment(owner)
         if type is ServerAssignmentType.NO_ASSIGNMENT:
             if current.server_name != server_name:
                 return ServerAssignmentAnswer(ResultCode.DIAMETER_UNABLE_TO_COMPLY, owner)
-            return self._profile_answer(identity)
+            return await self._profile_answer(identity)
         if type in _DEREGISTRATIONS or type in _DEREGISTRATIONS_KEEP_NAME:
             keep = server_name if type in _DEREGISTRATIONS_KEEP_NAME else None
-            self.store.set_assignment(
+            await self.subscribers.set_assignment(
                 ScscfAssignment(owner, keep, RegistrationState.NOT_REGISTERED))
             return ServerAssignmentAnswer(ResultCode.DIAMETER_SUCCESS, owner)
         if type in _AUTH_FAILURES:
             if current.state is not RegistrationState.REGISTERED:
                 # Drop the name the MAR stored; a registered user keeps its S-CSCF.
-                self.store.set_assignment(ScscfAssignment(owner, None, current.state))
+                await self.subscribers.set_assignment(
+                    ScscfAssignment(owner, None, current.state))
             return ServerAssignmentAnswer(ResultCode.DIAMETER_SUCCESS, owner)
         if type in (ServerAssignmentType.AAA_USER_DATA_REQUEST, ServerAssignmentType.PGW_UPDATE):
-            return self._profile_answer(identity)
+            return await self._profile_answer(identity)
         if type is ServerAssignmentType.UNREGISTERED_USER:
             if current.state is RegistrationState.REGISTERED:
                 state = RegistrationState.REGISTERED  # serving unregistered never downgrades
             else:
                 state = RegistrationState.UNREGISTERED
-            self.store.set_assignment(ScscfAssignment(owner, server_name, state))
-            return self._profile_answer(identity)
+            await self.subscribers.set_assignment(ScscfAssignment(owner, server_name, state))
+            return await self._profile_answer(identity)
         if identity.barred and type is ServerAssignmentType.REGISTRATION:
             return ServerAssignmentAnswer(ResultCode.DIAMETER_ERROR_USER_UNKNOWN, owner)
         # REGISTRATION, RE_REGISTRATION, RESTORATION
-        self.store.set_assignment(
+        await self.subscribers.set_assignment(
             ScscfAssignment(owner, server_name, RegistrationState.REGISTERED))
-        return self._profile_answer(identity)
+        return await self._profile_answer(identity)
 
-    def _profile_answer(self, identity: PublicIdentity) -> ServerAssignmentAnswer:
-        profile = self.user_profile(identity.uri)
+    async def _profile_answer(self, identity: PublicIdentity) -> ServerAssignmentAnswer:
+        profile = await self.user_profile(identity.uri)
         if profile is None:
             return ServerAssignmentAnswer(ResultCode.DIAMETER_ERROR_USER_UNKNOWN)
         return ServerAssignmentAnswer(ResultCode.DIAMETER_SUCCESS, identity.private_id, profile)
 
-    def user_profile(self, public_id: str) -> UserProfile | None:
+    async def user_profile(self, public_id: str) -> UserProfile | None:
         """The implicit registration set of ``public_id`` with its iFCs."""
-        identity = self.find_identity(public_id)
+        identity = await self.find_identity(public_id)
         if identity is None:
             return None
-        members = self.store.implicit_set(identity.uri)
-        subscriber = self.store.get_subscriber(identity.private_id)
+        members = await self.subscribers.implicit_set(identity.uri)
+        subscriber = await self.subscribers.get_subscriber(identity.private_id)
         return UserProfile(
             private_id=identity.private_id,
             public_ids=tuple(m.uri for m in members),
             barred=frozenset(m.uri for m in members if m.barred),
-            ifcs=self.ifcs(identity.service_profile),
+            ifcs=await self.ifcs(identity.service_profile),
             msisdn=subscriber.msisdn if subscriber else None,
         )
 
-    def ifcs(self, profile_name: str) -> tuple[InitialFilterCriteria, ...]:
+    async def ifcs(self, profile_name: str) -> tuple[InitialFilterCriteria, ...]:
         """The profile's iFCs by priority; a broken document is logged and skipped."""
-        profile = self.store.get_service_profile(profile_name)
+        profile = await self.subscribers.get_service_profile(profile_name)
         if profile is None:
             return ()
         out = []
@@ -421,33 +426,29 @@ class Hss:
         return ifc
 
     # -- LIR ---------------------------------------------------------------------------
-    def location_info(self, public_id: str, originating: bool = False) -> LocationInfoAnswer:
+    async def location_info(self, public_id: str, originating: bool = False) -> LocationInfoAnswer:
         """LIR (TS 29.228 6.1.4): the S-CSCF serving a user, or the AS hosting a PSI."""
-        identity = self.find_identity(public_id)
+        identity = await self.find_identity(public_id)
         if identity is None:
-            psi = self.find_psi(public_id)
+            psi = await self.find_psi(public_id)
             if psi is None:
                 return LocationInfoAnswer(ResultCode.DIAMETER_ERROR_USER_UNKNOWN)
             return LocationInfoAnswer(ResultCode.DIAMETER_SUCCESS, psi.as_uri, psi=True)
-        assignment = self._assignment(identity.private_id)
+        assignment = await self._assignment(identity.private_id)
         if assignment.state is RegistrationState.REGISTERED and assignment.server_name:
             return LocationInfoAnswer(ResultCode.DIAMETER_SUCCESS, assignment.server_name)
         if assignment.server_name:
             return LocationInfoAnswer(ResultCode.DIAMETER_UNREGISTERED_SERVICE,
                                       assignment.server_name)
-        if originating or self._has_unregistered_services(identity):
+        if originating or await self._has_unregistered_services(identity):
             return LocationInfoAnswer(ResultCode.DIAMETER_UNREGISTERED_SERVICE,
                                       capabilities=self.capabilities)
         return LocationInfoAnswer(ResultCode.DIAMETER_ERROR_IDENTITY_NOT_REGISTERED)
 
-    def _has_unregistered_services(self, identity: PublicIdentity) -> bool:
+    async def _has_unregistered_services(self, identity: PublicIdentity) -> bool:
         """29.228 6.1.4.1: services for the unregistered state exist (iFCs not REGISTERED-only)."""
-        return any(i.profile_part is not ProfilePartIndicator.REGISTERED
-                   for i in self.ifcs(identity.service_profile))
-
-    # -- provisioning helpers ----------------------------------------------------------
-    def subscriber(self, name: str) -> Subscriber | None:
-        return self.store.get_subscriber(self.private_id(name))
+        ifcs = await self.ifcs(identity.service_profile)
+        return any(i.profile_part is not ProfilePartIndicator.REGISTERED for i in ifcs)
 
 
 def _base_algorithm(algorithm: Algorithm) -> Algorithm:

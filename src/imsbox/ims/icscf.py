@@ -48,7 +48,8 @@ class Icscf(StatefulProxy):
 
     def __init__(self, config: Config, hss: Hss, timers: TimerValues | None = None,
                  trace: bool = False) -> None:
-        super().__init__(self._route, record_route=False, timers=timers, trace=trace)
+        super().__init__(self._route, record_route=False, timers=timers, trace=trace,
+                         limits=config.limits.sip, overload=config.limits.overload)
         self.config = config
         self.hss = hss
 
@@ -68,16 +69,17 @@ class Icscf(StatefulProxy):
     async def _route(self, ctx: RequestContext) -> list[Target] | Response:
         request = ctx.request
         if request.method == "REGISTER":
-            return self._register(request)
+            return await self._register(request)
         return await self._initial(request)
 
-    def _register(self, request: Request) -> "list[Target] | Response":
+    async def _register(self, request: Request) -> "list[Target] | Response":
         """24.229 5.3.1.2: UAR, then on to the S-CSCF the HSS names (or we pick)."""
         public_id = str(request.to.uri)
         kind = AuthorizationType.DE_REGISTRATION if _is_deregistration(request) \
             else AuthorizationType.REGISTRATION
-        answer = self.hss.user_authorization(
-            public_id, self._private_id(request), request.header("P-Visited-Network-ID"), kind)
+        private_id = await self._private_id(request)
+        answer = await self.hss.user_authorization(
+            public_id, private_id, request.header("P-Visited-Network-ID"), kind)
         if answer.result in _HIDDEN_FAILURES:
             # Challenged and refused by an S-CSCF like a wrong password, so the
             # answers never tell an unknown user from a known one.
@@ -91,7 +93,7 @@ class Icscf(StatefulProxy):
 
     async def _initial(self, request: Request) -> "list[Target] | Response":
         """24.229 5.3.2.1: LIR on the Request-URI; a PSI goes straight to its AS."""
-        answer = self.hss.location_info(str(request.uri))
+        answer = await self.hss.location_info(str(request.uri))
         if answer.result is ResultCode.DIAMETER_ERROR_USER_UNKNOWN:
             return _reply(request, 404, "Not Found")
         if not answer.result.success:
@@ -101,7 +103,7 @@ class Icscf(StatefulProxy):
             return await self._direct_to(request, answer.server_name)
         return self._route_to(request, answer.server_name or self._pick_scscf(answer.capabilities))
 
-    def _private_id(self, request: Request) -> str:
+    async def _private_id(self, request: Request) -> str:
         """The Authorization username for our realm, else derived from To."""
         for value in request.headers.get_all("Authorization"):
             try:
@@ -113,7 +115,7 @@ class Icscf(StatefulProxy):
         uri = request.to.uri
         if isinstance(uri, SipUri) and uri.user:
             return f"{uri.user}@{uri.host.lower()}"
-        identity = self.hss.find_identity(str(uri))  # tel: has no user@host to derive from
+        identity = await self.hss.find_identity(str(uri))  # tel: has no user@host to derive from
         return identity.private_id if identity is not None else str(uri)
 
     def _pick_scscf(self, capabilities: ServerCapabilities | None) -> str:

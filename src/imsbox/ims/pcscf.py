@@ -33,7 +33,8 @@ no one else, and UAs and monitors use it as a keep-alive/health check.
 
 **Persistence.** With a ``store`` every registered contact (flow transport,
 local and remote address, P-Associated-URI, Service-Route, expiry) is
-written on each REGISTER 2xx and reloaded by ``start()``, expired ones
+written on each REGISTER 2xx (in order, without holding up the 2xx; ``close()``
+waits for the writes) and reloaded by ``start()``, expired ones
 dropped, so registrations survive a restart until they expire.  A restored
 entry has no connection: over UDP the UE is reached at its stored source
 address (received/rport); over TCP/TLS, and whenever the UE's connection is
@@ -54,7 +55,7 @@ import secrets
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Coroutine, Iterable
 
 from ..config import Config
 from ..sip.endpoint import resolve
@@ -208,7 +209,8 @@ class Pcscf(StatefulProxy):
                  store: Store | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(self._route, record_route=True, timers=timers, trace=trace,
-                         follow_routes=False)
+                         follow_routes=False,
+                         limits=config.limits.sip, overload=config.limits.overload)
         self.config = config
         self.ssl_context = ssl_context
         self.store = store  # None: registrations are kept in memory only
@@ -218,6 +220,7 @@ class Pcscf(StatefulProxy):
         self.path_uri: SipUri | None = None
         self._icscf: Destination | None = None
         self._core_hosts: set[str] = set()
+        self._store_writes: set[asyncio.Task[None]] = set()
 
     # -- life cycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -238,17 +241,22 @@ class Pcscf(StatefulProxy):
         self._core_hosts = await _addresses(
             h for name in CORE_NODES if name in self.config.nodes
             for h in self.config.nodes[name].hosts)
-        self._restore()
+        await self._restore()
+
+    async def close(self) -> None:
+        """The stored registrations are written before the node goes."""
+        await asyncio.gather(*self._store_writes, return_exceptions=True)
+        await super().close()
 
     # -- persistence -----------------------------------------------------------------
-    def _restore(self) -> None:
+    async def _restore(self) -> None:
         """Reload the registrations kept in the store; expired ones are deleted."""
         if self.store is None:
             return
         wall, mono = self.wall_clock(), self.registrations.clock()
         try:
-            self.store.expire_pcscf_registrations(wall)
-            entries = self.store.pcscf_registrations(self.node_name, wall)
+            await self.store.flows.expire(wall)
+            entries = await self.store.flows.registrations(self.node_name, wall)
         except StoreError as exc:
             log.error("P-CSCF: cannot reload registrations from the store: %s", exc)
             return
@@ -258,21 +266,28 @@ class Pcscf(StatefulProxy):
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("P-CSCF: dropping unreadable stored registration %s: %s",
                             entry.contact, exc)
-                self._forget(entry.key)
+                await self._forget(entry.key)
                 continue
             self.registrations.add(registration)
         if entries:
             log.info("P-CSCF: restored %d registration(s) from the store",
                      len(self.registrations))
 
-    def _persist(self, registration: UeRegistration) -> None:
+    def _in_background(self, write: Coroutine[object, object, None]) -> None:
+        """Store writes from the (synchronous) response hook: the store runs them
+        in order; they are a restart cache, the S-CSCF holds the registration."""
+        task = asyncio.ensure_future(write)
+        self._store_writes.add(task)
+        task.add_done_callback(self._store_writes.discard)
+
+    async def _persist(self, registration: UeRegistration) -> None:
         key = contact_key(registration.contact)
         if self.store is None or key is None:
             return
         left = registration.expires_at - self.registrations.clock()
         flow = registration.flow
         try:
-            self.store.save_pcscf_registration(PcscfRegistration(
+            await self.store.flows.save(PcscfRegistration(
                 node=self.node_name, key=key, contact=str(registration.contact),
                 flow=json.dumps({"transport": flow.transport, "local": list(flow.local),
                                  "remote": list(flow.remote)}),
@@ -283,11 +298,11 @@ class Pcscf(StatefulProxy):
             log.error("P-CSCF: cannot store the registration of %s: %s",
                       registration.contact, exc)
 
-    def _forget(self, key: str | None) -> None:
+    async def _forget(self, key: str | None) -> None:
         if self.store is None or key is None:
             return
         try:
-            self.store.remove_pcscf_registration(self.node_name, key)
+            await self.store.flows.remove(self.node_name, key)
         except StoreError as exc:
             log.error("P-CSCF: cannot remove stored registration %s: %s", key, exc)
 
@@ -450,7 +465,7 @@ class Pcscf(StatefulProxy):
         for contact in contacts:
             if contact.is_star:
                 for gone in self.registrations.by_flow(flow):
-                    self._forget(contact_key(gone.contact))
+                    self._in_background(self._forget(contact_key(gone.contact)))
                 self.registrations.remove_flow(flow)
                 continue
             expires = granted.get(contact_key(contact.uri) or "", 0)
@@ -458,11 +473,11 @@ class Pcscf(StatefulProxy):
                 registration = UeRegistration(
                     contact.uri, flow, public_ids, service_route, now + expires)
                 self.registrations.add(registration)
-                self._persist(registration)
+                self._in_background(self._persist(registration))
                 log.info("registered %s on %s %s", contact.uri, flow.transport, flow.remote)
             else:
                 self.registrations.remove(contact.uri)
-                self._forget(contact_key(contact.uri))
+                self._in_background(self._forget(contact_key(contact.uri)))
                 log.info("de-registered %s", contact.uri)
 
     def _granted_expiries(self, response: Response) -> dict[str, int]:

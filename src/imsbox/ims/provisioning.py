@@ -6,17 +6,20 @@ They work on the store of a data dir (or ``--store`` URL) whether or not
 ``add_subcommands(subparsers)`` registers the ``user`` and ``group`` commands;
 each parsed namespace carries ``handler`` (sync, returns the exit status) and
 ``run`` (the same as a coroutine, for ``cli.main``'s ``asyncio.run(args.run(args))``).
+The operations on a store (``add_user``, ``add_group`` ...) are coroutines like
+the store itself; the command functions (``user_add`` ...) run them with ``asyncio.run``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import re
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 from ..config import Config, ConfigError, load_config
@@ -101,19 +104,20 @@ def member_uri(text: str, domain: str) -> str:
 
 # -- operations on a store ---------------------------------------------------------------
 
-def apply_config(store: Store, config: Config, replace: bool = True) -> None:
+async def apply_config(store: Store, config: Config, replace: bool = True) -> None:
     """Write the configured default service profile (iFCs) and PSIs into the store.
 
     ``serve`` replaces them at start-up; provisioning commands pass
     ``replace=False`` and only fill in what is missing, so running ``imsbox user
     ...`` without ``--config`` never overwrites what a running server configured.
     """
-    if replace or store.get_service_profile(DEFAULT_PROFILE) is None:
-        store.put_service_profile(ServiceProfile(DEFAULT_PROFILE,
-                                                 tuple(i.to_json() for i in config.ifcs)))
+    data = store.subscribers
+    if replace or await data.get_service_profile(DEFAULT_PROFILE) is None:
+        await data.put_service_profile(ServiceProfile(DEFAULT_PROFILE,
+                                                      tuple(i.to_json() for i in config.ifcs)))
     for psi in config.psis:
-        if replace or store.get_psi(psi.pattern) is None:
-            store.put_psi(psi)
+        if replace or await data.get_psi(psi.pattern) is None:
+            await data.put_psi(psi)
 
 
 def _credentials(name: str, domain: str, password: str) -> tuple[Credential, ...]:
@@ -132,8 +136,8 @@ def _identities(name: str, domain: str, msisdn: str | None) -> list[PublicIdenti
                            default=(i == 0)) for i, uri in enumerate(uris)]
 
 
-def _check_not_psi(store: Store, uris: Sequence[str]) -> None:
-    psis = store.list_psis()
+async def _check_not_psi(store: Store, uris: Sequence[str]) -> None:
+    psis = await store.subscribers.list_psis()
     for uri in uris:
         for psi in psis:
             if psi_matches(psi, uri):
@@ -142,8 +146,8 @@ def _check_not_psi(store: Store, uris: Sequence[str]) -> None:
                                         "choose another name")
 
 
-def add_user(store: Store, domain: str, name: str, password: str | None = None,
-             msisdn: str | None = None) -> tuple[Subscriber, str]:
+async def add_user(store: Store, domain: str, name: str, password: str | None = None,
+                   msisdn: str | None = None) -> tuple[Subscriber, str]:
     """Create a subscriber; returns it and the password (generated when None)."""
     validate_name(name)
     if msisdn is not None:
@@ -153,24 +157,24 @@ def add_user(store: Store, domain: str, name: str, password: str | None = None,
                                 "to have one generated)")
     password = password if password is not None else generate_password()
     identities = _identities(name, domain, msisdn)
-    _check_not_psi(store, [i.uri for i in identities])
+    await _check_not_psi(store, [i.uri for i in identities])
     subscriber = Subscriber(f"{name}@{domain}", _credentials(name, domain, password),
                             msisdn, time.time())
     try:
-        store.add_subscriber(subscriber, identities)
+        await store.subscribers.add_subscriber(subscriber, identities)
     except AlreadyExists as exc:
         raise ProvisioningError(str(exc)) from None
     log.info("added subscriber %s", subscriber.private_id)
     return subscriber, password
 
 
-def remove_user(store: Store, domain: str, name: str) -> bool:
+async def remove_user(store: Store, domain: str, name: str) -> bool:
     """Remove by bare NAME or NAME@DOMAIN; False when there is no such subscriber."""
     private_id = name if "@" in name else f"{name}@{domain}"
-    return store.remove_subscriber(private_id)
+    return await store.subscribers.remove_subscriber(private_id)
 
 
-def add_group(store: Store, config: Config, uri: str, members: Sequence[str]) -> Group:
+async def add_group(store: Store, config: Config, uri: str, members: Sequence[str]) -> Group:
     """Define a pre-defined group and make its URI a PSI of the conference AS."""
     if not uri.lower().startswith(("sip:", "sips:")):
         raise ProvisioningError(f"group URI {uri!r}: expected a SIP URI such as "
@@ -181,12 +185,12 @@ def add_group(store: Store, config: Config, uri: str, members: Sequence[str]) ->
         raise ProvisioningError(f"group URI {uri!r}: {exc}") from None
     if not members:
         raise ProvisioningError("group: give at least one MEMBER")
-    if store.get_public_identity(group_uri) is not None:
+    if await store.subscribers.get_public_identity(group_uri) is not None:
         raise ProvisioningError(f"group URI {group_uri} is a subscriber's identity")
     uris = tuple(dict.fromkeys(member_uri(m, config.domain) for m in members))
     group = Group(group_uri, uris)
-    store.put_group(group)
-    store.put_psi(Psi(group_uri, config.conference_as.uri, PsiKind.EXACT))
+    await store.subscribers.put_group(group)
+    await store.subscribers.put_psi(Psi(group_uri, config.conference_as.uri, PsiKind.EXACT))
     return group
 
 
@@ -215,7 +219,7 @@ def add_subcommands(subparsers: Any) -> None:
     gremove.add_argument("uri", metavar="GROUP-URI")
 
 
-Handler = Callable[[argparse.Namespace, Store, Config, TextIO], int]
+Handler = Callable[[argparse.Namespace, Store, Config, TextIO], Awaitable[int]]
 
 
 def _command(sub: Any, name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
@@ -228,25 +232,25 @@ def _command(sub: Any, name: str, help: str, handler: Handler) -> argparse.Argum
                         help="store URL instead of the data dir's SQLite file")
 
     def sync(args: argparse.Namespace) -> int:
-        return run_command(args, handler)
+        return asyncio.run(run(args))
 
     async def run(args: argparse.Namespace) -> int:
-        return sync(args)
+        return await run_command(args, handler)
 
     parser.set_defaults(handler=sync, run=run)
     return parser
 
 
-def run_command(args: argparse.Namespace, handler: Handler,
-                out: TextIO | None = None, err: TextIO | None = None) -> int:
+async def run_command(args: argparse.Namespace, handler: Handler,
+                      out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Open config and store, run ``handler``; errors become a message and status 1."""
     out = out or sys.stdout
     err = err or sys.stderr
     try:
         config = load_config(args.config, domain=args.domain, data_dir=args.data)
-        with open_store(args.store or config.store_location) as store:
-            apply_config(store, config, replace=False)
-            return handler(args, store, config, out)
+        async with open_store(args.store or config.store_location) as store:
+            await apply_config(store, config, replace=False)
+            return await handler(args, store, config, out)
     except (ProvisioningError, ConfigError, StoreError) as exc:
         print(f"imsbox: {exc}", file=err)
         return 1
@@ -268,14 +272,15 @@ def user_add(name: str, *, password: str | None = None, msisdn: str | None = Non
     """``imsbox user add NAME [--password P] [--msisdn +E164]``."""
     args = _namespace(data, domain, config, store, name=name, password=password,
                       msisdn=msisdn)
-    return run_command(args, _cmd_user_add, out, err)
+    return asyncio.run(run_command(args, _cmd_user_add, out, err))
 
 
 def user_list(*, data: str | None = None, domain: str | None = None,
               config: str | None = None, store: str | None = None,
               out: TextIO | None = None, err: TextIO | None = None) -> int:
     """``imsbox user list``."""
-    return run_command(_namespace(data, domain, config, store), _cmd_user_list, out, err)
+    args = _namespace(data, domain, config, store)
+    return asyncio.run(run_command(args, _cmd_user_list, out, err))
 
 
 def user_remove(name: str, *, data: str | None = None, domain: str | None = None,
@@ -283,7 +288,7 @@ def user_remove(name: str, *, data: str | None = None, domain: str | None = None
                 out: TextIO | None = None, err: TextIO | None = None) -> int:
     """``imsbox user remove NAME``."""
     args = _namespace(data, domain, config, store, name=name)
-    return run_command(args, _cmd_user_remove, out, err)
+    return asyncio.run(run_command(args, _cmd_user_remove, out, err))
 
 
 def group_add(uri: str, members: Sequence[str], *, data: str | None = None,
@@ -292,14 +297,15 @@ def group_add(uri: str, members: Sequence[str], *, data: str | None = None,
               err: TextIO | None = None) -> int:
     """``imsbox group add GROUP-URI MEMBER...``."""
     args = _namespace(data, domain, config, store, uri=uri, members=list(members))
-    return run_command(args, _cmd_group_add, out, err)
+    return asyncio.run(run_command(args, _cmd_group_add, out, err))
 
 
 def group_list(*, data: str | None = None, domain: str | None = None,
                config: str | None = None, store: str | None = None,
                out: TextIO | None = None, err: TextIO | None = None) -> int:
     """``imsbox group list``."""
-    return run_command(_namespace(data, domain, config, store), _cmd_group_list, out, err)
+    args = _namespace(data, domain, config, store)
+    return asyncio.run(run_command(args, _cmd_group_list, out, err))
 
 
 def group_remove(uri: str, *, data: str | None = None, domain: str | None = None,
@@ -307,54 +313,56 @@ def group_remove(uri: str, *, data: str | None = None, domain: str | None = None
                  out: TextIO | None = None, err: TextIO | None = None) -> int:
     """``imsbox group remove GROUP-URI``."""
     args = _namespace(data, domain, config, store, uri=uri)
-    return run_command(args, _cmd_group_remove, out, err)
+    return asyncio.run(run_command(args, _cmd_group_remove, out, err))
 
 
-def _cmd_user_add(args: argparse.Namespace, store: Store, config: Config, out: TextIO) -> int:
-    subscriber, password = add_user(store, config.domain, args.name, args.password, args.msisdn)
+async def _cmd_user_add(args: argparse.Namespace, store: Store, config: Config, out: TextIO) -> int:
+    subscriber, password = await add_user(store, config.domain, args.name, args.password,
+                                          args.msisdn)
     print(f"added {subscriber.private_id}", file=out)
-    for identity in store.public_identities(subscriber.private_id):
+    for identity in await store.subscribers.public_identities(subscriber.private_id):
         print(f"  {identity.uri}", file=out)
     if args.password is None:
         print(f"password: {password}  (shown once; it is not stored)", file=out)
     return 0
 
 
-def _cmd_user_list(args: argparse.Namespace, store: Store, config: Config, out: TextIO) -> int:
-    for subscriber in store.list_subscribers():
-        uris = " ".join(i.uri for i in store.public_identities(subscriber.private_id))
+async def _cmd_user_list(args: argparse.Namespace, store: Store, config: Config, out: TextIO) -> int:
+    for subscriber in await store.subscribers.list_subscribers():
+        identities = await store.subscribers.public_identities(subscriber.private_id)
+        uris = " ".join(i.uri for i in identities)
         print(f"{subscriber.private_id}  {uris}", file=out)
     return 0
 
 
-def _cmd_user_remove(args: argparse.Namespace, store: Store, config: Config,
+async def _cmd_user_remove(args: argparse.Namespace, store: Store, config: Config,
                      out: TextIO) -> int:
-    if not remove_user(store, config.domain, args.name):
+    if not await remove_user(store, config.domain, args.name):
         raise ProvisioningError(f"no subscriber {args.name!r} in {config.domain}")
     print(f"removed {args.name}", file=out)
     return 0
 
 
-def _cmd_group_add(args: argparse.Namespace, store: Store, config: Config, out: TextIO) -> int:
-    group = add_group(store, config, args.uri, args.members)
+async def _cmd_group_add(args: argparse.Namespace, store: Store, config: Config, out: TextIO) -> int:
+    group = await add_group(store, config, args.uri, args.members)
     print(f"group {group.uri}: {' '.join(group.members)}", file=out)
     return 0
 
 
-def _cmd_group_list(args: argparse.Namespace, store: Store, config: Config, out: TextIO) -> int:
-    for group in store.list_groups():
+async def _cmd_group_list(args: argparse.Namespace, store: Store, config: Config, out: TextIO) -> int:
+    for group in await store.subscribers.list_groups():
         print(f"{group.uri}  {' '.join(group.members)}", file=out)
     return 0
 
 
-def _cmd_group_remove(args: argparse.Namespace, store: Store, config: Config,
+async def _cmd_group_remove(args: argparse.Namespace, store: Store, config: Config,
                       out: TextIO) -> int:
     try:
         uri = canonical_public_id(args.uri)
     except ValueError as exc:
         raise ProvisioningError(str(exc)) from None
-    if not store.remove_group(uri):
+    if not await store.subscribers.remove_group(uri):
         raise ProvisioningError(f"no group {uri}")
-    store.remove_psi(uri)
+    await store.subscribers.remove_psi(uri)
     print(f"removed {uri}", file=out)
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -25,6 +24,7 @@ from ..content.xmlsafe import (
     serialize, sub,
 )
 from ..sip.message import Request, Response
+from ..sip.ua.dialog import DialogId
 from ..sip.ua.events import (
     EventPackage, EventPackageRegistry, Notifier, NotifierSubscription, SendRequest,
     TerminationReason,
@@ -201,9 +201,6 @@ REG_PACKAGE = EventPackage("reg", REGINFO, default_expires=3600, min_expires=60,
                            max_expires=7200, render=lambda state: state if isinstance(
                                state, bytes) else b"")
 
-# aor (the implicit set's default identity) -> its current document, without version
-StateOf = Callable[[str], RegInfo]
-
 
 @dataclass(slots=True)
 class _Watch:
@@ -216,32 +213,43 @@ class _Watch:
 class RegEventNotifier:
     """Subscriptions to ``Event: reg`` keyed by the watched implicit set.
 
-    ``state_of(aor)`` gives the current reginfo of an implicit set (named by
-    its default identity); ``subscribe`` gets that aor from the caller, who
-    has already resolved and authorised the subscription.
+    The caller resolves and authorises a subscription and hands in the current
+    reginfo of the implicit set (named by its default identity) with the
+    SUBSCRIBE, so the notifier itself never looks anything up.
     """
 
-    def __init__(self, contact: Uri | str, state_of: StateOf, *, min_expires: int = 60) -> None:
-        self.state_of = state_of
-        self._pending_aor: str | None = None
+    def __init__(self, contact: Uri | str, *, min_expires: int = 60) -> None:
+        self._pending: tuple[str | None, RegInfo] | None = None
         self._notifier = Notifier(EventPackageRegistry([REG_PACKAGE]), contact,
                                   min_expires=min_expires, state_of=self._document)
 
     # -- SUBSCRIBE ------------------------------------------------------------------
-    def subscribe(self, request: Request, aor: str | None, now: float) -> Response:
+    def watched_aor(self, request: Request) -> str | None:
+        """The implicit set an in-dialog SUBSCRIBE (a refresh) watches; None when
+        the request is outside every subscription."""
+        dialog = DialogId.for_incoming_request(request)
+        for subscription in self._notifier.subscriptions:
+            if subscription.dialog.id == dialog and isinstance(subscription.usage, _Watch):
+                return subscription.usage.aor
+        return None
+
+    def subscribe(self, request: Request, aor: str | None, now: float,
+                  state: RegInfo | None = None) -> Response:
         """Answer a SUBSCRIBE; a new subscription watches ``aor`` (None for a
-        refresh inside an existing subscription dialog)."""
-        self._pending_aor = aor
+        refresh inside an existing subscription dialog). ``state`` is the
+        watched set's current reginfo, for the NOTIFY that follows."""
+        self._pending = (aor, state or RegInfo())
         try:
             return self._notifier.receive_subscribe(request, now)
         finally:
-            self._pending_aor = None
+            self._pending = None
 
     def _document(self, sub: NotifierSubscription) -> bytes:
+        aor, state = self._pending or (None, RegInfo())
         watch = sub.usage
         if not isinstance(watch, _Watch):
-            watch = sub.usage = _Watch(self._pending_aor or "")
-        return self._versioned(watch, self.state_of(watch.aor))
+            watch = sub.usage = _Watch(aor or "")
+        return self._versioned(watch, state)
 
     @staticmethod
     def _versioned(watch: _Watch, info: RegInfo) -> bytes:

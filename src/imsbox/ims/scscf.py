@@ -18,10 +18,11 @@ reg event watchers and the application servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 from ..config import Config
@@ -131,10 +132,11 @@ class Registrar:
         self.auth = DigestAuthenticator(config.domain, clock=clock, algorithms=algorithms)
         self.server_name = config.scscf.uri
         self.service_route = ""
+        self._aor_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # AOR -> lock, users
 
     # -- REGISTER --------------------------------------------------------------------
-    def register(self, request: Request, ue_source: str
-                 ) -> tuple[Response, RegistrationChange | None]:
+    async def register(self, request: Request, ue_source: str
+                       ) -> tuple[Response, RegistrationChange | None]:
         now = self.clock()
         if self.limiter.blocked(ue_source, now):
             log.warning("REGISTER from %s refused: too many failed logins", ue_source)
@@ -143,19 +145,21 @@ class Registrar:
             public_id = canonical_public_id(str(request.to.uri))
         except (HeaderError, ValueError):
             return Response.for_request(request, 400, "Bad Request - To"), None
-        refused = self._authenticate(request, public_id, ue_source, now)
+        refused = await self._authenticate(request, public_id, ue_source, now)
         if refused is not None:
             return refused, None
-        return self._update(request, public_id, now)
+        return await self._update(request, public_id, now)
 
-    def _authenticate(self, request: Request, public_id: str, ue_source: str,
-                      now: float) -> Response | None:
+    async def _authenticate(self, request: Request, public_id: str, ue_source: str,
+                            now: float) -> Response | None:
         """None when authenticated; otherwise the 401 / 403 / 400 to send."""
         credentials = credentials_for_realm(request.headers.get_all("Authorization"), self.realm)
         if credentials is None:
             return self._challenge(request)
-        result = self.auth.verify(credentials, "REGISTER",
-                                  lambda user, realm, alg: self._ha1(user, realm, alg, public_id))
+        # MAR first: the verifier's lookup is synchronous, the HSS is not.
+        ha1 = await self._ha1(credentials.username, credentials.realm,
+                              credentials.effective_algorithm.base, public_id)
+        result = self.auth.verify(credentials, "REGISTER", lambda *_: ha1)
         match result.outcome:
             case VerifyOutcome.OK:
                 return None
@@ -177,36 +181,54 @@ class Registrar:
             response.add_header(name, value)
         return response
 
-    def _ha1(self, username: str, realm: str, algorithm: Algorithm, public_id: str) -> str | None:
+    async def _ha1(self, username: str, realm: str, algorithm: Algorithm,
+                   public_id: str) -> str | None:
         """MAR: H(A1) for this username, only if it owns ``public_id``."""
         if realm != self.realm:
             return None
-        answer = self.hss.multimedia_auth(username, public_id, algorithm, self.server_name)
+        answer = await self.hss.multimedia_auth(username, public_id, algorithm, self.server_name)
         if not answer.result.success or answer.realm != realm:
             return None
         return answer.ha1
 
     # -- bindings -------------------------------------------------------------------
-    def _update(self, request: Request, public_id: str, now: float
-                ) -> tuple[Response, RegistrationChange | None]:
-        profile = self.hss.user_profile(public_id)
+    async def _update(self, request: Request, public_id: str, now: float
+                      ) -> tuple[Response, RegistrationChange | None]:
+        profile = await self.hss.user_profile(public_id)
         if profile is None or public_id in profile.barred:
             return Response.for_request(request, 403), None
         aor = profile.default_public_id
         wanted = self._requested(request)
         if isinstance(wanted, Response):
             return wanted, None
-        before = self.store.bindings(aor, now)
-        events = self._apply(aor, request, wanted, before, now)
-        if isinstance(events, Response):
-            return events, None
-        remaining = self.store.bindings(aor, now)
-        refused = self._assign(request, public_id, before, remaining, events, aor)
+        # 10.3 steps 7-8 read, change and answer one AOR's bindings: one
+        # REGISTER at a time per AOR, now that the store is awaited.
+        async with self._one_at_a_time(aor):
+            before = await self.store.registrations.bindings(aor, now)
+            events = await self._apply(aor, request, wanted, before, now)
+            if isinstance(events, Response):
+                return events, None
+            remaining = await self.store.registrations.bindings(aor, now)
+            refused = await self._assign(request, public_id, before, remaining, events, aor)
         if refused is not None:
             return refused, None
         response = self._ok(request, profile, remaining, now)
         change = RegistrationChange(aor, public_id, profile, events, remaining, request, response)
         return response, change if events else None
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, aor: str) -> AsyncIterator[None]:
+        lock, users = self._aor_locks.get(aor, (asyncio.Lock(), 0))
+        self._aor_locks[aor] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._aor_locks[aor]
+            if users == 1:
+                del self._aor_locks[aor]
+            else:
+                self._aor_locks[aor] = (lock, users - 1)
 
     def _requested(self, request: Request) -> list[tuple[Contact, int]] | None | Response:
         """10.3 steps 6-7: the contacts with their expiry; None for ``*``."""
@@ -231,10 +253,11 @@ class Registrar:
         except HeaderError as exc:
             return Response.for_request(request, 400, f"Bad Request - {exc}"[:100])
 
-    def _apply(self, aor: str, request: Request, wanted: list[tuple[Contact, int]] | None,
-               before: list[Binding], now: float) -> list[tuple[Binding, ContactEvent]] | Response:
+    async def _apply(self, aor: str, request: Request, wanted: list[tuple[Contact, int]] | None,
+                     before: list[Binding], now: float
+                     ) -> list[tuple[Binding, ContactEvent]] | Response:
         if wanted is None:  # Contact: * with Expires: 0
-            self.store.remove_bindings(aor)
+            await self.store.registrations.remove_all(aor)
             return [(b, ContactEvent.UNREGISTERED) for b in before]
         new = [(self._binding(c, e, request, now), e) for c, e in wanted]
         for binding, _ in new:
@@ -247,13 +270,13 @@ class Registrar:
         for binding, expires in new:
             old = _same_binding(before, binding)
             if old is not None and old.key != binding.key:
-                self.store.remove_binding(aor, old.key)
+                await self.store.registrations.remove(aor, old.key)
             if expires == 0:
                 if old is not None:
-                    self.store.remove_binding(aor, old.key)
+                    await self.store.registrations.remove(aor, old.key)
                     events.append((old, ContactEvent.UNREGISTERED))
                 continue
-            self.store.save_binding(aor, binding)
+            await self.store.registrations.save(aor, binding)
             events.append((binding, ContactEvent.REFRESHED if old else ContactEvent.REGISTERED))
         return events
 
@@ -267,9 +290,9 @@ class Registrar:
             path=tuple(str(p) for p in request.path), call_id=request.call_id,
             cseq=request.cseq.seq)
 
-    def _assign(self, request: Request, public_id: str, before: list[Binding],
-                remaining: list[Binding], events: list[tuple[Binding, ContactEvent]],
-                aor: str) -> Response | None:
+    async def _assign(self, request: Request, public_id: str, before: list[Binding],
+                      remaining: list[Binding], events: list[tuple[Binding, ContactEvent]],
+                      aor: str) -> Response | None:
         """SAR for the whole implicit set; a refusal undoes nothing but answers 403."""
         if not events:
             return None
@@ -279,12 +302,12 @@ class Registrar:
             kind = ServerAssignmentType.RE_REGISTRATION
         else:
             kind = ServerAssignmentType.REGISTRATION
-        answer = self.hss.server_assignment(public_id, self.server_name, kind)
+        answer = await self.hss.server_assignment(public_id, self.server_name, kind)
         if answer.result.success:
             return None
         log.warning("SAR %s for %s failed: %s", kind.name, public_id, answer.result.name)
         if kind is ServerAssignmentType.REGISTRATION:
-            self.store.remove_bindings(aor)
+            await self.store.registrations.remove_all(aor)
         return Response.for_request(request, 403)
 
     def _ok(self, request: Request, profile: UserProfile, bindings: list[Binding],
@@ -347,7 +370,8 @@ class Scscf(StatefulProxy):
                  limiter: FailureLimiter | None = None,
                  ssl_context: object | None = None) -> None:
         super().__init__(self.route, record_route=True, timers=timers, trace=trace,
-                         supported=frozenset({"path"}))
+                         supported=frozenset({"path"}), limits=config.limits.sip,
+                         overload=config.limits.overload)
         self.config = config
         self.store = store
         self.hss = hss
@@ -371,7 +395,7 @@ class Scscf(StatefulProxy):
         self.server_name = f"sip:{host_text}:{port}"
         self.registrar.server_name = self.server_name
         self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr>"
-        self.regevent = RegEventNotifier(self.server_name, self._reginfo)
+        self.regevent = RegEventNotifier(self.server_name)
         self._trusted = self._trusted_addresses()
         self._spawn(self._housekeeping())
         log.info("S-CSCF %s up", self.server_name)
@@ -421,9 +445,9 @@ class Scscf(StatefulProxy):
         """The router; ``ctx.route`` is our own Route the request came on."""
         request = ctx.request
         if request.method == "REGISTER":
-            return self._register(request)
+            return await self._register(request)
         if request.method == "SUBSCRIBE" and _is_reg_event(request):
-            answer = self._reg_subscribe(request, ctx)
+            answer = await self._reg_subscribe(request, ctx)
             if answer is not None:
                 return answer
         odi = ctx.route.param("odi") if ctx.route is not None else None
@@ -434,58 +458,62 @@ class Scscf(StatefulProxy):
         return await self._terminating(request, ctx)
 
     # -- REGISTER -------------------------------------------------------------------
-    def _register(self, request: Request) -> Response:
-        response, change = self.registrar.register(request, _ue_source(request))
+    async def _register(self, request: Request) -> Response:
+        response, change = await self.registrar.register(request, _ue_source(request))
         if change is not None:
-            self._registration_changed(change)
+            await self._registration_changed(change)
         return response
 
-    def _registration_changed(self, change: RegistrationChange, third_party: bool = True) -> None:
+    async def _registration_changed(self, change: RegistrationChange,
+                                    third_party: bool = True) -> None:
         now = self.clock()
-        self._notify_watchers(change.aor, change.events, final=change.deregistered)
+        await self._notify_watchers(change.aor, change.events, final=change.deregistered)
         if third_party:
             self._third_party_register(change, now)
         self._wakeup.set()  # a new binding may expire before the next planned wake-up
 
     # -- reg event --------------------------------------------------------------------
-    def _reg_subscribe(self, request: Request, ctx: RequestContext) -> Response | None:
+    async def _reg_subscribe(self, request: Request, ctx: RequestContext) -> Response | None:
         """TS 24.229 5.4.2.1.1; None when the Request-URI is not a user of ours."""
         assert self.regevent is not None
-        now = self.clock()
         if request.to.tag:
-            response = self.regevent.subscribe(request, None, now)
+            watched = self.regevent.watched_aor(request)
+            state = await self._reginfo(watched) if watched is not None else None
+            response = self.regevent.subscribe(request, None, self.clock(), state)
         else:
-            profile = self.hss.user_profile(str(request.uri))
+            profile = await self.hss.user_profile(str(request.uri))
             if profile is None:
                 return None
-            refused = self._refuse_watcher(request, ctx, profile)
+            refused = await self._refuse_watcher(request, ctx, profile)
             if refused is not None:
                 return refused
-            response = self.regevent.subscribe(request, profile.default_public_id, now)
+            aor = profile.default_public_id
+            state = await self._reginfo(aor)
+            response = self.regevent.subscribe(request, aor, self.clock(), state)
         asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
         return response
 
-    def _refuse_watcher(self, request: Request, ctx: RequestContext,
-                        profile: UserProfile) -> Response | None:
+    async def _refuse_watcher(self, request: Request, ctx: RequestContext,
+                              profile: UserProfile) -> Response | None:
         """The user itself (asserted by the P-CSCF) or a trusted node may watch."""
         if not self._from_trusted(ctx):
             return Response.for_request(request, 403)
         asserted = _asserted_identity(request)
         if asserted is not None and asserted not in profile.public_ids:
             return Response.for_request(request, 403)
-        if not self.store.bindings(profile.default_public_id, self.clock()):
+        if not await self.store.registrations.bindings(profile.default_public_id, self.clock()):
             return Response.for_request(request, 403, "Forbidden - not registered")
         return None
 
-    def _reginfo(self, aor: str, events: list[tuple[Binding, ContactEvent]] | None = None
-                 ) -> RegInfo:
+    async def _reginfo(self, aor: str, events: list[tuple[Binding, ContactEvent]] | None = None
+                       ) -> RegInfo:
         """Full state of an implicit set; ``events`` mark what just changed."""
         now = self.clock()
-        profile = self.hss.user_profile(aor)
+        profile = await self.hss.user_profile(aor)
         ids = [u for u in profile.public_ids if u not in profile.barred] if profile else [aor]
         changed = {b.key: e for b, e in events or []}
         contacts = [_reg_contact(aor, b, changed.get(b.key, ContactEvent.REGISTERED), now)
-                    for b in self.store.bindings(aor, now)]
+                    for b in await self.store.registrations.bindings(aor, now)]
         active = {c.id for c in contacts}
         contacts += [_reg_contact(aor, b, e, now, ContactState.TERMINATED)
                      for b, e in events or [] if element_id(aor, b.key) not in active]
@@ -493,11 +521,12 @@ class Scscf(StatefulProxy):
         return RegInfo([Registration(uri, element_id(uri), state, list(contacts))
                         for uri in ids])
 
-    def _notify_watchers(self, aor: str, events: list[tuple[Binding, ContactEvent]],
-                         final: bool) -> None:
+    async def _notify_watchers(self, aor: str, events: list[tuple[Binding, ContactEvent]],
+                               final: bool) -> None:
         if self.regevent is None or not self.regevent.watching(aor):
             return
-        self.regevent.changed(aor, self._reginfo(aor, events), self.clock(), final=final)
+        info = await self._reginfo(aor, events)
+        self.regevent.changed(aor, info, self.clock(), final=final)
         self._send_notifies()
 
     def _send_notifies(self) -> None:
@@ -532,16 +561,16 @@ class Scscf(StatefulProxy):
             return
         log.warning("third-party REGISTER to %s failed: %d", server.server_name, response.status)
         if server.default_handling is DefaultHandling.SESSION_TERMINATED and expires > 0:
-            self._network_deregister(change.aor, change.public_id)
+            await self._network_deregister(change.aor, change.public_id)
 
-    def _network_deregister(self, aor: str, public_id: str) -> None:
+    async def _network_deregister(self, aor: str, public_id: str) -> None:
         """TS 24.229 5.4.1.7: the AS failed with SESSION_TERMINATED: deregister."""
         now = self.clock()
-        removed = self.store.bindings(aor, now)
-        self.store.remove_bindings(aor)
-        self.hss.server_assignment(aor, self.server_name,
-                                   ServerAssignmentType.ADMINISTRATIVE_DEREGISTRATION)
-        self._notify_watchers(aor, [(b, ContactEvent.DEACTIVATED) for b in removed], final=True)
+        removed = await self.store.registrations.bindings(aor, now)
+        await self.store.registrations.remove_all(aor)
+        await self.hss.server_assignment(aor, self.server_name,
+                                         ServerAssignmentType.ADMINISTRATIVE_DEREGISTRATION)
+        await self._notify_watchers(aor, [(b, ContactEvent.DEACTIVATED) for b in removed], final=True)
 
     # -- iFC chain ----------------------------------------------------------------------
     async def _originating(self, request: Request,
@@ -550,27 +579,27 @@ class Scscf(StatefulProxy):
         if not self._from_trusted(ctx):
             return Response.for_request(request, 403, "Forbidden - untrusted originator")
         asserted = _asserted_identity(request)
-        profile = self.hss.user_profile(asserted) if asserted else None
+        profile = await self.hss.user_profile(asserted) if asserted else None
         if profile is None:
             return Response.for_request(request, 403, "Forbidden - no served user")
         aor = profile.default_public_id
-        registered = bool(self.store.bindings(aor, self.clock()))
+        registered = bool(await self.store.registrations.bindings(aor, self.clock()))
         case = SessionCase.ORIGINATING if registered else SessionCase.ORIGINATING_UNREGISTERED
         return await self._next_step(request, IfcProgress(case, aor), ctx)
 
     async def _terminating(self, request: Request,
                            ctx: RequestContext) -> list[Target] | Response:
         """TS 24.229 5.4.3.3: the Request-URI names the served user."""
-        profile = self.hss.user_profile(str(request.uri))
+        profile = await self.hss.user_profile(str(request.uri))
         if profile is None:
             return Response.for_request(request, 404)
         aor = profile.default_public_id
-        if self.store.bindings(aor, self.clock()):
+        if await self.store.registrations.bindings(aor, self.clock()):
             case = SessionCase.TERMINATING_REGISTERED
         else:
             case = SessionCase.TERMINATING_UNREGISTERED
-            self.hss.server_assignment(aor, self.server_name,
-                                       ServerAssignmentType.UNREGISTERED_USER)
+            await self.hss.server_assignment(aor, self.server_name,
+                                             ServerAssignmentType.UNREGISTERED_USER)
         if request.headers.get("P-Called-Party-ID") is None:
             request.add_header("P-Called-Party-ID", f"<{request.uri}>")
         return await self._next_step(request, IfcProgress(case, aor), ctx)
@@ -586,7 +615,7 @@ class Scscf(StatefulProxy):
                          ctx: RequestContext) -> list[Target] | Response:
         """The next matching iFC's AS, or, when none is left, the target."""
         ctx.session_case = progress.case
-        profile = self.hss.user_profile(progress.served_user)
+        profile = await self.hss.user_profile(progress.served_user)
         if profile is None:
             return Response.for_request(request, 404)
         ifc = next_ifc(profile.ifcs, _view(request), progress.case, progress.priority)
@@ -595,7 +624,7 @@ class Scscf(StatefulProxy):
                                                replace(progress, priority=ifc.priority))
         if progress.case in (SessionCase.ORIGINATING, SessionCase.ORIGINATING_UNREGISTERED):
             return await self._towards_target(request)
-        return self._deliver(request, progress.served_user)
+        return await self._deliver(request, progress.served_user)
 
     def _to_application_server(self, request: Request, server: ApplicationServer,
                                progress: IfcProgress) -> list[Target]:
@@ -620,7 +649,7 @@ class Scscf(StatefulProxy):
         home-domain targets to the I-CSCF, others by DNS."""
         uri = request.uri
         if _is_number(uri):
-            profile = self.hss.user_profile(str(uri))
+            profile = await self.hss.user_profile(str(uri))
             sip_id = _sip_identity(profile) if profile else None
             if sip_id is None:
                 return Response.for_request(request, 404, "Not Found - unknown number")
@@ -632,9 +661,9 @@ class Scscf(StatefulProxy):
             return [Target(request.uri, dest)]
         return [Target(request.uri)]
 
-    def _deliver(self, request: Request, aor: str) -> list[Target] | Response:
+    async def _deliver(self, request: Request, aor: str) -> list[Target] | Response:
         """Fork to the registered contacts the caller accepts, Route = Path."""
-        bindings = self.store.bindings(aor, self.clock())
+        bindings = await self.store.registrations.bindings(aor, self.clock())
         if not bindings:
             return Response.for_request(request, 480)
         try:
@@ -654,48 +683,48 @@ class Scscf(StatefulProxy):
         while True:
             now = self.clock()
             try:
-                self._expire(now)
+                await self._expire(now)
             except Exception:  # one bad record must not stop the cleanup for good
                 log.exception("S-CSCF housekeeping failed")
             self._wakeup.clear()
-            delay = self._next_wakeup(now)
+            delay = await self._next_wakeup(now)
             try:
                 await asyncio.wait_for(self._wakeup.wait(), delay)
             except asyncio.TimeoutError:
                 pass
 
-    def _next_wakeup(self, now: float) -> float:
-        deadlines = [d for d in (self.store.next_binding_expiry(),
+    async def _next_wakeup(self, now: float) -> float:
+        deadlines = [d for d in (await self.store.registrations.next_expiry(),
                                  self.regevent.next_deadline() if self.regevent else None)
                      if d is not None]
         soonest = min(deadlines, default=now + HOUSEKEEPING_MAX)
         return min(max(soonest - now, 0.01), HOUSEKEEPING_MAX)
 
-    def _expire(self, now: float) -> None:
+    async def _expire(self, now: float) -> None:
         expired: dict[str, list[Binding]] = {}
-        for aor, binding in self.store.expire_bindings(now):
+        for aor, binding in await self.store.registrations.expire(now):
             expired.setdefault(aor, []).append(binding)
         for aor, bindings in expired.items():
-            self._bindings_expired(aor, bindings, now)
+            await self._bindings_expired(aor, bindings, now)
         if self.regevent is not None:
             self.regevent.on_timer(now)
             self._send_notifies()
         for token in [t for t, p in self._progress.items() if p.expires_at < now]:
             del self._progress[token]
 
-    def _bindings_expired(self, aor: str, bindings: list[Binding], now: float) -> None:
-        remaining = self.store.bindings(aor, now)
-        profile = self.hss.user_profile(aor)
+    async def _bindings_expired(self, aor: str, bindings: list[Binding], now: float) -> None:
+        remaining = await self.store.registrations.bindings(aor, now)
+        profile = await self.hss.user_profile(aor)
         if profile is None:
             return
         if not remaining:
-            self.hss.server_assignment(aor, self.server_name,
-                                       ServerAssignmentType.TIMEOUT_DEREGISTRATION)
+            await self.hss.server_assignment(aor, self.server_name,
+                                             ServerAssignmentType.TIMEOUT_DEREGISTRATION)
         events = [(b, ContactEvent.EXPIRED) for b in bindings]
         log.info("%d binding(s) of %s expired", len(bindings), aor)
         # The ASs hear of a timeout only when the whole set is gone.
-        self._registration_changed(RegistrationChange(aor, aor, profile, events, remaining),
-                                   third_party=not remaining)
+        await self._registration_changed(
+            RegistrationChange(aor, aor, profile, events, remaining), third_party=not remaining)
 
 
 # -- helpers ----------------------------------------------------------------------------

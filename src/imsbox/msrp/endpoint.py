@@ -76,6 +76,8 @@ class MsrpConnection(asyncio.Protocol):
         self._drain: list[asyncio.Future[None]] = []
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.last_in = self.last_out = self.loop.time()
+        self.message_since: float | None = None  # first byte of an incomplete message
+        self._done = 0
         self._task: asyncio.Task[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -84,7 +86,8 @@ class MsrpConnection(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=self.endpoint.write_buffer_limit)
         self.endpoint._connections.add(self)
-        if self.endpoint.keepalive_interval or self.endpoint.idle_timeout:
+        if self.endpoint.keepalive_interval or self.endpoint.idle_timeout \
+                or self.endpoint.message_timeout:
             self._task = self.loop.create_task(self._housekeeping())
         log.debug("conn %s: up %s", self.core.name, transport.get_extra_info("peername"))
 
@@ -98,8 +101,18 @@ class MsrpConnection(asyncio.Protocol):
             self._deliver(e.events)  # type: ignore[arg-type]
             self.close()
             return
+        self._track_message()
         self.flush()
         self._deliver(pairs)
+
+    def _track_message(self) -> None:
+        """Start the message deadline at the first byte of each message."""
+        parser = self.core.parser
+        if not parser.in_message:
+            self.message_since = None
+        elif self.message_since is None or parser.messages_done != self._done:
+            self.message_since = self.last_in
+        self._done = parser.messages_done
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.endpoint._connections.discard(self)
@@ -161,14 +174,21 @@ class MsrpConnection(asyncio.Protocol):
             self.transport.close()
 
     async def _housekeeping(self) -> None:
-        """Keep-alive empty SENDs and idle close."""
+        """Keep-alive empty SENDs, idle close, and the deadline of a message."""
         ep = self.endpoint
-        period = min(t for t in (ep.keepalive_interval, ep.idle_timeout) if t) / 4
+        period = min(t for t in (ep.keepalive_interval, ep.idle_timeout,
+                                 ep.message_timeout) if t) / 4
         while True:
             await asyncio.sleep(period)
             now = self.loop.time()
             if ep.idle_timeout and now - max(self.last_in, self.last_out) >= ep.idle_timeout:
                 log.info("conn %s: idle for %.1fs, closing", self.core.name, ep.idle_timeout)
+                self.close()
+                return
+            if ep.message_timeout and self.message_since is not None \
+                    and now - self.message_since >= ep.message_timeout:
+                log.info("conn %s: message incomplete after %.1fs, closing", self.core.name,
+                         ep.message_timeout)
                 self.close()
                 return
             if ep.keepalive_interval and now - self.last_out >= ep.keepalive_interval:
@@ -413,7 +433,11 @@ class MsrpEndpoint:
                  ssl: _ssl.SSLContext | None = None, client_ssl: _ssl.SSLContext | None = None,
                  matching: SessionMatching = SessionMatching.SESSION_ID,
                  keepalive_interval: float | None = None, idle_timeout: float | None = None,
+                 message_timeout: float | None = None,
                  max_header_size: int = 16384, write_buffer_limit: int = 1 << 20) -> None:
+        """``idle_timeout``: close a connection with nothing sent or received for
+        that long; ``message_timeout``: close one whose message (chunk) has not
+        ended that long after its first byte (a trickling peer)."""
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -421,6 +445,7 @@ class MsrpEndpoint:
         self.matching = matching
         self.keepalive_interval = keepalive_interval
         self.idle_timeout = idle_timeout
+        self.message_timeout = message_timeout
         self.max_header_size = max_header_size
         self.write_buffer_limit = write_buffer_limit
         self._server: asyncio.Server | None = None

@@ -82,6 +82,16 @@ class MsrpParser:
         self._head_start = 0  # buffer offset where the current header section began
         self._head_size = 0
         self._pending_bad = ""
+        self.messages_done = 0  # complete messages (requests, responses, bad ones) so far
+
+    @property
+    def in_message(self) -> bool:
+        """True while a message has begun but not ended (for a deadline on it)."""
+        return self._state is not _State.START_LINE or len(self._buf) > self._pos
+
+    def _message_done(self) -> None:
+        self._state = _State.START_LINE
+        self.messages_done += 1
 
     def feed(self, data: bytes) -> list[Event]:
         """Consume bytes; return the events they complete."""
@@ -194,14 +204,14 @@ class MsrpParser:
                 self._bad(e.reason, back=False)  # body follows: skip it
             else:
                 self._emit_bad(events, e.reason)
-                self._state = _State.START_LINE
+                self._message_done()
             return True
         events.append(MessageStart(msg))
         if flag is None:
             self._state = _State.BODY  # data starts here; an empty body is CRLF end-line
         else:
             events.append(MessageEnd(self._tid, flag))
-            self._state = _State.START_LINE
+            self._message_done()
         return True
 
     def _bad(self, reason: str, back: bool = True) -> None:
@@ -237,7 +247,7 @@ class MsrpParser:
                     self._emit_bad(events, self._pending_bad)
                 else:
                     events.append(MessageEnd(self._tid, flag))
-                self._state = _State.START_LINE
+                self._message_done()
                 return True
             i = buf.find(end, i + 1)
         safe = n - len(end) + 1

@@ -22,6 +22,7 @@ from dataclasses import astuple, dataclass
 from typing import Awaitable, Callable, Collection, Iterable, Protocol
 
 from .message import Request, Response, new_branch, new_tag
+from .overload import OverloadController, OverloadPolicy
 from .transaction import (
     AckReceived, CancelReceived, ClientTransaction, Event, ResponseReceived,
     ServerTransaction, StrayResponse, TimerValues, TransactionLayer, TransactionTerminated,
@@ -255,7 +256,9 @@ class SipEndpoint:
     def __init__(self, timers: TimerValues | None = None, trace: bool = False, *,
                  modules: Iterable[Module] = (), limits: Limits | None = None,
                  on_stray: Callable[[Response, Flow | None], None] | None = None,
-                 client_ssl_context: object | None = None) -> None:
+                 client_ssl_context: object | None = None,
+                 overload: OverloadPolicy | None = None) -> None:
+        self.overload = OverloadController(overload)
         self._modules: list[tuple[int, int, Module]] = []   # (priority, registered, module)
         self._registered = itertools.count()
         for module in modules:
@@ -401,6 +404,8 @@ class SipEndpoint:
     # -- server side ------------------------------------------------------
     def _respond(self, txn: ServerTransaction, response: Response) -> None:
         txn.respond(response, self._now())
+        if response.is_final:  # only a CANCEL before the final needs the context
+            self._servers.pop(txn, None)
         self._pump()
 
     def _on_message(self, message: Request | Response, flow: Flow) -> None:
@@ -410,6 +415,10 @@ class SipEndpoint:
             return
         if message.method == "ACK":  # ACK for a 2xx: its own end-to-end request
             self._offer(ServerContext(self, message, flow, None))
+            return
+        refusal = self.overload.admit(message, len(self.layer), self.transport.queue_delay)
+        if refusal is not None:  # shed statelessly: no transaction, no handler
+            self.transport.send_response(refusal, flow)
             return
         txn = self.layer.server_transaction(message, flow, now)
         if message.method != "CANCEL":  # CANCEL comes out as CancelReceived

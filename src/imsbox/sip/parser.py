@@ -14,9 +14,15 @@ from .headers import HeaderError, canonical_name, parse_int
 from .message import Message, Request, Response
 from .uri import UriError, parse_uri
 
-__all__ = ["ParseError", "parse", "MAX_REQUEST_URI"]
+__all__ = [
+    "ParseError", "parse", "MAX_REQUEST_URI", "MAX_HEADERS", "MAX_HEADER_LENGTH",
+    "MAX_HEADER_SIZE",
+]
 
 MAX_REQUEST_URI = 4096
+MAX_HEADERS = 256            # header lines per message (after unfolding)
+MAX_HEADER_LENGTH = 8192     # bytes of one (unfolded) header line
+MAX_HEADER_SIZE = 64 * 1024  # bytes of the whole header section
 _LINE_SPLIT = re.compile(r"\r?\n")
 _VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
 # Each of these appears at most once in a valid message (20.*).
@@ -29,31 +35,53 @@ class ParseError(ValueError):
     """Malformed SIP message.
 
     ``status`` is the response a UAS should send (400 unless a more precise
-    code fits: 414, 505 ...); ``partial`` is the message as far as it could be
-    built, so a 400 can still be addressed back to its sender.
+    code fits: 414, 505, 513 ...); ``partial`` is the message as far as it
+    could be built, so a 400 can still be addressed back to its sender.
+    ``bad_start_line`` says the start line itself was unparseable: on a stream
+    the sender cannot be trusted to frame what follows either.
     """
 
     def __init__(self, reason: str, status: int = 400,
-                 partial: Message | None = None) -> None:
+                 partial: Message | None = None, *, bad_start_line: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.partial = partial
+        self.bad_start_line = bad_start_line
 
 
-def parse(data: bytes) -> Request | Response:
-    """Parse one complete SIP message (a datagram or a framed stream message)."""
+def parse(data: bytes, *, max_headers: int = MAX_HEADERS,
+          max_header_length: int = MAX_HEADER_LENGTH,
+          max_header_size: int = MAX_HEADER_SIZE) -> Request | Response:
+    """Parse one complete SIP message (a datagram or a framed stream message).
+
+    Beyond the limits nothing more is kept: the error's partial message holds
+    the headers read so far (bounded), enough to address the answer."""
     head, body = _split_head(data)
+    deferred: ParseError | None = None
+    if len(head) > max_header_size:
+        head = head[:max_header_size]
+        deferred = ParseError(f"header section exceeds {max_header_size} bytes", 513)
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError("header section is not UTF-8") from None
     lines = _unfold(_LINE_SPLIT.split(text))
+    if deferred is not None:
+        lines = lines[:-1]  # cut mid-line
     if not lines:
         raise ParseError("empty message")
-    message, deferred = _start_line(lines[0])
+    message, start_error = _start_line(lines[0])
+    deferred, start_error = start_error or deferred, None
     headers = message.headers
     for line in lines[1:]:
+        if len(headers) >= max_headers:
+            deferred = deferred or ParseError(f"too many headers (over {max_headers})")
+            break
+        if len(line) > max_header_length:
+            deferred = deferred or ParseError(
+                f"header {line[:20].partition(':')[0]!r} longer than {max_header_length} bytes")
+            continue
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
         if not colon or not is_token(name):
@@ -61,7 +89,12 @@ def parse(data: bytes) -> Request | Response:
         headers.add(name, value.strip(" \t"))
     if deferred is not None:
         deferred.partial = message
-        raise deferred
+        try:
+            raise deferred
+        finally:
+            # No exception -> traceback -> this frame -> exception cycle: a
+            # flood of bad messages would keep their lines until a full GC.
+            del deferred
     message.body = _frame_body(message, body)
     _validate(message)
     return message
@@ -99,10 +132,15 @@ def _start_line(line: str) -> tuple[Request | Response, ParseError | None]:
         return _status_line(line), None
     parts = line.split(" ")
     if len(parts) != 3:
-        raise ParseError(f"malformed Request-Line {line[:60]!r}")
+        # RFC 4475 3.1.2.11-13 (lwsruri, lwsstart, trws): answerable when the
+        # method is readable, so the sender learns why (8.2.6).
+        reason = f"malformed Request-Line {line[:60]!r}"
+        if not is_token(parts[0]):
+            raise ParseError(reason, bad_start_line=True)
+        return Request(parts[0], _UNUSABLE_URI), ParseError(reason, bad_start_line=True)
     method, uri_text, version = parts
     if not is_token(method):
-        raise ParseError(f"bad method {method[:20]!r}")
+        raise ParseError(f"bad method {method[:20]!r}", bad_start_line=True)
     try:
         _check_version(version)
         if len(uri_text) > MAX_REQUEST_URI:

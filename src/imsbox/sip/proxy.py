@@ -29,11 +29,13 @@ from .endpoint import (
 )
 from .headers import HeaderError
 from .message import Request, Response, new_tag
+from .overload import OverloadPolicy
 from .proxy_core import (
     ProxyIdentity, ResponseContext, check_request, forward_copy, loop_hash,
     next_hop_is_strict, order_targets, preprocess_route,
 )
 from .transaction import TimerValues
+from .transport import Limits
 from .transport.base import Destination, Flow
 from .uri import SipUri, Uri, parse_uri
 
@@ -115,7 +117,8 @@ class StatefulProxy:
     def __init__(self, router: Router, *, record_route: bool = True, path: bool = False,
                  timers: TimerValues | None = None, timer_c: float = 180.0,
                  supported: frozenset[str] = frozenset(), trace: bool = False,
-                 follow_routes: bool = True, max_retargets: int = 5) -> None:
+                 follow_routes: bool = True, max_retargets: int = 5,
+                 limits: Limits | None = None, overload: OverloadPolicy | None = None) -> None:
         self.router = router
         self.record_route = record_route
         self.path = path
@@ -123,8 +126,9 @@ class StatefulProxy:
         self.follow_routes = follow_routes
         self.max_retargets = max_retargets
         self.identity = ProxyIdentity(set(), supported=supported)
-        self.endpoint = SipEndpoint(timers, trace, on_stray=self._forward_stray, modules=[
-            HandlerModule(self._on_request, "proxy", Priority.PROXY)])  # takes what is left
+        self.endpoint = SipEndpoint(timers, trace, on_stray=self._forward_stray,
+                                    limits=limits, overload=overload, modules=[
+            HandlerModule(self.relay, "proxy", Priority.PROXY)])  # takes what is left
         self._tasks: set[asyncio.Future[object]] = set()
         self._cancelled: weakref.WeakSet[ClientContext] = weakref.WeakSet()
         self._unanswered: weakref.WeakSet[ClientContext] = weakref.WeakSet()
@@ -159,7 +163,9 @@ class StatefulProxy:
         return response
 
     # -- requests ---------------------------------------------------------
-    def _on_request(self, server: ServerContext) -> None:
+    def relay(self, server: ServerContext) -> None:
+        """Proxy this request (section 16): the proxy module's entry point, also
+        for a service module in front of it that decides to let a request through."""
         request = server.request
         ctx = RequestContext(request, server, self.identity)
         try:

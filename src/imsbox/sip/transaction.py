@@ -15,7 +15,8 @@ import logging
 from dataclasses import dataclass
 
 from .headers import HeaderError, Via
-from .message import Request, Response, new_tag
+from .message import Headers, Request, Response, new_tag
+from .parser import parse
 from .transport.base import Destination, Flow
 from .uri import uri_equal
 
@@ -26,7 +27,7 @@ __all__ = [
     "Transaction", "ClientTransaction", "ServerTransaction",
     "ClientInviteTransaction", "ClientNonInviteTransaction",
     "ServerInviteTransaction", "ServerNonInviteTransaction",
-    "TransactionLayer", "make_ack", "make_cancel",
+    "TransactionLayer", "make_ack", "make_cancel", "compact_request",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,28 @@ def _same_branch(request: Request, method: str, to: str | None) -> Request:
     return new
 
 
+_KEPT = ("via", "from", "to", "call-id", "cseq")
+
+
+def compact_request(request: Request) -> Request:
+    """What a transaction still needs once its final response is out.
+
+    Matching (17.1.3, 17.2.3 with the RFC 2543 rules), CANCEL and the wait
+    timers (D, I, J, K, M) read the start line, the top Via, From, To, Call-ID
+    and CSeq only; the rest of the request and its body can go (a flood of
+    large requests must not stay in memory for 32 s of Timer J).
+    """
+    headers = Headers()
+    lines = headers._lines
+    via_seen = False
+    for line in request.headers._lines:
+        key = line[0]
+        if key in _KEPT and not (key == "via" and via_seen):
+            lines.append(line if key != "via" else (key, line[1], _top_via_value(request)))
+            via_seen = via_seen or key == "via"
+    return Request(request.method, request.uri, headers)
+
+
 def _is_rfc3261_branch(branch: str | None) -> bool:
     return bool(branch) and branch.startswith(MAGIC_COOKIE)  # type: ignore[union-attr]
 
@@ -253,8 +276,9 @@ class Transaction(ABC):
         self._layer._events.append(event)
 
     def _goto(self, state: TransactionState) -> None:
-        log.debug("%s %s: %s -> %s (Call-ID %s)", type(self).__name__, self.branch,
-                  self.state.value, state.value, self.call_id)
+        if log.isEnabledFor(logging.DEBUG):  # branch and call_id parse headers
+            log.debug("%s %s: %s -> %s (Call-ID %s)", type(self).__name__, self.branch,
+                      self.state.value, state.value, self.call_id)
         self.state = state
 
     def _wait_then_terminate(self, timer: Timer, duration: float, now: float) -> None:
@@ -306,6 +330,7 @@ class ClientTransaction(Transaction):
         self.dest = dest
         self.flow = flow
         self.final_response: Response | None = None
+        self._key: tuple[str, str] | None = None  # 17.1.3, kept: the request gets compacted
 
     def _send(self, message: Request) -> None:
         self._emit(Transmit(message, self.dest, self.flow, self))
@@ -360,6 +385,7 @@ class ClientInviteTransaction(ClientTransaction):
     def _accept(self, response: Response, now: float) -> None:
         """RFC 6026 7.2: 2xx -> Accepted, Timer M."""
         self.final_response = response
+        self.request = compact_request(self.request)
         self._goto(TransactionState.ACCEPTED)
         self._pass_up(response)
         self._arm(Timer.M, now + self.timers.timeout)
@@ -368,6 +394,7 @@ class ClientInviteTransaction(ClientTransaction):
         """17.1.1.2: 300-699 -> ACK, Completed, Timer D."""
         self.final_response = response
         self.ack = make_ack(self.request, response)
+        self.request = compact_request(self.request)
         self._goto(TransactionState.COMPLETED)
         self._send(self.ack)
         self._pass_up(response)
@@ -403,6 +430,7 @@ class ClientNonInviteTransaction(ClientTransaction):
             return
         self._disarm(Timer.E, Timer.F)
         self.final_response = response
+        self.request = compact_request(self.request)
         self._goto(TransactionState.COMPLETED)
         self._pass_up(response)
         self._wait_then_terminate(Timer.K, self.timers.timer_k(self.reliable), now)
@@ -428,20 +456,44 @@ class ServerTransaction(Transaction):
                  state: TransactionState) -> None:
         super().__init__(layer, request, flow.reliable, state)
         self.flow = flow
-        self.last_response: Response | None = None
+        self._key: tuple[str, str, str] | None = None  # 17.2.3, kept as well
+        self._provisional: Response | None = None
+        self._final: bytes | None = None  # the final response as sent, for retransmissions
+
+    @property
+    def last_response(self) -> Response | None:
+        """The last response sent (after the final one: parsed again from its bytes)."""
+        if self._final is not None:
+            response = parse(self._final)
+            assert isinstance(response, Response)
+            return response
+        return self._provisional
+
+    def sent(self, response: Response) -> bool:
+        """Whether ``response`` is the last one this transaction sent."""
+        if self._final is not None:
+            return bytes(response) == self._final
+        return response is self._provisional
 
     @property
     def to_tag(self) -> str | None:
         """To tag of the last response sent (RFC 2543 ACK matching)."""
-        return self.last_response.to.tag if self.last_response is not None else None
+        last = self.last_response
+        return last.to.tag if last is not None else None
 
     def _send(self, response: Response) -> None:
-        self.last_response = response
         self._emit(Transmit(response, None, self.flow, self))
+        if response.status >= 200:
+            # Keep only bytes and a compact request until Timer J / H / I / L.
+            self._final, self._provisional = bytes(response), None
+            self.request = compact_request(self.request)
+        else:
+            self._provisional = response
 
     def _resend(self) -> None:
-        if self.last_response is not None:
-            self._emit(Transmit(self.last_response, None, self.flow, self))
+        last = self.last_response
+        if last is not None:
+            self._emit(Transmit(last, None, self.flow, self))
 
     @abstractmethod
     def receive_request(self, request: Request, flow: Flow, now: float) -> None:
@@ -571,6 +623,7 @@ class TransactionLayer:
             raise ValueError(f"a client transaction already uses branch {key[0]}")
         cls = ClientInviteTransaction if request.method == "INVITE" else ClientNonInviteTransaction
         txn = cls(self, request, dest, flow, now)
+        txn._key = key
         self._client[key] = txn
         if request.method == "CANCEL":
             invite = self._client.get((key[0], "INVITE"))
@@ -585,7 +638,7 @@ class TransactionLayer:
             raise ValueError("an ACK never creates a server transaction")
         cls = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
         txn = cls(self, request, flow, now)
-        key = _server_key(request)
+        key = txn._key = _server_key(request)
         if key is None:
             self._legacy.append(txn)
         else:
@@ -626,7 +679,7 @@ class TransactionLayer:
         """The server transaction that sent ``response`` (to report a send error)."""
         via = response.top_via
         if not _is_rfc3261_branch(via.branch):
-            return next((t for t in self._legacy if t.last_response is response), None)
+            return next((t for t in self._legacy if t.sent(response)), None)
         return self._server.get((via.branch or "", via.sent_by.lower(), response.cseq.method))
 
     def find_cancelled(self, cancel: Request) -> ServerTransaction | None:
@@ -705,11 +758,12 @@ class TransactionLayer:
 
     def _forget(self, txn: Transaction) -> None:
         if isinstance(txn, ClientTransaction):
-            key = _client_key(txn.request)
+            key = txn._key
             if key and self._client.get(key) is txn:
                 del self._client[key]
             return
-        skey = _server_key(txn.request)
+        assert isinstance(txn, ServerTransaction)
+        skey = txn._key
         if skey is None:
             self._legacy = [t for t in self._legacy if t is not txn]
             return

@@ -1,10 +1,16 @@
-"""The one store interface every back end implements.
+"""The store contract every back end implements, split by role.
 
-Callers (HSS, S-CSCF registrar, messaging AS, provisioning) use only this
-class, so a PostgreSQL + Redis back end can replace SQLite without changing
-them. Operations are synchronous and small; asyncio callers may run them in a
-thread (``asyncio.to_thread``). Times are absolute Unix seconds; methods that
-depend on the clock take ``now`` so tests can use a virtual one.
+A :class:`Store` groups one repository per role: ``subscribers`` (HSS data),
+``registrations`` (S-CSCF bindings), ``flows`` (P-CSCF registrations),
+``messages`` (deferred, history, group chat logs), ``conferences`` and
+``service_data`` (per-subscriber telephony settings). Callers (HSS, registrar,
+P-CSCF, ASs, provisioning) use only these classes, so a PostgreSQL + Redis
+back end can replace SQLite without changing them.
+
+Every method is a coroutine and never blocks the event loop. A write is
+durable when its await returns ("2xx means stored"). Times are absolute Unix
+seconds; methods that depend on the clock take ``now`` so tests can use a
+virtual one. Values are the dataclasses of :mod:`imsbox.store.models`.
 """
 
 from __future__ import annotations
@@ -12,13 +18,19 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 from .models import (
-    Binding, DeferredMessage, Group, HistoryEntry, PcscfRegistration, Psi, PsiKind,
-    PublicIdentity, ScscfAssignment, ServiceProfile, Subscriber,
+    Binding, Conference, ConferenceKind, DeferredMessage, Group, GroupMessage, HistoryEntry,
+    Participant, PcscfRegistration, Psi, PsiKind, PublicIdentity, ScscfAssignment,
+    ServiceProfile, Subscriber,
 )
 
-__all__ = ["AlreadyExists", "Store", "StoreError"]
+__all__ = [
+    "AlreadyExists", "ConferenceRepository", "FlowRepository", "MessageRepository",
+    "RegistrationRepository", "ServiceDataRepository", "Store", "StoreError",
+    "SubscriberRepository",
+]
 
 
 class StoreError(Exception):
@@ -29,173 +41,305 @@ class AlreadyExists(StoreError):
     """A record with the same key (private id, public id, MSISDN ...) exists."""
 
 
-class Store(abc.ABC):
-    """Durable IMS state: subscriptions, routing data, registrations, deferred messages."""
-
-    # -- life cycle -----------------------------------------------------------
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Flush and release the back end; the object is unusable afterwards."""
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+class SubscriberRepository(abc.ABC):
+    """HSS data: subscriptions, public identities, profiles, PSIs, groups, assignments."""
 
     # -- subscribers and public identities -----------------------------------
     @abc.abstractmethod
-    def add_subscriber(self, subscriber: Subscriber,
-                       identities: Sequence[PublicIdentity]) -> None:
+    async def add_subscriber(self, subscriber: Subscriber,
+                             identities: Sequence[PublicIdentity]) -> None:
         """Create a subscription and its public identities atomically.
 
         Raises AlreadyExists when the private id, an identity or the MSISDN is taken.
         """
 
     @abc.abstractmethod
-    def get_subscriber(self, private_id: str) -> Subscriber | None: ...
+    async def get_subscriber(self, private_id: str) -> Subscriber | None: ...
 
     @abc.abstractmethod
-    def list_subscribers(self) -> list[Subscriber]:
+    async def list_subscribers(self) -> list[Subscriber]:
         """All subscriptions, ordered by private id."""
 
     @abc.abstractmethod
-    def remove_subscriber(self, private_id: str) -> bool:
-        """Delete a subscription with its identities, assignment and bindings."""
+    async def remove_subscriber(self, private_id: str) -> bool:
+        """Delete a subscription with its identities, assignment, bindings and
+        the service data of its identities."""
 
     @abc.abstractmethod
-    def get_public_identity(self, uri: str) -> PublicIdentity | None: ...
+    async def get_public_identity(self, uri: str) -> PublicIdentity | None: ...
 
     @abc.abstractmethod
-    def public_identities(self, private_id: str) -> list[PublicIdentity]:
+    async def public_identities(self, private_id: str) -> list[PublicIdentity]:
         """The subscription's identities, default identity of each set first."""
 
     @abc.abstractmethod
-    def implicit_set(self, uri: str) -> list[PublicIdentity]:
+    async def implicit_set(self, uri: str) -> list[PublicIdentity]:
         """The implicit registration set containing ``uri`` (empty when unknown)."""
 
     # -- service profiles -----------------------------------------------------
     @abc.abstractmethod
-    def put_service_profile(self, profile: ServiceProfile) -> None:
+    async def put_service_profile(self, profile: ServiceProfile) -> None:
         """Create or replace a profile (its iFC list is replaced as a whole)."""
 
     @abc.abstractmethod
-    def get_service_profile(self, name: str) -> ServiceProfile | None: ...
+    async def get_service_profile(self, name: str) -> ServiceProfile | None: ...
 
     # -- public service identities -------------------------------------------
     @abc.abstractmethod
-    def put_psi(self, psi: Psi) -> None:
+    async def put_psi(self, psi: Psi) -> None:
         """Create or replace the PSI with this pattern."""
 
     @abc.abstractmethod
-    def get_psi(self, pattern: str) -> Psi | None:
+    async def get_psi(self, pattern: str) -> Psi | None:
         """The PSI stored under exactly this pattern."""
 
     @abc.abstractmethod
-    def list_psis(self, kind: PsiKind | None = None) -> list[Psi]: ...
+    async def list_psis(self, kind: PsiKind | None = None) -> list[Psi]: ...
 
     @abc.abstractmethod
-    def remove_psi(self, pattern: str) -> bool: ...
+    async def remove_psi(self, pattern: str) -> bool: ...
 
     # -- pre-defined groups ---------------------------------------------------
     @abc.abstractmethod
-    def put_group(self, group: Group) -> None:
+    async def put_group(self, group: Group) -> None:
         """Create or replace a group (members replaced as a whole)."""
 
     @abc.abstractmethod
-    def get_group(self, uri: str) -> Group | None: ...
+    async def get_group(self, uri: str) -> Group | None: ...
 
     @abc.abstractmethod
-    def list_groups(self) -> list[Group]: ...
+    async def list_groups(self) -> list[Group]: ...
 
     @abc.abstractmethod
-    def remove_group(self, uri: str) -> bool: ...
+    async def remove_group(self, uri: str) -> bool: ...
 
     # -- S-CSCF assignment ----------------------------------------------------
     @abc.abstractmethod
-    def get_assignment(self, private_id: str) -> ScscfAssignment | None: ...
+    async def get_assignment(self, private_id: str) -> ScscfAssignment | None: ...
 
     @abc.abstractmethod
-    def set_assignment(self, assignment: ScscfAssignment) -> None:
-        """Create or replace; the subscriber must exist."""
+    async def set_assignment(self, assignment: ScscfAssignment) -> None:
+        """Create or replace; the subscriber must exist (else StoreError)."""
 
-    # -- registrations --------------------------------------------------------
+
+class RegistrationRepository(abc.ABC):
+    """The S-CSCF registrar's bindings, per address-of-record."""
+
     @abc.abstractmethod
-    def save_binding(self, aor: str, binding: Binding) -> None:
+    async def save(self, aor: str, binding: Binding) -> None:
         """Create or refresh the binding with the same ``binding.key``."""
 
     @abc.abstractmethod
-    def remove_binding(self, aor: str, key: str) -> bool: ...
+    async def remove(self, aor: str, key: str) -> bool: ...
 
     @abc.abstractmethod
-    def remove_bindings(self, aor: str) -> int:
+    async def remove_all(self, aor: str) -> int:
         """Drop every binding of an AOR; returns how many."""
 
     @abc.abstractmethod
-    def bindings(self, aor: str, now: float | None = None) -> list[Binding]:
+    async def bindings(self, aor: str, now: float | None = None) -> list[Binding]:
         """Unexpired bindings, highest q first, then most recently refreshed."""
 
     @abc.abstractmethod
-    def registered_aors(self, now: float | None = None) -> list[str]:
+    async def registered_aors(self, now: float | None = None) -> list[str]:
         """AORs with at least one unexpired binding."""
 
     @abc.abstractmethod
-    def expire_bindings(self, now: float | None = None) -> list[tuple[str, Binding]]:
+    async def expire(self, now: float | None = None) -> list[tuple[str, Binding]]:
         """Delete expired bindings and return them (for reg-event / cleanup)."""
 
     @abc.abstractmethod
-    def next_binding_expiry(self) -> float | None:
+    async def next_expiry(self) -> float | None:
         """Earliest ``expires_at`` of any binding, for scheduling cleanup."""
 
-    # -- P-CSCF registrations (flows) ------------------------------------------
+
+class FlowRepository(abc.ABC):
+    """Registered contacts as P-CSCFs keep them (their flows), per P-CSCF node."""
+
     @abc.abstractmethod
-    def save_pcscf_registration(self, registration: PcscfRegistration) -> None:
+    async def save(self, registration: PcscfRegistration) -> None:
         """Create or replace the entry with the same ``(node, key)``."""
 
     @abc.abstractmethod
-    def remove_pcscf_registration(self, node: str, key: str) -> bool: ...
+    async def remove(self, node: str, key: str) -> bool: ...
 
     @abc.abstractmethod
-    def pcscf_registrations(self, node: str,
+    async def registrations(self, node: str,
                             now: float | None = None) -> list[PcscfRegistration]:
         """The node's unexpired entries, oldest first."""
 
     @abc.abstractmethod
-    def expire_pcscf_registrations(self, now: float | None = None) -> int:
+    async def expire(self, now: float | None = None) -> int:
         """Delete every node's expired entries; returns how many."""
+
+
+class MessageRepository(abc.ABC):
+    """Deferred messages, conversation history and group chat message logs."""
 
     # -- deferred messages ----------------------------------------------------
     @abc.abstractmethod
-    def defer_message(self, message: DeferredMessage) -> int:
+    async def defer(self, message: DeferredMessage) -> int:
         """Store durably; returns the id. Ids grow, so they give the order."""
 
     @abc.abstractmethod
-    def deferred_messages(self, recipient: str, now: float | None = None,
-                          limit: int | None = None) -> list[DeferredMessage]:
+    async def deferred(self, recipient: str, now: float | None = None,
+                       limit: int | None = None) -> list[DeferredMessage]:
         """Unexpired messages for ``recipient``, oldest first."""
 
     @abc.abstractmethod
-    def remove_deferred(self, ids: Sequence[int]) -> int:
+    async def remove_deferred(self, ids: Sequence[int]) -> int:
         """Delete delivered messages; returns how many were deleted."""
 
     @abc.abstractmethod
-    def deferred_recipients(self, now: float | None = None) -> list[str]:
+    async def deferred_recipients(self, now: float | None = None) -> list[str]:
         """Recipients with unexpired messages waiting."""
 
     @abc.abstractmethod
-    def expire_deferred(self, now: float | None = None) -> list[DeferredMessage]:
+    async def expire_deferred(self, now: float | None = None) -> list[DeferredMessage]:
         """Delete expired messages and return them (for failure notifications)."""
 
     @abc.abstractmethod
-    def next_deferred_expiry(self) -> float | None:
+    async def next_deferred_expiry(self) -> float | None:
         """Earliest ``expires_at`` of any deferred message, for scheduling expiry."""
 
     # -- message history --------------------------------------------------------
     @abc.abstractmethod
-    def add_history(self, entry: HistoryEntry) -> bool:
+    async def add_history(self, entry: HistoryEntry) -> bool:
         """Record a message; False when (conversation_id, message_key) is already kept."""
 
     @abc.abstractmethod
-    def history(self, conversation_id: str, limit: int | None = None) -> list[HistoryEntry]:
+    async def history(self, conversation_id: str,
+                      limit: int | None = None) -> list[HistoryEntry]:
         """A conversation's messages, oldest first."""
+
+    # -- group chat: a conference's log and each member's position in it -------
+    @abc.abstractmethod
+    async def append_group_message(self, message: GroupMessage) -> int | None:
+        """Log a message; returns its id, or None when a non-empty
+        ``message_key`` is already logged in this conference."""
+
+    @abc.abstractmethod
+    async def group_messages(self, conference: str, after: int = 0,
+                             limit: int | None = None) -> list[GroupMessage]:
+        """The conference's messages with an id above ``after``, oldest first."""
+
+    @abc.abstractmethod
+    async def set_delivered(self, conference: str, member: str, message_id: int) -> None:
+        """Record that ``member`` has every message up to ``message_id``; the
+        position never moves back."""
+
+    @abc.abstractmethod
+    async def delivered(self, conference: str, member: str) -> int:
+        """The member's position: the id of the last message it has, 0 for none."""
+
+    @abc.abstractmethod
+    async def undelivered(self, conference: str, member: str,
+                          limit: int | None = None) -> list[GroupMessage]:
+        """Messages after the member's position, oldest first (store and forward)."""
+
+    @abc.abstractmethod
+    async def remove_group_log(self, conference: str) -> int:
+        """Drop a conference's log and positions; returns how many messages."""
+
+
+class ConferenceRepository(abc.ABC):
+    """Conferences (ad-hoc and pre-defined) with their participants."""
+
+    @abc.abstractmethod
+    async def create(self, conference: Conference) -> None:
+        """Store a new conference; AlreadyExists when the URI is taken."""
+
+    @abc.abstractmethod
+    async def put(self, conference: Conference) -> None:
+        """Create or replace (admins and participants replaced as a whole)."""
+
+    @abc.abstractmethod
+    async def get(self, uri: str) -> Conference | None: ...
+
+    @abc.abstractmethod
+    async def conferences(self, kind: ConferenceKind | None = None) -> list[Conference]:
+        """All conferences (of one kind), ordered by URI."""
+
+    @abc.abstractmethod
+    async def remove(self, uri: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def set_subject(self, uri: str, subject: str) -> bool:
+        """False when there is no such conference."""
+
+    @abc.abstractmethod
+    async def set_participant(self, uri: str, participant: Participant) -> bool:
+        """Add the participant or update the one with the same URI (its place
+        in the list is kept); False when there is no such conference."""
+
+    @abc.abstractmethod
+    async def remove_participant(self, uri: str, participant_uri: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def set_expiry(self, uri: str, expires_at: float | None) -> bool:
+        """Move the idle expiry (None: never); False when there is no such conference."""
+
+    @abc.abstractmethod
+    async def expire(self, now: float | None = None) -> list[Conference]:
+        """Delete conferences idle past their expiry and return them."""
+
+    @abc.abstractmethod
+    async def next_expiry(self) -> float | None:
+        """Earliest idle expiry of any conference, for scheduling."""
+
+
+class ServiceDataRepository(abc.ABC):
+    """Per-subscriber service settings: KEY -> list of opaque values (JSON text
+    is fine), e.g. forward-busy, find-me, screen-incoming, pickup-group.
+
+    ``owner`` is the served user's default public identity (what an AS sees).
+    """
+
+    @abc.abstractmethod
+    async def get(self, owner: str, key: str) -> tuple[str, ...]:
+        """The values in order; empty when the setting is not there."""
+
+    @abc.abstractmethod
+    async def put(self, owner: str, key: str, values: Sequence[str]) -> None:
+        """Create or replace the whole list (an empty list removes the key)."""
+
+    @abc.abstractmethod
+    async def remove(self, owner: str, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def settings(self, owner: str) -> dict[str, tuple[str, ...]]:
+        """Every setting of ``owner``, by key."""
+
+    @abc.abstractmethod
+    async def owners(self, key: str, value: str) -> list[str]:
+        """Owners whose ``key`` list holds ``value`` (e.g. a pickup group's members)."""
+
+
+class Store(abc.ABC):
+    """Durable IMS state, one repository per role.
+
+    ``await store.open()`` (or ``async with store``) before use;
+    ``await store.close()`` finishes the writes under way and releases the back end.
+    """
+
+    subscribers: SubscriberRepository
+    registrations: RegistrationRepository
+    flows: FlowRepository
+    messages: MessageRepository
+    conferences: ConferenceRepository
+    service_data: ServiceDataRepository
+
+    @abc.abstractmethod
+    async def open(self) -> Self:
+        """Connect and bring the schema up to date; returns the store itself."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush and release the back end; the object is unusable afterwards."""
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()

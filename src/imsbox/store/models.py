@@ -13,10 +13,15 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "Binding",
+    "Conference",
+    "ConferenceKind",
     "Credential",
     "DeferredMessage",
     "Group",
+    "GroupMessage",
     "HistoryEntry",
+    "Participant",
+    "ParticipantState",
     "PcscfRegistration",
     "Psi",
     "PsiKind",
@@ -193,3 +198,76 @@ class HistoryEntry:
     body: bytes
     created_at: float = 0.0
     id: int | None = field(default=None, compare=False)
+
+
+@dataclass(slots=True, frozen=True)
+class GroupMessage:
+    """One message of a conference's log (group chat store-and-forward).
+
+    ``message_key`` (the IMDN Message-ID) makes a message logged once even when
+    it arrives twice; ``id`` is set by the store and gives the order.
+    """
+
+    conference: str
+    sender: str
+    content_type: str
+    body: bytes
+    message_key: str = ""
+    created_at: float = 0.0
+    meta: str = ""  # opaque to the store
+    id: int | None = field(default=None, compare=False)
+
+
+class ConferenceKind(enum.Enum):
+    """Ad-hoc (created by an INVITE to the factory URI) or pre-defined (provisioned)."""
+
+    AD_HOC = "ad-hoc"
+    PRE_DEFINED = "pre-defined"
+
+
+class ParticipantState(enum.Enum):
+    """An endpoint's status in a conference (RFC 4575 5.7.1)."""
+
+    PENDING = "pending"
+    DIALING_OUT = "dialing-out"
+    DIALING_IN = "dialing-in"
+    ALERTING = "alerting"
+    ON_HOLD = "on-hold"
+    CONNECTED = "connected"
+    MUTED_VIA_FOCUS = "muted-via-focus"
+    DISCONNECTING = "disconnecting"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(slots=True, frozen=True)
+class Participant:
+    """A user of a conference and its state; ``uri`` identifies it in the conference."""
+
+    uri: str
+    state: ParticipantState = ParticipantState.PENDING
+    display_name: str = ""
+    joined_at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class Conference:
+    """A conference (RFC 4353) as its focus keeps it.
+
+    ``expires_at`` is the idle expiry (absolute Unix time; None: kept until
+    removed); the focus moves it on with activity.
+    """
+
+    uri: str
+    creator: str
+    kind: ConferenceKind = ConferenceKind.AD_HOC
+    subject: str = ""
+    admins: tuple[str, ...] = ()
+    participants: tuple[Participant, ...] = ()
+    created_at: float = 0.0
+    expires_at: float | None = None
+
+    def participant(self, uri: str) -> Participant | None:
+        for participant in self.participants:
+            if participant.uri == uri:
+                return participant
+        return None

@@ -1,19 +1,30 @@
-"""SQLite back end: the embedded default store (one file, WAL mode)."""
+"""SQLite back end: the embedded default store (one file, WAL mode).
+
+One worker thread owns the connection and runs the jobs in the order they
+were submitted, so the event loop never waits on SQLite and writes from
+concurrent tasks serialize. Each write is its own transaction, committed with
+synchronous=FULL before the awaiting caller resumes ("2xx means stored").
+"""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
 import logging
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Self, TypeVar
 
-from .base import AlreadyExists, Store, StoreError
+from .base import (
+    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository,
+    RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
+)
 from .models import (
-    Binding, Credential, DeferredMessage, Group, HistoryEntry, PcscfRegistration, Psi, PsiKind,
+    Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
+    HistoryEntry, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
     PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
@@ -22,6 +33,9 @@ __all__ = ["DB_FILENAME", "MIGRATIONS", "SqliteStore"]
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "imsbox.sqlite3"
+
+T = TypeVar("T")
+Rows = list[sqlite3.Row]
 
 # Append only: each entry is (version, script). Applied scripts are recorded in
 # schema_migrations, so an existing file is upgraded in place.
@@ -132,6 +146,59 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         UNIQUE (conversation_id, message_key)
     );
     """),
+    (4, """
+    CREATE TABLE conferences (
+        uri TEXT PRIMARY KEY,
+        creator TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL
+    );
+    CREATE INDEX conferences_expiry ON conferences(expires_at);
+    CREATE TABLE conference_admins (
+        conference TEXT NOT NULL REFERENCES conferences(uri) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        admin TEXT NOT NULL,
+        PRIMARY KEY (conference, position)
+    );
+    CREATE TABLE conference_participants (
+        conference TEXT NOT NULL REFERENCES conferences(uri) ON DELETE CASCADE,
+        uri TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        joined_at REAL NOT NULL,
+        PRIMARY KEY (conference, uri)
+    );
+    CREATE TABLE group_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conference TEXT NOT NULL,
+        message_key TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        meta TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX group_messages_conference ON group_messages(conference, id);
+    CREATE UNIQUE INDEX group_messages_key ON group_messages(conference, message_key)
+        WHERE message_key != '';
+    CREATE TABLE group_positions (
+        conference TEXT NOT NULL,
+        member TEXT NOT NULL,
+        message_id INTEGER NOT NULL,
+        PRIMARY KEY (conference, member)
+    );
+    CREATE TABLE service_data (
+        owner TEXT NOT NULL,
+        key TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (owner, key, position)
+    );
+    CREATE INDEX service_data_value ON service_data(key, value);
+    """),
 )
 
 
@@ -139,357 +206,331 @@ def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
-class SqliteStore(Store):
-    """Store in one SQLite file (``:memory:`` works for throw-away use).
+def _limit(limit: int | None) -> int:
+    return -1 if limit is None else limit
 
-    One connection guarded by a lock, so the object may be shared by threads.
-    synchronous=FULL because accepted messages must survive a power cut too.
-    """
+
+# -- the connection and its thread ------------------------------------------------------
+
+class _Connection:
+    """The SQLite connection, used only by its one worker thread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="imsbox-store")
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
+
+    async def call(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job`` on the worker thread; its result (or error) once it is done."""
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        return await asyncio.wrap_future(self._executor.submit(self._run, job))
+
+    def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            raise StoreError(f"store {self.path} is not open")
+        try:
+            return job(self._db)
+        except sqlite3.Error as exc:  # callers see StoreError only, never sqlite3
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    async def read(self, sql: str, args: Sequence[object] = ()) -> Rows:
+        return await self.call(lambda db: db.execute(sql, args).fetchall())
+
+    async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """``job`` in one transaction, committed before this returns."""
+        return await self.call(lambda db: _transaction(db, job))
+
+    async def open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        await asyncio.wrap_future(self._executor.submit(self._connect))
+
+    def _connect(self) -> None:
+        if self._db is not None:
+            return
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # accepted messages survive a power cut
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")  # other processes (CLI vs serve)
+            _transaction(db, lambda _: _migrate(db, self.path))
+        except BaseException as exc:
+            db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        """Jobs already submitted finish first, then the connection closes."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.wrap_future(self._executor.submit(self._disconnect))
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _disconnect(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def _transaction(db: sqlite3.Connection, job: Callable[[sqlite3.Connection], T]) -> T:
+    """IMMEDIATE takes the write lock up front (no upgrade deadlock with readers)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = job(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+def _migrate(db: sqlite3.Connection, path: str) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+               "version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+    newest = max(done, default=0)
+    if newest > MIGRATIONS[-1][0]:
+        raise StoreError(f"store {path} has schema version {newest}, "
+                         f"newer than this imsbox ({MIGRATIONS[-1][0]})")
+    for version, script in MIGRATIONS:
+        if version in done:
+            continue
+        for statement in script.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+        # DEBUG: provisioning commands print what they did, not schema chatter.
+        log.debug("store %s: applied schema migration %d", path, version)
+
+
+# -- the store ------------------------------------------------------------------------
+
+class SqliteStore(Store):
+    """Store in one SQLite file (``:memory:`` works for throw-away use)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None,
-                                       check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")  # other processes (CLI vs serve)
-        self._migrate()
+        self._connection = _Connection(self.path)
+        self.subscribers = SqliteSubscribers(self._connection)
+        self.registrations = SqliteRegistrations(self._connection)
+        self.flows = SqliteFlows(self._connection)
+        self.messages = SqliteMessages(self._connection)
+        self.conferences = SqliteConferences(self._connection)
+        self.service_data = SqliteServiceData(self._connection)
 
     @classmethod
     def in_data_dir(cls, data_dir: str | Path) -> SqliteStore:
         """The store file of a data directory (created when missing)."""
         return cls(Path(data_dir) / DB_FILENAME)
 
-    # -- plumbing -------------------------------------------------------------
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; IMMEDIATE takes the write lock up front."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+    async def open(self) -> Self:
+        if self.path != ":memory:":
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        await self._connection.open()
+        return self
 
-    def _query(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    async def close(self) -> None:
+        await self._connection.close()
 
-    def _migrate(self) -> None:
-        with self._tx() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
-                       "version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
-            done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-            for version, script in MIGRATIONS:
-                if version in done:
-                    continue
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?)",
-                           (version, time.time()))
-                log.info("store %s: applied schema migration %d", self.path, version)
-            newest = max(done, default=0)
-            if newest > MIGRATIONS[-1][0]:
-                raise StoreError(f"store {self.path} has schema version {newest}, "
-                                 f"newer than this imsbox ({MIGRATIONS[-1][0]})")
+    async def schema_version(self) -> int:
+        rows = await self._connection.read("SELECT MAX(version) FROM schema_migrations")
+        return int(rows[0][0])
 
-    def schema_version(self) -> int:
-        return self._query("SELECT MAX(version) FROM schema_migrations")[0][0]
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+# -- subscribers / HSS data -------------------------------------------------------------
 
-    # -- subscribers ----------------------------------------------------------
-    def add_subscriber(self, subscriber: Subscriber,
-                       identities: Sequence[PublicIdentity]) -> None:
-        try:
-            with self._tx() as db:
-                db.execute("INSERT INTO subscribers VALUES (?, ?, ?)",
-                           (subscriber.private_id, subscriber.msisdn,
-                            subscriber.created_at or time.time()))
-                db.executemany(
-                    "INSERT INTO credentials VALUES (?, ?, ?, ?, ?)",
-                    [(subscriber.private_id, c.username, c.realm, c.algorithm, c.ha1)
-                     for c in subscriber.credentials])
-                db.executemany(
-                    "INSERT INTO public_identities VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(p.uri, subscriber.private_id, p.irs_id, p.service_profile,
-                      int(p.barred), int(p.default), i) for i, p in enumerate(identities)])
-        except sqlite3.IntegrityError as exc:
-            raise AlreadyExists(_taken(self, subscriber, identities)) from exc
+class SqliteSubscribers(SubscriberRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
 
-    def get_subscriber(self, private_id: str) -> Subscriber | None:
-        rows = self._query("SELECT * FROM subscribers WHERE private_id = ?", (private_id,))
-        return self._subscriber(rows[0]) if rows else None
+    async def add_subscriber(self, subscriber: Subscriber,
+                             identities: Sequence[PublicIdentity]) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            try:
+                _transaction(db, lambda _: _insert_subscriber(db, subscriber, identities))
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(_taken(db, subscriber, identities)) from exc
+        await self._c.call(job)
 
-    def list_subscribers(self) -> list[Subscriber]:
-        rows = self._query("SELECT * FROM subscribers ORDER BY private_id")
-        return [self._subscriber(row) for row in rows]
+    async def get_subscriber(self, private_id: str) -> Subscriber | None:
+        found = await self._c.call(lambda db: _subscribers(
+            db, "SELECT * FROM subscribers WHERE private_id = ?", (private_id,)))
+        return found[0] if found else None
 
-    def _subscriber(self, row: sqlite3.Row) -> Subscriber:
-        creds = self._query(
-            "SELECT username, realm, algorithm, ha1 FROM credentials WHERE private_id = ? "
-            "ORDER BY rowid", (row["private_id"],))
-        return Subscriber(row["private_id"], tuple(Credential(*c) for c in creds),
-                          row["msisdn"], row["created_at"])
+    async def list_subscribers(self) -> list[Subscriber]:
+        return await self._c.call(lambda db: _subscribers(
+            db, "SELECT * FROM subscribers ORDER BY private_id"))
 
-    def remove_subscriber(self, private_id: str) -> bool:
-        with self._tx() as db:
-            uris = [r[0] for r in db.execute(
+    async def remove_subscriber(self, private_id: str) -> bool:
+        def job(db: sqlite3.Connection) -> bool:
+            uris = [(r[0],) for r in db.execute(
                 "SELECT uri FROM public_identities WHERE private_id = ?", (private_id,))]
-            db.executemany("DELETE FROM bindings WHERE aor = ?", [(u,) for u in uris])
+            db.executemany("DELETE FROM bindings WHERE aor = ?", uris)
+            db.executemany("DELETE FROM service_data WHERE owner = ?", uris)
             cur = db.execute("DELETE FROM subscribers WHERE private_id = ?", (private_id,))
             return cur.rowcount > 0
+        return await self._c.write(job)
 
-    def get_public_identity(self, uri: str) -> PublicIdentity | None:
-        rows = self._query("SELECT * FROM public_identities WHERE uri = ?", (uri,))
+    async def get_public_identity(self, uri: str) -> PublicIdentity | None:
+        rows = await self._c.read("SELECT * FROM public_identities WHERE uri = ?", (uri,))
         return _identity(rows[0]) if rows else None
 
-    def public_identities(self, private_id: str) -> list[PublicIdentity]:
-        rows = self._query("SELECT * FROM public_identities WHERE private_id = ? "
-                           "ORDER BY irs_id, is_default DESC, position", (private_id,))
+    async def public_identities(self, private_id: str) -> list[PublicIdentity]:
+        rows = await self._c.read("SELECT * FROM public_identities WHERE private_id = ? "
+                                  "ORDER BY irs_id, is_default DESC, position", (private_id,))
         return [_identity(row) for row in rows]
 
-    def implicit_set(self, uri: str) -> list[PublicIdentity]:
-        rows = self._query(
+    async def implicit_set(self, uri: str) -> list[PublicIdentity]:
+        rows = await self._c.read(
             "SELECT * FROM public_identities WHERE irs_id = "
             "(SELECT irs_id FROM public_identities WHERE uri = ?) "
             "ORDER BY is_default DESC, position", (uri,))
         return [_identity(row) for row in rows]
 
     # -- service profiles -----------------------------------------------------
-    def put_service_profile(self, profile: ServiceProfile) -> None:
-        with self._tx() as db:
+    async def put_service_profile(self, profile: ServiceProfile) -> None:
+        def job(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR IGNORE INTO service_profiles VALUES (?)", (profile.name,))
             db.execute("DELETE FROM ifcs WHERE profile = ?", (profile.name,))
             db.executemany("INSERT INTO ifcs VALUES (?, ?, ?)",
                            [(profile.name, i, doc) for i, doc in enumerate(profile.ifcs)])
+        await self._c.write(job)
 
-    def get_service_profile(self, name: str) -> ServiceProfile | None:
-        if not self._query("SELECT 1 FROM service_profiles WHERE name = ?", (name,)):
-            return None
-        docs = self._query("SELECT document FROM ifcs WHERE profile = ? ORDER BY position",
-                           (name,))
-        return ServiceProfile(name, tuple(row[0] for row in docs))
+    async def get_service_profile(self, name: str) -> ServiceProfile | None:
+        def job(db: sqlite3.Connection) -> ServiceProfile | None:
+            if not db.execute("SELECT 1 FROM service_profiles WHERE name = ?",
+                              (name,)).fetchall():
+                return None
+            docs = db.execute("SELECT document FROM ifcs WHERE profile = ? ORDER BY position",
+                              (name,)).fetchall()
+            return ServiceProfile(name, tuple(row[0] for row in docs))
+        return await self._c.call(job)
 
     # -- PSIs -----------------------------------------------------------------
-    def put_psi(self, psi: Psi) -> None:
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO psis VALUES (?, ?, ?)",
-                       (psi.pattern, psi.kind.value, psi.as_uri))
+    async def put_psi(self, psi: Psi) -> None:
+        await self._c.write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO psis VALUES (?, ?, ?)",
+            (psi.pattern, psi.kind.value, psi.as_uri)))
 
-    def get_psi(self, pattern: str) -> Psi | None:
-        rows = self._query("SELECT * FROM psis WHERE pattern = ?", (pattern,))
+    async def get_psi(self, pattern: str) -> Psi | None:
+        rows = await self._c.read("SELECT * FROM psis WHERE pattern = ?", (pattern,))
         return _psi(rows[0]) if rows else None
 
-    def list_psis(self, kind: PsiKind | None = None) -> list[Psi]:
+    async def list_psis(self, kind: PsiKind | None = None) -> list[Psi]:
         if kind is None:
-            rows = self._query("SELECT * FROM psis ORDER BY pattern")
+            rows = await self._c.read("SELECT * FROM psis ORDER BY pattern")
         else:
-            rows = self._query("SELECT * FROM psis WHERE kind = ? ORDER BY pattern",
-                               (kind.value,))
+            rows = await self._c.read("SELECT * FROM psis WHERE kind = ? ORDER BY pattern",
+                                      (kind.value,))
         return [_psi(row) for row in rows]
 
-    def remove_psi(self, pattern: str) -> bool:
-        with self._tx() as db:
-            return db.execute("DELETE FROM psis WHERE pattern = ?", (pattern,)).rowcount > 0
+    async def remove_psi(self, pattern: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM psis WHERE pattern = ?", (pattern,)).rowcount > 0)
 
     # -- groups ---------------------------------------------------------------
-    def put_group(self, group: Group) -> None:
-        with self._tx() as db:
+    async def put_group(self, group: Group) -> None:
+        def job(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?)", (group.uri, group.name))
             db.execute("DELETE FROM group_members WHERE group_uri = ?", (group.uri,))
             db.executemany("INSERT INTO group_members VALUES (?, ?, ?)",
                            [(group.uri, i, m) for i, m in enumerate(group.members)])
+        await self._c.write(job)
 
-    def get_group(self, uri: str) -> Group | None:
-        rows = self._query("SELECT * FROM groups WHERE uri = ?", (uri,))
-        return self._group(rows[0]) if rows else None
+    async def get_group(self, uri: str) -> Group | None:
+        found = await self._c.call(lambda db: _groups(
+            db, "SELECT * FROM groups WHERE uri = ?", (uri,)))
+        return found[0] if found else None
 
-    def list_groups(self) -> list[Group]:
-        return [self._group(row) for row in self._query("SELECT * FROM groups ORDER BY uri")]
+    async def list_groups(self) -> list[Group]:
+        return await self._c.call(lambda db: _groups(db, "SELECT * FROM groups ORDER BY uri"))
 
-    def _group(self, row: sqlite3.Row) -> Group:
-        members = self._query("SELECT member FROM group_members WHERE group_uri = ? "
-                              "ORDER BY position", (row["uri"],))
-        return Group(row["uri"], tuple(m[0] for m in members), row["name"])
-
-    def remove_group(self, uri: str) -> bool:
-        with self._tx() as db:
-            return db.execute("DELETE FROM groups WHERE uri = ?", (uri,)).rowcount > 0
+    async def remove_group(self, uri: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM groups WHERE uri = ?", (uri,)).rowcount > 0)
 
     # -- S-CSCF assignment ----------------------------------------------------
-    def get_assignment(self, private_id: str) -> ScscfAssignment | None:
-        rows = self._query("SELECT * FROM scscf_assignments WHERE private_id = ?",
-                           (private_id,))
+    async def get_assignment(self, private_id: str) -> ScscfAssignment | None:
+        rows = await self._c.read("SELECT * FROM scscf_assignments WHERE private_id = ?",
+                                  (private_id,))
         if not rows:
             return None
         row = rows[0]
         return ScscfAssignment(row["private_id"], row["server_name"],
                                RegistrationState(row["state"]))
 
-    def set_assignment(self, assignment: ScscfAssignment) -> None:
-        try:
-            with self._tx() as db:
-                db.execute("INSERT OR REPLACE INTO scscf_assignments VALUES (?, ?, ?)",
-                           (assignment.private_id, assignment.server_name,
-                            assignment.state.value))
-        except sqlite3.IntegrityError as exc:
-            raise StoreError(f"no subscriber {assignment.private_id!r}") from exc
-
-    # -- registrations --------------------------------------------------------
-    def save_binding(self, aor: str, binding: Binding) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (aor, binding.key, binding.contact, binding.expires_at, binding.q,
-                 binding.instance_id, binding.reg_id, binding.params,
-                 json.dumps(list(binding.path)), binding.call_id, binding.cseq,
-                 binding.flow, time.time()))
-
-    def remove_binding(self, aor: str, key: str) -> bool:
-        with self._tx() as db:
-            cur = db.execute("DELETE FROM bindings WHERE aor = ? AND binding_key = ?",
-                             (aor, key))
-            return cur.rowcount > 0
-
-    def remove_bindings(self, aor: str) -> int:
-        with self._tx() as db:
-            return db.execute("DELETE FROM bindings WHERE aor = ?", (aor,)).rowcount
-
-    def bindings(self, aor: str, now: float | None = None) -> list[Binding]:
-        rows = self._query(
-            "SELECT * FROM bindings WHERE aor = ? AND expires_at > ? "
-            "ORDER BY COALESCE(q, 1.0) DESC, updated_at DESC, rowid DESC",
-            (aor, _now(now)))
-        return [_binding(row) for row in rows]
-
-    def registered_aors(self, now: float | None = None) -> list[str]:
-        rows = self._query("SELECT DISTINCT aor FROM bindings WHERE expires_at > ? "
-                           "ORDER BY aor", (_now(now),))
-        return [row[0] for row in rows]
-
-    def expire_bindings(self, now: float | None = None) -> list[tuple[str, Binding]]:
-        cutoff = _now(now)
-        with self._tx() as db:
-            rows = db.execute("SELECT * FROM bindings WHERE expires_at <= ?",
-                              (cutoff,)).fetchall()
-            db.execute("DELETE FROM bindings WHERE expires_at <= ?", (cutoff,))
-        return [(row["aor"], _binding(row)) for row in rows]
-
-    def next_binding_expiry(self) -> float | None:
-        return self._query("SELECT MIN(expires_at) FROM bindings")[0][0]
-
-    # -- P-CSCF registrations ---------------------------------------------------
-    def save_pcscf_registration(self, registration: PcscfRegistration) -> None:
-        r = registration
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO pcscf_registrations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (r.node, r.key, r.contact, r.flow, json.dumps(list(r.public_ids)),
-                 json.dumps(list(r.service_route)), r.expires_at, time.time()))
-
-    def remove_pcscf_registration(self, node: str, key: str) -> bool:
-        with self._tx() as db:
-            return db.execute("DELETE FROM pcscf_registrations WHERE node = ? AND "
-                              "contact_key = ?", (node, key)).rowcount > 0
-
-    def pcscf_registrations(self, node: str,
-                            now: float | None = None) -> list[PcscfRegistration]:
-        rows = self._query("SELECT * FROM pcscf_registrations WHERE node = ? AND "
-                           "expires_at > ? ORDER BY updated_at, rowid", (node, _now(now)))
-        return [PcscfRegistration(
-            node=row["node"], key=row["contact_key"], contact=row["contact"],
-            flow=row["flow"], public_ids=tuple(json.loads(row["public_ids"])),
-            service_route=tuple(json.loads(row["service_route"])),
-            expires_at=row["expires_at"]) for row in rows]
-
-    def expire_pcscf_registrations(self, now: float | None = None) -> int:
-        with self._tx() as db:
-            return db.execute("DELETE FROM pcscf_registrations WHERE expires_at <= ?",
-                              (_now(now),)).rowcount
-
-    # -- deferred messages ----------------------------------------------------
-    def defer_message(self, message: DeferredMessage) -> int:
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
-                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (message.recipient, message.sender, message.content_type,
-                 bytes(message.body), message.meta, message.created_at or time.time(),
-                 message.expires_at))
-            return int(cur.lastrowid or 0)
-
-    def deferred_messages(self, recipient: str, now: float | None = None,
-                          limit: int | None = None) -> list[DeferredMessage]:
-        rows = self._query(
-            "SELECT * FROM deferred_messages WHERE recipient = ? AND expires_at > ? "
-            "ORDER BY id LIMIT ?", (recipient, _now(now), -1 if limit is None else limit))
-        return [_deferred(row) for row in rows]
-
-    def remove_deferred(self, ids: Sequence[int]) -> int:
-        with self._tx() as db:
-            return sum(db.execute("DELETE FROM deferred_messages WHERE id = ?",
-                                  (i,)).rowcount for i in ids)
-
-    def deferred_recipients(self, now: float | None = None) -> list[str]:
-        rows = self._query("SELECT DISTINCT recipient FROM deferred_messages "
-                           "WHERE expires_at > ? ORDER BY recipient", (_now(now),))
-        return [row[0] for row in rows]
-
-    def expire_deferred(self, now: float | None = None) -> list[DeferredMessage]:
-        cutoff = _now(now)
-        with self._tx() as db:
-            rows = db.execute("SELECT * FROM deferred_messages WHERE expires_at <= ? "
-                              "ORDER BY id", (cutoff,)).fetchall()
-            db.execute("DELETE FROM deferred_messages WHERE expires_at <= ?", (cutoff,))
-        return [_deferred(row) for row in rows]
-
-    def next_deferred_expiry(self) -> float | None:
-        return self._query("SELECT MIN(expires_at) FROM deferred_messages")[0][0]
-
-    # -- message history --------------------------------------------------------
-    def add_history(self, entry: HistoryEntry) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO message_history (conversation_id, message_key, sender,"
-                " recipient, content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (entry.conversation_id, entry.message_key, entry.sender, entry.recipient,
-                 entry.content_type, bytes(entry.body), entry.created_at or time.time()))
-            return cur.rowcount == 1
-
-    def history(self, conversation_id: str, limit: int | None = None) -> list[HistoryEntry]:
-        rows = self._query(
-            "SELECT * FROM message_history WHERE conversation_id = ? ORDER BY id LIMIT ?",
-            (conversation_id, -1 if limit is None else limit))
-        return [HistoryEntry(row["conversation_id"], row["message_key"], row["sender"],
-                             row["recipient"], row["content_type"], bytes(row["body"]),
-                             row["created_at"], row["id"]) for row in rows]
+    async def set_assignment(self, assignment: ScscfAssignment) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            try:
+                _transaction(db, lambda _: db.execute(
+                    "INSERT OR REPLACE INTO scscf_assignments VALUES (?, ?, ?)",
+                    (assignment.private_id, assignment.server_name, assignment.state.value)))
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"no subscriber {assignment.private_id!r}") from exc
+        await self._c.call(job)
 
 
-def _taken(store: SqliteStore, subscriber: Subscriber,
+def _insert_subscriber(db: sqlite3.Connection, subscriber: Subscriber,
+                       identities: Sequence[PublicIdentity]) -> None:
+    db.execute("INSERT INTO subscribers VALUES (?, ?, ?)",
+               (subscriber.private_id, subscriber.msisdn, subscriber.created_at or time.time()))
+    db.executemany("INSERT INTO credentials VALUES (?, ?, ?, ?, ?)",
+                   [(subscriber.private_id, c.username, c.realm, c.algorithm, c.ha1)
+                    for c in subscriber.credentials])
+    db.executemany("INSERT INTO public_identities VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   [(p.uri, subscriber.private_id, p.irs_id, p.service_profile,
+                     int(p.barred), int(p.default), i) for i, p in enumerate(identities)])
+
+
+def _taken(db: sqlite3.Connection, subscriber: Subscriber,
            identities: Sequence[PublicIdentity]) -> str:
     """Name the key that made an insert fail, for a useful error message."""
-    if store.get_subscriber(subscriber.private_id) is not None:
+    def exists(sql: str, key: str) -> bool:
+        return bool(db.execute(sql, (key,)).fetchall())
+    if exists("SELECT 1 FROM subscribers WHERE private_id = ?", subscriber.private_id):
         return f"subscriber {subscriber.private_id} already exists"
     for identity in identities:
-        if store.get_public_identity(identity.uri) is not None:
+        if exists("SELECT 1 FROM public_identities WHERE uri = ?", identity.uri):
             return f"public identity {identity.uri} is already in use"
     if subscriber.msisdn:
         return f"MSISDN {subscriber.msisdn} is already in use"
     return f"subscriber {subscriber.private_id} conflicts with an existing record"
+
+
+def _subscribers(db: sqlite3.Connection, sql: str,
+                 args: Sequence[object] = ()) -> list[Subscriber]:
+    out = []
+    for row in db.execute(sql, args).fetchall():
+        creds = db.execute(
+            "SELECT username, realm, algorithm, ha1 FROM credentials WHERE private_id = ? "
+            "ORDER BY rowid", (row["private_id"],)).fetchall()
+        out.append(Subscriber(row["private_id"], tuple(Credential(*c) for c in creds),
+                              row["msisdn"], row["created_at"]))
+    return out
+
+
+def _groups(db: sqlite3.Connection, sql: str, args: Sequence[object] = ()) -> list[Group]:
+    out = []
+    for row in db.execute(sql, args).fetchall():
+        members = db.execute("SELECT member FROM group_members WHERE group_uri = ? "
+                             "ORDER BY position", (row["uri"],)).fetchall()
+        out.append(Group(row["uri"], tuple(m[0] for m in members), row["name"]))
+    return out
 
 
 def _identity(row: sqlite3.Row) -> PublicIdentity:
@@ -502,6 +543,54 @@ def _psi(row: sqlite3.Row) -> Psi:
     return Psi(row["pattern"], row["as_uri"], PsiKind(row["kind"]))
 
 
+# -- registrations (S-CSCF bindings) ----------------------------------------------------
+
+class SqliteRegistrations(RegistrationRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def save(self, aor: str, binding: Binding) -> None:
+        await self._c.write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (aor, binding.key, binding.contact, binding.expires_at, binding.q,
+             binding.instance_id, binding.reg_id, binding.params,
+             json.dumps(list(binding.path)), binding.call_id, binding.cseq,
+             binding.flow, time.time())))
+
+    async def remove(self, aor: str, key: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM bindings WHERE aor = ? AND binding_key = ?", (aor, key)).rowcount > 0)
+
+    async def remove_all(self, aor: str) -> int:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM bindings WHERE aor = ?", (aor,)).rowcount)
+
+    async def bindings(self, aor: str, now: float | None = None) -> list[Binding]:
+        rows = await self._c.read(
+            "SELECT * FROM bindings WHERE aor = ? AND expires_at > ? "
+            "ORDER BY COALESCE(q, 1.0) DESC, updated_at DESC, rowid DESC", (aor, _now(now)))
+        return [_binding(row) for row in rows]
+
+    async def registered_aors(self, now: float | None = None) -> list[str]:
+        rows = await self._c.read("SELECT DISTINCT aor FROM bindings WHERE expires_at > ? "
+                                  "ORDER BY aor", (_now(now),))
+        return [row[0] for row in rows]
+
+    async def expire(self, now: float | None = None) -> list[tuple[str, Binding]]:
+        cutoff = _now(now)
+
+        def job(db: sqlite3.Connection) -> Rows:
+            rows = db.execute("SELECT * FROM bindings WHERE expires_at <= ?",
+                              (cutoff,)).fetchall()
+            db.execute("DELETE FROM bindings WHERE expires_at <= ?", (cutoff,))
+            return rows
+        return [(row["aor"], _binding(row)) for row in await self._c.write(job)]
+
+    async def next_expiry(self) -> float | None:
+        rows = await self._c.read("SELECT MIN(expires_at) FROM bindings")
+        return rows[0][0]  # type: ignore[no-any-return]
+
+
 def _binding(row: sqlite3.Row) -> Binding:
     return Binding(
         contact=row["contact"], expires_at=row["expires_at"], q=row["q"],
@@ -510,9 +599,307 @@ def _binding(row: sqlite3.Row) -> Binding:
         flow=row["flow"])
 
 
+# -- flows (P-CSCF registrations) -------------------------------------------------------
+
+class SqliteFlows(FlowRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def save(self, registration: PcscfRegistration) -> None:
+        r = registration
+        await self._c.write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO pcscf_registrations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.node, r.key, r.contact, r.flow, json.dumps(list(r.public_ids)),
+             json.dumps(list(r.service_route)), r.expires_at, time.time())))
+
+    async def remove(self, node: str, key: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM pcscf_registrations WHERE node = ? AND contact_key = ?",
+            (node, key)).rowcount > 0)
+
+    async def registrations(self, node: str,
+                            now: float | None = None) -> list[PcscfRegistration]:
+        rows = await self._c.read("SELECT * FROM pcscf_registrations WHERE node = ? AND "
+                                  "expires_at > ? ORDER BY updated_at, rowid",
+                                  (node, _now(now)))
+        return [PcscfRegistration(
+            node=row["node"], key=row["contact_key"], contact=row["contact"],
+            flow=row["flow"], public_ids=tuple(json.loads(row["public_ids"])),
+            service_route=tuple(json.loads(row["service_route"])),
+            expires_at=row["expires_at"]) for row in rows]
+
+    async def expire(self, now: float | None = None) -> int:
+        cutoff = _now(now)
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM pcscf_registrations WHERE expires_at <= ?", (cutoff,)).rowcount)
+
+
+# -- messages ---------------------------------------------------------------------------
+
+class SqliteMessages(MessageRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    # -- deferred messages ----------------------------------------------------
+    async def defer(self, message: DeferredMessage) -> int:
+        m = message
+        cur = await self._c.write(lambda db: db.execute(
+            "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
+            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (m.recipient, m.sender, m.content_type, bytes(m.body), m.meta,
+             m.created_at or time.time(), m.expires_at)))
+        return int(cur.lastrowid or 0)
+
+    async def deferred(self, recipient: str, now: float | None = None,
+                       limit: int | None = None) -> list[DeferredMessage]:
+        rows = await self._c.read(
+            "SELECT * FROM deferred_messages WHERE recipient = ? AND expires_at > ? "
+            "ORDER BY id LIMIT ?", (recipient, _now(now), _limit(limit)))
+        return [_deferred(row) for row in rows]
+
+    async def remove_deferred(self, ids: Sequence[int]) -> int:
+        return await self._c.write(lambda db: sum(
+            db.execute("DELETE FROM deferred_messages WHERE id = ?", (i,)).rowcount
+            for i in ids))
+
+    async def deferred_recipients(self, now: float | None = None) -> list[str]:
+        rows = await self._c.read("SELECT DISTINCT recipient FROM deferred_messages "
+                                  "WHERE expires_at > ? ORDER BY recipient", (_now(now),))
+        return [row[0] for row in rows]
+
+    async def expire_deferred(self, now: float | None = None) -> list[DeferredMessage]:
+        cutoff = _now(now)
+
+        def job(db: sqlite3.Connection) -> Rows:
+            rows = db.execute("SELECT * FROM deferred_messages WHERE expires_at <= ? "
+                              "ORDER BY id", (cutoff,)).fetchall()
+            db.execute("DELETE FROM deferred_messages WHERE expires_at <= ?", (cutoff,))
+            return rows
+        return [_deferred(row) for row in await self._c.write(job)]
+
+    async def next_deferred_expiry(self) -> float | None:
+        rows = await self._c.read("SELECT MIN(expires_at) FROM deferred_messages")
+        return rows[0][0]  # type: ignore[no-any-return]
+
+    # -- message history --------------------------------------------------------
+    async def add_history(self, entry: HistoryEntry) -> bool:
+        e = entry
+        cur = await self._c.write(lambda db: db.execute(
+            "INSERT OR IGNORE INTO message_history (conversation_id, message_key, sender,"
+            " recipient, content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (e.conversation_id, e.message_key, e.sender, e.recipient, e.content_type,
+             bytes(e.body), e.created_at or time.time())))
+        return cur.rowcount == 1
+
+    async def history(self, conversation_id: str,
+                      limit: int | None = None) -> list[HistoryEntry]:
+        rows = await self._c.read(
+            "SELECT * FROM message_history WHERE conversation_id = ? ORDER BY id LIMIT ?",
+            (conversation_id, _limit(limit)))
+        return [HistoryEntry(row["conversation_id"], row["message_key"], row["sender"],
+                             row["recipient"], row["content_type"], bytes(row["body"]),
+                             row["created_at"], row["id"]) for row in rows]
+
+    # -- group chat -------------------------------------------------------------
+    async def append_group_message(self, message: GroupMessage) -> int | None:
+        m = message
+        cur = await self._c.write(lambda db: db.execute(
+            "INSERT OR IGNORE INTO group_messages (conference, message_key, sender,"
+            " content_type, body, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (m.conference, m.message_key, m.sender, m.content_type, bytes(m.body), m.meta,
+             m.created_at or time.time())))
+        return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None
+
+    async def group_messages(self, conference: str, after: int = 0,
+                             limit: int | None = None) -> list[GroupMessage]:
+        rows = await self._c.read(
+            "SELECT * FROM group_messages WHERE conference = ? AND id > ? ORDER BY id LIMIT ?",
+            (conference, after, _limit(limit)))
+        return [_group_message(row) for row in rows]
+
+    async def set_delivered(self, conference: str, member: str, message_id: int) -> None:
+        await self._c.write(lambda db: db.execute(
+            "INSERT INTO group_positions VALUES (?, ?, ?) ON CONFLICT (conference, member) "
+            "DO UPDATE SET message_id = MAX(message_id, excluded.message_id)",
+            (conference, member, message_id)))
+
+    async def delivered(self, conference: str, member: str) -> int:
+        rows = await self._c.read("SELECT message_id FROM group_positions WHERE "
+                                  "conference = ? AND member = ?", (conference, member))
+        return int(rows[0][0]) if rows else 0
+
+    async def undelivered(self, conference: str, member: str,
+                          limit: int | None = None) -> list[GroupMessage]:
+        rows = await self._c.read(
+            "SELECT * FROM group_messages WHERE conference = ? AND id > COALESCE("
+            "(SELECT message_id FROM group_positions WHERE conference = ? AND member = ?), 0)"
+            " ORDER BY id LIMIT ?", (conference, conference, member, _limit(limit)))
+        return [_group_message(row) for row in rows]
+
+    async def remove_group_log(self, conference: str) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM group_positions WHERE conference = ?", (conference,))
+            return db.execute("DELETE FROM group_messages WHERE conference = ?",
+                              (conference,)).rowcount
+        return await self._c.write(job)
+
+
 def _deferred(row: sqlite3.Row) -> DeferredMessage:
     return DeferredMessage(
         recipient=row["recipient"], sender=row["sender"],
         content_type=row["content_type"], body=bytes(row["body"]),
         expires_at=row["expires_at"], created_at=row["created_at"], meta=row["meta"],
         id=row["id"])
+
+
+def _group_message(row: sqlite3.Row) -> GroupMessage:
+    return GroupMessage(
+        conference=row["conference"], sender=row["sender"],
+        content_type=row["content_type"], body=bytes(row["body"]),
+        message_key=row["message_key"], created_at=row["created_at"], meta=row["meta"],
+        id=row["id"])
+
+
+# -- conferences ------------------------------------------------------------------------
+
+class SqliteConferences(ConferenceRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def create(self, conference: Conference) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            try:
+                _transaction(db, lambda _: _insert_conference(db, conference))
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"conference {conference.uri} already exists") from exc
+        await self._c.call(job)
+
+    async def put(self, conference: Conference) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM conferences WHERE uri = ?", (conference.uri,))
+            _insert_conference(db, conference)
+        await self._c.write(job)
+
+    async def get(self, uri: str) -> Conference | None:
+        found = await self._c.call(lambda db: _conferences(
+            db, "SELECT * FROM conferences WHERE uri = ?", (uri,)))
+        return found[0] if found else None
+
+    async def conferences(self, kind: ConferenceKind | None = None) -> list[Conference]:
+        if kind is None:
+            return await self._c.call(lambda db: _conferences(
+                db, "SELECT * FROM conferences ORDER BY uri"))
+        return await self._c.call(lambda db: _conferences(
+            db, "SELECT * FROM conferences WHERE kind = ? ORDER BY uri", (kind.value,)))
+
+    async def remove(self, uri: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM conferences WHERE uri = ?", (uri,)).rowcount > 0)
+
+    async def set_subject(self, uri: str, subject: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "UPDATE conferences SET subject = ? WHERE uri = ?", (subject, uri)).rowcount > 0)
+
+    async def set_participant(self, uri: str, participant: Participant) -> bool:
+        def job(db: sqlite3.Connection) -> bool:
+            if not db.execute("SELECT 1 FROM conferences WHERE uri = ?", (uri,)).fetchall():
+                return False
+            p = participant
+            db.execute(
+                "INSERT INTO conference_participants VALUES (?, ?, (SELECT COALESCE("
+                "MAX(position) + 1, 0) FROM conference_participants WHERE conference = ?),"
+                " ?, ?, ?) ON CONFLICT (conference, uri) DO UPDATE SET state = excluded.state,"
+                " display_name = excluded.display_name, joined_at = excluded.joined_at",
+                (uri, p.uri, uri, p.state.value, p.display_name, p.joined_at))
+            return True
+        return await self._c.write(job)
+
+    async def remove_participant(self, uri: str, participant_uri: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM conference_participants WHERE conference = ? AND uri = ?",
+            (uri, participant_uri)).rowcount > 0)
+
+    async def set_expiry(self, uri: str, expires_at: float | None) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "UPDATE conferences SET expires_at = ? WHERE uri = ?",
+            (expires_at, uri)).rowcount > 0)
+
+    async def expire(self, now: float | None = None) -> list[Conference]:
+        cutoff = _now(now)
+
+        def job(db: sqlite3.Connection) -> list[Conference]:
+            gone = _conferences(db, "SELECT * FROM conferences WHERE expires_at <= ? "
+                                    "ORDER BY expires_at, uri", (cutoff,))
+            db.execute("DELETE FROM conferences WHERE expires_at <= ?", (cutoff,))
+            return gone
+        return await self._c.write(job)
+
+    async def next_expiry(self) -> float | None:
+        rows = await self._c.read("SELECT MIN(expires_at) FROM conferences")
+        return rows[0][0]  # type: ignore[no-any-return]
+
+
+def _insert_conference(db: sqlite3.Connection, c: Conference) -> None:
+    db.execute("INSERT INTO conferences VALUES (?, ?, ?, ?, ?, ?)",
+               (c.uri, c.creator, c.kind.value, c.subject, c.created_at or time.time(),
+                c.expires_at))
+    db.executemany("INSERT INTO conference_admins VALUES (?, ?, ?)",
+                   [(c.uri, i, a) for i, a in enumerate(c.admins)])
+    db.executemany("INSERT INTO conference_participants VALUES (?, ?, ?, ?, ?, ?)",
+                   [(c.uri, p.uri, i, p.state.value, p.display_name, p.joined_at)
+                    for i, p in enumerate(c.participants)])
+
+
+def _conferences(db: sqlite3.Connection, sql: str,
+                 args: Sequence[object] = ()) -> list[Conference]:
+    out = []
+    for row in db.execute(sql, args).fetchall():
+        uri = row["uri"]
+        admins = db.execute("SELECT admin FROM conference_admins WHERE conference = ? "
+                            "ORDER BY position", (uri,)).fetchall()
+        participants = db.execute("SELECT * FROM conference_participants WHERE "
+                                  "conference = ? ORDER BY position", (uri,)).fetchall()
+        out.append(Conference(
+            uri=uri, creator=row["creator"], kind=ConferenceKind(row["kind"]),
+            subject=row["subject"], admins=tuple(a[0] for a in admins),
+            participants=tuple(Participant(p["uri"], ParticipantState(p["state"]),
+                                           p["display_name"], p["joined_at"])
+                               for p in participants),
+            created_at=row["created_at"], expires_at=row["expires_at"]))
+    return out
+
+
+# -- service data -----------------------------------------------------------------------
+
+class SqliteServiceData(ServiceDataRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def get(self, owner: str, key: str) -> tuple[str, ...]:
+        rows = await self._c.read("SELECT value FROM service_data WHERE owner = ? AND key = ?"
+                                  " ORDER BY position", (owner, key))
+        return tuple(row[0] for row in rows)
+
+    async def put(self, owner: str, key: str, values: Sequence[str]) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM service_data WHERE owner = ? AND key = ?", (owner, key))
+            db.executemany("INSERT INTO service_data VALUES (?, ?, ?, ?)",
+                           [(owner, key, i, v) for i, v in enumerate(values)])
+        await self._c.write(job)
+
+    async def remove(self, owner: str, key: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM service_data WHERE owner = ? AND key = ?", (owner, key)).rowcount > 0)
+
+    async def settings(self, owner: str) -> dict[str, tuple[str, ...]]:
+        rows = await self._c.read("SELECT key, value FROM service_data WHERE owner = ? "
+                                  "ORDER BY key, position", (owner,))
+        out: dict[str, list[str]] = {}
+        for row in rows:
+            out.setdefault(row[0], []).append(row[1])
+        return {k: tuple(v) for k, v in out.items()}
+
+    async def owners(self, key: str, value: str) -> list[str]:
+        rows = await self._c.read("SELECT DISTINCT owner FROM service_data WHERE key = ? "
+                                  "AND value = ? ORDER BY owner", (key, value))
+        return [row[0] for row in rows]

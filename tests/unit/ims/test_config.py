@@ -181,3 +181,31 @@ def test_messaging_settings(tmp_path):
     path.write_text("[messaging]\nttl = 5\n")
     with pytest.raises(ConfigError, match="messaging"):
         load_config(path)
+
+
+def test_limits_defaults_and_overrides(tmp_path: Path) -> None:
+    limits = load_config().limits
+    assert (limits.sip.max_headers, limits.sip.max_header_length, limits.sip.max_body_size,
+            limits.sip.message_timeout, limits.sip.max_connections_per_source) == \
+        (256, 8192, 262144, 30.0, 256)
+    assert (limits.overload.max_transactions, limits.overload.retry_after,
+            limits.msrp_idle_timeout) == (50000, 10, 300.0)
+    path = write(tmp_path, "[limits]\nmax_headers = 50\nmax_body_size = 1000\n"
+                           "message_timeout = 2.5\nmax_transactions = 7\nretry_after = 3\n"
+                           "msrp_idle_timeout = 20\nmax_queue_delay = 0.25\n")
+    limits = load_config(path).limits
+    assert (limits.sip.max_headers, limits.sip.max_body_size, limits.sip.message_timeout,
+            limits.sip.max_header_length) == (50, 1000, 2.5, 8192)
+    assert (limits.overload.max_transactions, limits.overload.retry_after,
+            limits.overload.max_queue_delay, limits.msrp_idle_timeout) == (7, 3, 0.25, 20.0)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[limits]\nmax_headerz = 5\n", "limits.max_headerz"),
+    ("[limits]\nmax_headers = 0\n", "limits.max_headers"),
+    ("[limits]\nidle_timeout = -1\n", "limits.idle_timeout"),
+    ("[limits]\nmessage_timeout = \"soon\"\n", "limits.message_timeout"),
+])
+def test_limits_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"imsbox.toml: {key}: "):
+        load_config(write(tmp_path, text))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -21,55 +22,56 @@ ALICE = "sip:alice@ims.test"
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    config = load_config()
-    with SqliteStore.in_data_dir(tmp_path) as s:
-        apply_config(s, config)
-        add_user(s, "ims.test", "alice", "secret", "+15550001")
-        add_user(s, "ims.test", "bob", "hunter2")
-        yield s
+def store(tmp_path: Path) -> SqliteStore:
+    async def provision() -> None:
+        async with SqliteStore.in_data_dir(tmp_path) as s:
+            await apply_config(s, load_config())
+            await add_user(s, "ims.test", "alice", "secret", "+15550001")
+            await add_user(s, "ims.test", "bob", "hunter2")
+    asyncio.run(provision())
+    return SqliteStore.in_data_dir(tmp_path)  # opened for the test (tests/unit/conftest.py)
 
 
 @pytest.fixture
 def hss(store: SqliteStore) -> Hss:
-    return Hss(store, "ims.test", scscf_names=(SCSCF,))
+    return Hss(store.subscribers, "ims.test", scscf_names=(SCSCF,))
 
 
-def test_uar_first_then_subsequent_registration(hss: Hss) -> None:
-    first = hss.user_authorization(ALICE, "alice@ims.test")
+async def test_uar_first_then_subsequent_registration(hss: Hss) -> None:
+    first = await hss.user_authorization(ALICE, "alice@ims.test")
     assert first.result is ResultCode.DIAMETER_FIRST_REGISTRATION
     assert first.result.code == 2001 and first.result.experimental
     assert first.server_name is None and first.capabilities.server_names == (SCSCF,)
-    hss.server_assignment(ALICE, SCSCF, SAT.REGISTRATION, "alice@ims.test")
-    again = hss.user_authorization(ALICE, "alice")  # bare name works too
+    await hss.server_assignment(ALICE, SCSCF, SAT.REGISTRATION, "alice@ims.test")
+    again = await hss.user_authorization(ALICE, "alice")  # bare name works too
     assert again.result is ResultCode.DIAMETER_SUBSEQUENT_REGISTRATION
     assert again.server_name == SCSCF
-    dereg = hss.user_authorization(ALICE, "alice", type=AuthorizationType.DE_REGISTRATION)
+    dereg = await hss.user_authorization(ALICE, "alice", type=AuthorizationType.DE_REGISTRATION)
     assert dereg.result is ResultCode.DIAMETER_SUCCESS and dereg.server_name == SCSCF
-    caps = hss.user_authorization(ALICE, "alice",
+    caps = await hss.user_authorization(ALICE, "alice",
                                   type=AuthorizationType.REGISTRATION_AND_CAPABILITIES)
     assert caps.capabilities.server_names == (SCSCF,)
 
 
-def test_uar_errors(hss: Hss) -> None:
-    assert hss.user_authorization("sip:nobody@ims.test", "nobody").result is \
+async def test_uar_errors(hss: Hss) -> None:
+    assert (await hss.user_authorization("sip:nobody@ims.test", "nobody")).result is \
         ResultCode.DIAMETER_ERROR_USER_UNKNOWN
-    assert hss.user_authorization(ALICE, "bob@ims.test").result is \
+    assert (await hss.user_authorization(ALICE, "bob@ims.test")).result is \
         ResultCode.DIAMETER_ERROR_IDENTITIES_DONT_MATCH
-    assert hss.user_authorization(ALICE, "alice", visited_network="other.net").result is \
+    assert (await hss.user_authorization(ALICE, "alice", visited_network="other.net")).result is \
         ResultCode.DIAMETER_ERROR_ROAMING_NOT_ALLOWED
-    assert hss.user_authorization(ALICE, "alice", visited_network="ims.test").result.success
-    assert hss.user_authorization(ALICE, "alice", type=AuthorizationType.DE_REGISTRATION
-                                  ).result is ResultCode.DIAMETER_ERROR_IDENTITY_NOT_REGISTERED
-    assert hss.user_authorization("garbage", "alice").result is \
+    assert (await hss.user_authorization(ALICE, "alice", visited_network="ims.test")).result.success
+    assert (await hss.user_authorization(ALICE, "alice", type=AuthorizationType.DE_REGISTRATION
+                                  )).result is ResultCode.DIAMETER_ERROR_IDENTITY_NOT_REGISTERED
+    assert (await hss.user_authorization("garbage", "alice")).result is \
         ResultCode.DIAMETER_ERROR_USER_UNKNOWN
 
 
 @pytest.mark.parametrize("username", ["alice@ims.test", "alice"])
 @pytest.mark.parametrize("algorithm", [Algorithm.MD5, Algorithm.SHA_256, Algorithm.SHA_256_SESS])
-def test_mar_returns_ha1_for_the_username_given(hss: Hss, username: str,
+async def test_mar_returns_ha1_for_the_username_given(hss: Hss, username: str,
                                                 algorithm: Algorithm) -> None:
-    answer = hss.multimedia_auth(username, ALICE, algorithm)
+    answer = await hss.multimedia_auth(username, ALICE, algorithm)
     assert answer.result is ResultCode.DIAMETER_SUCCESS
     assert answer.realm == "ims.test" and answer.username == username
     assert answer.private_id == "alice@ims.test" and answer.algorithm is algorithm
@@ -77,26 +79,26 @@ def test_mar_returns_ha1_for_the_username_given(hss: Hss, username: str,
     assert answer.ha1 == compute_ha1(username, "ims.test", "secret", base)
 
 
-def test_mar_by_msisdn_identity_and_errors(hss: Hss) -> None:
-    assert hss.multimedia_auth("alice", "tel:+15550001").result.success
-    assert hss.multimedia_auth("alice", "sip:+15550001@ims.test").result.success  # no user=phone
-    assert hss.multimedia_auth("nobody", "sip:nobody@ims.test").result is \
+async def test_mar_by_msisdn_identity_and_errors(hss: Hss) -> None:
+    assert (await hss.multimedia_auth("alice", "tel:+15550001")).result.success
+    assert (await hss.multimedia_auth("alice", "sip:+15550001@ims.test")).result.success  # no user=phone
+    assert (await hss.multimedia_auth("nobody", "sip:nobody@ims.test")).result is \
         ResultCode.DIAMETER_ERROR_USER_UNKNOWN
-    assert hss.multimedia_auth("bob", ALICE).result is \
+    assert (await hss.multimedia_auth("bob", ALICE)).result is \
         ResultCode.DIAMETER_ERROR_IDENTITIES_DONT_MATCH
-    assert hss.multimedia_auth("alice", ALICE, Algorithm.MD5_SESS).result.success
+    assert (await hss.multimedia_auth("alice", ALICE, Algorithm.MD5_SESS)).result.success
 
 
-def test_mar_stores_server_name_for_unassigned_user(hss: Hss, store: SqliteStore) -> None:
-    hss.multimedia_auth("alice", ALICE, server_name=SCSCF)
-    assert store.get_assignment("alice@ims.test").server_name == SCSCF
+async def test_mar_stores_server_name_for_unassigned_user(hss: Hss, store: SqliteStore) -> None:
+    await hss.multimedia_auth("alice", ALICE, server_name=SCSCF)
+    assert (await store.subscribers.get_assignment("alice@ims.test")).server_name == SCSCF
     # authentication failure of an unregistered user drops it again
-    hss.server_assignment(ALICE, SCSCF, SAT.AUTHENTICATION_FAILURE)
-    assert store.get_assignment("alice@ims.test").server_name is None
+    await hss.server_assignment(ALICE, SCSCF, SAT.AUTHENTICATION_FAILURE)
+    assert (await store.subscribers.get_assignment("alice@ims.test")).server_name is None
 
 
-def test_sar_registration_returns_implicit_set_and_ifcs(hss: Hss) -> None:
-    answer = hss.server_assignment("tel:+15550001", SCSCF, SAT.REGISTRATION, "alice")
+async def test_sar_registration_returns_implicit_set_and_ifcs(hss: Hss) -> None:
+    answer = await hss.server_assignment("tel:+15550001", SCSCF, SAT.REGISTRATION, "alice")
     assert answer.result is ResultCode.DIAMETER_SUCCESS
     profile = answer.profile
     assert profile.public_ids == (ALICE, "tel:+15550001", "sip:+15550001@ims.test;user=phone")
@@ -108,85 +110,86 @@ def test_sar_registration_returns_implicit_set_and_ifcs(hss: Hss) -> None:
     assert [i.application_server.server_name for i in found] == ["sip:127.0.0.1:5090"]
 
 
-def test_sar_state_transitions(hss: Hss, store: SqliteStore) -> None:
-    def state() -> tuple[str | None, RegistrationState]:
-        a = store.get_assignment("bob@ims.test")
+async def test_sar_state_transitions(hss: Hss, store: SqliteStore) -> None:
+    async def state() -> tuple[str | None, RegistrationState]:
+        a = await store.subscribers.get_assignment("bob@ims.test")
+        assert a is not None
         return a.server_name, a.state
 
     bob = "sip:bob@ims.test"
-    assert hss.server_assignment(bob, SCSCF, SAT.UNREGISTERED_USER).profile is not None
-    assert state() == (SCSCF, RegistrationState.UNREGISTERED)
-    hss.server_assignment(bob, SCSCF, SAT.REGISTRATION)
-    assert state() == (SCSCF, RegistrationState.REGISTERED)
-    hss.server_assignment(bob, SCSCF, SAT.UNREGISTERED_USER)  # does not downgrade
-    assert state() == (SCSCF, RegistrationState.REGISTERED)
-    hss.server_assignment(bob, SCSCF, SAT.RE_REGISTRATION)
-    assert hss.server_assignment(bob, SCSCF, SAT.NO_ASSIGNMENT).profile is not None
-    assert hss.server_assignment(bob, "sip:other", SAT.NO_ASSIGNMENT).result is \
+    assert (await hss.server_assignment(bob, SCSCF, SAT.UNREGISTERED_USER)).profile is not None
+    assert await state() == (SCSCF, RegistrationState.UNREGISTERED)
+    await hss.server_assignment(bob, SCSCF, SAT.REGISTRATION)
+    assert await state() == (SCSCF, RegistrationState.REGISTERED)
+    await hss.server_assignment(bob, SCSCF, SAT.UNREGISTERED_USER)  # does not downgrade
+    assert await state() == (SCSCF, RegistrationState.REGISTERED)
+    await hss.server_assignment(bob, SCSCF, SAT.RE_REGISTRATION)
+    assert (await hss.server_assignment(bob, SCSCF, SAT.NO_ASSIGNMENT)).profile is not None
+    assert (await hss.server_assignment(bob, "sip:other", SAT.NO_ASSIGNMENT)).result is \
         ResultCode.DIAMETER_UNABLE_TO_COMPLY
-    hss.server_assignment(bob, SCSCF, SAT.AUTHENTICATION_TIMEOUT)  # registered: kept
-    assert state() == (SCSCF, RegistrationState.REGISTERED)
-    hss.server_assignment(bob, SCSCF, SAT.USER_DEREGISTRATION_STORE_SERVER_NAME)
-    assert state() == (SCSCF, RegistrationState.NOT_REGISTERED)
-    hss.server_assignment(bob, SCSCF, SAT.REGISTRATION)
-    answer = hss.server_assignment(bob, SCSCF, SAT.TIMEOUT_DEREGISTRATION)
+    await hss.server_assignment(bob, SCSCF, SAT.AUTHENTICATION_TIMEOUT)  # registered: kept
+    assert await state() == (SCSCF, RegistrationState.REGISTERED)
+    await hss.server_assignment(bob, SCSCF, SAT.USER_DEREGISTRATION_STORE_SERVER_NAME)
+    assert await state() == (SCSCF, RegistrationState.NOT_REGISTERED)
+    await hss.server_assignment(bob, SCSCF, SAT.REGISTRATION)
+    answer = await hss.server_assignment(bob, SCSCF, SAT.TIMEOUT_DEREGISTRATION)
     assert answer.result is ResultCode.DIAMETER_SUCCESS and answer.profile is None
-    assert state() == (None, RegistrationState.NOT_REGISTERED)
+    assert await state() == (None, RegistrationState.NOT_REGISTERED)
 
 
-def test_sar_unknown_user(hss: Hss) -> None:
-    answer = hss.server_assignment("sip:ghost@ims.test", SCSCF, SAT.REGISTRATION)
+async def test_sar_unknown_user(hss: Hss) -> None:
+    answer = await hss.server_assignment("sip:ghost@ims.test", SCSCF, SAT.REGISTRATION)
     assert answer.result is ResultCode.DIAMETER_ERROR_USER_UNKNOWN
     assert answer.result.code == 5001 and not answer.result.success
 
 
-def test_lir_registered_unregistered_and_unknown(hss: Hss) -> None:
-    lia = hss.location_info("sip:bob@ims.test")
+async def test_lir_registered_unregistered_and_unknown(hss: Hss) -> None:
+    lia = await hss.location_info("sip:bob@ims.test")
     # default iFCs include terminating-unregistered services (deferred messaging)
     assert lia.result is ResultCode.DIAMETER_UNREGISTERED_SERVICE
     assert lia.capabilities.server_names == (SCSCF,)
-    hss.server_assignment("sip:bob@ims.test", SCSCF, SAT.REGISTRATION)
-    lia = hss.location_info("<sip:bob@IMS.test;transport=tcp>")
+    await hss.server_assignment("sip:bob@ims.test", SCSCF, SAT.REGISTRATION)
+    lia = await hss.location_info("<sip:bob@IMS.test;transport=tcp>")
     assert lia.result is ResultCode.DIAMETER_SUCCESS and lia.server_name == SCSCF
     assert not lia.psi
-    assert hss.location_info("sip:nobody@ims.test").result is \
+    assert (await hss.location_info("sip:nobody@ims.test")).result is \
         ResultCode.DIAMETER_ERROR_USER_UNKNOWN
-    hss.server_assignment("sip:bob@ims.test", SCSCF, SAT.USER_DEREGISTRATION_STORE_SERVER_NAME)
-    lia = hss.location_info("sip:bob@ims.test")
+    await hss.server_assignment("sip:bob@ims.test", SCSCF, SAT.USER_DEREGISTRATION_STORE_SERVER_NAME)
+    lia = await hss.location_info("sip:bob@ims.test")
     assert lia.result is ResultCode.DIAMETER_UNREGISTERED_SERVICE and lia.server_name == SCSCF
 
 
-def test_lir_without_unregistered_services(hss: Hss, store: SqliteStore) -> None:
+async def test_lir_without_unregistered_services(hss: Hss, store: SqliteStore) -> None:
     from imsbox.store import ServiceProfile
-    store.put_service_profile(ServiceProfile("default", ()))
-    assert hss.location_info("sip:bob@ims.test").result is \
+    await store.subscribers.put_service_profile(ServiceProfile("default", ()))
+    assert (await hss.location_info("sip:bob@ims.test")).result is \
         ResultCode.DIAMETER_ERROR_IDENTITY_NOT_REGISTERED
-    assert hss.location_info("sip:bob@ims.test", originating=True).result is \
+    assert (await hss.location_info("sip:bob@ims.test", originating=True)).result is \
         ResultCode.DIAMETER_UNREGISTERED_SERVICE
 
 
-def test_lir_psi_exact_then_wildcard(hss: Hss, store: SqliteStore) -> None:
+async def test_lir_psi_exact_then_wildcard(hss: Hss, store: SqliteStore) -> None:
     conf_as = "sip:127.0.0.1:5100"
-    lia = hss.location_info("sip:conf-42@ims.test")
+    lia = await hss.location_info("sip:conf-42@ims.test")
     assert lia.result is ResultCode.DIAMETER_SUCCESS and lia.psi and lia.server_name == conf_as
-    assert hss.location_info("sip:group-friends@ims.test;transport=tcp").server_name == conf_as
+    assert (await hss.location_info("sip:group-friends@ims.test;transport=tcp")).server_name == conf_as
     # an exact PSI wins over the wildcard that also covers it
-    store.put_psi(Psi("sip:conf-special@ims.test", "sip:127.0.0.1:6000"))
-    assert hss.location_info("sip:conf-special@ims.test").server_name == "sip:127.0.0.1:6000"
+    await store.subscribers.put_psi(Psi("sip:conf-special@ims.test", "sip:127.0.0.1:6000"))
+    assert (await hss.location_info("sip:conf-special@ims.test")).server_name == "sip:127.0.0.1:6000"
     # TS 23.003 '!regex!' wildcard and whole-pattern regex
-    store.put_psi(Psi("sip:chatlist!.*!@ims.test", "sip:127.0.0.1:6001", PsiKind.WILDCARD))
-    store.put_psi(Psi(r"sip:room[0-9]{2}@ims\.test", "sip:127.0.0.1:6002", PsiKind.REGEX))
-    assert hss.location_info("sip:chatlist-x1@ims.test").server_name == "sip:127.0.0.1:6001"
-    assert hss.location_info("sip:room07@ims.test").server_name == "sip:127.0.0.1:6002"
-    assert hss.location_info("sip:room7@ims.test").result is \
+    await store.subscribers.put_psi(Psi("sip:chatlist!.*!@ims.test", "sip:127.0.0.1:6001", PsiKind.WILDCARD))
+    await store.subscribers.put_psi(Psi(r"sip:room[0-9]{2}@ims\.test", "sip:127.0.0.1:6002", PsiKind.REGEX))
+    assert (await hss.location_info("sip:chatlist-x1@ims.test")).server_name == "sip:127.0.0.1:6001"
+    assert (await hss.location_info("sip:room07@ims.test")).server_name == "sip:127.0.0.1:6002"
+    assert (await hss.location_info("sip:room7@ims.test")).result is \
         ResultCode.DIAMETER_ERROR_USER_UNKNOWN
-    assert hss.location_info("sip:conf-1@other.test").result is \
+    assert (await hss.location_info("sip:conf-1@other.test")).result is \
         ResultCode.DIAMETER_ERROR_USER_UNKNOWN
 
 
-def test_group_is_a_psi(hss: Hss, store: SqliteStore) -> None:
-    add_group(store, load_config(), "sip:team@ims.test", ["alice", "+15550002"])
-    lia = hss.location_info("sip:team@ims.test")
+async def test_group_is_a_psi(hss: Hss, store: SqliteStore) -> None:
+    await add_group(store, load_config(), "sip:team@ims.test", ["alice", "+15550002"])
+    lia = await hss.location_info("sip:team@ims.test")
     assert lia.psi and lia.server_name == "sip:127.0.0.1:5100"
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import logging
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from imsbox.cli import main as cli_main
 from imsbox.ims.hss import Hss, ResultCode
 from imsbox.ims.provisioning import (
     ProvisioningError, add_subcommands, add_user, group_add, group_list, group_remove,
@@ -32,13 +34,15 @@ def test_user_add_with_password_and_msisdn(tmp_path: Path) -> None:
     assert "alice@ims.test" in out and "tel:+15550001" in out
     assert "sip:+15550001@ims.test;user=phone" in out
     assert "password" not in out  # given by the user: not echoed
-    with SqliteStore.in_data_dir(tmp_path) as store:
-        hss = Hss(store, "ims.test")
-        answer = hss.multimedia_auth("alice", "tel:+15550001", Algorithm.SHA_256)
-        assert answer.ha1 == compute_ha1("alice", "ims.test", "secret", Algorithm.SHA_256)
-        irs = [p.uri for p in store.implicit_set("sip:alice@ims.test")]
-        assert irs == ["sip:alice@ims.test", "tel:+15550001",
-                       "sip:+15550001@ims.test;user=phone"]
+    async def in_store() -> None:
+        async with SqliteStore.in_data_dir(tmp_path) as store:
+            hss = Hss(store.subscribers, "ims.test")
+            answer = await hss.multimedia_auth("alice", "tel:+15550001", Algorithm.SHA_256)
+            assert answer.ha1 == compute_ha1("alice", "ims.test", "secret", Algorithm.SHA_256)
+            irs = [p.uri for p in await store.subscribers.implicit_set("sip:alice@ims.test")]
+            assert irs == ["sip:alice@ims.test", "tel:+15550001",
+                           "sip:+15550001@ims.test;user=phone"]
+    asyncio.run(in_store())
 
 
 def test_generated_password_is_printed_once_and_never_stored(tmp_path: Path) -> None:
@@ -46,9 +50,12 @@ def test_generated_password_is_printed_once_and_never_stored(tmp_path: Path) -> 
     assert status == 0
     password = out.split("password: ")[1].split()[0]
     assert len(password) >= 12
-    with SqliteStore.in_data_dir(tmp_path) as store:
-        ha1 = Hss(store, "ims.test").multimedia_auth("bob@ims.test", "sip:bob@ims.test").ha1
-        assert ha1 == compute_ha1("bob@ims.test", "ims.test", password)
+    async def in_store() -> None:
+        async with SqliteStore.in_data_dir(tmp_path) as store:
+            hss = Hss(store.subscribers, "ims.test")
+            ha1 = (await hss.multimedia_auth("bob@ims.test", "sip:bob@ims.test")).ha1
+            assert ha1 == compute_ha1("bob@ims.test", "ims.test", password)
+    asyncio.run(in_store())
     raw = (tmp_path / DB_FILENAME).read_bytes()
     for extra in tmp_path.glob(DB_FILENAME + "-wal"):
         raw += extra.read_bytes()
@@ -74,9 +81,12 @@ def test_user_list_and_remove(tmp_path: Path) -> None:
 
 def test_domain_option(tmp_path: Path) -> None:
     run(user_add, "dave", password="p", domain="example.org", data=str(tmp_path))
-    with SqliteStore.in_data_dir(tmp_path) as store:
-        assert store.get_public_identity("sip:dave@example.org") is not None
-        assert store.get_subscriber("dave@example.org").credentials[0].realm == "example.org"
+    async def in_store() -> None:
+        async with SqliteStore.in_data_dir(tmp_path) as store:
+            assert await store.subscribers.get_public_identity("sip:dave@example.org") is not None
+            dave = await store.subscribers.get_subscriber("dave@example.org")
+            assert dave is not None and dave.credentials[0].realm == "example.org"
+    asyncio.run(in_store())
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -127,10 +137,13 @@ def test_group_add_list_remove(tmp_path: Path) -> None:
     assert status == 0
     assert out.strip() == ("group sip:group-team@ims.test: sip:alice@ims.test "
                            "tel:+15550002 sip:carol@other.net")
-    with SqliteStore.in_data_dir(tmp_path) as store:
-        assert store.get_group("sip:group-team@ims.test").members[0] == "sip:alice@ims.test"
-        lia = Hss(store, "ims.test").location_info("sip:group-team@ims.test")
-        assert lia.result is ResultCode.DIAMETER_SUCCESS and lia.psi
+    async def in_store() -> None:
+        async with SqliteStore.in_data_dir(tmp_path) as store:
+            group = await store.subscribers.get_group("sip:group-team@ims.test")
+            assert group is not None and group.members[0] == "sip:alice@ims.test"
+            lia = await Hss(store.subscribers, "ims.test").location_info("sip:group-team@ims.test")
+            assert lia.result is ResultCode.DIAMETER_SUCCESS and lia.psi
+    asyncio.run(in_store())
     assert "sip:group-team@ims.test" in run(group_list, data=data)[1]
     assert run(group_remove, "sip:group-team@ims.test", data=data)[0] == 0
     status, _, err = run(group_remove, "sip:group-team@ims.test", data=data)
@@ -151,13 +164,15 @@ def test_group_add_bad_input(tmp_path: Path, uri: str, members: list[str],
 
 
 def test_add_user_store_level_refuses_group_psi(tmp_path: Path) -> None:
-    with SqliteStore.in_data_dir(tmp_path) as store:
-        from imsbox.config import load_config
-        from imsbox.ims.provisioning import add_group, apply_config
-        apply_config(store, load_config())
-        add_group(store, load_config(), "sip:team@ims.test", ["x"])
-        with pytest.raises(ProvisioningError, match="public service identity"):
-            add_user(store, "ims.test", "team", "p")
+    async def in_store() -> None:
+        async with SqliteStore.in_data_dir(tmp_path) as store:
+            from imsbox.config import load_config
+            from imsbox.ims.provisioning import add_group, apply_config
+            await apply_config(store, load_config())
+            await add_group(store, load_config(), "sip:team@ims.test", ["x"])
+            with pytest.raises(ProvisioningError, match="public service identity"):
+                await add_user(store, "ims.test", "team", "p")
+    asyncio.run(in_store())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +204,17 @@ def test_argparse_wiring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         parser.parse_args(["user"])
 
 
+def test_provisioning_prints_no_schema_migration_lines(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    data = str(tmp_path / "new")  # a fresh store: every migration runs
+    assert cli_main(["user", "add", "gina", "--password", "pw", "--data", data]) == 0
+    assert cli_main(["user", "list", "--data", data]) == 0
+    assert (tmp_path / "new" / DB_FILENAME).exists()
+    assert not [r for r in caplog.records
+                if r.levelno >= logging.INFO and "migration" in r.getMessage()]
+
+
 def test_default_data_dir_is_dot_imsbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
@@ -206,8 +232,11 @@ def test_config_file_option(tmp_path: Path) -> None:
     status, out, _ = run(group_add, "sip:g@corp.test", ["a"], data=str(tmp_path),
                          config=str(config))
     assert status == 0 and "sip:a@corp.test" in out
-    with SqliteStore.in_data_dir(tmp_path) as store:
-        assert store.get_psi("sip:g@corp.test").as_uri == "sip:127.0.0.1:7777"
+    async def in_store() -> None:
+        async with SqliteStore.in_data_dir(tmp_path) as store:
+            psi = await store.subscribers.get_psi("sip:g@corp.test")
+            assert psi is not None and psi.as_uri == "sip:127.0.0.1:7777"
+    asyncio.run(in_store())
     status, _, err = run(user_list, data=str(tmp_path), config=str(tmp_path / "none.toml"))
     assert status == 1 and "file not found" in err
 
@@ -218,10 +247,14 @@ def test_commands_do_not_overwrite_served_configuration(tmp_path: Path) -> None:
     from imsbox.store import ServiceProfile
     custom = tmp_path / "imsbox.toml"
     custom.write_text('[[ifc]]\npriority = 1\napplication_server = "sip:x@127.0.0.1"\n')
-    with SqliteStore.in_data_dir(tmp_path) as store:
-        apply_config(store, load_config(custom))  # what serve --config does
+    async def in_store() -> None:
+        async with SqliteStore.in_data_dir(tmp_path) as store:
+            await apply_config(store, load_config(custom))  # what serve --config does
+    asyncio.run(in_store())
     assert run(user_list, data=str(tmp_path))[0] == 0  # no --config: defaults
-    with SqliteStore.in_data_dir(tmp_path) as store:
-        profile = store.get_service_profile("default")
-        assert profile is not None and len(profile.ifcs) == 1 and "sip:x@" in profile.ifcs[0]
-        assert isinstance(profile, ServiceProfile)
+    async def in_store() -> None:
+        async with SqliteStore.in_data_dir(tmp_path) as store:
+            profile = await store.subscribers.get_service_profile("default")
+            assert profile is not None and len(profile.ifcs) == 1 and "sip:x@" in profile.ifcs[0]
+            assert isinstance(profile, ServiceProfile)
+    asyncio.run(in_store())

@@ -57,22 +57,14 @@ def subscribe(expires: int = 600, event: str = "reg", to_tag: str | None = None,
     ])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.states = {AOR: document()}
-
-    def state_of(self, aor: str) -> RegInfo:
-        return self.states[aor]
-
-
-def new_notifier() -> tuple[RegEventNotifier, Clock]:
-    clock = Clock()
-    return RegEventNotifier("sip:127.0.0.1:5080", clock.state_of), clock
+def new_notifier() -> tuple[RegEventNotifier, RegInfo]:
+    """The notifier and the watched set's state the S-CSCF hands it with a SUBSCRIBE."""
+    return RegEventNotifier("sip:127.0.0.1:5080"), document()
 
 
 def test_subscribe_gets_200_and_full_state_notify() -> None:
-    notifier, _ = new_notifier()
-    response = notifier.subscribe(subscribe(), AOR, now=100.0)
+    notifier, current = new_notifier()
+    response = notifier.subscribe(subscribe(), AOR, now=100.0, state=current)
     assert response.status == 200 and response.to.tag
     assert response.headers.get("Expires") == "600"
     [notify] = notifier.requests()
@@ -88,8 +80,8 @@ def test_subscribe_gets_200_and_full_state_notify() -> None:
 
 
 def test_changes_bump_the_version_and_deregistration_ends_the_subscription() -> None:
-    notifier, clock = new_notifier()
-    notifier.subscribe(subscribe(), AOR, now=100.0)
+    notifier, current = new_notifier()
+    notifier.subscribe(subscribe(), AOR, now=100.0, state=current)
     first = notifier.requests()[0]
     notifier.receive_response(first, Response.for_request(first, 200), 100.0)
     changed = document()
@@ -116,26 +108,26 @@ def test_changes_bump_the_version_and_deregistration_ends_the_subscription() -> 
 
 
 def test_refresh_unsubscribe_and_errors() -> None:
-    notifier, _ = new_notifier()
-    response = notifier.subscribe(subscribe(), AOR, now=0.0)
+    notifier, current = new_notifier()
+    response = notifier.subscribe(subscribe(), AOR, now=0.0, state=current)
     notifier.requests()
     refresh = notifier.subscribe(subscribe(expires=0, to_tag=response.to.tag, cseq=2),
-                                 None, now=10.0)
+                                 None, now=10.0, state=current)
     assert refresh.status == 200
     [final] = notifier.requests()
     assert final.headers.get("Subscription-State", "").startswith("terminated")
     assert parse_reginfo(final.body).version == 1
     assert notifier.subscriptions == []
-    assert notifier.subscribe(subscribe(event="presence"), AOR, 0.0).status == 489
-    short = notifier.subscribe(subscribe(expires=5), AOR, 0.0)
+    assert notifier.subscribe(subscribe(event="presence"), AOR, 0.0, state=current).status == 489
+    short = notifier.subscribe(subscribe(expires=5), AOR, 0.0, state=current)
     assert short.status == 423 and short.headers.get("Min-Expires") == "60"
     stray = notifier.subscribe(subscribe(to_tag="nope", cseq=5), None, 0.0)
     assert stray.status == 481
 
 
 def test_subscription_timeout() -> None:
-    notifier, _ = new_notifier()
-    notifier.subscribe(subscribe(expires=60), AOR, now=0.0)
+    notifier, current = new_notifier()
+    notifier.subscribe(subscribe(expires=60), AOR, now=0.0, state=current)
     notifier.requests()
     assert notifier.next_deadline() == 60.0
     notifier.on_timer(61.0)

@@ -170,3 +170,39 @@ def test_lazy_header_errors_are_typed():
     msg = parse(request(extra="Contact: <sip:a@b;q=x\r\n"))
     with pytest.raises(HeaderError):
         msg.contact
+
+
+def _options(extra: str = "", line: str = "OPTIONS sip:b@example.com SIP/2.0") -> bytes:
+    return (f"{line}\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKlim\r\n"
+            "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\n"
+            f"Call-ID: lim\r\nCSeq: 1 OPTIONS\r\n{extra}Content-Length: 0\r\n\r\n").encode()
+
+
+def test_header_count_limit_keeps_a_bounded_partial() -> None:
+    with pytest.raises(ParseError) as info:
+        parse(_options("".join(f"X{i}: y\r\n" for i in range(100))), max_headers=20)
+    assert info.value.status == 400 and info.value.reason == "too many headers (over 20)"
+    assert info.value.partial is not None and len(info.value.partial.headers) == 20
+
+
+def test_header_length_and_section_limits() -> None:
+    with pytest.raises(ParseError) as info:
+        parse(_options("Subject: " + "s" * 300 + "\r\n"), max_header_length=100)
+    assert info.value.status == 400 and "'Subject' longer than 100" in info.value.reason
+    assert "Subject" not in info.value.partial.headers  # type: ignore[union-attr]
+    with pytest.raises(ParseError) as info:
+        parse(_options("X-Pad: " + "p" * 300 + "\r\n"), max_header_size=250)
+    assert info.value.status == 513 and info.value.partial is not None
+
+
+@pytest.mark.parametrize("line", [
+    "INVITE sip:user@example.com; lr SIP/2.0",        # RFC 4475 lwsruri
+    "INVITE  sip:user@example.com  SIP/2.0",          # lwsstart
+    "OPTIONS sip:remote-target@example.com SIP/2.0  ",  # trws
+])
+def test_malformed_request_line_is_answerable(line: str) -> None:
+    with pytest.raises(ParseError) as info:
+        parse(_options(line=line))
+    assert info.value.bad_start_line and info.value.status == 400
+    partial = info.value.partial
+    assert partial is not None and partial.headers.get("Call-ID") == "lim"

@@ -496,3 +496,30 @@ def test_invite_given_up_64_t1_after_cancel(layer: TransactionLayer) -> None:
     clock.run(42.0)
     assert [t for t, e in clock.log
             if isinstance(e, TransactionTimeout) and e.txn is inv_txn] == [42.0]
+
+
+def test_completed_server_transaction_keeps_a_compact_request(layer: TransactionLayer) -> None:
+    req = make_request("MESSAGE", branch="z9hG4bKcompact1")
+    req.add_header("X-Big", "x" * 5000)
+    req.body = b"b" * 10000
+    txn = layer.server_transaction(req, UDP_FLOW, 0.0)
+    txn.respond(reply(req, 200), 0.0)
+    kept = txn.request
+    assert kept.body == b"" and "X-Big" not in kept.headers and "Route" not in kept.headers
+    assert (kept.method, kept.call_id, kept.cseq.seq, kept.from_.tag) == \
+        ("MESSAGE", req.call_id, 1, "a1")
+    assert layer.find_server_transaction(parse(bytes(req))) is txn  # still matches
+    layer.events()
+    layer.on_timer(100.0)  # Timer J: forgotten by its compact key
+    assert len(layer) == 0
+
+
+def test_completed_client_transaction_keeps_a_compact_request(layer: TransactionLayer) -> None:
+    req = make_request("INVITE")
+    req.body = b"v=0\r\n" * 1000
+    txn = layer.client_transaction(req, UDP_DEST, 0.0)
+    layer.receive(reply(req, 486), UDP_FLOW, 0.0)
+    assert txn.request.body == b"" and txn.ack is not None
+    assert txn.ack.headers.get_all("Route") == ["<sip:proxy.example.com;lr>"]
+    layer.on_timer(100.0)
+    assert len(layer) == 0

@@ -19,7 +19,7 @@ from typing import Callable
 
 from ..headers import HeaderError, Params, Via
 from ..message import REASON_PHRASES, Message, Request, Response
-from ..parser import ParseError, parse
+from ..parser import MAX_HEADER_LENGTH, MAX_HEADER_SIZE, MAX_HEADERS, ParseError, parse
 from .base import TRANSPORTS, Destination, Flow
 from .stream import FramingError, StreamConnection, StreamFramer
 from .udp import UdpEndpoint
@@ -43,12 +43,27 @@ ConnKey = tuple[str, str, int]
 
 @dataclass(slots=True, frozen=True)
 class Limits:
-    """Resource limits of the transport layer (sizes in bytes, times in seconds)."""
+    """Resource limits of the transport layer (sizes in bytes, times in seconds).
 
-    max_header_size: int = 64 * 1024
-    max_body_size: int = 16 * 1024 * 1024
+    What is refused and how (docs/limits.md): more than ``max_headers`` header
+    lines or one longer than ``max_header_length`` -> 400; a header section
+    over ``max_header_size`` -> 513 on UDP, closed on a stream; a body over
+    ``max_body_size`` -> 413.  A stream message must be complete within
+    ``message_timeout`` of its first byte; a connection with nothing for
+    ``idle_timeout`` is closed; accepted connections beyond
+    ``max_connections`` (in total) or ``max_connections_per_source`` (per IP
+    address) are closed at once.
+    """
+
+    max_header_size: int = MAX_HEADER_SIZE
+    max_headers: int = MAX_HEADERS
+    max_header_length: int = MAX_HEADER_LENGTH
+    max_body_size: int = 256 * 1024
     idle_timeout: float | None = 60.0
+    message_timeout: float | None = 30.0
     connect_timeout: float = 10.0
+    max_connections: int = 1024
+    max_connections_per_source: int = 256
 
 
 class TransportLayer:
@@ -72,6 +87,8 @@ class TransportLayer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._closed = False
+        self._accepted_from: Counter[str] = Counter()  # open accepted connections per IP
+        self.queue_delay = 0.0  # how long the message being handled waited in the kernel
 
     # -- public API -------------------------------------------------------
     @property
@@ -162,15 +179,24 @@ class TransportLayer:
         if not data.strip(b"\r\n\t \x00"):
             self.stats["keepalives_in"] += 1  # CRLF keep-alive on UDP: nothing to do
             return
+        self.queue_delay = endpoint.last_delay
         self._received(data, endpoint.flow_to(remote), None)
 
     def _received(self, data: bytes, flow: Flow, conn: StreamConnection | None) -> None:
         self._trace("in", data, flow, None)
         self.stats["messages_in"] += 1
+        limits = self.limits
         try:
-            message = parse(data)
+            message = parse(data, max_headers=limits.max_headers,
+                            max_header_length=limits.max_header_length,
+                            max_header_size=limits.max_header_size)
         except ParseError as exc:
-            self._malformed(exc, flow)
+            self._malformed(exc, flow, conn)
+            return
+        if len(message.body) > limits.max_body_size:  # a datagram (streams frame first)
+            self._malformed(ParseError(
+                f"body of {len(message.body)} bytes exceeds limit of {limits.max_body_size}",
+                413, message), flow, conn)
             return
         if isinstance(message, Request):
             add_received(message, flow.remote)
@@ -182,23 +208,38 @@ class TransportLayer:
             log.exception("on_message failed for %r call-id=%s", message,
                           message.headers.get("Call-ID"))
 
-    def _malformed(self, exc: ParseError, flow: Flow) -> None:
-        """Answer a malformed request we can address (8.2.6), drop anything else."""
+    def _malformed(self, exc: ParseError, flow: Flow, conn: StreamConnection | None) -> None:
+        """Answer a malformed request we can address (8.2.6), drop anything else.
+
+        On a stream, an unparseable start line also ends the connection: what
+        follows cannot be trusted to be framed (the answer goes out first)."""
+        closing = conn if conn is not None and exc.bad_start_line else None
+        response = self._answer_for(exc, flow)
+        if response is None:
+            if closing is not None:
+                closing.hang_up(b"")
+        elif closing is not None:
+            data = bytes(response)
+            self._trace("out", data, flow, response)
+            closing.hang_up(data)
+        else:
+            self.send_response(response, flow)
+
+    def _answer_for(self, exc: ParseError, flow: Flow) -> Response | None:
         request = exc.partial
         if not (isinstance(request, Request) and _answerable(request)):
             self.stats["malformed_dropped"] += 1
             log.info("dropped malformed message from %s: %s", flow.remote, exc.reason)
-            return
+            return None
         add_received(request, flow.remote)
-        response = Response.for_request(request, exc.status,
-                                        reason_phrase(exc.status, exc.reason))
         self.stats["malformed_answered"] += 1
         log.info("answering malformed %s from %s with %d: %s", request.method,
                  flow.remote, exc.status, exc.reason)
-        self.send_response(response, flow)
+        return Response.for_request(request, exc.status, reason_phrase(exc.status, exc.reason))
 
     # -- stream connection callbacks (ConnectionHandler) ------------------
     def stream_message(self, conn: StreamConnection, data: bytes) -> None:
+        self.queue_delay = 0.0  # TCP pushes back by itself; only datagrams queue unseen
         self._received(data, conn.flow, conn)
 
     def stream_framing_error(self, conn: StreamConnection, error: FramingError) -> bytes | None:
@@ -217,7 +258,10 @@ class TransportLayer:
         return data
 
     def stream_closed(self, conn: StreamConnection) -> None:
-        self._conns.pop(conn.conn_id, None)
+        if self._conns.pop(conn.conn_id, None) is not None and conn.accepted:
+            self._accepted_from[conn.remote[0]] -= 1
+            if self._accepted_from[conn.remote[0]] <= 0:
+                del self._accepted_from[conn.remote[0]]
         for key in [k for k, c in self._by_addr.items() if c is conn]:
             del self._by_addr[key]
         self.stats["connections_closed"] += 1
@@ -228,15 +272,35 @@ class TransportLayer:
         if self._closed:
             writer.close()
             return
+        refusal = self._over_connection_caps(_addr_of(writer))
+        if refusal:
+            self.stats["connections_refused"] += 1
+            log.warning("refused a %s connection: %s", transport, refusal)
+            writer.transport.abort()
+            return
         conn = self._new_connection(transport, reader, writer, accepted=True)
+        self._accepted_from[conn.remote[0]] += 1
         self.stats["connections_accepted"] += 1
         log.debug("accepted %r", conn)
 
+    def _over_connection_caps(self, remote: tuple[str, int]) -> str | None:
+        """Why one more accepted connection from ``remote`` is too many (None: fine)."""
+        limits = self.limits
+        total = sum(self._accepted_from.values())
+        if total >= limits.max_connections:
+            return f"{total} connections open (max_connections)"
+        mine = self._accepted_from[remote[0]]
+        if mine >= limits.max_connections_per_source:
+            return f"{mine} connections open from {remote[0]} (max_connections_per_source)"
+        return None
+
     def _new_connection(self, transport: str, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter, accepted: bool) -> StreamConnection:
-        framer = StreamFramer(self.limits.max_header_size, self.limits.max_body_size)
+        limits = self.limits
+        framer = StreamFramer(limits.max_header_size, limits.max_body_size)
         conn = StreamConnection(self, reader, writer, transport, next(self._ids), framer,
-                                self.limits.idle_timeout, accepted)
+                                limits.idle_timeout, accepted,
+                                message_timeout=limits.message_timeout)
         self._conns[conn.conn_id] = conn
         self._by_addr[_key(transport, *conn.remote)] = conn
         task = conn.start()
@@ -401,6 +465,13 @@ def _top_via(message: Message) -> Via:
     if not values:
         raise HeaderError("Via", "missing")
     return Via.parse(values[0])
+
+
+def _addr_of(writer: asyncio.StreamWriter) -> tuple[str, int]:
+    info = writer.get_extra_info("peername")
+    if isinstance(info, tuple) and len(info) >= 2:
+        return str(info[0]), int(info[1])
+    return ("", 0)
 
 
 def _partial_request(head: bytes) -> Request | None:

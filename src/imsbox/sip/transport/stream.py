@@ -172,7 +172,7 @@ class StreamConnection:
     def __init__(self, handler: ConnectionHandler, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, transport: str, conn_id: int,
                  framer: StreamFramer, idle_timeout: float | None,
-                 accepted: bool) -> None:
+                 accepted: bool, *, message_timeout: float | None = None) -> None:
         self.handler = handler
         self.reader = reader
         self.writer = writer
@@ -180,11 +180,14 @@ class StreamConnection:
         self.conn_id = conn_id
         self.framer = framer
         self.idle_timeout = idle_timeout
+        self.message_timeout = message_timeout
         self.accepted = accepted
         self.local: tuple[str, int] = _addr(writer.get_extra_info("sockname"))
         self.remote: tuple[str, int] = _addr(writer.get_extra_info("peername"))
         self.last_activity = time.monotonic()
         self.closed = False
+        self._message_since: float | None = None  # first byte of an incomplete message
+        self._hanging_up = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -221,14 +224,26 @@ class StreamConnection:
         finally:
             await self.close()
 
+    def hang_up(self, data: bytes) -> None:
+        """Write ``data`` (a last answer) and close; nothing more is read."""
+        if self.closed:
+            return
+        if data:
+            self.writer.write(data)
+        self._hanging_up = True
+
     async def _read_loop(self) -> None:
         while not self.closed:
             data = await self._read()
             if not data:
                 return
-            self.last_activity = time.monotonic()
-            for message in self.framer.feed(data):
+            now = self.last_activity = time.monotonic()
+            messages = self.framer.feed(data)
+            for message in messages:
                 self.handler.stream_message(self, message)
+                if self._hanging_up:
+                    return  # close() flushes the answer written by hang_up
+            self._track_message(messages, now)
             pings = self.framer.take_pings()
             if pings:
                 self.writer.write(PONG * pings)
@@ -236,14 +251,36 @@ class StreamConnection:
                 await self._fail(self.framer.error)
                 return
 
+    def _track_message(self, completed: list[bytes], now: float) -> None:
+        """Start the message deadline at the first byte of each message."""
+        if not self.framer.buffered:
+            self._message_since = None
+        elif completed or self._message_since is None:
+            self._message_since = now
+
+    def _deadline(self) -> tuple[float | None, str]:
+        """When this connection is closed unless more arrives, and why."""
+        idle = (None if self.idle_timeout is None
+                else self.last_activity + self.idle_timeout)
+        if self._message_since is None or self.message_timeout is None:
+            return idle, f"idle for {self.idle_timeout}s"
+        message = self._message_since + self.message_timeout
+        if idle is None or message < idle:
+            return message, f"message incomplete after {self.message_timeout}s"
+        return idle, f"idle for {self.idle_timeout}s"
+
     async def _read(self) -> bytes:
-        """One read, or b"" once the connection has been idle for idle_timeout."""
+        """One read, or b"" once the idle timeout or the message deadline passed.
+
+        Each byte resets the idle timer, never the message deadline: a peer
+        trickling a message byte by byte is cut off all the same."""
         while True:
-            if self.idle_timeout is None:
+            deadline, why = self._deadline()
+            if deadline is None:
                 return await self.reader.read(_READ_SIZE)
-            remaining = self.last_activity + self.idle_timeout - time.monotonic()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
-                log.debug("%r: idle for %.1fs, closing", self, self.idle_timeout)
+                log.info("%r: %s, closing", self, why)
                 return b""
             try:
                 async with asyncio.timeout(remaining):

@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
+import sys
+import time
 from typing import Callable
 
 from .base import Destination, Flow
@@ -17,6 +20,22 @@ log = logging.getLogger(__name__)
 UDP_MTU_LIMIT = 1300  # 18.1.1: path MTU unknown -> 1300 bytes
 MAX_DATAGRAM = 65507
 SOCKET_BUFFER = 4 * 1024 * 1024
+_TIMEVAL = struct.Struct("@ll")
+_ANCILLARY = socket.CMSG_SPACE(_TIMEVAL.size)
+# socket has no SO_TIMESTAMP constant; Linux's (asm-generic/socket.h) is 29,
+# and the control message it yields (SCM_TIMESTAMP) has the same number.
+SO_TIMESTAMP: int | None = getattr(socket, "SO_TIMESTAMP", 29 if sys.platform == "linux" else None)
+
+
+def _enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram with its arrival time (Linux, BSD)."""
+    if SO_TIMESTAMP is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+    except OSError:
+        return False
+    return True
 
 
 def should_use_tcp(message_bytes: bytes | int, dest: Destination) -> bool:
@@ -35,6 +54,8 @@ class UdpEndpoint:
     It reads every datagram waiting in the kernel each time the socket is
     readable (asyncio's datagram transport reads one per loop pass): after a
     pause, queued responses are seen before retransmission timers fire.
+    ``last_delay`` is how long the datagram being delivered waited in the
+    kernel (SO_TIMESTAMP): the node's queueing latency, for overload control.
     """
 
     READ_BATCH = 256  # datagrams per readiness event, so timers still get a turn
@@ -46,6 +67,8 @@ class UdpEndpoint:
         self.local: tuple[str, int] = (str(sock.getsockname()[0]), int(sock.getsockname()[1]))
         self.family = sock.family
         self.closed = False
+        self.last_delay = 0.0
+        self._stamped = _enable_timestamps(sock)
         self._loop = asyncio.get_running_loop()
         self._pending: list[tuple[bytes, tuple[str, int]]] = []  # sends the kernel refused
         self._loop.add_reader(sock.fileno(), self._read_ready)
@@ -75,7 +98,7 @@ class UdpEndpoint:
     def _read_ready(self) -> None:
         for _ in range(self.READ_BATCH):
             try:
-                data, addr = self.sock.recvfrom(MAX_DATAGRAM + 1)
+                data, addr = self._receive()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -86,6 +109,16 @@ class UdpEndpoint:
                 self.on_datagram(self, data, (str(addr[0]), int(addr[1])))
             except Exception:  # bad input must never kill the socket
                 log.exception("udp %s: error handling a datagram from %s", self.local, addr)
+
+    def _receive(self) -> tuple[bytes, tuple[str, int]]:
+        if not self._stamped:
+            return self.sock.recvfrom(MAX_DATAGRAM + 1)  # type: ignore[no-any-return]
+        data, ancillary, _, addr = self.sock.recvmsg(MAX_DATAGRAM + 1, _ANCILLARY)
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
+                seconds, micros = _TIMEVAL.unpack(value[:_TIMEVAL.size])
+                self.last_delay = max(0.0, time.time() - seconds - micros / 1e6)
+        return data, addr
 
     def flow_to(self, remote: tuple[str, int]) -> Flow:
         return Flow("udp", self.local, remote, None)
