@@ -313,6 +313,10 @@ class RcsClient:
     def status(self, message_id: str) -> MessageStatus | None:
         return self.notifications.status(message_id)
 
+    def deferred(self, message_id: str) -> bool:
+        """The network answered 202 to the message: kept until the recipient registers."""
+        return self.notifications.deferred(message_id)
+
     async def wait_status(self, message_id: str, wanted: MessageStatus = MessageStatus.DELIVERED,
                           timeout: float | None = None) -> MessageStatus:
         """Wait until the message reached ``wanted`` (or failed); returns its status."""
@@ -330,7 +334,7 @@ class RcsClient:
         """A standalone message asking for a delivery (and with ``display`` a display)
         notification: pager mode up to 1300 bytes of CPIM, large message mode above.
         Returns the imdn.Message-ID; raises SendError when the network refuses it.
-        A pager message kept for an offline recipient (202) has status DEFERRED."""
+        ``deferred(message_id)`` says the network keeps it for an offline recipient."""
         return await self.messaging.send(self.resolve(to), text, display)
 
     async def open_chat(self, to: str) -> Chat:

@@ -52,7 +52,6 @@ class MessageStatus(enum.Enum):
 
     SENDING = "sending"
     SENT = "sent"
-    DEFERRED = "deferred"   # the network keeps it for an offline recipient (202)
     DELIVERED = "delivered"
     DISPLAYED = "displayed"
     FAILED = "failed"
@@ -62,8 +61,7 @@ class MessageStatus(enum.Enum):
         return _RANK[self]
 
 
-_RANK = {MessageStatus.SENDING: 0, MessageStatus.SENT: 1, MessageStatus.DEFERRED: 1,
-         MessageStatus.DELIVERED: 2,
+_RANK = {MessageStatus.SENDING: 0, MessageStatus.SENT: 1, MessageStatus.DELIVERED: 2,
          MessageStatus.DISPLAYED: 3, MessageStatus.FAILED: 4}
 
 

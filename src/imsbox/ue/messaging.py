@@ -2,8 +2,8 @@
 message mode (an MSRP session carrying one message) above; incoming MESSAGEs.
 
 A pager message the network keeps for an offline recipient is answered 202:
-its status becomes ``DEFERRED`` (the delivery notification follows once the
-recipient registered and took it).
+``Notifications.deferred`` says so (its status is SENT; the delivery
+notification follows once the recipient registered and took it).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Messaging:
                 response = await self.core.pager(target, cpim,
                                                  self.core.cpm_headers(CpmService.MSG))
                 if response.status == 202:
-                    self.notifications.track(message_id, MessageStatus.DEFERRED)
+                    self.notifications.defer(message_id)
             else:
                 await self._large_message(target, cpim)
         except SendError:

@@ -42,6 +42,7 @@ class _Tracked:
     status: MessageStatus
     peer: str
     chat_id: str | None = None
+    deferred: bool = False  # the network keeps it for an offline recipient (202)
 
 
 @dataclass(slots=True)
@@ -70,6 +71,16 @@ class Notifications:
     def sending(self, message_id: str, peer: str, chat_id: str | None = None) -> None:
         """A message of ours is on its way: track it (its IMDNs are ours to report)."""
         self._tracked[message_id] = _Tracked(MessageStatus.SENDING, peer, chat_id)
+
+    def defer(self, message_id: str) -> None:
+        """The network answered 202: it keeps the message until the recipient registers."""
+        tracked = self._tracked.get(message_id)
+        if tracked is not None:
+            tracked.deferred = True
+
+    def deferred(self, message_id: str) -> bool:
+        tracked = self._tracked.get(message_id)
+        return tracked is not None and tracked.deferred
 
     def status(self, message_id: str) -> MessageStatus | None:
         tracked = self._tracked.get(message_id)
