@@ -172,8 +172,8 @@ class RcsClient:
         reg, pcscf = self.registration, self.pcscf
         if reg.unanswered:
             return RegistrationError(
-                f"no answer from the P-CSCF at {_bracket(pcscf.host)}:{pcscf.port} "
-                f"({pcscf.transport}) - is imsbox serve running?", None, unanswered=True)
+                f"no answer from the P-CSCF at {_bracket(pcscf.host)}:{pcscf.port} - "
+                f"is imsbox serve running?", None, unanswered=True)
         status = reg.final.status if reg.responses else None
         if status == 403:
             return RegistrationError(f"registration of {self.aor} refused: wrong user name "

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 Header = tuple[str, str]
 MSRP_SETUP = 10.0   # seconds for an MSRP session to come up after the 200
+_SERVICE_NAMES = {CpmService.SESSION: "chat", CpmService.LARGEMSG: "large message",
+                  CpmService.FILETRANSFER: "file transfer"}
 
 
 def new_id() -> str:
@@ -196,8 +198,8 @@ class UeCore:
             await self.connect(session, call)
         except (MsrpError, OSError, asyncio.TimeoutError, ValueError) as exc:
             await self.hang_up(call, session)
-            raise SendError(f"{service.name.lower()} with {target}: MSRP set-up failed: "
-                            f"{exc!r}") from None
+            what = _SERVICE_NAMES.get(service, "session")
+            raise SendError(f"{what} with {target}: MSRP set-up failed: {exc!r}") from None
         return call, session
 
     def answer(self, session: MsrpSession, offer: SessionDescription,
