@@ -9,8 +9,14 @@ import logging
 from typing import Any
 
 from ..content import (
-    CPIM, ISCOMPOSING, ContentError, MessageComposer, NotificationRequest,
-    StatusMessageReceiver, parse_cpim, parse_iscomposing,
+    CPIM,
+    ISCOMPOSING,
+    ContentError,
+    MessageComposer,
+    NotificationRequest,
+    StatusMessageReceiver,
+    parse_cpim,
+    parse_iscomposing,
 )
 from ..content.imdn import is_notification
 from ..msrp import MsrpError, MsrpSession, ReceivedMessage

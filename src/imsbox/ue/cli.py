@@ -32,9 +32,23 @@ from typing import Any, TextIO
 from ..runtime import parse_hostport, stop_on_signals
 from ..sip.transport.base import TRANSPORTS
 from .client import (
-    Chat, ChatEnded, ChatMessage, ChatStarted, Composing, FileFailed, FileOffer, FileProgress,
-    FileReceived, MessageReceived, MessageStatus, Notification, RcsClient, RcsError, RcsEvent,
-    Registered, SendError,
+    Chat,
+    ChatEnded,
+    ChatMessage,
+    ChatStarted,
+    Composing,
+    FileFailed,
+    FileOffer,
+    FileProgress,
+    FileReceived,
+    MessageReceived,
+    MessageStatus,
+    Notification,
+    RcsClient,
+    RcsError,
+    RcsEvent,
+    Registered,
+    SendError,
 )
 
 __all__ = ["add_subcommand", "run_ue"]
@@ -290,7 +304,7 @@ async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -
     except SendError as exc:
         printer.record({**record, "status": "failed", "reason": str(exc)})
         return EXIT_FAILED
-    except asyncio.TimeoutError:
+    except TimeoutError:
         reached = client.status(message_id) if message_id else None
         printer.record({**record, "message_id": message_id, "status": "timeout",
                         "reached": reached.value if reached else None,
@@ -388,7 +402,7 @@ async def _send_file(client: RcsClient, args: argparse.Namespace, printer: Print
         result = await asyncio.wait_for(
             client.send_file(target, args.path, progress, transfer_id=transfer_id),
             args.timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         printer.record({"event": "file_sent", "from": client.aor, "to": target,
                         "name": name, "ok": False, "transfer_id": transfer_id,
                         "reason": "timeout"})

@@ -32,6 +32,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Self
 
 from ..msrp import MsrpEndpoint
 from ..rcs.cpm import DEFAULT_USER_AGENT, contact_feature_param
@@ -46,9 +47,25 @@ from ..sip.ua.useragent import Call, UserAgent
 from .chat import Chat, ChatService
 from .core import UeCore, UeEndpoint, identity
 from .events import (
-    CallEvent, ChatEnded, ChatMessage, ChatStarted, Composing, FileFailed, FileOffer,
-    FileProgress, FileReceived, FileTransferResult, MessageReceived, MessageStatus,
-    Notification, RcsError, RcsEvent, Registered, RegistrationError, SendError, resolve_target,
+    CallEvent,
+    ChatEnded,
+    ChatMessage,
+    ChatStarted,
+    Composing,
+    FileFailed,
+    FileOffer,
+    FileProgress,
+    FileReceived,
+    FileTransferResult,
+    MessageReceived,
+    MessageStatus,
+    Notification,
+    RcsError,
+    RcsEvent,
+    Registered,
+    RegistrationError,
+    SendError,
+    resolve_target,
 )
 from .filetransfer import FileTransfers, Progress, cpim_part
 from .messaging import Messaging
@@ -140,14 +157,14 @@ class RcsClient:
         return self.core.msrp
 
     # -- life cycle ------------------------------------------------------------------
-    async def __aenter__(self) -> RcsClient:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start(self) -> RcsClient:
+    async def start(self) -> Self:
         """Listen (SIP and MSRP), register; RegistrationError when that fails
         (``unanswered`` when the P-CSCF does not answer within ``answer_timeout``)."""
         await self._listen()
@@ -160,7 +177,7 @@ class RcsClient:
                                  on_call=self._on_call, on_request=self.messaging.on_request)
         try:
             await asyncio.wait_for(self._register(self.expires), self.answer_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.registration.unanswered = True
         if not self.registration.registered:
             await self._shutdown()

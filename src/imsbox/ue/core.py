@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..content import CPIM, CpimAddress, NotificationRequest, build_cpim
@@ -22,8 +22,17 @@ from ..msrp import Setup as MsrpSetup
 from ..rcs.cpm import CpmService, cpm_request_headers, new_conversation_id
 from ..rcs.offer import msrp_media
 from ..sdp import (
-    Attribute, Connection, Direction, FileRange, LocalCapabilities, MediaDescription, Origin,
-    SessionDescription, Setup, answer, parse,
+    Attribute,
+    Connection,
+    Direction,
+    FileRange,
+    LocalCapabilities,
+    MediaDescription,
+    Origin,
+    SessionDescription,
+    Setup,
+    answer,
+    parse,
 )
 from ..sip.endpoint import ClientContext, SipEndpoint
 from ..sip.headers import HeaderError, NameAddr
@@ -104,7 +113,7 @@ class UeCore:
         """A CPIM message from us asking for the IMDNs in ``notify``."""
         return build_cpim(
             content_type, body, sender=CpimAddress(self.aor), recipients=[CpimAddress(target)],
-            date_time=datetime.now(timezone.utc), namespaces=[("imdn", IMDN_NS)],
+            date_time=datetime.now(UTC), namespaces=[("imdn", IMDN_NS)],
             headers=[("imdn.Message-ID", message_id),
                      ("imdn.Disposition-Notification", format_disposition_notification(notify))],
         ).to_bytes()
@@ -196,7 +205,7 @@ class UeCore:
             raise
         try:
             await self.connect(session, call)
-        except (MsrpError, OSError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, MsrpError, OSError, ValueError) as exc:
             await self.hang_up(call, session)
             what = _SERVICE_NAMES.get(service, "session")
             raise SendError(f"{what} with {target}: MSRP set-up failed: {exc!r}") from None
@@ -228,7 +237,7 @@ class UeCore:
         call.accept(answer_sdp)
         try:
             await asyncio.wait_for(session.start(), MSRP_SETUP)
-        except (MsrpError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, MsrpError, OSError) as exc:
             log.warning("MSRP set-up for %s failed: %s", call.call_id, exc)
             await self.hang_up(call, session)
             return False

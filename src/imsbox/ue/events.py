@@ -25,25 +25,25 @@ _E164 = re.compile(r"\+[0-9]{3,15}")
 
 
 class RcsError(Exception):
-    """A client operation failed; the message says why."""
-
-
-class SendError(RcsError):
-    """A message, chat or file was refused or could not be sent."""
+    """A client operation failed; the message says why, ``status`` is the SIP
+    status behind it when there is one."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
 
+class SendError(RcsError):
+    """A message, chat or file was refused or could not be sent."""
+
+
 class RegistrationError(RcsError):
-    """REGISTER failed: ``status`` is the final response's, ``unanswered`` says
-    the P-CSCF never answered (nothing listening, or a local 408/503)."""
+    """REGISTER failed; ``unanswered`` says the P-CSCF never answered (nothing
+    listening: a local timeout or connection refused)."""
 
     def __init__(self, message: str, status: int | None = None,
                  unanswered: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status)
         self.unanswered = unanswered
 
 

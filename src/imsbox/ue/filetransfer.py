@@ -26,24 +26,44 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
-from ..content import CPIM, ContentError, CpimMessage, DispositionType, ImdnStatus, \
-    NotificationRequest, parse_cpim
+from ..content import (
+    CPIM,
+    ContentError,
+    CpimMessage,
+    DispositionType,
+    ImdnStatus,
+    NotificationRequest,
+    parse_cpim,
+)
 from ..content.multipart import BodyPart, Multipart, build_multipart
 from ..msrp import ByteRange, MsrpError, MsrpSession, MsrpStatusError, ReceivedMessage
 from ..rcs.cpm import CONVERSATION_ID, CpmService
 from ..rcs.offer import msrp_media
 from ..sdp import (
-    Attribute, Direction, FileDate, FileHash, FileRange, FileSelector, MediaDescription,
-    SdpError, SessionDescription, parse,
+    Attribute,
+    Direction,
+    FileDate,
+    FileHash,
+    FileRange,
+    FileSelector,
+    MediaDescription,
+    SdpError,
+    SessionDescription,
+    parse,
 )
 from ..sip.ua.useragent import Call
 from .core import UeCore, new_id
 from .events import (
-    FileFailed, FileOffer, FileReceived, FileTransferResult, MessageStatus, SendError,
+    FileFailed,
+    FileOffer,
+    FileReceived,
+    FileTransferResult,
+    MessageStatus,
+    SendError,
 )
 from .notify import Notifications, Received
 
@@ -113,7 +133,8 @@ class FileTransfers:
             with path.open("rb") as fh:
                 fh.seek(start - 1)
                 reader = _ProgressReader(fh, result.size, progress, start - 1, stop)
-                await session.send_message(content_type, reader, size=stop - start + 1,
+                body = cast(BinaryIO, reader)  # read(size) is all the MSRP layer calls
+                await session.send_message(content_type, body, size=stop - start + 1,
                                            success_report=True)
             result.ok, result.status, result.reason = True, 200, "confirmed"
             self.notifications.track(result.message_id, MessageStatus.SENT)
@@ -121,7 +142,7 @@ class FileTransfers:
             result.status = exc.status
             result.reason = f"refused by the receiver: {exc.status} {exc.comment}".rstrip()
             self.notifications.track(result.message_id, MessageStatus.FAILED)
-        except (MsrpError, OSError, asyncio.TimeoutError, SendError, SdpError) as exc:
+        except (TimeoutError, MsrpError, OSError, SendError, SdpError) as exc:
             result.reason = f"transfer failed: {exc!r}"
 
     # -- receiving -------------------------------------------------------------------------
@@ -268,7 +289,7 @@ class _IncomingFile:
 class _PartSink:
     """Writes a (possibly resumed) file message into the partial file at ``base``."""
 
-    __slots__ = ("file", "base")
+    __slots__ = ("base", "file")
 
     def __init__(self, file: BinaryIO, base: int) -> None:
         self.file, self.base = file, base
@@ -292,7 +313,7 @@ def _file_attributes(path: Path, content_type: str, size: int, sha1: bytes,
                      transfer_id: str) -> list[Attribute]:
     """file-selector, file-transfer-id, file-disposition, file-date (RFC 5547 section 6)."""
     selector = FileSelector(path.name, content_type, size=size, hash=FileHash("sha-1", sha1))
-    created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    created = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     disposition = "render" if content_type.startswith("image/") else "attachment"
     return [Attribute("file-selector", str(selector)),
             Attribute("file-transfer-id", transfer_id),

@@ -13,7 +13,13 @@ import contextlib
 import logging
 
 from ..content import (
-    CPIM, IMDN, ISCOMPOSING, ContentError, NotificationRequest, parse_cpim, parse_iscomposing,
+    CPIM,
+    IMDN,
+    ISCOMPOSING,
+    ContentError,
+    NotificationRequest,
+    parse_cpim,
+    parse_iscomposing,
 )
 from ..msrp import MsrpError, ReceivedMessage
 from ..rcs.cpm import CONVERSATION_ID, CpmService, fits_pager
@@ -69,7 +75,7 @@ class Messaging:
                                                  (), CpmService.LARGEMSG)
         try:
             await session.send_message(CPIM, cpim)
-        except (MsrpError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, MsrpError, OSError) as exc:
             raise SendError(f"large message to {target}: {exc}") from None
         finally:
             await self.core.hang_up(call, session)
@@ -120,7 +126,7 @@ class Messaging:
             message = await asyncio.wait_for(received.get(), LARGE_WAIT)
             self.notifications.deliver(parse_cpim(message.body), peer, None, conversation,
                                        "large")
-        except (asyncio.TimeoutError, ContentError) as exc:
+        except (TimeoutError, ContentError) as exc:
             log.warning("large message from %s lost: %s", peer, exc)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(call.terminated), 10)

@@ -16,12 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..content import (
-    CPIM, IMDN, ContentError, CpimAddress, CpimMessage, DispositionType, Imdn, ImdnStatus,
-    NotificationRequest, imdn_reply, parse_imdn, requested_notifications,
+    CPIM,
+    IMDN,
+    ContentError,
+    CpimAddress,
+    CpimMessage,
+    DispositionType,
+    Imdn,
+    ImdnStatus,
+    NotificationRequest,
+    imdn_reply,
+    parse_imdn,
+    requested_notifications,
 )
 from ..content.imdn import IMDN_NS, is_notification
 from ..msrp import MsrpError
@@ -160,7 +170,7 @@ class Notifications:
         """The IMDN in the chat it came in, else as a pager message; False if not sent."""
         core = self.core
         reply = imdn_reply(received.cpim, disposition, status, message_id=new_id(),
-                           sender=CpimAddress(core.aor), date_time=datetime.now(timezone.utc))
+                           sender=CpimAddress(core.aor), date_time=datetime.now(UTC))
         if reply is None:
             return False
         body = reply.to_bytes()

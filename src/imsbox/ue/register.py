@@ -20,8 +20,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..sip.auth import (
-    AUTHORIZATION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE, DigestError,
-    answer_challenge, choose_challenge,
+    AUTHORIZATION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    WWW_AUTHENTICATE,
+    DigestError,
+    answer_challenge,
+    choose_challenge,
 )
 from ..sip.endpoint import SipEndpoint
 from ..sip.headers import Contact, HeaderError
