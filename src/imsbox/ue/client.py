@@ -25,7 +25,6 @@ as coming from this UE.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
@@ -70,7 +69,7 @@ from .events import (
 from .filetransfer import FileTransfers, Progress, cpim_part
 from .messaging import Messaging
 from .notify import Notifications
-from .register import Registration
+from .register import Registration, RegistrationService
 
 __all__ = [
     "CallEvent", "Chat", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
@@ -81,8 +80,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MIN_REFRESH = 1.0      # never re-REGISTER more often than this
-RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # after a failed (re-)registration
 ANSWER_TIMEOUT = 5.0   # the first REGISTER: this long for the P-CSCF to answer at all
 
 
@@ -106,7 +103,6 @@ class RcsClient:
         self.pcscf = Destination(transport, *pcscf)
         self.transport = transport
         self.timers = timers or TimerValues()
-        self.expires = expires
         self.answer_timeout = answer_timeout
         self.instance = f"urn:uuid:{uuid.uuid4()}"
         self.contact = ""
@@ -118,14 +114,14 @@ class RcsClient:
         self._early = HandlerModule(self._early_request, "ue-early")  # 503 until the UA runs
         self.core = UeCore(self.aor, host or _local_address(*pcscf), user_agent,
                            self._new_endpoint(), self.registration)
-        self.core.recover = self._recover
+        self.registering = RegistrationService(self.core, password, expires)
+        self.core.recover = self.registering.recover
         self.notifications = Notifications(self.core, report_all_notifications)
         self.messaging = Messaging(self.core, self.notifications)
         self.chat_service = ChatService(self.core, self.notifications, accept_chats)
         self.files = FileTransfers(self.core, self.notifications,
                                    Path(downloads) if downloads is not None else None,
                                    max_file_size)
-        self._reregister = asyncio.Event()
 
     # -- what the services hold -------------------------------------------------------
     @property
@@ -176,27 +172,12 @@ class RcsClient:
         self.core.ua = UserAgent(self._endpoint, f"<{self.aor}>", self.contact, config=config,
                                  on_call=self._on_call, on_request=self.messaging.on_request)
         try:
-            await asyncio.wait_for(self._register(self.expires), self.answer_timeout)
-        except TimeoutError:
-            self.registration.unanswered = True
-        if not self.registration.registered:
+            await self.registering.first(self.answer_timeout)
+        except RegistrationError:
             await self._shutdown()
-            raise self._registration_error()
-        self.core.spawn(self._keep_registered())
+            raise
+        self.core.spawn(self.registering.keep())
         return self
-
-    def _registration_error(self) -> RegistrationError:
-        reg, pcscf = self.registration, self.pcscf
-        if reg.unanswered:
-            return RegistrationError(
-                f"no answer from the P-CSCF at {_bracket(pcscf.host)}:{pcscf.port} - "
-                f"is imsbox serve running?", None, unanswered=True)
-        status = reg.final.status if reg.responses else None
-        if status == 403:
-            return RegistrationError(f"registration of {self.aor} refused: wrong user name "
-                                     f"or password (403)", 403)
-        reason = f"{status} {reg.final.reason}" if reg.responses else "no response"
-        return RegistrationError(f"registration of {self.aor} failed ({reason})", status)
 
     async def close(self) -> None:
         """End chats, de-register (best effort), close every socket."""
@@ -205,9 +186,7 @@ class RcsClient:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.registration.registered:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._register(0), 2)
+        await self.registering.close()
         await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -255,54 +234,9 @@ class RcsClient:
         if ctx.txn is not None:
             ctx.respond(Response.for_request(ctx.request, 503, to_tag=new_tag()))
 
-    # -- registration (TS 24.229 5.1.1, ue/register.py) ---------------------------------
-    async def _register(self, expires: int) -> int:
-        """One REGISTER exchange (answering one Digest challenge); the final status."""
-        response = await self.registration.send(self._endpoint, self.password, expires,
-                                                attempts=1,
-                                                headers=[("User-Agent", self.user_agent)])
-        self._registered_with(response, expires)
-        return response.status
-
-    def _registered_with(self, response: Response, expires: int) -> None:
-        reg = self.registration
-        if not reg.registered:
-            if expires:
-                self.core.emit(Registered(self.aor, self.aor, "failed", 0, response.status))
-            return
-        if self.core.ua is not None:
-            self.core.ua.route = reg.route()
-        self.core.emit(Registered(self.aor, self.aor, "registered", reg.expires,
-                                  response.status))
-        log.info("%s registered for %ds", self.aor, reg.expires)
-
-    def _refresh_delay(self) -> float:
-        """Half the lifetime when short, else 10 minutes before expiry."""
-        granted = self.registration.expires
-        return max(MIN_REFRESH, granted / 2 if granted <= 1200 else granted - 600)
-
-    async def _keep_registered(self) -> None:
-        """Refresh before expiry; after a failure retry with back-off."""
-        failures = 0
-        while True:
-            delay = (self._refresh_delay() if failures == 0
-                     else RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._reregister.wait(), delay)
-            self._reregister.clear()
-            status = await self._register(self.expires)
-            failures = 0 if self.registration.registered else failures + 1
-            if failures:
-                log.warning("re-registration of %s failed (%d), retrying", self.aor, status)
-
     def reregister(self) -> None:
         """Register again now (e.g. after a network error)."""
-        self._reregister.set()
-
-    async def _recover(self) -> bool:
-        """The P-CSCF no longer knows our flow (restart, new connection): register again."""
-        await self._register(self.expires)
-        return self.registration.registered
+        self.registering.refresh_now()
 
     # -- events and status ---------------------------------------------------------------
     async def events(self) -> AsyncIterator[RcsEvent]:

@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..content import CPIM, CpimAddress, NotificationRequest, build_cpim
 from ..content.imdn import IMDN_NS, format_disposition_notification
@@ -41,7 +41,9 @@ from ..sip.transport.base import Destination, Flow
 from ..sip.ua.dialog import build_request
 from ..sip.ua.useragent import Call, UserAgent
 from .events import RcsEvent, SendError
-from .register import Registration
+
+if TYPE_CHECKING:
+    from .register import Registration
 
 __all__ = ["Header", "UeCore", "identity", "new_id"]
 
