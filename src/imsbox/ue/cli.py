@@ -286,6 +286,7 @@ async def _answer_chats(client: RcsClient, printer: Printer) -> None:
                 await chat.send(text)
         except SendError as exc:
             printer.error(str(exc))
+    await asyncio.Event().wait()  # stdin ended: go on listening until interrupted
 
 
 async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
