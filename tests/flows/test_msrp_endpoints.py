@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import hashlib
 import io
 import ipaddress
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from imsbox.msrp import (FileSink, MsrpEndpoint, MsrpSession, MsrpStatusError, MsrpUri,
-                         TransactionTimeout)
+                         SessionClosed, TransactionTimeout)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -243,3 +244,32 @@ def test_ipv6_loopback() -> None:
             await sa.send_message("text/plain", "v6")
             assert (await sb.receive()).body == b"v6"
     run(main())
+
+
+def test_connection_lost_mid_send_leaves_no_unretrieved_future(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """issue 9 item 6: the connection dies while a big SEND waits for the transport
+    to drain; send_message raises, and no future is left with an exception nobody
+    retrieves ("Future exception was never retrieved" in the sender's log)."""
+    async def main() -> None:
+        async with MsrpEndpoint() as a, MsrpEndpoint() as b:
+            sa, sb = await pair(a, b)
+            assert sb.connection is not None and sb.connection.transport is not None
+            sb.connection.transport.pause_reading()  # the sender's buffer fills up
+            conn = sa.connection
+            assert conn is not None and conn.transport is not None
+
+            async def cut() -> None:
+                while not conn.paused:
+                    await asyncio.sleep(0.01)
+                conn.transport.abort()
+            cutter = asyncio.ensure_future(cut())
+            try:
+                await sa.send_message("application/octet-stream", os.urandom(32 << 20))
+            except SessionClosed:
+                pass
+            await cutter
+
+    run(main())
+    gc.collect()
+    assert "never retrieved" not in caplog.text, caplog.text

@@ -321,6 +321,8 @@ class MsrpSession:
         except BaseException:
             self._waiters.pop(msg.message_id, None)
             self.core.outgoing.pop(msg.message_id, None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # connection lost while sending: reported by the raise
             raise
         await fut
         return SendResult(msg.message_id, msg.sent)
