@@ -62,8 +62,8 @@ import logging
 import secrets
 import ssl
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Callable, Coroutine
 
 from ..config import Config
 from ..sip.endpoint import resolve
