@@ -27,6 +27,19 @@ Every key is optional; a missing file means all defaults. Defaults::
     digest_algorithms = ["SHA-256", "MD5"]  # the 401's challenges, most preferred
                                  # first (RFC 8760); ["MD5", "SHA-256"] for clients
                                  # that answer only the topmost one (SIPp 3.6)
+    # failed logins (imsbox.ims.login_guard, docs/security.md):
+    account_free_failures = 3    # failures per account before it backs off
+    account_backoff = 1.0        # seconds; doubled per further failure
+    account_backoff_max = 60.0   # the back-off's ceiling
+    source_failures = 20         # failures per source address per window
+    source_window = 60.0         # seconds
+    remember_success = 604800.0  # seconds a good (account, UE flow) skips the limits
+    max_entries = 100000         # per table (accounts, sources, good pairs)
+
+    [security]                   # trust between core nodes (docs/security.md)
+    trusted_peers = []           # more "HOST:PORT" sockets trusted like a node's
+    udp_trust = "loopback"       # UDP counts from a node socket only on loopback;
+                                 # "any" (no spoofing possible), "none" (TCP only)
 
     [messaging]                  # the messaging AS
     deferred_ttl = 604800        # seconds an undelivered message is kept (then a
@@ -91,13 +104,14 @@ from .ims.ifc import (
     ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, SessionCase,
     SessionCaseSpt, TriggerPoint,
 )
+from .ims.login_guard import LoginLimits
 from .sip.overload import OverloadPolicy
 from .sip.transport import Limits
 from .store.models import Psi, PsiKind
 
 __all__ = [
     "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "Config", "ConfigError", "LimitsConfig", "NodeConfig",
-    "RegistrarConfig", "default_ifcs", "default_psis", "load_config",
+    "RegistrarConfig", "SecurityConfig", "default_ifcs", "default_psis", "load_config",
 ]
 
 DEFAULT_DOMAIN = "ims.test"
@@ -105,6 +119,9 @@ DEFAULT_DATA_DIR = ".imsbox"
 NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as")
 _TRANSPORTS = ("udp", "tcp", "tls")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")  # those the store keeps an H(A1) for
+UDP_TRUST = ("loopback", "any", "none")   # [security] udp_trust, default first
+_LOGIN_KEYS = ("account_free_failures", "account_backoff", "account_backoff_max",
+               "source_failures", "source_window", "remember_success", "max_entries")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
 
@@ -150,6 +167,15 @@ class RegistrarConfig:
     default_expires: int = 3600
     max_expires: int = 7200
     digest_algorithms: tuple[str, ...] = DIGEST_ALGORITHMS
+    login: LoginLimits = field(default_factory=LoginLimits)
+
+
+@dataclass(slots=True, frozen=True)
+class SecurityConfig:
+    """``[security]``: who besides the configured nodes is in the trust domain."""
+
+    trusted_peers: tuple[tuple[str, int], ...] = ()   # (host, port)
+    udp_trust: str = "loopback"                       # one of UDP_TRUST
 
 
 DEFERRED_TTL = 7 * 24 * 3600
@@ -196,6 +222,7 @@ class Config:
     nodes: Mapping[str, NodeConfig] = field(default_factory=_default_nodes)
     registrar: RegistrarConfig = RegistrarConfig()
     messaging: MessagingConfig = MessagingConfig()
+    security: SecurityConfig = SecurityConfig()
     limits: LimitsConfig = LimitsConfig()
     ifcs: tuple[InitialFilterCriteria, ...] = ()
     psis: tuple[Psi, ...] = ()
@@ -227,6 +254,13 @@ class Config:
         nodes = dict(self.nodes)
         nodes[name] = replace(nodes[name], **changes)  # type: ignore[arg-type]
         return replace(self, nodes=nodes)
+
+    def trusted_sockets(self) -> tuple[tuple[str, int], ...]:
+        """The trust domain's sockets: every node's port and tls_port on each
+        of its hosts, and ``[security] trusted_peers`` (sip.trust)."""
+        out = [(h, p) for node in self.nodes.values() for h in node.hosts
+               for p in (node.port, node.tls_port) if p]
+        return tuple(dict.fromkeys(out + list(self.security.trusted_peers)))
 
     @property
     def store_location(self) -> str:
@@ -295,8 +329,8 @@ def _read(path: str | Path, source: str) -> dict[str, Any]:
 class _Loader:
     """Validates one parsed TOML document; every error names its key."""
 
-    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "limits", "ifc", "psi",
-                *NODE_NAMES)
+    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "security", "limits",
+                "ifc", "psi", *NODE_NAMES)
 
     def __init__(self, data: dict[str, Any], source: str) -> None:
         self.data = data
@@ -342,7 +376,8 @@ class _Loader:
                         self.string(store, "cache", "store.cache", ""), nodes,
                         self.registrar())
         return replace(config, ifcs=self.ifcs(config), psis=self.psis(config),
-                       messaging=self.messaging(), limits=self.limits())
+                       messaging=self.messaging(), security=self.security(),
+                       limits=self.limits())
 
     def domain(self, override: str | None) -> str:
         name = "--domain" if override is not None else "domain"
@@ -398,7 +433,7 @@ class _Loader:
     def registrar(self) -> RegistrarConfig:
         table = self.table("registrar")
         self.keys(table, ("min_expires", "default_expires", "max_expires",
-                          "digest_algorithms"), "registrar.")
+                          "digest_algorithms", *_LOGIN_KEYS), "registrar.")
         low = self.integer(table, "min_expires", "registrar.min_expires", 60, 1, 2**31 - 1)
         default = self.integer(table, "default_expires", "registrar.default_expires",
                                3600, 1, 2**31 - 1)
@@ -412,7 +447,64 @@ class _Loader:
             raise self.error("registrar.digest_algorithms",
                              f"expected a non-empty list from {list(DIGEST_ALGORITHMS)}, "
                              f"most preferred first, got {algorithms!r}")
-        return RegistrarConfig(low, default, high, tuple(dict.fromkeys(algorithms)))
+        return RegistrarConfig(low, default, high, tuple(dict.fromkeys(algorithms)),
+                               self.login_limits(table))
+
+    def login_limits(self, table: Mapping[str, Any]) -> LoginLimits:
+        base = LoginLimits()
+
+        def count(key: str, low: int) -> int:
+            return self.integer(table, key, f"registrar.{key}", getattr(base, key), low,
+                                2**31 - 1)
+
+        limits = LoginLimits(
+            account_free_failures=count("account_free_failures", 0),
+            account_backoff=self.login_seconds(table, "account_backoff", base.account_backoff),
+            account_backoff_max=self.login_seconds(table, "account_backoff_max",
+                                             base.account_backoff_max),
+            source_failures=count("source_failures", 1),
+            source_window=self.login_seconds(table, "source_window", base.source_window),
+            remember_success=self.login_seconds(table, "remember_success", base.remember_success),
+            max_entries=count("max_entries", 1))
+        if limits.account_backoff > limits.account_backoff_max:
+            raise self.error("registrar.account_backoff", "must not exceed "
+                             f"account_backoff_max ({limits.account_backoff_max})")
+        return limits
+
+    def login_seconds(self, table: Mapping[str, Any], key: str, default: float) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not 0 <= value <= 10 * 365 * 86400:
+            raise self.error(f"registrar.{key}", f"expected seconds (a number >= 0), "
+                             f"got {value!r}")
+        return float(value)
+
+    def security(self) -> SecurityConfig:
+        table = self.table("security")
+        self.keys(table, ("trusted_peers", "udp_trust"), "security.")
+        peers = table.get("trusted_peers", [])
+        if not isinstance(peers, list):
+            raise self.error("security.trusted_peers", f"expected a list of \"HOST:PORT\", "
+                             f"got {peers!r}")
+        sockets = [self.socket(peer, "security.trusted_peers") for peer in peers]
+        udp = self.string(table, "udp_trust", "security.udp_trust", UDP_TRUST[0])
+        if udp not in UDP_TRUST:
+            raise self.error("security.udp_trust", "expected one of " + ", ".join(UDP_TRUST)
+                             + f", got {udp!r}")
+        return SecurityConfig(tuple(sockets), udp)
+
+    def socket(self, value: Any, name: str) -> tuple[str, int]:
+        """``HOST:PORT`` or ``[IPV6]:PORT``."""
+        text = value if isinstance(value, str) else ""
+        host, sep, port = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            host = ""  # an IPv6 address needs brackets
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not _is_host(host):
+            raise self.error(name, f'expected "HOST:PORT" (IPv6 as "[ADDR]:PORT"), '
+                             f"got {value!r}")
+        return host, int(port)
 
     def messaging(self) -> MessagingConfig:
         table = self.table("messaging")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import AsyncIterator
 
 import pytest
 
-from imsbox.config import Config
+from imsbox.config import Config, SecurityConfig
 from imsbox.ims.hss import Hss
 from imsbox.ims.icscf import Icscf
 from imsbox.ims.provisioning import add_user
@@ -106,10 +106,11 @@ async def network(tmp_path: Path) -> AsyncIterator[Net]:
     scscf, conf_as, sender = Node(), Node(), Node()
     for node in (scscf, conf_as, sender):
         await node.start()
-    config = (Config(domain=DOMAIN)
-              .with_node("icscf", port=free_port())
-              .with_node("scscf", port=scscf.port)
-              .with_node("conference_as", port=conf_as.port))
+    config = replace((Config(domain=DOMAIN)
+                      .with_node("icscf", port=free_port())
+                      .with_node("scscf", port=scscf.port)
+                      .with_node("conference_as", port=conf_as.port)),
+                     security=SecurityConfig(trusted_peers=((HOST, sender.port),)))
     store = await SqliteStore.in_data_dir(tmp_path).open()
     await add_user(store, DOMAIN, "alice", "secret", "+15550001")
     await add_user(store, DOMAIN, "user2_public1", "secret")

@@ -20,7 +20,8 @@ from imsbox.ims.ifc import (
 )
 from imsbox.ims.provisioning import add_user, apply_config
 from imsbox.ims.regevent import ContactEvent, RegistrationState, parse_reginfo
-from imsbox.ims.scscf import FailureLimiter, Scscf
+from imsbox.ims.login_guard import LoginGuard, LoginLimits
+from imsbox.ims.scscf import Scscf
 from imsbox.sip import Request, Response, SubscriptionState, new_tag
 from imsbox.sip.auth import Challenge, answer_challenge
 from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
@@ -344,7 +345,8 @@ def _shape(response: Response) -> tuple[int, str, list[str]]:
 
 def test_wrong_password_and_unknown_user_look_alike_then_rate_limit(tmp_path: Path) -> None:
     async def main() -> None:
-        async with network(tmp_path, limiter=FailureLimiter(max_failures=3, window=60)) as net:
+        guard = LoginGuard(LoginLimits(source_failures=3, source_window=60))
+        async with network(tmp_path, login_guard=guard) as net:
             wrong = await register(net, Reg("alice", "not-the-password"), ["<sip:a@10.0.0.1>"])
             unknown = await register(net, Reg("mallory", "whatever"), ["<sip:m@10.0.0.1>"])
             # Alice's credentials for Bob's identity are no better.

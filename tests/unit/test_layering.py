@@ -48,6 +48,8 @@ ALLOWED: dict[str, frozenset[str]] = {
 EXCEPTIONS: dict[tuple[str, str], str] = {
     ("imsbox.config", "imsbox.ims.ifc"):
         "[[ifc]] tables are read into the S-CSCF's iFC model (TS 29.228 B.2.2)",
+    ("imsbox.config", "imsbox.ims.login_guard"):
+        "[registrar] login keys are the registrar's LoginLimits (docs/security.md)",
     ("imsbox.ue.testing", "imsbox.config"):
         "the test UE reads the loopback network's addresses from its Config",
 }

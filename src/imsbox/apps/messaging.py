@@ -49,6 +49,7 @@ from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
+from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
@@ -115,9 +116,13 @@ class MessagingAs(StatefulProxy):
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
         node = self.config.messaging_as
+        trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
+                                           self.config.security.udp_trust)
+        self.endpoint.add_module(TrustGuard(trust, "messaging AS"))  # only the core
         port = node.port
         for transport in (t for t in node.transports if t != "tls"):
-            port = (await self.listen(transport, node.host, port))[1]
+            port = (await self.listen(transport, node.host, port,
+                                      reuse_port=transport == "tcp"))[1]
         limits = self.config.limits
         self.msrp = await MsrpEndpoint(
             node.host, 0, idle_timeout=limits.msrp_idle_timeout,

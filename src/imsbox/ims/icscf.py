@@ -17,6 +17,8 @@ Routing logic for requests that reach us without a further Route:
   registered and has no unregistered services.
 
 The Request-URI is never changed and the I-CSCF does not Record-Route.
+Only the trust domain (``imsbox.sip.trust``: the configured node sockets and
+``[security] trusted_peers``) may send to it; anything else gets 403.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..sip.message import Request, Response, new_tag
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport import DEFAULT_PORTS
+from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.uri import SipUri, UriError, parse_uri
 from .hss import AuthorizationType, Hss, ResultCode, ServerCapabilities
 
@@ -55,12 +58,15 @@ class Icscf(StatefulProxy):
 
     async def start(self) -> None:
         node = self.config.icscf
+        trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
+                                           self.config.security.udp_trust)
+        self.endpoint.add_module(TrustGuard(trust, "I-CSCF"))
         for host in node.hosts:
             for transport in node.transports:
                 if transport == "tls":
                     log.warning("I-CSCF: TLS between core nodes is not supported; skipped")
                     continue
-                await self.listen(transport, host, node.port)
+                await self.listen(transport, host, node.port, reuse_port=transport == "tcp")
 
     def listening_lines(self) -> list[str]:
         return [f"I-CSCF listening on {d}" for d in self.endpoint.transport.listen_addresses]

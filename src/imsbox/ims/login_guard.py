@@ -15,7 +15,7 @@ A refused login is not a lockout for the real user: an (account, source
 address and port) pair that logged in successfully is remembered and skips
 both limits, so a re-registration from the user's own flow keeps working
 while somebody else guesses from elsewhere (the same IP with another port
-included).  Memory is bounded: each table keeps at most ``max_entries`` keys
+included); such a refresh does not reset the account's back-off.  Memory is bounded: each table keeps at most ``max_entries`` keys
 and forgets the oldest.
 """
 
@@ -97,7 +97,11 @@ class LoginGuard:
         self._sources.touch(source[0], times)
 
     def succeeded(self, account: str, source: Source, now: float) -> None:
-        self._accounts.pop(account, None)
+        # A refresh from a trusted pair leaves the account's failures alone:
+        # otherwise every re-registration of the real user would hand a
+        # guesser elsewhere a fresh set of free failures.
+        if not self._trusted(account, source, now):
+            self._accounts.pop(account, None)
         self._good.touch((account, source), now)
 
     def table_sizes(self) -> tuple[int, int, int]:

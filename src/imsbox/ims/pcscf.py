@@ -18,13 +18,21 @@ so the Route we were reached by is still visible):
    removed, P-Preferred-Identity honoured only from the registered set),
    Record-Routes itself and for initial requests replaces the Route with
    the stored Service-Route.
-3. **From the core** = the source IP is one of the core nodes' (I-CSCF,
-   S-CSCF, ASs in the config) and the request came on our ``term`` Path
-   Route, or is in a dialog (To tag) towards a registered contact.  It goes
+3. **From the core** = the flow is from a socket of the trust domain
+   (``imsbox.sip.trust``: a configured node's exact address and port, or a
+   ``[security] trusted_peers`` entry; never an IP alone or a Via) and the
+   request came on our ``term`` Path Route, or is in a dialog (To tag)
+   towards a registered contact.  It goes
    to the UE over the UE's stored flow (to the contact address itself when
    we hold no flow for it, e.g. after a restart); P-Asserted-Identity is
    kept.
 4. Anything else: 403 Forbidden (ACK: dropped).
+
+Whatever comes from a UE loses the headers only the trust domain may set
+(``CORE_ONLY_HEADERS``: P-Asserted-Identity, P-Served-User, P-Asserted-Service,
+P-Profile-Key, the charging headers and our ``UE_SOURCE`` header).  A REGISTER
+gets ``UE_SOURCE``: the UE's flow as we saw it, which the registrar's login
+limits key on.
 
 Exception: an OPTIONS addressed to the P-CSCF itself (Request-URI = one of
 our addresses, no user part, not in a dialog) is answered by the P-CSCF
@@ -54,8 +62,8 @@ import logging
 import secrets
 import ssl
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from collections.abc import Callable, Coroutine, Iterable
 
 from ..config import Config
 from ..sip.endpoint import resolve
@@ -65,18 +73,26 @@ from ..sip.message import Request, Response, new_tag
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport.base import Destination, Flow
+from ..sip.trust import TrustedPeers
 from ..sip.uri import SipUri, Uri, parse_uri
 from ..store import PcscfRegistration, Store, StoreError
 
-__all__ = ["Pcscf", "Registrations", "UeRegistration", "contact_key"]
+__all__ = ["CORE_ONLY_HEADERS", "UE_SOURCE", "Pcscf", "Registrations", "UeRegistration",
+           "contact_key", "ue_source"]
 
 log = logging.getLogger(__name__)
 
 TERM_USER = "term"
 ORIG_USER = "orig"
-CORE_NODES = ("icscf", "scscf", "messaging_as", "conference_as")
 # Charging headers belong to the trust domain: never taken from, or given to, a UE.
 CHARGING_HEADERS = ("P-Charging-Vector", "P-Charging-Function-Addresses")
+# The UE's flow (transport, address, port) as the P-CSCF saw it, on a REGISTER
+# towards the registrar; imsbox's own, set only here.
+UE_SOURCE = "P-Imsbox-UE-Source"
+# Set only inside the trust domain (RFC 3325, RFC 5502, RFC 6050, TS 24.229
+# 5.2.6.3.3 / 7.2A.8): removed from whatever a UE sends.
+CORE_ONLY_HEADERS = ("P-Asserted-Identity", "P-Served-User", "P-Asserted-Service",
+                     "P-Profile-Key", *CHARGING_HEADERS, UE_SOURCE)
 TERMINATING = "pcscf.terminating"  # RequestContext.values: the UE a request goes to
 DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 # What the P-CSCF proxies (OPTIONS to the P-CSCF itself lists these in Allow).
@@ -219,7 +235,7 @@ class Pcscf(StatefulProxy):
         self.registrations = Registrations()
         self.path_uri: SipUri | None = None
         self._icscf: Destination | None = None
-        self._core_hosts: set[str] = set()
+        self.trust = TrustedPeers()
         self._store_writes: set[asyncio.Task[None]] = set()
 
     # -- life cycle -----------------------------------------------------------
@@ -228,19 +244,20 @@ class Pcscf(StatefulProxy):
         for host in node.hosts:
             for transport in node.transports:
                 if transport != "tls":
-                    await self.listen(transport, host, node.port)
+                    await self.listen(transport, host, node.port,
+                                      reuse_port=transport == "tcp")
                 elif self.ssl_context is None:
                     log.warning("P-CSCF: no TLS context given, not listening on TLS %s", host)
                 elif node.tls_port is not None:
-                    await self.listen("tls", host, node.tls_port, self.ssl_context)
+                    await self.listen("tls", host, node.tls_port, self.ssl_context,
+                                      reuse_port=True)
         assert self.identity.record_route is not None
         self.path_uri = self.identity.record_route.copy(user=TERM_USER)
         icscf = self.config.icscf
         transport = "udp" if "udp" in icscf.transports else "tcp"
         self._icscf = await resolve(transport, icscf.host, icscf.port)
-        self._core_hosts = await _addresses(
-            h for name in CORE_NODES if name in self.config.nodes
-            for h in self.config.nodes[name].hosts)
+        self.trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
+                                                self.config.security.udp_trust)
         await self._restore()
 
     async def close(self) -> None:
@@ -318,7 +335,7 @@ class Pcscf(StatefulProxy):
         if self._options_for_me(request):
             return self._options_answer(request)
         if request.method == "REGISTER":
-            self._prepare_register(request)
+            self._prepare_register(request, flow)
             return None
         registrations = self.registrations.by_flow(flow)
         if registrations:
@@ -347,7 +364,7 @@ class Pcscf(StatefulProxy):
         return response
 
     def _from_core(self, request: Request, flow: Flow) -> bool:
-        if _norm_host(flow.remote[0]) not in self._core_hosts:
+        if not self.trust.trusts(flow):
             return False
         return self._on_term_route(request) or self._in_dialog_to_ue(request)
 
@@ -361,10 +378,11 @@ class Pcscf(StatefulProxy):
         return request.to.tag is not None and \
             self.registrations.by_contact(request.uri) is not None
 
-    def _prepare_register(self, request: Request) -> None:
+    def _prepare_register(self, request: Request, flow: Flow) -> None:
         """24.229 5.2.2: we pick the next hop and the Path; the UE does not."""
-        for name in ("Route", "Path", "P-Asserted-Identity", *CHARGING_HEADERS):
+        for name in ("Route", "Path", *CORE_ONLY_HEADERS):
             request.remove_header(name)
+        request.set_header(UE_SOURCE, _format_source(flow))
         request.push_header("Path", f"<{self.path_uri}>")
         if "path" not in request.tokens("Supported"):
             request.add_header("Supported", "path")
@@ -375,7 +393,7 @@ class Pcscf(StatefulProxy):
                              registrations: list[UeRegistration]) -> None:
         """24.229 5.2.6.3: assert the identity; initial requests take the Service-Route."""
         identity = _asserted_identity(request, registrations)
-        for name in ("P-Asserted-Identity", "P-Preferred-Identity", *CHARGING_HEADERS):
+        for name in ("P-Preferred-Identity", *CORE_ONLY_HEADERS):
             request.remove_header(name)
         request.add_header("P-Asserted-Identity", identity)
         if request.to.tag is None:
@@ -514,6 +532,25 @@ def _registration_from_store(entry: PcscfRegistration, offset: float) -> UeRegis
                           tuple(entry.service_route), entry.expires_at + offset)
 
 
+def _format_source(flow: Flow) -> str:
+    host = _norm_host(flow.remote[0])
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{flow.remote[1]};transport={flow.transport}"
+
+
+def ue_source(request: Request) -> tuple[str, int] | None:
+    """The UE's (address, port) from ``UE_SOURCE``; None when absent or junk.
+    Believe it only in a request from the trust domain."""
+    value = request.headers.get(UE_SOURCE)
+    if value is None:
+        return None
+    hostport = value.split(";", 1)[0].strip()
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return _norm_host(host), int(port)
+
+
 def _strip_charging(message: Request | Response) -> None:
     for name in CHARGING_HEADERS:
         message.remove_header(name)
@@ -548,22 +585,3 @@ def _canonical(value: str) -> str | None:
         return canonical_public_id(value)
     except ValueError:
         return None
-
-
-async def _addresses(hosts: Iterable[str]) -> set[str]:
-    """IP addresses of the core nodes (names resolved once at start-up)."""
-    out: set[str] = set()
-    loop = asyncio.get_running_loop()
-    for host in set(hosts):
-        try:
-            out.add(str(ipaddress.ip_address(host)))
-            continue
-        except ValueError:
-            pass
-        try:
-            infos = await loop.getaddrinfo(host, None)
-        except OSError as exc:
-            log.warning("cannot resolve core node %s: %s", host, exc)
-            continue
-        out.update(_norm_host(str(info[4][0])) for info in infos)
-    return out

@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ..config import Config
 from ..content.multipart import BodyPart, build_multipart
@@ -37,11 +38,14 @@ from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
+from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.ua.dialog import build_request
 from ..sip.uri import SipUri, TelUri, Uri, UriError, parse_uri
 from ..store import Binding, Store
 from .caller_prefs import CallerPreferences, contact_features, rank_contacts
 from .hss import Hss, ServerAssignmentType, UserProfile
+from .login_guard import LoginGuard, Source
+from .pcscf import ue_source
 from .ifc import (
     ApplicationServer, DefaultHandling, RequestView, SessionCase, matching_ifcs, next_ifc,
 )
@@ -50,7 +54,7 @@ from .regevent import (
     RegistrationState, element_id,
 )
 
-__all__ = ["FailureLimiter", "IfcProgress", "Registrar", "RegistrationChange", "Scscf"]
+__all__ = ["IfcProgress", "Registrar", "RegistrationChange", "Scscf"]
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +76,6 @@ class IfcProgress:
     served_user: str          # default public identity of the served implicit set
     priority: int = -1        # the last iFC executed
     expires_at: float = 0.0
-
-
-@dataclass(slots=True)
-class FailureLimiter:
-    """Too many failed logins from one source: refuse without hashing for a while."""
-
-    max_failures: int = 5
-    window: float = 60.0
-    _failures: dict[str, list[float]] = field(default_factory=dict)
-
-    def blocked(self, key: str, now: float) -> bool:
-        recent = [t for t in self._failures.get(key, []) if now - t < self.window]
-        if recent:
-            self._failures[key] = recent
-        else:
-            self._failures.pop(key, None)
-        return len(recent) >= self.max_failures
-
-    def record(self, key: str, now: float) -> None:
-        self._failures.setdefault(key, []).append(now)
 
 
 @dataclass(slots=True)
@@ -121,12 +105,12 @@ class Registrar:
     """RFC 3261 10.3 / TS 24.229 5.4.1: authentication and bindings of REGISTER."""
 
     def __init__(self, config: Config, store: Store, hss: Hss,
-                 clock: Callable[[], float], limiter: FailureLimiter) -> None:
+                 clock: Callable[[], float], guard: LoginGuard) -> None:
         self.config = config
         self.store = store
         self.hss = hss
         self.clock = clock
-        self.limiter = limiter
+        self.guard = guard
         self.realm = config.domain
         algorithms = tuple(Algorithm.parse(a) for a in config.registrar.digest_algorithms)
         self.auth = DigestAuthenticator(config.domain, clock=clock, algorithms=algorithms)
@@ -135,22 +119,28 @@ class Registrar:
         self._aor_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # AOR -> lock, users
 
     # -- REGISTER --------------------------------------------------------------------
-    async def register(self, request: Request, ue_source: str
+    async def register(self, request: Request, ue_source: Source
                        ) -> tuple[Response, RegistrationChange | None]:
+        """``ue_source``: the UE's flow (address, port) as the P-CSCF saw it."""
         now = self.clock()
-        if self.limiter.blocked(ue_source, now):
-            log.warning("REGISTER from %s refused: too many failed logins", ue_source)
-            return Response.for_request(request, 403), None
         try:
             public_id = canonical_public_id(str(request.to.uri))
         except (HeaderError, ValueError):
             return Response.for_request(request, 400, "Bad Request - To"), None
+        wait = self.guard.retry_after(public_id, ue_source, now)
+        if wait is not None:
+            # Before any challenge or password check, alike for every account.
+            log.warning("REGISTER %s from %s refused for %.1fs: too many failed logins",
+                        public_id, ue_source, wait)
+            response = Response.for_request(request, 403)
+            response.add_header("Retry-After", str(max(1, math.ceil(wait))))
+            return response, None
         refused = await self._authenticate(request, public_id, ue_source, now)
         if refused is not None:
             return refused, None
         return await self._update(request, public_id, now)
 
-    async def _authenticate(self, request: Request, public_id: str, ue_source: str,
+    async def _authenticate(self, request: Request, public_id: str, ue_source: Source,
                             now: float) -> Response | None:
         """None when authenticated; otherwise the 401 / 403 / 400 to send."""
         credentials = credentials_for_realm(request.headers.get_all("Authorization"), self.realm)
@@ -162,6 +152,7 @@ class Registrar:
         result = self.auth.verify(credentials, "REGISTER", lambda *_: ha1)
         match result.outcome:
             case VerifyOutcome.OK:
+                self.guard.succeeded(public_id, ue_source, now)
                 return None
             case VerifyOutcome.MALFORMED:
                 return Response.for_request(request, 400, f"Bad Request - {result.reason}"[:80])
@@ -170,7 +161,7 @@ class Registrar:
             case VerifyOutcome.BAD_CREDENTIALS if result.reason == _WRONG_RESPONSE:
                 # Unknown user and wrong password look the same from outside.
                 log.info("REGISTER %s: authentication failed from %s", public_id, ue_source)
-                self.limiter.record(ue_source, now)
+                self.guard.failed(public_id, ue_source, now)
                 return Response.for_request(request, 403)
             case _:
                 return self._challenge(request)
@@ -367,7 +358,7 @@ class Scscf(StatefulProxy):
     def __init__(self, config: Config, store: Store, hss: Hss,
                  timers: TimerValues | None = None, trace: bool = False, *,
                  clock: Callable[[], float] = time.time,
-                 limiter: FailureLimiter | None = None,
+                 login_guard: LoginGuard | None = None,
                  ssl_context: object | None = None) -> None:
         super().__init__(self.route, record_route=True, timers=timers, trace=trace,
                          supported=frozenset({"path"}), limits=config.limits.sip,
@@ -377,16 +368,19 @@ class Scscf(StatefulProxy):
         self.hss = hss
         self.clock = clock
         self.ssl_context = ssl_context
-        self.registrar = Registrar(config, store, hss, clock, limiter or FailureLimiter())
+        self.registrar = Registrar(config, store, hss, clock,
+                                   login_guard or LoginGuard(config.registrar.login))
         self.server_name = config.scscf.uri
         self.regevent: RegEventNotifier | None = None
         self._progress: dict[str, IfcProgress] = {}
         self._wakeup = asyncio.Event()
-        self._trusted: set[tuple[str, int]] = set()
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
         node = self.config.scscf
+        trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
+                                           self.config.security.udp_trust)
+        self.endpoint.add_module(TrustGuard(trust, "S-CSCF"))
         port = node.port
         for host in node.hosts:
             port = await self._listen_host(host, port, node.transports, node.tls_port)
@@ -396,7 +390,6 @@ class Scscf(StatefulProxy):
         self.registrar.server_name = self.server_name
         self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr>"
         self.regevent = RegEventNotifier(self.server_name)
-        self._trusted = self._trusted_addresses()
         self._spawn(self._housekeeping())
         log.info("S-CSCF %s up", self.server_name)
 
@@ -407,45 +400,22 @@ class Scscf(StatefulProxy):
             bound = port
             try:
                 for transport in (t for t in transports if t != "tls"):
-                    bound = (await self.listen(transport, host, bound))[1]
+                    bound = (await self.listen(transport, host, bound,
+                                               reuse_port=transport == "tcp"))[1]
                 break
             except OSError:
                 if port != 0 or attempt == 19:
                     raise
         if "tls" in transports and tls_port is not None and self.ssl_context is not None:
-            await self.listen("tls", host, tls_port, self.ssl_context)
+            await self.listen("tls", host, tls_port, self.ssl_context, reuse_port=True)
         return bound
-
-    def _trusted_addresses(self) -> set[tuple[str, int]]:
-        """P-CSCF, I-CSCF and AS addresses whose P-Asserted-Identity we believe."""
-        out: set[tuple[str, int]] = set()
-        for name, node in self.config.nodes.items():
-            if name == "scscf":
-                continue
-            for host in node.hosts:
-                out.update((host, p) for p in (node.port, node.tls_port) if p)
-        for ifc in self.config.ifcs:
-            uri = parse_uri(ifc.application_server.server_name)
-            if isinstance(uri, SipUri):
-                out.add((uri.host.strip("[]"), uri.port or 5060))
-        return out
-
-    # -- where a request came from ------------------------------------------------------
-    def _from_trusted(self, ctx: RequestContext) -> bool:
-        host, port = ctx.flow.remote[0], ctx.flow.remote[1]
-        if (host, port) in self._trusted:
-            return True
-        # A stream comes from an ephemeral port: its Via names the listen port.
-        via_port = _via_port(ctx.request)
-        return ctx.flow.transport != "udp" and via_port is not None and \
-            (host, via_port) in self._trusted
 
     # -- the routing logic ------------------------------------------------------------
     async def route(self, ctx: RequestContext) -> list[Target] | Response:
         """The router; ``ctx.route`` is our own Route the request came on."""
         request = ctx.request
         if request.method == "REGISTER":
-            return await self._register(request)
+            return await self._register(request, ctx)
         if request.method == "SUBSCRIBE" and _is_reg_event(request):
             answer = await self._reg_subscribe(request, ctx)
             if answer is not None:
@@ -458,8 +428,11 @@ class Scscf(StatefulProxy):
         return await self._terminating(request, ctx)
 
     # -- REGISTER -------------------------------------------------------------------
-    async def _register(self, request: Request) -> Response:
-        response, change = await self.registrar.register(request, _ue_source(request))
+    async def _register(self, request: Request, ctx: RequestContext) -> Response:
+        # The P-CSCF's word for the UE's flow (a trusted node sent this), else
+        # whoever handed it to us.
+        source = ue_source(request) or ctx.flow.remote
+        response, change = await self.registrar.register(request, source)
         if change is not None:
             await self._registration_changed(change)
         return response
@@ -484,7 +457,7 @@ class Scscf(StatefulProxy):
             profile = await self.hss.user_profile(str(request.uri))
             if profile is None:
                 return None
-            refused = await self._refuse_watcher(request, ctx, profile)
+            refused = await self._refuse_watcher(request, profile)
             if refused is not None:
                 return refused
             aor = profile.default_public_id
@@ -493,11 +466,10 @@ class Scscf(StatefulProxy):
         asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
         return response
 
-    async def _refuse_watcher(self, request: Request, ctx: RequestContext,
+    async def _refuse_watcher(self, request: Request,
                               profile: UserProfile) -> Response | None:
-        """The user itself (asserted by the P-CSCF) or a trusted node may watch."""
-        if not self._from_trusted(ctx):
-            return Response.for_request(request, 403)
+        """The user itself (asserted by the P-CSCF) or a trusted node may watch
+        (only the trust domain gets past the TrustGuard)."""
         asserted = _asserted_identity(request)
         if asserted is not None and asserted not in profile.public_ids:
             return Response.for_request(request, 403)
@@ -576,8 +548,6 @@ class Scscf(StatefulProxy):
     async def _originating(self, request: Request,
                            ctx: RequestContext) -> list[Target] | Response:
         """TS 24.229 5.4.3.2: the served user is the one the P-CSCF asserted."""
-        if not self._from_trusted(ctx):
-            return Response.for_request(request, 403, "Forbidden - untrusted originator")
         asserted = _asserted_identity(request)
         profile = await self.hss.user_profile(asserted) if asserted else None
         if profile is None:
@@ -744,22 +714,6 @@ def _asserted_identity(request: Request) -> str | None:
         return canonical_public_id(str(NameAddr.parse(values[0]).uri)) if values else None
     except (HeaderError, ValueError):
         return None
-
-
-def _via_port(request: Request) -> int | None:
-    try:
-        return request.top_via.port
-    except HeaderError:
-        return None
-
-
-def _ue_source(request: Request) -> str:
-    """The UE's address as the P-CSCF saw it: the bottom Via's received / host."""
-    try:
-        via = request.via[-1]
-    except (HeaderError, IndexError):
-        return ""
-    return via.received or via.host
 
 
 def _view(request: Request) -> RequestView:

@@ -22,6 +22,10 @@ from dataclasses import astuple, dataclass
 from typing import Protocol
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
+from ..content.errors import ContentError
+from ..sdp.errors import SdpError
+from .grammar import GrammarError
+from .headers import COMPACT_FORMS, HeaderError
 from .message import Request, Response, new_branch, new_tag
 from .overload import OverloadController, OverloadPolicy
 from .transaction import (
@@ -30,13 +34,13 @@ from .transaction import (
     TransactionTimeout, Transmit, TransportFailure, make_cancel,
 )
 from .transport import (
-    DEFAULT_PORTS, UDP_MTU_LIMIT, Destination, Flow, Limits, TransportLayer,
+    DEFAULT_PORTS, UDP_MTU_LIMIT, Destination, Flow, Limits, TransportLayer, reason_phrase,
     response_destination,
 )
-from .uri import SipUri
+from .uri import SipUri, UriError
 
 __all__ = ["SipEndpoint", "ClientContext", "ServerContext", "Handler", "HandlerModule",
-           "Module", "Priority", "SIP_METHODS", "next_hop"]
+           "Module", "Priority", "SIP_METHODS", "bad_request_reason", "next_hop"]
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("imsbox.sip.trace")
@@ -58,6 +62,7 @@ class Priority(enum.IntEnum):
     services and the UA's own answers, and a proxy core last.
     """
 
+    POLICY = 16        # a guard that refuses requests before anyone serves them (trust)
     DIALOG = 32        # requests inside a dialog we hold (12.2.2)
     EVENT = 48         # SUBSCRIBE / NOTIFY (RFC 6665) and REFER (RFC 3515)
     SERVICE = 64       # an AS choosing per request (REGISTER, MESSAGE, B2BUA legs)
@@ -130,6 +135,26 @@ async def resolve(transport: str, host: str, port: int) -> Destination:
     if not infos:
         raise OSError(f"cannot resolve {host}")
     return Destination(transport, str(infos[0][4][0]), port)
+
+
+def bad_request_reason(request: Request, exc: BaseException) -> str | None:
+    """Why ``request`` is bad, when ``exc`` was raised by its own content (a
+    400 with that reason); None when ``exc`` is a bug of ours (500).
+
+    Typed errors about what a peer sent count; a HeaderError only when it
+    names a header of the request itself."""
+    # The UA layer sits on this module: imported here, not at the top.
+    from .ua.dialog import DialogError
+    from .ua.invite import SessionError
+
+    if not isinstance(exc, (HeaderError, DialogError, SessionError, UriError, GrammarError,
+                            ContentError, SdpError)):
+        return None
+    if isinstance(exc, HeaderError):
+        names = {COMPACT_FORMS.get(n.lower(), n).lower() for n, _ in request.headers}
+        if exc.header.lower() not in names:
+            return None
+    return str(exc) or type(exc).__name__
 
 
 def _sent_by(flow: Flow) -> tuple[str, int] | None:
@@ -247,8 +272,13 @@ class ServerContext:
 
     def spawn(self, work: Awaitable[object]) -> asyncio.Task[object]:
         """Run a module's async work on this request: if it fails, the
-        request is answered the way a failing module's is (500)."""
+        request is answered the way a failing module's is (see ``fail``)."""
         return self._endpoint.spawn(self._endpoint._guarded(self, work))
+
+    def fail(self, exc: BaseException, where: str = "work") -> None:
+        """Work on this request raised ``exc``: 400 with the reason when the
+        request's own content caused it, else 500 and a logged traceback."""
+        self._endpoint._request_failed(self, exc, where)
 
 
 class SipEndpoint:
@@ -315,8 +345,12 @@ class SipEndpoint:
         return task
 
     async def listen(self, transport: str, host: str, port: int,
-                     ssl_context: object | None = None) -> tuple[str, int]:
-        bound = await self.transport.listen(transport, host, port, ssl_context)  # type: ignore[arg-type]
+                     ssl_context: object | None = None, *,
+                     reuse_port: bool = False) -> tuple[str, int]:
+        """``reuse_port``: TCP/TLS connections go out from this listen socket
+        (see ``TransportLayer.listen``)."""
+        bound = await self.transport.listen(transport, host, port, ssl_context,  # type: ignore[arg-type]
+                                            reuse_port=reuse_port)
         self._sent_by.setdefault(transport.lower(), bound)
         return bound
 
@@ -434,10 +468,8 @@ class SipEndpoint:
             try:
                 if module.on_request(ctx):
                     return
-            except Exception:
-                log.exception("module %s failed on %r (Call-ID %s)", module.name, ctx.request,
-                              ctx.request.call_id)
-                self._request_failed(ctx)
+            except Exception as exc:  # noqa: BLE001 - _request_failed logs it
+                self._request_failed(ctx, exc, f"module {module.name}")
                 return
         if ctx.txn is not None:  # an ACK nobody takes is dropped, never answered
             ctx.respond(self.not_served(ctx.request))
@@ -447,14 +479,26 @@ class SipEndpoint:
             await work
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("work on %r failed (Call-ID %s)", ctx.request, ctx.request.call_id)
-            self._request_failed(ctx)
+        except Exception as exc:  # noqa: BLE001 - _request_failed logs it
+            self._request_failed(ctx, exc, "work")
 
-    def _request_failed(self, ctx: ServerContext) -> None:
-        """The one place a module's failure turns into a response: 500 (8.2)."""
+    def _request_failed(self, ctx: ServerContext, exc: BaseException, where: str) -> None:
+        """The one place a failure on a request turns into a response: bad
+        input is the peer's (400 with the reason, no traceback), anything
+        else ours (500, traceback logged)."""
+        request = ctx.request
+        reason = bad_request_reason(request, exc)
+        if reason is None:
+            log.error("%s failed on %r (Call-ID %s)", where, request, request.call_id,
+                      exc_info=exc)
+            response = Response.for_request(request, 500, to_tag=new_tag())
+        else:
+            log.info("%s: 400 for %s (Call-ID %s): %s", where, request.method,
+                     request.call_id, reason)
+            response = Response.for_request(request, 400, reason_phrase(400, reason),
+                                            to_tag=new_tag())
         if ctx.txn is not None and not ctx.final_sent:
-            ctx.respond(Response.for_request(ctx.request, 500))
+            ctx.respond(response)
 
     # -- events -----------------------------------------------------------
     def _pump(self) -> None:

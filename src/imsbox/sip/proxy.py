@@ -134,8 +134,10 @@ class StatefulProxy:
         self._unanswered: weakref.WeakSet[ClientContext] = weakref.WeakSet()
 
     async def listen(self, transport: str, host: str, port: int,
-                     ssl_context: object | None = None) -> tuple[str, int]:
-        bound = await self.endpoint.listen(transport, host, port, ssl_context)
+                     ssl_context: object | None = None, *,
+                     reuse_port: bool = False) -> tuple[str, int]:
+        bound = await self.endpoint.listen(transport, host, port, ssl_context,
+                                           reuse_port=reuse_port)
         self.identity.hostports.add((bound[0].lower(), bound[1]))
         if self.identity.record_route is None:
             host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
@@ -210,10 +212,9 @@ class StatefulProxy:
         request = ctx.request
         try:
             targets: list[Target] | Response | None = await self._route(ctx)
-        except Exception:  # a router bug must not leave the UAC hanging
-            log.exception("router failed for %s", request.call_id)
-            targets = Response.for_request(request, 500, "Server Internal Error",
-                                           to_tag=new_tag())
+        except Exception as exc:  # noqa: BLE001 - bad input: 400; a bug: 500, logged
+            ctx.server.fail(exc, "router")
+            return
         if isinstance(targets, list) and not targets:
             targets = Response.for_request(request, 480, "Temporarily Unavailable",
                                            to_tag=new_tag())

@@ -8,6 +8,7 @@ import pytest
 
 from imsbox.config import ConfigError, load_config
 from imsbox.ims.ifc import RequestView, SessionCase, matching_ifcs
+from imsbox.ims.login_guard import LoginLimits
 from imsbox.store import PsiKind
 
 AC_MSG = '*;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg"'
@@ -208,4 +209,46 @@ def test_limits_defaults_and_overrides(tmp_path: Path) -> None:
 ])
 def test_limits_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=f"imsbox.toml: {key}: "):
+        load_config(write(tmp_path, text))
+
+
+def test_security_and_login_limits_defaults_and_file_values(tmp_path: Path) -> None:
+    c = load_config()
+    assert c.security.trusted_peers == () and c.security.udp_trust == "loopback"
+    assert c.registrar.login == LoginLimits()
+    assert ("127.0.0.1", 5061) in c.trusted_sockets() and \
+        ("127.0.0.1", 5080) in c.trusted_sockets()
+    c = load_config(write(tmp_path, """
+[security]
+trusted_peers = ["10.0.0.9:5070", "[::1]:6000", "as.example.net:5090"]
+udp_trust = "none"
+[registrar]
+account_free_failures = 5
+account_backoff = 2
+account_backoff_max = 120.0
+source_failures = 50
+source_window = 30
+remember_success = 3600
+max_entries = 1000
+"""))
+    assert c.security.trusted_peers == (("10.0.0.9", 5070), ("::1", 6000),
+                                        ("as.example.net", 5090))
+    assert c.security.udp_trust == "none"
+    assert c.registrar.login == LoginLimits(5, 2.0, 120.0, 50, 30.0, 3600.0, 1000)
+    assert ("::1", 6000) in c.trusted_sockets()
+
+
+@pytest.mark.parametrize("text,key,hint", [
+    ('[security]\ntrusted_peers = ["10.0.0.9"]', "security.trusted_peers", "HOST:PORT"),
+    ('[security]\ntrusted_peers = ["::1:5060"]', "security.trusted_peers", "IPv6"),
+    ('[security]\ntrusted_peers = "10.0.0.9:5060"', "security.trusted_peers", "list"),
+    ('[security]\nudp_trust = "some"', "security.udp_trust", "loopback, any, none"),
+    ("[security]\nmtls = true", "security.mtls", "unknown key"),
+    ("[registrar]\nsource_failures = 0", "registrar.source_failures", "integer 1-"),
+    ('[registrar]\naccount_backoff = "1s"', "registrar.account_backoff", "seconds"),
+    ("[registrar]\naccount_backoff = 90", "registrar.account_backoff", "account_backoff_max"),
+])
+def test_security_and_login_errors_name_the_key(tmp_path: Path, text: str, key: str,
+                                                hint: str) -> None:
+    with pytest.raises(ConfigError, match=f"imsbox.toml: {key}: .*{hint}"):
         load_config(write(tmp_path, text))

@@ -8,6 +8,7 @@ messages into bytes on the right socket or connection.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import itertools
 import logging
@@ -84,6 +85,8 @@ class TransportLayer:
         self._conns: dict[int, StreamConnection] = {}
         self._by_addr: dict[ConnKey, StreamConnection] = {}
         self._connecting: dict[ConnKey, asyncio.Task[StreamConnection]] = {}
+        # (transport, family) -> the listen socket our connections go out from
+        self._sources: dict[tuple[str, int], tuple[str, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._closed = False
@@ -100,8 +103,15 @@ class TransportLayer:
         return [c for c in self._conns.values() if not c.closed]
 
     async def listen(self, transport: str, host: str, port: int,
-                     ssl_context: ssl.SSLContext | None = None) -> tuple[str, int]:
-        """Bind a listener; port 0 picks a free port. Returns the bound address."""
+                     ssl_context: ssl.SSLContext | None = None, *,
+                     reuse_port: bool = False) -> tuple[str, int]:
+        """Bind a listener; port 0 picks a free port. Returns the bound address.
+
+        ``reuse_port`` (TCP/TLS): connections we open over this transport go
+        out *from* this address and port (SO_REUSEADDR + SO_REUSEPORT on both
+        sockets, Kamailio's tcp_reuse_port), so a peer sees our listen socket
+        as the remote address (sip.trust).  The port must be free: a port
+        another socket shares would silently split the connections."""
         transport = transport.lower()
         if transport == "udp":
             endpoint = await self._bind_udp(host, port)
@@ -111,13 +121,17 @@ class TransportLayer:
             raise ValueError(f"unknown transport {transport!r}")
         if transport == "tls" and ssl_context is None:
             raise ValueError("a TLS listener needs an ssl_context")
+        if reuse_port:
+            port = _exclusive_port(host, port)
         server = await asyncio.start_server(
             lambda r, w: self._accepted(transport, r, w), host, port,
-            ssl=ssl_context if transport == "tls" else None)
+            ssl=ssl_context if transport == "tls" else None, reuse_port=reuse_port or None)
         self._servers.append(server)
         name = server.sockets[0].getsockname()
         bound = (str(name[0]), int(name[1]))
         self._listening.append(Destination(transport, *bound))
+        if reuse_port:
+            self._sources.setdefault((transport, _family(bound[0])), bound)
         log.info("listening on %s", self._listening[-1])
         return bound
 
@@ -380,10 +394,16 @@ class TransportLayer:
         context: ssl.SSLContext | None = None
         if dest.transport == "tls":
             context = self.client_ssl_context or ssl.create_default_context()
+        hostname = dest.host if context is not None else None
+        source = self._sources.get((dest.transport, _family(dest.host)))
         async with asyncio.timeout(self.limits.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                dest.host, dest.port, ssl=context,
-                server_hostname=dest.host if context is not None else None)
+            sock = await _connected_from(source, dest) if source is not None else None
+            if sock is not None:
+                reader, writer = await asyncio.open_connection(
+                    sock=sock, ssl=context, server_hostname=hostname)
+            else:
+                reader, writer = await asyncio.open_connection(
+                    dest.host, dest.port, ssl=context, server_hostname=hostname)
         if self._closed:
             writer.close()
             raise ConnectionResetError("transport layer is closed")
@@ -405,6 +425,61 @@ class TransportLayer:
                 self.trace(direction, data, flow)
             except Exception:
                 log.exception("trace callback failed")
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _reusable_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _exclusive_port(host: str, port: int) -> int:
+    """Bind once without SO_REUSEPORT: fails if anybody listens there (and
+    picks the port for port 0); the real listener binds it right after."""
+    probe = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
+    finally:
+        probe.close()
+
+
+async def _connected_from(source: tuple[str, int], dest: Destination) -> socket.socket | None:
+    """A TCP socket connected to ``dest`` from our listen socket ``source``;
+    None when that 4-tuple is taken (the caller then connects from any port)."""
+    try:
+        sock = _reusable_socket(*source)
+    except OSError as exc:
+        log.warning("cannot bind %s for a connection to %s: %s", source, dest, exc)
+        return None
+    sock.setblocking(False)
+    # asyncio sets TCP_NODELAY only on sockets it connects itself: without it
+    # Nagle holds back small writes for a delayed ACK (40 ms on Linux).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (dest.host, dest.port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            log.warning("cannot connect to %s from %s (%s): from another port", dest,
+                        source, exc)
+            return None
+        raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def add_received(request: Request, source: tuple[str, int]) -> None:
