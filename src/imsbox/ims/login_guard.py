@@ -15,8 +15,9 @@ A refused login is not a lockout for the real user: an (account, source
 address and port) pair that logged in successfully is remembered and skips
 both limits, so a re-registration from the user's own flow keeps working
 while somebody else guesses from elsewhere (the same IP with another port
-included); such a refresh does not reset the account's back-off.  Memory is bounded: each table keeps at most ``max_entries`` keys
-and forgets the oldest.
+included); such a refresh does not reset the account's back-off.  Memory
+is bounded: each table keeps at most ``max_entries`` keys and forgets the
+oldest.
 """
 
 from __future__ import annotations

@@ -468,7 +468,7 @@ class SipEndpoint:
             try:
                 if module.on_request(ctx):
                     return
-            except Exception as exc:  # noqa: BLE001 - _request_failed logs it
+            except Exception as exc:
                 self._request_failed(ctx, exc, f"module {module.name}")
                 return
         if ctx.txn is not None:  # an ACK nobody takes is dropped, never answered
@@ -479,7 +479,7 @@ class SipEndpoint:
             await work
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - _request_failed logs it
+        except Exception as exc:
             self._request_failed(ctx, exc, "work")
 
     def _request_failed(self, ctx: ServerContext, exc: BaseException, where: str) -> None:

@@ -212,7 +212,7 @@ class StatefulProxy:
         request = ctx.request
         try:
             targets: list[Target] | Response | None = await self._route(ctx)
-        except Exception as exc:  # noqa: BLE001 - bad input: 400; a bug: 500, logged
+        except Exception as exc:
             ctx.server.fail(exc, "router")
             return
         if isinstance(targets, list) and not targets:
