@@ -57,6 +57,7 @@ BIND_TIMEOUT = 10.0     # how long the UE may take to open its MSRP connection
 BYE_TIMEOUT = 5.0
 SETTLE_TIMEOUT = 2.0    # after the caller's BYE: how long its MSRP data may still come in
 CHUNK = 2048            # far-leg chunk size for a relayed file (seed 003)
+FILE_NOT_STORED = "Temporarily Unavailable - recipient offline, files are not stored"
 
 
 class AnchorHost(Protocol):
@@ -99,6 +100,7 @@ class Anchor:
         self.state = AnchorState.INVITING
         self.relay: _FileRelay | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        self._storing: asyncio.Future[None] | None = None  # the last message being stored
         request = caller.request
         self.sender = _identity(request)
         self.recipient = canonical_public_id(str(request.uri))
@@ -127,9 +129,12 @@ class Anchor:
             return
         if final is not None and 200 <= final.status < 300:
             await self._relay(offer)
-        elif (final is None or final.status in OFFLINE) and \
-                self.service is not cpm.CpmService.FILETRANSFER:
-            await self._store_and_forward(offer)
+        elif final is None or final.status in OFFLINE:
+            if self.service is cpm.CpmService.FILETRANSFER:
+                self.caller.reject(480, FILE_NOT_STORED)
+                await self.close()
+            else:
+                await self._store_and_forward(offer)
         else:  # the far side's status and reason (e.g. 488 file too large)
             self.caller.reject(*((final.status, final.reason) if final is not None
                                  else (480, None)))
@@ -207,12 +212,45 @@ class Anchor:
         await self._until_ended()
 
     async def _store_and_forward(self, offer: sdp.SessionDescription) -> None:
+        """Answer the caller and keep each of its messages until the caller ends the
+        session (the far leg is gone: only the caller's BYE ends this one)."""
+        assert self.near is not None
         log.info("%s offline: storing the messages of %s", self.recipient,
                  self.caller.call_id)
+        self.near.defer_success_reports = True  # a success REPORT means "stored"
+        self.near.on_message = self._on_stored_message
         self._accept_caller(offer)
         self.state = AnchorState.STORING
-        self._pumps = [asyncio.ensure_future(self._store(self.near))]  # type: ignore[arg-type]
-        await self._until_ended()
+        await asyncio.shield(self.caller.terminated)
+        if self._storing is not None:  # every SEND that got its 200 is kept first
+            await asyncio.shield(self._storing)
+        await self.close()
+
+    def _on_stored_message(self, message: ReceivedMessage) -> None:
+        """Called as the message arrives (before its 200 reaches the caller): chain
+        its storing behind the previous one's, so the order is kept."""
+        self._storing = asyncio.ensure_future(self._keep_after(self._storing, message))
+
+    async def _keep_after(self, previous: asyncio.Future[None] | None,
+                          message: ReceivedMessage) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        if (message.content_type or "").lower() == ISCOMPOSING:
+            return  # a composing indication is worthless later
+        try:
+            await self._keep(message)
+        except Exception:
+            log.exception("storing %s of %s failed", message.message_id, self.caller.call_id)
+            self._report(message, 500, "not stored")
+            return
+        self._report(message, 200, "OK")
+
+    def _report(self, message: ReceivedMessage, status: int, comment: str) -> None:
+        """The REPORT the caller asked for (RFC 4975 7.1.2), sent once it is stored."""
+        wanted = message.success_report if status == 200 else message.failure_report != "no"
+        if wanted and self.near is not None:
+            self.near.send_report(message.message_id, status, comment,
+                                  ByteRange(1, message.size, message.size))
 
     def _accept_caller(self, offer: sdp.SessionDescription,
                        file_range: sdp.FileRange | None = None) -> None:
@@ -244,12 +282,6 @@ class Anchor:
                          self.caller.call_id, exc)
             # Relayed first; kept even when the session ends meanwhile.
             await asyncio.shield(self._history(message, sender, recipient))
-
-    async def _store(self, src: MsrpSession) -> None:
-        async for message in src:
-            if (message.content_type or "").lower() == ISCOMPOSING:
-                continue  # a composing indication is worthless later
-            await asyncio.shield(self._keep(message))
 
     async def _keep(self, message: ReceivedMessage) -> None:
         await self._history(message, self.sender, self.recipient)
