@@ -45,7 +45,8 @@ from ..sip.message import Request, Response
 from ..sip.ua.invite import InviteState, SessionError
 from ..sip.ua.useragent import Call, Origin, UserAgent
 
-__all__ = ["Anchor", "AnchorHost", "AnchorState", "far_offer", "near_answer"]
+__all__ = ["Anchor", "AnchorHost", "AnchorState", "caller_identity", "far_offer",
+           "near_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Anchor:
         self._pumps: list[asyncio.Task[None]] = []
         self._storing: asyncio.Future[None] | None = None  # the last message being stored
         request = caller.request
-        self.sender = _identity(request)
+        self.sender = caller_identity(request)
         self.recipient = canonical_public_id(str(request.uri))
         self.conversation = request.headers.get(cpm.CONVERSATION_ID) or ""
 
@@ -524,7 +525,7 @@ def near_answer(offer: sdp.SessionDescription, near: MsrpSession, msrp: MsrpEndp
     return answered
 
 
-def _identity(request: Request) -> str:
+def caller_identity(request: Request) -> str:
     """The served (calling) user: P-Asserted-Identity, else From."""
     try:
         values = request.headers.values("P-Asserted-Identity")

@@ -26,11 +26,12 @@ again is harmless because the AS accepts its own traffic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -47,6 +48,7 @@ from ..sip.endpoint import Priority, ServerContext
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
+from ..sip.parser import parse as parse_sip
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.ua.dialog import build_request
@@ -54,6 +56,7 @@ from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from ..store import DeferredMessage, HistoryEntry, Store
 from .anchor import Anchor
+from .deferred import DeferredRetrieval
 
 __all__ = ["DeliveryKind", "Leg", "MessagingAs", "MessagingSettings", "PAGER_TYPES"]
 
@@ -109,7 +112,8 @@ class MessagingAs(StatefulProxy):
         self.ua: UserAgent | None = None
         self.anchors: set[Anchor] = set()
         self._own: dict[str, float] = {}             # our requests' Call-IDs -> until
-        self._delivering: set[str] = set()
+        self._delivery_locks: dict[str, asyncio.Lock] = {}
+        self.retrievals: set[DeferredRetrieval] = set()
         self._wakeup = asyncio.Event()
 
     # -- life cycle -------------------------------------------------------------------
@@ -152,7 +156,8 @@ class MessagingAs(StatefulProxy):
             self._third_party_register(ctx)
         elif request.method == "MESSAGE" and not request.to.tag:
             self._pager(ctx)
-        elif request.method == "INVITE" and not request.to.tag and self._anchors(request):
+        elif request.method == "INVITE" and not request.to.tag and \
+                (self._anchors(request) or self.is_retrieval(request)):
             self.ua.new_call(ctx)               # -> _on_call
         else:
             return False                        # plain relay (the proxy module)
@@ -177,6 +182,15 @@ class MessagingAs(StatefulProxy):
         """AnchorHost API: the largest file an anchored transfer may announce."""
         return self.settings.max_file_size
 
+    def is_retrieval(self, request: Request) -> bool:
+        """An INVITE to our CPMDeferredMsgMgmtURI, routed to us as its PSI (no Route on)."""
+        try:
+            target = canonical_public_id(str(request.uri))
+        except ValueError:
+            return False
+        return target == cpm.deferred_messages_uri(self.config.domain) and \
+            not self.remaining_route(request)
+
     def _anchors(self, request: Request) -> bool:
         """An originating CPM INVITE with SDP (plain or in multipart/mixed, seed 003)."""
         if self.is_own(request) or self.leg(request) is not Leg.ORIGINATING:
@@ -195,7 +209,8 @@ class MessagingAs(StatefulProxy):
         ctx.respond(Response.for_request(request, 200, to_tag=new_tag()))
         if expires:
             self.registered[aor] = self.clock() + expires
-            self._spawn(self.deliver_deferred(aor))
+            if not registers_deferred(request):  # such a UE retrieves them itself
+                self._spawn(self.deliver_deferred(aor))
         else:
             self.registered.pop(aor, None)
         log.info("third-party REGISTER %s expires %s", aor, expires)
@@ -271,17 +286,30 @@ class MessagingAs(StatefulProxy):
     # -- deferred delivery ------------------------------------------------------------
     async def deliver_deferred(self, recipient: str) -> None:
         """Send ``recipient``'s stored items in order; stop at the first failure."""
-        if recipient in self._delivering:
-            return
-        self._delivering.add(recipient)
-        try:
-            for item in await self.store.messages.deferred(recipient, self.clock()):
+        async with self.delivering(recipient):
+            for item in await self.deferred_items(recipient):
                 if not await self._deliver(item):
                     break
-                await self.store.messages.remove_deferred(
-                    [item.id] if item.id is not None else [])
+                await self.remove_deferred(item)
+
+    @contextlib.asynccontextmanager
+    async def delivering(self, recipient: str) -> AsyncIterator[None]:
+        """One delivery (push or retrieval) per recipient at a time: each item once."""
+        lock = self._delivery_locks.setdefault(recipient, asyncio.Lock())
+        try:
+            async with lock:
+                yield
         finally:
-            self._delivering.discard(recipient)
+            if not lock.locked() and self._delivery_locks.get(recipient) is lock:
+                del self._delivery_locks[recipient]
+
+    async def deferred_items(self, recipient: str) -> list[DeferredMessage]:
+        """RetrievalHost API: the unexpired stored items of ``recipient``, oldest first."""
+        return await self.store.messages.deferred(recipient, self.clock())
+
+    async def remove_deferred(self, item: DeferredMessage) -> None:
+        """RetrievalHost API: ``item`` was delivered (its 200 came)."""
+        await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
 
     async def _deliver(self, item: DeferredMessage) -> bool:
         meta = _meta(item)
@@ -347,6 +375,11 @@ class MessagingAs(StatefulProxy):
     # -- anchoring (B2BUA) ------------------------------------------------------------
     def _on_call(self, call: Call) -> None:
         assert self.ua is not None and self.msrp is not None
+        if self.is_retrieval(call.request):
+            retrieval = DeferredRetrieval(self, self.msrp, call)
+            self.retrievals.add(retrieval)
+            self._spawn(self._run_retrieval(retrieval))
+            return
         anchor = Anchor(self, self.ua, self.msrp, call)
         self.anchors.add(anchor)
         self._spawn(self._run_anchor(anchor))
@@ -359,6 +392,14 @@ class MessagingAs(StatefulProxy):
             await anchor.close()
         finally:
             self.anchors.discard(anchor)
+
+    async def _run_retrieval(self, retrieval: DeferredRetrieval) -> None:
+        try:
+            await retrieval.run()
+        except Exception:
+            log.exception("deferred retrieval %s failed", retrieval.call.call_id)
+        finally:
+            self.retrievals.discard(retrieval)
 
     def remaining_route(self, request: Request) -> list[str]:
         """The Route entries after ours (the S-CSCF's odi entry)."""
@@ -386,6 +427,21 @@ def check_pager(request: Request) -> Response | None:
             return Response.for_request(request, 400, f"Bad Request - CPIM: {exc}"[:100],
                                         to_tag=new_tag())
     return None
+
+
+def registers_deferred(third_party: Request) -> bool:
+    """The UE's REGISTER (message/sip body of the third-party REGISTER, TS 24.229
+    5.4.1.7) registers the cpm.deferred ICSI: it retrieves its deferred messages."""
+    ctype = third_party.content_type
+    if ctype is None or ctype.mime != "message/sip" or not third_party.body:
+        return False
+    try:
+        register = parse_sip(third_party.body)
+        contacts = register.contact if isinstance(register, Request) else []
+    except (HeaderError, ValueError):
+        return False
+    return any(cpm.CpmService.DEFERRED in cpm.parse_icsi_ref(c.params.get(cpm.ICSI_REF_TAG) or "")
+               for c in contacts if not c.is_star)
 
 
 def failure_imdn(item: DeferredMessage) -> CpimMessage | None:
