@@ -3,11 +3,14 @@ messaging AS and the core put on the wire, through the real core on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from imsbox.config import Config
+from imsbox.msrp import MsrpEndpoint
+from imsbox.rcs import cpm
 from imsbox.serve import Network
 from imsbox.sip.headers import NameAddr
 from imsbox.sip.message import Request
@@ -15,7 +18,7 @@ from imsbox.ue.testing import FAST_TIMERS
 
 from helpers import ues
 from test_messaging_as import (
-    ALICE, BOB, cpim_text, next_message, pager, registered, run,
+    ALICE, BOB, chat_offer, cpim_text, messaging_as, next_message, pager, registered, run,
 )
 
 pytestmark = pytest.mark.timeout(40)
@@ -41,5 +44,30 @@ def test_one_record_route_per_node_per_session_case(tmp_path: Path) -> None:
             pcscf = [r for r in routes if f":{config.pcscf.port}" in r]
             assert len(scscf) == 2 and len(pcscf) == 2, routes
             assert len(routes) == 4, routes
+
+    run(tmp_path, scenario)
+
+
+def test_psi_without_its_as_gets_480_with_a_reason(tmp_path: Path) -> None:
+    """A group URI while no conference AS runs: today a bare 500 (issue 10). A chat
+    INVITE to it is not stored for later either (nobody registers as a group)."""
+    group = "sip:group-friends@ims.test"
+
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice") as (alice,), MsrpEndpoint() as msrp:
+            assert "conference_as" not in net.nodes
+            await registered(alice)
+            response = await pager(alice, group, cpim_text(ALICE, group, "hi", "g-1"), "conv-g")
+            assert response.status == 480
+            assert response.reason.endswith(f"no answer from the AS of {group}")
+
+            session = msrp.create_session(setup="active")
+            call = await alice.call(group, chat_offer(session, msrp), cpm.cpm_request_headers(
+                cpm.CpmService.SESSION, "conv-g"))
+            final = await asyncio.wait_for(call.wait_final(), 10)
+            assert final is not None and final.status == 480
+            assert "no answer from the AS" in final.reason
+            assert await messaging_as(net).store.messages.deferred(group, 0.0) == []
 
     run(tmp_path, scenario)

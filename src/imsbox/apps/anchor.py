@@ -74,6 +74,8 @@ class AnchorHost(Protocol):
     async def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
                     meta: dict[str, object]) -> int: ...
 
+    async def keeps_for(self, recipient: str) -> bool: ...
+
     async def record_history(self, conversation_id: str, key: str, sender: str,
                              recipient: str, content_type: str, body: bytes) -> None: ...
 
@@ -130,7 +132,8 @@ class Anchor:
             return
         if final is not None and 200 <= final.status < 300:
             await self._relay(offer)
-        elif final is None or final.status in OFFLINE:
+        elif (final is None or final.status in OFFLINE) and \
+                await self.host.keeps_for(self.recipient):
             if self.service is cpm.CpmService.FILETRANSFER:
                 self.caller.reject(480, FILE_NOT_STORED)
                 await self.close()

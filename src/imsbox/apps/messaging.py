@@ -266,6 +266,11 @@ class MessagingAs(StatefulProxy):
         self._wakeup.set()  # its expiry may be the next deadline
         return item_id
 
+    async def keeps_for(self, recipient: str) -> bool:
+        """AnchorHost API: a subscriber's messages are kept for later; a PSI's (a
+        group whose AS is down) are not - nobody would ever register for it."""
+        return await self.store.subscribers.get_public_identity(recipient) is not None
+
     # -- history ----------------------------------------------------------------------
     async def _history_of_request(self, request: Request) -> None:
         conversation = request.headers.get(cpm.CONVERSATION_ID)
