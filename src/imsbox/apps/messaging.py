@@ -31,6 +31,7 @@ import enum
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,7 +53,7 @@ from ..sip.parser import parse as parse_sip
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.ua.dialog import build_request
-from ..sip.ua.invite import InviteConfig
+from ..sip.ua.invite import InviteConfig, SessionTimerConfig
 from ..sip.ua.useragent import Call, UserAgent
 from ..store import DeferredMessage, HistoryEntry, Store
 from .anchor import Anchor
@@ -72,6 +73,8 @@ REPLAYED_HEADERS = ("P-Asserted-Identity", "P-Asserted-Service", "Accept-Contact
                     cpm.CONVERSATION_ID, cpm.CONTRIBUTION_ID, "In-Reply-To-Contribution-ID",
                     "User-Agent", "Subject")
 OWN_CALL_ID_LIFETIME = 600.0        # how long our own requests may take to pass the core
+# RFC 4028 on CPM sessions, with the seed's values (Session-Expires: 3600, Min-SE: 90).
+CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90)
 
 
 class Leg(enum.Enum):
@@ -131,7 +134,7 @@ class MessagingAs(StatefulProxy):
         timers = self.timers or TimerValues()
         self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
-                                                session_timer=None),
+                                                session_timer=CPM_SESSION_TIMER),
                             on_call=self._on_call, serve_new=False)
         # We choose per request; the proxy module relays the rest.
         self.endpoint.add_module(_MessagingService(self))
@@ -327,12 +330,22 @@ class MessagingAs(StatefulProxy):
 
     def new_request(self, method: str, target: str, from_: str,
                     headers: list[tuple[str, str]], body: bytes, content_type: str) -> Request:
-        """A request of our own, entering the S-CSCF as a terminating request."""
+        """A pager MESSAGE of our own, entering the S-CSCF as a terminating request,
+        with the seed's Contact (ICSI, instance) and ``Request-Disposition: no-fork``."""
         request = build_request(method, target, from_, f"<{target}>",
                                 route=[f"<{self.config.scscf.uri};lr>"], headers=headers,
                                 body=body, content_type=content_type)
+        request.add_header("Contact", self.contact(cpm.CpmService.MSG))
+        request.add_header("Request-Disposition", "no-fork")
         self.remember_own(request.call_id)
         return request
+
+    def contact(self, service: cpm.CpmService) -> str:
+        """Our Contact for ``service``: its ICSI and our ``+sip.instance`` (seed 003)."""
+        uri = self.config.messaging_as.uri
+        instance = uuid.uuid5(uuid.NAMESPACE_URL, uri)
+        return (f'<{uri}>;{cpm.contact_feature_param([service])};'
+                f'+sip.instance="<urn:uuid:{instance}>"')
 
     # -- expiry -----------------------------------------------------------------------
     async def _housekeeping(self) -> None:

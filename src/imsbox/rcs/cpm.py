@@ -212,4 +212,5 @@ def cpm_request_headers(service: CpmService, conversation_id: str,
         (CONVERSATION_ID, conversation_id),
         (CONTRIBUTION_ID, contribution_id or new_contribution_id()),
         ("User-Agent", user_agent),
+        *([("Request-Disposition", "no-fork")] if service is CpmService.MSG else []),  # seed 003
     ]
