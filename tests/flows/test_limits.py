@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 
 from imsbox.config import LimitsConfig
-from imsbox.ims.serve import Network
+from imsbox.serve import Network
 from imsbox.msrp import MsrpEndpoint
 from imsbox.sip import Response, parse
-from imsbox.sip.endpoint import ServerContext, SipEndpoint
+from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.overload import OverloadPolicy
 from imsbox.sip.transport import Limits
 from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
@@ -52,7 +52,7 @@ def answer_200(ctx: ServerContext) -> None:
 
 async def sip_server(limits: Limits | None = None,
                      overload: OverloadPolicy | None = None) -> tuple[SipEndpoint, int]:
-    endpoint = SipEndpoint(answer_200, limits=limits, overload=overload)
+    endpoint = SipEndpoint(limits=limits, overload=overload, modules=[HandlerModule(answer_200)])
     port = (await endpoint.listen("udp", HOST, 0))[1]
     await endpoint.listen("tcp", HOST, port)
     return endpoint, port

@@ -35,7 +35,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "store": frozenset(),
     **{layer: PROTOCOL for layer in PROTOCOL},
     "rcs": PROTOCOL,
-    "config": frozenset({"store"}),
+    "config": PROTOCOL | {"store"},   # value types such as transport Limits
     "ims": PROTOCOL | {"store", "config"},
     "apps": PROTOCOL | {"rcs", "store", "config"},
     "ue": PROTOCOL | {"rcs", "runtime"},
