@@ -71,3 +71,59 @@ def test_psi_without_its_as_gets_480_with_a_reason(tmp_path: Path) -> None:
             assert await messaging_as(net).store.messages.deferred(group, 0.0) == []
 
     run(tmp_path, scenario)
+
+
+def test_deferred_delivery_from_the_as_has_the_seed_headers(tmp_path: Path) -> None:
+    """The AS's own MESSAGE: Contact with the ICSI and +sip.instance, no-fork."""
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS), \
+                ues(config, "alice", "bob") as (alice, bob):
+            await registered(alice)
+            body = cpim_text(ALICE, BOB, "later", "wire-d1")
+            assert (await pager(alice, BOB, body, "conv-w")).status == 202
+            await registered(bob)
+            received = await next_message(bob)
+            assert received.body == body
+            assert received.headers.get("Request-Disposition") == "no-fork"
+            (contact,) = received.contact
+            assert cpm.parse_icsi_ref(contact.params.get(cpm.ICSI_REF_TAG) or "") == \
+                [cpm.CpmService.MSG]
+            assert (contact.params.get("+sip.instance") or "").startswith("<urn:uuid:")
+
+    run(tmp_path, scenario)
+
+
+def test_pager_from_the_ue_is_not_forked(tmp_path: Path) -> None:
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS), \
+                ues(config, "alice", "bob") as (alice, bob):
+            await registered(alice), await registered(bob)
+            body = cpim_text(ALICE, BOB, "now", "wire-p1")
+            assert (await pager(alice, BOB, body, "conv-p")).status == 200
+            assert (await next_message(bob)).headers.get("Request-Disposition") == "no-fork"
+
+    run(tmp_path, scenario)
+
+
+def test_cpm_session_far_leg_has_session_timers(tmp_path: Path) -> None:
+    """The AS's INVITE of an anchored chat: Supported: timer, Session-Expires, Min-SE
+    (seed 003 CPM session)."""
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS), \
+                ues(config, "alice", "bob") as (alice, bob), MsrpEndpoint() as msrp:
+            await registered(alice), await registered(bob)
+            session = msrp.create_session(setup="active")
+            call = await alice.call(BOB, chat_offer(session, msrp), cpm.cpm_request_headers(
+                cpm.CpmService.SESSION, "conv-t"))
+            assert bob.ua is not None
+            incoming = await asyncio.wait_for(bob.ua.incoming.get(), 5)
+            invite = incoming.request
+            supported = [s.strip() for v in invite.headers.get_all("Supported")
+                         for s in v.split(",")]
+            assert "timer" in supported
+            assert (invite.headers.get("Session-Expires") or "").split(";")[0] == "3600"
+            assert invite.headers.get("Min-SE") == "90"
+            incoming.reject(486)
+            await asyncio.wait_for(call.wait_final(), 5)
+
+    run(tmp_path, scenario)
