@@ -7,6 +7,18 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from helpers import ues
+from test_messaging_as import (
+    ALICE,
+    BOB,
+    chat_offer,
+    cpim_text,
+    messaging_as,
+    next_message,
+    pager,
+    registered,
+    run,
+)
 
 from imsbox.config import Config
 from imsbox.msrp import MsrpEndpoint
@@ -15,11 +27,6 @@ from imsbox.serve import Network
 from imsbox.sip.headers import NameAddr
 from imsbox.sip.message import Request
 from imsbox.ue.testing import FAST_TIMERS
-
-from helpers import ues
-from test_messaging_as import (
-    ALICE, BOB, chat_offer, cpim_text, messaging_as, next_message, pager, registered, run,
-)
 
 pytestmark = pytest.mark.timeout(40)
 

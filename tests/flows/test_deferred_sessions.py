@@ -14,8 +14,18 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from helpers import ues
+from test_messaging_as import (
+    ALICE,
+    BOB,
+    cpim_text,
+    messaging_as,
+    msrp_line,
+    next_message,
+    registered,
+    run,
+)
 
-from imsbox import sdp
 from imsbox.config import Config
 from imsbox.content import CPIM, ISCOMPOSING
 from imsbox.msrp import MsrpEndpoint, MsrpSession
@@ -23,11 +33,6 @@ from imsbox.rcs import cpm
 from imsbox.serve import Network
 from imsbox.sip.ua.useragent import Call
 from imsbox.ue.testing import FAST_TIMERS, TestUe
-
-from helpers import ues
-from test_messaging_as import (
-    ALICE, BOB, cpim_text, messaging_as, msrp_line, next_message, registered, run,
-)
 
 pytestmark = pytest.mark.timeout(40)
 

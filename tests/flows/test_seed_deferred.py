@@ -20,6 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import DOMAIN, ues
+from test_messaging_as import (
+    ALICE,
+    BOB,
+    cpim_text,
+    messaging_as,
+    msrp_line,
+    next_message,
+    pager,
+    registered,
+    run,
+)
 
 from imsbox import sdp
 from imsbox.config import Config
@@ -31,11 +43,6 @@ from imsbox.sip.parser import parse as parse_sip
 from imsbox.sip.transport.base import Flow
 from imsbox.ue.register import Registration
 from imsbox.ue.testing import FAST_TIMERS, TestUe
-
-from helpers import DOMAIN, ues
-from test_messaging_as import (
-    ALICE, BOB, cpim_text, messaging_as, msrp_line, next_message, pager, registered, run,
-)
 
 pytestmark = pytest.mark.timeout(40)
 PSI = cpm.deferred_messages_uri(DOMAIN)

@@ -87,7 +87,7 @@ class DeferredRetrieval:
                 await self.session.connect()
             else:
                 await self.session.wait_bound(BIND_TIMEOUT)
-        except (MsrpError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, MsrpError, OSError) as exc:
             log.info("retrieval %s: no MSRP connection: %s", self.call.call_id, exc)
             return False
         return True
@@ -100,7 +100,7 @@ class DeferredRetrieval:
                     return
                 try:  # resolves on the UE's 200 (every chunk)
                     await self.session.send_message(item.content_type, item.body)
-                except (MsrpError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, MsrpError) as exc:
                     log.info("retrieval %s stopped at item %s: %s", self.call.call_id,
                              item.id, exc)
                     return
@@ -113,7 +113,7 @@ class DeferredRetrieval:
         if not self.call.terminated.done():
             try:
                 await asyncio.wait_for(self.call.bye(), BYE_TIMEOUT)
-            except (SessionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, SessionError) as exc:
                 log.info("ending retrieval %s: %s", self.call.call_id, exc)
         if self.session is not None:
             await self.session.close()

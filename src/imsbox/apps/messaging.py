@@ -144,6 +144,8 @@ class MessagingAs(StatefulProxy):
     async def close(self) -> None:
         for anchor in list(self.anchors):
             await anchor.close()
+        for retrieval in list(self.retrievals):
+            await retrieval.close()
         if self.ua is not None:
             await self.ua.close()
         await StatefulProxy.close(self)
