@@ -7,11 +7,12 @@ UE's media line with our path, ``a=setup:active``, file attributes and
 direction kept). MSRP messages are relayed both ways; a BYE (or failure) on
 either leg ends both.
 
-Far leg 480/408 (recipient offline) for a chat or large message: store and
-forward - the UE's INVITE is answered anyway and every CPIM message it sends
-becomes a deferred item for the recipient, delivered later as a pager
-MESSAGE (isComposing is dropped). A file transfer to an offline user is
-rejected with the far leg's status.
+Far leg 480/408 (recipient offline, a subscriber) for a chat or large
+message: store and forward - the UE's INVITE is answered anyway, every CPIM
+message it sends becomes a deferred item for the recipient as it arrives
+(delivered later as a pager MESSAGE; isComposing is dropped), and only the
+caller's BYE ends the session, after every accepted message is stored. A
+file transfer to an offline user is refused (480, files are not stored).
 
 File transfer (RFC 5547, seed 003): the INVITE may be multipart/mixed (CPIM
 part with the imdn.Message-ID, SDP part); the far leg gets the same parts with

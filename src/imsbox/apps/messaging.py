@@ -12,6 +12,9 @@ The S-CSCF reaches it through the default iFCs (docs/ims-core.md, config.py):
 * ``INVITE`` for cpm.session / cpm.largemsg / cpm.filetransfer on the
   originating leg: anchored as a B2BUA with our own MSRP endpoint
   (:mod:`imsbox.apps.anchor`).
+* ``INVITE`` to ``sip:cpm-deferred@DOMAIN`` (our PSI, from the I-CSCF): the
+  seed 003 deferred retrieval (:mod:`imsbox.apps.deferred`). A UE that
+  registers the cpm.deferred ICSI gets no push on registration.
 
 Leg: the terminating S-CSCF adds ``P-Called-Party-ID`` before running the
 iFCs; the originating one never does. So a request with it is terminating.
@@ -305,13 +308,9 @@ class MessagingAs(StatefulProxy):
     @contextlib.asynccontextmanager
     async def delivering(self, recipient: str) -> AsyncIterator[None]:
         """One delivery (push or retrieval) per recipient at a time: each item once."""
-        lock = self._delivery_locks.setdefault(recipient, asyncio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and self._delivery_locks.get(recipient) is lock:
-                del self._delivery_locks[recipient]
+        # kept per recipient: dropping a lock others wait on would let two run at once
+        async with self._delivery_locks.setdefault(recipient, asyncio.Lock()):
+            yield
 
     async def deferred_items(self, recipient: str) -> list[DeferredMessage]:
         """RetrievalHost API: the unexpired stored items of ``recipient``, oldest first."""
