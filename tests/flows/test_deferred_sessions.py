@@ -11,10 +11,12 @@ reason (files are not stored).
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
 from helpers import ues
+from test_serve_cli import Serve
 from test_messaging_as import (
     ALICE,
     BOB,
@@ -22,6 +24,7 @@ from test_messaging_as import (
     messaging_as,
     msrp_line,
     next_message,
+    provision,
     registered,
     run,
 )
@@ -32,7 +35,7 @@ from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.rcs import cpm
 from imsbox.serve import Network
 from imsbox.sip.ua.useragent import Call
-from imsbox.ue.testing import FAST_TIMERS, TestUe
+from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -136,3 +139,44 @@ def test_file_transfer_to_offline_user_is_refused_with_a_reason(tmp_path: Path) 
             assert "files are not stored" in final.reason
 
     run(tmp_path, scenario)
+
+
+def test_chat_lines_to_offline_user_survive_kill_9(tmp_path: Path) -> None:
+    """``imsbox serve`` in a subprocess: once a line's success REPORT is back, a
+    SIGKILL of the server does not lose it."""
+    config_path, config = write_loopback_config(tmp_path)
+    provision(config)
+    lines = [cpim_text(ALICE, BOB, f"kept {n}", f"kill-{n}") for n in range(2)]
+
+    async def chat() -> None:
+        async with ues(config, "alice") as (alice,), MsrpEndpoint() as msrp:
+            await until_registered(alice)
+            _, session = await open_session(alice, msrp, cpm.CpmService.SESSION,
+                                            "conv-kill", "sendrecv")
+            for line in lines:
+                await asyncio.wait_for(session.send_message(CPIM, line, success_report=True),
+                                       5)
+
+    async def receive() -> list[bytes]:
+        async with ues(config, "bob") as (bob,):
+            await until_registered(bob)
+            return [(await next_message(bob, timeout=10)).body for _ in lines]
+
+    server = Serve("--config", str(config_path))
+    try:
+        asyncio.run(asyncio.wait_for(chat(), 30))
+    finally:
+        server.stop(signal.SIGKILL)
+    server = Serve("--config", str(config_path))
+    try:
+        assert asyncio.run(asyncio.wait_for(receive(), 30)) == lines
+    finally:
+        status, _, stderr = server.stop(signal.SIGTERM)
+    assert status == 0, stderr
+
+
+async def until_registered(ue: TestUe, timeout: float = 10.0) -> None:
+    """REGISTER until the freshly started server answers."""
+    async with asyncio.timeout(timeout):
+        while not (await ue.register()).ok:
+            await asyncio.sleep(0.2)

@@ -22,7 +22,8 @@ from ..sip.headers import FeatureSet, HeaderError
 
 __all__ = [
     "ACCEPT_CONTACT", "CONTRIBUTION_ID", "CONVERSATION_ID", "CPIM_PAGER_LIMIT",
-    "DEFAULT_USER_AGENT", "DEFERRED_EVENT", "DEFERRED_PSI_USER", "ICSI_DEFERRED", "ICSI_FILETRANSFER", "ICSI_LARGEMSG", "ICSI_MSG",
+    "DEFAULT_USER_AGENT", "DEFERRED_EVENT", "DEFERRED_PSI_USER", "ICSI_DEFERRED",
+    "ICSI_FILETRANSFER", "ICSI_LARGEMSG", "ICSI_MSG",
     "ICSI_REF_TAG", "ICSI_SESSION", "IMDN_NAMESPACE", "P_ASSERTED_SERVICE",
     "P_PREFERRED_SERVICE", "UE_SERVICES", "CpmService", "accept_contact", "classify",
     "contact_feature_param", "cpim_message_id", "cpm_request_headers",
