@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__, serve
 from .ims import provisioning
@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(args.run(args))
+        status: int = asyncio.run(args.run(args))
+        return status
     except KeyboardInterrupt:
         return 130
     except OSError as exc:

@@ -73,9 +73,10 @@ Default iFCs (priority, trigger):
 
 Default PSIs: ``sip:conf-*@DOMAIN`` and ``sip:group-*@DOMAIN`` hosted by the
 conference AS. Always provisioned beside them: ``sip:cpm-deferred@DOMAIN``
-(deferred-message retrieval, seed 003) hosted by the messaging AS. ``[[psi]]`` tables: ``pattern``, ``application_server`` (URI or
-node name), optional ``kind`` (exact / wildcard / regex; default wildcard when
-the pattern has ``*`` or ``!``, else exact).
+(deferred-message retrieval, seed 003) hosted by the messaging AS.
+``[[psi]]`` tables: ``pattern``, ``application_server`` (URI or node name),
+optional ``kind`` (exact / wildcard / regex; default wildcard when the pattern
+has ``*`` or ``!``, else exact).
 """
 
 from __future__ import annotations

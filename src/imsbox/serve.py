@@ -391,7 +391,7 @@ def _host(text: str) -> str:
 
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on an argparse subparsers object."""
-    serve = subparsers.add_parser(
+    serve: argparse.ArgumentParser = subparsers.add_parser(
         "serve", help="run the IMS core (P-CSCF, I-CSCF, S-CSCF, HSS) and the messaging AS",
         description="Run the IMS network until SIGINT/SIGTERM.")
     serve.add_argument("--data", metavar="DIR", default=None,

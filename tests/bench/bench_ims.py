@@ -90,7 +90,7 @@ class KamailioTarget:
     def remote(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
-    def __enter__(self) -> "KamailioTarget":
+    def __enter__(self) -> KamailioTarget:
         self.proc.start()
         return self
 
@@ -111,7 +111,7 @@ class ImsboxTarget:
     def remote(self) -> tuple[str, int]:
         return self.core.pcscf
 
-    def __enter__(self) -> "ImsboxTarget":
+    def __enter__(self) -> ImsboxTarget:
         self.core.start()
         return self
 

@@ -73,11 +73,10 @@ async def sender(port: int, size: int, chunk: int) -> None:
 
 def run_pair(size: int, chunk: int) -> tuple[dict, dict]:
     me = [sys.executable, os.path.abspath(__file__)]
-    rx = subprocess.Popen(me + ["--role", "rx"], stdout=subprocess.PIPE, text=True)
+    rx = subprocess.Popen([*me, "--role", "rx"], stdout=subprocess.PIPE, text=True)
     assert rx.stdout is not None
     port = int(rx.stdout.readline())
-    tx = subprocess.run(me + ["--role", "tx", "--port", str(port), "--size", str(size),
-                              "--chunk", str(chunk)], stdout=subprocess.PIPE, text=True,
+    tx = subprocess.run([*me, "--role", "tx", "--port", str(port), "--size", str(size), "--chunk", str(chunk)], stdout=subprocess.PIPE, text=True,
                         check=True)
     rx_out = json.loads(rx.stdout.readline())
     rx.wait(30)

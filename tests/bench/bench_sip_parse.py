@@ -22,7 +22,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from imsbox.sip import Request, Response, parse
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import hashlib
 import io
 import random
@@ -38,7 +39,7 @@ from imsbox.sip.parser import parse as parse_sip
 from imsbox.store import open_store
 from imsbox.ue import cli as ue_cli
 from imsbox.ue.client import (
-    FileOffer, FileReceived, MessageStatus, Notification, RcsClient,
+    FileFailed, FileOffer, FileReceived, MessageStatus, Notification, RcsClient,
 )
 from imsbox.ue.testing import write_loopback_config
 
@@ -110,8 +111,16 @@ class Ladder:
         endpoint.create_session = create_session  # type: ignore[method-assign]
 
     def requests(self, name: str, direction: str, method: str) -> list[Request]:
-        return [m for n, d, m in self.sip if n == name and d == direction
-                and isinstance(m, Request) and m.method == method]
+        """Each request once: a UDP retransmission (same branch and CSeq) is the same one."""
+        seen: set[tuple[str, int]] = set()
+        out = []
+        for n, d, m in self.sip:
+            if n == name and d == direction and isinstance(m, Request) and m.method == method:
+                key = (m.top_via.branch or "", m.cseq.seq)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(m)
+        return out
 
     def final(self, name: str, direction: str, method: str) -> Response:
         return next(m for n, d, m in self.sip if n == name and d == direction
@@ -361,6 +370,49 @@ def test_resume_not_asked_sends_the_whole_file(tmp_path: Path) -> None:
             assert isinstance(done, FileReceived) and done.ok
             assert Path(done.path).read_bytes() == payload
     run(scenario)
+
+
+@pytest.mark.parametrize("via_as", [True, False], ids=["messaging-as", "core"])
+def test_cut_transfer_gives_file_failed_and_a_resumable_part(
+        tmp_path: Path, via_as: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """issue 9 item 6: alice's MSRP connection is killed after 200 chunks. bob gets a
+    ``file_failed`` event (in JSON too) naming the ``.part`` file he keeps; a resumed
+    transfer continues it; alice logs no "Future exception was never retrieved"."""
+    config = ue_config(tmp_path, via_as)
+    downloads = tmp_path / "downloads"
+    alice, bob = client(config, "alice"), client(config, "bob", downloads=downloads)
+    source = jpeg(tmp_path)
+    payload = source.read_bytes()
+
+    def cut(sent: int, total: int) -> None:
+        if sent == 200 * CHUNK:
+            for session in list(alice._msrp._sessions.values()):
+                if session.connection is not None and session.connection.transport:
+                    session.connection.transport.abort()
+
+    async def scenario() -> None:
+        async with network_with(config, alice, bob):
+            broken = await alice.send_file("bob", source, progress=cut)
+            assert not broken.ok and "transfer failed" in broken.reason, broken
+            failed = await bob.wait_event(FileFailed, WAIT)
+            assert isinstance(failed, FileFailed) and failed.name == "1MB.jpg"
+            assert failed.size == SIZE and 0 < failed.kept < SIZE, failed
+            record = failed.to_json()
+            assert record["event"] == "file_failed" and record["from"] == alice.aor
+            assert record["transfer_id"] == broken.transfer_id and record["reason"]
+            part = Path(failed.part)
+            assert part.parent == downloads and part.name.endswith(".part")
+            kept = part.stat().st_size
+            assert kept == failed.kept and part.read_bytes() == payload[:kept]
+
+            result = await alice.send_file("bob", source, resume=True)
+            assert result.ok and result.file_range == f"{kept + 1}-{SIZE}", result
+            done = await bob.wait_event(FileReceived, WAIT)
+            assert isinstance(done, FileReceived) and done.ok
+            assert Path(done.path).read_bytes() == payload and not part.exists()
+    run(scenario)
+    gc.collect()
+    assert "never retrieved" not in caplog.text, caplog.text
 
 
 # -- 3. size limits ------------------------------------------------------------------------------

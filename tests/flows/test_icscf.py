@@ -12,7 +12,7 @@ import contextlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 

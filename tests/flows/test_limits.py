@@ -484,7 +484,7 @@ def test_requests_that_waited_too_long_are_shed_new_work_first() -> None:
             peer.send(raw_request("OPTIONS"), port)
             peer.send(raw_request("MESSAGE", to_tag="t1"), port)
             peer.send(raw_request("BYE", to_tag="t1"), port)
-            time.sleep(0.45)  # noqa: ASYNC251 - the node's loop is busy: they wait in its socket
+            time.sleep(0.45)
             answers = {(a.cseq.method, a.status) for a in
                        [await peer.response() for _ in range(3)]}
             assert answers == {("OPTIONS", 503), ("MESSAGE", 200), ("BYE", 200)}

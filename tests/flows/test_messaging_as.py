@@ -13,7 +13,7 @@ import asyncio
 import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -72,7 +72,7 @@ def messaging_as(net: Network) -> MessagingAs:
 def cpim_text(sender: str, recipient: str, text: str, message_id: str) -> bytes:
     return build_cpim(
         "text/plain;charset=utf-8", text.encode(), sender=CpimAddress(sender),
-        recipients=[CpimAddress(recipient)], date_time=datetime.now(timezone.utc),
+        recipients=[CpimAddress(recipient)], date_time=datetime.now(UTC),
         namespaces=[("imdn", IMDN_NS)],
         headers=[("imdn.Message-ID", message_id),
                  ("imdn.Disposition-Notification", "positive-delivery, display")],
@@ -102,7 +102,7 @@ async def send_delivered_imdn(ue: TestUe, received: Request) -> None:
     message = parse_cpim(received.body)
     reply = imdn_reply(message, DispositionType.DELIVERY, ImdnStatus.DELIVERED,
                        message_id=secrets.token_hex(8), sender=CpimAddress(ue.aor),
-                       date_time=datetime.now(timezone.utc))
+                       date_time=datetime.now(UTC))
     assert reply is not None and message.sender is not None
     conversation = received.headers.get(cpm.CONVERSATION_ID) or cpm.new_conversation_id()
     response = await pager(ue, message.sender.uri, reply.to_bytes(), conversation)
@@ -137,7 +137,7 @@ def test_pager_message_relayed_with_cpim_intact_and_imdn_back(tmp_path: Path) ->
             assert imdn_of(notification) == ("msg-1", ImdnStatus.DELIVERED)
             history = await messaging_as(net).store.messages.history("conv-1")
             # each once although both legs pass the AS: the message, then its IMDN
-            assert [h.message_key for h in history][0] == "msg-1" and len(history) == 2
+            assert next(h.message_key for h in history) == "msg-1" and len(history) == 2
             assert history[0].body == body and history[1].sender == BOB
 
     run(tmp_path, scenario)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import hashlib
 import io
 import ipaddress
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from imsbox.msrp import (FileSink, MsrpEndpoint, MsrpSession, MsrpStatusError, MsrpUri,
-                         TransactionTimeout)
+                         SessionClosed, TransactionTimeout)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,16 +59,15 @@ def test_five_megabyte_file_in_2k_chunks_streams_to_file() -> None:
     async def main(tmp: Path) -> None:
         src = tmp / "src.bin"
         src.write_bytes(payload)
-        dest = open(tmp / "dest.bin", "w+b")
-        async with MsrpEndpoint() as a, MsrpEndpoint() as b:
-            sa, sb = await pair(a, b)
-            sb.sink_factory = lambda req: FileSink(dest)
-            with open(src, "rb") as f:
-                res = await sa.send_message("application/octet-stream", f)
-            assert res.size == len(payload)
-            msg = await sb.receive()
-            assert msg.size == len(payload)
-        dest.close()
+        with open(tmp / "dest.bin", "w+b") as dest:
+            async with MsrpEndpoint() as a, MsrpEndpoint() as b:
+                sa, sb = await pair(a, b)
+                sb.sink_factory = lambda req: FileSink(dest)
+                with open(src, "rb") as f:
+                    res = await sa.send_message("application/octet-stream", f)
+                assert res.size == len(payload)
+                msg = await sb.receive()
+                assert msg.size == len(payload)
         got = (tmp / "dest.bin").read_bytes()
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(payload).hexdigest()
 
@@ -194,7 +194,7 @@ def test_keepalive_and_idle_close() -> None:
 def make_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=1))
@@ -244,3 +244,32 @@ def test_ipv6_loopback() -> None:
             await sa.send_message("text/plain", "v6")
             assert (await sb.receive()).body == b"v6"
     run(main())
+
+
+def test_connection_lost_mid_send_leaves_no_unretrieved_future(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """issue 9 item 6: the connection dies while a big SEND waits for the transport
+    to drain; send_message raises, and no future is left with an exception nobody
+    retrieves ("Future exception was never retrieved" in the sender's log)."""
+    async def main() -> None:
+        async with MsrpEndpoint() as a, MsrpEndpoint() as b:
+            sa, sb = await pair(a, b)
+            assert sb.connection is not None and sb.connection.transport is not None
+            sb.connection.transport.pause_reading()  # the sender's buffer fills up
+            conn = sa.connection
+            assert conn is not None and conn.transport is not None
+
+            async def cut() -> None:
+                while not conn.paused:
+                    await asyncio.sleep(0.01)
+                conn.transport.abort()
+            cutter = asyncio.ensure_future(cut())
+            try:
+                await sa.send_message("application/octet-stream", os.urandom(32 << 20))
+            except SessionClosed:
+                pass
+            await cutter
+
+    run(main())
+    gc.collect()
+    assert "never retrieved" not in caplog.text, caplog.text

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import socket
 from pathlib import Path
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 

@@ -4,7 +4,7 @@ SipEndpoints / UserAgents over loopback UDP."""
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import pytest
 
@@ -137,9 +137,9 @@ class Net:
         self.router_calls: list[Request] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
-    async def start_proxy(self, router: Callable[[Request], "list[Target] | Response"],
+    async def start_proxy(self, router: Callable[[Request], list[Target] | Response],
                           **options: object) -> StatefulProxy:
-        async def route(ctx: RequestContext) -> "list[Target] | Response":
+        async def route(ctx: RequestContext) -> list[Target] | Response:
             self.router_calls.append(ctx.request.copy())
             return router(ctx.request)
         options.setdefault("timers", MID)
@@ -199,9 +199,9 @@ def run(scenario: Callable[[Net], Awaitable[None]], timeout: float = 8.0) -> Non
     assert errors == []
 
 
-def by_user(table: dict[str, list[Target]]) -> Callable[[Request], "list[Target] | Response"]:
+def by_user(table: dict[str, list[Target]]) -> Callable[[Request], list[Target] | Response]:
     """A router: targets by the Request-URI user part, else 404."""
-    def route(request: Request) -> "list[Target] | Response":
+    def route(request: Request) -> list[Target] | Response:
         user = request.uri.user if isinstance(request.uri, SipUri) else None
         if user in table:
             return table[user]

@@ -95,7 +95,7 @@ def test_busy_forwards_to_next_target_and_context_reaches_on_response() -> None:
         # on_response: the same context, with the UAC's flow and the values
         # the router and the failure route left in it.
         uac_port = uac.listening["udp"][1]
-        for status, flow, route, case, values in seen.responses:
+        for _status, flow, route, case, values in seen.responses:
             assert flow.remote == (HOST, uac_port) and route == ctx.route
             assert case == "terminating"
             assert values == {"routed-by": "test", "failures": 1}

@@ -44,7 +44,7 @@ def run(coro: Awaitable[None]) -> None:
 Handler = Callable[["Peer", ServerContext], Awaitable[None]]
 
 
-async def answer_200(peer: "Peer", ctx: ServerContext) -> None:
+async def answer_200(peer: Peer, ctx: ServerContext) -> None:
     if ctx.txn is not None:
         ctx.respond(Response.for_request(ctx.request, 200, to_tag=new_tag()))
 
@@ -60,7 +60,7 @@ class Peer:
     def __post_init__(self) -> None:
         self.ep = SipEndpoint(FAST, modules=[HandlerModule(self._on_request)])
 
-    async def start(self) -> "Peer":
+    async def start(self) -> Peer:
         """UDP and TCP on one port: large requests (NOTIFY) switch to TCP."""
         for _ in range(20):
             self.port = (await self.ep.listen("udp", HOST, 0))[1]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -116,7 +117,7 @@ def test_udp_received_added_only_when_sent_by_differs() -> None:
             await a.send(make_request("udp", hostport(*a_addr), via_params=""), dest)
             got, _ = await b_in.get()
             assert got.top_via.received is None and not got.top_via.wants_rport
-            await a.send(make_request("udp", "192.0.2.7:%d" % a_addr[1], via_params=""), dest)
+            await a.send(make_request("udp", f"192.0.2.7:{a_addr[1]}", via_params=""), dest)
             got, flow = await b_in.get()
             assert got.top_via.received == V4  # 18.2.1
             assert got.header("Via").startswith("SIP/2.0/UDP 192.0.2.7:")

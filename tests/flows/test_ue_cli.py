@@ -42,10 +42,10 @@ def _env() -> dict[str, str]:
 class Proc:
     """An ``imsbox`` subprocess whose stdout lines are read by a thread."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, stdin: int | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "imsbox.cli", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=_env())
+                                     stdin=stdin, text=True, env=_env())
         self.stdout: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
         for stream, put in ((self.proc.stdout, self.stdout.put),
@@ -73,6 +73,11 @@ class Proc:
     def wait_event(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
         line = self.wait_line(lambda text: json.loads(text)["event"] == kind, timeout)
         return json.loads(line)
+
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -162,13 +167,23 @@ def test_listen_prints_message_and_send_exits_0_when_delivered(
         assert listen.stop(signal.SIGINT) == 0, listen.stderr
 
 
-def test_send_to_offline_user_is_not_delivered(network: tuple[Path, Config]) -> None:
-    """bob is not registered: the AS stores the message (202), no delivery in time."""
+def test_send_to_offline_user_is_accepted_for_later_delivery(
+        network: tuple[Path, Config]) -> None:
+    """bob is not registered: the AS stores the message (202); ``send`` says so and
+    exits 3 (not 1 with "timeout"), in JSON and in text."""
     _, config = network
-    sent = ue(config, "alice", "send", "bob", "anyone there?", "--timeout", "2")
-    assert sent.returncode == 1
+    started = time.monotonic()
+    sent = ue(config, "alice", "send", "bob", "anyone there?", "--timeout", "20")
+    assert sent.returncode == 3, (sent.stdout, sent.stderr)
+    assert time.monotonic() - started < 15  # no wait for a notification that cannot come
     result = json.loads(sent.stdout.splitlines()[-1])
-    assert result["event"] == "sent" and result["status"] in ("failed", "timeout")
+    assert result["event"] == "sent" and result["status"] == "deferred"
+    assert result["reason"] == "accepted for later delivery (202)" and result["message_id"]
+    args = [a for a in ue_args(config, "alice") if a != "--json"]
+    text = subprocess.run([sys.executable, "-m", "imsbox.cli", *args, "send", "bob", "again"],
+                          capture_output=True, text=True, timeout=20, env=_env())
+    assert text.returncode == 3
+    assert text.stdout.strip() == "message to sip:bob@ims.test: accepted for later delivery (202)"
 
 
 def test_bad_password_exits_1(network: tuple[Path, Config]) -> None:
@@ -178,3 +193,97 @@ def test_bad_password_exits_1(network: tuple[Path, Config]) -> None:
     done = subprocess.run([sys.executable, "-m", "imsbox.cli", *args, "send", "bob", "x"],
                           capture_output=True, text=True, timeout=20, env=_env())
     assert done.returncode == 1 and "registration" in done.stderr
+    assert "wrong user name or password (403)" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_no_server_fails_fast_and_says_why(transport: str) -> None:
+    """Nothing listens on the P-CSCF's port: a clear message within seconds (not a
+    408 after 32 s over UDP, not a bare 503 over TCP)."""
+    import socket
+    with socket.socket() as sock:  # a port nobody listens on, UDP or TCP
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "imsbox.cli", "ue", "--user", "alice",
+                           "--password", "x", "--pcscf", f"127.0.0.1:{port}", "--transport",
+                           transport, "send", "bob", "hi"],
+                          capture_output=True, text=True, timeout=30, env=_env())
+    assert time.monotonic() - started < 12
+    assert done.returncode == 1
+    assert (f"no answer from the P-CSCF at 127.0.0.1:{port} - is imsbox serve running?"
+            in done.stderr), done.stderr
+    assert "408" not in done.stderr and "503" not in done.stderr
+
+
+def test_chat_to_offline_user_reports_what_became_of_the_lines(
+        network: tuple[Path, Config]) -> None:
+    """bob is offline: every typed line is either stored by the network (exit 3,
+    "accepted for later delivery") or reported as not sent (exit 1) - never a silent
+    exit 0."""
+    _, config = network
+    chat = subprocess.run([sys.executable, "-m", "imsbox.cli", *ue_args(config, "alice"),
+                           "chat", "bob"], input="one\ntwo\nthree\n", capture_output=True,
+                          text=True, timeout=30, env=_env())
+    events = [json.loads(line) for line in chat.stdout.splitlines()]
+    if not events:  # the session ended before MSRP was even up: nothing went out
+        assert chat.returncode == 1 and "chat with sip:bob@ims.test" in chat.stderr
+        return
+    assert events[-1]["event"] == "chat_result", (events, chat.stderr)
+    result = events[-1]
+    assert result["delivered"] == 0 and result["sent"] + result["not_sent"] == 3, result
+    if chat.returncode == 3:
+        assert result["stored"] == 3 and "kept for later delivery" in chat.stderr
+    else:
+        assert chat.returncode == 1, (chat.returncode, chat.stderr)
+        assert result["not_sent"] + result["failed"] > 0
+        assert "not delivered and not stored" in chat.stderr
+
+
+def test_send_file_progress_is_throttled_and_names_the_transfer(
+        network: tuple[Path, Config], tmp_path: Path) -> None:
+    """A 4 MB file (2048 chunks): the JSON progress events come at most every 100 ms
+    or 1 %, each with the transfer's file-transfer-id."""
+    _, config = network
+    listen = Proc(*ue_args(config, "bob"), "listen", "--downloads", str(tmp_path / "in"))
+    try:
+        listen.wait_event("listening", 15)
+        source = tmp_path / "big.bin"
+        source.write_bytes(os.urandom(4 * 1024 * 1024))
+        started = time.monotonic()
+        pushed = ue(config, "alice", "send-file", "bob", str(source), timeout=60)
+        elapsed = time.monotonic() - started
+        assert pushed.returncode == 0, (pushed.stdout, pushed.stderr)
+        lines = [json.loads(line) for line in pushed.stdout.splitlines()]
+        progress = [e for e in lines if e["event"] == "file_progress"]
+        transfer_id = lines[-1]["transfer_id"]
+        assert transfer_id and {e["transfer_id"] for e in progress} == {transfer_id}
+        assert 2 <= len(progress) <= 101 + elapsed / 0.1, len(progress)
+        assert progress[-1]["sent"] == progress[-1]["size"] == 4 * 1024 * 1024
+        assert listen.wait_event("file_received", 20)["ok"] is True
+    finally:
+        assert listen.stop(signal.SIGINT) == 0, listen.stderr
+
+
+def test_listen_interactive_answers_a_chat(network: tuple[Path, Config]) -> None:
+    """bob runs ``listen --interactive``: alice's chat comes in, the line bob types
+    goes back to her in the same chat; ``/bye`` ends it."""
+    _, config = network
+    bob = Proc(*ue_args(config, "bob"), "listen", "--interactive", stdin=subprocess.PIPE)
+    alice: Proc | None = None
+    try:
+        bob.wait_event("listening", 15)
+        alice = Proc(*ue_args(config, "alice"), "chat", "bob", stdin=subprocess.PIPE)
+        alice.wait_event("chat_started", 15)
+        alice.type("hello bob")
+        assert bob.wait_event("chat_message", 15)["text"] == "hello bob"
+        bob.type("hello alice")
+        answer = alice.wait_event("chat_message", 15)
+        assert answer["text"] == "hello alice" and answer["from"] == "sip:bob@ims.test"
+        bob.type("/bye")
+        assert alice.wait_event("chat_ended", 15)["from"] == "sip:bob@ims.test"
+        assert alice.proc.wait(15) == 0, alice.stderr
+    finally:
+        if alice is not None:
+            alice.stop()
+        assert bob.stop(signal.SIGINT) == 0, bob.stderr

@@ -10,6 +10,7 @@ default CPM iFCs (through the messaging AS, which anchors the sessions).
 from __future__ import annotations
 
 import asyncio
+import logging
 import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -301,6 +302,48 @@ def test_offline_recipient_gets_the_message_on_register(tmp_path: Path) -> None:
                 assert isinstance(got, MessageReceived)
                 assert got.text == "while you were out" and got.sender == alice.aor
                 assert await alice.wait_status(mid, timeout=WAIT) is MessageStatus.DELIVERED
+            finally:
+                await bob.close()
+    run(scenario)
+
+
+@pytest.mark.parametrize("report_all", [False, True], ids=["own-only", "listen"])
+def test_a_late_notification_is_reported_only_by_a_listener(
+        tmp_path: Path, report_all: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """issue 10 (stray notifications): alice's message waits for offline bob (202);
+    alice's client ends. bob registers and takes it; his delivery IMDN waits for
+    alice in turn. The next client of alice did not send that message: it does not
+    report the notification (no stray "delivered" in an unrelated command) unless it
+    reports everything, as ``imsbox ue listen`` does."""
+    caplog.set_level(logging.INFO, logger="imsbox.ue.notify")
+    config = ue_config(tmp_path, via_as=True)
+    first, bob = client(config, "alice"), client(config, "bob")
+    later = client(config, "alice", report_all_notifications=report_all)
+
+    async def scenario() -> None:
+        async with network_with(config, first):
+            mid = await first.send_message("bob", "for later")
+            assert first.deferred(mid) and first.status(mid) is MessageStatus.SENT
+            await first.close()
+            await bob.start()
+            try:
+                got = await bob.wait_event(MessageReceived, WAIT)
+                assert isinstance(got, MessageReceived) and got.message_id == mid
+                await later.start()
+                try:
+                    if report_all:
+                        note = await later.wait_event(Notification, WAIT)
+                        assert isinstance(note, Notification)
+                        assert (note.message_id, note.status) == (mid, "delivered")
+                        return
+                    async with asyncio.timeout(WAIT):
+                        while f"for {mid} from" not in caplog.text:
+                            await asyncio.sleep(0.02)
+                    assert "not sent by this client" in caplog.text
+                    assert not [e for e in later.pending_events()
+                                if isinstance(e, Notification)]
+                finally:
+                    await later.close()
             finally:
                 await bob.close()
     run(scenario)

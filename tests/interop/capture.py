@@ -149,7 +149,7 @@ class Pcap:
         for line in out.splitlines():
             if not line.strip():
                 continue
-            num, proto, expert, info = (line.split("\t") + ["", "", "", ""])[:4]
+            num, proto, expert, info = ([*line.split("\t"), "", "", "", ""])[:4]
             bad.append(f"frame {num}: {proto}: {expert} | {info}")
         return bad
 
@@ -165,7 +165,7 @@ class Pcap:
         return self._read(["-Y", display_filter] if display_filter else [], decode_as)
 
     # -- one application message per TCP segment -------------------------------------
-    def tcp_flows(self) -> list["TcpFlow"]:
+    def tcp_flows(self) -> list[TcpFlow]:
         """Each direction of each TCP connection (IPv4) with its reassembled bytes."""
         out = self._read(["-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.stream",
                           "-e", "frame.time_epoch", "-e", "ip.src", "-e", "tcp.srcport",
@@ -181,7 +181,7 @@ class Pcap:
             flow.assemble()
         return list(flows.values())
 
-    def resegment(self, split: Callable[[bytes], list[bytes]], name: str | None = None) -> "Pcap":
+    def resegment(self, split: Callable[[bytes], list[bytes]], name: str | None = None) -> Pcap:
         """A copy of the TCP traffic where every message ``split`` finds in a byte
         stream starts its own TCP segment (same addresses, ports, seq/ack, times).
 
@@ -292,7 +292,7 @@ def _write_pcap(path: Path, packets: list[tuple[float, bytes]]) -> None:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 101))
         for ts, pkt in packets:
             sec = int(ts)
-            usec = min(int(round((ts - sec) * 1e6)), 999_999)
+            usec = min(round((ts - sec) * 1e6), 999_999)
             f.write(struct.pack("<IIII", sec, usec, len(pkt), len(pkt)) + pkt)
 
 
@@ -328,7 +328,7 @@ class Capture(Pcap):
     def stderr(self) -> str:
         return "".join(self._stderr)
 
-    def start(self) -> "Capture":
+    def start(self) -> Capture:
         if self._proc is not None:
             raise CaptureError("capture already started")
         cmd = [self.tshark, "-i", self.interface, "-w", str(self.path), "-f", self.bpf]
@@ -399,7 +399,7 @@ class Capture(Pcap):
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

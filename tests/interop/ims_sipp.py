@@ -81,7 +81,7 @@ class ServeProcess(ProxyProcess):
     """ProxyProcess (stop, log, cpu_seconds) whose child runs the imported
     imsbox package (PYTHONPATH), ready once UDP ``port`` is bound."""
 
-    def start(self) -> "ServeProcess":
+    def start(self) -> ServeProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (IMSBOX_PATH, env.get("PYTHONPATH", "")) if p)
@@ -113,7 +113,7 @@ class ImsCore:
 
     @classmethod
     def create(cls, directory: Path, users: Iterable[str], password: str,
-               algorithms: Sequence[str] = SIPP_ALGORITHMS) -> "ImsCore":
+               algorithms: Sequence[str] = SIPP_ALGORITHMS) -> ImsCore:
         directory.mkdir(parents=True, exist_ok=True)
         path, _ = write_loopback_config(directory, LoopbackPorts())
         algos = ", ".join(f'"{a}"' for a in algorithms)
@@ -145,7 +145,7 @@ class ImsCore:
     def log_file(self) -> Path:
         return self.directory / "serve.log"
 
-    def start(self) -> "ImsCore":
+    def start(self) -> ImsCore:
         self.process = ServeProcess(serve_command(self.config_path, self.config.data_dir),
                                     self.config.pcscf.port, self.log_file, start_timeout=30)
         self.process.start()
@@ -165,7 +165,7 @@ class ImsCore:
             self.exit_code = self.process.stop()
         return self.exit_code
 
-    def __enter__(self) -> "ImsCore":
+    def __enter__(self) -> ImsCore:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -30,7 +30,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 __all__ = ["SippMissing", "SippResult", "Sipp", "aborted_calls", "ProxyProcess",
            "imsbox_proxy_command", "sipp_binary", "tail", "free_udp_ports", "udp_bound"]
@@ -192,7 +193,7 @@ class Sipp:
             args.append(f"{remote[0]}:{remote[1]}")
         return args
 
-    def start(self) -> "Sipp":
+    def start(self) -> Sipp:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.screen_file, "wb") as screen:
             # own process group: wait()/kill() end sipp and nothing else
@@ -231,7 +232,7 @@ class Sipp:
             pass
         proc.wait(10)
 
-    def __enter__(self) -> "Sipp":
+    def __enter__(self) -> Sipp:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -266,7 +267,7 @@ class ProxyProcess:
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "ProxyProcess":
+    def start(self) -> ProxyProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "wb") as log:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log,
@@ -324,7 +325,7 @@ class ProxyProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def __enter__(self) -> "ProxyProcess":
+    def __enter__(self) -> ProxyProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -10,6 +10,7 @@ imsbox, or its own name at the top); a layer may import only the layers
     config                              imsbox.toml
     rcs                                 CPM/RCS vocabulary (ue and apps share it)
     sip  sdp  msrp  content             protocol layers
+    errors                              the error roots they share
     store     runtime                   state · process settings
 
 The client never imports apps or ims, apps never ims, ims never apps; the
@@ -29,7 +30,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "imsbox"
 
-PROTOCOL = frozenset({"sip", "sdp", "msrp", "content"})
+# "errors" holds the roots the layers' error trees share (imsbox/errors.py).
+PROTOCOL = frozenset({"sip", "sdp", "msrp", "content", "errors"})
 ALLOWED: dict[str, frozenset[str]] = {
     "runtime": frozenset(),
     "store": frozenset(),

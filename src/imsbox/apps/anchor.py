@@ -31,7 +31,7 @@ import enum
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import sdp
 from ..content import CPIM, ISCOMPOSING
@@ -167,8 +167,8 @@ class Anchor:
             request.to.uri, request.to.display_name), content_type=content_type, origin=origin)
         self.host.remember_own(self.callee.call_id)
         self._progress()
-        await asyncio.wait([self.callee.final, self.caller.terminated],
-                           return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [self.callee.final, self.caller.terminated]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not self.callee.final.done():
             await self._cancel_far()
             return None
@@ -188,7 +188,7 @@ class Anchor:
         assert self.callee is not None
         try:
             await asyncio.wait_for(self.callee.cancel(), BYE_TIMEOUT)
-        except (SessionError, asyncio.TimeoutError):
+        except (TimeoutError, SessionError):
             log.info("cancelling far leg %s failed", self.callee.call_id)
 
     async def _relay(self, offer: sdp.SessionDescription) -> None:
@@ -203,7 +203,7 @@ class Anchor:
         self.far.cema_address = _cema_address(answer, media)
         try:
             await asyncio.wait_for(self.far.connect(), BIND_TIMEOUT)
-        except (MsrpError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, MsrpError, OSError) as exc:
             log.info("far MSRP leg of %s failed: %s", self.caller.call_id, exc)
             self.caller.reject(500)
             await self.close()
@@ -282,7 +282,7 @@ class Anchor:
                 if dst.connection is None:
                     await dst.wait_bound(BIND_TIMEOUT)
                 await dst.send_message(message.content_type or "text/plain", message.body)
-            except (MsrpError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, MsrpError) as exc:
                 log.info("relaying %s in %s failed: %s", message.message_id,
                          self.caller.call_id, exc)
             # Relayed first; kept even when the session ends meanwhile.
@@ -377,7 +377,7 @@ async def _hang_up(call: Call) -> None:
             await asyncio.wait_for(call.cancel(), BYE_TIMEOUT)
         else:
             await asyncio.wait_for(call.bye(), BYE_TIMEOUT)
-    except (SessionError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, SessionError) as exc:
         log.info("hanging up %s: %s", call.call_id, exc)
 
 
@@ -447,7 +447,7 @@ class _FileRelay:
             status, comment = 200, "OK"
         except MsrpStatusError as exc:
             status, comment = exc.status, exc.comment
-        except (MsrpError, _Truncated, asyncio.TimeoutError) as exc:
+        except (TimeoutError, MsrpError, _Truncated) as exc:
             log.info("file relay %s ended after %d of %s bytes: %r", self.message_id,
                      self._next, self.total, exc)
             return

@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from ..config import Config
 from ..content import CPIM, IMDN, ISCOMPOSING, ContentError, parse_cpim
@@ -367,7 +367,7 @@ class MessagingAs(StatefulProxy):
         try:
             await asyncio.wait_for(self._wakeup.wait(),
                                    min(max(delay, 0.01), self.settings.max_wakeup))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _expired(self, item: DeferredMessage) -> None:
@@ -482,7 +482,7 @@ def failure_imdn(item: DeferredMessage) -> CpimMessage | None:
     return build_imdn_message(imdn, message_id=cpm.new_contribution_id()[:20],
                               sender=CpimAddress(item.recipient),
                               recipient=message.sender or CpimAddress(item.sender),
-                              date_time=datetime.now(timezone.utc))
+                              date_time=datetime.now(UTC))
 
 
 def _message_key(request: Request) -> str:

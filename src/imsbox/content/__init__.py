@@ -36,10 +36,10 @@ IMDN (RFC 5438) - :mod:`.imdn`
 isComposing (RFC 3994) - :mod:`.iscomposing`
     ``IsComposing(state, lastactive, contenttype, refresh)``,
     ``parse_iscomposing(data)``; sans-I/O ``MessageComposer`` (sender:
-    ``composing(now)``, ``content_sent(now)``, ``handle_timer(now)``,
-    ``get_timer()``, returns ``SendStatus`` actions) and
+    ``composing(now)``, ``content_sent(now)``, ``on_timer(now)``,
+    ``next_deadline()``, returns ``SendStatus`` actions) and
     ``StatusMessageReceiver`` (``status_received(doc, now)``,
-    ``content_received(now)``, ``handle_timer(now)``; returns
+    ``content_received(now)``, ``on_timer(now)``; returns
     ``ComposingIndication`` actions).
 
 Multipart (RFC 2046) - :mod:`.multipart`
@@ -84,7 +84,7 @@ from .cpim import (
     parse_cpim,
 )
 from .dialog_info import DIALOG_INFO_NS, Dialog, DialogInfo, DialogState, parse_dialog_info
-from .errors import ContentError, XmlError
+from .errors import ContentError, ContentProtocolError, ContentUsageError, XmlError
 from .imdn import (
     IMDN_NS,
     IMDN_XML_NS,
@@ -138,7 +138,8 @@ TEXT_PLAIN = "text/plain"
 __all__ = [
     "BodyPart", "COPY_CONTROL_NS", "CONFERENCE_INFO", "CONFERENCE_INFO_NS", "CPIM",
     "CPIM_HEADERS_NS", "ComposingIndication", "ComposingState", "ConferenceInfo",
-    "ContentError", "ContentType", "CopyControl", "CpimAddress", "CpimHeader", "CpimMessage",
+    "ContentError", "ContentProtocolError", "ContentUsageError", "ContentType", "CopyControl",
+    "CpimAddress", "CpimHeader", "CpimMessage",
     "DIALOG_INFO", "DIALOG_INFO_NS", "Dialog", "DialogInfo", "DialogState", "DispositionType",
     "EndpointStatus", "Entry", "IMDN", "IMDN_NS", "IMDN_XML_NS", "ISCOMPOSING", "Imdn",
     "ImdnStatus", "IsComposing", "MULTIPART_MIXED", "MULTIPART_RELATED", "MessageComposer",

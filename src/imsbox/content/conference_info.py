@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .errors import ContentError, XmlError
+from .errors import ContentProtocolError, XmlError
 from .xmlsafe import (
     check_text,
     child,
@@ -529,7 +529,7 @@ class NotificationResult:
 def apply_notification(local: ConferenceInfo | None, update: ConferenceInfo) -> NotificationResult:
     """RFC 4575 section 4.6: fold a received document into the local conference state."""
     if update.version is None:
-        raise ContentError("conference-info notification lacks the version attribute")
+        raise ContentProtocolError("conference-info notification lacks the version attribute")
     if local is not None and local.version is not None and update.version <= local.version:
         return NotificationResult(NotificationOutcome.DISCARDED, local)
     if update.state is ElementState.DELETED:

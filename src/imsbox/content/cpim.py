@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from .errors import ContentError
+from .errors import ContentProtocolError
 from .mime import Headers, format_header_block, get_header, parse_header_block, split_head_body
 from .xmlsafe import format_datetime, parse_datetime, parse_uint
 
@@ -83,7 +83,7 @@ class CpimAddress:
             return cls(uri)
         if name.startswith('"'):
             if len(name) < 2 or not name.endswith('"'):
-                raise ContentError(f"unterminated display name in {value!r}")
+                raise ContentProtocolError(f"unterminated display name in {value!r}")
             return cls(uri, cpim_unescape(name[1:-1]))
         return cls(uri, cpim_unescape(name))
 
@@ -96,15 +96,15 @@ class CpimAddress:
 def _find_open_bracket(value: str) -> int:
     lt = value.rfind("<")
     if lt < 0:
-        raise ContentError(f"address lacks '<' before its URI: {value!r}")
+        raise ContentProtocolError(f"address lacks '<' before its URI: {value!r}")
     return lt
 
 
 def _check_uri(uri: str, whole: str) -> str:
     if not uri or any(c in uri for c in " <>\"") or _CTL.search(uri):
-        raise ContentError(f"address has no valid URI: {whole!r}")
+        raise ContentProtocolError(f"address has no valid URI: {whole!r}")
     if ":" not in uri:
-        raise ContentError(f"address URI lacks a scheme: {whole!r}")
+        raise ContentProtocolError(f"address URI lacks a scheme: {whole!r}")
     return uri
 
 
@@ -148,9 +148,9 @@ def parse_cpim_header(line: str) -> CpimHeader:
     """RFC 3862 section 3.6: Header-name ":" *( ";" Parameter ) SP Header-value."""
     name, colon, rest = line.partition(":")
     if not colon or not _HEADER_NAME.match(name):
-        raise ContentError(f"malformed CPIM header name in {line[:60]!r}")
+        raise ContentProtocolError(f"malformed CPIM header name in {line[:60]!r}")
     if _CTL.search(line):
-        raise ContentError(f"CPIM header {name} contains a control character")
+        raise ContentProtocolError(f"CPIM header {name} contains a control character")
     params: list[tuple[str, str]] = []
     while rest.startswith(";"):
         param, rest = _parse_param(rest[1:], name)
@@ -163,16 +163,16 @@ def parse_cpim_header(line: str) -> CpimHeader:
 def _parse_param(rest: str, header: str) -> tuple[tuple[str, str], str]:
     match = re.match(rf"({_NAME})=", rest)
     if not match:
-        raise ContentError(f"malformed parameter on CPIM header {header}")
+        raise ContentProtocolError(f"malformed parameter on CPIM header {header}")
     rest = rest[match.end():]
     if rest.startswith('"'):
         qmatch = re.match(r'"((?:[^"\\]|\\.)*)"', rest)
         if not qmatch:
-            raise ContentError(f"unterminated quoted parameter on CPIM header {header}")
+            raise ContentProtocolError(f"unterminated quoted parameter on CPIM header {header}")
         return (match[1], cpim_unescape(qmatch[1])), rest[qmatch.end():]
     vmatch = re.match(r"[^; ]+", rest)
     if not vmatch:
-        raise ContentError(f"empty parameter value on CPIM header {header}")
+        raise ContentProtocolError(f"empty parameter value on CPIM header {header}")
     return (match[1], vmatch[0]), rest[vmatch.end():]
 
 
@@ -267,7 +267,7 @@ def _parse_ns(value: str) -> tuple[str, str]:
     """NS header value: [Name-prefix] "<" URI ">" (RFC 3862 section 4.6)."""
     match = re.fullmatch(rf"\s*({_NAME})?\s*<([^<>\s]+)>\s*", value)
     if not match:
-        raise ContentError(f"malformed NS header value: {value!r}")
+        raise ContentProtocolError(f"malformed NS header value: {value!r}")
     return match[1] or "", match[2]
 
 
@@ -284,7 +284,7 @@ def parse_cpim(data: bytes) -> CpimMessage:
     content_head, body = split_head_body(rest, "CPIM encapsulated part")
     content_headers = parse_header_block(content_head, "CPIM encapsulated part")
     if get_header(content_headers, "Content-Type") is None:
-        raise ContentError("CPIM encapsulated part lacks Content-Type")
+        raise ContentProtocolError("CPIM encapsulated part lacks Content-Type")
     return CpimMessage(headers, content_headers, _apply_length(content_headers, body))
 
 
@@ -292,11 +292,11 @@ def _cpim_lines(head: bytes) -> list[str]:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ContentError("CPIM message headers are not UTF-8") from exc
+        raise ContentProtocolError("CPIM message headers are not UTF-8") from exc
     lines = [line for line in re.split(r"\r?\n", text) if line]
     for line in lines:
         if line[0] in " \t":
-            raise ContentError("CPIM message headers must not be folded or indented")
+            raise ContentProtocolError("CPIM message headers must not be folded or indented")
     return lines
 
 
@@ -306,7 +306,7 @@ def _apply_length(content_headers: Headers, body: bytes) -> bytes:
         return body
     length = parse_uint(value, "CPIM Content-Length", maximum=2**63)
     if length > len(body):
-        raise ContentError(f"CPIM Content-Length {length} exceeds the {len(body)} body bytes")
+        raise ContentProtocolError(f"CPIM Content-Length {length} exceeds the {len(body)} body bytes")
     if length < len(body):
         log.debug("dropping %d bytes after CPIM Content-Length", len(body) - length)
     return body[:length]

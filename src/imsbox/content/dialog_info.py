@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .errors import ContentError, XmlError
+from .errors import ContentProtocolError, XmlError
 from .xmlsafe import (
     check_text,
     child,
@@ -166,9 +166,12 @@ def _parse_dialog(elem: ET.Element) -> Dialog:
     code = state_elem.get("code")
     replaces = child(elem, NS, "replaces")
     route_set = child(elem, NS, "route-set")
+    state = parse_enum(DialogState, text_of(state_elem), "dialog state")
+    if state is None:
+        raise XmlError("<dialog> has an empty <state>")
     return Dialog(
         id=required_attr(elem, "id"),
-        state=parse_enum(DialogState, text_of(state_elem), "dialog state"),
+        state=state,
         call_id=elem.get("call-id"),
         local_tag=elem.get("local-tag"),
         remote_tag=elem.get("remote-tag"),
@@ -221,7 +224,7 @@ def _build_dialog(parent: ET.Element, dialog: Dialog) -> None:
         state_attrs["event"] = dialog.event.value
     if dialog.code is not None:
         if not 100 <= dialog.code <= 699:
-            raise ContentError(f"state code {dialog.code} is outside 100..699")
+            raise ContentProtocolError(f"state code {dialog.code} is outside 100..699")
         state_attrs["code"] = str(dialog.code)
     sub(elem, "state", dialog.state.value, **state_attrs)
     if dialog.duration is not None:

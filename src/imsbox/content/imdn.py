@@ -11,7 +11,7 @@ from enum import Enum
 from types import MappingProxyType
 
 from .cpim import CpimAddress, CpimMessage, build_cpim
-from .errors import ContentError, XmlError
+from .errors import ContentProtocolError, XmlError
 from .xmlsafe import (
     child,
     child_text,
@@ -131,7 +131,7 @@ class Imdn:
 
     def __post_init__(self) -> None:
         if self.status not in ALLOWED_STATUS[self.disposition]:
-            raise ContentError(
+            raise ContentProtocolError(
                 f"status {self.status.value!r} is not allowed in {self.disposition.value}"
             )
 
@@ -142,7 +142,7 @@ class Imdn:
         """RFC 5438 sections 11.1.1-11.1.5: fields copied from the IM being reported on."""
         message_id = message.get("Message-ID", IMDN_NS)
         if not message_id:
-            raise ContentError("the message carries no imdn.Message-ID to report on")
+            raise ContentProtocolError("the message carries no imdn.Message-ID to report on")
         recipients = message.recipients
         original = message.addresses("Original-To", IMDN_NS)
         subjects = message.subjects

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from .errors import ContentError
+from .errors import ContentProtocolError
 from .xmlsafe import (
     child_text,
     child_uint,
@@ -44,7 +44,7 @@ class IsComposing:
 
     def __post_init__(self) -> None:
         if self.refresh is not None and self.refresh < 1:
-            raise ContentError(f"refresh must be a positive integer, got {self.refresh}")
+            raise ContentProtocolError(f"refresh must be a positive integer, got {self.refresh}")
 
     def to_xml(self) -> bytes:
         root = ET.Element("isComposing", {"xmlns": ISCOMPOSING_NS})
@@ -96,7 +96,7 @@ class MessageComposer:
     def __init__(self, refresh: int | None = 60, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  contenttype: str | None = None) -> None:
         if refresh is not None and refresh < 1:
-            raise ContentError(f"refresh must be a positive integer, got {refresh}")
+            raise ContentProtocolError(f"refresh must be a positive integer, got {refresh}")
         self.refresh = refresh
         self.idle_timeout = idle_timeout
         self.contenttype = contenttype
@@ -123,11 +123,13 @@ class MessageComposer:
         self.enabled = False
         self._go_idle()
 
-    def get_timer(self) -> float | None:
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` must next be called: idle timeout or refresh (None: none)."""
         deadlines = [t for t in (self._idle_at, self._refresh_at) if t is not None]
         return min(deadlines) if deadlines else None
 
-    def handle_timer(self, now: float) -> list[SendStatus]:
+    def on_timer(self, now: float) -> list[SendStatus]:
+        """Fire what is due at ``now``: go idle, or refresh the active status."""
         if self.state is not ComposingState.ACTIVE:
             return []
         if self._idle_at is not None and now >= self._idle_at:
@@ -172,10 +174,12 @@ class StatusMessageReceiver:
     def content_received(self, now: float) -> list[ComposingIndication]:
         return self._go_idle()
 
-    def get_timer(self) -> float | None:
+    def next_deadline(self) -> float | None:
+        """When the active state expires without a refresh (None: idle)."""
         return self._expires_at
 
-    def handle_timer(self, now: float) -> list[ComposingIndication]:
+    def on_timer(self, now: float) -> list[ComposingIndication]:
+        """Fall back to idle when the refresh did not come in time."""
         if self._expires_at is not None and now >= self._expires_at:
             return self._go_idle()
         return []

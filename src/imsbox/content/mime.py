@@ -6,7 +6,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from .errors import ContentError
+from .errors import ContentProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def parse_content_type(value: str) -> ContentType:
     text = value.strip()
     match = re.match(r"([^/;\s]+)\s*/\s*([^;\s]+)", text)
     if not match or not _TOKEN.fullmatch(match[1]) or not _TOKEN.fullmatch(match[2]):
-        raise ContentError(f"malformed Content-Type: {value!r}")
+        raise ContentProtocolError(f"malformed Content-Type: {value!r}")
     ctype = ContentType(match[1].lower(), match[2].lower())
     rest = text[match.end():]
     while rest.strip():
@@ -63,16 +63,16 @@ def _next_param(rest: str, whole: str) -> tuple[str, str, str]:
         # Tolerate a stray trailing ';' as many stacks emit it.
         if re.fullmatch(r"\s*;\s*", rest):
             return "", "", ""
-        raise ContentError(f"malformed Content-Type parameter in {whole!r}")
+        raise ContentProtocolError(f"malformed Content-Type parameter in {whole!r}")
     rest = rest[match.end():]
     if rest.startswith('"'):
         qmatch = re.match(r'"((?:[^"\\]|\\.)*)"', rest, re.S)
         if not qmatch:
-            raise ContentError(f"unterminated quoted parameter in {whole!r}")
+            raise ContentProtocolError(f"unterminated quoted parameter in {whole!r}")
         return match[1].lower(), re.sub(r"\\(.)", r"\1", qmatch[1], flags=re.S), rest[qmatch.end():]
     tmatch = _TOKEN.match(rest)
     if not tmatch:
-        raise ContentError(f"empty Content-Type parameter value in {whole!r}")
+        raise ContentProtocolError(f"empty Content-Type parameter value in {whole!r}")
     return match[1].lower(), tmatch[0], rest[tmatch.end():]
 
 
@@ -81,20 +81,20 @@ def parse_header_block(block: bytes, what: str) -> Headers:
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ContentError(f"{what} headers are not UTF-8") from exc
+        raise ContentProtocolError(f"{what} headers are not UTF-8") from exc
     headers: Headers = []
     for line in re.split(r"\r?\n", text):
         if not line:
             continue
         if line[0] in " \t":
             if not headers:
-                raise ContentError(f"{what} header block starts with a continuation line")
+                raise ContentProtocolError(f"{what} header block starts with a continuation line")
             name, value = headers[-1]
             headers[-1] = (name, f"{value} {line.strip()}")
             continue
         name, colon, value = line.partition(":")
         if not colon or not _FIELD_NAME.match(name):
-            raise ContentError(f"malformed {what} header line: {line[:60]!r}")
+            raise ContentProtocolError(f"malformed {what} header line: {line[:60]!r}")
         headers.append((name, value.strip()))
     return headers
 
@@ -104,9 +104,9 @@ def format_header_block(headers: Headers) -> bytes:
     out = []
     for name, value in headers:
         if not _FIELD_NAME.match(name):
-            raise ContentError(f"invalid header name {name!r}")
+            raise ContentProtocolError(f"invalid header name {name!r}")
         if "\r" in value or "\n" in value:
-            raise ContentError(f"header {name} value contains a line break")
+            raise ContentProtocolError(f"header {name} value contains a line break")
         out.append(f"{name}: {value}\r\n")
     return "".join(out).encode("utf-8")
 
@@ -128,7 +128,7 @@ def split_head_body(data: bytes, what: str) -> tuple[bytes, bytes]:
     crlf = data.find(b"\r\n\r\n")
     lf = data.find(b"\n\n")
     if crlf < 0 and lf < 0:
-        raise ContentError(f"{what} has no empty line ending its headers")
+        raise ContentProtocolError(f"{what} has no empty line ending its headers")
     if crlf >= 0 and (lf < 0 or crlf < lf):
         return data[:crlf], data[crlf + 4:]
     return data[:lf], data[lf + 2:]

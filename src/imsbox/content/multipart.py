@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import ContentError
+from .errors import ContentProtocolError
 from .mime import (
     ContentType,
     Headers,
@@ -75,12 +75,12 @@ class Multipart:
         _check_boundary(self.boundary)
         dash = b"--" + self.boundary.encode("ascii")
         if not self.parts:
-            raise ContentError("a multipart body needs at least one body part")
+            raise ContentProtocolError("a multipart body needs at least one body part")
         out = [self.preamble]
         for part in self.parts:
             data = part.to_bytes()
             if dash in data:
-                raise ContentError(f"body part contains the boundary {self.boundary!r}")
+                raise ContentProtocolError(f"body part contains the boundary {self.boundary!r}")
             out += [dash, b"\r\n", data, b"\r\n"]
         out += [dash, b"--", self.epilogue]
         return b"".join(out)
@@ -88,17 +88,17 @@ class Multipart:
 
 def _check_boundary(boundary: str) -> None:
     if not _BOUNDARY.match(boundary):
-        raise ContentError(f"invalid multipart boundary {boundary!r}")
+        raise ContentProtocolError(f"invalid multipart boundary {boundary!r}")
 
 
 def parse_multipart(body: bytes, content_type: str | ContentType) -> Multipart:
     """Parse a multipart body given its Content-Type (boundary quoted or not)."""
     ctype = content_type if isinstance(content_type, ContentType) else parse_content_type(content_type)
     if ctype.type != "multipart":
-        raise ContentError(f"{ctype.mime_type} is not a multipart type")
+        raise ContentProtocolError(f"{ctype.mime_type} is not a multipart type")
     boundary = ctype.params.get("boundary")
     if boundary is None:
-        raise ContentError("multipart Content-Type lacks the boundary parameter")
+        raise ContentProtocolError("multipart Content-Type lacks the boundary parameter")
     _check_boundary(boundary)
     params = {k: v for k, v in ctype.params.items() if k != "boundary"}
     preamble, chunks, epilogue = _split(body, boundary)
@@ -121,14 +121,14 @@ def _split(body: bytes, boundary: str) -> tuple[bytes, list[bytes], bytes]:
             chunks.append(body[start:max(start, match.start())])
         if match[2]:
             if not chunks:
-                raise ContentError("multipart body closes before any body part")
+                raise ContentProtocolError("multipart body closes before any body part")
             return preamble, chunks, body[match.end(2):]
         if len(chunks) >= MAX_PARTS:
-            raise ContentError(f"multipart body has more than {MAX_PARTS} parts")
+            raise ContentProtocolError(f"multipart body has more than {MAX_PARTS} parts")
         start = match.end() + len(match[3])
     if preamble is None:
-        raise ContentError(f"multipart body has no delimiter for boundary {boundary!r}")
-    raise ContentError("multipart body lacks its close delimiter")
+        raise ContentProtocolError(f"multipart body has no delimiter for boundary {boundary!r}")
+    raise ContentProtocolError("multipart body lacks its close delimiter")
 
 
 def _parse_part(chunk: bytes) -> BodyPart:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .errors import ContentError, XmlError
+from .errors import ContentProtocolError, XmlError
 from .xmlsafe import (
     child_text,
     expect_root,
@@ -190,7 +190,7 @@ def _parse_entry(item: ET.Element, display: str | None) -> Entry:
     try:
         role = CopyControl(control) if control is not None else None
     except ValueError:
-        raise ContentError(f"unknown copyControl value {control!r} for {uri}") from None
+        raise ContentProtocolError(f"unknown copyControl value {control!r} for {uri}") from None
     return Entry(
         uri,
         display,

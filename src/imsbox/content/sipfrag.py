@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import ContentError
+from .errors import ContentProtocolError
 from .mime import Headers, format_header_block, parse_header_block
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,12 @@ class SipFrag:
         if self.status_code is not None:
             line = f"SIP/{self.version} {self.status_code} {self.reason or ''}".rstrip(" ")
             if not _STATUS_LINE.match(line):
-                raise ContentError(f"invalid sipfrag status line {line!r}")
+                raise ContentProtocolError(f"invalid sipfrag status line {line!r}")
             return line
         if self.method is not None:
             line = f"{self.method} {self.request_uri} SIP/{self.version}"
             if not _REQUEST_LINE.match(line):
-                raise ContentError(f"invalid sipfrag request line {line!r}")
+                raise ContentProtocolError(f"invalid sipfrag request line {line!r}")
             return line
         return None
 
@@ -70,12 +70,12 @@ class SipFrag:
 def parse_sipfrag(data: bytes) -> SipFrag:
     """Parse a message/sipfrag body; a fragment without a start line is allowed."""
     if not data.strip():
-        raise ContentError("empty sipfrag")
+        raise ContentProtocolError("empty sipfrag")
     head, body = _split_body(data)
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ContentError("sipfrag start line or headers are not UTF-8") from exc
+        raise ContentProtocolError("sipfrag start line or headers are not UTF-8") from exc
     first, _, rest = text.partition("\n")
     first = first.removesuffix("\r")
     frag = _start_line(first)
@@ -103,4 +103,4 @@ def _start_line(line: str) -> SipFrag | None:
         return SipFrag(method=request[1], request_uri=request[2], version=request[3])
     if _HEADER_START.match(line):
         return None
-    raise ContentError(f"sipfrag does not start with a start line or header: {line[:60]!r}")
+    raise ContentProtocolError(f"sipfrag does not start with a start line or header: {line[:60]!r}")

@@ -13,7 +13,7 @@ from typing import TypeVar
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from .errors import ContentError, XmlError
+from .errors import ContentProtocolError, XmlError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def parse_xml(
     if len(data) > max_size:
         raise XmlError(f"XML body of {len(data)} bytes exceeds the {max_size} byte limit")
     try:
-        root = DET.fromstring(
+        root: ET.Element = DET.fromstring(
             data, forbid_dtd=True, forbid_entities=True, forbid_external=True
         )
     except defusedxml.DefusedXmlException as exc:
@@ -125,10 +125,10 @@ def _local(tag: str) -> str:
 def parse_uint(text: str | None, what: str, *, minimum: int = 0, maximum: int = 2**32 - 1) -> int:
     """ASCII decimal integer in range; int() alone would accept '1_0' or ' ٣'."""
     if text is None or not _DIGITS.match(text):
-        raise ContentError(f"{what} is not a decimal integer: {text!r}")
+        raise ContentProtocolError(f"{what} is not a decimal integer: {text!r}")
     value = int(text)
     if not minimum <= value <= maximum:
-        raise ContentError(f"{what} {value} is outside {minimum}..{maximum}")
+        raise ContentProtocolError(f"{what} {value} is outside {minimum}..{maximum}")
     return value
 
 
@@ -139,7 +139,7 @@ def parse_enum(cls: type[E], text: str | None, what: str) -> E | None:
     try:
         return cls(text)
     except ValueError:
-        raise ContentError(f"unknown {what} value {text!r}") from None
+        raise ContentProtocolError(f"unknown {what} value {text!r}") from None
 
 
 def parse_bool(text: str | None, what: str) -> bool:
@@ -148,7 +148,7 @@ def parse_bool(text: str | None, what: str) -> bool:
         return True
     if text in ("false", "0"):
         return False
-    raise ContentError(f"{what} is not a boolean: {text!r}")
+    raise ContentProtocolError(f"{what} is not a boolean: {text!r}")
 
 
 def format_bool(value: bool) -> str:
@@ -158,11 +158,11 @@ def format_bool(value: bool) -> str:
 def parse_datetime(text: str, what: str) -> datetime:
     """RFC 3339 date-time (the profile CPIM DateTime and XML bodies use)."""
     if not _RFC3339.match(text):
-        raise ContentError(f"{what} is not an RFC 3339 date-time: {text!r}")
+        raise ContentProtocolError(f"{what} is not an RFC 3339 date-time: {text!r}")
     try:
         return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ContentError(f"{what} is not a valid date-time: {text!r}") from exc
+        raise ContentProtocolError(f"{what} is not a valid date-time: {text!r}") from exc
 
 
 def format_datetime(value: datetime) -> str:
@@ -176,7 +176,7 @@ def format_datetime(value: datetime) -> str:
 def check_text(value: str, what: str) -> str:
     """Refuse characters XML 1.0 cannot carry, before building a document."""
     if _ILLEGAL_XML.search(value):
-        raise ContentError(f"{what} holds a character XML cannot carry")
+        raise ContentProtocolError(f"{what} holds a character XML cannot carry")
     return value
 
 

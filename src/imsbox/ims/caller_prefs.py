@@ -40,7 +40,7 @@ class CallerPreferences:
     reject: tuple[FeatureSet, ...] = ()
 
     @classmethod
-    def from_request(cls, request: Request) -> "CallerPreferences":
+    def from_request(cls, request: Request) -> CallerPreferences:
         """Raises HeaderError on a malformed element (answer 400)."""
         return cls(_predicates(request, "Accept-Contact"), _predicates(request, "Reject-Contact"))
 

@@ -72,7 +72,7 @@ class Icscf(StatefulProxy):
             return await self._register(request)
         return await self._initial(request, ctx)
 
-    async def _register(self, request: Request) -> "list[Target] | Response":
+    async def _register(self, request: Request) -> list[Target] | Response:
         """24.229 5.3.1.2: UAR, then on to the S-CSCF the HSS names (or we pick)."""
         public_id = str(request.to.uri)
         kind = AuthorizationType.DE_REGISTRATION if _is_deregistration(request) \
@@ -92,7 +92,7 @@ class Icscf(StatefulProxy):
         return self._route_to(request, answer.server_name or self._pick_scscf(answer.capabilities))
 
     async def _initial(self, request: Request,
-                       ctx: RequestContext) -> "list[Target] | Response":
+                       ctx: RequestContext) -> list[Target] | Response:
         """24.229 5.3.2.1: LIR on the Request-URI; a PSI goes straight to its AS."""
         answer = await self.hss.location_info(str(request.uri))
         if answer.result is ResultCode.DIAMETER_ERROR_USER_UNKNOWN:
@@ -127,7 +127,7 @@ class Icscf(StatefulProxy):
         return self.config.scscf.uri
 
     @staticmethod
-    def _route_to(request: Request, server: str) -> "list[Target] | Response":
+    def _route_to(request: Request, server: str) -> list[Target] | Response:
         uri = _sip_uri(server)
         if uri is None:
             return _reply(request, 500, "Server Internal Error - bad server name")
@@ -138,7 +138,7 @@ class Icscf(StatefulProxy):
 
 
     @staticmethod
-    async def _direct_to(request: Request, server: str) -> "list[Target] | Response":
+    async def _direct_to(request: Request, server: str) -> list[Target] | Response:
         """A PSI: straight to the hosting AS, no Route (24.229 5.3.2.1, TS 24.247 A.5.1-9)."""
         uri = _sip_uri(server)
         if uri is None:

@@ -194,9 +194,8 @@ class SdpLineSpt:
         prefix = self.line + "="
         # Scanning every body line also finds SDP inside multipart bodies.
         for text in request.body_text().splitlines():
-            if text.startswith(prefix):
-                if self._regex is None or self._regex.search(text[2:]):
-                    return True
+            if text.startswith(prefix) and (self._regex is None or self._regex.search(text[2:])):
+                return True
         return False
 
 
@@ -314,7 +313,7 @@ _SPT_KEYS = ("method", "request_uri", "header", "session_case", "sdp_line")
 
 
 def _enum(kind: type[enum.Enum], value: Any, where: str) -> Any:
-    names = [m.name for m in kind]  # type: ignore[var-annotated]
+    names = [m.name for m in kind]
     if isinstance(value, str) and value.upper() in names:
         return kind[value.upper()]
     raise IfcError(f"{where}: expected one of {', '.join(names)}, got {value!r}")

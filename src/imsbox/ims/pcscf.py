@@ -55,7 +55,7 @@ import secrets
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 
 from ..config import Config
 from ..sip.endpoint import resolve

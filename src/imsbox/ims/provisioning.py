@@ -223,7 +223,7 @@ Handler = Callable[[argparse.Namespace, Store, Config, TextIO], Awaitable[int]]
 
 
 def _command(sub: Any, name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help)
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
     parser.add_argument("--data", metavar="DIR", default=None,
                         help="data directory (default ./.imsbox)")
     parser.add_argument("--domain", default=None, help="home domain (default ims.test)")

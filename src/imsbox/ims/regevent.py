@@ -265,12 +265,12 @@ class RegEventNotifier:
     def changed(self, aor: str, info: RegInfo, now: float, final: bool = False) -> None:
         """Notify every watcher of ``aor``; ``final`` ends the subscriptions
         (the whole implicit set was deregistered, TS 24.229 5.4.2.1.2)."""
-        for sub in self.watching(aor):
-            body = self._versioned(sub.usage, _copy(info))  # type: ignore[arg-type]
+        for watcher in self.watching(aor):
+            body = self._versioned(watcher.usage, _copy(info))  # type: ignore[arg-type]
             if final:
-                self._notifier.terminate(sub, now, TerminationReason.NORESOURCE, body=body)
+                self._notifier.terminate(watcher, now, TerminationReason.NORESOURCE, body=body)
             else:
-                self._notifier.notify(sub, now, body=body)
+                self._notifier.notify(watcher, now, body=body)
 
     # -- plumbing -------------------------------------------------------------------
     def requests(self) -> list[Request]:

@@ -230,7 +230,7 @@ class Registrar:
             else:
                 self._aor_locks[aor] = (lock, users - 1)
 
-    def _requested(self, request: Request) -> list[tuple[Contact, int]] | None | Response:
+    def _requested(self, request: Request) -> list[tuple[Contact, int]] | Response | None:
         """10.3 steps 6-7: the contacts with their expiry; None for ``*``."""
         try:
             contacts = request.contact
@@ -691,7 +691,7 @@ class Scscf(StatefulProxy):
             delay = await self._next_wakeup(now)
             try:
                 await asyncio.wait_for(self._wakeup.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _next_wakeup(self, now: float) -> float:

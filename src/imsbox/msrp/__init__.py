@@ -11,7 +11,7 @@ Layers, bottom up:
 * ``message`` / ``uri`` - ``MsrpRequest``, ``MsrpResponse``, ``ByteRange``,
   ``Status``, ``Flag``, ``MsrpUri`` (comparison per RFC 4975 section 6.1).
 * ``session`` - sans-I/O cores.  ``SessionCore`` chunks outgoing messages,
-  tracks transactions (``get_timer()`` / ``handle_timer(now)`` -> 408),
+  tracks transactions (``next_deadline()`` / ``on_timer(now)`` -> 408),
   reassembles incoming ones by Byte-Range into a ``Sink`` (``BufferSink``,
   ``FileSink``) and builds REPORTs.  ``ConnectionCore`` routes one byte stream
   to the sessions sharing it and answers 200/400/413/415/481/501/506.
@@ -43,8 +43,8 @@ closing a connection the peer still answers on (a reset would drop unread data).
 """
 
 from .endpoint import MsrpConnection, MsrpEndpoint, MsrpSession, ReceivedMessage, SendResult, Setup
-from .errors import (MsrpError, MsrpStatusError, ParseError, SessionClosed,
-                     TransactionTimeout, UriError)
+from .errors import (MsrpError, MsrpProtocolError, MsrpStatusError, MsrpUsageError, ParseError,
+                     SessionClosed, TransactionTimeout, UriError)
 from .message import REASON_PHRASES, ByteRange, Flag, MsrpRequest, MsrpResponse, Status
 from .parser import BadMessage, BodyData, MessageEnd, MessageStart, MsrpParser, parse
 from .session import (BufferSink, ByteRanges, ConnectionCore, FileSink, SessionCore,
@@ -54,8 +54,8 @@ from .uri import MsrpUri, parse_path
 __all__ = [
     "BadMessage", "BodyData", "BufferSink", "ByteRange", "ByteRanges", "ConnectionCore",
     "FileSink", "Flag", "MessageEnd", "MessageStart", "MsrpConnection", "MsrpEndpoint",
-    "MsrpError", "MsrpParser", "MsrpRequest", "MsrpResponse", "MsrpSession",
-    "MsrpStatusError", "MsrpUri", "ParseError", "REASON_PHRASES", "ReceivedMessage",
+    "MsrpError", "MsrpProtocolError", "MsrpParser", "MsrpRequest", "MsrpResponse", "MsrpSession",
+    "MsrpStatusError", "MsrpUsageError", "MsrpUri", "ParseError", "REASON_PHRASES", "ReceivedMessage",
     "SendResult", "SessionClosed", "SessionCore", "SessionMatching", "Setup", "Sink",
     "Status", "TransactionTimeout", "UriError", "parse", "parse_path",
 ]

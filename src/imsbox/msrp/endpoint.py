@@ -10,7 +10,7 @@ import os
 import ssl as _ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Union
+from typing import Any, Protocol
 
 from .errors import MsrpStatusError, ParseError, SessionClosed, TransactionTimeout
 from .message import ByteRange, MsrpRequest
@@ -22,7 +22,16 @@ from .uri import MsrpUri
 
 log = logging.getLogger(__name__)
 
-Body = Union[bytes, bytearray, memoryview, str, BinaryIO, Iterable[bytes], AsyncIterable[bytes]]
+
+class Readable(Protocol):
+    """A file, or anything with a file's ``read``: read in chunks as it is sent."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+# What a message body may be given as; str is encoded before it is chunked.
+Chunks = bytes | bytearray | memoryview | Readable | Iterable[bytes] | AsyncIterable[bytes]
+Body = Chunks | str
 
 
 class Setup(enum.Enum):
@@ -65,7 +74,7 @@ class SendResult:
 class MsrpConnection(asyncio.Protocol):
     """One TCP/TLS connection, shared by every session bound to it."""
 
-    def __init__(self, endpoint: "MsrpEndpoint", key: tuple[str, int, bool] | None = None) -> None:
+    def __init__(self, endpoint: MsrpEndpoint, key: tuple[str, int, bool] | None = None) -> None:
         self.endpoint = endpoint
         self.key = key
         self.core = ConnectionCore(endpoint._lookup, max_header_size=endpoint.max_header_size)
@@ -98,7 +107,7 @@ class MsrpConnection(asyncio.Protocol):
         except ParseError as e:
             log.warning("conn %s: closing, framing lost: %s", self.core.name, e.reason)
             self.flush()
-            self._deliver(e.events)  # type: ignore[arg-type]
+            self._deliver(e.events)
             self.close()
             return
         self._track_message()
@@ -202,7 +211,7 @@ class MsrpConnection(asyncio.Protocol):
 class MsrpSession:
     """An MSRP session on an endpoint (asyncio side of SessionCore)."""
 
-    def __init__(self, endpoint: "MsrpEndpoint", core: SessionCore, setup: Setup,
+    def __init__(self, endpoint: MsrpEndpoint, core: SessionCore, setup: Setup,
                  cema_address: tuple[str, int] | None) -> None:
         self.endpoint = endpoint
         self.core = core
@@ -312,6 +321,8 @@ class MsrpSession:
         except BaseException:
             self._waiters.pop(msg.message_id, None)
             self.core.outgoing.pop(msg.message_id, None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # connection lost while sending: reported by the raise
             raise
         await fut
         return SendResult(msg.message_id, msg.sent)
@@ -332,7 +343,7 @@ class MsrpSession:
         Closing a connection whose peer still answers chunks makes TCP reset it,
         and the reset drops what the peer had not read yet: wait first."""
         deadline = self._loop.time() + timeout
-        while self.core.get_timer() is not None and self.connection is not None:
+        while self.core.next_deadline() is not None and self.connection is not None:
             if self._loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.01)
@@ -353,13 +364,14 @@ class MsrpSession:
 
     def _arm_timer(self) -> None:
         if self._timer is None:
-            when = self.core.get_timer()
+            when = self.core.next_deadline()
             if when is not None:
-                self._timer = self._loop.call_at(when, self._on_timer)
+                self._timer = self._loop.call_at(when, self._on_timer, when)
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, deadline: float) -> None:
         self._timer = None
-        self._on_events(self.core.handle_timer(self._loop.time()))
+        # call_at may run a hair early: never show the core a time before it
+        self._on_events(self.core.on_timer(max(self._loop.time(), deadline)))
         self._arm_timer()
 
     # -- receiving ------------------------------------------------------------------
@@ -457,7 +469,7 @@ class MsrpEndpoint:
     def scheme(self) -> str:
         return "msrps" if self.ssl is not None else "msrp"
 
-    async def start(self) -> "MsrpEndpoint":
+    async def start(self) -> MsrpEndpoint:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: MsrpConnection(self), self.host,
                                                 self.port, ssl=self.ssl)
@@ -474,7 +486,7 @@ class MsrpEndpoint:
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def __aenter__(self) -> "MsrpEndpoint":
+    async def __aenter__(self) -> MsrpEndpoint:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -551,7 +563,7 @@ def _size_of(body: Body) -> int | None:
     return None
 
 
-async def _pieces(body: Body, size: int,
+async def _pieces(body: Chunks, size: int,
                   total: int | None = None) -> AsyncIterator[tuple[bytes, bool]]:
     """(piece, is_last) of at most ``size`` bytes, reading the source lazily.
 
@@ -578,13 +590,13 @@ async def _pieces(body: Body, size: int,
     yield (prev if prev is not None else b""), True
 
 
-async def _raw_pieces(body: Body, size: int) -> AsyncIterator[bytes]:
+async def _raw_pieces(body: Chunks, size: int) -> AsyncIterator[bytes]:
     if isinstance(body, (bytes, bytearray, memoryview)):
         mv = memoryview(body)
         for i in range(0, len(mv), size):
             yield bytes(mv[i : i + size])
     elif hasattr(body, "read"):
-        read = body.read  # type: ignore[union-attr]
+        read = body.read
         while piece := read(size):
             yield piece
     elif isinstance(body, AsyncIterable):
@@ -592,7 +604,7 @@ async def _raw_pieces(body: Body, size: int) -> AsyncIterator[bytes]:
             for sub in _split(block, size):
                 yield sub
     else:
-        for block in body:  # type: ignore[union-attr]
+        for block in body:
             for sub in _split(block, size):
                 yield sub
 

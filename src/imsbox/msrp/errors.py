@@ -1,11 +1,39 @@
-"""Typed errors of the MSRP stack."""
+"""The MSRP layer's error tree (see imsbox.errors for the split).
+
+    MsrpError
+    ├── MsrpUsageError (LocalProtocolError)
+    ├── MsrpProtocolError (RemoteProtocolError)  status 400
+    │   └── ParseError (ValueError)
+    │       └── UriError
+    └── outcomes of our own requests, neither misuse nor a bad peer message:
+        MsrpStatusError (.status: the status the peer reported)
+        ├── TransactionTimeout (408)
+        SessionClosed
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ImsboxError, LocalProtocolError, RemoteProtocolError
 
-class ParseError(ValueError):
+__all__ = ["MsrpError", "MsrpProtocolError", "MsrpStatusError", "MsrpUsageError",
+           "ParseError", "SessionClosed", "TransactionTimeout", "UriError"]
+
+
+class MsrpError(ImsboxError):
+    """Root of the MSRP layer's errors."""
+
+
+class MsrpUsageError(MsrpError, LocalProtocolError):
+    """Our code used the MSRP API wrongly."""
+
+
+class MsrpProtocolError(MsrpError, RemoteProtocolError):
+    """A peer's MSRP input is malformed; a request like that gets ``status`` (400)."""
+
+
+class ParseError(MsrpProtocolError, ValueError):
     """Malformed MSRP input; ``reason`` names the fault.
 
     ``transaction_id`` is set when the start line could be read, so the
@@ -22,10 +50,6 @@ class ParseError(ValueError):
 
 class UriError(ParseError):
     """Malformed MSRP URI (RFC 4975 section 9)."""
-
-
-class MsrpError(Exception):
-    """Base class for protocol outcomes that are not parse errors."""
 
 
 class MsrpStatusError(MsrpError):

@@ -50,7 +50,7 @@ class ByteRange:
     total: int | None
 
     @classmethod
-    def parse(cls, value: str) -> "ByteRange":
+    def parse(cls, value: str) -> ByteRange:
         m = _BYTE_RANGE_RE.match(value.strip())
         if m is None:
             raise ParseError(f"malformed Byte-Range {value[:40]!r}")
@@ -80,7 +80,7 @@ class Status:
     namespace: str = "000"
 
     @classmethod
-    def parse(cls, value: str) -> "Status":
+    def parse(cls, value: str) -> Status:
         m = _STATUS_RE.match(value.strip())
         if m is None:
             raise ParseError(f"malformed Status {value[:40]!r}")

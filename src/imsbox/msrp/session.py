@@ -2,8 +2,8 @@
 
 ``ConnectionCore`` turns bytes from one connection into work for the
 ``SessionCore`` objects sharing it; both return events and queue bytes to
-send.  Time is passed in (``now``); timers are ``get_timer()`` /
-``handle_timer(now)`` values, so tests can run them on a virtual clock.
+send.  Time is passed in (``now``); timers are ``next_deadline()`` /
+``on_timer(now)`` values, so tests can run them on a virtual clock.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class FileSink:
 
     __slots__ = ("file", "_pos")
 
-    def __init__(self, file: "BinaryFile") -> None:
+    def __init__(self, file: BinaryFile) -> None:
         self.file = file
         self._pos = -1
 
@@ -337,13 +337,14 @@ class SessionCore:
             return self._fail(msg, resp.status, resp.comment)
         return self._check_delivered(msg)
 
-    def get_timer(self) -> float | None:
-        """Earliest transaction deadline (insertion order is deadline order)."""
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` must next be called: the earliest transaction deadline
+        (insertion order is deadline order); None when nothing is outstanding."""
         for _, deadline in self._transactions.values():
             return deadline
         return None
 
-    def handle_timer(self, now: float) -> list[SessionEvent]:
+    def on_timer(self, now: float) -> list[SessionEvent]:
         """Expire transactions: 408 (RFC 4975 sections 7.1.1 and 10.4)."""
         events: list[SessionEvent] = []
         while self._transactions:
@@ -503,11 +504,11 @@ class ConnectionCore:
         try:
             events = self.parser.feed(data)
         except ParseError as e:
-            e.events = self._dispatch(e.events, now)  # type: ignore[assignment]
+            e.events = self._dispatch(e.events, now)
             raise
         return self._dispatch(events, now)
 
-    def _dispatch(self, events: list, now: float) -> list[tuple[SessionCore, SessionEvent]]:
+    def _dispatch(self, events: Sequence[object], now: float) -> list[tuple[SessionCore, SessionEvent]]:
         result: list[tuple[SessionCore, SessionEvent]] = []
         for ev in events:
             if isinstance(ev, BodyData):
@@ -540,7 +541,7 @@ class ConnectionCore:
             result.append((session, SessionBound()))
         elif session.connection is not self:
             status = 506  # RFC 4975 section 10.10
-        if status == 0 and msg.method == "SEND":
+        if status == 0 and session is not None and msg.method == "SEND":
             status, inc, start = session.begin_send(msg)
         elif status == 0 and msg.method != "REPORT":
             status = 501

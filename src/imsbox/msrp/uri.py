@@ -34,7 +34,7 @@ class MsrpUri:
     params: tuple[tuple[str, str | None], ...] = field(default=())
 
     @classmethod
-    def parse(cls, text: str) -> "MsrpUri":
+    def parse(cls, text: str) -> MsrpUri:
         """Parse ``msrp[s]://authority[/session-id];transport*(;param)``."""
         m = _URI_RE.match(text)
         if m is None:

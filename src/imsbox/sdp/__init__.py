@@ -75,7 +75,7 @@ from .attributes import (
     RtpMap,
     Setup,
 )
-from .errors import SdpError
+from .errors import SdpError, SdpProtocolError, SdpUsageError
 from .model import (
     STATIC_PAYLOAD_TYPES,
     Attribute,
@@ -105,7 +105,8 @@ from .offer_answer import (
 __all__ = [
     "Attribute", "Codec", "Connection", "Direction", "FileDate", "FileHash", "FileRange",
     "FileSelector", "Fmtp", "Line", "LocalCapabilities", "MediaDescription", "Origin",
-    "PCMA", "PCMU", "RtpMap", "STATIC_PAYLOAD_TYPES", "SdpError", "SessionDescription",
+    "PCMA", "PCMU", "RtpMap", "STATIC_PAYLOAD_TYPES", "SdpError", "SdpProtocolError", "SdpUsageError",
+    "SessionDescription",
     "Setup", "TELEPHONE_EVENT", "Timing", "answer", "answer_direction", "intersect_types",
     "media_type_matches", "msrp_uri_port", "offered_direction", "parse", "reject",
 ]

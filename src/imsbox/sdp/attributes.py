@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import unquote
 
-from .errors import SdpError
+from .errors import SdpProtocolError
 
 # RFC 8866 section 9: token characters.
 TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+\Z")
@@ -30,13 +30,13 @@ MAX_INT = 2**63 - 1
 def parse_int(text: str, what: str) -> int:
     """A non-negative decimal integer as SDP writes it."""
     if not _DIGITS.match(text) or len(text) > 19 or int(text) > MAX_INT:
-        raise SdpError(f"bad {what}: {text!r} is not a non-negative integer")
+        raise SdpProtocolError(f"bad {what}: {text!r} is not a non-negative integer")
     return int(text)
 
 
 def parse_token(text: str, what: str) -> str:
     if not TOKEN.match(text):
-        raise SdpError(f"bad {what}: {text!r} is not a token")
+        raise SdpProtocolError(f"bad {what}: {text!r} is not a token")
     return text
 
 
@@ -86,7 +86,7 @@ class Setup(enum.Enum):
         try:
             return cls(value)
         except ValueError:
-            raise SdpError(f"bad setup value {value!r}") from None
+            raise SdpProtocolError(f"bad setup value {value!r}") from None
 
     def answer_role(self, preferred: Setup) -> Setup:
         """The answerer's role for this offered role (RFC 4145 section 4.1)."""
@@ -113,13 +113,13 @@ class RtpMap:
         pt, sep, rest = value.partition(" ")
         parts = rest.split("/")
         if not sep or len(parts) not in (2, 3) or not parts[0]:
-            raise SdpError(f"bad rtpmap {value!r}: expected '<pt> <name>/<rate>[/<params>]'")
+            raise SdpProtocolError(f"bad rtpmap {value!r}: expected '<pt> <name>/<rate>[/<params>]'")
         payload_type = parse_int(pt, "rtpmap payload type")
         if payload_type > 127:
-            raise SdpError(f"bad rtpmap payload type {payload_type}: above 127")
+            raise SdpProtocolError(f"bad rtpmap payload type {payload_type}: above 127")
         params = parts[2] if len(parts) == 3 else None
         if params == "":
-            raise SdpError(f"bad rtpmap {value!r}: empty encoding parameters")
+            raise SdpProtocolError(f"bad rtpmap {value!r}: empty encoding parameters")
         return cls(payload_type, parse_token(parts[0], "rtpmap encoding name"),
                    parse_int(parts[1], "rtpmap clock rate"), params)
 
@@ -146,7 +146,7 @@ class Fmtp:
     def parse(cls, value: str) -> Fmtp:
         fmt, sep, params = value.partition(" ")
         if not sep or not params:
-            raise SdpError(f"bad fmtp {value!r}: expected '<format> <parameters>'")
+            raise SdpProtocolError(f"bad fmtp {value!r}: expected '<format> <parameters>'")
         return cls(parse_token(fmt, "fmtp format"), params)
 
     def __str__(self) -> str:
@@ -158,7 +158,7 @@ def parse_path(value: str) -> list[str]:
     uris = value.split(" ")
     for uri in uris:
         if not _MSRP_URI.match(uri):
-            raise SdpError(f"bad path: {uri!r} is not an MSRP URI")
+            raise SdpProtocolError(f"bad path: {uri!r} is not an MSRP URI")
     return uris
 
 
@@ -167,14 +167,14 @@ def parse_format_list(value: str, what: str) -> list[str]:
     entries = value.split(" ")
     for entry in entries:
         if not _FORMAT_ENTRY.match(entry):
-            raise SdpError(f"bad {what}: {entry!r} is not '*', type/subtype or type/*")
+            raise SdpProtocolError(f"bad {what}: {entry!r} is not '*', type/subtype or type/*")
     return entries
 
 
 def parse_file_icon(value: str) -> str:
     """``a=file-icon``: a cid: URL (RFC 5547 section 6, RFC 2392)."""
     if not value.lower().startswith("cid:") or len(value) == 4 or " " in value:
-        raise SdpError(f"bad file-icon {value!r}: expected a cid: URL")
+        raise SdpProtocolError(f"bad file-icon {value!r}: expected a cid: URL")
     return value
 
 
@@ -192,24 +192,24 @@ def split_quoted(value: str, what: str) -> list[str]:
         else:
             current.append(char)
     if quoted:
-        raise SdpError(f"bad {what}: unterminated quoted string")
+        raise SdpProtocolError(f"bad {what}: unterminated quoted string")
     items.append("".join(current))
     if any(not item for item in items):
-        raise SdpError(f"bad {what}: empty item (stray space)")
+        raise SdpProtocolError(f"bad {what}: empty item (stray space)")
     return items
 
 
 def _unquote(text: str, what: str) -> str:
     """A DQUOTE'd filename-string, percent-decoded (RFC 5547 section 6)."""
     if len(text) < 3 or text[0] != '"' or text[-1] != '"' or '"' in text[1:-1]:
-        raise SdpError(f"bad {what}: expected a non-empty quoted string, got {text!r}")
+        raise SdpProtocolError(f"bad {what}: expected a non-empty quoted string, got {text!r}")
     inner = text[1:-1]
     if not _PERCENT_OK.match(inner):
-        raise SdpError(f"bad {what}: '%' not followed by two hex digits")
+        raise SdpProtocolError(f"bad {what}: '%' not followed by two hex digits")
     try:
         return unquote(inner, errors="strict")
     except UnicodeDecodeError:
-        raise SdpError(f"bad {what}: percent-encoding is not UTF-8") from None
+        raise SdpProtocolError(f"bad {what}: percent-encoding is not UTF-8") from None
 
 
 def _quote(text: str) -> str:
@@ -230,7 +230,7 @@ class FileHash:
     def parse(cls, text: str) -> FileHash:
         algorithm, sep, hex_value = text.partition(":")
         if not sep or not _HASH_VALUE.match(hex_value):
-            raise SdpError(f"bad hash selector {text!r}: expected algorithm:XX:XX...")
+            raise SdpProtocolError(f"bad hash selector {text!r}: expected algorithm:XX:XX...")
         return cls(parse_token(algorithm, "hash algorithm"), bytes.fromhex(hex_value.replace(":", "")))
 
     def __str__(self) -> str:
@@ -254,9 +254,9 @@ class FileSelector:
         for item in split_quoted(value, "file-selector") if value else []:
             key, sep, rest = item.partition(":")
             if not sep or key not in ("name", "type", "size", "hash"):
-                raise SdpError(f"bad file-selector: unknown selector {item!r}")
+                raise SdpProtocolError(f"bad file-selector: unknown selector {item!r}")
             if key in seen:
-                raise SdpError(f"bad file-selector: duplicate {key} selector")
+                raise SdpProtocolError(f"bad file-selector: duplicate {key} selector")
             seen.add(key)
             selector._set(key, rest)
         return selector
@@ -290,19 +290,21 @@ def _parse_file_type(text: str) -> tuple[str, dict[str, str]]:
     media_type, *params = _split_params(text)
     main, sep, sub = media_type.partition("/")
     if not sep or not TOKEN.match(main) or not TOKEN.match(sub):
-        raise SdpError(f"bad file-selector type {media_type!r}: expected type/subtype")
+        raise SdpProtocolError(f"bad file-selector type {media_type!r}: expected type/subtype")
     parsed: dict[str, str] = {}
     for param in params:
         key, eq, quoted = param.partition("=")
         if not eq or not TOKEN.match(key):
-            raise SdpError(f"bad file-selector type parameter {param!r}")
+            raise SdpProtocolError(f"bad file-selector type parameter {param!r}")
         parsed[key] = _unquote(quoted, "file-selector type parameter")
     return media_type, parsed
 
 
 def _split_params(text: str) -> list[str]:
     """Split on ';' outside double quotes."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted
@@ -330,9 +332,9 @@ class FileDate:
         for item in split_quoted(value, "file-date"):
             key, sep, quoted = item.partition(":")
             if not sep or key not in ("creation", "modification", "read"):
-                raise SdpError(f"bad file-date: unknown date parameter {item!r}")
+                raise SdpProtocolError(f"bad file-date: unknown date parameter {item!r}")
             if key in seen:
-                raise SdpError(f"bad file-date: duplicate {key} date")
+                raise SdpProtocolError(f"bad file-date: duplicate {key} date")
             seen.add(key)
             setattr(dates, key, _parse_date(_unquote(quoted, f"file-date {key}")))
         return dates
@@ -351,9 +353,9 @@ def _parse_date(text: str) -> datetime:
     try:
         parsed = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
-        raise SdpError(f"bad file-date: {text!r} is not an RFC 5322 date-time") from None
+        raise SdpProtocolError(f"bad file-date: {text!r} is not an RFC 5322 date-time") from None
     if parsed.tzinfo is None:
-        raise SdpError(f"bad file-date: {text!r} has no numeric time zone")
+        raise SdpProtocolError(f"bad file-date: {text!r} has no numeric time zone")
     return parsed
 
 
@@ -368,11 +370,11 @@ class FileRange:
     def parse(cls, value: str) -> FileRange:
         start_text, sep, stop_text = value.partition("-")
         if not sep:
-            raise SdpError(f"bad file-range {value!r}: expected start-stop")
+            raise SdpProtocolError(f"bad file-range {value!r}: expected start-stop")
         start = parse_int(start_text, "file-range start")
         stop = None if stop_text == "*" else parse_int(stop_text, "file-range stop")
         if start < 1 or (stop is not None and stop < start):
-            raise SdpError(f"bad file-range {value!r}: start must be >= 1 and <= stop")
+            raise SdpProtocolError(f"bad file-range {value!r}: start must be >= 1 and <= stop")
         return cls(start, stop)
 
     def __str__(self) -> str:

@@ -1,12 +1,34 @@
-"""Typed error for malformed session descriptions."""
+"""The SDP layer's error tree (see imsbox.errors for the split).
+
+    SdpError (ValueError)
+    ├── SdpUsageError (LocalProtocolError)
+    └── SdpProtocolError (RemoteProtocolError)  status 488: a malformed or
+                                                unusable description
+
+``reason`` names the fault and ``line`` (when known) where it is.
+"""
 
 from __future__ import annotations
 
+from ..errors import ImsboxError, LocalProtocolError, RemoteProtocolError
 
-class SdpError(ValueError):
-    """A session description or attribute value is malformed; ``reason`` names the fault."""
+__all__ = ["SdpError", "SdpProtocolError", "SdpUsageError"]
+
+
+class SdpError(ImsboxError, ValueError):
+    """Root of the SDP layer's errors; ``reason`` names the fault."""
 
     def __init__(self, reason: str, line: int | None = None) -> None:
         self.reason = reason
         self.line = line
         super().__init__(reason if line is None else f"line {line}: {reason}")
+
+
+class SdpUsageError(SdpError, LocalProtocolError):
+    """Our code built or changed a description wrongly."""
+
+
+class SdpProtocolError(SdpError, RemoteProtocolError):
+    """A peer's description is malformed: an offer like that gets 488 (RFC 3261 21.4.26)."""
+
+    status = 488

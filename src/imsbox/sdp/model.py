@@ -29,7 +29,7 @@ from .attributes import (
     parse_path,
     parse_token,
 )
-from .errors import SdpError
+from .errors import SdpError, SdpProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Attribute:
     def parse(cls, text: str) -> Attribute:
         name, sep, value = text.partition(":")
         if not TOKEN.match(name):
-            raise SdpError(f"bad attribute name {name!r}")
+            raise SdpProtocolError(f"bad attribute name {name!r}")
         return cls(name, value if sep else None)
 
     def __str__(self) -> str:
@@ -70,7 +70,8 @@ class Attribute:
 
 @dataclass(slots=True)
 class Origin:
-    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>`` (RFC 8866 section 5.2)."""
+    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>``
+    (RFC 8866 section 5.2)."""
 
     username: str
     sess_id: str
@@ -84,7 +85,7 @@ class Origin:
         user, sess_id, version, net, addr_type, address = _fields(value, 6, "o=")
         for text, what in ((sess_id, "o= sess-id"), (version, "o= sess-version")):
             if not (text.isascii() and text.isdigit()):
-                raise SdpError(f"bad {what}: {text!r} is not a number")
+                raise SdpProtocolError(f"bad {what}: {text!r} is not a number")
         _check_address(address, "o=")
         return cls(user, sess_id, version, parse_token(net, "o= nettype"),
                    parse_token(addr_type, "o= addrtype"), address)
@@ -134,13 +135,14 @@ class Timing:
 def _fields(value: str, count: int, what: str) -> list[str]:
     parts = value.split(" ")
     if len(parts) != count or not all(parts):
-        raise SdpError(f"bad {what} line {value!r}: expected {count} fields separated by single spaces")
+        raise SdpProtocolError(
+            f"bad {what} line {value!r}: expected {count} fields separated by single spaces")
     return parts
 
 
 def _check_address(address: str, what: str) -> None:
     if not _ADDRESS.match(address):
-        raise SdpError(f"bad {what} address {address!r}")
+        raise SdpProtocolError(f"bad {what} address {address!r}")
 
 
 class _Attributed:
@@ -177,7 +179,7 @@ class _Attributed:
         if attr is None:
             return None
         if attr.value is None:
-            raise SdpError(f"a={name} has no value")
+            raise SdpProtocolError(f"a={name} has no value")
         return attr.value
 
     @property
@@ -212,17 +214,17 @@ class MediaDescription(_Attributed):
     def parse_m_line(cls, value: str) -> MediaDescription:
         parts = value.split(" ")
         if len(parts) < 4 or not all(parts):
-            raise SdpError(f"bad m= line {value!r}: expected '<media> <port> <proto> <fmt> ...'")
+            raise SdpProtocolError(f"bad m= line {value!r}: expected '<media> <port> <proto> <fmt> ...'")
         media, port_text, proto, *formats = parts
         port_part, slash, count_text = port_text.partition("/")
         port = parse_int(port_part, "m= port")
         if port > 65535:
-            raise SdpError(f"bad m= port {port}: above 65535")
+            raise SdpProtocolError(f"bad m= port {port}: above 65535")
         count = parse_int(count_text, "m= number of ports") if slash else None
         if count == 0:
-            raise SdpError("bad m= number of ports: 0")
+            raise SdpProtocolError("bad m= number of ports: 0")
         if not _PROTO.match(proto):
-            raise SdpError(f"bad m= proto {proto!r}")
+            raise SdpProtocolError(f"bad m= proto {proto!r}")
         for fmt in formats:
             parse_token(fmt, "m= format")
         return cls(parse_token(media, "m= media"), port, proto, formats, port_count=count)
@@ -456,7 +458,7 @@ class SessionDescription(_Attributed):
         lines = list(self.lines())
         for line in lines:
             if any(c in line for c in "\r\n\0"):
-                raise SdpError(f"cannot serialize {line[:2]} line containing CR, LF or NUL")
+                raise SdpProtocolError(f"cannot serialize {line[:2]} line containing CR, LF or NUL")
         return "\r\n".join(lines) + "\r\n"
 
     def __bytes__(self) -> bytes:
@@ -473,9 +475,9 @@ def _decode(data: bytes | str) -> str:
         try:
             return bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise SdpError(f"not UTF-8 at byte {exc.start}") from None
+            raise SdpProtocolError(f"not UTF-8 at byte {exc.start}") from None
     if not isinstance(data, str):
-        raise SdpError(f"expected bytes or str, got {type(data).__name__}")
+        raise SdpProtocolError(f"expected bytes or str, got {type(data).__name__}")
     return data
 
 
@@ -485,13 +487,13 @@ def _split_lines(text: str) -> list[tuple[int, str, str]]:
     while raw and raw[-1] == "":
         raw.pop()
     if not raw:
-        raise SdpError("empty session description")
+        raise SdpProtocolError("empty session description")
     result = []
     for number, line in enumerate(raw, start=1):
         if "\r" in line or "\0" in line:
-            raise SdpError("bare CR or NUL inside a line", number)
+            raise SdpProtocolError("bare CR or NUL inside a line", number)
         if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
-            raise SdpError(f"malformed line {line[:40]!r}: expected '<letter>=<value>'", number)
+            raise SdpProtocolError(f"malformed line {line[:40]!r}: expected '<letter>=<value>'", number)
         result.append((number, line[0], line[2:]))
     return result
 
@@ -507,25 +509,25 @@ class _Parser:
         try:
             origin = Origin.parse(self.lines[1][2])
         except SdpError as exc:
-            raise SdpError(exc.reason, self.lines[1][0]) from None
+            raise SdpProtocolError(exc.reason, self.lines[1][0]) from None
         sd = SessionDescription(origin=origin, session_name=self.lines[2][2], times=[])
         current: MediaDescription | None = None
         for number, kind, value in self.lines[3:]:
             try:
                 current = self._line(sd, current, kind, value)
             except SdpError as exc:
-                raise SdpError(exc.reason, number) from None
+                raise SdpProtocolError(exc.reason, number) from None
         self._check_connections(sd)
         return sd
 
     def _expect_prefix(self) -> None:
         kinds = "".join(kind for _, kind, _ in self.lines[:3])
         if not kinds.startswith("v"):
-            raise SdpError("missing v= line: a session description starts with v=", 1)
+            raise SdpProtocolError("missing v= line: a session description starts with v=", 1)
         if self.lines[0][2] != "0":
-            raise SdpError(f"unsupported version v={self.lines[0][2]!r}", 1)
+            raise SdpProtocolError(f"unsupported version v={self.lines[0][2]!r}", 1)
         if kinds != "vos":
-            raise SdpError("v= must be followed by o= and s= lines", min(len(self.lines), 3))
+            raise SdpProtocolError("v= must be followed by o= and s= lines", min(len(self.lines), 3))
 
     def _line(self, sd: SessionDescription, media: MediaDescription | None,
               kind: str, value: str) -> MediaDescription | None:
@@ -536,7 +538,7 @@ class _Parser:
         if media is None:
             self._session_line(sd, kind, value)
         elif kind in _SESSION_ONLY:
-            raise SdpError(f"{kind}= line not allowed after the first m= line")
+            raise SdpProtocolError(f"{kind}= line not allowed after the first m= line")
         else:
             self._media_line(media, kind, value)
         return media
@@ -544,16 +546,16 @@ class _Parser:
     @staticmethod
     def _session_line(sd: SessionDescription, kind: str, value: str) -> None:
         if kind in "vos":
-            raise SdpError(f"duplicate {kind}= line")
+            raise SdpProtocolError(f"duplicate {kind}= line")
         if kind == "c":
             if sd.connection is not None:
-                raise SdpError("duplicate session-level c= line")
+                raise SdpProtocolError("duplicate session-level c= line")
             sd.connection = Connection.parse(value)
         elif kind == "t":
             sd.times.append(Timing.parse(value))
         elif kind == "r":
             if not sd.times:
-                raise SdpError("r= line without a preceding t= line")
+                raise SdpProtocolError("r= line without a preceding t= line")
             sd.times[-1].repeats.append(value)
         elif kind == "a":
             sd.attributes.append(Attribute.parse(value))
@@ -564,7 +566,7 @@ class _Parser:
     def _media_line(media: MediaDescription, kind: str, value: str) -> None:
         if kind == "c":
             if media.connection is not None:
-                raise SdpError("multiple c= lines in one media description are not supported")
+                raise SdpProtocolError("multiple c= lines in one media description are not supported")
             media.connection = Connection.parse(value)
         elif kind == "a":
             media.attributes.append(Attribute.parse(value))
@@ -574,4 +576,4 @@ class _Parser:
     @staticmethod
     def _check_connections(sd: SessionDescription) -> None:
         if sd.connection is None and any(m.connection is None and m.port for m in sd.media):
-            raise SdpError("missing c= line: needed at session level or in every m= section")
+            raise SdpProtocolError("missing c= line: needed at session level or in every m= section")

@@ -27,11 +27,13 @@ from .headers import (
     Contact, CSeq, Event, FeatureSet, HeaderError, Join, MediaType, NameAddr, Params,
     RAck, ReferredBy, Replaces, SessionExpires, SubscriptionState, Via,
 )
+from .errors import SipError, SipProtocolError, SipUsageError
 from .message import Headers, Message, Request, Response, new_branch, new_tag
 from .parser import ParseError, parse
 from .uri import AbsoluteUri, SipUri, TelUri, Uri, UriError, parse_uri, uri_equal
 
 __all__ = [
+    "SipError", "SipProtocolError", "SipUsageError",
     "parse", "ParseError", "Request", "Response", "Message", "Headers",
     "HeaderError", "Via", "NameAddr", "Contact", "CSeq", "Event", "FeatureSet",
     "MediaType", "Params", "RAck", "ReferredBy", "Replaces", "Join", "SessionExpires",

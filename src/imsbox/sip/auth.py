@@ -24,6 +24,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .errors import SipProtocolError
+
 __all__ = [
     "AUTHORIZATION",
     "PROXY_AUTHENTICATE",
@@ -53,7 +55,7 @@ AUTHORIZATION = "Authorization"
 PROXY_AUTHORIZATION = "Proxy-Authorization"
 
 
-class DigestError(ValueError):
+class DigestError(SipProtocolError, ValueError):
     """Malformed or unusable Digest input; ``reason`` says why (fit for a 400 reason phrase)."""
 
     def __init__(self, reason: str) -> None:

@@ -19,7 +19,8 @@ import itertools
 import logging
 import socket
 from dataclasses import astuple, dataclass
-from typing import Awaitable, Callable, Collection, Iterable, Protocol
+from typing import Protocol
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 from .message import Request, Response, new_branch, new_tag
 from .overload import OverloadController, OverloadPolicy
@@ -150,7 +151,7 @@ class ClientContext:
     (8.1.3.1); ``local_failure`` then says so.
     """
 
-    def __init__(self, endpoint: "SipEndpoint", request: Request) -> None:
+    def __init__(self, endpoint: SipEndpoint, request: Request) -> None:
         self.request = request
         self.txn: ClientTransaction | None = None
         self.dest: Destination | None = None
@@ -163,7 +164,7 @@ class ClientContext:
         self._progress: asyncio.Future[None] = loop.create_future()  # first response
         self._iter_done = False
 
-    def __aiter__(self) -> "ClientContext":
+    def __aiter__(self) -> ClientContext:
         return self
 
     async def __anext__(self) -> Response:
@@ -225,7 +226,7 @@ class ServerContext:
     ACKs for 2xx arrive with ``txn`` None and nothing to respond.
     """
 
-    def __init__(self, endpoint: "SipEndpoint", request: Request, flow: Flow,
+    def __init__(self, endpoint: SipEndpoint, request: Request, flow: Flow,
                  txn: ServerTransaction | None) -> None:
         self.request = request
         self.flow = flow
@@ -484,16 +485,16 @@ class SipEndpoint:
                 self._offer(ServerContext(self, ack, txn.flow, None))
             case CancelReceived(txn=txn, cancel=cancel, cancel_txn=cancel_txn):
                 cancel_txn.respond(Response.for_request(cancel, 200), self._now())
-                if (ctx := self._servers.get(txn)) is not None:
-                    ctx.cancelled.set()
+                if (server := self._servers.get(txn)) is not None:
+                    server.cancelled.set()
             case StrayResponse(response=response, flow=flow):
                 self._stray(response, flow)
             case TransactionTerminated(txn=txn):
-                self._clients.pop(txn, None)  # type: ignore[arg-type]
-                self._servers.pop(txn, None)  # type: ignore[arg-type]
+                self._clients.pop(txn, None)  # type: ignore[call-overload]
+                self._servers.pop(txn, None)  # type: ignore[call-overload]
 
     def _failed(self, txn: object, status: int) -> None:
-        if (ctx := self._clients.get(txn)) is not None:  # type: ignore[arg-type]
+        if (ctx := self._clients.get(txn)) is not None:  # type: ignore[call-overload]
             ctx._fail(status)
         else:
             log.info("%r failed (%d)", txn, status)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import SipProtocolError
+
 __all__ = [
     "TOKEN_RE",
     "is_token",
@@ -19,7 +21,7 @@ __all__ = [
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
-class GrammarError(ValueError):
+class GrammarError(SipProtocolError, ValueError):
     """A header value does not follow the RFC 3261 grammar."""
 
 

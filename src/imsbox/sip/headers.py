@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .errors import SipProtocolError
 from .grammar import (
     GrammarError,
     format_params,
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-class HeaderError(ValueError):
+class HeaderError(SipProtocolError, ValueError):
     """A header field value is malformed; ``header`` names the field."""
 
     def __init__(self, header: str, reason: str) -> None:
@@ -95,10 +96,10 @@ def token_list(header: str, value: str) -> list[str]:
     return out
 
 
-class Params(list):
+class Params(list[tuple[str, str | None]]):
     """Ordered ``(name, raw value)`` pairs with case-insensitive lookup."""
 
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+    def get(self, name: str, default: str | None = None) -> str | None:
         low = name.lower()
         for n, v in self:
             if n.lower() == low:
@@ -145,7 +146,7 @@ class Via:
     protocol: str = "SIP/2.0"
 
     @classmethod
-    def parse(cls, value: str) -> "Via":
+    def parse(cls, value: str) -> Via:
         try:
             value = strip_comments(value)
         except GrammarError as exc:
@@ -205,7 +206,7 @@ class NameAddr:
     params: Params = field(default_factory=Params)
 
     @classmethod
-    def parse(cls, value: str, header: str = "name-addr") -> "NameAddr":
+    def parse(cls, value: str, header: str = "name-addr") -> NameAddr:
         value = value.strip()
         display = None
         try:
@@ -266,7 +267,7 @@ class Contact:
     address: NameAddr | None
 
     @classmethod
-    def parse(cls, value: str) -> "Contact":
+    def parse(cls, value: str) -> Contact:
         if value.strip() == "*":
             return cls(None)
         return cls(NameAddr.parse(value, "Contact"))
@@ -326,7 +327,7 @@ class FeatureSet:
     explicit: bool = False
 
     @classmethod
-    def from_params(cls, params: Params) -> "FeatureSet":
+    def from_params(cls, params: Params) -> FeatureSet:
         tags: dict[str, str | None] = {}
         require = explicit = False
         for name, value in params:
@@ -340,7 +341,7 @@ class FeatureSet:
         return cls(tags, require, explicit)
 
     @classmethod
-    def parse(cls, value: str) -> "FeatureSet":
+    def parse(cls, value: str) -> FeatureSet:
         """An Accept-Contact / Reject-Contact element: '*' followed by params."""
         value = value.strip()
         if not value.startswith("*"):
@@ -383,7 +384,7 @@ class CSeq:
     method: str
 
     @classmethod
-    def parse(cls, value: str) -> "CSeq":
+    def parse(cls, value: str) -> CSeq:
         parts = value.split()
         if len(parts) != 2:
             raise HeaderError("CSeq", "expected 'number method'")
@@ -405,7 +406,7 @@ class MediaType:
     params: Params = field(default_factory=Params)
 
     @classmethod
-    def parse(cls, value: str) -> "MediaType":
+    def parse(cls, value: str) -> MediaType:
         main, _, rest = value.partition(";")
         t, slash, s = main.strip().partition("/")
         if not slash or not is_token(t.strip()) or not is_token(s.strip()):
@@ -428,7 +429,7 @@ class Event:
     params: Params = field(default_factory=Params)
 
     @classmethod
-    def parse(cls, value: str) -> "Event":
+    def parse(cls, value: str) -> Event:
         name, _, rest = value.partition(";")
         name = name.strip()
         if not is_token(name):
@@ -439,7 +440,7 @@ class Event:
     def id(self) -> str | None:
         return self.params.get("id")
 
-    def matches(self, other: "Event") -> bool:
+    def matches(self, other: Event) -> bool:
         """Same package and same id (RFC 6665 8.2.1)."""
         return self.package == other.package and self.id == other.id
 
@@ -455,7 +456,7 @@ class SubscriptionState:
     params: Params = field(default_factory=Params)
 
     @classmethod
-    def parse(cls, value: str) -> "SubscriptionState":
+    def parse(cls, value: str) -> SubscriptionState:
         name, _, rest = value.partition(";")
         name = name.strip().lower()
         if not is_token(name):
@@ -491,7 +492,7 @@ class Replaces:
     early_only: bool = False
 
     @classmethod
-    def parse(cls, value: str, header: str = "Replaces") -> "Replaces":
+    def parse(cls, value: str, header: str = "Replaces") -> Replaces:
         call_id, params = _dialog_ref(value, header)
         return cls(call_id, params.get("to-tag") or "", params.get("from-tag") or "",
                    params.has("early-only"))
@@ -535,7 +536,7 @@ class SessionExpires:
     params: Params = field(default_factory=Params)
 
     @classmethod
-    def parse(cls, value: str, header: str = "Session-Expires") -> "SessionExpires":
+    def parse(cls, value: str, header: str = "Session-Expires") -> SessionExpires:
         num, _, rest = value.partition(";")
         return cls(parse_int(header, num), _params(header, rest))
 
@@ -557,7 +558,7 @@ class RAck:
     method: str
 
     @classmethod
-    def parse(cls, value: str) -> "RAck":
+    def parse(cls, value: str) -> RAck:
         parts = value.split()
         if len(parts) != 3 or not is_token(parts[2]):
             raise HeaderError("RAck", "expected 'rseq cseq method'")
@@ -574,7 +575,7 @@ class ReferredBy:
     address: NameAddr
 
     @classmethod
-    def parse(cls, value: str) -> "ReferredBy":
+    def parse(cls, value: str) -> ReferredBy:
         return cls(NameAddr.parse(value, "Referred-By"))
 
     @property

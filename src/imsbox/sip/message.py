@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Iterator
 
 from .grammar import GrammarError, split_unquoted
 from .headers import (
@@ -90,7 +91,7 @@ class Headers:
         key = header_key(name)
         return any(k == key for k, _, _ in self._lines)
 
-    def copy(self) -> "Headers":
+    def copy(self) -> Headers:
         h = Headers()
         h._lines = list(self._lines)
         return h
@@ -352,7 +353,7 @@ class Request(Message):
     def start_line(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
 
-    def copy(self) -> "Request":
+    def copy(self) -> Request:
         return Request(self.method, _copy_uri(self.uri), self.headers.copy(), self.body)
 
     def __repr__(self) -> str:
@@ -382,13 +383,13 @@ class Response(Message):
     def is_final(self) -> bool:
         return self.status >= 200
 
-    def copy(self) -> "Response":
+    def copy(self) -> Response:
         return Response(self.status, self.reason, self.headers.copy(), self.body)
 
     @classmethod
     def for_request(cls, request: Request, status: int, reason: str | None = None,
                     to_tag: str | None = None, body: bytes = b"",
-                    content_type: str | None = None) -> "Response":
+                    content_type: str | None = None) -> Response:
         """Build a response per 8.2.6: copy Via, From, To, Call-ID, CSeq."""
         headers = Headers()
         for key, name, value in request.headers._lines:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from .errors import SipProtocolError
 from .grammar import is_token
 from .headers import HeaderError, canonical_name, parse_int
 from .message import Message, Request, Response
@@ -31,7 +32,7 @@ _UNUSABLE_URI = "sip:invalid"
 _UNIQUE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length")
 
 
-class ParseError(ValueError):
+class ParseError(SipProtocolError, ValueError):
     """Malformed SIP message.
 
     ``status`` is the response a UAS should send (400 unless a more precise
@@ -201,10 +202,8 @@ def _validate(message: Request | Response) -> None:
     try:
         if not message.via:
             raise ParseError("empty Via header", partial=message)
-        message.from_
-        message.to
+        _ = message.from_, message.to, message.max_forwards  # parsed for their errors
         cseq = message.cseq
-        message.max_forwards
         if not message.call_id:
             raise HeaderError("Call-ID", "empty")
     except HeaderError as exc:

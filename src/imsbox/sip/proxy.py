@@ -37,7 +37,7 @@ from .proxy_core import (
 from .transaction import TimerValues
 from .transport import Limits
 from .transport.base import Destination, Flow
-from .uri import SipUri, Uri, parse_uri
+from .uri import SipUri, Uri
 
 __all__ = ["FailureRoute", "RequestContext", "Router", "StatefulProxy", "Target",
            "run_forwarding_proxy"]
@@ -140,7 +140,7 @@ class StatefulProxy:
         self.identity.hostports.add((bound[0].lower(), bound[1]))
         if self.identity.record_route is None:
             host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-            self.identity.record_route = parse_uri(f"sip:{host_text}:{bound[1]};lr")
+            self.identity.record_route = SipUri(host_text, port=bound[1], params=[("lr", None)])
         return bound
 
     async def close(self) -> None:

@@ -99,12 +99,12 @@ class Transmit:
     message: Request | Response
     dest: Destination | None
     flow: Flow | None
-    txn: "Transaction | None" = None
+    txn: Transaction | None = None
 
 
 @dataclass(slots=True)
 class ResponseReceived:
-    txn: "ClientTransaction"
+    txn: ClientTransaction
     response: Response
 
 
@@ -112,26 +112,26 @@ class ResponseReceived:
 class TransactionTimeout:
     """Timer B, F (client: treat as 408, 8.1.3.1) or H (server: no ACK)."""
 
-    txn: "Transaction"
+    txn: Transaction
 
 
 @dataclass(slots=True)
 class TransportFailure:
     """A send failed (client: treat as 503, 8.1.3.1)."""
 
-    txn: "Transaction"
+    txn: Transaction
 
 
 @dataclass(slots=True)
 class TransactionTerminated:
-    txn: "Transaction"
+    txn: Transaction
 
 
 @dataclass(slots=True)
 class AckReceived:
     """An ACK matched an INVITE server transaction in Accepted (RFC 6026 8.6)."""
 
-    txn: "ServerInviteTransaction"
+    txn: ServerInviteTransaction
     ack: Request
 
 
@@ -140,9 +140,9 @@ class CancelReceived:
     """A CANCEL matched ``txn`` (9.2); the TU answers ``cancel_txn`` with 200
     and, for a pending INVITE, ``txn`` with 487."""
 
-    txn: "ServerTransaction"
+    txn: ServerTransaction
     cancel: Request
-    cancel_txn: "ServerNonInviteTransaction"
+    cancel_txn: ServerNonInviteTransaction
 
 
 @dataclass(slots=True)
@@ -233,7 +233,7 @@ def _client_key(message: Request | Response) -> tuple[str, str] | None:
 class Transaction(ABC):
     """Common machinery: state, timers, output through the owning layer."""
 
-    def __init__(self, layer: "TransactionLayer", request: Request, reliable: bool,
+    def __init__(self, layer: TransactionLayer, request: Request, reliable: bool,
                  state: TransactionState) -> None:
         self.request = request
         self.reliable = reliable
@@ -324,7 +324,7 @@ class Transaction(ABC):
 class ClientTransaction(Transaction):
     """Base of the two client transactions: sends to ``dest``."""
 
-    def __init__(self, layer: "TransactionLayer", request: Request, dest: Destination,
+    def __init__(self, layer: TransactionLayer, request: Request, dest: Destination,
                  flow: Flow | None, state: TransactionState) -> None:
         super().__init__(layer, request, dest.reliable, state)
         self.dest = dest
@@ -346,7 +346,7 @@ class ClientTransaction(Transaction):
 class ClientInviteTransaction(ClientTransaction):
     """17.1.1 with the Accepted state of RFC 6026 7.2."""
 
-    def __init__(self, layer: "TransactionLayer", request: Request, dest: Destination,
+    def __init__(self, layer: TransactionLayer, request: Request, dest: Destination,
                  flow: Flow | None, now: float) -> None:
         super().__init__(layer, request, dest, flow, TransactionState.CALLING)
         self.ack: Request | None = None
@@ -415,7 +415,7 @@ class ClientInviteTransaction(ClientTransaction):
 class ClientNonInviteTransaction(ClientTransaction):
     """17.1.2."""
 
-    def __init__(self, layer: "TransactionLayer", request: Request, dest: Destination,
+    def __init__(self, layer: TransactionLayer, request: Request, dest: Destination,
                  flow: Flow | None, now: float) -> None:
         super().__init__(layer, request, dest, flow, TransactionState.TRYING)
         self._send(request)
@@ -452,7 +452,7 @@ class ClientNonInviteTransaction(ClientTransaction):
 class ServerTransaction(Transaction):
     """Base of the two server transactions: responds along ``flow`` (18.2.2)."""
 
-    def __init__(self, layer: "TransactionLayer", request: Request, flow: Flow,
+    def __init__(self, layer: TransactionLayer, request: Request, flow: Flow,
                  state: TransactionState) -> None:
         super().__init__(layer, request, flow.reliable, state)
         self.flow = flow
@@ -510,7 +510,7 @@ class ServerTransaction(Transaction):
 class ServerInviteTransaction(ServerTransaction):
     """17.2.1 with the Accepted state of RFC 6026 7.1."""
 
-    def __init__(self, layer: "TransactionLayer", request: Request, flow: Flow,
+    def __init__(self, layer: TransactionLayer, request: Request, flow: Flow,
                  now: float) -> None:
         super().__init__(layer, request, flow, TransactionState.PROCEEDING)
         self._arm(Timer.TRYING, now + self.timers.trying)
@@ -567,7 +567,7 @@ class ServerInviteTransaction(ServerTransaction):
 class ServerNonInviteTransaction(ServerTransaction):
     """17.2.2."""
 
-    def __init__(self, layer: "TransactionLayer", request: Request, flow: Flow,
+    def __init__(self, layer: TransactionLayer, request: Request, flow: Flow,
                  now: float) -> None:
         super().__init__(layer, request, flow, TransactionState.TRYING)
 

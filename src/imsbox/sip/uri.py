@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote as _pct_decode
 
 from .grammar import format_params, split_params, GrammarError
+from .errors import SipProtocolError
 
 __all__ = ["UriError", "SipUri", "TelUri", "AbsoluteUri", "Uri", "parse_uri", "uri_equal"]
 
 
-class UriError(ValueError):
+class UriError(SipProtocolError, ValueError):
     """A URI does not follow RFC 3261 / RFC 3966 syntax."""
 
 
@@ -94,14 +96,14 @@ class SipUri:
         user = f"{self.user}@" if self.user is not None else ""
         return f"{self.scheme}:{user}{self.host.lower()}"
 
-    def copy(self, **changes: object) -> "SipUri":
-        fields = {
+    def copy(self, **changes: object) -> SipUri:
+        fields: dict[str, Any] = {
             "host": self.host, "user": self.user, "password": self.password,
             "port": self.port, "params": list(self.params),
             "headers": list(self.headers), "scheme": self.scheme,
         }
         fields.update(changes)
-        return SipUri(**fields)  # type: ignore[arg-type]
+        return SipUri(**fields)
 
     def __str__(self) -> str:
         out = [self.scheme, ":"]

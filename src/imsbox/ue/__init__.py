@@ -1,15 +1,33 @@
 """Client side of imsbox: the RCS UE (``RcsClient``, ``imsbox ue``) and its helpers."""
 
 from .client import (
-    CallEvent, Chat, ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileProgress,
-    FileReceived, FileTransferResult, MessageReceived, MessageStatus, Notification, RcsClient,
-    RcsError, RcsEvent, Registered, SendError, resolve_target,
+    CallEvent,
+    Chat,
+    ChatEnded,
+    ChatMessage,
+    ChatStarted,
+    Composing,
+    FileFailed,
+    FileOffer,
+    FileProgress,
+    FileReceived,
+    FileTransferResult,
+    MessageReceived,
+    MessageStatus,
+    Notification,
+    RcsClient,
+    RcsError,
+    RcsEvent,
+    Registered,
+    RegistrationError,
+    SendError,
+    resolve_target,
 )
 from .register import Registration, register
 
 __all__ = [
-    "CallEvent", "Chat", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileOffer",
-    "FileProgress", "FileReceived", "FileTransferResult", "MessageReceived", "MessageStatus",
-    "Notification", "RcsClient", "RcsError", "RcsEvent", "Registered", "Registration",
-    "SendError", "register", "resolve_target",
+    "CallEvent", "Chat", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
+    "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "MessageReceived",
+    "MessageStatus", "Notification", "RcsClient", "RcsError", "RcsEvent", "Registered",
+    "Registration", "RegistrationError", "SendError", "register", "resolve_target",
 ]

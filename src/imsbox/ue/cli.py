@@ -3,10 +3,16 @@
     imsbox ue --user NAME --password P [--pcscf HOST:PORT] [--transport udp|tcp|tls]
               [--domain D] [--json] COMMAND
 
-Commands: ``listen``, ``send TO TEXT``, ``chat TO``, ``send-file TO PATH``.
-With ``--json`` every event is one JSON object per line on stdout (at least
-"event", "from", "to"); otherwise one readable line. Diagnostics go to stderr.
-Exit status: 0 success, 1 not delivered / refused / timed out, 2 bad usage.
+Commands: ``listen [--interactive]``, ``send TO TEXT``, ``chat TO``,
+``send-file TO PATH``. With ``--json`` every event is one JSON object per line
+on stdout (at least "event", "from", "to"); otherwise one readable line.
+Diagnostics go to stderr. ``send``, ``chat`` and ``send-file`` report the
+notifications of what they sent themselves; ``listen`` reports every one.
+
+Exit status: 0 success (delivered, confirmed); 1 not delivered / refused /
+timed out / not registered (wrong password, no P-CSCF answering); 2 bad
+usage; 3 accepted by the network for later delivery (the recipient is
+offline: ``send`` got 202, ``chat`` lines were taken but not delivered yet).
 """
 
 from __future__ import annotations
@@ -17,15 +23,32 @@ import contextlib
 import json
 import logging
 import sys
-from dataclasses import dataclass
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..runtime import parse_hostport, stop_on_signals
 from ..sip.transport.base import TRANSPORTS
 from .client import (
-    ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileProgress, FileReceived,
-    MessageReceived, MessageStatus, Notification, RcsClient, RcsError, RcsEvent, Registered,
+    Chat,
+    ChatEnded,
+    ChatMessage,
+    ChatStarted,
+    Composing,
+    FileFailed,
+    FileOffer,
+    FileProgress,
+    FileReceived,
+    MessageReceived,
+    MessageStatus,
+    Notification,
+    RcsClient,
+    RcsError,
+    RcsEvent,
+    Registered,
     SendError,
 )
 
@@ -33,8 +56,11 @@ __all__ = ["add_subcommand", "run_ue"]
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
 BAR_WIDTH = 30
+PROGRESS_EVERY = 0.1     # seconds: the progress bar / JSON progress at most this often ...
+PROGRESS_STEP = 0.01     # ... or once per this share of the file
+LAST_NOTIFICATIONS = 3.0  # seconds a chat waits for the last delivery notifications
 
 
 @dataclass(slots=True)
@@ -60,7 +86,7 @@ class Printer:
 
 def _human(data: dict[str, Any]) -> str:
     kind, sender, recipient = data["event"], data["from"], data["to"]
-    text = {
+    texts: dict[str, Callable[[], str]] = {
         MessageReceived.EVENT: lambda: f"message from {sender}: {data['text']}",
         ChatMessage.EVENT: lambda: f"{sender}: {data['text']}",
         Composing.EVENT: lambda: f"{sender} is {'typing' if data['state'] == 'active' else 'idle'}",
@@ -74,11 +100,20 @@ def _human(data: dict[str, Any]) -> str:
         "call": lambda: f"call from {sender} ({', '.join(data['media'])}) declined",
         "registration": lambda: f"{sender} {data['state']} (expires {data['expires']})",
         "listening": lambda: f"registered as {sender} ({data['contact']}); ^C to stop",
-        "sent": lambda: f"message to {recipient}: {data['status']}"
-                        + (f" ({data['reason']})" if data.get("reason") else ""),
+        "sent": lambda: f"message to {recipient}: "
+                        + (data["reason"] if data["status"] == "deferred" else data["status"]
+                           + (f" ({data['reason']})" if data.get("reason") else "")),
+        "chat_result": lambda: (f"chat with {recipient}: {data['sent']} sent, "
+                                f"{data['delivered']} delivered, {data['stored']} accepted "
+                                f"for later delivery, {data['not_sent']} not sent"
+                                + (f" ({data['reason']})" if data.get("reason") else "")),
+        FileFailed.EVENT: lambda: (f"file {data['name']} from {sender} broke off: "
+                                   f"{data['reason']}; {data['kept']} bytes kept in "
+                                   f"{data['part']} for a resumed transfer"),
         "file_sent": lambda: (f"file {data['name']} to {recipient}: "
                               + ("confirmed" if data["ok"] else f"failed ({data['reason']})")),
-    }.get(kind)
+    }
+    text = texts.get(kind)
     return text() if text else json.dumps(data, ensure_ascii=False)
 
 
@@ -96,7 +131,7 @@ def _positive(text: str) -> float:
 
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ue`` on an argparse subparsers object."""
-    ue = subparsers.add_parser(
+    ue: argparse.ArgumentParser = subparsers.add_parser(
         "ue", help="an RCS client: listen, send, chat, send-file",
         description="Register as NAME and send or receive RCS messages, chats and files.")
     ue.add_argument("--user", required=True, help="user name (identity sip:NAME@DOMAIN)")
@@ -115,6 +150,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                         help="where accepted files go (default: current directory)")
     listen.add_argument("--mark-displayed", action="store_true",
                         help="send the display notification for every message received")
+    listen.add_argument("--interactive", action="store_true",
+                        help="answer chats: each stdin line goes to the latest open chat "
+                             "(/bye ends it)")
     send = commands.add_parser("send", help="send a standalone message")
     send.add_argument("to", metavar="TO")
     send.add_argument("text", metavar="TEXT")
@@ -143,7 +181,8 @@ def _client(args: argparse.Namespace) -> RcsClient:
     downloads = getattr(args, "downloads", None)
     pcscf = args.pcscf or ("127.0.0.1", 5061 if args.transport == "tls" else 5060)
     return RcsClient(args.user, args.password, args.domain, pcscf=pcscf,
-                     transport=args.transport, downloads=downloads, ssl_context=ssl_context)
+                     transport=args.transport, downloads=downloads, ssl_context=ssl_context,
+                     report_all_notifications=args.ue_command == "listen")
 
 
 async def run_ue(args: argparse.Namespace) -> int:
@@ -192,13 +231,64 @@ async def _until(stop: asyncio.Event, *tasks: asyncio.Task[Any]) -> None:
         await asyncio.gather(waiter, *tasks, return_exceptions=True)
 
 
+class _StdinLines:
+    """stdin lines read by a daemon thread (a blocked read never holds up the exit);
+    None once stdin ended."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, args=(loop,), daemon=True).start()
+
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(self.queue.put_nowait, line.rstrip("\r\n"))
+            loop.call_soon_threadsafe(self.queue.put_nowait, None)
+
+    async def next(self) -> str | None:
+        return await self.queue.get()
+
+    def unread(self) -> list[str]:
+        """The lines read and not taken yet (taken out)."""
+        lines = []
+        while not self.queue.empty():
+            line = self.queue.get_nowait()
+            if line is not None:
+                lines.append(line)
+        return lines
+
+
 async def _listen(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
     printer.record({"event": "listening", "from": client.aor, "to": client.aor,
                     "contact": client.contact})
+    tasks = [asyncio.ensure_future(_print_events(client, printer, args.mark_displayed))]
+    if args.interactive:
+        tasks.append(asyncio.ensure_future(_answer_chats(client, printer)))
     with stop_on_signals() as stop:
-        await _until(stop, asyncio.ensure_future(
-            _print_events(client, printer, args.mark_displayed)))
+        await _until(stop, *tasks)
     return EXIT_OK
+
+
+async def _answer_chats(client: RcsClient, printer: Printer) -> None:
+    """``listen --interactive``: each stdin line goes to the latest open chat."""
+    lines = _StdinLines()
+    while (text := await lines.next()) is not None:
+        chat = next(reversed(client.chats.values()), None)
+        if not text:
+            continue
+        if chat is None:
+            printer.error("no chat to answer yet; a line is sent once one is open")
+            continue
+        try:
+            if text == "/bye":
+                await chat.close()
+            else:
+                await chat.composing()
+                await chat.send(text)
+        except SendError as exc:
+            printer.error(str(exc))
+    await asyncio.Event().wait()  # stdin ended: go on listening until interrupted
 
 
 async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
@@ -209,11 +299,15 @@ async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -
     try:
         message_id = await asyncio.wait_for(
             client.send_message(target, args.text, display=args.display), args.timeout)
+        if client.deferred(message_id):
+            printer.record({**record, "message_id": message_id, "status": "deferred",
+                            "reason": "accepted for later delivery (202)"})
+            return EXIT_DEFERRED
         status = await client.wait_status(message_id, wanted, args.timeout)
     except SendError as exc:
         printer.record({**record, "status": "failed", "reason": str(exc)})
         return EXIT_FAILED
-    except asyncio.TimeoutError:
+    except TimeoutError:
         reached = client.status(message_id) if message_id else None
         printer.record({**record, "message_id": message_id, "status": "timeout",
                         "reached": reached.value if reached else None,
@@ -224,35 +318,68 @@ async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -
         else EXIT_FAILED
 
 
+@dataclass(slots=True)
+class _ChatLines:
+    """What became of the lines typed into ``chat``."""
+
+    sent: list[str] = field(default_factory=list)      # Message-IDs the next hop took
+    not_sent: list[str] = field(default_factory=list)  # texts that never went out
+
+
 async def _chat(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
     chat = await client.open_chat(args.to)
-    sent: list[str] = []
+    lines, typed = _ChatLines(), _StdinLines()
     with stop_on_signals() as stop:
         await _until(stop, asyncio.ensure_future(_print_events(client, printer)),
-                     asyncio.ensure_future(_type_lines(chat, sent)),
+                     asyncio.ensure_future(_type_lines(chat, typed, lines)),
                      asyncio.ensure_future(chat.closed.wait()))
     # Give the last notifications a moment before hanging up.
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(_all_delivered(client, sent), 3)
+        await asyncio.wait_for(_all_delivered(client, lines.sent), LAST_NOTIFICATIONS)
+    if chat.closed.is_set():  # ended by the other side: what was typed after is lost
+        await asyncio.sleep(0.2)  # let the reader take what is waiting in the pipe
+        lines.not_sent.extend(typed.unread())
     for event in client.pending_events():
         if not isinstance(event, Registered):
             printer.event(event)
+    reason = chat.end_reason if chat.closed.is_set() else ""
     await chat.close()
+    return _chat_result(client, chat, lines, reason, printer)
+
+
+def _chat_result(client: RcsClient, chat: Chat, lines: _ChatLines, reason: str,
+                 printer: Printer) -> int:
+    """One line on what became of every message: delivered, stored or lost."""
+    statuses = [client.status(mid) for mid in lines.sent]
+    delivered = sum(1 for s in statuses if s is not None and s.rank >= MessageStatus.DELIVERED.rank
+                    and s is not MessageStatus.FAILED)
+    failed = sum(1 for s in statuses if s is MessageStatus.FAILED)
+    stored = len(statuses) - delivered - failed
+    printer.record({"event": "chat_result", "from": client.aor, "to": chat.peer,
+                    "sent": len(lines.sent), "delivered": delivered, "stored": stored,
+                    "failed": failed, "not_sent": len(lines.not_sent),
+                    "reason": f"the chat ended: {reason}" if reason else ""})
+    if failed or lines.not_sent:
+        printer.error(f"{failed + len(lines.not_sent)} message(s) not delivered and not "
+                      f"stored" + (f" (the chat ended: {reason})" if reason else ""))
+        return EXIT_FAILED
+    if stored:
+        printer.error(f"{stored} message(s) accepted by the network (MSRP 200) but not "
+                      f"delivered: kept for later delivery")
+        return EXIT_DEFERRED
     return EXIT_OK
 
 
-async def _type_lines(chat: Any, sent: list[str]) -> None:
+async def _type_lines(chat: Chat, typed: _StdinLines, lines: _ChatLines) -> None:
     """Each stdin line: isComposing, then the message; EOF ends the chat."""
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            return
-        text = line.rstrip("\r\n")
+    while (text := await typed.next()) is not None:
         if not text:
             continue
-        await chat.composing()
-        sent.append(await chat.send(text))
+        try:
+            await chat.composing()
+            lines.sent.append(await chat.send(text))
+        except SendError:
+            lines.not_sent.append(text)
 
 
 async def _all_delivered(client: RcsClient, sent: list[str]) -> None:
@@ -263,19 +390,25 @@ async def _all_delivered(client: RcsClient, sent: list[str]) -> None:
 async def _send_file(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
     target = client.resolve(args.to)
     name = args.path.name
+    transfer_id = uuid.uuid4().hex
+    throttle = _Throttle()
 
     def progress(done: int, total: int) -> None:
+        if not throttle.due(done, total):
+            return
         if printer.as_json:
-            printer.event(FileProgress(client.aor, target, "", name, done, total))
+            printer.event(FileProgress(client.aor, target, transfer_id, name, done, total))
         else:
             _bar(printer.err, name, done, total)
 
     try:
-        result = await asyncio.wait_for(client.send_file(target, args.path, progress),
-                                        args.timeout)
-    except asyncio.TimeoutError:
+        result = await asyncio.wait_for(
+            client.send_file(target, args.path, progress, transfer_id=transfer_id),
+            args.timeout)
+    except TimeoutError:
         printer.record({"event": "file_sent", "from": client.aor, "to": target,
-                        "name": name, "ok": False, "reason": "timeout"})
+                        "name": name, "ok": False, "transfer_id": transfer_id,
+                        "reason": "timeout"})
         return EXIT_FAILED
     if not printer.as_json:
         print(file=printer.err)
@@ -284,6 +417,23 @@ async def _send_file(client: RcsClient, args: argparse.Namespace, printer: Print
                     "transfer_id": result.transfer_id, "status": result.status,
                     "reason": result.reason})
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+class _Throttle:
+    """Progress at most every PROGRESS_EVERY seconds or PROGRESS_STEP of the file
+    (and always the last octet): a 50 MB file is about 100 lines, not 25,000."""
+
+    def __init__(self) -> None:
+        self.at = -1.0     # share of the file last shown
+        self.when = 0.0    # monotonic time it was shown
+
+    def due(self, done: int, total: int) -> bool:
+        share = done / total if total else 1.0
+        now = asyncio.get_running_loop().time()
+        if share < 1.0 and share - self.at < PROGRESS_STEP and now - self.when < PROGRESS_EVERY:
+            return False
+        self.at, self.when = share, now
+        return True
 
 
 def _bar(err: TextIO, name: str, done: int, total: int) -> None:

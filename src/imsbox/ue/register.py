@@ -2,7 +2,8 @@
 
 One implementation for everything that registers: tests and scripts call
 :func:`register` once; :class:`~imsbox.ue.client.RcsClient` keeps one
-:class:`Registration` and refreshes it with :meth:`Registration.send`. Each
+:class:`Registration` fresh through :class:`RegistrationService` (refresh
+before expiry, back-off after failures, clear errors). Each
 exchange sends the REGISTER, answers a 401/407 with Digest credentials computed
 from the password and keeps every response it saw, so callers can assert on
 the exchange::
@@ -14,26 +15,40 @@ the exchange::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..sip.auth import (
-    AUTHORIZATION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE, DigestError,
-    answer_challenge, choose_challenge,
+    AUTHORIZATION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    WWW_AUTHENTICATE,
+    DigestError,
+    answer_challenge,
+    choose_challenge,
 )
 from ..sip.endpoint import SipEndpoint
 from ..sip.headers import Contact, HeaderError
 from ..sip.message import Request, Response, new_tag
 from ..sip.transport.base import Destination
 from ..sip.uri import UriError, parse_uri, uri_equal
+from .events import Registered, RegistrationError
 
-__all__ = ["Registration", "register"]
+if TYPE_CHECKING:
+    from .core import UeCore
+
+__all__ = ["Registration", "RegistrationService", "register"]
 
 log = logging.getLogger(__name__)
 
 Header = tuple[str, str]
+MIN_REFRESH = 1.0      # never re-REGISTER more often than this
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # after a failed (re-)registration
 
 
 @dataclass(slots=True)
@@ -43,8 +58,9 @@ class Registration:
     Call-ID and From tag stay the same for every refresh and the CSeq counts
     up (RFC 3261 10.2.4). ``responses`` are those of the last exchange;
     ``expires`` is the lifetime the registrar granted our contact (0: not
-    registered); ``service_route`` and ``associated_uris`` come from the last
-    2xx. ``contact_params`` (feature tags) and ``instance`` (RFC 5626
+    registered); ``unanswered`` says the last final response was made up
+    locally (timeout, connection refused); ``service_route`` and
+    ``associated_uris`` come from the last 2xx. ``contact_params`` (feature tags) and ``instance`` (RFC 5626
     ``+sip.instance``) go on our Contact.
     """
 
@@ -61,6 +77,7 @@ class Registration:
     expires: int = 0
     service_route: list[str] = field(default_factory=list)
     associated_uris: list[str] = field(default_factory=list)
+    unanswered: bool = False  # the last final response was a local 408/503 (no answer)
 
     @property
     def final(self) -> Response:
@@ -106,7 +123,9 @@ class Registration:
         auth: Header | None = None
         for _ in range(attempts + 1):
             request = self._request(expires, extra + ([auth] if auth else []))
-            response = await endpoint.request(request, self.pcscf).final()
+            sent = endpoint.request(request, self.pcscf)
+            response = await sent.final()
+            self.unanswered = sent.local_failure
             self.responses.append(response)
             if response.status not in (401, 407) or len(self.responses) > attempts:
                 break
@@ -173,6 +192,100 @@ class Registration:
                     self.instance is not None and _instance_of(binding) == self.instance):
                 return binding
         return None
+
+
+class RegistrationService:
+    """Keeps one UE's :class:`Registration` (``core.registration``) alive: each
+    exchange answers one Digest challenge and reports a :class:`Registered`
+    event; ``keep`` refreshes at half a short lifetime (10 minutes before
+    expiry for long ones) and retries with back-off after a failure."""
+
+    def __init__(self, core: UeCore, password: str, expires: int) -> None:
+        self.core, self.password, self.expires = core, password, expires
+        self._refresh = asyncio.Event()
+
+    @property
+    def registration(self) -> Registration:
+        return self.core.registration
+
+    async def register(self, expires: int) -> int:
+        """One REGISTER exchange; the final status."""
+        core = self.core
+        response = await self.registration.send(core.endpoint, self.password, expires,
+                                                attempts=1,
+                                                headers=[("User-Agent", core.user_agent)])
+        self._report(response, expires)
+        return response.status
+
+    def _report(self, response: Response, expires: int) -> None:
+        reg, core = self.registration, self.core
+        if not reg.registered:
+            if expires:
+                core.emit(Registered(reg.aor, reg.aor, "failed", 0, response.status))
+            return
+        if core.ua is not None:
+            core.ua.route = reg.route()
+        core.emit(Registered(reg.aor, reg.aor, "registered", reg.expires, response.status))
+        log.info("%s registered for %ds", reg.aor, reg.expires)
+
+    async def first(self, answer_timeout: float) -> None:
+        """The first registration; RegistrationError unless it succeeded. Without any
+        answer in ``answer_timeout`` seconds the P-CSCF counts as not there (a UDP
+        REGISTER would otherwise take timer F, 32 s, to fail)."""
+        try:
+            await asyncio.wait_for(self.register(self.expires), answer_timeout)
+        except TimeoutError:
+            self.registration.unanswered = True
+        if not self.registration.registered:
+            raise self.error()
+
+    def error(self) -> RegistrationError:
+        """Why the last exchange did not register us, in the user's words."""
+        reg = self.registration
+        if reg.unanswered:
+            host = f"[{reg.pcscf.host}]" if ":" in reg.pcscf.host else reg.pcscf.host
+            return RegistrationError(f"no answer from the P-CSCF at {host}:{reg.pcscf.port} - "
+                                     f"is imsbox serve running?", None, unanswered=True)
+        status = reg.final.status if reg.responses else None
+        if status == 403:
+            return RegistrationError(f"registration of {reg.aor} refused: wrong user name "
+                                     f"or password (403)", 403)
+        reason = f"{status} {reg.final.reason}" if reg.responses else "no response"
+        return RegistrationError(f"registration of {reg.aor} failed ({reason})", status)
+
+    def refresh_delay(self) -> float:
+        """Half the lifetime when short, else 10 minutes before expiry."""
+        granted = self.registration.expires
+        return max(MIN_REFRESH, granted / 2 if granted <= 1200 else granted - 600)
+
+    async def keep(self) -> None:
+        """Refresh before expiry; after a failure retry with back-off."""
+        failures = 0
+        while True:
+            delay = (self.refresh_delay() if failures == 0
+                     else RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh.wait(), delay)
+            self._refresh.clear()
+            status = await self.register(self.expires)
+            failures = 0 if self.registration.registered else failures + 1
+            if failures:
+                log.warning("re-registration of %s failed (%d), retrying",
+                            self.registration.aor, status)
+
+    def refresh_now(self) -> None:
+        self._refresh.set()
+
+    async def recover(self) -> bool:
+        """The P-CSCF no longer knows our flow (restart, new connection): register again."""
+        await self.register(self.expires)
+        return self.registration.registered
+
+    async def close(self) -> None:
+        """De-register, best effort."""
+        if self.registration.registered:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.register(0), 2)
 
 
 def _instance_of(binding: Contact) -> str | None:

@@ -50,7 +50,7 @@ class LoopbackPorts:
 
     def _probe(self) -> int | None:
         with _bound(self.hosts[0], socket.SOCK_STREAM, 0) as first:
-            port = first.getsockname()[1]
+            port: int = first.getsockname()[1]
             try:
                 for host in self.hosts:
                     with _bound(host, socket.SOCK_DGRAM, port):

@@ -43,7 +43,7 @@ def test_rfc_rich_partial_example(fixture_bytes):
     assert conf.state is ElementState.PARTIAL and conf.version == 5
     desc = conf.description
     assert desc.keywords == ["sales", "meeting", "weekly"]
-    assert [e.uri for e in desc.conf_uris.entries][0] == "tel:+18005671234"
+    assert next(e.uri for e in desc.conf_uris.entries) == "tel:+18005671234"
     assert desc.maximum_user_count == 100
     assert [(m.label, m.type, m.status) for m in desc.available_media] == [
         ("34567", "audio", MediaStatus.SENDRECV), ("34569", "video", MediaStatus.INACTIVE)]

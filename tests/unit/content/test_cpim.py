@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -35,7 +35,7 @@ def test_seed_hello(fixture_bytes):
     msg = parse_cpim(fixture_bytes("cpim_001_hello.bin"))
     assert msg.sender == CpimAddress("sip:anonymous@anonymous.invalid")
     assert [a.uri for a in msg.recipients] == ["sip:anonymous@anonymous.invalid"]
-    assert msg.datetime == datetime(2015, 2, 24, 6, 48, 9, tzinfo=timezone.utc)
+    assert msg.datetime == datetime(2015, 2, 24, 6, 48, 9, tzinfo=UTC)
     assert msg.namespaces() == {"imdn": IMDN_NS, "MyFeatures": "mailto:RCSFeatures@test.com"}
     assert msg.get("Message-ID", IMDN_NS) == "wYcJuXBbGOfCtBqIPQqz0I"
     assert msg.get("Disposition-Notification", IMDN_NS) == "positive-delivery, display"
@@ -136,7 +136,7 @@ def test_build_matches_seed_shape():
 
 
 def test_build_escapes_and_round_trips_values():
-    when = datetime(2001, 2, 2, 10, 48, 54, tzinfo=timezone.utc)
+    when = datetime(2001, 2, 2, 10, 48, 54, tzinfo=UTC)
     msg = build_cpim(
         "text/plain",
         b"x",

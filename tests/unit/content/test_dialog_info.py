@@ -123,5 +123,5 @@ def test_bad_documents(attrs, inner, reason):
 
 def test_build_rejects_bad_code():
     info = _info(0, DocumentState.FULL, Dialog("a", DialogState.TERMINATED, code=42))
-    with pytest.raises(ContentError, match="outside 100..699"):
+    with pytest.raises(ContentError, match=r"outside 100..699"):
         info.to_xml()

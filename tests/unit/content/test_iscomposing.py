@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -31,7 +31,7 @@ def test_rfc_examples():
   <lastactive>2003-01-27T10:43:00Z</lastactive>
   <contenttype>audio</contenttype>
 </isComposing>""")
-    assert idle == IsComposing(IDLE, datetime(2003, 1, 27, 10, 43, tzinfo=timezone.utc), "audio")
+    assert idle == IsComposing(IDLE, datetime(2003, 1, 27, 10, 43, tzinfo=UTC), "audio")
     assert parse_iscomposing(idle.to_xml()) == idle
     active = IsComposing(ACTIVE, contenttype="text/plain", refresh=90)
     assert b"<refresh>90</refresh>" in active.to_xml()
@@ -72,12 +72,12 @@ def test_composer_sends_active_once_then_idle_after_15s():
     c = MessageComposer(refresh=60)
     assert sent_states(c.composing(0.0)) == [ACTIVE]
     assert c.composing(1.0) == [] and c.composing(5.0) == []  # transitions only
-    assert c.get_timer() == 20.0  # idle timeout from the last keystroke
-    assert c.handle_timer(19.9) == []
-    actions = c.handle_timer(20.0)
+    assert c.next_deadline() == 20.0  # idle timeout from the last keystroke
+    assert c.on_timer(19.9) == []
+    actions = c.on_timer(20.0)
     assert sent_states(actions) == [IDLE]
     assert actions[0].document.refresh is None
-    assert c.state is IDLE and c.get_timer() is None
+    assert c.state is IDLE and c.next_deadline() is None
     assert sent_states(c.composing(21.0)) == [ACTIVE]
 
 
@@ -90,25 +90,25 @@ def test_composer_refreshes_active_every_refresh_seconds():
     while now < 130.0:  # keep typing every 10 s
         now += 10.0
         c.composing(now)
-        refreshes += [now for _ in c.handle_timer(now)]
+        refreshes += [now for _ in c.on_timer(now)]
     assert refreshes == [60.0, 120.0]
-    assert c.get_timer() == min(now + 15, 180.0)
+    assert c.next_deadline() == min(now + 15, 180.0)
 
 
 def test_composer_without_refresh_never_refreshes():
     c = MessageComposer(refresh=None)
     assert c.composing(0.0)[0].document.refresh is None
     c.composing(10.0)
-    assert c.get_timer() == 25.0
-    assert c.handle_timer(24.0) == []
+    assert c.next_deadline() == 25.0
+    assert c.on_timer(24.0) == []
 
 
 def test_content_sent_goes_idle_silently():
     c = MessageComposer()
     c.composing(0.0)
     assert c.content_sent(3.0) == []
-    assert c.state is IDLE and c.get_timer() is None
-    assert c.handle_timer(100.0) == []
+    assert c.state is IDLE and c.next_deadline() is None
+    assert c.on_timer(100.0) == []
 
 
 def test_composer_stops_after_415():
@@ -128,17 +128,17 @@ def test_receiver_active_expires_after_refresh():
     r = StatusMessageReceiver()
     assert r.status_received(IsComposing(ACTIVE, refresh=30), 0.0) == [ComposingIndication(ACTIVE)]
     assert r.status_received(IsComposing(ACTIVE, refresh=30), 10.0) == []  # repeated actives are fine
-    assert r.get_timer() == 40.0
-    assert r.handle_timer(39.0) == []
-    assert r.handle_timer(40.0) == [ComposingIndication(IDLE)]
-    assert r.state is IDLE and r.get_timer() is None
+    assert r.next_deadline() == 40.0
+    assert r.on_timer(39.0) == []
+    assert r.on_timer(40.0) == [ComposingIndication(IDLE)]
+    assert r.state is IDLE and r.next_deadline() is None
 
 
 def test_receiver_default_timeout_is_120s():
     r = StatusMessageReceiver()
     r.status_received(IsComposing(ACTIVE), 5.0)
-    assert r.get_timer() == 125.0
-    assert r.handle_timer(125.0) == [ComposingIndication(IDLE)]
+    assert r.next_deadline() == 125.0
+    assert r.on_timer(125.0) == [ComposingIndication(IDLE)]
 
 
 def test_receiver_idle_on_idle_status_or_content():
@@ -163,5 +163,5 @@ def test_composer_and_receiver_together_on_a_virtual_clock():
     deliver(c.composing(0.0), 0.0)
     for t in (5.0, 10.0):
         deliver(c.composing(t), t)
-    deliver(c.handle_timer(c.get_timer()), 25.0)
+    deliver(c.on_timer(c.next_deadline()), 25.0)
     assert shown == [ACTIVE, IDLE]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -62,15 +62,15 @@ def test_uint_bool_datetime_helpers():
     for bad in ("", "-1", "1_0", "\u0663", " 4"):
         with pytest.raises(ContentError, match="n is not a decimal integer"):
             parse_uint(bad, "n")
-    with pytest.raises(ContentError, match="outside 1..9"):
+    with pytest.raises(ContentError, match=r"outside 1..9"):
         parse_uint("10", "n", minimum=1, maximum=9)
     assert parse_bool("1", "b") is True and parse_bool("false", "b") is False
     with pytest.raises(ContentError, match="not a boolean"):
         parse_bool("yes", "b")
     when = parse_datetime("2015-02-24T06:48:10.7749079Z", "t")
-    assert when == datetime(2015, 2, 24, 6, 48, 10, 774907, tzinfo=timezone.utc)
+    assert when == datetime(2015, 2, 24, 6, 48, 10, 774907, tzinfo=UTC)
     with pytest.raises(ContentError, match="not an RFC 3339"):
         parse_datetime("2015-02-24", "t")
     with pytest.raises(ContentError, match="not a valid date-time"):
         parse_datetime("2015-13-40T06:48:10Z", "t")
-    assert format_datetime(datetime(2001, 2, 1, 12, 16, 49, tzinfo=timezone.utc)) == "2001-02-01T12:16:49Z"
+    assert format_datetime(datetime(2001, 2, 1, 12, 16, 49, tzinfo=UTC)) == "2001-02-01T12:16:49Z"

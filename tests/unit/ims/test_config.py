@@ -176,7 +176,7 @@ def test_messaging_settings(tmp_path):
     assert (config.messaging.deferred_ttl, config.messaging.max_file_size) == (60, 1000)
     assert load_config(None).messaging.max_file_size == 0
     path.write_text("[messaging]\ndeferred_ttl = 0\n")
-    with pytest.raises(ConfigError, match="messaging.deferred_ttl"):
+    with pytest.raises(ConfigError, match=r"messaging.deferred_ttl"):
         load_config(path)
     path.write_text("[messaging]\nttl = 5\n")
     with pytest.raises(ConfigError, match="messaging"):

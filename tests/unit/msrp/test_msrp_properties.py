@@ -28,7 +28,7 @@ def test_random_feed_boundaries_give_same_body(body: bytes, cuts: list[int]) -> 
     p = MsrpParser()
     events = []
     prev = 0
-    for c in sorted(set(min(c, len(raw)) for c in cuts)) + [len(raw)]:
+    for c in [*sorted(set(min(c, len(raw)) for c in cuts)), len(raw)]:
         events += p.feed(raw[prev:c])
         prev = c
     assert b"".join(e.data for e in events if isinstance(e, BodyData)) == body

@@ -141,11 +141,11 @@ def test_408_transaction_timeout_on_virtual_clock() -> None:
     tx = SessionCore([A], [B], transaction_timeout=2.0)
     msg = tx.new_message("text/plain", 3)
     tx.chunk(msg, b"abc", last=True, now=10.0)
-    assert tx.get_timer() == 12.0
-    assert tx.handle_timer(11.9) == []
-    (ev,) = tx.handle_timer(12.0)
+    assert tx.next_deadline() == 12.0
+    assert tx.on_timer(11.9) == []
+    (ev,) = tx.on_timer(12.0)
     assert isinstance(ev, MessageFailed) and ev.status == 408
-    assert tx.get_timer() is None
+    assert tx.next_deadline() is None
 
 
 def test_empty_send_binds_without_delivering() -> None:

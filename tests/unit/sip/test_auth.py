@@ -411,7 +411,7 @@ def test_ha1_store_keeps_only_hashes() -> None:
     assert store.lookup("alice", "other", Algorithm.MD5) is None
     store.set_ha1("bob", REALM, Algorithm.MD5, "ABCDEF")
     assert store.lookup("bob", REALM, Algorithm.MD5) == "abcdef"
-    assert "wonderland" not in repr(store._ha1)  # noqa: SLF001 - the point of the store
+    assert "wonderland" not in repr(store._ha1)
 
 
 def test_credentials_for_realm() -> None:

@@ -7,7 +7,7 @@ what one emits, the other receives, unless the test drops it.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

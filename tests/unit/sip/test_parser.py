@@ -41,14 +41,14 @@ def test_response_start_line_with_spaces_in_reason():
 
 def test_compact_forms_map_to_long_names():
     data = (
-        "MESSAGE sip:b@x.test SIP/2.0\r\n"
-        "v: SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bK1\r\n"
-        "f: <sip:a@x.test>;tag=1\r\nt: <sip:b@x.test>\r\ni: cid\r\n"
-        "CSeq: 1 MESSAGE\r\nc: text/plain\r\nl: 2\r\nk: timer\r\n"
-        "m: <sip:a@[2001:db8::1]>\r\ne: gzip\r\ns: hi\r\no: presence\r\n"
-        "r: <sip:c@x.test>\r\nu: refer\r\nx: 90\r\ny: sig\r\nb: <sip:d@x.test>\r\n"
-        "a: *;audio\r\nj: *;video\r\nd: proxy\r\n\r\nhi"
-    ).encode()
+        b"MESSAGE sip:b@x.test SIP/2.0\r\n"
+        b"v: SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bK1\r\n"
+        b"f: <sip:a@x.test>;tag=1\r\nt: <sip:b@x.test>\r\ni: cid\r\n"
+        b"CSeq: 1 MESSAGE\r\nc: text/plain\r\nl: 2\r\nk: timer\r\n"
+        b"m: <sip:a@[2001:db8::1]>\r\ne: gzip\r\ns: hi\r\no: presence\r\n"
+        b"r: <sip:c@x.test>\r\nu: refer\r\nx: 90\r\ny: sig\r\nb: <sip:d@x.test>\r\n"
+        b"a: *;audio\r\nj: *;video\r\nd: proxy\r\n\r\nhi"
+    )
     msg = parse(data)
     expected = {
         "Call-ID": "cid", "Content-Type": "text/plain", "Supported": "timer",

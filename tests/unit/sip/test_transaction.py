@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imsbox.sip import Request, Response, new_branch, new_tag, parse
+from imsbox.sip import Request, Response, new_branch, parse
 from imsbox.sip.transaction import (
     AckReceived, CancelReceived, ClientInviteTransaction, ClientNonInviteTransaction,
     ResponseReceived, ServerInviteTransaction, ServerNonInviteTransaction, StrayResponse,
@@ -12,6 +12,7 @@ from imsbox.sip.transaction import (
     TransactionTimeout, Transmit, TransportFailure, make_cancel,
 )
 from imsbox.sip.transport.base import Destination, Flow
+import itertools
 
 S = TransactionState
 UDP_DEST = Destination("udp", "192.0.2.2", 5060)
@@ -194,7 +195,7 @@ def test_timer_e_capped_at_t2_and_f_times_out(layer: TransactionLayer) -> None:
     assert isinstance(txn, ClientNonInviteTransaction) and txn.state is S.TRYING
     events = clock.run(40.0)
     times = clock.sends()
-    gaps = [round(b - a, 6) for a, b in zip(times, times[1:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
     assert gaps[:5] == [0.5, 1.0, 2.0, 4.0, 4.0] and max(gaps) == 4.0
     assert times[-1] < 32.0
     assert [t for t, e in clock.log if isinstance(e, TransactionTimeout)] == [32.0]
@@ -278,7 +279,7 @@ def test_timers_g_and_h(layer: TransactionLayer) -> None:
     events = clock.run(40.0)
     finals = [t for t, e in clock.log
               if isinstance(e, Transmit) and e.message.status == 486]
-    gaps = [round(b - a, 6) for a, b in zip(finals, finals[1:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(finals)]
     assert finals[:4] == [0.0, 0.5, 1.5, 3.5] and gaps[3:] == [4.0] * len(gaps[3:])
     assert [t for t, e in clock.log if isinstance(e, TransactionTimeout)] == [32.0]
     assert of(events, TransactionTerminated) and txn.state is S.TERMINATED

@@ -102,7 +102,7 @@ def test_no_password_column_anywhere(tmp_path: Path) -> None:
 async def test_duplicates_are_refused_atomically(store: SqliteStore) -> None:
     sub, ids = alice_records()
     await store.subscribers.add_subscriber(sub, ids)
-    with pytest.raises(AlreadyExists, match="subscriber alice@ims.test"):
+    with pytest.raises(AlreadyExists, match=r"subscriber alice@ims.test"):
         await store.subscribers.add_subscriber(sub, ids)
     bob = Subscriber("bob@ims.test", msisdn="+15550002")
     with pytest.raises(AlreadyExists, match="tel:\\+15550001"):

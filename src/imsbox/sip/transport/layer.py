@@ -15,7 +15,7 @@ import socket
 import ssl
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from ..headers import HeaderError, Params, Via
 from ..message import REASON_PHRASES, Message, Request, Response

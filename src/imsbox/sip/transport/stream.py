@@ -157,13 +157,13 @@ class StreamFramer:
 class ConnectionHandler(Protocol):
     """What a StreamConnection reports to (the TransportLayer)."""
 
-    def stream_message(self, conn: "StreamConnection", data: bytes) -> None: ...
+    def stream_message(self, conn: StreamConnection, data: bytes) -> None: ...
 
-    def stream_framing_error(self, conn: "StreamConnection", error: FramingError) -> bytes | None:
+    def stream_framing_error(self, conn: StreamConnection, error: FramingError) -> bytes | None:
         """Return the bytes to write before the connection closes (a 400/413) or None."""
         ...
 
-    def stream_closed(self, conn: "StreamConnection") -> None: ...
+    def stream_closed(self, conn: StreamConnection) -> None: ...
 
 
 class StreamConnection:

@@ -8,6 +8,10 @@ import logging
 import os
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["server_context", "client_context", "ensure_self_signed",
            "CERT_FILE", "KEY_FILE"]
@@ -69,10 +73,10 @@ def ensure_self_signed(directory: str | os.PathLike[str],
     return cert_path, key_path
 
 
-def _san_entries(hostnames: list[str] | tuple[str, ...]) -> list[object]:
+def _san_entries(hostnames: list[str] | tuple[str, ...]) -> list[x509.GeneralName]:
     from cryptography import x509
 
-    entries: list[object] = []
+    entries: list[x509.GeneralName] = []
     for name in hostnames:
         try:
             entries.append(x509.IPAddress(ipaddress.ip_address(name.strip("[]"))))
@@ -91,7 +95,7 @@ def _generate(hostnames: list[str] | tuple[str, ...]) -> tuple[bytes, bytes]:
     common_name = hostnames[0] if hostnames else "imsbox"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "imsbox")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     public = key.public_key()
     builder = (
         x509.CertificateBuilder()
@@ -129,7 +133,7 @@ def _cert_still_good(cert_path: Path, hostnames: list[str] | tuple[str, ...]) ->
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound):
         return False
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if cert.not_valid_after_utc - _RENEW_MARGIN < now:
         return False
     present = set(sans)

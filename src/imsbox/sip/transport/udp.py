@@ -9,7 +9,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .base import Destination, Flow
 
@@ -60,7 +60,7 @@ class UdpEndpoint:
 
     READ_BATCH = 256  # datagrams per readiness event, so timers still get a turn
 
-    def __init__(self, on_datagram: Callable[["UdpEndpoint", bytes, tuple[str, int]], None],
+    def __init__(self, on_datagram: Callable[[UdpEndpoint, bytes, tuple[str, int]], None],
                  sock: socket.socket) -> None:
         self.on_datagram = on_datagram
         self.sock = sock
@@ -74,8 +74,8 @@ class UdpEndpoint:
         self._loop.add_reader(sock.fileno(), self._read_ready)
 
     @classmethod
-    def bind(cls, on_datagram: Callable[["UdpEndpoint", bytes, tuple[str, int]], None],
-             host: str, port: int) -> "UdpEndpoint":
+    def bind(cls, on_datagram: Callable[[UdpEndpoint, bytes, tuple[str, int]], None],
+             host: str, port: int) -> UdpEndpoint:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -112,7 +112,7 @@ class UdpEndpoint:
 
     def _receive(self) -> tuple[bytes, tuple[str, int]]:
         if not self._stamped:
-            return self.sock.recvfrom(MAX_DATAGRAM + 1)  # type: ignore[no-any-return]
+            return self.sock.recvfrom(MAX_DATAGRAM + 1)
         data, ancillary, _, addr = self.sock.recvmsg(MAX_DATAGRAM + 1, _ANCILLARY)
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:

@@ -14,8 +14,10 @@ import enum
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol
+from typing import Protocol
+from collections.abc import Iterable, Iterator
 
+from ..errors import SipProtocolError
 from ..headers import Join, NameAddr, Params, Replaces
 from ..message import Headers, Request, Response, new_tag
 from ..uri import SipUri, Uri, parse_uri
@@ -36,7 +38,7 @@ MAX_FORWARDS = "70"
 EVENT_METHODS = frozenset({"SUBSCRIBE", "NOTIFY", "REFER"})
 
 
-class DialogError(ValueError):
+class DialogError(SipProtocolError, ValueError):
     """A message cannot create or be used with a dialog."""
 
 
@@ -75,12 +77,12 @@ class DialogId:
     remote_tag: str
 
     @classmethod
-    def for_incoming_request(cls, request: Request) -> "DialogId":
+    def for_incoming_request(cls, request: Request) -> DialogId:
         """The id as seen by the UAS of an in-dialog request: To tag is ours."""
         return cls(request.call_id, request.to.tag or "", request.from_.tag or "")
 
     @classmethod
-    def for_incoming_response(cls, response: Response) -> "DialogId":
+    def for_incoming_response(cls, response: Response) -> DialogId:
         """The id as seen by the UAC receiving a response: From tag is ours."""
         return cls(response.call_id, response.from_.tag or "", response.to.tag or "")
 
@@ -92,7 +94,7 @@ class RouteSet:
     routes: list[NameAddr] = field(default_factory=list)
 
     @classmethod
-    def from_record_route(cls, message: Request | Response, reverse: bool) -> "RouteSet":
+    def from_record_route(cls, message: Request | Response, reverse: bool) -> RouteSet:
         """12.1.1 (UAS, in order) and 12.1.2 (UAC, reversed)."""
         routes = [NameAddr(r.uri, None, Params(r.params)) for r in message.record_route]
         return cls(routes[::-1] if reverse else routes)
@@ -121,7 +123,7 @@ class RouteSet:
         routes = [str(r) for r in self.routes]
         if self.strict:
             request.uri = _request_uri_form(self.routes[0].uri)
-            routes = routes[1:] + [f"<{remote_target}>"]
+            routes = [*routes[1:], f"<{remote_target}>"]
         else:
             request.uri = _copy(remote_target)
         for value in routes:
@@ -184,7 +186,7 @@ class Dialog:
 
     # -- creation --------------------------------------------------------
     @classmethod
-    def from_uac(cls, request: Request, response: Response, secure: bool = False) -> "Dialog":
+    def from_uac(cls, request: Request, response: Response, secure: bool = False) -> Dialog:
         """12.1.2: the UAC side, from a 1xx with a To tag or a 2xx."""
         if not 100 < response.status < 300 or response.to.tag is None:
             raise DialogError("dialog needs a 101-299 response with a To tag")
@@ -201,7 +203,7 @@ class Dialog:
     @classmethod
     def from_uas(cls, request: Request, local_tag: str | None = None,
                  local_target: Uri | None = None, secure: bool = False,
-                 state: DialogState = DialogState.EARLY) -> "Dialog":
+                 state: DialogState = DialogState.EARLY) -> Dialog:
         """12.1.1: the UAS side, from the dialog-creating request."""
         if request.to.tag:
             raise DialogError("request already carries a To tag")

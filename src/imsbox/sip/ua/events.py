@@ -33,7 +33,8 @@ import enum
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from ..headers import Event, HeaderError, NameAddr, SubscriptionState as SubscriptionStateHeader
 from ..message import Request, Response
@@ -364,13 +365,16 @@ def _timers(*values: float | None) -> float | None:
 def _end_usage(by_dialog: dict[DialogId, list[Any]],
                sub: Subscription | NotifierSubscription) -> None:
     """Drop one dialog usage; the last one gone ends a dialog the subscription owns (4.4.1)."""
-    usages = by_dialog.get(sub.dialog.id, [])
+    dialog = sub.dialog
+    if dialog is None:  # never got a dialog: no usage to drop
+        return
+    usages = by_dialog.get(dialog.id, [])
     if sub in usages:
         usages.remove(sub)
     if not usages:
-        by_dialog.pop(sub.dialog.id, None)
+        by_dialog.pop(dialog.id, None)
         if sub.owns_dialog:
-            sub.dialog.terminate()
+            dialog.terminate()
 
 
 # -- subscriber -------------------------------------------------------------
@@ -408,7 +412,7 @@ class Subscriber:
         return [s for s in self._live if not s.terminated]
 
     def next_deadline(self) -> float | None:
-        times = [until for _, until in self._attempts.values()]
+        times: list[float | None] = [until for _, until in self._attempts.values()]
         for s in self._live:
             times.append(_timers(s.timer_n_at, s.expires_at, s.refresh_at, s.retry_at)
                          if not s.terminated else s.retry_at)
@@ -536,9 +540,10 @@ class Subscriber:
                     now: float) -> None:
         sub = flight.subscription
         if flight.kind is _Kind.INITIAL:
-            sub = self._usage_for_response(sub, request, response)
-            if sub is None or sub.terminated:
+            usage = self._usage_for_response(sub, request, response)
+            if usage is None or usage.terminated:
                 return
+            sub = usage
             if sub.expires_at is not None:  # a NOTIFY already said how long
                 return
         elif sub.terminated:

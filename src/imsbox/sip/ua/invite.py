@@ -17,8 +17,10 @@ import enum
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Protocol
+from collections.abc import Iterable
 
+from ..errors import SipUsageError
 from ..headers import HeaderError, RAck, SessionExpires
 from ..message import Request, Response
 from ..uri import Uri
@@ -44,7 +46,7 @@ SDP = "application/sdp"
 Header = tuple[str, str]
 
 
-class SessionError(RuntimeError):
+class SessionError(SipUsageError, RuntimeError):
     """An action that the session's current state does not allow."""
 
 
@@ -291,7 +293,7 @@ class InviteSession:
     @classmethod
     def outgoing(cls, invite: Request, now: float, config: InviteConfig | None = None,
                  offer_answer: OfferAnswer | None = None,
-                 rng: random.Random | None = None) -> "InviteSession":
+                 rng: random.Random | None = None) -> InviteSession:
         """13.2.1: a UAC session; emits the INVITE (decorated with our extensions)."""
         contact = invite.contact[0].uri if invite.contact else None
         session = cls(DialogRole.UAC, invite, contact, config, offer_answer, rng)
@@ -306,7 +308,7 @@ class InviteSession:
     def incoming(cls, invite: Request, now: float, config: InviteConfig | None = None,
                  offer_answer: OfferAnswer | None = None, local_contact: Uri | None = None,
                  local_tag: str | None = None, secure: bool = False,
-                 rng: random.Random | None = None) -> "InviteSession":
+                 rng: random.Random | None = None) -> InviteSession:
         """13.3.1: a UAS session for a new INVITE; it may reject at once (420/421/422)."""
         session = cls(DialogRole.UAS, invite, local_contact, config, offer_answer, rng)
         session.dialog = Dialog.from_uas(invite, local_tag, local_contact, secure)
@@ -608,9 +610,9 @@ class InviteSession:
         if response.status == 100:
             return
         dialog = self._early_dialog(response)
-        if dialog is not None and "100rel" in _tokens(response, "Require"):
-            if not self._prack(dialog, response, now):
-                return
+        if (dialog is not None and "100rel" in _tokens(response, "Require")
+                and not self._prack(dialog, response, now)):
+            return
         self._events.append(Provisional(response))
 
     def _early_dialog(self, response: Response) -> Dialog | None:
@@ -987,6 +989,7 @@ class InviteSession:
             return None, []  # we act as a UAS without timer support
         if se is not None and se.delta < cfg.min_se:
             return 422, [("Min-SE", str(cfg.min_se))]
+        refresher: str | None
         if se is None:
             interval = max(cfg.session_expires, _min_se(request))
             refresher = "uas"

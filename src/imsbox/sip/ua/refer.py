@@ -23,7 +23,8 @@ import enum
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Collection, Iterable
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Iterable
 from urllib.parse import quote
 
 from ..headers import Event, HeaderError, NameAddr, Params, ReferredBy, Replaces, refer_to_target
@@ -433,7 +434,7 @@ class EventAgent:
     priority = Priority.EVENT
     methods: Collection[str] = ("SUBSCRIBE", "NOTIFY", "REFER")
 
-    def __init__(self, ua: "UserAgent", packages: EventPackageRegistry | None = None, *,
+    def __init__(self, ua: UserAgent, packages: EventPackageRegistry | None = None, *,
                  min_expires: int = 0, authorize: Authorizer | None = None,
                  state_of: StateSource | None = None,
                  on_refer: Callable[[IncomingRefer], object] | None = None,
@@ -496,7 +497,7 @@ class EventAgent:
         self._drain()
 
     # -- REFER API ------------------------------------------------------------------
-    def refer(self, call: "Call", target: NameAddr | Uri | str, *,
+    def refer(self, call: Call, target: NameAddr | Uri | str, *,
               replaces: Replaces | None = None, referred_by: NameAddr | str | None = None,
               refer_sub: bool = True) -> ReferWatch:
         """REFER the other party of a call to ``target`` (a transfer), on
@@ -563,8 +564,8 @@ class EventAgent:
     def _drain(self) -> None:
         for event in self.issuer.events():
             self._subscriber_event(event)
-        for event in self.notifier.events():
-            self._notifier_event(event)
+        for notifier_event in self.notifier.events():
+            self._notifier_event(notifier_event)
         self._schedule()
 
     def _subscriber_event(self, event: object) -> None:
@@ -581,20 +582,20 @@ class EventAgent:
                     del self._watches[id(sub.origin)]
                     self._flows.pop(sub.request.call_id, None)
                     if not watch.terminated.done():
-                        watch.terminated.set_result(event)  # type: ignore[arg-type]
+                        watch.terminated.set_result(event)
             case Resubscribing(previous=previous, subscription=new):
                 if (watch := self._watches.pop(id(previous.origin), None)) is not None:
                     watch.subscription = new
                     self._watches[id(new)] = watch
             case ReferAnswered(referral=referral, response=response):
-                watch = self._refer_watches.get(id(referral))
-                if watch is not None and not watch.answered.done():
-                    watch.answered.set_result(response)
-                if watch is not None and (response.status >= 300 or referral.subscription is None):
+                refer_watch = self._refer_watches.get(id(referral))
+                if refer_watch is not None and not refer_watch.answered.done():
+                    refer_watch.answered.set_result(response)
+                if refer_watch is not None and (response.status >= 300 or referral.subscription is None):
                     self._refer_done(referral, None)
             case ReferProgress(referral=referral):
-                if (watch := self._refer_watches.get(id(referral))) is not None:
-                    watch.progress.put_nowait(event)
+                if (progress_watch := self._refer_watches.get(id(referral))) is not None:
+                    progress_watch.progress.put_nowait(event)
                     if event.final:
                         self._refer_done(referral, event)
 

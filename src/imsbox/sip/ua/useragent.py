@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Collection, Iterable
+from typing import Any
 
 from ..endpoint import ClientContext, Priority, ServerContext, SipEndpoint
 from ..headers import Join, NameAddr, Replaces
@@ -57,7 +58,7 @@ class Origin:
 class Call:
     """One INVITE session as the application sees it."""
 
-    def __init__(self, ua: "UserAgent", session: InviteSession,
+    def __init__(self, ua: UserAgent, session: InviteSession,
                  origin: Origin | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.ua = ua
@@ -144,7 +145,7 @@ class Call:
         fut = self._results.get(key)
         if fut is None:
             fut = self._results[key] = asyncio.get_running_loop().create_future()
-        return asyncio.shield(fut)  # type: ignore[return-value]
+        return asyncio.shield(fut)
 
 
 class UserAgent:
@@ -271,7 +272,8 @@ class UserAgent:
         async def watch() -> None:
             waiter = asyncio.ensure_future(ctx.cancelled.wait())
             try:
-                await asyncio.wait([waiter, call.terminated], return_when=asyncio.FIRST_COMPLETED)
+                either: list[asyncio.Future[Any]] = [waiter, call.terminated]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
             if ctx.cancelled.is_set() and call.session.cancel_received(self._now()):

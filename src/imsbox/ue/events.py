@@ -1,0 +1,233 @@
+"""What a UE reports: errors, message statuses and the events of ``RcsClient.events()``.
+
+Every event names who it is from and to; ``to_json()`` is its ``--json`` line
+(at least "event", "from", "to", then its own fields).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from ..sip.uri import UriError, parse_uri
+
+__all__ = [
+    "CallEvent", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
+    "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "MessageReceived",
+    "MessageStatus", "Notification", "RcsError", "RcsEvent", "Registered", "RegistrationError",
+    "SendError",
+    "resolve_target",
+]
+
+_E164 = re.compile(r"\+[0-9]{3,15}")
+
+
+class RcsError(Exception):
+    """A client operation failed; the message says why, ``status`` is the SIP
+    status behind it when there is one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SendError(RcsError):
+    """A message, chat or file was refused or could not be sent."""
+
+
+class RegistrationError(RcsError):
+    """REGISTER failed; ``unanswered`` says the P-CSCF never answered (nothing
+    listening: a local timeout or connection refused)."""
+
+    def __init__(self, message: str, status: int | None = None,
+                 unanswered: bool = False) -> None:
+        super().__init__(message, status)
+        self.unanswered = unanswered
+
+
+class MessageStatus(enum.Enum):
+    """Where a message we sent stands, from the IMDNs that came back."""
+
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    DISPLAYED = "displayed"
+    FAILED = "failed"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {MessageStatus.SENDING: 0, MessageStatus.SENT: 1, MessageStatus.DELIVERED: 2,
+         MessageStatus.DISPLAYED: 3, MessageStatus.FAILED: 4}
+
+
+# -- events -----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class RcsEvent:
+    """Base of every event: who it is from and to; ``to_json()`` for ``--json``."""
+
+    sender: str
+    recipient: str
+    EVENT: ClassVar[str] = "event"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.EVENT, "from": self.sender, "to": self.recipient}
+        for f in fields(self)[2:]:
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+
+@dataclass(slots=True)
+class MessageReceived(RcsEvent):
+    """A standalone message (pager or large message mode)."""
+
+    text: str
+    message_id: str | None
+    content_type: str
+    mode: str  # "pager" or "large"
+    conversation_id: str | None = None
+    EVENT: ClassVar[str] = "message"
+
+
+@dataclass(slots=True)
+class ChatMessage(RcsEvent):
+    text: str
+    message_id: str | None
+    chat_id: str
+    EVENT: ClassVar[str] = "chat_message"
+
+
+@dataclass(slots=True)
+class Composing(RcsEvent):
+    """The peer started or stopped typing (RFC 3994)."""
+
+    state: str  # "active" or "idle"
+    chat_id: str | None = None
+    EVENT: ClassVar[str] = "iscomposing"
+
+
+@dataclass(slots=True)
+class Notification(RcsEvent):
+    """A delivery or display notification (IMDN) for a message we sent."""
+
+    message_id: str
+    notification: str  # "delivery" or "display"
+    status: str        # "delivered", "displayed", "failed", ...
+    chat_id: str | None = None
+    EVENT: ClassVar[str] = "notification"
+
+
+@dataclass(slots=True)
+class ChatStarted(RcsEvent):
+    chat_id: str
+    conversation_id: str | None
+    direction: str  # "incoming" or "outgoing"
+    EVENT: ClassVar[str] = "chat_started"
+
+
+@dataclass(slots=True)
+class ChatEnded(RcsEvent):
+    chat_id: str
+    reason: str
+    EVENT: ClassVar[str] = "chat_ended"
+
+
+@dataclass(slots=True)
+class FileOffer(RcsEvent):
+    transfer_id: str
+    name: str
+    size: int | None
+    content_type: str | None
+    EVENT: ClassVar[str] = "file_offer"
+
+
+@dataclass(slots=True)
+class FileProgress(RcsEvent):
+    transfer_id: str
+    name: str
+    sent: int
+    size: int
+    EVENT: ClassVar[str] = "file_progress"
+
+
+@dataclass(slots=True)
+class FileReceived(RcsEvent):
+    """A whole file arrived; ``ok`` says the sha-1 of the offer matched."""
+
+    transfer_id: str
+    name: str
+    size: int
+    path: str
+    sha256: str
+    ok: bool
+    EVENT: ClassVar[str] = "file_received"
+
+
+@dataclass(slots=True)
+class FileFailed(RcsEvent):
+    """An incoming file broke off (connection or session gone, stalled): ``kept``
+    octets stay in ``part``, which a resumed transfer of the same file continues."""
+
+    transfer_id: str
+    name: str
+    size: int | None
+    kept: int
+    part: str
+    reason: str
+    EVENT: ClassVar[str] = "file_failed"
+
+
+@dataclass(slots=True)
+class CallEvent(RcsEvent):
+    """An INVITE that is no CPM service (a voice call): reported, then declined."""
+
+    call_id: str
+    media: list[str]
+    EVENT: ClassVar[str] = "call"
+
+
+@dataclass(slots=True)
+class Registered(RcsEvent):
+    """The registration changed: ``state`` "registered" or "failed"."""
+
+    state: str
+    expires: int
+    status: int | None = None
+    EVENT: ClassVar[str] = "registration"
+
+
+@dataclass(slots=True)
+class FileTransferResult:
+    """What ``send_file`` achieved; ``ok`` only when the receiver confirmed every byte."""
+
+    ok: bool
+    target: str
+    name: str
+    size: int
+    sha256: str
+    transfer_id: str
+    status: int | None = None
+    reason: str = ""
+    message_id: str = ""   # imdn.Message-ID of the INVITE's CPIM part (the IMDN's subject)
+    file_range: str = ""   # the octets sent, "START-STOP" (less than the file when resumed)
+
+
+def resolve_target(to: str, domain: str) -> str:
+    """TO as the contract has it: SIP/tel URI, E.164 -> tel:, bare name -> sip:NAME@DOMAIN."""
+    text = to.strip()
+    if _E164.fullmatch(text):
+        text = f"tel:{text}"
+    elif not text.lower().startswith(("sip:", "sips:", "tel:")):
+        text = f"sip:{text}" if "@" in text else f"sip:{text}@{domain}"
+    try:
+        parse_uri(text)
+    except (UriError, ValueError) as exc:
+        raise RcsError(f"{to!r} is not a SIP URI, tel URI, name or E.164 number: {exc}") from None
+    return text
+
