@@ -76,8 +76,8 @@ Default iFCs (priority, trigger):
 * 10 -> messaging AS: an INVITE or MESSAGE, ORIGINATING, whose
   P-Asserted-Service or Accept-Contact ``+g.3gpp.icsi-ref`` names an
   ``oma.cpm.*`` service (CNF: method group AND header group AND case group);
-  also any REGISTER (third-party registration: the AS learns who came online
-  and delivers deferred messages).
+  also any REGISTER (third-party registration, with the UE's REGISTER as
+  message/sip: the AS learns who came online and delivers deferred messages).
 * 20 -> messaging AS: the same for TERMINATING_REGISTERED or
   TERMINATING_UNREGISTERED (deferred delivery for offline users).
 
@@ -85,9 +85,11 @@ Default iFCs (priority, trigger):
 ``application_server`` may also be a node name (``"messaging_as"``, ``"conference_as"``).
 
 Default PSIs: ``sip:conf-*@DOMAIN`` and ``sip:group-*@DOMAIN`` hosted by the
-conference AS. ``[[psi]]`` tables: ``pattern``, ``application_server`` (URI or
-node name), optional ``kind`` (exact / wildcard / regex; default wildcard when
-the pattern has ``*`` or ``!``, else exact).
+conference AS. Always provisioned beside them: ``sip:cpm-deferred@DOMAIN``
+(deferred-message retrieval, seed 003) hosted by the messaging AS.
+``[[psi]]`` tables: ``pattern``, ``application_server`` (URI or node name),
+optional ``kind`` (exact / wildcard / regex; default wildcard when the pattern
+has ``*`` or ``!``, else exact).
 """
 
 from __future__ import annotations
@@ -247,6 +249,12 @@ class Config:
     def conference_as(self) -> NodeConfig:
         return self.nodes["conference_as"]
 
+    @property
+    def deferred_messages_psi(self) -> Psi:
+        """The CPMDeferredMsgMgmtURI (seed 003 retrieval, ``imsbox.rcs.cpm.
+        deferred_messages_uri``), hosted by the messaging AS beside ``psis``."""
+        return Psi(f"sip:cpm-deferred@{self.domain}", self.messaging_as.uri, PsiKind.EXACT)
+
     def with_node(self, name: str, **changes: object) -> Config:
         """A copy with one node's fields changed (for --host/--port/--tls-port)."""
         if name not in self.nodes:
@@ -283,7 +291,9 @@ def _cpm_ifc(priority: int, server: str, cases: tuple[SessionCase, ...], name: s
         HeaderSpt("Accept-Contact", CPM_ACCEPT_CONTACT, groups=(1,)),
         *(SessionCaseSpt(case, groups=(2,)) for case in cases),
     )
-    return InitialFilterCriteria(priority, ApplicationServer(server),
+    # The REGISTER goes along (message/sip): the AS sees the ICSIs the UE registered.
+    return InitialFilterCriteria(priority, ApplicationServer(
+                                     server, include_register_request=register),
                                  TriggerPoint(spts, cnf=True), name=name)
 
 

@@ -7,11 +7,12 @@ UE's media line with our path, ``a=setup:active``, file attributes and
 direction kept). MSRP messages are relayed both ways; a BYE (or failure) on
 either leg ends both.
 
-Far leg 480/408 (recipient offline) for a chat or large message: store and
-forward - the UE's INVITE is answered anyway and every CPIM message it sends
-becomes a deferred item for the recipient, delivered later as a pager
-MESSAGE (isComposing is dropped). A file transfer to an offline user is
-rejected with the far leg's status.
+Far leg 480/408 (recipient offline, a subscriber) for a chat or large
+message: store and forward - the UE's INVITE is answered anyway, every CPIM
+message it sends becomes a deferred item for the recipient as it arrives
+(delivered later as a pager MESSAGE; isComposing is dropped), and only the
+caller's BYE ends the session, after every accepted message is stored. A
+file transfer to an offline user is refused (480, files are not stored).
 
 File transfer (RFC 5547, seed 003): the INVITE may be multipart/mixed (CPIM
 part with the imdn.Message-ID, SDP part); the far leg gets the same parts with
@@ -45,7 +46,8 @@ from ..sip.message import Request, Response
 from ..sip.ua.invite import InviteState, SessionError
 from ..sip.ua.useragent import Call, Origin, UserAgent
 
-__all__ = ["Anchor", "AnchorHost", "AnchorState", "far_offer", "near_answer"]
+__all__ = ["Anchor", "AnchorHost", "AnchorState", "caller_identity", "far_offer",
+           "near_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ BIND_TIMEOUT = 10.0     # how long the UE may take to open its MSRP connection
 BYE_TIMEOUT = 5.0
 SETTLE_TIMEOUT = 2.0    # after the caller's BYE: how long its MSRP data may still come in
 CHUNK = 2048            # far-leg chunk size for a relayed file (seed 003)
+FILE_NOT_STORED = "Temporarily Unavailable - recipient offline, files are not stored"
 
 
 class AnchorHost(Protocol):
@@ -71,6 +74,8 @@ class AnchorHost(Protocol):
 
     async def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
                     meta: dict[str, object]) -> int: ...
+
+    async def keeps_for(self, recipient: str) -> bool: ...
 
     async def record_history(self, conversation_id: str, key: str, sender: str,
                              recipient: str, content_type: str, body: bytes) -> None: ...
@@ -99,8 +104,9 @@ class Anchor:
         self.state = AnchorState.INVITING
         self.relay: _FileRelay | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        self._storing: asyncio.Future[None] | None = None  # the last message being stored
         request = caller.request
-        self.sender = _identity(request)
+        self.sender = caller_identity(request)
         self.recipient = canonical_public_id(str(request.uri))
         self.conversation = request.headers.get(cpm.CONVERSATION_ID) or ""
 
@@ -128,8 +134,12 @@ class Anchor:
         if final is not None and 200 <= final.status < 300:
             await self._relay(offer)
         elif (final is None or final.status in OFFLINE) and \
-                self.service is not cpm.CpmService.FILETRANSFER:
-            await self._store_and_forward(offer)
+                await self.host.keeps_for(self.recipient):
+            if self.service is cpm.CpmService.FILETRANSFER:
+                self.caller.reject(480, FILE_NOT_STORED)
+                await self.close()
+            else:
+                await self._store_and_forward(offer)
         else:  # the far side's status and reason (e.g. 488 file too large)
             self.caller.reject(*((final.status, final.reason) if final is not None
                                  else (480, None)))
@@ -207,12 +217,45 @@ class Anchor:
         await self._until_ended()
 
     async def _store_and_forward(self, offer: sdp.SessionDescription) -> None:
+        """Answer the caller and keep each of its messages until the caller ends the
+        session (the far leg is gone: only the caller's BYE ends this one)."""
+        assert self.near is not None
         log.info("%s offline: storing the messages of %s", self.recipient,
                  self.caller.call_id)
+        self.near.defer_success_reports = True  # a success REPORT means "stored"
+        self.near.on_message = self._on_stored_message
         self._accept_caller(offer)
         self.state = AnchorState.STORING
-        self._pumps = [asyncio.ensure_future(self._store(self.near))]  # type: ignore[arg-type]
-        await self._until_ended()
+        await asyncio.shield(self.caller.terminated)
+        if self._storing is not None:  # every SEND that got its 200 is kept first
+            await asyncio.shield(self._storing)
+        await self.close()
+
+    def _on_stored_message(self, message: ReceivedMessage) -> None:
+        """Called as the message arrives (before its 200 reaches the caller): chain
+        its storing behind the previous one's, so the order is kept."""
+        self._storing = asyncio.ensure_future(self._keep_after(self._storing, message))
+
+    async def _keep_after(self, previous: asyncio.Future[None] | None,
+                          message: ReceivedMessage) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        if (message.content_type or "").lower() == ISCOMPOSING:
+            return  # a composing indication is worthless later
+        try:
+            await self._keep(message)
+        except Exception:
+            log.exception("storing %s of %s failed", message.message_id, self.caller.call_id)
+            self._report(message, 500, "not stored")
+            return
+        self._report(message, 200, "OK")
+
+    def _report(self, message: ReceivedMessage, status: int, comment: str) -> None:
+        """The REPORT the caller asked for (RFC 4975 7.1.2), sent once it is stored."""
+        wanted = message.success_report if status == 200 else message.failure_report != "no"
+        if wanted and self.near is not None:
+            self.near.send_report(message.message_id, status, comment,
+                                  ByteRange(1, message.size, message.size))
 
     def _accept_caller(self, offer: sdp.SessionDescription,
                        file_range: sdp.FileRange | None = None) -> None:
@@ -244,12 +287,6 @@ class Anchor:
                          self.caller.call_id, exc)
             # Relayed first; kept even when the session ends meanwhile.
             await asyncio.shield(self._history(message, sender, recipient))
-
-    async def _store(self, src: MsrpSession) -> None:
-        async for message in src:
-            if (message.content_type or "").lower() == ISCOMPOSING:
-                continue  # a composing indication is worthless later
-            await asyncio.shield(self._keep(message))
 
     async def _keep(self, message: ReceivedMessage) -> None:
         await self._history(message, self.sender, self.recipient)
@@ -492,7 +529,7 @@ def near_answer(offer: sdp.SessionDescription, near: MsrpSession, msrp: MsrpEndp
     return answered
 
 
-def _identity(request: Request) -> str:
+def caller_identity(request: Request) -> str:
     """The served (calling) user: P-Asserted-Identity, else From."""
     try:
         values = request.headers.values("P-Asserted-Identity")

@@ -12,6 +12,9 @@ The S-CSCF reaches it through the default iFCs (docs/ims-core.md, config.py):
 * ``INVITE`` for cpm.session / cpm.largemsg / cpm.filetransfer on the
   originating leg: anchored as a B2BUA with our own MSRP endpoint
   (:mod:`imsbox.apps.anchor`).
+* ``INVITE`` to ``sip:cpm-deferred@DOMAIN`` (our PSI, from the I-CSCF): the
+  seed 003 deferred retrieval (:mod:`imsbox.apps.deferred`). A UE that
+  registers the cpm.deferred ICSI gets no push on registration.
 
 Leg: the terminating S-CSCF adds ``P-Called-Party-ID`` before running the
 iFCs; the originating one never does. So a request with it is terminating.
@@ -26,11 +29,13 @@ again is harmless because the AS accepts its own traffic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import logging
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, UTC
 
@@ -47,14 +52,16 @@ from ..sip.endpoint import Priority, ServerContext
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
+from ..sip.parser import parse as parse_sip
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.ua.dialog import build_request
-from ..sip.ua.invite import InviteConfig
+from ..sip.ua.invite import InviteConfig, SessionTimerConfig
 from ..sip.ua.useragent import Call, UserAgent
 from ..store import DeferredMessage, HistoryEntry, Store
 from .anchor import Anchor
+from .deferred import DeferredRetrieval
 
 __all__ = ["DeliveryKind", "Leg", "MessagingAs", "MessagingSettings", "PAGER_TYPES"]
 
@@ -70,6 +77,8 @@ REPLAYED_HEADERS = ("P-Asserted-Identity", "P-Asserted-Service", "Accept-Contact
                     cpm.CONVERSATION_ID, cpm.CONTRIBUTION_ID, "In-Reply-To-Contribution-ID",
                     "User-Agent", "Subject")
 OWN_CALL_ID_LIFETIME = 600.0        # how long our own requests may take to pass the core
+# RFC 4028 on CPM sessions, with the seed's values (Session-Expires: 3600, Min-SE: 90).
+CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90)
 
 
 class Leg(enum.Enum):
@@ -110,7 +119,8 @@ class MessagingAs(StatefulProxy):
         self.ua: UserAgent | None = None
         self.anchors: set[Anchor] = set()
         self._own: dict[str, float] = {}             # our requests' Call-IDs -> until
-        self._delivering: set[str] = set()
+        self._delivery_locks: dict[str, asyncio.Lock] = {}
+        self.retrievals: set[DeferredRetrieval] = set()
         self._wakeup = asyncio.Event()
 
     # -- life cycle -------------------------------------------------------------------
@@ -132,7 +142,7 @@ class MessagingAs(StatefulProxy):
         timers = self.timers or TimerValues()
         self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
-                                                session_timer=None),
+                                                session_timer=CPM_SESSION_TIMER),
                             on_call=self._on_call, serve_new=False)
         # We choose per request; the proxy module relays the rest.
         self.endpoint.add_module(_MessagingService(self))
@@ -142,6 +152,8 @@ class MessagingAs(StatefulProxy):
     async def close(self) -> None:
         for anchor in list(self.anchors):
             await anchor.close()
+        for retrieval in list(self.retrievals):
+            await retrieval.close()
         if self.ua is not None:
             await self.ua.close()
         await StatefulProxy.close(self)
@@ -157,7 +169,8 @@ class MessagingAs(StatefulProxy):
             self._third_party_register(ctx)
         elif request.method == "MESSAGE" and not request.to.tag:
             self._pager(ctx)
-        elif request.method == "INVITE" and not request.to.tag and self._anchors(request):
+        elif request.method == "INVITE" and not request.to.tag and \
+                (self._anchors(request) or self.is_retrieval(request)):
             self.ua.new_call(ctx)               # -> _on_call
         else:
             return False                        # plain relay (the proxy module)
@@ -182,6 +195,15 @@ class MessagingAs(StatefulProxy):
         """AnchorHost API: the largest file an anchored transfer may announce."""
         return self.settings.max_file_size
 
+    def is_retrieval(self, request: Request) -> bool:
+        """An INVITE to our CPMDeferredMsgMgmtURI, routed to us as its PSI (no Route on)."""
+        try:
+            target = canonical_public_id(str(request.uri))
+        except ValueError:
+            return False
+        return target == cpm.deferred_messages_uri(self.config.domain) and \
+            not self.remaining_route(request)
+
     def _anchors(self, request: Request) -> bool:
         """An originating CPM INVITE with SDP (plain or in multipart/mixed, seed 003)."""
         if self.is_own(request) or self.leg(request) is not Leg.ORIGINATING:
@@ -200,7 +222,8 @@ class MessagingAs(StatefulProxy):
         ctx.respond(Response.for_request(request, 200, to_tag=new_tag()))
         if expires:
             self.registered[aor] = self.clock() + expires
-            self._spawn(self.deliver_deferred(aor))
+            if not registers_deferred(request):  # such a UE retrieves them itself
+                self._spawn(self.deliver_deferred(aor))
         else:
             self.registered.pop(aor, None)
         log.info("third-party REGISTER %s expires %s", aor, expires)
@@ -256,6 +279,11 @@ class MessagingAs(StatefulProxy):
         self._wakeup.set()  # its expiry may be the next deadline
         return item_id
 
+    async def keeps_for(self, recipient: str) -> bool:
+        """AnchorHost API: a subscriber's messages are kept for later; a PSI's (a
+        group whose AS is down) are not - nobody would ever register for it."""
+        return await self.store.subscribers.get_public_identity(recipient) is not None
+
     # -- history ----------------------------------------------------------------------
     async def _history_of_request(self, request: Request) -> None:
         conversation = request.headers.get(cpm.CONVERSATION_ID)
@@ -276,17 +304,26 @@ class MessagingAs(StatefulProxy):
     # -- deferred delivery ------------------------------------------------------------
     async def deliver_deferred(self, recipient: str) -> None:
         """Send ``recipient``'s stored items in order; stop at the first failure."""
-        if recipient in self._delivering:
-            return
-        self._delivering.add(recipient)
-        try:
-            for item in await self.store.messages.deferred(recipient, self.clock()):
+        async with self.delivering(recipient):
+            for item in await self.deferred_items(recipient):
                 if not await self._deliver(item):
                     break
-                await self.store.messages.remove_deferred(
-                    [item.id] if item.id is not None else [])
-        finally:
-            self._delivering.discard(recipient)
+                await self.remove_deferred(item)
+
+    @contextlib.asynccontextmanager
+    async def delivering(self, recipient: str) -> AsyncIterator[None]:
+        """One delivery (push or retrieval) per recipient at a time: each item once."""
+        # kept per recipient: dropping a lock others wait on would let two run at once
+        async with self._delivery_locks.setdefault(recipient, asyncio.Lock()):
+            yield
+
+    async def deferred_items(self, recipient: str) -> list[DeferredMessage]:
+        """RetrievalHost API: the unexpired stored items of ``recipient``, oldest first."""
+        return await self.store.messages.deferred(recipient, self.clock())
+
+    async def remove_deferred(self, item: DeferredMessage) -> None:
+        """RetrievalHost API: ``item`` was delivered (its 200 came)."""
+        await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
 
     async def _deliver(self, item: DeferredMessage) -> bool:
         meta = _meta(item)
@@ -299,12 +336,22 @@ class MessagingAs(StatefulProxy):
 
     def new_request(self, method: str, target: str, from_: str,
                     headers: list[tuple[str, str]], body: bytes, content_type: str) -> Request:
-        """A request of our own, entering the S-CSCF as a terminating request."""
+        """A pager MESSAGE of our own, entering the S-CSCF as a terminating request,
+        with the seed's Contact (ICSI, instance) and ``Request-Disposition: no-fork``."""
         request = build_request(method, target, from_, f"<{target}>",
                                 route=[f"<{self.config.scscf.uri};lr>"], headers=headers,
                                 body=body, content_type=content_type)
+        request.add_header("Contact", self.contact(cpm.CpmService.MSG))
+        request.add_header("Request-Disposition", "no-fork")
         self.remember_own(request.call_id)
         return request
+
+    def contact(self, service: cpm.CpmService) -> str:
+        """Our Contact for ``service``: its ICSI and our ``+sip.instance`` (seed 003)."""
+        uri = self.config.messaging_as.uri
+        instance = uuid.uuid5(uuid.NAMESPACE_URL, uri)
+        return (f'<{uri}>;{cpm.contact_feature_param([service])};'
+                f'+sip.instance="<urn:uuid:{instance}>"')
 
     # -- expiry -----------------------------------------------------------------------
     async def _housekeeping(self) -> None:
@@ -352,6 +399,11 @@ class MessagingAs(StatefulProxy):
     # -- anchoring (B2BUA) ------------------------------------------------------------
     def _on_call(self, call: Call) -> None:
         assert self.ua is not None and self.msrp is not None
+        if self.is_retrieval(call.request):
+            retrieval = DeferredRetrieval(self, self.msrp, call)
+            self.retrievals.add(retrieval)
+            self._spawn(self._run_retrieval(retrieval))
+            return
         anchor = Anchor(self, self.ua, self.msrp, call)
         self.anchors.add(anchor)
         self._spawn(self._run_anchor(anchor))
@@ -364,6 +416,14 @@ class MessagingAs(StatefulProxy):
             await anchor.close()
         finally:
             self.anchors.discard(anchor)
+
+    async def _run_retrieval(self, retrieval: DeferredRetrieval) -> None:
+        try:
+            await retrieval.run()
+        except Exception:
+            log.exception("deferred retrieval %s failed", retrieval.call.call_id)
+        finally:
+            self.retrievals.discard(retrieval)
 
     def remaining_route(self, request: Request) -> list[str]:
         """The Route entries after ours (the S-CSCF's odi entry)."""
@@ -391,6 +451,21 @@ def check_pager(request: Request) -> Response | None:
             return Response.for_request(request, 400, f"Bad Request - CPIM: {exc}"[:100],
                                         to_tag=new_tag())
     return None
+
+
+def registers_deferred(third_party: Request) -> bool:
+    """The UE's REGISTER (message/sip body of the third-party REGISTER, TS 24.229
+    5.4.1.7) registers the cpm.deferred ICSI: it retrieves its deferred messages."""
+    ctype = third_party.content_type
+    if ctype is None or ctype.mime != "message/sip" or not third_party.body:
+        return False
+    try:
+        register = parse_sip(third_party.body)
+        contacts = register.contact if isinstance(register, Request) else []
+    except (HeaderError, ValueError):
+        return False
+    return any(cpm.CpmService.DEFERRED in cpm.parse_icsi_ref(c.params.get(cpm.ICSI_REF_TAG) or "")
+               for c in contacts if not c.is_star)
 
 
 def failure_imdn(item: DeferredMessage) -> CpimMessage | None:

@@ -76,7 +76,7 @@ class Icscf(StatefulProxy):
         request = ctx.request
         if request.method == "REGISTER":
             return await self._register(request)
-        return await self._initial(request)
+        return await self._initial(request, ctx)
 
     async def _register(self, request: Request) -> list[Target] | Response:
         """24.229 5.3.1.2: UAR, then on to the S-CSCF the HSS names (or we pick)."""
@@ -97,7 +97,8 @@ class Icscf(StatefulProxy):
             return _reply(request, 403, "Forbidden")
         return self._route_to(request, answer.server_name or self._pick_scscf(answer.capabilities))
 
-    async def _initial(self, request: Request) -> list[Target] | Response:
+    async def _initial(self, request: Request,
+                       ctx: RequestContext) -> list[Target] | Response:
         """24.229 5.3.2.1: LIR on the Request-URI; a PSI goes straight to its AS."""
         answer = await self.hss.location_info(str(request.uri))
         if answer.result is ResultCode.DIAMETER_ERROR_USER_UNKNOWN:
@@ -106,6 +107,7 @@ class Icscf(StatefulProxy):
             log.info("%s to %s: %s", request.method, request.uri, answer.result.name)
             return _reply(request, 480, "Temporarily Unavailable")
         if answer.psi and answer.server_name:
+            ctx.failure_route = _psi_unreachable
             return await self._direct_to(request, answer.server_name)
         return self._route_to(request, answer.server_name or self._pick_scscf(answer.capabilities))
 
@@ -153,8 +155,31 @@ class Icscf(StatefulProxy):
             dest = await resolve(transport, host, uri.port or DEFAULT_PORTS[transport])
         except (OSError, KeyError) as exc:
             log.warning("cannot reach AS %s: %s", server, exc)
-            return _reply(request, 480, "Temporarily Unavailable")
+            return _reply(request, 480, _unreachable(request))
         return [Target(request.uri, dest)]
+
+
+async def _psi_unreachable(ctx: RequestContext, best: Response) -> Response | None:
+    """The PSI's AS did not answer (transport error, timeout: our own 408/500/503
+    without a To-tag): 480 with a reason. A 503 would reach the UE as a bare 500,
+    as every proxy on the way back turns 503 into 500 (RFC 3261 16.7 step 6)."""
+    if best.status not in (408, 500, 503) or _answered(best):
+        return None
+    log.info("%s to %s: its AS did not answer (%d)", ctx.request.method, ctx.request.uri,
+             best.status)
+    return _reply(ctx.request, 480, _unreachable(ctx.request))
+
+
+def _answered(response: Response) -> bool:
+    """A response from a UAS (To-tag), not one our own transaction made up."""
+    try:
+        return response.headers.get("To") is not None and response.to.tag is not None
+    except HeaderError:
+        return False
+
+
+def _unreachable(request: Request) -> str:
+    return f"Temporarily Unavailable - no answer from the AS of {request.uri}"[:120]
 
 
 def _sip_uri(text: str) -> SipUri | None:

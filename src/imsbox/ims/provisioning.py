@@ -115,7 +115,7 @@ async def apply_config(store: Store, config: Config, replace: bool = True) -> No
     if replace or await data.get_service_profile(DEFAULT_PROFILE) is None:
         await data.put_service_profile(ServiceProfile(DEFAULT_PROFILE,
                                                       tuple(i.to_json() for i in config.ifcs)))
-    for psi in config.psis:
+    for psi in (*config.psis, config.deferred_messages_psi):
         if replace or await data.get_psi(psi.pattern) is None:
             await data.put_psi(psi)
 

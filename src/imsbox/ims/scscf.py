@@ -579,6 +579,7 @@ class Scscf(StatefulProxy):
         progress = self._progress.get(token)
         if progress is None or progress.expires_at < self.clock():
             return Response.for_request(request, 403, "Forbidden - unknown odi")
+        ctx.record_route = False  # recorded when this session case began: once per case
         return await self._next_step(request, replace(progress), ctx)
 
     async def _next_step(self, request: Request, progress: IfcProgress,

@@ -22,10 +22,12 @@ from ..sip.headers import FeatureSet, HeaderError
 
 __all__ = [
     "ACCEPT_CONTACT", "CONTRIBUTION_ID", "CONVERSATION_ID", "CPIM_PAGER_LIMIT",
-    "DEFAULT_USER_AGENT", "ICSI_DEFERRED", "ICSI_FILETRANSFER", "ICSI_LARGEMSG", "ICSI_MSG",
+    "DEFAULT_USER_AGENT", "DEFERRED_EVENT", "DEFERRED_PSI_USER", "ICSI_DEFERRED",
+    "ICSI_FILETRANSFER", "ICSI_LARGEMSG", "ICSI_MSG",
     "ICSI_REF_TAG", "ICSI_SESSION", "IMDN_NAMESPACE", "P_ASSERTED_SERVICE",
     "P_PREFERRED_SERVICE", "UE_SERVICES", "CpmService", "accept_contact", "classify",
-    "contact_feature_param", "cpim_message_id", "cpm_request_headers", "escape_icsi",
+    "contact_feature_param", "cpim_message_id", "cpm_request_headers",
+    "deferred_messages_uri", "escape_icsi",
     "fits_pager", "icsi_ref_value", "new_contribution_id", "new_conversation_id",
     "parse_icsi_ref", "services_of_feature_set", "unescape_icsi",
 ]
@@ -46,6 +48,9 @@ ACCEPT_CONTACT = "Accept-Contact"
 CONVERSATION_ID = "Conversation-ID"
 CONTRIBUTION_ID = "Contribution-ID"
 DEFAULT_USER_AGENT = "imsbox/CPM-1.0"
+# Seed 003 deferred retrieval: INVITE to the CPMDeferredMsgMgmtURI with this Event.
+DEFERRED_PSI_USER = "cpm-deferred"
+DEFERRED_EVENT = "deferred-messages"
 IMDN_NAMESPACE = "urn:ietf:params:imdn"
 
 # Largest CPIM body (bytes) sent as a pager MESSAGE; bigger ones use large
@@ -193,6 +198,11 @@ def new_contribution_id() -> str:
     return secrets.token_hex(20)
 
 
+def deferred_messages_uri(domain: str) -> str:
+    """The CPMDeferredMsgMgmtURI of ``domain`` (a PSI of the messaging AS)."""
+    return f"sip:{DEFERRED_PSI_USER}@{domain}"
+
+
 def cpm_request_headers(service: CpmService, conversation_id: str,
                         contribution_id: str | None = None,
                         user_agent: str = DEFAULT_USER_AGENT) -> list[tuple[str, str]]:
@@ -203,4 +213,5 @@ def cpm_request_headers(service: CpmService, conversation_id: str,
         (CONVERSATION_ID, conversation_id),
         (CONTRIBUTION_ID, contribution_id or new_contribution_id()),
         ("User-Agent", user_agent),
+        *([("Request-Disposition", "no-fork")] if service is CpmService.MSG else []),  # seed 003
     ]

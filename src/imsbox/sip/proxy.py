@@ -76,6 +76,7 @@ class RequestContext:
     values: dict[str, object] = field(default_factory=dict)
     failure_route: FailureRoute | None = None
     retargets: int = 0            # how often the failure route re-targeted
+    record_route: bool = True     # False: the router's node is on the route set already
 
     @property
     def flow(self) -> Flow:
@@ -273,7 +274,8 @@ class StatefulProxy:
         base = f"z9hG4bK{loop_hash(ctx.request, self.identity)}"
         for key, target in enumerate(targets, start=len(responses.branches)):
             copy = forward_copy(ctx.request, target.uri, self.identity,
-                                record_route=self.record_route, path=self.path)
+                                record_route=self.record_route and ctx.record_route,
+                                path=self.path)
             for value in reversed(target.route):
                 copy.push_header("Route", value)
             try:
