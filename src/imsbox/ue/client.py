@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Self
 
 from ..msrp import MsrpEndpoint
-from ..rcs.cpm import DEFAULT_USER_AGENT, contact_feature_param
+from ..rcs.cpm import DEFAULT_USER_AGENT, UE_SERVICES, CpmService, contact_feature_param
 from ..rcs.offer import msrp_media, offer_parts
 from ..sdp import Direction, SdpError, parse
 from ..sip.endpoint import HandlerModule, ServerContext
@@ -87,7 +87,9 @@ class RcsClient:
     """One RCS UE. ``await start()`` registers; ``close()`` de-registers.
 
     ``report_all_notifications``: also report IMDNs for messages this client
-    did not send (``imsbox ue listen``); by default only its own."""
+    did not send (``imsbox ue listen``); by default only its own.
+    ``deferred_retrieval``: register the cpm.deferred ICSI too, so the network keeps
+    messages stored while offline until ``retrieve_deferred()`` (seed 003)."""
 
     def __init__(self, user: str, password: str, domain: str = "ims.test",
                  pcscf: tuple[str, int] = ("127.0.0.1", 5060), transport: str = "udp",
@@ -96,7 +98,8 @@ class RcsClient:
                  user_agent: str = DEFAULT_USER_AGENT, accept_chats: bool = True,
                  ssl_context: ssl.SSLContext | None = None,
                  max_file_size: int | None = None, report_all_notifications: bool = False,
-                 answer_timeout: float = ANSWER_TIMEOUT) -> None:
+                 answer_timeout: float = ANSWER_TIMEOUT,
+                 deferred_retrieval: bool = False) -> None:
         if transport not in TRANSPORTS:
             raise RcsError(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.user, self.password, self.domain = user, password, domain
@@ -108,7 +111,7 @@ class RcsClient:
         self.contact = ""
         self.registration = Registration(self.aor, "", self.pcscf,
                                          username=f"{user}@{domain}",
-                                         contact_params=contact_feature_param(),
+                                         contact_params=_feature_param(deferred_retrieval),
                                          instance=self.instance)
         self._ssl = ssl_context
         self._early = HandlerModule(self._early_request, "ue-early")  # 503 until the UA runs
@@ -288,6 +291,13 @@ class RcsClient:
         ``deferred(message_id)`` says the network keeps it for an offline recipient."""
         return await self.messaging.send(self.resolve(to), text, display)
 
+    async def retrieve_deferred(self) -> list[MessageReceived]:
+        """Fetch the messages the network stored while we were offline (seed 003;
+        needs ``deferred_retrieval``): oldest first, each also emitted as a
+        ``MessageReceived`` with mode "deferred"; removed from the store as taken.
+        SendError when the network refuses the retrieval."""
+        return await self.messaging.retrieve_deferred(self.domain)
+
     async def open_chat(self, to: str) -> Chat:
         """A 1-to-1 chat session (INVITE cpm.session, MSRP); SendError if refused."""
         return await self.chat_service.open(self.resolve(to))
@@ -342,6 +352,12 @@ class RcsClient:
             await self.messaging.incoming_large(call, peer, offer)
         else:
             await self.chat_service.incoming(call, peer, offer)
+
+
+def _feature_param(deferred_retrieval: bool) -> str:
+    """The Contact's ICSIs: the four CPM services, with retrieval also cpm.deferred."""
+    extra = (CpmService.DEFERRED,) if deferred_retrieval else ()
+    return contact_feature_param((*UE_SERVICES, *extra))
 
 
 def _bracket(host: str) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..content import CPIM, CpimAddress, NotificationRequest, build_cpim
 from ..content.imdn import IMDN_NS, format_disposition_notification
-from ..msrp import MsrpEndpoint, MsrpError, MsrpSession
+from ..msrp import MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
 from ..msrp import Setup as MsrpSetup
 from ..rcs.cpm import CpmService, cpm_request_headers, new_conversation_id
 from ..rcs.offer import msrp_media
@@ -165,11 +165,13 @@ class UeCore:
 
     async def invite(self, target: str, offer: bytes, service: CpmService,
                      conversation_id: str | None = None,
-                     content_type: str | None = None) -> Call:
-        """INVITE and wait for the final response; SendError unless 2xx."""
+                     content_type: str | None = None, headers: Iterable[Header] = ()) -> Call:
+        """INVITE (the CPM headers, then ``headers``) and wait for the final response;
+        SendError unless 2xx."""
         assert self.ua is not None
         self.ua.route = self.registration.route()
-        call = await self.ua.invite(target, offer, self.cpm_headers(service, conversation_id),
+        call = await self.ua.invite(target, offer,
+                                    [*self.cpm_headers(service, conversation_id), *headers],
                                     content_type=content_type)
         final = await call.wait_final()
         if final is None or not 200 <= final.status < 300:
@@ -193,15 +195,21 @@ class UeCore:
                        wrapped: Iterable[str], service: CpmService, *,
                        conversation_id: str | None = None, extra: Iterable[Attribute] = (),
                        body: Callable[[bytes], tuple[bytes, str]] | None = None,
+                       headers: Iterable[Header] = (),
+                       on_message: Callable[[ReceivedMessage], None] | None = None,
                        ) -> tuple[Call, MsrpSession]:
         """Offer an MSRP session, INVITE, bring MSRP up: the call and its session.
-        ``body`` wraps the SDP offer (a multipart INVITE body and its type). Raises
+        ``body`` wraps the SDP offer (a multipart INVITE body and its type); ``headers``
+        go into the INVITE; ``on_message`` takes what arrives from the first SEND. Raises
         SendError (the session closed, the call hung up) when any step fails."""
         session = self.msrp.create_session(setup=MsrpSetup.ACTIVE)
+        if on_message is not None:
+            session.on_message = on_message
         offer = self.offer(session, direction, accept, wrapped, extra)
         content, content_type = body(offer) if body is not None else (offer, None)
         try:
-            call = await self.invite(target, content, service, conversation_id, content_type)
+            call = await self.invite(target, content, service, conversation_id, content_type,
+                                     headers)
         except SendError:
             await session.close()
             raise

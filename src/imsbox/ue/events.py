@@ -90,7 +90,7 @@ class MessageReceived(RcsEvent):
     text: str
     message_id: str | None
     content_type: str
-    mode: str  # "pager" or "large"
+    mode: str  # "pager", "large" or "deferred" (retrieved, seed 003)
     conversation_id: str | None = None
     EVENT: ClassVar[str] = "message"
 

@@ -4,6 +4,10 @@ message mode (an MSRP session carrying one message) above; incoming MESSAGEs.
 A pager message the network keeps for an offline recipient is answered 202:
 ``Notifications.deferred`` says so (its status is SENT; the delivery
 notification follows once the recipient registered and took it).
+
+A UE registering the cpm.deferred ICSI gets nothing pushed: it retrieves (seed
+003, :meth:`Messaging.retrieve_deferred`) with an INVITE to the
+CPMDeferredMsgMgmtURI; the AS sends each stored CPIM item as one MSRP SEND and BYE.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from ..content import (
     parse_iscomposing,
 )
 from ..msrp import MsrpError, ReceivedMessage
-from ..rcs.cpm import CONVERSATION_ID, CpmService, fits_pager
+from ..rcs.cpm import (
+    CONVERSATION_ID,
+    DEFERRED_EVENT,
+    CpmService,
+    deferred_messages_uri,
+    fits_pager,
+)
 from ..sdp import Direction, SessionDescription
 from ..sip.endpoint import ServerContext
 from ..sip.message import Request, Response, new_tag
@@ -38,6 +48,7 @@ log = logging.getLogger(__name__)
 TEXT = "text/plain;charset=UTF-8"
 CHAT_WRAPPED = ("text/plain", IMDN)   # what a CPIM wrapper may carry
 LARGE_WAIT = 30.0   # seconds for the one message of an incoming large message session
+RETRIEVAL_WAIT = 60.0   # seconds for the AS to send every stored item and BYE
 
 
 class Messaging:
@@ -79,6 +90,33 @@ class Messaging:
             raise SendError(f"large message to {target}: {exc}") from None
         finally:
             await self.core.hang_up(call, session)
+
+    async def retrieve_deferred(self, domain: str) -> list[MessageReceived]:
+        """Seed 003: INVITE the CPMDeferredMsgMgmtURI (``Event: deferred-messages``,
+        a=recvonly), take each stored item (one CPIM per MSRP SEND, our 200 lets the AS
+        remove it) until the AS's BYE. The messages, oldest first; each was also
+        emitted as a ``MessageReceived`` (mode "deferred"). SendError if refused."""
+        psi = deferred_messages_uri(domain)
+        received: list[MessageReceived] = []
+
+        def on_message(message: ReceivedMessage) -> None:
+            try:
+                cpim = parse_cpim(message.body)
+            except (ContentError, ValueError) as exc:
+                log.info("undecodable deferred item: %s", exc)
+                return
+            sender = cpim.sender.uri if cpim.sender is not None else psi
+            event = self.notifications.deliver(cpim, sender, None, None, "deferred")
+            if isinstance(event, MessageReceived):
+                received.append(event)
+
+        call, session = await self.core.outgoing(
+            psi, Direction.RECVONLY, ("message/cpim",), CHAT_WRAPPED, CpmService.DEFERRED,
+            headers=[("Event", DEFERRED_EVENT)], on_message=on_message)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(call.terminated), RETRIEVAL_WAIT)
+        await self.core.hang_up(call, session)
+        return received
 
     # -- incoming ------------------------------------------------------------------------
     def on_request(self, ctx: ServerContext) -> None:

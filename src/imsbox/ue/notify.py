@@ -37,7 +37,14 @@ from ..content.imdn import IMDN_NS, is_notification
 from ..msrp import MsrpError
 from ..rcs.cpm import CpmService
 from .core import UeCore, new_id
-from .events import ChatMessage, MessageReceived, MessageStatus, Notification, SendError
+from .events import (
+    ChatMessage,
+    MessageReceived,
+    MessageStatus,
+    Notification,
+    RcsEvent,
+    SendError,
+)
 
 if TYPE_CHECKING:
     from .chat import Chat
@@ -124,25 +131,28 @@ class Notifications:
 
     # -- what we received ----------------------------------------------------------------
     def deliver(self, cpim: CpimMessage, peer: str, chat: Chat | None,
-                conversation_id: str | None, mode: str) -> None:
-        """An incoming CPIM: an IMDN updates a status, a message becomes an event and
-        gets its delivery notification when asked for."""
+                conversation_id: str | None, mode: str) -> RcsEvent | None:
+        """An incoming CPIM: an IMDN updates a status, a message becomes an event
+        (returned) and gets its delivery notification when asked for."""
         if is_notification(cpim) or (cpim.content_type or "").lower().startswith(IMDN):
             self._on_imdn(cpim, peer, chat)
-            return
+            return None
         core = self.core
         message_id = cpim.get("Message-ID", IMDN_NS)
         text = cpim.body.decode("utf-8", "replace")
+        event: RcsEvent
         if chat is not None:
-            core.emit(ChatMessage(peer, core.aor, text, message_id, chat.id))
+            event = ChatMessage(peer, core.aor, text, message_id, chat.id)
         else:
-            core.emit(MessageReceived(peer, core.aor, text, message_id,
-                                      cpim.content_type or "", mode, conversation_id))
+            event = MessageReceived(peer, core.aor, text, message_id, cpim.content_type or "",
+                                    mode, conversation_id)
+        core.emit(event)
         received = self.remember(cpim, peer, chat, conversation_id)
         if received is not None and NotificationRequest.POSITIVE_DELIVERY in \
                 requested_notifications(cpim):
             received.delivery = core.spawn(self.send_imdn(
                 received, DispositionType.DELIVERY, ImdnStatus.DELIVERED))
+        return event
 
     def remember(self, cpim: CpimMessage, peer: str, chat: Chat | None,
                  conversation_id: str | None) -> Received | None:
