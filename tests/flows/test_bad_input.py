@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from imsbox.sip.message import Request, Response
 from imsbox.sip.transport.base import Destination, Flow
 from imsbox.sip.ua.dialog import build_request
 from imsbox.store import open_store
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.ue.testing import FAST_TIMERS, LoopbackPorts, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(40)
 DOMAIN = "ims.test"
@@ -69,17 +68,6 @@ def check(response: Response, case: tuple[object, ...],
     assert not tracebacks, [r.getMessage() for r in tracebacks]
 
 
-def free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((HOST, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
 
 
 def run(tmp_path: Path, scenario: Callable[[Config, TestUe, TestUe], Awaitable[None]],
@@ -122,7 +110,7 @@ def test_bad_input_through_the_core(tmp_path: Path, case: tuple[object, ...],
 def test_bad_input_straight_to_the_as(tmp_path: Path, case: tuple[object, ...],
                                       caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    port = free_port()
+    port = LoopbackPorts()()
 
     async def scenario(config: Config, alice: TestUe, bob: TestUe) -> None:
         peer = SipEndpoint(FAST_TIMERS)   # stands in for the S-CSCF: a trusted peer

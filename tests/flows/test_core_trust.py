@@ -27,7 +27,7 @@ from imsbox.sip import Request, Response, new_tag, parse
 from imsbox.sip.endpoint import SipEndpoint
 from imsbox.sip.transport.base import Destination
 from imsbox.store import open_store
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.ue.testing import FAST_TIMERS, LoopbackPorts, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(30)
 DOMAIN = "ims.test"
@@ -171,17 +171,6 @@ def test_term_route_at_the_pcscf_only_from_a_core_socket(tmp_path: Path) -> None
 
 # -- the trusted path ------------------------------------------------------------------
 
-def _free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((HOST, 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
 
 
 @contextlib.asynccontextmanager
@@ -203,7 +192,7 @@ def carol_message(target: str) -> Request:
 
 
 def test_a_trusted_peer_reaches_the_icscf_over_udp_and_tcp(tmp_path: Path) -> None:
-    port = _free_port()
+    port = LoopbackPorts()()
 
     async def scenario(config: Config, ues: list[TestUe]) -> None:
         [bob] = ues
