@@ -34,7 +34,7 @@ PACKAGE = "imsbox"
 PROTOCOL = frozenset({"sip", "sdp", "msrp", "content", "errors"})
 ALLOWED: dict[str, frozenset[str]] = {
     "runtime": frozenset(),
-    "store": frozenset(),
+    "store": frozenset({"content"}),   # RFC 4575 endpoint states in its models
     **{layer: PROTOCOL for layer in PROTOCOL},
     "rcs": PROTOCOL,
     "config": PROTOCOL | {"store"},   # value types such as transport Limits

@@ -11,6 +11,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# An endpoint's status in a conference (RFC 4575 5.7.1): the conference-info vocabulary.
+from ..content.conference_info import EndpointStatus as ParticipantState
+
 __all__ = [
     "Binding",
     "Conference",
@@ -223,20 +226,6 @@ class ConferenceKind(enum.Enum):
 
     AD_HOC = "ad-hoc"
     PRE_DEFINED = "pre-defined"
-
-
-class ParticipantState(enum.Enum):
-    """An endpoint's status in a conference (RFC 4575 5.7.1)."""
-
-    PENDING = "pending"
-    DIALING_OUT = "dialing-out"
-    DIALING_IN = "dialing-in"
-    ALERTING = "alerting"
-    ON_HOLD = "on-hold"
-    CONNECTED = "connected"
-    MUTED_VIA_FOCUS = "muted-via-focus"
-    DISCONNECTING = "disconnecting"
-    DISCONNECTED = "disconnected"
 
 
 @dataclass(slots=True, frozen=True)
