@@ -405,12 +405,8 @@ class UserAgent:
                 call._timer.cancel()
 
 
-class _DialogLayer:
-    """The UA's dialog layer: requests in a dialog with an INVITE usage go
-    to that session; event methods are left to the event usages (RFC 5057 5)."""
-
-    name = "ua-dialogs"
-    priority = Priority.DIALOG
+class _UaModule:
+    """What the UA's two modules share: the UA and the methods it allows."""
 
     def __init__(self, ua: UserAgent) -> None:
         self.ua = ua
@@ -418,6 +414,14 @@ class _DialogLayer:
     @property
     def methods(self) -> Collection[str]:
         return self.ua.config.allow
+
+
+class _DialogLayer(_UaModule):
+    """The UA's dialog layer: requests in a dialog with an INVITE usage go
+    to that session; event methods are left to the event usages (RFC 5057 5)."""
+
+    name = "ua-dialogs"
+    priority = Priority.DIALOG
 
     def on_request(self, ctx: ServerContext) -> bool:
         request = ctx.request
@@ -432,19 +436,12 @@ class _DialogLayer:
         return True
 
 
-class _Application:
+class _Application(_UaModule):
     """The UA's own answers outside its dialogs: new INVITE and OPTIONS,
     481 for dialogs we do not have (12.2.2), the app callback for the rest."""
 
     name = "ua"
     priority = Priority.APPLICATION
-
-    def __init__(self, ua: UserAgent) -> None:
-        self.ua = ua
-
-    @property
-    def methods(self) -> Collection[str]:
-        return self.ua.config.allow
 
     def on_request(self, ctx: ServerContext) -> bool:
         request, ua = ctx.request, self.ua
