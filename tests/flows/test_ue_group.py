@@ -5,8 +5,9 @@ layers on the conference AS's address (the I-CSCF finds it by the HSS PSI
 query, TS 24.247 A.5.1): it answers the factory and conference URIs, serves
 ``Event: conference`` with a full then partial conference-info and switches
 every MSRP message to the other participants unchanged (CPIM From = the
-original sender). It stands in for requests that need no in-dialog routing to
-a PSI; the flows through the real conference AS are in test_group_chat.py.
+original sender); a factory INVITE's members get an INVITE from it (A.5.2:
+to the I-CSCF, Contact with isfocus, Referred-By the creator). It stands in for
+requests that need no in-dialog routing to a PSI.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from imsbox.config import Config, load_config
-from imsbox.content import CPIM, CpimMessage, parse_cpim, parse_resource_lists
+from imsbox.content import (
+    CPIM,
+    RESOURCE_LISTS,
+    CpimMessage,
+    parse_cpim,
+    parse_resource_lists,
+)
 from imsbox.content.conference_info import (
     ConferenceInfo,
     ElementState,
@@ -29,10 +36,21 @@ from imsbox.content.conference_info import (
 from imsbox.ims.provisioning import add_user
 from imsbox.msrp import MsrpEndpoint, MsrpSession, ReceivedMessage
 from imsbox.msrp import Setup as MsrpSetup
+from imsbox.rcs.cpm import CpmService, accept_contact
 from imsbox.rcs.offer import msrp_media, offer_parts
-from imsbox.sdp import LocalCapabilities, Setup, answer, parse
+from imsbox.sdp import (
+    Connection,
+    LocalCapabilities,
+    MediaDescription,
+    Origin,
+    SessionDescription,
+    Setup,
+    answer,
+    parse,
+)
 from imsbox.sip.endpoint import SipEndpoint
 from imsbox.sip.message import Request
+from imsbox.sip.ua.dialog import Dialog, build_request
 from imsbox.sip.ua.events import EventPackageRegistry, NotifierSubscription
 from imsbox.sip.ua.invite import InviteConfig
 from imsbox.sip.ua.refer import EventAgent
@@ -90,6 +108,8 @@ class StandInFocus:
         self.messages: asyncio.Queue[tuple[str, CpimMessage]] = asyncio.Queue()
         self.sessions: dict[str, MsrpSession] = {}  # participant -> MSRP session
         self.versions: dict[int, int] = {}          # id(subscription) -> last version sent
+        self.invited: asyncio.Queue[tuple[str, int]] = asyncio.Queue()  # member, final status
+        self.icscf = config.icscf.uri
 
     async def start(self) -> StandInFocus:
         await self.endpoint.listen("udp", self.host, self.port)
@@ -128,11 +148,48 @@ class StandInFocus:
         session.setup = MsrpSetup.PASSIVE
         call.accept(bytes(answer(offer, caps)))
         await asyncio.wait_for(session.start(), WAIT)
-        peer = str(request.from_.uri)
+        self._joined(str(request.from_.uri), session)
+        if user == "conf-factory":
+            _, multipart = offer_parts(request)
+            listing = multipart.find(RESOURCE_LISTS) if multipart is not None else None
+            assert listing is not None
+            for entry in parse_resource_lists(listing.body).all_entries():
+                self.endpoint.spawn(self.invite(entry.uri, str(request.from_.uri)))
+
+    def _joined(self, peer: str, session: MsrpSession) -> None:
         session.on_message = lambda message: self._switch(peer, message)
         self.sessions[peer] = session
         for sub in self.agent.notifier.subscriptions:
             self._notify(sub, peer)
+
+    async def invite(self, member: str, inviter: str) -> None:
+        """A.5.2: INVITE to the I-CSCF, Contact <conference>;isfocus, Referred-By."""
+        session = self.msrp.create_session(setup=MsrpSetup.ACTIVE)
+        offer = SessionDescription(origin=Origin("-", "1", "1", "IN", "IP4", self.host),
+                                   session_name="-",
+                                   connection=Connection("IN", "IP4", self.host))
+        media = MediaDescription("message", self.msrp.port, "TCP/MSRP", ["*"])
+        media.accept_types, media.setup = ["message/cpim"], Setup.ACTIVE
+        media.path, media.msrp_cema = [str(session.local_uri)], True
+        offer.media.append(media)
+        request = build_request("INVITE", member, f"<{CONFERENCE}>", f"<{member}>",
+                                route=[f"<{self.icscf};lr>"], body=bytes(offer),
+                                content_type="application/sdp",
+                                headers=[("Referred-By", f"<{inviter}>"),
+                                         ("Subject", "Lunch"),
+                                         ("Accept-Contact", accept_contact(CpmService.SESSION))])
+        request.set_header("Contact", f"<{CONFERENCE}>;isfocus")
+        final = await self.endpoint.request(request).final()
+        self.invited.put_nowait((member, final.status))
+        if final.status != 200:
+            return
+        self.endpoint.send_stateless(Dialog.from_uac(request, final).create_ack(
+            request.cseq.seq))
+        theirs = msrp_media(parse(final.body))
+        assert theirs is not None
+        session.set_remote_path(theirs.path or [])
+        await asyncio.wait_for(session.start(), WAIT)
+        self._joined(member, session)
 
     def _switch(self, sender: str, message: ReceivedMessage) -> None:
         if (message.content_type or "").startswith(CPIM):
@@ -177,7 +234,8 @@ def test_create_join_messages_and_participants(tmp_path: Path) -> None:
         focus = await StandInFocus(config).start()
         try:
             async with network_with(config, alice, bob):
-                group = await alice.create_group(["bob", "sip:carol@ims.test"], "Lunch")
+                # carol is offline, dave unknown: the focus's invitations fail
+                group = await alice.create_group(["carol", "sip:dave@ims.test"], "Lunch")
                 create = focus.initial[0]
                 assert str(create.uri) == f"sip:conf-factory@{DOMAIN}"
                 assert create.header("Require") == "recipient-list-invite"
@@ -191,7 +249,7 @@ def test_create_join_messages_and_participants(tmp_path: Path) -> None:
                 assert listing is not None
                 assert listing.get("Content-Disposition") == "recipient-list"
                 assert [e.uri for e in parse_resource_lists(listing.body).all_entries()] == \
-                    ["sip:bob@ims.test", "sip:carol@ims.test"]
+                    ["sip:carol@ims.test", "sip:dave@ims.test"]
                 assert group.conference == CONFERENCE   # the focus's Contact
 
                 joined = await alice.wait_event(GroupJoined, WAIT)
@@ -249,6 +307,37 @@ def test_unknown_conference_is_a_404(tmp_path: Path) -> None:
                 with pytest.raises(SendError, match="at least one member"):
                     await alice.create_group([])
                 assert [str(r.uri) for r in focus.initial] == ["sip:conf-gone@ims.test"]
+        finally:
+            await focus.close()
+
+    run(scenario)
+
+
+def test_invitations_from_the_focus_are_accepted_and_messages_fan_out(tmp_path: Path) -> None:
+    """Three clients: alice creates with bob and carol, the focus invites them
+    (Referred-By alice), each joins; carol's message reaches alice and bob from carol."""
+    config = group_config(tmp_path)
+    alice, bob, carol = (client(config, n) for n in ("alice", "bob", "carol"))
+
+    async def scenario() -> None:
+        focus = await StandInFocus(config).start()
+        try:
+            async with network_with(config, alice, bob, carol):
+                await alice.create_group(["bob", "carol"], "Lunch")
+                invited = {await asyncio.wait_for(focus.invited.get(), WAIT) for _ in range(2)}
+                assert invited == {("sip:bob@ims.test", 200), ("sip:carol@ims.test", 200)}
+                for ue in (bob, carol):
+                    joined = await ue.wait_event(GroupJoined, WAIT)
+                    assert isinstance(joined, GroupJoined)
+                    assert (joined.how, joined.sender, joined.conference, joined.subject) == \
+                        ("invited", "sip:alice@ims.test", CONFERENCE, "Lunch")
+                    assert "sip:alice@ims.test" in joined.participants
+                (carols,) = carol.groups.values()
+                await carols.send("pizza?")
+                for ue in (alice, bob):
+                    got = await ue.wait_event(GroupMessage, WAIT)
+                    assert isinstance(got, GroupMessage)
+                    assert (got.sender, got.text) == ("sip:carol@ims.test", "pizza?")
         finally:
             await focus.close()
 
