@@ -245,7 +245,7 @@ async def _print_events(client: RcsClient, printer: Printer,
     async for event in client.events():
         if not isinstance(event, Registered) or event.state != "registered":
             printer.event(event)
-        if mark_displayed and isinstance(event, (MessageReceived, ChatMessage)) \
+        if mark_displayed and isinstance(event, (MessageReceived, ChatMessage, GroupMessage)) \
                 and event.message_id:
             await client.mark_displayed(event.message_id)
 

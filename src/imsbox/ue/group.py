@@ -92,6 +92,7 @@ CONFERENCE_PACKAGE = EventPackage("conference", CONFERENCE_INFO, default_expires
 SUBSCRIBE_EXPIRES = 600
 JOIN_STATE_WAIT = 5.0   # seconds for the first conference-info before reporting the join anyway
 REFER_WAIT = 15.0       # seconds for a REFER's answer and for its final NOTIFY
+UNSUBSCRIBE_WAIT = 1.0  # seconds for the last NOTIFY before the BYE goes anyway
 # Endpoint states (RFC 4575 5.7.2) in which a user takes part in the conference.
 _PRESENT = frozenset({EndpointStatus.CONNECTED, EndpointStatus.ON_HOLD,
                       EndpointStatus.MUTED_VIA_FOCUS})
@@ -344,6 +345,7 @@ class GroupChat(Chat):
         if not self.joined.is_set():
             self._report_joined()
         core.emit(GroupLeft(self.conference, core.aor, self.conference, reason, self.id))
+        core.spawn(self._unsubscribe())  # removed or ended: the focus may not end it itself
 
     def _status_message(self, document: bytes) -> tuple[str, bytes]:
         """isComposing wrapped in CPIM: the focus passes it on with us in From."""
@@ -408,12 +410,19 @@ class GroupChat(Chat):
         return result
 
     async def leave(self) -> None:
-        """BYE (after ending our conference subscription)."""
+        """End our conference subscription, then BYE."""
+        await self.close()
+
+    async def close(self) -> None:
+        if not self.closed.is_set():
+            await self._unsubscribe()
+        await super().close()
+
+    async def _unsubscribe(self) -> None:
         watch = self._subscription
         if watch is not None and not watch.terminated.done():
             with contextlib.suppress(Exception):
-                await self.groups.agent.unsubscribe(watch, 2)
-        await self.close()
+                await self.groups.agent.unsubscribe(watch, UNSUBSCRIBE_WAIT)
 
     # -- the conference event package ----------------------------------------------------
     async def _follow(self) -> None:
