@@ -80,6 +80,7 @@ pytestmark = pytest.mark.timeout(40)
 WAIT = 5.0
 CONFERENCE = f"sip:conf-1@{DOMAIN}"
 T = TypeVar("T")
+CORE = ("pcscf", "icscf", "scscf", "as")   # the stand-in takes the conference AS's place
 
 
 def group_config(tmp_path: Path) -> Config:
@@ -242,7 +243,7 @@ def test_create_join_messages_and_participants(tmp_path: Path) -> None:
     async def scenario() -> None:
         focus = await StandInFocus(config).start()
         try:
-            async with network_with(config, alice, bob):
+            async with network_with(config, alice, bob, roles=CORE):
                 # carol is offline, dave unknown: the focus's invitations fail
                 group = await alice.create_group(["carol", "sip:dave@ims.test"], "Lunch")
                 create = focus.initial[0]
@@ -309,7 +310,7 @@ def test_unknown_conference_is_a_404(tmp_path: Path) -> None:
     async def scenario() -> None:
         focus = await StandInFocus(config).start()
         try:
-            async with network_with(config, alice):
+            async with network_with(config, alice, roles=CORE):
                 with pytest.raises(SendError) as refused:
                     await alice.join_group("sip:conf-gone@ims.test")
                 assert refused.value.status == 404
@@ -331,7 +332,7 @@ def test_invitations_from_the_focus_are_accepted_and_messages_fan_out(tmp_path: 
     async def scenario() -> None:
         focus = await StandInFocus(config).start()
         try:
-            async with network_with(config, alice, bob, carol):
+            async with network_with(config, alice, bob, carol, roles=CORE):
                 await alice.create_group(["bob", "carol"], "Lunch")
                 invited = {await asyncio.wait_for(focus.invited.get(), WAIT) for _ in range(2)}
                 assert invited == {("sip:bob@ims.test", 200), ("sip:carol@ims.test", 200)}
