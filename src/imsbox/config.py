@@ -103,8 +103,8 @@ from pathlib import Path
 from typing import Any
 
 from .ims.ifc import (
-    ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, SessionCase,
-    SessionCaseSpt, TriggerPoint,
+    ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, RequestUriSpt,
+    SessionCase, SessionCaseSpt, TriggerPoint,
 )
 from .ims.login_guard import LoginLimits
 from .sip.overload import OverloadPolicy
@@ -290,6 +290,10 @@ def _cpm_ifc(priority: int, server: str, cases: tuple[SessionCase, ...], name: s
         HeaderSpt("P-Asserted-Service", CPM_SERVICE, groups=(1,)),
         HeaderSpt("Accept-Contact", CPM_ACCEPT_CONTACT, groups=(1,)),
         *(SessionCaseSpt(case, groups=(2,)) for case in cases),
+        # Group chat belongs to the conference AS: neither a request to a conference
+        # PSI nor one from a focus (P-Asserted-Identity: the conference).
+        RequestUriSpt(CONFERENCE_PSI, negated=True, groups=(3,)),
+        HeaderSpt("P-Asserted-Identity", CONFERENCE_PSI, negated=True, groups=(4,)),
     )
     # The REGISTER goes along (message/sip): the AS sees the ICSIs the UE registered.
     return InitialFilterCriteria(priority, ApplicationServer(
@@ -306,6 +310,10 @@ def default_ifcs(messaging_as_uri: str) -> tuple[InitialFilterCriteria, ...]:
                                         SessionCase.TERMINATING_UNREGISTERED),
                  "cpm-terminating"),
     )
+
+
+# The default conference PSIs (``default_psis``) whatever the domain.
+CONFERENCE_PSI = r"sips?:(conf|group)-[^@;>]*@"
 
 
 def default_psis(domain: str, conference_as_uri: str) -> tuple[Psi, ...]:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, TextIO
 
+from .apps.conference import ConferenceAs
 from .apps.messaging import MessagingAs, MessagingSettings
 from .config import Config, ConfigError, load_config
 from .ims.hss import Hss
@@ -173,14 +174,19 @@ def _messaging_as(ctx: NodeContext) -> Node:
     return MessagingAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
 
 
+def _conference_as(ctx: NodeContext) -> Node:
+    return ConferenceAs(ctx.config, ctx.store, timers=ctx.timers)
+
+
 def default_registry() -> NodeRegistry:
-    """The IMS core and the messaging AS, as ``imsbox serve`` runs them."""
+    """The IMS core, the messaging AS and the conference AS, as ``imsbox serve`` runs them."""
     return NodeRegistry([
         NodeFactory("pcscf", "pcscf", _pcscf,
                     listen_hint="--host/--port/--tls-port or [pcscf] in imsbox.toml"),
         NodeFactory("icscf", "icscf", _icscf, uses_hss=True),
         NodeFactory("scscf", "scscf", _scscf, uses_hss=True),
         NodeFactory("as", "messaging_as", _messaging_as),
+        NodeFactory("conference", "conference_as", _conference_as),
     ])
 
 

@@ -53,6 +53,7 @@ class Origin:
     contact: Uri
     route: tuple[str, ...] = ()
     flow: Flow | None = None
+    contact_params: str = ""       # Contact header parameters, e.g. ``;isfocus``
 
 
 class Call:
@@ -199,7 +200,8 @@ class UserAgent:
         target_uri = parse_uri(target) if isinstance(target, str) else target
         request = build_request(
             "INVITE", target_uri, origin.local, to or NameAddr(target_uri),
-            contact=origin.contact, route=origin.route, headers=headers,
+            contact=origin.contact, contact_params=origin.contact_params,
+            route=origin.route, headers=headers,
             body=offer_sdp or b"", content_type=(content_type or SDP) if offer_sdp else None)
         oa = offer_answer or self._offer_answer(offer_sdp or b"")
         session = InviteSession.outgoing(request, self._now(), self.config, oa)
@@ -226,13 +228,17 @@ class UserAgent:
         return self._by_session.get(usage) if isinstance(usage, InviteSession) else None
 
     # -- incoming -------------------------------------------------------------
-    def new_call(self, ctx: ServerContext) -> None:
-        """13.3.1: a new INVITE becomes a Call for ``on_call`` (or ``incoming``)."""
+    def new_call(self, ctx: ServerContext, contact: Uri | None = None,
+                 contact_params: str = "") -> None:
+        """13.3.1: a new INVITE becomes a Call for ``on_call`` (or ``incoming``).
+        ``contact`` / ``contact_params``: this call's Contact instead of the UA's
+        (a focus answers with the conference URI and ``;isfocus``)."""
         request = ctx.request
         oa = self._offer_answer(b"")
         secure = ctx.flow.transport == "tls" and request.uri.scheme == "sips"
         session = InviteSession.incoming(request, self._now(), self.config, oa,
-                                         local_contact=self.contact, secure=secure)
+                                         local_contact=contact or self.contact, secure=secure)
+        session.local_contact_params = contact_params
         call = Call(self, session)
         self._by_session[session] = call
         call._servers[("INVITE", request.cseq.seq)] = ctx

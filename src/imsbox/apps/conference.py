@@ -1,0 +1,502 @@
+"""The conference AS: the focus of session-based messaging conferences (group chat).
+
+TS 24.247 A.5 / OMA CPM group chat, on the core's PSIs (``sip:conf-*@DOMAIN``,
+``sip:group-*@DOMAIN``, the factory ``sip:conf-factory@DOMAIN``): the I-CSCF's
+HSS query sends every request for them here, initial or in a dialog (the
+200 OK Contact is the conference URI with ``;isfocus``, RFC 4579). It reaches
+the core only over SIP; only the trust domain may send to it.
+
+* ``INVITE`` to the factory with SDP and a ``recipient-list`` resource list
+  (RFC 5366, multipart/mixed as in seed 003): a new ``sip:conf-ID@DOMAIN``,
+  the creator answered, every listed member invited with ``Referred-By``
+  (AS -> I-CSCF -> S-CSCF -> P-CSCF -> UE, A.5.2). ``Subject`` is the subject.
+  A list that is not XML or names nobody: 400 with the reason.
+* ``INVITE`` to a conference URI (A.5.1): joins it; 404 for none, 403 for a
+  non-member of a pre-defined group (``imsbox group add``).
+* MSRP: one session per participant, terminated here (CEMA, passive to an
+  active offer); every message is switched to all other connected
+  participants, CPIM ``From`` the sender (as the P-CSCF asserted it) and
+  ``To`` the conference; isComposing the same way; no echo.
+* ``BYE`` leaves; a conference nobody is connected to ends after
+  ``ConferenceSettings.idle_timeout`` (a later INVITE then gets 404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .. import sdp
+from ..config import Config
+from ..content import CPIM, ContentError, parse_cpim
+from ..content.cpim import CpimAddress, CpimHeader, build_cpim
+from ..content.resource_lists import parse_resource_lists
+from ..msrp import MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
+from ..msrp import Setup as MsrpSetup
+from ..rcs import cpm
+from ..rcs.offer import msrp_media, offer_parts
+from ..sip.endpoint import Priority, ServerContext, SipEndpoint
+from ..sip.headers import NameAddr
+from ..sip.identity import canonical_public_id
+from ..sip.message import Request, Response, new_tag
+from ..sip.transaction import TimerValues
+from ..sip.trust import TrustedPeers, TrustGuard
+from ..sip.ua.invite import InviteConfig, SessionTimerConfig
+from ..sip.ua.useragent import Call, Origin, UserAgent
+from ..sip.uri import parse_uri
+from ..store import Conference, ConferenceKind, Participant, ParticipantState, Store
+from .anchor import caller_identity, far_offer, near_answer
+
+__all__ = ["ConferenceAs", "ConferenceError", "ConferenceSettings", "FACTORY_USER", "Focus", "Leg"]
+
+log = logging.getLogger(__name__)
+
+FACTORY_USER = "conf-factory"
+RESOURCE_LISTS = "application/resource-lists+xml"
+RECIPIENT_LIST_INVITE = "recipient-list-invite"
+FOCUS_PARAMS = ";isfocus"
+ALLOW_EVENTS = "conference"
+BIND_TIMEOUT = 10.0
+QUEUE_BOUND = 256          # messages waiting for one participant before its sender waits
+CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90)
+# Headers of the creator's INVITE the focus's invitations carry on (seed 003).
+INVITE_HEADERS = ("P-Asserted-Service", "Accept-Contact", cpm.CONVERSATION_ID,
+                  cpm.CONTRIBUTION_ID, "Subject")
+
+
+@dataclass(slots=True, frozen=True)
+class ConferenceSettings:
+    idle_timeout: float = 300.0   # a conference nobody is in ends after this long
+    max_wakeup: float = 30.0
+
+
+class ConferenceError(Exception):
+    """A request the focus refuses: ``status`` and ``reason`` of the answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class Leg:
+    """One participant's SIP dialog and MSRP session with the focus."""
+
+    uri: str
+    call: Call
+    session: MsrpSession
+    display_name: str = ""
+    outbox: asyncio.Queue[tuple[str, bytes]] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_BOUND))
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Focus:
+    """One conference being hosted: its connected legs and the MSRP switch."""
+
+    def __init__(self, node: ConferenceAs, conference: Conference) -> None:
+        self.node = node
+        self.uri = conference.uri
+        self.conference = conference
+        self.legs: dict[str, Leg] = {}
+        self.offer: sdp.SessionDescription | None = None  # template for invitations
+        self.headers: list[tuple[str, str]] = []
+
+    @property
+    def origin(self) -> Origin:
+        """Our side of every dialog: the conference, ``;isfocus``, to the I-CSCF."""
+        icscf = self.node.config.icscf
+        host = f"[{icscf.host}]" if ":" in icscf.host else icscf.host
+        uri = parse_uri(self.uri)
+        return Origin(NameAddr(uri, self.conference.subject or None), uri,
+                      (f"<sip:{host}:{icscf.port};lr>",), contact_params=FOCUS_PARAMS)
+
+    # -- joining ----------------------------------------------------------------------
+    async def accept(self, call: Call, offer: sdp.SessionDescription) -> None:
+        """Answer a participant's INVITE with our MSRP session (A.5.1 step 12)."""
+        msrp = self.node.msrp
+        assert msrp is not None
+        session = msrp.create_session(setup=MsrpSetup.PASSIVE)
+        answer = near_answer(offer, session, msrp)
+        media = msrp_media(offer)
+        assert media is not None
+        session.set_remote_path(media.path or [])
+        uri = caller_identity(call.request)
+        call.accept(bytes(answer), headers=[("Allow-Events", ALLOW_EVENTS)])
+        answered = msrp_media(answer)
+        if answered is not None and answered.setup is sdp.Setup.ACTIVE:
+            session.setup = MsrpSetup.ACTIVE
+            session.cema_address = _cema(offer)
+            await call.established.wait()
+            await session.connect()
+        await self._joined(uri, call, session, call.request.from_.display_name or "")
+
+    async def invite(self, target: str, referred_by: str) -> None:
+        """A.5.2: invite ``target`` with our offer, ``Referred-By`` the inviter."""
+        msrp = self.node.msrp
+        ua = self.node.ua
+        assert msrp is not None and ua is not None and self.offer is not None
+        session = msrp.create_session(setup=MsrpSetup.ACTIVE)
+        headers = [*self.headers, ("Referred-By", f"<{referred_by}>"),
+                   ("P-Asserted-Identity", f"<{self.uri}>"),
+                   ("Allow-Events", ALLOW_EVENTS)]
+        await self.node.set_state(self.uri, Participant(target, ParticipantState.PENDING))
+        call = await ua.invite(target, bytes(far_offer(self.offer, session, msrp)), headers,
+                               origin=self.origin)
+        final = await call.final
+        if final is None or final.status >= 300:
+            log.info("%s: %s did not join (%s)", self.uri, target,
+                     final.status if final else "no answer")
+            await session.close()
+            await self.node.set_state(self.uri, Participant(
+                target, ParticipantState.DISCONNECTED))
+            return
+        try:
+            answer = sdp.parse(call.remote_sdp or b"")
+            media = msrp_media(answer)
+            if media is None:
+                raise LookupError("no MSRP media line")
+            session.set_remote_path(media.path or [])
+            session.cema_address = _cema(answer)
+            await asyncio.wait_for(session.connect(), BIND_TIMEOUT)
+        except (sdp.SdpError, LookupError, TimeoutError, MsrpError, OSError) as exc:
+            log.info("%s: MSRP to %s failed: %s", self.uri, target, exc)
+            await session.close()
+            await call.bye()
+            return
+        await self._joined(canonical_public_id(target), call, session, "")
+
+    async def _joined(self, uri: str, call: Call, session: MsrpSession,
+                      display_name: str) -> None:
+        old = self.legs.get(uri)
+        if old is not None:   # a second session of the same user replaces the first
+            await self._drop(old, hang_up=True)
+        leg = Leg(uri, call, session, display_name)
+        self.legs[uri] = leg
+        leg.tasks = [asyncio.ensure_future(self._pump(leg)),
+                     asyncio.ensure_future(self._deliver(leg)),
+                     asyncio.ensure_future(self._watch(leg))]
+        await self.node.set_state(self.uri, Participant(
+            uri, ParticipantState.CONNECTED, display_name, self.node.clock()))
+        log.info("%s: %s joined (%d connected)", self.uri, uri, len(self.legs))
+
+    # -- the MSRP switch --------------------------------------------------------------
+    async def _pump(self, leg: Leg) -> None:
+        async for message in leg.session:
+            body = self._switched(leg, message)
+            if body is None:
+                continue
+            for other in list(self.legs.values()):
+                if other is not leg:
+                    await other.outbox.put((CPIM, body))  # bounded: a flood waits here
+
+    def _switched(self, leg: Leg, message: ReceivedMessage) -> bytes | None:
+        """The message as every other participant gets it: CPIM From the sender
+        (as asserted, whatever the UE wrote), To the conference."""
+        kind = (message.content_type or "text/plain").lower()
+        sender, conference = CpimAddress(leg.uri, leg.display_name or None), \
+            CpimAddress(self.uri)
+        if kind != CPIM:
+            return build_cpim(kind, message.body, sender=sender,
+                              recipients=[conference]).to_bytes()
+        try:
+            cpim = parse_cpim(message.body)
+        except ContentError as exc:
+            log.info("%s: bad CPIM from %s dropped: %s", self.uri, leg.uri, exc)
+            return None
+        headers = [h for h in cpim.headers if h.name.lower() not in ("from", "to")]
+        cpim.headers = [CpimHeader("From", str(sender)), CpimHeader("To", str(conference)),
+                        *headers]
+        return cpim.to_bytes()
+
+    async def _deliver(self, leg: Leg) -> None:
+        while True:
+            content_type, body = await leg.outbox.get()
+            try:
+                await leg.session.send_message(content_type, body)
+            except (MsrpError, OSError) as exc:
+                log.info("%s: delivery to %s failed: %s", self.uri, leg.uri, exc)
+
+    # -- leaving ----------------------------------------------------------------------
+    async def _watch(self, leg: Leg) -> None:
+        await asyncio.shield(leg.call.terminated)
+        if self.legs.get(leg.uri) is leg:
+            await self._drop(leg, hang_up=False)
+
+    async def _drop(self, leg: Leg, hang_up: bool) -> None:
+        if self.legs.get(leg.uri) is leg:
+            del self.legs[leg.uri]
+        for task in leg.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        if hang_up and not leg.call.terminated.done():
+            with contextlib.suppress(Exception):
+                await leg.call.bye()
+        await leg.session.close()
+        await self.node.set_state(self.uri, Participant(
+            leg.uri, ParticipantState.DISCONNECTED, leg.display_name))
+        log.info("%s: %s left (%d connected)", self.uri, leg.uri, len(self.legs))
+        if not self.legs:
+            await self.node.idle(self)
+
+    async def close(self) -> None:
+        for leg in list(self.legs.values()):
+            for task in leg.tasks:
+                task.cancel()
+            await leg.session.close()
+        self.legs.clear()
+
+
+class ConferenceAs:
+    """The focus node on ``config.conference_as``; ``await start()``, ``await close()``."""
+
+    def __init__(self, config: Config, store: Store, *, timers: TimerValues | None = None,
+                 settings: ConferenceSettings | None = None,
+                 clock: Callable[[], float] = time.time, trace: bool = False) -> None:
+        self.config = config
+        self.store = store
+        self.timers = timers
+        self.settings = settings or ConferenceSettings()
+        self.clock = clock
+        self.endpoint = SipEndpoint(timers, trace, limits=config.limits.sip,
+                                    overload=config.limits.overload)
+        self.msrp: MsrpEndpoint | None = None
+        self.ua: UserAgent | None = None
+        self.foci: dict[str, Focus] = {}
+        self.factory = f"sip:{FACTORY_USER}@{config.domain}"
+        self._joining: dict[str, Focus] = {}         # Call-ID -> focus, until on_call
+        self._invitees: dict[str, list[str]] = {}    # creator's Call-ID -> members to invite
+        self._tasks: set[asyncio.Future[object]] = set()
+        self._wakeup = asyncio.Event()
+
+    # -- life cycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        node = self.config.conference_as
+        trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
+                                           self.config.security.udp_trust)
+        self.endpoint.add_module(TrustGuard(trust, "conference AS"))  # only the core
+        port = node.port
+        for transport in (t for t in node.transports if t != "tls"):
+            port = (await self.endpoint.listen(transport, node.host, port,
+                                               reuse_port=transport == "tcp"))[1]
+        limits = self.config.limits
+        self.msrp = await MsrpEndpoint(
+            node.host, 0, idle_timeout=limits.msrp_idle_timeout,
+            keepalive_interval=limits.msrp_idle_timeout / 2,
+            message_timeout=limits.message_timeout).start()
+        host = f"[{node.host}]" if ":" in node.host else node.host
+        timers = self.timers or TimerValues()
+        self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
+                            config=InviteConfig(t1=timers.t1, t2=timers.t2,
+                                                session_timer=CPM_SESSION_TIMER,
+                                                extensions=(RECIPIENT_LIST_INVITE,)),
+                            on_call=self._on_call, serve_new=False)
+        self.endpoint.add_module(_FocusModule(self))
+        self._spawn(self._housekeeping())
+        log.info("conference AS up on %s:%d", node.host, port)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for focus in list(self.foci.values()):
+            await focus.close()
+        if self.ua is not None:
+            await self.ua.close()
+        await self.endpoint.close()
+        if self.msrp is not None:
+            await self.msrp.close()
+
+    def listening_lines(self) -> list[str]:
+        return [f"conference AS listening on {d}"
+                for d in self.endpoint.transport.listen_addresses]
+
+    def _spawn(self, coro: Awaitable[object]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- new INVITEs ------------------------------------------------------------------
+    async def serve_invite(self, ctx: ServerContext) -> None:
+        request = ctx.request
+        try:
+            focus = await self._focus_for(request)
+        except ConferenceError as exc:
+            log.info("INVITE %s from %s: %d %s", request.uri, caller_identity(request),
+                     exc.status, exc.reason)
+            ctx.respond(Response.for_request(request, exc.status, exc.reason[:120],
+                                             to_tag=new_tag()))
+            return
+        assert self.ua is not None
+        self._joining[request.call_id] = focus
+        self.ua.new_call(ctx, contact=parse_uri(focus.uri), contact_params=FOCUS_PARAMS)
+
+    async def _on_call(self, call: Call) -> None:
+        focus = self._joining.pop(call.call_id, None)
+        if focus is None:
+            call.reject(500)
+            return
+        sdp_body = offer_parts(call.request)[0]
+        try:
+            offer = sdp.parse(sdp_body or b"")
+            if msrp_media(offer) is None:
+                raise LookupError
+        except (sdp.SdpError, LookupError):
+            call.reject(488, "Not Acceptable Here - no MSRP media line")
+            return
+        if focus.offer is None:
+            focus.offer = offer
+        await focus.accept(call, offer)
+        members = self._invitees.pop(call.call_id, [])
+        for member in members:
+            self._spawn(focus.invite(member, caller_identity(call.request)))
+
+    async def _focus_for(self, request: Request) -> Focus:
+        """The conference an INVITE is for (a new one for the factory)."""
+        try:
+            uri = canonical_public_id(str(request.uri))
+            user = caller_identity(request)
+        except ValueError:
+            raise ConferenceError(400, "Bad Request - Request-URI") from None
+        if uri == self.factory:
+            return await self._create(request, user)
+        focus = self.foci.get(uri)
+        conference = focus.conference if focus else await self.store.conferences.get(uri)
+        if conference is None:
+            conference = await self._group(uri)
+        if conference is None:
+            raise ConferenceError(404, "Not Found - no such conference")
+        if conference.kind is ConferenceKind.PRE_DEFINED:
+            group = await self.store.subscribers.get_group(uri)
+            members = {canonical_public_id(m) for m in group.members} if group else set()
+            if user not in members:
+                raise ConferenceError(403, "Forbidden - not a member of this group")
+        return focus or self._host(conference, request)
+
+    async def _group(self, uri: str) -> Conference | None:
+        """A pre-defined group's conference, made on its first INVITE."""
+        group = await self.store.subscribers.get_group(uri)
+        if group is None:
+            return None
+        conference = Conference(uri, "", ConferenceKind.PRE_DEFINED, group.name,
+                                created_at=self.clock())
+        await self.store.conferences.put(conference)
+        return conference
+
+    async def _create(self, request: Request, creator: str) -> Focus:
+        """RFC 5366 at the factory: a new conference for the listed members."""
+        members = _recipients(request)
+        uri = f"sip:conf-{secrets.token_hex(6)}@{self.config.domain}"
+        subject = request.headers.get("Subject") or ""
+        conference = Conference(uri, creator, ConferenceKind.AD_HOC, subject,
+                                admins=(creator,), created_at=self.clock())
+        await self.store.conferences.create(conference)
+        focus = self._host(conference, request)
+        self._invitees[request.call_id] = [m for m in members if m != creator]
+        log.info("conference %s created by %s for %s", uri, creator, members)
+        return focus
+
+    def _host(self, conference: Conference, request: Request) -> Focus:
+        focus = self.foci.get(conference.uri)
+        if focus is None:
+            focus = self.foci[conference.uri] = Focus(self, conference)
+            focus.headers = [(n, v) for n, v in request.headers
+                             if n.title() in _INVITE_TITLES]
+        return focus
+
+    # -- store ------------------------------------------------------------------------
+    async def set_state(self, uri: str, participant: Participant) -> None:
+        if not await self.store.conferences.set_participant(uri, participant):
+            return
+        if participant.state is ParticipantState.CONNECTED:
+            await self.store.conferences.set_expiry(uri, None)
+        focus = self.foci.get(uri)
+        if focus is not None:
+            stored = await self.store.conferences.get(uri)
+            if stored is not None:
+                focus.conference = stored
+
+    async def idle(self, focus: Focus) -> None:
+        """Nobody left: the conference ends after the idle time unless someone joins."""
+        await self.store.conferences.set_expiry(
+            focus.uri, self.clock() + self.settings.idle_timeout)
+        self._wakeup.set()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            now = self.clock()
+            try:
+                for conference in await self.store.conferences.expire(now):
+                    focus = self.foci.pop(conference.uri, None)
+                    if focus is not None:
+                        await focus.close()
+                    log.info("conference %s ended (idle)", conference.uri)
+            except Exception:  # one bad record must not stop the cleanup for good
+                log.exception("conference housekeeping failed")
+            self._wakeup.clear()
+            soonest = await self.store.conferences.next_expiry()
+            delay = self.settings.max_wakeup if soonest is None else soonest - now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(),
+                                       min(max(delay, 0.01), self.settings.max_wakeup))
+
+
+_INVITE_TITLES = frozenset(h.title() for h in INVITE_HEADERS)
+
+
+class _FocusModule:
+    """New INVITEs to the factory and the conference URIs; the UA's dialog layer
+    has everything in a dialog."""
+
+    name = "conference"
+    priority = Priority.SERVICE
+    methods = ("INVITE",)
+
+    def __init__(self, node: ConferenceAs) -> None:
+        self.node = node
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        request = ctx.request
+        if request.method != "INVITE" or request.to.tag:
+            return False
+        ctx.spawn(self.node.serve_invite(ctx))
+        return True
+
+
+def _recipients(request: Request) -> list[str]:
+    """The ``recipient-list`` of a factory INVITE (RFC 5366); 400 when unusable."""
+    _, multipart = offer_parts(request)
+    if multipart is None:
+        raise ConferenceError(400, "Bad Request - no recipient-list body")
+    parts = [p for p in multipart.parts if p.content_type == RESOURCE_LISTS]
+    if not parts:
+        raise ConferenceError(400, "Bad Request - no recipient-list body")
+    try:
+        lists = parse_resource_lists(parts[0].body)
+    except ContentError as exc:
+        raise ConferenceError(400, f"Bad Request - resource list: {exc}") from None
+    members = []
+    for uri in (e.uri for e in lists.all_entries()):
+        try:
+            members.append(canonical_public_id(uri))
+        except ValueError:
+            raise ConferenceError(400, f"Bad Request - resource list entry {uri!r}") from None
+    if not members:
+        raise ConferenceError(400, "Bad Request - resource list names nobody")
+    return list(dict.fromkeys(members))
+
+
+def _cema(description: sdp.SessionDescription) -> tuple[str, int] | None:
+    """RFC 6714: with msrp-cema the connection goes to the c=/m= address."""
+    media = msrp_media(description)
+    connection = description.connection_for(media) if media is not None else None
+    if media is None or not media.msrp_cema or connection is None:
+        return None
+    return connection.address, media.port
+
