@@ -7,18 +7,15 @@ query, TS 24.247 A.5.1): it answers the factory and conference URIs, serves
 every MSRP message to the other participants unchanged (CPIM From = the
 original sender); a factory INVITE's members get an INVITE from it (A.5.2:
 to the I-CSCF, Contact with isfocus, Referred-By the creator). It stands in for
-requests that need no in-dialog routing to a PSI.
+requests that need no in-dialog routing to a PSI; test_ue_group_focus.py has the
+flows and the CLI through the real conference AS.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import threading
-from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -74,7 +71,6 @@ from imsbox.ue.group import CONFERENCE_PACKAGE
 from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
 
 from helpers import DOMAIN, client, network_with
-from test_ue_cli import Proc, ue, ue_args
 
 pytestmark = pytest.mark.timeout(40)
 WAIT = 5.0
@@ -352,85 +348,3 @@ def test_invitations_from_the_focus_are_accepted_and_messages_fan_out(tmp_path: 
             await focus.close()
 
     run(scenario)
-
-
-# -- the CLI as a user runs it: imsbox serve, two listen, one group-chat ----------------
-
-class FocusThread:
-    """The stand-in focus on its own event loop, beside ``imsbox serve`` in a subprocess."""
-
-    def __init__(self, config: Config) -> None:
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        # The CLI's timers: the ACK to the 200 does not reach a PSI through the core yet
-        # (in-dialog routing, conf-as); T1 0.5 s leaves 32 s before the focus gives up.
-        self.focus = self._run(StandInFocus(config, TimerValues()).start())
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    def close(self) -> None:
-        self._run(self.focus.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Config]:
-    config = group_config(tmp_path)
-    serve = Proc("serve", "--config", str(tmp_path / "imsbox.toml"))
-    focus: FocusThread | None = None
-    try:
-        serve.wait_line(lambda line: "pcscf listening on udp" in line, 15)
-        focus = FocusThread(config)
-        yield config
-    finally:
-        if focus is not None:
-            focus.close()
-        assert serve.stop() == 0, serve.stderr
-
-
-def test_cli_group_chat_with_two_listeners(served: Config) -> None:
-    """bob and carol ``listen``; alice's ``group-chat --subject Lunch bob carol`` starts
-    the group, they are invited and joined; her line reaches both from her; /leave."""
-    config = served
-    listeners = [Proc(*ue_args(config, n), "listen") for n in ("bob", "carol")]
-    alice: Proc | None = None
-    try:
-        for listen in listeners:
-            listen.wait_event("listening", 15)
-        alice = Proc(*ue_args(config, "alice"), "group-chat", "--subject", "Lunch", "bob",
-                     "carol", stdin=subprocess.PIPE)
-        joined = alice.wait_event("group_joined", 15)
-        assert (joined["from"], joined["to"], joined["how"], joined["subject"]) == \
-            (CONFERENCE, "sip:alice@ims.test", "created", "Lunch")
-        for listen, name in zip(listeners, ("bob", "carol"), strict=True):
-            invited = listen.wait_event("group_joined", 15)
-            assert (invited["from"], invited["to"], invited["how"], invited["conference"]) == \
-                ("sip:alice@ims.test", f"sip:{name}@ims.test", "invited", CONFERENCE)
-        came = {alice.wait_event("participant_joined")["from"] for _ in range(2)}
-        assert came == {"sip:bob@ims.test", "sip:carol@ims.test"}
-
-        alice.type("hello group")
-        for listen in listeners:
-            message = listen.wait_event("group_message")
-            assert (message["from"], message["text"], message["conference"]) == \
-                ("sip:alice@ims.test", "hello group", CONFERENCE)
-        delivered = {alice.wait_event("notification")["from"] for _ in range(2)}
-        assert delivered == {"sip:bob@ims.test", "sip:carol@ims.test"}
-        alice.type("/leave")
-        assert alice.proc.wait(15) == 0, alice.stderr
-        assert alice.wait_event("group_left")["conference"] == CONFERENCE
-    finally:
-        if alice is not None:
-            alice.stop()
-        for listen in listeners:
-            assert listen.stop(signal.SIGINT) == 0, listen.stderr
-
-
-def test_cli_group_chat_unknown_conference_and_bad_usage(served: Config) -> None:
-    refused = ue(served, "alice", "group-chat", "--join", "sip:conf-nope@ims.test")
-    assert refused.returncode == 1, (refused.stdout, refused.stderr)
-    assert "cannot join sip:conf-nope@ims.test: no such conference or group (404)" in \
-        refused.stderr
-    usage = ue(served, "alice", "group-chat")
-    assert usage.returncode == 2 and "needs MEMBERs" in usage.stderr

@@ -1,0 +1,229 @@
+"""Group chat clients through the real core and the real conference AS (focus).
+
+alice creates an ad-hoc group with bob and carol (factory INVITE with the
+recipient list), the focus invites them (A.5.2) and their clients accept;
+every message reaches the others with its sender in CPIM From and is not
+echoed; delivery notifications come back from each recipient; dave joins by
+the conference URI (A.5.1); members of a pre-defined group join it by its
+URI, others get 403; an unknown conference is 404; leaving is BYE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from imsbox.config import Config
+from imsbox.ims.provisioning import add_group, add_user
+from imsbox.store import open_store
+from imsbox.ue.client import (
+    GroupChat,
+    GroupJoined,
+    GroupLeft,
+    GroupMessage,
+    MessageStatus,
+    Notification,
+    RcsClient,
+    RcsEvent,
+    SendError,
+)
+from imsbox.ue.testing import write_loopback_config
+
+from helpers import DOMAIN, client, network_with, settle
+from test_ue_cli import Proc, ue, ue_args
+
+pytestmark = pytest.mark.timeout(60)
+WAIT = 5.0
+GROUP = f"sip:group-team@{DOMAIN}"
+NAMES = ("alice", "bob", "carol", "dave", "eve")
+E = TypeVar("E", bound=RcsEvent)
+
+
+def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
+    """The default configuration (the messaging AS's iFCs included), five users and
+    the pre-defined group team (alice, bob, carol)."""
+    _, config = write_loopback_config(tmp_path)
+
+    async def provision() -> None:
+        async with open_store(config.store_location) as store:
+            for name in NAMES:
+                await add_user(store, DOMAIN, name, f"{name}-secret")
+            await add_group(store, config, GROUP, ["alice", "bob", "carol"])
+    asyncio.run(provision())
+    asyncio.run(asyncio.wait_for(scenario(config), 45))
+
+
+class Events:
+    """Every event of each client, kept (wait_event would drop the others)."""
+
+    def __init__(self, *clients: RcsClient) -> None:
+        self.seen: dict[str, list[RcsEvent]] = {ue.aor: [] for ue in clients}
+        self.tasks = [asyncio.ensure_future(self._take(ue)) for ue in clients]
+
+    async def _take(self, ue: RcsClient) -> None:
+        async for event in ue.events():
+            self.seen[ue.aor].append(event)
+
+    def of(self, ue: RcsClient, kind: type[E]) -> list[E]:
+        return [e for e in self.seen[ue.aor] if isinstance(e, kind)]
+
+    async def wait(self, ue: RcsClient, kind: type[E],
+                   match: Callable[[E], bool] = lambda e: True) -> E:
+        await settle(lambda: any(match(e) for e in self.of(ue, kind)), WAIT)
+        return next(e for e in self.of(ue, kind) if match(e))
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+def test_adhoc_group_invitations_messages_join_and_leave(tmp_path: Path) -> None:
+    async def scenario(config: Config) -> None:
+        alice, bob, carol, dave = (client(config, n) for n in NAMES[:4])
+        async with network_with(config, alice, bob, carol, dave):
+            events = Events(alice, bob, carol, dave)
+            try:
+                group = await alice.create_group(["bob", "carol"], "Lunch")
+                assert group.conference.startswith("sip:conf-") and \
+                    group.conference.endswith(f"@{DOMAIN}")
+                joined: dict[str, GroupChat] = {}
+                for ue in (bob, carol):
+                    invited = await events.wait(ue, GroupJoined)
+                    assert (invited.how, invited.sender, invited.conference) == \
+                        ("invited", alice.aor, group.conference)
+                    assert invited.subject == "Lunch"
+                    (joined[ue.aor],) = ue.groups.values()
+
+                # bob's message: to alice and carol, from bob, not back to bob
+                message_id = await joined[bob.aor].send("pizza?")
+                for ue in (alice, carol):
+                    got = await events.wait(ue, GroupMessage)
+                    assert (got.sender, got.text, got.message_id, got.conference) == \
+                        (bob.aor, "pizza?", message_id, group.conference)
+                await settle(lambda: len(events.of(bob, Notification)) >= 2, WAIT)
+                assert {e.sender for e in events.of(bob, Notification)} == {alice.aor, carol.aor}
+                assert bob.status(message_id) is MessageStatus.DELIVERED
+                assert not events.of(bob, GroupMessage)
+
+                # dave joins by the conference URI (A.5.1) and hears the next one
+                daves = await dave.join_group(group.conference)
+                assert daves.conference == group.conference
+                await events.wait(dave, GroupJoined)
+                await group.send("welcome")
+                got = await events.wait(dave, GroupMessage)
+                assert got.sender == alice.aor
+
+                # carol leaves (BYE); the others go on
+                await joined[carol.aor].leave()
+                left = await events.wait(carol, GroupLeft)
+                assert left.conference == group.conference
+                await joined[bob.aor].send("bye carol")
+                await events.wait(dave, GroupMessage, lambda e: e.text == "bye carol")
+                await asyncio.sleep(0.2)
+                assert [e.text for e in events.of(carol, GroupMessage)] == ["pizza?", "welcome"]
+            finally:
+                events.close()
+
+    run(tmp_path, scenario)
+
+
+def test_predefined_group_members_join_others_403_unknown_404(tmp_path: Path) -> None:
+    async def scenario(config: Config) -> None:
+        alice, bob, eve = (client(config, n) for n in ("alice", "bob", "eve"))
+        async with network_with(config, alice, bob, eve):
+            events = Events(alice, bob)
+            try:
+                team = await alice.join_group(GROUP)
+                assert team.conference == GROUP
+                await bob.join_group(GROUP)
+                await team.send("stand-up in 5")
+                got = await events.wait(bob, GroupMessage)
+                assert (got.sender, got.conference) == (alice.aor, GROUP)
+                with pytest.raises(SendError) as outsider:
+                    await eve.join_group(GROUP)
+                assert outsider.value.status == 403
+                with pytest.raises(SendError) as unknown:
+                    await eve.join_group(f"sip:conf-nope@{DOMAIN}")
+                assert unknown.value.status == 404
+            finally:
+                events.close()
+
+    run(tmp_path, scenario)
+
+
+# -- the CLI as a user runs it: imsbox serve, two listen, one group-chat ----------------
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Config]:
+    """``imsbox serve`` (core, messaging AS, conference AS) with the users and the team."""
+    path, config = write_loopback_config(tmp_path)
+
+    async def provision() -> None:
+        async with open_store(config.store_location) as store:
+            for name in NAMES:
+                await add_user(store, DOMAIN, name, f"{name}-secret")
+            await add_group(store, config, GROUP, ["alice", "bob", "carol"])
+    asyncio.run(provision())
+    serve = Proc("serve", "--config", str(path))
+    try:
+        serve.wait_line(lambda line: "pcscf listening on udp" in line, 15)
+        yield config
+    finally:
+        assert serve.stop() == 0, serve.stderr
+
+
+def test_cli_group_chat_with_two_listeners(served: Config) -> None:
+    """bob and carol ``listen``; alice's ``group-chat --subject Lunch bob carol`` starts
+    the group, their listen accepts the invitations; her line reaches both from her,
+    with a delivery notification from each; /leave exits 0."""
+    config = served
+    listeners = [Proc(*ue_args(config, n), "listen") for n in ("bob", "carol")]
+    alice: Proc | None = None
+    try:
+        for listen in listeners:
+            listen.wait_event("listening", 15)
+        alice = Proc(*ue_args(config, "alice"), "group-chat", "--subject", "Lunch", "bob",
+                     "carol", stdin=subprocess.PIPE)
+        joined = alice.wait_event("group_joined", 15)
+        conference = joined["conference"]
+        assert conference.startswith("sip:conf-")
+        assert (joined["to"], joined["how"], joined["subject"]) == \
+            ("sip:alice@ims.test", "created", "Lunch")
+        for listen, name in zip(listeners, ("bob", "carol"), strict=True):
+            invited = listen.wait_event("group_joined", 15)
+            assert (invited["from"], invited["to"], invited["how"], invited["conference"]) == \
+                ("sip:alice@ims.test", f"sip:{name}@ims.test", "invited", conference)
+
+        alice.type("hello group")
+        for listen in listeners:
+            message = listen.wait_event("group_message")
+            assert (message["from"], message["text"], message["conference"]) == \
+                ("sip:alice@ims.test", "hello group", conference)
+        delivered = {alice.wait_event("notification")["from"] for _ in range(2)}
+        assert delivered == {"sip:bob@ims.test", "sip:carol@ims.test"}
+        alice.type("/leave")
+        assert alice.proc.wait(15) == 0, alice.stderr
+        assert alice.wait_event("group_left")["conference"] == conference
+    finally:
+        if alice is not None:
+            alice.stop()
+        for listen in listeners:
+            assert listen.stop(signal.SIGINT) == 0, listen.stderr
+
+
+def test_cli_group_chat_refusals_say_what_happened(served: Config) -> None:
+    unknown = ue(served, "alice", "group-chat", "--join", "sip:conf-nope@ims.test")
+    assert unknown.returncode == 1, (unknown.stdout, unknown.stderr)
+    assert "cannot join sip:conf-nope@ims.test: no such conference or group (404)" in \
+        unknown.stderr
+    outsider = ue(served, "eve", "group-chat", "--join", GROUP)
+    assert outsider.returncode == 1, (outsider.stdout, outsider.stderr)
+    assert f"cannot join {GROUP}: not a member of that group (403)" in outsider.stderr
+    usage = ue(served, "alice", "group-chat")
+    assert usage.returncode == 2 and "needs MEMBERs" in usage.stderr
