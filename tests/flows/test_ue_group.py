@@ -52,7 +52,6 @@ from imsbox.sdp import (
 )
 from imsbox.sip.endpoint import SipEndpoint
 from imsbox.sip.message import Request
-from imsbox.sip.transaction import TimerValues
 from imsbox.sip.ua.dialog import Dialog, build_request
 from imsbox.sip.ua.events import EventPackageRegistry, NotifierSubscription
 from imsbox.sip.ua.invite import InviteConfig
@@ -93,22 +92,13 @@ def group_config(tmp_path: Path) -> Config:
     return config
 
 
-class FocusConfig(InviteConfig):
-    """A focus supports RFC 5366: the factory INVITE requires recipient-list-invite."""
-
-    @property
-    def supported(self) -> list[str]:
-        return [*InviteConfig.supported.fget(self), "recipient-list-invite"]  # type: ignore[attr-defined]
-
-
 class StandInFocus:
     """conf-factory and conf-1 on the conference AS's address (see the module doc)."""
 
-    def __init__(self, config: Config, timers: TimerValues = FAST_TIMERS) -> None:
+    def __init__(self, config: Config) -> None:
         node = config.conference_as
         self.host, self.port = node.host, node.port
-        self.timers = timers
-        self.endpoint = SipEndpoint(timers)
+        self.endpoint = SipEndpoint(FAST_TIMERS)
         self.msrp = MsrpEndpoint(node.host, 0)
         self.initial: list[Request] = []            # INVITEs and SUBSCRIBEs that reached us
         self.messages: asyncio.Queue[tuple[str, CpimMessage]] = asyncio.Queue()
@@ -121,7 +111,8 @@ class StandInFocus:
         await self.endpoint.listen("udp", self.host, self.port)
         await self.endpoint.listen("tcp", self.host, self.port)
         await self.msrp.start()
-        config = FocusConfig(t1=self.timers.t1, t2=self.timers.t2, session_timer=None)
+        config = InviteConfig(t1=FAST_TIMERS.t1, t2=FAST_TIMERS.t2, session_timer=None,
+                              extensions=("recipient-list-invite",))  # RFC 5366
         self.ua = UserAgent(self.endpoint, f"<{CONFERENCE}>", CONFERENCE, config=config,
                             on_call=self._on_call)
         self.agent = EventAgent(self.ua, EventPackageRegistry([CONFERENCE_PACKAGE]),
