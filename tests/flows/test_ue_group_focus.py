@@ -85,7 +85,8 @@ class Events:
 
 def test_adhoc_group_invitations_messages_join_and_leave(tmp_path: Path) -> None:
     async def scenario(config: Config) -> None:
-        alice, bob, carol, dave = (client(config, n) for n in NAMES[:4])
+        alice, bob, dave = (client(config, n) for n in ("alice", "bob", "dave"))
+        carol = client(config, "carol", report_all_notifications=True)  # as listen is
         async with network_with(config, alice, bob, carol, dave):
             events = Events(alice, bob, carol, dave)
             try:
@@ -109,6 +110,8 @@ def test_adhoc_group_invitations_messages_join_and_leave(tmp_path: Path) -> None
                 await settle(lambda: len(events.of(bob, Notification)) >= 2, WAIT)
                 assert {e.sender for e in events.of(bob, Notification)} == {alice.aor, carol.aor}
                 assert bob.status(message_id) is MessageStatus.DELIVERED
+                # alice's notification to bob is not carol's to report, even in listen
+                assert not events.of(carol, Notification)
                 assert not events.of(bob, GroupMessage)
 
                 # dave joins by the conference URI (A.5.1) and hears the next one

@@ -42,6 +42,7 @@ from ..content import (
     build_cpim,
     parse_conference_info,
     parse_cpim,
+    parse_imdn,
     parse_iscomposing,
 )
 from ..content.conference_info import NotificationOutcome, User, apply_notification
@@ -370,7 +371,9 @@ class GroupChat(Chat):
         if inner == ISCOMPOSING:
             self._composing(sender, cpim.body)
         elif is_notification(cpim) or inner == IMDN:
-            notifications.deliver(cpim, sender, self, self.conversation_id, "group")
+            if notifications.status(parse_imdn(cpim.body).message_id) is not None:
+                notifications.deliver(cpim, sender, self, self.conversation_id, "group")
+            # else another participant's notification to a third: not ours to report
         else:
             message_id = cpim.get("Message-ID", IMDN_NS)
             core.emit(GroupMessage(sender, core.aor, self.conference,
