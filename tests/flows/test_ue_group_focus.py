@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import pytest
 
+from imsbox.apps.conference import ConferenceSettings
 from imsbox.config import Config
 from imsbox.ims.provisioning import add_group, add_user
 from imsbox.store import open_store
@@ -154,6 +155,53 @@ def test_predefined_group_members_join_others_403_unknown_404(tmp_path: Path) ->
                 with pytest.raises(SendError) as unknown:
                     await eve.join_group(f"sip:conf-nope@{DOMAIN}")
                 assert unknown.value.status == 404
+            finally:
+                events.close()
+
+    run(tmp_path, scenario)
+
+
+
+def test_rejoin_the_same_conference_then_restart_once_it_ended(tmp_path: Path) -> None:
+    """bob leaves and rejoins (same Conversation-ID / Contribution-ID, same
+    conference); once nobody is left and the idle time passed, the URI is gone
+    (404) and alice's rejoin restarts the group: a new conference, the same
+    Conversation-ID, bob invited again."""
+    async def scenario(config: Config) -> None:
+        alice, bob = client(config, "alice"), client(config, "bob")
+        async with network_with(config, alice, bob) as net:
+            net.nodes["conference"].settings = ConferenceSettings(idle_timeout=0.2,
+                                                                  max_wakeup=0.1)
+            events = Events(alice, bob)
+            try:
+                group = await alice.create_group(["bob"], "Lunch")
+                await events.wait(bob, GroupJoined)
+                (bobs,) = bob.groups.values()
+                assert bobs.conversation_id == group.conversation_id
+                await bobs.leave()
+                again = await bob.rejoin_group(bobs)
+                assert (again.conference, again.conversation_id, again.contribution_id) == \
+                    (group.conference, group.conversation_id, group.contribution_id)
+                await again.send("back")
+                got = await events.wait(alice, GroupMessage)
+                assert got.text == "back"
+
+                await again.leave()
+                await group.leave()
+                with pytest.raises(SendError) as ended:
+                    for _ in range(10):   # until the focus has ended it (idle time)
+                        await asyncio.sleep(0.5)  # a probe that gets in keeps it alive
+                        probe = await bob.join_group(group.conference)
+                        await probe.leave()
+                assert ended.value.status == 404
+                restarted = await alice.rejoin_group(group)
+                assert restarted.conference != group.conference
+                assert restarted.conversation_id == group.conversation_id
+                assert restarted.contribution_id == group.contribution_id
+                invited = await events.wait(bob, GroupJoined,
+                                            lambda e: e.conference == restarted.conference)
+                assert invited.how == "invited" and invited.conversation_id == \
+                    group.conversation_id
             finally:
                 events.close()
 
