@@ -24,6 +24,7 @@ from imsbox.config import Config
 from imsbox.ims.provisioning import add_group, add_user
 from imsbox.store import open_store
 from imsbox.ue.client import (
+    Composing,
     GroupChat,
     GroupJoined,
     GroupLeft,
@@ -102,6 +103,11 @@ def test_adhoc_group_invitations_messages_join_and_leave(tmp_path: Path) -> None
                     assert invited.subject == "Lunch"
                     (joined[ue.aor],) = ue.groups.values()
 
+                # bob types: alice sees who (isComposing in CPIM, From bob)
+                await joined[bob.aor].composing()
+                typing = await events.wait(alice, Composing)
+                assert (typing.sender, typing.state, typing.chat_id) == \
+                    (bob.aor, "active", group.id)
                 # bob's message: to alice and carol, from bob, not back to bob
                 message_id = await joined[bob.aor].send("pizza?")
                 for ue in (alice, carol):
