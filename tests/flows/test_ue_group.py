@@ -55,7 +55,8 @@ from imsbox.sip.message import Request
 from imsbox.sip.ua.dialog import Dialog, build_request
 from imsbox.sip.ua.events import EventPackageRegistry, NotifierSubscription
 from imsbox.sip.ua.invite import InviteConfig
-from imsbox.sip.ua.refer import EventAgent
+from imsbox.sip.ua.refer import EventAgent, IncomingRefer
+from imsbox.sip.uri import SipUri
 from imsbox.sip.ua.useragent import Call, UserAgent
 from imsbox.store import open_store
 from imsbox.ue.client import (
@@ -106,6 +107,7 @@ class StandInFocus:
         self.versions: dict[int, int] = {}          # id(subscription) -> last version sent
         self.invited: asyncio.Queue[tuple[str, int]] = asyncio.Queue()  # member, final status
         self.icscf = config.icscf.uri
+        self.refers: list[Request] = []             # REFERs in the dialogs, as received
 
     async def start(self) -> StandInFocus:
         await self.endpoint.listen("udp", self.host, self.port)
@@ -116,8 +118,22 @@ class StandInFocus:
         self.ua = UserAgent(self.endpoint, f"<{CONFERENCE}>", CONFERENCE, config=config,
                             on_call=self._on_call)
         self.agent = EventAgent(self.ua, EventPackageRegistry([CONFERENCE_PACKAGE]),
-                                state_of=self._full, on_subscription=self._subscribed)
+                                state_of=self._full, on_subscription=self._subscribed,
+                                on_refer=self._refer)
         return self
+
+    async def _refer(self, refer: IncomingRefer) -> None:
+        """RFC 4579 5.5: Refer-To a user invites them, with method=BYE removes them;
+        the outcome goes back as the NOTIFY sipfrag."""
+        self.refers.append(refer.request)
+        target = refer.target
+        params = dict(target.params) if isinstance(target, SipUri) else {}
+        if params.get("method", "").upper() == "BYE":
+            self.agent.report(refer, 200)
+            return
+        inviter = str(refer.referred_by.address.uri) if refer.referred_by else CONFERENCE
+        await self.invite(str(target), inviter)
+        self.agent.report(refer, 200)
 
     async def close(self) -> None:
         self.agent.close()
@@ -157,7 +173,8 @@ class StandInFocus:
         session.on_message = lambda message: self._switch(peer, message)
         self.sessions[peer] = session
         for sub in self.agent.notifier.subscriptions:
-            self._notify(sub, peer)
+            if sub.event.package == "conference":
+                self._notify(sub, peer)
 
     async def invite(self, member: str, inviter: str) -> None:
         """A.5.2: INVITE to the I-CSCF, Contact <conference>;isfocus, Referred-By."""
@@ -335,6 +352,38 @@ def test_invitations_from_the_focus_are_accepted_and_messages_fan_out(tmp_path: 
                     got = await ue.wait_event(GroupMessage, WAIT)
                     assert isinstance(got, GroupMessage)
                     assert (got.sender, got.text) == ("sip:carol@ims.test", "pizza?")
+        finally:
+            await focus.close()
+
+    run(scenario)
+
+
+def test_invite_and_remove_by_refer_in_the_dialog(tmp_path: Path) -> None:
+    """alice REFERs the focus in her INVITE dialog: Refer-To bob invites him (202,
+    NOTIFY sipfrag 200); Refer-To bob;method=BYE asks for his removal."""
+    config = group_config(tmp_path)
+    alice, bob = client(config, "alice"), client(config, "bob")
+
+    async def scenario() -> None:
+        focus = await StandInFocus(config).start()
+        try:
+            async with network_with(config, alice, bob, roles=CORE):
+                group = await alice.create_group(["carol"])     # carol is offline
+                added = await group.invite("sip:bob@ims.test")
+                assert (added.action, added.status, added.result, added.ok) == \
+                    ("invite", 202, 200, True)
+                refer = focus.refers[0]
+                assert refer.method == "REFER" and str(refer.uri) == CONFERENCE
+                assert refer.to.tag == group.call.session.dialog.id.remote_tag  # in dialog
+                assert refer.header("Refer-To") == "<sip:bob@ims.test>"
+                assert refer.header("Referred-By") == "<sip:alice@ims.test>"
+                joined = await bob.wait_event(GroupJoined, WAIT)
+                assert isinstance(joined, GroupJoined)
+                assert (joined.how, joined.sender) == ("invited", "sip:alice@ims.test")
+
+                removed = await group.remove("sip:bob@ims.test")
+                assert (removed.action, removed.status, removed.ok) == ("remove", 202, True)
+                assert focus.refers[1].header("Refer-To") == "<sip:bob@ims.test;method=BYE>"
         finally:
             await focus.close()
 
