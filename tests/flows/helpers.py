@@ -13,6 +13,8 @@ from imsbox.ue.client import RcsClient
 from imsbox.ue.testing import FAST_TIMERS, TestUe
 
 DOMAIN = "ims.test"
+# Every role but the conference AS: for tests that run a stand-in on its address.
+CORE_ROLES = ("pcscf", "icscf", "scscf", "as")
 
 
 def client(config: Config, name: str, **kwargs: Any) -> RcsClient:

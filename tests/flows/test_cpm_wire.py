@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from helpers import ues
+from helpers import CORE_ROLES, ues
 from test_messaging_as import (
     ALICE,
     BOB,
@@ -61,9 +61,9 @@ def test_psi_without_its_as_gets_480_with_a_reason(tmp_path: Path) -> None:
     group = "sip:group-friends@ims.test"
 
     async def scenario(config: Config) -> None:
-        async with Network(config, timers=FAST_TIMERS) as net, \
+        async with Network(config, timers=FAST_TIMERS, roles=CORE_ROLES) as net, \
                 ues(config, "alice") as (alice,), MsrpEndpoint() as msrp:
-            assert "conference_as" not in net.nodes
+            assert "conference" not in net.nodes
             await registered(alice)
             response = await pager(alice, group, cpim_text(ALICE, group, "hi", "g-1"), "conv-g")
             assert response.status == 480

@@ -1,0 +1,174 @@
+"""Ad-hoc group chat through the real core with raw SIP + MSRP participants:
+the factory INVITE with a recipient list (RFC 5366, seed 003), the focus's
+invitations along A.5.2 (AS -> I-CSCF -> S-CSCF -> P-CSCF -> UE) with the seed's
+key headers, and the MSRP switch (CPIM From = sender, To = conference)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from imsbox import sdp
+from imsbox.config import Config
+from imsbox.content import CPIM, CpimAddress, build_cpim, parse_cpim
+from imsbox.content.multipart import BodyPart, build_multipart
+from imsbox.content.resource_lists import build_recipient_list
+from imsbox.ims.provisioning import add_user
+from imsbox.msrp import MsrpEndpoint, MsrpSession
+from imsbox.msrp import Setup as MsrpSetup
+from imsbox.rcs.offer import msrp_media
+from imsbox.serve import Network
+from imsbox.sip.message import Response
+from imsbox.sip.ua.useragent import Call
+from imsbox.store import open_store
+from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+
+from helpers import DOMAIN, ues
+
+pytestmark = pytest.mark.timeout(40)
+ALICE, BOB, CAROL = (f"sip:{n}@{DOMAIN}" for n in ("alice", "bob", "carol"))
+FACTORY = f"sip:conf-factory@{DOMAIN}"
+# (a UDP UE: the factory INVITE must stay under 1300 bytes, RFC 3261 18.1.1)
+
+
+def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
+    _, config = write_loopback_config(tmp_path)
+
+    async def provision() -> None:
+        async with open_store(config.store_location) as store:
+            for name in ("alice", "bob", "carol"):
+                await add_user(store, DOMAIN, name, f"{name}-secret")
+    asyncio.run(provision())
+    asyncio.run(asyncio.wait_for(scenario(config), 30))
+
+
+def offer(session: MsrpSession, msrp: MsrpEndpoint, setup: str) -> bytes:
+    """Seed 002 A.5.1-1's SDP: one MSRP line, CPIM, msrp-cema."""
+    return (f"v=0\r\no=- 1 1 IN IP4 {msrp.host}\r\ns=-\r\nc=IN IP4 {msrp.host}\r\nt=0 0\r\n"
+            f"m=message {msrp.port} TCP/MSRP *\r\n"
+            "a=accept-types:message/cpim text/plain\r\n"
+            f"a=path:{session.local_uri}\r\na=msrp-cema\r\na=setup:{setup}\r\n").encode()
+
+
+def remote_path(body: bytes | None) -> list[str]:
+    media = msrp_media(sdp.parse(body or b""))
+    assert media is not None and media.path
+    return list(media.path)
+
+
+def hostport(config: Config, node: str) -> tuple[str, int]:
+    n = getattr(config, node)
+    return n.host, n.port
+
+
+async def create(ue: TestUe, msrp: MsrpEndpoint, members: list[str] | bytes,
+                 subject: str = "Lunch") -> tuple[Call, MsrpSession]:
+    session = msrp.create_session(setup=MsrpSetup.ACTIVE)
+    listed = members if isinstance(members, bytes) else \
+        build_recipient_list(members).to_xml()
+    body = build_multipart([
+        BodyPart([("Content-Type", "application/sdp")], offer(session, msrp, "active")),
+        BodyPart([("Content-Type", "application/resource-lists+xml"),
+                  ("Content-Disposition", "recipient-list")], listed)])
+    assert ue.ua is not None
+    ue.ua.route = ue._route()
+    call = await ue.ua.invite(FACTORY, body.to_bytes(), [
+        ("Require", "recipient-list-invite"), ("Subject", subject),
+        ("Conversation-ID", "conv-lunch"), ("Contribution-ID", "contrib-1")],
+        content_type=body.content_type)
+    return call, session
+
+
+async def answer(ue: TestUe, msrp: MsrpEndpoint) -> tuple[Call, MsrpSession]:
+    """Take the focus's invitation: passive to its active offer."""
+    assert ue.ua is not None
+    call = await asyncio.wait_for(ue.ua.incoming.get(), 5)
+    session = msrp.create_session(setup=MsrpSetup.PASSIVE)
+    session.set_remote_path(remote_path(call.remote_sdp))
+    call.accept(offer(session, msrp, "passive"))
+    await session.wait_bound(5)
+    return call, session
+
+
+def test_adhoc_group_from_a_recipient_list(tmp_path: Path) -> None:
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice", "bob", "carol") as (alice, bob, carol), \
+                MsrpEndpoint() as msrp:
+            for ue in (alice, bob, carol):
+                assert (await ue.register()).ok
+            call, session = await create(alice, msrp, [BOB, CAROL])
+            final = await call.wait_final()
+            assert isinstance(final, Response) and final.status == 200
+            contact = final.headers.get("Contact") or ""
+            assert contact.startswith("<sip:conf-") and contact.endswith(">;isfocus")
+            conference = contact[1:contact.index(">")]
+            assert "conference" in (final.headers.get("Allow-Events") or "")
+            session.set_remote_path(remote_path(call.remote_sdp))
+            await session.connect()
+
+            legs = [await answer(ue, msrp) for ue in (bob, carol)]
+            for (leg, _), who in zip(legs, ("bob", "carol")):
+                invite = leg.request
+                # A.5.2 tables 1, 4, 7: From / Contact / PAI the conference, Referred-By
+                assert str(invite.from_.uri) == conference
+                assert invite.header("Contact") == f"<{conference}>;isfocus"
+                assert invite.header("Referred-By") == f"<{ALICE}>"
+                assert invite.header("Subject") == "Lunch"
+                assert invite.header("Conversation-ID") == "conv-lunch"
+                assert conference in (invite.header("P-Asserted-Identity") or "")
+                vias = [(v.host, v.port) for v in invite.via]
+                assert vias[:3] == [hostport(config, "pcscf"), hostport(config, "scscf"),
+                                    hostport(config, "icscf")], vias
+                assert vias[3] == hostport(config, "conference_as")
+                rr = [(r.uri.host, r.uri.port) for r in invite.record_route]
+                assert rr == [hostport(config, "pcscf"), hostport(config, "scscf")]
+                assert str(invite.to.uri) == f"sip:{who}@{DOMAIN}"
+            stored = await net.store.conferences.get(conference)
+            assert stored is not None and stored.creator == ALICE and stored.subject == "Lunch"
+
+            text = build_cpim("text/plain", b"those are my principles",
+                              sender=CpimAddress(ALICE), recipients=[CpimAddress(FACTORY)])
+            await session.send_message(CPIM, text.to_bytes())
+            for _, leg_session in legs:
+                got = await asyncio.wait_for(leg_session.receive(), 5)
+                cpim = parse_cpim(got.body)
+                assert cpim.get("From") == f"<{ALICE}>"
+                assert cpim.get("To") == f"<{conference}>"
+                assert cpim.body == b"those are my principles"
+            # carol answers: alice and bob get it, carol does not get her own back
+            reply = build_cpim("text/plain", b"I have others",
+                               sender=CpimAddress(CAROL), recipients=[CpimAddress(conference)])
+            await legs[1][1].send_message(CPIM, reply.to_bytes())
+            for s in (session, legs[0][1]):
+                got = await asyncio.wait_for(s.receive(), 5)
+                assert parse_cpim(got.body).get("From") == f"<{CAROL}>"
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(legs[1][1].receive(), 0.3)
+            # the in-dialog BYE to the focus's Contact reaches it through the I-CSCF
+            await call.bye()
+            focus = net.nodes["conference"].foci[conference]  # type: ignore[attr-defined]
+            async with asyncio.timeout(5):
+                while ALICE in focus.legs:
+                    await asyncio.sleep(0.01)
+    run(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("listed, reason", [
+    (b"<resource-lists", "resource list"),
+    (build_recipient_list([]).to_xml(), "names nobody"),
+])
+def test_bad_recipient_list_gets_400_with_a_reason(tmp_path: Path, listed: bytes,
+                                                    reason: str) -> None:
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS), ues(config, "alice") as (alice,), \
+                MsrpEndpoint() as msrp:
+            assert (await alice.register()).ok
+            call, _ = await create(alice, msrp, listed)
+            final = await call.wait_final()
+            assert final is not None and final.status == 400
+            assert reason in final.reason
+    run(tmp_path, scenario)
