@@ -70,13 +70,12 @@ from imsbox.ue.client import (
 from imsbox.ue.group import CONFERENCE_PACKAGE
 from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
 
-from helpers import DOMAIN, client, network_with
+from helpers import CORE_ROLES, DOMAIN, client, network_with
 
 pytestmark = pytest.mark.timeout(40)
 WAIT = 5.0
 CONFERENCE = f"sip:conf-1@{DOMAIN}"
 T = TypeVar("T")
-CORE = ("pcscf", "icscf", "scscf", "as")   # the stand-in takes the conference AS's place
 
 
 def group_config(tmp_path: Path) -> Config:
@@ -247,7 +246,7 @@ def test_create_join_messages_and_participants(tmp_path: Path) -> None:
     async def scenario() -> None:
         focus = await StandInFocus(config).start()
         try:
-            async with network_with(config, alice, bob, roles=CORE):
+            async with network_with(config, alice, bob, roles=CORE_ROLES):
                 # carol is offline, dave unknown: the focus's invitations fail
                 group = await alice.create_group(["carol", "sip:dave@ims.test"], "Lunch")
                 create = focus.initial[0]
@@ -314,7 +313,7 @@ def test_unknown_conference_is_a_404(tmp_path: Path) -> None:
     async def scenario() -> None:
         focus = await StandInFocus(config).start()
         try:
-            async with network_with(config, alice, roles=CORE):
+            async with network_with(config, alice, roles=CORE_ROLES):
                 with pytest.raises(SendError) as refused:
                     await alice.join_group("sip:conf-gone@ims.test")
                 assert refused.value.status == 404
@@ -336,7 +335,7 @@ def test_invitations_from_the_focus_are_accepted_and_messages_fan_out(tmp_path: 
     async def scenario() -> None:
         focus = await StandInFocus(config).start()
         try:
-            async with network_with(config, alice, bob, carol, roles=CORE):
+            async with network_with(config, alice, bob, carol, roles=CORE_ROLES):
                 await alice.create_group(["bob", "carol"], "Lunch")
                 invited = {await asyncio.wait_for(focus.invited.get(), WAIT) for _ in range(2)}
                 assert invited == {("sip:bob@ims.test", 200), ("sip:carol@ims.test", 200)}
@@ -367,7 +366,7 @@ def test_invite_and_remove_by_refer_in_the_dialog(tmp_path: Path) -> None:
     async def scenario() -> None:
         focus = await StandInFocus(config).start()
         try:
-            async with network_with(config, alice, bob, roles=CORE):
+            async with network_with(config, alice, bob, roles=CORE_ROLES):
                 group = await alice.create_group(["carol"])     # carol is offline
                 added = await group.invite("sip:bob@ims.test")
                 assert (added.action, added.status, added.result, added.ok) == \
