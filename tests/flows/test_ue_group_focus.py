@@ -89,7 +89,7 @@ def test_adhoc_group_invitations_messages_join_and_leave(tmp_path: Path) -> None
     async def scenario(config: Config) -> None:
         alice, bob, dave = (client(config, n) for n in ("alice", "bob", "dave"))
         carol = client(config, "carol", report_all_notifications=True)  # as listen is
-        async with network_with(config, alice, bob, carol, dave):
+        async with network_with(config, alice, bob, carol, dave) as net:
             events = Events(alice, bob, carol, dave)
             try:
                 group = await alice.create_group(["bob", "carol"], "Lunch")
@@ -133,6 +133,9 @@ def test_adhoc_group_invitations_messages_join_and_leave(tmp_path: Path) -> None
                 await joined[carol.aor].leave()
                 left = await events.wait(carol, GroupLeft)
                 assert left.conference == group.conference
+                legs = net.nodes["conference"].foci[group.conference].legs
+                await settle(lambda: carol.aor not in legs, WAIT)   # the BYE got there
+                assert sorted(legs) == sorted([alice.aor, bob.aor, dave.aor])
                 await joined[bob.aor].send("bye carol")
                 await events.wait(dave, GroupMessage, lambda e: e.text == "bye carol")
                 await asyncio.sleep(0.2)
