@@ -13,7 +13,10 @@ import pytest
 
 from imsbox import sdp
 from imsbox.config import Config
-from imsbox.content import CPIM, CpimAddress, build_cpim, parse_cpim
+from imsbox.content import (
+    CPIM, IMDN_NS, CpimAddress, DispositionType, ImdnStatus, build_cpim, imdn_reply,
+    parse_cpim, parse_imdn,
+)
 from imsbox.content.multipart import BodyPart, build_multipart
 from imsbox.content.resource_lists import build_recipient_list
 from imsbox.ims.provisioning import add_user
@@ -135,14 +138,30 @@ def test_adhoc_group_from_a_recipient_list(tmp_path: Path) -> None:
             assert stored is not None and stored.creator == ALICE and stored.subject == "Lunch"
 
             text = build_cpim("text/plain", b"those are my principles",
-                              sender=CpimAddress(ALICE), recipients=[CpimAddress(FACTORY)])
+                              sender=CpimAddress(ALICE), recipients=[CpimAddress(FACTORY)],
+                              namespaces=[("imdn", IMDN_NS)],
+                              headers=[("imdn.Message-ID", "m-9972"),
+                                       ("imdn.Disposition-Notification",
+                                        "positive-delivery, display")])
             await session.send_message(CPIM, text.to_bytes())
-            for _, leg_session in legs:
+            for (_, leg_session), who in zip(legs, (BOB, CAROL)):
                 got = await asyncio.wait_for(leg_session.receive(), 5)
                 cpim = parse_cpim(got.body)
                 assert cpim.get("From") == f"<{ALICE}>"
                 assert cpim.get("To") == f"<{conference}>"
                 assert cpim.body == b"those are my principles"
+                # RFC 5438 in a group: each recipient's IMDN reaches alice only, From it
+                reply = imdn_reply(cpim, DispositionType.DELIVERY, ImdnStatus.DELIVERED,
+                                   message_id=f"n-{who}", sender=CpimAddress(who))
+                assert reply is not None
+                await leg_session.send_message(CPIM, reply.to_bytes())
+            notified = []
+            for _ in legs:
+                got = parse_cpim((await asyncio.wait_for(session.receive(), 5)).body)
+                assert got.get("To") == f"<{ALICE}>"
+                assert parse_imdn(got.body).message_id == "m-9972"
+                notified.append(got.get("From"))
+            assert sorted(notified) == [f"<{BOB}>", f"<{CAROL}>"]
             # carol answers: alice and bob get it, carol does not get her own back
             reply = build_cpim("text/plain", b"I have others",
                                sender=CpimAddress(CAROL), recipients=[CpimAddress(conference)])

@@ -35,6 +35,7 @@ from .. import sdp
 from ..config import Config
 from ..content import CPIM, ContentError, parse_cpim
 from ..content.cpim import CpimAddress, CpimHeader, build_cpim
+from ..content.imdn import IMDN_NS, is_notification, parse_imdn
 from ..content.resource_lists import parse_resource_lists
 from ..msrp import MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
 from ..msrp import Setup as MsrpSetup
@@ -67,6 +68,7 @@ ALLOW_EVENTS = "conference"
 FOCUS_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE", "REFER",
                "SUBSCRIBE", "NOTIFY")
 BIND_TIMEOUT = 10.0
+MAX_TRACKED = 10000        # message IDs remembered per conference for routing IMDNs
 QUEUE_BOUND = 256          # messages waiting for one participant before its sender waits
 CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90)
 # Headers of the creator's INVITE the focus's invitations carry on (seed 003).
@@ -111,6 +113,7 @@ class Focus:
         self.conference = conference
         self.legs: dict[str, Leg] = {}
         self.offer: sdp.SessionDescription | None = None  # template for invitations
+        self.senders: dict[str, str] = {}   # imdn.Message-ID -> who sent it, for the IMDNs
         self.headers: list[tuple[str, str]] = []
 
     @property
@@ -196,31 +199,46 @@ class Focus:
     # -- the MSRP switch --------------------------------------------------------------
     async def _pump(self, leg: Leg) -> None:
         async for message in leg.session:
-            body = self._switched(leg, message)
-            if body is None:
+            switched = self._switched(leg, message)
+            if switched is None:
                 continue
-            for other in list(self.legs.values()):
-                if other is not leg:
-                    await other.outbox.put((CPIM, body))  # bounded: a flood waits here
+            body, to = switched
+            if to is not None:
+                targets = [self.legs[to]] if to in self.legs else []
+            else:
+                targets = [other for other in self.legs.values() if other is not leg]
+            for other in targets:
+                await other.outbox.put((CPIM, body))  # bounded: a flood waits here
 
-    def _switched(self, leg: Leg, message: ReceivedMessage) -> bytes | None:
-        """The message as every other participant gets it: CPIM From the sender
-        (as asserted, whatever the UE wrote), To the conference."""
+    def _switched(self, leg: Leg, message: ReceivedMessage) -> tuple[bytes, str | None] | None:
+        """The message as the others get it, CPIM From the sender (as asserted,
+        whatever the UE wrote), To the conference; and who gets it (None: all
+        others).  An IMDN goes back to the original sender only, From the recipient."""
         kind = (message.content_type or "text/plain").lower()
         sender, conference = CpimAddress(leg.uri, leg.display_name or None), \
             CpimAddress(self.uri)
         if kind != CPIM:
             return build_cpim(kind, message.body, sender=sender,
-                              recipients=[conference]).to_bytes()
+                              recipients=[conference]).to_bytes(), None
         try:
             cpim = parse_cpim(message.body)
+            notification = is_notification(cpim)
+            original = self.senders.get(parse_imdn(cpim.body).message_id) \
+                if notification else None
         except ContentError as exc:
             log.info("%s: bad CPIM from %s dropped: %s", self.uri, leg.uri, exc)
             return None
+        if notification and original is None:
+            return None  # for a message we did not switch
+        to = CpimAddress(original) if original is not None else conference
         headers = [h for h in cpim.headers if h.name.lower() not in ("from", "to")]
-        cpim.headers = [CpimHeader("From", str(sender)), CpimHeader("To", str(conference)),
-                        *headers]
-        return cpim.to_bytes()
+        cpim.headers = [CpimHeader("From", str(sender)), CpimHeader("To", str(to)), *headers]
+        message_id = cpim.get("Message-ID", IMDN_NS)
+        if message_id and not notification:
+            self.senders[message_id] = leg.uri
+            while len(self.senders) > MAX_TRACKED:
+                self.senders.pop(next(iter(self.senders)))
+        return cpim.to_bytes(), original
 
     async def _deliver(self, leg: Leg) -> None:
         while True:
