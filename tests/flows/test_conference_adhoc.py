@@ -6,13 +6,14 @@ key headers, and the MSRP switch (CPIM From = sender, To = conference)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from imsbox import sdp
-from imsbox.config import Config
+from imsbox.config import ConferenceConfig, Config
 from imsbox.content import (
     CPIM, IMDN_NS, CpimAddress, DispositionType, ImdnStatus, build_cpim, imdn_reply,
     parse_cpim, parse_imdn,
@@ -266,4 +267,45 @@ def test_refer_adds_and_removes_and_conference_events(tmp_path: Path) -> None:
             await asyncio.wait_for(asyncio.shield(dave_call.terminated), 5)
             assert DAVE not in focus.legs
             await dave_session.close()
+    run(tmp_path, scenario)
+
+
+async def join(ue: TestUe, msrp: MsrpEndpoint, uri: str) -> tuple[Call, MsrpSession]:
+    """A.5.1: INVITE the conference URI with a plain SDP offer."""
+    session = msrp.create_session(setup=MsrpSetup.ACTIVE)
+    call = await ue.call(uri, offer(session, msrp, "active"),
+                         [("Conversation-ID", "conv-lunch"), ("Contribution-ID", "contrib-1")])
+    return call, session
+
+
+def test_leave_rejoin_and_idle_end(tmp_path: Path) -> None:
+    """BYE leaves; an INVITE to the same URI rejoins; when nobody is left for the
+    idle time ([conference] idle_timeout) the conference ends: then 404."""
+    async def scenario(config: Config) -> None:
+        config = replace(config, conference=ConferenceConfig(idle_timeout=1))
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice", "bob") as (alice, bob), MsrpEndpoint() as msrp:
+            for ue in (alice, bob):
+                assert (await ue.register()).ok
+            call, session = await create(alice, msrp, [BOB])
+            conference = await established(call, session)
+            bob_call, _ = await answer(bob, msrp)
+            focus = net.nodes["conference"].foci[conference]  # type: ignore[attr-defined]
+            async with asyncio.timeout(5):
+                while len(focus.legs) < 2:
+                    await asyncio.sleep(0.01)
+            await call.bye()
+            await bob_call.bye()
+            async with asyncio.timeout(5):
+                while focus.legs:
+                    await asyncio.sleep(0.01)
+            again, again_session = await join(alice, msrp, conference)
+            assert await established(again, again_session) == conference  # the same one
+            assert list(focus.legs) == [ALICE]
+            await again.bye()
+            await asyncio.sleep(1.5)
+            assert await net.store.conferences.get(conference) is None
+            late, _ = await join(alice, msrp, conference)
+            final = await late.wait_final()
+            assert final is not None and final.status == 404
     run(tmp_path, scenario)
