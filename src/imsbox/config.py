@@ -46,6 +46,9 @@ Every key is optional; a missing file means all defaults. Defaults::
                                  # "failed" IMDN goes to the sender)
     max_file_size = 0            # bytes; larger file transfers get 488 (0: no limit)
 
+    [conference]                 # the conference AS (group chat)
+    idle_timeout = 300           # seconds a conference nobody is in is kept (then 404)
+
     [limits]                     # every node (docs/limits.md: what is answered how)
     max_headers = 256            # header lines per SIP message; more -> 400
     max_header_length = 8192     # bytes of one header line; longer -> 400
@@ -112,7 +115,8 @@ from .sip.transport import Limits
 from .store.models import Psi, PsiKind
 
 __all__ = [
-    "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "Config", "ConfigError", "LimitsConfig", "NodeConfig",
+    "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "ConferenceConfig", "Config", "ConfigError",
+    "LimitsConfig", "NodeConfig",
     "RegistrarConfig", "SecurityConfig", "default_ifcs", "default_psis", "load_config",
 ]
 
@@ -189,6 +193,11 @@ class MessagingConfig:
     max_file_size: int = 0  # 0: no limit
 
 
+@dataclass(slots=True, frozen=True)
+class ConferenceConfig:
+    idle_timeout: int = 300  # seconds an empty conference is kept
+
+
 def _default_nodes() -> dict[str, NodeConfig]:
     local = ("127.0.0.1",)
     return {
@@ -224,6 +233,7 @@ class Config:
     nodes: Mapping[str, NodeConfig] = field(default_factory=_default_nodes)
     registrar: RegistrarConfig = RegistrarConfig()
     messaging: MessagingConfig = MessagingConfig()
+    conference: ConferenceConfig = ConferenceConfig()
     security: SecurityConfig = SecurityConfig()
     limits: LimitsConfig = LimitsConfig()
     ifcs: tuple[InitialFilterCriteria, ...] = ()
@@ -347,8 +357,8 @@ def _read(path: str | Path, source: str) -> dict[str, Any]:
 class _Loader:
     """Validates one parsed TOML document; every error names its key."""
 
-    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "security", "limits",
-                "ifc", "psi", *NODE_NAMES)
+    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "conference",
+                "security", "limits", "ifc", "psi", *NODE_NAMES)
 
     def __init__(self, data: dict[str, Any], source: str) -> None:
         self.data = data
@@ -394,7 +404,8 @@ class _Loader:
                         self.string(store, "cache", "store.cache", ""), nodes,
                         self.registrar())
         return replace(config, ifcs=self.ifcs(config), psis=self.psis(config),
-                       messaging=self.messaging(), security=self.security(),
+                       messaging=self.messaging(), conference=self.conference(),
+                       security=self.security(),
                        limits=self.limits())
 
     def domain(self, override: str | None) -> str:
@@ -531,6 +542,12 @@ class _Loader:
             self.integer(table, "deferred_ttl", "messaging.deferred_ttl",
                          DEFERRED_TTL, 1, 2**31 - 1),
             self.integer(table, "max_file_size", "messaging.max_file_size", 0, 0, 2**62))
+
+    def conference(self) -> ConferenceConfig:
+        table = self.table("conference")
+        self.keys(table, ("idle_timeout",), "conference.")
+        return ConferenceConfig(self.integer(table, "idle_timeout", "conference.idle_timeout",
+                                             300, 0, 2**31 - 1))
 
     def seconds(self, table: Mapping[str, Any], key: str, default: float) -> float:
         value = table.get(key, default)

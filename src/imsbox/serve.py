@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, TextIO
 
-from .apps.conference import ConferenceAs
+from .apps.conference import ConferenceAs, ConferenceSettings
 from .apps.messaging import MessagingAs, MessagingSettings
 from .config import Config, ConfigError, load_config
 from .ims.hss import Hss
@@ -175,7 +175,8 @@ def _messaging_as(ctx: NodeContext) -> Node:
 
 
 def _conference_as(ctx: NodeContext) -> Node:
-    return ConferenceAs(ctx.config, ctx.store, timers=ctx.timers)
+    settings = ConferenceSettings(idle_timeout=float(ctx.config.conference.idle_timeout))
+    return ConferenceAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
 
 
 def default_registry() -> NodeRegistry:

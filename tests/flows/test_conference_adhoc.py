@@ -6,14 +6,18 @@ key headers, and the MSRP switch (CPIM From = sender, To = conference)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from imsbox import sdp
-from imsbox.config import Config
-from imsbox.content import CPIM, CpimAddress, build_cpim, parse_cpim
+from imsbox.config import ConferenceConfig, Config
+from imsbox.content import (
+    CPIM, IMDN_NS, CpimAddress, DispositionType, ImdnStatus, build_cpim, imdn_reply,
+    parse_cpim, parse_imdn,
+)
 from imsbox.content.multipart import BodyPart, build_multipart
 from imsbox.content.resource_lists import build_recipient_list
 from imsbox.ims.provisioning import add_user
@@ -23,13 +27,17 @@ from imsbox.rcs.offer import msrp_media
 from imsbox.serve import Network
 from imsbox.sip.message import Response
 from imsbox.sip.ua.useragent import Call
+from imsbox.sip.ua.events import EventPackageRegistry
+from imsbox.sip.ua.refer import EventAgent
 from imsbox.store import open_store
+from imsbox.apps.conference_events import CONFERENCE_PACKAGE
+from imsbox.content.conference_info import ElementState, parse_conference_info
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 from helpers import DOMAIN, ues
 
 pytestmark = pytest.mark.timeout(40)
-ALICE, BOB, CAROL = (f"sip:{n}@{DOMAIN}" for n in ("alice", "bob", "carol"))
+ALICE, BOB, CAROL, DAVE = (f"sip:{n}@{DOMAIN}" for n in ("alice", "bob", "carol", "dave"))
 FACTORY = f"sip:conf-factory@{DOMAIN}"
 # (a UDP UE: the factory INVITE must stay under 1300 bytes, RFC 3261 18.1.1)
 
@@ -39,7 +47,7 @@ def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
 
     async def provision() -> None:
         async with open_store(config.store_location) as store:
-            for name in ("alice", "bob", "carol"):
+            for name in ("alice", "bob", "carol", "dave", "eve"):
                 await add_user(store, DOMAIN, name, f"{name}-secret")
     asyncio.run(provision())
     asyncio.run(asyncio.wait_for(scenario(config), 30))
@@ -131,14 +139,30 @@ def test_adhoc_group_from_a_recipient_list(tmp_path: Path) -> None:
             assert stored is not None and stored.creator == ALICE and stored.subject == "Lunch"
 
             text = build_cpim("text/plain", b"those are my principles",
-                              sender=CpimAddress(ALICE), recipients=[CpimAddress(FACTORY)])
+                              sender=CpimAddress(ALICE), recipients=[CpimAddress(FACTORY)],
+                              namespaces=[("imdn", IMDN_NS)],
+                              headers=[("imdn.Message-ID", "m-9972"),
+                                       ("imdn.Disposition-Notification",
+                                        "positive-delivery, display")])
             await session.send_message(CPIM, text.to_bytes())
-            for _, leg_session in legs:
+            for (_, leg_session), who in zip(legs, (BOB, CAROL)):
                 got = await asyncio.wait_for(leg_session.receive(), 5)
                 cpim = parse_cpim(got.body)
                 assert cpim.get("From") == f"<{ALICE}>"
                 assert cpim.get("To") == f"<{conference}>"
                 assert cpim.body == b"those are my principles"
+                # RFC 5438 in a group: each recipient's IMDN reaches alice only, From it
+                reply = imdn_reply(cpim, DispositionType.DELIVERY, ImdnStatus.DELIVERED,
+                                   message_id=f"n-{who}", sender=CpimAddress(who))
+                assert reply is not None
+                await leg_session.send_message(CPIM, reply.to_bytes())
+            notified = []
+            for _ in legs:
+                got = parse_cpim((await asyncio.wait_for(session.receive(), 5)).body)
+                assert got.get("To") == f"<{ALICE}>"
+                assert parse_imdn(got.body).message_id == "m-9972"
+                notified.append(got.get("From"))
+            assert sorted(notified) == [f"<{BOB}>", f"<{CAROL}>"]
             # carol answers: alice and bob get it, carol does not get her own back
             reply = build_cpim("text/plain", b"I have others",
                                sender=CpimAddress(CAROL), recipients=[CpimAddress(conference)])
@@ -171,4 +195,117 @@ def test_bad_recipient_list_gets_400_with_a_reason(tmp_path: Path, listed: bytes
             final = await call.wait_final()
             assert final is not None and final.status == 400
             assert reason in final.reason
+    run(tmp_path, scenario)
+
+
+async def established(call: Call, session: MsrpSession) -> str:
+    """The creator's 200: connect MSRP; the conference URI from the isfocus Contact."""
+    final = await call.wait_final()
+    assert final is not None and final.status == 200, final
+    contact = final.headers.get("Contact") or ""
+    session.set_remote_path(remote_path(call.remote_sdp))
+    await session.connect()
+    return contact[1:contact.index(">")]
+
+
+def test_refer_adds_and_removes_and_conference_events(tmp_path: Path) -> None:
+    """RFC 4579 REFER (A.5.2's trigger) and RFC 4575 SUBSCRIBE: full, then partial."""
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice", "bob", "dave", "eve") as (alice, bob, dave, eve), \
+                MsrpEndpoint() as msrp:
+            for ue in (alice, bob, dave, eve):
+                assert (await ue.register()).ok
+            agents = {ue.user: EventAgent(ue.ua, EventPackageRegistry([CONFERENCE_PACKAGE]))
+                      for ue in (alice, bob, eve)}  # type: ignore[arg-type]
+            call, session = await create(alice, msrp, [BOB])
+            conference = await established(call, session)
+            bob_call, _ = await answer(bob, msrp)
+            focus = net.nodes["conference"].foci[conference]  # type: ignore[attr-defined]
+            async with asyncio.timeout(5):
+                while len(focus.legs) < 2:
+                    await asyncio.sleep(0.01)
+
+            # SUBSCRIBE: a participant gets the full state; eve (not in it) 403, bad Event 489
+            watch = agents["bob"].subscribe(conference, "conference", expires=600)
+            first = await watch.next_notification(5)
+            info = parse_conference_info(first.body)
+            assert info.state is ElementState.FULL and info.version == 1
+            assert sorted(u.entity or "" for u in info.users.users) == [ALICE, BOB]  # type: ignore[union-attr]
+            assert first.request.header("Content-Type") == "application/conference-info+xml"
+            refused = agents["eve"].subscribe(conference, "conference")
+            ended = await asyncio.wait_for(refused.terminated, 5)
+            assert ended.response is not None and ended.response.status == 403
+            unknown = agents["bob"].subscribe(conference, "presence")
+            ended = await asyncio.wait_for(unknown.terminated, 5)
+            assert ended.response is not None and ended.response.status == 489
+
+            # REFER in the INVITE dialog: 202, dave invited with Referred-By alice, sipfrag 200
+            refer = agents["alice"].refer(call, DAVE)
+            assert (await asyncio.wait_for(refer.answered, 5)).status == 202
+            dave_call, dave_session = await answer(dave, msrp)
+            assert dave_call.request.header("Referred-By") == f"<{ALICE}>"
+            assert dave_call.request.header("Contact") == f"<{conference}>;isfocus"
+            done = await asyncio.wait_for(refer.done, 5)
+            assert done is not None and done.status == 200
+            # the watcher hears of dave: partial, version 2 and on
+            async with asyncio.timeout(5):
+                while True:
+                    partial = parse_conference_info((await watch.next_notification(5)).body)
+                    assert partial.state is ElementState.PARTIAL and partial.version >= 2
+                    user = partial.user(DAVE)
+                    if user is not None and user.endpoints[0].status is not None and \
+                            user.endpoints[0].status.value == "connected":
+                        break
+
+            # removal: bob may not (403), the creator may (dave gets a BYE)
+            bye_dave = f"{DAVE};method=BYE"
+            denied = agents["bob"].refer(bob_call, bye_dave)
+            assert (await asyncio.wait_for(denied.answered, 5)).status == 403
+            removal = agents["alice"].refer(call, bye_dave)
+            assert (await asyncio.wait_for(removal.answered, 5)).status == 202
+            await asyncio.wait_for(asyncio.shield(dave_call.terminated), 5)
+            assert DAVE not in focus.legs
+            await dave_session.close()
+    run(tmp_path, scenario)
+
+
+async def join(ue: TestUe, msrp: MsrpEndpoint, uri: str) -> tuple[Call, MsrpSession]:
+    """A.5.1: INVITE the conference URI with a plain SDP offer."""
+    session = msrp.create_session(setup=MsrpSetup.ACTIVE)
+    call = await ue.call(uri, offer(session, msrp, "active"),
+                         [("Conversation-ID", "conv-lunch"), ("Contribution-ID", "contrib-1")])
+    return call, session
+
+
+def test_leave_rejoin_and_idle_end(tmp_path: Path) -> None:
+    """BYE leaves; an INVITE to the same URI rejoins; when nobody is left for the
+    idle time ([conference] idle_timeout) the conference ends: then 404."""
+    async def scenario(config: Config) -> None:
+        config = replace(config, conference=ConferenceConfig(idle_timeout=1))
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice", "bob") as (alice, bob), MsrpEndpoint() as msrp:
+            for ue in (alice, bob):
+                assert (await ue.register()).ok
+            call, session = await create(alice, msrp, [BOB])
+            conference = await established(call, session)
+            bob_call, _ = await answer(bob, msrp)
+            focus = net.nodes["conference"].foci[conference]  # type: ignore[attr-defined]
+            async with asyncio.timeout(5):
+                while len(focus.legs) < 2:
+                    await asyncio.sleep(0.01)
+            await call.bye()
+            await bob_call.bye()
+            async with asyncio.timeout(5):
+                while focus.legs:
+                    await asyncio.sleep(0.01)
+            again, again_session = await join(alice, msrp, conference)
+            assert await established(again, again_session) == conference  # the same one
+            assert list(focus.legs) == [ALICE]
+            await again.bye()
+            await asyncio.sleep(1.5)
+            assert await net.store.conferences.get(conference) is None
+            late, _ = await join(alice, msrp, conference)
+            final = await late.wait_final()
+            assert final is not None and final.status == 404
     run(tmp_path, scenario)

@@ -35,22 +35,26 @@ from .. import sdp
 from ..config import Config
 from ..content import CPIM, ContentError, parse_cpim
 from ..content.cpim import CpimAddress, CpimHeader, build_cpim
+from ..content.imdn import IMDN_NS, is_notification, parse_imdn
 from ..content.resource_lists import parse_resource_lists
 from ..msrp import MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
 from ..msrp import Setup as MsrpSetup
 from ..rcs import cpm
 from ..rcs.offer import msrp_media, offer_parts
 from ..sip.endpoint import Priority, ServerContext, SipEndpoint
-from ..sip.headers import NameAddr
+from ..sip.headers import HeaderError, NameAddr, refer_to_target
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
+from ..sip.ua.events import EventPackageRegistry, NotifierSubscription
 from ..sip.ua.invite import InviteConfig, SessionTimerConfig
+from ..sip.ua.refer import EventAgent, IncomingRefer
 from ..sip.ua.useragent import Call, Origin, UserAgent
-from ..sip.uri import parse_uri
+from ..sip.uri import SipUri, parse_uri
 from ..store import Conference, ConferenceKind, Participant, ParticipantState, Store
 from .anchor import caller_identity, far_offer, near_answer
+from .conference_events import CONFERENCE_PACKAGE, full_info, partial_info
 
 __all__ = ["ConferenceAs", "ConferenceError", "ConferenceSettings", "FACTORY_USER", "Focus", "Leg"]
 
@@ -61,7 +65,10 @@ RESOURCE_LISTS = "application/resource-lists+xml"
 RECIPIENT_LIST_INVITE = "recipient-list-invite"
 FOCUS_PARAMS = ";isfocus"
 ALLOW_EVENTS = "conference"
+FOCUS_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE", "REFER",
+               "SUBSCRIBE", "NOTIFY")
 BIND_TIMEOUT = 10.0
+MAX_TRACKED = 10000        # message IDs remembered per conference for routing IMDNs
 QUEUE_BOUND = 256          # messages waiting for one participant before its sender waits
 CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90)
 # Headers of the creator's INVITE the focus's invitations carry on (seed 003).
@@ -106,6 +113,7 @@ class Focus:
         self.conference = conference
         self.legs: dict[str, Leg] = {}
         self.offer: sdp.SessionDescription | None = None  # template for invitations
+        self.senders: dict[str, str] = {}   # imdn.Message-ID -> who sent it, for the IMDNs
         self.headers: list[tuple[str, str]] = []
 
     @property
@@ -137,8 +145,9 @@ class Focus:
             await session.connect()
         await self._joined(uri, call, session, call.request.from_.display_name or "")
 
-    async def invite(self, target: str, referred_by: str) -> None:
-        """A.5.2: invite ``target`` with our offer, ``Referred-By`` the inviter."""
+    async def invite(self, target: str, referred_by: str) -> int:
+        """A.5.2: invite ``target`` with our offer, ``Referred-By`` the inviter;
+        the final status (for a REFER's NOTIFY)."""
         msrp = self.node.msrp
         ua = self.node.ua
         assert msrp is not None and ua is not None and self.offer is not None
@@ -156,7 +165,7 @@ class Focus:
             await session.close()
             await self.node.set_state(self.uri, Participant(
                 target, ParticipantState.DISCONNECTED))
-            return
+            return final.status if final is not None else 408
         try:
             answer = sdp.parse(call.remote_sdp or b"")
             media = msrp_media(answer)
@@ -169,8 +178,9 @@ class Focus:
             log.info("%s: MSRP to %s failed: %s", self.uri, target, exc)
             await session.close()
             await call.bye()
-            return
+            return 500
         await self._joined(canonical_public_id(target), call, session, "")
+        return final.status
 
     async def _joined(self, uri: str, call: Call, session: MsrpSession,
                       display_name: str) -> None:
@@ -189,31 +199,46 @@ class Focus:
     # -- the MSRP switch --------------------------------------------------------------
     async def _pump(self, leg: Leg) -> None:
         async for message in leg.session:
-            body = self._switched(leg, message)
-            if body is None:
+            switched = self._switched(leg, message)
+            if switched is None:
                 continue
-            for other in list(self.legs.values()):
-                if other is not leg:
-                    await other.outbox.put((CPIM, body))  # bounded: a flood waits here
+            body, to = switched
+            if to is not None:
+                targets = [self.legs[to]] if to in self.legs else []
+            else:
+                targets = [other for other in self.legs.values() if other is not leg]
+            for other in targets:
+                await other.outbox.put((CPIM, body))  # bounded: a flood waits here
 
-    def _switched(self, leg: Leg, message: ReceivedMessage) -> bytes | None:
-        """The message as every other participant gets it: CPIM From the sender
-        (as asserted, whatever the UE wrote), To the conference."""
+    def _switched(self, leg: Leg, message: ReceivedMessage) -> tuple[bytes, str | None] | None:
+        """The message as the others get it, CPIM From the sender (as asserted,
+        whatever the UE wrote), To the conference; and who gets it (None: all
+        others).  An IMDN goes back to the original sender only, From the recipient."""
         kind = (message.content_type or "text/plain").lower()
         sender, conference = CpimAddress(leg.uri, leg.display_name or None), \
             CpimAddress(self.uri)
         if kind != CPIM:
             return build_cpim(kind, message.body, sender=sender,
-                              recipients=[conference]).to_bytes()
+                              recipients=[conference]).to_bytes(), None
         try:
             cpim = parse_cpim(message.body)
+            notification = is_notification(cpim)
+            original = self.senders.get(parse_imdn(cpim.body).message_id) \
+                if notification else None
         except ContentError as exc:
             log.info("%s: bad CPIM from %s dropped: %s", self.uri, leg.uri, exc)
             return None
+        if notification and original is None:
+            return None  # for a message we did not switch
+        to = CpimAddress(original) if original is not None else conference
         headers = [h for h in cpim.headers if h.name.lower() not in ("from", "to")]
-        cpim.headers = [CpimHeader("From", str(sender)), CpimHeader("To", str(conference)),
-                        *headers]
-        return cpim.to_bytes()
+        cpim.headers = [CpimHeader("From", str(sender)), CpimHeader("To", str(to)), *headers]
+        message_id = cpim.get("Message-ID", IMDN_NS)
+        if message_id and not notification:
+            self.senders[message_id] = leg.uri
+            while len(self.senders) > MAX_TRACKED:
+                self.senders.pop(next(iter(self.senders)))
+        return cpim.to_bytes(), original
 
     async def _deliver(self, leg: Leg) -> None:
         while True:
@@ -228,6 +253,18 @@ class Focus:
         await asyncio.shield(leg.call.terminated)
         if self.legs.get(leg.uri) is leg:
             await self._drop(leg, hang_up=False)
+
+    async def remove(self, uri: str) -> bool:
+        """RFC 4579 5.5: REFER with ``method=BYE``: the focus ends that dialog."""
+        leg = self.legs.get(uri)
+        if leg is None:
+            return False
+        await self._drop(leg, hang_up=True)
+        return True
+
+    def may_remove(self, user: str) -> bool:
+        """The creator of an ad-hoc conference or an admin of a pre-defined group."""
+        return user == self.conference.creator or user in self.conference.admins
 
     async def _drop(self, leg: Leg, hang_up: bool) -> None:
         if self.legs.get(leg.uri) is leg:
@@ -268,6 +305,9 @@ class ConferenceAs:
                                     overload=config.limits.overload)
         self.msrp: MsrpEndpoint | None = None
         self.ua: UserAgent | None = None
+        self.events: EventAgent | None = None
+        # conference subscriptions: the focus URI and the version sent last (RFC 4575 4.6)
+        self.watchers: dict[NotifierSubscription, tuple[str, int]] = {}
         self.foci: dict[str, Focus] = {}
         self.factory = f"sip:{FACTORY_USER}@{config.domain}"
         self._joining: dict[str, Focus] = {}         # Call-ID -> focus, until on_call
@@ -295,9 +335,14 @@ class ConferenceAs:
         self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
                                                 session_timer=CPM_SESSION_TIMER,
-                                                extensions=(RECIPIENT_LIST_INVITE,)),
+                                                extensions=(RECIPIENT_LIST_INVITE,),
+                                                allow=FOCUS_ALLOW),
                             on_call=self._on_call, serve_new=False)
+        self.events = EventAgent(self.ua, EventPackageRegistry([CONFERENCE_PACKAGE]),
+                                 state_of=self._first_state, on_refer=self._on_refer,
+                                 on_subscription=self._subscribed)
         self.endpoint.add_module(_FocusModule(self))
+        self.endpoint.add_module(_ControlGuard(self))
         self._spawn(self._housekeeping())
         log.info("conference AS up on %s:%d", node.host, port)
 
@@ -307,6 +352,8 @@ class ConferenceAs:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for focus in list(self.foci.values()):
             await focus.close()
+        if self.events is not None:
+            self.events.close()
         if self.ua is not None:
             await self.ua.close()
         await self.endpoint.close()
@@ -384,8 +431,9 @@ class ConferenceAs:
         group = await self.store.subscribers.get_group(uri)
         if group is None:
             return None
-        conference = Conference(uri, "", ConferenceKind.PRE_DEFINED, group.name,
-                                created_at=self.clock())
+        admins = tuple(canonical_public_id(m) for m in group.members[:1])  # the first listed
+        conference = Conference(uri, admins[0] if admins else "", ConferenceKind.PRE_DEFINED,
+                                group.name, admins=admins, created_at=self.clock())
         await self.store.conferences.put(conference)
         return conference
 
@@ -421,6 +469,68 @@ class ConferenceAs:
             stored = await self.store.conferences.get(uri)
             if stored is not None:
                 focus.conference = stored
+                self._changed(focus, participant)
+
+    # -- conference event package (RFC 4575) --------------------------------------------
+    def _first_state(self, sub: NotifierSubscription) -> bytes:
+        focus = self.foci.get(_resource(sub))
+        if focus is None:
+            return b""
+        self.watchers.setdefault(sub, (focus.uri, 1))
+        return full_info(focus.conference, self.watchers[sub][1])
+
+    def _subscribed(self, sub: NotifierSubscription) -> None:
+        if sub.event.package == CONFERENCE_PACKAGE.name:
+            self.watchers.setdefault(sub, (_resource(sub), 1))
+
+    def _changed(self, focus: Focus, participant: Participant) -> None:
+        """A partial notification with the next version to every watcher of ``focus``."""
+        assert self.events is not None
+        for sub, (uri, version) in list(self.watchers.items()):
+            if sub.terminated:
+                del self.watchers[sub]
+                continue
+            if uri != focus.uri:
+                continue
+            self.watchers[sub] = (uri, version + 1)
+            self.events.notify(sub, partial_info(focus.conference, version + 1, participant))
+
+    # -- conference control (RFC 4579 REFER) --------------------------------------------
+    def refusal(self, request: Request) -> Response | None:
+        """REFER / SUBSCRIBE to a conference: participants only (403), 404 for none."""
+        if request.method == "SUBSCRIBE" and request.to.tag:
+            return None  # a refresh: the notifier knows its dialog
+        try:
+            uri = canonical_public_id(str(request.uri))
+            user = caller_identity(request)
+        except ValueError:
+            return _answer(request, 400, "Bad Request - Request-URI")
+        focus = self.foci.get(uri)
+        if focus is None:
+            return _answer(request, 404, "Not Found - no such conference")
+        if user not in focus.legs:
+            return _answer(request, 403, "Forbidden - not a participant of this conference")
+        if request.method == "REFER" and _refer_method(request) == "BYE" and \
+                not focus.may_remove(user):
+            return _answer(request, 403, "Forbidden - only the creator or an admin removes")
+        return None
+
+    async def _on_refer(self, incoming: IncomingRefer) -> None:
+        assert self.events is not None
+        request = incoming.request
+        focus = self.foci.get(canonical_public_id(str(request.uri)))
+        target = canonical_public_id(str(incoming.target.copy(params=[])
+                                         if isinstance(incoming.target, SipUri)
+                                         else incoming.target))
+        if focus is None:
+            self.events.report(incoming, 404)
+            return
+        if _refer_method(request) == "BYE":
+            removed = await focus.remove(target)
+            self.events.report(incoming, 200 if removed else 404)
+            return
+        status = await focus.invite(target, caller_identity(request))
+        self.events.report(incoming, status)
 
     async def idle(self, focus: Focus) -> None:
         """Nobody left: the conference ends after the idle time unless someone joins."""
@@ -467,6 +577,49 @@ class _FocusModule:
             return False
         ctx.spawn(self.node.serve_invite(ctx))
         return True
+
+
+class _ControlGuard:
+    """REFER and SUBSCRIBE are refused here (403 / 404) before the event agent
+    would answer them 202 / 200."""
+
+    name = "conference-control"
+    priority = Priority.EVENT - 1
+    methods = ("REFER", "SUBSCRIBE")
+
+    def __init__(self, node: ConferenceAs) -> None:
+        self.node = node
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        if ctx.request.method not in self.methods:
+            return False
+        refusal = self.node.refusal(ctx.request)
+        if refusal is None:
+            return False
+        ctx.respond(refusal)
+        return True
+
+
+def _answer(request: Request, status: int, reason: str) -> Response:
+    return Response.for_request(request, status, reason,
+                                to_tag=request.to.tag or new_tag())
+
+
+def _refer_method(request: Request) -> str:
+    """The ``method`` parameter of Refer-To's URI (RFC 4579 5.5: BYE removes)."""
+    try:
+        target, _ = refer_to_target(request.header("Refer-To") or "")
+    except HeaderError:
+        return "INVITE"
+    uri = target.uri
+    return (uri.param("method") or "INVITE").upper() if isinstance(uri, SipUri) else "INVITE"
+
+
+def _resource(sub: NotifierSubscription) -> str:
+    try:
+        return canonical_public_id(str(sub.resource))
+    except ValueError:
+        return str(sub.resource)
 
 
 def _recipients(request: Request) -> list[str]:
