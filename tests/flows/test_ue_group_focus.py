@@ -31,6 +31,8 @@ from imsbox.ue.client import (
     GroupMessage,
     MessageStatus,
     Notification,
+    ParticipantJoined,
+    ParticipantLeft,
     RcsClient,
     RcsEvent,
     SendError,
@@ -102,6 +104,12 @@ def test_adhoc_group_invitations_messages_join_and_leave(tmp_path: Path) -> None
                         ("invited", alice.aor, group.conference)
                     assert invited.subject == "Lunch"
                     (joined[ue.aor],) = ue.groups.values()
+                # the conference event package: alice sees them come in
+                for who in (bob.aor, carol.aor):
+                    came = await events.wait(alice, ParticipantJoined,
+                                             lambda e, who=who: e.sender == who)
+                    assert came.conference == group.conference
+                await settle(lambda: set(group.participants) == {alice.aor, bob.aor, carol.aor})
 
                 # bob types: alice sees who (isComposing in CPIM, From bob)
                 await joined[bob.aor].composing()
@@ -124,7 +132,9 @@ def test_adhoc_group_invitations_messages_join_and_leave(tmp_path: Path) -> None
                 # dave joins by the conference URI (A.5.1) and hears the next one
                 daves = await dave.join_group(group.conference)
                 assert daves.conference == group.conference
-                await events.wait(dave, GroupJoined)
+                seen = await events.wait(dave, GroupJoined)
+                assert {alice.aor, bob.aor, carol.aor, dave.aor} <= set(seen.participants)
+                await events.wait(alice, ParticipantJoined, lambda e: e.sender == dave.aor)
                 await group.send("welcome")
                 got = await events.wait(dave, GroupMessage)
                 assert got.sender == alice.aor
@@ -136,6 +146,8 @@ def test_adhoc_group_invitations_messages_join_and_leave(tmp_path: Path) -> None
                 legs = net.nodes["conference"].foci[group.conference].legs
                 await settle(lambda: carol.aor not in legs, WAIT)   # the BYE got there
                 assert sorted(legs) == sorted([alice.aor, bob.aor, dave.aor])
+                gone = await events.wait(alice, ParticipantLeft, lambda e: e.sender == carol.aor)
+                assert gone.reason == "departed"
                 await joined[bob.aor].send("bye carol")
                 await events.wait(dave, GroupMessage, lambda e: e.text == "bye carol")
                 await asyncio.sleep(0.2)
@@ -211,6 +223,41 @@ def test_rejoin_the_same_conference_then_restart_once_it_ended(tmp_path: Path) -
                                             lambda e: e.conference == restarted.conference)
                 assert invited.how == "invited" and invited.conversation_id == \
                     group.conversation_id
+            finally:
+                events.close()
+
+    run(tmp_path, scenario)
+
+
+
+def test_invite_and_remove_by_refer_through_the_focus(tmp_path: Path) -> None:
+    """alice (the creator) REFERs dave in: 202, NOTIFY sipfrag 200, dave invited
+    with Referred-By alice; bob may not remove him (403), alice may: dave is out."""
+    async def scenario(config: Config) -> None:
+        alice, bob, dave = (client(config, n) for n in ("alice", "bob", "dave"))
+        async with network_with(config, alice, bob, dave):
+            events = Events(alice, bob, dave)
+            try:
+                group = await alice.create_group(["bob"])
+                await events.wait(bob, GroupJoined)
+                (bobs,) = bob.groups.values()
+                added = await group.invite(dave.aor)
+                assert (added.status, added.result, added.ok) == (202, 200, True)
+                invited = await events.wait(dave, GroupJoined)
+                assert (invited.how, invited.sender) == ("invited", alice.aor)
+                await events.wait(bob, ParticipantJoined, lambda e: e.sender == dave.aor)
+
+                with pytest.raises(SendError) as refused:
+                    await bobs.remove(dave.aor)
+                assert refused.value.status == 403
+                removed = await group.remove(dave.aor)
+                assert (removed.action, removed.status, removed.ok) == ("remove", 202, True)
+                out = await events.wait(dave, GroupLeft)
+                assert out.conference == group.conference
+                await events.wait(bob, ParticipantLeft, lambda e: e.sender == dave.aor)
+                await group.send("just us")
+                await events.wait(bob, GroupMessage, lambda e: e.text == "just us")
+                assert not [e for e in events.of(dave, GroupMessage) if e.text == "just us"]
             finally:
                 events.close()
 
