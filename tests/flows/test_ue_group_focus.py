@@ -287,8 +287,9 @@ def served(tmp_path: Path) -> Iterator[Config]:
 
 def test_cli_group_chat_with_two_listeners(served: Config) -> None:
     """bob and carol ``listen``; alice's ``group-chat --subject Lunch bob carol`` starts
-    the group, their listen accepts the invitations; her line reaches both from her,
-    with a delivery notification from each; /leave exits 0."""
+    the group, their listen accepts the invitations and she sees them join; her line
+    reaches both from her, with a delivery notification from each; /remove carol
+    puts carol out, /invite carol brings her back; /leave exits 0."""
     config = served
     listeners = [Proc(*ue_args(config, n), "listen") for n in ("bob", "carol")]
     alice: Proc | None = None
@@ -306,6 +307,8 @@ def test_cli_group_chat_with_two_listeners(served: Config) -> None:
             invited = listen.wait_event("group_joined", 15)
             assert (invited["from"], invited["to"], invited["how"], invited["conference"]) == \
                 ("sip:alice@ims.test", f"sip:{name}@ims.test", "invited", conference)
+        came = {alice.wait_event("participant_joined")["from"] for _ in range(2)}
+        assert came == {"sip:bob@ims.test", "sip:carol@ims.test"}
 
         alice.type("hello group")
         for listen in listeners:
@@ -314,6 +317,20 @@ def test_cli_group_chat_with_two_listeners(served: Config) -> None:
                 ("sip:alice@ims.test", "hello group", conference)
         delivered = {alice.wait_event("notification")["from"] for _ in range(2)}
         assert delivered == {"sip:bob@ims.test", "sip:carol@ims.test"}
+
+        bob, carol = listeners
+        alice.type("/remove carol")
+        removed = alice.wait_event("refer_result", 15)
+        assert (removed["action"], removed["to"], removed["status"], removed["ok"]) == \
+            ("remove", "sip:carol@ims.test", 202, True)
+        assert carol.wait_event("group_left", 15)["conference"] == conference
+        assert bob.wait_event("participant_left", 15)["from"] == "sip:carol@ims.test"
+        alice.type("/invite carol")
+        again = carol.wait_event("group_joined", 15)
+        assert (again["how"], again["conference"]) == ("invited", conference)
+        added = alice.wait_event("refer_result", 15)
+        assert (added["action"], added["status"], added["result"], added["ok"]) == \
+            ("invite", 202, 200, True)
         alice.type("/leave")
         assert alice.proc.wait(15) == 0, alice.stderr
         assert alice.wait_event("group_left")["conference"] == conference
