@@ -21,7 +21,11 @@ import pytest
 
 from imsbox.apps.conference import ConferenceSettings
 from imsbox.config import Config
+from imsbox.content import parse_resource_lists
 from imsbox.ims.provisioning import add_group, add_user
+from imsbox.rcs.offer import offer_parts
+from imsbox.sip.endpoint import Priority, ServerContext
+from imsbox.sip.message import Request
 from imsbox.store import open_store
 from imsbox.ue.client import (
     Composing,
@@ -260,6 +264,73 @@ def test_invite_and_remove_by_refer_through_the_focus(tmp_path: Path) -> None:
                 assert not [e for e in events.of(dave, GroupMessage) if e.text == "just us"]
             finally:
                 events.close()
+
+    run(tmp_path, scenario)
+
+
+
+class Arrivals:
+    """An endpoint module that notes every request reaching the focus, then passes."""
+
+    name = "test-arrivals"
+    priority = Priority.POLICY
+    methods: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        self.requests.append(ctx.request)
+        return False
+
+    def of(self, method: str) -> list[Request]:
+        return [r for r in self.requests if r.method == method]
+
+
+def test_client_requests_as_the_focus_gets_them(tmp_path: Path) -> None:
+    """The wire of the client's requests at the conference AS: the factory INVITE
+    (RFC 5366 multipart, Require, Subject, CPM headers, asserted identity), the
+    SUBSCRIBE to the conference, the in-dialog REFERs."""
+    async def scenario(config: Config) -> None:
+        alice, bob = client(config, "alice"), client(config, "bob")
+        async with network_with(config, alice, bob) as net:
+            arrivals = Arrivals()
+            net.nodes["conference"].endpoint.add_module(arrivals)
+            group = await alice.create_group(["bob", "sip:carol@ims.test"], "Lunch")
+            (create,) = arrivals.of("INVITE")
+            assert str(create.uri) == f"sip:conf-factory@{DOMAIN}"
+            assert create.header("Require") == "recipient-list-invite"
+            assert create.header("Subject") == "Lunch"
+            assert "oma.cpm.session" in (create.header("Accept-Contact") or "")
+            assert create.header("Conversation-ID") == group.conversation_id
+            assert create.header("Contribution-ID") == group.contribution_id
+            assert alice.aor in (create.header("P-Asserted-Identity") or "")
+            _, multipart = offer_parts(create)
+            assert multipart is not None
+            assert [p.content_type for p in multipart.parts] == \
+                ["application/sdp", "application/resource-lists+xml"]
+            listing = multipart.parts[1]
+            assert listing.get("Content-Disposition") == "recipient-list"
+            assert [e.uri for e in parse_resource_lists(listing.body).all_entries()] == \
+                [bob.aor, "sip:carol@ims.test"]
+
+            await settle(lambda: bool(arrivals.of("SUBSCRIBE")), WAIT)
+            subscribe = arrivals.of("SUBSCRIBE")[0]
+            assert str(subscribe.uri) == group.conference and not subscribe.to.tag
+            assert subscribe.header("Event") == "conference"
+            assert subscribe.header("Accept") == "application/conference-info+xml"
+
+            await group.invite("sip:dave@ims.test")   # not registered: the REFER counts
+            await group.remove(bob.aor)
+            add, remove = arrivals.of("REFER")
+            dialog = group.call.session.dialog
+            assert dialog is not None
+            for refer in (add, remove):
+                assert str(refer.uri) == group.conference
+                assert refer.call_id == group.id and refer.to.tag == dialog.id.remote_tag
+                assert refer.header("Referred-By") == f"<{alice.aor}>"
+            assert add.header("Refer-To") == "<sip:dave@ims.test>"
+            assert remove.header("Refer-To") == f"<{bob.aor};method=BYE>"
 
     run(tmp_path, scenario)
 
