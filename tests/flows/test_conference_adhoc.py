@@ -20,7 +20,7 @@ from imsbox.content import (
 )
 from imsbox.content.multipart import BodyPart, build_multipart
 from imsbox.content.resource_lists import build_recipient_list
-from imsbox.ims.provisioning import add_user
+from imsbox.ims.provisioning import add_group, add_user
 from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.msrp import Setup as MsrpSetup
 from imsbox.rcs.offer import msrp_media
@@ -308,4 +308,49 @@ def test_leave_rejoin_and_idle_end(tmp_path: Path) -> None:
             late, _ = await join(alice, msrp, conference)
             final = await late.wait_final()
             assert final is not None and final.status == 404
+    run(tmp_path, scenario)
+
+
+def test_offline_member_catches_up_after_an_as_restart(tmp_path: Path) -> None:
+    """A pre-defined group keeps every message for a member who is away, in the
+    store: when carol registers (after a restart of the network) the focus invites
+    her and sends what she missed, in order, once."""
+    group = f"sip:group-lunch@{DOMAIN}"
+
+    async def scenario(config: Config) -> None:
+        async with open_store(config.store_location) as store:
+            await add_group(store, config, group, ["alice", "bob", "carol"])
+        async with ues(config, "alice", "bob", "carol") as (alice, bob, carol), \
+                MsrpEndpoint() as msrp:
+            async with Network(config, timers=FAST_TIMERS):
+                for ue in (alice, bob):
+                    assert (await ue.register()).ok
+                legs = []
+                for ue in (alice, bob):
+                    call, session = await join(ue, msrp, group)
+                    assert await established(call, session) == group
+                    legs.append((call, session))
+                for n in range(3):
+                    text = build_cpim("text/plain", f"line {n}".encode(),
+                                      sender=CpimAddress(ALICE), recipients=[CpimAddress(group)])
+                    await legs[0][1].send_message(CPIM, text.to_bytes())
+                for n in range(3):
+                    got = await asyncio.wait_for(legs[1][1].receive(), 5)
+                    assert parse_cpim(got.body).body == f"line {n}".encode()
+                for _, session in legs:
+                    await session.close()
+            async with Network(config, timers=FAST_TIMERS):  # a new AS process
+                assert (await carol.register()).ok
+                call, session = await answer(carol, msrp)
+                assert str(call.request.from_.uri) == group
+                assert call.request.header("Contact") == f"<{group}>;isfocus"
+                for n in range(3):
+                    got = parse_cpim((await asyncio.wait_for(session.receive(), 5)).body)
+                    assert got.body == f"line {n}".encode() and got.get("From") == f"<{ALICE}>"
+                await call.bye()
+                await session.close()
+                again, again_session = await join(carol, msrp, group)
+                assert await established(again, again_session) == group
+                with pytest.raises(TimeoutError):  # nothing twice
+                    await asyncio.wait_for(again_session.receive(), 0.5)
     run(tmp_path, scenario)
