@@ -58,7 +58,7 @@ from ..store import (
 from .anchor import caller_identity, far_offer, near_answer
 from .conference_events import CONFERENCE_PACKAGE, full_info, partial_info
 
-__all__ = ["ConferenceAs", "ConferenceError", "ConferenceSettings", "FACTORY_USER", "Focus", "Leg"]
+__all__ = ["ConferenceAs", "ConferenceError", "ConferenceSettings", "FACTORY_USER", "Copies", "Focus", "Leg"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ FOCUS_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE", "
                "SUBSCRIBE", "NOTIFY")
 BIND_TIMEOUT = 10.0
 MAX_TRACKED = 10000        # message IDs remembered per conference for routing IMDNs
-QUEUE_BOUND = 256          # messages waiting for one participant before its sender waits
+IN_FLIGHT = 64             # a sender's messages not yet with everyone before it waits
 CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90)
 # Our own offer's shape when no participant's offer is at hand (far_offer fills it in).
 TEMPLATE_OFFER = (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -106,10 +106,29 @@ class Leg:
     call: Call
     session: MsrpSession
     display_name: str = ""
-    outbox: asyncio.Queue[tuple[bytes, int | None]] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_BOUND))   # (CPIM, log id)
+    outbox: asyncio.Queue[tuple[bytes, int | None, Copies]] = field(
+        default_factory=asyncio.Queue)   # (CPIM, log id, the copies it is one of)
     caught_up: set[int] = field(default_factory=set)  # log ids sent from the backlog
+    # Bounds this participant's messages in everybody's outboxes: a flooder waits
+    # for its own copies, the others' messages pass it.
+    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Copies:
+    """The copies of one message being delivered; the last frees its sender's slot."""
+
+    __slots__ = ("left", "sender")
+
+    def __init__(self, sender: Leg, left: int) -> None:
+        self.sender, self.left = sender, left
+        if not left:
+            sender.in_flight.release()
+
+    def done(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.sender.in_flight.release()
 
 
 class Focus:
@@ -218,8 +237,10 @@ class Focus:
                 targets = [self.legs[to]] if to in self.legs else []
             else:
                 targets = [other for other in self.legs.values() if other is not leg]
+            await leg.in_flight.acquire()
+            copies = Copies(leg, len(targets))
             for other in targets:
-                await other.outbox.put((body, logged))  # bounded: a flood waits here
+                other.outbox.put_nowait((body, logged, copies))
 
     @property
     def keeps_log(self) -> bool:
@@ -276,10 +297,12 @@ class Focus:
                     return
                 leg.caught_up.add(kept.id)
         while True:
-            body, logged = await leg.outbox.get()
-            if logged is not None and logged in leg.caught_up:
-                continue  # logged while we caught up: sent once already
-            await self._send(leg, body, logged)
+            body, logged, copies = await leg.outbox.get()
+            try:
+                if logged is None or logged not in leg.caught_up:  # else: sent already
+                    await self._send(leg, body, logged)
+            finally:
+                copies.done()
 
     async def _send(self, leg: Leg, body: bytes, logged: int | None) -> bool:
         try:
@@ -323,6 +346,8 @@ class Focus:
         for task in leg.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
+        while not leg.outbox.empty():  # what it will not get frees its senders
+            leg.outbox.get_nowait()[2].done()
         if hang_up and not leg.call.terminated.done():
             with contextlib.suppress(Exception):
                 await leg.call.bye()
