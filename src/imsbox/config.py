@@ -311,15 +311,23 @@ def _cpm_ifc(priority: int, server: str, cases: tuple[SessionCase, ...], name: s
                                  TriggerPoint(spts, cnf=True), name=name)
 
 
-def default_ifcs(messaging_as_uri: str) -> tuple[InitialFilterCriteria, ...]:
-    """CPM originating (and third-party REGISTER) and terminating traffic to the messaging AS."""
-    return (
+def default_ifcs(messaging_as_uri: str, conference_as_uri: str | None = None
+                 ) -> tuple[InitialFilterCriteria, ...]:
+    """CPM originating (and third-party REGISTER) and terminating traffic to the
+    messaging AS; REGISTER also to the conference AS (offline group members)."""
+    ifcs = (
         _cpm_ifc(10, messaging_as_uri, (SessionCase.ORIGINATING,), "cpm-originating",
                  register=True),
         _cpm_ifc(20, messaging_as_uri, (SessionCase.TERMINATING_REGISTERED,
                                         SessionCase.TERMINATING_UNREGISTERED),
                  "cpm-terminating"),
     )
+    if conference_as_uri is None:
+        return ifcs
+    # A member who registers gets the pending group invitations and messages.
+    register = InitialFilterCriteria(30, ApplicationServer(conference_as_uri), TriggerPoint(
+        (MethodSpt("REGISTER"),)), name="conference-register")
+    return (*ifcs, register)
 
 
 # The default conference PSIs (``default_psis``) whatever the domain.
@@ -597,7 +605,7 @@ class _Loader:
     def ifcs(self, config: Config) -> tuple[InitialFilterCriteria, ...]:
         tables = self.array("ifc")
         if tables is None:
-            return default_ifcs(config.messaging_as.uri)
+            return default_ifcs(config.messaging_as.uri, config.conference_as.uri)
         out = []
         for i, table in enumerate(tables):
             table = dict(table)

@@ -12,34 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from imsbox import sdp
 from imsbox.config import ConferenceConfig, Config
 from imsbox.content import (
     CPIM, IMDN_NS, CpimAddress, DispositionType, ImdnStatus, build_cpim, imdn_reply,
     parse_cpim, parse_imdn,
 )
-from imsbox.content.multipart import BodyPart, build_multipart
 from imsbox.content.resource_lists import build_recipient_list
-from imsbox.ims.provisioning import add_user
-from imsbox.msrp import MsrpEndpoint, MsrpSession
-from imsbox.msrp import Setup as MsrpSetup
-from imsbox.rcs.offer import msrp_media
+from imsbox.ims.provisioning import add_group, add_user
+from imsbox.msrp import MsrpEndpoint
 from imsbox.serve import Network
 from imsbox.sip.message import Response
-from imsbox.sip.ua.useragent import Call
 from imsbox.sip.ua.events import EventPackageRegistry
 from imsbox.sip.ua.refer import EventAgent
 from imsbox.store import open_store
 from imsbox.apps.conference_events import CONFERENCE_PACKAGE
 from imsbox.content.conference_info import ElementState, parse_conference_info
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
 
+from conference_peers import FACTORY, answer, create, established, join, remote_path
 from helpers import DOMAIN, ues
 
 pytestmark = pytest.mark.timeout(40)
 ALICE, BOB, CAROL, DAVE = (f"sip:{n}@{DOMAIN}" for n in ("alice", "bob", "carol", "dave"))
-FACTORY = f"sip:conf-factory@{DOMAIN}"
-# (a UDP UE: the factory INVITE must stay under 1300 bytes, RFC 3261 18.1.1)
 
 
 def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
@@ -53,18 +47,6 @@ def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(config), 30))
 
 
-def offer(session: MsrpSession, msrp: MsrpEndpoint, setup: str) -> bytes:
-    """Seed 002 A.5.1-1's SDP: one MSRP line, CPIM, msrp-cema."""
-    return (f"v=0\r\no=- 1 1 IN IP4 {msrp.host}\r\ns=-\r\nc=IN IP4 {msrp.host}\r\nt=0 0\r\n"
-            f"m=message {msrp.port} TCP/MSRP *\r\n"
-            "a=accept-types:message/cpim text/plain\r\n"
-            f"a=path:{session.local_uri}\r\na=msrp-cema\r\na=setup:{setup}\r\n").encode()
-
-
-def remote_path(body: bytes | None) -> list[str]:
-    media = msrp_media(sdp.parse(body or b""))
-    assert media is not None and media.path
-    return list(media.path)
 
 
 def hostport(config: Config, node: str) -> tuple[str, int]:
@@ -72,33 +54,6 @@ def hostport(config: Config, node: str) -> tuple[str, int]:
     return n.host, n.port
 
 
-async def create(ue: TestUe, msrp: MsrpEndpoint, members: list[str] | bytes,
-                 subject: str = "Lunch") -> tuple[Call, MsrpSession]:
-    session = msrp.create_session(setup=MsrpSetup.ACTIVE)
-    listed = members if isinstance(members, bytes) else \
-        build_recipient_list(members).to_xml()
-    body = build_multipart([
-        BodyPart([("Content-Type", "application/sdp")], offer(session, msrp, "active")),
-        BodyPart([("Content-Type", "application/resource-lists+xml"),
-                  ("Content-Disposition", "recipient-list")], listed)])
-    assert ue.ua is not None
-    ue.ua.route = ue._route()
-    call = await ue.ua.invite(FACTORY, body.to_bytes(), [
-        ("Require", "recipient-list-invite"), ("Subject", subject),
-        ("Conversation-ID", "conv-lunch"), ("Contribution-ID", "contrib-1")],
-        content_type=body.content_type)
-    return call, session
-
-
-async def answer(ue: TestUe, msrp: MsrpEndpoint) -> tuple[Call, MsrpSession]:
-    """Take the focus's invitation: passive to its active offer."""
-    assert ue.ua is not None
-    call = await asyncio.wait_for(ue.ua.incoming.get(), 5)
-    session = msrp.create_session(setup=MsrpSetup.PASSIVE)
-    session.set_remote_path(remote_path(call.remote_sdp))
-    call.accept(offer(session, msrp, "passive"))
-    await session.wait_bound(5)
-    return call, session
 
 
 def test_adhoc_group_from_a_recipient_list(tmp_path: Path) -> None:
@@ -198,15 +153,6 @@ def test_bad_recipient_list_gets_400_with_a_reason(tmp_path: Path, listed: bytes
     run(tmp_path, scenario)
 
 
-async def established(call: Call, session: MsrpSession) -> str:
-    """The creator's 200: connect MSRP; the conference URI from the isfocus Contact."""
-    final = await call.wait_final()
-    assert final is not None and final.status == 200, final
-    contact = final.headers.get("Contact") or ""
-    session.set_remote_path(remote_path(call.remote_sdp))
-    await session.connect()
-    return contact[1:contact.index(">")]
-
 
 def test_refer_adds_and_removes_and_conference_events(tmp_path: Path) -> None:
     """RFC 4579 REFER (A.5.2's trigger) and RFC 4575 SUBSCRIBE: full, then partial."""
@@ -270,13 +216,6 @@ def test_refer_adds_and_removes_and_conference_events(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
-async def join(ue: TestUe, msrp: MsrpEndpoint, uri: str) -> tuple[Call, MsrpSession]:
-    """A.5.1: INVITE the conference URI with a plain SDP offer."""
-    session = msrp.create_session(setup=MsrpSetup.ACTIVE)
-    call = await ue.call(uri, offer(session, msrp, "active"),
-                         [("Conversation-ID", "conv-lunch"), ("Contribution-ID", "contrib-1")])
-    return call, session
-
 
 def test_leave_rejoin_and_idle_end(tmp_path: Path) -> None:
     """BYE leaves; an INVITE to the same URI rejoins; when nobody is left for the
@@ -308,4 +247,49 @@ def test_leave_rejoin_and_idle_end(tmp_path: Path) -> None:
             late, _ = await join(alice, msrp, conference)
             final = await late.wait_final()
             assert final is not None and final.status == 404
+    run(tmp_path, scenario)
+
+
+def test_offline_member_catches_up_after_an_as_restart(tmp_path: Path) -> None:
+    """A pre-defined group keeps every message for a member who is away, in the
+    store: when carol registers (after a restart of the network) the focus invites
+    her and sends what she missed, in order, once."""
+    group = f"sip:group-lunch@{DOMAIN}"
+
+    async def scenario(config: Config) -> None:
+        async with open_store(config.store_location) as store:
+            await add_group(store, config, group, ["alice", "bob", "carol"])
+        async with ues(config, "alice", "bob", "carol") as (alice, bob, carol), \
+                MsrpEndpoint() as msrp:
+            async with Network(config, timers=FAST_TIMERS):
+                for ue in (alice, bob):
+                    assert (await ue.register()).ok
+                legs = []
+                for ue in (alice, bob):
+                    call, session = await join(ue, msrp, group)
+                    assert await established(call, session) == group
+                    legs.append((call, session))
+                for n in range(3):
+                    text = build_cpim("text/plain", f"line {n}".encode(),
+                                      sender=CpimAddress(ALICE), recipients=[CpimAddress(group)])
+                    await legs[0][1].send_message(CPIM, text.to_bytes())
+                for n in range(3):
+                    got = await asyncio.wait_for(legs[1][1].receive(), 5)
+                    assert parse_cpim(got.body).body == f"line {n}".encode()
+                for _, session in legs:
+                    await session.close()
+            async with Network(config, timers=FAST_TIMERS):  # a new AS process
+                assert (await carol.register()).ok
+                call, session = await answer(carol, msrp)
+                assert str(call.request.from_.uri) == group
+                assert call.request.header("Contact") == f"<{group}>;isfocus"
+                for n in range(3):
+                    got = parse_cpim((await asyncio.wait_for(session.receive(), 5)).body)
+                    assert got.body == f"line {n}".encode() and got.get("From") == f"<{ALICE}>"
+                await call.bye()
+                await session.close()
+                again, again_session = await join(carol, msrp, group)
+                assert await established(again, again_session) == group
+                with pytest.raises(TimeoutError):  # nothing twice
+                    await asyncio.wait_for(again_session.receive(), 0.5)
     run(tmp_path, scenario)

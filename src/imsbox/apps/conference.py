@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from .. import sdp
 from ..config import Config
-from ..content import CPIM, ContentError, parse_cpim
+from ..content import CPIM, ISCOMPOSING, ContentError, parse_cpim
 from ..content.cpim import CpimAddress, CpimHeader, build_cpim
 from ..content.imdn import IMDN_NS, is_notification, parse_imdn
 from ..content.resource_lists import parse_resource_lists
@@ -52,11 +52,13 @@ from ..sip.ua.invite import InviteConfig, SessionTimerConfig
 from ..sip.ua.refer import EventAgent, IncomingRefer
 from ..sip.ua.useragent import Call, Origin, UserAgent
 from ..sip.uri import SipUri, parse_uri
-from ..store import Conference, ConferenceKind, Participant, ParticipantState, Store
+from ..store import (
+    Conference, ConferenceKind, GroupMessage, Participant, ParticipantState, Store,
+)
 from .anchor import caller_identity, far_offer, near_answer
 from .conference_events import CONFERENCE_PACKAGE, full_info, partial_info
 
-__all__ = ["ConferenceAs", "ConferenceError", "ConferenceSettings", "FACTORY_USER", "Focus", "Leg"]
+__all__ = ["ConferenceAs", "ConferenceError", "ConferenceSettings", "FACTORY_USER", "Copies", "Focus", "Leg"]
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,13 @@ FOCUS_ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE", "
                "SUBSCRIBE", "NOTIFY")
 BIND_TIMEOUT = 10.0
 MAX_TRACKED = 10000        # message IDs remembered per conference for routing IMDNs
-QUEUE_BOUND = 256          # messages waiting for one participant before its sender waits
+IN_FLIGHT = 64             # a sender's messages not yet with everyone before it waits
 CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90)
+# Our own offer's shape when no participant's offer is at hand (far_offer fills it in).
+TEMPLATE_OFFER = (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                  b"m=message 9 TCP/MSRP *\r\na=accept-types:message/cpim text/plain\r\n"
+                  b"a=accept-wrapped-types:text/plain application/im-iscomposing+xml "
+                  b"message/imdn+xml\r\na=path:msrp://127.0.0.1:9/x;tcp\r\n")
 # Headers of the creator's INVITE the focus's invitations carry on (seed 003).
 INVITE_HEADERS = ("P-Asserted-Service", "Accept-Contact", cpm.CONVERSATION_ID,
                   cpm.CONTRIBUTION_ID, "Subject")
@@ -99,9 +106,29 @@ class Leg:
     call: Call
     session: MsrpSession
     display_name: str = ""
-    outbox: asyncio.Queue[tuple[str, bytes]] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_BOUND))
+    outbox: asyncio.Queue[tuple[bytes, int | None, Copies]] = field(
+        default_factory=asyncio.Queue)   # (CPIM, log id, the copies it is one of)
+    caught_up: set[int] = field(default_factory=set)  # log ids sent from the backlog
+    # Bounds this participant's messages in everybody's outboxes: a flooder waits
+    # for its own copies, the others' messages pass it.
+    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Copies:
+    """The copies of one message being delivered; the last frees its sender's slot."""
+
+    __slots__ = ("left", "sender")
+
+    def __init__(self, sender: Leg, left: int) -> None:
+        self.sender, self.left = sender, left
+        if not left:
+            sender.in_flight.release()
+
+    def done(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.sender.in_flight.release()
 
 
 class Focus:
@@ -114,6 +141,7 @@ class Focus:
         self.legs: dict[str, Leg] = {}
         self.offer: sdp.SessionDescription | None = None  # template for invitations
         self.senders: dict[str, str] = {}   # imdn.Message-ID -> who sent it, for the IMDNs
+        self.inviting: set[str] = set()     # members being invited back
         self.headers: list[tuple[str, str]] = []
 
     @property
@@ -150,13 +178,14 @@ class Focus:
         the final status (for a REFER's NOTIFY)."""
         msrp = self.node.msrp
         ua = self.node.ua
-        assert msrp is not None and ua is not None and self.offer is not None
+        assert msrp is not None and ua is not None
         session = msrp.create_session(setup=MsrpSetup.ACTIVE)
-        headers = [*self.headers, ("Referred-By", f"<{referred_by}>"),
+        offer = self.offer or sdp.parse(TEMPLATE_OFFER)
+        headers = [*(self.headers or _session_headers()), ("Referred-By", f"<{referred_by}>"),
                    ("P-Asserted-Identity", f"<{self.uri}>"),
                    ("Allow-Events", ALLOW_EVENTS)]
         await self.node.set_state(self.uri, Participant(target, ParticipantState.PENDING))
-        call = await ua.invite(target, bytes(far_offer(self.offer, session, msrp)), headers,
+        call = await ua.invite(target, bytes(far_offer(offer, session, msrp)), headers,
                                origin=self.origin)
         final = await call.final
         if final is None or final.status >= 300:
@@ -203,12 +232,31 @@ class Focus:
             if switched is None:
                 continue
             body, to = switched
+            logged = await self._log(leg, message, body) if to is None else None
             if to is not None:
                 targets = [self.legs[to]] if to in self.legs else []
             else:
                 targets = [other for other in self.legs.values() if other is not leg]
+            await leg.in_flight.acquire()
+            copies = Copies(leg, len(targets))
             for other in targets:
-                await other.outbox.put((CPIM, body))  # bounded: a flood waits here
+                other.outbox.put_nowait((body, logged, copies))
+
+    @property
+    def keeps_log(self) -> bool:
+        """Pre-defined groups keep every message for members who are away."""
+        return self.conference.kind is ConferenceKind.PRE_DEFINED
+
+    async def _log(self, leg: Leg, message: ReceivedMessage, body: bytes) -> int | None:
+        """Store it (durably, before anyone gets it); the sender has it already."""
+        if not self.keeps_log or _is_composing(body):
+            return None
+        messages = self.node.store.messages
+        logged = await messages.append_group_message(GroupMessage(
+            self.uri, leg.uri, CPIM, body, message.message_id, self.node.clock()))
+        if logged is not None:
+            await messages.set_delivered(self.uri, leg.uri, logged)
+        return logged
 
     def _switched(self, leg: Leg, message: ReceivedMessage) -> tuple[bytes, str | None] | None:
         """The message as the others get it, CPIM From the sender (as asserted,
@@ -241,18 +289,44 @@ class Focus:
         return cpim.to_bytes(), original
 
     async def _deliver(self, leg: Leg) -> None:
+        """What the member missed, in order, then the live messages."""
+        if self.keeps_log:
+            for kept in await self.node.store.messages.undelivered(self.uri, leg.uri):
+                assert kept.id is not None
+                if not await self._send(leg, kept.body, kept.id):
+                    return
+                leg.caught_up.add(kept.id)
         while True:
-            content_type, body = await leg.outbox.get()
+            body, logged, copies = await leg.outbox.get()
             try:
-                await leg.session.send_message(content_type, body)
-            except (MsrpError, OSError) as exc:
-                log.info("%s: delivery to %s failed: %s", self.uri, leg.uri, exc)
+                if logged is None or logged not in leg.caught_up:  # else: sent already
+                    await self._send(leg, body, logged)
+            finally:
+                copies.done()
+
+    async def _send(self, leg: Leg, body: bytes, logged: int | None) -> bool:
+        try:
+            await leg.session.send_message(CPIM, body)
+        except (MsrpError, OSError) as exc:
+            log.info("%s: delivery to %s failed: %s", self.uri, leg.uri, exc)
+            return False
+        if logged is not None:  # the member has it: not again after a rejoin
+            await self.node.store.messages.set_delivered(self.uri, leg.uri, logged)
+        return True
 
     # -- leaving ----------------------------------------------------------------------
     async def _watch(self, leg: Leg) -> None:
         await asyncio.shield(leg.call.terminated)
         if self.legs.get(leg.uri) is leg:
             await self._drop(leg, hang_up=False)
+
+    async def invite_back(self, uri: str) -> None:
+        """A member who was away: one invitation at a time."""
+        self.inviting.add(uri)
+        try:
+            await self.invite(uri, self.conference.creator or self.uri)
+        finally:
+            self.inviting.discard(uri)
 
     async def remove(self, uri: str) -> bool:
         """RFC 4579 5.5: REFER with ``method=BYE``: the focus ends that dialog."""
@@ -272,6 +346,8 @@ class Focus:
         for task in leg.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
+        while not leg.outbox.empty():  # what it will not get frees its senders
+            leg.outbox.get_nowait()[2].done()
         if hang_up and not leg.call.terminated.done():
             with contextlib.suppress(Exception):
                 await leg.call.bye()
@@ -450,13 +526,45 @@ class ConferenceAs:
         log.info("conference %s created by %s for %s", uri, creator, members)
         return focus
 
-    def _host(self, conference: Conference, request: Request) -> Focus:
+    def _host(self, conference: Conference, request: Request | None) -> Focus:
         focus = self.foci.get(conference.uri)
         if focus is None:
             focus = self.foci[conference.uri] = Focus(self, conference)
             focus.headers = [(n, v) for n, v in request.headers
-                             if n.title() in _INVITE_TITLES]
+                             if n.title() in _INVITE_TITLES] if request else []
         return focus
+
+    # -- members coming back (third-party REGISTER from the S-CSCF) ---------------------
+    def serve_register(self, ctx: ServerContext) -> None:
+        request = ctx.request
+        try:
+            aor = canonical_public_id(str(request.to.uri))
+            expires = request.expires()
+        except (HeaderError, ValueError):
+            ctx.respond(_answer(request, 400, "Bad Request - To"))
+            return
+        ctx.respond(Response.for_request(request, 200, to_tag=new_tag()))
+        if expires:
+            self._spawn(self._registered(aor))
+
+    async def _registered(self, aor: str) -> None:
+        """Invite a group member who registers to every group with messages it missed."""
+        for group in await self.store.subscribers.list_groups():
+            if aor not in {canonical_public_id(m) for m in group.members}:
+                continue
+            focus = self.foci.get(group.uri)
+            if focus is not None and (aor in focus.legs or aor in focus.inviting):
+                continue
+            if not await self.store.messages.undelivered(group.uri, aor, limit=1):
+                continue
+            if focus is None:
+                conference = await self.store.conferences.get(group.uri) or \
+                    await self._group(group.uri)
+                if conference is None:
+                    continue
+                focus = self._host(conference, None)
+            log.info("%s registered: invited back to %s", aor, group.uri)
+            self._spawn(focus.invite_back(aor))
 
     # -- store ------------------------------------------------------------------------
     async def set_state(self, uri: str, participant: Participant) -> None:
@@ -566,13 +674,16 @@ class _FocusModule:
 
     name = "conference"
     priority = Priority.SERVICE
-    methods = ("INVITE",)
+    methods = ("INVITE", "REGISTER")
 
     def __init__(self, node: ConferenceAs) -> None:
         self.node = node
 
     def on_request(self, ctx: ServerContext) -> bool:
         request = ctx.request
+        if request.method == "REGISTER":
+            self.node.serve_register(ctx)
+            return True
         if request.method != "INVITE" or request.to.tag:
             return False
         ctx.spawn(self.node.serve_invite(ctx))
@@ -643,6 +754,21 @@ def _recipients(request: Request) -> list[str]:
     if not members:
         raise ConferenceError(400, "Bad Request - resource list names nobody")
     return list(dict.fromkeys(members))
+
+
+def _session_headers() -> list[tuple[str, str]]:
+    """A CPM group session's headers when no creator's INVITE gave them (seed 003)."""
+    return [(cpm.P_ASSERTED_SERVICE, cpm.ICSI_SESSION),
+            ("Accept-Contact", cpm.accept_contact(cpm.CpmService.SESSION)),
+            (cpm.CONVERSATION_ID, cpm.new_conversation_id()),
+            (cpm.CONTRIBUTION_ID, cpm.new_contribution_id())]
+
+
+def _is_composing(cpim: bytes) -> bool:
+    try:
+        return (parse_cpim(cpim).content_type or "").lower().startswith(ISCOMPOSING)
+    except ContentError:
+        return False
 
 
 def _cema(description: sdp.SessionDescription) -> tuple[str, int] | None:

@@ -79,7 +79,8 @@ max_expires = 600000
     assert c.conference_as.uri == "sip:[::1]:7100" and c.conference_as.transports == ("tcp",)
     assert c.registrar.max_expires == 600000
     # default iFCs and PSIs follow the configured domain and AS addresses
-    assert {i.application_server.server_name for i in c.ifcs} == {"sip:127.0.0.1:7000"}
+    assert {i.application_server.server_name for i in c.ifcs} == {"sip:127.0.0.1:7000",
+                                                                  "sip:[::1]:7100"}
     assert c.psis[0].pattern == "sip:conf-*@example.net" and c.psis[0].as_uri == "sip:[::1]:7100"
 
 
