@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import ues
+from helpers import client, network_with, ues
 from test_serve_cli import Serve
 from test_messaging_as import (
     ALICE,
@@ -180,3 +180,30 @@ async def until_registered(ue: TestUe, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not (await ue.register()).ok:
             await asyncio.sleep(0.2)
+
+
+def test_the_200_of_a_stored_line_comes_after_the_store_write(tmp_path: Path) -> None:
+    """RcsClient to offline bob (no success REPORT asked, as seed 001): the AS holds
+    each message's MSRP 200 until it is stored, so when ``send`` returns the line is in
+    the store already - a kill right after it loses nothing."""
+    _, config = write_loopback_config(tmp_path)
+    provision(config)
+    alice = client(config, "alice")
+
+    async def scenario() -> None:
+        async with network_with(config, alice) as net:
+            store = messaging_as(net).store.messages
+            chat = await alice.open_chat("bob")
+            for n in range(3):
+                mid = await chat.send(f"line {n}")
+                kept = await store.deferred(BOB, 0.0)
+                assert len(kept) == n + 1
+                assert cpm.cpim_message_id(kept[-1].body) == mid
+            await chat.composing()  # not stored, but answered
+            await chat.close()
+            large = "large " * 400
+            mid = await alice.send_message("bob", large)
+            kept = await store.deferred(BOB, 0.0)
+            assert len(kept) == 4 and cpm.cpim_message_id(kept[-1].body) == mid
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -57,7 +57,7 @@ from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.ua.dialog import build_request
-from ..sip.ua.invite import InviteConfig, SessionTimerConfig
+from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from ..store import DeferredMessage, HistoryEntry, Store
 from .anchor import Anchor
@@ -77,8 +77,6 @@ REPLAYED_HEADERS = ("P-Asserted-Identity", "P-Asserted-Service", "Accept-Contact
                     cpm.CONVERSATION_ID, cpm.CONTRIBUTION_ID, "In-Reply-To-Contribution-ID",
                     "User-Agent", "Subject")
 OWN_CALL_ID_LIFETIME = 600.0        # how long our own requests may take to pass the core
-# RFC 4028 on CPM sessions, with the seed's values (Session-Expires: 3600, Min-SE: 90).
-CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90)
 
 
 class Leg(enum.Enum):
@@ -142,7 +140,7 @@ class MessagingAs(StatefulProxy):
         timers = self.timers or TimerValues()
         self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
-                                                session_timer=CPM_SESSION_TIMER),
+                                                session_timer=cpm.CPM_SESSION_TIMER),
                             on_call=self._on_call, serve_new=False)
         # We choose per request; the proxy module relays the rest.
         self.endpoint.add_module(_MessagingService(self))
@@ -350,8 +348,7 @@ class MessagingAs(StatefulProxy):
         """Our Contact for ``service``: its ICSI and our ``+sip.instance`` (seed 003)."""
         uri = self.config.messaging_as.uri
         instance = uuid.uuid5(uuid.NAMESPACE_URL, uri)
-        return (f'<{uri}>;{cpm.contact_feature_param([service])};'
-                f'+sip.instance="<urn:uuid:{instance}>"')
+        return f"<{uri}>{cpm.contact_params(service, f'urn:uuid:{instance}')}"
 
     # -- expiry -----------------------------------------------------------------------
     async def _housekeeping(self) -> None:

@@ -72,6 +72,7 @@ class Received:
     conversation_id: str | None
     displayed: bool = False
     delivery: asyncio.Task[bool] | None = None  # the display IMDN must not overtake it
+    service: CpmService = CpmService.MSG  # of the pager IMDN (a file's: cpm.filetransfer)
 
 
 class Notifications:
@@ -154,14 +155,22 @@ class Notifications:
                 received, DispositionType.DELIVERY, ImdnStatus.DELIVERED))
         return event
 
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for the delivery notifications still going out."""
+        pending = [r.delivery for r in self._received.values()
+                   if r.delivery is not None and not r.delivery.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     def remember(self, cpim: CpimMessage, peer: str, chat: Chat | None,
-                 conversation_id: str | None) -> Received | None:
+                 conversation_id: str | None,
+                 service: CpmService = CpmService.MSG) -> Received | None:
         message_id = cpim.get("Message-ID", IMDN_NS)
         if not message_id:
             return None
         sender = cpim.sender
         reply_to = peer if sender is None or "anonymous.invalid" in sender.uri else sender.uri
-        received = Received(cpim, reply_to, chat, conversation_id)
+        received = Received(cpim, reply_to, chat, conversation_id, service=service)
         self._received[message_id] = received
         return received
 
@@ -189,8 +198,8 @@ class Notifications:
             if chat is not None and not chat.closed.is_set():
                 await chat.session.send_message(CPIM, body)
             else:
-                await core.pager(received.peer, body,
-                                 core.cpm_headers(CpmService.MSG, received.conversation_id))
+                await core.pager(received.peer, body, received.service,
+                                 received.conversation_id)
         except (SendError, MsrpError, OSError) as exc:
             log.warning("IMDN to %s not sent: %s", received.peer, exc)
             return False
