@@ -141,9 +141,10 @@ def test_file_transfer_to_offline_user_is_refused_with_a_reason(tmp_path: Path) 
     run(tmp_path, scenario)
 
 
-def test_chat_lines_to_offline_user_survive_kill_9(tmp_path: Path) -> None:
-    """``imsbox serve`` in a subprocess: once a line's success REPORT is back, a
-    SIGKILL of the server does not lose it."""
+@pytest.mark.parametrize("report", [True, False], ids=["success-report", "200-only"])
+def test_chat_lines_to_offline_user_survive_kill_9(tmp_path: Path, report: bool) -> None:
+    """``imsbox serve`` in a subprocess: once a line's success REPORT - or without one
+    asked (seed 001), its MSRP 200 - is back, a SIGKILL of the server does not lose it."""
     config_path, config = write_loopback_config(tmp_path)
     provision(config)
     lines = [cpim_text(ALICE, BOB, f"kept {n}", f"kill-{n}") for n in range(2)]
@@ -154,8 +155,9 @@ def test_chat_lines_to_offline_user_survive_kill_9(tmp_path: Path) -> None:
             _, session = await open_session(alice, msrp, cpm.CpmService.SESSION,
                                             "conv-kill", "sendrecv")
             for line in lines:
-                await asyncio.wait_for(session.send_message(CPIM, line, success_report=True),
+                await asyncio.wait_for(session.send_message(CPIM, line, success_report=report),
                                        5)
+            server.stop(signal.SIGKILL)  # right after the last answer, the session still up
 
     async def receive() -> list[bytes]:
         async with ues(config, "bob") as (bob,):
