@@ -35,6 +35,7 @@ from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.rcs import cpm
 from imsbox.serve import Network
 from imsbox.sip.ua.useragent import Call
+from imsbox.ue.client import MessageStatus, Notification
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(40)
@@ -207,5 +208,12 @@ def test_the_200_of_a_stored_line_comes_after_the_store_write(tmp_path: Path) ->
             mid = await alice.send_message("bob", large)
             kept = await store.deferred(BOB, 0.0)
             assert len(kept) == 4 and cpm.cpim_message_id(kept[-1].body) == mid
+            # no 202 in large message mode: the AS's processing IMDN says "stored"
+            assert await alice.wait_status(mid, timeout=5, or_deferred=True) is \
+                MessageStatus.SENT
+            assert alice.deferred(mid)
+            stored = await alice.wait_event(Notification, 5)
+            assert isinstance(stored, Notification) and stored.message_id == mid
+            assert (stored.notification, stored.status, stored.sender) == ("processing", "stored", BOB)
 
     asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -186,6 +186,20 @@ def test_send_to_offline_user_is_accepted_for_later_delivery(
     assert text.stdout.strip() == "message to sip:bob@ims.test: accepted for later delivery (202)"
 
 
+def test_large_message_to_offline_user_is_accepted_for_later_delivery(
+        network: tuple[Path, Config]) -> None:
+    """Large message mode has no 202: the AS's processing IMDN "stored" makes ``send``
+    say so and exit 3 at once, not "timeout" after 30 s."""
+    _, config = network
+    started = time.monotonic()
+    sent = ue(config, "alice", "send", "bob", "x" * 2000, "--timeout", "20")
+    assert sent.returncode == 3, (sent.stdout, sent.stderr)
+    assert time.monotonic() - started < 15
+    result = json.loads(sent.stdout.splitlines()[-1])
+    assert result["status"] == "deferred", result
+    assert result["reason"] == "accepted for later delivery (stored)"
+
+
 def test_retrieve_deferred_fetches_the_stored_messages_once(
         network: tuple[Path, Config]) -> None:
     """Seed 003 from the command line: bob, offline while alice sent, runs

@@ -77,6 +77,9 @@ class AnchorHost(Protocol):
 
     async def keeps_for(self, recipient: str) -> bool: ...
 
+    def tell_stored(self, *, sender: str, recipient: str, body: bytes,
+                    conversation_id: str) -> None: ...
+
     async def record_history(self, conversation_id: str, key: str, sender: str,
                              recipient: str, content_type: str, body: bytes) -> None: ...
 
@@ -255,6 +258,9 @@ class Anchor:
             self._report(message, 500, "not stored")
             return
         self._report(message, 200, "OK")
+        if (message.content_type or "").lower() == CPIM:  # if asked for: "stored" IMDN
+            self.host.tell_stored(sender=self.sender, recipient=self.recipient,
+                                  body=message.body, conversation_id=self.conversation)
 
     def _report(self, message: ReceivedMessage, status: int, comment: str) -> None:
         """The held 200 (or error) of the message's last chunk and the REPORT the caller

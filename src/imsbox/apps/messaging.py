@@ -43,7 +43,8 @@ from ..config import Config
 from ..content import CPIM, IMDN, ISCOMPOSING, ContentError, parse_cpim
 from ..content.cpim import CpimAddress, CpimMessage
 from ..content.imdn import (
-    DispositionType, Imdn, ImdnStatus, build_imdn_message, requested_notifications,
+    DispositionType, Imdn, ImdnStatus, build_imdn_message, imdn_reply,
+    requested_notifications,
 )
 from ..msrp import MsrpEndpoint
 from ..rcs import cpm
@@ -372,6 +373,34 @@ class MessagingAs(StatefulProxy):
         except TimeoutError:
             pass
 
+    def tell_stored(self, *, sender: str, recipient: str, body: bytes,
+                    conversation_id: str) -> None:
+        """AnchorHost API: the processing IMDN ``stored`` (RFC 5438) for a message kept
+        for offline ``recipient``, when its sender asked for processing notifications
+        (a large message has no 202 to say so). Sent in the background, best effort."""
+        self._spawn(self._tell_stored(sender, recipient, body, conversation_id))
+
+    async def _tell_stored(self, sender: str, recipient: str, body: bytes,
+                           conversation_id: str) -> None:
+        try:
+            message = parse_cpim(body)
+        except ContentError:
+            return
+        reply = imdn_reply(message, DispositionType.PROCESSING, ImdnStatus.STORED,
+                           message_id=cpm.new_contribution_id()[:20],
+                           sender=CpimAddress(recipient), date_time=datetime.now(UTC))
+        if reply is None:
+            return
+        headers = [(cpm.CONVERSATION_ID, conversation_id)] if conversation_id else []
+        await self._imdn_to_sender(sender, recipient, _imdn_headers(recipient, headers),
+                                   reply.to_bytes())
+
+    async def _imdn_to_sender(self, sender: str, recipient: str,
+                              headers: list[tuple[str, str]], body: bytes) -> Response:
+        """An IMDN about ``recipient``'s message, as a pager MESSAGE from it to ``sender``."""
+        request = self.new_request("MESSAGE", sender, f"<{recipient}>", headers, body, CPIM)
+        return await self.endpoint.request(request).final()
+
     async def _expired(self, item: DeferredMessage) -> None:
         """Tell the sender with a negative delivery IMDN (RFC 5438 ``failed``)."""
         log.info("deferred item %s for %s expired", item.id, item.recipient)
@@ -379,14 +408,10 @@ class MessagingAs(StatefulProxy):
         if imdn is None:
             return
         meta = _meta(item)
-        headers = [(n, v) for n, v in _replayed(meta) if n.lower() in _IMDN_KEPT]
-        headers += [("P-Asserted-Identity", f"<{item.recipient}>"),
-                    ("P-Asserted-Service", cpm.ICSI_MSG),
-                    ("Accept-Contact", cpm.accept_contact(cpm.CpmService.MSG))]
+        headers = _imdn_headers(item.recipient, [(n, v) for n, v in _replayed(meta)
+                                                 if n.lower() in _IMDN_KEPT])
         body = imdn.to_bytes()
-        request = self.new_request("MESSAGE", item.sender, f"<{item.recipient}>", headers,
-                                   body, CPIM)
-        response = await self.endpoint.request(request).final()
+        response = await self._imdn_to_sender(item.sender, item.recipient, headers, body)
         if response.status in OFFLINE:  # the sender is offline too: keep the IMDN for it
             await self.defer(recipient=item.sender, sender=item.recipient, content_type=CPIM,
                              body=body, meta={"kind": DeliveryKind.NOTIFICATION.value,
@@ -485,6 +510,13 @@ def failure_imdn(item: DeferredMessage) -> CpimMessage | None:
                               sender=CpimAddress(item.recipient),
                               recipient=message.sender or CpimAddress(item.sender),
                               date_time=datetime.now(UTC))
+
+
+def _imdn_headers(recipient: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` and those of an IMDN on behalf of ``recipient`` (it is the sender)."""
+    return [*headers, ("P-Asserted-Identity", f"<{recipient}>"),
+            ("P-Asserted-Service", cpm.ICSI_MSG),
+            ("Accept-Contact", cpm.accept_contact(cpm.CpmService.MSG))]
 
 
 def _message_key(request: Request) -> str:

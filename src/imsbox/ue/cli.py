@@ -316,7 +316,11 @@ async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -
             printer.record({**record, "message_id": message_id, "status": "deferred",
                             "reason": "accepted for later delivery (202)"})
             return EXIT_DEFERRED
-        status = await client.wait_status(message_id, wanted, args.timeout)
+        status = await client.wait_status(message_id, wanted, args.timeout, or_deferred=True)
+        if client.deferred(message_id):  # a large message: the network's "stored" IMDN
+            printer.record({**record, "message_id": message_id, "status": "deferred",
+                            "reason": "accepted for later delivery (stored)"})
+            return EXIT_DEFERRED
     except SendError as exc:
         printer.record({**record, "status": "failed", "reason": str(exc)})
         return EXIT_FAILED

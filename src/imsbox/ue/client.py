@@ -280,9 +280,11 @@ class RcsClient:
         return self.notifications.deferred(message_id)
 
     async def wait_status(self, message_id: str, wanted: MessageStatus = MessageStatus.DELIVERED,
-                          timeout: float | None = None) -> MessageStatus:
-        """Wait until the message reached ``wanted`` (or failed); returns its status."""
-        return await self.notifications.wait_status(message_id, wanted, timeout)
+                          timeout: float | None = None,
+                          or_deferred: bool = False) -> MessageStatus:
+        """Wait until the message reached ``wanted`` (or failed; with ``or_deferred``
+        also until ``deferred(message_id)``); returns its status."""
+        return await self.notifications.wait_status(message_id, wanted, timeout, or_deferred)
 
     async def mark_displayed(self, message_id: str) -> bool:
         """Send the display notification for a received message, if its sender asked."""

@@ -65,6 +65,9 @@ class Messaging:
         if display:
             notify.append(NotificationRequest.DISPLAY)
         cpim = self.core.cpim(target, TEXT, text.encode(), message_id, notify)
+        if not fits_pager(cpim):  # no 202 in large message mode: the AS's "stored" IMDN
+            notify.append(NotificationRequest.PROCESSING)
+            cpim = self.core.cpim(target, TEXT, text.encode(), message_id, notify)
         self.notifications.sending(message_id, target)
         try:
             if fits_pager(cpim):
