@@ -729,8 +729,8 @@ def check_same_as_pager(rec: Recorder, run_: LargeRun, pager_call: str) -> None:
     assert str(large.byte_range) == f"1-{len(large_body)}/{len(large_body)}"
     assert large_body == rec.first("alice", "msrp", "out", "SEND text").msrp.body
     assert_cpim_text(pager_body, "short", run_.pager_id, "positive-delivery, negative-delivery")
-    assert_cpim_text(large_body, LARGE_TEXT, run_.large_id,
-                     "positive-delivery, negative-delivery")
+    assert_cpim_text(large_body, LARGE_TEXT, run_.large_id,  # processing: "stored" if kept
+                     "positive-delivery, negative-delivery, processing")
     assert len(large_body) > cpm.CPIM_PAGER_LIMIT
     names = [[h.name for h in cpim_of(b).headers] for b in (pager_body, large_body)]
     assert names[0] == names[1]
