@@ -144,9 +144,9 @@ class UeCore:
         re-registering on 403. The 2xx (200, or 202 when the network keeps it for
         later); SendError otherwise."""
         headers = self.cpm_headers(service, conversation_id, pager=True)
+        contact = NameAddr.parse(f"<{self.registration.contact}>{self.contact_params(service)}",
+                                 "Contact")
         for attempt in range(2):
-            contact = NameAddr.parse(f"<{self.registration.contact}>"
-                                     f"{self.contact_params(service)}", "Contact")
             request = build_request("MESSAGE", target, f"<{self.aor}>", f"<{target}>",
                                     contact=contact, route=self.registration.route(),
                                     headers=headers, body=body, content_type=content_type)
