@@ -4,6 +4,8 @@ messaging AS and the core put on the wire, through the real core on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from test_messaging_as import (
     messaging_as,
     next_message,
     pager,
+    provision,
     registered,
     run,
 )
@@ -26,7 +29,8 @@ from imsbox.rcs import cpm
 from imsbox.serve import Network
 from imsbox.sip.headers import NameAddr
 from imsbox.sip.message import Request
-from imsbox.ue.testing import FAST_TIMERS
+from imsbox.sip.transaction import TimerValues
+from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -134,3 +138,63 @@ def test_cpm_session_far_leg_has_session_timers(tmp_path: Path) -> None:
             await asyncio.wait_for(call.wait_final(), 5)
 
     run(tmp_path, scenario)
+
+
+@pytest.mark.timeout(60)
+def test_message_to_psi_whose_as_is_silent_gets_480_within_seconds(tmp_path: Path) -> None:
+    """RFC 3261 timers (T1 0.5 s): a MESSAGE to a group URI whose AS is down but
+    refuses nothing (hung, or its host gone: here sockets on its port that never
+    answer) is answered 480 by the I-CSCF after 8*T1 of silence, not 408 at Timer F
+    (32 s, when the UE's own transaction gives up too)."""
+    group = "sip:group-friends@ims.test"
+    _, config = write_loopback_config(tmp_path)
+    provision(config)
+    node = config.conference_as
+
+    async def scenario() -> None:
+        with SilentNode(node.host, node.port) as silent:
+            async with Network(config) as net:
+                assert "conference_as" not in net.nodes
+                alice = await TestUe("alice", "alice-secret", config,
+                                     timers=TimerValues()).start()
+                try:
+                    await registered(alice)
+                    body = cpim_text(ALICE, group, "hi", "g-2")
+                    response = await asyncio.wait_for(pager(alice, group, body, "conv-g2"), 20)
+                finally:
+                    await alice.close()
+            assert silent.received().startswith(b"MESSAGE sip:group-friends@")
+        assert response.status == 480
+        assert response.reason.endswith(f"no answer from the AS of {group}")
+
+    asyncio.run(scenario())
+
+
+class SilentNode:
+    """UDP and TCP on one port that take requests and never answer."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.udp.bind((host, port))
+        self.tcp.bind((host, port))
+        self.tcp.listen()
+        for sock in (self.udp, self.tcp):
+            sock.setblocking(False)
+        self.conns: list[socket.socket] = []
+
+    def __enter__(self) -> SilentNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in (self.udp, self.tcp, *self.conns):
+            sock.close()
+
+    def received(self) -> bytes:
+        """What arrived first, over UDP or TCP."""
+        with contextlib.suppress(BlockingIOError):
+            return self.udp.recv(65535)
+        conn, _ = self.tcp.accept()
+        self.conns.append(conn)
+        conn.settimeout(1)
+        return conn.recv(65535)

@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import ues
+from helpers import client, network_with, ues
 from test_serve_cli import Serve
 from test_messaging_as import (
     ALICE,
@@ -35,6 +35,7 @@ from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.rcs import cpm
 from imsbox.serve import Network
 from imsbox.sip.ua.useragent import Call
+from imsbox.ue.client import MessageStatus, Notification
 from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(40)
@@ -141,9 +142,10 @@ def test_file_transfer_to_offline_user_is_refused_with_a_reason(tmp_path: Path) 
     run(tmp_path, scenario)
 
 
-def test_chat_lines_to_offline_user_survive_kill_9(tmp_path: Path) -> None:
-    """``imsbox serve`` in a subprocess: once a line's success REPORT is back, a
-    SIGKILL of the server does not lose it."""
+@pytest.mark.parametrize("report", [True, False], ids=["success-report", "200-only"])
+def test_chat_lines_to_offline_user_survive_kill_9(tmp_path: Path, report: bool) -> None:
+    """``imsbox serve`` in a subprocess: once a line's success REPORT - or without one
+    asked (seed 001), its MSRP 200 - is back, a SIGKILL of the server does not lose it."""
     config_path, config = write_loopback_config(tmp_path)
     provision(config)
     lines = [cpim_text(ALICE, BOB, f"kept {n}", f"kill-{n}") for n in range(2)]
@@ -154,8 +156,9 @@ def test_chat_lines_to_offline_user_survive_kill_9(tmp_path: Path) -> None:
             _, session = await open_session(alice, msrp, cpm.CpmService.SESSION,
                                             "conv-kill", "sendrecv")
             for line in lines:
-                await asyncio.wait_for(session.send_message(CPIM, line, success_report=True),
+                await asyncio.wait_for(session.send_message(CPIM, line, success_report=report),
                                        5)
+            server.stop(signal.SIGKILL)  # right after the last answer, the session still up
 
     async def receive() -> list[bytes]:
         async with ues(config, "bob") as (bob,):
@@ -180,3 +183,37 @@ async def until_registered(ue: TestUe, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not (await ue.register()).ok:
             await asyncio.sleep(0.2)
+
+
+def test_the_200_of_a_stored_line_comes_after_the_store_write(tmp_path: Path) -> None:
+    """RcsClient to offline bob (no success REPORT asked, as seed 001): the AS holds
+    each message's MSRP 200 until it is stored, so when ``send`` returns the line is in
+    the store already - a kill right after it loses nothing."""
+    _, config = write_loopback_config(tmp_path)
+    provision(config)
+    alice = client(config, "alice")
+
+    async def scenario() -> None:
+        async with network_with(config, alice) as net:
+            store = messaging_as(net).store.messages
+            chat = await alice.open_chat("bob")
+            for n in range(3):
+                mid = await chat.send(f"line {n}")
+                kept = await store.deferred(BOB, 0.0)
+                assert len(kept) == n + 1
+                assert cpm.cpim_message_id(kept[-1].body) == mid
+            await chat.composing()  # not stored, but answered
+            await chat.close()
+            large = "large " * 400
+            mid = await alice.send_message("bob", large)
+            kept = await store.deferred(BOB, 0.0)
+            assert len(kept) == 4 and cpm.cpim_message_id(kept[-1].body) == mid
+            # no 202 in large message mode: the AS's processing IMDN says "stored"
+            assert await alice.wait_status(mid, timeout=5, or_deferred=True) is \
+                MessageStatus.SENT
+            assert alice.deferred(mid)
+            stored = await alice.wait_event(Notification, 5)
+            assert isinstance(stored, Notification) and stored.message_id == mid
+            assert (stored.notification, stored.status, stored.sender) == ("processing", "stored", BOB)
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -700,7 +700,9 @@ def check_large_invite(ladder: list[Wire]) -> tuple[str, str]:
     assert isinstance(invite, Request) and isinstance(ok, Response)
     assert_cpm_request(invite, cpm.CpmService.LARGEMSG)
     offer = sdp_of(invite)
-    alice_path = assert_offer(offer, Direction.SENDONLY, ["message/cpim"], None)
+    alice_path = assert_offer(offer, Direction.SENDONLY, ["message/cpim"], ["text/plain"])
+    selector = msrp_line(offer).file_selector  # seed 003: file-selector:size only
+    assert selector is not None and selector.size is not None and selector.name is None
     as_path = assert_answer(sdp_of(ok), Direction.RECVONLY)
     return alice_path, as_path
 
@@ -711,7 +713,7 @@ def check_large_far_leg(ladder: list[Wire]) -> tuple[str, str]:
     assert invite.header("Accept-Contact") == \
         f'*;+g.3gpp.icsi-ref="{cpm.CpmService.LARGEMSG.escaped}"'
     offer = sdp_of(invite)
-    as_path = assert_offer(offer, Direction.SENDONLY, ["message/cpim"], None)
+    as_path = assert_offer(offer, Direction.SENDONLY, ["message/cpim"], ["text/plain"])
     bob_path = assert_answer(sdp_of(ok), Direction.RECVONLY)
     return bob_path, as_path
 
@@ -727,8 +729,8 @@ def check_same_as_pager(rec: Recorder, run_: LargeRun, pager_call: str) -> None:
     assert str(large.byte_range) == f"1-{len(large_body)}/{len(large_body)}"
     assert large_body == rec.first("alice", "msrp", "out", "SEND text").msrp.body
     assert_cpim_text(pager_body, "short", run_.pager_id, "positive-delivery, negative-delivery")
-    assert_cpim_text(large_body, LARGE_TEXT, run_.large_id,
-                     "positive-delivery, negative-delivery")
+    assert_cpim_text(large_body, LARGE_TEXT, run_.large_id,  # processing: "stored" if kept
+                     "positive-delivery, negative-delivery, processing")
     assert len(large_body) > cpm.CPIM_PAGER_LIMIT
     names = [[h.name for h in cpim_of(b).headers] for b in (pager_body, large_body)]
     assert names[0] == names[1]

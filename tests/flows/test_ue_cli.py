@@ -186,6 +186,46 @@ def test_send_to_offline_user_is_accepted_for_later_delivery(
     assert text.stdout.strip() == "message to sip:bob@ims.test: accepted for later delivery (202)"
 
 
+def test_large_message_to_offline_user_is_accepted_for_later_delivery(
+        network: tuple[Path, Config]) -> None:
+    """Large message mode has no 202: the AS's processing IMDN "stored" makes ``send``
+    say so and exit 3 at once, not "timeout" after 30 s."""
+    _, config = network
+    started = time.monotonic()
+    sent = ue(config, "alice", "send", "bob", "x" * 2000, "--timeout", "20")
+    assert sent.returncode == 3, (sent.stdout, sent.stderr)
+    assert time.monotonic() - started < 15
+    result = json.loads(sent.stdout.splitlines()[-1])
+    assert result["status"] == "deferred", result
+    assert result["reason"] == "accepted for later delivery (stored)"
+
+
+def test_retrieve_deferred_fetches_the_stored_messages_once(
+        network: tuple[Path, Config]) -> None:
+    """Seed 003 from the command line: bob, offline while alice sent, runs
+    ``retrieve-deferred``: the stored messages oldest first (mode "deferred"), one
+    ``retrieved`` record, exit 0; a second run finds nothing (each is taken once)."""
+    _, config = network
+    for text in ("first", "second"):
+        sent = ue(config, "alice", "send", "bob", text)
+        assert sent.returncode == 3, (sent.stdout, sent.stderr)
+    got = ue(config, "bob", "retrieve-deferred")
+    assert got.returncode == 0, (got.stdout, got.stderr)
+    events = [json.loads(line) for line in got.stdout.splitlines()]
+    messages = [e for e in events if e["event"] == "message"]
+    assert [(m["text"], m["mode"], m["from"]) for m in messages] == \
+        [("first", "deferred", "sip:alice@ims.test"), ("second", "deferred", "sip:alice@ims.test")]
+    assert events[-1] == {"event": "retrieved", "from": "sip:bob@ims.test",
+                          "to": "sip:cpm-deferred@ims.test", "count": 2, "status": "ok"}
+    again = ue(config, "bob", "retrieve-deferred")
+    assert again.returncode == 0, again.stderr
+    assert [json.loads(line) for line in again.stdout.splitlines()][-1]["count"] == 0
+    args = [a for a in ue_args(config, "bob") if a != "--json"]
+    text = subprocess.run([sys.executable, "-m", "imsbox.cli", *args, "retrieve-deferred"],
+                          capture_output=True, text=True, timeout=20, env=_env())
+    assert text.returncode == 0 and text.stdout.strip() == "0 stored message(s) retrieved"
+
+
 def test_bad_password_exits_1(network: tuple[Path, Config]) -> None:
     _, config = network
     args = ue_args(config, "alice")

@@ -40,7 +40,7 @@ from ..msrp import (ByteRange, MsrpEndpoint, MsrpError, MsrpRequest, MsrpSession
 from ..msrp import Setup as MsrpSetup
 from ..rcs import cpm
 from ..rcs.offer import msrp_media, offer_parts, with_sdp
-from ..sip.headers import HeaderError, NameAddr
+from ..sip.headers import HeaderError, NameAddr, Params
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response
 from ..sip.ua.invite import InviteState, SessionError
@@ -76,6 +76,9 @@ class AnchorHost(Protocol):
                     meta: dict[str, object]) -> int: ...
 
     async def keeps_for(self, recipient: str) -> bool: ...
+
+    def tell_stored(self, *, sender: str, recipient: str, body: bytes,
+                    conversation_id: str) -> None: ...
 
     async def record_history(self, conversation_id: str, key: str, sender: str,
                              recipient: str, content_type: str, body: bytes) -> None: ...
@@ -148,8 +151,9 @@ class Anchor:
     def _file_refusal(self, offer: sdp.SessionDescription) -> str | None:
         """The 488 reason for a file over the configured limit, else None."""
         limit = self.host.max_file_size
-        selector = _msrp_media(offer).file_selector
-        if limit is None or selector is None or selector.size is None or selector.size <= limit:
+        selector = _msrp_media(offer).file_selector  # a large message's: its size only
+        if self.service is not cpm.CpmService.FILETRANSFER or limit is None or \
+                selector is None or selector.size is None or selector.size <= limit:
             return None
         return f"Not Acceptable Here - file too large ({selector.size} > {limit} bytes)"
 
@@ -162,7 +166,8 @@ class Anchor:
                                       bytes(far_offer(offer, self.far, self.msrp)))
         # This leg's own origin: the caller's identity along the S-CSCF's odi Route.
         origin = Origin(NameAddr(request.from_.uri, request.from_.display_name),
-                        self.ua.contact, tuple(self.host.remaining_route(request)))
+                        self.ua.contact, tuple(self.host.remaining_route(request)),
+                        contact_params=feature_params(request, self.service))
         self.callee = await self.ua.invite(request.uri, body, headers, to=NameAddr(
             request.to.uri, request.to.display_name), content_type=content_type, origin=origin)
         self.host.remember_own(self.callee.call_id)
@@ -222,7 +227,10 @@ class Anchor:
         assert self.near is not None
         log.info("%s offline: storing the messages of %s", self.recipient,
                  self.caller.call_id)
-        self.near.defer_success_reports = True  # a success REPORT means "stored"
+        # The 200 of each message's last chunk (and the success REPORT, if asked for)
+        # goes out once it is stored: a caller that saw either has it kept.
+        self.near.hold_final_responses = True
+        self.near.defer_success_reports = True
         self.near.on_message = self._on_stored_message
         self._accept_caller(offer)
         self.state = AnchorState.STORING
@@ -241,7 +249,8 @@ class Anchor:
         if previous is not None:
             await asyncio.wait([previous])
         if (message.content_type or "").lower() == ISCOMPOSING:
-            return  # a composing indication is worthless later
+            self._report(message, 200, "OK")  # a composing indication is worthless later
+            return
         try:
             await self._keep(message)
         except Exception:
@@ -249,11 +258,18 @@ class Anchor:
             self._report(message, 500, "not stored")
             return
         self._report(message, 200, "OK")
+        if (message.content_type or "").lower() == CPIM:  # if asked for: "stored" IMDN
+            self.host.tell_stored(sender=self.sender, recipient=self.recipient,
+                                  body=message.body, conversation_id=self.conversation)
 
     def _report(self, message: ReceivedMessage, status: int, comment: str) -> None:
-        """The REPORT the caller asked for (RFC 4975 7.1.2), sent once it is stored."""
+        """The held 200 (or error) of the message's last chunk and the REPORT the caller
+        asked for (RFC 4975 7.1.2), sent once it is stored."""
+        if self.near is None:
+            return
+        self.near.answer_final(message.message_id, status, None if status == 200 else comment)
         wanted = message.success_report if status == 200 else message.failure_report != "no"
-        if wanted and self.near is not None:
+        if wanted:
             self.near.send_report(message.message_id, status, comment,
                                   ByteRange(1, message.size, message.size))
 
@@ -527,6 +543,17 @@ def near_answer(offer: sdp.SessionDescription, near: MsrpSession, msrp: MsrpEndp
     if file_range is not None:  # the receiver's range, even when it narrowed the offer's
         _msrp_media(answered).file_range = file_range
     return answered
+
+
+def feature_params(request: Request, service: cpm.CpmService) -> str:
+    """The caller's Contact feature tags (its ICSI, ``+sip.instance``: seed 003) for
+    the far leg's Contact, else the ICSI of ``service``."""
+    try:
+        contact = request.contact[0] if request.contact else None
+    except HeaderError:
+        contact = None
+    tags = [(n, v) for n, v in contact.params if n.startswith("+")] if contact else []
+    return str(Params(tags)) if tags else cpm.contact_params(service)
 
 
 def caller_identity(request: Request) -> str:

@@ -43,7 +43,8 @@ from ..config import Config
 from ..content import CPIM, IMDN, ISCOMPOSING, ContentError, parse_cpim
 from ..content.cpim import CpimAddress, CpimMessage
 from ..content.imdn import (
-    DispositionType, Imdn, ImdnStatus, build_imdn_message, requested_notifications,
+    DispositionType, Imdn, ImdnStatus, build_imdn_message, imdn_reply,
+    requested_notifications,
 )
 from ..msrp import MsrpEndpoint
 from ..rcs import cpm
@@ -57,7 +58,7 @@ from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.ua.dialog import build_request
-from ..sip.ua.invite import InviteConfig, SessionTimerConfig
+from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from ..store import DeferredMessage, HistoryEntry, Store
 from .anchor import Anchor
@@ -77,8 +78,6 @@ REPLAYED_HEADERS = ("P-Asserted-Identity", "P-Asserted-Service", "Accept-Contact
                     cpm.CONVERSATION_ID, cpm.CONTRIBUTION_ID, "In-Reply-To-Contribution-ID",
                     "User-Agent", "Subject")
 OWN_CALL_ID_LIFETIME = 600.0        # how long our own requests may take to pass the core
-# RFC 4028 on CPM sessions, with the seed's values (Session-Expires: 3600, Min-SE: 90).
-CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90)
 
 
 class Leg(enum.Enum):
@@ -142,7 +141,7 @@ class MessagingAs(StatefulProxy):
         timers = self.timers or TimerValues()
         self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
-                                                session_timer=CPM_SESSION_TIMER),
+                                                session_timer=cpm.CPM_SESSION_TIMER),
                             on_call=self._on_call, serve_new=False)
         # We choose per request; the proxy module relays the rest.
         self.endpoint.add_module(_MessagingService(self))
@@ -350,8 +349,7 @@ class MessagingAs(StatefulProxy):
         """Our Contact for ``service``: its ICSI and our ``+sip.instance`` (seed 003)."""
         uri = self.config.messaging_as.uri
         instance = uuid.uuid5(uuid.NAMESPACE_URL, uri)
-        return (f'<{uri}>;{cpm.contact_feature_param([service])};'
-                f'+sip.instance="<urn:uuid:{instance}>"')
+        return f"<{uri}>{cpm.contact_params(service, f'urn:uuid:{instance}')}"
 
     # -- expiry -----------------------------------------------------------------------
     async def _housekeeping(self) -> None:
@@ -375,6 +373,34 @@ class MessagingAs(StatefulProxy):
         except TimeoutError:
             pass
 
+    def tell_stored(self, *, sender: str, recipient: str, body: bytes,
+                    conversation_id: str) -> None:
+        """AnchorHost API: the processing IMDN ``stored`` (RFC 5438) for a message kept
+        for offline ``recipient``, when its sender asked for processing notifications
+        (a large message has no 202 to say so). Sent in the background, best effort."""
+        self._spawn(self._tell_stored(sender, recipient, body, conversation_id))
+
+    async def _tell_stored(self, sender: str, recipient: str, body: bytes,
+                           conversation_id: str) -> None:
+        try:
+            message = parse_cpim(body)
+        except ContentError:
+            return
+        reply = imdn_reply(message, DispositionType.PROCESSING, ImdnStatus.STORED,
+                           message_id=cpm.new_contribution_id()[:20],
+                           sender=CpimAddress(recipient), date_time=datetime.now(UTC))
+        if reply is None:
+            return
+        headers = [(cpm.CONVERSATION_ID, conversation_id)] if conversation_id else []
+        await self._imdn_to_sender(sender, recipient, _imdn_headers(recipient, headers),
+                                   reply.to_bytes())
+
+    async def _imdn_to_sender(self, sender: str, recipient: str,
+                              headers: list[tuple[str, str]], body: bytes) -> Response:
+        """An IMDN about ``recipient``'s message, as a pager MESSAGE from it to ``sender``."""
+        request = self.new_request("MESSAGE", sender, f"<{recipient}>", headers, body, CPIM)
+        return await self.endpoint.request(request).final()
+
     async def _expired(self, item: DeferredMessage) -> None:
         """Tell the sender with a negative delivery IMDN (RFC 5438 ``failed``)."""
         log.info("deferred item %s for %s expired", item.id, item.recipient)
@@ -382,14 +408,10 @@ class MessagingAs(StatefulProxy):
         if imdn is None:
             return
         meta = _meta(item)
-        headers = [(n, v) for n, v in _replayed(meta) if n.lower() in _IMDN_KEPT]
-        headers += [("P-Asserted-Identity", f"<{item.recipient}>"),
-                    ("P-Asserted-Service", cpm.ICSI_MSG),
-                    ("Accept-Contact", cpm.accept_contact(cpm.CpmService.MSG))]
+        headers = _imdn_headers(item.recipient, [(n, v) for n, v in _replayed(meta)
+                                                 if n.lower() in _IMDN_KEPT])
         body = imdn.to_bytes()
-        request = self.new_request("MESSAGE", item.sender, f"<{item.recipient}>", headers,
-                                   body, CPIM)
-        response = await self.endpoint.request(request).final()
+        response = await self._imdn_to_sender(item.sender, item.recipient, headers, body)
         if response.status in OFFLINE:  # the sender is offline too: keep the IMDN for it
             await self.defer(recipient=item.sender, sender=item.recipient, content_type=CPIM,
                              body=body, meta={"kind": DeliveryKind.NOTIFICATION.value,
@@ -488,6 +510,13 @@ def failure_imdn(item: DeferredMessage) -> CpimMessage | None:
                               sender=CpimAddress(item.recipient),
                               recipient=message.sender or CpimAddress(item.sender),
                               date_time=datetime.now(UTC))
+
+
+def _imdn_headers(recipient: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` and those of an IMDN on behalf of ``recipient`` (it is the sender)."""
+    return [*headers, ("P-Asserted-Identity", f"<{recipient}>"),
+            ("P-Asserted-Service", cpm.ICSI_MSG),
+            ("Accept-Contact", cpm.accept_contact(cpm.CpmService.MSG))]
 
 
 def _message_key(request: Request) -> str:

@@ -56,6 +56,9 @@ class Icscf(StatefulProxy):
                          follow_routes=False)
         self.config = config
         self.hss = hss
+        # A PSI's AS is one hop away on loopback/LAN: silence this long means it is
+        # down, answered 480 in seconds instead of Timer F's 64*T1 (32 s over UDP).
+        self.as_answer_timeout = 8 * (timers or TimerValues()).t1
 
     async def start(self) -> None:
         node = self.config.icscf
@@ -113,7 +116,7 @@ class Icscf(StatefulProxy):
             return _reply(request, 480, "Temporarily Unavailable")
         if answer.psi and answer.server_name:
             ctx.failure_route = _psi_unreachable
-            return await self._direct_to(request, answer.server_name)
+            return await self._direct_to(request, answer.server_name, self.as_answer_timeout)
         return self._route_to(request, answer.server_name or self._pick_scscf(answer.capabilities))
 
     async def _private_id(self, request: Request) -> str:
@@ -149,8 +152,10 @@ class Icscf(StatefulProxy):
 
 
     @staticmethod
-    async def _direct_to(request: Request, server: str) -> list[Target] | Response:
-        """A PSI: straight to the hosting AS, no Route (24.229 5.3.2.1, TS 24.247 A.5.1-9)."""
+    async def _direct_to(request: Request, server: str,
+                         answer_timeout: float) -> list[Target] | Response:
+        """A PSI: straight to the hosting AS, no Route (24.229 5.3.2.1, TS 24.247 A.5.1-9);
+        no response at all within ``answer_timeout``: the AS is down (408, then 480)."""
         uri = _sip_uri(server)
         if uri is None:
             return _reply(request, 500, "Server Internal Error - bad AS name")
@@ -161,7 +166,7 @@ class Icscf(StatefulProxy):
         except (OSError, KeyError) as exc:
             log.warning("cannot reach AS %s: %s", server, exc)
             return _reply(request, 480, _unreachable(request))
-        return [Target(request.uri, dest)]
+        return [Target(request.uri, dest, response_timeout=answer_timeout)]
 
 
 async def _psi_unreachable(ctx: RequestContext, best: Response) -> Response | None:

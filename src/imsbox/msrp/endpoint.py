@@ -337,6 +337,17 @@ class MsrpSession:
         conn.write([self.core.report(message_id, status, comment, byte_range)])
         return True
 
+    def answer_final(self, message_id: str, status: int = 200,
+                     comment: str | None = None) -> bool:
+        """With ``hold_final_responses``: answer the last chunk of a received message
+        now (200 once the application kept it); False when unbound or none held."""
+        conn = self.connection
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return False
+        answered = conn.core.answer_final(self.core, message_id, status, comment)
+        conn.flush()
+        return answered
+
     async def wait_idle(self, timeout: float) -> bool:
         """Until every SEND written got its response (True) or ``timeout`` (False).
 
@@ -348,6 +359,14 @@ class MsrpSession:
                 return False
             await asyncio.sleep(0.01)
         return True
+
+    @property
+    def hold_final_responses(self) -> bool:
+        return self.core.hold_final_responses
+
+    @hold_final_responses.setter
+    def hold_final_responses(self, value: bool) -> None:
+        self.core.hold_final_responses = value
 
     @property
     def defer_success_reports(self) -> bool:

@@ -218,6 +218,11 @@ class SessionCore:
         # The application confirms complete messages itself (send_report), e.g. a
         # file receiver after its hash check or a relay after the next hop's REPORT.
         self.defer_success_reports = False
+        # The application answers the last chunk of each message itself (answer_final),
+        # e.g. a store-and-forward server once the message is on disk: its 200 then
+        # means "kept", with or without a success REPORT (seed 001 asks none).
+        self.hold_final_responses = False
+        self.held: dict[str, MsrpRequest] = {}  # message id -> its unanswered last chunk
         self.sink_factory: Callable[[MsrpRequest], Sink] = lambda req: BufferSink()
         self.outgoing: dict[str, OutgoingMessage] = {}
         self._incoming: dict[str, IncomingMessage] = {}
@@ -573,11 +578,26 @@ class ConnectionCore:
         if not cur.status and cur.message is not None and session is not None:
             events, extra = session.end_send(cur.message, cur.start, cur.offset, flag, now)
             result.extend((session, e) for e in events)
+            if session.hold_final_responses and any(isinstance(e, MessageReceived)
+                                                    for e in events):
+                session.held[cur.message.message_id] = req  # see answer_final
+                self._out.extend(extra)
+                return
         elif cur.status == 413 and session is not None and cur.message is not None:
             session.refuse(cur.message.message_id)
             result.append((session, MessageAborted(cur.message.message_id)))
         self._respond(req, cur.status or 200)
         self._out.extend(extra)
+
+    def answer_final(self, session: SessionCore, message_id: str, status: int = 200,
+                     comment: str | None = None) -> bool:
+        """The held response to a message's last chunk (``hold_final_responses``);
+        False when none is held for ``message_id``."""
+        req = session.held.pop(message_id, None)
+        if req is None:
+            return False
+        self._respond(req, status, comment)
+        return True
 
     def _respond(self, req: MsrpRequest, status: int, comment: str | None = None) -> None:
         """Transaction response per Failure-Report (RFC 4975 sections 7.1.4, 7.2)."""

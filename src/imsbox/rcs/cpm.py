@@ -19,14 +19,15 @@ from ..content.cpim import parse_cpim
 from ..content.errors import ContentError
 from ..sip.grammar import GrammarError, split_unquoted
 from ..sip.headers import FeatureSet, HeaderError
+from ..sip.ua.invite import SessionTimerConfig
 
 __all__ = [
-    "ACCEPT_CONTACT", "CONTRIBUTION_ID", "CONVERSATION_ID", "CPIM_PAGER_LIMIT",
+    "ACCEPT_CONTACT", "CONTRIBUTION_ID", "CPM_SESSION_TIMER", "CONVERSATION_ID", "CPIM_PAGER_LIMIT",
     "DEFAULT_USER_AGENT", "DEFERRED_EVENT", "DEFERRED_PSI_USER", "ICSI_DEFERRED",
     "ICSI_FILETRANSFER", "ICSI_LARGEMSG", "ICSI_MSG",
     "ICSI_REF_TAG", "ICSI_SESSION", "IMDN_NAMESPACE", "P_ASSERTED_SERVICE",
     "P_PREFERRED_SERVICE", "UE_SERVICES", "CpmService", "accept_contact", "classify",
-    "contact_feature_param", "cpim_message_id", "cpm_request_headers",
+    "contact_feature_param", "contact_params", "cpim_message_id", "cpm_request_headers",
     "deferred_messages_uri", "escape_icsi",
     "fits_pager", "icsi_ref_value", "new_contribution_id", "new_conversation_id",
     "parse_icsi_ref", "services_of_feature_set", "unescape_icsi",
@@ -52,6 +53,10 @@ DEFAULT_USER_AGENT = "imsbox/CPM-1.0"
 DEFERRED_PSI_USER = "cpm-deferred"
 DEFERRED_EVENT = "deferred-messages"
 IMDN_NAMESPACE = "urn:ietf:params:imdn"
+
+# RFC 4028 on CPM sessions as seed 003 has them: Supported: timer,
+# Session-Expires: 3600;refresher=uac, Min-SE: 90 (UE and AS alike).
+CPM_SESSION_TIMER = SessionTimerConfig(session_expires=3600, min_se=90, refresher="uac")
 
 # Largest CPIM body (bytes) sent as a pager MESSAGE; bigger ones use large
 # message mode (OMA CPM / RCS: 1300), and the AS answers 413 otherwise.
@@ -113,6 +118,13 @@ def icsi_ref_value(services: Iterable[CpmService] = UE_SERVICES) -> str:
 def contact_feature_param(services: Iterable[CpmService] = UE_SERVICES) -> str:
     """``+g.3gpp.icsi-ref="..."`` to append (after ';') to a Contact."""
     return f"{ICSI_REF_TAG}={icsi_ref_value(services)}"
+
+
+def contact_params(service: CpmService, instance: str | None = None) -> str:
+    """``;+g.3gpp.icsi-ref="<service>"[;+sip.instance="<instance>"]``: the header
+    parameters of a Contact on a CPM request other than REGISTER (seed 003)."""
+    params = f";{contact_feature_param([service])}"
+    return params + (f';+sip.instance="<{instance}>"' if instance else "")
 
 
 def accept_contact(service: CpmService) -> str:
@@ -205,13 +217,16 @@ def deferred_messages_uri(domain: str) -> str:
 
 def cpm_request_headers(service: CpmService, conversation_id: str,
                         contribution_id: str | None = None,
-                        user_agent: str = DEFAULT_USER_AGENT) -> list[tuple[str, str]]:
-    """The CPM headers of an originating request, as in the seeds."""
+                        user_agent: str = DEFAULT_USER_AGENT,
+                        pager: bool | None = None) -> list[tuple[str, str]]:
+    """The CPM headers of an originating request, as in the seeds; a ``pager``
+    MESSAGE (default: a cpm.msg one) gets ``Request-Disposition: no-fork`` (seed 003)."""
+    pager = service is CpmService.MSG if pager is None else pager
     return [
         (P_PREFERRED_SERVICE, service.icsi),
         (ACCEPT_CONTACT, accept_contact(service)),
         (CONVERSATION_ID, conversation_id),
         (CONTRIBUTION_ID, contribution_id or new_contribution_id()),
         ("User-Agent", user_agent),
-        *([("Request-Disposition", "no-fork")] if service is CpmService.MSG else []),  # seed 003
+        *([("Request-Disposition", "no-fork")] if pager else []),
     ]

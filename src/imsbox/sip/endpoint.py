@@ -226,6 +226,14 @@ class ClientContext:
         self._endpoint._start_client(ctx, self.dest, self.txn.flow)  # same flow as the INVITE
         return await ctx.final()
 
+    def give_up(self) -> bool:
+        """Stop waiting for a next hop that has not answered at all (not even a 100):
+        a local 408 now rather than at Timer B/F. False once any response came."""
+        if self._progress.done():
+            return False
+        self._fail(408)
+        return True
+
     def _deliver(self, response: Response, local: bool = False) -> None:
         if self._final.done():
             if self.on_late_response is not None:

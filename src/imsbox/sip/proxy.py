@@ -58,6 +58,9 @@ class Target:
     # INVITE only: CANCEL the branch after this many seconds without a final
     # response ("no answer"); it then counts as 408 (independent of Timer C).
     timeout: float | None = None
+    # Any method: a branch with no response at all (not even 100) after this many
+    # seconds counts as 408 at once (a next hop that is down, over UDP).
+    response_timeout: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -270,7 +273,7 @@ class StatefulProxy:
                     responses: ResponseContext) -> None:
         """Send one branch per target in parallel and collect their responses."""
         branches: dict[int, ClientContext] = {}
-        timeouts: dict[int, float | None] = {}
+        chosen: dict[int, Target] = {}
         base = f"z9hG4bK{loop_hash(ctx.request, self.identity)}"
         for key, target in enumerate(targets, start=len(responses.branches)):
             copy = forward_copy(ctx.request, target.uri, self.identity,
@@ -290,9 +293,9 @@ class StatefulProxy:
             client.on_late_response = lambda r, c=ctx: self._send_upstream(c, r)
             responses.add_branch(key)
             branches[key] = client
-            timeouts[key] = target.timeout
+            chosen[key] = target
         watchers = [asyncio.ensure_future(
-            self._branch(ctx, key, client, timeouts[key], branches, responses))
+            self._branch(ctx, key, client, chosen[key], branches, responses))
             for key, client in branches.items()]
         cancel_watch = asyncio.ensure_future(self._on_cancel(ctx, branches, responses))
         try:
@@ -309,10 +312,12 @@ class StatefulProxy:
         return await resolve(*next_hop(Request(copy.method, copy.uri)))
 
     async def _branch(self, ctx: RequestContext, key: int, client: ClientContext,
-                      timeout: float | None, branches: dict[int, ClientContext],
+                      target: Target, branches: dict[int, ClientContext],
                       responses: ResponseContext) -> None:
         timer_c: asyncio.TimerHandle | None = None
-        no_answer = self._arm_no_answer(client, timeout)
+        no_answer = self._arm_no_answer(client, target.timeout)
+        no_response = None if target.response_timeout is None else \
+            asyncio.get_running_loop().call_later(target.response_timeout, client.give_up)
         try:
             while True:
                 if client.request.method == "INVITE":
@@ -333,7 +338,7 @@ class StatefulProxy:
                     for other_key in responses.pending_keys:
                         self._cancel(branches[other_key])
         finally:
-            for handle in (timer_c, no_answer):
+            for handle in (timer_c, no_answer, no_response):
                 if handle is not None:
                     handle.cancel()
 

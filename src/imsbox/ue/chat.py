@@ -113,7 +113,8 @@ class Chat:
 
     async def send(self, text: str, display: bool = True) -> str:
         """A chat message asking for delivery (and display) notification; its Message-ID.
-        Its status is SENT once the next hop took it (MSRP 200), DELIVERED with the IMDN."""
+        Its status is SENT once the next hop took it (MSRP 200: for an offline peer the
+        AS answers only after the store write), DELIVERED with the IMDN."""
         if self.closed.is_set():
             raise SendError(f"the chat has ended ({self.end_reason})")
         notifications = self.service.notifications

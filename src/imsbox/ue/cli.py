@@ -4,9 +4,10 @@
               [--domain D] [--json] COMMAND
 
 Commands: ``listen [--interactive]``, ``send TO TEXT``, ``chat TO``,
-``send-file TO PATH``, ``group-chat [--subject S] MEMBER...`` / ``group-chat
---join URI`` (stdin lines are messages; ``/invite NAME``, ``/remove NAME``,
-``/leave``). With ``--json`` every event is one JSON object per line
+``send-file TO PATH``, ``retrieve-deferred`` (seed 003: register the cpm.deferred
+ICSI, fetch what the network stored while offline, exit), ``group-chat [--subject S]
+MEMBER...`` / ``group-chat --join URI`` (stdin lines are messages; ``/invite NAME``,
+``/remove NAME``, ``/leave``). With ``--json`` every event is one JSON object per line
 on stdout (at least "event", "from", "to"); otherwise one readable line.
 Diagnostics go to stderr. ``send``, ``chat`` and ``send-file`` report the
 notifications of what they sent themselves; ``listen`` reports every one.
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..rcs.cpm import deferred_messages_uri
 from ..runtime import parse_hostport, stop_on_signals
 from ..sip.transport.base import TRANSPORTS
 from .client import (
@@ -111,6 +113,9 @@ def _human(data: dict[str, Any]) -> str:
         "sent": lambda: f"message to {recipient}: "
                         + (data["reason"] if data["status"] == "deferred" else data["status"]
                            + (f" ({data['reason']})" if data.get("reason") else "")),
+        "retrieved": lambda: (f"{data['count']} stored message(s) retrieved"
+                              if data["status"] == "ok" else
+                              f"retrieval failed: {data['reason']}"),
         "chat_result": lambda: (f"chat with {recipient}: {data['sent']} sent, "
                                 f"{data['delivered']} delivered, {data['stored']} accepted "
                                 f"for later delivery, {data['not_sent']} not sent"
@@ -149,7 +154,8 @@ def _positive(text: str) -> float:
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ue`` on an argparse subparsers object."""
     ue: argparse.ArgumentParser = subparsers.add_parser(
-        "ue", help="an RCS client: listen, send, chat, send-file, group-chat",
+        "ue", help="an RCS client: listen, send, chat, send-file, retrieve-deferred, "
+                   "group-chat",
         description="Register as NAME and send or receive RCS messages, chats and files.")
     ue.add_argument("--user", required=True, help="user name (identity sip:NAME@DOMAIN)")
     ue.add_argument("--password", required=True, help="the subscriber's password")
@@ -184,6 +190,11 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     send_file.add_argument("path", metavar="PATH", type=Path)
     send_file.add_argument("--timeout", type=_positive, default=300.0,
                            help="seconds for the whole transfer (default 300)")
+    commands.add_parser(
+        "retrieve-deferred", help="fetch the messages stored while offline and exit",
+        description="Register with the cpm.deferred ICSI (nothing is pushed then) and fetch "
+                    "the stored messages from the deferred-messages PSI (seed 003), oldest "
+                    "first; each is printed and removed from the store as taken.")
     group = commands.add_parser(
         "group-chat", help="a group chat: each stdin line is a message",
         description="Start an ad-hoc group with MEMBERs, or --join a conference or "
@@ -209,7 +220,8 @@ def _client(args: argparse.Namespace) -> RcsClient:
     pcscf = args.pcscf or ("127.0.0.1", 5061 if args.transport == "tls" else 5060)
     return RcsClient(args.user, args.password, args.domain, pcscf=pcscf,
                      transport=args.transport, downloads=downloads, ssl_context=ssl_context,
-                     report_all_notifications=args.ue_command == "listen")
+                     report_all_notifications=args.ue_command == "listen",
+                     deferred_retrieval=args.ue_command == "retrieve-deferred")
 
 
 async def run_ue(args: argparse.Namespace) -> int:
@@ -218,7 +230,8 @@ async def run_ue(args: argparse.Namespace) -> int:
         logging.getLogger("imsbox").setLevel(logging.WARNING)  # keep stderr for the user
     printer = Printer(args.json, sys.stdout, sys.stderr)
     command = {"listen": _listen, "send": _send, "chat": _chat,
-               "send-file": _send_file, "group-chat": _group_chat}[args.ue_command]
+               "send-file": _send_file, "retrieve-deferred": _retrieve_deferred,
+               "group-chat": _group_chat}[args.ue_command]
     if args.ue_command == "send-file" and not args.path.is_file():
         printer.error(f"{args.path}: no such file")
         return EXIT_USAGE
@@ -333,7 +346,11 @@ async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -
             printer.record({**record, "message_id": message_id, "status": "deferred",
                             "reason": "accepted for later delivery (202)"})
             return EXIT_DEFERRED
-        status = await client.wait_status(message_id, wanted, args.timeout)
+        status = await client.wait_status(message_id, wanted, args.timeout, or_deferred=True)
+        if client.deferred(message_id):  # a large message: the network's "stored" IMDN
+            printer.record({**record, "message_id": message_id, "status": "deferred",
+                            "reason": "accepted for later delivery (stored)"})
+            return EXIT_DEFERRED
     except SendError as exc:
         printer.record({**record, "status": "failed", "reason": str(exc)})
         return EXIT_FAILED
@@ -346,6 +363,25 @@ async def _send(client: RcsClient, args: argparse.Namespace, printer: Printer) -
     printer.record({**record, "message_id": message_id, "status": status.value})
     return EXIT_OK if status.rank >= wanted.rank and status is not MessageStatus.FAILED \
         else EXIT_FAILED
+
+
+async def _retrieve_deferred(client: RcsClient, args: argparse.Namespace,
+                             printer: Printer) -> int:
+    """Seed 003 retrieval: each stored message as an event, then one ``retrieved``
+    record; exit 0 when the network served the retrieval (even with nothing stored)."""
+    record = {"event": "retrieved", "from": client.aor,
+              "to": deferred_messages_uri(client.domain)}
+    try:
+        received = await client.retrieve_deferred()
+    except SendError as exc:
+        printer.record({**record, "count": 0, "status": "failed", "reason": str(exc)})
+        return EXIT_FAILED
+    await client.notifications.settle(LAST_NOTIFICATIONS)  # their delivery IMDNs out first
+    for event in client.pending_events():
+        if not isinstance(event, Registered):
+            printer.event(event)
+    printer.record({**record, "count": len(received), "status": "ok"})
+    return EXIT_OK
 
 
 @dataclass(slots=True)
@@ -383,8 +419,8 @@ def _chat_result(client: RcsClient, chat: Chat, lines: _ChatLines, reason: str,
     statuses = [client.status(mid) for mid in lines.sent]
     delivered = sum(1 for s in statuses if s is not None and s.rank >= MessageStatus.DELIVERED.rank
                     and s is not MessageStatus.FAILED)
-    failed = sum(1 for s in statuses if s is MessageStatus.FAILED)
-    stored = len(statuses) - delivered - failed
+    stored = sum(1 for s in statuses if s is MessageStatus.SENT)  # confirmed: REPORT 200
+    failed = len(statuses) - delivered - stored  # refused, or never confirmed
     printer.record({"event": "chat_result", "from": client.aor, "to": chat.peer,
                     "sent": len(lines.sent), "delivered": delivered, "stored": stored,
                     "failed": failed, "not_sent": len(lines.not_sent),
@@ -394,8 +430,8 @@ def _chat_result(client: RcsClient, chat: Chat, lines: _ChatLines, reason: str,
                       f"stored" + (f" (the chat ended: {reason})" if reason else ""))
         return EXIT_FAILED
     if stored:
-        printer.error(f"{stored} message(s) accepted by the network (MSRP 200) but not "
-                      f"delivered: kept for later delivery")
+        printer.error(f"{stored} message(s) stored by the network (its MSRP 200 comes "
+                      f"after the store write) but not delivered yet: kept for later delivery")
         return EXIT_DEFERRED
     return EXIT_OK
 

@@ -34,9 +34,16 @@ from pathlib import Path
 from typing import Self
 
 from ..msrp import MsrpEndpoint
-from ..rcs.cpm import DEFAULT_USER_AGENT, UE_SERVICES, CpmService, contact_feature_param
+from ..rcs.cpm import (
+    CPM_SESSION_TIMER,
+    DEFAULT_USER_AGENT,
+    UE_SERVICES,
+    CpmService,
+    classify,
+    contact_feature_param,
+)
 from ..rcs.offer import msrp_media, offer_parts
-from ..sdp import Direction, SdpError, parse
+from ..sdp import Direction, MediaDescription, SdpError, SessionDescription, parse
 from ..sip.endpoint import HandlerModule, ServerContext
 from ..sip.message import Response, new_tag
 from ..sip.transaction import TimerValues
@@ -177,7 +184,8 @@ class RcsClient:
         (``unanswered`` when the P-CSCF does not answer within ``answer_timeout``)."""
         await self._listen()
         await self.core.msrp.start()
-        config = InviteConfig(t1=self.timers.t1, t2=self.timers.t2, session_timer=None,
+        config = InviteConfig(t1=self.timers.t1, t2=self.timers.t2,
+                              session_timer=CPM_SESSION_TIMER,
                               allow=("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK",
                                      "UPDATE", "MESSAGE"))
         self._endpoint.remove_module(self._early)
@@ -282,9 +290,11 @@ class RcsClient:
         return self.notifications.deferred(message_id)
 
     async def wait_status(self, message_id: str, wanted: MessageStatus = MessageStatus.DELIVERED,
-                          timeout: float | None = None) -> MessageStatus:
-        """Wait until the message reached ``wanted`` (or failed); returns its status."""
-        return await self.notifications.wait_status(message_id, wanted, timeout)
+                          timeout: float | None = None,
+                          or_deferred: bool = False) -> MessageStatus:
+        """Wait until the message reached ``wanted`` (or failed; with ``or_deferred``
+        also until ``deferred(message_id)``); returns its status."""
+        return await self.notifications.wait_status(message_id, wanted, timeout, or_deferred)
 
     async def mark_displayed(self, message_id: str) -> bool:
         """Send the display notification for a received message, if its sender asked."""
@@ -359,7 +369,8 @@ class RcsClient:
         self.core.spawn(self._incoming(call))
 
     async def _incoming(self, call: Call) -> None:
-        """Which service takes an INVITE: by its SDP (file-selector, sendonly, chat)."""
+        """Which service takes an INVITE: by its ICSI (P-Asserted-Service, Accept-Contact),
+        else by its SDP."""
         request = call.request
         peer = identity(request)
         sdp_body, multipart = offer_parts(request)
@@ -378,12 +389,27 @@ class RcsClient:
             return
         if focus_of(request) is not None:  # a conference focus invites us (RFC 4579)
             await self.group_service.incoming(call, peer, offer)
-        elif media.file_selector is not None:
+            return
+        service = classify(request) or _service_by_sdp(offer, media)
+        if service is CpmService.FILETRANSFER and media.file_selector is not None:
             await self.files.incoming(call, peer, offer, media, cpim_part(multipart))
-        elif offer.direction_of(media) is Direction.SENDONLY:
+        elif service is CpmService.FILETRANSFER:
+            call.reject(488, "Not Acceptable Here - file transfer without a=file-selector")
+        elif service is CpmService.LARGEMSG:
             await self.messaging.incoming_large(call, peer, offer)
         else:
             await self.chat_service.incoming(call, peer, offer)
+
+
+def _service_by_sdp(offer: SessionDescription, media: MediaDescription) -> CpmService:
+    """An INVITE without a CPM ICSI: a file names itself in a=file-selector (a large
+    message has at most its size there), a large message is sendonly, else a chat."""
+    selector = media.file_selector
+    if selector is not None and (selector.name or selector.type or selector.hash):
+        return CpmService.FILETRANSFER
+    if offer.direction_of(media) is Direction.SENDONLY:
+        return CpmService.LARGEMSG
+    return CpmService.SESSION
 
 
 def _feature_param(deferred_retrieval: bool) -> str:

@@ -19,7 +19,7 @@ from ..content import CPIM, CpimAddress, NotificationRequest, build_cpim
 from ..content.imdn import IMDN_NS, format_disposition_notification
 from ..msrp import MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
 from ..msrp import Setup as MsrpSetup
-from ..rcs.cpm import CpmService, cpm_request_headers, new_conversation_id
+from ..rcs.cpm import CpmService, contact_params, cpm_request_headers, new_conversation_id
 from ..rcs.offer import msrp_media
 from ..sdp import (
     Attribute,
@@ -40,6 +40,7 @@ from ..sip.message import Request, Response
 from ..sip.transport.base import Destination, Flow
 from ..sip.ua.dialog import build_request
 from ..sip.ua.useragent import Call, UserAgent
+from ..sip.ua.useragent import Origin as SipOrigin
 from .events import RcsEvent, SendError
 
 if TYPE_CHECKING:
@@ -120,19 +121,35 @@ class UeCore:
                      ("imdn.Disposition-Notification", format_disposition_notification(notify))],
         ).to_bytes()
 
-    def cpm_headers(self, service: CpmService, conversation_id: str | None = None) -> list[Header]:
+    def cpm_headers(self, service: CpmService, conversation_id: str | None = None,
+                    pager: bool = False) -> list[Header]:
         return [*cpm_request_headers(service, conversation_id or new_conversation_id(),
-                                     user_agent=self.user_agent),
+                                     user_agent=self.user_agent, pager=pager),
                 ("P-Preferred-Identity", f"<{self.aor}>")]
 
-    async def pager(self, target: str, body: bytes, headers: list[Header],
-                    content_type: str = CPIM) -> Response:
-        """A MESSAGE along the registered route; once more after re-registering on 403.
-        The 2xx (200, or 202 when the network keeps it for later); SendError otherwise."""
+    def contact_params(self, service: CpmService) -> str:
+        """Our Contact's parameters on a request for ``service``: its ICSI and our
+        ``+sip.instance`` (seed 003), as on the REGISTER."""
+        return contact_params(service, self.registration.instance)
+
+    def origin(self, service: CpmService) -> SipOrigin:
+        """A call's origin: us along the registered route, Contact with the ICSI."""
+        assert self.ua is not None
+        return SipOrigin(self.ua.local, self.ua.contact, tuple(self.registration.route()),
+                         contact_params=self.contact_params(service))
+
+    async def pager(self, target: str, body: bytes, service: CpmService,
+                    conversation_id: str | None = None, content_type: str = CPIM) -> Response:
+        """A MESSAGE for ``service`` along the registered route; once more after
+        re-registering on 403. The 2xx (200, or 202 when the network keeps it for
+        later); SendError otherwise."""
+        headers = self.cpm_headers(service, conversation_id, pager=True)
+        contact = NameAddr.parse(f"<{self.registration.contact}>{self.contact_params(service)}",
+                                 "Contact")
         for attempt in range(2):
             request = build_request("MESSAGE", target, f"<{self.aor}>", f"<{target}>",
-                                    route=self.registration.route(), headers=headers, body=body,
-                                    content_type=content_type)
+                                    contact=contact, route=self.registration.route(),
+                                    headers=headers, body=body, content_type=content_type)
             response = await self.endpoint.request(request).final()
             if response.status == 403 and attempt == 0 and await self.recover():
                 continue
@@ -170,11 +187,10 @@ class UeCore:
         e.g. a rejoin's Contribution-ID, is replaced) and wait for the final response;
         SendError unless 2xx."""
         assert self.ua is not None
-        self.ua.route = self.registration.route()
         call = await self.ua.invite(target, offer,
                                     overridden(self.cpm_headers(service, conversation_id),
                                                headers),
-                                    content_type=content_type)
+                                    content_type=content_type, origin=self.origin(service))
         final = await call.wait_final()
         if final is None or not 200 <= final.status < 300:
             status = final.status if final is not None else 408

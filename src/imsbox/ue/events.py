@@ -117,7 +117,7 @@ class Notification(RcsEvent):
     """A delivery or display notification (IMDN) for a message we sent."""
 
     message_id: str
-    notification: str  # "delivery" or "display"
+    notification: str  # "delivery", "display" or "processing" (the network stored it)
     status: str        # "delivered", "displayed", "failed", ...
     chat_id: str | None = None
     EVENT: ClassVar[str] = "notification"

@@ -186,7 +186,8 @@ class FileTransfers:
                 await _closed(session, SETTLE)
                 await session.close()
         received = self.notifications.remember(
-            cpim, peer, None, call.request.header(CONVERSATION_ID)) if cpim is not None else None
+            cpim, peer, None, call.request.header(CONVERSATION_ID),
+            CpmService.FILETRANSFER) if cpim is not None else None
         incoming = _IncomingFile(call, session, peer, part, name, transfer_id, selector,
                                  received)
         if message is None:

@@ -33,7 +33,7 @@ from ..rcs.cpm import (
     deferred_messages_uri,
     fits_pager,
 )
-from ..sdp import Direction, SessionDescription
+from ..sdp import Attribute, Direction, FileSelector, SessionDescription
 from ..sip.endpoint import ServerContext
 from ..sip.message import Request, Response, new_tag
 from ..sip.ua.useragent import Call
@@ -65,11 +65,13 @@ class Messaging:
         if display:
             notify.append(NotificationRequest.DISPLAY)
         cpim = self.core.cpim(target, TEXT, text.encode(), message_id, notify)
+        if not fits_pager(cpim):  # no 202 in large message mode: the AS's "stored" IMDN
+            notify.append(NotificationRequest.PROCESSING)
+            cpim = self.core.cpim(target, TEXT, text.encode(), message_id, notify)
         self.notifications.sending(message_id, target)
         try:
             if fits_pager(cpim):
-                response = await self.core.pager(target, cpim,
-                                                 self.core.cpm_headers(CpmService.MSG))
+                response = await self.core.pager(target, cpim, CpmService.MSG)
                 if response.status == 202:
                     self.notifications.defer(message_id)
             else:
@@ -81,10 +83,14 @@ class Messaging:
         return message_id
 
     async def _large_message(self, target: str, cpim: bytes) -> None:
-        """Large message mode: INVITE cpm.largemsg, sendonly MSRP, one SEND, BYE."""
+        """Large message mode: INVITE cpm.largemsg, sendonly MSRP offering the CPIM's
+        size (seed 003: accept-wrapped-types:text/plain, file-selector:size), one SEND,
+        BYE."""
+        size = Attribute("file-selector", str(FileSelector(size=len(cpim))))
         call, session = await self.core.outgoing(target, Direction.SENDONLY, ("message/cpim",),
-                                                 (), CpmService.LARGEMSG)
-        try:
+                                                 ("text/plain",), CpmService.LARGEMSG,
+                                                 extra=[size])
+        try:  # the 200 means taken: relayed, or for an offline peer stored first
             await session.send_message(CPIM, cpim)
         except (TimeoutError, MsrpError, OSError) as exc:
             raise SendError(f"large message to {target}: {exc}") from None

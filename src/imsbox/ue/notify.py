@@ -72,6 +72,7 @@ class Received:
     conversation_id: str | None
     displayed: bool = False
     delivery: asyncio.Task[bool] | None = None  # the display IMDN must not overtake it
+    service: CpmService = CpmService.MSG  # of the pager IMDN (a file's: cpm.filetransfer)
 
 
 class Notifications:
@@ -90,10 +91,12 @@ class Notifications:
         self._tracked[message_id] = _Tracked(MessageStatus.SENDING, peer, chat_id)
 
     def defer(self, message_id: str) -> None:
-        """The network answered 202: it keeps the message until the recipient registers."""
+        """The network keeps the message until the recipient registers (a 202, or a
+        processing IMDN ``stored`` for a large message)."""
         tracked = self._tracked.get(message_id)
-        if tracked is not None:
+        if tracked is not None and not tracked.deferred:
             tracked.deferred = True
+            self.core.spawn(self._notify_changed())
 
     def deferred(self, message_id: str) -> bool:
         tracked = self._tracked.get(message_id)
@@ -104,11 +107,14 @@ class Notifications:
         return tracked.status if tracked else None
 
     async def wait_status(self, message_id: str, wanted: MessageStatus,
-                          timeout: float | None) -> MessageStatus:
+                          timeout: float | None, or_deferred: bool = False) -> MessageStatus:
+        """Until the message reached ``wanted`` (or failed; with ``or_deferred`` also
+        once the network said it keeps it for later)."""
         def reached() -> bool:
             status = self.status(message_id)
             return status is not None and (status.rank >= wanted.rank
-                                           or status is MessageStatus.FAILED)
+                                           or status is MessageStatus.FAILED
+                                           or (or_deferred and self.deferred(message_id)))
 
         async def wait() -> None:
             async with self._changed:
@@ -160,14 +166,22 @@ class Notifications:
             received.delivery = self.core.spawn(self.send_imdn(
                 received, DispositionType.DELIVERY, ImdnStatus.DELIVERED))
 
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for the delivery notifications still going out."""
+        pending = [r.delivery for r in self._received.values()
+                   if r.delivery is not None and not r.delivery.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     def remember(self, cpim: CpimMessage, peer: str, chat: Chat | None,
-                 conversation_id: str | None) -> Received | None:
+                 conversation_id: str | None,
+                 service: CpmService = CpmService.MSG) -> Received | None:
         message_id = cpim.get("Message-ID", IMDN_NS)
         if not message_id:
             return None
         sender = cpim.sender
         reply_to = peer if sender is None or "anonymous.invalid" in sender.uri else sender.uri
-        received = Received(cpim, reply_to, chat, conversation_id)
+        received = Received(cpim, reply_to, chat, conversation_id, service=service)
         self._received[message_id] = received
         return received
 
@@ -195,8 +209,8 @@ class Notifications:
             if chat is not None and not chat.closed.is_set():
                 await chat.session.send_message(CPIM, body)
             else:
-                await core.pager(received.peer, body,
-                                 core.cpm_headers(CpmService.MSG, received.conversation_id))
+                await core.pager(received.peer, body, received.service,
+                                 received.conversation_id)
         except (SendError, MsrpError, OSError) as exc:
             log.warning("IMDN to %s not sent: %s", received.peer, exc)
             return False
@@ -212,8 +226,11 @@ class Notifications:
             log.info("%s notification for %s from %s: not sent by this client, not reported",
                      imdn.status.value, imdn.message_id, peer)
             return
+        if imdn.status is ImdnStatus.STORED:
+            self.defer(imdn.message_id)
         self.track(imdn.message_id, _imdn_status(imdn))
-        kind = "display" if imdn.disposition is DispositionType.DISPLAY else "delivery"
+        kind = {DispositionType.DISPLAY: "display", DispositionType.PROCESSING: "processing"
+                }.get(imdn.disposition, "delivery")
         sender = cpim.sender.uri if cpim.sender and "anonymous" not in cpim.sender.uri else peer
         self.core.emit(Notification(sender, self.core.aor, imdn.message_id, kind,
                                     imdn.status.value, chat.id if chat else None))

@@ -57,6 +57,24 @@ def test_success_report_requested_and_received() -> None:
     assert tx_conn.data_to_send() == []  # never answer a REPORT
 
 
+def test_held_final_response_goes_out_when_the_application_answers() -> None:
+    """hold_final_responses: earlier chunks get their 200 at once, the last one's
+    waits for answer_final (a store-and-forward server: "kept" once on disk)."""
+    tx, rx, rx_conn, tx_conn = setup()
+    rx.hold_final_responses = True
+    msg = tx.new_message("text/plain", 8)
+    first = rx_conn.receive_data(b"".join(tx.chunk(msg, b"abcd", last=False, now=0)))
+    assert not any(isinstance(e, MessageReceived) for _, e in first)
+    assert [r.status for r in responses(rx_conn)] == [200]
+    events = rx_conn.receive_data(b"".join(tx.chunk(msg, b"efgh", last=True, now=0)))
+    assert any(isinstance(e, MessageReceived) for _, e in events)
+    assert rx_conn.data_to_send() == []  # held
+    assert rx_conn.answer_final(rx, msg.message_id, 500, "not stored")
+    (r,) = responses(rx_conn)
+    assert r.status == 500 and r.comment == "not stored"
+    assert not rx_conn.answer_final(rx, msg.message_id)  # once
+
+
 def test_481_for_unknown_session() -> None:
     tx = SessionCore([A], [MsrpUri.parse("msrp://b.example:2/nope;tcp")])
     _, _, rx_conn, _ = setup()

@@ -311,13 +311,13 @@ class Dialog:
 
 
 def build_request(method: str, target: Uri | str, local: NameAddr | str,
-                  remote: NameAddr | str, *, contact: Uri | str | None = None,
+                  remote: NameAddr | str, *, contact: Uri | NameAddr | str | None = None,
                   call_id: str | None = None, cseq: int = 1,
                   local_tag: str | None = None, route: Iterable[str] = (),
                   headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
-                  content_type: str | None = None, contact_params: str = "") -> Request:
-    """A request outside any dialog (8.1.1), without Via.  ``contact_params``:
-    Contact header parameters (e.g. ``;isfocus``, RFC 4579)."""
+                  content_type: str | None = None) -> Request:
+    """A request outside any dialog (8.1.1), without Via. A NameAddr ``contact``
+    goes out with its header parameters (feature tags, RFC 3840)."""
     local_addr = local if isinstance(local, NameAddr) else NameAddr.parse(local, "From")
     remote_addr = remote if isinstance(remote, NameAddr) else NameAddr.parse(remote, "To")
     request = Request(method, target if not isinstance(target, str) else parse_uri(target),
@@ -329,8 +329,10 @@ def build_request(method: str, target: Uri | str, local: NameAddr | str,
     request.add_header("To", str(_addr(remote_addr, None)))
     request.add_header("Call-ID", call_id or secrets.token_hex(12))
     request.add_header("CSeq", f"{cseq} {method}")
-    if contact is not None:
-        request.add_header("Contact", f"<{contact}>{contact_params}")
+    if isinstance(contact, NameAddr):
+        request.add_header("Contact", str(contact))
+    elif contact is not None:
+        request.add_header("Contact", f"<{contact}>")
     for name, value in headers:
         request.add_header(name, value)
     if body and content_type:

@@ -46,14 +46,21 @@ RequestHandler = Callable[[ServerContext], Awaitable[None] | None]
 @dataclass(slots=True, frozen=True)
 class Origin:
     """Where a call's requests come from and how they leave: the local
-    identity (From), our Contact, the route set (pre-loaded Route values)
-    and the flow to send on (None: wherever the next hop says)."""
+    identity (From), our Contact, the route set (pre-loaded Route values),
+    the flow to send on (None: wherever the next hop says) and the header
+    parameters of our Contact in this call's INVITE (``;name=value...``, e.g.
+    RFC 3840 feature tags and ``+sip.instance``)."""
 
     local: NameAddr
     contact: Uri
     route: tuple[str, ...] = ()
     flow: Flow | None = None
     contact_params: str = ""       # Contact header parameters, e.g. ``;isfocus``
+
+    @property
+    def contact_address(self) -> NameAddr:
+        """Our Contact as sent: ``<contact>;params`` (HeaderError if they are bad)."""
+        return NameAddr.parse(f"<{self.contact}>{self.contact_params}", "Contact")
 
 
 class Call:
@@ -200,8 +207,7 @@ class UserAgent:
         target_uri = parse_uri(target) if isinstance(target, str) else target
         request = build_request(
             "INVITE", target_uri, origin.local, to or NameAddr(target_uri),
-            contact=origin.contact, contact_params=origin.contact_params,
-            route=origin.route, headers=headers,
+            contact=origin.contact_address, route=origin.route, headers=headers,
             body=offer_sdp or b"", content_type=(content_type or SDP) if offer_sdp else None)
         oa = offer_answer or self._offer_answer(offer_sdp or b"")
         session = InviteSession.outgoing(request, self._now(), self.config, oa)
