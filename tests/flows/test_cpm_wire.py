@@ -153,7 +153,7 @@ def test_message_to_psi_whose_as_is_silent_gets_480_within_seconds(tmp_path: Pat
 
     async def scenario() -> None:
         with SilentNode(node.host, node.port) as silent:
-            async with Network(config) as net:
+            async with Network(config, roles=CORE_ROLES) as net:  # the silent node instead
                 assert "conference_as" not in net.nodes
                 alice = await TestUe("alice", "alice-secret", config,
                                      timers=TimerValues()).start()
