@@ -293,3 +293,38 @@ def test_offline_member_catches_up_after_an_as_restart(tmp_path: Path) -> None:
                 with pytest.raises(TimeoutError):  # nothing twice
                     await asyncio.wait_for(again_session.receive(), 0.5)
     run(tmp_path, scenario)
+
+
+def test_a_flooder_does_not_starve_the_others(tmp_path: Path) -> None:
+    """Each sender has at most IN_FLIGHT messages in the others' outboxes: bob's
+    one line reaches carol soon after he sent it, not behind alice's whole flood."""
+    flood = 600
+
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS), \
+                ues(config, "alice", "bob", "carol") as (alice, bob, carol), \
+                MsrpEndpoint() as msrp:
+            for ue in (alice, bob, carol):
+                assert (await ue.register()).ok
+            call, session = await create(alice, msrp, [BOB, CAROL])
+            await established(call, session)
+            (_, bob_session), (_, carol_session) = [await answer(ue, msrp)
+                                                    for ue in (bob, carol)]
+            await asyncio.sleep(0.2)
+            line = build_cpim("text/plain", b"flood", sender=CpimAddress(ALICE),
+                              recipients=[CpimAddress(ALICE)]).to_bytes()
+            sends = [asyncio.ensure_future(session.send_message(CPIM, line))
+                     for _ in range(flood)]
+            await asyncio.sleep(0.05)
+            mine = build_cpim("text/plain", b"bob here", sender=CpimAddress(BOB),
+                              recipients=[CpimAddress(BOB)]).to_bytes()
+            await bob_session.send_message(CPIM, mine)
+            seen = 0
+            while True:
+                got = parse_cpim((await asyncio.wait_for(carol_session.receive(), 10)).body)
+                if got.body == b"bob here":
+                    break
+                seen += 1
+            assert seen < 200, seen  # about IN_FLIGHT of alice's ahead, not the flood
+            await asyncio.gather(*sends)
+    run(tmp_path, scenario)
