@@ -19,7 +19,8 @@ from imsbox.content import (
 )
 from imsbox.content.resource_lists import build_recipient_list
 from imsbox.ims.provisioning import add_group, add_user
-from imsbox.msrp import MsrpEndpoint
+from imsbox.msrp import MsrpEndpoint, MsrpStatusError
+from imsbox.msrp import Setup as MsrpSetup
 from imsbox.serve import Network
 from imsbox.sip.message import Response
 from imsbox.sip.ua.events import EventPackageRegistry
@@ -238,6 +239,15 @@ def test_leave_rejoin_and_idle_end(tmp_path: Path) -> None:
             async with asyncio.timeout(5):
                 while focus.legs:
                     await asyncio.sleep(0.01)
+            # an MSRP SEND into a session the focus no longer has: 481, dropped
+            stray = msrp.create_session(setup=MsrpSetup.ACTIVE)
+            stray.set_remote_path(remote_path(call.remote_sdp))
+            with pytest.raises(MsrpStatusError) as refused:  # its binding SEND already
+                await stray.connect()
+                await stray.send_message(CPIM, build_cpim(
+                    "text/plain", b"late", sender=CpimAddress(ALICE)).to_bytes())
+            assert refused.value.status == 481
+            await stray.close()
             again, again_session = await join(alice, msrp, conference)
             assert await established(again, again_session) == conference  # the same one
             assert list(focus.legs) == [ALICE]
