@@ -205,6 +205,17 @@ def test_refer_adds_and_removes_and_conference_events(tmp_path: Path) -> None:
                             user.endpoints[0].status.value == "connected":
                         break
 
+            # a new Subject in an UPDATE: stored, a partial notification with it
+            assert (await call.update(headers=[("Subject", "Dinner")])).status == 200  # type: ignore[union-attr]
+            async with asyncio.timeout(5):
+                while True:
+                    partial = parse_conference_info((await watch.next_notification(5)).body)
+                    if partial.description is not None:
+                        break
+            assert partial.state is ElementState.PARTIAL and partial.description.subject == "Dinner"
+            stored = await net.store.conferences.get(conference)
+            assert stored is not None and stored.subject == "Dinner"
+
             # removal: bob may not (403), the creator may (dave gets a BYE)
             bye_dave = f"{DAVE};method=BYE"
             denied = agents["bob"].refer(bob_call, bye_dave)

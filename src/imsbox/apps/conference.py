@@ -419,6 +419,7 @@ class ConferenceAs:
                                  on_subscription=self._subscribed)
         self.endpoint.add_module(_FocusModule(self))
         self.endpoint.add_module(_ControlGuard(self))
+        self.endpoint.add_module(_SubjectWatch(self))
         self._spawn(self._housekeeping())
         log.info("conference AS up on %s:%d", node.host, port)
 
@@ -579,6 +580,19 @@ class ConferenceAs:
                 focus.conference = stored
                 self._changed(focus, participant)
 
+    async def change_subject(self, uri: str, subject: str) -> None:
+        """A participant's re-INVITE / UPDATE with a new Subject (OMA CPM): stored,
+        and a partial notification with the new subject to every watcher."""
+        focus = self.foci.get(uri)
+        if focus is None or subject == focus.conference.subject:
+            return
+        if not await self.store.conferences.set_subject(uri, subject):
+            return
+        stored = await self.store.conferences.get(uri)
+        if stored is not None:
+            focus.conference = stored
+            self._changed(focus, None)
+
     # -- conference event package (RFC 4575) --------------------------------------------
     def _first_state(self, sub: NotifierSubscription) -> bytes:
         focus = self.foci.get(_resource(sub))
@@ -591,7 +605,7 @@ class ConferenceAs:
         if sub.event.package == CONFERENCE_PACKAGE.name:
             self.watchers.setdefault(sub, (_resource(sub), 1))
 
-    def _changed(self, focus: Focus, participant: Participant) -> None:
+    def _changed(self, focus: Focus, participant: Participant | None) -> None:
         """A partial notification with the next version to every watcher of ``focus``."""
         assert self.events is not None
         for sub, (uri, version) in list(self.watchers.items()):
@@ -709,6 +723,30 @@ class _ControlGuard:
             return False
         ctx.respond(refusal)
         return True
+
+
+class _SubjectWatch:
+    """Sees a participant's in-dialog INVITE / UPDATE before the dialog layer
+    answers it, for a Subject change (it takes nothing)."""
+
+    name = "conference-subject"
+    priority = Priority.DIALOG - 1
+    methods = ("INVITE", "UPDATE")
+
+    def __init__(self, node: ConferenceAs) -> None:
+        self.node = node
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        request = ctx.request
+        subject = request.headers.get("Subject")
+        if request.method in self.methods and request.to.tag and subject is not None:
+            try:
+                uri = canonical_public_id(str(request.uri))
+            except ValueError:
+                return False
+            if caller_identity(request) in (f.legs if (f := self.node.foci.get(uri)) else {}):
+                self.node._spawn(self.node.change_subject(uri, subject.strip()))
+        return False
 
 
 def _answer(request: Request, status: int, reason: str) -> Response:
