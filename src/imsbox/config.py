@@ -83,6 +83,10 @@ Default iFCs (priority, trigger):
   message/sip: the AS learns who came online and delivers deferred messages).
 * 20 -> messaging AS: the same for TERMINATING_REGISTERED or
   TERMINATING_UNREGISTERED (deferred delivery for offline users).
+  Neither takes group chat: a Request-URI or P-Asserted-Identity that is a
+  conference PSI (``conf-*`` / ``group-*``) is the conference AS's.
+* 30 -> conference AS: any REGISTER (third-party registration: an offline
+  member of a pre-defined group is invited back with what it missed).
 
 ``[[ifc]]`` tables use the shape of :meth:`imsbox.ims.ifc.InitialFilterCriteria.from_dict`;
 ``application_server`` may also be a node name (``"messaging_as"``, ``"conference_as"``).

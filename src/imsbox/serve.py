@@ -2,7 +2,8 @@
 
 Above ims and apps: it knows every node role and builds each from a
 :class:`NodeFactory` in a :class:`NodeRegistry` - the P-CSCF, I-CSCF and S-CSCF
-(with the in-process HSS) of the core and the messaging AS (role ``as``).
+(with the in-process HSS) of the core, the messaging AS (role ``as``) and the
+conference AS (role ``conference``).
 :class:`Network` builds the nodes of a registry from a
 :class:`~imsbox.config.Config`, each on its own listen address, sharing one
 store and one HSS::
@@ -16,7 +17,7 @@ A new application server plugs in with one factory, without an edit to the
 core::
 
     registry = default_registry()
-    registry.register(NodeFactory("conference", "conference_as", ConferenceAs.from_context))
+    registry.register(NodeFactory("telephony", "telephony_as", TelephonyAs.from_context))
     Network(config, registry=registry)
 
 ``roles`` picks a subset (``imsbox serve --role scscf``): the nodes still reach

@@ -19,7 +19,8 @@ from imsbox.content import (
 )
 from imsbox.content.resource_lists import build_recipient_list
 from imsbox.ims.provisioning import add_group, add_user
-from imsbox.msrp import MsrpEndpoint
+from imsbox.msrp import MsrpEndpoint, MsrpStatusError
+from imsbox.msrp import Setup as MsrpSetup
 from imsbox.serve import Network
 from imsbox.sip.message import Response
 from imsbox.sip.ua.events import EventPackageRegistry
@@ -204,6 +205,17 @@ def test_refer_adds_and_removes_and_conference_events(tmp_path: Path) -> None:
                             user.endpoints[0].status.value == "connected":
                         break
 
+            # a new Subject in an UPDATE: stored, a partial notification with it
+            assert (await call.update(headers=[("Subject", "Dinner")])).status == 200  # type: ignore[union-attr]
+            async with asyncio.timeout(5):
+                while True:
+                    partial = parse_conference_info((await watch.next_notification(5)).body)
+                    if partial.description is not None:
+                        break
+            assert partial.state is ElementState.PARTIAL and partial.description.subject == "Dinner"
+            stored = await net.store.conferences.get(conference)
+            assert stored is not None and stored.subject == "Dinner"
+
             # removal: bob may not (403), the creator may (dave gets a BYE)
             bye_dave = f"{DAVE};method=BYE"
             denied = agents["bob"].refer(bob_call, bye_dave)
@@ -238,6 +250,15 @@ def test_leave_rejoin_and_idle_end(tmp_path: Path) -> None:
             async with asyncio.timeout(5):
                 while focus.legs:
                     await asyncio.sleep(0.01)
+            # an MSRP SEND into a session the focus no longer has: 481, dropped
+            stray = msrp.create_session(setup=MsrpSetup.ACTIVE)
+            stray.set_remote_path(remote_path(call.remote_sdp))
+            with pytest.raises(MsrpStatusError) as refused:  # its binding SEND already
+                await stray.connect()
+                await stray.send_message(CPIM, build_cpim(
+                    "text/plain", b"late", sender=CpimAddress(ALICE)).to_bytes())
+            assert refused.value.status == 481
+            await stray.close()
             again, again_session = await join(alice, msrp, conference)
             assert await established(again, again_session) == conference  # the same one
             assert list(focus.legs) == [ALICE]
@@ -292,4 +313,39 @@ def test_offline_member_catches_up_after_an_as_restart(tmp_path: Path) -> None:
                 assert await established(again, again_session) == group
                 with pytest.raises(TimeoutError):  # nothing twice
                     await asyncio.wait_for(again_session.receive(), 0.5)
+    run(tmp_path, scenario)
+
+
+def test_a_flooder_does_not_starve_the_others(tmp_path: Path) -> None:
+    """Each sender has at most IN_FLIGHT messages in the others' outboxes: bob's
+    one line reaches carol soon after he sent it, not behind alice's whole flood."""
+    flood = 600
+
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS), \
+                ues(config, "alice", "bob", "carol") as (alice, bob, carol), \
+                MsrpEndpoint() as msrp:
+            for ue in (alice, bob, carol):
+                assert (await ue.register()).ok
+            call, session = await create(alice, msrp, [BOB, CAROL])
+            await established(call, session)
+            (_, bob_session), (_, carol_session) = [await answer(ue, msrp)
+                                                    for ue in (bob, carol)]
+            await asyncio.sleep(0.2)
+            line = build_cpim("text/plain", b"flood", sender=CpimAddress(ALICE),
+                              recipients=[CpimAddress(ALICE)]).to_bytes()
+            sends = [asyncio.ensure_future(session.send_message(CPIM, line))
+                     for _ in range(flood)]
+            await asyncio.sleep(0.05)
+            mine = build_cpim("text/plain", b"bob here", sender=CpimAddress(BOB),
+                              recipients=[CpimAddress(BOB)]).to_bytes()
+            await bob_session.send_message(CPIM, mine)
+            seen = 0
+            while True:
+                got = parse_cpim((await asyncio.wait_for(carol_session.receive(), 10)).body)
+                if got.body == b"bob here":
+                    break
+                seen += 1
+            assert seen < 200, seen  # about IN_FLIGHT of alice's ahead, not the flood
+            await asyncio.gather(*sends)
     run(tmp_path, scenario)
