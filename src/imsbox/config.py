@@ -46,6 +46,9 @@ Every key is optional; a missing file means all defaults. Defaults::
                                  # "failed" IMDN goes to the sender)
     max_file_size = 0            # bytes; larger file transfers get 488 (0: no limit)
 
+    [conference]                 # the conference AS (group chat)
+    idle_timeout = 300           # seconds a conference nobody is in is kept (then 404)
+
     [limits]                     # every node (docs/limits.md: what is answered how)
     max_headers = 256            # header lines per SIP message; more -> 400
     max_header_length = 8192     # bytes of one header line; longer -> 400
@@ -80,6 +83,10 @@ Default iFCs (priority, trigger):
   message/sip: the AS learns who came online and delivers deferred messages).
 * 20 -> messaging AS: the same for TERMINATING_REGISTERED or
   TERMINATING_UNREGISTERED (deferred delivery for offline users).
+  Neither takes group chat: a Request-URI or P-Asserted-Identity that is a
+  conference PSI (``conf-*`` / ``group-*``) is the conference AS's.
+* 30 -> conference AS: any REGISTER (third-party registration: an offline
+  member of a pre-defined group is invited back with what it missed).
 
 ``[[ifc]]`` tables use the shape of :meth:`imsbox.ims.ifc.InitialFilterCriteria.from_dict`;
 ``application_server`` may also be a node name (``"messaging_as"``, ``"conference_as"``).
@@ -103,8 +110,8 @@ from pathlib import Path
 from typing import Any
 
 from .ims.ifc import (
-    ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, SessionCase,
-    SessionCaseSpt, TriggerPoint,
+    ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, RequestUriSpt,
+    SessionCase, SessionCaseSpt, TriggerPoint,
 )
 from .ims.login_guard import LoginLimits
 from .sip.overload import OverloadPolicy
@@ -112,7 +119,8 @@ from .sip.transport import Limits
 from .store.models import Psi, PsiKind
 
 __all__ = [
-    "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "Config", "ConfigError", "LimitsConfig", "NodeConfig",
+    "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "ConferenceConfig", "Config", "ConfigError",
+    "LimitsConfig", "NodeConfig",
     "RegistrarConfig", "SecurityConfig", "default_ifcs", "default_psis", "load_config",
 ]
 
@@ -189,6 +197,11 @@ class MessagingConfig:
     max_file_size: int = 0  # 0: no limit
 
 
+@dataclass(slots=True, frozen=True)
+class ConferenceConfig:
+    idle_timeout: int = 300  # seconds an empty conference is kept
+
+
 def _default_nodes() -> dict[str, NodeConfig]:
     local = ("127.0.0.1",)
     return {
@@ -224,6 +237,7 @@ class Config:
     nodes: Mapping[str, NodeConfig] = field(default_factory=_default_nodes)
     registrar: RegistrarConfig = RegistrarConfig()
     messaging: MessagingConfig = MessagingConfig()
+    conference: ConferenceConfig = ConferenceConfig()
     security: SecurityConfig = SecurityConfig()
     limits: LimitsConfig = LimitsConfig()
     ifcs: tuple[InitialFilterCriteria, ...] = ()
@@ -290,6 +304,10 @@ def _cpm_ifc(priority: int, server: str, cases: tuple[SessionCase, ...], name: s
         HeaderSpt("P-Asserted-Service", CPM_SERVICE, groups=(1,)),
         HeaderSpt("Accept-Contact", CPM_ACCEPT_CONTACT, groups=(1,)),
         *(SessionCaseSpt(case, groups=(2,)) for case in cases),
+        # Group chat belongs to the conference AS: neither a request to a conference
+        # PSI nor one from a focus (P-Asserted-Identity: the conference).
+        RequestUriSpt(CONFERENCE_PSI, negated=True, groups=(3,)),
+        HeaderSpt("P-Asserted-Identity", CONFERENCE_PSI, negated=True, groups=(4,)),
     )
     # The REGISTER goes along (message/sip): the AS sees the ICSIs the UE registered.
     return InitialFilterCriteria(priority, ApplicationServer(
@@ -297,15 +315,27 @@ def _cpm_ifc(priority: int, server: str, cases: tuple[SessionCase, ...], name: s
                                  TriggerPoint(spts, cnf=True), name=name)
 
 
-def default_ifcs(messaging_as_uri: str) -> tuple[InitialFilterCriteria, ...]:
-    """CPM originating (and third-party REGISTER) and terminating traffic to the messaging AS."""
-    return (
+def default_ifcs(messaging_as_uri: str, conference_as_uri: str | None = None
+                 ) -> tuple[InitialFilterCriteria, ...]:
+    """CPM originating (and third-party REGISTER) and terminating traffic to the
+    messaging AS; REGISTER also to the conference AS (offline group members)."""
+    ifcs = (
         _cpm_ifc(10, messaging_as_uri, (SessionCase.ORIGINATING,), "cpm-originating",
                  register=True),
         _cpm_ifc(20, messaging_as_uri, (SessionCase.TERMINATING_REGISTERED,
                                         SessionCase.TERMINATING_UNREGISTERED),
                  "cpm-terminating"),
     )
+    if conference_as_uri is None:
+        return ifcs
+    # A member who registers gets the pending group invitations and messages.
+    register = InitialFilterCriteria(30, ApplicationServer(conference_as_uri), TriggerPoint(
+        (MethodSpt("REGISTER"),)), name="conference-register")
+    return (*ifcs, register)
+
+
+# The default conference PSIs (``default_psis``) whatever the domain.
+CONFERENCE_PSI = r"sips?:(conf|group)-[^@;>]*@"
 
 
 def default_psis(domain: str, conference_as_uri: str) -> tuple[Psi, ...]:
@@ -339,8 +369,8 @@ def _read(path: str | Path, source: str) -> dict[str, Any]:
 class _Loader:
     """Validates one parsed TOML document; every error names its key."""
 
-    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "security", "limits",
-                "ifc", "psi", *NODE_NAMES)
+    TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "conference",
+                "security", "limits", "ifc", "psi", *NODE_NAMES)
 
     def __init__(self, data: dict[str, Any], source: str) -> None:
         self.data = data
@@ -386,7 +416,8 @@ class _Loader:
                         self.string(store, "cache", "store.cache", ""), nodes,
                         self.registrar())
         return replace(config, ifcs=self.ifcs(config), psis=self.psis(config),
-                       messaging=self.messaging(), security=self.security(),
+                       messaging=self.messaging(), conference=self.conference(),
+                       security=self.security(),
                        limits=self.limits())
 
     def domain(self, override: str | None) -> str:
@@ -524,6 +555,12 @@ class _Loader:
                          DEFERRED_TTL, 1, 2**31 - 1),
             self.integer(table, "max_file_size", "messaging.max_file_size", 0, 0, 2**62))
 
+    def conference(self) -> ConferenceConfig:
+        table = self.table("conference")
+        self.keys(table, ("idle_timeout",), "conference.")
+        return ConferenceConfig(self.integer(table, "idle_timeout", "conference.idle_timeout",
+                                             300, 0, 2**31 - 1))
+
     def seconds(self, table: Mapping[str, Any], key: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -572,7 +609,7 @@ class _Loader:
     def ifcs(self, config: Config) -> tuple[InitialFilterCriteria, ...]:
         tables = self.array("ifc")
         if tables is None:
-            return default_ifcs(config.messaging_as.uri)
+            return default_ifcs(config.messaging_as.uri, config.conference_as.uri)
         out = []
         for i, table in enumerate(tables):
             table = dict(table)

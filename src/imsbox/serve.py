@@ -2,7 +2,8 @@
 
 Above ims and apps: it knows every node role and builds each from a
 :class:`NodeFactory` in a :class:`NodeRegistry` - the P-CSCF, I-CSCF and S-CSCF
-(with the in-process HSS) of the core and the messaging AS (role ``as``).
+(with the in-process HSS) of the core, the messaging AS (role ``as``) and the
+conference AS (role ``conference``).
 :class:`Network` builds the nodes of a registry from a
 :class:`~imsbox.config.Config`, each on its own listen address, sharing one
 store and one HSS::
@@ -16,7 +17,7 @@ A new application server plugs in with one factory, without an edit to the
 core::
 
     registry = default_registry()
-    registry.register(NodeFactory("conference", "conference_as", ConferenceAs.from_context))
+    registry.register(NodeFactory("telephony", "telephony_as", TelephonyAs.from_context))
     Network(config, registry=registry)
 
 ``roles`` picks a subset (``imsbox serve --role scscf``): the nodes still reach
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, TextIO
 
+from .apps.conference import ConferenceAs, ConferenceSettings
 from .apps.messaging import MessagingAs, MessagingSettings
 from .config import Config, ConfigError, load_config
 from .ims.hss import Hss
@@ -173,14 +175,20 @@ def _messaging_as(ctx: NodeContext) -> Node:
     return MessagingAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
 
 
+def _conference_as(ctx: NodeContext) -> Node:
+    settings = ConferenceSettings(idle_timeout=float(ctx.config.conference.idle_timeout))
+    return ConferenceAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
+
+
 def default_registry() -> NodeRegistry:
-    """The IMS core and the messaging AS, as ``imsbox serve`` runs them."""
+    """The IMS core, the messaging AS and the conference AS, as ``imsbox serve`` runs them."""
     return NodeRegistry([
         NodeFactory("pcscf", "pcscf", _pcscf,
                     listen_hint="--host/--port/--tls-port or [pcscf] in imsbox.toml"),
         NodeFactory("icscf", "icscf", _icscf, uses_hss=True),
         NodeFactory("scscf", "scscf", _scscf, uses_hss=True),
         NodeFactory("as", "messaging_as", _messaging_as),
+        NodeFactory("conference", "conference_as", _conference_as),
     ])
 
 

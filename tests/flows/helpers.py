@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from imsbox.config import Config
@@ -13,6 +13,8 @@ from imsbox.ue.client import RcsClient
 from imsbox.ue.testing import FAST_TIMERS, TestUe
 
 DOMAIN = "ims.test"
+# Every role but the conference AS: for tests that run a stand-in on its address.
+CORE_ROLES = ("pcscf", "icscf", "scscf", "as")
 
 
 def client(config: Config, name: str, **kwargs: Any) -> RcsClient:
@@ -23,9 +25,11 @@ def client(config: Config, name: str, **kwargs: Any) -> RcsClient:
 
 
 @contextlib.asynccontextmanager
-async def network_with(config: Config, *clients: RcsClient) -> AsyncIterator[Network]:
-    """The loopback network with ``clients`` started; they close before it does."""
-    async with Network(config, timers=FAST_TIMERS) as net:
+async def network_with(config: Config, *clients: RcsClient,
+                       roles: Sequence[str] | None = None) -> AsyncIterator[Network]:
+    """The loopback network (``roles``: only those nodes) with ``clients`` started;
+    they close before it does."""
+    async with Network(config, timers=FAST_TIMERS, roles=roles) as net:
         started: list[RcsClient] = []
         try:
             for ue in clients:

@@ -49,7 +49,8 @@ class OptionsAs:
 
 
 def with_conference() -> NodeRegistry:
-    registry = default_registry()
+    """The default registry with a stand-in in place of the real conference AS."""
+    registry = NodeRegistry(f for f in default_registry() if f.role != "conference")
     registry.register(NodeFactory("conference", "conference_as", OptionsAs))
     return registry
 
@@ -103,7 +104,8 @@ def test_registered_as_runs_alone_by_its_role(tmp_path: Path) -> None:
 
 def test_role_names_and_refusals() -> None:
     registry = with_conference()
-    assert default_registry().role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as")
+    assert default_registry().role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as",
+                                                 "conference")
     assert registry.role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as", "conference")
     with pytest.raises(ValueError, match="taken"):
         registry.register(NodeFactory("as", "messaging_as", OptionsAs))

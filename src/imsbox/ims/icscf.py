@@ -52,7 +52,8 @@ class Icscf(StatefulProxy):
     def __init__(self, config: Config, hss: Hss, timers: TimerValues | None = None,
                  trace: bool = False) -> None:
         super().__init__(self._route, record_route=False, timers=timers, trace=trace,
-                         limits=config.limits.sip, overload=config.limits.overload)
+                         limits=config.limits.sip, overload=config.limits.overload,
+                         follow_routes=False)
         self.config = config
         self.hss = hss
         # A PSI's AS is one hop away on loopback/LAN: silence this long means it is
@@ -77,8 +78,12 @@ class Icscf(StatefulProxy):
     # -- routing --------------------------------------------------------------------
     async def _route(self, ctx: RequestContext) -> list[Target] | Response:
         request = ctx.request
+        if request.route:
+            return [Target(request.uri)]
         if request.method == "REGISTER":
             return await self._register(request)
+        # Also in a dialog: a request for a PSI (a focus's Contact) is routed by
+        # the HSS like the initial one (TS 24.247 A.5.1 step 20), not by DNS.
         return await self._initial(request, ctx)
 
     async def _register(self, request: Request) -> list[Target] | Response:

@@ -362,7 +362,7 @@ class Scscf(StatefulProxy):
                  ssl_context: object | None = None) -> None:
         super().__init__(self.route, record_route=True, timers=timers, trace=trace,
                          supported=frozenset({"path"}), limits=config.limits.sip,
-                         overload=config.limits.overload)
+                         overload=config.limits.overload, follow_routes=False)
         self.config = config
         self.store = store
         self.hss = hss
@@ -414,6 +414,9 @@ class Scscf(StatefulProxy):
     async def route(self, ctx: RequestContext) -> list[Target] | Response:
         """The router; ``ctx.route`` is our own Route the request came on."""
         request = ctx.request
+        own = ctx.follow_route()
+        if own is not None:
+            return await self._own_route(request, own)
         if request.method == "REGISTER":
             return await self._register(request, ctx)
         if request.method == "SUBSCRIBE" and _is_reg_event(request):
@@ -426,6 +429,18 @@ class Scscf(StatefulProxy):
         if ctx.route is not None and ctx.route.user == "orig":
             return await self._originating(request, ctx)
         return await self._terminating(request, ctx)
+
+    async def _own_route(self, request: Request, own: list[Target]) -> list[Target]:
+        """A request with its own route.  In a dialog whose remote target is a
+        home-domain URI (a PSI: a focus's ``conf-ID@DOMAIN`` Contact) with no Route
+        left, the I-CSCF finds its AS, as for the initial request (TS 24.247 A.5.1
+        steps 17-20); a UE's contact is an address, never the domain."""
+        uri = request.uri
+        if request.route or not isinstance(uri, SipUri) or \
+                uri.host.lower() != self.config.domain:
+            return own
+        icscf = self.config.icscf
+        return [Target(uri, await resolve(icscf.transports[0], icscf.host, icscf.port))]
 
     # -- REGISTER -------------------------------------------------------------------
     async def _register(self, request: Request, ctx: RequestContext) -> Response:

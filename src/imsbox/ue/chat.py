@@ -101,10 +101,15 @@ class Chat:
         core = self._core
         self.service.chats[self.id] = self
         self.session.on_message = self._on_msrp
+        self._started()
+        core.spawn(self._watch())
+
+    def _started(self) -> None:
+        """Report the session (a group chat reports its own events)."""
+        core = self._core
         direction = "incoming" if self.incoming else "outgoing"
         sender, recipient = (self.peer, core.aor) if self.incoming else (core.aor, self.peer)
         core.emit(ChatStarted(sender, recipient, self.id, self.conversation_id, direction))
-        core.spawn(self._watch())
 
     async def send(self, text: str, display: bool = True) -> str:
         """A chat message asking for delivery (and display) notification; its Message-ID.
@@ -135,8 +140,12 @@ class Chat:
     async def _send_status(self, actions: list[Any]) -> None:
         for action in actions:
             with contextlib.suppress(MsrpError, OSError):
-                await self.session.send_message(ISCOMPOSING, action.document.to_xml())
+                await self.session.send_message(*self._status_message(action.document.to_xml()))
         self._arm()
+
+    def _status_message(self, document: bytes) -> tuple[str, bytes]:
+        """An isComposing document as sent: its content type and body."""
+        return ISCOMPOSING, document
 
     async def close(self) -> None:
         """BYE and close the MSRP session."""
@@ -159,9 +168,11 @@ class Chat:
         self.closed.set()
         if self._timer is not None:
             self._timer.cancel()
-        core = self._core
         self.service.chats.pop(self.id, None)
-        core.emit(ChatEnded(self.peer, core.aor, self.id, reason))
+        self._ended_event(reason)
+
+    def _ended_event(self, reason: str) -> None:
+        self._core.emit(ChatEnded(self.peer, self._core.aor, self.id, reason))
 
     def _on_msrp(self, message: ReceivedMessage) -> None:
         kind = (message.content_type or "").split(";", 1)[0].strip().lower()

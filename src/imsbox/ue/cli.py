@@ -5,9 +5,10 @@
 
 Commands: ``listen [--interactive]``, ``send TO TEXT``, ``chat TO``,
 ``send-file TO PATH``, ``retrieve-deferred`` (seed 003: register the cpm.deferred
-ICSI, fetch what the network stored while offline, exit). With ``--json`` every
-event is one JSON object per line on stdout (at least "event", "from", "to");
-otherwise one readable line.
+ICSI, fetch what the network stored while offline, exit), ``group-chat [--subject S]
+MEMBER...`` / ``group-chat --join URI`` (stdin lines are messages; ``/invite NAME``,
+``/remove NAME``, ``/leave``). With ``--json`` every event is one JSON object per line
+on stdout (at least "event", "from", "to"); otherwise one readable line.
 Diagnostics go to stderr. ``send``, ``chat`` and ``send-file`` report the
 notifications of what they sent themselves; ``listen`` reports every one.
 
@@ -45,9 +46,15 @@ from .client import (
     FileOffer,
     FileProgress,
     FileReceived,
+    GroupChat,
+    GroupJoined,
+    GroupLeft,
+    GroupMessage,
     MessageReceived,
     MessageStatus,
     Notification,
+    ParticipantJoined,
+    ParticipantLeft,
     RcsClient,
     RcsError,
     RcsEvent,
@@ -118,6 +125,15 @@ def _human(data: dict[str, Any]) -> str:
                                    f"{data['part']} for a resumed transfer"),
         "file_sent": lambda: (f"file {data['name']} to {recipient}: "
                               + ("confirmed" if data["ok"] else f"failed ({data['reason']})")),
+        GroupJoined.EVENT: lambda: (f"in group {data['conference']}"
+                                    + (f" \"{data['subject']}\"" if data["subject"] else "")
+                                    + f" ({data['how']}): {', '.join(data['participants'])}"),
+        ParticipantJoined.EVENT: lambda: f"{sender} joined {data['conference']}",
+        ParticipantLeft.EVENT: lambda: f"{sender} left {data['conference']} ({data['reason']})",
+        GroupMessage.EVENT: lambda: f"[{data['conference']}] {sender}: {data['text']}",
+        GroupLeft.EVENT: lambda: f"out of group {data['conference']}: {data['reason']}",
+        "refer_result": lambda: (f"{data['action']} {recipient}: "
+                                 + ("done" if data["ok"] else f"failed ({data['reason']})")),
     }
     text = texts.get(kind)
     return text() if text else json.dumps(data, ensure_ascii=False)
@@ -138,7 +154,8 @@ def _positive(text: str) -> float:
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ue`` on an argparse subparsers object."""
     ue: argparse.ArgumentParser = subparsers.add_parser(
-        "ue", help="an RCS client: listen, send, chat, send-file, retrieve-deferred",
+        "ue", help="an RCS client: listen, send, chat, send-file, retrieve-deferred, "
+                   "group-chat",
         description="Register as NAME and send or receive RCS messages, chats and files.")
     ue.add_argument("--user", required=True, help="user name (identity sip:NAME@DOMAIN)")
     ue.add_argument("--password", required=True, help="the subscriber's password")
@@ -178,6 +195,16 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         description="Register with the cpm.deferred ICSI (nothing is pushed then) and fetch "
                     "the stored messages from the deferred-messages PSI (seed 003), oldest "
                     "first; each is printed and removed from the store as taken.")
+    group = commands.add_parser(
+        "group-chat", help="a group chat: each stdin line is a message",
+        description="Start an ad-hoc group with MEMBERs, or --join a conference or "
+                    "pre-defined group by its URI. Each stdin line is a message; "
+                    "/invite NAME, /remove NAME and /leave act on the group.")
+    group.add_argument("members", metavar="MEMBER", nargs="*",
+                       help="members of a new group (with --join: invited once in)")
+    group.add_argument("--subject", default=None, help="the new group's subject")
+    group.add_argument("--join", metavar="URI", default=None,
+                       help="join this conference / group URI instead of starting one")
     ue.set_defaults(run=run_ue)
     return ue
 
@@ -204,9 +231,12 @@ async def run_ue(args: argparse.Namespace) -> int:
     printer = Printer(args.json, sys.stdout, sys.stderr)
     command = {"listen": _listen, "send": _send, "chat": _chat,
                "send-file": _send_file, "retrieve-deferred": _retrieve_deferred,
-               }[args.ue_command]
+               "group-chat": _group_chat}[args.ue_command]
     if args.ue_command == "send-file" and not args.path.is_file():
         printer.error(f"{args.path}: no such file")
+        return EXIT_USAGE
+    if args.ue_command == "group-chat" and not args.members and not args.join:
+        printer.error("group-chat needs MEMBERs to start a group or --join URI")
         return EXIT_USAGE
     try:
         client = _client(args)
@@ -228,7 +258,7 @@ async def _print_events(client: RcsClient, printer: Printer,
     async for event in client.events():
         if not isinstance(event, Registered) or event.state != "registered":
             printer.event(event)
-        if mark_displayed and isinstance(event, (MessageReceived, ChatMessage)) \
+        if mark_displayed and isinstance(event, (MessageReceived, ChatMessage, GroupMessage)) \
                 and event.message_id:
             await client.mark_displayed(event.message_id)
 
@@ -478,3 +508,98 @@ def _bar(err: TextIO, name: str, done: int, total: int) -> None:
     err.write(f"\r{name} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
               f"{share * 100:5.1f}% {done}/{total} bytes")
     err.flush()
+
+
+# -- group chat --------------------------------------------------------------------------
+
+async def _group_chat(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
+    """``group-chat``: create or join, type lines until EOF or /leave, then leave."""
+    try:
+        if args.join:
+            group = await client.join_group(args.join)
+        else:
+            group = await client.create_group(args.members, args.subject)
+    except SendError as exc:
+        printer.error(_refusal(exc, args.join))
+        return EXIT_FAILED
+    lines, typed = _ChatLines(), _StdinLines()
+    refers: list[asyncio.Task[bool]] = []
+    if args.join:
+        refers += [asyncio.ensure_future(_refer(client, group, "/invite", m, printer))
+                   for m in args.members]
+    with stop_on_signals() as stop:
+        await _until(stop, asyncio.ensure_future(_print_events(client, printer)),
+                     asyncio.ensure_future(_group_lines(client, group, typed, lines, refers,
+                                                        printer)),
+                     asyncio.ensure_future(group.closed.wait()))
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(_all_delivered(client, lines.sent), LAST_NOTIFICATIONS)
+    if refers:
+        await asyncio.wait(refers, timeout=LAST_NOTIFICATIONS)
+    if group.closed.is_set():  # removed, or the conference ended: the rest is lost
+        await asyncio.sleep(0.2)
+        lines.not_sent.extend(t for t in typed.unread() if not t.startswith("/"))
+    await group.leave()
+    for event in client.pending_events():
+        if not isinstance(event, Registered):
+            printer.event(event)
+    if lines.not_sent:
+        printer.error(f"{len(lines.not_sent)} message(s) not sent"
+                      + (f" (out of the group: {group.end_reason})" if group.end_reason else ""))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _refusal(exc: SendError, join: str | None) -> str:
+    """What a refused create / join means to the user."""
+    what = f"cannot join {join}" if join else "cannot start the group"
+    if exc.status == 404:
+        return f"{what}: no such conference or group (404); it may have ended"
+    if exc.status == 403:
+        return f"{what}: not a member of that group (403)"
+    return f"{what}: {exc}"
+
+
+async def _group_lines(client: RcsClient, group: GroupChat, typed: _StdinLines,
+                       lines: _ChatLines, refers: list[asyncio.Task[bool]],
+                       printer: Printer) -> None:
+    """Each stdin line: a message, or /invite NAME, /remove NAME, /leave; EOF leaves."""
+    with contextlib.suppress(asyncio.TimeoutError):  # who is in first, then talk
+        await asyncio.wait_for(group.joined.wait(), LAST_NOTIFICATIONS * 2)
+    while (text := await typed.next()) is not None:
+        command, _, name = text.strip().partition(" ")
+        if not command:
+            continue
+        if command == "/leave":
+            return
+        if command in ("/invite", "/remove"):
+            if not name.strip():
+                printer.error(f"usage: {command} NAME")
+            else:
+                refers.append(asyncio.ensure_future(
+                    _refer(client, group, command, name.strip(), printer)))
+            continue
+        try:
+            await group.composing()
+            lines.sent.append(await group.send(text))
+        except SendError:
+            lines.not_sent.append(text)
+
+
+async def _refer(client: RcsClient, group: GroupChat, command: str, name: str,
+                 printer: Printer) -> bool:
+    """/invite or /remove: one ``refer_result`` line; a refusal also on stderr."""
+    target = client.resolve(name)
+    action = command[1:]
+    record: dict[str, Any] = {"event": "refer_result", "from": client.aor, "to": target,
+                              "action": action, "conference": group.conference}
+    try:
+        result = await (group.invite if action == "invite" else group.remove)(target)
+    except SendError as exc:
+        printer.error(f"{action} {target}: refused: {exc}")
+        printer.record({**record, "status": exc.status, "result": None, "ok": False,
+                        "reason": str(exc)})
+        return False
+    printer.record({**record, "status": result.status, "result": result.result,
+                    "ok": result.ok, "reason": result.reason})
+    return result.ok

@@ -2,9 +2,9 @@
 
 One client is one UE: it registers through the P-CSCF with the CPM feature
 tags, keeps the registration fresh, and sends and receives standalone
-messages (pager and large message mode), 1-to-1 chats and file transfers,
-with IMDN delivery/display notifications and isComposing (seeds 000, 001,
-003; docs/messaging.md)::
+messages (pager and large message mode), 1-to-1 chats, group chats and file
+transfers, with IMDN delivery/display notifications and isComposing (seeds
+000, 001, 002, 003; docs/messaging.md)::
 
     async with RcsClient("alice", "secret", "ims.test", pcscf=("127.0.0.1", 5060)) as ue:
         mid = await ue.send_message("bob", "hello")
@@ -14,8 +14,8 @@ with IMDN delivery/display notifications and isComposing (seeds 000, 001,
 
 The client is a facade over one service per job, sharing a :class:`UeCore`
 (ue/core.py): registration (ue/register.py), standalone messages
-(ue/messaging.py), chats (ue/chat.py), file transfer (ue/filetransfer.py) and
-notifications and statuses (ue/notify.py).
+(ue/messaging.py), chats (ue/chat.py), group chats (ue/group.py), file transfer
+(ue/filetransfer.py) and notifications and statuses (ue/notify.py).
 
 Everything the UE sends goes to the P-CSCF over the flow it registered on
 (TS 24.229 5.1.1.2): a request arriving on another flow would not be taken
@@ -63,9 +63,14 @@ from .events import (
     FileProgress,
     FileReceived,
     FileTransferResult,
+    GroupJoined,
+    GroupLeft,
+    GroupMessage,
     MessageReceived,
     MessageStatus,
     Notification,
+    ParticipantJoined,
+    ParticipantLeft,
     RcsError,
     RcsEvent,
     Registered,
@@ -74,15 +79,17 @@ from .events import (
     resolve_target,
 )
 from .filetransfer import FileTransfers, Progress, cpim_part
+from .group import GroupChat, GroupService, ReferResult, focus_of
 from .messaging import Messaging
 from .notify import Notifications
 from .register import Registration, RegistrationService
 
 __all__ = [
     "CallEvent", "Chat", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
-    "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "MessageReceived",
-    "MessageStatus", "Notification", "RcsClient", "RcsError", "RcsEvent", "Registered",
-    "RegistrationError", "SendError", "resolve_target",
+    "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "GroupChat",
+    "GroupJoined", "GroupLeft", "GroupMessage", "MessageReceived", "MessageStatus",
+    "Notification", "ParticipantJoined", "ParticipantLeft", "RcsClient", "RcsError", "RcsEvent",
+    "ReferResult", "Registered", "RegistrationError", "SendError", "resolve_target",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,7 +103,8 @@ class RcsClient:
     ``report_all_notifications``: also report IMDNs for messages this client
     did not send (``imsbox ue listen``); by default only its own.
     ``deferred_retrieval``: register the cpm.deferred ICSI too, so the network keeps
-    messages stored while offline until ``retrieve_deferred()`` (seed 003)."""
+    messages stored while offline until ``retrieve_deferred()`` (seed 003).
+    ``accept_groups``: join the group chats the network invites us to (else 486)."""
 
     def __init__(self, user: str, password: str, domain: str = "ims.test",
                  pcscf: tuple[str, int] = ("127.0.0.1", 5060), transport: str = "udp",
@@ -106,7 +114,7 @@ class RcsClient:
                  ssl_context: ssl.SSLContext | None = None,
                  max_file_size: int | None = None, report_all_notifications: bool = False,
                  answer_timeout: float = ANSWER_TIMEOUT,
-                 deferred_retrieval: bool = False) -> None:
+                 deferred_retrieval: bool = False, accept_groups: bool = True) -> None:
         if transport not in TRANSPORTS:
             raise RcsError(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.user, self.password, self.domain = user, password, domain
@@ -129,6 +137,7 @@ class RcsClient:
         self.notifications = Notifications(self.core, report_all_notifications)
         self.messaging = Messaging(self.core, self.notifications)
         self.chat_service = ChatService(self.core, self.notifications, accept_chats)
+        self.group_service = GroupService(self.core, self.notifications, accept_groups)
         self.files = FileTransfers(self.core, self.notifications,
                                    Path(downloads) if downloads is not None else None,
                                    max_file_size)
@@ -193,6 +202,7 @@ class RcsClient:
     async def close(self) -> None:
         """End chats, de-register (best effort), close every socket."""
         await self.chat_service.close()
+        await self.group_service.close()
         tasks = list(self.core.tasks)
         for task in tasks:
             task.cancel()
@@ -334,6 +344,26 @@ class RcsClient:
         return await self.files.send(self.resolve(to), Path(path), progress, resume=resume,
                                      transfer_id=transfer_id)
 
+    # -- group chats (ue/group.py) ---------------------------------------------------------
+    @property
+    def groups(self) -> dict[str, GroupChat]:
+        """The group chats we are in, by Call-ID."""
+        return self.group_service.groups
+
+    async def create_group(self, members: list[str], subject: str | None = None) -> GroupChat:
+        """An ad-hoc group chat: INVITE the conference factory with the members as a
+        recipient list (RFC 5366); the focus invites each. SendError if refused."""
+        return await self.group_service.create([self.resolve(m) for m in members], subject)
+
+    async def join_group(self, uri: str) -> GroupChat:
+        """Join a conference or pre-defined group by its URI (TS 24.247 A.5.1);
+        SendError 404 when it does not exist, 403 when we may not join it."""
+        return await self.group_service.join(self.resolve(uri))
+
+    async def rejoin_group(self, group: GroupChat) -> GroupChat:
+        """Back into a group left earlier; restarted when it has ended meanwhile (404)."""
+        return await self.group_service.rejoin(group)
+
     # -- incoming INVITEs ----------------------------------------------------------------
     async def _on_call(self, call: Call) -> None:
         self.core.spawn(self._incoming(call))
@@ -356,6 +386,9 @@ class RcsClient:
             self.core.emit(CallEvent(peer, self.aor, call.call_id,
                                      [m.media for m in offer.media]))
             call.reject(486)
+            return
+        if focus_of(request) is not None:  # a conference focus invites us (RFC 4579)
+            await self.group_service.incoming(call, peer, offer)
             return
         service = classify(request) or _service_by_sdp(offer, media)
         if service is CpmService.FILETRANSFER and media.file_selector is not None:

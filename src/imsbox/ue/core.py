@@ -183,11 +183,13 @@ class UeCore:
     async def invite(self, target: str, offer: bytes, service: CpmService,
                      conversation_id: str | None = None,
                      content_type: str | None = None, headers: Iterable[Header] = ()) -> Call:
-        """INVITE (the CPM headers, then ``headers``) and wait for the final response;
+        """INVITE (the CPM headers, then ``headers``; one of those named in ``headers``,
+        e.g. a rejoin's Contribution-ID, is replaced) and wait for the final response;
         SendError unless 2xx."""
         assert self.ua is not None
         call = await self.ua.invite(target, offer,
-                                    [*self.cpm_headers(service, conversation_id), *headers],
+                                    overridden(self.cpm_headers(service, conversation_id),
+                                               headers),
                                     content_type=content_type, origin=self.origin(service))
         final = await call.wait_final()
         if final is None or not 200 <= final.status < 300:
@@ -274,6 +276,13 @@ class UeCore:
             await asyncio.wait_for(call.bye(), 5)
         if session is not None:
             await session.close()
+
+
+def overridden(defaults: Iterable[Header], headers: Iterable[Header]) -> list[Header]:
+    """``defaults`` without those ``headers`` name, then ``headers``."""
+    extra = list(headers)
+    names = {name.lower() for name, _ in extra}
+    return [h for h in defaults if h[0].lower() not in names] + extra
 
 
 async def _cannot_recover() -> bool:

@@ -15,10 +15,10 @@ from ..sip.uri import UriError, parse_uri
 
 __all__ = [
     "CallEvent", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
-    "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "MessageReceived",
-    "MessageStatus", "Notification", "RcsError", "RcsEvent", "Registered", "RegistrationError",
-    "SendError",
-    "resolve_target",
+    "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "GroupJoined",
+    "GroupLeft", "GroupMessage", "MessageReceived", "MessageStatus", "Notification",
+    "ParticipantJoined", "ParticipantLeft", "RcsError", "RcsEvent", "Registered",
+    "RegistrationError", "SendError", "resolve_target",
 ]
 
 _E164 = re.compile(r"\+[0-9]{3,15}")
@@ -200,6 +200,62 @@ class Registered(RcsEvent):
     expires: int
     status: int | None = None
     EVENT: ClassVar[str] = "registration"
+
+
+@dataclass(slots=True)
+class GroupJoined(RcsEvent):
+    """We are in a group chat (from: the inviter, else the conference): who is in it
+    (the first conference-info, RFC 4575); ``how`` "created", "joined" or "invited"."""
+
+    conference: str
+    participants: list[str]
+    subject: str | None
+    how: str
+    group_id: str
+    conversation_id: str | None
+    EVENT: ClassVar[str] = "group_joined"
+
+
+@dataclass(slots=True)
+class ParticipantJoined(RcsEvent):
+    """Someone (from) came into the group chat."""
+
+    conference: str
+    display_name: str | None
+    group_id: str
+    EVENT: ClassVar[str] = "participant_joined"
+
+
+@dataclass(slots=True)
+class ParticipantLeft(RcsEvent):
+    """Someone (from) left the group chat: ``reason`` "departed", "booted" (removed),
+    "failed" or "busy" (RFC 4575 disconnection-method)."""
+
+    conference: str
+    reason: str
+    group_id: str
+    EVENT: ClassVar[str] = "participant_left"
+
+
+@dataclass(slots=True)
+class GroupMessage(RcsEvent):
+    """A message in a group chat; from is its original sender (CPIM From)."""
+
+    conference: str
+    text: str
+    message_id: str | None
+    group_id: str
+    EVENT: ClassVar[str] = "group_message"
+
+
+@dataclass(slots=True)
+class GroupLeft(RcsEvent):
+    """Our part in the group chat ended: we left, were removed or it ended."""
+
+    conference: str
+    reason: str
+    group_id: str
+    EVENT: ClassVar[str] = "group_left"
 
 
 @dataclass(slots=True)

@@ -153,12 +153,18 @@ class Notifications:
             event = MessageReceived(peer, core.aor, text, message_id, cpim.content_type or "",
                                     mode, conversation_id)
         core.emit(event)
+        self.acknowledge(cpim, peer, chat, conversation_id)
+        return event
+
+    def acknowledge(self, cpim: CpimMessage, peer: str, chat: Chat | None,
+                    conversation_id: str | None) -> None:
+        """A message received (and reported): kept for its display notification, its
+        delivery notification sent now when the sender asked for one."""
         received = self.remember(cpim, peer, chat, conversation_id)
         if received is not None and NotificationRequest.POSITIVE_DELIVERY in \
                 requested_notifications(cpim):
-            received.delivery = core.spawn(self.send_imdn(
+            received.delivery = self.core.spawn(self.send_imdn(
                 received, DispositionType.DELIVERY, ImdnStatus.DELIVERED))
-        return event
 
     async def settle(self, timeout: float) -> None:
         """Wait (at most ``timeout``) for the delivery notifications still going out."""

@@ -79,7 +79,8 @@ max_expires = 600000
     assert c.conference_as.uri == "sip:[::1]:7100" and c.conference_as.transports == ("tcp",)
     assert c.registrar.max_expires == 600000
     # default iFCs and PSIs follow the configured domain and AS addresses
-    assert {i.application_server.server_name for i in c.ifcs} == {"sip:127.0.0.1:7000"}
+    assert {i.application_server.server_name for i in c.ifcs} == {"sip:127.0.0.1:7000",
+                                                                  "sip:[::1]:7100"}
     assert c.psis[0].pattern == "sip:conf-*@example.net" and c.psis[0].as_uri == "sip:[::1]:7100"
 
 
@@ -252,3 +253,21 @@ def test_security_and_login_errors_name_the_key(tmp_path: Path, text: str, key: 
                                                 hint: str) -> None:
     with pytest.raises(ConfigError, match=f"imsbox.toml: {key}: .*{hint}"):
         load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("uri, headers, case", [
+    ("sip:conf-factory@ims.test", [("P-Asserted-Service", PAS_SESSION)], SessionCase.ORIGINATING),
+    ("sip:group-team@ims.test", [("Accept-Contact", AC_MSG)], SessionCase.ORIGINATING),
+    ("sip:bob@ims.test", [("P-Asserted-Service", PAS_SESSION),
+                          ("P-Asserted-Identity", "<sip:conf-1a2b@ims.test>")],
+     SessionCase.TERMINATING_REGISTERED),
+])
+def test_default_ifcs_leave_conference_traffic_alone(uri: str, headers: list,
+                                                     case: SessionCase) -> None:
+    """Requests to a conference PSI, and a focus's invitations, are the conference
+    AS's: the messaging AS would anchor them (or answer 420 to recipient-list-invite)."""
+    c = load_config()
+    assert matching_ifcs(c.ifcs, RequestView("INVITE", uri, headers), case) == []
+    user = RequestView("INVITE", "sip:bob@ims.test", [("P-Asserted-Service", PAS_SESSION),
+                                                     ("P-Asserted-Identity", "<sip:alice@ims.test>")])
+    assert [i.priority for i in matching_ifcs(c.ifcs, user, case)] in ([10], [20])

@@ -91,10 +91,11 @@ class InviteConfig:
     session_timer: SessionTimerConfig | None = field(default_factory=SessionTimerConfig)
     allow: tuple[str, ...] = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE")
     accept: tuple[str, ...] = (SDP,)
+    extensions: tuple[str, ...] = ()   # further option tags served (recipient-list-invite)
 
     @property
     def supported(self) -> list[str]:
-        out = []
+        out = list(self.extensions)
         if self.reliable_provisionals is not Reliability.NONE:
             out.append("100rel")
         if self.session_timer is not None:
@@ -249,6 +250,7 @@ class InviteSession:
         self.role = role
         self.invite = invite
         self.local_contact = local_contact
+        self.local_contact_params = ""  # Contact header parameters (``;isfocus``)
         self.config = config or InviteConfig()
         self.offer_answer: OfferAnswer = offer_answer or StaticOfferAnswer()
         self.rng = rng or random.Random()
@@ -378,7 +380,7 @@ class InviteSession:
                                          content_type=SDP if body else None)
         if (100 < status < 300 and self.local_contact is not None
                 and request.method in TARGET_REFRESH_METHODS):
-            response.add_header("Contact", f"<{self.local_contact}>")
+            response.add_header("Contact", f"<{self.local_contact}>{self.local_contact_params}")
         if 100 < status < 300 and request.method in ("INVITE", "UPDATE"):
             response.add_header("Allow", ", ".join(self.config.allow))
             if self.config.supported:

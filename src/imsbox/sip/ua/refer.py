@@ -591,7 +591,8 @@ class EventAgent:
                 refer_watch = self._refer_watches.get(id(referral))
                 if refer_watch is not None and not refer_watch.answered.done():
                     refer_watch.answered.set_result(response)
-                if refer_watch is not None and (response.status >= 300 or referral.subscription is None):
+                if refer_watch is not None and (response.status >= 300 or referral.subscription is None
+                                                or refer_watch.done.done()):
                     self._refer_done(referral, None)
             case ReferProgress(referral=referral):
                 if (progress_watch := self._refer_watches.get(id(referral))) is not None:
@@ -600,10 +601,12 @@ class EventAgent:
                         self._refer_done(referral, event)
 
     def _refer_done(self, referral: Referral, progress: ReferProgress | None) -> None:
-        watch = self._refer_watches.pop(id(referral), None)
-        self._flows.pop(referral.request.call_id, None)
+        watch = self._refer_watches.get(id(referral))
         if watch is not None and not watch.done.done():
             watch.done.set_result(progress)
+        if watch is None or watch.answered.done():  # the final NOTIFY may overtake the 2xx
+            self._refer_watches.pop(id(referral), None)
+            self._flows.pop(referral.request.call_id, None)
 
     def _notifier_event(self, event: object) -> None:
         match event:

@@ -55,7 +55,7 @@ class Origin:
     contact: Uri
     route: tuple[str, ...] = ()
     flow: Flow | None = None
-    contact_params: str = ""
+    contact_params: str = ""       # Contact header parameters, e.g. ``;isfocus``
 
     @property
     def contact_address(self) -> NameAddr:
@@ -234,13 +234,17 @@ class UserAgent:
         return self._by_session.get(usage) if isinstance(usage, InviteSession) else None
 
     # -- incoming -------------------------------------------------------------
-    def new_call(self, ctx: ServerContext) -> None:
-        """13.3.1: a new INVITE becomes a Call for ``on_call`` (or ``incoming``)."""
+    def new_call(self, ctx: ServerContext, contact: Uri | None = None,
+                 contact_params: str = "") -> None:
+        """13.3.1: a new INVITE becomes a Call for ``on_call`` (or ``incoming``).
+        ``contact`` / ``contact_params``: this call's Contact instead of the UA's
+        (a focus answers with the conference URI and ``;isfocus``)."""
         request = ctx.request
         oa = self._offer_answer(b"")
         secure = ctx.flow.transport == "tls" and request.uri.scheme == "sips"
         session = InviteSession.incoming(request, self._now(), self.config, oa,
-                                         local_contact=self.contact, secure=secure)
+                                         local_contact=contact or self.contact, secure=secure)
+        session.local_contact_params = contact_params
         call = Call(self, session)
         self._by_session[session] = call
         call._servers[("INVITE", request.cseq.seq)] = ctx
