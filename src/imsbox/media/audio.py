@@ -159,7 +159,7 @@ class WavSink:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
-        self._wave = wave.open(os.fspath(path), "wb")
+        self._wave = wave.open(os.fspath(path), "wb")  # noqa: SIM115 - closed by close()
         self._wave.setnchannels(1)
         self._wave.setsampwidth(2)
         self._wave.setframerate(RATE)

@@ -64,10 +64,7 @@ def alaw_from_linear(sample: int) -> int:
 def linear_from_alaw(code: int) -> int:
     code ^= 0x55
     exponent, mantissa = (code >> 4) & 0x07, code & 0x0F
-    if exponent == 0:
-        magnitude = (mantissa << 4) + 8
-    else:
-        magnitude = ((mantissa << 4) + 0x108) << (exponent - 1)
+    magnitude = (mantissa << 4) + 8 if exponent == 0 else ((mantissa << 4) + 0x108) << (exponent - 1)
     return magnitude if code & 0x80 else -magnitude
 
 
@@ -106,20 +103,21 @@ table_alaw_decode = _table_decoder("a")
 _audioop = load_audioop()
 BACKEND = "audioop" if _audioop is not None else "tables"
 
+def _audioop_codec(name: str) -> Callable[[bytes], bytes]:
+    function = getattr(_audioop, name)
+
+    def codec(data: bytes) -> bytes:
+        return bytes(function(data, 2))
+    return codec
+
+
+ulaw_encode: Callable[[bytes], bytes]
+ulaw_decode: Callable[[bytes], bytes]
+alaw_encode: Callable[[bytes], bytes]
+alaw_decode: Callable[[bytes], bytes]
 if _audioop is not None:
-    _ao = _audioop
-
-    def ulaw_encode(pcm: bytes) -> bytes:
-        return _ao.lin2ulaw(pcm, 2)
-
-    def ulaw_decode(data: bytes) -> bytes:
-        return _ao.ulaw2lin(data, 2)
-
-    def alaw_encode(pcm: bytes) -> bytes:
-        return _ao.lin2alaw(pcm, 2)
-
-    def alaw_decode(data: bytes) -> bytes:
-        return _ao.alaw2lin(data, 2)
+    ulaw_encode, ulaw_decode = _audioop_codec("lin2ulaw"), _audioop_codec("ulaw2lin")
+    alaw_encode, alaw_decode = _audioop_codec("lin2alaw"), _audioop_codec("alaw2lin")
 else:
     ulaw_encode, ulaw_decode = table_ulaw_encode, table_ulaw_decode
     alaw_encode, alaw_decode = table_alaw_encode, table_alaw_decode

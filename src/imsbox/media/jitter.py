@@ -156,6 +156,7 @@ class Concealer:
     def conceal(self) -> bytes:
         self.concealed += 1
         self._missing += 1
-        if self._last is None or self._missing > self.repeats or len(self._last) != 2 * self.samples_per_frame:
+        size = 2 * self.samples_per_frame
+        if self._last is None or self._missing > self.repeats or len(self._last) != size:
             return silence(self.samples_per_frame)
         return scale(self._last, 0.5 ** self._missing)

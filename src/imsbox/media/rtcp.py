@@ -253,9 +253,14 @@ class ReceptionStats:
     last_sr: int = 0               # middle 32 bits of the last SR's NTP timestamp
     last_sr_time: float | None = None
 
-    def received(self, seq: int, rtp_timestamp: int, arrival: float) -> int | None:
-        """Note an RTP packet that arrived at ``arrival`` (seconds, any monotonic clock)."""
+    def received(self, seq: int, rtp_timestamp: int, arrival: float, timed: bool = True) -> int | None:
+        """Note an RTP packet that arrived at ``arrival`` (seconds, any monotonic clock).
+
+        ``timed=False`` for packets whose timestamp is not their sampling
+        instant (RFC 4733 events keep the event's start): no jitter sample."""
         extended = self.sequence.update(seq)
+        if not timed:
+            return extended
         transit = int(arrival * self.clock_rate) - rtp_timestamp
         if self._transit is not None:
             d = abs((transit - self._transit + (1 << 31)) % (1 << 32) - (1 << 31))

@@ -34,8 +34,8 @@ import socket
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 from ..sdp import Direction
 from . import g711
@@ -102,7 +102,7 @@ class MediaClock:
     counted in ``skipped``).
     """
 
-    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = \
+    _clocks: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock]] = \
         weakref.WeakKeyDictionary()
 
     def __init__(self, ptime: int = 20, max_catch_up: int = 5) -> None:
@@ -325,7 +325,7 @@ class RtpSession:
         if decode is None and pt != params.telephone_event:
             self.stats.unknown_payload += 1
             return
-        self.reception.received(packet.sequence, packet.timestamp, now)
+        self.reception.received(packet.sequence, packet.timestamp, now, timed=decode is not None)
         if decode is None:
             self._dtmf(packet)
             return
