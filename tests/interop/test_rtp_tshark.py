@@ -11,6 +11,7 @@ be flagged malformed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_rtp_and_rtcp_decode_cleanly(capture) -> None:
         assert len(stream) >= 150
         assert len({f["rtp.ssrc"][0] for f in stream}) == 1
         seqs = [int(f["rtp.seq"][0]) for f in stream]
-        assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
+        assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs))
         assert {f["rtp.p_type"][0] for f in stream} >= {audio_pt}
     assert {f["rtp.p_type"][0] for f in to_b} == {"8", "101"}   # A's DTMF goes as events
     events = cap.count("rtpevent.event_id", decode_as=decode)

@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 __all__ = ["MediaClock", "RtpSession", "RtpStats"]
 
 Address = tuple[Any, ...]
+_MAX_READS = 64          # datagrams per readiness event, so one busy socket cannot starve the rest
+_MAX_DATAGRAM = 2048
 
 
 @dataclass(slots=True)
@@ -83,6 +85,7 @@ class RtpStats:
     malformed: int = 0
     unexpected_source: int = 0
     unknown_payload: int = 0
+    send_errors: int = 0
     dtmf_sent: int = 0
     dtmf_received: int = 0
     rtcp_sent: int = 0
@@ -159,21 +162,6 @@ class MediaClock:
         self._handle = loop.call_at(self._next, self._tick)
 
 
-class _Rtp(asyncio.DatagramProtocol):
-    def __init__(self, session: RtpSession, rtcp: bool) -> None:
-        self.session = session
-        self.rtcp = rtcp
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        if self.rtcp:
-            self.session.rtcp_received(data, addr)
-        else:
-            self.session.datagram_received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("RTP socket error: %s", exc)  # ICMP port unreachable while the peer is gone
-
-
 class RtpSession:
     """One audio stream; see the module docstring."""
 
@@ -212,8 +200,7 @@ class RtpSession:
         self._event_ts = 0
         self._sending = False
         self._ticks = 0
-        self._transport: asyncio.DatagramTransport | None = None
-        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
     @classmethod
@@ -229,12 +216,13 @@ class RtpSession:
         return session
 
     async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Rtp(self, rtcp=False), sock=self._rtp_sock)
+        # Our own readers rather than asyncio transports: a transport reads one datagram
+        # per readiness event, so a clock catching up (several frames per socket at once)
+        # would let the socket buffers overflow; a reader drains its socket each time.
+        self._loop = loop = asyncio.get_running_loop()
+        loop.add_reader(self._rtp_sock.fileno(), self._drain, self._rtp_sock, self.datagram_received)
         if self._rtcp_sock is not None:
-            self._rtcp_transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Rtp(self, rtcp=True), sock=self._rtcp_sock)
+            loop.add_reader(self._rtcp_sock.fileno(), self._drain, self._rtcp_sock, self.rtcp_received)
         if self.clock is None:
             self.clock = MediaClock.for_loop()
         self.clock.attach(self)
@@ -286,6 +274,18 @@ class RtpSession:
         self.dtmf_sender.send(digits, duration_ms)
 
     # --- receive path ----------------------------------------------------------------
+
+    @staticmethod
+    def _drain(sock: socket.socket, handle: Callable[[bytes, Address], None]) -> None:
+        for _ in range(_MAX_READS):
+            try:
+                data, addr = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:   # ICMP port unreachable while the peer is gone
+                log.debug("RTP socket error: %s", exc)
+                continue
+            handle(data, addr)
 
     def _accept(self, addr: Address) -> bool:
         if self._expect_host is None or _normal_host(addr[0]) != self._expect_host:
@@ -390,8 +390,8 @@ class RtpSession:
             self._send_report(now)
 
     def _send_tick(self, params: AudioParams, samples: int) -> None:
-        transport, to = self._transport, self._send_to
-        if not params.direction.sends or transport is None or to is None:
+        to = self._send_to
+        if not params.direction.sends or to is None:
             self.packetizer.skip()
             self._sending = False
             return
@@ -405,7 +405,7 @@ class RtpSession:
                 if new:
                     self._event_ts = self.packetizer.timestamp
                     self.stats.dtmf_sent += 1
-                self._send(transport, to, self.packetizer.raw(payload, params.telephone_event,
+                self._send(to, self.packetizer.raw(payload, params.telephone_event,
                                                               self._event_ts, marker), len(payload))
                 self.packetizer.skip()
                 return
@@ -416,10 +416,15 @@ class RtpSession:
                 return
             frame = silence(samples)
         payload = self._encode(frame)
-        self._send(transport, to, self.packetizer.packet(payload), len(payload))
+        self._send(to, self.packetizer.packet(payload), len(payload))
 
-    def _send(self, transport: asyncio.DatagramTransport, to: Address, data: bytes, size: int) -> None:
-        transport.sendto(data, to)
+    def _send(self, to: Address, data: bytes, size: int) -> None:
+        try:
+            self._rtp_sock.sendto(data, to)
+        except OSError as exc:   # a full send buffer or an ICMP error: the frame is gone
+            self.stats.send_errors += 1
+            log.debug("RTP send to %s failed: %s", to, exc)
+            return
         self.stats.packets_sent += 1
         self.stats.bytes_sent += size
         if self.on_sent is not None:
@@ -459,11 +464,17 @@ class RtpSession:
 
     def _send_rtcp(self, data: bytes) -> None:
         params = self.params
-        transport = self._transport if params is not None and params.rtcp_mux else self._rtcp_transport
-        to = self._send_to if params is not None and params.rtcp_mux else self._rtcp_to
-        if transport is None or to is None:
+        mux = params is not None and params.rtcp_mux
+        sock = self._rtp_sock if mux or self._rtcp_sock is None else self._rtcp_sock
+        to = self._send_to if mux else self._rtcp_to
+        if to is None:
             return
-        transport.sendto(data, to)
+        try:
+            sock.sendto(data, to)
+        except OSError as exc:
+            self.stats.send_errors += 1
+            log.debug("RTCP send to %s failed: %s", to, exc)
+            return
         self.stats.rtcp_sent += 1
 
     def update_stats(self) -> RtpStats:
@@ -488,9 +499,11 @@ class RtpSession:
         self.closed = True
         if self.clock is not None:
             self.clock.detach(self)
-        for transport in (self._transport, self._rtcp_transport):
-            if transport is not None:
-                transport.close()
+        for sock in (self._rtp_sock, self._rtcp_sock):
+            if sock is not None:
+                if self._loop is not None:
+                    self._loop.remove_reader(sock.fileno())
+                sock.close()
         if self.allocator is not None:
             self.allocator.release(self.local_port)
         await asyncio.sleep(0)
