@@ -205,3 +205,30 @@ def test_rtcp_mux_and_port_allocator() -> None:
         for s in (*sessions, again):
             await s.close()
     run(main())
+
+
+def test_three_way_mix_minus_through_a_mixer() -> None:
+    """C mixes for A and B (the UE's 3-way call): each hears the others, not itself."""
+    async def main() -> None:
+        from imsbox.media import MediaClock, Mixer
+        clock = MediaClock.for_loop()
+        mixer = Mixer()
+        mixer.add_source(ToneSource(1400))                    # C's own voice
+        clock.hooks.append(lambda: mixer.tick(160))
+        a, b = await RtpSession.open(), await RtpSession.open()
+        ca, cb = await RtpSession.open(), await RtpSession.open()   # C's two legs
+        a.source, b.source = ToneSource(600), ToneSource(1000)
+        a.sink, b.sink = Recorder(), Recorder()
+        for leg in (ca, cb):
+            leg.sink = leg.source = mixer.port()
+        for x, y in ((a, ca), (b, cb)):
+            x.configure(AudioParams("127.0.0.1", y.local_port))
+            y.configure(AudioParams("127.0.0.1", x.local_port))
+        await asyncio.sleep(1.5)
+        for s in (a, b, ca, cb):
+            await s.close()
+        clock.hooks.clear()
+        for rec, own, others in ((a.sink, 600, (1000, 1400)), (b.sink, 1000, (600, 1400))):
+            assert all(tone_present(rec.pcm, f, threshold=0.2) for f in others)
+            assert not tone_present(rec.pcm, own, threshold=0.05, min_windows=1)
+    run(main())

@@ -112,6 +112,7 @@ class MediaClock:
         self.interval = ptime / 1000
         self.max_catch_up = max_catch_up
         self.sessions: list[RtpSession] = []
+        self.hooks: list[Callable[[], None]] = []   # run first in each tick (a Mixer's tick)
         self.ticks = 0
         self.skipped = 0
         self.late_ticks = 0
@@ -153,6 +154,8 @@ class MediaClock:
         wall = time.monotonic()
         for _ in range(due):
             self.ticks += 1
+            for hook in list(self.hooks):
+                hook()
             for session in list(self.sessions):
                 try:
                     session.tick(wall)
