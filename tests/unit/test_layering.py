@@ -39,8 +39,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "rcs": PROTOCOL,
     "config": PROTOCOL | {"store"},   # value types such as transport Limits
     "ims": PROTOCOL | {"store", "config"},
-    "apps": PROTOCOL | {"rcs", "store", "config"},
-    "ue": PROTOCOL | {"rcs", "runtime"},
+    "apps": PROTOCOL | {"rcs", "store", "config", "media"},
+    "media": frozenset({"sdp", "errors"}),   # RTP audio; ue and apps build on it
+    "ue": PROTOCOL | {"rcs", "runtime", "media"},
     "serve": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps"},
     "cli": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ue", "serve"},
 }

@@ -51,8 +51,11 @@ Offer/answer::
     answer(offer: SessionDescription, caps: LocalCapabilities) -> SessionDescription
 
 One answer m= line per offered m= line, same order; unsupported streams get
-port 0 (``reject(m)``).  Audio (RTP/AVP): offered formats we support, in offer
-order, keeping the offer's payload numbers; telephone-event alone is rejected.
+port 0 (``reject(m)``).  Audio (RTP/AVP): offered formats we support, in our
+``audio_codecs`` order (``audio_order="offer"``: the offer's), keeping the offer's
+payload numbers; telephone-event alone is rejected; an offer whose only
+streams are audio without a common codec raises ``NoCommonCodec`` (488, its
+``codecs`` list ours).
 Direction mirrors the offer, limited by local preference; c=0.0.0.0 counts as
 a sendonly offer.  Message (TCP/MSRP, TCP/TLS/MSRP): accept-types and
 accept-wrapped-types are the local entries overlapping offered ones (``*``
@@ -63,6 +66,15 @@ file-transfer-id are mirrored, file-range added on a push if the offer has
 one or caps ask.  ``LocalCapabilities``, ``Codec`` (PCMU, PCMA,
 TELEPHONE_EVENT), ``offered_direction``, ``answer_direction``,
 ``intersect_types``, ``media_type_matches``, ``msrp_uri_port`` are public too.
+
+The offerer side, audio::
+
+    audio_offer(caps, direction=None, previous=None) -> SessionDescription
+
+PCMU 0, PCMA 8, telephone-event 101 (fmtp 0-15) by default, ptime, direction;
+``previous`` makes it a re-offer keeping o= with the version rules of RFC 3264
+section 8 (``next_version``).  ``hold_direction(d)``/``resume_direction(d)``:
+sendrecv <-> sendonly, recvonly <-> inactive.
 """
 
 from .attributes import (
@@ -75,7 +87,7 @@ from .attributes import (
     RtpMap,
     Setup,
 )
-from .errors import SdpError, SdpProtocolError, SdpUsageError
+from .errors import NoCommonCodec, SdpError, SdpProtocolError, SdpUsageError
 from .model import (
     STATIC_PAYLOAD_TYPES,
     Attribute,
@@ -94,6 +106,10 @@ from .offer_answer import (
     Codec,
     LocalCapabilities,
     answer,
+    audio_offer,
+    hold_direction,
+    next_version,
+    resume_direction,
     answer_direction,
     intersect_types,
     media_type_matches,
@@ -109,4 +125,5 @@ __all__ = [
     "SessionDescription",
     "Setup", "TELEPHONE_EVENT", "Timing", "answer", "answer_direction", "intersect_types",
     "media_type_matches", "msrp_uri_port", "offered_direction", "parse", "reject",
+    "NoCommonCodec", "audio_offer", "hold_direction", "next_version", "resume_direction",
 ]

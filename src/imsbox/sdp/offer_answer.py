@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .attributes import Direction, FileRange, RtpMap, Setup
-from .errors import SdpError
+from .errors import NoCommonCodec, SdpError, SdpUsageError
 from .model import Attribute, Connection, MediaDescription, Origin, SessionDescription, Timing
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Codec:
 
 PCMU = Codec("PCMU", 8000, payload_type=0)
 PCMA = Codec("PCMA", 8000, payload_type=8)
-TELEPHONE_EVENT = Codec("telephone-event", 8000, fmtp="0-16")
+TELEPHONE_EVENT = Codec("telephone-event", 8000, fmtp="0-15")  # the DTMF events (RFC 4733 3.2)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -67,6 +67,9 @@ class LocalCapabilities:
     audio_codecs: Sequence[Codec] = (PCMU, PCMA, TELEPHONE_EVENT)
     audio_direction: Direction = Direction.SENDRECV
     ptime: int | None = None
+    # RFC 3264 6.1 recommends the offer's order; "local" lists the offered formats in
+    # audio_codecs order, so the peer sends with our preferred codec.
+    audio_order: str = "local"
     # message (MSRP)
     msrp_path: Sequence[str] | PathFactory | None = None   # None: reject message media
     msrp_port: int | None = None           # default: port of our own (last) path URI
@@ -102,7 +105,26 @@ def answer(offer: SessionDescription, caps: LocalCapabilities) -> SessionDescrip
     )
     for index, offered in enumerate(offer.media):
         sd.media.append(_answer_media(offer, index, offered, caps))
+    if all(m.is_rejected for m in sd.media) and caps.audio_port is not None and any(
+            _is_audio(m) and not m.is_rejected and not _has_audio_codec(m, caps) for m in offer.media):
+        raise NoCommonCodec([_codec_name(c) for c in caps.audio_codecs])
     return sd
+
+
+def _is_audio(m: MediaDescription) -> bool:
+    return m.media == "audio" and m.proto.upper() == "RTP/AVP"
+
+
+def _has_audio_codec(offered: MediaDescription, caps: LocalCapabilities) -> bool:
+    try:
+        chosen = _intersect_codecs(offered, caps.audio_codecs, "offer")
+    except SdpError:
+        return False
+    return any(not codec.is_telephone_event for _, _, codec in chosen)
+
+
+def _codec_name(codec: Codec) -> str:
+    return f"{codec.encoding_name}/{codec.clock_rate}"
 
 
 def _answer_media(offer: SessionDescription, index: int, offered: MediaDescription,
@@ -110,7 +132,7 @@ def _answer_media(offer: SessionDescription, index: int, offered: MediaDescripti
     if offered.is_rejected:
         return reject(offered)
     try:
-        if offered.media == "audio" and offered.proto.upper() == "RTP/AVP":
+        if _is_audio(offered):
             answered = _answer_audio(offer, offered, caps)
         elif offered.media == "message" and offered.is_msrp:
             answered = _answer_message(offer, index, offered, caps)
@@ -165,7 +187,7 @@ def _answer_audio(offer: SessionDescription, offered: MediaDescription,
                   caps: LocalCapabilities) -> MediaDescription | None:
     if caps.audio_port is None:
         return None
-    chosen = _intersect_codecs(offered, caps.audio_codecs)
+    chosen = _intersect_codecs(offered, caps.audio_codecs, caps.audio_order)
     if not any(not codec.is_telephone_event for _, _, codec in chosen):
         return None  # telephone-event alone carries no audio
     answered = MediaDescription("audio", caps.audio_port, offered.proto, [fmt for fmt, _, _ in chosen])
@@ -183,15 +205,17 @@ def _answer_audio(offer: SessionDescription, offered: MediaDescription,
     return answered
 
 
-def _intersect_codecs(offered: MediaDescription,
-                      codecs: Sequence[Codec]) -> list[tuple[str, RtpMap, Codec]]:
-    """Offered formats we support, in the offer's order (RFC 3264 section 6.1)."""
+def _intersect_codecs(offered: MediaDescription, codecs: Sequence[Codec],
+                      order: str) -> list[tuple[str, RtpMap, Codec]]:
+    """Offered formats we support, in the offer's or our order (RFC 3264 section 6.1)."""
     chosen = []
     for fmt in offered.formats:
         rtpmap = offered.rtpmap(fmt)
         codec = None if rtpmap is None else next((c for c in codecs if c.matches(rtpmap)), None)
         if rtpmap is not None and codec is not None:
             chosen.append((fmt, rtpmap, codec))
+    if order == "local":
+        chosen.sort(key=lambda item: list(codecs).index(item[2]))
     return chosen
 
 
@@ -299,3 +323,71 @@ def msrp_uri_port(uri: str) -> int | None:
         authority = authority.partition("]")[2]
     port = authority.rpartition(":")[2] if ":" in authority else ""
     return int(port) if port.isascii() and port.isdigit() and int(port) <= 65535 else None
+
+
+# --- the offerer side (audio) ----------------------------------------------------
+
+FIRST_DYNAMIC_PT = 101
+
+
+def audio_offer(caps: LocalCapabilities, *, direction: Direction | None = None,
+                previous: SessionDescription | None = None) -> SessionDescription:
+    """An audio offer (RFC 3264 section 5): ``caps.audio_codecs`` in preference order
+    (static payload types as such, dynamic ones from 101), their rtpmap/fmtp,
+    ``caps.ptime`` and ``direction`` (default ``caps.audio_direction``; sendrecv is
+    left implicit).  With ``previous`` (our last offer or answer in this
+    session) it is a re-offer: same o= session id, version + 1 if anything changed
+    (section 8)."""
+    if caps.audio_port is None:
+        raise SdpUsageError("an audio offer needs caps.audio_port")
+    session_id = caps.session_id or str(int(time.time()) + _NTP_OFFSET)
+    sd = SessionDescription(
+        origin=Origin(caps.origin_username, session_id, caps.session_version or session_id,
+                      "IN", caps.addr_type, caps.address),
+        session_name=caps.session_name,
+        connection=Connection("IN", caps.addr_type, caps.address),
+    )
+    m = MediaDescription("audio", caps.audio_port, "RTP/AVP", [])
+    dynamic = FIRST_DYNAMIC_PT
+    for codec in caps.audio_codecs:
+        if codec.payload_type is not None:
+            pt = codec.payload_type
+        else:
+            pt, dynamic = dynamic, dynamic + 1
+        m.formats.append(str(pt))
+        channels = f"/{codec.channels}" if codec.channels != 1 else ""
+        m.attributes.append(Attribute("rtpmap", f"{pt} {codec.encoding_name}/{codec.clock_rate}{channels}"))
+        if codec.fmtp:
+            m.attributes.append(Attribute("fmtp", f"{pt} {codec.fmtp}"))
+    if not m.formats:
+        raise SdpUsageError("an audio offer needs at least one codec")
+    if caps.ptime is not None:
+        m.attributes.append(Attribute("ptime", str(caps.ptime)))
+    wanted = caps.audio_direction if direction is None else direction
+    if wanted is not Direction.SENDRECV:
+        m.direction = wanted
+    for attr in caps.extra_attributes.get("audio", ()):
+        m.attributes.append(Attribute(attr.name, attr.value))
+    sd.media.append(m)
+    return sd if previous is None else next_version(previous, sd)
+
+
+def next_version(previous: SessionDescription, new: SessionDescription) -> SessionDescription:
+    """``new`` with ``previous``'s o= line, its version incremented by one if the
+    description changed, kept if not (RFC 3264 section 8)."""
+    old = previous.origin
+    new.origin = Origin(old.username, old.sess_id, old.sess_version, old.net_type, old.addr_type,
+                        old.unicast_address)
+    if str(new) != str(previous):
+        new.origin.sess_version = str(int(old.sess_version) + 1)
+    return new
+
+
+def hold_direction(current: Direction) -> Direction:
+    """What to offer to put a stream on hold: stop receiving (RFC 3264 section 8.4)."""
+    return current.restricted_to(Direction.SENDONLY)
+
+
+def resume_direction(current: Direction) -> Direction:
+    """What to offer to take a stream off hold: receive again (the inverse of hold_direction)."""
+    return Direction.from_flags(sends=current.sends, receives=True)

@@ -14,6 +14,7 @@ from imsbox.sdp import (
     FileRange,
     LocalCapabilities,
     MediaDescription,
+    NoCommonCodec,
     SessionDescription,
     Setup,
     answer,
@@ -203,18 +204,21 @@ def test_message_without_local_path_or_malformed_offer_rejected() -> None:
 AUDIO_CAPS = dict(address="192.0.2.200", session_id="9", audio_port=6000)
 
 
-def test_audio_codec_intersection_keeps_offer_order_and_numbers() -> None:
+def test_audio_codec_intersection_in_our_order_keeps_offer_numbers() -> None:
     ours = answer(load("audio_offer"), LocalCapabilities(**AUDIO_CAPS))
     (m,) = ours.media
     assert (m.port, m.formats) == (6000, ["0", "8", "101"])
     assert [str(a) for a in m.attributes] == [
         "rtpmap:0 PCMU/8000", "rtpmap:8 PCMA/8000", "rtpmap:101 telephone-event/8000",
-        "fmtp:101 0-16"]
+        "fmtp:101 0-15"]
     assert ours.direction_of(m) is Direction.SENDRECV
     pcma_first = LocalCapabilities(**AUDIO_CAPS, audio_codecs=[Codec("PCMA", 8000), PCMU], ptime=20)
     m2 = answer(load("audio_offer"), pcma_first).media[0]
-    assert m2.formats == ["0", "8"]  # offer order wins, telephone-event not supported locally
+    assert m2.formats == ["8", "0"]  # our preference first; telephone-event not supported locally
     assert m2.attribute_values("ptime") == ["20"]
+    offer_order = LocalCapabilities(**AUDIO_CAPS, audio_codecs=[Codec("PCMA", 8000), PCMU],
+                                    audio_order="offer")
+    assert answer(load("audio_offer"), offer_order).media[0].formats == ["0", "8"]  # RFC 3264 6.1
 
 
 def test_dynamic_payload_type_and_offered_fmtp() -> None:
@@ -222,15 +226,23 @@ def test_dynamic_payload_type_and_offered_fmtp() -> None:
                   "m=audio 5 RTP/AVP 96 0\na=rtpmap:96 TELEPHONE-EVENT/8000\na=fmtp:96 0-11\n")
     caps = LocalCapabilities(**AUDIO_CAPS, audio_codecs=[PCMU, Codec("telephone-event", 8000)])
     m = answer(offer, caps).media[0]
-    assert m.formats == ["96", "0"]
+    assert m.formats == ["0", "96"]
     assert m.fmtp("96") is not None and m.fmtp("96").parameters == "0-11"
 
 
-def test_only_telephone_event_in_common_rejects_audio() -> None:
+def test_only_telephone_event_in_common_is_no_common_codec() -> None:
     offer = parse("v=0\no=- 1 1 IN IP4 h\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\n"
                   "m=audio 5 RTP/AVP 18 101\na=rtpmap:101 telephone-event/8000\n")
-    m = answer(offer, LocalCapabilities(**AUDIO_CAPS, audio_codecs=[PCMU, TELEPHONE_EVENT])).media[0]
-    assert (m.port, m.formats) == (0, ["18", "101"])
+    with pytest.raises(NoCommonCodec) as caught:
+        answer(offer, LocalCapabilities(**AUDIO_CAPS, audio_codecs=[PCMU, TELEPHONE_EVENT]))
+    assert caught.value.status == 488
+    assert caught.value.codecs == ["PCMU/8000", "telephone-event/8000"]
+    # beside an accepted stream, the audio stream is only rejected (port 0)
+    mixed = parse("v=0\no=- 1 1 IN IP4 h\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\n"
+                  "m=audio 5 RTP/AVP 18\nm=message 9 TCP/MSRP *\na=accept-types:text/plain\n"
+                  "a=path:msrp://h:1/x;tcp\n")
+    ours = answer(mixed, LocalCapabilities(**MSRP_CAPS, audio_port=6000))
+    assert [m.port for m in ours.media] == [0, 2855]
 
 
 @pytest.mark.parametrize(("offered", "local", "expected"), [

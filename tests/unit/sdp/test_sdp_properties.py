@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from imsbox.sdp import LocalCapabilities, SdpError, Setup, answer, parse
+from imsbox.sdp import LocalCapabilities, NoCommonCodec, SdpError, Setup, answer, parse
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "sdp"
 SEED_BODIES = [p.read_bytes() for p in sorted(FIXTURES.glob("*.sdp"))]
@@ -101,7 +101,10 @@ def test_mutated_seed_bodies_raise_only_sdp_error(body: bytes, position: int, ju
                              msrp_path=["msrp://192.0.2.7:2855/x;tcp"], accept_types=["*"],
                              accept_wrapped_types=["*"], setup=Setup.ACTIVE, msrp_cema=True,
                              request_whole_file=True)
-    result = answer(sd, caps)
+    try:
+        result = answer(sd, caps)
+    except NoCommonCodec:  # the one error answer() raises: audio only, none of our codecs
+        return
     assert len(result.media) == len(sd.media)
     assert parse(bytes(result)) == result
 
