@@ -207,3 +207,39 @@ def test_no_common_codec_488(config: Config) -> None:
             await settle(lambda: not bob.calls)
     run(scenario)
 
+
+
+def test_play_and_record_wav_files(config: Config, tmp_path: Path) -> None:
+    """``call(play=..., record=...)``: alice plays a 700 Hz WAV, bob records her to a
+    WAV (listen --record), alice records bob's 1000 Hz tone to hers."""
+    import wave
+
+    from imsbox.media import WavSink
+
+    source = tmp_path / "tone.wav"
+    with wave.open(str(source), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        tone = ToneSource(700.0)
+        wav.writeframes(b"".join(tone.read(160) or b"" for _ in range(50)))
+    alice_wav, bob_wav = tmp_path / "alice.wav", tmp_path / "bob.wav"
+
+    async def scenario() -> None:
+        alice, bob = client(config, "alice"), client(config, "bob", answer_calls=0)
+        bob.call_service.source = lambda: ToneSource(BOB_TONE)
+        bob.call_service.sink = lambda: WavSink(bob_wav)
+        async with network_with(config, alice, bob):
+            call = await alice.call("bob", play=source, record=alice_wav)
+            assert await call.wait_answered(WAIT)
+            await asyncio.sleep(1.5)
+            await call.hangup()
+            await next_event(bob, CallEnded)
+    run(scenario)
+
+    def pcm(path: Path) -> bytes:
+        with wave.open(str(path), "rb") as wav:
+            assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (8000, 1, 2)
+            return wav.readframes(wav.getnframes())
+    assert tone_present(pcm(bob_wav), 700) and not tone_present(pcm(bob_wav), BOB_TONE)
+    assert tone_present(pcm(alice_wav), BOB_TONE) and not tone_present(pcm(alice_wav), 700)
