@@ -186,6 +186,21 @@ def test_cancel_before_answer(config: Config) -> None:
     run(scenario)
 
 
+def test_callee_declines_while_ringing(config: Config) -> None:
+    async def scenario() -> None:
+        alice, bob = client(config, "alice"), client(config, "bob", answer_calls=30)
+        async with network_with(config, alice, bob):
+            call = await alice.call("bob")
+            await next_event(bob, CallRinging)
+            await bob.calls[call.id].hangup()
+            final = await call.call.wait_final()
+            assert final is not None and final.status == 603
+            assert (await next_event(alice, CallEnded)).reason == "declined"  # type: ignore[attr-defined]
+            assert (await next_event(bob, CallEnded)).reason == "declined"  # type: ignore[attr-defined]
+            assert not bob.calls and not alice.calls
+    run(scenario)
+
+
 G729_OFFER = (b"v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
               b"m=audio 40000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n")
 

@@ -47,6 +47,7 @@ SinkFactory = Callable[[], Sink | None]
 # What the INVITE session says when it ends -> the call_ended reason of the contract.
 _REASONS = {"local BYE": "local hangup", "remote BYE": "remote hangup",
             "failed 486": "busy", "rejected 486": "busy", "failed 600": "busy",
+            "failed 603": "declined", "rejected 603": "declined",
             "failed 487": "cancelled", "rejected 487": "cancelled",
             "failed 488": "not acceptable", "rejected 488": "not acceptable",
             "failed 408": "no answer", "failed 480": "unavailable", "failed 404": "not found"}
@@ -63,7 +64,6 @@ class CallMedia:
         self.version = int(self.caps.session_id or 0)
         self.local: SessionDescription | None = None
         self.refused: NoCommonCodec | None = None
-        self.on_direction: Callable[[Direction], None] | None = None
 
     @property
     def direction(self) -> Direction:
@@ -103,10 +103,7 @@ class CallMedia:
             log.info("unusable audio answer: %s", exc)
 
     def _apply(self, local: SessionDescription, remote: SessionDescription) -> None:
-        params = AudioParams.from_sdp(local, remote)
-        self.session.configure(params)
-        if self.on_direction is not None:
-            self.on_direction(params.direction)
+        self.session.configure(AudioParams.from_sdp(local, remote))
 
 
 class VoiceCall:
@@ -173,13 +170,21 @@ class VoiceCall:
         return True
 
     async def hangup(self) -> None:
-        """BYE, or CANCEL while the call is still ringing."""
+        """BYE; while still ringing CANCEL (caller) or 603 Decline (callee)."""
         if self.ended.is_set():
             return
-        self._hanging_up = "local hangup" if self.answered.is_set() else "cancelled"
+        if self.answered.is_set():
+            self._hanging_up = "local hangup"
+        else:
+            self._hanging_up = "declined" if self.incoming else "cancelled"
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.call.bye(), 5)
-        await self.ended.wait()
+            if self.incoming and not self.answered.is_set():
+                self.call.reject(603)
+            else:
+                await asyncio.wait_for(self.call.bye(), 5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), 5)
+        await self._finish(self._hanging_up)   # the session could not end it: end ours
 
     async def _watch(self) -> None:
         if not self.incoming:
@@ -206,7 +211,7 @@ class VoiceCall:
         self._core.emit(CallAnswered(*self._parties(), self.id, self.rtp.direction.value))
 
     async def _finish(self, reason: str) -> None:
-        if self.ended.is_set():
+        if self.end_reason:   # ending already (the watcher and hangup may both get here)
             return
         self.end_reason = reason
         stats = self.rtp.update_stats().as_dict()
@@ -266,7 +271,12 @@ class CallService:
 
     async def incoming(self, call: Call, peer: str, offer: bytes) -> None:
         """Ring, then answer after ``answer_after`` s, or refuse 486 / 488."""
-        rtp = await RtpSession.open(self.ports, host=self.core.host)
+        try:
+            rtp = await RtpSession.open(self.ports, host=self.core.host)
+        except MediaError as exc:   # no free RTP port
+            log.warning("call %s refused: %s", call.call_id, exc)
+            call.reject(503, "Service Unavailable - no free RTP port")
+            return
         media = CallMedia(rtp, self.core.host)
         voice = VoiceCall(self, call, media, peer, True)
         voice.start(self.source(), self.sink())
