@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Se
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import MsrpStatusError, ParseError, SessionClosed, TransactionTimeout
+from .errors import MsrpStatusError, MsrpUsageError, ParseError, SessionClosed, TransactionTimeout
 from .message import ByteRange, MsrpRequest
 from .session import (BufferSink, ConnectionCore, IncomingMessage, MessageAborted,
                       MessageDelivered, MessageFailed, MessageReceived, MessageState,
@@ -61,7 +61,7 @@ class ReceivedMessage:
     @property
     def body(self) -> bytes:
         if not isinstance(self.sink, BufferSink):
-            raise TypeError("the body went to a custom sink")
+            raise MsrpUsageError("the body went to a custom sink")
         return self.sink.body
 
 
