@@ -36,7 +36,7 @@ from imsbox.sip.message import Request, Response, new_tag
 from imsbox.sip.transport.base import Destination
 from imsbox.store import PcscfRegistration, open_store
 from imsbox.ue.register import register
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(30)
 DOMAIN = "ims.test"
