@@ -88,7 +88,7 @@ Default iFCs (priority, trigger):
 * 30 -> conference AS: any REGISTER (third-party registration: an offline
   member of a pre-defined group is invited back with what it missed).
 
-``[[ifc]]`` tables use the shape of :meth:`imsbox.ims.ifc.InitialFilterCriteria.from_dict`;
+``[[ifc]]`` tables use the shape of :meth:`imsbox.ifc.InitialFilterCriteria.from_dict`;
 ``application_server`` may also be a node name (``"messaging_as"``, ``"conference_as"``).
 
 Default PSIs: ``sip:conf-*@DOMAIN`` and ``sip:group-*@DOMAIN`` hosted by the
@@ -109,18 +109,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .ims.ifc import (
+from .ifc import (
     ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, RequestUriSpt,
     SessionCase, SessionCaseSpt, TriggerPoint,
 )
-from .ims.login_guard import LoginLimits
 from .sip.overload import OverloadPolicy
 from .sip.transport import Limits
 from .store.models import Psi, PsiKind
 
 __all__ = [
     "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "ConferenceConfig", "Config", "ConfigError",
-    "LimitsConfig", "NodeConfig",
+    "LimitsConfig", "LoginLimits", "NodeConfig",
     "RegistrarConfig", "SecurityConfig", "default_ifcs", "default_psis", "load_config",
 ]
 
@@ -169,6 +168,20 @@ class NodeConfig:
         """sip:HOST:PORT, IPv6 literals in brackets."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"sip:{host}:{self.port}"
+
+
+@dataclass(slots=True, frozen=True)
+class LoginLimits:
+    """The registrar's login limits (imsbox.ims.login_guard), as ``[registrar]`` keys
+    of imsbox.toml (docs/security.md)."""
+
+    account_free_failures: int = 3      # failures before an account backs off
+    account_backoff: float = 1.0        # first back-off, doubled per further failure
+    account_backoff_max: float = 60.0   # the ceiling of the back-off
+    source_failures: int = 20           # failures one address may make per window
+    source_window: float = 60.0
+    remember_success: float = 7 * 24 * 3600.0   # how long a good (account, source) counts
+    max_entries: int = 100_000          # per table
 
 
 @dataclass(slots=True, frozen=True)

@@ -42,7 +42,7 @@ from imsbox.ims.provisioning import add_user  # noqa: E402
 from imsbox.msrp import MsrpEndpoint, MsrpSession  # noqa: E402
 from imsbox.serve import Network  # noqa: E402
 from imsbox.store import open_store  # noqa: E402
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config  # noqa: E402
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config  # noqa: E402
 
 DOMAIN = "ims.test"
 

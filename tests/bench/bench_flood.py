@@ -32,7 +32,7 @@ from tempfile import mkdtemp
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from imsbox.ue.testing import write_loopback_config  # noqa: E402 (after sys.path)
+from imsbox.testing import write_loopback_config  # noqa: E402 (after sys.path)
 
 HOST = "127.0.0.1"
 

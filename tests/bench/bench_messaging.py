@@ -48,7 +48,7 @@ from imsbox.store import DeferredMessage, open_store
 from imsbox.ue.client import (
     ChatStarted, FileReceived, MessageReceived, MessageStatus, RcsClient,
 )
-from imsbox.ue.testing import write_loopback_config
+from imsbox.testing import write_loopback_config
 
 DOMAIN = "ims.test"
 BOB = f"sip:bob@{DOMAIN}"

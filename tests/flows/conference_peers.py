@@ -12,7 +12,7 @@ from imsbox.msrp import MsrpEndpoint, MsrpSession
 from imsbox.msrp import Setup as MsrpSetup
 from imsbox.rcs.offer import msrp_media
 from imsbox.sip.ua.useragent import Call
-from imsbox.ue.testing import TestUe
+from imsbox.testing import TestUe
 
 DOMAIN = "ims.test"
 FACTORY = f"sip:conf-factory@{DOMAIN}"

@@ -10,7 +10,7 @@ from typing import Any
 from imsbox.config import Config
 from imsbox.serve import Network
 from imsbox.ue.client import RcsClient
-from imsbox.ue.testing import FAST_TIMERS, TestUe
+from imsbox.testing import FAST_TIMERS, TestUe
 
 DOMAIN = "ims.test"
 # Every role but the conference AS: for tests that run a stand-in on its address.

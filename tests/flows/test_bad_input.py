@@ -21,7 +21,7 @@ from imsbox.sip.message import Request, Response
 from imsbox.sip.transport.base import Destination, Flow
 from imsbox.sip.ua.dialog import build_request
 from imsbox.store import open_store
-from imsbox.ue.testing import FAST_TIMERS, LoopbackPorts, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, LoopbackPorts, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(40)
 DOMAIN = "ims.test"

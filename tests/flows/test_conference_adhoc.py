@@ -28,7 +28,7 @@ from imsbox.sip.ua.refer import EventAgent
 from imsbox.store import open_store
 from imsbox.apps.conference_events import CONFERENCE_PACKAGE
 from imsbox.content.conference_info import ElementState, parse_conference_info
-from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS, write_loopback_config
 
 from conference_peers import FACTORY, answer, create, established, join, remote_path
 from helpers import DOMAIN, ues

@@ -15,7 +15,7 @@ from imsbox.ims.provisioning import add_group, add_user
 from imsbox.store import open_store
 from imsbox.ue.client import RcsClient
 from imsbox.ue.events import ChatEnded, ChatMessage, ChatStarted, SendError
-from imsbox.ue.testing import write_loopback_config
+from imsbox.testing import write_loopback_config
 
 from helpers import DOMAIN, client, network_with
 

@@ -27,7 +27,7 @@ from imsbox.sip import Request, Response, new_tag, parse
 from imsbox.sip.endpoint import SipEndpoint
 from imsbox.sip.transport.base import Destination
 from imsbox.store import open_store
-from imsbox.ue.testing import FAST_TIMERS, LoopbackPorts, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, LoopbackPorts, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(30)
 DOMAIN = "ims.test"

@@ -30,7 +30,7 @@ from imsbox.serve import Network
 from imsbox.sip.headers import NameAddr
 from imsbox.sip.message import Request
 from imsbox.sip.transaction import TimerValues
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -41,7 +41,7 @@ from imsbox.ue import cli as ue_cli
 from imsbox.ue.client import (
     FileFailed, FileOffer, FileReceived, MessageStatus, Notification, RcsClient,
 )
-from imsbox.ue.testing import write_loopback_config
+from imsbox.testing import write_loopback_config
 
 from helpers import DOMAIN, client, network_with
 

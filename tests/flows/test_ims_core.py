@@ -20,7 +20,7 @@ from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.message import Request, Response, new_tag
 from imsbox.sip.uri import SipUri, parse_uri
 from imsbox.store import open_store
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 from helpers import CORE_ROLES, DOMAIN, ues
 

@@ -31,7 +31,7 @@ from imsbox.sip import Response, parse
 from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.overload import OverloadPolicy
 from imsbox.sip.transport import Limits
-from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS, write_loopback_config
 
 pytestmark = pytest.mark.timeout(60)
 

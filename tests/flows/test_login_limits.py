@@ -16,7 +16,7 @@ from imsbox.config import Config
 from imsbox.ims.provisioning import add_user
 from imsbox.serve import Network
 from imsbox.store import open_store
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(60)
 DOMAIN = "ims.test"

@@ -33,7 +33,7 @@ from imsbox.sip.message import Request, Response
 from imsbox.sip.transport.base import Flow
 from imsbox.sip.ua.dialog import build_request
 from imsbox.store import DB_FILENAME, open_store
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 from helpers import DOMAIN, ues
 

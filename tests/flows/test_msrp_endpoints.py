@@ -179,15 +179,17 @@ def test_408_when_peer_never_answers() -> None:
 
 
 def test_keepalive_and_idle_close() -> None:
+    """B closes a connection idle for 0.3 s; A's keep-alive empty SENDs every
+    0.1 s hold its own connection to B open, C's (none) does not."""
     async def main() -> None:
-        async with MsrpEndpoint(keepalive_interval=0.1) as a, MsrpEndpoint(idle_timeout=0.3) as b:
-            sa, sb = await pair(a, b)
-            await asyncio.sleep(0.6)  # keep-alive empty SENDs hold it open
-            assert sa.connection is not None
-            conn = sa.connection
-            a.keepalive_interval = None
-            conn._task.cancel()  # type: ignore[union-attr]
-            await asyncio.wait_for(asyncio.shield(conn.closed), 3)  # b closes when idle
+        async with MsrpEndpoint(keepalive_interval=0.1) as a, \
+                MsrpEndpoint(idle_timeout=0.3) as b, MsrpEndpoint() as c:
+            sa, _ = await pair(a, b)
+            sc, _ = await pair(c, b)
+            assert sc.connection is not None
+            await asyncio.wait_for(asyncio.shield(sc.connection.closed), 3)
+            await asyncio.sleep(0.3)
+            assert sa.connection is not None and not sa.connection.closed.done()
     run(main())
 
 

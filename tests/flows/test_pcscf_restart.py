@@ -36,7 +36,7 @@ from imsbox.sip.message import Request, Response, new_tag
 from imsbox.sip.transport.base import Destination
 from imsbox.store import PcscfRegistration, open_store
 from imsbox.ue.register import register
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 pytestmark = pytest.mark.timeout(30)
 DOMAIN = "ims.test"
@@ -118,6 +118,10 @@ def test_udp_ue_reached_at_its_stored_source_address_after_restart(tmp_path: Pat
                                      contact=contact, expires=600)
                 assert reg.statuses == [401, 200], reg.statuses
                 assert len(pcscf(net).registrations) == 1
+                # stored before the 200 went on (on_response awaits the write)
+                assert net.store is not None
+                (early,) = await net.store.flows.registrations(config.pcscf.uri)
+                assert early.contact == contact
             # the old process is gone; what it knew is in the store
             (entry,) = await stored(config)
             flow = json.loads(entry.flow)

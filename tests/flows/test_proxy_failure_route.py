@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from imsbox.sip import Response, new_tag
+from imsbox.sip.endpoint import ServerContext
 from imsbox.sip.proxy import FailureRoute, RequestContext, Router, StatefulProxy, Target
 from imsbox.sip.transport.base import Flow
 from imsbox.sip.uri import SipUri
 
 from test_proxy import (
-    HOST, MID, Net, Peer, make_request, reply, ring_until_cancel, run, settle, statuses,
+    HOST, MID, Net, Peer, answer, make_request, reply, ring_until_cancel, run, settle, statuses,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,7 +40,7 @@ class RecordingProxy(StatefulProxy):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.seen = seen
 
-    def on_response(self, ctx: RequestContext, response: Response) -> Response:
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
         self.seen.responses.append(
             (response.status, ctx.flow, ctx.route, ctx.session_case, dict(ctx.values)))
         return response
@@ -100,6 +101,45 @@ def test_busy_forwards_to_next_target_and_context_reaches_on_response() -> None:
             assert case == "terminating"
             assert values == {"routed-by": "test", "failures": 1}
         assert [s for s, *_ in seen.responses] == [180, 200]
+    run(scenario)
+
+
+class SlowOnRinging(StatefulProxy):
+    """An on_response that awaits on a 180 (as a P-CSCF awaits a store write),
+    long enough for a 200 of another branch to arrive meanwhile."""
+
+    def __init__(self, rung: asyncio.Event, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.rung = rung
+
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
+        if response.status == 180:
+            self.rung.set()
+            await asyncio.sleep(0.3)
+        return response
+
+
+def test_an_awaiting_on_response_keeps_the_upstream_order() -> None:
+    """Two branches: one rings, the other answers 200 once the 180 is inside the
+    hook.  The 180 still goes upstream first, and the 200 after it."""
+    async def scenario(net: Net) -> None:
+        rung = asyncio.Event()
+
+        async def answer_after_ringing(ctx: ServerContext, tag: str) -> None:
+            await rung.wait()
+            ctx.respond(answer(ctx, 200, tag))
+        ringing = await net.peer("ringing", ring_until_cancel())
+        answering = await net.peer("answering", answer_after_ringing)
+
+        async def router(ctx: RequestContext) -> list[Target]:
+            return [Target(ringing.uri), Target(answering.uri)]
+        await net.start(SlowOnRinging(rung, router, timers=MID))
+        uac, _ = await net.uac()
+        responses = [r async for r in uac.request(
+            make_request("INVITE", "sip:bob@example.com"), net.proxy_dest)]
+
+        assert statuses(responses) == [100, 180, 200]
+        await settle(lambda: bool(ringing.wire.requests_in("CANCEL")))  # 2xx cancels the rest
     run(scenario)
 
 

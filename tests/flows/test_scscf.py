@@ -14,13 +14,14 @@ import pytest
 
 from imsbox.config import Config, NodeConfig, RegistrarConfig
 from imsbox.ims.hss import Hss
-from imsbox.ims.ifc import (
+from imsbox.ifc import (
     ApplicationServer, InitialFilterCriteria, MethodSpt, SessionCase, SessionCaseSpt,
     TriggerPoint,
 )
 from imsbox.ims.provisioning import add_user, apply_config
 from imsbox.ims.regevent import ContactEvent, RegistrationState, parse_reginfo
-from imsbox.ims.login_guard import LoginGuard, LoginLimits
+from imsbox.config import LoginLimits
+from imsbox.ims.login_guard import LoginGuard
 from imsbox.ims.scscf import Scscf
 from imsbox.sip import Request, Response, SubscriptionState, new_tag
 from imsbox.sip.auth import Challenge, answer_challenge

@@ -42,7 +42,7 @@ from imsbox.sip.message import Request, Response
 from imsbox.sip.parser import parse as parse_sip
 from imsbox.sip.transport.base import Flow
 from imsbox.ue.register import Registration
-from imsbox.ue.testing import FAST_TIMERS, TestUe
+from imsbox.testing import FAST_TIMERS, TestUe
 
 pytestmark = pytest.mark.timeout(40)
 PSI = cpm.deferred_messages_uri(DOMAIN)

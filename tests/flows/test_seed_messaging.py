@@ -56,7 +56,7 @@ from imsbox.ue.client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, MessageReceived, MessageStatus,
     Notification, RcsClient,
 )
-from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS, write_loopback_config
 
 from helpers import DOMAIN, client
 

@@ -22,7 +22,7 @@ from imsbox.sip.endpoint import HandlerModule, SipEndpoint
 from imsbox.sip.transport.base import Destination
 from imsbox.sip.transport.tls import CERT_FILE, KEY_FILE, client_context
 from imsbox.ue.register import register
-from imsbox.ue.testing import FAST_TIMERS, LoopbackPorts, write_loopback_config
+from imsbox.testing import FAST_TIMERS, LoopbackPorts, write_loopback_config
 
 pytestmark = pytest.mark.timeout(60)
 SRC = Path(__file__).resolve().parents[2] / "src"

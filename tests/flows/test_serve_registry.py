@@ -25,7 +25,7 @@ from imsbox.serve import (
 )
 from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.message import Request, Response, new_tag
-from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS, write_loopback_config
 
 pytestmark = pytest.mark.timeout(30)
 

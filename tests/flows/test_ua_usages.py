@@ -161,8 +161,48 @@ def test_dialog_event_notify_bodies_come_from_the_dialog_table() -> None:
         confirmed = parse_dialog_info((await watch.next_notification(2)).body)
         assert confirmed.version == 2 and confirmed.dialogs[0].state is InfoState.CONFIRMED
         await out.bye()
-        await settle(lambda: len(bob.ua.dialogs) == 0)
+        # the call's dialog goes; the subscription's own dialog stays in the table
+        await settle(lambda: [d.id for d in bob.ua.dialogs] == [sub.dialog.id])
         bob.agent.notify(sub)
         assert parse_dialog_info((await watch.next_notification(2)).body).dialogs == []
         await carol.agent.unsubscribe(watch, 2)
+    run(scenario)
+
+
+def test_a_subscribe_created_dialog_is_in_the_ua_table_until_the_final_notify() -> None:
+    async def scenario(alice: Party, bob: Party, carol: Party) -> None:
+        watch = carol.agent.subscribe(bob.uri, "dialog", to="<sip:bob@example.com>")
+        await watch.next_notification(2)
+        did = watch.subscription.dialog.id  # type: ignore[union-attr]
+        mine = carol.ua.dialogs.find(did.call_id, did.local_tag, did.remote_tag)
+        theirs = bob.ua.dialogs.find(did.call_id, did.remote_tag, did.local_tag)
+        assert mine is watch.subscription.dialog and theirs is not None
+        assert kinds(carol.ua) == kinds(bob.ua) == [[UsageKind.SUBSCRIPTION]]
+        [sub] = bob.agent.notifier.subscriptions
+        assert sub.dialog is theirs
+        bob.agent.terminate(sub)           # NOTIFY terminated;reason=noresource
+        ended = await asyncio.wait_for(asyncio.shield(watch.terminated), 2)
+        assert ended.reason == "noresource"
+        assert len(bob.ua.dialogs) == 0 and len(carol.ua.dialogs) == 0
+        assert mine.terminated and theirs.terminated
+        # the dialog is gone: a request in it is answered 481 (RFC 5057 5.1)
+        assert bob.ua.dialogs.find(did.call_id, did.remote_tag, did.local_tag) is None
+    run(scenario)
+
+
+def test_an_out_of_dialog_refer_creates_a_dialog_in_both_tables() -> None:
+    async def scenario(alice: Party, bob: Party, carol: Party) -> None:
+        origin = alice.ua.origin
+        referral = alice.agent.issuer.refer_out_of_dialog(
+            bob.uri, origin.local, "<sip:bob@example.com>", origin.contact,
+            "sip:carol@example.com", alice.agent._now())
+        alice.agent._drain()
+        refer = await asyncio.wait_for(bob.agent.refers.get(), 2)
+        await settle(lambda: kinds(alice.ua) == [[UsageKind.REFER]])
+        assert kinds(bob.ua) == [[UsageKind.REFER]]
+        did = refer.dialog.id
+        assert bob.ua.dialogs.find(did.call_id, did.local_tag, did.remote_tag) is refer.dialog
+        assert referral.subscription is not None
+        bob.agent.report(refer, 200)
+        await settle(lambda: len(alice.ua.dialogs) == 0 and len(bob.ua.dialogs) == 0)
     run(scenario)

@@ -26,7 +26,7 @@ import pytest
 from imsbox.config import Config
 from imsbox.ims.provisioning import add_user
 from imsbox.store import open_store
-from imsbox.ue.testing import write_loopback_config
+from imsbox.testing import write_loopback_config
 
 pytestmark = pytest.mark.timeout(60)
 SRC = Path(__file__).resolve().parents[2] / "src"

@@ -26,7 +26,7 @@ from imsbox.ue.client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileReceived, MessageReceived,
     MessageStatus, Notification, RcsClient, RcsError, SendError, resolve_target,
 )
-from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS, write_loopback_config
 
 from helpers import DOMAIN, client, network_with
 

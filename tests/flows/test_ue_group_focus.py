@@ -41,7 +41,7 @@ from imsbox.ue.client import (
     RcsEvent,
     SendError,
 )
-from imsbox.ue.testing import write_loopback_config
+from imsbox.testing import write_loopback_config
 
 from helpers import DOMAIN, client, network_with, settle
 from test_ue_cli import Proc, ue, ue_args

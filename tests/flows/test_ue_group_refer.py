@@ -28,7 +28,7 @@ from imsbox.sip.ua.invite import InviteConfig
 from imsbox.sip.ua.refer import EventAgent, IncomingRefer
 from imsbox.sip.ua.useragent import Call, UserAgent
 from imsbox.store import open_store
-from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS, write_loopback_config
 
 from helpers import CORE_ROLES, DOMAIN, client, network_with
 

@@ -20,7 +20,7 @@ from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint
 from imsbox.sip.headers import Contact
 from imsbox.sip.message import Request, Response, new_tag
 from imsbox.ue.client import RcsClient, Registered
-from imsbox.ue.testing import FAST_TIMERS
+from imsbox.testing import FAST_TIMERS
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"

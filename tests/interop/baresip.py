@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from imsbox.config import Config, load_config
-from imsbox.ue.testing import LoopbackPorts, write_loopback_config
+from imsbox.testing import LoopbackPorts, write_loopback_config
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 HOST = "127.0.0.1"

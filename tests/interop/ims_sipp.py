@@ -39,7 +39,7 @@ import imsbox
 from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_user, apply_config
 from imsbox.store import open_store
-from imsbox.ue.testing import LoopbackPorts, write_loopback_config
+from imsbox.testing import LoopbackPorts, write_loopback_config
 
 from .sipp import ProxyProcess, Sipp, SippResult, udp_bound
 

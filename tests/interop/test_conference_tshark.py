@@ -31,7 +31,7 @@ from imsbox.serve import Network
 from imsbox.sip.ua.events import EventPackageRegistry
 from imsbox.sip.ua.refer import EventAgent
 from imsbox.store import open_store
-from imsbox.ue.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 from .capture import Capture
 from .test_messaging_tshark import msrp_cut_by_segment, sip_counts, split_streams

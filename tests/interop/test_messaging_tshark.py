@@ -40,7 +40,7 @@ from imsbox.store import open_store
 from imsbox.ue.client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, MessageReceived, MessageStatus, RcsClient,
 )
-from imsbox.ue.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS, write_loopback_config
 
 from .capture import Capture, CaptureError, Pcap, split_msrp
 

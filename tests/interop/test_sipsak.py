@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from imsbox.ue.testing import TestUe
+from imsbox.testing import TestUe
 
 from .baresip import DOMAIN, HOST, ImsboxNet, low_port
 

@@ -11,7 +11,7 @@ import pytest
 from imsbox import content, msrp, sdp, sip
 from imsbox.content.xmlsafe import parse_xml
 from imsbox.errors import ImsboxError, LocalProtocolError, RemoteProtocolError
-from imsbox.rcs.errors import CpmError, CpmProtocolError, CpmUsageError
+from imsbox.rcs.errors import CpmError, CpmProtocolError
 from imsbox.sip.auth import DigestError
 from imsbox.sip.grammar import GrammarError
 from imsbox.sip.headers import Contact
@@ -29,7 +29,6 @@ TREES = [
     (sdp.SdpError, sdp.SdpUsageError, sdp.SdpProtocolError),
     (msrp.MsrpError, msrp.MsrpUsageError, msrp.MsrpProtocolError),
     (content.ContentError, content.ContentUsageError, content.ContentProtocolError),
-    (CpmError, CpmUsageError, CpmProtocolError),
 ]
 
 
@@ -41,6 +40,35 @@ def test_each_layer_has_one_root_split_into_local_and_remote(
     assert issubclass(remote, root) and issubclass(remote, RemoteProtocolError)
     assert not issubclass(usage, RemoteProtocolError)
     assert not issubclass(remote, LocalProtocolError)
+
+
+def test_the_rcs_layer_has_a_remote_branch_only() -> None:
+    # its helpers are lenient readers with nothing to misuse locally
+    assert issubclass(CpmProtocolError, CpmError) and issubclass(CpmError, ImsboxError)
+    assert issubclass(CpmProtocolError, RemoteProtocolError)
+
+
+def test_building_an_sdp_line_with_a_line_break_is_local_misuse() -> None:
+    description = sdp.parse(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n")
+    description.session_name = "evil\r\na=inject"
+    with pytest.raises(sdp.SdpUsageError, match="CR, LF or NUL"):
+        bytes(description)
+
+
+def test_building_cpim_with_a_bad_header_is_local_misuse() -> None:
+    with pytest.raises(content.ContentUsageError, match="cannot build CPIM"):
+        content.build_cpim("text/plain", b"hi", headers=[("Bad Name", "x")])
+    with pytest.raises(content.ContentUsageError):
+        content.build_cpim("text/plain", b"hi", namespaces=[("imdn", "not a uri>")])
+    assert content.build_cpim("text/plain", b"hi").body == b"hi"
+
+
+def test_msrp_misuse_raises_msrp_usage_error() -> None:
+    uri = msrp.MsrpUri.parse("msrp://127.0.0.1:2855/s1;tcp")
+    from imsbox.msrp.session import SessionCore
+    session = SessionCore([uri], [uri])
+    with pytest.raises(msrp.MsrpUsageError, match="Failure-Report"):
+        session.new_message("text/plain", 2, failure_report="sometimes")
 
 
 @pytest.mark.parametrize("member", [sip.ParseError, sip.HeaderError, GrammarError, sip.UriError,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from .errors import ContentProtocolError
+from .errors import ContentProtocolError, ContentUsageError
 from .mime import Headers, format_header_block, get_header, parse_header_block, split_head_body
 from .xmlsafe import format_datetime, parse_datetime, parse_uint
 
@@ -343,12 +343,15 @@ def build_cpim(
     if require:
         out.append(CpimHeader("Require", ",".join(require)))
     out += [CpimHeader(name, cpim_escape(value)) for name, value in headers]
-    for header in out:
-        parse_cpim_header(header.to_line())
-        if header.name == "NS":
-            _parse_ns(header.value)
     mime: Headers = [("Content-Type", content_type), *content_headers]
     if content_length:
         mime.append(("Content-Length", str(len(body))))
-    format_header_block(mime)
+    try:  # what we build must parse back: a bad argument is our misuse, not the peer's
+        for header in out:
+            parse_cpim_header(header.to_line())
+            if header.name == "NS":
+                _parse_ns(header.value)
+        format_header_block(mime)
+    except ContentProtocolError as exc:
+        raise ContentUsageError(f"cannot build CPIM: {exc}") from None
     return CpimMessage(out, mime, body)

@@ -26,7 +26,7 @@ from ..sip.identity import canonical_public_id
 from ..store import (
     Psi, PsiKind, PublicIdentity, RegistrationState, ScscfAssignment, SubscriberRepository,
 )
-from .ifc import IfcError, InitialFilterCriteria, ProfilePartIndicator
+from ..ifc import IfcError, InitialFilterCriteria, ProfilePartIndicator
 
 __all__ = [
     "AuthorizationType",

@@ -26,25 +26,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["LoginGuard", "LoginLimits", "Source"]
+from ..config import LoginLimits
+
+__all__ = ["LoginGuard", "Source"]
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 Source = tuple[str, int]   # (address, port) of the UE as the P-CSCF saw it
-
-
-@dataclass(slots=True, frozen=True)
-class LoginLimits:
-    """The knobs, as ``[registrar]`` keys of imsbox.toml (docs/security.md)."""
-
-    account_free_failures: int = 3      # failures before an account backs off
-    account_backoff: float = 1.0        # first back-off, doubled per further failure
-    account_backoff_max: float = 60.0   # the ceiling of the back-off
-    source_failures: int = 20           # failures one address may make per window
-    source_window: float = 60.0
-    remember_success: float = 7 * 24 * 3600.0   # how long a good (account, source) counts
-    max_entries: int = 100_000          # per table
 
 
 @dataclass(slots=True)

@@ -55,14 +55,13 @@ on a new connection only after it registers again (RFC 5626: new flow).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Config
@@ -236,7 +235,6 @@ class Pcscf(StatefulProxy):
         self.path_uri: SipUri | None = None
         self._icscf: Destination | None = None
         self.trust = TrustedPeers()
-        self._store_writes: set[asyncio.Task[None]] = set()
 
     # -- life cycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -259,11 +257,6 @@ class Pcscf(StatefulProxy):
         self.trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
                                                 self.config.security.udp_trust)
         await self._restore()
-
-    async def close(self) -> None:
-        """The stored registrations are written before the node goes."""
-        await asyncio.gather(*self._store_writes, return_exceptions=True)
-        await super().close()
 
     # -- persistence -----------------------------------------------------------------
     async def _restore(self) -> None:
@@ -289,13 +282,6 @@ class Pcscf(StatefulProxy):
         if entries:
             log.info("P-CSCF: restored %d registration(s) from the store",
                      len(self.registrations))
-
-    def _in_background(self, write: Coroutine[object, object, None]) -> None:
-        """Store writes from the (synchronous) response hook: the store runs them
-        in order; they are a restart cache, the S-CSCF holds the registration."""
-        task = asyncio.ensure_future(write)
-        self._store_writes.add(task)
-        task.add_done_callback(self._store_writes.discard)
 
     async def _persist(self, registration: UeRegistration) -> None:
         key = contact_key(registration.contact)
@@ -452,10 +438,10 @@ class Pcscf(StatefulProxy):
         return self.registrations.by_contact(request.uri)
 
     # -- responses -------------------------------------------------------------------
-    def on_response(self, ctx: RequestContext, response: Response) -> Response:
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
         if ctx.request.method == "REGISTER":
             if response.status >= 200:
-                self._registered(ctx.request, ctx.flow, response)
+                await self._registered(ctx.request, ctx.flow, response)
             _strip_charging(response)
             return response
         registration = ctx.values.get(TERMINATING)
@@ -465,8 +451,10 @@ class Pcscf(StatefulProxy):
             _strip_charging(response)  # going to the UE
         return response
 
-    def _registered(self, request: Request, flow: Flow, response: Response) -> None:
-        """24.229 5.2.2.x: keep flow, P-Associated-URI, Service-Route per contact."""
+    async def _registered(self, request: Request, flow: Flow, response: Response) -> None:
+        """24.229 5.2.2.x: keep flow, P-Associated-URI, Service-Route per contact,
+        stored before the 2xx goes on, so a P-CSCF restarted right after the UE
+        saw its 200 still knows the flow."""
         if not 200 <= response.status < 300:
             return
         try:
@@ -483,7 +471,7 @@ class Pcscf(StatefulProxy):
         for contact in contacts:
             if contact.is_star:
                 for gone in self.registrations.by_flow(flow):
-                    self._in_background(self._forget(contact_key(gone.contact)))
+                    await self._forget(contact_key(gone.contact))
                 self.registrations.remove_flow(flow)
                 continue
             expires = granted.get(contact_key(contact.uri) or "", 0)
@@ -491,11 +479,11 @@ class Pcscf(StatefulProxy):
                 registration = UeRegistration(
                     contact.uri, flow, public_ids, service_route, now + expires)
                 self.registrations.add(registration)
-                self._in_background(self._persist(registration))
+                await self._persist(registration)
                 log.info("registered %s on %s %s", contact.uri, flow.transport, flow.remote)
             else:
                 self.registrations.remove(contact.uri)
-                self._in_background(self._forget(contact_key(contact.uri)))
+                await self._forget(contact_key(contact.uri))
                 log.info("de-registered %s", contact.uri)
 
     def _granted_expiries(self, response: Response) -> dict[str, int]:

@@ -46,7 +46,7 @@ from .caller_prefs import CallerPreferences, contact_features, rank_contacts
 from .hss import Hss, ServerAssignmentType, UserProfile
 from .login_guard import LoginGuard, Source
 from .pcscf import ue_source
-from .ifc import (
+from ..ifc import (
     ApplicationServer, DefaultHandling, RequestView, SessionCase, matching_ifcs, next_ifc,
 )
 from .regevent import (

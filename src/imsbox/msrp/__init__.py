@@ -15,6 +15,8 @@ Layers, bottom up:
   reassembles incoming ones by Byte-Range into a ``Sink`` (``BufferSink``,
   ``FileSink``) and builds REPORTs.  ``ConnectionCore`` routes one byte stream
   to the sessions sharing it and answers 200/400/413/415/481/501/506.
+* ``liveness`` - sans-I/O ``ConnectionTimers``: keep-alive empty SENDs, idle
+  close and the incomplete-message deadline of a connection.
 * ``endpoint`` - asyncio adapter.
 
 Typical use::

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Se
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import MsrpStatusError, ParseError, SessionClosed, TransactionTimeout
+from .errors import MsrpStatusError, MsrpUsageError, ParseError, SessionClosed, TransactionTimeout
 from .message import ByteRange, MsrpRequest
+from .liveness import ConnectionTimers, Liveness, LivenessAction
 from .session import (BufferSink, ConnectionCore, IncomingMessage, MessageAborted,
                       MessageDelivered, MessageFailed, MessageReceived, MessageState,
                       ReportReceived, SessionBound, SessionCore, SessionEvent,
@@ -61,7 +62,7 @@ class ReceivedMessage:
     @property
     def body(self) -> bytes:
         if not isinstance(self.sink, BufferSink):
-            raise TypeError("the body went to a custom sink")
+            raise MsrpUsageError("the body went to a custom sink")
         return self.sink.body
 
 
@@ -84,10 +85,9 @@ class MsrpConnection(asyncio.Protocol):
         self.paused = False
         self._drain: list[asyncio.Future[None]] = []
         self.closed: asyncio.Future[None] = self.loop.create_future()
-        self.last_in = self.last_out = self.loop.time()
-        self.message_since: float | None = None  # first byte of an incomplete message
+        self.timers = ConnectionTimers(endpoint.liveness, self.loop.time())
         self._done = 0
-        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,33 +95,31 @@ class MsrpConnection(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=self.endpoint.write_buffer_limit)
         self.endpoint._connections.add(self)
-        if self.endpoint.keepalive_interval or self.endpoint.idle_timeout \
-                or self.endpoint.message_timeout:
-            self._task = self.loop.create_task(self._housekeeping())
+        self._arm()
         log.debug("conn %s: up %s", self.core.name, transport.get_extra_info("peername"))
 
     def data_received(self, data: bytes) -> None:
-        self.last_in = self.loop.time()
+        now = self.loop.time()
         try:
-            pairs = self.core.receive_data(data, self.last_in)
+            pairs = self.core.receive_data(data, now)
         except ParseError as e:
             log.warning("conn %s: closing, framing lost: %s", self.core.name, e.reason)
             self.flush()
             self._deliver(e.events)
             self.close()
             return
-        self._track_message()
+        self._track_message(now)
         self.flush()
         self._deliver(pairs)
 
-    def _track_message(self) -> None:
+    def _track_message(self, now: float) -> None:
         """Start the message deadline at the first byte of each message."""
         parser = self.core.parser
-        if not parser.in_message:
-            self.message_since = None
-        elif self.message_since is None or parser.messages_done != self._done:
-            self.message_since = self.last_in
+        since = self.timers.message_since
+        self.timers.received(now, parser.in_message, parser.messages_done != self._done)
         self._done = parser.messages_done
+        if self.timers.message_since not in (None, since):
+            self._arm()  # a message started: its deadline may come before the timer
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.endpoint._connections.discard(self)
@@ -131,8 +129,9 @@ class MsrpConnection(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(SessionClosed("connection lost"))
         self._drain.clear()
-        if self._task is not None:
-            self._task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for core in list(self.core.sessions):
             core.connection = None
             session = self.endpoint._by_core.get(core)
@@ -163,13 +162,13 @@ class MsrpConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             raise SessionClosed("connection closed")
         self.transport.writelines(bufs)
-        self.last_out = self.loop.time()
+        self.timers.sent(self.loop.time())
 
     def flush(self) -> None:
         out = self.core.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(out)
-            self.last_out = self.loop.time()
+            self.timers.sent(self.loop.time())
 
     async def drain(self) -> None:
         """Backpressure: wait until the transport buffer is below its high mark."""
@@ -182,30 +181,45 @@ class MsrpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def _housekeeping(self) -> None:
-        """Keep-alive empty SENDs, idle close, and the deadline of a message."""
-        ep = self.endpoint
-        period = min(t for t in (ep.keepalive_interval, ep.idle_timeout,
-                                 ep.message_timeout) if t) / 4
-        while True:
-            await asyncio.sleep(period)
-            now = self.loop.time()
-            if ep.idle_timeout and now - max(self.last_in, self.last_out) >= ep.idle_timeout:
-                log.info("conn %s: idle for %.1fs, closing", self.core.name, ep.idle_timeout)
-                self.close()
+    # -- liveness (msrp.liveness: next_deadline / on_timer) ------------------------
+    def _arm(self) -> None:
+        """One timer at the connection's next deadline; traffic does not move it:
+        ``on_timer`` re-checks and the timer is armed again for what is left."""
+        when = self.timers.next_deadline()
+        if when is None or self.transport is None:
+            return
+        if self._timer is not None:
+            if self._timer.when() <= when:
                 return
-            if ep.message_timeout and self.message_since is not None \
-                    and now - self.message_since >= ep.message_timeout:
-                log.info("conn %s: message incomplete after %.1fs, closing", self.core.name,
-                         ep.message_timeout)
-                self.close()
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        action = self.timers.on_timer(now)
+        if action is LivenessAction.CLOSE_IDLE:
+            log.info("conn %s: idle for %.1fs, closing", self.core.name,
+                     self.timers.limits.idle_timeout)
+            self.close()
+            return
+        if action is LivenessAction.CLOSE_INCOMPLETE:
+            log.info("conn %s: message incomplete after %.1fs, closing", self.core.name,
+                     self.timers.limits.message_timeout)
+            self.close()
+            return
+        if action is LivenessAction.KEEPALIVE:
+            self._keepalive(now)
+        self._arm()
+
+    def _keepalive(self, now: float) -> None:
+        """An empty SEND on the first session bound here (RFC 4975 7.1: a no-op)."""
+        for core in list(self.core.sessions):
+            if core.remote_path:
+                self.write(core.empty_send(now))
+                self.endpoint._by_core[core]._arm_timer()
                 return
-            if ep.keepalive_interval and now - self.last_out >= ep.keepalive_interval:
-                for core in list(self.core.sessions):
-                    if core.remote_path:
-                        self.write(core.empty_send(now))
-                        ep._by_core[core]._arm_timer()
-                        break
+        self.timers.keepalive_skipped(now)
 
 
 class MsrpSession:
@@ -472,9 +486,7 @@ class MsrpEndpoint:
         self.ssl = ssl
         self.client_ssl = client_ssl
         self.matching = matching
-        self.keepalive_interval = keepalive_interval
-        self.idle_timeout = idle_timeout
-        self.message_timeout = message_timeout
+        self.liveness = Liveness(keepalive_interval, idle_timeout, message_timeout)
         self.max_header_size = max_header_size
         self.write_buffer_limit = write_buffer_limit
         self._server: asyncio.Server | None = None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import ParseError
+from .errors import MsrpUsageError, ParseError
 from .message import REASON_PHRASES, ByteRange, Flag, MsrpRequest, MsrpResponse
 from .parser import BadMessage, BodyData, MessageEnd, MessageStart, MsrpParser
 from .uri import MsrpUri
@@ -246,7 +246,7 @@ class SessionCore:
                     success_report: bool = False, failure_report: str = "yes",
                     message_id: str | None = None) -> OutgoingMessage:
         if failure_report not in ("yes", "no", "partial"):
-            raise ValueError(f"Failure-Report must be yes, no or partial, not {failure_report!r}")
+            raise MsrpUsageError(f"Failure-Report must be yes, no or partial, not {failure_report!r}")
         msg = OutgoingMessage(message_id or new_id(), content_type, total,
                               success_report, failure_report)
         self.outgoing[msg.message_id] = msg

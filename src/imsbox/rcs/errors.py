@@ -1,7 +1,6 @@
 """The rcs layer's error tree (see imsbox.errors for the split).
 
     CpmError
-    ├── CpmUsageError (LocalProtocolError)
     └── CpmProtocolError (RemoteProtocolError)  status 400
 
 Named after OMA CPM, the vocabulary this layer holds (``ue.RcsError`` is the
@@ -13,17 +12,13 @@ SdpError) pass through with their own status.
 
 from __future__ import annotations
 
-from ..errors import ImsboxError, LocalProtocolError, RemoteProtocolError
+from ..errors import ImsboxError, RemoteProtocolError
 
-__all__ = ["CpmError", "CpmProtocolError", "CpmUsageError"]
+__all__ = ["CpmError", "CpmProtocolError"]
 
 
 class CpmError(ImsboxError):
     """Root of the rcs layer's errors."""
-
-
-class CpmUsageError(CpmError, LocalProtocolError):
-    """Our code used the CPM helpers wrongly."""
 
 
 class CpmProtocolError(CpmError, RemoteProtocolError):

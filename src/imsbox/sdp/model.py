@@ -29,7 +29,7 @@ from .attributes import (
     parse_path,
     parse_token,
 )
-from .errors import SdpError, SdpProtocolError
+from .errors import SdpError, SdpProtocolError, SdpUsageError
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +458,8 @@ class SessionDescription(_Attributed):
         lines = list(self.lines())
         for line in lines:
             if any(c in line for c in "\r\n\0"):
-                raise SdpProtocolError(f"cannot serialize {line[:2]} line containing CR, LF or NUL")
+                # our own builder put a line break in a field: local misuse
+                raise SdpUsageError(f"cannot serialize {line[:2]} line containing CR, LF or NUL")
         return "\r\n".join(lines) + "\r\n"
 
     def __bytes__(self) -> bytes:

@@ -11,7 +11,8 @@ Kamailio model: request route, failure route, reply route):
 * the router, and ``ctx.follow_route()`` for the 16.5 default;
 * ``ctx.failure_route``: armed per request, re-targets a target set that
   ended without a 2xx (serial forking);
-* ``on_response(ctx, response)``: every response on its way upstream.
+* ``on_response(ctx, response)``: every response on its way upstream (async;
+  one request's responses still leave in the order they arrived).
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class RequestContext:
     failure_route: FailureRoute | None = None
     retargets: int = 0            # how often the failure route re-targeted
     record_route: bool = True     # False: the router's node is on the route set already
+    # Responses go upstream one at a time, in the order they arrived, even while
+    # ``on_response`` awaits (a 180 is never overtaken by a later 200).
+    upstream_order: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def flow(self) -> Flow:
@@ -162,10 +166,12 @@ class StatefulProxy:
         Default: None, proxy it."""
         return None
 
-    def on_response(self, ctx: RequestContext, response: Response) -> Response:
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
         """Hook for network functions: see or change a response on its way
-        upstream (e.g. a P-CSCF storing Service-Route).  Default: unchanged.
-        Answers of the proxy's own (router, failure route) do not pass here."""
+        upstream (e.g. a P-CSCF storing the registration of a 2xx to REGISTER
+        before the UE learns of it).  May await; the responses of one request
+        still leave in the order they arrived.  Default: unchanged.  Answers of
+        the proxy's own (router, failure route) do not pass here."""
         return response
 
     # -- requests ---------------------------------------------------------
@@ -232,7 +238,7 @@ class StatefulProxy:
         final = responses.final_response() or (
             None if responses.final_sent else Response.for_request(request, 408))
         if final is not None:
-            self._send_upstream(ctx, final)
+            await self._send_upstream(ctx, final)
 
     async def _try_targets(self, ctx: RequestContext, targets: list[Target],
                            responses: ResponseContext) -> Response | None:
@@ -290,7 +296,7 @@ class StatefulProxy:
                 continue
             client = self.endpoint.request(copy, dest, flow=target.flow,
                                            branch=f"{base}.{secrets.token_hex(4)}")
-            client.on_late_response = lambda r, c=ctx: self._send_upstream(c, r)
+            client.on_late_response = lambda r, c=ctx: self._spawn(self._send_upstream(c, r))
             responses.add_branch(key)
             branches[key] = client
             chosen[key] = target
@@ -333,7 +339,7 @@ class StatefulProxy:
                     continue
                 forward, cancel_others = responses.on_response(key, response)
                 for item in forward:
-                    self._send_upstream(ctx, item)
+                    await self._send_upstream(ctx, item)
                 if cancel_others:
                     for other_key in responses.pending_keys:
                         self._cancel(branches[other_key])
@@ -376,8 +382,12 @@ class StatefulProxy:
             self._spawn(client.cancel())
 
     # -- responses --------------------------------------------------------
-    def _send_upstream(self, ctx: RequestContext, response: Response) -> None:
+    async def _send_upstream(self, ctx: RequestContext, response: Response) -> None:
         """16.7 step 9: our Via off, then out through the server transaction."""
+        async with ctx.upstream_order:
+            await self._send_in_order(ctx, response)
+
+    async def _send_in_order(self, ctx: RequestContext, response: Response) -> None:
         server = ctx.server
         if self._is_our_via(response):
             upstream = response.copy()
@@ -387,7 +397,7 @@ class StatefulProxy:
                                             to_tag=new_tag())
         if server.txn is None or (server.final_sent and not 200 <= upstream.status < 300):
             return
-        upstream = self.on_response(ctx, upstream)
+        upstream = await self.on_response(ctx, upstream)
         if server.final_sent:
             # A later 2xx (another fork): forwarded statelessly (16.7 step 5).
             self.endpoint.send_stateless(upstream, flow=server.flow)

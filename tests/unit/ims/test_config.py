@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from imsbox.config import ConfigError, load_config
-from imsbox.ims.ifc import RequestView, SessionCase, matching_ifcs
+from imsbox.ifc import RequestView, SessionCase, matching_ifcs
 from imsbox.ims.login_guard import LoginLimits
 from imsbox.store import PsiKind
 

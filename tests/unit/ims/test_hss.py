@@ -12,7 +12,7 @@ from imsbox.ims.hss import (
     AuthorizationType, Hss, ResultCode, ServerAssignmentType as SAT,
     psi_matches,
 )
-from imsbox.ims.ifc import RequestView, SessionCase, matching_ifcs
+from imsbox.ifc import RequestView, SessionCase, matching_ifcs
 from imsbox.ims.provisioning import add_group, add_user, apply_config
 from imsbox.sip.auth import Algorithm, compute_ha1
 from imsbox.store import Psi, PsiKind, RegistrationState, SqliteStore

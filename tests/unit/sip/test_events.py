@@ -528,3 +528,34 @@ def test_unsubscribe_before_any_answer_is_local() -> None:
     assert isinstance(ended, SubscriptionTerminated) and ended.reason == LocalReason.CANCELLED
     late = _notify_for(wire(send.request), "a")  # type: ignore[arg-type]
     assert subscriber.receive_notify(late, 1.5).status == 481
+
+
+# -- subscriptions as dialog usages (RFC 5057) -------------------------------------
+
+def test_subscriptions_are_usages_in_the_given_dialog_tables() -> None:
+    from imsbox.sip.ua.dialog import DialogTable, UsageKind
+    mine, theirs = DialogTable(), DialogTable()
+    link = Wire(Subscriber(registry(), dialogs=mine),
+                Notifier(registry(), "sip:bob@192.0.2.2", dialogs=theirs))
+    first = link.subscriber.subscribe(spec(), now=0.0)
+    link.run(0.0)
+    assert first.dialog is not None
+    did = first.dialog.id
+    assert mine.find(did.call_id, did.local_tag, did.remote_tag) is first.dialog
+    [served] = link.notifier.subscriptions
+    assert theirs.find(did.call_id, did.remote_tag, did.local_tag) is served.dialog
+    # a second package in the same dialog is a second usage of it
+    second = link.subscriber.subscribe_in_dialog(first.dialog, Event("dialog"), 0.0, expires=600)
+    link.run(0.0)
+    assert [u.usage_kind for u in first.dialog.usages] == [UsageKind.SUBSCRIPTION] * 2
+    assert len(served.dialog.usages) == 2 and len(theirs) == 1
+    link.subscriber.unsubscribe(second, 1.0)
+    link.run(1.0)
+    assert second.terminated and first.dialog.usages == [first] and len(mine) == 1
+    assert not first.dialog.terminated
+    # the final NOTIFY of the last usage takes the dialog out of both tables
+    link.notifier.terminate(served, 2.0)
+    link.run(2.0)
+    assert first.terminated and len(mine) == 0 and len(theirs) == 0
+    assert first.dialog.terminated and served.dialog.terminated
+    assert link.notifier.subscriptions == []

@@ -33,14 +33,14 @@ import enum
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 from collections.abc import Callable, Iterable
 
 from ..headers import Event, HeaderError, NameAddr, SubscriptionState as SubscriptionStateHeader
 from ..message import Request, Response
 from ..uri import Uri, parse_uri
 from .dialog import (
-    Dialog, DialogError, DialogId, DialogRole, DialogState, RouteSet, UsageKind,
+    Dialog, DialogError, DialogId, DialogRole, DialogState, DialogTable, RouteSet, UsageKind,
     build_request,
 )
 
@@ -234,7 +234,7 @@ class NotifierSubscription:
     """One subscription as its notifier sees it (RFC 6665 4.2)."""
 
     __slots__ = ("dialog", "event", "package", "state", "expires_at", "resource",
-                 "implicit", "owns_dialog", "usage", "request")
+                 "implicit", "owns_dialog", "usage", "request", "notifier")
 
     def __init__(self, dialog: Dialog, event: Event, package: EventPackage,
                  state: NotifierState, expires_at: float, resource: Uri,
@@ -250,6 +250,7 @@ class NotifierSubscription:
         self.implicit = implicit
         self.owns_dialog = owns_dialog
         self.usage = usage
+        self.notifier: Notifier | None = None  # the Notifier it is a usage for
 
     def __repr__(self) -> str:
         return f"<NotifierSubscription {self.event} {self.state.value} {self.dialog.id}>"
@@ -362,19 +363,22 @@ def _timers(*values: float | None) -> float | None:
     return min(present) if present else None
 
 
-def _end_usage(by_dialog: dict[DialogId, list[Any]],
-               sub: Subscription | NotifierSubscription) -> None:
-    """Drop one dialog usage; the last one gone ends a dialog the subscription owns (4.4.1)."""
-    dialog = sub.dialog
-    if dialog is None:  # never got a dialog: no usage to drop
+def _end_usage(dialogs: DialogTable, sub: Subscription | NotifierSubscription) -> None:
+    """Drop one dialog usage (RFC 5057); the last one gone takes the dialog out of
+    the table and ends it when the subscription created it (4.4.1)."""
+    if sub.dialog is None:  # never got a dialog: no usage to drop
         return
-    usages = by_dialog.get(dialog.id, [])
-    if sub in usages:
-        usages.remove(sub)
-    if not usages:
-        by_dialog.pop(dialog.id, None)
-        if sub.owns_dialog:
-            dialog.terminate()
+    if dialogs.remove_usage(sub.dialog, sub) and sub.owns_dialog:
+        sub.dialog.terminate()
+
+
+_Usage = TypeVar("_Usage", "Subscription", "NotifierSubscription")
+
+
+def _usages(dialogs: DialogTable, dialog_id: DialogId, kind: type[_Usage]) -> list[_Usage]:
+    """The usages of one kind (subscriber or notifier side) a dialog carries."""
+    dialog = dialogs.get(dialog_id)
+    return [u for u in dialog.usages if isinstance(u, kind)] if dialog is not None else []
 
 
 # -- subscriber -------------------------------------------------------------
@@ -387,15 +391,19 @@ class _InFlight:
 
 
 class Subscriber:
-    """The subscriber side of RFC 6665 for one UA: all its subscriptions."""
+    """The subscriber side of RFC 6665 for one UA: all its subscriptions.
+
+    Each subscription with a dialog is a usage of that dialog in ``dialogs``
+    (the UA's DialogTable, or a table of its own).
+    """
 
     def __init__(self, packages: EventPackageRegistry | None = None, *, t1: float = T1,
-                 probation_retry: float = 60.0) -> None:
+                 probation_retry: float = 60.0, dialogs: DialogTable | None = None) -> None:
         self.packages = packages          # None: accept NOTIFY for any package we asked for
         self.timer_n = 64 * t1            # 4.1.2.4 Timer N
         self.refresh_margin = 64 * t1
         self.probation_retry = probation_retry  # probation without retry-after
-        self._by_dialog: dict[DialogId, list[Subscription]] = {}
+        self.dialogs = dialogs if dialogs is not None else DialogTable()
         # (Call-ID, From tag) of initial requests still in their Timer N window
         self._attempts: dict[tuple[str, str], tuple[Subscription, float]] = {}
         self._in_flight: dict[tuple[str, int], _InFlight] = {}
@@ -705,7 +713,7 @@ class Subscriber:
 
     # -- bookkeeping -------------------------------------------------------------
     def _find(self, dialog_id: DialogId, event: Event, exact: bool = False) -> Subscription | None:
-        usages = self._by_dialog.get(dialog_id, [])
+        usages = [s for s in _usages(self.dialogs, dialog_id, Subscription) if s in self._live]
         for sub in usages:
             if sub.event.matches(event):
                 return sub
@@ -726,9 +734,7 @@ class Subscriber:
 
     def _register(self, sub: Subscription) -> None:
         assert sub.dialog is not None
-        usages = self._by_dialog.setdefault(sub.dialog.id, [])
-        if sub not in usages:
-            usages.append(sub)
+        sub.dialog = self.dialogs.add_usage(sub.dialog, sub)
 
     def _forget_attempt(self, sub: Subscription) -> None:
         key = (sub.request.call_id, sub.request.from_.tag or "")
@@ -749,7 +755,7 @@ class Subscriber:
         sub.reason = reason
         sub.timer_n_at = sub.expires_at = sub.refresh_at = None
         if sub.dialog is not None:
-            _end_usage(self._by_dialog, sub)
+            _end_usage(self.dialogs, sub)
         sub.retry_at = self._retry_at(sub, reason, retry_after, now)
         if sub.retry_at is None and sub in self._live:
             self._live.remove(sub)
@@ -807,13 +813,14 @@ class Notifier:
 
     def __init__(self, packages: EventPackageRegistry, contact: Uri | str, *,
                  min_expires: int = 0, authorize: Authorizer | None = None,
-                 state_of: StateSource | None = None) -> None:
+                 state_of: StateSource | None = None,
+                 dialogs: DialogTable | None = None) -> None:
         self.packages = packages
         self.contact = parse_uri(contact) if isinstance(contact, str) else contact
         self.min_expires = min_expires
         self.authorize = authorize      # request -> ACTIVE / PENDING / reject status
         self.state_of = state_of        # subscription -> current resource state
-        self._by_dialog: dict[DialogId, list[NotifierSubscription]] = {}
+        self.dialogs = dialogs if dialogs is not None else DialogTable()  # usages live here
         self._in_flight: dict[tuple[str, int], NotifierSubscription] = {}
         self._events: list[NotifierEvent] = []
 
@@ -823,7 +830,8 @@ class Notifier:
 
     @property
     def subscriptions(self) -> list[NotifierSubscription]:
-        return [s for usages in self._by_dialog.values() for s in usages]
+        return [u for d in self.dialogs for u in d.usages
+                if isinstance(u, NotifierSubscription) and u.notifier is self]
 
     def next_deadline(self) -> float | None:
         return _timers(*(s.expires_at for s in self.subscriptions))
@@ -839,8 +847,8 @@ class Notifier:
                           dialog: Dialog | None = None) -> Response:
         """4.2.1: answer a SUBSCRIBE and queue the NOTIFY that must follow a 2xx.
 
-        ``dialog`` is an existing dialog (e.g. an INVITE's) a SUBSCRIBE with a
-        To tag may add a new usage to.
+        A SUBSCRIBE with a To tag may add a new usage to ``dialog`` or to the
+        dialog of its tags in ``dialogs`` (e.g. an INVITE's).
         """
         checked = self._check_event(request)
         if isinstance(checked, Response):
@@ -850,6 +858,7 @@ class Notifier:
         if isinstance(expires, Response):
             return expires
         if request.to.tag:
+            dialog = dialog or self.dialogs.match_request(request)
             return self._in_dialog(request, event, package, expires, now, dialog)
         return self._new_subscription(request, event, package, expires, now)
 
@@ -914,7 +923,7 @@ class Notifier:
         status = sub.dialog.receive_request(request)
         if status is not None:
             return Response.for_request(request, status)
-        new = sub not in self._by_dialog.get(did, [])
+        new = not any(u is sub for u in sub.dialog.usages)
         return self._accept(sub, request, expires, now, new=new)
 
     def _accept(self, sub: NotifierSubscription, request: Request, expires: int,
@@ -1023,16 +1032,17 @@ class Notifier:
 
     # -- bookkeeping ---------------------------------------------------------------
     def _find(self, dialog_id: DialogId, event: Event) -> NotifierSubscription | None:
-        for sub in self._by_dialog.get(dialog_id, []):
-            if sub.event.matches(event):
+        for sub in _usages(self.dialogs, dialog_id, NotifierSubscription):
+            if sub.notifier is self and sub.event.matches(event):
                 return sub
         return None
 
     def _register(self, sub: NotifierSubscription) -> None:
-        self._by_dialog.setdefault(sub.dialog.id, []).append(sub)
+        sub.notifier = self
+        sub.dialog = self.dialogs.add_usage(sub.dialog, sub)
 
     def _remove(self, sub: NotifierSubscription, reason: str | None,
                 response: Response | None = None) -> None:
         sub.state = NotifierState.TERMINATED
-        _end_usage(self._by_dialog, sub)
+        _end_usage(self.dialogs, sub)
         self._events.append(SubscriptionTerminated(sub, reason, None, response))

@@ -325,7 +325,8 @@ class ReferRecipient:
                       dialog: Dialog | None = None) -> tuple[Response, IncomingRefer | None]:
         """202 and the implicit subscription, or the error response to send.
 
-        ``dialog`` is the dialog a REFER with a To tag arrived in.
+        ``dialog`` is the dialog a REFER with a To tag arrived in (default: the
+        one of its tags in the notifier's DialogTable).
         """
         parsed = self._parse(request)
         if isinstance(parsed, Response):
@@ -369,6 +370,7 @@ class ReferRecipient:
 
     def _dialog(self, request: Request, dialog: Dialog | None) -> Dialog | Response:
         if request.to.tag:
+            dialog = dialog or self.notifier.dialogs.match_request(request)
             if dialog is None or dialog.id != DialogId.for_incoming_request(request):
                 return Response.for_request(request, 481)
             status = dialog.receive_request(request)
@@ -424,8 +426,10 @@ class EventAgent:
 
     An endpoint module at ``Priority.EVENT``: it takes every SUBSCRIBE,
     NOTIFY and REFER (in a call's dialog too, after the UA's dialog layer
-    left them); the rest goes on to the next module.  Subscriptions in a
-    dialog of the UA's table are usages of that dialog (RFC 5057).
+    left them); the rest goes on to the next module.  Its Subscriber and
+    Notifier keep every subscription as a usage in the UA's DialogTable
+    (RFC 5057): a SUBSCRIBE- or REFER-created dialog is found there like an
+    INVITE's, and leaves it with its last usage.
     Incoming REFERs reach ``on_refer`` or the ``refers`` queue; answer them
     with ``report()``.
     """
@@ -443,10 +447,11 @@ class EventAgent:
         self.endpoint = ua.endpoint
         self.packages = packages if packages is not None else EventPackageRegistry()
         t1 = self.endpoint.layer.timers.t1
-        self.issuer = ReferIssuer(Subscriber(self.packages, t1=t1))
+        # every subscription is a usage of a dialog in the UA's one table (RFC 5057)
+        self.issuer = ReferIssuer(Subscriber(self.packages, t1=t1, dialogs=ua.dialogs))
         self.subscriber = self.issuer.subscriber
         self.notifier = Notifier(self.packages, ua.contact, min_expires=min_expires,
-                                 authorize=authorize, state_of=state_of)
+                                 authorize=authorize, state_of=state_of, dialogs=ua.dialogs)
         self.recipient = ReferRecipient(self.notifier)
         self.on_refer = on_refer
         self.on_subscription = on_subscription
@@ -509,8 +514,6 @@ class EventAgent:
                                      referred_by=referred_by, refer_sub=refer_sub)
         if call.origin.flow is not None:
             self._flows[dialog.id.call_id] = call.origin.flow
-        if referral.subscription is not None:
-            self._add_usage(referral.subscription)
         watch = self._refer_watches[id(referral)] = ReferWatch(referral)
         self._drain()
         return watch
@@ -528,29 +531,14 @@ class EventAgent:
         if request.method == "NOTIFY":
             ctx.respond(self.issuer.receive_notify(request, now))
         elif request.method == "SUBSCRIBE":
-            ctx.respond(self.notifier.receive_subscribe(request, now, self._call_dialog(request)))
+            ctx.respond(self.notifier.receive_subscribe(request, now))
         else:
-            response, incoming = self.recipient.receive_refer(request, now,
-                                                              self._call_dialog(request))
+            response, incoming = self.recipient.receive_refer(request, now)
             ctx.respond(response)  # the 202 goes out before the first NOTIFY
             if incoming is not None:
-                if incoming.subscription is not None:
-                    self._add_usage(incoming.subscription)
                 self._incoming_refer(incoming)
         self._drain()
         return True
-
-    def _call_dialog(self, request: Request) -> Dialog | None:
-        return self.ua.dialogs.match_request(request) if request.to.tag else None
-
-    def _add_usage(self, sub: Subscription | NotifierSubscription) -> None:
-        """A subscription in one of the UA's dialogs becomes a usage of it."""
-        if sub.dialog is not None and sub.dialog.id in self.ua.dialogs:
-            self.ua.dialogs.add_usage(sub.dialog, sub)
-
-    def _end_usage(self, sub: object) -> None:
-        if isinstance(sub, (Subscription, NotifierSubscription)) and sub.dialog is not None:
-            self.ua.dialogs.remove_usage(sub.dialog, sub)
 
     def _incoming_refer(self, incoming: IncomingRefer) -> None:
         if self.on_refer is None:
@@ -576,7 +564,6 @@ class EventAgent:
                 if (watch := self._watches.get(id(sub.origin))) is not None:
                     watch.notifications.put_nowait(event)
             case SubscriptionTerminated(subscription=Subscription() as sub, retry_at=retry_at):
-                self._end_usage(sub)
                 watch = self._watches.get(id(sub.origin))
                 if watch is not None and retry_at is None and sub is watch.subscription:
                     del self._watches[id(sub.origin)]
@@ -613,11 +600,8 @@ class EventAgent:
             case SendRequest(request=request):
                 self._send(request, self.notifier.receive_response)
             case SubscriptionCreated(subscription=sub):
-                self._add_usage(sub)
                 if self.on_subscription is not None:
                     self.on_subscription(sub)
-            case SubscriptionTerminated(subscription=sub):
-                self._end_usage(sub)
 
     def _send(self, request: Request,
               feed: Callable[[Request, Response, float], None]) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sip.headers import COMPACT_FORMS
+from .sip.headers import COMPACT_FORMS
 
 __all__ = [
     "ApplicationServer",

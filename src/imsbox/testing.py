@@ -13,15 +13,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, load_config
-from ..sip.endpoint import ClientContext, ServerContext, SipEndpoint
-from ..sip.message import Request, Response, new_tag
-from ..sip.transaction import TimerValues
-from ..sip.transport.base import Destination
-from ..sip.ua.dialog import build_request
-from ..sip.ua.invite import InviteConfig
-from ..sip.ua.useragent import Call, UserAgent
-from .register import Registration, register
+from .config import Config, load_config
+from .sip.endpoint import ClientContext, ServerContext, SipEndpoint
+from .sip.message import Request, Response, new_tag
+from .sip.transaction import TimerValues
+from .sip.transport.base import Destination
+from .sip.ua.dialog import build_request
+from .sip.ua.invite import InviteConfig
+from .sip.ua.useragent import Call, UserAgent
+from .ue.register import Registration, register
 
 __all__ = ["FAST_TIMERS", "LoopbackPorts", "TestUe", "write_loopback_config"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imsbox.ims.ifc import (
+from imsbox.ifc import (
     ApplicationServer, DefaultHandling, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt,
     ProfilePartIndicator, RequestUriSpt, RequestView, SdpLineSpt, SessionCase, SessionCaseSpt,
     TriggerPoint, matching_ifcs, next_ifc,
