@@ -25,7 +25,7 @@ from imsbox.ue.client import RcsClient
 from imsbox.ue.events import (
     CallAnswered, CallEnded, CallHeld, CallResumed, CallRinging, RcsEvent, RtpStatsEvent,
 )
-from imsbox.ue.testing import write_loopback_config
+from imsbox.testing import write_loopback_config
 
 from helpers import DOMAIN, client, network_with, settle
 

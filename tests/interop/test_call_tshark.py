@@ -21,7 +21,7 @@ from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_user
 from imsbox.media import PortAllocator, ToneSource
 from imsbox.store import open_store
-from imsbox.ue.testing import write_loopback_config
+from imsbox.testing import write_loopback_config
 
 from .capture import Capture
 from .test_messaging_tshark import sip_counts
