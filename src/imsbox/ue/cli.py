@@ -7,7 +7,10 @@ Commands: ``listen [--interactive]``, ``send TO TEXT``, ``chat TO``,
 ``send-file TO PATH``, ``retrieve-deferred`` (seed 003: register the cpm.deferred
 ICSI, fetch what the network stored while offline, exit), ``group-chat [--subject S]
 MEMBER...`` / ``group-chat --join URI`` (stdin lines are messages; ``/invite NAME``,
-``/remove NAME``, ``/leave``). With ``--json`` every event is one JSON object per line
+``/remove NAME``, ``/leave``), ``call TO [--play FILE.wav] [--tone HZ] [--record
+FILE.wav]`` (a voice call; stdin commands ``hold``, ``resume``, ``hangup``; stdin
+EOF hangs up), ``listen --answer [--after S] [--busy]`` (answer voice calls, or
+refuse them 486 busy). With ``--json`` every event is one JSON object per line
 on stdout (at least "event", "from", "to"); otherwise one readable line.
 Diagnostics go to stderr. ``send``, ``chat`` and ``send-file`` report the
 notifications of what they sent themselves; ``listen`` reports every one.
@@ -15,7 +18,9 @@ notifications of what they sent themselves; ``listen`` reports every one.
 Exit status: 0 success (delivered, confirmed); 1 not delivered / refused /
 timed out / not registered (wrong password, no P-CSCF answering); 2 bad
 usage; 3 accepted by the network for later delivery (the recipient is
-offline: ``send`` got 202, ``chat`` lines were taken but not delivered yet).
+offline: ``send`` got 202, ``chat`` lines were taken but not delivered yet);
+4 ``call``: the call went fine but a command that is not built yet was typed
+(``transfer``, ``consult``, ``complete``, ``conference``, ``park``).
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..media import WavSink
 from ..rcs.cpm import deferred_messages_uri
 from ..runtime import parse_hostport, stop_on_signals
 from ..sip.transport.base import TRANSPORTS
+from .call import VoiceCall, file_source
 from .client import (
     Chat,
     ChatEnded,
@@ -67,6 +74,9 @@ __all__ = ["add_subcommand", "run_ue"]
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
+EXIT_NOT_BUILT = 4
+CALL_COMMANDS = ("hold", "resume", "hangup")
+NOT_BUILT = ("transfer", "consult", "complete", "conference", "park")  # RFC 5359 2.4-2.10, later
 BAR_WIDTH = 30
 PROGRESS_EVERY = 0.1     # seconds: the progress bar / JSON progress at most this often ...
 PROGRESS_STEP = 0.01     # ... or once per this share of the file
@@ -132,6 +142,14 @@ def _human(data: dict[str, Any]) -> str:
         ParticipantLeft.EVENT: lambda: f"{sender} left {data['conference']} ({data['reason']})",
         GroupMessage.EVENT: lambda: f"[{data['conference']}] {sender}: {data['text']}",
         GroupLeft.EVENT: lambda: f"out of group {data['conference']}: {data['reason']}",
+        "call_ringing": lambda: f"call {sender} -> {recipient} ringing",
+        "call_answered": lambda: f"call {sender} -> {recipient} answered",
+        "call_held": lambda: f"call with {recipient} on hold ({data['direction']})",
+        "call_resumed": lambda: f"call with {recipient} resumed",
+        "call_ended": lambda: f"call {sender} -> {recipient} ended: {data['reason']}",
+        "rtp_stats": lambda: ("RTP " + ", ".join(f"{k} {data['stats'][k]}" for k in
+                                                 ("packets_sent", "packets_received", "lost",
+                                                  "jitter_ms"))),
         "refer_result": lambda: (f"{data['action']} {recipient}: "
                                  + ("done" if data["ok"] else f"failed ({data['reason']})")),
     }
@@ -173,6 +191,12 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                         help="where accepted files go (default: current directory)")
     listen.add_argument("--mark-displayed", action="store_true",
                         help="send the display notification for every message received")
+    listen.add_argument("--answer", action="store_true", help="answer voice calls")
+    listen.add_argument("--after", type=float, default=0.0, metavar="S",
+                        help="with --answer: ring this many seconds first (default 0)")
+    listen.add_argument("--busy", action="store_true",
+                        help="refuse voice calls with 486 Busy Here")
+    _media_arguments(listen)
     listen.add_argument("--interactive", action="store_true",
                         help="answer chats: each stdin line goes to the latest open chat "
                              "(/bye ends it)")
@@ -205,8 +229,21 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     group.add_argument("--subject", default=None, help="the new group's subject")
     group.add_argument("--join", metavar="URI", default=None,
                        help="join this conference / group URI instead of starting one")
+    call = commands.add_parser(
+        "call", help="a voice call; stdin commands: hold, resume, hangup (EOF hangs up)")
+    call.add_argument("to", metavar="TO")
+    _media_arguments(call)
     ue.set_defaults(run=run_ue)
     return ue
+
+
+def _media_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--play", metavar="FILE.wav", type=Path, default=None,
+                        help="play this WAV (8 kHz 16-bit mono; looped) into calls")
+    parser.add_argument("--tone", metavar="HZ", type=_positive, default=None,
+                        help="play a sine tone of this frequency instead (default: silence)")
+    parser.add_argument("--record", metavar="FILE.wav", type=Path, default=None,
+                        help="record what the other side sends to this WAV")
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -221,7 +258,9 @@ def _client(args: argparse.Namespace) -> RcsClient:
     return RcsClient(args.user, args.password, args.domain, pcscf=pcscf,
                      transport=args.transport, downloads=downloads, ssl_context=ssl_context,
                      report_all_notifications=args.ue_command == "listen",
-                     deferred_retrieval=args.ue_command == "retrieve-deferred")
+                     deferred_retrieval=args.ue_command == "retrieve-deferred",
+                     answer_calls=args.after if getattr(args, "answer", False) else None,
+                     busy_calls=getattr(args, "busy", False))
 
 
 async def run_ue(args: argparse.Namespace) -> int:
@@ -231,7 +270,11 @@ async def run_ue(args: argparse.Namespace) -> int:
     printer = Printer(args.json, sys.stdout, sys.stderr)
     command = {"listen": _listen, "send": _send, "chat": _chat,
                "send-file": _send_file, "retrieve-deferred": _retrieve_deferred,
-               "group-chat": _group_chat}[args.ue_command]
+               "group-chat": _group_chat, "call": _call}[args.ue_command]
+    play = getattr(args, "play", None)
+    if play is not None and not play.is_file():
+        printer.error(f"{play}: no such file")
+        return EXIT_USAGE
     if args.ue_command == "send-file" and not args.path.is_file():
         printer.error(f"{args.path}: no such file")
         return EXIT_USAGE
@@ -305,6 +348,8 @@ class _StdinLines:
 async def _listen(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
     printer.record({"event": "listening", "from": client.aor, "to": client.aor,
                     "contact": client.contact})
+    if args.answer or args.busy:
+        _call_media(client, args)
     tasks = [asyncio.ensure_future(_print_events(client, printer, args.mark_displayed))]
     if args.interactive:
         tasks.append(asyncio.ensure_future(_answer_chats(client, printer)))
@@ -603,3 +648,56 @@ async def _refer(client: RcsClient, group: GroupChat, command: str, name: str,
     printer.record({**record, "status": result.status, "result": result.result,
                     "ok": result.ok, "reason": result.reason})
     return result.ok
+
+
+# -- voice calls ------------------------------------------------------------------------------
+
+def _call_media(client: RcsClient, args: argparse.Namespace) -> None:
+    """What ``listen --answer`` plays into and records of each call."""
+    client.call_service.source = lambda: file_source(args.play, args.tone)
+    record = args.record
+    client.call_service.sink = lambda: WavSink(record) if record is not None else None
+
+
+async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
+    """``call TO``: the call's events; stdin hold / resume / hangup; exit 0 once an
+    answered call ended, 1 if it was never answered (busy, refused, cancelled)."""
+    call = await client.call(args.to, play=args.play, tone=args.tone, record=args.record)
+    typed = _StdinLines()
+    asked: set[str] = set()
+    with stop_on_signals() as stop:
+        await _until(stop, asyncio.ensure_future(_print_events(client, printer)),
+                     asyncio.ensure_future(_call_commands(call, typed, printer, asked)),
+                     asyncio.ensure_future(call.ended.wait()))
+    await call.hangup()
+    for event in client.pending_events():
+        if not isinstance(event, Registered):
+            printer.event(event)
+    if not call.answered.is_set():
+        return EXIT_FAILED
+    return EXIT_NOT_BUILT if asked else EXIT_OK
+
+
+async def _call_commands(call: VoiceCall, typed: _StdinLines, printer: Printer,
+                         asked: set[str]) -> None:
+    while (line := await typed.next()) is not None:
+        command = line.strip().split(" ", 1)[0].lower()
+        if not command:
+            continue
+        if command in NOT_BUILT:
+            asked.add(command)
+            printer.error(f"{command}: not built yet")
+            continue
+        if command not in CALL_COMMANDS:
+            printer.error(f"{command}: unknown command (hold, resume, hangup)")
+            continue
+        if command == "hangup":
+            break
+        try:
+            done = await (call.hold() if command == "hold" else call.resume())
+        except RcsError as exc:
+            printer.error(f"{command}: {exc}")
+            continue
+        if not done:
+            printer.error(f"{command}: the other side refused the re-INVITE")
+    await call.hangup()

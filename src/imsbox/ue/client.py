@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Self
 
+from ..media import WavSink
 from ..msrp import MsrpEndpoint
 from ..rcs.cpm import (
     CPM_SESSION_TIMER,
@@ -50,6 +51,7 @@ from ..sip.transaction import TimerValues
 from ..sip.transport.base import TRANSPORTS, Destination, Flow
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
+from .call import CallService, VoiceCall, file_source
 from .chat import Chat, ChatService
 from .core import UeCore, UeEndpoint, identity
 from .events import (
@@ -104,7 +106,9 @@ class RcsClient:
     did not send (``imsbox ue listen``); by default only its own.
     ``deferred_retrieval``: register the cpm.deferred ICSI too, so the network keeps
     messages stored while offline until ``retrieve_deferred()`` (seed 003).
-    ``accept_groups``: join the group chats the network invites us to (else 486)."""
+    ``accept_groups``: join the group chats the network invites us to (else 486).
+    ``answer_calls``: answer voice calls after that many seconds (None: decline them,
+    486, reporting a ``CallEvent``); ``busy_calls``: refuse them 486 Busy Here."""
 
     def __init__(self, user: str, password: str, domain: str = "ims.test",
                  pcscf: tuple[str, int] = ("127.0.0.1", 5060), transport: str = "udp",
@@ -114,7 +118,8 @@ class RcsClient:
                  ssl_context: ssl.SSLContext | None = None,
                  max_file_size: int | None = None, report_all_notifications: bool = False,
                  answer_timeout: float = ANSWER_TIMEOUT,
-                 deferred_retrieval: bool = False, accept_groups: bool = True) -> None:
+                 deferred_retrieval: bool = False, accept_groups: bool = True,
+                 answer_calls: float | None = None, busy_calls: bool = False) -> None:
         if transport not in TRANSPORTS:
             raise RcsError(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.user, self.password, self.domain = user, password, domain
@@ -138,6 +143,7 @@ class RcsClient:
         self.messaging = Messaging(self.core, self.notifications)
         self.chat_service = ChatService(self.core, self.notifications, accept_chats)
         self.group_service = GroupService(self.core, self.notifications, accept_groups)
+        self.call_service = CallService(self.core, answer_calls, busy_calls)
         self.files = FileTransfers(self.core, self.notifications,
                                    Path(downloads) if downloads is not None else None,
                                    max_file_size)
@@ -203,6 +209,7 @@ class RcsClient:
         """End chats, de-register (best effort), close every socket."""
         await self.chat_service.close()
         await self.group_service.close()
+        await self.call_service.close()
         tasks = list(self.core.tasks)
         for task in tasks:
             task.cancel()
@@ -364,6 +371,20 @@ class RcsClient:
         """Back into a group left earlier; restarted when it has ended meanwhile (404)."""
         return await self.group_service.rejoin(group)
 
+    # -- voice calls (ue/call.py) ----------------------------------------------------------
+    @property
+    def calls(self) -> dict[str, VoiceCall]:
+        """The voice calls in progress, by Call-ID."""
+        return self.call_service.calls
+
+    async def call(self, to: str, play: str | Path | None = None, tone: float | None = None,
+                   record: str | Path | None = None) -> VoiceCall:
+        """A voice call (MMTel INVITE, audio offer) playing the WAV ``play`` or a ``tone``
+        (Hz; silence without either), recording to the WAV ``record``; returns once the
+        INVITE is out (``await call.wait_answered()``; events call_ringing ...)."""
+        sink = WavSink(record) if record is not None else None
+        return await self.call_service.place(self.resolve(to), file_source(play, tone), sink)
+
     # -- incoming INVITEs ----------------------------------------------------------------
     async def _on_call(self, call: Call) -> None:
         self.core.spawn(self._incoming(call))
@@ -382,6 +403,9 @@ class RcsClient:
             call.reject(488, f"Not Acceptable Here - {exc.reason}"[:80])
             return
         media = msrp_media(offer)
+        if media is None and self.call_service.answering and _is_audio(offer):
+            await self.call_service.incoming(call, peer, sdp_body or b"")
+            return
         if media is None:
             self.core.emit(CallEvent(peer, self.aor, call.call_id,
                                      [m.media for m in offer.media]))
@@ -399,6 +423,10 @@ class RcsClient:
             await self.messaging.incoming_large(call, peer, offer)
         else:
             await self.chat_service.incoming(call, peer, offer)
+
+
+def _is_audio(offer: SessionDescription) -> bool:
+    return any(m.media == "audio" and m.port for m in offer.media)
 
 
 def _service_by_sdp(offer: SessionDescription, media: MediaDescription) -> CpmService:

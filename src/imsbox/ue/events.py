@@ -19,6 +19,7 @@ __all__ = [
     "GroupLeft", "GroupMessage", "MessageReceived", "MessageStatus", "Notification",
     "ParticipantJoined", "ParticipantLeft", "RcsError", "RcsEvent", "Registered",
     "RegistrationError", "SendError", "resolve_target",
+    "CallAnswered", "CallEnded", "CallHeld", "CallResumed", "CallRinging", "RtpStatsEvent",
 ]
 
 _E164 = re.compile(r"\+[0-9]{3,15}")
@@ -256,6 +257,57 @@ class GroupLeft(RcsEvent):
     reason: str
     group_id: str
     EVENT: ClassVar[str] = "group_left"
+
+
+# -- voice calls (ue/call.py) ------------------------------------------------------------
+
+@dataclass(slots=True)
+class CallRinging(RcsEvent):
+    """The callee is alerted (180), or a call rings here."""
+
+    call_id: str
+    EVENT: ClassVar[str] = "call_ringing"
+
+
+@dataclass(slots=True)
+class CallAnswered(RcsEvent):
+    call_id: str
+    direction: str      # our RTP direction, sendrecv unless the answer says otherwise
+    EVENT: ClassVar[str] = "call_answered"
+
+
+@dataclass(slots=True)
+class CallHeld(RcsEvent):
+    """We put the call on hold (our direction is now sendonly or inactive)."""
+
+    call_id: str
+    direction: str
+    EVENT: ClassVar[str] = "call_held"
+
+
+@dataclass(slots=True)
+class CallResumed(RcsEvent):
+    call_id: str
+    direction: str
+    EVENT: ClassVar[str] = "call_resumed"
+
+
+@dataclass(slots=True)
+class CallEnded(RcsEvent):
+    """``reason``: local hangup, remote hangup, busy, cancelled, not acceptable, ..."""
+
+    call_id: str
+    reason: str
+    EVENT: ClassVar[str] = "call_ended"
+
+
+@dataclass(slots=True)
+class RtpStatsEvent(RcsEvent):
+    """The call's RTP counters (``RtpStats``: packets_sent/received, lost, jitter_ms...)."""
+
+    call_id: str
+    stats: dict[str, Any]
+    EVENT: ClassVar[str] = "rtp_stats"
 
 
 @dataclass(slots=True)

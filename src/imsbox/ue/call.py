@@ -1,0 +1,313 @@
+"""Voice calls (MMTel, RFC 5359 2.1): INVITE with an audio offer, RTP through
+imsbox.media, answer or refuse busy, ringing, hangup, CANCEL, hold and resume.
+
+One :class:`CallMedia` per call is both the INVITE session's ``OfferAnswer``
+(so a re-INVITE from the peer, e.g. its hold offer, is answered and applied
+to the RTP session by the UA itself) and the owner of its ``RtpSession``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..media import AudioParams, MediaError, PortAllocator, RtpSession, ToneSource, WavSink, WavSource
+from ..media.audio import Sink, Source
+from ..rcs.cpm import escape_icsi
+from ..sdp import (
+    Direction,
+    LocalCapabilities,
+    NoCommonCodec,
+    SdpError,
+    SessionDescription,
+    answer,
+    audio_offer,
+    hold_direction,
+    parse,
+    resume_direction,
+)
+from ..sip.ua.useragent import Call, Origin
+from .core import UeCore
+from .events import CallAnswered, CallEnded, CallHeld, CallResumed, CallRinging, RtpStatsEvent, SendError
+
+__all__ = ["MMTEL", "CallMedia", "CallService", "VoiceCall"]
+
+log = logging.getLogger(__name__)
+
+MMTEL = "urn:urn-7:3gpp-service.ims.icsi.mmtel"   # TS 24.173: the IMS voice service
+MMTEL_TAG = f'+g.3gpp.icsi-ref="{escape_icsi(MMTEL)}"'
+SourceFactory = Callable[[], Source | None]
+SinkFactory = Callable[[], Sink | None]
+
+# What the INVITE session says when it ends -> the call_ended reason of the contract.
+_REASONS = {"local BYE": "local hangup", "remote BYE": "remote hangup",
+            "failed 486": "busy", "rejected 486": "busy", "failed 600": "busy",
+            "failed 603": "declined", "rejected 603": "declined",
+            "failed 487": "cancelled", "rejected 487": "cancelled",
+            "failed 488": "not acceptable", "rejected 488": "not acceptable",
+            "failed 408": "no answer", "failed 480": "unavailable", "failed 404": "not found"}
+
+
+class CallMedia:
+    """The SDP offers/answers of one call and the RTP session they configure."""
+
+    def __init__(self, session: RtpSession, host: str) -> None:
+        self.session = session
+        self.caps = LocalCapabilities(address=host, addr_type="IP6" if ":" in host else "IP4",
+                                      audio_port=session.local_port, ptime=20,
+                                      session_id=str(secrets.randbelow(2**31)))
+        self.version = int(self.caps.session_id or 0)
+        self.local: SessionDescription | None = None
+        self.refused: NoCommonCodec | None = None
+
+    @property
+    def direction(self) -> Direction:
+        return self.session.direction
+
+    def make_offer(self, direction: Direction = Direction.SENDRECV) -> bytes:
+        self.local = audio_offer(self.caps, direction=direction, previous=self.local)
+        return bytes(self.local)
+
+    # -- the OfferAnswer protocol of the INVITE session ----------------------------
+    def offer(self) -> bytes:
+        return self.make_offer(self.direction if self.session.params else Direction.SENDRECV)
+
+    def answer(self, offer: bytes) -> bytes | None:
+        """Our answer, applied to the RTP session; None (488) without a common codec."""
+        try:
+            remote = parse(offer)
+            self.version += 1
+            self.caps.session_version = str(self.version)
+            local = answer(remote, self.caps)
+            self._apply(local, remote)
+        except NoCommonCodec as exc:
+            self.refused = exc
+            return None
+        except (SdpError, MediaError) as exc:
+            log.info("unusable audio offer: %s", exc)
+            return None
+        self.local = local
+        return bytes(local)
+
+    def answered(self, answer_body: bytes) -> None:
+        if self.local is None:
+            return
+        try:
+            self._apply(self.local, parse(answer_body))
+        except (SdpError, MediaError) as exc:
+            log.info("unusable audio answer: %s", exc)
+
+    def _apply(self, local: SessionDescription, remote: SessionDescription) -> None:
+        self.session.configure(AudioParams.from_sdp(local, remote))
+
+
+class VoiceCall:
+    """One voice call: ``hold``/``resume``/``hangup``; ``ended`` is set when it is over."""
+
+    def __init__(self, service: CallService, call: Call, media: CallMedia, peer: str,
+                 incoming: bool) -> None:
+        self.service, self.call, self.media, self.peer = service, call, media, peer
+        self.incoming = incoming
+        self.answered = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.end_reason = ""
+        self.held = False          # we hold the peer
+        self._hanging_up: str | None = None
+        self._sink: Sink | None = None
+
+    @property
+    def id(self) -> str:
+        return self.call.call_id
+
+    @property
+    def rtp(self) -> RtpSession:
+        return self.media.session
+
+    @property
+    def _core(self) -> UeCore:
+        return self.service.core
+
+    def _parties(self) -> tuple[str, str]:
+        return (self.peer, self._core.aor) if self.incoming else (self._core.aor, self.peer)
+
+    def start(self, source: Source | None, sink: Sink | None) -> None:
+        self.rtp.source, self.rtp.sink, self._sink = source, sink, sink
+        self.service.calls[self.id] = self
+        self._core.spawn(self._watch())
+
+    async def wait_answered(self, timeout: float | None = None) -> bool:
+        """True once the call is answered, False if it ended first (or timed out)."""
+        waiters = [asyncio.ensure_future(self.answered.wait()),
+                   asyncio.ensure_future(self.ended.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        return self.answered.is_set() and not self.ended.is_set()
+
+    async def hold(self) -> bool:
+        """RFC 5359 2.1: re-INVITE sendonly; the peer answers recvonly and stops sending."""
+        return await self._reoffer(hold_direction(self.rtp.direction), True)
+
+    async def resume(self) -> bool:
+        return await self._reoffer(resume_direction(self.rtp.direction), False)
+
+    async def _reoffer(self, direction: Direction, hold: bool) -> bool:
+        if self.ended.is_set() or not self.answered.is_set():
+            raise SendError("the call is not established")
+        response = await self.call.reinvite(self.media.make_offer(direction))
+        if response is None or not 200 <= response.status < 300:
+            return False
+        self.held = hold
+        kind = CallHeld if hold else CallResumed
+        self._core.emit(kind(*self._parties(), self.id, self.rtp.direction.value))
+        return True
+
+    async def hangup(self) -> None:
+        """BYE; while still ringing CANCEL (caller) or 603 Decline (callee)."""
+        if self.ended.is_set():
+            return
+        if self.answered.is_set():
+            self._hanging_up = "local hangup"
+        else:
+            self._hanging_up = "declined" if self.incoming else "cancelled"
+        with contextlib.suppress(Exception):
+            if self.incoming and not self.answered.is_set():
+                self.call.reject(603)
+            else:
+                await asyncio.wait_for(self.call.bye(), 5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), 5)
+        await self._finish(self._hanging_up)   # the session could not end it: end ours
+
+    async def _watch(self) -> None:
+        if not self.incoming:
+            self._core.spawn(self._progress())
+        event = await asyncio.shield(self.call.terminated)
+        reason = self._hanging_up or _REASONS.get(event.reason, event.reason)
+        await self._finish(reason)
+
+    async def _progress(self) -> None:
+        """Caller side: call_ringing on the 18x, call_answered on the 2xx."""
+        ringing = asyncio.ensure_future(self.call.ringing.wait())
+        final = self.call.final
+        either: list[asyncio.Future[Any]] = [ringing, final]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if self.call.ringing.is_set() and not self.ended.is_set():
+            self._core.emit(CallRinging(*self._parties(), self.id))
+        ringing.cancel()
+        response = await asyncio.shield(final)
+        if response is not None and 200 <= response.status < 300:
+            self.set_answered()
+
+    def set_answered(self) -> None:
+        self.answered.set()
+        self._core.emit(CallAnswered(*self._parties(), self.id, self.rtp.direction.value))
+
+    async def _finish(self, reason: str) -> None:
+        if self.end_reason:   # ending already (the watcher and hangup may both get here)
+            return
+        self.end_reason = reason
+        stats = self.rtp.update_stats().as_dict()
+        await self.rtp.close()
+        if isinstance(self._sink, WavSink):
+            self._sink.close()
+        self.service.calls.pop(self.id, None)
+        self._core.emit(RtpStatsEvent(*self._parties(), self.id, stats))
+        self._core.emit(CallEnded(*self._parties(), self.id, reason))
+        self.ended.set()
+
+
+class CallService:
+    """Places and takes the voice calls of one UE.
+
+    ``answer_after``: answer incoming calls after that many seconds (None: refuse
+    them as before calls existed, 486); ``busy``: refuse every call 486 Busy Here.
+    ``source``/``sink`` give each new call what it plays and where it records.
+    """
+
+    def __init__(self, core: UeCore, answer_after: float | None = None, busy: bool = False,
+                 ports: PortAllocator | None = None) -> None:
+        self.core = core
+        self.answer_after = answer_after
+        self.busy = busy
+        self.ports = ports
+        self.source: SourceFactory = lambda: None
+        self.sink: SinkFactory = lambda: None
+        self.calls: dict[str, VoiceCall] = {}
+
+    @property
+    def answering(self) -> bool:
+        return self.busy or self.answer_after is not None
+
+    def origin(self) -> Origin:
+        assert self.core.ua is not None
+        params = f";{MMTEL_TAG}" + (f';+sip.instance="<{self.core.registration.instance}>"'
+                                    if self.core.registration.instance else "")
+        return Origin(self.core.ua.local, self.core.ua.contact,
+                      tuple(self.core.registration.route()), contact_params=params)
+
+    async def place(self, target: str, source: Source | None = None,
+                    sink: Sink | None = None) -> VoiceCall:
+        """INVITE with an audio offer; returns at once (``wait_answered``)."""
+        assert self.core.ua is not None
+        rtp = await RtpSession.open(self.ports, host=self.core.host)
+        media = CallMedia(rtp, self.core.host)
+        headers = [("Accept-Contact", f"*;{MMTEL_TAG}"),
+                   ("P-Preferred-Service", MMTEL),
+                   ("P-Preferred-Identity", f"<{self.core.aor}>"),
+                   ("User-Agent", self.core.user_agent)]
+        call = await self.core.ua.invite(target, media.make_offer(), headers,
+                                         offer_answer=media, origin=self.origin())
+        voice = VoiceCall(self, call, media, target, False)
+        voice.start(source, sink)
+        return voice
+
+    async def incoming(self, call: Call, peer: str, offer: bytes) -> None:
+        """Ring, then answer after ``answer_after`` s, or refuse 486 / 488."""
+        try:
+            rtp = await RtpSession.open(self.ports, host=self.core.host)
+        except MediaError as exc:   # no free RTP port
+            log.warning("call %s refused: %s", call.call_id, exc)
+            call.reject(503, "Service Unavailable - no free RTP port")
+            return
+        media = CallMedia(rtp, self.core.host)
+        voice = VoiceCall(self, call, media, peer, True)
+        voice.start(self.source(), self.sink())
+        if self.busy:
+            call.reject(486)
+            return
+        answer_sdp = media.answer(offer)
+        if answer_sdp is None:
+            refused = media.refused
+            codecs = ", ".join(refused.codecs) if refused is not None else "PCMU, PCMA"
+            call.reject(488, headers=[("Warning",
+                                       f'305 {self.core.host} "Incompatible media format; '
+                                       f'we support {codecs}"')])
+            return
+        call.session.offer_answer = media   # re-INVITEs (hold) are answered by the media
+        call.ring(180)
+        self.core.emit(CallRinging(peer, self.core.aor, call.call_id))
+        await asyncio.sleep(self.answer_after or 0)
+        if voice.ended.is_set() or call.terminated.done():
+            return
+        call.accept(answer_sdp)
+        voice.set_answered()
+
+    async def close(self) -> None:
+        for voice in list(self.calls.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(voice.hangup(), 2)
+
+
+def file_source(path: str | Path | None, tone: float | None = None) -> Source | None:
+    """What a call plays: a WAV file (looped), else a tone, else silence."""
+    if path is not None:
+        return WavSource(path, loop=True)
+    return ToneSource(tone) if tone else None
