@@ -349,3 +349,38 @@ def test_a_flooder_does_not_starve_the_others(tmp_path: Path) -> None:
             assert seen < 200, seen  # about IN_FLIGHT of alice's ahead, not the flood
             await asyncio.gather(*sends)
     run(tmp_path, scenario)
+
+
+def test_conference_subscription_refresh_and_unsubscribe(tmp_path: Path) -> None:
+    """RFC 6665 4.1.2: the focus's 200 and NOTIFYs carry the conference URI with
+    ``;isfocus`` as Contact, so a re-SUBSCRIBE goes S-CSCF -> I-CSCF -> AS and gets
+    200 and a NOTIFY; Expires: 0 gets the terminated NOTIFY."""
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice", "bob") as (alice, bob), MsrpEndpoint() as msrp:
+            for ue in (alice, bob):
+                assert (await ue.register()).ok
+            agent = EventAgent(bob.ua, EventPackageRegistry([CONFERENCE_PACKAGE]))  # type: ignore[arg-type]
+            call, session = await create(alice, msrp, [BOB])
+            conference = await established(call, session)
+            await answer(bob, msrp)
+            focus = net.nodes["conference"].foci[conference]  # type: ignore[attr-defined]
+            async with asyncio.timeout(5):
+                while len(focus.legs) < 2:
+                    await asyncio.sleep(0.01)
+            watch = agent.subscribe(conference, "conference", expires=600)
+            first = await watch.next_notification(5)
+            assert first.request.header("Contact") == f"<{conference}>;isfocus"
+            assert str(watch.subscription.dialog.remote_target) == conference  # type: ignore[union-attr]
+
+            agent.refresh(watch, 600)
+            again = await watch.next_notification(5)
+            assert again.state.state == "active"
+            assert parse_conference_info(again.body).entity == conference
+            assert not watch.terminated.done()
+
+            ended = await agent.unsubscribe(watch, 5)
+            assert ended.reason is not None
+            last = await watch.next_notification(5)
+            assert last.state.state == "terminated"
+    run(tmp_path, scenario)

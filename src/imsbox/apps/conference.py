@@ -49,7 +49,7 @@ from ..sip.ua.events import EventPackageRegistry, NotifierSubscription
 from ..sip.ua.invite import InviteConfig, SessionTimerConfig
 from ..sip.ua.refer import EventAgent, IncomingRefer
 from ..sip.ua.useragent import Call, UserAgent
-from ..sip.uri import SipUri, parse_uri
+from ..sip.uri import SipUri, Uri, parse_uri
 from ..store import (
     Conference, ConferenceKind, Participant, ParticipantState, Store,
 )
@@ -137,7 +137,8 @@ class ConferenceAs:
                             on_call=self._on_call, serve_new=False)
         self.events = EventAgent(self.ua, EventPackageRegistry([CONFERENCE_PACKAGE]),
                                  state_of=self._first_state, on_refer=self._on_refer,
-                                 on_subscription=self._subscribed)
+                                 on_subscription=self._subscribed,
+                                 contact_of=self._contact_of)
         self.endpoint.add_module(_FocusModule(self))
         self.endpoint.add_module(_ControlGuard(self))
         self.endpoint.add_module(_SubjectWatch(self))
@@ -313,6 +314,16 @@ class ConferenceAs:
         if stored is not None:
             focus.conference = stored
             self._changed(focus, None)
+
+    def _contact_of(self, request: Request) -> tuple[Uri, str]:
+        """A SUBSCRIBE / REFER dialog's Contact: the conference URI with ``;isfocus``,
+        so its refreshes and in-dialog requests reach us through the I-CSCF."""
+        assert self.ua is not None
+        try:
+            focus = self.foci.get(canonical_public_id(str(request.uri)))
+        except ValueError:
+            focus = None
+        return (parse_uri(focus.uri), FOCUS_PARAMS) if focus else (self.ua.contact, "")
 
     # -- conference event package (RFC 4575) --------------------------------------------
     def _first_state(self, sub: NotifierSubscription) -> bytes:
