@@ -237,7 +237,8 @@ def test_rejoin_the_same_conference_then_restart_once_it_ended(tmp_path: Path) -
 
 def test_invite_and_remove_by_refer_through_the_focus(tmp_path: Path) -> None:
     """alice (the creator) REFERs dave in: 202, NOTIFY sipfrag 200, dave invited
-    with Referred-By alice; bob may not remove him (403), alice may: dave is out."""
+    with Referred-By alice; bob may not remove him (403), alice may: dave is out,
+    reported booted; bob leaving by BYE is reported departed."""
     async def scenario(config: Config) -> None:
         alice, bob, dave = (client(config, n) for n in ("alice", "bob", "dave"))
         async with network_with(config, alice, bob, dave):
@@ -259,10 +260,15 @@ def test_invite_and_remove_by_refer_through_the_focus(tmp_path: Path) -> None:
                 assert (removed.action, removed.status, removed.ok) == ("remove", 202, True)
                 out = await events.wait(dave, GroupLeft)
                 assert out.conference == group.conference
-                await events.wait(bob, ParticipantLeft, lambda e: e.sender == dave.aor)
+                # RFC 4575 disconnection-method: removed is booted, a BYE departed
+                booted = await events.wait(bob, ParticipantLeft, lambda e: e.sender == dave.aor)
+                assert booted.reason == "booted"
                 await group.send("just us")
                 await events.wait(bob, GroupMessage, lambda e: e.text == "just us")
                 assert not [e for e in events.of(dave, GroupMessage) if e.text == "just us"]
+                await bobs.leave()
+                left = await events.wait(alice, ParticipantLeft, lambda e: e.sender == bob.aor)
+                assert left.reason == "departed"
             finally:
                 events.close()
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from .. import sdp
 from ..config import Config
 from ..content import ContentError
+from ..content.conference_info import DisconnectionMethod
 from ..content.resource_lists import parse_resource_lists
 from ..msrp import MsrpEndpoint
 from ..rcs import cpm
@@ -290,7 +291,8 @@ class ConferenceAs:
             self._spawn(focus.invite_back(aor))
 
     # -- store ------------------------------------------------------------------------
-    async def set_state(self, uri: str, participant: Participant) -> None:
+    async def set_state(self, uri: str, participant: Participant,
+                        how: DisconnectionMethod | None = None) -> None:
         if not await self.store.conferences.set_participant(uri, participant):
             return
         if participant.state is ParticipantState.CONNECTED:
@@ -300,7 +302,7 @@ class ConferenceAs:
             stored = await self.store.conferences.get(uri)
             if stored is not None:
                 focus.conference = stored
-                self._changed(focus, participant)
+                self._changed(focus, participant, how)
 
     async def change_subject(self, uri: str, subject: str) -> None:
         """A participant's re-INVITE / UPDATE with a new Subject (OMA CPM): stored,
@@ -337,7 +339,8 @@ class ConferenceAs:
         if sub.event.package == CONFERENCE_PACKAGE.name:
             self.watchers.setdefault(sub, (_resource(sub), 1))
 
-    def _changed(self, focus: Focus, participant: Participant | None) -> None:
+    def _changed(self, focus: Focus, participant: Participant | None,
+                 how: DisconnectionMethod | None = None) -> None:
         """A partial notification with the next version to every watcher of ``focus``."""
         assert self.events is not None
         for sub, (uri, version) in list(self.watchers.items()):
@@ -347,7 +350,8 @@ class ConferenceAs:
             if uri != focus.uri:
                 continue
             self.watchers[sub] = (uri, version + 1)
-            self.events.notify(sub, partial_info(focus.conference, version + 1, participant))
+            self.events.notify(sub, partial_info(focus.conference, version + 1, participant,
+                                                    how=how))
 
     # -- conference control (RFC 4579 REFER) --------------------------------------------
     def refusal(self, request: Request) -> Response | None:
