@@ -42,6 +42,7 @@ from imsbox.ue.client import (
     SendError,
 )
 from imsbox.testing import write_loopback_config
+from imsbox.ue.events import GroupSubject
 
 from helpers import DOMAIN, client, network_with, settle
 from test_ue_cli import Proc, ue, ue_args
@@ -274,6 +275,31 @@ def test_invite_and_remove_by_refer_through_the_focus(tmp_path: Path) -> None:
 
     run(tmp_path, scenario)
 
+
+
+def test_subject_change_reaches_the_others_as_group_subject(tmp_path: Path) -> None:
+    """alice's UPDATE with a new Subject: the focus's partial notification carries
+    it, bob's client emits group_subject with it."""
+    async def scenario(config: Config) -> None:
+        alice, bob = (client(config, n) for n in ("alice", "bob"))
+        async with network_with(config, alice, bob):
+            events = Events(alice, bob)
+            try:
+                group = await alice.create_group(["bob"], "Lunch")
+                joined = await events.wait(bob, GroupJoined)
+                assert joined.subject == "Lunch"
+                (bobs,) = bob.groups.values()
+                await bobs.joined.wait()
+                await group.set_subject("Dinner")
+                changed = await events.wait(bob, GroupSubject)
+                assert (changed.subject, changed.conference) == ("Dinner", group.conference)
+                assert changed.to_json()["event"] == "group_subject"
+                assert bobs.subject == "Dinner"
+                assert not events.of(bob, GroupSubject)[1:]
+            finally:
+                events.close()
+
+    run(tmp_path, scenario)
 
 
 class Arrivals:

@@ -132,6 +132,7 @@ def _human(data: dict[str, Any]) -> str:
         ParticipantLeft.EVENT: lambda: f"{sender} left {data['conference']} ({data['reason']})",
         GroupMessage.EVENT: lambda: f"[{data['conference']}] {sender}: {data['text']}",
         GroupLeft.EVENT: lambda: f"out of group {data['conference']}: {data['reason']}",
+        "group_subject": lambda: f"[{data['conference']}] subject: {data['subject']}",
         "refer_result": lambda: (f"{data['action']} {recipient}: "
                                  + ("done" if data["ok"] else f"failed ({data['reason']})")),
     }
