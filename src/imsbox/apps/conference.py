@@ -41,7 +41,7 @@ from ..msrp import MsrpEndpoint
 from ..rcs import cpm
 from ..rcs.offer import msrp_media, offer_parts
 from ..sip.endpoint import Priority, ServerContext, SipEndpoint
-from ..sip.headers import HeaderError, refer_to_target
+from ..sip.headers import HeaderError, TargetDialog, refer_to_target
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.transaction import TimerValues
@@ -368,6 +368,10 @@ class ConferenceAs:
             return _answer(request, 404, "Not Found - no such conference")
         if user not in focus.legs:
             return _answer(request, 403, "Forbidden - not a participant of this conference")
+        if request.method == "REFER" and not request.to.tag:
+            refusal = _target_dialog_refusal(request, focus, user)
+            if refusal is not None:
+                return refusal
         if request.method == "REFER" and _refer_method(request) == "BYE" and \
                 not focus.may_remove(user):
             return _answer(request, 403, "Forbidden - only the creator or an admin removes")
@@ -488,6 +492,27 @@ class _SubjectWatch:
 def _answer(request: Request, status: int, reason: str) -> Response:
     return Response.for_request(request, status, reason,
                                 to_tag=request.to.tag or new_tag())
+
+
+def _target_dialog_refusal(request: Request, focus: Focus, user: str) -> Response | None:
+    """RFC 4538: a REFER outside the dialog names the sender's own dialog with the
+    focus in Target-Dialog (481 for no such dialog, 403 for someone else's)."""
+    value = request.headers.get("Target-Dialog")
+    if value is None:
+        return None
+    try:
+        named = TargetDialog.parse(value)
+    except HeaderError:
+        return _answer(request, 400, "Bad Request - Target-Dialog")
+    for leg in focus.legs.values():
+        dialog = leg.call.session.dialog
+        if dialog is not None and dialog.id.call_id == named.call_id and \
+                dialog.id.remote_tag == named.local_tag and \
+                dialog.id.local_tag == named.remote_tag:
+            if leg.uri != user:
+                return _answer(request, 403, "Forbidden - Target-Dialog is not your dialog")
+            return None
+    return _answer(request, 481, "Call/Transaction Does Not Exist - Target-Dialog")
 
 
 def _refer_method(request: Request) -> str:
