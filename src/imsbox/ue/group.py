@@ -299,7 +299,7 @@ class GroupService(ChatService):
                           "invited", subject=request.header("Subject"), invited_by=inviter)
         answer_sdp = self.core.answer(session, offer, GROUP_TYPES, GROUP_WRAPPED,
                                       Direction.SENDRECV)
-        if await self.core.accept(call, session, answer_sdp):
+        if await self.core.accept(call, session, answer_sdp, CpmService.SESSION):
             group.opened()
 
     async def close(self) -> None:
