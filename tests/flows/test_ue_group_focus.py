@@ -277,6 +277,46 @@ def test_invite_and_remove_by_refer_through_the_focus(tmp_path: Path) -> None:
 
 
 
+def test_offline_member_catches_up_when_its_client_registers(tmp_path: Path) -> None:
+    """bob, a member of the pre-defined group, is offline while alice sends; when his
+    client (accept_groups) registers, the focus invites him back: he joins and gets
+    every missed message once, in order, from alice; his display notification
+    reaches alice through the focus."""
+    async def scenario(config: Config) -> None:
+        alice, carol = client(config, "alice"), client(config, "carol")
+        bob = client(config, "bob", accept_groups=True)
+        async with network_with(config, alice, carol):
+            events = Events(alice, carol)
+            try:
+                team = await alice.join_group(GROUP)
+                await carol.join_group(GROUP)
+                texts = [f"missed {i}" for i in range(3)]
+                sent = [await team.send(text) for text in texts]
+                await settle(lambda: [e.text for e in events.of(carol, GroupMessage)]
+                             == texts, WAIT)
+                await bob.start()
+                bobs = Events(bob)
+                try:
+                    joined = await bobs.wait(bob, GroupJoined)
+                    assert (joined.conference, joined.how) == (GROUP, "invited")
+                    await settle(lambda: len(bobs.of(bob, GroupMessage)) >= 3, WAIT)
+                    await asyncio.sleep(0.5)  # nothing comes twice
+                    got = bobs.of(bob, GroupMessage)
+                    assert [e.text for e in got] == texts
+                    assert {(e.sender, e.conference) for e in got} == {(alice.aor, GROUP)}
+                    assert [e.message_id for e in got] == sent
+                    assert await bob.mark_displayed(sent[0])
+                    assert await alice.wait_status(sent[0], MessageStatus.DISPLAYED,
+                                                   timeout=WAIT) is MessageStatus.DISPLAYED
+                finally:
+                    bobs.close()
+                    await bob.close()
+            finally:
+                events.close()
+
+    run(tmp_path, scenario)
+
+
 def test_subject_change_reaches_the_others_as_group_subject(tmp_path: Path) -> None:
     """alice's UPDATE with a new Subject: the focus's partial notification carries
     it, bob's client emits group_subject with it."""
