@@ -23,12 +23,13 @@ from imsbox.msrp import MsrpEndpoint, MsrpStatusError
 from imsbox.msrp import Setup as MsrpSetup
 from imsbox.serve import Network
 from imsbox.sip.message import Response
+from imsbox.sip.ua.dialog import build_request
 from imsbox.sip.ua.events import EventPackageRegistry
 from imsbox.sip.ua.refer import EventAgent
 from imsbox.store import open_store
 from imsbox.apps.conference_events import CONFERENCE_PACKAGE
 from imsbox.content.conference_info import ElementState, parse_conference_info
-from imsbox.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 
 from conference_peers import FACTORY, answer, create, established, join, remote_path
 from helpers import DOMAIN, ues
@@ -348,4 +349,81 @@ def test_a_flooder_does_not_starve_the_others(tmp_path: Path) -> None:
                 seen += 1
             assert seen < 200, seen  # about IN_FLIGHT of alice's ahead, not the flood
             await asyncio.gather(*sends)
+    run(tmp_path, scenario)
+
+
+def test_conference_subscription_refresh_and_unsubscribe(tmp_path: Path) -> None:
+    """RFC 6665 4.1.2: the focus's 200 and NOTIFYs carry the conference URI with
+    ``;isfocus`` as Contact, so a re-SUBSCRIBE goes S-CSCF -> I-CSCF -> AS and gets
+    200 and a NOTIFY; Expires: 0 gets the terminated NOTIFY."""
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice", "bob") as (alice, bob), MsrpEndpoint() as msrp:
+            for ue in (alice, bob):
+                assert (await ue.register()).ok
+            agent = EventAgent(bob.ua, EventPackageRegistry([CONFERENCE_PACKAGE]))  # type: ignore[arg-type]
+            call, session = await create(alice, msrp, [BOB])
+            conference = await established(call, session)
+            await answer(bob, msrp)
+            focus = net.nodes["conference"].foci[conference]  # type: ignore[attr-defined]
+            async with asyncio.timeout(5):
+                while len(focus.legs) < 2:
+                    await asyncio.sleep(0.01)
+            watch = agent.subscribe(conference, "conference", expires=600)
+            first = await watch.next_notification(5)
+            assert first.request.header("Contact") == f"<{conference}>;isfocus"
+            assert str(watch.subscription.dialog.remote_target) == conference  # type: ignore[union-attr]
+
+            agent.refresh(watch, 600)
+            again = await watch.next_notification(5)
+            assert again.state.state == "active"
+            assert parse_conference_info(again.body).entity == conference
+            assert not watch.terminated.done()
+
+            ended = await agent.unsubscribe(watch, 5)
+            assert ended.reason is not None
+            last = await watch.next_notification(5)
+            assert last.state.state == "terminated"
+    run(tmp_path, scenario)
+
+
+def test_out_of_dialog_refer_names_its_dialog_in_target_dialog(tmp_path: Path) -> None:
+    """RFC 4538 / 4579: a REFER outside the INVITE dialog names the sender's dialog
+    with the focus in Target-Dialog: 202 and dave invited; someone else's dialog is
+    403, a dialog the focus does not have 481, a malformed one 400."""
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice", "bob", "dave") as (alice, bob, dave), \
+                MsrpEndpoint() as msrp:
+            for ue in (alice, bob, dave):
+                assert (await ue.register()).ok
+            call, session = await create(alice, msrp, [BOB])
+            conference = await established(call, session)
+            await answer(bob, msrp)
+            focus = net.nodes["conference"].foci[conference]  # type: ignore[attr-defined]
+            async with asyncio.timeout(5):
+                while len(focus.legs) < 2:
+                    await asyncio.sleep(0.01)
+            ours = call.session.dialog.id  # type: ignore[union-attr]
+            alices = f"{ours.call_id};local-tag={ours.local_tag};remote-tag={ours.remote_tag}"
+
+            async def refer(ue: TestUe, target_dialog: str) -> Response:
+                assert ue.registration is not None and ue.ua is not None
+                request = build_request(
+                    "REFER", conference, f"<{ue.aor}>", f"<{conference}>",
+                    contact=ue.ua.contact, route=ue.registration.route(),
+                    headers=[("Refer-To", f"<{DAVE}>"), ("Target-Dialog", target_dialog)])
+                return await ue.endpoint.request(request).final()
+
+            assert (await refer(bob, alices)).status == 403
+            unknown = await refer(alice, f"nope;local-tag={ours.local_tag};remote-tag=x")
+            assert unknown.status == 481
+            assert (await refer(alice, "no-tags-here")).status == 400
+            assert DAVE not in focus.legs
+            accepted = await refer(alice, alices)
+            assert accepted.status == 202
+            assert accepted.header("Contact") == f"<{conference}>;isfocus"
+            dave_call, dave_session = await answer(dave, msrp)
+            assert dave_call.request.header("Referred-By") == f"<{ALICE}>"
+            await dave_session.close()
     run(tmp_path, scenario)

@@ -42,6 +42,7 @@ from imsbox.ue.client import (
     SendError,
 )
 from imsbox.testing import write_loopback_config
+from imsbox.ue.events import GroupSubject
 
 from helpers import DOMAIN, client, network_with, settle
 from test_ue_cli import Proc, ue, ue_args
@@ -237,7 +238,8 @@ def test_rejoin_the_same_conference_then_restart_once_it_ended(tmp_path: Path) -
 
 def test_invite_and_remove_by_refer_through_the_focus(tmp_path: Path) -> None:
     """alice (the creator) REFERs dave in: 202, NOTIFY sipfrag 200, dave invited
-    with Referred-By alice; bob may not remove him (403), alice may: dave is out."""
+    with Referred-By alice; bob may not remove him (403), alice may: dave is out,
+    reported booted; bob leaving by BYE is reported departed."""
     async def scenario(config: Config) -> None:
         alice, bob, dave = (client(config, n) for n in ("alice", "bob", "dave"))
         async with network_with(config, alice, bob, dave):
@@ -259,15 +261,85 @@ def test_invite_and_remove_by_refer_through_the_focus(tmp_path: Path) -> None:
                 assert (removed.action, removed.status, removed.ok) == ("remove", 202, True)
                 out = await events.wait(dave, GroupLeft)
                 assert out.conference == group.conference
-                await events.wait(bob, ParticipantLeft, lambda e: e.sender == dave.aor)
+                # RFC 4575 disconnection-method: removed is booted, a BYE departed
+                booted = await events.wait(bob, ParticipantLeft, lambda e: e.sender == dave.aor)
+                assert booted.reason == "booted"
                 await group.send("just us")
                 await events.wait(bob, GroupMessage, lambda e: e.text == "just us")
                 assert not [e for e in events.of(dave, GroupMessage) if e.text == "just us"]
+                await bobs.leave()
+                left = await events.wait(alice, ParticipantLeft, lambda e: e.sender == bob.aor)
+                assert left.reason == "departed"
             finally:
                 events.close()
 
     run(tmp_path, scenario)
 
+
+
+def test_offline_member_catches_up_when_its_client_registers(tmp_path: Path) -> None:
+    """bob, a member of the pre-defined group, is offline while alice sends; when his
+    client (accept_groups) registers, the focus invites him back: he joins and gets
+    every missed message once, in order, from alice; his display notification
+    reaches alice through the focus."""
+    async def scenario(config: Config) -> None:
+        alice, carol = client(config, "alice"), client(config, "carol")
+        bob = client(config, "bob", accept_groups=True)
+        async with network_with(config, alice, carol):
+            events = Events(alice, carol)
+            try:
+                team = await alice.join_group(GROUP)
+                await carol.join_group(GROUP)
+                texts = [f"missed {i}" for i in range(3)]
+                sent = [await team.send(text) for text in texts]
+                await settle(lambda: [e.text for e in events.of(carol, GroupMessage)]
+                             == texts, WAIT)
+                await bob.start()
+                bobs = Events(bob)
+                try:
+                    joined = await bobs.wait(bob, GroupJoined)
+                    assert (joined.conference, joined.how) == (GROUP, "invited")
+                    await settle(lambda: len(bobs.of(bob, GroupMessage)) >= 3, WAIT)
+                    await asyncio.sleep(0.5)  # nothing comes twice
+                    got = bobs.of(bob, GroupMessage)
+                    assert [e.text for e in got] == texts
+                    assert {(e.sender, e.conference) for e in got} == {(alice.aor, GROUP)}
+                    assert [e.message_id for e in got] == sent
+                    assert await bob.mark_displayed(sent[0])
+                    assert await alice.wait_status(sent[0], MessageStatus.DISPLAYED,
+                                                   timeout=WAIT) is MessageStatus.DISPLAYED
+                finally:
+                    bobs.close()
+                    await bob.close()
+            finally:
+                events.close()
+
+    run(tmp_path, scenario)
+
+
+def test_subject_change_reaches_the_others_as_group_subject(tmp_path: Path) -> None:
+    """alice's UPDATE with a new Subject: the focus's partial notification carries
+    it, bob's client emits group_subject with it."""
+    async def scenario(config: Config) -> None:
+        alice, bob = (client(config, n) for n in ("alice", "bob"))
+        async with network_with(config, alice, bob):
+            events = Events(alice, bob)
+            try:
+                group = await alice.create_group(["bob"], "Lunch")
+                joined = await events.wait(bob, GroupJoined)
+                assert joined.subject == "Lunch"
+                (bobs,) = bob.groups.values()
+                await bobs.joined.wait()
+                await group.set_subject("Dinner")
+                changed = await events.wait(bob, GroupSubject)
+                assert (changed.subject, changed.conference) == ("Dinner", group.conference)
+                assert changed.to_json()["event"] == "group_subject"
+                assert bobs.subject == "Dinner"
+                assert not events.of(bob, GroupSubject)[1:]
+            finally:
+                events.close()
+
+    run(tmp_path, scenario)
 
 
 class Arrivals:

@@ -24,16 +24,18 @@ from test_ue_client import WAIT, run, ue_config
 from imsbox import sdp
 from imsbox.rcs import cpm
 from imsbox.sip.headers import Contact
-from imsbox.sip.message import Request
+from imsbox.sip.message import Request, Response
 from imsbox.sip.parser import parse as parse_sip
 from imsbox.sip.transport.base import Flow
-from imsbox.ue.client import FileReceived, MessageReceived, MessageStatus, RcsClient
+from imsbox.ue.client import FileReceived, GroupJoined, MessageReceived, MessageStatus, RcsClient
 
 pytestmark = pytest.mark.timeout(40)
 
 
-def tap(transport: object, seen: list[Request]) -> None:
-    """Keep the requests ``transport`` receives (its trace hook)."""
+def tap(transport: object, seen: list[Request], responses: list[Response] | None = None,
+        direction_of_responses: str = "in") -> None:
+    """Keep the requests ``transport`` receives (its trace hook), and the responses
+    it sends or receives (``direction_of_responses``) in ``responses``."""
     before: Callable[[str, bytes, Flow], None] | None = transport.trace  # type: ignore[attr-defined]
 
     def trace(direction: str, data: bytes, flow: Flow) -> None:
@@ -43,6 +45,10 @@ def tap(transport: object, seen: list[Request]) -> None:
             message = parse_sip(data)
             if isinstance(message, Request):
                 seen.append(message)
+        if direction == direction_of_responses and data.strip() and responses is not None:
+            message = parse_sip(data)
+            if isinstance(message, Response):
+                responses.append(message)
     transport.trace = trace  # type: ignore[attr-defined]
 
 
@@ -98,6 +104,49 @@ def test_chat_and_pager_requests_carry_the_seed_contact_and_timers(tmp_path: Pat
         assert str(Contact.parse(far.headers.get("Contact") or "").uri) != \
             str(Contact.parse(invite.headers.get("Contact") or "").uri)  # the AS's own URI
         assert_session_timer(far)
+
+    run(scenario)
+
+
+def ok_to_invite(responses: list[Response]) -> list[Response]:
+    return [r for r in responses if r.status == 200 and r.cseq.method == "INVITE"]
+
+
+def test_200_ok_contact_carries_the_feature_tags(tmp_path: Path) -> None:
+    """Seed 003's 200 OK: Contact with ``+g.3gpp.icsi-ref`` and ``+sip.instance``,
+    from the answering UE (chat, file, large message, group invitation) and from the
+    messaging AS's anchor to the caller (the callee's tags, the AS's own URI)."""
+    config = ue_config(tmp_path, via_as=True)
+    alice = client(config, "alice")
+    bob = client(config, "bob", downloads=tmp_path / "downloads", accept_groups=True)
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(b"\xff\xd8" + bytes(3000))
+    ignored: list[Request] = []
+    from_bob: list[Response] = []
+    to_alice: list[Response] = []
+
+    async def scenario() -> None:
+        async with network_with(config, alice, bob):
+            tap(bob.core.endpoint.transport, ignored, from_bob, "out")
+            tap(alice.core.endpoint.transport, ignored, to_alice, "in")
+            chat = await alice.open_chat("bob")
+            await chat.close()
+            await alice.send_message("bob", "large " * 400)
+            await bob.wait_event(MessageReceived, WAIT)
+            assert (await alice.send_file("bob", source)).ok
+            await alice.create_group(["bob"])
+            await bob.wait_event(GroupJoined, WAIT)
+
+        answers = ok_to_invite(from_bob)
+        assert len(answers) == 4, [r.headers.get("Contact") for r in answers]
+        services = [cpm.CpmService.SESSION, cpm.CpmService.LARGEMSG,
+                    cpm.CpmService.FILETRANSFER, cpm.CpmService.SESSION]
+        for answer, service in zip(answers, services, strict=True):
+            assert_feature_contact(answer, service, bob.instance)
+        anchored = ok_to_invite(to_alice)[:3]  # the AS's answers; the focus's is the 4th
+        for answer, service in zip(anchored, services, strict=False):
+            assert_feature_contact(answer, service, bob.instance)
+            assert str(Contact.parse(answer.headers.get("Contact") or "").uri) != bob.contact
 
     run(scenario)
 

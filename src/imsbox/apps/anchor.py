@@ -42,7 +42,7 @@ from ..rcs import cpm
 from ..rcs.offer import msrp_media, offer_parts, with_sdp
 from ..sip.headers import HeaderError, NameAddr, Params
 from ..sip.identity import canonical_public_id
-from ..sip.message import Request, Response
+from ..sip.message import Message, Request, Response
 from ..sip.ua.invite import InviteState, SessionError
 from ..sip.ua.useragent import Call, Origin, UserAgent
 
@@ -282,6 +282,11 @@ class Anchor:
             self.near.setup = MsrpSetup.ACTIVE
             self._pumps.append(asyncio.ensure_future(self._connect_near(offer)))
         self.near.set_remote_path(_msrp_media(offer).path or [])
+        # The 200's Contact: the callee's feature tags when it answered, else the ICSI.
+        final = self.callee.final.result() if self.callee and self.callee.final.done() else None
+        self.caller.session.local_contact_params = \
+            feature_params(final, self.service) if final is not None else \
+            cpm.contact_params(self.service)
         self.caller.accept(bytes(answer))
 
     async def _connect_near(self, offer: sdp.SessionDescription) -> None:
@@ -545,11 +550,11 @@ def near_answer(offer: sdp.SessionDescription, near: MsrpSession, msrp: MsrpEndp
     return answered
 
 
-def feature_params(request: Request, service: cpm.CpmService) -> str:
-    """The caller's Contact feature tags (its ICSI, ``+sip.instance``: seed 003) for
-    the far leg's Contact, else the ICSI of ``service``."""
+def feature_params(message: Message, service: cpm.CpmService) -> str:
+    """The Contact feature tags of one leg (its ICSI, ``+sip.instance``: seed 003)
+    for the other leg's Contact, else the ICSI of ``service``."""
     try:
-        contact = request.contact[0] if request.contact else None
+        contact = message.contact[0] if message.contact else None
     except HeaderError:
         contact = None
     tags = [(n, v) for n, v in contact.params if n.startswith("+")] if contact else []

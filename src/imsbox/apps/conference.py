@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from .. import sdp
 from ..config import Config
 from ..content import ContentError
+from ..content.conference_info import DisconnectionMethod
 from ..content.resource_lists import parse_resource_lists
 from ..msrp import MsrpEndpoint
 from ..rcs import cpm
 from ..rcs.offer import msrp_media, offer_parts
 from ..sip.endpoint import Priority, ServerContext, SipEndpoint
-from ..sip.headers import HeaderError, refer_to_target
+from ..sip.headers import HeaderError, TargetDialog, refer_to_target
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.transaction import TimerValues
@@ -49,7 +50,7 @@ from ..sip.ua.events import EventPackageRegistry, NotifierSubscription
 from ..sip.ua.invite import InviteConfig, SessionTimerConfig
 from ..sip.ua.refer import EventAgent, IncomingRefer
 from ..sip.ua.useragent import Call, UserAgent
-from ..sip.uri import SipUri, parse_uri
+from ..sip.uri import SipUri, Uri, parse_uri
 from ..store import (
     Conference, ConferenceKind, Participant, ParticipantState, Store,
 )
@@ -137,7 +138,8 @@ class ConferenceAs:
                             on_call=self._on_call, serve_new=False)
         self.events = EventAgent(self.ua, EventPackageRegistry([CONFERENCE_PACKAGE]),
                                  state_of=self._first_state, on_refer=self._on_refer,
-                                 on_subscription=self._subscribed)
+                                 on_subscription=self._subscribed,
+                                 contact_of=self._contact_of)
         self.endpoint.add_module(_FocusModule(self))
         self.endpoint.add_module(_ControlGuard(self))
         self.endpoint.add_module(_SubjectWatch(self))
@@ -289,7 +291,8 @@ class ConferenceAs:
             self._spawn(focus.invite_back(aor))
 
     # -- store ------------------------------------------------------------------------
-    async def set_state(self, uri: str, participant: Participant) -> None:
+    async def set_state(self, uri: str, participant: Participant,
+                        how: DisconnectionMethod | None = None) -> None:
         if not await self.store.conferences.set_participant(uri, participant):
             return
         if participant.state is ParticipantState.CONNECTED:
@@ -299,7 +302,7 @@ class ConferenceAs:
             stored = await self.store.conferences.get(uri)
             if stored is not None:
                 focus.conference = stored
-                self._changed(focus, participant)
+                self._changed(focus, participant, how)
 
     async def change_subject(self, uri: str, subject: str) -> None:
         """A participant's re-INVITE / UPDATE with a new Subject (OMA CPM): stored,
@@ -314,6 +317,16 @@ class ConferenceAs:
             focus.conference = stored
             self._changed(focus, None)
 
+    def _contact_of(self, request: Request) -> tuple[Uri, str]:
+        """A SUBSCRIBE / REFER dialog's Contact: the conference URI with ``;isfocus``,
+        so its refreshes and in-dialog requests reach us through the I-CSCF."""
+        assert self.ua is not None
+        try:
+            focus = self.foci.get(canonical_public_id(str(request.uri)))
+        except ValueError:
+            focus = None
+        return (parse_uri(focus.uri), FOCUS_PARAMS) if focus else (self.ua.contact, "")
+
     # -- conference event package (RFC 4575) --------------------------------------------
     def _first_state(self, sub: NotifierSubscription) -> bytes:
         focus = self.foci.get(_resource(sub))
@@ -326,7 +339,8 @@ class ConferenceAs:
         if sub.event.package == CONFERENCE_PACKAGE.name:
             self.watchers.setdefault(sub, (_resource(sub), 1))
 
-    def _changed(self, focus: Focus, participant: Participant | None) -> None:
+    def _changed(self, focus: Focus, participant: Participant | None,
+                 how: DisconnectionMethod | None = None) -> None:
         """A partial notification with the next version to every watcher of ``focus``."""
         assert self.events is not None
         for sub, (uri, version) in list(self.watchers.items()):
@@ -336,7 +350,8 @@ class ConferenceAs:
             if uri != focus.uri:
                 continue
             self.watchers[sub] = (uri, version + 1)
-            self.events.notify(sub, partial_info(focus.conference, version + 1, participant))
+            self.events.notify(sub, partial_info(focus.conference, version + 1, participant,
+                                                    how=how))
 
     # -- conference control (RFC 4579 REFER) --------------------------------------------
     def refusal(self, request: Request) -> Response | None:
@@ -353,6 +368,10 @@ class ConferenceAs:
             return _answer(request, 404, "Not Found - no such conference")
         if user not in focus.legs:
             return _answer(request, 403, "Forbidden - not a participant of this conference")
+        if request.method == "REFER" and not request.to.tag:
+            refusal = _target_dialog_refusal(request, focus, user)
+            if refusal is not None:
+                return refusal
         if request.method == "REFER" and _refer_method(request) == "BYE" and \
                 not focus.may_remove(user):
             return _answer(request, 403, "Forbidden - only the creator or an admin removes")
@@ -473,6 +492,27 @@ class _SubjectWatch:
 def _answer(request: Request, status: int, reason: str) -> Response:
     return Response.for_request(request, status, reason,
                                 to_tag=request.to.tag or new_tag())
+
+
+def _target_dialog_refusal(request: Request, focus: Focus, user: str) -> Response | None:
+    """RFC 4538: a REFER outside the dialog names the sender's own dialog with the
+    focus in Target-Dialog (481 for no such dialog, 403 for someone else's)."""
+    value = request.headers.get("Target-Dialog")
+    if value is None:
+        return None
+    try:
+        named = TargetDialog.parse(value)
+    except HeaderError:
+        return _answer(request, 400, "Bad Request - Target-Dialog")
+    for leg in focus.legs.values():
+        dialog = leg.call.session.dialog
+        if dialog is not None and dialog.id.call_id == named.call_id and \
+                dialog.id.remote_tag == named.local_tag and \
+                dialog.id.local_tag == named.remote_tag:
+            if leg.uri != user:
+                return _answer(request, 403, "Forbidden - Target-Dialog is not your dialog")
+            return None
+    return _answer(request, 481, "Call/Transaction Does Not Exist - Target-Dialog")
 
 
 def _refer_method(request: Request) -> str:

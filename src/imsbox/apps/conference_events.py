@@ -9,8 +9,8 @@ subscription (RFC 4575 4.6: versions count per subscription).
 from __future__ import annotations
 
 from ..content.conference_info import (
-    ConferenceDescription, ConferenceInfo, ConferenceState, ElementState, Endpoint,
-    EndpointStatus, User, Users,
+    ConferenceDescription, ConferenceInfo, ConferenceState, DisconnectionMethod, ElementState,
+    Endpoint, EndpointStatus, User, Users,
 )
 from ..sip.ua.events import EventPackage
 from ..store import Conference, Participant
@@ -22,10 +22,11 @@ CONFERENCE_PACKAGE = EventPackage("conference", CONFERENCE_INFO, default_expires
                                   min_expires=60, max_expires=7200)
 
 
-def _user(participant: Participant, state: ElementState = ElementState.FULL) -> User:
+def _user(participant: Participant, state: ElementState = ElementState.FULL,
+          how: DisconnectionMethod | None = None) -> User:
     status = participant.state
     endpoint = Endpoint(participant.uri, state, participant.display_name or None,
-                        status=EndpointStatus(status.value))
+                        status=EndpointStatus(status.value), disconnection_method=how)
     return User(participant.uri, state, participant.display_name or None,
                 endpoints=[endpoint])
 
@@ -44,12 +45,13 @@ def full_info(conference: Conference, version: int) -> bytes:
 
 
 def partial_info(conference: Conference, version: int, changed: Participant | None = None,
-                 removed: bool = False) -> bytes:
-    """What changed: one participant (``removed``: deleted), else the subject."""
+                 removed: bool = False, how: DisconnectionMethod | None = None) -> bytes:
+    """What changed: one participant (``removed``: deleted; ``how`` it left,
+    RFC 4575 5.7.3), else the subject."""
     users = None
     if changed is not None:
         state = ElementState.DELETED if removed else ElementState.FULL
-        users = Users([_user(changed, state)], ElementState.PARTIAL)
+        users = Users([_user(changed, state, how)], ElementState.PARTIAL)
     return ConferenceInfo(
         conference.uri, ElementState.PARTIAL, version,
         description=None if changed is not None else ConferenceDescription(

@@ -14,6 +14,7 @@ from typing import Protocol
 from .. import sdp
 from ..config import Config
 from ..content import CPIM, ISCOMPOSING, ContentError, parse_cpim
+from ..content.conference_info import DisconnectionMethod
 from ..content.cpim import CpimAddress, CpimHeader, build_cpim
 from ..content.imdn import IMDN_NS, is_notification, parse_imdn
 from ..msrp import MsrpEndpoint, MsrpError, MsrpSession, ReceivedMessage
@@ -54,7 +55,8 @@ class FocusHost(Protocol):
     ua: UserAgent | None
     clock: Callable[[], float]
 
-    async def set_state(self, uri: str, participant: Participant) -> None: ...
+    async def set_state(self, uri: str, participant: Participant,
+                        how: DisconnectionMethod | None = None) -> None: ...
 
     async def idle(self, focus: Focus) -> None: ...
 
@@ -154,7 +156,9 @@ class Focus:
                      final.status if final else "no answer")
             await session.close()
             await self.node.set_state(self.uri, Participant(
-                target, ParticipantState.DISCONNECTED))
+                target, ParticipantState.DISCONNECTED),
+                DisconnectionMethod.BUSY if final is not None and final.status in (486, 600)
+                else DisconnectionMethod.FAILED)
             return final.status if final is not None else 408
         try:
             answer = sdp.parse(call.remote_sdp or b"")
@@ -294,14 +298,17 @@ class Focus:
         leg = self.legs.get(uri)
         if leg is None:
             return False
-        await self._drop(leg, hang_up=True)
+        await self._drop(leg, hang_up=True, how=DisconnectionMethod.BOOTED)
         return True
 
     def may_remove(self, user: str) -> bool:
         """The creator of an ad-hoc conference or an admin of a pre-defined group."""
         return user == self.conference.creator or user in self.conference.admins
 
-    async def _drop(self, leg: Leg, hang_up: bool) -> None:
+    async def _drop(self, leg: Leg, hang_up: bool,
+                    how: DisconnectionMethod = DisconnectionMethod.DEPARTED) -> None:
+        """``how`` it left (RFC 4575 5.7.3): booted when removed, departed when it
+        sent BYE (or a second session of it took over)."""
         if self.legs.get(leg.uri) is leg:
             del self.legs[leg.uri]
         for task in leg.tasks:
@@ -314,7 +321,7 @@ class Focus:
                 await leg.call.bye()
         await leg.session.close()
         await self.node.set_state(self.uri, Participant(
-            leg.uri, ParticipantState.DISCONNECTED, leg.display_name))
+            leg.uri, ParticipantState.DISCONNECTED, leg.display_name), how)
         log.info("%s: %s left (%d connected)", self.uri, leg.uri, len(self.legs))
         if not self.legs:
             await self.node.idle(self)

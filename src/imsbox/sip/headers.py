@@ -25,7 +25,7 @@ from .uri import SipUri, Uri, UriError, parse_uri
 
 __all__ = [
     "HeaderError", "Params", "Via", "NameAddr", "Contact", "CSeq", "Event",
-    "SubscriptionState", "Replaces", "Join", "SessionExpires", "RAck", "MediaType",
+    "SubscriptionState", "Replaces", "Join", "TargetDialog", "SessionExpires", "RAck", "MediaType",
     "FeatureSet", "ReferredBy", "COMPACT_FORMS", "canonical_name", "parse_int",
     "token_list",
 ]
@@ -517,6 +517,28 @@ class Join:
 
     def __str__(self) -> str:
         return f"{self.call_id};to-tag={self.to_tag};from-tag={self.from_tag}"
+
+
+@dataclass(slots=True)
+class TargetDialog:
+    """Target-Dialog (RFC 4538 7): the dialog a request outside it is about, as
+    its sender sees it (local-tag is the sender's own)."""
+
+    call_id: str
+    local_tag: str
+    remote_tag: str
+
+    @classmethod
+    def parse(cls, value: str, header: str = "Target-Dialog") -> TargetDialog:
+        call_id, _, rest = value.partition(";")
+        params = _params(header, rest)
+        local, remote = params.get("local-tag"), params.get("remote-tag")
+        if not call_id.strip() or not local or not remote:
+            raise HeaderError(header, "needs Call-ID, local-tag and remote-tag")
+        return cls(call_id.strip(), local, remote)
+
+    def __str__(self) -> str:
+        return f"{self.call_id};local-tag={self.local_tag};remote-tag={self.remote_tag}"
 
 
 def _dialog_ref(value: str, header: str) -> tuple[str, Params]:

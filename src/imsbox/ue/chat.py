@@ -62,7 +62,7 @@ class ChatService:
         chat = Chat(self, call, session, peer, call.request.header(CONVERSATION_ID), True)
         answer_sdp = self.core.answer(session, offer, CHAT_TYPES, CHAT_WRAPPED,
                                       Direction.SENDRECV)
-        if await self.core.accept(call, session, answer_sdp):
+        if await self.core.accept(call, session, answer_sdp, CpmService.SESSION):
             chat.opened()
 
     async def close(self) -> None:

@@ -142,6 +142,7 @@ def _human(data: dict[str, Any]) -> str:
         ParticipantLeft.EVENT: lambda: f"{sender} left {data['conference']} ({data['reason']})",
         GroupMessage.EVENT: lambda: f"[{data['conference']}] {sender}: {data['text']}",
         GroupLeft.EVENT: lambda: f"out of group {data['conference']}: {data['reason']}",
+        "group_subject": lambda: f"[{data['conference']}] subject: {data['subject']}",
         "call_ringing": lambda: f"call {sender} -> {recipient} ringing",
         "call_answered": lambda: f"call {sender} -> {recipient} answered",
         "call_held": lambda: f"call with {recipient} on hold ({data['direction']})",

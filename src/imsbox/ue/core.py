@@ -256,12 +256,15 @@ class UeCore:
         _bind_remote(session, offer, theirs, ours.setup or Setup.PASSIVE)
         return bytes(sd)
 
-    async def accept(self, call: Call, session: MsrpSession, answer_sdp: bytes | None) -> bool:
-        """200 with our answer and the MSRP session up; False (call ended) otherwise."""
+    async def accept(self, call: Call, session: MsrpSession, answer_sdp: bytes | None,
+                     service: CpmService) -> bool:
+        """200 with our answer and the MSRP session up; False (call ended) otherwise.
+        The 200's Contact has the ICSI of ``service`` and our ``+sip.instance``."""
         if answer_sdp is None:
             call.reject(488)
             await session.close()
             return False
+        call.session.local_contact_params = self.contact_params(service)
         call.accept(answer_sdp)
         try:
             await asyncio.wait_for(session.start(), MSRP_SETUP)

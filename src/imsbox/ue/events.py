@@ -16,7 +16,7 @@ from ..sip.uri import UriError, parse_uri
 __all__ = [
     "CallEvent", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
     "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "GroupJoined",
-    "GroupLeft", "GroupMessage", "MessageReceived", "MessageStatus", "Notification",
+    "GroupLeft", "GroupMessage", "GroupSubject", "MessageReceived", "MessageStatus", "Notification",
     "ParticipantJoined", "ParticipantLeft", "RcsError", "RcsEvent", "Registered",
     "RegistrationError", "SendError", "resolve_target",
     "CallAnswered", "CallEnded", "CallHeld", "CallResumed", "CallRinging", "RtpStatsEvent",
@@ -236,6 +236,16 @@ class ParticipantLeft(RcsEvent):
     reason: str
     group_id: str
     EVENT: ClassVar[str] = "participant_left"
+
+
+@dataclass(slots=True)
+class GroupSubject(RcsEvent):
+    """The group chat's subject changed (from: the conference; RFC 4575 subject)."""
+
+    conference: str
+    subject: str
+    group_id: str
+    EVENT: ClassVar[str] = "group_subject"
 
 
 @dataclass(slots=True)

@@ -177,7 +177,7 @@ class FileTransfers:
             answer_sdp = core.answer(session, offer, (selector.type or "*",), (),
                                      Direction.RECVONLY, whole_file=True,
                                      file_range=wanted if wanted.start > 1 else None)
-            if not await core.accept(call, session, answer_sdp):
+            if not await core.accept(call, session, answer_sdp, CpmService.FILETRANSFER):
                 if fh.tell() == 0 and wanted.start == 1:
                     part.unlink(missing_ok=True)  # nothing of it was here before
                 return

@@ -72,6 +72,7 @@ from .events import (
     GroupJoined,
     GroupLeft,
     GroupMessage,
+    GroupSubject,
     ParticipantJoined,
     ParticipantLeft,
     SendError,
@@ -298,7 +299,7 @@ class GroupService(ChatService):
                           "invited", subject=request.header("Subject"), invited_by=inviter)
         answer_sdp = self.core.answer(session, offer, GROUP_TYPES, GROUP_WRAPPED,
                                       Direction.SENDRECV)
-        if await self.core.accept(call, session, answer_sdp):
+        if await self.core.accept(call, session, answer_sdp, CpmService.SESSION):
             group.opened()
 
     async def close(self) -> None:
@@ -412,6 +413,18 @@ class GroupChat(Chat):
                 result.result, result.reason = final.status, final.reason
         return result
 
+    async def set_subject(self, subject: str) -> None:
+        """A new subject for everyone (OMA CPM: an UPDATE with Subject); the others
+        hear of it in the conference's notification (``group_subject``)."""
+        if self.closed.is_set():
+            raise SendError(f"the group chat has ended ({self.end_reason})")
+        answer = await self.call.update(headers=[("Subject", subject)])
+        if answer is None or answer.status >= 300:
+            status = answer.status if answer is not None else 408
+            raise SendError(f"subject: {status} {answer.reason if answer else 'no answer'}",
+                            status)
+        self.subject = subject
+
     async def leave(self) -> None:
         """End our conference subscription, then BYE."""
         await self.close()
@@ -469,6 +482,7 @@ class GroupChat(Chat):
 
     def _apply(self, state: ConferenceInfo, update: ConferenceInfo) -> None:
         self.state = state
+        subject = self.subject
         if state.description is not None and state.description.subject:
             self.subject = state.description.subject
         now, before = participants_of(state), self.participants
@@ -477,6 +491,9 @@ class GroupChat(Chat):
             self._report_joined()
             return
         core = self._core
+        if self.subject is not None and self.subject != subject:
+            core.emit(GroupSubject(self.conference, core.aor, self.conference, self.subject,
+                                   self.id))
         for entity in now.keys() - before.keys() - {core.aor}:
             core.emit(ParticipantJoined(entity, core.aor, self.conference, now[entity], self.id))
         for entity in before.keys() - now.keys() - {core.aor}:

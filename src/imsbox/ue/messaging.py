@@ -163,7 +163,7 @@ class Messaging:
         session.on_message = received.put_nowait
         answer_sdp = core.answer(session, offer, ("message/cpim",), CHAT_WRAPPED,
                                  Direction.RECVONLY)
-        if not await core.accept(call, session, answer_sdp):
+        if not await core.accept(call, session, answer_sdp, CpmService.LARGEMSG):
             return
         conversation = call.request.header(CONVERSATION_ID)
         try:

@@ -172,6 +172,7 @@ class Dialog:
         self.local_seq = local_seq
         self.remote_seq = remote_seq
         self.local_target = local_target
+        self.contact_params = ""   # our Contact's header parameters (``;isfocus``)
         self.secure = secure
         self.state = state
         self.usages: list[DialogUsage] = []   # kept by the DialogTable
@@ -296,7 +297,7 @@ class Dialog:
         request.add_header("Call-ID", self.id.call_id)
         request.add_header("CSeq", f"{seq} {method}")
         if method in TARGET_REFRESH_METHODS and self.local_target is not None:
-            request.add_header("Contact", f"<{self.local_target}>")
+            request.add_header("Contact", f"<{self.local_target}>{self.contact_params}")
         for name, value in headers:
             request.add_header(name, value)
         if body and content_type:

@@ -806,6 +806,8 @@ class Subscriber:
 
 Authorizer = Callable[[Request], "NotifierState | int"]
 StateSource = Callable[[NotifierSubscription], object]
+# A new dialog's Contact for the request that makes it: URI and header parameters.
+ContactSource = Callable[[Request], "tuple[Uri, str]"]
 
 
 class Notifier:
@@ -814,9 +816,11 @@ class Notifier:
     def __init__(self, packages: EventPackageRegistry, contact: Uri | str, *,
                  min_expires: int = 0, authorize: Authorizer | None = None,
                  state_of: StateSource | None = None,
-                 dialogs: DialogTable | None = None) -> None:
+                 dialogs: DialogTable | None = None,
+                 contact_of: ContactSource | None = None) -> None:
         self.packages = packages
         self.contact = parse_uri(contact) if isinstance(contact, str) else contact
+        self.contact_of = contact_of    # request -> its dialog's Contact, else ``contact``
         self.min_expires = min_expires
         self.authorize = authorize      # request -> ACTIVE / PENDING / reject status
         self.state_of = state_of        # subscription -> current resource state
@@ -899,8 +903,7 @@ class Notifier:
         if isinstance(verdict, int):
             return Response.for_request(request, verdict)
         try:
-            dialog = Dialog.from_uas(request, local_target=self.contact,
-                                     state=DialogState.CONFIRMED)
+            dialog = self.new_dialog(request)
         except DialogError:
             return _bad_request(request, "Missing Contact")
         sub = NotifierSubscription(dialog, event, package, verdict, now + expires,
@@ -930,7 +933,7 @@ class Notifier:
                 now: float, new: bool) -> Response:
         """4.2.1.2: 200 with the granted Expires, then an immediate NOTIFY."""
         response = Response.for_request(request, 200, to_tag=sub.dialog.id.local_tag)
-        response.add_header("Contact", f"<{self.contact}>")
+        response.add_header("Contact", self.contact_value(sub.dialog))
         response.add_header("Expires", str(expires))
         sub.expires_at = now + expires
         if expires == 0:  # unsubscribe, or a poll (4.4.3): final NOTIFY with state
@@ -946,6 +949,17 @@ class Notifier:
             self._events.append(SubscriptionCreated(sub))
         self.notify(sub, now)
         return response
+
+    def new_dialog(self, request: Request) -> Dialog:
+        """The dialog a SUBSCRIBE (or REFER) outside any dialog makes, with our Contact."""
+        uri, params = self.contact_of(request) if self.contact_of else (self.contact, "")
+        dialog = Dialog.from_uas(request, local_target=uri, state=DialogState.CONFIRMED)
+        dialog.contact_params = params
+        return dialog
+
+    def contact_value(self, dialog: Dialog) -> str:
+        """Our Contact in a 2xx of ``dialog``: its local target (a refresh comes there)."""
+        return f"<{dialog.local_target or self.contact}>{dialog.contact_params}"
 
     # -- implicit subscriptions (REFER) --------------------------------------------
     def create_implicit(self, dialog: Dialog, event: Event, now: float, *,

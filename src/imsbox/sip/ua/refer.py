@@ -32,9 +32,9 @@ from ..message import REASON_PHRASES, Request, Response
 from ..uri import SipUri, Uri, parse_uri
 from ..endpoint import Priority
 from ..transport import Flow
-from .dialog import EVENT_METHODS, Dialog, DialogError, DialogId, DialogState, build_request
+from .dialog import EVENT_METHODS, Dialog, DialogError, DialogId, build_request
 from .events import (
-    Authorizer, EventPackage, EventPackageRegistry, NotificationReceived, Notifier,
+    Authorizer, ContactSource, EventPackage, EventPackageRegistry, NotificationReceived, Notifier,
     NotifierSubscription, Resubscribing, SendRequest, StateSource, SubscribeSpec, Subscriber,
     SubscriberEvent, Subscription, SubscriptionCreated, SubscriptionTerminated,
     TerminationReason,
@@ -338,7 +338,7 @@ class ReferRecipient:
             return found, None
         dialog = found
         response = Response.for_request(request, 202, to_tag=dialog.id.local_tag)
-        response.add_header("Contact", f"<{self.notifier.contact}>")
+        response.add_header("Contact", self.notifier.contact_value(dialog))
         incoming = IncomingRefer(request, refer_to, embedded, replaces, referred_by, dialog, None)
         wants_no_sub = (request.headers.get("Refer-Sub") or "").strip().lower() == "false"
         if wants_no_sub and self.honour_refer_sub:
@@ -376,8 +376,7 @@ class ReferRecipient:
             status = dialog.receive_request(request)
             return Response.for_request(request, status) if status is not None else dialog
         try:
-            return Dialog.from_uas(request, state=DialogState.CONFIRMED,
-                                   local_target=self.notifier.contact)
+            return self.notifier.new_dialog(request)
         except DialogError:
             return Response.for_request(request, 400, "Missing Contact")
 
@@ -442,7 +441,8 @@ class EventAgent:
                  min_expires: int = 0, authorize: Authorizer | None = None,
                  state_of: StateSource | None = None,
                  on_refer: Callable[[IncomingRefer], object] | None = None,
-                 on_subscription: Callable[[NotifierSubscription], object] | None = None) -> None:
+                 on_subscription: Callable[[NotifierSubscription], object] | None = None,
+                 contact_of: ContactSource | None = None) -> None:
         self.ua = ua
         self.endpoint = ua.endpoint
         self.packages = packages if packages is not None else EventPackageRegistry()
@@ -451,7 +451,8 @@ class EventAgent:
         self.issuer = ReferIssuer(Subscriber(self.packages, t1=t1, dialogs=ua.dialogs))
         self.subscriber = self.issuer.subscriber
         self.notifier = Notifier(self.packages, ua.contact, min_expires=min_expires,
-                                 authorize=authorize, state_of=state_of, dialogs=ua.dialogs)
+                                 authorize=authorize, state_of=state_of, dialogs=ua.dialogs,
+                                 contact_of=contact_of)
         self.recipient = ReferRecipient(self.notifier)
         self.on_refer = on_refer
         self.on_subscription = on_subscription
@@ -482,6 +483,11 @@ class EventAgent:
         watch = self._watches[id(sub)] = SubscriptionWatch(sub)
         self._drain()
         return watch
+
+    def refresh(self, watch: SubscriptionWatch, expires: int | None = None) -> None:
+        """Refresh now (RFC 6665 4.1.2.1), in the dialog, before it would expire."""
+        self.subscriber.refresh(watch.subscription, self._now(), expires)
+        self._drain()
 
     async def unsubscribe(self, watch: SubscriptionWatch,
                           timeout: float | None = None) -> SubscriptionTerminated:
