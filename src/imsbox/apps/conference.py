@@ -45,7 +45,6 @@ from ..sip.headers import HeaderError, TargetDialog, refer_to_target
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.transaction import TimerValues
-from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.ua.events import EventPackageRegistry, NotifierSubscription
 from ..sip.ua.invite import InviteConfig, SessionTimerConfig
 from ..sip.ua.refer import EventAgent, IncomingRefer
@@ -54,6 +53,7 @@ from ..sip.uri import SipUri, Uri, parse_uri
 from ..store import (
     Conference, ConferenceKind, Participant, ParticipantState, Store,
 )
+from .node import listen_behind_guard, node_uri, open_msrp
 from .anchor import caller_identity
 from .conference_events import CONFERENCE_PACKAGE, full_info, partial_info
 from .focus import FOCUS_PARAMS, Focus
@@ -116,21 +116,12 @@ class ConferenceAs:
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
         node = self.config.conference_as
-        trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
-                                           self.config.security.udp_trust)
-        self.endpoint.add_module(TrustGuard(trust, "conference AS"))  # only the core
-        port = node.port
-        for transport in (t for t in node.transports if t != "tls"):
-            port = (await self.endpoint.listen(transport, node.host, port,
-                                               reuse_port=transport == "tcp"))[1]
-        limits = self.config.limits
-        self.msrp = await MsrpEndpoint(
-            node.host, 0, idle_timeout=limits.msrp_idle_timeout,
-            keepalive_interval=limits.msrp_idle_timeout / 2,
-            message_timeout=limits.message_timeout).start()
-        host = f"[{node.host}]" if ":" in node.host else node.host
+        port = await listen_behind_guard(self.endpoint, self.endpoint.listen, self.config, node,
+                                         "conference AS")  # only the core
+        self.msrp = await open_msrp(node.host, self.config)
+        uri = node_uri(node.host, port)
         timers = self.timers or TimerValues()
-        self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
+        self.ua = UserAgent(self.endpoint, f"<{uri}>", uri,
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
                                                 session_timer=CPM_SESSION_TIMER,
                                                 extensions=(RECIPIENT_LIST_INVITE,),

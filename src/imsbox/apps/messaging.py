@@ -56,11 +56,11 @@ from ..sip.message import Request, Response, new_tag
 from ..sip.parser import parse as parse_sip
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
-from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from ..store import DeferredMessage, HistoryEntry, Store
+from .node import listen_behind_guard, node_uri, open_msrp
 from .anchor import Anchor
 from .deferred import DeferredRetrieval
 
@@ -125,21 +125,12 @@ class MessagingAs(StatefulProxy):
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
         node = self.config.messaging_as
-        trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
-                                           self.config.security.udp_trust)
-        self.endpoint.add_module(TrustGuard(trust, "messaging AS"))  # only the core
-        port = node.port
-        for transport in (t for t in node.transports if t != "tls"):
-            port = (await self.listen(transport, node.host, port,
-                                      reuse_port=transport == "tcp"))[1]
-        limits = self.config.limits
-        self.msrp = await MsrpEndpoint(
-            node.host, 0, idle_timeout=limits.msrp_idle_timeout,
-            keepalive_interval=limits.msrp_idle_timeout / 2,
-            message_timeout=limits.message_timeout).start()
-        host = f"[{node.host}]" if ":" in node.host else node.host
+        port = await listen_behind_guard(self.endpoint, self.listen, self.config, node,
+                                         "messaging AS")  # only the core
+        self.msrp = await open_msrp(node.host, self.config)
+        uri = node_uri(node.host, port)
         timers = self.timers or TimerValues()
-        self.ua = UserAgent(self.endpoint, f"<sip:{host}:{port}>", f"sip:{host}:{port}",
+        self.ua = UserAgent(self.endpoint, f"<{uri}>", uri,
                             config=InviteConfig(t1=timers.t1, t2=timers.t2,
                                                 session_timer=cpm.CPM_SESSION_TIMER),
                             on_call=self._on_call, serve_new=False)
