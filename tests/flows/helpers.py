@@ -4,17 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from imsbox.config import Config
+from imsbox.config import Config, load_config
+from imsbox.ims.provisioning import add_user
 from imsbox.serve import Network
+from imsbox.store import open_store
+from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 from imsbox.ue.client import RcsClient
-from imsbox.testing import FAST_TIMERS, TestUe
 
 DOMAIN = "ims.test"
 # Every role but the conference AS: for tests that run a stand-in on its address.
 CORE_ROLES = ("pcscf", "icscf", "scscf", "as")
+
+
+def alice_and_bob(tmp_path: Path, *, via_as: bool = True,
+                  min_expires: int | None = None) -> Config:
+    """The loopback config with alice (+15550001) and bob (+15550002) provisioned,
+    passwords '<name>-secret'.  ``via_as`` False empties the iFCs (UE to UE through
+    the core only); ``min_expires`` lowers the registrar's floor."""
+    path, _ = write_loopback_config(tmp_path)
+    head = "" if via_as else "ifc = []\n"
+    tail = "" if min_expires is None else f"\n[registrar]\nmin_expires = {min_expires}\n"
+    path.write_text(head + path.read_text() + tail)
+    config = load_config(path)
+
+    async def in_store() -> None:
+        async with open_store(config.store_location) as store:
+            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
+            await add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
+    asyncio.run(in_store())
+    return config
+
+
+def run_within(scenario: Callable[[], Awaitable[None]], limit: float) -> None:
+    """Run ``scenario`` on a new loop; TimeoutError after ``limit`` seconds."""
+    asyncio.run(asyncio.wait_for(scenario(), limit))
 
 
 def client(config: Config, name: str, **kwargs: Any) -> RcsClient:

@@ -28,22 +28,19 @@ import pytest
 
 from imsbox.rcs.cpm import ICSI_FILETRANSFER, escape_icsi
 from imsbox.apps.messaging import MessagingSettings
-from imsbox.config import Config, load_config
+from imsbox.config import Config
 from imsbox.content import parse_cpim, parse_imdn
 from imsbox.content.multipart import parse_multipart
-from imsbox.ims.provisioning import add_user
 from imsbox.msrp import MsrpRequest
 from imsbox.sdp import Direction, FileRange, parse
 from imsbox.sip.message import Request, Response
 from imsbox.sip.parser import parse as parse_sip
-from imsbox.store import open_store
 from imsbox.ue import cli as ue_cli
 from imsbox.ue.client import (
     FileFailed, FileOffer, FileReceived, MessageStatus, Notification, RcsClient,
 )
-from imsbox.testing import write_loopback_config
 
-from helpers import DOMAIN, client, network_with
+from helpers import alice_and_bob, client, network_with, run_within
 
 pytestmark = pytest.mark.timeout(40)
 WAIT = 10.0
@@ -54,20 +51,11 @@ CHUNK = 2048
 # -- set-up ---------------------------------------------------------------------------------
 
 def ue_config(tmp_path: Path, via_as: bool = True) -> Config:
-    path, _ = write_loopback_config(tmp_path)
-    head = "" if via_as else "ifc = []\n"
-    path.write_text(head + path.read_text() + "\n[registrar]\nmin_expires = 1\n")
-    config = load_config(path)
-    async def in_store() -> None:
-        async with open_store(config.store_location) as store:
-            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-            await add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
-    asyncio.run(in_store())
-    return config
+    return alice_and_bob(tmp_path, via_as=via_as, min_expires=1)
 
 
 def run(scenario: Callable[[], Awaitable[None]], limit: float = 35) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), limit))
+    run_within(scenario, limit)
 
 
 def jpeg(tmp_path: Path, name: str = "1MB.jpg", size: int = SIZE) -> Path:

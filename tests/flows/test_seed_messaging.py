@@ -36,12 +36,11 @@ import pytest
 
 from imsbox.rcs import cpm
 from imsbox.apps.messaging import MessagingAs
-from imsbox.config import Config, load_config
+from imsbox.config import Config
 from imsbox.content import (
     CpimMessage, DispositionType, ImdnStatus, parse_cpim, parse_imdn, parse_iscomposing,
 )
 from imsbox.content.imdn import IMDN_NS
-from imsbox.ims.provisioning import add_user
 from imsbox.serve import Network
 from imsbox.msrp import MsrpRequest, MsrpResponse
 from imsbox.msrp import endpoint as msrp_endpoint
@@ -51,14 +50,13 @@ from imsbox.sdp import parse as parse_sdp
 from imsbox.sip.message import Request, Response
 from imsbox.sip.parser import parse as parse_sip
 from imsbox.sip.transport.base import Flow
-from imsbox.store import open_store
 from imsbox.ue.client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, MessageReceived, MessageStatus,
     Notification, RcsClient,
 )
-from imsbox.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS
 
-from helpers import DOMAIN, client
+from helpers import DOMAIN, alice_and_bob, client
 
 pytestmark = pytest.mark.timeout(40)
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
@@ -247,14 +245,7 @@ def steps(wires: Iterable[Wire]) -> list[Step]:
 
 def seed_config(tmp_path: Path) -> Config:
     """Loopback network with the default CPM iFCs (through the messaging AS)."""
-    path, _ = write_loopback_config(tmp_path)
-    config = load_config(path)
-    async def in_store() -> None:
-        async with open_store(config.store_location) as store:
-            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-            await add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
-    asyncio.run(in_store())
-    return config
+    return alice_and_bob(tmp_path)
 
 
 @dataclass

@@ -15,19 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from imsbox.config import Config, load_config
-from imsbox.ims.provisioning import add_user
+from imsbox.config import Config
 from imsbox.media import Recorder, ToneSource, tone_present
 from imsbox.sdp import Direction
-from imsbox.store import open_store
 from imsbox.ue.call import MMTEL, VoiceCall
 from imsbox.ue.client import RcsClient
 from imsbox.ue.events import (
     CallAnswered, CallEnded, CallHeld, CallResumed, CallRinging, RcsEvent, RtpStatsEvent,
 )
-from imsbox.testing import write_loopback_config
 
-from helpers import DOMAIN, client, network_with, settle
+from helpers import alice_and_bob, client, network_with, run_within, settle
 
 pytestmark = pytest.mark.timeout(60)
 WAIT = 5.0
@@ -36,19 +33,11 @@ ALICE_TONE, BOB_TONE = 440.0, 1000.0
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    path, _ = write_loopback_config(tmp_path)
-    config = load_config(path)
-
-    async def in_store() -> None:
-        async with open_store(config.store_location) as store:
-            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-            await add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
-    asyncio.run(in_store())
-    return config
+    return alice_and_bob(tmp_path)
 
 
 def run(scenario: Callable[[], Awaitable[None]], limit: float = 45) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), limit))
+    run_within(scenario, limit)
 
 
 async def next_event(ue: RcsClient, kind: type[RcsEvent]) -> RcsEvent:

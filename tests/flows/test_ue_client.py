@@ -18,17 +18,16 @@ from pathlib import Path
 import pytest
 
 from imsbox.rcs.cpm import ICSI_SESSION, escape_icsi
-from imsbox.config import Config, load_config
-from imsbox.ims.provisioning import add_user
+from imsbox.config import Config
 from imsbox.serve import Network
 from imsbox.store import open_store
 from imsbox.ue.client import (
     ChatEnded, ChatMessage, ChatStarted, Composing, FileOffer, FileReceived, MessageReceived,
     MessageStatus, Notification, RcsClient, RcsError, SendError, resolve_target,
 )
-from imsbox.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS
 
-from helpers import DOMAIN, client, network_with
+from helpers import DOMAIN, alice_and_bob, client, network_with, run_within
 
 pytestmark = pytest.mark.timeout(40)
 WAIT = 5.0
@@ -37,20 +36,11 @@ WAIT = 5.0
 def ue_config(tmp_path: Path, via_as: bool = False) -> Config:
     """Loopback config with a short min_expires; ``via_as`` False empties the iFCs
     (UE to UE through the core only), True keeps the default CPM iFCs."""
-    path, _ = write_loopback_config(tmp_path)
-    head = "" if via_as else "ifc = []\n"
-    path.write_text(head + path.read_text() + "\n[registrar]\nmin_expires = 1\n")
-    config = load_config(path)
-    async def in_store() -> None:
-        async with open_store(config.store_location) as store:
-            await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
-            await add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
-    asyncio.run(in_store())
-    return config
+    return alice_and_bob(tmp_path, via_as=via_as, min_expires=1)
 
 
 def run(scenario: Callable[[], Awaitable[None]], limit: float = 30) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), limit))
+    run_within(scenario, limit)
 
 
 # -- target resolution ---------------------------------------------------------------
