@@ -32,6 +32,7 @@ from ..sip.auth import (
     Algorithm, DigestAuthenticator, VerifyOutcome, credentials_for_realm,
 )
 from ..sip.endpoint import resolve
+from ..sip.transport import Destination
 from ..sip.grammar import GrammarError, format_params, split_params, unquote
 from ..sip.headers import Contact, Event, HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
@@ -439,8 +440,12 @@ class Scscf(StatefulProxy):
         if request.route or not isinstance(uri, SipUri) or \
                 uri.host.lower() != self.config.domain:
             return own
+        return [Target(uri, await self._icscf())]
+
+    async def _icscf(self) -> Destination:
+        """The I-CSCF, next hop for home-domain URIs that are not ours to route."""
         icscf = self.config.icscf
-        return [Target(uri, await resolve(icscf.transports[0], icscf.host, icscf.port))]
+        return await resolve(icscf.transports[0], icscf.host, icscf.port)
 
     # -- REGISTER -------------------------------------------------------------------
     async def _register(self, request: Request, ctx: RequestContext) -> Response:
@@ -642,9 +647,7 @@ class Scscf(StatefulProxy):
             request.uri = parse_uri(sip_id)
             uri = request.uri
         if isinstance(uri, SipUri) and uri.host.lower() == self.config.domain:
-            icscf = self.config.icscf
-            dest = await resolve(icscf.transports[0], icscf.host, icscf.port)
-            return [Target(request.uri, dest)]
+            return [Target(request.uri, await self._icscf())]
         return [Target(request.uri)]
 
     async def _deliver(self, request: Request, aor: str) -> list[Target] | Response:
