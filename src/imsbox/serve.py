@@ -54,6 +54,7 @@ from .sip.transaction import TimerValues
 from .sip.transport.base import Flow
 from .sip.transport.tls import ensure_self_signed, server_context
 from .store import Store, StoreError, open_store
+from .trace.feed import TraceFeed, feed_path
 
 __all__ = [
     "HSS_ROLE", "Listener", "Network", "Node", "NodeContext", "NodeFactory", "NodeRegistry",
@@ -255,6 +256,8 @@ class Network:
     ``roles`` None runs every node of the registry. ``store`` None opens the
     configured store and closes it on exit; a given store belongs to the caller.
     ``trace`` True prints every SIP message to stdout, or pass a stream.
+    ``feed`` True opens the trace feed (``DATA/trace/ROLES-PID.sock``) that
+    ``imsbox trace`` attaches to; it costs nothing while nobody is attached.
     """
 
     config: Config
@@ -263,6 +266,8 @@ class Network:
     timers: TimerValues | None = None
     trace: bool | TextIO = False
     registry: NodeRegistry = field(default_factory=default_registry)
+    feed: bool = False
+    trace_feed: TraceFeed | None = field(default=None, init=False)
     hss: Hss | None = field(default=None, init=False)
     nodes: dict[str, Node] = field(default_factory=dict, init=False)
     _owns_store: bool = field(default=False, init=False)
@@ -279,6 +284,8 @@ class Network:
         factories = _chosen(self.registry, self.roles)
         try:
             await self._open_store(hss=any(f.uses_hss for f in factories))
+            if self.feed:
+                await self._open_feed(factories)
             for factory in reversed(factories):  # downstream first
                 await self._start_node(factory)
         except BaseException:
@@ -306,18 +313,43 @@ class Network:
         await apply_config(self.store, self.config)  # serve owns the iFCs and PSIs
         self.hss = Hss(self.store.subscribers, self.config.domain, (self.config.scscf.uri,))
 
+    async def _open_feed(self, factories: Sequence[NodeFactory]) -> None:
+        """The trace feed of this process; a network without one still runs."""
+        path = feed_path(self.config.data_dir, [f.role for f in factories])
+        feed = TraceFeed(path)
+        try:
+            self.trace_feed = await feed.start()
+        except OSError as exc:
+            log.warning("no trace feed (imsbox trace cannot attach): %s", exc)
+
     async def _start_node(self, factory: NodeFactory) -> None:
         assert self.store is not None
         node = factory.build(NodeContext(self.config, self.store,
                                          self.hss if factory.uses_hss else None, self.timers))
         self.nodes[factory.role] = node  # registered first so close() cleans up a half start
+        tracers: list[Trace] = []
         if self.trace:
             stream = self.trace if not isinstance(self.trace, bool) else None
-            node.endpoint.transport.trace = make_tracer(factory.role, stream)
+            tracers.append(make_tracer(factory.role, stream))
+        if self.trace_feed is not None:
+            tracers.append(self.trace_feed.sip_tracer(factory.role))
+        if tracers:
+            node.endpoint.transport.trace = _chain(tracers)
         try:
             await node.start()
         except OSError as exc:
             raise ServeError(_listen_error(factory, self.config, exc)) from None
+        if self.trace_feed is not None:
+            self._feed_node(factory.role, node, self.trace_feed)
+
+    def _feed_node(self, role: str, node: Node, feed: TraceFeed) -> None:
+        """The node's addresses for the feed's hello, and its MSRP endpoint's hook."""
+        listen = [(d.transport, d.host, d.port) for d in node.endpoint.transport.listen_addresses]
+        msrp = getattr(node, "msrp", None)  # an AS's MSRP endpoint (apps: MsrpEndpoint)
+        if msrp is not None and hasattr(msrp, "trace"):
+            msrp.trace = feed.msrp_tracer(role)
+            listen.append(("msrp", msrp.host, msrp.port))
+        feed.add_node(role, listen)
 
     async def close(self) -> None:
         """Entry point first (no new traffic), then inwards; the store last."""
@@ -331,6 +363,9 @@ class Network:
         # asyncio closes UDP sockets on the next loop turn: let it, so that a
         # Network started right after this one can bind the same ports.
         await asyncio.sleep(0)
+        if self.trace_feed is not None:
+            await self.trace_feed.close()
+            self.trace_feed = None
         if self._owns_store and self.store is not None:
             await self.store.close()
             self.store = None
@@ -348,6 +383,16 @@ class Network:
 
     def listening_lines(self) -> list[str]:
         return [str(listener) for listener in self.listeners()]
+
+
+def _chain(tracers: list[Trace]) -> Trace:
+    if len(tracers) == 1:
+        return tracers[0]
+
+    def trace(direction: str, data: bytes, flow: Flow) -> None:
+        for tracer in tracers:
+            tracer(direction, data, flow)
+    return trace
 
 
 def _chosen(registry: NodeRegistry, roles: Iterable[str] | None) -> list[NodeFactory]:
@@ -420,7 +465,8 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--role", choices=default_registry().role_choices(), default=None,
                        help="run one network function alone")
     serve.add_argument("--trace", action="store_true",
-                       help="print every SIP message in and out with addresses")
+                       help="print every SIP message in and out with addresses "
+                            "(imsbox trace attaches to a running serve without it)")
     serve.set_defaults(run=run_serve)
     return serve
 
@@ -465,7 +511,7 @@ async def run_serve(args: argparse.Namespace) -> int:
         try:
             config = build_config(args)
             roles = (args.role,) if args.role else None
-            network = Network(config, roles=roles, trace=args.trace)
+            network = Network(config, roles=roles, trace=args.trace, feed=True)
             await network.start()
         except (ServeError, ConfigError, StoreError) as exc:
             print(f"imsbox serve: error: {exc}", file=sys.stderr, flush=True)
