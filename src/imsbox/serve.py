@@ -315,7 +315,8 @@ class Network:
 
     async def _open_feed(self, factories: Sequence[NodeFactory]) -> None:
         """The trace feed of this process; a network without one still runs."""
-        path = feed_path(self.config.data_dir, [f.role for f in factories])
+        roles = [f.role for f in factories] if self.roles is not None else ["all"]
+        path = feed_path(self.config.data_dir, roles)
         feed = TraceFeed(path)
         try:
             self.trace_feed = await feed.start()

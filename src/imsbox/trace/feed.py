@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
 import re
+import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -64,8 +66,24 @@ def feed_path(data_dir: Path | str, roles: Iterable[str], pid: int | None = None
 
 
 def find_feeds(data_dir: Path | str) -> list[Path]:
+    """The feed sockets of a data directory: ``*.sock`` there, and the sockets
+    that ``*.feed`` pointer files name (a data dir too deep for a socket path)."""
     folder = feed_dir(data_dir)
-    return sorted(folder.glob("*.sock")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    out = list(folder.glob("*.sock"))
+    for pointer in folder.glob("*.feed"):
+        with contextlib.suppress(OSError):
+            out.append(Path(pointer.read_text().strip()))
+    return sorted(out)
+
+
+def _short_socket(path: Path) -> Path:
+    """A socket path short enough, in a private directory under the temp dir."""
+    folder = Path(tempfile.gettempdir()) / f"imsbox-trace-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    digest = hashlib.blake2b(os.fsencode(path.resolve()), digest_size=8).hexdigest()
+    return folder / f"{digest}.sock"
 
 
 @dataclass(slots=True)
@@ -78,7 +96,8 @@ class TraceFeed:
     """A Unix-socket server streaming trace records to whoever attaches."""
 
     def __init__(self, path: Path | str, high_water: int = 4 << 20) -> None:
-        self.path = Path(path)
+        self.path = Path(path)      # where the socket is (see start)
+        self.pointer: Path | None = None
         self.high_water = high_water
         self.nodes: list[NodeInfo] = []
         self.published = 0
@@ -92,14 +111,18 @@ class TraceFeed:
         return len(self._subs)
 
     async def start(self) -> TraceFeed:
-        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
-            raise OSError(f"trace feed path {self.path} is longer than a Unix socket "
-                          f"path may be ({MAX_SOCKET_PATH} bytes); use a shorter --data")
+        """Listen at ``path``; when that is too long for a Unix socket, at a short
+        path in the temp dir, named by a ``.feed`` pointer file at ``path``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if len(os.fsencode(self.path.resolve())) > MAX_SOCKET_PATH:
+            self.pointer = self.path.with_suffix(".feed")
+            self.path = _short_socket(self.path)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket of a process with our pid
         self._server = await asyncio.start_unix_server(self._attach, path=str(self.path))
         os.chmod(self.path, 0o600)  # the traffic is the subscribers' secrets too
+        if self.pointer is not None:
+            self.pointer.write_text(f"{self.path}\n")
         return self
 
     async def close(self) -> None:
@@ -108,8 +131,10 @@ class TraceFeed:
         for sub in self._subs:
             sub.writer.close()
         self._subs.clear()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        for path in (self.path, self.pointer):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
