@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -36,7 +37,8 @@ import pytest
 from imsbox.config import Config
 from imsbox.serve import Network
 from imsbox.testing import FAST_TIMERS
-from imsbox.trace.feed import MsrpFramer
+from imsbox.trace.feed import MsrpFramer, attach, find_feeds
+from imsbox.trace.ladder import Filter, Ladder
 from imsbox.trace.record import TraceRecord
 from imsbox.trace.summary import describe
 from imsbox.ue.client import (
@@ -414,3 +416,127 @@ def test_trace_chat(tmp_path: Path) -> None:
         (src, dst, label[:7]) for src, dst, label in msrp if label.endswith("iscomposing")}
     check_pcap(traced)
     check_html(traced)
+
+
+# -- filters, several feeds, no network --------------------------------------------------------
+
+async def pager_and_chat(alice: RcsClient, bob: RcsClient) -> None:
+    await pager(alice, bob)
+    await chat(alice, bob)
+
+
+def test_trace_filters(tmp_path: Path) -> None:
+    """--method and --user --count from the CLI; Call-ID, Conversation-ID and node
+    filters on the library's Ladder, fed by attach() in-process at the same time."""
+    config = alice_and_bob(tmp_path)
+    wire = Wire()
+    invites, bobs = tmp_path / "invites", tmp_path / "bob5"
+    ladder = Ladder()
+    done: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with Network(config, timers=FAST_TIMERS, feed=True) as net:
+            assert net.trace_feed is not None
+            paths, events = await attach(find_feeds(config.data_dir))
+            assert paths == [net.trace_feed.path]
+
+            async def pump() -> None:
+                async for event in events:
+                    ladder.feed(event)
+            reader = asyncio.create_task(pump())
+            async with attached(net, trace_cli(config.data_dir, "--plain", "--method",
+                                               "INVITE"), invites) as by_method, \
+                    attached(net, trace_cli(config.data_dir, "--plain", "--user", "bob",
+                                            "--count", "5"), bobs) as counted:
+                await flow(config, wire, pager_and_chat)
+                await asyncio.sleep(0.3)
+                done["counted"] = await asyncio.wait_for(counted.wait(), 10)  # by itself
+                by_method.send_signal(signal.SIGINT)
+                done["by_method"] = await by_method.wait()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await events.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert done == {"counted": 0, "by_method": 0}
+
+    lines = parse_plain(invites.read_text())
+    groups = re.findall(r"^== (\S+) ", invites.read_text(), re.M)
+    assert groups and set(groups) == {"INVITE"}
+    assert any(ln.proto == "msrp" for ln in lines)   # MSRP follows its INVITE
+    assert not any(ln.label.startswith("MESSAGE") for ln in lines)
+
+    first_five = parse_plain(bobs.read_text())
+    assert len(first_five) == 5
+    assert all(ln.label.startswith(("REGISTER", "401", "200")) for ln in first_five)
+
+    chat_call = next(a.summary.call_id for a in ladder.arrows
+                     if a.summary.method == "INVITE" and a.summary.is_request)
+    (only,) = ladder.groups(Filter(call_ids=(chat_call,)))
+    assert only.key == chat_call and any(a.proto == "msrp" for a in only.arrows)
+    conversation = next(iter(next(a for a in only.arrows
+                                  if a.summary.conversation_ids).summary.conversation_ids))
+    legs = ladder.groups(Filter(conversation_ids=(conversation,)))
+    assert len(legs) == 2  # alice's leg and the AS's leg to bob carry it
+    assert {g.key for g in ladder.groups(Filter(nodes=("conference",)))} == {
+        g.key for g in ladder.groups() if any("conference" in a.nodes for a in g.arrows)}
+    assert all(g.title.startswith("REGISTER")
+               for g in ladder.groups(Filter(nodes=("conference",))))
+    assert ladder.groups(Filter(users=("nobody",))) == []
+    assert ladder.groups(Filter(users=("sip:bob@ims.test",)))
+
+
+def test_trace_without_a_network(tmp_path: Path) -> None:
+    """No serve on the data dir (nothing there, then a stale socket): a clear error, 1."""
+    data = tmp_path / "data"
+    argv = trace_cli(data, "--plain")
+    done = subprocess.run(argv, capture_output=True, text=True, env=env(), timeout=30)
+    assert done.returncode == 1
+    assert "no imsbox serve is running on" in done.stderr and str(data) in done.stderr
+    (data / "trace").mkdir(parents=True)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(data / "trace" / "all-1.sock"))
+    stale.close()  # the file stays, nobody listens: a serve that was killed
+    done = subprocess.run(argv, capture_output=True, text=True, env=env(), timeout=30)
+    assert done.returncode == 1 and "no imsbox serve is running" in done.stderr
+    done = subprocess.run(trace_cli(data), capture_output=True, text=True, env=env(),
+                          timeout=30)
+    assert done.returncode == 1 and "--plain, --pcap FILE and/or --html FILE" in done.stderr
+
+
+def test_trace_split_processes(tmp_path: Path) -> None:
+    """The P-CSCF in one Network, the rest in another (as two `serve --role`
+    processes would be): two feeds, one ladder, each message once, columns by role."""
+    config = alice_and_bob(tmp_path)
+    wire = Wire()
+    out = tmp_path / "split"
+    rest = ("icscf", "scscf", "as", "conference")
+
+    async def main() -> None:
+        async with Network(config, timers=FAST_TIMERS, feed=True, roles=rest) as core, \
+                Network(config, timers=FAST_TIMERS, feed=True, roles=("pcscf",)) as edge:
+            assert core.trace_feed is not None and edge.trace_feed is not None
+            argv = trace_cli(config.data_dir, "--plain")
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=out.open("wb"), stderr=asyncio.subprocess.PIPE, env=env())
+            assert proc.stderr is not None
+            line = await asyncio.wait_for(proc.stderr.readline(), 20)
+            assert b"attached to 2 feed(s)" in line, line
+            async with asyncio.timeout(5):
+                while core.trace_feed.attached < 1 or edge.trace_feed.attached < 1:
+                    await asyncio.sleep(0.01)
+            await flow(config, wire, pager)
+            await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            assert await proc.wait() == 0
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    lines = parse_plain(out.read_text())
+    hello = [ln for ln in lines if ln.label == "MESSAGE cpim 'Hello'"]
+    assert [(ln.src, ln.dst) for ln in hello][:2] == [("alice's UE", "P-CSCF"),
+                                                     ("P-CSCF", "S-CSCF")]
+    assert hello[-1].dst == "bob's UE"
+    # each hop once although both ends traced it, from two processes' feeds
+    assert len(hello) == len({(ln.src, ln.dst, ln.t) for ln in hello})
+    assert len([ln for ln in hello if (ln.src, ln.dst) == ("P-CSCF", "S-CSCF")]) == 1
