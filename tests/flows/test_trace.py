@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -540,3 +541,45 @@ def test_trace_split_processes(tmp_path: Path) -> None:
     # each hop once although both ends traced it, from two processes' feeds
     assert len(hello) == len({(ln.src, ln.dst, ln.t) for ln in hello})
     assert len([ln for ln in hello if (ln.src, ln.dst) == ("P-CSCF", "S-CSCF")]) == 1
+
+
+def test_trace_attaches_to_imsbox_serve(tmp_path: Path) -> None:
+    """The real `imsbox serve` opens its feed; `imsbox trace --config` finds it
+    through the same imsbox.toml; --user and --method keep alice's MESSAGEs."""
+    config = alice_and_bob(tmp_path)
+    toml = tmp_path / "imsbox.toml"
+    assert toml.is_file()
+    serve = subprocess.Popen([sys.executable, "-m", "imsbox.cli", "serve", "--config", str(toml)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
+    out = tmp_path / "serve-trace"
+    try:
+        for _ in range(200):
+            if find_feeds(config.data_dir):
+                break
+            assert serve.poll() is None, serve.stderr.read() if serve.stderr else ""
+            time.sleep(0.05)
+        argv = [sys.executable, "-m", "imsbox.cli", "trace", "--config", str(toml), "--plain",
+                "--user", "alice", "--method", "MESSAGE"]
+
+        async def main() -> None:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=out.open("wb"), stderr=asyncio.subprocess.PIPE, env=env())
+            assert proc.stderr is not None
+            line = await asyncio.wait_for(proc.stderr.readline(), 20)
+            assert b"attached to 1 feed(s): all-" in line, line
+            await asyncio.sleep(0.2)  # the serve process accepts the subscriber
+            await flow(config, Wire(), pager)
+            await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            assert await proc.wait() == 0
+
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(15) == 0
+    assert not list((config.data_dir / "trace").glob("*.sock"))  # removed on exit
+    lines = parse_plain(out.read_text())
+    assert {ln.group for ln in lines}  # MESSAGE dialogs only
+    assert set(re.findall(r"^== (\S+) ", out.read_text(), re.M)) == {"MESSAGE"}
+    hops = [(ln.src, ln.dst) for ln in lines if ln.label == "MESSAGE cpim 'Hello'"]
+    assert hops[0] == ("alice's UE", "P-CSCF") and hops[-1] == ("P-CSCF", "bob's UE")

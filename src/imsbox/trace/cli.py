@@ -24,7 +24,7 @@ from ..config import ConfigError, load_config
 from ..runtime import stop_on_signals
 from .feed import attach, feed_dir, find_feeds
 from .html import render_html
-from .ladder import Filter, Group, Ladder
+from .ladder import Arrow, Filter, Group, Ladder
 from .pcap import write_pcap
 from .plain import render_plain
 
@@ -109,23 +109,23 @@ async def run_trace(args: argparse.Namespace) -> int:
           + ", ".join(p.name for p in attached), file=sys.stderr, flush=True)
     ladder = Ladder()
     keep = _filter(args)
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop:  # held while writing: a late ^C must not lose the files
         await _collect(ladder, events, keep, args, stop)
-    await events.aclose()
-    groups = ladder.groups(keep)
-    return _write(ladder, groups, args)
+        await events.aclose()
+        groups = ladder.groups(keep)
+        return _write(ladder, groups, args)
 
 
 async def _collect(ladder: Ladder, events: Any, keep: Filter, args: argparse.Namespace,
                    stop: asyncio.Event) -> None:
     """Feed the ladder until a stop condition; --count counts kept messages."""
     deadline = None if args.duration is None else time.monotonic() + args.duration
+    kept = _Kept(keep)
 
     async def pump() -> None:
         async for event in events:
             arrow = ladder.feed(event)
-            if arrow is not None and args.count is not None \
-                    and _kept(ladder, keep) >= args.count:
+            if arrow is not None and args.count is not None and kept.add(arrow) >= args.count:
                 return
 
     task = asyncio.create_task(pump())
@@ -138,10 +138,25 @@ async def _collect(ladder: Ladder, events: Any, keep: Filter, args: argparse.Nam
             await pending
 
 
-def _kept(ladder: Ladder, keep: Filter) -> int:
-    if not keep:
-        return len(ladder.arrows)
-    return sum(len(g.arrows) for g in ladder.groups(keep))
+class _Kept:
+    """How many arrows the filter keeps so far, group by group, without
+    regrouping everything for each new arrow."""
+
+    def __init__(self, keep: Filter) -> None:
+        self.keep = keep
+        self.count = 0
+        self._groups: dict[str, Group] = {}
+        self._matched: set[str] = set()
+
+    def add(self, arrow: Arrow) -> int:
+        group = self._groups.setdefault(arrow.group, Group(arrow.group))
+        group.arrows.append(arrow)
+        if not self.keep or arrow.group in self._matched:
+            self.count += 1
+        elif self.keep.matches(group):
+            self._matched.add(arrow.group)
+            self.count += len(group.arrows)
+        return self.count
 
 
 def _write(ladder: Ladder, groups: list[Group], args: argparse.Namespace) -> int:

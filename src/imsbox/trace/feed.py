@@ -155,6 +155,8 @@ class TraceFeed:
                 pass
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            pass  # the loop is shutting down: nothing to hand on (3.11 would log it)
         finally:
             if sub in self._subs:
                 self._subs.remove(sub)
