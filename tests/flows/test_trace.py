@@ -583,3 +583,82 @@ def test_trace_attaches_to_imsbox_serve(tmp_path: Path) -> None:
     assert set(re.findall(r"^== (\S+) ", out.read_text(), re.M)) == {"MESSAGE"}
     hops = [(ln.src, ln.dst) for ln in lines if ln.label == "MESSAGE cpim 'Hello'"]
     assert hops[0] == ("alice's UE", "P-CSCF") and hops[-1] == ("P-CSCF", "bob's UE")
+
+
+# -- the terminal UI ------------------------------------------------------------------------
+
+_ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78M]|[\x0e\x0f]")
+
+
+def test_trace_tui_on_a_terminal(tmp_path: Path) -> None:
+    """`imsbox trace --tui --pcap F` on a pseudo-terminal is the live ladder: it shows the
+    pager flow as it happens, 'g' shows one group, Home + Enter the first message
+    whole, q goes back and quits; then the pcap is written."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    config = alice_and_bob(tmp_path)
+    pcap = tmp_path / "tui.pcapng"
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 220, 0, 0))
+    screen = bytearray()
+
+    def read_screen() -> str:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(master, 65536):
+                screen.extend(chunk)
+        return _ESCAPES.sub(b"", bytes(screen)).decode("utf-8", "replace")
+
+    async def wait_for(text: str, timeout: float = 10.0) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while text not in read_screen():
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(
+                f"{text!r} not on the screen:\n{read_screen()[-3000:]}") from None
+
+    async def press(keys: bytes) -> None:
+        os.write(master, keys)
+        await asyncio.sleep(0.3)
+
+    async def main() -> None:
+        os.set_blocking(master, False)
+        async with Network(config, timers=FAST_TIMERS, feed=True) as net:
+            proc = await asyncio.create_subprocess_exec(
+                *trace_cli(config.data_dir, "--tui", "--pcap", str(pcap)), stdin=slave,
+                stdout=slave, stderr=asyncio.subprocess.PIPE, env={**env(), "TERM": "xterm"})
+            assert proc.stderr is not None
+            line = await asyncio.wait_for(proc.stderr.readline(), 20)
+            assert b"attached" in line, line
+            assert net.trace_feed is not None
+            async with asyncio.timeout(5):
+                while not net.trace_feed.attached:
+                    await asyncio.sleep(0.01)
+            await wait_for("imsbox trace")
+            await flow(config, Wire(), pager)
+            await wait_for("MESSAGE cpim imdn displayed")
+            screen.clear()
+            await press(b"g")          # the newest message's group alone, redrawn whole:
+            await wait_for("group ")   # bob's de-REGISTER (the flow closes the UEs)
+            await wait_for("bob's UE")
+            await wait_for("REGISTER expires=0")
+            await press(b"g")
+            screen.clear()
+            await press(b"\x1bOH")     # Home (keypad mode): the first message
+            await press(b"\r")         # Enter: it, whole
+            await wait_for("REGISTER sip:ims.test SIP/2.0")
+            await wait_for("Enter/Esc back")
+            await press(b"q")          # back to the ladder
+            await press(b"q")          # quit
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert pcap.stat().st_size > 1000
+    assert tshark("-r", str(pcap), "-Y", "_ws.malformed") == ""

@@ -1,12 +1,13 @@
 """``imsbox trace``: attach to the running network's trace feeds and show it.
 
     imsbox trace [--data DIR] [--config FILE] [--user U] [--call-id X]
-                 [--conversation-id X] [--method M] [--node N]
-                 [--count N] [--duration S] (--plain | --pcap FILE | --html FILE)
+                 [--conversation-id X] [--method M] [--node N] [--count N]
+                 [--duration S] [--tui | --plain] [--pcap FILE] [--html FILE]
 
 It attaches to every feed of the data directory (one per ``imsbox serve``
-process), collects until ``--count`` messages, ``--duration`` seconds, the
-network stops or SIGINT/SIGTERM, then writes the views asked for. Exit
+process). ``--tui`` (the default on a terminal) shows the live ladder until q;
+otherwise it collects until ``--count`` messages, ``--duration`` seconds, the
+network stops or SIGINT/SIGTERM. Then it writes the views asked for. Exit
 status 0, or 1 when no ``imsbox serve`` runs on that data directory.
 """
 
@@ -27,6 +28,7 @@ from .html import render_html
 from .ladder import Arrow, Filter, Group, Ladder
 from .pcap import write_pcap
 from .plain import render_plain
+from .tui import run_tui
 
 __all__ = ["add_subcommand", "run_trace"]
 
@@ -55,6 +57,8 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="stop after N messages (after filtering)")
     trace.add_argument("--duration", type=_positive_float, default=None,
                        help="stop after S seconds")
+    trace.add_argument("--tui", action="store_true",
+                       help="the live ladder in the terminal (the default on a terminal)")
     trace.add_argument("--plain", action="store_true",
                        help="print the ladder as text on stdout when the trace stops")
     trace.add_argument("--pcap", metavar="FILE", default=None, help="write pcapng to FILE")
@@ -91,9 +95,13 @@ def _fail(message: str) -> int:
 
 
 async def run_trace(args: argparse.Namespace) -> int:
-    if not (args.plain or args.pcap or args.html):
-        return _fail("say what to write: --plain, --pcap FILE and/or --html FILE "
-                     "(the terminal UI is not built yet)")
+    if not (args.plain or args.pcap or args.html or args.tui):
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            return _fail("say what to show: --tui (on a terminal), --plain, --pcap FILE "
+                         "and/or --html FILE")
+        args.tui = True
+    if args.tui and args.plain:
+        return _fail("--tui and --plain both want the terminal; pick one")
     try:
         data_dir = load_config(args.config, data_dir=args.data).data_dir
     except ConfigError as exc:
@@ -110,7 +118,10 @@ async def run_trace(args: argparse.Namespace) -> int:
     ladder = Ladder()
     keep = _filter(args)
     with stop_on_signals() as stop:  # held while writing: a late ^C must not lose the files
-        await _collect(ladder, events, keep, args, stop)
+        if args.tui:
+            await run_tui(ladder, events, keep, stop)
+        else:
+            await _collect(ladder, events, keep, args, stop)
         await events.aclose()
         groups = ladder.groups(keep)
         return _write(ladder, groups, args)

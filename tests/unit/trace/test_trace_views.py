@@ -12,7 +12,7 @@ import pytest
 from imsbox.trace.feed import MsrpFramer, TraceFeed, attach
 from imsbox.trace.ladder import Ladder
 from imsbox.trace.pcap import MAX_SEGMENT, write_pcap
-from imsbox.trace.record import Hello, TraceRecord
+from imsbox.trace.record import Hello, NodeInfo, TraceRecord
 from imsbox.trace.summary import describe
 
 A, B, C = ("127.0.0.1", 5060), ("127.0.0.1", 5070), ("::1", 5080)
@@ -151,3 +151,36 @@ def test_pcap_ipv6_udp_and_tcp_over_segments(tmp_path: Path) -> None:
     assert rows == [["::1", "MESSAGE", ""], ["", "MESSAGE", ""], ["", "", "200"]]
     follow = tshark(path, "-q", "-z", "follow,tcp,raw,0")
     assert follow.count("\n") > 3 and "Node 0: 127.0.0.1:41000" in follow
+
+
+def test_tui_state_keys_and_views() -> None:
+    """The terminal UI's state without curses: follow, select, group, message view."""
+    import curses
+
+    from imsbox.trace.tui import TuiState
+
+    ladder = Ladder()
+    ladder.feed(Hello(1, (NodeInfo("pcscf", (("udp", *A),)), NodeInfo("scscf", (("udp", *B),)))))
+    one = sip("MESSAGE sip:bob@ims.test SIP/2.0", {"Content-Type": "text/plain"}, b"one")
+    two = one.replace(b"Call-ID: c1", b"Call-ID: c2").replace(b"one", b"two")
+    for i, data in enumerate((one, two)):
+        ladder.add(record(data, seq=i, t=1.0 + i))
+    state = TuiState(ladder)
+    lines = state.lines(200, 20)
+    assert "2 messages" in lines[0][0] and "P-CSCF" in lines[1][0] and "S-CSCF" in lines[1][0]
+    assert [hl for _, hl in lines[2:]] == [False, True]  # following the newest
+    assert "#2" in lines[3][0] and "MESSAGE text 'two'" in lines[3][0]
+    state.key(curses.KEY_UP, 20)
+    assert [hl for _, hl in state.lines(200, 20)[2:]] == [True, False]
+    state.key(ord("g"), 20)  # only c1's group
+    lines = state.lines(200, 20)
+    assert "1 messages  group 1" in lines[0][0] and len(lines) == 3
+    state.key(ord("g"), 20)
+    state.key(curses.KEY_HOME, 20)
+    state.key(10, 20)  # Enter
+    view = state.lines(200, 20)
+    assert view[1][0] == "MESSAGE sip:bob@ims.test SIP/2.0" and view[-1][0] == "one"
+    state.key(ord("q"), 20)  # back, not quit
+    assert state.viewing is None and not state.quit
+    state.key(ord("q"), 20)
+    assert state.quit
