@@ -33,6 +33,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import os
 import re
 import ssl
 import sys
@@ -49,11 +50,12 @@ from .ims.icscf import Icscf
 from .ims.pcscf import Pcscf
 from .ims.provisioning import apply_config
 from .ims.scscf import Scscf
-from .runtime import stop_on_signals, tune_garbage_collector
+from .runtime import parse_hostport, stop_on_signals, tune_garbage_collector
 from .sip.transaction import TimerValues
 from .sip.transport.base import Flow
 from .sip.transport.tls import ensure_self_signed, server_context
 from .store import Store, StoreError, open_store
+from .console import ConsoleError, WebConsole
 from .trace.feed import TraceFeed, feed_path
 
 __all__ = [
@@ -258,6 +260,8 @@ class Network:
     ``trace`` True prints every SIP message to stdout, or pass a stream.
     ``feed`` True opens the trace feed (``DATA/trace/ROLES-PID.sock``) that
     ``imsbox trace`` attaches to; it costs nothing while nobody is attached.
+    ``web`` (host, port) starts the read-only web console (``imsbox.console``),
+    ``web_password`` its login (required beyond loopback).
     """
 
     config: Config
@@ -267,7 +271,10 @@ class Network:
     trace: bool | TextIO = False
     registry: NodeRegistry = field(default_factory=default_registry)
     feed: bool = False
+    web: tuple[str, int] | None = None
+    web_password: str | None = None
     trace_feed: TraceFeed | None = field(default=None, init=False)
+    console: WebConsole | None = field(default=None, init=False)
     hss: Hss | None = field(default=None, init=False)
     nodes: dict[str, Node] = field(default_factory=dict, init=False)
     _owns_store: bool = field(default=False, init=False)
@@ -288,6 +295,8 @@ class Network:
                 await self._open_feed(factories)
             for factory in reversed(factories):  # downstream first
                 await self._start_node(factory)
+            if self.web is not None:
+                await self._start_console(*self.web)
         except BaseException:
             await self.close()
             raise
@@ -323,6 +332,18 @@ class Network:
         except OSError as exc:
             log.warning("no trace feed (imsbox trace cannot attach): %s", exc)
 
+    async def _start_console(self, host: str, port: int) -> None:
+        assert self.store is not None
+        feed = self.trace_feed.path if self.trace_feed is not None else None
+        try:
+            console = WebConsole(self.store, feed, host, port, self.web_password)
+            self.console = await console.start()
+        except ConsoleError as exc:
+            raise ServeError(str(exc)) from None
+        except OSError as exc:
+            raise ServeError(f"--web {host}:{port}: cannot listen: "
+                             f"{exc.strerror or exc}; pick another --web address") from None
+
     async def _start_node(self, factory: NodeFactory) -> None:
         assert self.store is not None
         node = factory.build(NodeContext(self.config, self.store,
@@ -354,6 +375,9 @@ class Network:
 
     async def close(self) -> None:
         """Entry point first (no new traffic), then inwards; the store last."""
+        if self.console is not None:
+            await self.console.close()
+            self.console = None
         for role in [*self.registry.roles, *self.nodes]:
             node = self.nodes.pop(role, None)
             if node is not None:
@@ -383,7 +407,10 @@ class Network:
         return out
 
     def listening_lines(self) -> list[str]:
-        return [str(listener) for listener in self.listeners()]
+        lines = [str(listener) for listener in self.listeners()]
+        if self.console is not None:
+            lines.append(f"web console on {self.console.url}")
+        return lines
 
 
 def _chain(tracers: list[Trace]) -> Trace:
@@ -443,6 +470,10 @@ def _host(text: str) -> str:
     return bare
 
 
+def _web_address(text: str) -> tuple[str, int]:
+    return parse_hostport(text, 8080)
+
+
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on an argparse subparsers object."""
     serve: argparse.ArgumentParser = subparsers.add_parser(
@@ -465,6 +496,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="redis:// cache for a shared PostgreSQL store")
     serve.add_argument("--role", choices=default_registry().role_choices(), default=None,
                        help="run one network function alone")
+    serve.add_argument("--web", metavar="HOST:PORT", type=_web_address, default=None,
+                       help="serve the read-only web console there (beyond loopback it "
+                            "asks for user imsbox and $IMSBOX_WEB_PASSWORD)")
     serve.add_argument("--trace", action="store_true",
                        help="print every SIP message in and out with addresses "
                             "(imsbox trace attaches to a running serve without it)")
@@ -512,7 +546,9 @@ async def run_serve(args: argparse.Namespace) -> int:
         try:
             config = build_config(args)
             roles = (args.role,) if args.role else None
-            network = Network(config, roles=roles, trace=args.trace, feed=True)
+            network = Network(config, roles=roles, trace=args.trace, feed=True,
+                              web=args.web,
+                              web_password=os.environ.get("IMSBOX_WEB_PASSWORD") or None)
             await network.start()
         except (ServeError, ConfigError, StoreError) as exc:
             print(f"imsbox serve: error: {exc}", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ imsbox, or its own name at the top); a layer may import only the layers
     errors                              the error roots they share
     store     runtime                   state · process settings
     trace                               the trace feed and its views (above the protocols)
+    console                             the web console (store + trace feed), under serve
 
 The client never imports apps or ims, apps never ims, ims never apps; the
 protocol layers and rcs import no node, no client and no store. Imports
@@ -48,7 +49,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "ue": PROTOCOL | {"rcs", "runtime", "media"},
     # the trace feed and its views: they parse SIP/MSRP, never reach into a node
     "trace": PROTOCOL | {"config", "runtime"},
-    "serve": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ifc", "trace"},
+    # the web console: the store and the trace feed, read-only
+    "console": PROTOCOL | {"store", "trace"},
+    "serve": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ifc", "trace",
+                         "console"},
     # the loopback test kit: a network's config and a simple UE, for tests and scripts
     "testing": PROTOCOL | {"config", "ue"},
     "cli": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ue", "serve", "ifc",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from .ladder import Arrow, Group, Ladder
 
-__all__ = ["render_html"]
+__all__ = ["render_group_fragment", "render_html"]
 
 COLUMN = 170
 ROW = 26
@@ -56,6 +56,15 @@ def render_html(ladder: Ladder, groups: Iterable[Group], title: str = "imsbox tr
     for arrow in sorted(arrows, key=lambda a: (a.t, a.n)):
         parts.append(_message(arrow, start))
     parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def render_group_fragment(ladder: Ladder, group: Group) -> str:
+    """One group's ladder and messages, as a fragment for a page that has the style."""
+    ladder.resolve()
+    start = group.arrows[0].t if group.arrows else 0.0
+    parts = [f'<p class="meta">{len(group.arrows)} messages</p>', _svg(ladder, group, start)]
+    parts += [_message(arrow, start) for arrow in group.arrows]
     return "\n".join(parts) + "\n"
 
 
