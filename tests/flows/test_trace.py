@@ -43,7 +43,8 @@ from imsbox.trace.ladder import Filter, Ladder
 from imsbox.trace.record import TraceRecord
 from imsbox.trace.summary import describe
 from imsbox.ue.client import (
-    ChatEnded, ChatMessage, ChatStarted, Composing, MessageReceived, MessageStatus, RcsClient,
+    ChatEnded, ChatMessage, ChatStarted, Composing, GroupJoined, GroupMessage, MessageReceived,
+    MessageStatus, RcsClient,
 )
 
 from helpers import alice_and_bob, client
@@ -203,7 +204,7 @@ async def attached(net: Network, argv: list[str], out: Path) -> AsyncIterator[
 
 
 def run_traced(tmp_path: Path, scenario: Callable[[RcsClient, RcsClient], Awaitable[None]],
-               *extra: str) -> Traced:
+               *extra: str, **bob_options: Any) -> Traced:
     config = alice_and_bob(tmp_path)
     wire = Wire()
     pcap, page, plain = tmp_path / "trace.pcapng", tmp_path / "trace.html", tmp_path / "plain"
@@ -215,7 +216,7 @@ def run_traced(tmp_path: Path, scenario: Callable[[RcsClient, RcsClient], Awaita
         async with Network(config, timers=FAST_TIMERS, feed=True) as net:
             wire.count_nodes(net)
             async with attached(net, argv, plain) as proc:
-                await flow(config, wire, scenario)
+                await flow(config, wire, scenario, **bob_options)
                 await asyncio.sleep(0.3)  # the last records reach the trace
                 proc.send_signal(signal.SIGINT)
                 assert proc.stderr is not None
@@ -230,8 +231,9 @@ def run_traced(tmp_path: Path, scenario: Callable[[RcsClient, RcsClient], Awaita
 
 
 async def flow(config: Config, wire: Wire,
-               scenario: Callable[[RcsClient, RcsClient], Awaitable[None]]) -> None:
-    alice, bob = client(config, "alice"), client(config, "bob")
+               scenario: Callable[[RcsClient, RcsClient], Awaitable[None]],
+               **bob_options: Any) -> None:
+    alice, bob = client(config, "alice"), client(config, "bob", **bob_options)
     started: list[RcsClient] = []
     try:
         for name, ue in (("alice", alice), ("bob", bob)):
@@ -288,7 +290,7 @@ def check_plain(traced: Traced) -> list[Line]:
         mine = [ln for ln in lines if column in (ln.src, ln.dst)]
         assert mine, f"no column {column!r} in\n{traced.plain}"
         for other in {ln.src for ln in mine} | {ln.dst for ln in mine}:
-            assert other in (column, "P-CSCF", "messaging AS"), other
+            assert other in (column, "P-CSCF", "messaging AS", "conference AS"), other
         seen = traced.wire.of(ue, "sip")
         for call_id in dict.fromkeys(s.call_id for s in seen):
             wire_steps = [(s.direction, s.label) for s in seen if s.call_id == call_id]
@@ -662,3 +664,42 @@ def test_trace_tui_on_a_terminal(tmp_path: Path) -> None:
         os.close(master)
     assert pcap.stat().st_size > 1000
     assert tshark("-r", str(pcap), "-Y", "_ws.malformed") == ""
+
+
+# -- group chat and a voice call ------------------------------------------------------------
+
+async def group_and_call(alice: RcsClient, bob: RcsClient) -> None:
+    """An ad-hoc group (factory INVITE with the recipient list, the focus's invitation,
+    conference-info NOTIFYs, a message through the focus), then a voice call."""
+    group = await alice.create_group(["bob"], "Lunch")
+    joined = await bob.wait_event(GroupJoined, WAIT)
+    assert isinstance(joined, GroupJoined)
+    async with asyncio.timeout(WAIT):
+        while set(group.participants) != {alice.aor, bob.aor}:
+            await asyncio.sleep(0.02)
+    (theirs,) = bob.groups.values()
+    await theirs.send("pizza?")
+    got = await alice.wait_event(GroupMessage, WAIT)
+    assert isinstance(got, GroupMessage) and got.text == "pizza?"
+    await group.leave()
+    await asyncio.sleep(0.3)
+    call = await alice.call("bob")
+    assert await call.wait_answered(WAIT)
+    await asyncio.sleep(0.3)
+    await call.hangup()
+    await asyncio.sleep(0.3)
+
+
+def test_trace_group_chat_and_call(tmp_path: Path) -> None:
+    traced = run_traced(tmp_path, group_and_call, answer_calls=0.1)
+    lines = check_plain(traced)
+    labels = {(ln.src, ln.dst, ln.label) for ln in lines}
+    assert ("alice's UE", "P-CSCF", "INVITE sdp+resource-lists message") in labels
+    assert any(src == "conference AS" and re.fullmatch(r"NOTIFY conference v\d+( partial)?", lab)
+               for src, _, lab in labels)
+    assert any(src == "bob's UE" and dst == "conference AS" and lab.startswith("SEND 1-")
+               and "cpim 'pizza?'" in lab for src, dst, lab in labels)
+    assert ("alice's UE", "P-CSCF", "INVITE sdp audio") in labels
+    assert ("P-CSCF", "bob's UE", "INVITE sdp audio") in labels
+    check_pcap(traced)
+    check_html(traced)
