@@ -7,8 +7,10 @@ shows one session's ladder (SVG) and messages, refreshed while it runs from
 ``/api/ladder``. Nothing on the page changes the network.
 
 It reads the store (registrations, conferences, deferred messages) and
-attaches to its own process's trace feed like ``imsbox trace`` does, so with
-``--web`` the feed always has one subscriber (see docs/trace.md for the cost).
+attaches like ``imsbox trace`` does to every trace feed of the data directory
+(looking for new ones every few seconds: ``serve --role`` processes started
+later), so with ``--web`` each feed has one subscriber (see docs/trace.md for
+the cost).
 Bound to a loopback address it needs no login; bound elsewhere it asks for
 HTTP Basic credentials (user ``imsbox``, the password given), and refuses to
 start without a password.
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD = 8192
 USER = "imsbox"
+RESCAN = 3.0  # seconds between looks for new trace feeds
 
 
 class ConsoleError(Exception):
@@ -60,24 +63,28 @@ def is_loopback(host: str) -> bool:
 class WebConsole:
     """Serves the console of one serve process on ``host:port``."""
 
-    def __init__(self, store: Store, feed_path: Path | None, host: str = "127.0.0.1",
-                 port: int = 8080, password: str | None = None) -> None:
+    def __init__(self, store: Store, feeds: Callable[[], list[Path]] | None,
+                 host: str = "127.0.0.1", port: int = 8080,
+                 password: str | None = None) -> None:
+        """``feeds`` lists the trace feed sockets to attach to (called again
+        every ``RESCAN`` seconds); None: no sessions, no ladders."""
         if not is_loopback(host) and not password:
             raise ConsoleError(f"--web {host}: a console bound beyond loopback needs a login; "
                                "set IMSBOX_WEB_PASSWORD (user 'imsbox') or bind 127.0.0.1")
         self.store = store
-        self.feed_path = feed_path
+        self.feeds = feeds
         self.host, self.port = host, port
         self.password = password
         self.ladder = Ladder()
+        self.attached: set[Path] = set()
         self._server: asyncio.base_events.Server | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._events: Any = None
+        self._readers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> WebConsole:
-        if self.feed_path is not None:
-            _, self._events = await attach([self.feed_path])
-            self._pump = asyncio.create_task(self._read_feed())
+        if self.feeds is not None:
+            await self._attach_new()
+            self._pump = asyncio.create_task(self._rescan())
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
@@ -90,20 +97,40 @@ class WebConsole:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-        if self._events is not None:
-            await self._events.aclose()
+        for task in [self._pump, *self._readers]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._server.wait_closed()
 
-    async def _read_feed(self) -> None:
-        async for event in self._events:
-            self.ladder.feed(event)
+    async def _rescan(self) -> None:
+        while True:
+            await asyncio.sleep(RESCAN)
+            await self._attach_new()
+
+    async def _attach_new(self) -> None:
+        assert self.feeds is not None
+        for path in self.feeds():
+            if path in self.attached:
+                continue
+            attached, events = await attach([path])
+            if attached:
+                self.attached.add(path)
+                task = asyncio.create_task(self._read(path, events))
+                self._readers.add(task)
+                task.add_done_callback(self._readers.discard)
+
+    async def _read(self, path: Path, events: Any) -> None:
+        try:
+            async for event in events:
+                self.ladder.feed(event)
+        finally:
+            self.attached.discard(path)  # that process stopped (or restarts)
+            await events.aclose()
 
     # -- HTTP -------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -56,7 +56,7 @@ from .sip.transport.base import Flow
 from .sip.transport.tls import ensure_self_signed, server_context
 from .store import Store, StoreError, open_store
 from .console import ConsoleError, WebConsole
-from .trace.feed import TraceFeed, feed_path
+from .trace.feed import TraceFeed, feed_path, find_feeds
 
 __all__ = [
     "HSS_ROLE", "Listener", "Network", "Node", "NodeContext", "NodeFactory", "NodeRegistry",
@@ -334,9 +334,10 @@ class Network:
 
     async def _start_console(self, host: str, port: int) -> None:
         assert self.store is not None
-        feed = self.trace_feed.path if self.trace_feed is not None else None
+        data_dir = self.config.data_dir
         try:
-            console = WebConsole(self.store, feed, host, port, self.web_password)
+            console = WebConsole(self.store, lambda: find_feeds(data_dir), host, port,
+                                 self.web_password)
             self.console = await console.start()
         except ConsoleError as exc:
             raise ServeError(str(exc)) from None

@@ -187,3 +187,33 @@ def test_console_login_and_read_only(tmp_path: Path) -> None:
             assert status == 404
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_console_sees_every_feed_of_the_data_dir(tmp_path: Path) -> None:
+    """The console in the core's process (no P-CSCF) also reads the feed of the
+    P-CSCF's process (started after it: found on a rescan)."""
+    config = alice_and_bob(tmp_path)
+    rest = ("icscf", "scscf", "as", "conference")
+
+    async def main() -> None:
+        async with Network(config, timers=FAST_TIMERS, feed=True, roles=rest,
+                           web=("127.0.0.1", 0)) as core:
+            assert core.console is not None and core.trace_feed is not None
+            assert core.console.attached == {core.trace_feed.path}
+            async with Network(config, timers=FAST_TIMERS, feed=True,
+                               roles=("pcscf",)) as edge:
+                assert edge.trace_feed is not None
+                async with asyncio.timeout(10):
+                    while edge.trace_feed.path not in core.console.attached:
+                        await asyncio.sleep(0.1)
+                alice = client(config, "alice")
+                await alice.start()
+                await alice.close()
+                await asyncio.sleep(0.3)
+            ladder = core.console.ladder
+            nodes = {node for arrow in ladder.arrows for node in arrow.nodes}
+            assert {"pcscf", "icscf", "scscf"} <= nodes
+            ladder.resolve()
+            assert ("alice's UE", "P-CSCF") in {(a.src_name, a.dst_name) for a in ladder.arrows}
+
+    asyncio.run(asyncio.wait_for(main(), 60))
