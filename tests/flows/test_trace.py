@@ -218,7 +218,9 @@ def run_traced(tmp_path: Path, scenario: Callable[[RcsClient, RcsClient], Awaita
             async with attached(net, argv, plain) as proc:
                 await flow(config, wire, scenario, **bob_options)
                 await asyncio.sleep(0.3)  # the last records reach the trace
-                proc.send_signal(signal.SIGINT)
+                if proc.returncode is None:  # (--count may have ended it)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGINT)
                 assert proc.stderr is not None
                 result["stderr"] = (await proc.stderr.read()).decode()
                 result["rc"] = await proc.wait()
@@ -703,3 +705,20 @@ def test_trace_group_chat_and_call(tmp_path: Path) -> None:
     assert ("P-CSCF", "bob's UE", "INVITE sdp audio") in labels
     check_pcap(traced)
     check_html(traced)
+
+
+_FOLLOW = re.compile(r"^\+(\d+\.\d+) #(\d+) (.+?) -> (.+?)  (.+)$")
+
+
+def test_trace_plain_follow_streams_lines(tmp_path: Path) -> None:
+    """--plain --follow prints each message as it comes (then the ladder); with
+    --user bob --count 30 both hold the same 30 messages."""
+    traced = run_traced(tmp_path, pager, "--follow", "--user", "bob", "--count", "30")
+    head, _, ladder_text = traced.plain.partition("\n== ")
+    follow = [m.groups() for m in map(_FOLLOW.match, head.splitlines()) if m]
+    assert len(follow) == 30 == traced.messages
+    lines = parse_plain("== " + ladder_text)
+    assert len(lines) == 30
+    assert sorted((f[2], f[3], f[4].removeprefix("MSRP ")) for f in follow) == \
+        sorted((ln.src, ln.dst, ln.label) for ln in lines)
+    assert ("alice's UE", "P-CSCF") in {(f[2], f[3]) for f in follow}
