@@ -375,3 +375,71 @@ def test_im_transfer(config: Config) -> None:
             assert not hears(t.alice_rec, BOB_TONE)
             await alice.calls[new_id].hangup()
     run(scenario)
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+async def refer_in_call(call: VoiceCall, ue: RcsClient, headers: list[tuple[str, str]]) -> Response:
+    """A REFER with these headers in the call's dialog, through the core."""
+    dialog = call.call.session.dialog
+    assert dialog is not None
+    request = dialog.create_request("REFER", headers)
+    return await ue.core.endpoint.request(request).final()
+
+
+REFER_CASES = [
+    ([], 400, "Missing Refer-To"),
+    ([("Refer-To", f"<{CAROL}>"), ("Refer-To", "<sip:dave@ims.test>")], 400, "Multiple Refer-To"),
+    ([("Refer-To", "<http://example.com/>")], 403, "sip, sips or tel URI"),
+    ([("Refer-To", f"<{CAROL};method=BYE>")], 403, "only INVITE"),
+]
+
+
+def test_bad_refers_in_a_call(config: Config) -> None:
+    """RFC 3515 2.4.2: no Refer-To or more than one -> 400 with the reason; a
+    Refer-To we will not act on -> 403; the call goes on."""
+    async def scenario() -> None:
+        alice, bob, carol = three(config)
+        async with network_with(config, alice, bob, carol):
+            t = await alice_calls_bob(alice, bob, carol)
+            for headers, status, reason in REFER_CASES:
+                response = await refer_in_call(t.call, alice, headers)
+                assert response.status == status, (headers, response.status, response.reason)
+                assert reason in response.reason
+            assert not t.sip.requests("bob", "out", "NOTIFY")   # no subscription was made
+            assert not any(r.call_id != t.call.id for r in t.sip.requests("bob", "out", "INVITE"))
+            assert t.call.id in bob.calls and not t.call.ended.is_set()
+            await t.call.hangup()
+    run(scenario)
+
+
+async def replaces_invite(ue: RcsClient, target: str, replaces: str) -> int:
+    call = await ue.call_service.place(target, headers=[("Replaces", replaces)])
+    response = await call.call.wait_final()
+    await call.ended.wait()
+    return response.status if response is not None else 0
+
+
+def test_bad_replaces(config: Config) -> None:
+    """RFC 3891 3: Replaces naming no dialog -> 481; naming an early dialog the
+    recipient did not create (bob's ringing incoming call) -> 481; early-only on a
+    confirmed dialog -> 486. The calls named are not disturbed."""
+    async def scenario() -> None:
+        alice, bob, carol = (client(config, "alice"), client(config, "bob", answer_calls=3.0),
+                             client(config, "carol", answer_calls=0))
+        async with network_with(config, alice, bob, carol):
+            assert await replaces_invite(carol, BOB, "nothing@here;to-tag=a;from-tag=b") == 481
+            ringing = await alice.call("bob", tone=ALICE_TONE)
+            await settle(lambda: ringing.id in bob.calls and ringing.call.ringing.is_set(), WAIT)
+            early = bob.calls[ringing.id].call.session.dialog
+            assert early is not None and early.is_early
+            as_bob_sees_it = str(Replaces(early.id.call_id, early.id.local_tag,
+                                          early.id.remote_tag))
+            assert await replaces_invite(carol, BOB, as_bob_sees_it) == 481
+            assert await ringing.wait_answered(WAIT)       # still there: bob answers it
+            early_only = str(Replaces(early.id.call_id, early.id.local_tag,
+                                      early.id.remote_tag, early_only=True))
+            assert await replaces_invite(carol, BOB, early_only) == 486
+            assert not ringing.ended.is_set() and ringing.id in bob.calls
+            await ringing.hangup()
+    run(scenario)

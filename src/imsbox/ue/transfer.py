@@ -151,6 +151,8 @@ class TransferService:
         self.send_text = send_text
         self.take_im = take_im
         self.consultations: dict[str, VoiceCall] = {}   # consultation Call-ID -> held call
+        # Call-ID of a call of ours that was transferred or replaced -> the call going on
+        self.successors: dict[str, VoiceCall] = {}
         self._module: _ReferModule | None = None
 
     @property
@@ -259,13 +261,15 @@ class TransferService:
         ok = status is None or 200 <= status < 300
         fields = {"target": target, "role": "transferor", "kind": kind, "status": status,
                   "reason": reason}
-        if ok:
+        if ok:   # the outcome first, then the call_ended it causes
+            event = self._emit(call, outcome="transferred", **fields)
             await call.hangup("transferred")
-            return self._emit(call, outcome="transferred", **fields)
+            return event
+        event = self._emit(call, outcome="failed", **fields)
         if resume and call.held and not call.ended.is_set():
             with contextlib.suppress(RcsError):
                 await call.resume()
-        return self._emit(call, outcome="failed", **fields)
+        return event
 
     @staticmethod
     async def _referral_outcome(watch: ReferWatch) -> tuple[int | None, str]:
@@ -327,6 +331,7 @@ class TransferService:
             self._emit(old, outcome="failed", status=status, reason=reason, **fields)
             return
         new.give_media(old.take_media())
+        self.successors[old.id] = new
         self.agent.report(refer, 200)
         old.end_as = "transferred"
         self._emit(old, outcome="transferred", status=200, new_call_id=new.id, **fields)
@@ -345,6 +350,7 @@ class TransferService:
         new = await self.calls.incoming(call, peer, offer, replacing=found)
         if new is None:
             return
+        self.successors[found.id] = new
         referred = call.request.headers.get("Referred-By") is not None
         role = "target" if referred else "transferee"
         kind = "attended" if referred else "im"
