@@ -68,8 +68,12 @@ def test_unattended_transfer_from_the_command_line(network: Config, tmp_path: Pa
     bob = listener(network, "bob", "--answer", "--tone", "1000")
     carol = listener(network, "carol", "--answer", "--tone", "1800", "--record", str(carol_wav))
     try:
-        alice, call_id = alice_calls_bob(network)
-        alice.type("transfer carol")
+        alice = Proc(*ue_args(network, "alice"), "call", "bob", "--tone", "440",
+                     stdin=subprocess.PIPE)
+        alice.type("transfer carol")    # typed ahead, then EOF: as `echo ... | call bob`
+        assert alice.proc.stdin is not None
+        alice.proc.stdin.close()
+        call_id = alice.wait_event("call_answered")["call_id"]
         done = alice.wait_event("call_transferred", 20)
         assert (done["call_id"], done["outcome"], done["status"]) == (call_id, "transferred", 200)
         assert done["role"] == "transferor" and done["target"] == "sip:carol@ims.test"

@@ -751,6 +751,8 @@ class _CallCommands:
         await self.hangup_all()
 
     async def _do(self, command: str, target: str) -> None:
+        if command != "hangup":   # typed ahead (a script): act once it is answered
+            await self.current.wait_answered()
         if command in ("hold", "resume"):
             call = self.current
             if not await (call.hold() if command == "hold" else call.resume()):
