@@ -132,3 +132,43 @@ def test_transfer_to_a_busy_target_exits_5(network: Config) -> None:
     finally:
         assert bob.stop() == 0, bob.stderr
         assert carol.stop() == 0, carol.stderr
+
+
+def test_call_command_follows_its_own_transfer(network: Config) -> None:
+    """alice's ``call bob`` is the transferee: bob (an RcsClient here) transfers her to
+    carol; the command goes on with the new call until ``hangup``, exit 0."""
+    from imsbox.testing import FAST_TIMERS
+    from imsbox.ue.client import RcsClient
+
+    carol = listener(network, "carol", "--answer", "--tone", "1800")
+    procs: list[Proc] = []
+
+    async def bob_transfers() -> dict[str, object]:
+        pcscf = (network.pcscf.host, network.pcscf.port)
+        async with RcsClient("bob", "bob-secret", DOMAIN, pcscf=pcscf, timers=FAST_TIMERS,
+                             answer_calls=0) as bob:
+            procs.append(Proc(*ue_args(network, "alice"), "call", "bob", "--tone", "440",
+                              stdin=subprocess.PIPE))   # once bob is registered
+            async with asyncio.timeout(20):
+                while not any(c.answered.is_set() for c in bob.calls.values()):
+                    await asyncio.sleep(0.05)
+            (call,) = bob.calls.values()
+            return (await bob.transfer(call, "carol")).to_json()
+    try:
+        result = asyncio.run(bob_transfers())
+        assert result["outcome"] == "transferred"
+        (alice,) = procs
+        at_alice = alice.wait_event("call_transferred", 20)
+        assert at_alice["role"] == "transferee" and at_alice["new_call_id"]
+        assert alice.wait_event("call_ended")["reason"] == "transferred"
+        time.sleep(1.0)
+        assert alice.proc.poll() is None          # still in the call with carol
+        alice.type("hangup")
+        ended = alice.wait_event("call_ended")
+        assert ended["call_id"] == at_alice["new_call_id"] and ended["reason"] == "local hangup"
+        assert alice.proc.wait(10) == 0
+        assert carol.wait_event("call_ended")["reason"] == "remote hangup"
+    finally:
+        for proc in procs:
+            proc.stop()
+        assert carol.stop() == 0, carol.stderr
