@@ -443,3 +443,30 @@ def test_bad_replaces(config: Config) -> None:
             assert not ringing.ended.is_set() and ringing.id in bob.calls
             await ringing.hangup()
     run(scenario)
+
+
+def test_replaces_an_early_dialog_we_created(config: Config) -> None:
+    """RFC 3891 3: Replaces (early-only) naming alice's own ringing call to bob: alice
+    answers carol's INVITE at once and CANCELs her call to bob (487 there)."""
+    async def scenario() -> None:
+        alice, bob, carol = (client(config, "alice"), client(config, "bob", answer_calls=20.0),
+                             client(config, "carol", answer_calls=0))
+        async with network_with(config, alice, bob, carol):
+            sip = Sip()
+            sip.watch("bob", bob)
+            ringing = await alice.call("bob", tone=ALICE_TONE)
+            await settle(lambda: bool(ringing.call.session.early), WAIT)
+            (early,) = ringing.call.session.dialogs
+            assert early.is_early
+            replaces = Replaces(early.id.call_id, early.id.local_tag, early.id.remote_tag,
+                                early_only=True)
+            new = await carol.call_service.place(f"sip:alice@{DOMAIN}",
+                                                 headers=[("Replaces", str(replaces))])
+            assert await new.wait_answered(WAIT)
+            event = await transferred(alice)
+            assert event.call_id == ringing.id and event.new_call_id in alice.calls
+            assert (await ended(alice, ringing.id)).reason == "replaced"
+            assert (await ended(bob, ringing.id)).reason == "cancelled"
+            assert ("in", "CANCEL") in sip.ladder("bob", ringing.id)
+            await new.hangup()
+    run(scenario)
