@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..media import MediaError
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from ..sip.ua.useragent import Call
     from .call import CallService, VoiceCall
 
-__all__ = ["TransferService", "refer_refusal", "transfer_uri"]
+__all__ = ["TransferService", "offered_call", "refer_refusal", "transfer_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,15 @@ def _final(call: VoiceCall) -> tuple[int, str]:
     if response is None:
         return 408, "Request Timeout"
     return response.status, response.reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Transfer:
+    """What a call_transferred is about: the target, our role and the kind."""
+
+    target: str
+    role: str
+    kind: str
 
 
 class _ReferModule:
@@ -171,8 +181,10 @@ class TransferService:
             self.core.endpoint.remove_module(self._module)
         self._module = None
 
-    def _emit(self, call: VoiceCall, **fields: object) -> CallTransferred:
-        event = CallTransferred(*call.parties, call.id, **fields)  # type: ignore[arg-type]
+    def _emit(self, call: VoiceCall, what: _Transfer, outcome: str, status: int | None = None,
+              reason: str = "", new_call_id: str | None = None) -> CallTransferred:
+        event = CallTransferred(*call.parties, call.id, what.target, outcome, what.role,
+                                what.kind, status, reason, new_call_id)
         self.core.emit(event)
         return event
 
@@ -259,13 +271,12 @@ class TransferService:
             raise SendError(f"transfer: {exc}") from None
         status, reason = await self._referral_outcome(watch)
         ok = status is None or 200 <= status < 300
-        fields = {"target": target, "role": "transferor", "kind": kind, "status": status,
-                  "reason": reason}
+        what = _Transfer(target, "transferor", kind)
         if ok:   # the outcome first, then the call_ended it causes
-            event = self._emit(call, outcome="transferred", **fields)
+            event = self._emit(call, what, "transferred", status, reason)
             await call.hangup("transferred")
             return event
-        event = self._emit(call, outcome="failed", **fields)
+        event = self._emit(call, what, "failed", status, reason)
         if resume and call.held and not call.ended.is_set():
             with contextlib.suppress(RcsError):
                 await call.resume()
@@ -295,10 +306,10 @@ class TransferService:
         await self.send_text(to, uri)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(call.ended.wait(), TRANSFER_WAIT)
-        fields = {"target": to, "role": "transferor", "kind": "im"}
+        what = _Transfer(to, "transferor", "im")
         if call.ended.is_set() and call.end_reason == "remote hangup":
-            return self._emit(call, outcome="transferred", **fields)
-        return self._emit(call, outcome="failed", reason="the call was not taken", **fields)
+            return self._emit(call, what, "transferred")
+        return self._emit(call, what, "failed", reason="the call was not taken")
 
     # -- transferee --------------------------------------------------------------------------
     def _on_refer(self, refer: IncomingRefer) -> None:
@@ -317,24 +328,24 @@ class TransferService:
             headers.append(("Replaces", str(refer.replaces)))
         if "Require" in refer.embedded:
             headers.append(("Require", refer.embedded["Require"]))
-        fields = {"target": target, "role": "transferee", "kind": kind}
+        what = _Transfer(target, "transferee", kind)
         try:
             new = await self.calls.place(target, headers=headers)
         except (RcsError, MediaError, ValueError) as exc:
             self.agent.report(refer, 503, "Service Unavailable")
-            self._emit(old, outcome="failed", status=503, reason=str(exc), **fields)
+            self._emit(old, what, "failed", 503, str(exc))
             return
         if not await new.wait_answered(TRANSFER_WAIT):
             await new.hangup()
             status, reason = _final(new)
             self.agent.report(refer, status, reason)
-            self._emit(old, outcome="failed", status=status, reason=reason, **fields)
+            self._emit(old, what, "failed", status, reason)
             return
         new.give_media(old.take_media())
         self.successors[old.id] = new
         self.agent.report(refer, 200)
         old.end_as = "transferred"
-        self._emit(old, outcome="transferred", status=200, new_call_id=new.id, **fields)
+        self._emit(old, what, "transferred", 200, new_call_id=new.id)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(old.ended.wait(), OLD_CALL_WAIT)
         await old.hangup("transferred")
@@ -354,8 +365,7 @@ class TransferService:
         referred = call.request.headers.get("Referred-By") is not None
         role = "target" if referred else "transferee"
         kind = "attended" if referred else "im"
-        self._emit(found, target=peer, outcome="transferred", role=role, kind=kind, status=200,
-                   new_call_id=new.id)
+        self._emit(found, _Transfer(peer, role, kind), "transferred", 200, new_call_id=new.id)
         await found.hangup("replaced")
 
     def _replaced(self, call: Call) -> VoiceCall | tuple[int, str]:
@@ -382,7 +392,7 @@ class TransferService:
     def _on_event(self, event: RcsEvent) -> None:
         if not self.take_im or not isinstance(event, MessageReceived):
             return
-        offered = _offered_call(event.text)
+        offered = offered_call(event.text)
         if offered is not None:
             self.core.spawn(self.take(offered, event.sender))
 
@@ -390,7 +400,8 @@ class TransferService:
         """Call a URI carrying Replaces (RFC 5359 2.6 F7): the call it names at the
         other end is replaced by ours."""
         parsed = parse_uri(uri)
-        assert isinstance(parsed, SipUri)
+        if not isinstance(parsed, SipUri):
+            raise SendError(f"{uri}: not a SIP URI")
         _, embedded = refer_to_target(f"<{uri}>")
         headers = [(name, value) for name, value in embedded.items()
                    if name in ("Replaces", "Require")]
@@ -398,14 +409,16 @@ class TransferService:
         new = await self.calls.place(target, self.calls.source(), self.calls.sink(), headers)
         ok = await new.wait_answered(TRANSFER_WAIT)
         status, reason = (200, "OK") if ok else _final(new)
-        self._emit(new, target=target, outcome="transferred" if ok else "failed",
-                   role="target", kind="im", status=status,
-                   reason=reason if not ok else (f"offered by {offered_by}" if offered_by else ""),
-                   new_call_id=new.id if ok else None)
+        what = _Transfer(target, "target", "im")
+        if ok:
+            self._emit(new, what, "transferred", status,
+                       f"offered by {offered_by}" if offered_by else "", new.id)
+        else:
+            self._emit(new, what, "failed", status, reason)
         return new if ok else None
 
 
-def _offered_call(text: str) -> str | None:
+def offered_call(text: str) -> str | None:
     """A message that is one SIP URI with an embedded Replaces (RFC 5359 2.6)."""
     candidate = text.strip().strip("<>")
     if not candidate.lower().startswith(("sip:", "sips:")) or any(c.isspace() for c in candidate):
