@@ -167,11 +167,13 @@ class TransferService:
 
     @property
     def agent(self) -> EventAgent:
-        return self._agent_of()
+        """The UE's EventAgent, made on first use (a REFER sent or received)."""
+        agent = self._agent_of()
+        agent.on_refer = self._on_refer
+        return agent
 
     def install(self) -> None:
         """Serve REFERs in calls and watch for IM transfers (after the UA is up)."""
-        self.agent.on_refer = self._on_refer
         self._module = _ReferModule(self)
         self.core.endpoint.add_module(self._module)
         self.core.listeners.append(self._on_event)
