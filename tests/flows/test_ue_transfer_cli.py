@@ -172,3 +172,31 @@ def test_call_command_follows_its_own_transfer(network: Config) -> None:
         for proc in procs:
             proc.stop()
         assert carol.stop() == 0, carol.stderr
+
+
+def test_im_transfer_from_the_command_line(network: Config, tmp_path: Path) -> None:
+    """alice types ``im-transfer carol``; carol's ``listen --take-im-transfers`` gets
+    bob's URI with Replaces in a message and calls it; bob's listen replaces alice's
+    call with carol's; alice's call ends, transferred, exit 0."""
+    carol_wav = tmp_path / "carol.wav"
+    bob = listener(network, "bob", "--answer", "--tone", "1000")
+    carol = listener(network, "carol", "--answer", "--take-im-transfers", "--tone", "1800",
+                     "--record", str(carol_wav))
+    try:
+        alice, call_id = alice_calls_bob(network)
+        alice.type("im-transfer carol")
+        message = carol.wait_event("message", 20)
+        assert message["text"].startswith("sip:bob@ims.test?") and "Replaces=" in message["text"]
+        taken = carol.wait_event("call_transferred", 20)
+        assert (taken["role"], taken["kind"], taken["outcome"]) == ("target", "im", "transferred")
+        at_bob = bob.wait_event("call_transferred")
+        assert at_bob["call_id"] == call_id and at_bob["new_call_id"] == taken["new_call_id"]
+        done = alice.wait_event("call_transferred", 20)
+        assert (done["kind"], done["outcome"]) == ("im", "transferred")
+        assert alice.proc.wait(10) == 0
+        time.sleep(1.5)   # carol records bob's tone
+    finally:
+        assert bob.stop() == 0, bob.stderr
+        assert carol.stop() == 0, carol.stderr
+    pcm = recorded(carol_wav)
+    assert tone_present(pcm, 1000) and not tone_present(pcm, 440)
