@@ -237,11 +237,6 @@ class TransferService:
             source, sink = second.rtp.source, second.rtp.sink
             held.give_media((source, sink))
 
-    def consulted(self, held: VoiceCall) -> VoiceCall | None:
-        """The consultation call started from ``held``, if one is going on."""
-        return next((self.calls.calls.get(cid) for cid, h in self.consultations.items()
-                     if h is held), None)
-
     async def complete(self, second: VoiceCall) -> CallTransferred:
         """Attended transfer (2.5): REFER the held party to the consulted one with
         Replaces naming the consultation dialog; the target then ends it."""
@@ -260,9 +255,10 @@ class TransferService:
                 await asyncio.wait_for(second.ended.wait(), OLD_CALL_WAIT)
             await second.hangup("transferred")
         else:
-            second.give_media(held.take_media(), owner=False)
+            second.give_media(held.take_media(), owner=False)   # back to the consultation
             self.consultations[second.id] = held
-            await second.resume()
+            with contextlib.suppress(RcsError):
+                await second.resume()
         return result
 
     async def _refer(self, call: VoiceCall, refer_to: str, target: str, kind: str,
