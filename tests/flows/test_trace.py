@@ -722,3 +722,31 @@ def test_trace_plain_follow_streams_lines(tmp_path: Path) -> None:
     assert sorted((f[2], f[3], f[4].removeprefix("MSRP ")) for f in follow) == \
         sorted((ln.src, ln.dst, ln.label) for ln in lines)
     assert ("alice's UE", "P-CSCF") in {(f[2], f[3]) for f in follow}
+
+
+def test_trace_duration_and_the_network_stopping(tmp_path: Path) -> None:
+    """--duration ends the trace by itself; a trace still attached when serve stops
+    writes what it has and exits 0."""
+    config = alice_and_bob(tmp_path)
+
+    async def main() -> None:
+        async with Network(config, timers=FAST_TIMERS, feed=True) as net:
+            timed = await asyncio.create_subprocess_exec(
+                *trace_cli(config.data_dir, "--plain", "--duration", "1"),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env())
+            endless = await asyncio.create_subprocess_exec(
+                *trace_cli(config.data_dir, "--html", str(tmp_path / "end.html")),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env())
+            _, err = await asyncio.wait_for(timed.communicate(), 15)
+            assert timed.returncode == 0 and b"imsbox trace: 0 messages" in err
+            assert net.trace_feed is not None
+            async with asyncio.timeout(10):
+                while not net.trace_feed.attached:
+                    await asyncio.sleep(0.01)
+        _, err = await asyncio.wait_for(endless.communicate(), 15)  # the network closed
+        assert endless.returncode == 0, err
+        assert b"0 messages" in err
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert "<svg" not in (tmp_path / "end.html").read_text()  # no group, still a page
+    assert (tmp_path / "end.html").read_text().startswith("<!DOCTYPE html>")
