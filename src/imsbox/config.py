@@ -45,6 +45,8 @@ Every key is optional; a missing file means all defaults. Defaults::
     deferred_ttl = 604800        # seconds an undelivered message is kept (then a
                                  # "failed" IMDN goes to the sender)
     max_file_size = 0            # bytes; larger file transfers get 488 (0: no limit)
+    max_stored_file_size = 104857600  # bytes a file to an offline user may have to be
+                                 # kept for later delivery (larger: 413; 0: none kept)
 
     [conference]                 # the conference AS (group chat)
     idle_timeout = 300           # seconds a conference nobody is in is kept (then 404)
@@ -202,12 +204,14 @@ class SecurityConfig:
 
 
 DEFERRED_TTL = 7 * 24 * 3600
+MAX_STORED_FILE_SIZE = 100 * 1024 * 1024
 
 
 @dataclass(slots=True, frozen=True)
 class MessagingConfig:
     deferred_ttl: int = DEFERRED_TTL
     max_file_size: int = 0  # 0: no limit
+    max_stored_file_size: int = MAX_STORED_FILE_SIZE  # 0: files to offline users refused
 
 
 @dataclass(slots=True, frozen=True)
@@ -562,11 +566,14 @@ class _Loader:
 
     def messaging(self) -> MessagingConfig:
         table = self.table("messaging")
-        self.keys(table, ("deferred_ttl", "max_file_size"), "messaging.")
+        self.keys(table, ("deferred_ttl", "max_file_size", "max_stored_file_size"),
+                  "messaging.")
         return MessagingConfig(
             self.integer(table, "deferred_ttl", "messaging.deferred_ttl",
                          DEFERRED_TTL, 1, 2**31 - 1),
-            self.integer(table, "max_file_size", "messaging.max_file_size", 0, 0, 2**62))
+            self.integer(table, "max_file_size", "messaging.max_file_size", 0, 0, 2**62),
+            self.integer(table, "max_stored_file_size", "messaging.max_stored_file_size",
+                         MAX_STORED_FILE_SIZE, 0, 2**62))
 
     def conference(self) -> ConferenceConfig:
         table = self.table("conference")

@@ -171,7 +171,8 @@ def _scscf(ctx: NodeContext) -> Node:
 def _messaging_as(ctx: NodeContext) -> Node:
     settings = MessagingSettings(
         deferred_ttl=float(ctx.config.messaging.deferred_ttl),
-        max_file_size=ctx.config.messaging.max_file_size or None)
+        max_file_size=ctx.config.messaging.max_file_size or None,
+        max_stored_file_size=ctx.config.messaging.max_stored_file_size)
     return MessagingAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
 
 

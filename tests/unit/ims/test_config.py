@@ -177,6 +177,12 @@ def test_messaging_settings(tmp_path):
     config = load_config(path)
     assert (config.messaging.deferred_ttl, config.messaging.max_file_size) == (60, 1000)
     assert load_config(None).messaging.max_file_size == 0
+    assert load_config(None).messaging.max_stored_file_size == 100 * 1024 * 1024
+    path.write_text("[messaging]\nmax_stored_file_size = 0\n")
+    assert load_config(path).messaging.max_stored_file_size == 0  # files to offline: 413
+    path.write_text("[messaging]\nmax_stored_file_size = -1\n")
+    with pytest.raises(ConfigError, match=r"messaging.max_stored_file_size"):
+        load_config(path)
     path.write_text("[messaging]\ndeferred_ttl = 0\n")
     with pytest.raises(ConfigError, match=r"messaging.deferred_ttl"):
         load_config(path)
