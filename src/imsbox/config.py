@@ -40,6 +40,9 @@ Every key is optional; a missing file means all defaults. Defaults::
     trusted_peers = []           # more "HOST:PORT" sockets trusted like a node's
     udp_trust = "loopback"       # UDP counts from a node socket only on loopback;
                                  # "any" (no spoofing possible), "none" (TCP only)
+    transport_switch = "address" # a UE's request on another transport than its
+                                 # registration's (RFC 3261 18.1.1): "address" takes
+                                 # it from the same IP, Contact and identity; "off"
 
     [messaging]                  # the messaging AS
     deferred_ttl = 604800        # seconds an undelivered message is kept (then a
@@ -131,6 +134,7 @@ NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as")
 _TRANSPORTS = ("udp", "tcp", "tls")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")  # those the store keeps an H(A1) for
 UDP_TRUST = ("loopback", "any", "none")   # [security] udp_trust, default first
+TRANSPORT_SWITCH = ("address", "off")     # [security] transport_switch, default first
 _LOGIN_KEYS = ("account_free_failures", "account_backoff", "account_backoff_max",
                "source_failures", "source_window", "remember_success", "max_entries")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
@@ -201,6 +205,7 @@ class SecurityConfig:
 
     trusted_peers: tuple[tuple[str, int], ...] = ()   # (host, port)
     udp_trust: str = "loopback"                       # one of UDP_TRUST
+    transport_switch: str = "address"                 # one of TRANSPORT_SWITCH
 
 
 DEFERRED_TTL = 7 * 24 * 3600
@@ -539,7 +544,7 @@ class _Loader:
 
     def security(self) -> SecurityConfig:
         table = self.table("security")
-        self.keys(table, ("trusted_peers", "udp_trust"), "security.")
+        self.keys(table, ("trusted_peers", "udp_trust", "transport_switch"), "security.")
         peers = table.get("trusted_peers", [])
         if not isinstance(peers, list):
             raise self.error("security.trusted_peers", f"expected a list of \"HOST:PORT\", "
@@ -549,7 +554,12 @@ class _Loader:
         if udp not in UDP_TRUST:
             raise self.error("security.udp_trust", "expected one of " + ", ".join(UDP_TRUST)
                              + f", got {udp!r}")
-        return SecurityConfig(tuple(sockets), udp)
+        switch = self.string(table, "transport_switch", "security.transport_switch",
+                             TRANSPORT_SWITCH[0])
+        if switch not in TRANSPORT_SWITCH:
+            raise self.error("security.transport_switch", "expected one of "
+                             + ", ".join(TRANSPORT_SWITCH) + f", got {switch!r}")
+        return SecurityConfig(tuple(sockets), udp, switch)
 
     def socket(self, value: Any, name: str) -> tuple[str, int]:
         """``HOST:PORT`` or ``[IPV6]:PORT``."""
