@@ -144,6 +144,19 @@ class NodeRegistry:
         """The node roles, in entry order."""
         return tuple(self._factories)
 
+    def role_of(self, name: str) -> str | None:
+        """The role called ``name``: a role, or a node's section (its name in the
+        listening lines and traces: ``messaging_as`` is ``as``); None if unknown."""
+        if name in self._factories:
+            return name
+        return next((f.role for f in self._factories.values() if f.section == name), None)
+
+    def names(self) -> tuple[str, ...]:
+        """What ``--role`` takes: the role choices, then the sections that differ."""
+        choices = self.role_choices()
+        return choices + tuple(f.section for f in self._factories.values()
+                               if f.section not in choices)
+
     def role_choices(self) -> tuple[str, ...]:
         """``--role`` choices: the node roles, with ``hss`` after the last node that
         carries the HSS (it is refused with a reason, not unknown)."""
@@ -314,7 +327,7 @@ class Network:
         self.nodes[factory.role] = node  # registered first so close() cleans up a half start
         if self.trace:
             stream = self.trace if not isinstance(self.trace, bool) else None
-            node.endpoint.transport.trace = make_tracer(factory.role, stream)
+            node.endpoint.transport.trace = make_tracer(factory.section, stream)
         try:
             await node.start()
         except OSError as exc:
@@ -362,11 +375,12 @@ def _chosen(registry: NodeRegistry, roles: Iterable[str] | None) -> list[NodeFac
             "--role hss: the HSS has no network interface yet (no Diameter Cx); it runs "
             "in-process over the store inside the I-CSCF and S-CSCF. Run "
             f"{carriers} against the same --data/--store instead")
-    unknown = [r for r in roles if r not in registry]
+    unknown = [r for r in roles if registry.role_of(r) is None]
     if unknown or not roles:
         raise ServeError(f"unknown role {unknown or roles!r}; use one of "
                          + ", ".join(registry.role_choices()))
-    return [f for f in registry if f.role in roles]
+    wanted = {registry.role_of(r) for r in roles}
+    return [f for f in registry if f.role in wanted]
 
 
 def _listen_error(factory: NodeFactory, config: Config, exc: OSError) -> str:
@@ -418,8 +432,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="store URL instead of the data dir's SQLite file")
     serve.add_argument("--cache", metavar="URL", default=None,
                        help="redis:// cache for a shared PostgreSQL store")
-    serve.add_argument("--role", choices=default_registry().role_choices(), default=None,
-                       help="run one network function alone")
+    serve.add_argument("--role", choices=default_registry().names(), default=None,
+                       help="run one network function alone (a node's name in the listening "
+                            "lines and traces works too: messaging_as = as)")
     serve.add_argument("--trace", action="store_true",
                        help="print every SIP message in and out with addresses")
     serve.set_defaults(run=run_serve)
