@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 from helpers import DOMAIN, alice_and_bob, client, network_with
-from test_messaging_as import BOB, messaging_as
+from test_deferred_sessions import open_session
+from test_messaging_as import BOB, messaging_as, registered
+from helpers import ues
 from test_serve_cli import Serve
 from test_ue_cli import Proc, ue, ue_args
 from test_ue_cli import _env as cli_env
 
 from imsbox.config import Config, load_config
+from imsbox.msrp import MsrpEndpoint, MsrpStatusError
 from imsbox.rcs import cpm
 from imsbox.serve import Network
 from imsbox.sip.message import Request
@@ -250,3 +253,33 @@ def test_send_file_to_offline_user_exits_3_accepted_for_later_delivery(
             listen.stop()
     finally:
         assert serve.stop() == 0, serve.stderr
+
+
+@pytest.mark.parametrize(("sent", "says"), [
+    (b"HELLO", "file hash mismatch (sha-1)"),
+    (b"hello, world", "file larger than announced (5 bytes)"),
+], ids=["hash", "larger"])
+def test_file_not_as_announced_is_refused_and_not_kept(tmp_path: Path, sent: bytes,
+                                                       says: str) -> None:
+    """The AS checks what it keeps against the offer's file-selector: a failure
+    REPORT with the reason, no deferred item, no file left in the data directory."""
+    config = alice_and_bob(tmp_path)
+    sha1 = ":".join(f"{b:02X}" for b in hashlib.sha1(b"hello").digest())
+    selector = f'a=file-selector:name:"a.txt" type:text/plain size:5 hash:sha-1:{sha1}\r\n' \
+               "a=file-transfer-id:ft-bad\r\n"
+
+    async def scenario() -> None:
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice") as (alice,), MsrpEndpoint() as msrp:
+            await registered(alice)
+            call, session = await open_session(alice, msrp, cpm.CpmService.FILETRANSFER,
+                                               "conv-bad", "sendonly", selector)
+            with pytest.raises(MsrpStatusError) as refused:
+                await asyncio.wait_for(session.send_message("text/plain", sent,
+                                                            success_report=True), 5)
+            assert refused.value.status == 400 and refused.value.comment == says
+            await asyncio.wait_for(call.bye(), 5)
+            assert await messaging_as(net).store.messages.deferred(BOB, 0.0) == []
+            assert kept_files(config) == []
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

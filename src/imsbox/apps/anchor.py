@@ -99,7 +99,7 @@ class AnchorHost(Protocol):
 
     def stored_file_refusal(self, size: int | None) -> str | None: ...
 
-    def file_keeper(self) -> FileKeeper: ...
+    def file_keeper(self, max_size: int | None) -> FileKeeper: ...
 
     async def record_history(self, conversation_id: str, key: str, sender: str,
                              recipient: str, content_type: str, body: bytes) -> None: ...
@@ -270,7 +270,7 @@ class Anchor:
             await self.close()
             return
         log.info("%s offline: storing the file of %s", self.recipient, self.caller.call_id)
-        keeper = self.host.file_keeper()
+        keeper = self.host.file_keeper(selector.size if selector else None)
         self.near.hold_final_responses = True
         self.near.defer_success_reports = True
         self.near.sink_factory = lambda request: keeper

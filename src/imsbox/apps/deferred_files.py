@@ -91,9 +91,9 @@ class FileStore:
         for leftover in self.directory.glob(f"{INCOMING_PREFIX}*"):
             leftover.unlink(missing_ok=True)
 
-    def writer(self) -> StoredFileWriter:
+    def writer(self, max_size: int | None = None) -> StoredFileWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
-        return StoredFileWriter(self.directory, uuid.uuid4().hex)
+        return StoredFileWriter(self.directory, uuid.uuid4().hex, max_size)
 
     def path(self, name: str) -> Path:
         """The kept file ``name`` (a bare name: never outside the directory)."""
@@ -107,14 +107,19 @@ class StoredFileWriter:
     """An MSRP Sink writing the file under a temporary name; ``commit`` makes it a
     kept file (durable, checked) or says why not."""
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, max_size: int | None = None) -> None:
         self.directory, self.name = directory, name
         self.temp = directory / f"{INCOMING_PREFIX}{name}"
         self._file: BinaryIO | None = self.temp.open("w+b")
+        self.max_size = max_size     # the announced size: never more on our disk
         self.written = 0
+        self.overflow = False
 
     def write_at(self, offset: int, data: bytes) -> None:  # Sink API
-        if self._file is None:
+        if self._file is None or self.overflow:
+            return
+        if self.max_size is not None and offset + len(data) > self.max_size:
+            self.overflow = True
             return
         self._file.seek(offset)
         self._file.write(data)
@@ -126,6 +131,10 @@ class StoredFileWriter:
         file, self._file = self._file, None
         if file is None:
             return "file already closed"
+        if self.overflow:
+            file.close()
+            self.temp.unlink(missing_ok=True)
+            return f"file larger than announced ({self.max_size} bytes)"
         try:
             problem = await asyncio.to_thread(_check_and_sync, file, selector)
         finally:

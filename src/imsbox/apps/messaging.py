@@ -196,9 +196,10 @@ class MessagingAs(StatefulProxy):
         """AnchorHost API: the 413 reason for a file an offline user cannot be kept."""
         return stored_file_refusal(size, self.settings.max_stored_file_size)
 
-    def file_keeper(self) -> FileKeeper:
-        """AnchorHost API: a new file in our data directory's deferred-files."""
-        return self.files.writer()
+    def file_keeper(self, max_size: int | None) -> FileKeeper:
+        """AnchorHost API: a new file in our data directory's deferred-files, never
+        holding more than ``max_size`` bytes (the size the offer announced)."""
+        return self.files.writer(max_size)
 
     @property
     def core_route(self) -> str:
