@@ -283,3 +283,35 @@ def test_file_not_as_announced_is_refused_and_not_kept(tmp_path: Path, sent: byt
             assert kept_files(config) == []
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_retrieving_client_gets_files_pushed_and_messages_by_retrieval(
+        tmp_path: Path) -> None:
+    """bob registers the cpm.deferred ICSI (seed 003 retrieval): the AS pushes no
+    messages, but the kept file still comes as a file transfer; the retrieval
+    streams the pager message only, and nothing is left afterwards."""
+    config = alice_and_bob(tmp_path)
+    source = a_file(tmp_path, 4000)
+    alice = client(config, "alice")
+
+    async def scenario() -> None:
+        async with Network(config, timers=FAST_TIMERS) as net:
+            await alice.start()
+            bob = client(config, "bob", downloads=tmp_path / "downloads",
+                         deferred_retrieval=True)
+            try:
+                await alice.send_message("bob", "kept for retrieval")
+                await file_sent_to_offline_bob(alice, source)
+                await bob.start()
+                await received_file(bob, source)
+                retrieved = await bob.retrieve_deferred()
+                assert [m.text for m in retrieved] == ["kept for retrieval"]
+                async with asyncio.timeout(5):
+                    while await messaging_as(net).store.messages.deferred(BOB, 0.0) or \
+                            kept_files(config):
+                        await asyncio.sleep(0.05)
+            finally:
+                await bob.close()
+                await alice.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 40))
