@@ -36,7 +36,7 @@ from imsbox.sip.message import Request
 from imsbox.sip.parser import parse as parse_sip
 from imsbox.testing import FAST_TIMERS
 from imsbox.ue.client import (FileOffer, FileReceived, MessageReceived, MessageStatus,
-                              RcsClient)
+                              Notification, RcsClient)
 
 pytestmark = pytest.mark.timeout(60)
 WAIT = 10.0
@@ -315,3 +315,44 @@ def test_a_retrieving_client_gets_files_pushed_and_messages_by_retrieval(
                 await alice.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 40))
+
+
+def test_leftovers_are_cleaned_and_a_lost_file_does_not_block_the_rest(
+        tmp_path: Path) -> None:
+    """At start the AS removes files no deferred item names (a kill between the
+    rename and the store write, a half-received ``.incoming-*``). An item whose
+    file is gone is given up like an expired one - a ``failed`` delivery IMDN to
+    the sender - and the items after it are still delivered."""
+    config = alice_and_bob(tmp_path)
+    source = a_file(tmp_path, 3000)
+    directory = config.data_dir / "deferred-files"
+
+    async def first() -> str:
+        alice = client(config, "alice")
+        async with network_with(config, alice):
+            file_id = await file_sent_to_offline_bob(alice, source)
+            assert alice.deferred(await alice.send_message("bob", "after the lost file"))
+            return file_id
+
+    file_id = asyncio.run(asyncio.wait_for(first(), 30))
+    [kept] = kept_files(config)
+    kept.unlink()
+    (directory / "0123abcd").write_bytes(b"orphan")
+    (directory / ".incoming-4567").write_bytes(b"half")
+
+    async def second() -> None:
+        alice = client(config, "alice", report_all_notifications=True)  # a later client
+        bob = client(config, "bob", downloads=tmp_path / "downloads")
+        async with network_with(config, alice):
+            assert kept_files(config) == []
+            await bob.start()
+            try:
+                got = await bob.wait_event(MessageReceived, WAIT)
+                assert isinstance(got, MessageReceived) and got.text == "after the lost file"
+                note = await alice.wait_event(Notification, WAIT)
+                assert isinstance(note, Notification)
+                assert (note.message_id, note.status) == (file_id, "failed")
+            finally:
+                await bob.close()
+
+    asyncio.run(asyncio.wait_for(second(), 30))

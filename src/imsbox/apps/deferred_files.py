@@ -79,17 +79,27 @@ def stored_file_refusal(size: int | None, limit: int) -> str | None:
 
 
 class FileStore:
-    """The directory of kept files; a kill mid-transfer leaves only ``.incoming-*``
-    files, which the next start removes (their sender never got a 200)."""
+    """The directory of kept files. A kill mid-transfer leaves an ``.incoming-*``
+    file (its sender never got a 200), one between the rename and the store write
+    a file no item names (its sender got no 200 either): the next start removes
+    both (``clean``)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def clean(self) -> None:
+    def clean(self, kept: set[str]) -> None:
+        """Remove every file but those the deferred items name (``kept``)."""
         if not self.directory.is_dir():
             return
-        for leftover in self.directory.glob(f"{INCOMING_PREFIX}*"):
-            leftover.unlink(missing_ok=True)
+        for leftover in self.directory.iterdir():
+            if leftover.is_file() and leftover.name not in kept:
+                log.info("removing %s: no deferred item names it", leftover)
+                leftover.unlink(missing_ok=True)
+
+    def usable(self, meta: dict[str, Any]) -> bool:
+        """The item's file is there (else it cannot be delivered, ever)."""
+        name = str(meta.get("file", ""))
+        return bool(name) and self.path(name).is_file()
 
     def writer(self, max_size: int | None = None) -> StoredFileWriter:
         self.directory.mkdir(parents=True, exist_ok=True)

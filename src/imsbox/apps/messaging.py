@@ -134,7 +134,7 @@ class MessagingAs(StatefulProxy):
         port = await listen_behind_guard(self.endpoint, self.listen, self.config, node,
                                          "messaging AS")  # only the core
         self.msrp = await open_msrp(node.host, self.config)
-        self.files.clean()  # halves of files a kill cut off: their senders got no 200
+        await self._clean_files()
         uri = node_uri(node.host, port)
         timers = self.timers or TimerValues()
         self.ua = UserAgent(self.endpoint, f"<{uri}>", uri,
@@ -340,6 +340,17 @@ class MessagingAs(StatefulProxy):
         await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
         self._drop_file(item)
 
+    async def _clean_files(self) -> None:
+        """Files a kill left behind that no deferred item names: their senders got
+        no 200, so nothing accepted is lost by removing them."""
+        kept: set[str] = set()
+        for recipient in await self.store.messages.deferred_recipients(0.0):  # all of them
+            for item in await self.store.messages.deferred(recipient, 0.0):
+                meta = _meta(item)
+                if meta.get("kind") == DeliveryKind.FILE.value:
+                    kept.add(str(meta.get("file", "")))
+        self.files.clean(kept)
+
     def _drop_file(self, item: DeferredMessage) -> None:
         meta = _meta(item)
         if meta.get("kind") == DeliveryKind.FILE.value:
@@ -349,6 +360,11 @@ class MessagingAs(StatefulProxy):
         meta = _meta(item)
         if meta.get("kind") == DeliveryKind.FILE.value:
             assert self.ua is not None and self.msrp is not None
+            if not self.files.usable(meta):  # never deliverable: as if it had expired
+                log.error("deferred file %s for %s: its file is gone", item.id,
+                          item.recipient)
+                await self._expired(item)
+                return True  # removed, the next items go on
             return await FileDelivery(self, self.ua, self.msrp, self.files, item, meta).run()
         from_ = str(meta.get("from") or f"<{item.sender}>")
         request = self.new_request("MESSAGE", item.recipient, from_, _replayed(meta),
