@@ -28,13 +28,14 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
 from .. import sdp
 from ..content import CPIM
 from ..content.multipart import BodyPart, build_multipart
-from ..msrp import MsrpEndpoint, MsrpError
+from ..msrp import MsrpEndpoint, MsrpError, MsrpSession
 from ..msrp import Setup as MsrpSetup
 from ..rcs.offer import msrp_media
 from ..sip.headers import HeaderError, NameAddr
@@ -226,7 +227,7 @@ class FileDelivery:
             await far.close()
 
     async def _push(self, offer: sdp.SessionDescription, local: NameAddr,
-                    far: Any, path: Path) -> bool:
+                    far: MsrpSession, path: Path) -> bool:
         body, content_type = self._body(bytes(far_offer(offer, far, self.msrp)))
         origin = Origin(local, self.ua.contact, (self.host.core_route,),
                         contact_params=str(self.meta.get("contact", "")))
@@ -269,7 +270,7 @@ class FileDelivery:
                                      BodyPart([("Content-Type", "application/sdp")], offer)])
         return multipart.to_bytes(), multipart.content_type
 
-    async def _send(self, far: Any, path: Path, file_range: sdp.FileRange | None) -> None:
+    async def _send(self, far: MsrpSession, path: Path, file_range: sdp.FileRange | None) -> None:
         size = path.stat().st_size
         start = file_range.start if file_range is not None else 1
         stop = file_range.stop if file_range is not None and file_range.stop else size
@@ -293,7 +294,7 @@ class _Limited:
         return data
 
 
-async def _end(step: Any) -> None:
+async def _end(step: Awaitable[object]) -> None:
     try:
         await asyncio.wait_for(step, BYE_TIMEOUT)
     except (TimeoutError, SessionError) as exc:
