@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from ..media import AudioParams, MediaError, PortAllocator, RtpSession, ToneSource, WavSink, WavSource
 from ..media.audio import Sink, Source
@@ -32,8 +31,9 @@ from ..sdp import (
     resume_direction,
 )
 from ..sip.ua.useragent import Call, Origin
+from . import early_media
 from .core import UeCore
-from .events import CallAnswered, CallEnded, CallHeld, CallResumed, CallRinging, RtpStatsEvent, SendError
+from .events import CallAnswered, CallEnded, CallHeld, CallResumed, RtpStatsEvent, SendError
 
 __all__ = ["MMTEL", "CallMedia", "CallService", "VoiceCall"]
 
@@ -138,6 +138,8 @@ class VoiceCall:
     def start(self, source: Source | None, sink: Sink | None) -> None:
         self.rtp.source, self.rtp.sink, self._sink = source, sink, sink
         self.service.calls[self.id] = self
+        if not self.incoming:
+            early_media.watch_provisionals(self)   # call_ringing, call_early_media
         self._core.spawn(self._watch())
 
     async def wait_answered(self, timeout: float | None = None) -> bool:
@@ -169,6 +171,24 @@ class VoiceCall:
         self._core.emit(kind(*self._parties(), self.id, self.rtp.direction.value))
         return True
 
+    def take_media(self) -> tuple[Source | None, Sink | None]:
+        """Hand what this call plays and records to another call (a transfer, a
+        consultation) or to a conference's mixer: this one goes on with silence
+        and records nothing."""
+        source, sink = self.rtp.source, self.rtp.sink
+        self.rtp.source = self.rtp.sink = self._sink = None
+        return source, sink
+
+    def give_media(self, media: tuple[Source | None, Sink | None], owner: bool = True) -> None:
+        """Play and record these; ``owner``: this call closes the WAV sink when it ends."""
+        self.rtp.source, self.rtp.sink = media
+        self._sink = media[1] if owner else None
+
+    @property
+    def parties(self) -> tuple[str, str]:
+        """(caller, callee): the from and to of this call's events."""
+        return self._parties()
+
     async def hangup(self) -> None:
         """BYE; while still ringing CANCEL (caller) or 603 Decline (callee)."""
         if self.ended.is_set():
@@ -194,15 +214,8 @@ class VoiceCall:
         await self._finish(reason)
 
     async def _progress(self) -> None:
-        """Caller side: call_ringing on the 18x, call_answered on the 2xx."""
-        ringing = asyncio.ensure_future(self.call.ringing.wait())
-        final = self.call.final
-        either: list[asyncio.Future[Any]] = [ringing, final]
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if self.call.ringing.is_set() and not self.ended.is_set():
-            self._core.emit(CallRinging(*self._parties(), self.id))
-        ringing.cancel()
-        response = await asyncio.shield(final)
+        """Caller side: call_answered on the 2xx (the 1xx: early_media.py)."""
+        response = await asyncio.shield(self.call.final)
         if response is not None and 200 <= response.status < 300:
             self.set_answered()
 
@@ -237,6 +250,9 @@ class CallService:
         self.core = core
         self.answer_after = answer_after
         self.busy = busy
+        self.call_waiting = True    # False: 486 to a call while another one is in progress
+        self.early_media = False    # alert with 183 + SDP and play early_source (early_media.py)
+        self.early_source: SourceFactory = lambda: None
         self.ports = ports
         self.source: SourceFactory = lambda: None
         self.sink: SinkFactory = lambda: None
@@ -254,15 +270,16 @@ class CallService:
                       tuple(self.core.registration.route()), contact_params=params)
 
     async def place(self, target: str, source: Source | None = None,
-                    sink: Sink | None = None) -> VoiceCall:
-        """INVITE with an audio offer; returns at once (``wait_answered``)."""
+                    sink: Sink | None = None, headers: Iterable[tuple[str, str]] = ()) -> VoiceCall:
+        """INVITE with an audio offer; returns at once (``wait_answered``).
+        ``headers``: more headers for the INVITE (a transfer's Referred-By, Replaces)."""
         assert self.core.ua is not None
         rtp = await RtpSession.open(self.ports, host=self.core.host)
         media = CallMedia(rtp, self.core.host)
         headers = [("Accept-Contact", f"*;{MMTEL_TAG}"),
                    ("P-Preferred-Service", MMTEL),
                    ("P-Preferred-Identity", f"<{self.core.aor}>"),
-                   ("User-Agent", self.core.user_agent)]
+                   ("User-Agent", self.core.user_agent), *headers]
         call = await self.core.ua.invite(target, media.make_offer(), headers,
                                          offer_answer=media, origin=self.origin())
         voice = VoiceCall(self, call, media, target, False)
@@ -279,8 +296,9 @@ class CallService:
             return
         media = CallMedia(rtp, self.core.host)
         voice = VoiceCall(self, call, media, peer, True)
+        in_call = any(v is not voice and not v.ended.is_set() for v in self.calls.values())
         voice.start(self.source(), self.sink())
-        if self.busy:
+        if self.busy or (in_call and not self.call_waiting):
             call.reject(486)
             return
         answer_sdp = media.answer(offer)
@@ -292,12 +310,12 @@ class CallService:
                                        f'we support {codecs}"')])
             return
         call.session.offer_answer = media   # re-INVITEs (hold) are answered by the media
-        call.ring(180)
-        self.core.emit(CallRinging(peer, self.core.aor, call.call_id))
+        answered = early_media.alert(self, voice, answer_sdp)   # 180, or 183 with the answer
         await asyncio.sleep(self.answer_after or 0)
         if voice.ended.is_set() or call.terminated.done():
             return
         call.accept(answer_sdp)
+        answered()
         voice.set_answered()
 
     async def close(self) -> None:
