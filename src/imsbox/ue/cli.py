@@ -76,7 +76,8 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
 EXIT_NOT_BUILT = 4
 CALL_COMMANDS = ("hold", "resume", "hangup")
-NOT_BUILT = ("transfer", "consult", "complete", "conference", "park")  # RFC 5359 2.4-2.10, later
+NOT_BUILT = ("transfer", "consult", "complete", "park")  # RFC 5359 2.4-2.5, 2.15, later
+THREEWAY_COMMANDS = ("add", "conference")  # RFC 5359 2.10 (ue/threeway.py)
 BAR_WIDTH = 30
 PROGRESS_EVERY = 0.1     # seconds: the progress bar / JSON progress at most this often ...
 PROGRESS_STEP = 0.01     # ... or once per this share of the file
@@ -153,6 +154,14 @@ def _human(data: dict[str, Any]) -> str:
                                                   "jitter_ms"))),
         "refer_result": lambda: (f"{data['action']} {recipient}: "
                                  + ("done" if data["ok"] else f"failed ({data['reason']})")),
+        "call_early_media": lambda: f"call {sender} -> {recipient}: early media ({data['status']})",
+        "call_conference": lambda: (f"3-way call {data['state']}: "
+                                    + (", ".join(data["parties"]) or "nobody left")),
+        "call_joined": lambda: f"{sender} joined the call {data['joined_call_id']}",
+        "redial_waiting": lambda: (f"{recipient} is busy: waiting until idle "
+                                   f"(at most {data['timeout']:g} s)"),
+        "redial_retry": lambda: f"{recipient} is idle: calling again (attempt {data['attempt']})",
+        "redial_failed": lambda: f"redial {recipient} gave up: {data['reason']}",
     }
     text = texts.get(kind)
     return text() if text else json.dumps(data, ensure_ascii=False)
@@ -197,6 +206,15 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                         help="with --answer: ring this many seconds first (default 0)")
     listen.add_argument("--busy", action="store_true",
                         help="refuse voice calls with 486 Busy Here")
+    listen.add_argument("--no-call-waiting", action="store_true",
+                        help="with --answer: 486 Busy Here to a call while one is in progress")
+    listen.add_argument("--early-media", action="store_true",
+                        help="with --answer: alert with 183 Session Progress and SDP, playing "
+                             "--early-tone / --early-play (else the call's audio) until answered")
+    listen.add_argument("--early-tone", metavar="HZ", type=_positive, default=None,
+                        help="with --early-media: the tone played before the answer")
+    listen.add_argument("--early-play", metavar="FILE.wav", type=Path, default=None,
+                        help="with --early-media: the WAV played before the answer")
     _media_arguments(listen)
     listen.add_argument("--interactive", action="store_true",
                         help="answer chats: each stdin line goes to the latest open chat "
@@ -233,6 +251,14 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     call = commands.add_parser(
         "call", help="a voice call; stdin commands: hold, resume, hangup (EOF hangs up)")
     call.add_argument("to", metavar="TO")
+    call.add_argument("--redial", action="store_true",
+                      help="automatic redial (RFC 5359 2.17): when TO is busy, watch its dialog "
+                           "events and call again once it is idle")
+    call.add_argument("--redial-timeout", metavar="S", type=_positive, default=300.0,
+                      help="with --redial: give up after this many seconds (default 300)")
+    call.add_argument("--join", metavar="DIALOG", default=None,
+                      help="join TO's call (RFC 3911): CALLID;to-tag=T;from-tag=F as TO sees "
+                           "the dialog (to-tag: TO's tag, from-tag: its peer's)")
     _media_arguments(call)
     ue.set_defaults(run=run_ue)
     return ue
@@ -658,19 +684,34 @@ def _call_media(client: RcsClient, args: argparse.Namespace) -> None:
     client.call_service.source = lambda: file_source(args.play, args.tone)
     record = args.record
     client.call_service.sink = lambda: WavSink(record) if record is not None else None
+    _call_options(client, args)
+
+
+def _call_options(client: RcsClient, args: argparse.Namespace) -> None:
+    """``listen --no-call-waiting`` and ``--early-media`` (ue/early_media.py)."""
+    service = client.call_service
+    service.call_waiting = not args.no_call_waiting
+    service.early_media = args.early_media
+    if args.early_play is not None or args.early_tone is not None:
+        early_play, early_tone = args.early_play, args.early_tone
+        service.early_source = lambda: file_source(early_play, early_tone)
+    elif args.early_media:
+        service.early_source = service.source
 
 
 async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
     """``call TO``: the call's events; stdin hold / resume / hangup; exit 0 once an
     answered call ended, 1 if it was never answered (busy, refused, cancelled)."""
-    call = await client.call(args.to, play=args.play, tone=args.tone, record=args.record)
+    call = await _place_call(client, args, printer)
     typed = _StdinLines()
     asked: set[str] = set()
     with stop_on_signals() as stop:
         await _until(stop, asyncio.ensure_future(_print_events(client, printer)),
-                     asyncio.ensure_future(_call_commands(call, typed, printer, asked)),
-                     asyncio.ensure_future(call.ended.wait()))
+                     asyncio.ensure_future(_call_commands(call, typed, printer, asked, client)),
+                     asyncio.ensure_future(_calls_over(client, call)))
     await call.hangup()
+    for other in list(client.calls.values()):   # an added party, a joined one
+        await other.hangup()
     for event in client.pending_events():
         if not isinstance(event, Registered):
             printer.event(event)
@@ -679,18 +720,64 @@ async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -
     return EXIT_NOT_BUILT if asked else EXIT_OK
 
 
+async def _place_call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> VoiceCall:
+    """``call TO``, ``call --join DIALOG TO`` or ``call --redial TO`` (events print
+    while redial waits)."""
+    media = {"play": args.play, "tone": args.tone, "record": args.record}
+    if args.join:
+        return await client.join(args.to, args.join, **media)
+    if not args.redial:
+        return await client.call(args.to, **media)
+    printing = asyncio.ensure_future(_print_events(client, printer))
+    try:
+        return await client.redial(args.to, timeout=args.redial_timeout, **media)
+    finally:
+        printing.cancel()
+        await asyncio.gather(printing, return_exceptions=True)
+
+
+async def _calls_over(client: RcsClient, call: VoiceCall) -> None:
+    """Until ``call`` and the calls added to it (a 3-way call) all ended."""
+    await call.ended.wait()
+    while client.calls:
+        await next(iter(client.calls.values())).ended.wait()
+
+
+async def _threeway(client: RcsClient, call: VoiceCall, command: str, target: str,
+                    printer: Printer) -> None:
+    """``add TARGET`` (hold the call, call TARGET) and ``conference`` (mix them here)."""
+    if command == "add":
+        if not target:
+            printer.error("add needs a TARGET")
+            return
+        await call.wait_answered()
+        added = await client.add_party(call, target)
+        if not await added.wait_answered():
+            printer.error(f"add {target}: not answered ({added.end_reason}); "
+                          "the call stays on hold")
+        return
+    await client.conference()
+
+
 async def _call_commands(call: VoiceCall, typed: _StdinLines, printer: Printer,
-                         asked: set[str]) -> None:
+                         asked: set[str], client: RcsClient | None = None) -> None:
     while (line := await typed.next()) is not None:
-        command = line.strip().split(" ", 1)[0].lower()
+        command, _, rest = line.strip().partition(" ")
+        command = command.lower()
         if not command:
+            continue
+        if command in THREEWAY_COMMANDS and client is not None:
+            try:
+                await _threeway(client, call, command, rest.strip(), printer)
+            except RcsError as exc:
+                printer.error(f"{command}: {exc}")
             continue
         if command in NOT_BUILT:
             asked.add(command)
             printer.error(f"{command}: not built yet")
             continue
         if command not in CALL_COMMANDS:
-            printer.error(f"{command}: unknown command (hold, resume, hangup)")
+            printer.error(f"{command}: unknown command (hold, resume, add, conference, hangup)")
             continue
         if command == "hangup":
             break
