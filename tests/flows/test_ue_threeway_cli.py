@@ -1,7 +1,7 @@
 """``imsbox ue`` 3-way calls, redial, Join and early media in subprocesses against
 ``imsbox serve`` (RFC 5359 2.10, 2.11, 2.17; RFC 3960).
 
-alice ``call bob`` then types ``add carol`` and ``conference``: the WAVs show
+alice ``call bob`` then types ``conference carol`` (hold bob, call carol, mix): the WAVs show
 mix-minus (each has the other two tones, not its own). ``call --redial``
 waits while bob (``listen --answer --no-call-waiting``) talks to carol and
 gets through once carol hangs up. ``call --join`` naming no dialog exits 1
@@ -60,7 +60,7 @@ def pcm(path: Path) -> bytes:
         return w.readframes(w.getnframes())
 
 
-def test_add_and_conference_typed_mix_minus(network: tuple[Path, Config],
+def test_conference_target_typed_mix_minus(network: tuple[Path, Config],
                                             tmp_path: Path) -> None:
     _, config = network
     wavs = {name: tmp_path / f"{name}.wav" for name in TONES}
@@ -70,11 +70,10 @@ def test_add_and_conference_typed_mix_minus(network: tuple[Path, Config],
                  "--record", str(wavs["alice"]), stdin=subprocess.PIPE)
     try:
         alice.wait_event("call_answered", 20)
-        alice.type("add carol")
+        alice.type("conference carol")
         alice.wait_event("call_held")
         added = alice.wait_event("call_answered")
         assert added["to"] == "sip:carol@ims.test"
-        alice.type("conference")
         alice.wait_event("call_resumed")    # bob's leg: the focus re-INVITE, then the mix
         mixing = alice.wait_event("call_conference")
         assert mixing["state"] == "mixing" and len(mixing["calls"]) == 2

@@ -77,7 +77,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
 EXIT_NOT_BUILT = 4
 CALL_COMMANDS = ("hold", "resume", "hangup")
 NOT_BUILT = ("transfer", "consult", "complete", "park")  # RFC 5359 2.4-2.5, 2.15, later
-THREEWAY_COMMANDS = ("add", "conference")  # RFC 5359 2.10 (ue/threeway.py)
+THREEWAY_COMMANDS = ("conference",)  # RFC 5359 2.10 (ue/threeway.py)
 BAR_WIDTH = 30
 PROGRESS_EVERY = 0.1     # seconds: the progress bar / JSON progress at most this often ...
 PROGRESS_STEP = 0.01     # ... or once per this share of the file
@@ -743,19 +743,17 @@ async def _calls_over(client: RcsClient, call: VoiceCall) -> None:
         await next(iter(client.calls.values())).ended.wait()
 
 
-async def _threeway(client: RcsClient, call: VoiceCall, command: str, target: str,
-                    printer: Printer) -> None:
-    """``add TARGET`` (hold the call, call TARGET) and ``conference`` (mix them here)."""
-    if command == "add":
-        if not target:
-            printer.error("add needs a TARGET")
-            return
-        await call.wait_answered()
+async def _threeway(client: RcsClient, call: VoiceCall, target: str, printer: Printer) -> None:
+    """``conference TARGET``: hold the call, call TARGET, and once it answers mix the
+    three here (RFC 5359 2.10); ``conference``: mix the calls in progress (the held
+    call and a consultation, a joined call)."""
+    await call.wait_answered()
+    if target:
         added = await client.add_party(call, target)
         if not await added.wait_answered():
-            printer.error(f"add {target}: not answered ({added.end_reason}); "
+            printer.error(f"conference {target}: not answered ({added.end_reason}); "
                           "the call stays on hold")
-        return
+            return
     await client.conference()
 
 
@@ -768,7 +766,7 @@ async def _call_commands(call: VoiceCall, typed: _StdinLines, printer: Printer,
             continue
         if command in THREEWAY_COMMANDS and client is not None:
             try:
-                await _threeway(client, call, command, rest.strip(), printer)
+                await _threeway(client, call, rest.strip(), printer)
             except RcsError as exc:
                 printer.error(f"{command}: {exc}")
             continue
@@ -777,7 +775,7 @@ async def _call_commands(call: VoiceCall, typed: _StdinLines, printer: Printer,
             printer.error(f"{command}: not built yet")
             continue
         if command not in CALL_COMMANDS:
-            printer.error(f"{command}: unknown command (hold, resume, add, conference, hangup)")
+            printer.error(f"{command}: unknown command (hold, resume, conference, hangup)")
             continue
         if command == "hangup":
             break
