@@ -194,3 +194,35 @@ def test_join_naming_no_dialog_gets_481(config: Config) -> None:
             assert "Join" in (final.reason or "")
             assert not alice.calls
     run_within(scenario, 45)
+
+
+def test_join_bad_input_is_refused_and_the_call_goes_on(config: Config) -> None:
+    """RFC 3911 4: two Join headers or Join with Replaces 400, a malformed Join 400,
+    a UE that takes no joins 403; the joined call is left as it was."""
+    async def scenario() -> None:
+        alice, alice_rec = client(config, "alice"), Recorder()
+        bob, bob_rec = callee("bob", config)
+        carol = client(config, "carol")
+        async with network_with(config, alice, bob, carol):
+            call_b = await alice_calls_bob(alice, alice_rec)
+            session = call_b.call.session
+            assert session.dialog is not None
+            good = (f"{call_b.id};to-tag={session.dialog.id.local_tag};"
+                    f"from-tag={session.dialog.id.remote_tag}")
+            cases = [([("Join", good), ("Join", good)], 400),
+                     ([("Join", good), ("Replaces", good)], 400),
+                     ([("Join", f"{call_b.id};to-tag=only")], 400)]
+            for headers, status in cases:
+                attempt = await carol.call_service.place("sip:alice@ims.test", headers=headers)
+                final = await attempt.call.wait_final()
+                assert final is not None and final.status == status, headers
+            alice.threeway.accept_joins = False
+            refused = await carol.join("alice", good)
+            final = await refused.call.wait_final()
+            assert final is not None and final.status == 403
+            assert list(alice.calls) == [call_b.id] and not alice.threeway.conferences
+            bob_rec.clear()
+            await asyncio.sleep(1.0)
+            assert tone_present(bob_rec.pcm, TONES["alice"])    # the call goes on, unmixed
+            await call_b.hangup()
+    run_within(scenario, 60)
