@@ -25,10 +25,9 @@ from ..content import dialog_info as di
 from ..sip.endpoint import Priority, ServerContext
 from ..sip.headers import Event
 from ..sip.ua.dialog import Dialog
-from ..sip.ua.dialog_event import DIALOG_PACKAGE, aor_key, dialog_entry
+from ..sip.ua.dialog_event import DIALOG_PACKAGE, dialog_entry
 from ..sip.ua.events import NotifierSubscription, StateSource
 from ..sip.ua.refer import EventAgent
-from ..sip.uri import parse_uri
 from .call import CallService, VoiceCall
 from .core import UeCore
 from .events import CallAnswered, CallEarlyMedia, CallEnded, CallRinging, RcsEvent
@@ -120,24 +119,24 @@ class DialogNotifier:
         self._module = None
 
     # -- the document ------------------------------------------------------------------
-    def document(self, version: int = 0) -> di.DialogInfo:
+    def document(self, version: int = 0, entity: str | None = None) -> di.DialogInfo:
+        """Full state: the calls in progress and those that ended lately (terminated)."""
         now = time.monotonic()
         self._ended = [(t, e) for t, e in self._ended if now - t < ENDED_KEPT]
         entries = [call_entry(v) for v in self.calls.calls.values() if not v.ended.is_set()]
         entries += [e for _, e in self._ended]
-        return di.DialogInfo(self.core.aor, version, di.DocumentState.FULL, entries)
+        return di.DialogInfo(entity or self.core.aor, version, di.DocumentState.FULL, entries)
 
     def _state(self, sub: NotifierSubscription) -> object:
         if sub.event.package.lower() != "dialog":
             return self._previous(sub) if self._previous is not None else None
-        if aor_key(sub.dialog.local_addr.uri) != aor_key(parse_uri(self.core.aor)):
-            return di.DialogInfo(str(sub.dialog.local_addr.uri), 0)   # not us: nothing
+        # the core routed it here: the To is one of our identities (a sip: AOR, a tel: number)
         version = self._versions.get(id(sub), -1) + 1
         if sub.terminated:
             self._versions.pop(id(sub), None)
         else:
             self._versions[id(sub)] = version
-        return self.document(version)
+        return self.document(version, str(sub.dialog.local_addr.uri))
 
     # -- changes -------------------------------------------------------------------------
     def _on_event(self, event: RcsEvent) -> None:
