@@ -114,11 +114,13 @@ class Conference:
             return
         with contextlib.suppress(ValueError):
             self._clock.hooks.remove(self._tick)
+        given = False
         for leg in list(self.legs):
-            port = self._ports.pop(leg.id)
-            port.close()
-            leg.give_media(self._media)   # our own voice and ear on the last call
-        if not self.legs:
+            self._ports.pop(leg.id).close()
+            if not leg.ended.is_set():
+                leg.give_media(self._media)   # our own voice and ear on the last call
+                given = True
+        if not given:   # nobody left to own the recording: finish it here
             _close_sink(self._media[1])
         self.service.emit(self, "ended")
         self.service.conferences.remove(self)
