@@ -4,7 +4,8 @@ bob takes one call at a time (``call_waiting`` off: 486 while in a call). carol
 calls bob; alice's call gets 486, so alice SUBSCRIBEs to bob's dialog events
 (through the core, to bob's own UE notifier) and gets a NOTIFY listing bob's
 confirmed dialog with carol; when carol hangs up bob NOTIFYs it terminated,
-alice unsubscribes and calls again, and bob answers (alice's tone reaches him).
+alice calls again, bob answers (alice's tone reaches him) and NOTIFYs that
+call confirmed, and alice ends the subscription (RFC 5359 2.17 F1-F19).
 Bounded: with bob busy all along, redial gives up after its timeout.
 """
 
@@ -107,12 +108,15 @@ def test_busy_then_idle_redials(config: Config) -> None:
             assert retry.attempt == 2  # type: ignore[attr-defined]
             call = await asyncio.wait_for(redial, WAIT)
             assert call.id == retry.call_id and call.answered.is_set()  # type: ignore[attr-defined]
+            # F8: carol's dialog terminated, nothing in progress; F14: our new call
+            # confirmed; F18: the final NOTIFY after alice's unsubscribe
             notifies = alice_tap.of("NOTIFY")
-            assert DialogState.TERMINATED in states(notifies[-2]) or \
-                DialogState.TERMINATED in states(notifies[-1])
-            assert not any(s in (DialogState.CONFIRMED, DialogState.EARLY)
-                           for s in states(notifies[-1]))
-            assert "terminated" in (notifies[-1].header("Subscription-State") or "")  # unsubscribed
+            idle = next(n for n in notifies if states(n) == [DialogState.TERMINATED])
+            assert parse_dialog_info(idle.body).dialogs[0].call_id == busy_call.id
+            last = parse_dialog_info(notifies[-1].body)
+            assert "terminated" in (notifies[-1].header("Subscription-State") or "")
+            assert [(d.call_id, d.state) for d in last.dialogs] == [(call.id, DialogState.CONFIRMED)]
+            assert last.version > parse_dialog_info(idle.body).version
             invites = [r for r in bob_tap.of("INVITE") if not r.to.tag]
             assert [r.call_id for r in invites][-2:] == [waiting.call_id, call.id]  # type: ignore[attr-defined]
             bob_rec.clear()

@@ -7,8 +7,8 @@ is what automatic redial, RFC 5359 2.17, needs) and answered with full-state
 with its call-id, local-tag, remote-tag, direction (initiator / recipient)
 and state (trying, early, confirmed), both identities and targets.  A call
 that ended is listed once more as ``terminated`` (with the event: local-bye,
-remote-bye, rejected, cancelled) in the NOTIFY sent for its end, so a
-watcher learns it is gone; later documents leave it out.
+remote-bye, rejected, cancelled) in the next NOTIFY to each subscription
+of the moment, so a watcher learns it is gone; later documents leave it out.
 
 Every call_ringing, call_early_media, call_answered and call_ended sends each
 dialog subscription a NOTIFY (versions per subscription, RFC 4235 4.1).
@@ -18,7 +18,6 @@ Other event packages to the UE are not served (489 / 405 as before).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 from ..content import dialog_info as di
@@ -34,7 +33,6 @@ from .events import CallAnswered, CallEarlyMedia, CallEnded, CallRinging, RcsEve
 
 __all__ = ["DialogNotifier", "call_entry"]
 
-ENDED_KEPT = 30.0     # seconds an ended call stays listed as terminated
 _CHANGES = (CallRinging, CallEarlyMedia, CallAnswered, CallEnded)
 _END_EVENTS = {"local hangup": di.DialogEvent.LOCAL_BYE, "remote hangup": di.DialogEvent.REMOTE_BYE,
                "cancelled": di.DialogEvent.CANCELLED, "no answer": di.DialogEvent.TIMEOUT}
@@ -97,7 +95,7 @@ class DialogNotifier:
         self.calls = calls
         self._agent_of = agent
         self._known: dict[str, VoiceCall] = {}
-        self._ended: list[tuple[float, di.Dialog]] = []
+        self._owed: dict[int, list[di.Dialog]] = {}   # id(subscription) -> ended calls to tell
         self._versions: dict[int, int] = {}
         self._previous: StateSource | None = None
         self._module: _SubscribeModule | None = None
@@ -119,12 +117,11 @@ class DialogNotifier:
         self._module = None
 
     # -- the document ------------------------------------------------------------------
-    def document(self, version: int = 0, entity: str | None = None) -> di.DialogInfo:
-        """Full state: the calls in progress and those that ended lately (terminated)."""
-        now = time.monotonic()
-        self._ended = [(t, e) for t, e in self._ended if now - t < ENDED_KEPT]
+    def document(self, version: int = 0, entity: str | None = None,
+                 ended: list[di.Dialog] | None = None) -> di.DialogInfo:
+        """Full state: the calls in progress, and ``ended`` ones as terminated."""
         entries = [call_entry(v) for v in self.calls.calls.values() if not v.ended.is_set()]
-        entries += [e for _, e in self._ended]
+        entries += ended or []
         return di.DialogInfo(entity or self.core.aor, version, di.DocumentState.FULL, entries)
 
     def _state(self, sub: NotifierSubscription) -> object:
@@ -132,11 +129,16 @@ class DialogNotifier:
             return self._previous(sub) if self._previous is not None else None
         # the core routed it here: the To is one of our identities (a sip: AOR, a tel: number)
         version = self._versions.get(id(sub), -1) + 1
+        ended = self._owed.pop(id(sub), [])   # told once, then left out
         if sub.terminated:
             self._versions.pop(id(sub), None)
         else:
             self._versions[id(sub)] = version
-        return self.document(version, str(sub.dialog.local_addr.uri))
+        return self.document(version, str(sub.dialog.local_addr.uri), ended)
+
+    def _subscriptions(self) -> list[NotifierSubscription]:
+        return [sub for sub in self._agent_of().notifier.subscriptions
+                if sub.event.package.lower() == "dialog" and not sub.terminated]
 
     # -- changes -------------------------------------------------------------------------
     def _on_event(self, event: RcsEvent) -> None:
@@ -145,8 +147,10 @@ class DialogNotifier:
         self._known.update(self.calls.calls)
         if isinstance(event, CallEnded):
             voice = self._known.pop(event.call_id, None)
-            if voice is not None:
-                self._ended.append((time.monotonic(), call_entry(voice, ended=True)))
+            if voice is not None:   # each watcher of the moment hears it ended, once
+                entry = call_entry(voice, ended=True)
+                for sub in self._subscriptions():
+                    self._owed.setdefault(id(sub), []).append(entry)
         if not self._pending:   # one NOTIFY per subscription for a burst of changes
             self._pending = True
             asyncio.get_running_loop().call_soon(self._notify_all)
@@ -154,6 +158,5 @@ class DialogNotifier:
     def _notify_all(self) -> None:
         self._pending = False
         agent = self._agent_of()
-        for sub in agent.notifier.subscriptions:
-            if sub.event.package.lower() == "dialog" and not sub.terminated:
-                agent.notify(sub)
+        for sub in self._subscriptions():
+            agent.notify(sub)

@@ -4,8 +4,10 @@ The call is placed; when it fails busy (486 Busy Here, 600 Busy Everywhere)
 we SUBSCRIBE to the callee's dialog event package (RFC 4235, ``Event:
 dialog``, along the registered route) and read each NOTIFY's dialog-info:
 the callee is idle when no dialog in it is trying, proceeding, early or
-confirmed (all terminated, or none).  Then the subscription is ended
-(Expires: 0) and the call placed again, up to ``attempts`` calls.  The whole
+confirmed (all terminated, or none).  Then the call is placed again, up to
+``attempts`` calls; the subscription goes on until that call is set up (or
+refused again: then we wait on it once more) and is ended (Expires: 0) last,
+as in RFC 5359 2.17 F14-F18.  The whole
 wait is bounded by ``timeout``: past it, or when the callee refuses the
 subscription (489 Bad Event, 403...) or ends it, redial gives up with a
 ``redial_failed`` saying why.
@@ -66,41 +68,49 @@ class RedialService:
                      timeout: float = 300.0, attempts: int = 3) -> VoiceCall:
         """Call ``target`` with ``place()`` until a call is answered or we give up;
         returns the last call (``answered`` set if it got through)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         voice = await place()
-        for attempt in range(1, attempts + 1):
-            if await voice.wait_answered() or voice.end_reason not in BUSY:
-                return voice   # answered, or failed otherwise than busy: not ours to retry
-            if attempt == attempts:
-                self._failed(voice, target, attempt, f"still busy after {attempts} calls")
-                return voice
-            self.core.emit(RedialWaiting(self.core.aor, target, voice.id, attempt,
-                                         round(max(0.0, deadline - loop.time()), 1)))
-            why = await self._wait_idle(target, deadline)
-            if why:
-                self._failed(voice, target, attempt, why)
-                return voice
-            voice = await place()
-            self.core.emit(RedialRetry(self.core.aor, target, voice.id, attempt + 1))
-        return voice
+        watch: SubscriptionWatch | None = None
+        try:
+            for attempt in range(1, attempts + 1):
+                if await voice.wait_answered() or voice.end_reason not in BUSY:
+                    return voice   # answered, or failed otherwise than busy: not ours to retry
+                if attempt == attempts:
+                    self._failed(voice, target, attempt, f"still busy after {attempts} calls")
+                    return voice
+                watch = watch or self._subscribe(target)
+                self._waiting(voice, target, attempt, deadline)
+                why = await self._until_idle(watch, deadline)
+                if why:
+                    self._failed(voice, target, attempt, why)
+                    return voice
+                voice = await place()
+                self.core.emit(RedialRetry(self.core.aor, target, voice.id, attempt + 1))
+            return voice
+        finally:   # RFC 5359 2.17 F16: the subscription ends once the call is set up
+            if watch is not None:
+                await self._unsubscribe(watch)
+
+    def _waiting(self, voice: VoiceCall, target: str, attempt: int, deadline: float) -> None:
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        self.core.emit(RedialWaiting(self.core.aor, target, voice.id, attempt, round(left, 1)))
 
     def _failed(self, voice: VoiceCall, target: str, attempt: int, reason: str) -> None:
         self.core.emit(RedialFailed(self.core.aor, target, voice.id, attempt, reason))
 
-    async def _wait_idle(self, target: str, deadline: float) -> str:
-        """Watch ``target``'s dialogs until idle; '' then, else why we gave up."""
-        agent = self._agent_of()
-        watch = agent.subscribe(target, "dialog", expires=SUBSCRIPTION_EXPIRES,
-                                accept=[DIALOG_INFO_TYPE], origin=self._origin_of())
-        try:
-            return await self._until_idle(watch, deadline)
-        finally:
-            if not watch.terminated.done():
-                with contextlib.suppress(Exception):
-                    await agent.unsubscribe(watch, timeout=2.0)
+    def _subscribe(self, target: str) -> SubscriptionWatch:
+        """SUBSCRIBE ``target`` to its dialog package along the registered route."""
+        return self._agent_of().subscribe(target, "dialog", expires=SUBSCRIPTION_EXPIRES,
+                                          accept=[DIALOG_INFO_TYPE], origin=self._origin_of())
+
+    async def _unsubscribe(self, watch: SubscriptionWatch) -> None:
+        if not watch.terminated.done():
+            with contextlib.suppress(Exception):
+                await self._agent_of().unsubscribe(watch, timeout=2.0)
 
     async def _until_idle(self, watch: SubscriptionWatch, deadline: float) -> str:
+        """Read NOTIFYs until one shows ``target`` idle: '' then, else why we gave up.
+        Each is full state, so only the newest of those waiting counts."""
         loop = asyncio.get_running_loop()
         while True:
             left = deadline - loop.time()
@@ -116,6 +126,8 @@ class RedialService:
                     return _ended_why(watch)
                 return "timeout: the callee stayed busy"
             notification = notified.result()
+            while not watch.notifications.empty():
+                notification = watch.notifications.get_nowait()
             if notification.body and is_idle(notification.body):
                 return ""
             if watch.terminated.done() and watch.notifications.empty():
