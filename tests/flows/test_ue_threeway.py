@@ -226,3 +226,31 @@ def test_join_bad_input_is_refused_and_the_call_goes_on(config: Config) -> None:
             assert tone_present(bob_rec.pcm, TONES["alice"])    # the call goes on, unmixed
             await call_b.hangup()
     run_within(scenario, 60)
+
+
+def test_third_party_joins_the_callee(config: Config) -> None:
+    """The Join goes to bob, who answered alice's call: bob is the focus and mixes."""
+    async def scenario() -> None:
+        alice, alice_rec = client(config, "alice"), Recorder()
+        bob, bob_rec = callee("bob", config)
+        carol, carol_rec = client(config, "carol"), Recorder()
+        async with network_with(config, alice, bob, carol):
+            alice_tap = Tap(alice)
+            call_b = await alice_calls_bob(alice, alice_rec)
+            dialog = bob.calls[call_b.id].call.session.dialog
+            assert dialog is not None       # bob's view: his tag is the to-tag
+            join = f"{call_b.id};to-tag={dialog.id.local_tag};from-tag={dialog.id.remote_tag}"
+            call_j = await carol.join("bob", join, tone=TONES["carol"])
+            call_j.rtp.sink = carol_rec
+            assert await call_j.wait_answered(WAIT)
+            assert (await bob.wait_event(CallJoined, WAIT)).joined_call_id == call_b.id  # type: ignore[attr-defined]
+            focus = alice_tap.reinvites(call_b.id)[-1]      # bob -> alice, as UAS of the call
+            assert ";isfocus" in (focus.header("Contact") or "")
+            recordings = {"alice": alice_rec, "bob": bob_rec, "carol": carol_rec}
+            await listen_to_all(recordings)
+            assert_mix_minus(recordings)
+            await call_b.hangup()      # alice leaves: bob and carol go on
+            await asyncio.sleep(0.5)
+            assert not bob.threeway.conferences and list(bob.calls) == [call_j.id]
+            await call_j.hangup()
+    run_within(scenario, 60)
