@@ -167,3 +167,26 @@ def test_listen_early_media_is_heard_before_the_answer(network: tuple[Path, Conf
     heard = pcm(wav)
     assert tone_present(heard[:2 * 8000 * 2], 700)      # the first 2 s: before the 200
     assert tone_present(heard, 1000)
+
+
+def test_conference_with_a_busy_party_goes_back_to_the_call(
+        network: tuple[Path, Config]) -> None:
+    _, config = network
+    procs = [listener(config, "bob", "--answer"), listener(config, "carol", "--busy")]
+    alice = Proc(*ue_args(config, "alice"), "call", "bob", stdin=subprocess.PIPE)
+    try:
+        alice.wait_event("call_answered", 20)
+        alice.type("conference carol")
+        alice.wait_event("call_held")
+        busy = alice.wait_event("call_ended")
+        assert busy["to"] == "sip:carol@ims.test" and busy["reason"] == "busy"
+        resumed = alice.wait_event("call_resumed")
+        assert resumed["to"] == "sip:bob@ims.test"
+        alice.type("hangup")
+        assert alice.proc.wait(15) == 0, alice.stderr
+        assert any("conference carol: not answered (busy)" in line
+                   for line in alice.stderr)
+    finally:
+        alice.stop()
+        for proc in procs:
+            proc.stop()

@@ -752,7 +752,10 @@ async def _threeway(client: RcsClient, call: VoiceCall, target: str, printer: Pr
         added = await client.add_party(call, target)
         if not await added.wait_answered():
             printer.error(f"conference {target}: not answered ({added.end_reason}); "
-                          "the call stays on hold")
+                          "back to the call")
+            await asyncio.sleep(0)       # the held call has its audio back first
+            if call.held and not call.ended.is_set():
+                await call.resume()
             return
     await client.conference()
 
