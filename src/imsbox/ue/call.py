@@ -117,6 +117,7 @@ class VoiceCall:
         self.ended = asyncio.Event()
         self.end_reason = ""
         self.held = False          # we hold the peer
+        self.end_as: str | None = None   # the call_ended reason a service expects (transfer)
         self._hanging_up: str | None = None
         self._sink: Sink | None = None
 
@@ -189,11 +190,14 @@ class VoiceCall:
         """(caller, callee): the from and to of this call's events."""
         return self._parties()
 
-    async def hangup(self) -> None:
-        """BYE; while still ringing CANCEL (caller) or 603 Decline (callee)."""
+    async def hangup(self, reason: str | None = None) -> None:
+        """BYE; while still ringing CANCEL (caller) or 603 Decline (callee).
+        ``reason``: the call_ended reason instead of local hangup (e.g. transferred)."""
         if self.ended.is_set():
             return
-        if self.answered.is_set():
+        if reason is not None:
+            self._hanging_up = reason
+        elif self.answered.is_set():
             self._hanging_up = "local hangup"
         else:
             self._hanging_up = "declined" if self.incoming else "cancelled"
@@ -210,7 +214,7 @@ class VoiceCall:
         if not self.incoming:
             self._core.spawn(self._progress())
         event = await asyncio.shield(self.call.terminated)
-        reason = self._hanging_up or _REASONS.get(event.reason, event.reason)
+        reason = self._hanging_up or self.end_as or _REASONS.get(event.reason, event.reason)
         await self._finish(reason)
 
     async def _progress(self) -> None:
@@ -286,21 +290,28 @@ class CallService:
         voice.start(source, sink)
         return voice
 
-    async def incoming(self, call: Call, peer: str, offer: bytes) -> None:
-        """Ring, then answer after ``answer_after`` s, or refuse 486 / 488."""
+    async def incoming(self, call: Call, peer: str, offer: bytes,
+                       replacing: VoiceCall | None = None) -> VoiceCall | None:
+        """Ring, then answer after ``answer_after`` s, or refuse 486 / 488.
+        ``replacing``: the call an INVITE with Replaces takes over (RFC 3891 3):
+        answered at once without ringing, with that call's source and sink."""
         try:
             rtp = await RtpSession.open(self.ports, host=self.core.host)
         except MediaError as exc:   # no free RTP port
             log.warning("call %s refused: %s", call.call_id, exc)
             call.reject(503, "Service Unavailable - no free RTP port")
-            return
+            return None
         media = CallMedia(rtp, self.core.host)
         voice = VoiceCall(self, call, media, peer, True)
         in_call = any(v is not voice and not v.ended.is_set() for v in self.calls.values())
-        voice.start(self.source(), self.sink())
-        if self.busy or (in_call and not self.call_waiting):
+        if replacing is not None:
+            source, sink = replacing.take_media()
+            voice.start(source, sink)
+        else:
+            voice.start(self.source(), self.sink())
+        if replacing is None and (self.busy or (in_call and not self.call_waiting)):
             call.reject(486)
-            return
+            return None
         answer_sdp = media.answer(offer)
         if answer_sdp is None:
             refused = media.refused
@@ -308,15 +319,19 @@ class CallService:
             call.reject(488, headers=[("Warning",
                                        f'305 {self.core.host} "Incompatible media format; '
                                        f'we support {codecs}"')])
-            return
+            return None
         call.session.offer_answer = media   # re-INVITEs (hold) are answered by the media
-        answered = early_media.alert(self, voice, answer_sdp)   # 180, or 183 with the answer
-        await asyncio.sleep(self.answer_after or 0)
+        answered = None
+        if replacing is None:   # 180, or 183 with the answer (early_media.py)
+            answered = early_media.alert(self, voice, answer_sdp)
+            await asyncio.sleep(self.answer_after or 0)
         if voice.ended.is_set() or call.terminated.done():
-            return
+            return None
         call.accept(answer_sdp)
-        answered()
+        if answered is not None:
+            answered()
         voice.set_answered()
+        return voice
 
     async def close(self) -> None:
         for voice in list(self.calls.values()):
