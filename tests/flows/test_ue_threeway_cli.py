@@ -190,3 +190,40 @@ def test_conference_with_a_busy_party_goes_back_to_the_call(
         alice.stop()
         for proc in procs:
             proc.stop()
+
+
+def test_consult_then_conference_mixes_the_consultation(network: tuple[Path, Config],
+                                                        tmp_path: Path) -> None:
+    """``consult carol`` (RFC 5359 2.2) then bare ``conference``: the held call and
+    the consultation become a 3-way call; bob leaving leaves alice with carol."""
+    _, config = network
+    wavs = {name: tmp_path / f"{name}.wav" for name in TONES}
+    others = [listener(config, name, "--answer", "--tone", str(TONES[name]),
+                       "--record", str(wavs[name])) for name in ("bob", "carol")]
+    alice = Proc(*ue_args(config, "alice"), "call", "bob", "--tone", str(TONES["alice"]),
+                 "--record", str(wavs["alice"]), stdin=subprocess.PIPE)
+    try:
+        first = alice.wait_event("call_answered", 20)
+        alice.type("consult carol")
+        consulted = alice.wait_event("call_answered")
+        assert consulted["to"] == "sip:carol@ims.test"
+        alice.type("conference")
+        mixing = alice.wait_event("call_conference")
+        assert mixing["calls"] == [first["call_id"], consulted["call_id"]]
+        time.sleep(2.5)
+        others[0].stop()             # bob goes away: his UE hangs up its call
+        ended = alice.wait_event("call_conference")
+        assert ended["state"] == "ended" and ended["calls"] == [consulted["call_id"]]
+        time.sleep(0.5)
+        assert alice.proc.poll() is None       # still in the call with carol
+        alice.type("hangup")
+        assert alice.proc.wait(15) == 0, alice.stderr
+    finally:
+        alice.stop()
+        for proc in others:
+            proc.stop()
+    for name in ("bob", "carol"):
+        heard = pcm(wavs[name])
+        assert all(tone_present(heard, tone, threshold=0.2)
+                   for other, tone in TONES.items() if other != name), name
+        assert not tone_present(heard, TONES[name], threshold=0.05, min_windows=1), name
