@@ -8,11 +8,13 @@ Commands: ``listen [--interactive]``, ``send TO TEXT``, ``chat TO``,
 ICSI, fetch what the network stored while offline, exit), ``group-chat [--subject S]
 MEMBER...`` / ``group-chat --join URI`` (stdin lines are messages; ``/invite NAME``,
 ``/remove NAME``, ``/leave``), ``call TO [--play FILE.wav] [--tone HZ] [--record
-FILE.wav]`` (a voice call; stdin commands ``hold``, ``resume``, ``hangup``,
-``transfer TARGET``, ``consult TARGET``, ``complete``, ``im-transfer TO``; stdin
-EOF hangs up), ``listen --answer [--after S] [--busy] [--take-im-transfers]``
-(answer voice calls, or refuse them 486 busy; REFERs in a call are always acted
-on, docs/telephony.md). With ``--json`` every event is one JSON object per line
+FILE.wav] [--redial [--redial-timeout S]] [--join DIALOG]`` (a voice call; stdin
+commands ``hold``, ``resume``, ``hangup``, ``transfer TARGET``, ``consult TARGET``,
+``complete``, ``im-transfer TO``, ``conference [TARGET]``; stdin EOF hangs up),
+``listen --answer [--after S] [--busy] [--no-call-waiting] [--early-media
+[--early-tone HZ | --early-play FILE.wav]] [--take-im-transfers]`` (answer voice
+calls, or refuse them 486 busy; REFERs in a call and INVITEs with Join are always
+acted on, docs/telephony.md). With ``--json`` every event is one JSON object per line
 on stdout (at least "event", "from", "to"); otherwise one readable line.
 Diagnostics go to stderr. ``send``, ``chat`` and ``send-file`` report the
 notifications of what they sent themselves; ``listen`` reports every one.
@@ -22,7 +24,7 @@ timed out / not registered (wrong password, no P-CSCF answering); 2 bad
 usage; 3 accepted by the network for later delivery (the recipient is
 offline: ``send`` got 202, ``chat`` lines were taken but not delivered yet);
 4 ``call``: the call went fine but a command that is not built yet was typed
-(``conference``, ``park``); 5 ``call``: a transfer failed (the call went on and
+(``park``); 5 ``call``: a transfer failed (the call went on and
 ended later).
 """
 
@@ -261,7 +263,8 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="join this conference / group URI instead of starting one")
     call = commands.add_parser(
         "call", help="a voice call; stdin commands: hold, resume, transfer TARGET, "
-                     "consult TARGET, complete, im-transfer TO, hangup (EOF hangs up)")
+                     "consult TARGET, complete, im-transfer TO, conference [TARGET], "
+                     "hangup (EOF hangs up)")
     call.add_argument("to", metavar="TO")
     call.add_argument("--redial", action="store_true",
                       help="automatic redial (RFC 5359 2.17): when TO is busy, watch its dialog "
