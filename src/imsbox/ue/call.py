@@ -266,12 +266,16 @@ class CallService:
     def answering(self) -> bool:
         return self.busy or self.answer_after is not None
 
+    def contact_params(self) -> str:
+        """The MMTel feature tag and our +sip.instance, on every Contact of a call."""
+        return f";{MMTEL_TAG}" + (f';+sip.instance="<{self.core.registration.instance}>"'
+                                  if self.core.registration.instance else "")
+
     def origin(self) -> Origin:
         assert self.core.ua is not None
-        params = f";{MMTEL_TAG}" + (f';+sip.instance="<{self.core.registration.instance}>"'
-                                    if self.core.registration.instance else "")
         return Origin(self.core.ua.local, self.core.ua.contact,
-                      tuple(self.core.registration.route()), contact_params=params)
+                      tuple(self.core.registration.route()),
+                      contact_params=self.contact_params())
 
     async def place(self, target: str, source: Source | None = None,
                     sink: Sink | None = None, headers: Iterable[tuple[str, str]] = ()) -> VoiceCall:
@@ -321,6 +325,7 @@ class CallService:
                                        f'we support {codecs}"')])
             return None
         call.session.offer_answer = media   # re-INVITEs (hold) are answered by the media
+        call.session.local_contact_params = self.contact_params()  # 200s: the tags too
         answered = None
         if replacing is None:   # 180, or 183 with the answer (early_media.py)
             answered = early_media.alert(self, voice, answer_sdp)

@@ -142,7 +142,8 @@ def _human(data: dict[str, Any]) -> str:
                                    f"{data['reason']}; {data['kept']} bytes kept in "
                                    f"{data['part']} for a resumed transfer"),
         "file_sent": lambda: (f"file {data['name']} to {recipient}: "
-                              + ("confirmed" if data["ok"] else f"failed ({data['reason']})")),
+                              + (data["reason"] if data.get("deferred") else "confirmed"
+                                 if data["ok"] else f"failed ({data['reason']})")),
         GroupJoined.EVENT: lambda: (f"in group {data['conference']}"
                                     + (f" \"{data['subject']}\"" if data["subject"] else "")
                                     + f" ({data['how']}): {', '.join(data['participants'])}"),
@@ -569,7 +570,9 @@ async def _send_file(client: RcsClient, args: argparse.Namespace, printer: Print
     printer.record({"event": "file_sent", "from": client.aor, "to": target, "name": name,
                     "size": result.size, "sha256": result.sha256, "ok": result.ok,
                     "transfer_id": result.transfer_id, "status": result.status,
-                    "reason": result.reason})
+                    "reason": result.reason, "deferred": result.deferred})
+    if result.deferred:
+        return EXIT_DEFERRED
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

@@ -420,6 +420,7 @@ class FileTransferResult:
     reason: str = ""
     message_id: str = ""   # imdn.Message-ID of the INVITE's CPIM part (the IMDN's subject)
     file_range: str = ""   # the octets sent, "START-STOP" (less than the file when resumed)
+    deferred: bool = False  # the recipient is offline: the network keeps the file for it
 
 
 def resolve_target(to: str, domain: str) -> str:

@@ -245,7 +245,7 @@ class ThreeWayService:
                                                   'media format"')])
             return
         call.session.offer_answer = media
-        call.session.local_contact_params += FOCUS
+        call.session.local_contact_params = self.calls.contact_params() + FOCUS
         call.ring(180)
         conference = self.conference_of(joined) or self._new([joined])
         if joined not in conference.legs:
