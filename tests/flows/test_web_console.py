@@ -217,3 +217,44 @@ def test_console_sees_every_feed_of_the_data_dir(tmp_path: Path) -> None:
             assert ("alice's UE", "P-CSCF") in {(a.src_name, a.dst_name) for a in ladder.arrows}
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_serve_web_command_line(tmp_path: Path) -> None:
+    """`imsbox serve --web` names the console in its listening lines; beyond
+    loopback without $IMSBOX_WEB_PASSWORD it refuses to start, saying why."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    alice_and_bob(tmp_path)
+    toml = str(tmp_path / "imsbox.toml")
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    env.pop("IMSBOX_WEB_PASSWORD", None)
+    refused = subprocess.run([sys.executable, "-m", "imsbox.cli", "serve", "--config", toml,
+                              "--web", "192.0.2.1:8080"], capture_output=True, text=True,
+                             env=env, timeout=30)
+    assert refused.returncode == 2
+    assert "needs a login" in refused.stderr and "IMSBOX_WEB_PASSWORD" in refused.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve = subprocess.Popen([sys.executable, "-m", "imsbox.cli", "serve", "--config", toml,
+                              "--web", f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert serve.stdout is not None
+        lines = []
+        for _ in range(40):
+            line = serve.stdout.readline()
+            lines.append(line)
+            if line.startswith("web console on"):
+                break
+        assert f"web console on http://127.0.0.1:{port}/\n" in lines, lines
+        status, body = get(f"http://127.0.0.1:{port}/api/state")
+        assert status == 200 and '"sessions"' in body
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(15) == 0

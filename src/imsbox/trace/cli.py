@@ -61,6 +61,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="the live ladder in the terminal (the default on a terminal)")
     trace.add_argument("--plain", action="store_true",
                        help="print the ladder as text on stdout when the trace stops")
+    trace.add_argument("--follow", action="store_true",
+                       help="with --plain: also print each message as one line as it comes "
+                            "(for logs), before the ladder at the end")
     trace.add_argument("--pcap", metavar="FILE", default=None, help="write pcapng to FILE")
     trace.add_argument("--html", metavar="FILE", default=None,
                        help="write a self-contained HTML page to FILE")
@@ -132,11 +135,18 @@ async def _collect(ladder: Ladder, events: Any, keep: Filter, args: argparse.Nam
     """Feed the ladder until a stop condition; --count counts kept messages."""
     deadline = None if args.duration is None else time.monotonic() + args.duration
     kept = _Kept(keep)
+    follow = _Follow(ladder) if args.follow and args.plain else None
 
     async def pump() -> None:
         async for event in events:
             arrow = ladder.feed(event)
-            if arrow is not None and args.count is not None and kept.add(arrow) >= args.count:
+            if arrow is None:
+                continue
+            new = kept.add(arrow)
+            if follow is not None:
+                follow.write(new[:max(0, args.count - kept.count + len(new))]
+                             if args.count is not None else new)
+            if args.count is not None and kept.count >= args.count:
                 return
 
     task = asyncio.create_task(pump())
@@ -159,15 +169,40 @@ class _Kept:
         self._groups: dict[str, Group] = {}
         self._matched: set[str] = set()
 
-    def add(self, arrow: Arrow) -> int:
+    def add(self, arrow: Arrow) -> list[Arrow]:
+        """The arrows kept because of this one: it, or its whole group when the
+        group matches from now on, or none."""
         group = self._groups.setdefault(arrow.group, Group(arrow.group))
         group.arrows.append(arrow)
         if not self.keep or arrow.group in self._matched:
             self.count += 1
-        elif self.keep.matches(group):
+            return [arrow]
+        if self.keep.matches(group):
             self._matched.add(arrow.group)
             self.count += len(group.arrows)
-        return self.count
+            return list(group.arrows)
+        return []
+
+
+class _Follow:
+    """``--plain --follow``: one line per message as it comes, named with what is
+    known then: ``+0.001234 #3 alice's UE -> P-CSCF  MESSAGE cpim 'Hello'``."""
+
+    def __init__(self, ladder: Ladder) -> None:
+        self.ladder = ladder
+        self.start: float | None = None
+        self.groups: dict[str, int] = {}
+
+    def write(self, arrows: list[Arrow]) -> None:
+        for arrow in arrows:
+            if self.start is None:
+                self.start = arrow.t
+            number = self.groups.setdefault(arrow.group, len(self.groups) + 1)
+            proto = "MSRP " if arrow.proto == "msrp" else ""
+            print(f"+{arrow.t - self.start:.6f} #{number} {self.ladder.name(arrow.src)} -> "
+                  f"{self.ladder.name(arrow.dst)}  {proto}{arrow.label}", flush=True)
+        if arrows:
+            sys.stdout.flush()
 
 
 def _write(ladder: Ladder, groups: list[Group], args: argparse.Namespace) -> int:

@@ -90,6 +90,8 @@ def _short_socket(path: Path) -> Path:
 class _Subscriber:
     writer: asyncio.StreamWriter
     dropped: int = 0
+    pending: list[bytes] = field(default_factory=list)  # frames of this loop turn
+    queued: int = 0
 
 
 class TraceFeed:
@@ -105,6 +107,7 @@ class TraceFeed:
         self._subs: list[_Subscriber] = []
         self._server: asyncio.base_events.Server | None = None
         self._seq = itertools.count(1)
+        self._flush_scheduled = False
 
     @property
     def attached(self) -> int:
@@ -167,7 +170,10 @@ class TraceFeed:
     def publish(self, node: str, direction: str, proto: str, transport: str,
                 local: Address, remote: Address, data: bytes,
                 conn: int | None = None) -> None:
-        """Send one record to every subscriber; returns at once when there is none."""
+        """Queue one record for every subscriber; returns at once when there is none.
+
+        Frames are written once per event-loop turn (one send for all the records
+        a turn made), not one system call per record."""
         if not self._subs:
             return
         record = TraceRecord(next(self._seq), time.monotonic(), time.time(), node,
@@ -175,20 +181,32 @@ class TraceFeed:
                              (remote[0], remote[1]), data, conn)
         self.published += 1
         frame = record.encode()
-        for sub in list(self._subs):
-            transport_ = sub.writer.transport
-            if transport_.is_closing():
-                self._subs.remove(sub)
-                continue
-            if transport_.get_write_buffer_size() > self.high_water:
+        for sub in self._subs:
+            if sub.queued + sub.writer.transport.get_write_buffer_size() > self.high_water:
                 sub.dropped += 1  # a slow reader loses records, the node never waits
                 self.dropped += 1
                 continue
             if sub.dropped:
-                transport_.write(encode_frame({"type": "drop", "count": sub.dropped,
-                                               "len": 0}, b""))
+                sub.pending.append(encode_frame({"type": "drop", "count": sub.dropped,
+                                                 "len": 0}, b""))
                 sub.dropped = 0
-            transport_.write(frame)
+            sub.pending.append(frame)
+            sub.queued += len(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for sub in list(self._subs):
+            transport = sub.writer.transport
+            if transport.is_closing():
+                self._subs.remove(sub)
+                continue
+            if sub.pending:
+                transport.writelines(sub.pending)
+                sub.pending = []
+                sub.queued = 0
 
     def sip_tracer(self, node: str) -> SipTrace:
         """A SIP transport trace callback (``TransportLayer.trace``) for ``node``."""
@@ -268,23 +286,42 @@ FeedEvent = Hello | TraceRecord | int  # an int: that many records dropped for u
 
 
 async def _frames(path: Path, reader: asyncio.StreamReader) -> AsyncIterator[FeedEvent]:
+    """The frames of one feed, cut from large reads (not one await per frame)."""
     source = path.name
+    buf = bytearray()
     while True:
-        try:
-            line = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError:
+        chunk = await reader.read(1 << 18)
+        if not chunk:
             return
-        except asyncio.LimitOverrunError:
-            raise FrameError(f"{path}: header line too long") from None
-        head = decode_header(line)
-        data = await reader.readexactly(head["len"]) if head["len"] else b""
-        kind = head.get("type")
-        if kind == "hello":
-            yield Hello.from_header(head)
-        elif kind == "rec":
-            yield TraceRecord.from_frame(head, data, source)
-        elif kind == "drop":
-            yield int(head.get("count", 0))
+        buf += chunk
+        pos = 0
+        while True:
+            newline = buf.find(b"\n", pos)
+            if newline < 0:
+                if len(buf) - pos > MAX_HEADER_LINE:
+                    raise FrameError(f"{path}: header line too long")
+                break
+            head = decode_header(bytes(buf[pos:newline]))
+            end = newline + 1 + head["len"]
+            if end > len(buf):
+                break
+            data = bytes(buf[newline + 1:end])
+            pos = end
+            event = _event(head, data, source)
+            if event is not None:
+                yield event
+        del buf[:pos]
+
+
+def _event(head: dict[str, Any], data: bytes, source: str) -> FeedEvent | None:
+    kind = head.get("type")
+    if kind == "hello":
+        return Hello.from_header(head)
+    if kind == "rec":
+        return TraceRecord.from_frame(head, data, source)
+    if kind == "drop":
+        return int(head.get("count", 0))
+    return None  # a frame type of a later version: skipped
 
 
 async def attach(paths: Iterable[Path]
