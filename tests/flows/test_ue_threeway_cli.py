@@ -227,3 +227,21 @@ def test_consult_then_conference_mixes_the_consultation(network: tuple[Path, Con
         assert all(tone_present(heard, tone, threshold=0.2)
                    for other, tone in TONES.items() if other != name), name
         assert not tone_present(heard, TONES[name], threshold=0.05, min_windows=1), name
+
+
+def test_redial_stopped_while_waiting_exits_1(network: tuple[Path, Config]) -> None:
+    _, config = network
+    bob = listener(config, "bob", "--answer", "--no-call-waiting")
+    carol = Proc(*ue_args(config, "carol"), "call", "bob", stdin=subprocess.PIPE)
+    alice = None
+    try:
+        carol.wait_event("call_answered")
+        alice = Proc(*ue_args(config, "alice"), "call", "bob", "--redial",
+                     stdin=subprocess.PIPE)
+        alice.wait_event("redial_waiting")
+        assert alice.stop() == 1, alice.stderr          # SIGTERM: stops waiting, not a crash
+        assert not any("Traceback" in line for line in alice.stderr), alice.stderr
+    finally:
+        for proc in (alice, carol, bob):
+            if proc is not None:
+                proc.stop()

@@ -748,11 +748,15 @@ async def _place_call(client: RcsClient, args: argparse.Namespace, printer: Prin
     if not args.redial:
         return await client.call(args.to, **media)
     printing = asyncio.ensure_future(_print_events(client, printer))
-    try:
-        return await client.redial(args.to, timeout=args.redial_timeout, **media)
-    finally:
-        printing.cancel()
-        await asyncio.gather(printing, return_exceptions=True)
+    redial = asyncio.ensure_future(client.redial(args.to, timeout=args.redial_timeout, **media))
+    with stop_on_signals() as stop:     # ^C while waiting: stop (and unsubscribe)
+        await _until(stop, printing, redial)
+    if redial.done() and not redial.cancelled():
+        return redial.result()
+    last = client.redialer.last
+    if last is None:
+        raise RcsError("redial stopped before the first call")
+    return last      # the busy call: ended, never answered (exit 1)
 
 
 class _CallCommands:

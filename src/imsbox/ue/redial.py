@@ -63,13 +63,14 @@ class RedialService:
         self.calls = calls
         self._agent_of = agent
         self._origin_of = origin
+        self.last: VoiceCall | None = None   # the call redial placed last
 
     async def redial(self, target: str, place: Callable[[], Awaitable[VoiceCall]],
                      timeout: float = 300.0, attempts: int = 3) -> VoiceCall:
         """Call ``target`` with ``place()`` until a call is answered or we give up;
         returns the last call (``answered`` set if it got through)."""
         deadline = asyncio.get_running_loop().time() + timeout
-        voice = await place()
+        voice = self.last = await place()
         watch: SubscriptionWatch | None = None
         try:
             for attempt in range(1, attempts + 1):
@@ -84,7 +85,7 @@ class RedialService:
                 if why:
                     self._failed(voice, target, attempt, why)
                     return voice
-                voice = await place()
+                voice = self.last = await place()
                 self.core.emit(RedialRetry(self.core.aor, target, voice.id, attempt + 1))
             return voice
         finally:   # RFC 5359 2.17 F16: the subscription ends once the call is set up

@@ -208,8 +208,9 @@ class ThreeWayService:
         dialog = leg.call.session.dialog
         if dialog is not None and FOCUS not in dialog.contact_params:
             dialog.contact_params += FOCUS
-        leg.call.session.local_contact_params += FOCUS if FOCUS not in \
-            leg.call.session.local_contact_params else ""
+        session = leg.call.session    # and in our answers to its re-INVITEs
+        if FOCUS not in session.local_contact_params:
+            session.local_contact_params += FOCUS
         try:
             if leg.held:
                 await leg.resume()
