@@ -40,6 +40,7 @@ from .transport import (
 from .uri import SipUri, UriError
 
 __all__ = ["SipEndpoint", "ClientContext", "ServerContext", "Handler", "HandlerModule",
+           "GateModule",
            "Module", "Priority", "SIP_METHODS", "bad_request_reason", "next_hop"]
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,20 @@ class HandlerModule:
         if inspect.isawaitable(result):
             ctx.spawn(result)
         return True
+
+
+@dataclass(slots=True, eq=False)
+class GateModule:
+    """A callable as a module that takes only what it says it took: ``take(ctx)``
+    answers (or hands on) the requests it wants and returns True for those."""
+
+    take: Callable[[ServerContext], bool]
+    name: str
+    methods: Collection[str]
+    priority: int = Priority.EVENT
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        return self.take(ctx)
 
 
 def next_hop(request: Request) -> tuple[str, str, int]:

@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Callable
 
 from ..content import dialog_info as di
-from ..sip.endpoint import Priority, ServerContext
+from ..sip.endpoint import GateModule, ServerContext
 from ..sip.headers import Event
 from ..sip.ua.dialog import Dialog
 from ..sip.ua.dialog_event import DIALOG_PACKAGE, dialog_entry
@@ -65,25 +65,19 @@ def call_entry(voice: VoiceCall, ended: bool = False) -> di.Dialog:
     return entry
 
 
-class _SubscribeModule:
+def _dialog_subscribes(agent: EventAgent) -> GateModule:
     """Lets the UE's EventAgent take SUBSCRIBEs for the dialog package only."""
 
-    name = "ue-dialog-events"
-    priority = Priority.EVENT
-    methods = ("SUBSCRIBE",)
-
-    def __init__(self, agent: EventAgent) -> None:
-        self.agent = agent
-
-    def on_request(self, ctx: ServerContext) -> bool:
-        request = ctx.request
-        if request.method != "SUBSCRIBE":
+    def take(ctx: ServerContext) -> bool:
+        if ctx.request.method != "SUBSCRIBE":
             return False
         try:
-            event = Event.parse(request.header("Event") or "")
+            event = Event.parse(ctx.request.header("Event") or "")
         except ValueError:
             return False
-        return event.package.lower() == "dialog" and self.agent.on_request(ctx)
+        return event.package.lower() == "dialog" and agent.on_request(ctx)
+
+    return GateModule(take, "ue-dialog-events", ("SUBSCRIBE",))
 
 
 class DialogNotifier:
@@ -98,7 +92,7 @@ class DialogNotifier:
         self._owed: dict[int, list[di.Dialog]] = {}   # id(subscription) -> ended calls to tell
         self._versions: dict[int, int] = {}
         self._previous: StateSource | None = None
-        self._module: _SubscribeModule | None = None
+        self._module: GateModule | None = None
         self._pending = False
 
     def install(self) -> None:
@@ -107,7 +101,7 @@ class DialogNotifier:
         agent.packages.register(DIALOG_PACKAGE)
         self._previous = agent.notifier.state_of
         agent.notifier.state_of = self._state
-        self._module = _SubscribeModule(agent)
+        self._module = _dialog_subscribes(agent)
         self.core.endpoint.add_module(self._module)
         self.core.listeners.append(self._on_event)
 

@@ -58,7 +58,7 @@ from ..rcs.cpm import (
     new_conversation_id,
 )
 from ..sdp import Direction, SessionDescription
-from ..sip.endpoint import Priority, ServerContext
+from ..sip.endpoint import GateModule
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.message import Request
 from ..sip.ua.refer import EventAgent, SubscriptionWatch
@@ -184,21 +184,6 @@ class ReferResult:
         return self.result is None or 200 <= self.result < 300
 
 
-class _NotifyModule:
-    """Lets the EventAgent take NOTIFYs only: SUBSCRIBE and REFER to the UE stay
-    answered as before (405), the UE is no notifier nor a REFER recipient."""
-
-    name = "ue-notify"
-    priority = Priority.EVENT
-    methods = ("NOTIFY",)
-
-    def __init__(self, agent: EventAgent) -> None:
-        self.agent = agent
-
-    def on_request(self, ctx: ServerContext) -> bool:
-        return ctx.request.method == "NOTIFY" and self.agent.on_request(ctx)
-
-
 class GroupService(ChatService):
     """Creates, joins and accepts the group chats of one UE (``chats`` by Call-ID)."""
 
@@ -206,7 +191,7 @@ class GroupService(ChatService):
                  accept_groups: bool = True) -> None:
         super().__init__(core, notifications, accept_groups)
         self._agent: EventAgent | None = None
-        self._notify_module: _NotifyModule | None = None
+        self._notify_module: GateModule | None = None
 
     @property
     def groups(self) -> dict[str, GroupChat]:
@@ -219,7 +204,11 @@ class GroupService(ChatService):
             assert self.core.ua is not None
             agent = EventAgent(self.core.ua, EventPackageRegistry([CONFERENCE_PACKAGE]))
             self.core.endpoint.remove_module(agent)
-            self._notify_module = _NotifyModule(agent)
+            # NOTIFYs only: SUBSCRIBE and REFER to the UE stay answered as before
+            # (405), the group service is no notifier nor a REFER recipient
+            self._notify_module = GateModule(
+                lambda ctx: ctx.request.method == "NOTIFY" and agent.on_request(ctx),
+                "ue-notify", ("NOTIFY",))
             self.core.endpoint.add_module(self._notify_module)
             self._agent = agent
         return self._agent

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..media import MediaError
-from ..sip.endpoint import Priority, ServerContext
+from ..sip.endpoint import GateModule, ServerContext
 from ..sip.headers import HeaderError, NameAddr, Replaces, refer_to_target
 from ..sip.message import Request, Response
 from ..sip.ua.refer import EventAgent, IncomingRefer, ReferWatch, refer_to_value
@@ -123,30 +123,6 @@ class _Transfer:
     kind: str
 
 
-class _ReferModule:
-    """Takes REFER inside a voice call's dialog for the EventAgent; other REFERs
-    stay answered as before (405: the UE is no REFER recipient outside calls)."""
-
-    name = "ue-refer"
-    priority = Priority.EVENT
-    methods = ("REFER",)
-
-    def __init__(self, service: TransferService) -> None:
-        self.service = service
-
-    def on_request(self, ctx: ServerContext) -> bool:
-        request = ctx.request
-        if request.method != "REFER" or not request.to.tag:
-            return False
-        if self.service.call_of_dialog(request) is None:
-            return False
-        refusal = refer_refusal(request)
-        if refusal is not None:
-            ctx.respond(refusal)
-            return True
-        return self.service.agent.on_request(ctx)
-
-
 class TransferService:
     """Transfers of one UE's voice calls (see the module text).
 
@@ -163,7 +139,7 @@ class TransferService:
         self.consultations: dict[str, VoiceCall] = {}   # consultation Call-ID -> held call
         # Call-ID of a call of ours that was transferred or replaced -> the call going on
         self.successors: dict[str, VoiceCall] = {}
-        self._module: _ReferModule | None = None
+        self._module: GateModule | None = None
 
     @property
     def agent(self) -> EventAgent:
@@ -174,9 +150,23 @@ class TransferService:
 
     def install(self) -> None:
         """Serve REFERs in calls and watch for IM transfers (after the UA is up)."""
-        self._module = _ReferModule(self)
+        # REFER inside a voice call's dialog only; other REFERs stay answered as
+        # before (405: the UE is no REFER recipient outside calls)
+        self._module = GateModule(self._take_refer, "ue-refer", ("REFER",))
         self.core.endpoint.add_module(self._module)
         self.core.listeners.append(self._on_event)
+
+    def _take_refer(self, ctx: ServerContext) -> bool:
+        request = ctx.request
+        if request.method != "REFER" or not request.to.tag:
+            return False
+        if self.call_of_dialog(request) is None:
+            return False
+        refusal = refer_refusal(request)
+        if refusal is not None:
+            ctx.respond(refusal)
+            return True
+        return self.agent.on_request(ctx)
 
     def close(self) -> None:
         if self._module is not None and self._module in self.core.endpoint.modules:
