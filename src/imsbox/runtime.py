@@ -10,7 +10,7 @@ import gc
 import signal
 from collections.abc import Iterator
 
-__all__ = ["parse_hostport", "stop_on_signals", "tune_garbage_collector"]
+__all__ = ["parse_hostport", "positive_number", "stop_on_signals", "tune_garbage_collector"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -27,6 +27,17 @@ def stop_on_signals() -> Iterator[asyncio.Event]:
     finally:
         for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+def positive_number(text: str) -> float:
+    """argparse type for seconds, Hz...: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:   # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number above 0")
+    return value
 
 
 def tune_garbage_collector() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, load_config
-from ..runtime import stop_on_signals
+from ..runtime import positive_number, stop_on_signals
 from .feed import attach, feed_dir, find_feeds
 from .html import render_html
 from .ladder import Arrow, Filter, Group, Ladder
@@ -55,7 +55,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="only messages traced by this node role (pcscf, scscf, as...)")
     trace.add_argument("--count", type=_positive_int, default=None,
                        help="stop after N messages (after filtering)")
-    trace.add_argument("--duration", type=_positive_float, default=None,
+    trace.add_argument("--duration", type=positive_number, default=None,
                        help="stop after S seconds")
     trace.add_argument("--tui", action="store_true",
                        help="the live ladder in the terminal (the default on a terminal)")
@@ -75,16 +75,6 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number above 0")
     return int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds above 0")
-    return value
 
 
 def _filter(args: argparse.Namespace) -> Filter:

@@ -45,7 +45,7 @@ from typing import Any, TextIO
 
 from ..media import WavSink
 from ..rcs.cpm import deferred_messages_uri
-from ..runtime import parse_hostport, stop_on_signals
+from ..runtime import parse_hostport, positive_number, stop_on_signals
 from ..sip.transport.base import TRANSPORTS
 from .call import VoiceCall, file_source
 from .events import CallJoined, CallTransferred
@@ -180,16 +180,6 @@ def _human(data: dict[str, Any]) -> str:
 
 # -- argument parsing ---------------------------------------------------------------------
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
-    return value
-
-
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ue`` on an argparse subparsers object."""
     ue: argparse.ArgumentParser = subparsers.add_parser(
@@ -222,7 +212,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     listen.add_argument("--early-media", action="store_true",
                         help="with --answer: alert with 183 Session Progress and SDP, playing "
                              "--early-tone / --early-play (else the call's audio) until answered")
-    listen.add_argument("--early-tone", metavar="HZ", type=_positive, default=None,
+    listen.add_argument("--early-tone", metavar="HZ", type=positive_number, default=None,
                         help="with --early-media: the tone played before the answer")
     listen.add_argument("--early-play", metavar="FILE.wav", type=Path, default=None,
                         help="with --early-media: the WAV played before the answer")
@@ -238,14 +228,14 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     send.add_argument("text", metavar="TEXT")
     send.add_argument("--display", action="store_true",
                       help="also wait for the display notification")
-    send.add_argument("--timeout", type=_positive, default=30.0,
+    send.add_argument("--timeout", type=positive_number, default=30.0,
                       help="seconds to wait for the notification (default 30)")
     chat = commands.add_parser("chat", help="a 1-to-1 chat: each stdin line is a message")
     chat.add_argument("to", metavar="TO")
     send_file = commands.add_parser("send-file", help="transfer a file")
     send_file.add_argument("to", metavar="TO")
     send_file.add_argument("path", metavar="PATH", type=Path)
-    send_file.add_argument("--timeout", type=_positive, default=300.0,
+    send_file.add_argument("--timeout", type=positive_number, default=300.0,
                            help="seconds for the whole transfer (default 300)")
     commands.add_parser(
         "retrieve-deferred", help="fetch the messages stored while offline and exit",
@@ -270,7 +260,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     call.add_argument("--redial", action="store_true",
                       help="automatic redial (RFC 5359 2.17): when TO is busy, watch its dialog "
                            "events and call again once it is idle")
-    call.add_argument("--redial-timeout", metavar="S", type=_positive, default=300.0,
+    call.add_argument("--redial-timeout", metavar="S", type=positive_number, default=300.0,
                       help="with --redial: give up after this many seconds (default 300)")
     call.add_argument("--join", metavar="DIALOG", default=None,
                       help="join TO's call (RFC 3911): CALLID;to-tag=T;from-tag=F as TO sees "
@@ -283,7 +273,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
 def _media_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--play", metavar="FILE.wav", type=Path, default=None,
                         help="play this WAV (8 kHz 16-bit mono; looped) into calls")
-    parser.add_argument("--tone", metavar="HZ", type=_positive, default=None,
+    parser.add_argument("--tone", metavar="HZ", type=positive_number, default=None,
                         help="play a sine tone of this frequency instead (default: silence)")
     parser.add_argument("--record", metavar="FILE.wav", type=Path, default=None,
                         help="record what the other side sends to this WAV")
