@@ -11,6 +11,8 @@ from typing import Any
 from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_user
 from imsbox.serve import Network
+from imsbox.sip.endpoint import Priority, ServerContext
+from imsbox.sip.message import Request
 from imsbox.store import open_store
 from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 from imsbox.ue.client import RcsClient
@@ -21,10 +23,11 @@ CORE_ROLES = ("pcscf", "icscf", "scscf", "as")
 
 
 def alice_and_bob(tmp_path: Path, *, via_as: bool = True,
-                  min_expires: int | None = None) -> Config:
+                  min_expires: int | None = None, carol: bool = False) -> Config:
     """The loopback config with alice (+15550001) and bob (+15550002) provisioned,
-    passwords '<name>-secret'.  ``via_as`` False empties the iFCs (UE to UE through
-    the core only); ``min_expires`` lowers the registrar's floor."""
+    and carol (+15550003) with ``carol``, passwords '<name>-secret'.  ``via_as``
+    False empties the iFCs (UE to UE through the core only); ``min_expires``
+    lowers the registrar's floor."""
     path, _ = write_loopback_config(tmp_path)
     head = "" if via_as else "ifc = []\n"
     tail = "" if min_expires is None else f"\n[registrar]\nmin_expires = {min_expires}\n"
@@ -35,8 +38,36 @@ def alice_and_bob(tmp_path: Path, *, via_as: bool = True,
         async with open_store(config.store_location) as store:
             await add_user(store, DOMAIN, "alice", "alice-secret", "+15550001")
             await add_user(store, DOMAIN, "bob", "bob-secret", "+15550002")
+            if carol:
+                await add_user(store, DOMAIN, "carol", "carol-secret", "+15550003")
     asyncio.run(in_store())
     return config
+
+
+class RequestTap:
+    """Every request a UE receives, in order (a module that serves nothing)."""
+
+    name = "tap"
+    priority = Priority.POLICY
+    methods: tuple[str, ...] = ()
+
+    def __init__(self, ue: RcsClient) -> None:
+        self.requests: list[Request] = []
+        ue.core.endpoint.add_module(self)
+
+    def on_request(self, ctx: ServerContext) -> bool:
+        self.requests.append(ctx.request)
+        return False
+
+    def of(self, method: str) -> list[Request]:
+        return [r for r in self.requests if r.method == method]
+
+    def methods_seen(self, call_id: str) -> list[str]:
+        return [r.method for r in self.requests if r.call_id == call_id]
+
+    def reinvites(self, call_id: str) -> list[Request]:
+        return [r for r in self.requests
+                if r.method == "INVITE" and r.call_id == call_id and r.to.tag]
 
 
 def run_within(scenario: Callable[[], Awaitable[None]], limit: float) -> None:

@@ -18,16 +18,13 @@ import pytest
 
 from imsbox.config import Config
 from imsbox.content.dialog_info import DialogState, parse_dialog_info
-from imsbox.ims.provisioning import add_user
 from imsbox.media import Recorder, ToneSource, tone_present
-from imsbox.sip.endpoint import Priority, ServerContext
 from imsbox.sip.message import Request
 from imsbox.sip.ua.dialog_event import DIALOG_INFO_TYPE
-from imsbox.store import open_store
 from imsbox.ue.client import RcsClient
 from imsbox.ue.events import RedialFailed, RedialRetry, RedialWaiting
 
-from helpers import DOMAIN, alice_and_bob, client, network_with, run_within
+from helpers import RequestTap, alice_and_bob, client, network_with, run_within
 
 pytestmark = pytest.mark.timeout(90)
 WAIT = 5.0
@@ -36,32 +33,7 @@ ALICE_TONE = 600.0
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    config = alice_and_bob(tmp_path)
-
-    async def carol() -> None:
-        async with open_store(config.store_location) as store:
-            await add_user(store, DOMAIN, "carol", "carol-secret", "+15550003")
-    asyncio.run(carol())
-    return config
-
-
-class Tap:
-    """Every request a UE receives, in order (a module that serves nothing)."""
-
-    name = "tap"
-    priority = Priority.POLICY
-    methods: tuple[str, ...] = ()
-
-    def __init__(self, ue: RcsClient) -> None:
-        self.requests: list[Request] = []
-        ue.core.endpoint.add_module(self)
-
-    def on_request(self, ctx: ServerContext) -> bool:
-        self.requests.append(ctx.request)
-        return False
-
-    def of(self, method: str) -> list[Request]:
-        return [r for r in self.requests if r.method == method]
+    return alice_and_bob(tmp_path, carol=True)
 
 
 def one_call_at_a_time(config: Config) -> tuple[RcsClient, Recorder]:
@@ -82,7 +54,7 @@ def test_busy_then_idle_redials(config: Config) -> None:
         alice, carol = client(config, "alice"), client(config, "carol")
         bob, bob_rec = one_call_at_a_time(config)
         async with network_with(config, alice, bob, carol):
-            alice_tap, bob_tap = Tap(alice), Tap(bob)
+            alice_tap, bob_tap = RequestTap(alice), RequestTap(bob)
             busy_call = await carol.call("bob")
             assert await busy_call.wait_answered(WAIT)
             redial = asyncio.ensure_future(alice.redial("bob", tone=ALICE_TONE, timeout=20))

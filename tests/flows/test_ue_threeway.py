@@ -19,18 +19,14 @@ import pytest
 
 from imsbox.config import Config
 from imsbox.content.dialog_info import DialogState, parse_dialog_info
-from imsbox.ims.provisioning import add_user
 from imsbox.media import Recorder, ToneSource, tone_present
 from imsbox.sdp import Direction
-from imsbox.sip.endpoint import Priority, ServerContext
-from imsbox.sip.message import Request
 from imsbox.sip.ua.dialog_event import DIALOG_INFO_TYPE
-from imsbox.store import open_store
 from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
 from imsbox.ue.events import CallConference, CallJoined
 
-from helpers import DOMAIN, alice_and_bob, client, network_with, run_within
+from helpers import RequestTap, alice_and_bob, client, network_with, run_within
 
 pytestmark = pytest.mark.timeout(90)
 WAIT = 5.0
@@ -39,36 +35,7 @@ TONES = {"alice": 600.0, "bob": 1000.0, "carol": 1400.0}
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    config = alice_and_bob(tmp_path)
-
-    async def carol() -> None:
-        async with open_store(config.store_location) as store:
-            await add_user(store, DOMAIN, "carol", "carol-secret", "+15550003")
-    asyncio.run(carol())
-    return config
-
-
-class Tap:
-    """Every request a UE receives, in order (a module that serves nothing)."""
-
-    name = "tap"
-    priority = Priority.POLICY
-    methods: tuple[str, ...] = ()
-
-    def __init__(self, ue: RcsClient) -> None:
-        self.requests: list[Request] = []
-        ue.core.endpoint.add_module(self)
-
-    def on_request(self, ctx: ServerContext) -> bool:
-        self.requests.append(ctx.request)
-        return False
-
-    def methods_seen(self, call_id: str) -> list[str]:
-        return [r.method for r in self.requests if r.call_id == call_id]
-
-    def reinvites(self, call_id: str) -> list[Request]:
-        return [r for r in self.requests
-                if r.method == "INVITE" and r.call_id == call_id and r.to.tag]
+    return alice_and_bob(tmp_path, carol=True)
 
 
 def callee(name: str, config: Config) -> tuple[RcsClient, Recorder]:
@@ -107,7 +74,7 @@ def test_third_party_added_mix_minus(config: Config) -> None:
         alice, alice_rec = client(config, "alice"), Recorder()
         (bob, bob_rec), (carol, carol_rec) = callee("bob", config), callee("carol", config)
         async with network_with(config, alice, bob, carol):
-            bob_tap = Tap(bob)
+            bob_tap = RequestTap(bob)
             call_b = await alice_calls_bob(alice, alice_rec)
             call_c = await alice.add_party(call_b, "carol")
             assert await call_c.wait_answered(WAIT)
@@ -145,7 +112,7 @@ def test_third_party_joins_with_join(config: Config) -> None:
         bob, bob_rec = callee("bob", config)
         carol, carol_rec = client(config, "carol"), Recorder()
         async with network_with(config, alice, bob, carol):
-            alice_tap, bob_tap = Tap(alice), Tap(bob)
+            alice_tap, bob_tap = RequestTap(alice), RequestTap(bob)
             call_b = await alice_calls_bob(alice, alice_rec)
             # carol asks alice's dialog event package which dialog to join (RFC 4235)
             agent = carol.group_service.agent
@@ -235,7 +202,7 @@ def test_third_party_joins_the_callee(config: Config) -> None:
         bob, bob_rec = callee("bob", config)
         carol, carol_rec = client(config, "carol"), Recorder()
         async with network_with(config, alice, bob, carol):
-            alice_tap = Tap(alice)
+            alice_tap = RequestTap(alice)
             call_b = await alice_calls_bob(alice, alice_rec)
             dialog = bob.calls[call_b.id].call.session.dialog
             assert dialog is not None       # bob's view: his tag is the to-tag

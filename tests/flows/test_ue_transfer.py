@@ -20,14 +20,12 @@ from pathlib import Path
 import pytest
 
 from imsbox.config import Config
-from imsbox.ims.provisioning import add_user
 from imsbox.media import Recorder, ToneSource, tone_present
 from imsbox.sdp import Direction
 from imsbox.sip.headers import NameAddr, Replaces, refer_to_target
 from imsbox.sip.message import Request, Response
 from imsbox.sip.parser import parse as parse_message
 from imsbox.sip.transport import Flow
-from imsbox.store import open_store
 from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
 from imsbox.ue.events import CallEnded, CallTransferred
@@ -43,13 +41,7 @@ BOB, CAROL = f"sip:bob@{DOMAIN}", f"sip:carol@{DOMAIN}"
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    config = alice_and_bob(tmp_path)
-
-    async def carol() -> None:
-        async with open_store(config.store_location) as store:
-            await add_user(store, DOMAIN, "carol", "carol-secret", "+15550003")
-    asyncio.run(carol())
-    return config
+    return alice_and_bob(tmp_path, carol=True)
 
 
 # -- the wire at the UEs ------------------------------------------------------------------
