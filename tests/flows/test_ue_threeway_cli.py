@@ -14,7 +14,7 @@ import asyncio
 import subprocess
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,14 +60,31 @@ def pcm(path: Path) -> bytes:
         return w.readframes(w.getnframes())
 
 
-def test_conference_target_typed_mix_minus(network: tuple[Path, Config],
-                                            tmp_path: Path) -> None:
-    _, config = network
+def alice_calls_bob(config: Config, tmp_path: Path) -> tuple[dict[str, Path], list[Proc], Proc]:
+    """bob and carol listening (answering with their tone, recording), alice calling
+    bob with hers: the WAVs by name, bob's and carol's listeners, alice's call."""
     wavs = {name: tmp_path / f"{name}.wav" for name in TONES}
     others = [listener(config, name, "--answer", "--tone", str(TONES[name]),
                        "--record", str(wavs[name])) for name in ("bob", "carol")]
     alice = Proc(*ue_args(config, "alice"), "call", "bob", "--tone", str(TONES["alice"]),
                  "--record", str(wavs["alice"]), stdin=subprocess.PIPE)
+    return wavs, others, alice
+
+
+def assert_mix_minus(wavs: dict[str, Path], names: Iterable[str]) -> None:
+    """Each of ``names`` heard the other parties' tones and not its own."""
+    for name in names:
+        heard = pcm(wavs[name])
+        for other, tone in TONES.items():
+            if other != name:
+                assert tone_present(heard, tone, threshold=0.2), (name, other)
+        assert not tone_present(heard, TONES[name], threshold=0.05, min_windows=1), name
+
+
+def test_conference_target_typed_mix_minus(network: tuple[Path, Config],
+                                            tmp_path: Path) -> None:
+    _, config = network
+    wavs, others, alice = alice_calls_bob(config, tmp_path)
     try:
         alice.wait_event("call_answered", 20)
         alice.type("conference carol")
@@ -85,12 +102,7 @@ def test_conference_target_typed_mix_minus(network: tuple[Path, Config],
         alice.stop()
         for proc in others:
             proc.stop()
-    for name, path in wavs.items():
-        heard = pcm(path)
-        for other, tone in TONES.items():
-            if other != name:
-                assert tone_present(heard, tone, threshold=0.2), (name, other)
-        assert not tone_present(heard, TONES[name], threshold=0.05, min_windows=1), name
+    assert_mix_minus(wavs, wavs)
 
 
 def test_redial_waits_for_idle_then_gets_through(network: tuple[Path, Config]) -> None:
@@ -197,11 +209,7 @@ def test_consult_then_conference_mixes_the_consultation(network: tuple[Path, Con
     """``consult carol`` (RFC 5359 2.2) then bare ``conference``: the held call and
     the consultation become a 3-way call; bob leaving leaves alice with carol."""
     _, config = network
-    wavs = {name: tmp_path / f"{name}.wav" for name in TONES}
-    others = [listener(config, name, "--answer", "--tone", str(TONES[name]),
-                       "--record", str(wavs[name])) for name in ("bob", "carol")]
-    alice = Proc(*ue_args(config, "alice"), "call", "bob", "--tone", str(TONES["alice"]),
-                 "--record", str(wavs["alice"]), stdin=subprocess.PIPE)
+    wavs, others, alice = alice_calls_bob(config, tmp_path)
     try:
         first = alice.wait_event("call_answered", 20)
         alice.type("consult carol")
@@ -222,11 +230,7 @@ def test_consult_then_conference_mixes_the_consultation(network: tuple[Path, Con
         alice.stop()
         for proc in others:
             proc.stop()
-    for name in ("bob", "carol"):
-        heard = pcm(wavs[name])
-        assert all(tone_present(heard, tone, threshold=0.2)
-                   for other, tone in TONES.items() if other != name), name
-        assert not tone_present(heard, TONES[name], threshold=0.05, min_windows=1), name
+    assert_mix_minus(wavs, ("bob", "carol"))
 
 
 def test_redial_stopped_while_waiting_exits_1(network: tuple[Path, Config]) -> None:
