@@ -28,35 +28,24 @@ from typing import Any
 import pytest
 
 from imsbox.apps.messaging import MessagingAs
-from imsbox.config import Config, load_config
-from imsbox.ims.provisioning import add_user
+from imsbox.config import Config
 from imsbox.serve import Network
-from imsbox.store import open_store
-from imsbox.testing import FAST_TIMERS, write_loopback_config
+from imsbox.testing import FAST_TIMERS
 from imsbox.ue.client import (
     ChatEnded, ChatMessage, ChatStarted, MessageReceived, MessageStatus, RcsClient,
 )
 
 from .capture import Capture, Pcap, split_msrp
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "flows"))
+from helpers import DOMAIN, alice_and_bob
+
+
 pytestmark = pytest.mark.timeout(90)
-DOMAIN = "ims.test"
 WAIT = 5.0
 SRC = Path(__file__).resolve().parents[2] / "src"
 SIP_FIELDS = ["sip.Call-ID", "sip.Method", "sip.Status-Code", "sip.CSeq.method"]
 MSRP_FIELDS = ["msrp.request.line", "msrp.response.line"]
-
-
-def network_config(tmp_path: Path) -> Config:
-    path, _ = write_loopback_config(tmp_path)
-    config = load_config(path)
-
-    async def in_store() -> None:
-        async with open_store(config.store_location) as store:
-            for name in ("alice", "bob"):
-                await add_user(store, DOMAIN, name, f"{name}-secret")
-    asyncio.run(in_store())
-    return config
 
 
 def client(config: Config, name: str) -> RcsClient:
@@ -106,7 +95,7 @@ def split_streams(data: bytes) -> list[bytes]:
 
 def test_trace_pcap_matches_a_live_capture(capture: Callable[..., Capture],
                                            tmp_path: Path) -> None:
-    config = network_config(tmp_path)
+    config = alice_and_bob(tmp_path)
     ours = tmp_path / "trace.pcapng"
     found: dict[str, Any] = {}
 

@@ -10,32 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from imsbox.config import Config, load_config
-from imsbox.ims.provisioning import add_user
+from imsbox.config import Config
 from imsbox.media import ToneSource
-from imsbox.store import open_store
-from imsbox.testing import write_loopback_config
 
 from .capture import Capture
 from .test_messaging_tshark import sip_counts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "flows"))
-from helpers import DOMAIN, client, network_with
+from helpers import alice_and_bob, client, network_with
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    path, _ = write_loopback_config(tmp_path)
-    config = load_config(path)
-
-    async def in_store() -> None:
-        async with open_store(config.store_location) as store:
-            for name in ("alice", "bob", "carol"):
-                await add_user(store, DOMAIN, name, f"{name}-secret")
-    asyncio.run(in_store())
-    return config
+    return alice_and_bob(tmp_path, carol=True)
 
 
 def test_attended_transfer_decodes_cleanly(config: Config, capture) -> None:
