@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 MMTEL = "urn:urn-7:3gpp-service.ims.icsi.mmtel"   # TS 24.173: the IMS voice service
 MMTEL_TAG = f'+g.3gpp.icsi-ref="{escape_icsi(MMTEL)}"'
-ACK_WAIT = 5.0   # seconds a callee's re-INVITE waits for the ACK of its 200
 SourceFactory = Callable[[], Source | None]
 SinkFactory = Callable[[], Sink | None]
 
@@ -165,8 +164,6 @@ class VoiceCall:
     async def _reoffer(self, direction: Direction, hold: bool) -> bool:
         if self.ended.is_set() or not self.answered.is_set():
             raise SendError("the call is not established")
-        with contextlib.suppress(TimeoutError):   # as callee: not before our 200's ACK (14.1)
-            await asyncio.wait_for(self.call.established.wait(), ACK_WAIT)
         response = await self.call.reinvite(self.media.make_offer(direction))
         if response is None or not 200 <= response.status < 300:
             return False

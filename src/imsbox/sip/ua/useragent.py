@@ -15,6 +15,7 @@ a B2BUA passes one per call instead of changing the UA's defaults.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -36,6 +37,7 @@ from .invite import (
 __all__ = ["UserAgent", "Call", "Origin"]
 
 log = logging.getLogger(__name__)
+ACK_WAIT = 5.0   # seconds a UAS's re-INVITE waits for the ACK of its 2xx (14.1)
 
 Header = tuple[str, str]
 CallHandler = Callable[["Call"], Awaitable[None] | None]
@@ -122,7 +124,13 @@ class Call:
     # -- either side ----------------------------------------------------------
     async def reinvite(self, sdp: bytes | None = None,
                        headers: Iterable[Header] = ()) -> Response | None:
-        """14.1: a re-INVITE; returns its final response (the ACK is sent already)."""
+        """14.1: a re-INVITE; returns its final response (the ACK is sent already).
+
+        As the UAS whose 2xx is not ACKed yet, it first waits (at most ACK_WAIT s)
+        for that ACK: no new INVITE while one is in progress in either direction."""
+        if self.state is InviteState.CONNECTING:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.established.wait(), ACK_WAIT)
         request = self._act(lambda now: self.session.reinvite(now, sdp, headers))
         return await self._result(request)
 
