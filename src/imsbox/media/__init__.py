@@ -25,8 +25,6 @@ Errors: ``MediaError`` > ``MediaUsageError`` (our mistake) and
 from .audio import (
     DTMF_FREQUENCIES,
     DtmfToneSource,
-    Mixer,
-    MixerPort,
     Recorder,
     Silence,
     Sink,
@@ -40,6 +38,7 @@ from .audio import (
 from .dtmf import DtmfEvent, DtmfReceiver, DtmfSender, TelephoneEvent
 from .errors import MediaError, MediaUsageError, RtpProtocolError
 from .jitter import Concealer, JitterBuffer
+from .mixer import Mixer, MixerPort
 from .negotiate import AudioParams
 from .ports import PortAllocator
 from .rtcp import (

@@ -9,7 +9,6 @@ received at each tick: ``write(pcm)``.
 * ``Silence``; ``WavSource(path, loop=False)``, ``WavSink(path)``: 8 kHz mono 16-bit
   files (others are converted on read when audioop is there, else refused);
 * ``Recorder``: keeps what it was given, for tests and detectors;
-* ``Mixer`` (``mixer.py``, re-exported here): mix-minus for N parties;
 * ``goertzel_ratio``/``tone_present``: is a frequency in a recording?
 """
 
@@ -23,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import MediaUsageError
-from .mixer import Mixer, MixerPort
 from .pcm import load_audioop, silence
 
-__all__ = ["DTMF_FREQUENCIES", "DtmfToneSource", "Mixer", "MixerPort", "Recorder", "Silence", "Sink",
+__all__ = ["DTMF_FREQUENCIES", "DtmfToneSource", "Recorder", "Silence", "Sink",
            "Source", "ToneSource", "WavSink", "WavSource", "goertzel_ratio", "tone_present"]
 
 RATE = 8000

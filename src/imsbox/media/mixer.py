@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from .pcm import add, scale
 
-if TYPE_CHECKING:  # the protocols only; audio.py re-exports this module
+if TYPE_CHECKING:  # the protocols only
     from .audio import Sink, Source
 
 __all__ = ["Mixer", "MixerPort"]
