@@ -34,11 +34,13 @@ from typing import IO, Any
 from imsbox.config import Config, load_config
 from imsbox.testing import LoopbackPorts, write_loopback_config
 
+from .phones import ENDED, ESTABLISHED, INCOMING, RINGING, WAIT, Events
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 HOST = "127.0.0.1"
 DOMAIN = "ims.test"
 
-__all__ = ["Baresip", "ImsboxNet", "low_port", "pump"]
+__all__ = ["Baresip", "BaresipPhone", "ImsboxNet", "low_port", "pump"]
 
 
 def _env() -> dict[str, str]:
@@ -180,7 +182,8 @@ class Baresip:
     of JSON)."""
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
-                 answermode: str = "auto", peers: tuple[str, ...] = ()) -> None:
+                 answermode: str = "auto", peers: tuple[str, ...] = (),
+                 play: Path | None = None) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.user = user
@@ -189,25 +192,20 @@ class Baresip:
         self.ctrl_port = low_port()
         while self.ctrl_port in (self.sip_port + 1, self.sip_port - 1):
             self.ctrl_port = low_port()
+        self.rtp_port = low_port() // 2 * 2   # one RTP/RTCP pair: a capture can name it
         (self.dir / "config").write_text("\n".join([
             "poll_method\t\tepoll",
             f"sip_listen\t\t{HOST}:{self.sip_port}",
             "sip_transports\t\tudp",
-            f"audio_player\t\taufile,{self.dir / 'played.wav'}",
-            "audio_source\t\tausine,440",
-            f"audio_alert\t\taufile,{self.dir / 'alert.wav'}",
+            *(self._audio_opus() if play is None else self._audio_g711(play)),
             "audio_level\t\tno",
             f"module_path\t\t{MODULE_PATH}",
-            "module\t\t\topus.so",  # 48 kHz: ausine only makes 48 kHz
-            "module\t\t\tg711.so",
-            "module\t\t\tausine.so",
-            "module\t\t\taufile.so",
             "module_app\t\taccount.so",
             "module_app\t\tmenu.so",
             "module_app\t\tcontact.so",  # the 'message' command (to the current contact)
             "module_app\t\tctrl_tcp.so",
             f"ctrl_tcp_listen\t\t{HOST}:{self.ctrl_port}",
-            "rtp_ports\t\t20000-29999",
+            f"rtp_ports\t\t{self.rtp_port}-{self.rtp_port + 1}",
             f"net_interface\t\t{HOST}",
             "",
         ]))
@@ -223,8 +221,28 @@ class Baresip:
         self.output: list[str] = []
         self._taken: set[int] = set()
         self.all_events: list[dict[str, Any]] = []
+        self.events = Events(f"baresip {user}", lambda: "\n".join(self.output[-40:]))
         self.responses: queue.Queue[dict[str, Any]] = queue.Queue()
         self._sock: socket.socket | None = None
+
+    def _audio_opus(self) -> list[str]:
+        """ausine's 440 Hz, which it makes at 48 kHz only: opus first."""
+        return [f"audio_player\t\taufile,{self.dir / 'played.wav'}",
+                "audio_source\t\tausine,440",
+                f"audio_alert\t\taufile,{self.dir / 'alert.wav'}",
+                "module\t\t\topus.so", "module\t\t\tg711.so", "module\t\t\tausine.so",
+                "module\t\t\taufile.so"]
+
+    def _audio_g711(self, play: Path) -> list[str]:
+        """G.711 only (what imsbox offers): ``play`` (an 8 kHz WAV) as the microphone,
+        and the sndfile module dumping what it decodes to ``dump-*-dec.wav``."""
+        self.records = self.dir / "records"
+        self.records.mkdir(exist_ok=True)
+        return ["audio_player\t\taubridge,nil", f"audio_source\t\taufile,{play}",
+                "audio_alert\t\taubridge,nil", "ausrc_srate\t\t8000", "auplay_srate\t\t8000",
+                "ausrc_channels\t\t1", "auplay_channels\t\t1",
+                "module\t\t\tg711.so", "module\t\t\taufile.so", "module\t\t\taubridge.so",
+                "module\t\t\tsndfile.so", f"snd_path\t\t{self.records}"]
 
     @property
     def aor(self) -> str:
@@ -272,6 +290,7 @@ class Baresip:
                 buf = buf[colon + 1 + size + 1:]
                 if item.get("event"):
                     self.all_events.append(item)
+                    self.events.put(item)
                 elif item.get("response"):
                     self.responses.put(item)
 
@@ -327,3 +346,64 @@ class Baresip:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+# baresip's ctrl_tcp event types -> phones.py states
+BARESIP_STATES = {"CALL_INCOMING": INCOMING, "CALL_RINGING": RINGING,
+                  "CALL_ESTABLISHED": ESTABLISHED, "CALL_CLOSED": ENDED}
+
+
+class BaresipPhone(Baresip):
+    """baresip 1.0 as a :class:`~.phones.Phone`: G.711 only, ``play`` (8 kHz WAV) as
+    its microphone (aufile), what it hears dumped by the sndfile module, calls
+    answered by command (``answermode=manual``), driven over ctrl_tcp."""
+
+    name = "baresip"
+
+    def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
+                 play: Path) -> None:
+        super().__init__(directory, user, password, pcscf_port, answermode="manual", play=play)
+
+    @property
+    def record_path(self) -> Path:
+        """The decoded audio of the latest call (sndfile's ``dump-<time>-dec.wav``)."""
+        dumps = sorted(self.records.glob("dump-*-dec.wav"), key=lambda p: p.stat().st_mtime)
+        return dumps[-1] if dumps else self.records / "none.wav"
+
+    def start(self, timeout: float = WAIT) -> BaresipPhone:
+        super().start(timeout)
+        self.wait_output(f"{self.user}@{DOMAIN}: {{0/UDP/v4}} 200 OK", timeout)
+        return self
+
+    def _ok(self, command: str, params: str = "") -> None:
+        response = self.command(command, params, timeout=WAIT)
+        assert response.get("ok"), f"baresip {command} {params}: {response}"
+
+    def call(self, uri: str) -> None:
+        self._ok("dial", uri)
+
+    def answer(self) -> None:
+        self._ok("accept")
+
+    def busy(self) -> None:
+        self._ok("hangup")   # a ringing incoming call: libre answers 486 Busy Here
+
+    def hold(self) -> None:
+        self._ok("hold")
+
+    def resume(self) -> None:
+        self._ok("resume")
+
+    def hangup(self) -> None:
+        self._ok("hangup")
+
+    def wait_state(self, state: str, timeout: float = WAIT) -> dict[str, Any]:
+        return self.events.wait(lambda e: BARESIP_STATES.get(e.get("type", "")) == state,
+                                state, timeout)
+
+    def ended_status(self) -> int | None:
+        ends = [e for e in self.events.snapshot() if e.get("type") == "CALL_CLOSED"]
+        if not ends:
+            return None
+        code = str(ends[-1].get("param", ""))[:3]
+        return int(code) if code.isdigit() else None

@@ -1,0 +1,323 @@
+"""Voice calls between imsbox's UE and third-party phones through the real core.
+
+``imsbox serve`` (a subprocess, every node on free loopback ports) with alice
+(imsbox's :class:`RcsClient`, through :class:`~.phones.ImsboxUe`, or the
+``imsbox ue`` CLI) and bob (baresip 1.0, linphone 5.1 ``linphonec`` or pjsua2
+2.15, see their drivers). Each test runs once per phone:
+
+* imsbox calls the phone / the phone calls imsbox: 180, answer, audio both
+  ways (the phone plays a 1000 Hz WAV that alice's recording holds and her
+  440 Hz tone does not, and the phone's recording holds 440 Hz); hold and
+  resume from each side: the held side stops sending (no tone in the hold
+  window, no packet sent by a held imsbox), the tone is back after resume;
+  hangup from each side;
+* busy both ways (486), CANCEL before the answer both ways;
+* tshark decodes the SIP of every hop and the RTP both ways with no
+  malformed frame;
+* ``imsbox ue call`` to the phone, and ``imsbox ue listen --answer`` taking the
+  phone's call (JSON events, recorded WAVs).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imsbox.media import PortAllocator, tone_present
+from imsbox.sdp import Direction
+
+from .baresip import BaresipPhone, ImsboxNet, _env, low_port, pump
+from .capture import Capture
+from .linphone import LinphonePhone
+from .phones import DOMAIN, ENDED, ESTABLISHED, HOST, INCOMING, RINGING, WAIT, ImsboxUe, Phone, heard, tone_wav
+from .pjsua import PjsuaPhone, pjsua_missing
+from .test_messaging_tshark import sip_counts
+
+pytestmark = pytest.mark.timeout(180)
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
+IMSBOX_TONE, PHONE_TONE = 440.0, 1000.0
+ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
+PHONES: dict[str, Callable[..., Phone]] = {
+    "baresip": BaresipPhone, "linphone": LinphonePhone, "pjsua2": PjsuaPhone}
+
+
+@pytest.fixture(params=list(PHONES))
+def kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "pjsua2" and (why := pjsua_missing()):
+        pytest.skip(why)
+    return str(request.param)
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[ImsboxNet]:
+    network = ImsboxNet.start(tmp_path / "net", PASSWORDS)
+    try:
+        yield network
+    finally:
+        status = network.stop()
+        assert status == 0, f"imsbox serve exit {status}: {network.stderr[-20:]}"
+
+
+@pytest.fixture
+def ue(net: ImsboxNet) -> Iterator[ImsboxUe]:
+    alice = ImsboxUe("alice", PASSWORDS["alice"], net.pcscf_port, IMSBOX_TONE,
+                     answer_calls=0.2)
+    try:
+        yield alice.start()
+    finally:
+        alice.close()
+
+
+@pytest.fixture
+def phone(kind: str, net: ImsboxNet, tmp_path: Path) -> Iterator[Phone]:
+    play = tone_wav(tmp_path / "phone-tone.wav", PHONE_TONE)
+    bob = PHONES[kind](tmp_path / kind, "bob", PASSWORDS["bob"], net.pcscf_port, play)
+    try:
+        yield bob.start()
+    finally:
+        bob.stop()
+
+
+def hears_phone(ue: ImsboxUe, call: Any) -> bool:
+    pcm = ue.listen(call, 2.0)
+    return tone_present(pcm, PHONE_TONE) and not tone_present(pcm, IMSBOX_TONE)
+
+
+def silent_while_held(ue: ImsboxUe, call: Any) -> bool:
+    ue.listen(call, 0.3)   # what was in flight plays out
+    return not tone_present(ue.listen(call, 2.0), PHONE_TONE, min_windows=2)
+
+
+def phone_heard_imsbox(phone: Phone) -> None:
+    """After ``phone.stop()`` (the recording is complete then)."""
+    assert heard(phone.record_path, IMSBOX_TONE), f"{phone.name} did not record alice's tone"
+    assert not heard(phone.record_path, PHONE_TONE), f"{phone.name} recorded its own tone"
+
+
+def imsbox_calls(ue: ImsboxUe, phone: Phone) -> Any:
+    call = ue.call(BOB)
+    assert phone.wait_state(INCOMING)
+    ue.until(lambda: call.call.ringing.is_set(), "ringing (180)")
+    phone.answer()
+    assert ue.answered(call), f"not answered: {call.end_reason}"
+    phone.wait_state(ESTABLISHED)
+    return call
+
+
+def phone_calls(ue: ImsboxUe, phone: Phone) -> Any:
+    phone.call(ALICE)
+    call = ue.incoming()
+    assert ue.answered(call), f"not answered: {call.end_reason}"
+    phone.wait_state(ESTABLISHED)
+    return call
+
+
+# -- calls with audio, hold and hangup -------------------------------------------------------
+
+def test_imsbox_calls_phone_holds_it_and_phone_hangs_up(ue: ImsboxUe, phone: Phone) -> None:
+    call = imsbox_calls(ue, phone)
+    assert hears_phone(ue, call)
+    # imsbox holds: sendonly offer, the phone answers recvonly and stops sending
+    assert ue.hold(call)
+    assert ue.direction(call) is Direction.SENDONLY
+    assert b"a=recvonly" in (call.call.remote_sdp or b"") or b"a=inactive" in (call.call.remote_sdp or b"")
+    assert silent_while_held(ue, call), f"{phone.name} kept sending while held"
+    assert ue.resume(call)
+    assert ue.direction(call) is Direction.SENDRECV
+    assert hears_phone(ue, call), f"{phone.name} did not come back after resume"
+    phone.hangup()
+    assert ue.ended(call) == "remote hangup"
+    phone.wait_state(ENDED)
+    phone.stop()
+    phone_heard_imsbox(phone)
+
+
+def test_phone_calls_imsbox_holds_it_and_imsbox_hangs_up(ue: ImsboxUe, phone: Phone) -> None:
+    call = phone_calls(ue, phone)
+    assert call.incoming and call.peer == BOB
+    assert hears_phone(ue, call)
+    # the phone holds: imsbox answers recvonly (or inactive) and stops sending
+    phone.hold()
+    ue.until(lambda: call.rtp.direction in (Direction.RECVONLY, Direction.INACTIVE),
+             "held by the phone")
+    ue.listen(call, 0.3)
+    before = ue.sent(call)
+    ue.listen(call, 2.0)
+    assert ue.sent(call) == before, "imsbox sent RTP while held"
+    phone.resume()
+    ue.until(lambda: call.rtp.direction is Direction.SENDRECV, "resumed by the phone")
+    assert hears_phone(ue, call)
+    ue.listen(call, 0.5)
+    assert ue.sent(call) > before + 10, "imsbox did not send again after resume"
+    ue.hangup(call)
+    assert call.end_reason == "local hangup"
+    phone.wait_state(ENDED)
+    phone.stop()
+    phone_heard_imsbox(phone)
+
+
+# -- busy and CANCEL -------------------------------------------------------------------------
+
+def test_phone_busy(ue: ImsboxUe, phone: Phone) -> None:
+    call = ue.call(BOB)
+    phone.wait_state(INCOMING)
+    phone.busy()
+    assert ue.ended(call) == "busy"
+    final = call.call.final.result()
+    assert final is not None and final.status == 486
+
+
+def test_imsbox_busy(ue: ImsboxUe, phone: Phone) -> None:
+    ue.sync(lambda: setattr(ue.client.call_service, "busy", True))
+    phone.call(ALICE)
+    phone.wait_state(ENDED)
+    assert phone.ended_status() == 486
+
+
+def test_imsbox_cancels_before_answer(ue: ImsboxUe, phone: Phone) -> None:
+    call = ue.call(BOB)
+    phone.wait_state(INCOMING)
+    ue.until(lambda: call.call.ringing.is_set(), "ringing (180)")
+    ue.hangup(call)
+    assert call.end_reason == "cancelled"
+    final = call.call.final.result()
+    assert final is not None and final.status == 487
+    phone.wait_state(ENDED)
+
+
+def test_phone_cancels_before_answer(ue: ImsboxUe, phone: Phone) -> None:
+    ue.sync(lambda: setattr(ue.client.call_service, "answer_after", 60.0))
+    phone.call(ALICE)
+    call = ue.incoming()
+    phone.wait_state(RINGING)
+    phone.hangup()
+    assert ue.ended(call) == "cancelled"
+    phone.wait_state(ENDED)
+
+
+# -- tshark --------------------------------------------------------------------------------
+
+def test_tshark_decodes_sip_and_rtp(ue: ImsboxUe, phone: Phone, net: ImsboxNet,
+                                    capture: Callable[..., Capture]) -> None:
+    base = low_port() // 2 * 2
+    ue.sync(lambda: setattr(ue.client.call_service, "ports", PortAllocator(HOST, base, base + 2)))
+    config = net.config
+    contact = ue.sync(lambda: ue.client.contact)
+    sip = [config.pcscf.port, config.icscf.port, config.scscf.port, config.messaging_as.port,
+           int(contact.rsplit(":", 1)[1].split(";")[0].rstrip(">")), phone.sip_port]
+    cap = capture(ports=[*sip, base], tcp=False)
+    cap.start()
+    call = imsbox_calls(ue, phone)
+    assert hears_phone(ue, call)
+    assert ue.hold(call) and ue.resume(call)
+    ue.listen(call, 1.0)
+    ue.hangup(call)
+    phone.wait_state(ENDED)
+    cap.stop()
+    decode = [f"udp.port=={base},rtp", *(f"udp.port=={n},sip" for n in sip)]
+    assert cap.malformed(decode_as=decode) == []
+    cap.decode_as = decode
+    methods, statuses = sip_counts(cap)
+    assert methods["INVITE"] >= 3 and methods["BYE"] >= 1 and methods["ACK"] >= 3
+    assert statuses[("200", "INVITE")] >= 3
+    frames = cap.decode(decode_as=decode, display_filter="rtp",
+                        fields=["rtp.ssrc", "rtp.p_type", "udp.dstport"])
+    to_us = [f for f in frames if f["udp.dstport"] == [str(base)]]
+    from_us = [f for f in frames if f["udp.dstport"] != [str(base)]]
+    assert len(to_us) >= 100 and len(from_us) >= 100
+    assert {f["rtp.p_type"][0] for f in to_us + from_us} <= {"0", "8", "101"}
+
+
+# -- the command line ------------------------------------------------------------------------
+
+class Cli:
+    """``imsbox ue ... --json`` as a subprocess: its JSON events line by line."""
+
+    def __init__(self, net: ImsboxNet, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imsbox.cli", "ue", "--user", "alice", "--password",
+             PASSWORDS["alice"], "--pcscf", f"{HOST}:{net.pcscf_port}", "--json", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_env())
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.events: list[dict[str, Any]] = []
+        self.stderr: list[str] = []
+        pump(self.proc.stdout, self.lines.put)
+        pump(self.proc.stderr, self.stderr.append)
+
+    def wait_event(self, kind: str, timeout: float = WAIT) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {kind} event in {timeout}s: {self.events}\n"
+                                     + "\n".join(self.stderr[-20:])) from None
+            event = json.loads(line)
+            self.events.append(event)
+            if event.get("event") == kind:
+                return event
+
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+def test_cli_call_to_phone(net: ImsboxNet, phone: Phone, tmp_path: Path) -> None:
+    record = tmp_path / "alice.wav"
+    alice = Cli(net, "call", BOB, "--tone", str(IMSBOX_TONE), "--record", str(record))
+    try:
+        phone.wait_state(INCOMING)
+        phone.answer()
+        answered = alice.wait_event("call_answered")
+        assert answered["from"] == ALICE and answered["to"] == BOB
+        phone.wait_state(ESTABLISHED)
+        time.sleep(2.0)   # a recording window
+        alice.type("hangup")
+        ended = alice.wait_event("call_ended")
+        assert ended["reason"] == "local hangup"
+        assert alice.proc.wait(15) == 0, alice.stderr
+        phone.wait_state(ENDED)
+    finally:
+        alice.stop()
+    assert heard(record, PHONE_TONE) and not heard(record, IMSBOX_TONE)
+
+
+def test_cli_listen_answers_phone(net: ImsboxNet, phone: Phone, tmp_path: Path) -> None:
+    record = tmp_path / "alice.wav"
+    alice = Cli(net, "listen", "--answer", "--after", "0.2", "--tone", str(IMSBOX_TONE),
+                "--record", str(record))
+    try:
+        alice.wait_event("listening")
+        phone.call(ALICE)
+        answered = alice.wait_event("call_answered")
+        assert answered["from"] == BOB and answered["to"] == ALICE
+        phone.wait_state(ESTABLISHED)
+        time.sleep(2.0)   # a recording window
+        phone.hangup()
+        assert alice.wait_event("call_ended")["reason"] == "remote hangup"
+        phone.wait_state(ENDED)
+    finally:
+        assert alice.stop() == 0, alice.stderr
+    assert heard(record, PHONE_TONE) and not heard(record, IMSBOX_TONE)
+    phone.stop()
+    phone_heard_imsbox(phone)
