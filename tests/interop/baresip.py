@@ -222,7 +222,8 @@ class Baresip:
         self._taken: set[int] = set()
         self.all_events: list[dict[str, Any]] = []
         self.events = Events(f"baresip {user}", lambda: "\n".join(self.output[-40:]))
-        self.responses: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.responses = Events(f"baresip {user} responses")
+        self._send_lock = threading.Lock()
         self._sock: socket.socket | None = None
 
     def _audio_opus(self) -> list[str]:
@@ -297,10 +298,12 @@ class Baresip:
     def command(self, command: str, params: str = "", timeout: float = 5) -> dict[str, Any]:
         """Send a ctrl_tcp command; returns baresip's response object."""
         assert self._sock is not None
-        body = json.dumps({"command": command, "params": params,
-                           "token": f"t{time.monotonic_ns()}"}).encode()
-        self._sock.sendall(str(len(body)).encode() + b":" + body + b",")
-        return self.responses.get(timeout=timeout)
+        token = f"t{time.monotonic_ns()}"
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        with self._send_lock:   # commands may come from two threads (busy())
+            self._sock.sendall(str(len(body)).encode() + b":" + body + b",")
+        return self.responses.wait(lambda r: r.get("token") == token, f"response to {command}",
+                                   timeout)
 
     def wait_event(self, type_: str, timeout: float = 10) -> dict[str, Any]:
         """The oldest not yet returned event of ``type_`` (e.g. CALL_ESTABLISHED),
@@ -359,6 +362,7 @@ class BaresipPhone(Baresip):
     answered by command (``answermode=manual``), driven over ctrl_tcp."""
 
     name = "baresip"
+    refusal = ("busy", 486)   # what busy() makes of a call
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
                  play: Path) -> None:
@@ -386,7 +390,12 @@ class BaresipPhone(Baresip):
         self._ok("accept")
 
     def busy(self) -> None:
-        self._ok("hangup")   # a ringing incoming call: libre answers 486 Busy Here
+        """baresip has no busy mode: hang up the next call as it rings (baresip then
+        answers 486 Busy Here, as its ``hangup`` of an incoming call does)."""
+        def refuse() -> None:
+            self.wait_state(INCOMING)
+            self._ok("hangup")
+        threading.Thread(target=refuse, daemon=True).start()
 
     def hold(self) -> None:
         self._ok("hold")
@@ -400,10 +409,3 @@ class BaresipPhone(Baresip):
     def wait_state(self, state: str, timeout: float = WAIT) -> dict[str, Any]:
         return self.events.wait(lambda e: BARESIP_STATES.get(e.get("type", "")) == state,
                                 state, timeout)
-
-    def ended_status(self) -> int | None:
-        ends = [e for e in self.events.snapshot() if e.get("type") == "CALL_CLOSED"]
-        if not ends:
-            return None
-        code = str(ends[-1].get("param", ""))[:3]
-        return int(code) if code.isdigit() else None

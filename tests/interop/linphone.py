@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,10 @@ STATES = [
     (re.compile(r"Call (\d+) to (\S+) ringing"), RINGING),
     (re.compile(r"Call (\d+) with (\S+) (?:connected|early media)"), ESTABLISHED),
     (re.compile(r"Call (\d+) with (\S+) ended \((.*)\)"), ENDED),
+    (re.compile(r"Call (\d+) with (\S+) error\."), ENDED),   # a final error response
     (re.compile(r"Call (\d+) .*(?:is now paused|has been paused|paused)"), "paused"),
     (re.compile(r"Call (\d+) with (\S+) (?:resumed|is now resumed)"), "resumed"),
 ]
-# the reasons linphonec prints when a call ends -> the SIP status behind them
-REASON_STATUS = {"Busy here": 486, "Busy": 486, "Declined": 603, "Call declined": 603,
-                 "No error": 200, "Not answered": 487, "Call terminated": 200}
 
 
 def linphonec_binary() -> str:
@@ -55,6 +54,7 @@ def linphonec_binary() -> str:
 
 class LinphonePhone:
     name = "linphone"
+    refusal = ("declined", 603)   # what busy() makes of a call (see there)
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
                  play: Path) -> None:
@@ -64,13 +64,22 @@ class LinphonePhone:
         self.play = play
         self._record = directory / "heard.wav"
         self.sip_port = low_port()
-        rtp = low_port() // 2 * 2
+        self.rtp_port = low_port() // 2 * 2
+        self.pcscf_port, self.password = pcscf_port, password
+        self._write_rc()
+        self.output: list[str] = []
+        self.events = Events(f"linphone {user}", lambda: "\n".join(self.output[-40:]))
+        self.proc: subprocess.Popen[str] | None = None
+
+    def _write_rc(self) -> None:
+        """The linphonerc (linphonec rewrites it on exit)."""
+        user, password, pcscf_port = self.user, self.password, self.pcscf_port
         proxy = f"<sip:{HOST}:{pcscf_port};transport=udp>"
-        (directory / "linphonerc").write_text("\n".join([
+        (self.dir / "linphonerc").write_text("\n".join([
             "[sip]", f"sip_port={self.sip_port}", "sip_tcp_port=-1", "sip_tls_port=-1",
             f"bind_address={HOST}", "default_proxy=0", "inc_timeout=120",
             "[net]", "firewall_policy=0", "ipv6=0",
-            "[rtp]", f"audio_rtp_port={rtp}", "audio_jitt_comp=60",
+            "[rtp]", f"audio_rtp_port={self.rtp_port}", "audio_jitt_comp=60",
             "[sound]", "echocancellation=0",
             "[video]", "capture=0", "display=0", "automatically_initiate=0",
             "automatically_accept=0",
@@ -81,10 +90,6 @@ class LinphonePhone:
             "[auth_info_0]", f"username={user}", f"userid={user}", f"passwd={password}",
             f"realm={DOMAIN}", f"domain={DOMAIN}", "",
         ]))
-        self.rtp_port = rtp
-        self.output: list[str] = []
-        self.events = Events(f"linphone {user}", lambda: "\n".join(self.output[-40:]))
-        self.proc: subprocess.Popen[str] | None = None
 
     @property
     def record_path(self) -> Path:
@@ -125,7 +130,14 @@ class LinphonePhone:
         self._type("answer")
 
     def busy(self) -> None:
-        self._type("terminate")    # a ringing call: linphone declines it 486 Busy Here
+        """Refuse the next call as it rings. linphonec has no busy command: its
+        ``terminate`` of a ringing call declines it 603 Decline (``refusal``), and
+        its ``max_calls`` limit (486 "Busy - too many calls") does not refuse a
+        first call, even at 0."""
+        def refuse() -> None:
+            self.wait_state(INCOMING)
+            self._type("terminate")
+        threading.Thread(target=refuse, daemon=True).start()
 
     def hold(self) -> None:
         self._type("pause")
@@ -148,10 +160,6 @@ class LinphonePhone:
                     if time.monotonic() > deadline:
                         raise
         return self.events.wait(lambda e: e["state"] == state, state, timeout)
-
-    def ended_status(self) -> int | None:
-        ends = [e for e in self.events.snapshot() if e["state"] == ENDED]
-        return REASON_STATUS.get(ends[-1]["groups"][2]) if ends else None
 
     def stop(self) -> None:
         proc = self.proc

@@ -54,6 +54,7 @@ def _state(event: dict[str, Any]) -> str | None:
 
 class PjsuaPhone:
     name = "pjsua2"
+    refusal = ("busy", 486)   # what busy() makes of a call
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
                  play: Path) -> None:
@@ -101,7 +102,7 @@ class PjsuaPhone:
         self._do("answer", code=200)
 
     def busy(self) -> None:
-        self._do("answer", code=486)
+        self._do("auto", code=486)
 
     def hold(self) -> None:
         self._do("hold")
@@ -118,10 +119,6 @@ class PjsuaPhone:
 
     def wait_state(self, state: str, timeout: float = WAIT) -> dict[str, Any]:
         return self.events.wait(lambda e: _state(e) == state, state, timeout)
-
-    def ended_status(self) -> int | None:
-        ends = [e for e in self.events.snapshot() if _state(e) == ENDED]
-        return int(ends[-1]["code"]) if ends else None
 
     def stop(self) -> None:
         proc = self.proc

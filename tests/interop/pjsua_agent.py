@@ -5,7 +5,8 @@
                             "play": "tone.wav", "record": "heard.wav"}'
 
 stdin: one command a line, ``{"cmd": "call", "uri": "sip:alice@ims.test"}``,
-``answer`` (``code``: 180, 200, 486 ...), ``hold``, ``resume``, ``hangup``,
+``answer`` (``code``: 180, 200, 486 ...), ``auto`` (answer the next calls with
+``code``), ``hold``, ``resume``, ``hangup``,
 ``quit``; each gets ``{"reply": CMD, "ok": true}`` (or ``"error"``).
 stdout: events, ``{"event": "reg", "code": 200}``, ``{"event": "call", "state":
 "INCOMING" | "EARLY" | "CONFIRMED" | "DISCONNECTED", "code": ..., "remote": ...}``,
@@ -128,6 +129,8 @@ def command(ep: pj.Endpoint, account: AgentAccount, phone: Phone, cmd: dict[str,
         call = AgentCall(account, phone)
         phone.call = call
         call.makeCall(cmd["uri"], prm)
+    elif name == "auto":     # answer the next incoming calls with this code
+        phone.answer_code = int(cmd["code"])
     elif phone.call is None:
         raise RuntimeError("no call")
     elif name == "answer":
