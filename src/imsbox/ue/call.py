@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,7 @@ class VoiceCall:
         self.ended = asyncio.Event()
         self.end_reason = ""
         self.held = False          # we hold the peer
+        self.end_as: str | None = None   # the call_ended reason a service expects (transfer)
         self._hanging_up: str | None = None
         self._sink: Sink | None = None
 
@@ -169,11 +170,31 @@ class VoiceCall:
         self._core.emit(kind(*self._parties(), self.id, self.rtp.direction.value))
         return True
 
-    async def hangup(self) -> None:
-        """BYE; while still ringing CANCEL (caller) or 603 Decline (callee)."""
+    def take_media(self) -> tuple[Source | None, Sink | None]:
+        """Hand what this call plays and records to another call (a transfer, a
+        consultation): this one goes on with silence and records nothing."""
+        source, sink = self.rtp.source, self.rtp.sink
+        self.rtp.source = self.rtp.sink = self._sink = None
+        return source, sink
+
+    def give_media(self, media: tuple[Source | None, Sink | None], owner: bool = True) -> None:
+        """Play and record these; ``owner``: this call closes the WAV sink when it ends."""
+        self.rtp.source, self.rtp.sink = media
+        self._sink = media[1] if owner else None
+
+    @property
+    def parties(self) -> tuple[str, str]:
+        """(caller, callee): the from and to of this call's events."""
+        return self._parties()
+
+    async def hangup(self, reason: str | None = None) -> None:
+        """BYE; while still ringing CANCEL (caller) or 603 Decline (callee).
+        ``reason``: the call_ended reason instead of local hangup (e.g. transferred)."""
         if self.ended.is_set():
             return
-        if self.answered.is_set():
+        if reason is not None:
+            self._hanging_up = reason
+        elif self.answered.is_set():
             self._hanging_up = "local hangup"
         else:
             self._hanging_up = "declined" if self.incoming else "cancelled"
@@ -190,7 +211,7 @@ class VoiceCall:
         if not self.incoming:
             self._core.spawn(self._progress())
         event = await asyncio.shield(self.call.terminated)
-        reason = self._hanging_up or _REASONS.get(event.reason, event.reason)
+        reason = self._hanging_up or self.end_as or _REASONS.get(event.reason, event.reason)
         await self._finish(reason)
 
     async def _progress(self) -> None:
@@ -254,35 +275,43 @@ class CallService:
                       tuple(self.core.registration.route()), contact_params=params)
 
     async def place(self, target: str, source: Source | None = None,
-                    sink: Sink | None = None) -> VoiceCall:
-        """INVITE with an audio offer; returns at once (``wait_answered``)."""
+                    sink: Sink | None = None, headers: Iterable[tuple[str, str]] = ()) -> VoiceCall:
+        """INVITE with an audio offer; returns at once (``wait_answered``).
+        ``headers``: more headers for the INVITE (a transfer's Referred-By, Replaces)."""
         assert self.core.ua is not None
         rtp = await RtpSession.open(self.ports, host=self.core.host)
         media = CallMedia(rtp, self.core.host)
         headers = [("Accept-Contact", f"*;{MMTEL_TAG}"),
                    ("P-Preferred-Service", MMTEL),
                    ("P-Preferred-Identity", f"<{self.core.aor}>"),
-                   ("User-Agent", self.core.user_agent)]
+                   ("User-Agent", self.core.user_agent), *headers]
         call = await self.core.ua.invite(target, media.make_offer(), headers,
                                          offer_answer=media, origin=self.origin())
         voice = VoiceCall(self, call, media, target, False)
         voice.start(source, sink)
         return voice
 
-    async def incoming(self, call: Call, peer: str, offer: bytes) -> None:
-        """Ring, then answer after ``answer_after`` s, or refuse 486 / 488."""
+    async def incoming(self, call: Call, peer: str, offer: bytes,
+                       replacing: VoiceCall | None = None) -> VoiceCall | None:
+        """Ring, then answer after ``answer_after`` s, or refuse 486 / 488.
+        ``replacing``: the call an INVITE with Replaces takes over (RFC 3891 3):
+        answered at once without ringing, with that call's source and sink."""
         try:
             rtp = await RtpSession.open(self.ports, host=self.core.host)
         except MediaError as exc:   # no free RTP port
             log.warning("call %s refused: %s", call.call_id, exc)
             call.reject(503, "Service Unavailable - no free RTP port")
-            return
+            return None
         media = CallMedia(rtp, self.core.host)
         voice = VoiceCall(self, call, media, peer, True)
-        voice.start(self.source(), self.sink())
-        if self.busy:
+        if replacing is not None:
+            source, sink = replacing.take_media()
+            voice.start(source, sink)
+        else:
+            voice.start(self.source(), self.sink())
+        if self.busy and replacing is None:
             call.reject(486)
-            return
+            return None
         answer_sdp = media.answer(offer)
         if answer_sdp is None:
             refused = media.refused
@@ -290,15 +319,17 @@ class CallService:
             call.reject(488, headers=[("Warning",
                                        f'305 {self.core.host} "Incompatible media format; '
                                        f'we support {codecs}"')])
-            return
+            return None
         call.session.offer_answer = media   # re-INVITEs (hold) are answered by the media
-        call.ring(180)
-        self.core.emit(CallRinging(peer, self.core.aor, call.call_id))
-        await asyncio.sleep(self.answer_after or 0)
+        if replacing is None:
+            call.ring(180)
+            self.core.emit(CallRinging(peer, self.core.aor, call.call_id))
+            await asyncio.sleep(self.answer_after or 0)
         if voice.ended.is_set() or call.terminated.done():
-            return
+            return None
         call.accept(answer_sdp)
         voice.set_answered()
+        return voice
 
     async def close(self) -> None:
         for voice in list(self.calls.values()):

@@ -56,6 +56,7 @@ from .chat import Chat, ChatService
 from .core import UeCore, UeEndpoint, identity
 from .events import (
     CallEvent,
+    CallTransferred,
     ChatEnded,
     ChatMessage,
     ChatStarted,
@@ -85,6 +86,7 @@ from .group import GroupChat, GroupService, ReferResult, focus_of
 from .messaging import Messaging
 from .notify import Notifications
 from .register import Registration, RegistrationService
+from .transfer import TransferService
 
 __all__ = [
     "CallEvent", "Chat", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
@@ -108,7 +110,9 @@ class RcsClient:
     messages stored while offline until ``retrieve_deferred()`` (seed 003).
     ``accept_groups``: join the group chats the network invites us to (else 486).
     ``answer_calls``: answer voice calls after that many seconds (None: decline them,
-    486, reporting a ``CallEvent``); ``busy_calls``: refuse them 486 Busy Here."""
+    486, reporting a ``CallEvent``); ``busy_calls``: refuse them 486 Busy Here.
+    ``take_im_transfers``: call the URIs with Replaces that arrive in messages
+    (RFC 5359 2.6). REFERs in a call are always acted on (ue/transfer.py)."""
 
     def __init__(self, user: str, password: str, domain: str = "ims.test",
                  pcscf: tuple[str, int] = ("127.0.0.1", 5060), transport: str = "udp",
@@ -119,7 +123,8 @@ class RcsClient:
                  max_file_size: int | None = None, report_all_notifications: bool = False,
                  answer_timeout: float = ANSWER_TIMEOUT,
                  deferred_retrieval: bool = False, accept_groups: bool = True,
-                 answer_calls: float | None = None, busy_calls: bool = False) -> None:
+                 answer_calls: float | None = None, busy_calls: bool = False,
+                 take_im_transfers: bool = False) -> None:
         if transport not in TRANSPORTS:
             raise RcsError(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.user, self.password, self.domain = user, password, domain
@@ -144,6 +149,9 @@ class RcsClient:
         self.chat_service = ChatService(self.core, self.notifications, accept_chats)
         self.group_service = GroupService(self.core, self.notifications, accept_groups)
         self.call_service = CallService(self.core, answer_calls, busy_calls)
+        self.transfers = TransferService(self.core, self.call_service,
+                                         lambda: self.group_service.agent, self.send_message,
+                                         take_im_transfers)
         self.files = FileTransfers(self.core, self.notifications,
                                    Path(downloads) if downloads is not None else None,
                                    max_file_size)
@@ -193,10 +201,12 @@ class RcsClient:
         config = InviteConfig(t1=self.timers.t1, t2=self.timers.t2,
                               session_timer=CPM_SESSION_TIMER,
                               allow=("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK",
-                                     "UPDATE", "MESSAGE"))
+                                     "UPDATE", "MESSAGE", "REFER", "NOTIFY"),
+                              extensions=("replaces",))   # RFC 3891 (ue/transfer.py)
         self._endpoint.remove_module(self._early)
         self.core.ua = UserAgent(self._endpoint, f"<{self.aor}>", self.contact, config=config,
                                  on_call=self._on_call, on_request=self.messaging.on_request)
+        self.transfers.install()
         try:
             await self.registering.first(self.answer_timeout)
         except RegistrationError:
@@ -210,6 +220,7 @@ class RcsClient:
         await self.chat_service.close()
         await self.group_service.close()
         await self.call_service.close()
+        self.transfers.close()
         tasks = list(self.core.tasks)
         for task in tasks:
             task.cancel()
@@ -385,6 +396,26 @@ class RcsClient:
         sink = WavSink(record) if record is not None else None
         return await self.call_service.place(self.resolve(to), file_source(play, tone), sink)
 
+    async def transfer(self, call: VoiceCall, to: str) -> CallTransferred:
+        """Unattended transfer (RFC 5359 2.4): hold, REFER ``to``, BYE once the NOTIFY
+        says the transferee reached it, else resume. Also a ``call_transferred``."""
+        return await self.transfers.transfer(call, self.resolve(to))
+
+    async def consult(self, call: VoiceCall, to: str) -> VoiceCall:
+        """Consultation hold (RFC 5359 2.2): hold ``call`` and call ``to``; returns the
+        consultation call, which ``complete`` turns into an attended transfer."""
+        return await self.transfers.consult(call, self.resolve(to))
+
+    async def complete(self, consultation: VoiceCall) -> CallTransferred:
+        """Attended transfer (RFC 5359 2.5): REFER the held party with Replaces naming
+        the consultation; both our calls end when it worked."""
+        return await self.transfers.complete(consultation)
+
+    async def im_transfer(self, call: VoiceCall, to: str) -> CallTransferred:
+        """IM transfer (RFC 5359 2.6): send ``to`` the peer's URI with Replaces in a
+        message; transferred once ``to`` took the call over."""
+        return await self.transfers.im_transfer(call, self.resolve(to))
+
     # -- incoming INVITEs ----------------------------------------------------------------
     async def _on_call(self, call: Call) -> None:
         self.core.spawn(self._incoming(call))
@@ -403,6 +434,9 @@ class RcsClient:
             call.reject(488, f"Not Acceptable Here - {exc.reason}"[:80])
             return
         media = msrp_media(offer)
+        if media is None and _is_audio(offer) and request.headers.get("Replaces") is not None:
+            await self.transfers.incoming_replaces(call, peer, sdp_body or b"")
+            return
         if media is None and self.call_service.answering and _is_audio(offer):
             await self.call_service.incoming(call, peer, sdp_body or b"")
             return

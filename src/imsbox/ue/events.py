@@ -19,7 +19,8 @@ __all__ = [
     "GroupLeft", "GroupMessage", "GroupSubject", "MessageReceived", "MessageStatus", "Notification",
     "ParticipantJoined", "ParticipantLeft", "RcsError", "RcsEvent", "Registered",
     "RegistrationError", "SendError", "resolve_target",
-    "CallAnswered", "CallEnded", "CallHeld", "CallResumed", "CallRinging", "RtpStatsEvent",
+    "CallAnswered", "CallEnded", "CallHeld", "CallResumed", "CallRinging", "CallTransferred",
+    "RtpStatsEvent",
 ]
 
 _E164 = re.compile(r"\+[0-9]{3,15}")
@@ -309,6 +310,27 @@ class CallEnded(RcsEvent):
     call_id: str
     reason: str
     EVENT: ClassVar[str] = "call_ended"
+
+
+@dataclass(slots=True)
+class CallTransferred(RcsEvent):
+    """A transfer of the call ``call_id`` (RFC 5359 2.4-2.6) came to an end here.
+
+    ``role``: transferor (we sent the REFER or the IM), transferee (we got the
+    REFER), target (our call was replaced by the transferee's INVITE with
+    Replaces); ``kind``: unattended, attended or im; ``outcome``: transferred
+    or failed; ``status``: the referenced INVITE's final status (the NOTIFY
+    sipfrag) when known; ``new_call_id``: the call that goes on, if ours."""
+
+    call_id: str
+    target: str
+    outcome: str
+    role: str
+    kind: str
+    status: int | None = None
+    reason: str = ""
+    new_call_id: str | None = None
+    EVENT: ClassVar[str] = "call_transferred"
 
 
 @dataclass(slots=True)
