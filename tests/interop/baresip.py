@@ -192,7 +192,6 @@ class Baresip:
         self.ctrl_port = low_port()
         while self.ctrl_port in (self.sip_port + 1, self.sip_port - 1):
             self.ctrl_port = low_port()
-        self.rtp_port = low_port() // 2 * 2   # one RTP/RTCP pair: a capture can name it
         (self.dir / "config").write_text("\n".join([
             "poll_method\t\tepoll",
             f"sip_listen\t\t{HOST}:{self.sip_port}",
@@ -205,7 +204,7 @@ class Baresip:
             "module_app\t\tcontact.so",  # the 'message' command (to the current contact)
             "module_app\t\tctrl_tcp.so",
             f"ctrl_tcp_listen\t\t{HOST}:{self.ctrl_port}",
-            f"rtp_ports\t\t{self.rtp_port}-{self.rtp_port + 1}",
+            "rtp_ports\t\t20000-29999",
             f"net_interface\t\t{HOST}",
             "",
         ]))
@@ -335,6 +334,7 @@ class Baresip:
                              + "\n".join(self.output[-40:]))
 
     def stop(self) -> None:
+        (self.dir / "output.txt").write_text("\n".join(self.output))   # for a failure
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -405,6 +405,9 @@ class BaresipPhone(Baresip):
 
     def hangup(self) -> None:
         self._ok("hangup")
+
+    def transfer(self, uri: str) -> None:
+        self._ok("transfer", uri)
 
     def wait_state(self, state: str, timeout: float = WAIT) -> dict[str, Any]:
         return self.events.wait(lambda e: BARESIP_STATES.get(e.get("type", "")) == state,

@@ -148,6 +148,9 @@ class LinphonePhone:
     def hangup(self) -> None:
         self._type("terminate")
 
+    def transfer(self, uri: str) -> None:
+        self._type(f"transfer {uri}")
+
     def wait_state(self, state: str, timeout: float = WAIT) -> dict[str, Any]:
         if state == REGISTERED:   # linphonec tells only when asked: "proxy list" each 0.5 s
             deadline = time.monotonic() + timeout

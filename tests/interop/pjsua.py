@@ -117,6 +117,9 @@ class PjsuaPhone:
     def hangup(self) -> None:
         self._do("hangup")
 
+    def transfer(self, uri: str) -> None:
+        self._do("transfer", uri=uri)
+
     def wait_state(self, state: str, timeout: float = WAIT) -> dict[str, Any]:
         return self.events.wait(lambda e: _state(e) == state, state, timeout)
 

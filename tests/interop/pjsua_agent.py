@@ -6,7 +6,7 @@
 
 stdin: one command a line, ``{"cmd": "call", "uri": "sip:alice@ims.test"}``,
 ``answer`` (``code``: 180, 200, 486 ...), ``auto`` (answer the next calls with
-``code``), ``hold``, ``resume``, ``hangup``,
+``code``), ``transfer`` (``uri``: REFER), ``hold``, ``resume``, ``hangup``,
 ``quit``; each gets ``{"reply": CMD, "ok": true}`` (or ``"error"``).
 stdout: events, ``{"event": "reg", "code": 200}``, ``{"event": "call", "state":
 "INCOMING" | "EARLY" | "CONFIRMED" | "DISCONNECTED", "code": ..., "remote": ...}``,
@@ -56,7 +56,9 @@ def emit(**event: Any) -> None:
 class Phone:
     def __init__(self, conf: dict[str, Any]) -> None:
         self.conf = conf
-        self.call: AgentCall | None = None
+        self.call: AgentCall | None = None       # the call commands act on
+        # every call object stays referenced: pjsua2 hangs up a call whose Call is deleted
+        self.calls: list[AgentCall] = []
         # "answer": answer incoming calls with this code (200, 486 ...); else ring only
         self.answer_code: int | None = conf.get("answer")
         self.pending_answer: AgentCall | None = None
@@ -83,6 +85,7 @@ class AgentAccount(pj.Account):
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         call = AgentCall(self, self.phone, prm.callId)
         self.phone.call = call
+        self.phone.calls.append(call)
         info = call.getInfo()
         emit(event="call", state="INCOMING", code=0, remote=info.remoteUri,
              call_id=info.callIdString)
@@ -96,13 +99,26 @@ class AgentAccount(pj.Account):
 class AgentCall(pj.Call):
     def __init__(self, account: AgentAccount, phone: Phone, call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(account, call_id)
-        self.phone = phone
+        self.account, self.phone = account, phone
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         info = self.getInfo()
         state = CALL_STATES.get(info.state, str(info.state))
         emit(event="call", state=state, code=info.lastStatusCode, reason=info.lastReason,
              remote=info.remoteUri, call_id=info.callIdString)
+
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        """A REFER (we are the transferee): accept it (202, pjsua's default) and
+        follow the new call with an AgentCall of ours, so it plays and records too."""
+        new = AgentCall(self.account, self.phone)
+        prm.newCall = new
+        self.phone.call = new
+        self.phone.calls.append(new)
+        emit(event="transfer_request", target=prm.dstUri)
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        """The NOTIFY sipfrags of our REFER (we are the transferor)."""
+        emit(event="transfer_status", code=prm.statusCode, final=prm.finalNotify)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         info = self.getInfo()
@@ -128,6 +144,7 @@ def command(ep: pj.Endpoint, account: AgentAccount, phone: Phone, cmd: dict[str,
     if name == "call":
         call = AgentCall(account, phone)
         phone.call = call
+        phone.calls.append(call)
         call.makeCall(cmd["uri"], prm)
     elif name == "auto":     # answer the next incoming calls with this code
         phone.answer_code = int(cmd["code"])
@@ -141,6 +158,8 @@ def command(ep: pj.Endpoint, account: AgentAccount, phone: Phone, cmd: dict[str,
     elif name == "resume":
         prm.opt.flag = pj.PJSUA_CALL_UNHOLD
         phone.call.reinvite(prm)
+    elif name == "transfer":   # unattended (RFC 5589 6.1): hold first, then REFER
+        phone.call.xfer(cmd["uri"], prm)
     elif name == "hangup":
         if "code" in cmd:
             prm.statusCode = int(cmd["code"])
@@ -229,6 +248,7 @@ def main() -> int:
     # pjsua2 objects go before the library: the recorder writes its WAV header when
     # deleted, and a Call deleted after libDestroy trips a pjsua assertion
     phone.recorder = phone.player = phone.call = phone.pending_answer = None
+    phone.calls.clear()
     gc.collect()
     account.shutdown()
     ep.libDestroy()

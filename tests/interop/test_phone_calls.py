@@ -44,7 +44,7 @@ from .test_baresip import messages
 from .test_messaging_tshark import sip_counts
 
 pytestmark = pytest.mark.timeout(180)
-PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
 IMSBOX_TONE, PHONE_TONE = 440.0, 1000.0
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
 PHONES: dict[str, Callable[..., Phone]] = {
@@ -328,3 +328,59 @@ def test_cli_listen_answers_phone(net: ImsboxNet, phone: Phone, tmp_path: Path) 
     assert heard(record, PHONE_TONE) and not heard(record, IMSBOX_TONE)
     phone.stop()
     phone_heard_imsbox(phone)
+
+
+# -- transfers (RFC 5359 2.4, RFC 5589): carol is a second imsbox UE --------------------------
+
+CAROL_TONE = 1800.0
+CAROL = f"sip:carol@{DOMAIN}"
+
+
+@pytest.fixture
+def carol(net: ImsboxNet) -> Iterator[ImsboxUe]:
+    ue = ImsboxUe("carol", PASSWORDS["carol"], net.pcscf_port, CAROL_TONE, answer_calls=0.2)
+    try:
+        yield ue.start()
+    finally:
+        ue.close()
+
+
+def test_phone_transfers_imsbox(ue: ImsboxUe, carol: ImsboxUe, phone: Phone,
+                                net: ImsboxNet) -> None:
+    """bob (the phone) REFERs alice (imsbox, the transferee) to carol."""
+    call = imsbox_calls(ue, phone)
+    assert hears_phone(ue, call)
+    phone.transfer(CAROL)
+    to_carol = carol.incoming()
+    assert carol.answered(to_carol)
+    assert to_carol.peer == ALICE
+    # Referred-By is optional in a REFER (RFC 3515 2.4.1; baresip 1.0 sends none):
+    # when the phone's REFER has one, alice's INVITE carries it (RFC 3892)
+    refers = [text for _, text in messages(net.trace(), "pcscf", "in") if text.startswith("REFER ")]
+    assert refers, "no REFER from the phone"
+    if "\nReferred-By:" in refers[0]:
+        assert "bob@" in (to_carol.call.request.header("Referred-By") or "")
+    assert ue.ended(call) == "transferred"
+    new = ue.sync(lambda: ue.client.transfers.successors[call.id])
+    phone.wait_state(ENDED)
+    pcm = ue.listen(new, 2.0)
+    assert tone_present(pcm, CAROL_TONE) and not tone_present(pcm, PHONE_TONE)
+    assert tone_present(carol.listen(to_carol, 2.0), IMSBOX_TONE)
+    ue.hangup(new)
+    assert carol.ended(to_carol) == "remote hangup"
+
+
+def test_imsbox_transfers_phone(ue: ImsboxUe, carol: ImsboxUe, phone: Phone) -> None:
+    """alice (imsbox, the transferor) REFERs bob (the phone) to carol."""
+    call = imsbox_calls(ue, phone)
+    result = ue.run(ue.client.transfer(call, "carol"), 60)
+    assert result.outcome == "transferred", result.to_json()
+    assert result.status == 200
+    assert call.end_reason == "transferred"
+    to_carol = carol.incoming()
+    assert carol.answered(to_carol) and to_carol.peer == BOB
+    phone.wait_state(ESTABLISHED)   # the phone's new call, to carol
+    pcm = carol.listen(to_carol, 2.0)
+    assert tone_present(pcm, PHONE_TONE) and not tone_present(pcm, IMSBOX_TONE)
+    carol.hangup(to_carol)
+    phone.wait_state(ENDED)
