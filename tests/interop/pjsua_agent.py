@@ -6,7 +6,8 @@
 
 stdin: one command a line, ``{"cmd": "call", "uri": "sip:alice@ims.test"}``,
 ``answer`` (``code``: 180, 200, 486 ...), ``auto`` (answer the next calls with
-``code``), ``transfer`` (``uri``: REFER), ``hold``, ``resume``, ``hangup``,
+``code``), ``transfer`` (``uri``: REFER), ``transfer_replaces`` (REFER the
+first call to the latest, with Replaces), ``hold``, ``resume``, ``hangup``,
 ``quit``; each gets ``{"reply": CMD, "ok": true}`` (or ``"error"``).
 stdout: events, ``{"event": "reg", "code": 200}``, ``{"event": "call", "state":
 "INCOMING" | "EARLY" | "CONFIRMED" | "DISCONNECTED", "code": ..., "remote": ...}``,
@@ -116,6 +117,15 @@ class AgentCall(pj.Call):
         self.phone.calls.append(new)
         emit(event="transfer_request", target=prm.dstUri)
 
+    def onCallReplaced(self, prm: pj.OnCallReplacedParam) -> None:
+        """An INVITE with Replaces took this call over (RFC 3891): the new call
+        is ours too (it plays and records, commands go to it)."""
+        new = AgentCall(self.account, self.phone, prm.newCallId)
+        prm.newCall = new
+        self.phone.call = new
+        self.phone.calls.append(new)
+        emit(event="replaced", call_id=self.getInfo().callIdString)
+
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         """The NOTIFY sipfrags of our REFER (we are the transferor)."""
         emit(event="transfer_status", code=prm.statusCode, final=prm.finalNotify)
@@ -160,6 +170,9 @@ def command(ep: pj.Endpoint, account: AgentAccount, phone: Phone, cmd: dict[str,
         phone.call.reinvite(prm)
     elif name == "transfer":   # unattended (RFC 5589 6.1): hold first, then REFER
         phone.call.xfer(cmd["uri"], prm)
+    elif name == "transfer_replaces":   # attended: REFER the first call to the latest
+        first = next(c for c in phone.calls if c is not phone.call and c.isActive())
+        first.xferReplaces(phone.call, prm)
     elif name == "hangup":
         if "code" in cmd:
             prm.statusCode = int(cmd["code"])

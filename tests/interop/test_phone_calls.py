@@ -384,3 +384,40 @@ def test_imsbox_transfers_phone(ue: ImsboxUe, carol: ImsboxUe, phone: Phone) -> 
     assert tone_present(pcm, PHONE_TONE) and not tone_present(pcm, IMSBOX_TONE)
     carol.hangup(to_carol)
     phone.wait_state(ENDED)
+
+
+def test_attended_transfer_to_phone(ue: ImsboxUe, carol: ImsboxUe, phone: Phone,
+                                    kind: str) -> None:
+    """RFC 5359 2.5 with the phone as the consulted party (the target): alice calls
+    carol, consults bob (the phone), completes; carol's INVITE with Replaces takes
+    over bob's consultation call. baresip 1.0 refuses it 420 Bad Extension
+    (no Replaces in libre 1.1): the transfer fails and the consultation goes on."""
+    first = ue.call(CAROL)
+    assert ue.answered(first)
+    at_carol = carol.incoming()
+    second = ue.run(ue.client.consult(first, "bob"))
+    phone.wait_state(INCOMING)
+    phone.answer()
+    assert ue.answered(second)
+    phone.wait_state(ESTABLISHED)
+    result = ue.run(ue.client.complete(second), 60)
+    if kind == "baresip":   # libre 1.1 knows no Replaces: 420 to carol's INVITE
+        assert (result.outcome, result.status) == ("failed", 420), result.to_json()
+        assert not first.ended.is_set() and not second.ended.is_set()
+        assert ue.hears(second, PHONE_TONE), "the consultation did not come back"
+        ue.hangup(second)
+        phone.wait_state(ENDED)
+        ue.hangup(first)
+        assert carol.ended(at_carol) == "remote hangup"
+        return
+    assert result.outcome == "transferred", result.to_json()
+    assert ue.ended(first) == "transferred"
+    assert ue.ended(second) == "remote hangup"   # the target BYEs the replaced dialog (F22)
+    assert carol.ended(at_carol) == "transferred"
+    new = carol.sync(lambda: carol.client.transfers.successors[at_carol.id])
+    assert new.call.request.header("Replaces"), "carol's INVITE without Replaces"
+    assert carol.answered(new)
+    pcm = carol.listen(new, 2.0)
+    assert tone_present(pcm, PHONE_TONE) and not tone_present(pcm, IMSBOX_TONE)
+    carol.hangup(new)
+    phone.wait_state(ENDED)
