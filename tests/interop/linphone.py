@@ -34,7 +34,8 @@ __all__ = ["LinphonePhone", "linphonec_binary"]
 
 # linphonec's console lines -> phones.py states
 STATES = [
-    (re.compile(r"Receiving new incoming call from (\S+), assigned id (\d+)"), INCOMING),
+    (re.compile(r"Receiving new incoming call from \S+, assigned id (\d+)"), INCOMING),
+    (re.compile(r"Establishing call id to \S+, assigned id (\d+)"), "outgoing"),
     (re.compile(r"Call (\d+) to (\S+) ringing"), RINGING),
     (re.compile(r"Call (\d+) with (\S+) (?:connected|early media)"), ESTABLISHED),
     (re.compile(r"Call (\d+) with (\S+) ended \((.*)\)"), ENDED),
@@ -150,6 +151,13 @@ class LinphonePhone:
 
     def transfer(self, uri: str) -> None:
         self._type(f"transfer {uri}")
+
+    def attended_transfer(self) -> None:
+        """REFER the first call to the latest one's party, with Replaces naming it."""
+        ids = list(dict.fromkeys(e["groups"][0] for e in self.events.snapshot()
+                                 if e["state"] in (INCOMING, "outgoing")))
+        assert len(ids) >= 2, f"linphone: two calls needed, saw {ids}"
+        self._type(f"transfer {ids[-2]} --to-call {ids[-1]}")
 
     def wait_state(self, state: str, timeout: float = WAIT) -> dict[str, Any]:
         if state == REGISTERED:   # linphonec tells only when asked: "proxy list" each 0.5 s

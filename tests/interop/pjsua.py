@@ -120,6 +120,10 @@ class PjsuaPhone:
     def transfer(self, uri: str) -> None:
         self._do("transfer", uri=uri)
 
+    def attended_transfer(self) -> None:
+        """REFER the first call to the latest one's party, with Replaces naming it."""
+        self._do("transfer_replaces")
+
     def wait_state(self, state: str, timeout: float = WAIT) -> dict[str, Any]:
         return self.events.wait(lambda e: _state(e) == state, state, timeout)
 

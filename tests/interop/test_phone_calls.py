@@ -421,3 +421,31 @@ def test_attended_transfer_to_phone(ue: ImsboxUe, carol: ImsboxUe, phone: Phone,
     assert tone_present(pcm, PHONE_TONE) and not tone_present(pcm, IMSBOX_TONE)
     carol.hangup(new)
     phone.wait_state(ENDED)
+
+
+def test_phone_attended_transfer_of_imsbox(ue: ImsboxUe, carol: ImsboxUe, phone: Phone,
+                                          kind: str) -> None:
+    """RFC 5359 2.5 with the phone as the transferor: alice calls bob (the phone), bob
+    holds her, calls carol, then REFERs alice to carol with Replaces; alice's INVITE
+    with Replaces takes over bob's call with carol."""
+    if kind == "baresip":
+        pytest.skip("baresip 1.0 has no attended transfer (its menu has only 'transfer URI')")
+    call = imsbox_calls(ue, phone)
+    phone.hold()
+    ue.until(lambda: call.rtp.direction in (Direction.RECVONLY, Direction.INACTIVE),
+             "held by the phone")
+    phone.call(CAROL)
+    at_carol = carol.incoming()
+    assert carol.answered(at_carol)
+    phone.wait_state(ESTABLISHED)
+    phone.attended_transfer()  # type: ignore[attr-defined]
+    assert ue.ended(call) == "transferred"
+    new = ue.sync(lambda: ue.client.transfers.successors[call.id])
+    assert "to-tag=" in (new.call.request.header("Replaces") or ""), "no Replaces"
+    assert carol.ended(at_carol) == "replaced"
+    at_carol_new = carol.sync(lambda: carol.client.transfers.successors[at_carol.id])
+    pcm = ue.listen(new, 2.0)
+    assert tone_present(pcm, CAROL_TONE) and not tone_present(pcm, PHONE_TONE)
+    assert tone_present(carol.listen(at_carol_new, 2.0), IMSBOX_TONE)
+    ue.hangup(new)
+    assert carol.ended(at_carol_new) == "remote hangup"
