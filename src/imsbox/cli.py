@@ -12,6 +12,7 @@ from . import __version__, serve
 from .ims import provisioning
 from .runtime import parse_hostport, stop_on_signals, tune_garbage_collector
 from .sip.transport.base import TRANSPORTS
+from .trace import cli as trace_cli
 from .ue import cli as ue_cli
 
 __all__ = ["main"]
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_subcommand(sub)
     provisioning.add_subcommands(sub)
     ue_cli.add_subcommand(sub)
+    trace_cli.add_subcommand(sub)
     return parser
 
 
