@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import IO, Any
 from imsbox.config import Config, load_config
 from imsbox.testing import LoopbackPorts, write_loopback_config
 
-from .phones import ENDED, ESTABLISHED, INCOMING, RINGING, WAIT, Events
+from .phones import ENDED, ESTABLISHED, INCOMING, RINGING, WAIT, Events, wav_pcm
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 HOST = "127.0.0.1"
@@ -363,6 +364,8 @@ class BaresipPhone(Baresip):
 
     name = "baresip"
     refusal = ("busy", 486)   # what busy() makes of a call
+    # its sndfile dump of what it decodes stops at the call's first re-INVITE
+    records_after_reinvite = False
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
                  play: Path) -> None:
@@ -370,9 +373,16 @@ class BaresipPhone(Baresip):
 
     @property
     def record_path(self) -> Path:
-        """The decoded audio of the latest call (sndfile's ``dump-<time>-dec.wav``)."""
-        dumps = sorted(self.records.glob("dump-*-dec.wav"), key=lambda p: p.stat().st_mtime)
-        return dumps[-1] if dumps else self.records / "none.wav"
+        """What it decoded, all calls: sndfile writes a ``dump-<time>-dec.wav`` each
+        time a stream starts (a call, and again after a re-INVITE), joined here."""
+        joined = self.dir / "heard.wav"
+        with wave.open(str(joined), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(8000)
+            for dump in sorted(self.records.glob("dump-*-dec.wav")):
+                out.writeframes(wav_pcm(dump))
+        return joined
 
     def start(self, timeout: float = WAIT) -> BaresipPhone:
         super().start(timeout)

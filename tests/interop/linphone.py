@@ -55,6 +55,7 @@ def linphonec_binary() -> str:
 
 class LinphonePhone:
     name = "linphone"
+    records_after_reinvite = True
     refusal = ("declined", 603)   # what busy() makes of a call (see there)
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,

@@ -53,6 +53,7 @@ class Phone(Protocol):
     user: str
     sip_port: int
     refusal: tuple[str, int]   # (imsbox's call_ended reason, SIP status) of busy()
+    records_after_reinvite: bool   # its recording goes on after a hold / focus re-INVITE
 
     @property
     def record_path(self) -> Path: ...    # what the phone heard (complete after stop())
@@ -143,9 +144,18 @@ def wav_pcm(path: Path) -> bytes:
     return samples.tobytes()
 
 
+def hears(pcm: bytes, frequency: float, min_windows: int = 5) -> bool:
+    """Whether ``pcm`` carries ``frequency`` in at least ``min_windows`` windows of 0.1 s.
+
+    Short windows: under load a jitter buffer (the phone's or ours) drops or
+    stretches a frame now and then, and a phase jump spoils the window it
+    falls in; 0.1 s keeps most windows clean and still resolves 10 Hz."""
+    return tone_present(pcm, frequency, window=0.1, min_windows=min_windows)
+
+
 def heard(path: Path, frequency: float) -> bool:
-    """Whether the recording at ``path`` carries ``frequency`` (>= 0.6 s of it)."""
-    return path.exists() and tone_present(wav_pcm(path), frequency)
+    """Whether the recording at ``path`` carries ``frequency`` (>= 0.5 s of it)."""
+    return path.exists() and hears(wav_pcm(path), frequency)
 
 
 # -- imsbox's own UE in a thread -----------------------------------------------------------
@@ -232,7 +242,7 @@ class ImsboxUe:
         return self.sync(lambda: sink.pcm)
 
     def hears(self, call: VoiceCall, frequency: float, seconds: float = 2.0) -> bool:
-        return tone_present(self.listen(call, seconds), frequency)
+        return hears(self.listen(call, seconds), frequency)
 
     def close(self) -> None:
         if self._thread.is_alive():

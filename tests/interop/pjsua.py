@@ -54,6 +54,7 @@ def _state(event: dict[str, Any]) -> str | None:
 
 class PjsuaPhone:
     name = "pjsua2"
+    records_after_reinvite = True
     refusal = ("busy", 486)   # what busy() makes of a call
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
