@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,13 @@ from typing import IO, Any
 from imsbox.config import Config, load_config
 from imsbox.testing import LoopbackPorts, write_loopback_config
 
+from .phones import ENDED, ESTABLISHED, INCOMING, RINGING, WAIT, Events, wav_pcm
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 HOST = "127.0.0.1"
 DOMAIN = "ims.test"
 
-__all__ = ["Baresip", "ImsboxNet", "low_port", "pump"]
+__all__ = ["Baresip", "BaresipPhone", "ImsboxNet", "low_port", "pump"]
 
 
 def _env() -> dict[str, str]:
@@ -180,7 +183,8 @@ class Baresip:
     of JSON)."""
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
-                 answermode: str = "auto", peers: tuple[str, ...] = ()) -> None:
+                 answermode: str = "auto", peers: tuple[str, ...] = (),
+                 play: Path | None = None) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.user = user
@@ -193,15 +197,9 @@ class Baresip:
             "poll_method\t\tepoll",
             f"sip_listen\t\t{HOST}:{self.sip_port}",
             "sip_transports\t\tudp",
-            f"audio_player\t\taufile,{self.dir / 'played.wav'}",
-            "audio_source\t\tausine,440",
-            f"audio_alert\t\taufile,{self.dir / 'alert.wav'}",
+            *(self._audio_opus() if play is None else self._audio_g711(play)),
             "audio_level\t\tno",
             f"module_path\t\t{MODULE_PATH}",
-            "module\t\t\topus.so",  # 48 kHz: ausine only makes 48 kHz
-            "module\t\t\tg711.so",
-            "module\t\t\tausine.so",
-            "module\t\t\taufile.so",
             "module_app\t\taccount.so",
             "module_app\t\tmenu.so",
             "module_app\t\tcontact.so",  # the 'message' command (to the current contact)
@@ -223,8 +221,29 @@ class Baresip:
         self.output: list[str] = []
         self._taken: set[int] = set()
         self.all_events: list[dict[str, Any]] = []
-        self.responses: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.events = Events(f"baresip {user}", lambda: "\n".join(self.output[-40:]))
+        self.responses = Events(f"baresip {user} responses")
+        self._send_lock = threading.Lock()
         self._sock: socket.socket | None = None
+
+    def _audio_opus(self) -> list[str]:
+        """ausine's 440 Hz, which it makes at 48 kHz only: opus first."""
+        return [f"audio_player\t\taufile,{self.dir / 'played.wav'}",
+                "audio_source\t\tausine,440",
+                f"audio_alert\t\taufile,{self.dir / 'alert.wav'}",
+                "module\t\t\topus.so", "module\t\t\tg711.so", "module\t\t\tausine.so",
+                "module\t\t\taufile.so"]
+
+    def _audio_g711(self, play: Path) -> list[str]:
+        """G.711 only (what imsbox offers): ``play`` (an 8 kHz WAV) as the microphone,
+        and the sndfile module dumping what it decodes to ``dump-*-dec.wav``."""
+        self.records = self.dir / "records"
+        self.records.mkdir(exist_ok=True)
+        return ["audio_player\t\taubridge,nil", f"audio_source\t\taufile,{play}",
+                "audio_alert\t\taubridge,nil", "ausrc_srate\t\t8000", "auplay_srate\t\t8000",
+                "ausrc_channels\t\t1", "auplay_channels\t\t1",
+                "module\t\t\tg711.so", "module\t\t\taufile.so", "module\t\t\taubridge.so",
+                "module\t\t\tsndfile.so", f"snd_path\t\t{self.records}"]
 
     @property
     def aor(self) -> str:
@@ -272,16 +291,19 @@ class Baresip:
                 buf = buf[colon + 1 + size + 1:]
                 if item.get("event"):
                     self.all_events.append(item)
+                    self.events.put(item)
                 elif item.get("response"):
                     self.responses.put(item)
 
     def command(self, command: str, params: str = "", timeout: float = 5) -> dict[str, Any]:
         """Send a ctrl_tcp command; returns baresip's response object."""
         assert self._sock is not None
-        body = json.dumps({"command": command, "params": params,
-                           "token": f"t{time.monotonic_ns()}"}).encode()
-        self._sock.sendall(str(len(body)).encode() + b":" + body + b",")
-        return self.responses.get(timeout=timeout)
+        token = f"t{time.monotonic_ns()}"
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        with self._send_lock:   # commands may come from two threads (busy())
+            self._sock.sendall(str(len(body)).encode() + b":" + body + b",")
+        return self.responses.wait(lambda r: r.get("token") == token, f"response to {command}",
+                                   timeout)
 
     def wait_event(self, type_: str, timeout: float = 10) -> dict[str, Any]:
         """The oldest not yet returned event of ``type_`` (e.g. CALL_ESTABLISHED),
@@ -313,6 +335,7 @@ class Baresip:
                              + "\n".join(self.output[-40:]))
 
     def stop(self) -> None:
+        (self.dir / "output.txt").write_text("\n".join(self.output))   # for a failure
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -327,3 +350,75 @@ class Baresip:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+# baresip's ctrl_tcp event types -> phones.py states
+BARESIP_STATES = {"CALL_INCOMING": INCOMING, "CALL_RINGING": RINGING,
+                  "CALL_ESTABLISHED": ESTABLISHED, "CALL_CLOSED": ENDED}
+
+
+class BaresipPhone(Baresip):
+    """baresip 1.0 as a :class:`~.phones.Phone`: G.711 only, ``play`` (8 kHz WAV) as
+    its microphone (aufile), what it hears dumped by the sndfile module, calls
+    answered by command (``answermode=manual``), driven over ctrl_tcp."""
+
+    name = "baresip"
+    refusal = ("busy", 486)   # what busy() makes of a call
+    # its sndfile dump of what it decodes stops at the call's first re-INVITE
+    records_after_reinvite = False
+
+    def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
+                 play: Path) -> None:
+        super().__init__(directory, user, password, pcscf_port, answermode="manual", play=play)
+
+    @property
+    def record_path(self) -> Path:
+        """What it decoded, all calls: sndfile writes a ``dump-<time>-dec.wav`` each
+        time a stream starts (a call, and again after a re-INVITE), joined here."""
+        joined = self.dir / "heard.wav"
+        with wave.open(str(joined), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(8000)
+            for dump in sorted(self.records.glob("dump-*-dec.wav")):
+                out.writeframes(wav_pcm(dump))
+        return joined
+
+    def start(self, timeout: float = WAIT) -> BaresipPhone:
+        super().start(timeout)
+        self.wait_output(f"{self.user}@{DOMAIN}: {{0/UDP/v4}} 200 OK", timeout)
+        return self
+
+    def _ok(self, command: str, params: str = "") -> None:
+        response = self.command(command, params, timeout=WAIT)
+        assert response.get("ok"), f"baresip {command} {params}: {response}"
+
+    def call(self, uri: str) -> None:
+        self._ok("dial", uri)
+
+    def answer(self) -> None:
+        self._ok("accept")
+
+    def busy(self) -> None:
+        """baresip has no busy mode: hang up the next call as it rings (baresip then
+        answers 486 Busy Here, as its ``hangup`` of an incoming call does)."""
+        def refuse() -> None:
+            self.wait_state(INCOMING)
+            self._ok("hangup")
+        threading.Thread(target=refuse, daemon=True).start()
+
+    def hold(self) -> None:
+        self._ok("hold")
+
+    def resume(self) -> None:
+        self._ok("resume")
+
+    def hangup(self) -> None:
+        self._ok("hangup")
+
+    def transfer(self, uri: str) -> None:
+        self._ok("transfer", uri)
+
+    def wait_state(self, state: str, timeout: float = WAIT) -> dict[str, Any]:
+        return self.events.wait(lambda e: BARESIP_STATES.get(e.get("type", "")) == state,
+                                state, timeout)
