@@ -223,3 +223,17 @@ def test_too_many_forwardings_483(tmp_path: Path) -> None:
             assert "forwarded 2 times" in final.reason
             assert not dave.calls
     run_within(scenario, 60)
+
+
+def test_forward_when_not_registered(config: Config) -> None:
+    async def scenario() -> None:
+        alice, carol = client(config, "alice"), client(config, "carol", answer_calls=0)
+        async with network_with(config, alice, carol) as net:     # bob is offline
+            await set_service(net, "bob", "forward-no-answer", "carol", after=5)
+            call, _ = await place(alice, "alice", "bob")
+            assert await call.wait_answered(WAIT)                 # at once: 480, not 5 s
+            entries = history(carol.calls[call.id])
+            assert entries[0].startswith(f"<{BOB}?Reason=SIP%3Bcause%3D480")
+            assert entries[1] == f"<{CAROL};cause=503>;index=1.1;mp=1"   # not reachable
+            await call.hangup()
+    run_within(scenario, 30)

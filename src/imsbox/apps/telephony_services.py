@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..sip.identity import canonical_public_id
+from ..sip.uri import UriError, parse_uri
 
 __all__ = [
     "FIND_ME", "FORWARD_BUSY", "FORWARD_NO_ANSWER", "FORWARD_UNCONDITIONAL", "KEYS",
@@ -63,8 +64,12 @@ class ServiceDataError(ValueError):
     """A service setting that cannot be stored; the message says what to fix."""
 
 
-def _uri(text: str, domain: str, key: str) -> str:
-    """A forwarding target in canonical form (raises ServiceDataError)."""
+def _uri(text: str, domain: str, key: str, canonical: bool = False) -> str:
+    """A forwarding target as a URI (ServiceDataError if it is none): as written
+    (a gateway's port and transport matter), or ``canonical`` for matching."""
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
     if text.startswith("+") and text[1:].isdigit() and 1 < len(text) <= 16:
         return f"tel:{text}"
     if _NAME.fullmatch(text):
@@ -74,11 +79,12 @@ def _uri(text: str, domain: str, key: str) -> str:
                                "tel:+NUMBER, +NUMBER or a user name")
     try:
         uri = canonical_public_id(text)
-    except ValueError as exc:
+        written = str(parse_uri(text))
+    except (ValueError, UriError) as exc:
         raise ServiceDataError(f"{key}: malformed URI {text!r}: {exc}") from None
     if uri.startswith("sip") and "@" not in uri:
         raise ServiceDataError(f"{key}: {text!r} names no user (sip:USER@HOST)")
-    return uri
+    return uri if canonical else written
 
 
 def _pattern(text: str, domain: str, key: str) -> str:
@@ -86,7 +92,7 @@ def _pattern(text: str, domain: str, key: str) -> str:
     if _NUMBER.fullmatch(text):
         return text if text.startswith(("+", "*")) else f"+{text}"
     if "*" not in text:
-        return _uri(text, domain, key)
+        return _uri(text, domain, key, canonical=True)
     probe = text.replace("*", "x")
     if not probe.lower().startswith(("sip:", "sips:", "tel:")):
         raise ServiceDataError(f"{key}: pattern {text!r}: expected a URI such as "
