@@ -17,7 +17,7 @@ A new application server plugs in with one factory, without an edit to the
 core::
 
     registry = default_registry()
-    registry.register(NodeFactory("telephony", "telephony_as", TelephonyAs.from_context))
+    registry.register(NodeFactory("voicemail", "voicemail_as", VoicemailAs.from_context))
     Network(config, registry=registry)
 
 ``roles`` picks a subset (``imsbox serve --role scscf``): the nodes still reach

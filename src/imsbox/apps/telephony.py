@@ -193,9 +193,7 @@ class TelephonyAs(StatefulProxy):
             return _answer(request, 483, "Too Many Hops - call forwarded "
                            f"{history.diversions} times")
         caller = caller_identity(request)
-        asserted = {_identity(v) for v in request.headers.values("P-Asserted-Identity")}
-        callers = (await self._identities(caller)) | asserted - {""}
-        if any(matches(p, callers) for p in services.screen_incoming):
+        if services.screen_incoming and await self._screened(request, caller, services):
             log.info("%s -> %s: incoming call screened", caller, owner)
             return _answer(request, 603, "Screening Failure (Terminating)")
         history.called(str(request.uri))
@@ -210,6 +208,13 @@ class TelephonyAs(StatefulProxy):
         timeout = (services.no_answer_after or self.no_answer_after) if services.no_answer \
             else (services.find_me_after or self.no_answer_after) if services.find_me else None
         return [Target(request.uri, timeout=timeout)]
+
+    async def _screened(self, request: Request, caller: str, services: Services) -> bool:
+        """2.13: does a screen-incoming pattern match one of the caller's identities
+        (asserted ones, and the caller's whole implicit set: its number too)?"""
+        asserted = {_identity(v) for v in request.headers.values("P-Asserted-Identity")}
+        callers = (await self._identities(caller)) | (asserted - {""})
+        return any(matches(p, callers) for p in services.screen_incoming)
 
     async def _failure(self, ctx: RequestContext, best: Response) -> list[Target] | None:
         """2.8 / 2.9 / 2.12: what to try when the targets so far did not answer."""

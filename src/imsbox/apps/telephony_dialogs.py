@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from ..content import dialog_info as di
 from ..sip.message import Request, Response
 
-__all__ = ["CallDialogs", "WatchedDialog"]
+__all__ = ["CallDialogs", "MAX_DIALOGS", "WatchedDialog"]
+
+MAX_DIALOGS = 32   # per served user: the newest are kept
 
 
 @dataclass(slots=True)
@@ -69,7 +71,9 @@ class CallDialogs:
                                 callee if originating else caller,
                                 local_tag=own_tag,
                                 remote_tag=None if originating else request.from_.tag)
-        self.by_aor.setdefault(aor, []).append(watched)
+        dialogs = self.by_aor.setdefault(aor, [])
+        dialogs.append(watched)
+        del dialogs[:-MAX_DIALOGS]   # one whose end we never saw must not stay forever
         self.changed.add(aor)
         return watched
 
