@@ -8,12 +8,14 @@ response and reason, and that the final two parties hear each other's tone.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from imsbox.config import Config
 from imsbox.ue.client import RcsClient
+from imsbox.ue.events import CallRinging
 
 from helpers import client, network_with, run_within
 from telephony_kit import (
@@ -236,4 +238,21 @@ def test_forward_when_not_registered(config: Config) -> None:
             assert entries[0].startswith(f"<{BOB}?Reason=SIP%3Bcause%3D480")
             assert entries[1] == f"<{CAROL};cause=503>;index=1.1;mp=1"   # not reachable
             await call.hangup()
+    run_within(scenario, 30)
+
+
+def test_caller_cancels_while_forward_no_answer_waits(config: Config) -> None:
+    async def scenario() -> None:
+        alice, bob, carol, dave = parties(config, bob={"answer_calls": 30},
+                                          carol={"answer_calls": 0})
+        async with network_with(config, alice, bob, carol, dave) as net:
+            await set_service(net, "bob", "forward-no-answer", "carol", after=2)
+            call, _ = await place(alice, "alice", "bob")
+            await bob.wait_event(CallRinging, WAIT)
+            await call.hangup()                                   # CANCEL before the 2 s
+            final = await call.call.wait_final()
+            assert final is not None and final.status == 487
+            assert await ended(bob, call.id) == "cancelled"
+            await asyncio.sleep(2.5)                              # past the no-answer timer
+            assert not carol.calls and not rang(carol.pending_events(), call.id)
     run_within(scenario, 30)
