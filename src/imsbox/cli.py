@@ -13,6 +13,7 @@ from .apps import telephony_cli
 from .ims import provisioning
 from .runtime import parse_hostport, stop_on_signals, tune_garbage_collector
 from .sip.transport.base import TRANSPORTS
+from .trace import cli as trace_cli
 from .ue import cli as ue_cli
 
 __all__ = ["main"]
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     provisioning.add_subcommands(sub)
     telephony_cli.add_subcommands(sub)
     ue_cli.add_subcommand(sub)
+    trace_cli.add_subcommand(sub)
     return parser
 
 

@@ -33,6 +33,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import os
 import re
 import ssl
 import sys
@@ -50,11 +51,13 @@ from .ims.icscf import Icscf
 from .ims.pcscf import Pcscf
 from .ims.provisioning import apply_config
 from .ims.scscf import Scscf
-from .runtime import stop_on_signals, tune_garbage_collector
+from .runtime import parse_hostport, stop_on_signals, tune_garbage_collector
 from .sip.transaction import TimerValues
 from .sip.transport.base import Flow
 from .sip.transport.tls import ensure_self_signed, server_context
 from .store import Store, StoreError, open_store
+from .console import ConsoleError, WebConsole
+from .trace.feed import TraceFeed, feed_path, find_feeds
 
 __all__ = [
     "HSS_ROLE", "Listener", "Network", "Node", "NodeContext", "NodeFactory", "NodeRegistry",
@@ -145,6 +148,19 @@ class NodeRegistry:
         """The node roles, in entry order."""
         return tuple(self._factories)
 
+    def role_of(self, name: str) -> str | None:
+        """The role called ``name``: a role, or a node's section (its name in the
+        listening lines and traces: ``messaging_as`` is ``as``); None if unknown."""
+        if name in self._factories:
+            return name
+        return next((f.role for f in self._factories.values() if f.section == name), None)
+
+    def names(self) -> tuple[str, ...]:
+        """What ``--role`` takes: the role choices, then the sections that differ."""
+        choices = self.role_choices()
+        return choices + tuple(f.section for f in self._factories.values()
+                               if f.section not in choices)
+
     def role_choices(self) -> tuple[str, ...]:
         """``--role`` choices: the node roles, with ``hss`` after the last node that
         carries the HSS (it is refused with a reason, not unknown)."""
@@ -172,7 +188,8 @@ def _scscf(ctx: NodeContext) -> Node:
 def _messaging_as(ctx: NodeContext) -> Node:
     settings = MessagingSettings(
         deferred_ttl=float(ctx.config.messaging.deferred_ttl),
-        max_file_size=ctx.config.messaging.max_file_size or None)
+        max_file_size=ctx.config.messaging.max_file_size or None,
+        max_stored_file_size=ctx.config.messaging.max_stored_file_size)
     return MessagingAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
 
 
@@ -262,6 +279,10 @@ class Network:
     ``roles`` None runs every node of the registry. ``store`` None opens the
     configured store and closes it on exit; a given store belongs to the caller.
     ``trace`` True prints every SIP message to stdout, or pass a stream.
+    ``feed`` True opens the trace feed (``DATA/trace/ROLES-PID.sock``) that
+    ``imsbox trace`` attaches to; it costs nothing while nobody is attached.
+    ``web`` (host, port) starts the read-only web console (``imsbox.console``),
+    ``web_password`` its login (required beyond loopback).
     """
 
     config: Config
@@ -270,6 +291,11 @@ class Network:
     timers: TimerValues | None = None
     trace: bool | TextIO = False
     registry: NodeRegistry = field(default_factory=default_registry)
+    feed: bool = False
+    web: tuple[str, int] | None = None
+    web_password: str | None = None
+    trace_feed: TraceFeed | None = field(default=None, init=False)
+    console: WebConsole | None = field(default=None, init=False)
     hss: Hss | None = field(default=None, init=False)
     nodes: dict[str, Node] = field(default_factory=dict, init=False)
     _owns_store: bool = field(default=False, init=False)
@@ -286,8 +312,12 @@ class Network:
         factories = _chosen(self.registry, self.roles)
         try:
             await self._open_store(hss=any(f.uses_hss for f in factories))
+            if self.feed:
+                await self._open_feed(factories)
             for factory in reversed(factories):  # downstream first
                 await self._start_node(factory)
+            if self.web is not None:
+                await self._start_console(*self.web)
         except BaseException:
             await self.close()
             raise
@@ -313,21 +343,63 @@ class Network:
         await apply_config(self.store, self.config)  # serve owns the iFCs and PSIs
         self.hss = Hss(self.store.subscribers, self.config.domain, (self.config.scscf.uri,))
 
+    async def _open_feed(self, factories: Sequence[NodeFactory]) -> None:
+        """The trace feed of this process; a network without one still runs."""
+        roles = [f.role for f in factories] if self.roles is not None else ["all"]
+        path = feed_path(self.config.data_dir, roles)
+        feed = TraceFeed(path)
+        try:
+            self.trace_feed = await feed.start()
+        except OSError as exc:
+            log.warning("no trace feed (imsbox trace cannot attach): %s", exc)
+
+    async def _start_console(self, host: str, port: int) -> None:
+        assert self.store is not None
+        data_dir = self.config.data_dir
+        try:
+            console = WebConsole(self.store, lambda: find_feeds(data_dir), host, port,
+                                 self.web_password)
+            self.console = await console.start()
+        except ConsoleError as exc:
+            raise ServeError(str(exc)) from None
+        except OSError as exc:
+            raise ServeError(f"--web {host}:{port}: cannot listen: "
+                             f"{exc.strerror or exc}; pick another --web address") from None
+
     async def _start_node(self, factory: NodeFactory) -> None:
         assert self.store is not None
         node = factory.build(NodeContext(self.config, self.store,
                                          self.hss if factory.uses_hss else None, self.timers))
         self.nodes[factory.role] = node  # registered first so close() cleans up a half start
+        tracers: list[Trace] = []
         if self.trace:
             stream = self.trace if not isinstance(self.trace, bool) else None
-            node.endpoint.transport.trace = make_tracer(factory.role, stream)
+            tracers.append(make_tracer(factory.section, stream))
+        if self.trace_feed is not None:
+            tracers.append(self.trace_feed.sip_tracer(factory.role))
+        if tracers:
+            node.endpoint.transport.trace = _chain(tracers)
         try:
             await node.start()
         except OSError as exc:
             raise ServeError(_listen_error(factory, self.config, exc)) from None
+        if self.trace_feed is not None:
+            self._feed_node(factory.role, node, self.trace_feed)
+
+    def _feed_node(self, role: str, node: Node, feed: TraceFeed) -> None:
+        """The node's addresses for the feed's hello, and its MSRP endpoint's hook."""
+        listen = [(d.transport, d.host, d.port) for d in node.endpoint.transport.listen_addresses]
+        msrp = getattr(node, "msrp", None)  # an AS's MSRP endpoint (apps: MsrpEndpoint)
+        if msrp is not None and hasattr(msrp, "trace"):
+            msrp.trace = feed.msrp_tracer(role)
+            listen.append(("msrp", msrp.host, msrp.port))
+        feed.add_node(role, listen)
 
     async def close(self) -> None:
         """Entry point first (no new traffic), then inwards; the store last."""
+        if self.console is not None:
+            await self.console.close()
+            self.console = None
         for role in [*self.registry.roles, *self.nodes]:
             node = self.nodes.pop(role, None)
             if node is not None:
@@ -338,6 +410,9 @@ class Network:
         # asyncio closes UDP sockets on the next loop turn: let it, so that a
         # Network started right after this one can bind the same ports.
         await asyncio.sleep(0)
+        if self.trace_feed is not None:
+            await self.trace_feed.close()
+            self.trace_feed = None
         if self._owns_store and self.store is not None:
             await self.store.close()
             self.store = None
@@ -354,7 +429,20 @@ class Network:
         return out
 
     def listening_lines(self) -> list[str]:
-        return [str(listener) for listener in self.listeners()]
+        lines = [str(listener) for listener in self.listeners()]
+        if self.console is not None:
+            lines.append(f"web console on {self.console.url}")
+        return lines
+
+
+def _chain(tracers: list[Trace]) -> Trace:
+    if len(tracers) == 1:
+        return tracers[0]
+
+    def trace(direction: str, data: bytes, flow: Flow) -> None:
+        for tracer in tracers:
+            tracer(direction, data, flow)
+    return trace
 
 
 def _chosen(registry: NodeRegistry, roles: Iterable[str] | None) -> list[NodeFactory]:
@@ -368,11 +456,12 @@ def _chosen(registry: NodeRegistry, roles: Iterable[str] | None) -> list[NodeFac
             "--role hss: the HSS has no network interface yet (no Diameter Cx); it runs "
             "in-process over the store inside the I-CSCF and S-CSCF. Run "
             f"{carriers} against the same --data/--store instead")
-    unknown = [r for r in roles if r not in registry]
+    unknown = [r for r in roles if registry.role_of(r) is None]
     if unknown or not roles:
         raise ServeError(f"unknown role {unknown or roles!r}; use one of "
                          + ", ".join(registry.role_choices()))
-    return [f for f in registry if f.role in roles]
+    wanted = {registry.role_of(r) for r in roles}
+    return [f for f in registry if f.role in wanted]
 
 
 def _listen_error(factory: NodeFactory, config: Config, exc: OSError) -> str:
@@ -404,6 +493,10 @@ def _host(text: str) -> str:
     return bare
 
 
+def _web_address(text: str) -> tuple[str, int]:
+    return parse_hostport(text, 8080)
+
+
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``serve`` on an argparse subparsers object."""
     serve: argparse.ArgumentParser = subparsers.add_parser(
@@ -424,10 +517,15 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="store URL instead of the data dir's SQLite file")
     serve.add_argument("--cache", metavar="URL", default=None,
                        help="redis:// cache for a shared PostgreSQL store")
-    serve.add_argument("--role", choices=default_registry().role_choices(), default=None,
-                       help="run one network function alone")
+    serve.add_argument("--role", choices=default_registry().names(), default=None,
+                       help="run one network function alone (a node's name in the listening "
+                            "lines and traces works too: messaging_as = as)")
+    serve.add_argument("--web", metavar="HOST:PORT", type=_web_address, default=None,
+                       help="serve the read-only web console there (beyond loopback it "
+                            "asks for user imsbox and $IMSBOX_WEB_PASSWORD)")
     serve.add_argument("--trace", action="store_true",
-                       help="print every SIP message in and out with addresses")
+                       help="print every SIP message in and out with addresses "
+                            "(imsbox trace attaches to a running serve without it)")
     serve.set_defaults(run=run_serve)
     return serve
 
@@ -472,7 +570,9 @@ async def run_serve(args: argparse.Namespace) -> int:
         try:
             config = build_config(args)
             roles = (args.role,) if args.role else None
-            network = Network(config, roles=roles, trace=args.trace)
+            network = Network(config, roles=roles, trace=args.trace, feed=True,
+                              web=args.web,
+                              web_password=os.environ.get("IMSBOX_WEB_PASSWORD") or None)
             await network.start()
         except (ServeError, ConfigError, StoreError) as exc:
             print(f"imsbox serve: error: {exc}", file=sys.stderr, flush=True)

@@ -356,13 +356,13 @@ def test_call_answered_held_resumed_hung_up_json(network: tuple[Path, Config],
         assert alice.wait_event("call_held")["direction"] == "sendonly"
         alice.type("resume")
         assert alice.wait_event("call_resumed")["direction"] == "sendrecv"
-        alice.type("transfer carol")
+        alice.type("park")
         alice.type("hangup")
         stats = alice.wait_event("rtp_stats")["stats"]
         assert stats["packets_sent"] > 25 and stats["packets_received"] > 25
         assert alice.wait_event("call_ended")["reason"] == "local hangup"
-        assert alice.proc.wait(10) == 4       # fine, but 'transfer' is not built yet
-        assert any("transfer: not built yet" in line for line in alice.stderr)
+        assert alice.proc.wait(10) == 4       # fine, but 'park' is not built yet
+        assert any("park: not built yet" in line for line in alice.stderr)
         assert bob.wait_event("call_ended")["reason"] == "remote hangup"
     finally:
         assert bob.stop() == 0, bob.stderr

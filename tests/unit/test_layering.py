@@ -14,6 +14,8 @@ imsbox, or its own name at the top); a layer may import only the layers
     sip  sdp  msrp  content             protocol layers
     errors                              the error roots they share
     store     runtime                   state · process settings
+    trace                               the trace feed and its views (above the protocols)
+    console                             the web console (store + trace feed), under serve
 
 The client never imports apps or ims, apps never ims, ims never apps; the
 protocol layers and rcs import no node, no client and no store. Imports
@@ -45,10 +47,16 @@ ALLOWED: dict[str, frozenset[str]] = {
     "apps": PROTOCOL | {"rcs", "store", "config", "media"},
     "media": frozenset({"sdp", "errors"}),   # RTP audio; ue and apps build on it
     "ue": PROTOCOL | {"rcs", "runtime", "media"},
-    "serve": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ifc"},
+    # the trace feed and its views: they parse SIP/MSRP, never reach into a node
+    "trace": PROTOCOL | {"config", "runtime"},
+    # the web console: the store and the trace feed, read-only
+    "console": PROTOCOL | {"store", "trace"},
+    "serve": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ifc", "trace",
+                         "console"},
     # the loopback test kit: a network's config and a simple UE, for tests and scripts
     "testing": PROTOCOL | {"config", "ue"},
-    "cli": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ue", "serve", "ifc"},
+    "cli": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ue", "serve", "ifc",
+                       "trace"},
 }
 
 

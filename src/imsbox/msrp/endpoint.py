@@ -23,6 +23,11 @@ from .uri import MsrpUri
 
 log = logging.getLogger(__name__)
 
+# The trace hook of an endpoint: (direction "in"/"out", bytes, connection), called
+# for every read and write of every connection. The bytes are the stream as it
+# crosses the socket (not cut into messages); a tracer frames them itself.
+MsrpTrace = Callable[[str, bytes, "MsrpConnection"], None]
+
 
 class Readable(Protocol):
     """A file, or anything with a file's ``read``: read in chunks as it is sent."""
@@ -88,17 +93,23 @@ class MsrpConnection(asyncio.Protocol):
         self.timers = ConnectionTimers(endpoint.liveness, self.loop.time())
         self._done = 0
         self._timer: asyncio.TimerHandle | None = None
+        self.sockname: tuple[str, int] = ("", 0)  # set when the connection is made
+        self.peername: tuple[str, int] = ("", 0)
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.sockname = _address(transport.get_extra_info("sockname"))
+        self.peername = _address(transport.get_extra_info("peername"))
         transport.set_write_buffer_limits(high=self.endpoint.write_buffer_limit)
         self.endpoint._connections.add(self)
         self._arm()
         log.debug("conn %s: up %s", self.core.name, transport.get_extra_info("peername"))
 
     def data_received(self, data: bytes) -> None:
+        if self.endpoint.trace is not None:
+            self._trace("in", data)
         now = self.loop.time()
         try:
             pairs = self.core.receive_data(data, now)
@@ -161,14 +172,27 @@ class MsrpConnection(asyncio.Protocol):
     def write(self, bufs: list[bytes]) -> None:
         if self.transport is None or self.transport.is_closing():
             raise SessionClosed("connection closed")
+        if self.endpoint.trace is not None:
+            self._trace("out", b"".join(bufs))
         self.transport.writelines(bufs)
         self.timers.sent(self.loop.time())
 
     def flush(self) -> None:
         out = self.core.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
+            if self.endpoint.trace is not None:
+                self._trace("out", b"".join(out))
             self.transport.writelines(out)
             self.timers.sent(self.loop.time())
+
+    def _trace(self, direction: str, data: bytes) -> None:
+        trace = self.endpoint.trace
+        if trace is None:
+            return
+        try:
+            trace(direction, bytes(data), self)
+        except Exception:  # a tracer's bug must not break the session
+            log.exception("MSRP trace callback failed")
 
     async def drain(self) -> None:
         """Backpressure: wait until the transport buffer is below its high mark."""
@@ -495,6 +519,7 @@ class MsrpEndpoint:
         self._connections: set[MsrpConnection] = set()
         self._outbound: dict[tuple[str, int, bool], MsrpConnection] = {}
         self._connecting: dict[tuple[str, int, bool], asyncio.Future[MsrpConnection]] = {}
+        self.trace: MsrpTrace | None = None  # see MsrpTrace: every byte in and out
 
     @property
     def scheme(self) -> str:
@@ -577,6 +602,13 @@ class MsrpEndpoint:
             raise
         finally:
             del self._connecting[key]
+
+
+def _address(name: Any) -> tuple[str, int]:
+    """(host, port) of a socket name (IPv6 names carry flow info and scope too)."""
+    if isinstance(name, tuple) and len(name) >= 2:
+        return str(name[0]), int(name[1])
+    return "", 0
 
 
 def _size_of(body: Body) -> int | None:

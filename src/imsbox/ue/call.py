@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from ..media import AudioParams, MediaError, PortAllocator, RtpSession, ToneSource, WavSink, WavSource
 from ..media.audio import Sink, Source
@@ -32,8 +31,9 @@ from ..sdp import (
     resume_direction,
 )
 from ..sip.ua.useragent import Call, Origin
+from . import early_media
 from .core import UeCore
-from .events import CallAnswered, CallEnded, CallHeld, CallResumed, CallRinging, RtpStatsEvent, SendError
+from .events import CallAnswered, CallEnded, CallHeld, CallResumed, RtpStatsEvent, SendError
 
 __all__ = ["MMTEL", "CallMedia", "CallService", "VoiceCall"]
 
@@ -117,6 +117,7 @@ class VoiceCall:
         self.ended = asyncio.Event()
         self.end_reason = ""
         self.held = False          # we hold the peer
+        self.end_as: str | None = None   # the call_ended reason a service expects (transfer)
         self._hanging_up: str | None = None
         self._sink: Sink | None = None
 
@@ -138,6 +139,8 @@ class VoiceCall:
     def start(self, source: Source | None, sink: Sink | None) -> None:
         self.rtp.source, self.rtp.sink, self._sink = source, sink, sink
         self.service.calls[self.id] = self
+        if not self.incoming:
+            early_media.watch_provisionals(self)   # call_ringing, call_early_media
         self._core.spawn(self._watch())
 
     async def wait_answered(self, timeout: float | None = None) -> bool:
@@ -169,11 +172,32 @@ class VoiceCall:
         self._core.emit(kind(*self._parties(), self.id, self.rtp.direction.value))
         return True
 
-    async def hangup(self) -> None:
-        """BYE; while still ringing CANCEL (caller) or 603 Decline (callee)."""
+    def take_media(self) -> tuple[Source | None, Sink | None]:
+        """Hand what this call plays and records to another call (a transfer, a
+        consultation) or to a conference's mixer: this one goes on with silence
+        and records nothing."""
+        source, sink = self.rtp.source, self.rtp.sink
+        self.rtp.source = self.rtp.sink = self._sink = None
+        return source, sink
+
+    def give_media(self, media: tuple[Source | None, Sink | None], owner: bool = True) -> None:
+        """Play and record these; ``owner``: this call closes the WAV sink when it ends."""
+        self.rtp.source, self.rtp.sink = media
+        self._sink = media[1] if owner else None
+
+    @property
+    def parties(self) -> tuple[str, str]:
+        """(caller, callee): the from and to of this call's events."""
+        return self._parties()
+
+    async def hangup(self, reason: str | None = None) -> None:
+        """BYE; while still ringing CANCEL (caller) or 603 Decline (callee).
+        ``reason``: the call_ended reason instead of local hangup (e.g. transferred)."""
         if self.ended.is_set():
             return
-        if self.answered.is_set():
+        if reason is not None:
+            self._hanging_up = reason
+        elif self.answered.is_set():
             self._hanging_up = "local hangup"
         else:
             self._hanging_up = "declined" if self.incoming else "cancelled"
@@ -190,19 +214,12 @@ class VoiceCall:
         if not self.incoming:
             self._core.spawn(self._progress())
         event = await asyncio.shield(self.call.terminated)
-        reason = self._hanging_up or _REASONS.get(event.reason, event.reason)
+        reason = self._hanging_up or self.end_as or _REASONS.get(event.reason, event.reason)
         await self._finish(reason)
 
     async def _progress(self) -> None:
-        """Caller side: call_ringing on the 18x, call_answered on the 2xx."""
-        ringing = asyncio.ensure_future(self.call.ringing.wait())
-        final = self.call.final
-        either: list[asyncio.Future[Any]] = [ringing, final]
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if self.call.ringing.is_set() and not self.ended.is_set():
-            self._core.emit(CallRinging(*self._parties(), self.id))
-        ringing.cancel()
-        response = await asyncio.shield(final)
+        """Caller side: call_answered on the 2xx (the 1xx: early_media.py)."""
+        response = await asyncio.shield(self.call.final)
         if response is not None and 200 <= response.status < 300:
             self.set_answered()
 
@@ -237,6 +254,9 @@ class CallService:
         self.core = core
         self.answer_after = answer_after
         self.busy = busy
+        self.call_waiting = True    # False: 486 to a call while another one is in progress
+        self.early_media = False    # alert with 183 + SDP and play early_source (early_media.py)
+        self.early_source: SourceFactory = lambda: None
         self.ports = ports
         self.source: SourceFactory = lambda: None
         self.sink: SinkFactory = lambda: None
@@ -246,43 +266,56 @@ class CallService:
     def answering(self) -> bool:
         return self.busy or self.answer_after is not None
 
+    def contact_params(self) -> str:
+        """The MMTel feature tag and our +sip.instance, on every Contact of a call."""
+        return f";{MMTEL_TAG}" + (f';+sip.instance="<{self.core.registration.instance}>"'
+                                  if self.core.registration.instance else "")
+
     def origin(self) -> Origin:
         assert self.core.ua is not None
-        params = f";{MMTEL_TAG}" + (f';+sip.instance="<{self.core.registration.instance}>"'
-                                    if self.core.registration.instance else "")
         return Origin(self.core.ua.local, self.core.ua.contact,
-                      tuple(self.core.registration.route()), contact_params=params)
+                      tuple(self.core.registration.route()),
+                      contact_params=self.contact_params())
 
     async def place(self, target: str, source: Source | None = None,
-                    sink: Sink | None = None) -> VoiceCall:
-        """INVITE with an audio offer; returns at once (``wait_answered``)."""
+                    sink: Sink | None = None, headers: Iterable[tuple[str, str]] = ()) -> VoiceCall:
+        """INVITE with an audio offer; returns at once (``wait_answered``).
+        ``headers``: more headers for the INVITE (a transfer's Referred-By, Replaces)."""
         assert self.core.ua is not None
         rtp = await RtpSession.open(self.ports, host=self.core.host)
         media = CallMedia(rtp, self.core.host)
         headers = [("Accept-Contact", f"*;{MMTEL_TAG}"),
                    ("P-Preferred-Service", MMTEL),
                    ("P-Preferred-Identity", f"<{self.core.aor}>"),
-                   ("User-Agent", self.core.user_agent)]
+                   ("User-Agent", self.core.user_agent), *headers]
         call = await self.core.ua.invite(target, media.make_offer(), headers,
                                          offer_answer=media, origin=self.origin())
         voice = VoiceCall(self, call, media, target, False)
         voice.start(source, sink)
         return voice
 
-    async def incoming(self, call: Call, peer: str, offer: bytes) -> None:
-        """Ring, then answer after ``answer_after`` s, or refuse 486 / 488."""
+    async def incoming(self, call: Call, peer: str, offer: bytes,
+                       replacing: VoiceCall | None = None) -> VoiceCall | None:
+        """Ring, then answer after ``answer_after`` s, or refuse 486 / 488.
+        ``replacing``: the call an INVITE with Replaces takes over (RFC 3891 3):
+        answered at once without ringing, with that call's source and sink."""
         try:
             rtp = await RtpSession.open(self.ports, host=self.core.host)
         except MediaError as exc:   # no free RTP port
             log.warning("call %s refused: %s", call.call_id, exc)
             call.reject(503, "Service Unavailable - no free RTP port")
-            return
+            return None
         media = CallMedia(rtp, self.core.host)
         voice = VoiceCall(self, call, media, peer, True)
-        voice.start(self.source(), self.sink())
-        if self.busy:
+        in_call = any(v is not voice and not v.ended.is_set() for v in self.calls.values())
+        if replacing is not None:
+            source, sink = replacing.take_media()
+            voice.start(source, sink)
+        else:
+            voice.start(self.source(), self.sink())
+        if replacing is None and (self.busy or (in_call and not self.call_waiting)):
             call.reject(486)
-            return
+            return None
         answer_sdp = media.answer(offer)
         if answer_sdp is None:
             refused = media.refused
@@ -290,15 +323,20 @@ class CallService:
             call.reject(488, headers=[("Warning",
                                        f'305 {self.core.host} "Incompatible media format; '
                                        f'we support {codecs}"')])
-            return
+            return None
         call.session.offer_answer = media   # re-INVITEs (hold) are answered by the media
-        call.ring(180)
-        self.core.emit(CallRinging(peer, self.core.aor, call.call_id))
-        await asyncio.sleep(self.answer_after or 0)
+        call.session.local_contact_params = self.contact_params()  # 200s: the tags too
+        answered = None
+        if replacing is None:   # 180, or 183 with the answer (early_media.py)
+            answered = early_media.alert(self, voice, answer_sdp)
+            await asyncio.sleep(self.answer_after or 0)
         if voice.ended.is_set() or call.terminated.done():
-            return
+            return None
         call.accept(answer_sdp)
+        if answered is not None:
+            answered()
         voice.set_answered()
+        return voice
 
     async def close(self) -> None:
         for voice in list(self.calls.values()):

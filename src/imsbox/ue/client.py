@@ -52,10 +52,14 @@ from ..sip.transport.base import TRANSPORTS, Destination, Flow
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from .call import CallService, VoiceCall, file_source
+from .dialog_events import DialogNotifier
+from .redial import RedialService
+from .threeway import Conference, ThreeWayService
 from .chat import Chat, ChatService
 from .core import UeCore, UeEndpoint, identity
 from .events import (
     CallEvent,
+    CallTransferred,
     ChatEnded,
     ChatMessage,
     ChatStarted,
@@ -85,6 +89,7 @@ from .group import GroupChat, GroupService, ReferResult, focus_of
 from .messaging import Messaging
 from .notify import Notifications
 from .register import Registration, RegistrationService
+from .transfer import TransferService
 
 __all__ = [
     "CallEvent", "Chat", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
@@ -108,7 +113,9 @@ class RcsClient:
     messages stored while offline until ``retrieve_deferred()`` (seed 003).
     ``accept_groups``: join the group chats the network invites us to (else 486).
     ``answer_calls``: answer voice calls after that many seconds (None: decline them,
-    486, reporting a ``CallEvent``); ``busy_calls``: refuse them 486 Busy Here."""
+    486, reporting a ``CallEvent``); ``busy_calls``: refuse them 486 Busy Here.
+    ``take_im_transfers``: call the URIs with Replaces that arrive in messages
+    (RFC 5359 2.6). REFERs in a call are always acted on (ue/transfer.py)."""
 
     def __init__(self, user: str, password: str, domain: str = "ims.test",
                  pcscf: tuple[str, int] = ("127.0.0.1", 5060), transport: str = "udp",
@@ -119,7 +126,8 @@ class RcsClient:
                  max_file_size: int | None = None, report_all_notifications: bool = False,
                  answer_timeout: float = ANSWER_TIMEOUT,
                  deferred_retrieval: bool = False, accept_groups: bool = True,
-                 answer_calls: float | None = None, busy_calls: bool = False) -> None:
+                 answer_calls: float | None = None, busy_calls: bool = False,
+                 take_im_transfers: bool = False) -> None:
         if transport not in TRANSPORTS:
             raise RcsError(f"transport must be one of {', '.join(TRANSPORTS)}")
         self.user, self.password, self.domain = user, password, domain
@@ -144,6 +152,16 @@ class RcsClient:
         self.chat_service = ChatService(self.core, self.notifications, accept_chats)
         self.group_service = GroupService(self.core, self.notifications, accept_groups)
         self.call_service = CallService(self.core, answer_calls, busy_calls)
+        self.transfers = TransferService(self.core, self.call_service,
+                                         lambda: self.group_service.agent, self.send_message,
+                                         take_im_transfers)
+        # RFC 5359 2.10/2.11 (ue/threeway.py), 2.17 (ue/redial.py, ue/dialog_events.py)
+        self.threeway = ThreeWayService(self.core, self.call_service)
+        self.dialog_events = DialogNotifier(self.core, self.call_service,
+                                            lambda: self.group_service.agent)
+        self.redialer = RedialService(self.core, self.call_service,
+                                      lambda: self.group_service.agent,
+                                      self.group_service.origin)
         self.files = FileTransfers(self.core, self.notifications,
                                    Path(downloads) if downloads is not None else None,
                                    max_file_size)
@@ -193,10 +211,13 @@ class RcsClient:
         config = InviteConfig(t1=self.timers.t1, t2=self.timers.t2,
                               session_timer=CPM_SESSION_TIMER,
                               allow=("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK",
-                                     "UPDATE", "MESSAGE"))
+                                     "UPDATE", "MESSAGE", "REFER", "SUBSCRIBE", "NOTIFY"),
+                              extensions=("replaces", "join"))   # RFC 3891, RFC 3911
         self._endpoint.remove_module(self._early)
         self.core.ua = UserAgent(self._endpoint, f"<{self.aor}>", self.contact, config=config,
                                  on_call=self._on_call, on_request=self.messaging.on_request)
+        self.transfers.install()
+        self.dialog_events.install()
         try:
             await self.registering.first(self.answer_timeout)
         except RegistrationError:
@@ -210,6 +231,8 @@ class RcsClient:
         await self.chat_service.close()
         await self.group_service.close()
         await self.call_service.close()
+        self.transfers.close()
+        self.dialog_events.close()
         tasks = list(self.core.tasks)
         for task in tasks:
             task.cancel()
@@ -385,6 +408,56 @@ class RcsClient:
         sink = WavSink(record) if record is not None else None
         return await self.call_service.place(self.resolve(to), file_source(play, tone), sink)
 
+    async def transfer(self, call: VoiceCall, to: str) -> CallTransferred:
+        """Unattended transfer (RFC 5359 2.4): hold, REFER ``to``, BYE once the NOTIFY
+        says the transferee reached it, else resume. Also a ``call_transferred``."""
+        return await self.transfers.transfer(call, self.resolve(to))
+
+    async def consult(self, call: VoiceCall, to: str) -> VoiceCall:
+        """Consultation hold (RFC 5359 2.2): hold ``call`` and call ``to``; returns the
+        consultation call, which ``complete`` turns into an attended transfer."""
+        return await self.transfers.consult(call, self.resolve(to))
+
+    async def complete(self, consultation: VoiceCall) -> CallTransferred:
+        """Attended transfer (RFC 5359 2.5): REFER the held party with Replaces naming
+        the consultation; both our calls end when it worked."""
+        return await self.transfers.complete(consultation)
+
+    async def im_transfer(self, call: VoiceCall, to: str) -> CallTransferred:
+        """IM transfer (RFC 5359 2.6): send ``to`` the peer's URI with Replaces in a
+        message; transferred once ``to`` took the call over."""
+        return await self.transfers.im_transfer(call, self.resolve(to))
+
+    async def redial(self, to: str, play: str | Path | None = None, tone: float | None = None,
+                     record: str | Path | None = None, timeout: float = 300.0,
+                     attempts: int = 3) -> VoiceCall:
+        """Automatic redial (RFC 5359 2.17): call ``to``; while it is busy, watch its
+        dialog events and call again once it is idle (at most ``attempts`` calls,
+        ``timeout`` s). Returns the last call: answered, or not (redial_failed says why)."""
+        target = self.resolve(to)
+
+        async def place() -> VoiceCall:
+            sink = WavSink(record) if record is not None else None
+            return await self.call_service.place(target, file_source(play, tone), sink)
+        return await self.redialer.redial(target, place, timeout, attempts)
+
+    async def add_party(self, call: VoiceCall, to: str) -> VoiceCall:
+        """RFC 5359 2.10: hold ``call`` and call ``to`` (what ``call`` played and
+        recorded goes to the new call); ``conference()`` then mixes them."""
+        return await self.threeway.add_party(call, self.resolve(to))
+
+    async def conference(self, *calls: VoiceCall) -> Conference:
+        """Mix ``calls`` (default: every answered call) into a 3-way call here,
+        mix-minus; a call_conference event (RFC 5359 2.10)."""
+        return await self.threeway.conference(calls or None)
+
+    async def join(self, to: str, dialog: str, play: str | Path | None = None,
+                   tone: float | None = None, record: str | Path | None = None) -> VoiceCall:
+        """RFC 5359 2.11: INVITE ``to`` with Join naming its dialog ``dialog``
+        (``CALLID;to-tag=T;from-tag=F``, tags as ``to`` sees them, RFC 3911)."""
+        sink = WavSink(record) if record is not None else None
+        return await self.threeway.join(self.resolve(to), dialog, file_source(play, tone), sink)
+
     # -- incoming INVITEs ----------------------------------------------------------------
     async def _on_call(self, call: Call) -> None:
         self.core.spawn(self._incoming(call))
@@ -403,6 +476,12 @@ class RcsClient:
             call.reject(488, f"Not Acceptable Here - {exc.reason}"[:80])
             return
         media = msrp_media(offer)
+        if media is None and _is_audio(offer) and request.headers.get("Join") is not None:
+            await self.threeway.incoming_join(call, peer, sdp_body or b"")   # RFC 3911
+            return
+        if media is None and _is_audio(offer) and request.headers.get("Replaces") is not None:
+            await self.transfers.incoming_replaces(call, peer, sdp_body or b"")
+            return
         if media is None and self.call_service.answering and _is_audio(offer):
             await self.call_service.incoming(call, peer, sdp_body or b"")
             return

@@ -94,10 +94,14 @@ class UeCore:
         self.events: asyncio.Queue[RcsEvent] = asyncio.Queue()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.recover: Callable[[], Awaitable[bool]] = _cannot_recover
+        # services that react to other services' events (an IM transfer in a message)
+        self.listeners: list[Callable[[RcsEvent], None]] = []
 
     # -- tasks and events ------------------------------------------------------------
     def emit(self, event: RcsEvent) -> None:
         self.events.put_nowait(event)
+        for listener in self.listeners:
+            listener(event)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

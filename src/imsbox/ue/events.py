@@ -14,12 +14,14 @@ from typing import Any, ClassVar
 from ..sip.uri import UriError, parse_uri
 
 __all__ = [
+    "CallConference", "CallEarlyMedia", "CallJoined", "RedialFailed", "RedialRetry", "RedialWaiting",
     "CallEvent", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
     "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "GroupJoined",
     "GroupLeft", "GroupMessage", "GroupSubject", "MessageReceived", "MessageStatus", "Notification",
     "ParticipantJoined", "ParticipantLeft", "RcsError", "RcsEvent", "Registered",
     "RegistrationError", "SendError", "resolve_target",
-    "CallAnswered", "CallEnded", "CallHeld", "CallResumed", "CallRinging", "RtpStatsEvent",
+    "CallAnswered", "CallEnded", "CallHeld", "CallResumed", "CallRinging", "CallTransferred",
+    "RtpStatsEvent",
 ]
 
 _E164 = re.compile(r"\+[0-9]{3,15}")
@@ -312,12 +314,96 @@ class CallEnded(RcsEvent):
 
 
 @dataclass(slots=True)
+class CallTransferred(RcsEvent):
+    """A transfer of the call ``call_id`` (RFC 5359 2.4-2.6) came to an end here.
+
+    ``role``: transferor (we sent the REFER or the IM), transferee (we got the
+    REFER), target (our call was replaced by the transferee's INVITE with
+    Replaces); ``kind``: unattended, attended or im; ``outcome``: transferred
+    or failed; ``status``: the referenced INVITE's final status (the NOTIFY
+    sipfrag) when known; ``new_call_id``: the call that goes on, if ours."""
+
+    call_id: str
+    target: str
+    outcome: str
+    role: str
+    kind: str
+    status: int | None = None
+    reason: str = ""
+    new_call_id: str | None = None
+    EVENT: ClassVar[str] = "call_transferred"
+
+
+@dataclass(slots=True)
 class RtpStatsEvent(RcsEvent):
     """The call's RTP counters (``RtpStats``: packets_sent/received, lost, jitter_ms...)."""
 
     call_id: str
     stats: dict[str, Any]
     EVENT: ClassVar[str] = "rtp_stats"
+
+
+@dataclass(slots=True)
+class CallEarlyMedia(RcsEvent):
+    """A provisional (183 Session Progress) brought the callee's answer: its audio
+    plays before the call is answered (RFC 3261 13.2.1, RFC 3960)."""
+
+    call_id: str
+    status: int
+    EVENT: ClassVar[str] = "call_early_media"
+
+
+@dataclass(slots=True)
+class CallConference(RcsEvent):
+    """A 3-way call mixed here (RFC 5359 2.10, 2.11): ``state`` mixing (the legs in
+    ``calls``, to ``parties``, are mixed mix-minus), party_left (one leg ended, the
+    rest go on) or ended (one party left: a plain call again, or none)."""
+
+    call_id: str                 # the conference: its first leg's Call-ID
+    state: str
+    calls: list[str]
+    parties: list[str]
+    EVENT: ClassVar[str] = "call_conference"
+
+
+@dataclass(slots=True)
+class CallJoined(RcsEvent):
+    """An INVITE with Join (RFC 3911) added its sender (from) to our call
+    ``joined_call_id``; ``call_id`` is the joining call."""
+
+    call_id: str
+    joined_call_id: str
+    EVENT: ClassVar[str] = "call_joined"
+
+
+@dataclass(slots=True)
+class RedialWaiting(RcsEvent):
+    """Automatic redial (RFC 5359 2.17): the callee was busy (``call_id`` the refused
+    call); we watch its dialog events until it is idle, at most ``timeout`` s."""
+
+    call_id: str
+    attempt: int
+    timeout: float
+    EVENT: ClassVar[str] = "redial_waiting"
+
+
+@dataclass(slots=True)
+class RedialRetry(RcsEvent):
+    """The callee's dialog events show it idle: calling again (``call_id`` the new call)."""
+
+    call_id: str
+    attempt: int
+    EVENT: ClassVar[str] = "redial_retry"
+
+
+@dataclass(slots=True)
+class RedialFailed(RcsEvent):
+    """Redial gave up: ``reason`` timeout, the subscription was refused, still busy..."""
+
+    call_id: str
+    attempt: int
+    reason: str
+    EVENT: ClassVar[str] = "redial_failed"
 
 
 @dataclass(slots=True)
@@ -334,6 +420,7 @@ class FileTransferResult:
     reason: str = ""
     message_id: str = ""   # imdn.Message-ID of the INVITE's CPIM part (the IMDN's subject)
     file_range: str = ""   # the octets sent, "START-STOP" (less than the file when resumed)
+    deferred: bool = False  # the recipient is offline: the network keeps the file for it
 
 
 def resolve_target(to: str, domain: str) -> str:
