@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, serve
+from .apps import telephony_cli
 from .ims import provisioning
 from .runtime import parse_hostport, stop_on_signals, tune_garbage_collector
 from .sip.transport.base import TRANSPORTS
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve.add_subcommand(sub)
     provisioning.add_subcommands(sub)
+    telephony_cli.add_subcommands(sub)
     ue_cli.add_subcommand(sub)
     trace_cli.add_subcommand(sub)
     return parser

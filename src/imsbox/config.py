@@ -19,6 +19,8 @@ Every key is optional; a missing file means all defaults. Defaults::
     [scscf]                      # host 127.0.0.1, port 5080, transports udp+tcp
     [messaging_as]               # host 127.0.0.1, port 5090 (CPM/RCS messaging)
     [conference_as]              # host 127.0.0.1, port 5100 (conferences, groups)
+    [telephony_as]               # host 127.0.0.1, port 5110 (forwarding, screening,
+                                 # dialog events, click to dial: docs/telephony-as.md)
 
     [registrar]
     min_expires = 60             # shorter REGISTER expiry gets 423
@@ -53,6 +55,11 @@ Every key is optional; a missing file means all defaults. Defaults::
 
     [conference]                 # the conference AS (group chat)
     idle_timeout = 300           # seconds a conference nobody is in is kept (then 404)
+
+    [telephony]                  # the telephony AS
+    no_answer_after = 20         # seconds a call rings before forward-no-answer / the
+                                 # next find-me target, when the setting names none
+    max_diversions = 5           # History-Info forwarding entries before 483
 
     [limits]                     # every node (docs/limits.md: what is answered how)
     max_headers = 256            # header lines per SIP message; more -> 400
@@ -92,9 +99,17 @@ Default iFCs (priority, trigger):
   conference PSI (``conf-*`` / ``group-*``) is the conference AS's.
 * 30 -> conference AS: any REGISTER (third-party registration: an offline
   member of a pre-defined group is invited back with what it missed).
+* 40 -> telephony AS (``sip:orig@HOST:PORT``): a voice call, ORIGINATING: an
+  INVITE with an ``m=audio`` line that names no CPM service (as above) and is
+  not group chat (outgoing screening, dialog events).
+* 50 -> telephony AS (``sip:term@HOST:PORT``): the same, TERMINATING_REGISTERED
+  or TERMINATING_UNREGISTERED (forwarding, find-me, incoming screening).
+* 55 -> telephony AS (``sip:term@...``): a SUBSCRIBE with ``Event: dialog`` to a
+  user, TERMINATING_* (the AS is its subscribers' RFC 4235 notifier).
 
 ``[[ifc]]`` tables use the shape of :meth:`imsbox.ifc.InitialFilterCriteria.from_dict`;
-``application_server`` may also be a node name (``"messaging_as"``, ``"conference_as"``).
+``application_server`` may also be a node name (``"messaging_as"``, ``"conference_as"``,
+``"telephony_as"``).
 
 Default PSIs: ``sip:conf-*@DOMAIN`` and ``sip:group-*@DOMAIN`` hosted by the
 conference AS. Always provisioned beside them: ``sip:cpm-deferred@DOMAIN``
@@ -116,7 +131,7 @@ from typing import Any
 
 from .ifc import (
     ApplicationServer, HeaderSpt, IfcError, InitialFilterCriteria, MethodSpt, RequestUriSpt,
-    SessionCase, SessionCaseSpt, TriggerPoint,
+    SdpLineSpt, ServicePointTrigger, SessionCase, SessionCaseSpt, TriggerPoint,
 )
 from .sip.overload import OverloadPolicy
 from .sip.transport import Limits
@@ -125,12 +140,12 @@ from .store.models import Psi, PsiKind
 __all__ = [
     "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "ConferenceConfig", "Config", "ConfigError",
     "LimitsConfig", "LoginLimits", "NodeConfig",
-    "RegistrarConfig", "SecurityConfig", "default_ifcs", "default_psis", "load_config",
+    "RegistrarConfig", "SecurityConfig", "TelephonyConfig", "default_ifcs", "default_psis", "load_config",
 ]
 
 DEFAULT_DOMAIN = "ims.test"
 DEFAULT_DATA_DIR = ".imsbox"
-NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as")
+NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as", "telephony_as")
 _TRANSPORTS = ("udp", "tcp", "tls")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")  # those the store keeps an H(A1) for
 UDP_TRUST = ("loopback", "any", "none")   # [security] udp_trust, default first
@@ -224,6 +239,12 @@ class ConferenceConfig:
     idle_timeout: int = 300  # seconds an empty conference is kept
 
 
+@dataclass(slots=True, frozen=True)
+class TelephonyConfig:
+    no_answer_after: int = 20   # seconds of ringing before forward-no-answer / find-me
+    max_diversions: int = 5     # forwardings of one call (History-Info) before 483
+
+
 def _default_nodes() -> dict[str, NodeConfig]:
     local = ("127.0.0.1",)
     return {
@@ -232,6 +253,7 @@ def _default_nodes() -> dict[str, NodeConfig]:
         "scscf": NodeConfig(local, 5080),
         "messaging_as": NodeConfig(local, 5090),
         "conference_as": NodeConfig(local, 5100),
+        "telephony_as": NodeConfig(local, 5110),
     }
 
 
@@ -260,6 +282,7 @@ class Config:
     registrar: RegistrarConfig = RegistrarConfig()
     messaging: MessagingConfig = MessagingConfig()
     conference: ConferenceConfig = ConferenceConfig()
+    telephony: TelephonyConfig = TelephonyConfig()
     security: SecurityConfig = SecurityConfig()
     limits: LimitsConfig = LimitsConfig()
     ifcs: tuple[InitialFilterCriteria, ...] = ()
@@ -284,6 +307,10 @@ class Config:
     @property
     def conference_as(self) -> NodeConfig:
         return self.nodes["conference_as"]
+
+    @property
+    def telephony_as(self) -> NodeConfig:
+        return self.nodes["telephony_as"]
 
     @property
     def deferred_messages_psi(self) -> Psi:
@@ -337,23 +364,67 @@ def _cpm_ifc(priority: int, server: str, cases: tuple[SessionCase, ...], name: s
                                  TriggerPoint(spts, cnf=True), name=name)
 
 
-def default_ifcs(messaging_as_uri: str, conference_as_uri: str | None = None
+def _voice_ifc(priority: int, server: str, cases: tuple[SessionCase, ...],
+               name: str) -> InitialFilterCriteria:
+    # A voice call is an INVITE with audio that is neither CPM (the messaging
+    # AS's) nor group chat (the conference AS's): any phone's call, ICSI or not.
+    spts: tuple[ServicePointTrigger, ...] = (
+        MethodSpt("INVITE", groups=(0,)),
+        SdpLineSpt("m", r"^audio ", groups=(1,)),
+        HeaderSpt("P-Asserted-Service", CPM_SERVICE, negated=True, groups=(2,)),
+        HeaderSpt("Accept-Contact", CPM_ACCEPT_CONTACT, negated=True, groups=(3,)),
+        *(SessionCaseSpt(case, groups=(4,)) for case in cases),
+        RequestUriSpt(CONFERENCE_PSI, negated=True, groups=(5,)),
+        HeaderSpt("P-Asserted-Identity", CONFERENCE_PSI, negated=True, groups=(6,)),
+    )
+    return InitialFilterCriteria(priority, ApplicationServer(server),
+                                 TriggerPoint(spts, cnf=True), name=name)
+
+
+def _dialog_events_ifc(priority: int, server: str) -> InitialFilterCriteria:
+    """SUBSCRIBE Event: dialog to a user: the telephony AS is its notifier (RFC 4235)."""
+    spts = (MethodSpt("SUBSCRIBE", groups=(0,)),
+            HeaderSpt("Event", r"^\s*dialog\b", groups=(1,)),
+            SessionCaseSpt(SessionCase.TERMINATING_REGISTERED, groups=(2,)),
+            SessionCaseSpt(SessionCase.TERMINATING_UNREGISTERED, groups=(2,)))
+    return InitialFilterCriteria(priority, ApplicationServer(server),
+                                 TriggerPoint(spts, cnf=True), name="dialog-events")
+
+
+def telephony_ifcs(telephony_as: NodeConfig) -> tuple[InitialFilterCriteria, ...]:
+    """Voice calls both ways and dialog subscriptions to the telephony AS; the
+    AS URI's user part (``orig`` / ``term``) tells it the session case."""
+    host = f"[{telephony_as.host}]" if ":" in telephony_as.host else telephony_as.host
+    orig, term = (f"sip:{case}@{host}:{telephony_as.port}" for case in ("orig", "term"))
+    terminating = (SessionCase.TERMINATING_REGISTERED, SessionCase.TERMINATING_UNREGISTERED)
+    return (
+        _voice_ifc(40, orig, (SessionCase.ORIGINATING, SessionCase.ORIGINATING_UNREGISTERED),
+                   "voice-originating"),
+        _voice_ifc(50, term, terminating, "voice-terminating"),
+        _dialog_events_ifc(55, term),
+    )
+
+
+def default_ifcs(messaging_as_uri: str, conference_as_uri: str | None = None,
+                 telephony_as: NodeConfig | None = None,
                  ) -> tuple[InitialFilterCriteria, ...]:
     """CPM originating (and third-party REGISTER) and terminating traffic to the
-    messaging AS; REGISTER also to the conference AS (offline group members)."""
-    ifcs = (
+    messaging AS; REGISTER also to the conference AS (offline group members);
+    voice calls and dialog subscriptions to the telephony AS."""
+    ifcs: tuple[InitialFilterCriteria, ...] = (
         _cpm_ifc(10, messaging_as_uri, (SessionCase.ORIGINATING,), "cpm-originating",
                  register=True),
         _cpm_ifc(20, messaging_as_uri, (SessionCase.TERMINATING_REGISTERED,
                                         SessionCase.TERMINATING_UNREGISTERED),
                  "cpm-terminating"),
     )
-    if conference_as_uri is None:
-        return ifcs
-    # A member who registers gets the pending group invitations and messages.
-    register = InitialFilterCriteria(30, ApplicationServer(conference_as_uri), TriggerPoint(
-        (MethodSpt("REGISTER"),)), name="conference-register")
-    return (*ifcs, register)
+    if conference_as_uri is not None:
+        # A member who registers gets the pending group invitations and messages.
+        ifcs += (InitialFilterCriteria(30, ApplicationServer(conference_as_uri), TriggerPoint(
+            (MethodSpt("REGISTER"),)), name="conference-register"),)
+    if telephony_as is not None:
+        ifcs += telephony_ifcs(telephony_as)
+    return ifcs
 
 
 # The default conference PSIs (``default_psis``) whatever the domain.
@@ -392,7 +463,7 @@ class _Loader:
     """Validates one parsed TOML document; every error names its key."""
 
     TOP_KEYS = ("domain", "data_dir", "store", "registrar", "messaging", "conference",
-                "security", "limits", "ifc", "psi", *NODE_NAMES)
+                "telephony", "security", "limits", "ifc", "psi", *NODE_NAMES)
 
     def __init__(self, data: dict[str, Any], source: str) -> None:
         self.data = data
@@ -439,6 +510,7 @@ class _Loader:
                         self.registrar())
         return replace(config, ifcs=self.ifcs(config), psis=self.psis(config),
                        messaging=self.messaging(), conference=self.conference(),
+                       telephony=self.telephony(),
                        security=self.security(),
                        limits=self.limits())
 
@@ -585,6 +657,13 @@ class _Loader:
             self.integer(table, "max_stored_file_size", "messaging.max_stored_file_size",
                          MAX_STORED_FILE_SIZE, 0, 2**62))
 
+    def telephony(self) -> TelephonyConfig:
+        table = self.table("telephony")
+        self.keys(table, ("no_answer_after", "max_diversions"), "telephony.")
+        return TelephonyConfig(
+            self.integer(table, "no_answer_after", "telephony.no_answer_after", 20, 1, 3600),
+            self.integer(table, "max_diversions", "telephony.max_diversions", 5, 1, 20))
+
     def conference(self) -> ConferenceConfig:
         table = self.table("conference")
         self.keys(table, ("idle_timeout",), "conference.")
@@ -639,7 +718,8 @@ class _Loader:
     def ifcs(self, config: Config) -> tuple[InitialFilterCriteria, ...]:
         tables = self.array("ifc")
         if tables is None:
-            return default_ifcs(config.messaging_as.uri, config.conference_as.uri)
+            return default_ifcs(config.messaging_as.uri, config.conference_as.uri,
+                                config.telephony_as)
         out = []
         for i, table in enumerate(tables):
             table = dict(table)

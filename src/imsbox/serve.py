@@ -2,8 +2,8 @@
 
 Above ims and apps: it knows every node role and builds each from a
 :class:`NodeFactory` in a :class:`NodeRegistry` - the P-CSCF, I-CSCF and S-CSCF
-(with the in-process HSS) of the core, the messaging AS (role ``as``) and the
-conference AS (role ``conference``).
+(with the in-process HSS) of the core, the messaging AS (role ``as``), the
+conference AS (role ``conference``) and the telephony AS (role ``telephony``).
 :class:`Network` builds the nodes of a registry from a
 :class:`~imsbox.config.Config`, each on its own listen address, sharing one
 store and one HSS::
@@ -17,7 +17,7 @@ A new application server plugs in with one factory, without an edit to the
 core::
 
     registry = default_registry()
-    registry.register(NodeFactory("telephony", "telephony_as", TelephonyAs.from_context))
+    registry.register(NodeFactory("voicemail", "voicemail_as", VoicemailAs.from_context))
     Network(config, registry=registry)
 
 ``roles`` picks a subset (``imsbox serve --role scscf``): the nodes still reach
@@ -44,6 +44,7 @@ from typing import Any, Protocol, Self, TextIO
 
 from .apps.conference import ConferenceAs, ConferenceSettings
 from .apps.messaging import MessagingAs, MessagingSettings
+from .apps.telephony import TelephonyAs
 from .config import Config, ConfigError, load_config
 from .ims.hss import Hss
 from .ims.icscf import Icscf
@@ -197,8 +198,13 @@ def _conference_as(ctx: NodeContext) -> Node:
     return ConferenceAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
 
 
+def _telephony_as(ctx: NodeContext) -> Node:
+    return TelephonyAs(ctx.config, ctx.store, timers=ctx.timers)
+
+
 def default_registry() -> NodeRegistry:
-    """The IMS core, the messaging AS and the conference AS, as ``imsbox serve`` runs them."""
+    """The IMS core, the messaging, conference and telephony ASs, as ``imsbox serve``
+    runs them."""
     return NodeRegistry([
         NodeFactory("pcscf", "pcscf", _pcscf,
                     listen_hint="--host/--port/--tls-port or [pcscf] in imsbox.toml"),
@@ -206,6 +212,7 @@ def default_registry() -> NodeRegistry:
         NodeFactory("scscf", "scscf", _scscf, uses_hss=True),
         NodeFactory("as", "messaging_as", _messaging_as),
         NodeFactory("conference", "conference_as", _conference_as),
+        NodeFactory("telephony", "telephony_as", _telephony_as),
     ])
 
 

@@ -19,7 +19,7 @@ from imsbox.ue.client import RcsClient
 
 DOMAIN = "ims.test"
 # Every role but the conference AS: for tests that run a stand-in on its address.
-CORE_ROLES = ("pcscf", "icscf", "scscf", "as")
+CORE_ROLES = ("pcscf", "icscf", "scscf", "as", "telephony")
 
 
 def alice_and_bob(tmp_path: Path, *, via_as: bool = True,

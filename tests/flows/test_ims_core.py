@@ -86,15 +86,20 @@ def ue_address(ue: TestUe) -> tuple[str, int | None]:
     return hostport(uri)
 
 
-def check_originating_to_terminating(request: Request, config: Config, caller: TestUe) -> None:
+def check_originating_to_terminating(request: Request, config: Config, caller: TestUe,
+                                     telephony: bool = False) -> None:
     """What the far UE sees (TS 24.229 A.5 style): one Via per hop, RR
-    P-CSCF (term), S-CSCF (term), S-CSCF (orig), P-CSCF (orig)."""
+    P-CSCF (term), S-CSCF (term), S-CSCF (orig), P-CSCF (orig); a voice call
+    (``telephony``) also passes the telephony AS on either side, Record-Routed."""
     pcscf, scscf, icscf = node(config, "pcscf"), node(config, "scscf"), node(config, "icscf")
+    tas = node(config, "telephony_as")
+    case = [scscf, tas, scscf] if telephony else [scscf]
     vias = [(v.host, v.port) for v in request.via]
-    assert vias == [pcscf, scscf, icscf, scscf, pcscf, ue_address(caller)], vias
-    assert request.max_forwards == 70 - 5
+    assert vias == [pcscf, *case, icscf, *case, pcscf, ue_address(caller)], vias
+    assert request.max_forwards == 70 - 3 - 2 * len(case)
     rr = [hostport(r.uri) for r in request.record_route]
-    assert rr == [pcscf, scscf, scscf, pcscf], rr  # the I-CSCF does not Record-Route
+    case_rr = [tas, scscf] if telephony else [scscf]
+    assert rr == [pcscf, *case_rr, *case_rr, pcscf], rr  # the I-CSCF does not Record-Route
     pai = request.headers.get_all("P-Asserted-Identity")
     assert pai and "sip:alice@ims.test" in pai[0], pai
     assert not request.route  # every Route entry consumed on the way
@@ -110,7 +115,7 @@ def test_call_and_message_between_registered_ues(tmp_path: Path) -> None:
 
             call = await alice.call("sip:bob@ims.test", OFFER)
             incoming = await asyncio.wait_for(bob.ua.incoming.get(), 5)
-            check_originating_to_terminating(incoming.request, config, alice)
+            check_originating_to_terminating(incoming.request, config, alice, telephony=True)
             assert str(incoming.request.uri) == bob.contact  # S-CSCF retargeted to the binding
             incoming.ring(180, reliable=False)
             incoming.accept(ANSWER)

@@ -50,9 +50,8 @@ class OptionsAs:
 
 def with_conference() -> NodeRegistry:
     """The default registry with a stand-in in place of the real conference AS."""
-    registry = NodeRegistry(f for f in default_registry() if f.role != "conference")
-    registry.register(NodeFactory("conference", "conference_as", OptionsAs))
-    return registry
+    return NodeRegistry(NodeFactory("conference", "conference_as", OptionsAs)
+                        if f.role == "conference" else f for f in default_registry())
 
 
 def options(config: Config) -> Request:
@@ -74,9 +73,10 @@ def test_registered_as_runs_beside_the_core(tmp_path: Path) -> None:
         async with Network(config, timers=FAST_TIMERS, registry=with_conference()) as net:
             lines = net.listening_lines()
             node = config.conference_as
-            assert lines[-1] == f"conference_as listening on udp {node.host}:{node.port}"
+            assert f"conference_as listening on udp {node.host}:{node.port}" in lines
+            assert lines[-1].startswith("telephony_as listening on ")
             assert [line.split()[0] for line in lines[:2]] == ["pcscf", "pcscf"]
-            assert set(net.nodes) == {"pcscf", "icscf", "scscf", "as", "conference"}
+            assert set(net.nodes) == {"pcscf", "icscf", "scscf", "as", "conference", "telephony"}
             assert isinstance(net.nodes["conference"], OptionsAs)
             assert net.nodes["conference"].hss is None      # it did not ask for the HSS
             client = SipEndpoint(FAST_TIMERS)
@@ -105,8 +105,9 @@ def test_registered_as_runs_alone_by_its_role(tmp_path: Path) -> None:
 def test_role_names_and_refusals() -> None:
     registry = with_conference()
     assert default_registry().role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as",
-                                                 "conference")
-    assert registry.role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as", "conference")
+                                                 "conference", "telephony")
+    assert registry.role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as", "conference",
+                                       "telephony")
     with pytest.raises(ValueError, match="taken"):
         registry.register(NodeFactory("as", "messaging_as", OptionsAs))
     with pytest.raises(ValueError, match="taken"):
@@ -122,7 +123,7 @@ def test_unknown_role_lists_the_registered_ones(tmp_path: Path) -> None:
     _, config = write_loopback_config(tmp_path)
 
     async def scenario() -> None:
-        with pytest.raises(ServeError, match="use one of pcscf, icscf, scscf, hss, as, conference"):
+        with pytest.raises(ServeError, match="use one of pcscf, icscf, scscf, hss, as, conference, telephony"):
             await Network(config, roles=("mgcf",), registry=with_conference()).start()
         with pytest.raises(ServeError, match="--role icscf and --role scscf"):
             await Network(config, roles=(HSS_ROLE,), registry=with_conference()).start()

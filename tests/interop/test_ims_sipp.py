@@ -137,7 +137,10 @@ def test_pcscf_traffic_decodes_cleanly(core: ImsCore, capture: Callable[..., Cap
     registrations, calls = 20, 100
     reg_port, uas_port, uac_port = sipp_ports(3)
     pcscf = core.config.pcscf.port
-    with capture(ports=[pcscf], tcp=False) as cap:
+    # TCP too: an INVITE that grew past 1300 bytes on its way through the core
+    # (the telephony AS's Record-Route and History-Info) reaches the P-CSCF over
+    # TCP from the S-CSCF (RFC 3261 18.1.1)
+    with capture(ports=[pcscf]) as cap:
         reg = register_users(core, USERS[:registrations], PASSWORD, port=reg_port,
                              workdir=tmp_path, rate=20, timeout=30, name="register-20")
         assert_sipp_ok(reg, registrations, core.log_tail())
@@ -155,7 +158,7 @@ def test_pcscf_traffic_decodes_cleanly(core: ImsCore, capture: Callable[..., Cap
     assert_sipp_ok(uac_result, calls, uas_result.describe())
     assert_sipp_ok(uas_result, calls, uac_result.describe())
 
-    decode = [f"udp.port=={pcscf},sip"]
+    decode = [f"udp.port=={pcscf},sip", f"tcp.port=={pcscf},sip"]
     assert cap.malformed(decode_as=decode) == []
     frames = cap.decode(decode_as=decode, display_filter="sip",
                         fields=["sip.Method", "sip.Status-Code", "sip.CSeq.method",

@@ -600,7 +600,18 @@ class Scscf(StatefulProxy):
         if progress is None or progress.expires_at < self.clock():
             return Response.for_request(request, 403, "Forbidden - unknown odi")
         ctx.record_route = False  # recorded when this session case began: once per case
+        if progress.case in (SessionCase.TERMINATING_REGISTERED,
+                             SessionCase.TERMINATING_UNREGISTERED) and \
+                await self._retargeted(request, progress.served_user):
+            # TS 24.229 5.4.3.3: a terminating AS changed the Request-URI (call
+            # forwarding): no more of this user's services, on to the new target.
+            return await self._towards_target(request)
         return await self._next_step(request, replace(progress), ctx)
+
+    async def _retargeted(self, request: Request, served_user: str) -> bool:
+        """Does the Request-URI no longer name the served user?"""
+        profile = await self.hss.user_profile(str(request.uri))
+        return profile is None or profile.default_public_id != served_user
 
     async def _next_step(self, request: Request, progress: IfcProgress,
                          ctx: RequestContext) -> list[Target] | Response:

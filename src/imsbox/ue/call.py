@@ -164,6 +164,10 @@ class VoiceCall:
     async def _reoffer(self, direction: Direction, hold: bool) -> bool:
         if self.ended.is_set() or not self.answered.is_set():
             raise SendError("the call is not established")
+        # answered here means our 200 went out; a re-INVITE must wait for its ACK
+        # (RFC 3261 14.1), which takes longer the more proxies are on the route
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.call.established.wait(), 16.0)
         response = await self.call.reinvite(self.media.make_offer(direction))
         if response is None or not 200 <= response.status < 300:
             return False

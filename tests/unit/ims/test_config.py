@@ -70,6 +70,8 @@ port = 7000
 host = "::1"
 port = 7100
 transports = ["tcp"]
+[telephony_as]
+port = 7200
 [registrar]
 max_expires = 600000
 """)
@@ -79,8 +81,9 @@ max_expires = 600000
     assert c.conference_as.uri == "sip:[::1]:7100" and c.conference_as.transports == ("tcp",)
     assert c.registrar.max_expires == 600000
     # default iFCs and PSIs follow the configured domain and AS addresses
-    assert {i.application_server.server_name for i in c.ifcs} == {"sip:127.0.0.1:7000",
-                                                                  "sip:[::1]:7100"}
+    assert {i.application_server.server_name for i in c.ifcs} == {
+        "sip:127.0.0.1:7000", "sip:[::1]:7100", "sip:orig@127.0.0.1:7200",
+        "sip:term@127.0.0.1:7200"}
     assert c.psis[0].pattern == "sip:conf-*@example.net" and c.psis[0].as_uri == "sip:[::1]:7100"
 
 
