@@ -43,9 +43,11 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TextIO
 
 from .apps.conference import ConferenceAs, ConferenceSettings
+from .apps.media_server import MediaServer
 from .apps.messaging import MessagingAs, MessagingSettings
 from .config import Config, ConfigError, load_config
 from .ims.hss import Hss
+from .media import MediaError
 from .ims.icscf import Icscf
 from .ims.pcscf import Pcscf
 from .ims.provisioning import apply_config
@@ -183,8 +185,17 @@ def _conference_as(ctx: NodeContext) -> Node:
     return ConferenceAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
 
 
+def _media_server(ctx: NodeContext) -> Node:
+    try:
+        return MediaServer(ctx.config, timers=ctx.timers)
+    except MediaError as exc:   # the music on hold file
+        raise ServeError(f"media_server: {exc}; fix [media_server] moh_file in "
+                         "imsbox.toml") from None
+
+
 def default_registry() -> NodeRegistry:
-    """The IMS core, the messaging AS and the conference AS, as ``imsbox serve`` runs them."""
+    """The IMS core, the messaging AS, the conference AS and the media server (MRF),
+    as ``imsbox serve`` runs them."""
     return NodeRegistry([
         NodeFactory("pcscf", "pcscf", _pcscf,
                     listen_hint="--host/--port/--tls-port or [pcscf] in imsbox.toml"),
@@ -192,6 +203,8 @@ def default_registry() -> NodeRegistry:
         NodeFactory("scscf", "scscf", _scscf, uses_hss=True),
         NodeFactory("as", "messaging_as", _messaging_as),
         NodeFactory("conference", "conference_as", _conference_as),
+        NodeFactory("media", "media_server", _media_server,
+                    listen_hint="[media_server] host/port (and rtp_ports) in imsbox.toml"),
     ])
 
 
