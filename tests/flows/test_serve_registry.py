@@ -76,7 +76,7 @@ def test_registered_as_runs_beside_the_core(tmp_path: Path) -> None:
             node = config.conference_as
             assert lines[-1] == f"conference_as listening on udp {node.host}:{node.port}"
             assert [line.split()[0] for line in lines[:2]] == ["pcscf", "pcscf"]
-            assert set(net.nodes) == {"pcscf", "icscf", "scscf", "as", "conference"}
+            assert set(net.nodes) == {"pcscf", "icscf", "scscf", "as", "media", "conference"}
             assert isinstance(net.nodes["conference"], OptionsAs)
             assert net.nodes["conference"].hss is None      # it did not ask for the HSS
             client = SipEndpoint(FAST_TIMERS)
@@ -105,8 +105,9 @@ def test_registered_as_runs_alone_by_its_role(tmp_path: Path) -> None:
 def test_role_names_and_refusals() -> None:
     registry = with_conference()
     assert default_registry().role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as",
-                                                 "conference")
-    assert registry.role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as", "conference")
+                                                 "conference", "media")
+    assert registry.role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as", "media",
+                                       "conference")
     with pytest.raises(ValueError, match="taken"):
         registry.register(NodeFactory("as", "messaging_as", OptionsAs))
     with pytest.raises(ValueError, match="taken"):
@@ -117,7 +118,7 @@ def test_unknown_role_lists_the_registered_ones(tmp_path: Path) -> None:
     _, config = write_loopback_config(tmp_path)
 
     async def scenario() -> None:
-        with pytest.raises(ServeError, match="use one of pcscf, icscf, scscf, hss, as, conference"):
+        with pytest.raises(ServeError, match="use one of pcscf, icscf, scscf, hss, as, media, conference"):
             await Network(config, roles=("mgcf",), registry=with_conference()).start()
         with pytest.raises(ServeError, match="--role icscf and --role scscf"):
             await Network(config, roles=(HSS_ROLE,), registry=with_conference()).start()
