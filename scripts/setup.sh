@@ -8,6 +8,7 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive

@@ -45,11 +45,16 @@ Every key is optional; a missing file means all defaults. Defaults::
     trusted_peers = []           # more "HOST:PORT" sockets trusted like a node's
     udp_trust = "loopback"       # UDP counts from a node socket only on loopback;
                                  # "any" (no spoofing possible), "none" (TCP only)
+    transport_switch = "address" # a UE's request on another transport than its
+                                 # registration's (RFC 3261 18.1.1): "address" takes
+                                 # it from the same IP, Contact and identity; "off"
 
     [messaging]                  # the messaging AS
     deferred_ttl = 604800        # seconds an undelivered message is kept (then a
                                  # "failed" IMDN goes to the sender)
     max_file_size = 0            # bytes; larger file transfers get 488 (0: no limit)
+    max_stored_file_size = 104857600  # bytes a file to an offline user may have to be
+                                 # kept for later delivery (larger: 413; 0: none kept)
 
     [conference]                 # the conference AS (group chat)
     idle_timeout = 300           # seconds a conference nobody is in is kept (then 404)
@@ -139,6 +144,7 @@ _NODE_EXTRA_KEYS = {"media_server": ("rtp_ports", "moh_file", "announcements")}
 _TRANSPORTS = ("udp", "tcp", "tls")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")  # those the store keeps an H(A1) for
 UDP_TRUST = ("loopback", "any", "none")   # [security] udp_trust, default first
+TRANSPORT_SWITCH = ("address", "off")     # [security] transport_switch, default first
 _LOGIN_KEYS = ("account_free_failures", "account_backoff", "account_backoff_max",
                "source_failures", "source_window", "remember_success", "max_entries")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
@@ -209,15 +215,18 @@ class SecurityConfig:
 
     trusted_peers: tuple[tuple[str, int], ...] = ()   # (host, port)
     udp_trust: str = "loopback"                       # one of UDP_TRUST
+    transport_switch: str = "address"                 # one of TRANSPORT_SWITCH
 
 
 DEFERRED_TTL = 7 * 24 * 3600
+MAX_STORED_FILE_SIZE = 100 * 1024 * 1024
 
 
 @dataclass(slots=True, frozen=True)
 class MessagingConfig:
     deferred_ttl: int = DEFERRED_TTL
     max_file_size: int = 0  # 0: no limit
+    max_stored_file_size: int = MAX_STORED_FILE_SIZE  # 0: files to offline users refused
 
 
 @dataclass(slots=True, frozen=True)
@@ -577,7 +586,7 @@ class _Loader:
 
     def security(self) -> SecurityConfig:
         table = self.table("security")
-        self.keys(table, ("trusted_peers", "udp_trust"), "security.")
+        self.keys(table, ("trusted_peers", "udp_trust", "transport_switch"), "security.")
         peers = table.get("trusted_peers", [])
         if not isinstance(peers, list):
             raise self.error("security.trusted_peers", f"expected a list of \"HOST:PORT\", "
@@ -587,7 +596,12 @@ class _Loader:
         if udp not in UDP_TRUST:
             raise self.error("security.udp_trust", "expected one of " + ", ".join(UDP_TRUST)
                              + f", got {udp!r}")
-        return SecurityConfig(tuple(sockets), udp)
+        switch = self.string(table, "transport_switch", "security.transport_switch",
+                             TRANSPORT_SWITCH[0])
+        if switch not in TRANSPORT_SWITCH:
+            raise self.error("security.transport_switch", "expected one of "
+                             + ", ".join(TRANSPORT_SWITCH) + f", got {switch!r}")
+        return SecurityConfig(tuple(sockets), udp, switch)
 
     def socket(self, value: Any, name: str) -> tuple[str, int]:
         """``HOST:PORT`` or ``[IPV6]:PORT``."""
@@ -604,11 +618,14 @@ class _Loader:
 
     def messaging(self) -> MessagingConfig:
         table = self.table("messaging")
-        self.keys(table, ("deferred_ttl", "max_file_size"), "messaging.")
+        self.keys(table, ("deferred_ttl", "max_file_size", "max_stored_file_size"),
+                  "messaging.")
         return MessagingConfig(
             self.integer(table, "deferred_ttl", "messaging.deferred_ttl",
                          DEFERRED_TTL, 1, 2**31 - 1),
-            self.integer(table, "max_file_size", "messaging.max_file_size", 0, 0, 2**62))
+            self.integer(table, "max_file_size", "messaging.max_file_size", 0, 0, 2**62),
+            self.integer(table, "max_stored_file_size", "messaging.max_stored_file_size",
+                         MAX_STORED_FILE_SIZE, 0, 2**62))
 
     def conference(self) -> ConferenceConfig:
         table = self.table("conference")

@@ -149,6 +149,19 @@ class NodeRegistry:
         """The node roles, in entry order."""
         return tuple(self._factories)
 
+    def role_of(self, name: str) -> str | None:
+        """The role called ``name``: a role, or a node's section (its name in the
+        listening lines and traces: ``messaging_as`` is ``as``); None if unknown."""
+        if name in self._factories:
+            return name
+        return next((f.role for f in self._factories.values() if f.section == name), None)
+
+    def names(self) -> tuple[str, ...]:
+        """What ``--role`` takes: the role choices, then the sections that differ."""
+        choices = self.role_choices()
+        return choices + tuple(f.section for f in self._factories.values()
+                               if f.section not in choices)
+
     def role_choices(self) -> tuple[str, ...]:
         """``--role`` choices: the node roles, with ``hss`` after the last node that
         carries the HSS (it is refused with a reason, not unknown)."""
@@ -176,7 +189,8 @@ def _scscf(ctx: NodeContext) -> Node:
 def _messaging_as(ctx: NodeContext) -> Node:
     settings = MessagingSettings(
         deferred_ttl=float(ctx.config.messaging.deferred_ttl),
-        max_file_size=ctx.config.messaging.max_file_size or None)
+        max_file_size=ctx.config.messaging.max_file_size or None,
+        max_stored_file_size=ctx.config.messaging.max_stored_file_size)
     return MessagingAs(ctx.config, ctx.store, timers=ctx.timers, settings=settings)
 
 
@@ -366,7 +380,7 @@ class Network:
         tracers: list[Trace] = []
         if self.trace:
             stream = self.trace if not isinstance(self.trace, bool) else None
-            tracers.append(make_tracer(factory.role, stream))
+            tracers.append(make_tracer(factory.section, stream))
         if self.trace_feed is not None:
             tracers.append(self.trace_feed.sip_tracer(factory.role))
         if tracers:
@@ -448,11 +462,12 @@ def _chosen(registry: NodeRegistry, roles: Iterable[str] | None) -> list[NodeFac
             "--role hss: the HSS has no network interface yet (no Diameter Cx); it runs "
             "in-process over the store inside the I-CSCF and S-CSCF. Run "
             f"{carriers} against the same --data/--store instead")
-    unknown = [r for r in roles if r not in registry]
+    unknown = [r for r in roles if registry.role_of(r) is None]
     if unknown or not roles:
         raise ServeError(f"unknown role {unknown or roles!r}; use one of "
                          + ", ".join(registry.role_choices()))
-    return [f for f in registry if f.role in roles]
+    wanted = {registry.role_of(r) for r in roles}
+    return [f for f in registry if f.role in wanted]
 
 
 def _listen_error(factory: NodeFactory, config: Config, exc: OSError) -> str:
@@ -508,8 +523,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="store URL instead of the data dir's SQLite file")
     serve.add_argument("--cache", metavar="URL", default=None,
                        help="redis:// cache for a shared PostgreSQL store")
-    serve.add_argument("--role", choices=default_registry().role_choices(), default=None,
-                       help="run one network function alone")
+    serve.add_argument("--role", choices=default_registry().names(), default=None,
+                       help="run one network function alone (a node's name in the listening "
+                            "lines and traces works too: messaging_as = as)")
     serve.add_argument("--web", metavar="HOST:PORT", type=_web_address, default=None,
                        help="serve the read-only web console there (beyond loopback it "
                             "asks for user imsbox and $IMSBOX_WEB_PASSWORD)")

@@ -4,8 +4,7 @@
 A chat or large message to an offline user is answered by the anchoring AS,
 which keeps every CPIM message the caller sends until the caller ends the
 session, then delivers them when the recipient registers, in order, once,
-also across a restart. A file transfer to an offline user is refused with a
-reason (files are not stored).
+also across a restart. Files: tests/flows/test_deferred_files.py.
 """
 
 from __future__ import annotations
@@ -124,20 +123,22 @@ def test_large_message_to_offline_user_is_delivered_on_registration(tmp_path: Pa
     run(tmp_path, scenario)
 
 
-def test_file_transfer_to_offline_user_is_refused_with_a_reason(tmp_path: Path) -> None:
+def test_file_without_size_to_offline_user_is_refused_with_a_reason(tmp_path: Path) -> None:
+    """Files to offline users are kept (tests/flows/test_deferred_files.py) within the
+    stored-file limit, which a file-selector without a size cannot be checked against."""
     async def scenario(config: Config) -> None:
         async with Network(config, timers=FAST_TIMERS), ues(config, "alice") as (alice,), \
                 MsrpEndpoint() as msrp:
             await registered(alice)
             session = msrp.create_session(setup="active")
             offer = msrp_offer(session, msrp, "sendonly",
-                               'a=file-selector:name:"a.txt" type:text/plain size:5\r\n'
+                               'a=file-selector:name:"a.txt" type:text/plain\r\n'
                                "a=file-transfer-id:ft1\r\n")
             call = await alice.call(BOB, offer, cpm.cpm_request_headers(
                 cpm.CpmService.FILETRANSFER, "conv-ft"))
             final = await asyncio.wait_for(call.wait_final(), 10)
-            assert final is not None and final.status == 480
-            assert "files are not stored" in final.reason
+            assert final is not None and final.status == 413
+            assert "without a file-selector size is not stored" in final.reason
 
     run(tmp_path, scenario)
 

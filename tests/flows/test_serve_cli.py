@@ -154,6 +154,7 @@ def test_provision_serve_register_and_sigterm(tmp_path: Path) -> None:
     assert f"--- pcscf in  udp 127.0.0.1:{port} <- 127.0.0.1:" in trace
     assert "REGISTER sip:ims.test SIP/2.0" in trace and "SIP/2.0 401 " in trace
     assert "--- scscf out" in trace
+    assert "--- messaging_as in" in trace  # the name of its listening lines
 
     # the registration is in the data dir after the shutdown
     listed = imsbox("user", "list", *common)
@@ -195,6 +196,14 @@ def test_one_role_alone_and_sigint(tmp_path: Path) -> None:
         status, rest, stderr = server.stop(signal.SIGINT)
     assert status == 0, stderr
     assert "listening" not in rest  # nothing else started
+    server = Serve("--config", str(config_path), "--role", "messaging_as")  # = --role as
+    try:
+        expected = startup_lines(config, ("messaging_as",))
+        assert set(server.lines(len(expected))) == expected
+    finally:
+        status, rest, stderr = server.stop(signal.SIGTERM)
+    assert status == 0, stderr
+    assert "listening" not in rest
 
 
 @pytest.mark.parametrize(("args", "says"), [

@@ -112,6 +112,11 @@ def test_role_names_and_refusals() -> None:
         registry.register(NodeFactory("as", "messaging_as", OptionsAs))
     with pytest.raises(ValueError, match="taken"):
         registry.register(NodeFactory(HSS_ROLE, "hss", OptionsAs))
+    # one name for the messaging AS: its section (listening lines, traces) works as a role
+    assert default_registry().role_of("messaging_as") == "as"
+    assert default_registry().role_of("as") == "as" and registry.role_of("bgcf") is None
+    assert "messaging_as" in default_registry().names()
+    assert "conference_as" in default_registry().names()
 
 
 def test_unknown_role_lists_the_registered_ones(tmp_path: Path) -> None:

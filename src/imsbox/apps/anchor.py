@@ -12,7 +12,10 @@ message: store and forward - the UE's INVITE is answered anyway, every CPIM
 message it sends becomes a deferred item for the recipient as it arrives
 (delivered later as a pager MESSAGE; isComposing is dropped), and only the
 caller's BYE ends the session, after every accepted message is stored. A
-file transfer to an offline user is refused (480, files are not stored).
+file transfer to an offline user is answered too: the file goes to the AS's
+data directory and becomes a deferred item (:mod:`imsbox.apps.deferred_files`)
+before the caller's MSRP 200 / success REPORT; above the stored-file limit
+the INVITE gets 413 with the reason.
 
 File transfer (RFC 5547, seed 003): the INVITE may be multipart/mixed (CPIM
 part with the imdn.Message-ID, SDP part); the far leg gets the same parts with
@@ -46,8 +49,8 @@ from ..sip.message import Message, Request, Response
 from ..sip.ua.invite import InviteState, SessionError
 from ..sip.ua.useragent import Call, Origin, UserAgent
 
-__all__ = ["Anchor", "AnchorHost", "AnchorState", "caller_identity", "far_offer",
-           "near_answer"]
+__all__ = ["Anchor", "AnchorHost", "AnchorState", "FileKeeper", "caller_identity",
+           "cema_address", "far_offer", "near_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,18 @@ BIND_TIMEOUT = 10.0     # how long the UE may take to open its MSRP connection
 BYE_TIMEOUT = 5.0
 SETTLE_TIMEOUT = 2.0    # after the caller's BYE: how long its MSRP data may still come in
 CHUNK = 2048            # far-leg chunk size for a relayed file (seed 003)
-FILE_NOT_STORED = "Temporarily Unavailable - recipient offline, files are not stored"
+
+
+class FileKeeper(Protocol):
+    """Where a file to an offline user is written (apps.deferred_files.StoredFileWriter)."""
+
+    name: str
+
+    def write_at(self, offset: int, data: bytes) -> None: ...
+
+    async def commit(self, selector: sdp.FileSelector | None) -> str | None: ...
+
+    def discard(self) -> None: ...
 
 
 class AnchorHost(Protocol):
@@ -79,6 +93,13 @@ class AnchorHost(Protocol):
 
     def tell_stored(self, *, sender: str, recipient: str, body: bytes,
                     conversation_id: str) -> None: ...
+
+    async def announce_stored(self, *, sender: str, recipient: str, body: bytes,
+                              conversation_id: str) -> None: ...
+
+    def stored_file_refusal(self, size: int | None) -> str | None: ...
+
+    def file_keeper(self, max_size: int | None) -> FileKeeper: ...
 
     async def record_history(self, conversation_id: str, key: str, sender: str,
                              recipient: str, content_type: str, body: bytes) -> None: ...
@@ -139,8 +160,7 @@ class Anchor:
         elif (final is None or final.status in OFFLINE) and \
                 await self.host.keeps_for(self.recipient):
             if self.service is cpm.CpmService.FILETRANSFER:
-                self.caller.reject(480, FILE_NOT_STORED)
-                await self.close()
+                await self._store_file(offer)
             else:
                 await self._store_and_forward(offer)
         else:  # the far side's status and reason (e.g. 488 file too large)
@@ -205,7 +225,7 @@ class Anchor:
             return
         media = _msrp_media(answer)
         self.far.set_remote_path(media.path or [])
-        self.far.cema_address = _cema_address(answer, media)
+        self.far.cema_address = cema_address(answer, media)
         try:
             await asyncio.wait_for(self.far.connect(), BIND_TIMEOUT)
         except (TimeoutError, MsrpError, OSError) as exc:
@@ -238,6 +258,74 @@ class Anchor:
         if self._storing is not None:  # every SEND that got its 200 is kept first
             await asyncio.shield(self._storing)
         await self.close()
+
+    async def _store_file(self, offer: sdp.SessionDescription) -> None:
+        """The recipient is offline: take the file ourselves and keep it (the 200 of
+        its last chunk and its success REPORT only once it is on disk and stored)."""
+        assert self.near is not None
+        selector = _msrp_media(offer).file_selector
+        refusal = self.host.stored_file_refusal(selector.size if selector else None)
+        if refusal is not None:
+            self.caller.reject(413, refusal)
+            await self.close()
+            return
+        log.info("%s offline: storing the file of %s", self.recipient, self.caller.call_id)
+        keeper = self.host.file_keeper(selector.size if selector else None)
+        self.near.hold_final_responses = True
+        self.near.defer_success_reports = True
+        self.near.sink_factory = lambda request: keeper
+        self.near.on_message = lambda message: self._on_stored_file(message, keeper, offer)
+        self._accept_caller(offer)
+        self.state = AnchorState.STORING
+        try:
+            await asyncio.shield(self.caller.terminated)
+            if self._storing is not None:
+                await asyncio.shield(self._storing)
+        finally:
+            keeper.discard()  # a file that did not come whole is not kept
+            await self.close()
+
+    def _on_stored_file(self, message: ReceivedMessage, keeper: FileKeeper,
+                        offer: sdp.SessionDescription) -> None:
+        if self._storing is None:  # one file per transfer (RFC 5547)
+            self._storing = asyncio.ensure_future(self._keep_file(message, keeper, offer))
+
+    async def _keep_file(self, message: ReceivedMessage, keeper: FileKeeper,
+                         offer: sdp.SessionDescription) -> None:
+        cpim_part = self._cpim_part()
+        try:
+            problem = await keeper.commit(_msrp_media(offer).file_selector)
+            if problem is not None:
+                self._report(message, 400, problem)
+                return
+            await self.host.defer(recipient=self.recipient, sender=self.sender,
+                                  content_type=CPIM if cpim_part else "",
+                                  body=cpim_part, meta=self._file_meta(message, keeper, offer))
+        except Exception:
+            log.exception("storing the file of %s failed", self.caller.call_id)
+            self._report(message, 500, "not stored")
+            return
+        if cpim_part:  # if asked for: the "stored" IMDN, before the REPORT that ends it
+            await self.host.announce_stored(sender=self.sender, recipient=self.recipient,
+                                            body=cpim_part, conversation_id=self.conversation)
+        self._report(message, 200, "OK")
+
+    def _cpim_part(self) -> bytes:
+        """The INVITE's CPIM part (imdn.Message-ID for the IMDNs), b"" without one."""
+        multipart = offer_parts(self.caller.request)[1]
+        part = multipart.find(CPIM) if multipart is not None else None
+        return part.body if part is not None else b""
+
+    def _file_meta(self, message: ReceivedMessage, keeper: FileKeeper,
+                   offer: sdp.SessionDescription) -> dict[str, object]:
+        """What the later file-transfer INVITE is built from (apps.deferred_files)."""
+        request = self.caller.request
+        return {"kind": "file", "file": keeper.name, "sdp": bytes(offer).decode(),
+                "type": message.content_type or "application/octet-stream",
+                "from": str(NameAddr(request.from_.uri, request.from_.display_name)),
+                "contact": feature_params(request, self.service),
+                "headers": [[n, v] for n, v in request.headers
+                            if n.title() in _COPIED_TITLES]}
 
     def _on_stored_message(self, message: ReceivedMessage) -> None:
         """Called as the message arrives (before its 200 reaches the caller): chain
@@ -291,7 +379,7 @@ class Anchor:
 
     async def _connect_near(self, offer: sdp.SessionDescription) -> None:
         assert self.near is not None
-        self.near.cema_address = _cema_address(offer, _msrp_media(offer))
+        self.near.cema_address = cema_address(offer, _msrp_media(offer))
         await self.caller.established.wait()
         await self.near.connect()
 
@@ -502,7 +590,7 @@ def _msrp_media(description: sdp.SessionDescription) -> sdp.MediaDescription:
     return media
 
 
-def _cema_address(description: sdp.SessionDescription,
+def cema_address(description: sdp.SessionDescription,
                   media: sdp.MediaDescription) -> tuple[str, int] | None:
     """RFC 6714: with msrp-cema the connection goes to the c=/m= address."""
     connection = description.connection_for(media)

@@ -6,6 +6,7 @@ a PSI of the messaging AS: UE -> P-CSCF -> S-CSCF -> I-CSCF -> AS) with
 offer with ``a=recvonly``. The AS answers ``a=sendonly``, sends each stored
 item of the served user (P-Asserted-Identity) oldest first as one MSRP SEND,
 removes an item only when its SEND got the UE's 200, and then sends BYE.
+Kept files are not in the stream: they are pushed as file transfers.
 A SEND that fails stops the stream; what is left stays stored.
 """
 
@@ -25,6 +26,7 @@ from ..sip.ua.invite import SessionError
 from ..sip.ua.useragent import Call
 from ..store import DeferredMessage
 from .anchor import BIND_TIMEOUT, BYE_TIMEOUT, caller_identity, near_answer
+from .deferred_files import is_file_item
 
 __all__ = ["DeferredRetrieval", "RetrievalHost", "is_retrieval_request"]
 
@@ -98,6 +100,8 @@ class DeferredRetrieval:
             for item in await self.host.deferred_items(self.user):
                 if self.call.terminated.done():
                     return
+                if is_file_item(item):  # pushed as a file transfer instead
+                    continue
                 try:  # resolves on the UE's 200 (every chunk)
                     await self.session.send_message(item.content_type, item.body)
                 except (TimeoutError, MsrpError) as exc:

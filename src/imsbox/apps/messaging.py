@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, UTC
 
-from ..config import Config
+from ..config import MAX_STORED_FILE_SIZE, Config
 from ..content import CPIM, IMDN, ISCOMPOSING, ContentError, parse_cpim
 from ..content.cpim import CpimAddress, CpimMessage
 from ..content.imdn import (
@@ -61,8 +61,10 @@ from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from ..store import DeferredMessage, HistoryEntry, Store
 from .node import listen_behind_guard, node_uri, open_msrp
-from .anchor import Anchor
+from .anchor import Anchor, FileKeeper
 from .deferred import DeferredRetrieval
+from .deferred_files import (FILE_KIND, FileDelivery, FileStore, is_file_item,
+                             stored_file_refusal)
 
 __all__ = ["DeliveryKind", "Leg", "MessagingAs", "MessagingSettings", "PAGER_TYPES"]
 
@@ -78,6 +80,7 @@ REPLAYED_HEADERS = ("P-Asserted-Identity", "P-Asserted-Service", "Accept-Contact
                     cpm.CONVERSATION_ID, cpm.CONTRIBUTION_ID, "In-Reply-To-Contribution-ID",
                     "User-Agent", "Subject")
 OWN_CALL_ID_LIFETIME = 600.0        # how long our own requests may take to pass the core
+STORED_IMDN_WAIT = 5.0              # a file's "stored" IMDN before its success REPORT
 
 
 class Leg(enum.Enum):
@@ -89,6 +92,7 @@ class DeliveryKind(enum.Enum):
     """What a deferred item is, kept in its meta."""
 
     MESSAGE = "message"        # a pager message (or a chat message stored by an anchor)
+    FILE = FILE_KIND           # a file transfer stored by an anchor (apps.deferred_files)
     NOTIFICATION = "imdn"      # an IMDN the AS itself generated
 
 
@@ -97,6 +101,7 @@ class MessagingSettings:
     deferred_ttl: float = 7 * 24 * 3600.0   # how long an undelivered item is kept
     max_wakeup: float = 30.0                # housekeeping runs at least this often
     max_file_size: int | None = None        # file-selector size above it: 488 (None: no limit)
+    max_stored_file_size: int = MAX_STORED_FILE_SIZE  # kept for an offline user (0: none)
 
 
 class MessagingAs(StatefulProxy):
@@ -121,6 +126,7 @@ class MessagingAs(StatefulProxy):
         self._delivery_locks: dict[str, asyncio.Lock] = {}
         self.retrievals: set[DeferredRetrieval] = set()
         self._wakeup = asyncio.Event()
+        self.files = FileStore(config.data_dir / "deferred-files")
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,6 +134,7 @@ class MessagingAs(StatefulProxy):
         port = await listen_behind_guard(self.endpoint, self.listen, self.config, node,
                                          "messaging AS")  # only the core
         self.msrp = await open_msrp(node.host, self.config)
+        await self._clean_files()
         uri = node_uri(node.host, port)
         timers = self.timers or TimerValues()
         self.ua = UserAgent(self.endpoint, f"<{uri}>", uri,
@@ -185,6 +192,20 @@ class MessagingAs(StatefulProxy):
         """AnchorHost API: the largest file an anchored transfer may announce."""
         return self.settings.max_file_size
 
+    def stored_file_refusal(self, size: int | None) -> str | None:
+        """AnchorHost API: the 413 reason for a file an offline user cannot be kept."""
+        return stored_file_refusal(size, self.settings.max_stored_file_size)
+
+    def file_keeper(self, max_size: int | None) -> FileKeeper:
+        """AnchorHost API: a new file in our data directory's deferred-files, never
+        holding more than ``max_size`` bytes (the size the offer announced)."""
+        return self.files.writer(max_size)
+
+    @property
+    def core_route(self) -> str:
+        """DeliveryHost API: where our own requests enter the core (terminating)."""
+        return f"<{self.config.scscf.uri};lr>"
+
     def is_retrieval(self, request: Request) -> bool:
         """An INVITE to our CPMDeferredMsgMgmtURI, routed to us as its PSI (no Route on)."""
         try:
@@ -212,8 +233,8 @@ class MessagingAs(StatefulProxy):
         ctx.respond(Response.for_request(request, 200, to_tag=new_tag()))
         if expires:
             self.registered[aor] = self.clock() + expires
-            if not registers_deferred(request):  # such a UE retrieves them itself
-                self._spawn(self.deliver_deferred(aor))
+            # such a UE retrieves its messages itself; files are always pushed
+            self._spawn(self.deliver_deferred(aor, files_only=registers_deferred(request)))
         else:
             self.registered.pop(aor, None)
         log.info("third-party REGISTER %s expires %s", aor, expires)
@@ -292,10 +313,12 @@ class MessagingAs(StatefulProxy):
             conversation_id, key, sender, recipient, content_type, body, self.clock()))
 
     # -- deferred delivery ------------------------------------------------------------
-    async def deliver_deferred(self, recipient: str) -> None:
+    async def deliver_deferred(self, recipient: str, *, files_only: bool = False) -> None:
         """Send ``recipient``'s stored items in order; stop at the first failure."""
         async with self.delivering(recipient):
             for item in await self.deferred_items(recipient):
+                if files_only and not is_file_item(item):
+                    continue
                 if not await self._deliver(item):
                     break
                 await self.remove_deferred(item)
@@ -312,11 +335,37 @@ class MessagingAs(StatefulProxy):
         return await self.store.messages.deferred(recipient, self.clock())
 
     async def remove_deferred(self, item: DeferredMessage) -> None:
-        """RetrievalHost API: ``item`` was delivered (its 200 came)."""
+        """RetrievalHost API: ``item`` was delivered (its 200 came); a file's copy goes
+        after the record (a kill between them leaves a file, never a lost item)."""
         await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
+        self._drop_file(item)
+
+    async def _clean_files(self) -> None:
+        """Files a kill left behind that no deferred item names: their senders got
+        no 200, so nothing accepted is lost by removing them."""
+        kept: set[str] = set()
+        for recipient in await self.store.messages.deferred_recipients(0.0):  # all of them
+            for item in await self.store.messages.deferred(recipient, 0.0):
+                meta = _meta(item)
+                if meta.get("kind") == DeliveryKind.FILE.value:
+                    kept.add(str(meta.get("file", "")))
+        self.files.clean(kept)
+
+    def _drop_file(self, item: DeferredMessage) -> None:
+        meta = _meta(item)
+        if meta.get("kind") == DeliveryKind.FILE.value:
+            self.files.remove(str(meta.get("file", "")))
 
     async def _deliver(self, item: DeferredMessage) -> bool:
         meta = _meta(item)
+        if meta.get("kind") == DeliveryKind.FILE.value:
+            assert self.ua is not None and self.msrp is not None
+            if not self.files.usable(meta):  # never deliverable: as if it had expired
+                log.error("deferred file %s for %s: its file is gone", item.id,
+                          item.recipient)
+                await self._expired(item)
+                return True  # removed, the next items go on
+            return await FileDelivery(self, self.ua, self.msrp, self.files, item, meta).run()
         from_ = str(meta.get("from") or f"<{item.sender}>")
         request = self.new_request("MESSAGE", item.recipient, from_, _replayed(meta),
                                    item.body, item.content_type)
@@ -371,6 +420,16 @@ class MessagingAs(StatefulProxy):
         (a large message has no 202 to say so). Sent in the background, best effort."""
         self._spawn(self._tell_stored(sender, recipient, body, conversation_id))
 
+    async def announce_stored(self, *, sender: str, recipient: str, body: bytes,
+                              conversation_id: str) -> None:
+        """AnchorHost API: ``tell_stored`` awaited (bounded), for a file: the sender's
+        client has the IMDN before the success REPORT that ends its transfer."""
+        try:
+            await asyncio.wait_for(self._tell_stored(sender, recipient, body,
+                                                     conversation_id), STORED_IMDN_WAIT)
+        except TimeoutError:
+            log.info("stored IMDN to %s not answered in time", sender)
+
     async def _tell_stored(self, sender: str, recipient: str, body: bytes,
                            conversation_id: str) -> None:
         try:
@@ -395,6 +454,7 @@ class MessagingAs(StatefulProxy):
     async def _expired(self, item: DeferredMessage) -> None:
         """Tell the sender with a negative delivery IMDN (RFC 5438 ``failed``)."""
         log.info("deferred item %s for %s expired", item.id, item.recipient)
+        self._drop_file(item)
         imdn = failure_imdn(item)
         if imdn is None:
             return

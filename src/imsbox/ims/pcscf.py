@@ -26,7 +26,12 @@ so the Route we were reached by is still visible):
    to the UE over the UE's stored flow (to the contact address itself when
    we hold no flow for it, e.g. after a restart); P-Asserted-Identity is
    kept.
-4. Anything else: 403 Forbidden (ACK: dropped).
+4. **Transport switch** (RFC 3261 18.1.1): a request on the other transport
+   than a UE's registration (over 1300 bytes: TCP) is that UE's when it comes
+   from the registration's address with its registered Contact and identity,
+   and from the socket the Contact names or an address no other user is
+   registered from (``_switched_transport``; ``[security] transport_switch``).
+5. Anything else: 403 Forbidden (ACK: dropped).
 
 Whatever comes from a UE loses the headers only the trust domain may set
 (``CORE_ONLY_HEADERS``: P-Asserted-Identity, P-Served-User, P-Asserted-Service,
@@ -152,6 +157,7 @@ class Registrations:
         self.clock = clock
         self._by_contact: dict[str, UeRegistration] = {}
         self._by_flow: dict[FlowKey, dict[str, UeRegistration]] = {}
+        self._by_host: dict[str, dict[str, UeRegistration]] = {}  # the flow's source IP
         self._next_purge = 0.0
 
     def __len__(self) -> int:
@@ -164,6 +170,8 @@ class Registrations:
             self._drop(key)
             self._by_contact[key] = registration
             self._by_flow.setdefault(flow_key(registration.flow), {})[key] = registration
+            self._by_host.setdefault(_norm_host(registration.flow.remote[0]), {})[key] = \
+                registration
 
     def remove(self, contact: Uri) -> None:
         key = contact_key(contact)
@@ -171,8 +179,8 @@ class Registrations:
             self._drop(key)
 
     def remove_flow(self, flow: Flow) -> None:
-        for key in self._by_flow.pop(flow_key(flow), {}):
-            self._by_contact.pop(key, None)
+        for key in list(self._by_flow.get(flow_key(flow), {})):
+            self._drop(key)
 
     def by_contact(self, uri: Uri) -> UeRegistration | None:
         key = contact_key(uri)
@@ -193,6 +201,14 @@ class Registrations:
             self._drop(key)
         return list(entries.values())
 
+    def by_host(self, host: str) -> list[UeRegistration]:
+        """Every unexpired registration whose flow comes from the address ``host``."""
+        now = self.clock()
+        entries = self._by_host.get(_norm_host(host), {})
+        for key in [k for k, r in entries.items() if r.expires_at <= now]:
+            self._drop(key)
+        return list(entries.values())
+
     def _drop(self, key: str) -> None:
         old = self._by_contact.pop(key, None)
         if old is None:
@@ -203,6 +219,12 @@ class Registrations:
             entries.pop(key, None)
             if not entries:
                 del self._by_flow[fkey]
+        host = _norm_host(old.flow.remote[0])
+        same_host = self._by_host.get(host)
+        if same_host is not None:
+            same_host.pop(key, None)
+            if not same_host:
+                del self._by_host[host]
 
     def _purge(self) -> None:
         now = self.clock()
@@ -330,10 +352,56 @@ class Pcscf(StatefulProxy):
         if self._from_core(request, flow):
             _strip_charging(request)  # not for the UE's eyes
             return None
+        switched, refusal = self._switched_transport(request, flow)
+        if switched is not None:
+            log.info("%s from %s on %s: the UE registered on %s (RFC 3261 18.1.1)",
+                     request.method, switched.contact, flow.transport, switched.flow.transport)
+            self._prepare_originating(request, [switched])
+            return None
         log.info("403 for %s from unregistered %s (Call-ID %s)", request.method,
                  flow.remote, request.call_id)
-        return Response.for_request(request, 403, "Forbidden - not registered",
+        return Response.for_request(request, 403, refusal or "Forbidden - not registered",
                                     to_tag=new_tag())
+
+    def _switched_transport(self, request: Request,
+                            flow: Flow) -> tuple[UeRegistration | None, str | None]:
+        """A registered UE's request on another transport than its registration's: a
+        request over 1300 bytes goes over TCP (RFC 3261 18.1.1), and some clients send
+        a request over UDP while registered over TCP. It is that UE's when it comes
+        from the registration's address, names its registered Contact (if it has one)
+        and a registered identity, and either its source is the socket the Contact
+        names (a bound socket, as everywhere in the trust model) or nobody else is
+        registered from that address. Else (None, the 403 reason, if any)."""
+        if request.method == "REGISTER" or self.trust.trusts(flow) or \
+                self.config.security.transport_switch == "off":
+            return None, None
+        host = flow.remote[0]
+        same_host = self.registrations.by_host(host)
+        candidates = [r for r in same_host if r.flow.transport != flow.transport]
+        if not candidates:
+            return None, None
+        try:
+            contacts = request.contact
+            claimed = _canonical(str(request.from_.uri))
+        except HeaderError:
+            return None, None
+        if contacts and not contacts[0].is_star:
+            key = contact_key(contacts[0].uri)
+            candidates = [r for r in candidates if contact_key(r.contact) == key]
+        candidates = [r for r in candidates
+                      if claimed in {_canonical(p) for p in r.public_ids}]
+        if not candidates:
+            return None, None
+        for registration in candidates:
+            contact = registration.contact
+            port = contact.port or DEFAULT_PORT[flow.transport]
+            if (_norm_host(contact.host), port) == (_norm_host(host), flow.remote[1]):
+                return registration, None  # from the very socket it registered
+        if len({r.public_ids for r in same_host}) == 1:
+            return candidates[0], None     # the only user registered from this address
+        return None, (f"Forbidden - not registered on this {flow.transport} flow (several "
+                      f"users are registered from {host}: register over "
+                      f"{flow.transport.upper()})")
 
     def _options_for_me(self, request: Request) -> bool:
         """RFC 3261 11: an OPTIONS whose Request-URI is this proxy (no user part)."""

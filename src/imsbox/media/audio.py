@@ -9,9 +9,7 @@ received at each tick: ``write(pcm)``.
 * ``Silence``; ``WavSource(path, loop=False)``, ``WavSink(path)``: 8 kHz mono 16-bit
   files (others are converted on read when audioop is there, else refused);
 * ``Recorder``: keeps what it was given, for tests and detectors;
-* ``Mixer``: mix-minus for N parties: each ``MixerPort`` is the sink of one
-  party's received audio and the source of what that party hears, the sum
-  of every other port (``Mixer.add_source`` for a local microphone or file);
+* ``Mixer`` (``mixer.py``, re-exported here): mix-minus for N parties;
 * ``goertzel_ratio``/``tone_present``: is a frequency in a recording?
 """
 
@@ -21,12 +19,12 @@ import array
 import math
 import os
 import wave
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import MediaUsageError
-from .pcm import add, load_audioop, scale, silence
+from .mixer import Mixer, MixerPort
+from .pcm import load_audioop, silence
 
 __all__ = ["DTMF_FREQUENCIES", "DtmfToneSource", "Mixer", "MixerPort", "Recorder", "Silence", "Sink",
            "Source", "ToneSource", "WavSink", "WavSource", "goertzel_ratio", "tone_present"]
@@ -191,63 +189,6 @@ class Recorder:
     def clear(self) -> None:
         self.frames.clear()
         self._bytes = 0
-
-
-class MixerPort:
-    """One party of a ``Mixer``: write what it sends in, read what it should hear."""
-
-    def __init__(self, mixer: Mixer, gain: float = 1.0) -> None:
-        self.mixer = mixer
-        self.gain = gain
-        self.frame: bytes | None = None
-
-    def write(self, pcm: bytes) -> None:
-        self.frame = pcm
-
-    def read(self, samples: int) -> bytes | None:
-        return self.mixer.mix(samples, exclude=self)
-
-    def close(self) -> None:
-        self.mixer.remove(self)
-
-
-class Mixer:
-    """Mix-minus: each port hears the sum of the others' latest frames and of the sources."""
-
-    def __init__(self) -> None:
-        self.ports: list[MixerPort] = []
-        self.sources: list[Source] = []
-        self._source_frames: list[bytes | None] = []
-        self._tick_samples = 0
-
-    def port(self, gain: float = 1.0) -> MixerPort:
-        port = MixerPort(self, gain)
-        self.ports.append(port)
-        return port
-
-    def remove(self, port: MixerPort) -> None:
-        if port in self.ports:
-            self.ports.remove(port)
-
-    def add_source(self, source: Source) -> None:
-        """A local input every port hears (the UE's own microphone or a file)."""
-        self.sources.append(source)
-
-    def tick(self, samples: int) -> None:
-        """Pull this tick's frame from each local source (once per tick, before reads)."""
-        self._source_frames = [s.read(samples) for s in self.sources]
-
-    def mix(self, samples: int, exclude: MixerPort | None = None) -> bytes | None:
-        frames: Iterable[bytes | None] = [*(p.frame if p.gain == 1.0 or p.frame is None
-                                            else scale(p.frame, p.gain)
-                                            for p in self.ports if p is not exclude),
-                                          *self._source_frames]
-        total: bytes | None = None
-        for frame in frames:
-            if frame is None or len(frame) != 2 * samples:
-                continue
-            total = frame if total is None else add(total, frame)
-        return total
 
 
 def goertzel_ratio(pcm: bytes, frequency: float, rate: int = RATE) -> float:

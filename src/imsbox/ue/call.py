@@ -14,7 +14,6 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from ..media import AudioParams, MediaError, PortAllocator, RtpSession, ToneSource, WavSink, WavSource
 from ..media.audio import Sink, Source
@@ -32,8 +31,9 @@ from ..sdp import (
     resume_direction,
 )
 from ..sip.ua.useragent import Call, Origin
+from . import early_media
 from .core import UeCore
-from .events import CallAnswered, CallEnded, CallHeld, CallResumed, CallRinging, RtpStatsEvent, SendError
+from .events import CallAnswered, CallEnded, CallHeld, CallResumed, RtpStatsEvent, SendError
 
 __all__ = ["MMTEL", "CallMedia", "CallService", "VoiceCall"]
 
@@ -139,6 +139,8 @@ class VoiceCall:
     def start(self, source: Source | None, sink: Sink | None) -> None:
         self.rtp.source, self.rtp.sink, self._sink = source, sink, sink
         self.service.calls[self.id] = self
+        if not self.incoming:
+            early_media.watch_provisionals(self)   # call_ringing, call_early_media
         self._core.spawn(self._watch())
 
     async def wait_answered(self, timeout: float | None = None) -> bool:
@@ -172,7 +174,8 @@ class VoiceCall:
 
     def take_media(self) -> tuple[Source | None, Sink | None]:
         """Hand what this call plays and records to another call (a transfer, a
-        consultation): this one goes on with silence and records nothing."""
+        consultation) or to a conference's mixer: this one goes on with silence
+        and records nothing."""
         source, sink = self.rtp.source, self.rtp.sink
         self.rtp.source = self.rtp.sink = self._sink = None
         return source, sink
@@ -215,15 +218,8 @@ class VoiceCall:
         await self._finish(reason)
 
     async def _progress(self) -> None:
-        """Caller side: call_ringing on the 18x, call_answered on the 2xx."""
-        ringing = asyncio.ensure_future(self.call.ringing.wait())
-        final = self.call.final
-        either: list[asyncio.Future[Any]] = [ringing, final]
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if self.call.ringing.is_set() and not self.ended.is_set():
-            self._core.emit(CallRinging(*self._parties(), self.id))
-        ringing.cancel()
-        response = await asyncio.shield(final)
+        """Caller side: call_answered on the 2xx (the 1xx: early_media.py)."""
+        response = await asyncio.shield(self.call.final)
         if response is not None and 200 <= response.status < 300:
             self.set_answered()
 
@@ -258,6 +254,9 @@ class CallService:
         self.core = core
         self.answer_after = answer_after
         self.busy = busy
+        self.call_waiting = True    # False: 486 to a call while another one is in progress
+        self.early_media = False    # alert with 183 + SDP and play early_source (early_media.py)
+        self.early_source: SourceFactory = lambda: None
         self.ports = ports
         self.source: SourceFactory = lambda: None
         self.sink: SinkFactory = lambda: None
@@ -267,12 +266,16 @@ class CallService:
     def answering(self) -> bool:
         return self.busy or self.answer_after is not None
 
+    def contact_params(self) -> str:
+        """The MMTel feature tag and our +sip.instance, on every Contact of a call."""
+        return f";{MMTEL_TAG}" + (f';+sip.instance="<{self.core.registration.instance}>"'
+                                  if self.core.registration.instance else "")
+
     def origin(self) -> Origin:
         assert self.core.ua is not None
-        params = f";{MMTEL_TAG}" + (f';+sip.instance="<{self.core.registration.instance}>"'
-                                    if self.core.registration.instance else "")
         return Origin(self.core.ua.local, self.core.ua.contact,
-                      tuple(self.core.registration.route()), contact_params=params)
+                      tuple(self.core.registration.route()),
+                      contact_params=self.contact_params())
 
     async def place(self, target: str, source: Source | None = None,
                     sink: Sink | None = None, headers: Iterable[tuple[str, str]] = ()) -> VoiceCall:
@@ -304,12 +307,13 @@ class CallService:
             return None
         media = CallMedia(rtp, self.core.host)
         voice = VoiceCall(self, call, media, peer, True)
+        in_call = any(v is not voice and not v.ended.is_set() for v in self.calls.values())
         if replacing is not None:
             source, sink = replacing.take_media()
             voice.start(source, sink)
         else:
             voice.start(self.source(), self.sink())
-        if self.busy and replacing is None:
+        if replacing is None and (self.busy or (in_call and not self.call_waiting)):
             call.reject(486)
             return None
         answer_sdp = media.answer(offer)
@@ -321,13 +325,16 @@ class CallService:
                                        f'we support {codecs}"')])
             return None
         call.session.offer_answer = media   # re-INVITEs (hold) are answered by the media
-        if replacing is None:
-            call.ring(180)
-            self.core.emit(CallRinging(peer, self.core.aor, call.call_id))
+        call.session.local_contact_params = self.contact_params()  # 200s: the tags too
+        answered = None
+        if replacing is None:   # 180, or 183 with the answer (early_media.py)
+            answered = early_media.alert(self, voice, answer_sdp)
             await asyncio.sleep(self.answer_after or 0)
         if voice.ended.is_set() or call.terminated.done():
             return None
         call.accept(answer_sdp)
+        if answered is not None:
+            answered()
         voice.set_answered()
         return voice
 

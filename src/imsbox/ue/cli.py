@@ -8,11 +8,13 @@ Commands: ``listen [--interactive]``, ``send TO TEXT``, ``chat TO``,
 ICSI, fetch what the network stored while offline, exit), ``group-chat [--subject S]
 MEMBER...`` / ``group-chat --join URI`` (stdin lines are messages; ``/invite NAME``,
 ``/remove NAME``, ``/leave``), ``call TO [--play FILE.wav] [--tone HZ] [--record
-FILE.wav]`` (a voice call; stdin commands ``hold``, ``resume``, ``hangup``,
-``transfer TARGET``, ``consult TARGET``, ``complete``, ``im-transfer TO``; stdin
-EOF hangs up), ``listen --answer [--after S] [--busy] [--take-im-transfers]``
-(answer voice calls, or refuse them 486 busy; REFERs in a call are always acted
-on, docs/telephony.md). With ``--json`` every event is one JSON object per line
+FILE.wav] [--redial [--redial-timeout S]] [--join DIALOG]`` (a voice call; stdin
+commands ``hold``, ``resume``, ``hangup``, ``transfer TARGET``, ``consult TARGET``,
+``complete``, ``im-transfer TO``, ``conference [TARGET]``; stdin EOF hangs up),
+``listen --answer [--after S] [--busy] [--no-call-waiting] [--early-media
+[--early-tone HZ | --early-play FILE.wav]] [--take-im-transfers]`` (answer voice
+calls, or refuse them 486 busy; REFERs in a call and INVITEs with Join are always
+acted on, docs/telephony.md). With ``--json`` every event is one JSON object per line
 on stdout (at least "event", "from", "to"); otherwise one readable line.
 Diagnostics go to stderr. ``send``, ``chat`` and ``send-file`` report the
 notifications of what they sent themselves; ``listen`` reports every one.
@@ -22,7 +24,7 @@ timed out / not registered (wrong password, no P-CSCF answering); 2 bad
 usage; 3 accepted by the network for later delivery (the recipient is
 offline: ``send`` got 202, ``chat`` lines were taken but not delivered yet);
 4 ``call``: the call went fine but a command that is not built yet was typed
-(``conference``, ``park``); 5 ``call``: a transfer failed (the call went on and
+(``park``); 5 ``call``: a transfer failed (the call went on and
 ended later).
 """
 
@@ -46,7 +48,7 @@ from ..rcs.cpm import deferred_messages_uri
 from ..runtime import parse_hostport, stop_on_signals
 from ..sip.transport.base import TRANSPORTS
 from .call import VoiceCall, file_source
-from .events import CallTransferred
+from .events import CallJoined, CallTransferred
 from .client import (
     Chat,
     ChatEnded,
@@ -79,9 +81,10 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
 EXIT_NOT_BUILT, EXIT_TRANSFER_FAILED = 4, 5
-CALL_COMMANDS = ("hold", "resume", "hangup", "transfer", "consult", "complete", "im-transfer")
+CALL_COMMANDS = ("hold", "resume", "hangup", "transfer", "consult", "complete", "im-transfer",
+                 "conference")
 NEEDS_TARGET = ("transfer", "consult", "im-transfer")
-NOT_BUILT = ("conference", "park")  # RFC 5359 2.10 / 2.15, later
+NOT_BUILT = ("park",)  # RFC 5359 2.15, later
 BAR_WIDTH = 30
 PROGRESS_EVERY = 0.1     # seconds: the progress bar / JSON progress at most this often ...
 PROGRESS_STEP = 0.01     # ... or once per this share of the file
@@ -139,7 +142,8 @@ def _human(data: dict[str, Any]) -> str:
                                    f"{data['reason']}; {data['kept']} bytes kept in "
                                    f"{data['part']} for a resumed transfer"),
         "file_sent": lambda: (f"file {data['name']} to {recipient}: "
-                              + ("confirmed" if data["ok"] else f"failed ({data['reason']})")),
+                              + (data["reason"] if data.get("deferred") else "confirmed"
+                                 if data["ok"] else f"failed ({data['reason']})")),
         GroupJoined.EVENT: lambda: (f"in group {data['conference']}"
                                     + (f" \"{data['subject']}\"" if data["subject"] else "")
                                     + f" ({data['how']}): {', '.join(data['participants'])}"),
@@ -161,6 +165,14 @@ def _human(data: dict[str, Any]) -> str:
                                                   "jitter_ms"))),
         "refer_result": lambda: (f"{data['action']} {recipient}: "
                                  + ("done" if data["ok"] else f"failed ({data['reason']})")),
+        "call_early_media": lambda: f"call {sender} -> {recipient}: early media ({data['status']})",
+        "call_conference": lambda: (f"3-way call {data['state']}: "
+                                    + (", ".join(data["parties"]) or "nobody left")),
+        "call_joined": lambda: f"{sender} joined the call {data['joined_call_id']}",
+        "redial_waiting": lambda: (f"{recipient} is busy: waiting until idle "
+                                   f"(at most {data['timeout']:g} s)"),
+        "redial_retry": lambda: f"{recipient} is idle: calling again (attempt {data['attempt']})",
+        "redial_failed": lambda: f"redial {recipient} gave up: {data['reason']}",
     }
     text = texts.get(kind)
     return text() if text else json.dumps(data, ensure_ascii=False)
@@ -205,6 +217,15 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                         help="with --answer: ring this many seconds first (default 0)")
     listen.add_argument("--busy", action="store_true",
                         help="refuse voice calls with 486 Busy Here")
+    listen.add_argument("--no-call-waiting", action="store_true",
+                        help="with --answer: 486 Busy Here to a call while one is in progress")
+    listen.add_argument("--early-media", action="store_true",
+                        help="with --answer: alert with 183 Session Progress and SDP, playing "
+                             "--early-tone / --early-play (else the call's audio) until answered")
+    listen.add_argument("--early-tone", metavar="HZ", type=_positive, default=None,
+                        help="with --early-media: the tone played before the answer")
+    listen.add_argument("--early-play", metavar="FILE.wav", type=Path, default=None,
+                        help="with --early-media: the WAV played before the answer")
     listen.add_argument("--take-im-transfers", action="store_true",
                         help="call the URIs with Replaces that arrive in messages "
                              "(RFC 5359 2.6 IM transfer)")
@@ -243,8 +264,17 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        help="join this conference / group URI instead of starting one")
     call = commands.add_parser(
         "call", help="a voice call; stdin commands: hold, resume, transfer TARGET, "
-                     "consult TARGET, complete, im-transfer TO, hangup (EOF hangs up)")
+                     "consult TARGET, complete, im-transfer TO, conference [TARGET], "
+                     "hangup (EOF hangs up)")
     call.add_argument("to", metavar="TO")
+    call.add_argument("--redial", action="store_true",
+                      help="automatic redial (RFC 5359 2.17): when TO is busy, watch its dialog "
+                           "events and call again once it is idle")
+    call.add_argument("--redial-timeout", metavar="S", type=_positive, default=300.0,
+                      help="with --redial: give up after this many seconds (default 300)")
+    call.add_argument("--join", metavar="DIALOG", default=None,
+                      help="join TO's call (RFC 3911): CALLID;to-tag=T;from-tag=F as TO sees "
+                           "the dialog (to-tag: TO's tag, from-tag: its peer's)")
     _media_arguments(call)
     ue.set_defaults(run=run_ue)
     return ue
@@ -540,7 +570,9 @@ async def _send_file(client: RcsClient, args: argparse.Namespace, printer: Print
     printer.record({"event": "file_sent", "from": client.aor, "to": target, "name": name,
                     "size": result.size, "sha256": result.sha256, "ok": result.ok,
                     "transfer_id": result.transfer_id, "status": result.status,
-                    "reason": result.reason})
+                    "reason": result.reason, "deferred": result.deferred})
+    if result.deferred:
+        return EXIT_DEFERRED
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -671,13 +703,26 @@ def _call_media(client: RcsClient, args: argparse.Namespace) -> None:
     client.call_service.source = lambda: file_source(args.play, args.tone)
     record = args.record
     client.call_service.sink = lambda: WavSink(record) if record is not None else None
+    _call_options(client, args)
+
+
+def _call_options(client: RcsClient, args: argparse.Namespace) -> None:
+    """``listen --no-call-waiting`` and ``--early-media`` (ue/early_media.py)."""
+    service = client.call_service
+    service.call_waiting = not args.no_call_waiting
+    service.early_media = args.early_media
+    if args.early_play is not None or args.early_tone is not None:
+        early_play, early_tone = args.early_play, args.early_tone
+        service.early_source = lambda: file_source(early_play, early_tone)
+    elif args.early_media:
+        service.early_source = service.source
 
 
 async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
     """``call TO``: the call's events; stdin commands (``_CallCommands``); exit 0 once
     an answered call ended (transferred too), 1 if it was never answered (busy,
     refused, cancelled), 4 after a command not built yet, 5 after a failed transfer."""
-    call = await client.call(args.to, play=args.play, tone=args.tone, record=args.record)
+    call = await _place_call(client, args, printer)
     commands = _CallCommands(client, call, printer)
     with stop_on_signals() as stop:
         await _until(stop, asyncio.ensure_future(_print_events(client, printer)),
@@ -694,17 +739,37 @@ async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -
     return EXIT_TRANSFER_FAILED if commands.failed_transfer else EXIT_OK
 
 
+async def _place_call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> VoiceCall:
+    """``call TO``, ``call --join DIALOG TO`` or ``call --redial TO`` (events print
+    while redial waits)."""
+    media = {"play": args.play, "tone": args.tone, "record": args.record}
+    if args.join:
+        return await client.join(args.to, args.join, **media)
+    if not args.redial:
+        return await client.call(args.to, **media)
+    printing = asyncio.ensure_future(_print_events(client, printer))
+    try:
+        return await client.redial(args.to, timeout=args.redial_timeout, **media)
+    finally:
+        printing.cancel()
+        await asyncio.gather(printing, return_exceptions=True)
+
+
 class _CallCommands:
     """The stdin commands of ``call``: ``hold``/``resume`` (the current call: the
     consultation while there is one), ``transfer TARGET`` (unattended, RFC 5359
     2.4), ``consult TARGET`` (2.2: hold and call TARGET), ``complete`` (2.5: the
     attended transfer of the held party to the consulted one), ``im-transfer TO``
-    (2.6), ``hangup`` (the consultation, which resumes the first call; else the call)."""
+    (2.6), ``conference [TARGET]`` (2.10: mix the call and the consultation here, or
+    hold, call TARGET and mix the three once it answers; not answered: back to the
+    call), ``hangup`` (the consultation, which resumes the first call; else every call)."""
 
     def __init__(self, client: RcsClient, call: VoiceCall, printer: Printer) -> None:
         self.client, self.call, self.printer = client, call, printer
         self.consultation: VoiceCall | None = None
+        self.mixed: list[VoiceCall] = []   # the legs of our 3-way call
         self.asked: set[str] = set()
+        client.core.listeners.append(self._joined)
         self.failed_transfer = False
 
     @property
@@ -719,7 +784,8 @@ class _CallCommands:
         new call is the call from then on."""
         while True:
             await self.call.ended.wait()
-            successor = self.client.transfers.successors.get(self.call.id)
+            successor = (self.client.transfers.successors.get(self.call.id)
+                         or self._other_leg())   # a 3-way call goes on without this leg
             if successor is None or successor.ended.is_set():
                 return
             self.call = successor
@@ -766,6 +832,8 @@ class _CallCommands:
             self.client.core.spawn(self._consulting(self.consultation))
         elif command == "complete":
             await self._complete()
+        elif command == "conference":
+            await self._conference(target)
         elif self.consultation is not None:
             raise SendError("complete or hang up the consultation first")
         elif command == "transfer":
@@ -804,7 +872,42 @@ class _CallCommands:
             with contextlib.suppress(RcsError):
                 await self.call.resume()
 
+    async def _conference(self, target: str) -> None:
+        """RFC 5359 2.10 (ue/threeway.py): the calls mixed here, mix-minus."""
+        legs = [self.call]
+        if self.consultation is not None:
+            legs.append(self.consultation)
+        elif target:
+            added = await self.client.add_party(self.call, target)
+            if not await added.wait_answered():
+                self.printer.error(f"conference {target}: not answered ({added.end_reason}); "
+                                   "back to the call")
+                await asyncio.sleep(0)     # the held call has its audio back first
+                if self.call.held and not self.call.ended.is_set():
+                    await self.call.resume()
+                return
+            legs.append(added)
+        elif len(self.client.calls) < 2:
+            raise SendError("nobody to mix with: conference TARGET, or consult TARGET first")
+        conference = await self.client.conference(*legs) if len(legs) > 1 \
+            else await self.client.conference()
+        self.consultation = None     # a leg of the 3-way call now, not a consultation
+        self.mixed = list(conference.legs)
+
+    def _joined(self, event: RcsEvent) -> None:
+        """Someone joined our call (INVITE with Join, RFC 5359 2.11): a 3-way call too."""
+        if isinstance(event, CallJoined) and event.call_id in self.client.calls:
+            self.mixed = [*dict.fromkeys([*self.mixed, self.call,
+                                          self.client.calls[event.call_id]])]
+
+    def _other_leg(self) -> VoiceCall | None:
+        """A leg still up of the 3-way call this call was in."""
+        return next((leg for leg in self.mixed if leg is not self.call
+                     and not leg.ended.is_set()), None)
+
     async def hangup_all(self) -> None:
         if self.consultation is not None:
             await self.consultation.hangup()
         await self.call.hangup()
+        for leg in self.mixed:    # the other parties of a 3-way call
+            await leg.hangup()

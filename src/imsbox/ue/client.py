@@ -52,6 +52,9 @@ from ..sip.transport.base import TRANSPORTS, Destination, Flow
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from .call import CallService, VoiceCall, file_source
+from .dialog_events import DialogNotifier
+from .redial import RedialService
+from .threeway import Conference, ThreeWayService
 from .chat import Chat, ChatService
 from .core import UeCore, UeEndpoint, identity
 from .events import (
@@ -153,6 +156,13 @@ class RcsClient:
         self.transfers = TransferService(self.core, self.call_service,
                                          lambda: self.group_service.agent, self.send_message,
                                          take_im_transfers)
+        # RFC 5359 2.10/2.11 (ue/threeway.py), 2.17 (ue/redial.py, ue/dialog_events.py)
+        self.threeway = ThreeWayService(self.core, self.call_service)
+        self.dialog_events = DialogNotifier(self.core, self.call_service,
+                                            lambda: self.group_service.agent)
+        self.redialer = RedialService(self.core, self.call_service,
+                                      lambda: self.group_service.agent,
+                                      self.group_service.origin)
         self.files = FileTransfers(self.core, self.notifications,
                                    Path(downloads) if downloads is not None else None,
                                    max_file_size)
@@ -202,12 +212,13 @@ class RcsClient:
         config = InviteConfig(t1=self.timers.t1, t2=self.timers.t2,
                               session_timer=CPM_SESSION_TIMER,
                               allow=("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK",
-                                     "UPDATE", "MESSAGE", "REFER", "NOTIFY"),
-                              extensions=("replaces",))   # RFC 3891 (ue/transfer.py)
+                                     "UPDATE", "MESSAGE", "REFER", "SUBSCRIBE", "NOTIFY"),
+                              extensions=("replaces", "join"))   # RFC 3891, RFC 3911
         self._endpoint.remove_module(self._early)
         self.core.ua = UserAgent(self._endpoint, f"<{self.aor}>", self.contact, config=config,
                                  on_call=self._on_call, on_request=self.messaging.on_request)
         self.transfers.install()
+        self.dialog_events.install()
         try:
             await self.registering.first(self.answer_timeout)
         except RegistrationError:
@@ -222,6 +233,7 @@ class RcsClient:
         await self.group_service.close()
         await self.call_service.close()
         self.transfers.close()
+        self.dialog_events.close()
         tasks = list(self.core.tasks)
         for task in tasks:
             task.cancel()
@@ -428,6 +440,36 @@ class RcsClient:
         return await MusicOnHold(self.core, self.call_service, self.transfers,
                                  f"sip:moh@{self.domain}").resume(held)
 
+    async def redial(self, to: str, play: str | Path | None = None, tone: float | None = None,
+                     record: str | Path | None = None, timeout: float = 300.0,
+                     attempts: int = 3) -> VoiceCall:
+        """Automatic redial (RFC 5359 2.17): call ``to``; while it is busy, watch its
+        dialog events and call again once it is idle (at most ``attempts`` calls,
+        ``timeout`` s). Returns the last call: answered, or not (redial_failed says why)."""
+        target = self.resolve(to)
+
+        async def place() -> VoiceCall:
+            sink = WavSink(record) if record is not None else None
+            return await self.call_service.place(target, file_source(play, tone), sink)
+        return await self.redialer.redial(target, place, timeout, attempts)
+
+    async def add_party(self, call: VoiceCall, to: str) -> VoiceCall:
+        """RFC 5359 2.10: hold ``call`` and call ``to`` (what ``call`` played and
+        recorded goes to the new call); ``conference()`` then mixes them."""
+        return await self.threeway.add_party(call, self.resolve(to))
+
+    async def conference(self, *calls: VoiceCall) -> Conference:
+        """Mix ``calls`` (default: every answered call) into a 3-way call here,
+        mix-minus; a call_conference event (RFC 5359 2.10)."""
+        return await self.threeway.conference(calls or None)
+
+    async def join(self, to: str, dialog: str, play: str | Path | None = None,
+                   tone: float | None = None, record: str | Path | None = None) -> VoiceCall:
+        """RFC 5359 2.11: INVITE ``to`` with Join naming its dialog ``dialog``
+        (``CALLID;to-tag=T;from-tag=F``, tags as ``to`` sees them, RFC 3911)."""
+        sink = WavSink(record) if record is not None else None
+        return await self.threeway.join(self.resolve(to), dialog, file_source(play, tone), sink)
+
     # -- incoming INVITEs ----------------------------------------------------------------
     async def _on_call(self, call: Call) -> None:
         self.core.spawn(self._incoming(call))
@@ -446,6 +488,9 @@ class RcsClient:
             call.reject(488, f"Not Acceptable Here - {exc.reason}"[:80])
             return
         media = msrp_media(offer)
+        if media is None and _is_audio(offer) and request.headers.get("Join") is not None:
+            await self.threeway.incoming_join(call, peer, sdp_body or b"")   # RFC 3911
+            return
         if media is None and _is_audio(offer) and request.headers.get("Replaces") is not None:
             await self.transfers.incoming_replaces(call, peer, sdp_body or b"")
             return

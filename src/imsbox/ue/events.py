@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from ..sip.uri import UriError, parse_uri
 
 __all__ = [
+    "CallConference", "CallEarlyMedia", "CallJoined", "RedialFailed", "RedialRetry", "RedialWaiting",
     "CallEvent", "ChatEnded", "ChatMessage", "ChatStarted", "Composing", "FileFailed",
     "FileOffer", "FileProgress", "FileReceived", "FileTransferResult", "GroupJoined",
     "GroupLeft", "GroupMessage", "GroupSubject", "MessageReceived", "MessageStatus", "Notification",
@@ -343,6 +344,69 @@ class RtpStatsEvent(RcsEvent):
 
 
 @dataclass(slots=True)
+class CallEarlyMedia(RcsEvent):
+    """A provisional (183 Session Progress) brought the callee's answer: its audio
+    plays before the call is answered (RFC 3261 13.2.1, RFC 3960)."""
+
+    call_id: str
+    status: int
+    EVENT: ClassVar[str] = "call_early_media"
+
+
+@dataclass(slots=True)
+class CallConference(RcsEvent):
+    """A 3-way call mixed here (RFC 5359 2.10, 2.11): ``state`` mixing (the legs in
+    ``calls``, to ``parties``, are mixed mix-minus), party_left (one leg ended, the
+    rest go on) or ended (one party left: a plain call again, or none)."""
+
+    call_id: str                 # the conference: its first leg's Call-ID
+    state: str
+    calls: list[str]
+    parties: list[str]
+    EVENT: ClassVar[str] = "call_conference"
+
+
+@dataclass(slots=True)
+class CallJoined(RcsEvent):
+    """An INVITE with Join (RFC 3911) added its sender (from) to our call
+    ``joined_call_id``; ``call_id`` is the joining call."""
+
+    call_id: str
+    joined_call_id: str
+    EVENT: ClassVar[str] = "call_joined"
+
+
+@dataclass(slots=True)
+class RedialWaiting(RcsEvent):
+    """Automatic redial (RFC 5359 2.17): the callee was busy (``call_id`` the refused
+    call); we watch its dialog events until it is idle, at most ``timeout`` s."""
+
+    call_id: str
+    attempt: int
+    timeout: float
+    EVENT: ClassVar[str] = "redial_waiting"
+
+
+@dataclass(slots=True)
+class RedialRetry(RcsEvent):
+    """The callee's dialog events show it idle: calling again (``call_id`` the new call)."""
+
+    call_id: str
+    attempt: int
+    EVENT: ClassVar[str] = "redial_retry"
+
+
+@dataclass(slots=True)
+class RedialFailed(RcsEvent):
+    """Redial gave up: ``reason`` timeout, the subscription was refused, still busy..."""
+
+    call_id: str
+    attempt: int
+    reason: str
+    EVENT: ClassVar[str] = "redial_failed"
+
+
+@dataclass(slots=True)
 class FileTransferResult:
     """What ``send_file`` achieved; ``ok`` only when the receiver confirmed every byte."""
 
@@ -356,6 +420,7 @@ class FileTransferResult:
     reason: str = ""
     message_id: str = ""   # imdn.Message-ID of the INVITE's CPIM part (the IMDN's subject)
     file_range: str = ""   # the octets sent, "START-STOP" (less than the file when resumed)
+    deferred: bool = False  # the recipient is offline: the network keeps the file for it
 
 
 def resolve_target(to: str, domain: str) -> str:

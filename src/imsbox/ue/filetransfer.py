@@ -118,7 +118,9 @@ class FileTransfers:
                      message_id: str) -> tuple[bytes, str]:
         """multipart/mixed: the CPIM part (imdn.Message-ID, Disposition-Notification)
         the delivery IMDN will refer to, then the SDP (seed 003)."""
-        notify = [NotificationRequest.POSITIVE_DELIVERY, NotificationRequest.NEGATIVE_DELIVERY]
+        # processing too: for an offline recipient the AS says "stored" (RFC 5438)
+        notify = [NotificationRequest.POSITIVE_DELIVERY, NotificationRequest.NEGATIVE_DELIVERY,
+                  NotificationRequest.PROCESSING]
         cpim = self.core.cpim(target, content_type, b"", message_id, notify)
         multipart = build_multipart([BodyPart([("Content-Type", CPIM)], cpim),
                                      BodyPart([("Content-Type", "application/sdp")], offer)])
@@ -138,6 +140,8 @@ class FileTransfers:
                                            success_report=True)
             result.ok, result.status, result.reason = True, 200, "confirmed"
             self.notifications.track(result.message_id, MessageStatus.SENT)
+            if self.notifications.deferred(result.message_id):  # its IMDN came first
+                result.deferred, result.reason = True, "accepted for later delivery"
         except MsrpStatusError as exc:  # the receiver's (or relay's) failure REPORT / response
             result.status = exc.status
             result.reason = f"refused by the receiver: {exc.status} {exc.comment}".rstrip()

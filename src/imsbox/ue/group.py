@@ -306,7 +306,7 @@ class GroupService(ChatService):
         await super().close()
         if self._agent is not None:
             self._agent.close()
-            if self._notify_module is not None:
+            if self._notify_module in self.core.endpoint.modules:   # closing twice is fine
                 self.core.endpoint.remove_module(self._notify_module)
 
 

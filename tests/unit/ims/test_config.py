@@ -200,6 +200,12 @@ def test_messaging_settings(tmp_path):
     config = load_config(path)
     assert (config.messaging.deferred_ttl, config.messaging.max_file_size) == (60, 1000)
     assert load_config(None).messaging.max_file_size == 0
+    assert load_config(None).messaging.max_stored_file_size == 100 * 1024 * 1024
+    path.write_text("[messaging]\nmax_stored_file_size = 0\n")
+    assert load_config(path).messaging.max_stored_file_size == 0  # files to offline: 413
+    path.write_text("[messaging]\nmax_stored_file_size = -1\n")
+    with pytest.raises(ConfigError, match=r"messaging.max_stored_file_size"):
+        load_config(path)
     path.write_text("[messaging]\ndeferred_ttl = 0\n")
     with pytest.raises(ConfigError, match=r"messaging.deferred_ttl"):
         load_config(path)
@@ -239,6 +245,7 @@ def test_limits_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None
 def test_security_and_login_limits_defaults_and_file_values(tmp_path: Path) -> None:
     c = load_config()
     assert c.security.trusted_peers == () and c.security.udp_trust == "loopback"
+    assert c.security.transport_switch == "address"
     assert c.registrar.login == LoginLimits()
     assert ("127.0.0.1", 5061) in c.trusted_sockets() and \
         ("127.0.0.1", 5080) in c.trusted_sockets()
@@ -246,6 +253,7 @@ def test_security_and_login_limits_defaults_and_file_values(tmp_path: Path) -> N
 [security]
 trusted_peers = ["10.0.0.9:5070", "[::1]:6000", "as.example.net:5090"]
 udp_trust = "none"
+transport_switch = "off"
 [registrar]
 account_free_failures = 5
 account_backoff = 2
@@ -257,7 +265,7 @@ max_entries = 1000
 """))
     assert c.security.trusted_peers == (("10.0.0.9", 5070), ("::1", 6000),
                                         ("as.example.net", 5090))
-    assert c.security.udp_trust == "none"
+    assert c.security.udp_trust == "none" and c.security.transport_switch == "off"
     assert c.registrar.login == LoginLimits(5, 2.0, 120.0, 50, 30.0, 3600.0, 1000)
     assert ("::1", 6000) in c.trusted_sockets()
 
@@ -267,6 +275,7 @@ max_entries = 1000
     ('[security]\ntrusted_peers = ["::1:5060"]', "security.trusted_peers", "IPv6"),
     ('[security]\ntrusted_peers = "10.0.0.9:5060"', "security.trusted_peers", "list"),
     ('[security]\nudp_trust = "some"', "security.udp_trust", "loopback, any, none"),
+    ('[security]\ntransport_switch = "on"', "security.transport_switch", "address, off"),
     ("[security]\nmtls = true", "security.mtls", "unknown key"),
     ("[registrar]\nsource_failures = 0", "registrar.source_failures", "integer 1-"),
     ('[registrar]\naccount_backoff = "1s"', "registrar.account_backoff", "seconds"),

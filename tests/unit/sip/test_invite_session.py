@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from imsbox.sip import Request, Response, SessionExpires
+from imsbox.sip.headers import NameAddr
 from imsbox.sip.ua.dialog import build_request
 from imsbox.sip.ua.invite import (
     SDP, Established, InviteConfig, InviteSession, InviteState, Reliability,
@@ -29,7 +30,8 @@ class Wire:
 
     def __init__(self, a_config: InviteConfig | None = None,
                  b_config: InviteConfig | None = None, offer: bytes = OFFER,
-                 headers: list[tuple[str, str]] | None = None) -> None:
+                 headers: list[tuple[str, str]] | None = None,
+                 contact: str = "<sip:alice@10.0.0.1>") -> None:
         self.now = 0.0
         self.b_config = b_config or InviteConfig()
         self.a_oa = StaticOfferAnswer(OFFER)
@@ -39,7 +41,7 @@ class Wire:
         self.terminated: dict[str, Terminated] = {}
         self.established: set[str] = set()
         invite = build_request("INVITE", "sip:bob@b.example", "<sip:alice@a.example>",
-                               "<sip:bob@b.example>", contact="sip:alice@10.0.0.1",
+                               "<sip:bob@b.example>", contact=NameAddr.parse(contact),
                                headers=headers or [], body=offer,
                                content_type=SDP if offer else None)
         self.a = InviteSession.outgoing(invite, self.now, a_config, self.a_oa,
@@ -392,6 +394,33 @@ def test_reinvite_hold_passes_sdp_through() -> None:
     assert w.a.remote_sdp == ANSWER + b"a=recvonly\r\n"
     acks = w.sent_by("a", "ACK")
     assert acks[-1].cseq.seq == request.cseq.seq
+
+
+def test_in_dialog_requests_and_their_2xx_keep_the_invites_feature_tags() -> None:
+    """Seed 000/001: the Contact of a re-INVITE or UPDATE (and of the 2xx answering
+    it) carries the same +g.3gpp.icsi-ref and +sip.instance as the initial INVITE's."""
+    a_tags = ';+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"' \
+             ';+sip.instance="<urn:uuid:a>"'
+    b_tags = ';+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"' \
+             ';+sip.instance="<urn:uuid:b>"'
+    w = Wire(no_timer(), no_timer(), contact=f"<sip:alice@10.0.0.1>{a_tags}")
+    w.uas.local_contact_params = b_tags
+    w.uas.accept(w.now)
+    w.pump()
+    w.a.reinvite(w.now, OFFER + b"a=sendonly\r\n")
+    w.pump()
+    w.a.update(w.now, None)
+    w.pump()
+    w.uas.update(w.now, None)
+    w.pump()
+    w.uas.reinvite(w.now, ANSWER)
+    w.pump()
+    for who, tags, sent, answered in (("a", a_tags, 3, 2), ("b", b_tags, 2, 3)):
+        requests = w.sent_by(who, "INVITE") + w.sent_by(who, "UPDATE")
+        answers = w.sent_by(who, "200 INVITE") + w.sent_by(who, "200 UPDATE")
+        assert (len(requests), len(answers)) == (sent, answered)
+        for message in requests + answers:
+            assert (message.headers.get("Contact") or "").endswith(tags), message
 
 
 def test_glare_491_and_random_backoff() -> None:

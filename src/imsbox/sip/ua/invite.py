@@ -297,8 +297,11 @@ class InviteSession:
                  offer_answer: OfferAnswer | None = None,
                  rng: random.Random | None = None) -> InviteSession:
         """13.2.1: a UAC session; emits the INVITE (decorated with our extensions)."""
-        contact = invite.contact[0].uri if invite.contact else None
-        session = cls(DialogRole.UAC, invite, contact, config, offer_answer, rng)
+        contact = invite.contact[0] if invite.contact else None
+        session = cls(DialogRole.UAC, invite, contact.uri if contact else None, config,
+                      offer_answer, rng)
+        # the feature tags of our INVITE's Contact stay on the dialog's later Contacts
+        session.local_contact_params = str(contact.params) if contact else ""
         session._decorate_invite(invite)
         if invite.body:
             session._offer = _Offer.LOCAL
@@ -762,6 +765,8 @@ class InviteSession:
         if body and self._offer is not _Offer.IDLE:
             raise SessionError("an offer is already outstanding")
         hdrs = list(headers) + self._refresh_headers()
+        if not dialog.contact_params:  # the same Contact (and feature tags) as the INVITE's
+            dialog.contact_params = self.local_contact_params
         request = dialog.create_request(method, hdrs, body or b"", SDP if body else None)
         if body:
             self._local_sdp_out(body)

@@ -74,6 +74,8 @@ class Call:
         self.origin = origin or ua.origin
         self.progress: list[Response] = []
         self.ringing = asyncio.Event()
+        # called with each 1xx (but 100) as it arrives, e.g. to play early media (RFC 3960)
+        self.on_provisional: list[Callable[[Response], None]] = []
         self.final: asyncio.Future[Response | None] = loop.create_future()
         self.established = asyncio.Event()
         self.terminated: asyncio.Future[Terminated] = loop.create_future()
@@ -309,6 +311,8 @@ class UserAgent:
             case Provisional(response=response):
                 call.progress.append(response)
                 call.ringing.set()
+                for hook in list(call.on_provisional):
+                    hook(response)
             case RequestResult(request=request, response=response):
                 self._request_result(call, request, response)
             case Established():
