@@ -8,7 +8,7 @@ Commands: ``listen [--interactive]``, ``send TO TEXT``, ``chat TO``,
 ICSI, fetch what the network stored while offline, exit), ``group-chat [--subject S]
 MEMBER...`` / ``group-chat --join URI`` (stdin lines are messages; ``/invite NAME``,
 ``/remove NAME``, ``/leave``), ``call TO [--play FILE.wav] [--tone HZ] [--record
-FILE.wav] [--redial [--redial-timeout S]] [--join DIALOG]`` (a voice call; stdin
+FILE.wav] [--redial [--redial-timeout S]] [--join DIALOG] [--music-on-hold]`` (a voice call; stdin
 commands ``hold``, ``resume``, ``hangup``, ``transfer TARGET``, ``consult TARGET``,
 ``complete``, ``im-transfer TO``, ``conference [TARGET]``; stdin EOF hangs up),
 ``listen --answer [--after S] [--busy] [--no-call-waiting] [--early-media
