@@ -47,7 +47,6 @@ from .apps.media_server import MediaServer
 from .apps.messaging import MessagingAs, MessagingSettings
 from .config import Config, ConfigError, load_config
 from .ims.hss import Hss
-from .media import MediaError
 from .ims.icscf import Icscf
 from .ims.pcscf import Pcscf
 from .ims.provisioning import apply_config
@@ -200,11 +199,7 @@ def _conference_as(ctx: NodeContext) -> Node:
 
 
 def _media_server(ctx: NodeContext) -> Node:
-    try:
-        return MediaServer(ctx.config, timers=ctx.timers)
-    except MediaError as exc:   # the music on hold file
-        raise ServeError(f"media_server: {exc}; fix [media_server] moh_file in "
-                         "imsbox.toml") from None
+    return MediaServer(ctx.config, timers=ctx.timers)   # a bad moh_file: ConfigError
 
 
 def default_registry() -> NodeRegistry:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from imsbox.apps.media_server import MediaServer
-from imsbox.config import Config, load_config
+from imsbox.config import Config, ConfigError, load_config
 from imsbox.ims.provisioning import add_user
 from imsbox.media import Recorder, ToneSource, tone_present
 from imsbox.store import open_store
@@ -327,3 +327,10 @@ def test_media_server_restart_ends_calls_cleanly(config: Config) -> None:
 
 G729_OFFER = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
               b"m=audio 49170 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n")
+
+
+def test_bad_moh_file_refused_at_start(tmp_path: Path) -> None:
+    config = media_config(tmp_path)
+    (tmp_path / "moh.wav").write_bytes(b"not a wav at all")
+    with pytest.raises(ConfigError, match="moh_file"):
+        MediaServer(config)

@@ -35,7 +35,7 @@ import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..media import MediaError, Mixer, MixerPort, PortAllocator, RtpSession
 from ..sdp import Direction
 from ..sip.endpoint import Priority, ServerContext, SipEndpoint
@@ -129,7 +129,11 @@ class MediaServer:
         self.endpoint = SipEndpoint(timers, trace, limits=config.limits.sip,
                                     overload=config.limits.overload)
         self.ports = PortAllocator(node.host, settings.rtp_start, settings.rtp_stop)
-        self.music = Music.load(settings.moh_file or None)
+        try:
+            self.music = Music.load(settings.moh_file or None)
+        except MediaError as exc:   # `imsbox serve` prints it and exits 2
+            raise ConfigError("media_server.moh_file", f"{exc.reason}; give an 8 kHz "
+                              "mono 16-bit WAV (or leave it empty for the melody)") from None
         self.announcements = settings.announcements or None
         self.ua: UserAgent | None = None
         self.events: EventAgent | None = None

@@ -94,7 +94,10 @@ def silent(seconds: float) -> bytes:
 
 def read_pcm(path: str | Path) -> bytes:
     """All of a WAV file as 8 kHz 16-bit PCM."""
-    source = WavSource(path)
+    try:
+        source = WavSource(path)
+    except OSError as exc:
+        raise MediaUsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     parts = []
     while (frame := source.read(RATE)) is not None:
         parts.append(frame)
@@ -124,7 +127,10 @@ def announcement(name: str, directory: str | Path | None = None) -> bytes | None
     if directory:
         path = Path(directory) / f"{name}.wav"
         if path.is_file():
-            return read_pcm(path)
+            try:
+                return read_pcm(path)
+            except MediaUsageError as exc:   # a bad file: the tones, if any, instead
+                log.warning("announcement %s: %s", name, exc)
     kind, _, digits = name.partition("-")
     if kind in ("digits", "orbit") and digits and all(d.upper() in DTMF_FREQUENCIES for d in digits):
         source = DtmfToneSource(digits, on=0.2, off=0.2)
