@@ -217,9 +217,9 @@ def test_conference_three_way_mix_minus_and_leave(config: Config) -> None:
 def test_conference_refer_invites_a_participant(config: Config) -> None:
     """RFC 4579 5.5: a participant's REFER makes the focus INVITE carol."""
     async def scenario() -> None:
-        alice = client(config, "alice")
+        alice, bob = client(config, "alice"), client(config, "bob")
         carol = client(config, "carol", answer_calls=0.1)
-        async with network_with(config, alice, carol) as net:
+        async with network_with(config, alice, bob, carol) as net:
             carol.call_service.source = lambda: ToneSource(TONES["carol"])
             first = await join(alice, FACTORY)
             watch = alice.transfers.agent.refer(first.call, f"sip:carol@{DOMAIN}",
@@ -236,6 +236,16 @@ def test_conference_refer_invites_a_participant(config: Config) -> None:
             alice_rec = await recorded(first, 1.2)
             assert hears(alice_rec, TONES["carol"])
             assert not first.ended.is_set()
+            # outside a dialog: only a participant may REFER the focus (RFC 4579 5.5)
+            outsider = bob.transfers.agent.refer_out_of_dialog(
+                conference.uri, f"sip:carol@{DOMAIN}", origin=bob.call_service.origin())
+            answer = await asyncio.wait_for(outsider.answered, WAIT)
+            assert answer.status == 403 and "not a participant" in answer.reason
+            unknown = bob.transfers.agent.refer_out_of_dialog(
+                f"sip:conference-gone@{DOMAIN}", f"sip:carol@{DOMAIN}",
+                origin=bob.call_service.origin())
+            answer = await asyncio.wait_for(unknown.answered, WAIT)
+            assert answer.status == 404 and "no such conference" in answer.reason
     run_within(scenario, 60)
 
 

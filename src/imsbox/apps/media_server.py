@@ -13,7 +13,8 @@ request for its PSIs (docs/media-server.md):
 * ``sip:conference@DOMAIN``, the conference factory (RFC 4579 5.1, 2.10 network
   focus): an INVITE creates ``sip:conference-ID@DOMAIN`` and joins it; the 200
   OK's Contact is that URI with ``;isfocus``.  Others join with an INVITE to it,
-  or a participant's REFER makes the focus invite someone (RFC 4579 5.5).  A
+  or a participant's REFER (in its dialog, or outside one to the conference URI;
+  403 from anyone else) makes the focus invite someone (RFC 4579 5.5).  A
   ``Mixer`` per conference: each participant hears the others (mix-minus), one
   20 ms tick for all.  A leaving participant drops only its own leg; the
   conference ends with its last leg (a later INVITE gets 404).
@@ -341,9 +342,12 @@ class MediaServer:
         if user == MOH_USER:
             return None
         if user.startswith(CONFERENCE_PREFIX):
-            if self._conference_uri(user) in self.conferences:
-                return None
-            return _answer(request, 404, "Not Found - no such conference")
+            conference = self.conferences.get(self._conference_uri(user))
+            if conference is None:
+                return _answer(request, 404, "Not Found - no such conference")
+            if caller_identity(request) not in conference.participants:
+                return _answer(request, 403, "Forbidden - not a participant of this conference")
+            return None
         return _answer(request, 404, "Not Found - REFER is served by sip:moh and conferences")
 
     def _contact_of(self, request: Request) -> tuple[Uri, str]:
