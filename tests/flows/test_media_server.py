@@ -344,3 +344,22 @@ def test_bad_moh_file_refused_at_start(tmp_path: Path) -> None:
     (tmp_path / "moh.wav").write_bytes(b"not a wav at all")
     with pytest.raises(ConfigError, match="moh_file"):
         MediaServer(config)
+
+
+def test_media_server_dying_mid_call_ends_by_rtp_timeout(config: Config) -> None:
+    """Killed, not stopped: no BYE comes; the phone's RTP timeout ends the call."""
+    async def scenario() -> None:
+        alice = client(config, "alice")
+        alice.call_service.rtp_timeout = 1.5
+        async with network_with(config, alice) as net:
+            call = await alice.call(MOH)
+            assert await call.wait_answered(WAIT)
+            await asyncio.sleep(2.0)              # music flows: no timeout while it does
+            assert not call.ended.is_set()
+            server = media_server(net)
+            await server.endpoint.close()         # as after kill -9: no SIP, no RTP
+            for leg in list(server.legs.values()):
+                await leg.rtp.close()
+            await asyncio.wait_for(call.ended.wait(), 12)
+            assert call.end_reason == "media timeout"
+    run_within(scenario, 60)
