@@ -21,6 +21,11 @@ Every key is optional; a missing file means all defaults. Defaults::
     [conference_as]              # host 127.0.0.1, port 5100 (conferences, groups)
     [telephony_as]               # host 127.0.0.1, port 5110 (forwarding, screening,
                                  # dialog events, click to dial: docs/telephony-as.md)
+    [media_server]               # host 127.0.0.1, port 5120 (the MRF: music on hold,
+                                 # audio conferences, announcements; docs/media-server.md)
+    rtp_ports = [40000, 41000]   # its RTP/RTCP port range [start, stop)
+    moh_file = ""                # WAV played on hold ("": a generated tone melody)
+    announcements = ""           # directory of NAME.wav for ;play=NAME ("": tones only)
 
     [registrar]
     min_expires = 60             # shorter REGISTER expiry gets 423
@@ -112,7 +117,10 @@ Default iFCs (priority, trigger):
 ``"telephony_as"``).
 
 Default PSIs: ``sip:conf-*@DOMAIN`` and ``sip:group-*@DOMAIN`` hosted by the
-conference AS. Always provisioned beside them: ``sip:cpm-deferred@DOMAIN``
+conference AS; ``sip:moh@DOMAIN``, ``sip:conference@DOMAIN`` (the audio conference
+factory), ``sip:conference-*@DOMAIN`` (its conferences), ``sip:announce@DOMAIN``
+and ``sip:announce-*@DOMAIN`` hosted by the media server. Always provisioned
+beside them: ``sip:cpm-deferred@DOMAIN``
 (deferred-message retrieval, seed 003) hosted by the messaging AS.
 ``[[psi]]`` tables: ``pattern``, ``application_server`` (URI or node name),
 optional ``kind`` (exact / wildcard / regex; default wildcard when the pattern
@@ -139,13 +147,17 @@ from .store.models import Psi, PsiKind
 
 __all__ = [
     "CPM_ACCEPT_CONTACT", "CPM_SERVICE", "ConferenceConfig", "Config", "ConfigError",
-    "LimitsConfig", "LoginLimits", "NodeConfig",
-    "RegistrarConfig", "SecurityConfig", "TelephonyConfig", "default_ifcs", "default_psis", "load_config",
+    "LimitsConfig", "LoginLimits", "MediaServerConfig", "NodeConfig",
+    "RegistrarConfig", "SecurityConfig", "TelephonyConfig", "default_ifcs", "default_psis",
+    "load_config",
 ]
 
 DEFAULT_DOMAIN = "ims.test"
 DEFAULT_DATA_DIR = ".imsbox"
-NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as", "telephony_as")
+NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as", "telephony_as",
+              "media_server")
+# Keys of a node table beyond host/port/tls_port/transports.
+_NODE_EXTRA_KEYS = {"media_server": ("rtp_ports", "moh_file", "announcements")}
 _TRANSPORTS = ("udp", "tcp", "tls")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")  # those the store keeps an H(A1) for
 UDP_TRUST = ("loopback", "any", "none")   # [security] udp_trust, default first
@@ -245,6 +257,16 @@ class TelephonyConfig:
     max_diversions: int = 5     # forwardings of one call (History-Info) before 483
 
 
+@dataclass(slots=True, frozen=True)
+class MediaServerConfig:
+    """The media server's own keys of ``[media_server]`` (beside host and port)."""
+
+    rtp_start: int = 40000
+    rtp_stop: int = 41000          # exclusive
+    moh_file: str = ""             # "": a generated tone melody
+    announcements: str = ""        # directory of NAME.wav files
+
+
 def _default_nodes() -> dict[str, NodeConfig]:
     local = ("127.0.0.1",)
     return {
@@ -254,6 +276,7 @@ def _default_nodes() -> dict[str, NodeConfig]:
         "messaging_as": NodeConfig(local, 5090),
         "conference_as": NodeConfig(local, 5100),
         "telephony_as": NodeConfig(local, 5110),
+        "media_server": NodeConfig(local, 5120),
     }
 
 
@@ -283,6 +306,7 @@ class Config:
     messaging: MessagingConfig = MessagingConfig()
     conference: ConferenceConfig = ConferenceConfig()
     telephony: TelephonyConfig = TelephonyConfig()
+    media: MediaServerConfig = MediaServerConfig()
     security: SecurityConfig = SecurityConfig()
     limits: LimitsConfig = LimitsConfig()
     ifcs: tuple[InitialFilterCriteria, ...] = ()
@@ -311,6 +335,10 @@ class Config:
     @property
     def telephony_as(self) -> NodeConfig:
         return self.nodes["telephony_as"]
+
+    @property
+    def media_server(self) -> NodeConfig:
+        return self.nodes["media_server"]
 
     @property
     def deferred_messages_psi(self) -> Psi:
@@ -431,10 +459,24 @@ def default_ifcs(messaging_as_uri: str, conference_as_uri: str | None = None,
 CONFERENCE_PSI = r"sips?:(conf|group)-[^@;>]*@"
 
 
-def default_psis(domain: str, conference_as_uri: str) -> tuple[Psi, ...]:
-    """Conference and group URIs hosted by the conference AS."""
-    return (Psi(f"sip:conf-*@{domain}", conference_as_uri, PsiKind.WILDCARD),
+def default_psis(domain: str, conference_as_uri: str,
+                 media_server_uri: str | None = None) -> tuple[Psi, ...]:
+    """Conference and group URIs hosted by the conference AS; music on hold, the
+    audio conference factory and its conferences, announcements by the media server."""
+    psis = (Psi(f"sip:conf-*@{domain}", conference_as_uri, PsiKind.WILDCARD),
             Psi(f"sip:group-*@{domain}", conference_as_uri, PsiKind.WILDCARD))
+    if media_server_uri is None:
+        return psis
+    return (*psis, *media_server_psis(domain, media_server_uri))
+
+
+def media_server_psis(domain: str, uri: str) -> tuple[Psi, ...]:
+    """The media server's service URIs (docs/media-server.md)."""
+    return (Psi(f"sip:moh@{domain}", uri, PsiKind.EXACT),
+            Psi(f"sip:conference@{domain}", uri, PsiKind.EXACT),
+            Psi(f"sip:conference-*@{domain}", uri, PsiKind.WILDCARD),
+            Psi(f"sip:announce@{domain}", uri, PsiKind.EXACT),
+            Psi(f"sip:announce-*@{domain}", uri, PsiKind.WILDCARD))
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -510,7 +552,7 @@ class _Loader:
                         self.registrar())
         return replace(config, ifcs=self.ifcs(config), psis=self.psis(config),
                        messaging=self.messaging(), conference=self.conference(),
-                       telephony=self.telephony(),
+                       telephony=self.telephony(), media=self.media_server(),
                        security=self.security(),
                        limits=self.limits())
 
@@ -530,7 +572,8 @@ class _Loader:
 
     def node(self, name: str, default: NodeConfig) -> NodeConfig:
         table = self.table(name)
-        self.keys(table, ("host", "port", "tls_port", "transports"), f"{name}.")
+        self.keys(table, ("host", "port", "tls_port", "transports",
+                          *_NODE_EXTRA_KEYS.get(name, ())), f"{name}.")
         hosts = self.hosts(table.get("host", list(default.hosts)), f"{name}.host")
         port = self.integer(table, "port", f"{name}.port", default.port, 1, 65535)
         tls_port = table.get("tls_port", default.tls_port)
@@ -670,6 +713,20 @@ class _Loader:
         return ConferenceConfig(self.integer(table, "idle_timeout", "conference.idle_timeout",
                                              300, 0, 2**31 - 1))
 
+    def media_server(self) -> MediaServerConfig:
+        table = self.table("media_server")
+        base = MediaServerConfig()
+        ports = table.get("rtp_ports", [base.rtp_start, base.rtp_stop])
+        if not isinstance(ports, list) or len(ports) != 2 or \
+                not all(isinstance(p, int) and not isinstance(p, bool) for p in ports) or \
+                not 1024 <= ports[0] < ports[1] - 1 <= 65535:
+            raise self.error("media_server.rtp_ports", "expected [START, STOP] with "
+                             f"1024 <= START < STOP - 1 <= 65535, got {ports!r}")
+        return MediaServerConfig(
+            ports[0], ports[1],
+            self.string(table, "moh_file", "media_server.moh_file", ""),
+            self.string(table, "announcements", "media_server.announcements", ""))
+
     def seconds(self, table: Mapping[str, Any], key: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -742,7 +799,8 @@ class _Loader:
     def psis(self, config: Config) -> tuple[Psi, ...]:
         tables = self.array("psi")
         if tables is None:
-            return default_psis(config.domain, config.conference_as.uri)
+            return default_psis(config.domain, config.conference_as.uri,
+                                config.media_server.uri)
         return tuple(self.psi(table, f"psi[{i}]", config) for i, table in enumerate(tables))
 
     def psi(self, table: Mapping[str, Any], name: str, config: Config) -> Psi:

@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TextIO
 
 from .apps.conference import ConferenceAs, ConferenceSettings
+from .apps.media_server import MediaServer
 from .apps.messaging import MessagingAs, MessagingSettings
 from .apps.telephony import TelephonyAs
 from .config import Config, ConfigError, load_config
@@ -202,9 +203,13 @@ def _telephony_as(ctx: NodeContext) -> Node:
     return TelephonyAs(ctx.config, ctx.store, timers=ctx.timers)
 
 
+def _media_server(ctx: NodeContext) -> Node:
+    return MediaServer(ctx.config, timers=ctx.timers)   # a bad moh_file: ConfigError
+
+
 def default_registry() -> NodeRegistry:
-    """The IMS core, the messaging, conference and telephony ASs, as ``imsbox serve``
-    runs them."""
+    """The IMS core, the messaging, conference and telephony ASs and the media server
+    (MRF), as ``imsbox serve`` runs them."""
     return NodeRegistry([
         NodeFactory("pcscf", "pcscf", _pcscf,
                     listen_hint="--host/--port/--tls-port or [pcscf] in imsbox.toml"),
@@ -213,6 +218,8 @@ def default_registry() -> NodeRegistry:
         NodeFactory("as", "messaging_as", _messaging_as),
         NodeFactory("conference", "conference_as", _conference_as),
         NodeFactory("telephony", "telephony_as", _telephony_as),
+        NodeFactory("media", "media_server", _media_server,
+                    listen_hint="[media_server] host/port (and rtp_ports) in imsbox.toml"),
     ])
 
 

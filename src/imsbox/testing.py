@@ -85,7 +85,8 @@ def write_loopback_config(directory: Path, ports: LoopbackPorts | None = None, *
     hosts = ", ".join(f'"{h}"' for h in pcscf_hosts)
     lines = [f'domain = "{domain}"', f'data_dir = "{directory / "data"}"', "",
              "[pcscf]", f"host = [{hosts}]", f"port = {ports()}", f"tls_port = {ports()}"]
-    for node in ("icscf", "scscf", "messaging_as", "conference_as", "telephony_as"):
+    for node in ("icscf", "scscf", "messaging_as", "conference_as", "telephony_as",
+                 "media_server"):
         lines += ["", f"[{node}]", f'host = "{HOST}"', f"port = {ports()}"]
     path = directory / "imsbox.toml"
     path.write_text("\n".join(lines) + "\n")

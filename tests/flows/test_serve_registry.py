@@ -74,9 +74,11 @@ def test_registered_as_runs_beside_the_core(tmp_path: Path) -> None:
             lines = net.listening_lines()
             node = config.conference_as
             assert f"conference_as listening on udp {node.host}:{node.port}" in lines
-            assert lines[-1].startswith("telephony_as listening on ")
+            assert any(line.startswith("telephony_as listening on ") for line in lines)
+            assert lines[-1].startswith("media_server listening on ")
             assert [line.split()[0] for line in lines[:2]] == ["pcscf", "pcscf"]
-            assert set(net.nodes) == {"pcscf", "icscf", "scscf", "as", "conference", "telephony"}
+            assert set(net.nodes) == {"pcscf", "icscf", "scscf", "as", "conference", "telephony",
+                                      "media"}
             assert isinstance(net.nodes["conference"], OptionsAs)
             assert net.nodes["conference"].hss is None      # it did not ask for the HSS
             client = SipEndpoint(FAST_TIMERS)
@@ -105,9 +107,9 @@ def test_registered_as_runs_alone_by_its_role(tmp_path: Path) -> None:
 def test_role_names_and_refusals() -> None:
     registry = with_conference()
     assert default_registry().role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as",
-                                                 "conference", "telephony")
+                                                 "conference", "telephony", "media")
     assert registry.role_choices() == ("pcscf", "icscf", "scscf", HSS_ROLE, "as", "conference",
-                                       "telephony")
+                                       "telephony", "media")
     with pytest.raises(ValueError, match="taken"):
         registry.register(NodeFactory("as", "messaging_as", OptionsAs))
     with pytest.raises(ValueError, match="taken"):
@@ -123,7 +125,8 @@ def test_unknown_role_lists_the_registered_ones(tmp_path: Path) -> None:
     _, config = write_loopback_config(tmp_path)
 
     async def scenario() -> None:
-        with pytest.raises(ServeError, match="use one of pcscf, icscf, scscf, hss, as, conference, telephony"):
+        with pytest.raises(ServeError,
+                           match="use one of pcscf, icscf, scscf, hss, as, conference, telephony, media"):
             await Network(config, roles=("mgcf",), registry=with_conference()).start()
         with pytest.raises(ServeError, match="--role icscf and --role scscf"):
             await Network(config, roles=(HSS_ROLE,), registry=with_conference()).start()

@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..sip.endpoint import Priority, ServerContext
+from ..sip.endpoint import Priority, ServerContext, resolve
+from ..sip.transport import Destination
 from ..sip.headers import Event, HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
-from ..sip.proxy import RequestContext, StatefulProxy, Target
+from ..sip.proxy import RequestContext, StatefulProxy, Target, remote_target_is_domain
 from ..sip.transaction import TimerValues
 from ..sip.ua.dialog_event import DIALOG_PACKAGE
 from ..sip.ua.events import EventPackageRegistry, NotifierSubscription
@@ -141,11 +142,18 @@ class TelephonyAs(StatefulProxy):
         request = ctx.request
         initial = request.to.tag is None and ctx.route is not None
         if not initial or request.method != "INVITE":
-            return ctx.follow_route() or _answer(request, 404, "Not Found - not a service of "
-                                                 "the telephony AS")
+            own = ctx.follow_route()
+            if own is not None and remote_target_is_domain(request, self.config.domain):
+                return [Target(request.uri, await self._icscf())]  # the media server's PSI
+            return own or _answer(request, 404, "Not Found - not a service of "
+                                        "the telephony AS")
         if ctx.route is not None and ctx.route.user == "orig":
             return await self._originating(ctx)
         return await self._terminating(ctx)
+
+    async def _icscf(self) -> Destination:
+        icscf = self.config.icscf
+        return await resolve(icscf.transports[0], icscf.host, icscf.port)
 
     async def _identities(self, uri: str) -> frozenset[str]:
         """``uri`` and, for a subscriber, every identity of its implicit set

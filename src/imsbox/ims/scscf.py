@@ -37,7 +37,7 @@ from ..sip.grammar import GrammarError, format_params, split_params, unquote
 from ..sip.headers import Contact, Event, HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
-from ..sip.proxy import RequestContext, StatefulProxy, Target
+from ..sip.proxy import RequestContext, StatefulProxy, Target, remote_target_is_domain
 from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.ua.dialog import build_request
@@ -432,15 +432,11 @@ class Scscf(StatefulProxy):
         return await self._terminating(request, ctx)
 
     async def _own_route(self, request: Request, own: list[Target]) -> list[Target]:
-        """A request with its own route.  In a dialog whose remote target is a
-        home-domain URI (a PSI: a focus's ``conf-ID@DOMAIN`` Contact) with no Route
-        left, the I-CSCF finds its AS, as for the initial request (TS 24.247 A.5.1
-        steps 17-20); a UE's contact is an address, never the domain."""
-        uri = request.uri
-        if request.route or not isinstance(uri, SipUri) or \
-                uri.host.lower() != self.config.domain:
-            return own
-        return [Target(uri, await self._icscf())]
+        """A request with its own route; in a dialog with a PSI (a focus's
+        ``conf-ID@DOMAIN`` Contact) the I-CSCF finds its AS."""
+        if remote_target_is_domain(request, self.config.domain):
+            return [Target(request.uri, await self._icscf())]
+        return own
 
     async def _icscf(self) -> Destination:
         """The I-CSCF, next hop for home-domain URIs that are not ours to route."""

@@ -443,6 +443,15 @@ class StatefulProxy:
                 for t, (h, p) in self.endpoint.listening.items()]
 
 
+def remote_target_is_domain(request: Request, domain: str) -> bool:
+    """A request with no Route left whose Request-URI is a URI of ``domain`` itself
+    (a PSI Contact such as a focus's ``conf-ID@DOMAIN``): DNS cannot route it,
+    the home network's entry (the I-CSCF) does, as for the initial request
+    (TS 24.247 A.5.1 steps 17-20).  A UE's contact is an address, never the domain."""
+    uri = request.uri
+    return not request.route and isinstance(uri, SipUri) and uri.host.lower() == domain
+
+
 def forwarding_router(next_hop: Destination) -> Router:
     """Every out-of-dialog request to one next hop, Request-URI unchanged."""
 

@@ -217,9 +217,26 @@ class VoiceCall:
     async def _watch(self) -> None:
         if not self.incoming:
             self._core.spawn(self._progress())
+        if self.service.rtp_timeout is not None:
+            self._core.spawn(self._media_watch(self.service.rtp_timeout))
         event = await asyncio.shield(self.call.terminated)
         reason = self._hanging_up or self.end_as or _REASONS.get(event.reason, event.reason)
         await self._finish(reason)
+
+    async def _media_watch(self, timeout: float) -> None:
+        """Hang up after ``timeout`` s with no RTP in while the call should receive."""
+        last, quiet = -1, 0.0
+        step = min(0.5, timeout / 4)
+        while not self.ended.is_set():
+            await asyncio.sleep(step)
+            received = self.rtp.stats.packets_received
+            expecting = self.answered.is_set() and self.rtp.direction.receives
+            quiet = quiet + step if expecting and received == last else 0.0
+            last = received
+            if quiet >= timeout:
+                log.info("call %s: no RTP for %.1f s, hanging up", self.id, quiet)
+                await self.hangup("media timeout")
+                return
 
     async def _progress(self) -> None:
         """Caller side: call_answered on the 2xx (the 1xx: early_media.py)."""
@@ -261,6 +278,9 @@ class CallService:
         self.call_waiting = True    # False: 486 to a call while another one is in progress
         self.early_media = False    # alert with 183 + SDP and play early_source (early_media.py)
         self.early_source: SourceFactory = lambda: None
+        # seconds without RTP while we expect it (answered, receiving) before we hang
+        # up with reason "media timeout" (a media server or phone that died); None: off
+        self.rtp_timeout: float | None = None
         self.ports = ports
         self.source: SourceFactory = lambda: None
         self.sink: SinkFactory = lambda: None

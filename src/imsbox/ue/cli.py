@@ -8,7 +8,7 @@ Commands: ``listen [--interactive]``, ``send TO TEXT``, ``chat TO``,
 ICSI, fetch what the network stored while offline, exit), ``group-chat [--subject S]
 MEMBER...`` / ``group-chat --join URI`` (stdin lines are messages; ``/invite NAME``,
 ``/remove NAME``, ``/leave``), ``call TO [--play FILE.wav] [--tone HZ] [--record
-FILE.wav] [--redial [--redial-timeout S]] [--join DIALOG]`` (a voice call; stdin
+FILE.wav] [--redial [--redial-timeout S]] [--join DIALOG] [--music-on-hold]`` (a voice call; stdin
 commands ``hold``, ``resume``, ``hangup``, ``transfer TARGET``, ``consult TARGET``,
 ``complete``, ``im-transfer TO``, ``conference [TARGET]``; stdin EOF hangs up),
 ``listen --answer [--after S] [--busy] [--no-call-waiting] [--early-media
@@ -49,6 +49,7 @@ from ..runtime import parse_hostport, positive_number, stop_on_signals
 from ..sip.transport.base import TRANSPORTS
 from .call import VoiceCall, file_source
 from .events import CallJoined, CallTransferred
+from .music_hold import MusicHold
 from .client import (
     Chat,
     ChatEnded,
@@ -257,6 +258,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                      "consult TARGET, complete, im-transfer TO, conference [TARGET], "
                      "hangup (EOF hangs up)")
     call.add_argument("to", metavar="TO")
+    call.add_argument("--music-on-hold", action="store_true",
+                      help="hold plays the network's music (RFC 5359 2.3: REFER sip:moh@DOMAIN "
+                           "to the held party); without a music server: held in silence")
     call.add_argument("--redial", action="store_true",
                       help="automatic redial (RFC 5359 2.17): when TO is busy, watch its dialog "
                            "events and call again once it is idle")
@@ -714,6 +718,7 @@ async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -
     refused, cancelled), 4 after a command not built yet, 5 after a failed transfer."""
     call = await _place_call(client, args, printer)
     commands = _CallCommands(client, call, printer)
+    commands.music_on_hold = args.music_on_hold
     with stop_on_signals() as stop:
         await _until(stop, asyncio.ensure_future(_print_events(client, printer)),
                      asyncio.ensure_future(commands.run(_StdinLines())),
@@ -765,19 +770,30 @@ class _CallCommands:
         self.asked: set[str] = set()
         client.core.listeners.append(self._joined)
         self.failed_transfer = False
+        self.music_on_hold = False          # --music-on-hold: hold with the network's music
+        self.music: MusicHold | None = None  # the call held with music, until resume
 
     @property
     def current(self) -> VoiceCall:
         return self.consultation or self.call
 
     def _over(self) -> bool:
-        return self.call.ended.is_set() and self.call.id not in self.client.transfers.successors
+        return self.call.ended.is_set() and self.call.id not in self.client.transfers.successors \
+            and not self._on_music()
+
+    def _on_music(self) -> bool:
+        """Our call was replaced by the music server's (2.3 F15): it comes back on resume."""
+        return self.music is not None and self.music.playing and self.music.call is self.call
 
     async def follow(self) -> None:
         """Until the call ended; when we were transferred (or our call replaced) the
         new call is the call from then on."""
         while True:
             await self.call.ended.wait()
+            while self._on_music():
+                await asyncio.sleep(0.05)
+            if not self.call.ended.is_set():
+                continue   # resumed from music: the new call
             successor = (self.client.transfers.successors.get(self.call.id)
                          or self._other_leg())   # a 3-way call goes on without this leg
             if successor is None or successor.ended.is_set():
@@ -813,6 +829,8 @@ class _CallCommands:
     async def _do(self, command: str, target: str) -> None:
         if command != "hangup":   # typed ahead (a script): act once it is answered
             await self.current.wait_answered()
+        if command in ("hold", "resume") and await self._music(command):
+            return
         if command in ("hold", "resume"):
             call = self.current
             if not await (call.hold() if command == "hold" else call.resume()):
@@ -834,6 +852,22 @@ class _CallCommands:
             self._result(await self.client.transfer(self.call, target))
         else:
             self._result(await self.client.im_transfer(self.call, target))
+
+    async def _music(self, command: str) -> bool:
+        """``--music-on-hold``: hold with the network's music, resume from it; False
+        for a plain hold or resume."""
+        if command == "hold" and self.music_on_hold and self.consultation is None:
+            self.music = await self.client.music_hold(self.call)
+            if not self.music.playing:
+                self.printer.error(f"hold: no music on hold ({self.music.status} "
+                                   f"{self.music.reason}); held in silence")
+            return True
+        if command == "resume" and self.music is not None:
+            # self.music stays until the new call is ours: follow() waits on it
+            self.call = await self.client.music_resume(self.music)
+            self.music = None
+            return True
+        return False
 
     async def _complete(self) -> None:
         consultation, self.consultation = self.consultation, None   # no resume when it ends

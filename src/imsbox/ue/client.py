@@ -89,6 +89,7 @@ from .group import GroupChat, GroupService, ReferResult, focus_of
 from .messaging import Messaging
 from .notify import Notifications
 from .register import Registration, RegistrationService
+from .music_hold import MusicHold, MusicOnHold
 from .transfer import TransferService
 
 __all__ = [
@@ -427,6 +428,17 @@ class RcsClient:
         """IM transfer (RFC 5359 2.6): send ``to`` the peer's URI with Replaces in a
         message; transferred once ``to`` took the call over."""
         return await self.transfers.im_transfer(call, self.resolve(to))
+
+    async def music_hold(self, call: VoiceCall) -> MusicHold:
+        """Hold with the network's music (RFC 5359 2.3): hold, then REFER
+        ``sip:moh@DOMAIN`` to the held party with Replaces (``imsbox.ue.music_hold``)."""
+        return await MusicOnHold(self.core, self.call_service, self.transfers,
+                                 f"sip:moh@{self.domain}").hold(call)
+
+    async def music_resume(self, held: MusicHold) -> VoiceCall:
+        """Take a music-held call back (2.3 F19): the call that goes on."""
+        return await MusicOnHold(self.core, self.call_service, self.transfers,
+                                 f"sip:moh@{self.domain}").resume(held)
 
     async def redial(self, to: str, play: str | Path | None = None, tone: float | None = None,
                      record: str | Path | None = None, timeout: float = 300.0,

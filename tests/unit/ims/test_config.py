@@ -29,13 +29,36 @@ def test_defaults() -> None:
     assert c.pcscf.transports == ("udp", "tcp", "tls")
     assert [c.icscf.port, c.scscf.port, c.messaging_as.port, c.conference_as.port] == \
         [5070, 5080, 5090, 5100]
+    assert c.media_server.port == 5120 and (c.media.rtp_start, c.media.rtp_stop) == (40000, 41000)
+    assert c.media.moh_file == "" and c.media.announcements == ""
     assert c.scscf.uri == "sip:127.0.0.1:5080"
     assert c.store_location == ".imsbox"
     assert (c.registrar.min_expires, c.registrar.default_expires,
             c.registrar.max_expires) == (60, 3600, 7200)
     assert [(p.pattern, p.as_uri, p.kind) for p in c.psis] == [
         ("sip:conf-*@ims.test", "sip:127.0.0.1:5100", PsiKind.WILDCARD),
-        ("sip:group-*@ims.test", "sip:127.0.0.1:5100", PsiKind.WILDCARD)]
+        ("sip:group-*@ims.test", "sip:127.0.0.1:5100", PsiKind.WILDCARD),
+        ("sip:moh@ims.test", "sip:127.0.0.1:5120", PsiKind.EXACT),
+        ("sip:conference@ims.test", "sip:127.0.0.1:5120", PsiKind.EXACT),
+        ("sip:conference-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD),
+        ("sip:announce@ims.test", "sip:127.0.0.1:5120", PsiKind.EXACT),
+        ("sip:announce-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD)]
+
+
+def test_media_server_section(tmp_path: Path) -> None:
+    path = tmp_path / "imsbox.toml"
+    path.write_text('[media_server]\nport = 6000\nrtp_ports = [30000, 30100]\n'
+                    'moh_file = "music.wav"\n')
+    c = load_config(path)
+    assert c.media_server.port == 6000 and c.media.moh_file == "music.wav"
+    assert (c.media.rtp_start, c.media.rtp_stop) == (30000, 30100)
+    for bad in ("[30000]", "[30100, 30000]", "[10, 20]", '"30000-30100"'):
+        path.write_text(f"[media_server]\nrtp_ports = {bad}\n")
+        with pytest.raises(ConfigError, match=r"media_server\.rtp_ports"):
+            load_config(path)
+    path.write_text("[media_server]\nmusic = 1\n")
+    with pytest.raises(ConfigError, match=r"media_server\.music"):
+        load_config(path)
 
 
 @pytest.mark.parametrize("method, headers, case, expected", [

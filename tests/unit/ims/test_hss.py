@@ -103,7 +103,7 @@ async def test_sar_registration_returns_implicit_set_and_ifcs(hss: Hss) -> None:
     profile = answer.profile
     assert profile.public_ids == (ALICE, "tel:+15550001", "sip:+15550001@ims.test;user=phone")
     assert profile.default_public_id == ALICE and profile.msisdn == "+15550001"
-    assert [i.priority for i in profile.ifcs] == [10, 20, 30]
+    assert [i.priority for i in profile.ifcs] == [10, 20, 30, 40, 50, 55]
     invite = RequestView("MESSAGE", "sip:bob@ims.test", [
         ("P-Asserted-Service", "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg")])
     found = matching_ifcs(profile.ifcs, invite, SessionCase.ORIGINATING)

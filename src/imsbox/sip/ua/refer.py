@@ -159,6 +159,7 @@ class ReferProgress:
     status: int
     reason: str
     final: bool
+    body: bytes = b""    # the whole sipfrag (it may carry headers, RFC 3420)
 
 
 IssuerEvent = SubscriberEvent | ReferAnswered | ReferProgress
@@ -289,7 +290,8 @@ class ReferIssuer:
             referral.state = ReferState.TRYING
         else:
             referral.state = ReferState.SUCCEEDED if status < 300 else ReferState.FAILED
-        self._events.append(ReferProgress(referral, status, reason, status >= 200))
+        self._events.append(ReferProgress(referral, status, reason, status >= 200,
+                                          notify.body))
 
 
 # -- recipient ------------------------------------------------------------------
@@ -503,8 +505,9 @@ class EventAgent:
         self._drain()
 
     def terminate(self, sub: NotifierSubscription, reason: str = TerminationReason.NORESOURCE,
-                  retry_after: int | None = None) -> None:
-        self.notifier.terminate(sub, self._now(), reason, retry_after)
+                  retry_after: int | None = None, body: bytes | None = None) -> None:
+        """The final NOTIFY; ``body`` instead of the resource's rendered state."""
+        self.notifier.terminate(sub, self._now(), reason, retry_after, body=body)
         self._drain()
 
     # -- REFER API ------------------------------------------------------------------
@@ -520,6 +523,23 @@ class EventAgent:
                                      referred_by=referred_by, refer_sub=refer_sub)
         if call.origin.flow is not None:
             self._flows[dialog.id.call_id] = call.origin.flow
+        watch = self._refer_watches[id(referral)] = ReferWatch(referral)
+        self._drain()
+        return watch
+
+    def refer_out_of_dialog(self, target: str | Uri, refer_to: NameAddr | Uri | str, *,
+                            replaces: Replaces | None = None,
+                            referred_by: NameAddr | str | None = None,
+                            origin: Origin | None = None) -> ReferWatch:
+        """A REFER that makes its own dialog (RFC 3515 2.4.4), e.g. to a music
+        server (RFC 5359 2.3 F8); ``origin`` gives From, Contact, route and flow."""
+        origin = origin or self.ua.origin
+        uri = parse_uri(target) if isinstance(target, str) else target
+        referral = self.issuer.refer_out_of_dialog(
+            uri, origin.local, NameAddr(uri), origin.contact, refer_to, self._now(),
+            referred_by=referred_by, replaces=replaces, route=origin.route)
+        if origin.flow is not None:
+            self._flows[referral.request.call_id] = origin.flow
         watch = self._refer_watches[id(referral)] = ReferWatch(referral)
         self._drain()
         return watch
