@@ -38,7 +38,7 @@ PACKAGE = "imsbox"
 PROTOCOL = frozenset({"sip", "sdp", "msrp", "content", "errors"})
 ALLOWED: dict[str, frozenset[str]] = {
     "runtime": frozenset(),
-    "store": frozenset({"content"}),   # RFC 4575 endpoint states in its models
+    "store": frozenset({"content", "errors"}),   # RFC 4575 endpoint states in its models
     **{layer: PROTOCOL for layer in PROTOCOL},
     "rcs": PROTOCOL,
     "ifc": PROTOCOL,                  # the iFC model of TS 29.228: config reads it, ims runs it
