@@ -55,6 +55,7 @@ ALLOWED: dict[str, frozenset[str]] = {
                          "console"},
     # the loopback test kit: a network's config and a simple UE, for tests and scripts
     "testing": PROTOCOL | {"config", "ue"},
+    "testing_backends": frozenset(),   # throw-away PostgreSQL/Redis servers: stdlib only
     "cli": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ue", "serve", "ifc",
                        "trace"},
 }
