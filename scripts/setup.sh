@@ -10,10 +10,14 @@ command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v linphonec >/dev/null 2>&1 || need+=(linphone-cli)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# the scale-out back ends the store contract tests start (imsbox.testing_backends)
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -q
     $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[test,interop]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,interop,postgres,redis]'

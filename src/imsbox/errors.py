@@ -17,7 +17,7 @@ any layer and answer ``exc.status`` instead of 500.
 
 from __future__ import annotations
 
-__all__ = ["ImsboxError", "LocalProtocolError", "RemoteProtocolError"]
+__all__ = ["ImsboxError", "LocalProtocolError", "RemoteProtocolError", "Unavailable"]
 
 
 class ImsboxError(Exception):
@@ -36,3 +36,10 @@ class RemoteProtocolError(ImsboxError):
     """
 
     status: int = 400
+
+
+class Unavailable(ImsboxError):
+    """A back end this node needs (its store, its cache) is away for now: the
+    request gets 503 with Retry-After (RFC 3261 21.5.4) instead of a 500."""
+
+    retry_after = 5

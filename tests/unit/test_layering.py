@@ -38,7 +38,7 @@ PACKAGE = "imsbox"
 PROTOCOL = frozenset({"sip", "sdp", "msrp", "content", "errors"})
 ALLOWED: dict[str, frozenset[str]] = {
     "runtime": frozenset(),
-    "store": frozenset({"content"}),   # RFC 4575 endpoint states in its models
+    "store": frozenset({"content", "errors"}),   # RFC 4575 endpoint states in its models
     **{layer: PROTOCOL for layer in PROTOCOL},
     "rcs": PROTOCOL,
     "ifc": PROTOCOL,                  # the iFC model of TS 29.228: config reads it, ims runs it
@@ -55,6 +55,7 @@ ALLOWED: dict[str, frozenset[str]] = {
                          "console"},
     # the loopback test kit: a network's config and a simple UE, for tests and scripts
     "testing": PROTOCOL | {"config", "ue"},
+    "testing_backends": frozenset(),   # throw-away PostgreSQL/Redis servers: stdlib only
     "cli": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ue", "serve", "ifc",
                        "trace"},
 }

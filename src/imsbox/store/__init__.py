@@ -5,8 +5,10 @@
 * a directory path (the data dir, default ``./.imsbox``): SQLite file
   ``imsbox.sqlite3`` inside it, WAL mode - the embedded default;
 * ``sqlite:PATH`` (``sqlite:///abs/file.sqlite3``, ``sqlite:rel.db``) or ``sqlite::memory:``;
-* ``postgresql://...`` (with a ``redis://...`` cache): reserved for the
-  scale-out back end, not implemented yet - raises StoreError saying so.
+* ``postgresql://user[:password]@host[:port]/database``: the shared store of a
+  scaled-out network (:mod:`imsbox.store.postgres`, needs the ``postgres`` extra);
+* ``cache="redis://host:port/db"``: hot shared state in Redis in front of the
+  durable store (:mod:`imsbox.store.redis`, needs the ``redis`` extra).
 
 The store comes back unopened: ``async with open_store(x) as store`` or
 ``store = await open_store(x).open()``.
@@ -17,8 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository,
-    RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
+    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
+    RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
+    SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
@@ -30,20 +33,37 @@ from .sqlite import DB_FILENAME, SqliteStore
 __all__ = [
     "DB_FILENAME", "AlreadyExists", "Binding", "Conference", "ConferenceKind",
     "ConferenceRepository", "Credential", "DeferredMessage", "FlowRepository", "Group",
-    "GroupMessage", "HistoryEntry", "MessageRepository", "Participant", "ParticipantState",
+    "GroupMessage", "HistoryEntry", "MessageRepository", "NonceRepository", "Participant", "ParticipantState",
     "PcscfRegistration", "Psi", "PsiKind", "PublicIdentity", "RegistrationRepository",
     "RegistrationState", "ScscfAssignment", "ServiceDataRepository", "ServiceProfile",
-    "SqliteStore", "Store", "StoreError", "Subscriber", "SubscriberRepository", "open_store",
+    "SqliteStore", "Store", "StoreError", "StoreUnavailable", "Subscriber",
+    "SubscriberRepository", "open_store",
 ]
 
 
 def open_store(location: str | Path, cache: str | None = None) -> Store:
     """The (unopened) store at ``location`` (data dir or URL); see the module docstring."""
-    text = str(location)
-    if text.startswith(("postgresql://", "postgres://")) or cache:
-        raise StoreError(f"store {text!r}{' with cache ' + cache if cache else ''}: "
-                         "the PostgreSQL/Redis back end is not available yet; "
-                         "use a data directory (SQLite)")
+    store = _durable(str(location))
+    if not cache:
+        return store
+    if not cache.startswith(("redis://", "rediss://", "unix://")):
+        raise StoreError(f"cache {cache!r}: expected redis://host:port/db")
+    try:
+        from .redis import RedisCachedStore
+    except ImportError as exc:
+        raise StoreError(f"cache {cache!r} needs the Redis driver: "
+                         "pip install 'imsbox[redis]'") from exc
+    return RedisCachedStore(store, cache)
+
+
+def _durable(text: str) -> Store:
+    if text.startswith(("postgresql://", "postgres://")):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(f"store {text.partition('@')[2] or text!r} needs the PostgreSQL "
+                             "driver: pip install 'imsbox[postgres]'") from exc
+        return PostgresStore(text)
     if text.startswith("sqlite:"):
         path = text.removeprefix("sqlite:")
         path = path.removeprefix("//")  # sqlite:///abs/file, as other tools write it

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+from ..errors import Unavailable
 from .models import (
     Binding, Conference, ConferenceKind, DeferredMessage, Group, GroupMessage, HistoryEntry,
     Participant, PcscfRegistration, Psi, PsiKind, PublicIdentity, ScscfAssignment,
@@ -28,13 +29,19 @@ from .models import (
 
 __all__ = [
     "AlreadyExists", "ConferenceRepository", "FlowRepository", "MessageRepository",
+    "NonceRepository",
     "RegistrationRepository", "ServiceDataRepository", "Store", "StoreError",
-    "SubscriberRepository",
+    "StoreUnavailable", "SubscriberRepository",
 ]
 
 
 class StoreError(Exception):
     """The store cannot do what was asked; the message says why."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """The back end (PostgreSQL, Redis) cannot be reached now; retry later. The
+    SIP endpoint answers a request that hit this with 503 and Retry-After."""
 
 
 class AlreadyExists(StoreError):
@@ -187,6 +194,27 @@ class MessageRepository(abc.ABC):
         """Unexpired messages for ``recipient``, oldest first."""
 
     @abc.abstractmethod
+    async def claim_deferred(self, recipient: str, holder: str, lease: float,
+                             now: float | None = None,
+                             limit: int | None = None) -> list[DeferredMessage]:
+        """Lease ``recipient``'s unexpired, unleased messages to ``holder`` for
+        ``lease`` seconds, oldest first; each comes back with a new ``fence``.
+
+        While the lease runs no other claim gets them, so two AS instances never
+        deliver one item twice; when the holder dies the lease runs out and
+        another instance claims them.
+        """
+
+    @abc.abstractmethod
+    async def complete_deferred(self, claimed: Sequence[DeferredMessage]) -> int:
+        """Delete delivered claimed messages whose fence is still theirs (a holder
+        whose lease ran out and was claimed again removes nothing); returns how many."""
+
+    @abc.abstractmethod
+    async def release_deferred(self, claimed: Sequence[DeferredMessage]) -> int:
+        """Give back a lease (delivery failed): the messages can be claimed at once."""
+
+    @abc.abstractmethod
     async def remove_deferred(self, ids: Sequence[int]) -> int:
         """Delete delivered messages; returns how many were deleted."""
 
@@ -315,6 +343,20 @@ class ServiceDataRepository(abc.ABC):
         """Owners whose ``key`` list holds ``value`` (e.g. a pickup group's members)."""
 
 
+class NonceRepository(abc.ABC):
+    """Digest nonce-counts shared by every instance (RFC 7616 3.4.6 replay
+    protection): a nonce-count is accepted once, and only above the last one."""
+
+    @abc.abstractmethod
+    async def advance(self, nonce: str, nc: int, expires_at: float) -> bool:
+        """Atomically record ``nc`` for ``nonce`` when it is higher than any seen;
+        False (a replay) otherwise. The record is dropped after ``expires_at``."""
+
+    @abc.abstractmethod
+    async def expire(self, now: float | None = None) -> int:
+        """Drop the records of expired nonces; returns how many."""
+
+
 class Store(abc.ABC):
     """Durable IMS state, one repository per role.
 
@@ -328,6 +370,7 @@ class Store(abc.ABC):
     messages: MessageRepository
     conferences: ConferenceRepository
     service_data: ServiceDataRepository
+    nonces: NonceRepository
 
     @abc.abstractmethod
     async def open(self) -> Self:

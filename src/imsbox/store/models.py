@@ -183,6 +183,7 @@ class DeferredMessage:
     created_at: float = 0.0
     meta: str = ""  # opaque to the store (e.g. JSON with headers, message id)
     id: int | None = field(default=None, compare=False)
+    fence: int = field(default=0, compare=False)  # the lease's fencing token (claim_deferred)
 
 
 @dataclass(slots=True, frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Self, TypeVar
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository,
+    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
     RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
 )
 from .models import (
@@ -199,6 +199,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     );
     CREATE INDEX service_data_value ON service_data(key, value);
     """),
+    (5, """
+    ALTER TABLE deferred_messages ADD COLUMN lease_holder TEXT;
+    ALTER TABLE deferred_messages ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    ALTER TABLE deferred_messages ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE nonce_counts (
+        nonce TEXT PRIMARY KEY,
+        nc INTEGER NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """),
 )
 
 
@@ -329,6 +339,7 @@ class SqliteStore(Store):
         self.messages = SqliteMessages(self._connection)
         self.conferences = SqliteConferences(self._connection)
         self.service_data = SqliteServiceData(self._connection)
+        self.nonces = SqliteNonces(self._connection)
 
     @classmethod
     def in_data_dir(cls, data_dir: str | Path) -> SqliteStore:
@@ -657,6 +668,33 @@ class SqliteMessages(MessageRepository):
             "ORDER BY id LIMIT ?", (recipient, _now(now), _limit(limit)))
         return [_deferred(row) for row in rows]
 
+    async def claim_deferred(self, recipient: str, holder: str, lease: float,
+                             now: float | None = None,
+                             limit: int | None = None) -> list[DeferredMessage]:
+        at = _now(now)
+
+        def job(db: sqlite3.Connection) -> Rows:
+            # one transaction under the write lock: no other process claims between
+            # the SELECT and the UPDATE; the fence grows with every claim of a row
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM deferred_messages WHERE recipient = ? AND expires_at > ? AND "
+                "lease_until <= ? ORDER BY id LIMIT ?", (recipient, at, at, _limit(limit)))]
+            db.executemany("UPDATE deferred_messages SET lease_holder = ?, lease_until = ?, "
+                           "fence = fence + 1 WHERE id = ?", [(holder, at + lease, i) for i in ids])
+            return [db.execute("SELECT * FROM deferred_messages WHERE id = ?", (i,)).fetchone()
+                    for i in ids]
+        return [_deferred(row) for row in await self._c.write(job)]
+
+    async def complete_deferred(self, claimed: Sequence[DeferredMessage]) -> int:
+        return await self._c.write(lambda db: sum(
+            db.execute("DELETE FROM deferred_messages WHERE id = ? AND fence = ?",
+                       (m.id, m.fence)).rowcount for m in claimed))
+
+    async def release_deferred(self, claimed: Sequence[DeferredMessage]) -> int:
+        return await self._c.write(lambda db: sum(
+            db.execute("UPDATE deferred_messages SET lease_holder = NULL, lease_until = 0 "
+                       "WHERE id = ? AND fence = ?", (m.id, m.fence)).rowcount for m in claimed))
+
     async def remove_deferred(self, ids: Sequence[int]) -> int:
         return await self._c.write(lambda db: sum(
             db.execute("DELETE FROM deferred_messages WHERE id = ?", (i,)).rowcount
@@ -749,7 +787,7 @@ def _deferred(row: sqlite3.Row) -> DeferredMessage:
         recipient=row["recipient"], sender=row["sender"],
         content_type=row["content_type"], body=bytes(row["body"]),
         expires_at=row["expires_at"], created_at=row["created_at"], meta=row["meta"],
-        id=row["id"])
+        id=row["id"], fence=row["fence"])
 
 
 def _group_message(row: sqlite3.Row) -> GroupMessage:
@@ -903,3 +941,21 @@ class SqliteServiceData(ServiceDataRepository):
         rows = await self._c.read("SELECT DISTINCT owner FROM service_data WHERE key = ? "
                                   "AND value = ? ORDER BY owner", (key, value))
         return [row[0] for row in rows]
+
+
+# -- Digest nonce-counts ----------------------------------------------------------------
+
+class SqliteNonces(NonceRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def advance(self, nonce: str, nc: int, expires_at: float) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "INSERT INTO nonce_counts VALUES (?, ?, ?) ON CONFLICT (nonce) DO UPDATE SET "
+            "nc = excluded.nc WHERE excluded.nc > nonce_counts.nc",
+            (nonce, nc, expires_at)).rowcount == 1)
+
+    async def expire(self, now: float | None = None) -> int:
+        cutoff = _now(now)
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM nonce_counts WHERE expires_at <= ?", (cutoff,)).rowcount)

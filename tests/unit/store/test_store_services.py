@@ -1,6 +1,6 @@
 """The repositories the conference and telephony ASs build on: conferences with
 participants and idle expiry, group chat logs with delivery positions, and
-per-subscriber service data (SQLite back end)."""
+per-subscriber service data (on every back end: see conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,11 @@ import pytest
 
 from imsbox.store import (
     AlreadyExists, Conference, ConferenceKind, Credential, GroupMessage, Participant,
-    ParticipantState, PublicIdentity, SqliteStore, Subscriber,
+    ParticipantState, PublicIdentity, SqliteStore, Store, Subscriber,
 )
 
 CONF = "sip:conf-7f3a@ims.test"
 ALICE, BOB, CAROL = "sip:alice@ims.test", "sip:bob@ims.test", "sip:carol@ims.test"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    return SqliteStore.in_data_dir(tmp_path)
 
 
 def conference(**kw: object) -> Conference:
@@ -34,7 +29,7 @@ def conference(**kw: object) -> Conference:
 
 # -- conferences ------------------------------------------------------------------------
 
-async def test_conference_create_get_and_list(store: SqliteStore) -> None:
+async def test_conference_create_get_and_list(store: Store) -> None:
     await store.conferences.create(conference())
     got = await store.conferences.get(CONF)
     assert got == conference()
@@ -51,7 +46,7 @@ async def test_conference_create_get_and_list(store: SqliteStore) -> None:
     assert await store.conferences.get("sip:none@ims.test") is None
 
 
-async def test_conference_put_replaces_admins_and_participants(store: SqliteStore) -> None:
+async def test_conference_put_replaces_admins_and_participants(store: Store) -> None:
     await store.conferences.create(conference())
     await store.conferences.put(conference(admins=(BOB, CAROL), participants=(Participant(CAROL),)))
     got = await store.conferences.get(CONF)
@@ -59,7 +54,7 @@ async def test_conference_put_replaces_admins_and_participants(store: SqliteStor
     assert got.admins == (BOB, CAROL) and [p.uri for p in got.participants] == [CAROL]
 
 
-async def test_participants_and_subject_change_in_place(store: SqliteStore) -> None:
+async def test_participants_and_subject_change_in_place(store: Store) -> None:
     await store.conferences.create(conference())
     assert await store.conferences.set_participant(
         CONF, Participant(BOB, ParticipantState.CONNECTED, "Bob", 20.0))
@@ -79,7 +74,7 @@ async def test_participants_and_subject_change_in_place(store: SqliteStore) -> N
     assert not await store.conferences.set_subject("sip:none@ims.test", "x")
 
 
-async def test_conference_idle_expiry(store: SqliteStore) -> None:
+async def test_conference_idle_expiry(store: Store) -> None:
     await store.conferences.create(conference(expires_at=100.0))
     await store.conferences.create(conference(uri="sip:conf-b@ims.test", expires_at=200.0))
     await store.conferences.create(conference(uri="sip:keep@ims.test", expires_at=None))
@@ -110,7 +105,7 @@ def message(key: str, sender: str = ALICE, body: bytes = b"hi") -> GroupMessage:
     return GroupMessage(CONF, sender, "message/cpim", body, key, 50.0, '{"imdn":1}')
 
 
-async def test_group_log_in_order_without_duplicates(store: SqliteStore) -> None:
+async def test_group_log_in_order_without_duplicates(store: Store) -> None:
     first = await store.messages.append_group_message(message("m1"))
     second = await store.messages.append_group_message(message("m2", BOB, b"\x00\xff"))
     assert first is not None and second is not None and first < second
@@ -126,7 +121,7 @@ async def test_group_log_in_order_without_duplicates(store: SqliteStore) -> None
                                                                         limit=1)] == ["m2"]
 
 
-async def test_delivery_positions_for_store_and_forward(store: SqliteStore) -> None:
+async def test_delivery_positions_for_store_and_forward(store: Store) -> None:
     ids = [await store.messages.append_group_message(message(f"m{i}")) for i in range(4)]
     assert await store.messages.delivered(CONF, BOB) == 0
     assert [m.message_key for m in await store.messages.undelivered(CONF, BOB)] == \
@@ -144,7 +139,7 @@ async def test_delivery_positions_for_store_and_forward(store: SqliteStore) -> N
 
 # -- service data -----------------------------------------------------------------------
 
-async def test_service_data_lists_by_key(store: SqliteStore) -> None:
+async def test_service_data_lists_by_key(store: Store) -> None:
     data = store.service_data
     assert await data.get(ALICE, "forward-busy") == ()
     await data.put(ALICE, "forward-busy", ["sip:voicemail@ims.test"])
@@ -161,7 +156,7 @@ async def test_service_data_lists_by_key(store: SqliteStore) -> None:
     assert await data.settings(ALICE) == {}
 
 
-async def test_pickup_group_members_are_found_by_value(store: SqliteStore) -> None:
+async def test_pickup_group_members_are_found_by_value(store: Store) -> None:
     data = store.service_data
     await data.put(ALICE, "pickup-group", ["sales"])
     await data.put(BOB, "pickup-group", ["sales", "support"])
@@ -171,7 +166,7 @@ async def test_pickup_group_members_are_found_by_value(store: SqliteStore) -> No
     assert await data.owners("pickup-group", "nobody") == []
 
 
-async def test_removing_a_subscriber_drops_its_service_data(store: SqliteStore) -> None:
+async def test_removing_a_subscriber_drops_its_service_data(store: Store) -> None:
     sub = Subscriber("alice@ims.test", (Credential("alice", "ims.test", "MD5", "a" * 32),))
     await store.subscribers.add_subscriber(
         sub, [PublicIdentity(ALICE, sub.private_id, ALICE, default=True)])

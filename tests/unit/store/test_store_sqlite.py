@@ -36,11 +36,6 @@ async def opened_and_closed(store: Store) -> None:
     await (await store.open()).close()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    return SqliteStore.in_data_dir(tmp_path)
-
-
 async def test_file_is_in_data_dir_in_wal_mode_with_schema_version(tmp_path: Path) -> None:
     async with SqliteStore.in_data_dir(tmp_path / "data") as s:
         assert isinstance(s, SqliteStore)
@@ -73,7 +68,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
         await SqliteStore.in_data_dir(tmp_path).open()
 
 
-async def test_subscriber_crud(store: SqliteStore) -> None:
+async def test_subscriber_crud(store: Store) -> None:
     sub, ids = alice_records()
     await store.subscribers.add_subscriber(sub, ids)
     got = await store.subscribers.get_subscriber(ALICE)
@@ -99,7 +94,7 @@ def test_no_password_column_anywhere(tmp_path: Path) -> None:
     db.close()
 
 
-async def test_duplicates_are_refused_atomically(store: SqliteStore) -> None:
+async def test_duplicates_are_refused_atomically(store: Store) -> None:
     sub, ids = alice_records()
     await store.subscribers.add_subscriber(sub, ids)
     with pytest.raises(AlreadyExists, match=r"subscriber alice@ims.test"):
@@ -116,7 +111,7 @@ async def test_duplicates_are_refused_atomically(store: SqliteStore) -> None:
         await store.subscribers.add_subscriber(carol, [PublicIdentity("sip:carol@ims.test", "carol@ims.test", "c")])
 
 
-async def test_implicit_registration_sets(store: SqliteStore) -> None:
+async def test_implicit_registration_sets(store: Store) -> None:
     sub, ids = alice_records()
     await store.subscribers.add_subscriber(sub, ids)
     main_set = [p.uri for p in await store.subscribers.implicit_set("tel:+15550001")]
@@ -128,14 +123,14 @@ async def test_implicit_registration_sets(store: SqliteStore) -> None:
     assert len(await store.subscribers.public_identities(ALICE)) == 4
 
 
-async def test_service_profile_replace(store: SqliteStore) -> None:
+async def test_service_profile_replace(store: Store) -> None:
     assert await store.subscribers.get_service_profile("default") is None
     await store.subscribers.put_service_profile(ServiceProfile("default", ('{"a":1}', '{"b":2}')))
     await store.subscribers.put_service_profile(ServiceProfile("default", ('{"c":3}',)))
     assert await store.subscribers.get_service_profile("default") == ServiceProfile("default", ('{"c":3}',))
 
 
-async def test_psis_and_groups(store: SqliteStore) -> None:
+async def test_psis_and_groups(store: Store) -> None:
     await store.subscribers.put_psi(Psi("sip:conf-*@ims.test", "sip:127.0.0.1:5100", PsiKind.WILDCARD))
     await store.subscribers.put_psi(Psi("sip:chat@ims.test", "sip:127.0.0.1:5090"))
     await store.subscribers.put_psi(Psi("sip:chat@ims.test", "sip:127.0.0.1:5091"))  # replace
@@ -153,7 +148,7 @@ async def test_psis_and_groups(store: SqliteStore) -> None:
     assert await store.subscribers.remove_group(group.uri) and await store.subscribers.get_group(group.uri) is None
 
 
-async def test_scscf_assignment(store: SqliteStore) -> None:
+async def test_scscf_assignment(store: Store) -> None:
     sub, ids = alice_records()
     await store.subscribers.add_subscriber(sub, ids)
     assert await store.subscribers.get_assignment(ALICE) is None
@@ -170,7 +165,7 @@ def binding(contact: str, expires_at: float, **kw: object) -> Binding:
     return Binding(contact, expires_at, **kw)  # type: ignore[arg-type]
 
 
-async def test_bindings_save_refresh_and_order(store: SqliteStore) -> None:
+async def test_bindings_save_refresh_and_order(store: Store) -> None:
     aor = "sip:alice@ims.test"
     b1 = binding("sip:alice@10.0.0.1:5060", 1000.0, q=0.5, call_id="c1", cseq=1,
                  path=("<sip:pcscf@127.0.0.1;lr>",), flow="udp|10.0.0.1|5060",
@@ -196,7 +191,7 @@ async def test_bindings_save_refresh_and_order(store: SqliteStore) -> None:
     assert await store.registrations.bindings(aor, now=500.0) == []
 
 
-async def test_binding_expiry(store: SqliteStore) -> None:
+async def test_binding_expiry(store: Store) -> None:
     aor = "sip:bob@ims.test"
     await store.registrations.save(aor, binding("sip:bob@1.1.1.1", 100.0))
     await store.registrations.save(aor, binding("sip:bob@2.2.2.2", 200.0))
@@ -225,7 +220,7 @@ async def test_registrations_survive_restart_until_they_expire(tmp_path: Path) -
         assert [m.body for m in await s.messages.deferred("sip:bob@ims.test", now=10.0)] == [b"hi"]
 
 
-async def test_removing_subscriber_drops_its_bindings(store: SqliteStore) -> None:
+async def test_removing_subscriber_drops_its_bindings(store: Store) -> None:
     await store.subscribers.add_subscriber(*alice_records())
     await store.registrations.save("tel:+15550001", binding("sip:a@1.1.1.1", 1000.0))
     await store.registrations.save("sip:other@ims.test", binding("sip:o@1.1.1.1", 1000.0))
@@ -234,7 +229,7 @@ async def test_removing_subscriber_drops_its_bindings(store: SqliteStore) -> Non
     assert len(await store.registrations.bindings("sip:other@ims.test", now=0.0)) == 1
 
 
-async def test_deferred_messages_order_and_expiry(store: SqliteStore) -> None:
+async def test_deferred_messages_order_and_expiry(store: Store) -> None:
     bob = "sip:bob@ims.test"
     ids = [await store.messages.defer(DeferredMessage(bob, "sip:alice@ims.test", "message/cpim",
                                                f"m{i}".encode(), expires_at=100.0 + i,
@@ -282,7 +277,7 @@ def test_store_can_be_shared_by_threads(tmp_path: Path) -> None:
     asyncio.run(check())
 
 
-async def test_concurrent_writers_on_the_loop_all_land(store: SqliteStore) -> None:
+async def test_concurrent_writers_on_the_loop_all_land(store: Store) -> None:
     async def work(n: int) -> None:
         for i in range(20):
             await store.registrations.save(f"sip:u{n}@ims.test", binding(f"sip:c{i}@h", 1000.0))
@@ -395,7 +390,9 @@ async def test_open_store_locations(tmp_path: Path) -> None:
     assert (tmp_path / "y.db").exists()
     async with open_store("sqlite::memory:") as s:
         assert await s.subscribers.list_psis() == []
-    with pytest.raises(StoreError, match="PostgreSQL"):
-        open_store("postgresql://db/imsbox")
+    assert type(open_store("postgresql://db/imsbox")).__name__ == "PostgresStore"
+    assert type(open_store(tmp_path, "redis://127.0.0.1:1/0")).__name__ == "RedisCachedStore"
+    with pytest.raises(StoreError, match="expected redis://"):
+        open_store(tmp_path, "memcached://x")
     with pytest.raises(StoreError, match="unknown scheme"):
         open_store("mysql://db")

@@ -1,0 +1,78 @@
+"""Contract parts every back end must get right for several instances sharing
+one store: leased deferred delivery with fencing tokens, Digest nonce-counts,
+the Redis registration cache staying consistent with the durable store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from imsbox.store import Binding, DeferredMessage, Store
+
+BOB = "sip:bob@ims.test"
+
+
+def deferred(n: int) -> DeferredMessage:
+    return DeferredMessage(BOB, "sip:alice@ims.test", "text/plain", f"m{n}".encode(), 1e10)
+
+
+async def test_a_claimed_item_is_not_claimed_again_until_its_lease_runs_out(store: Store) -> None:
+    ids = [await store.messages.defer(deferred(i)) for i in range(3)]
+    first = await store.messages.claim_deferred(BOB, "as-1", lease=30.0, now=100.0, limit=2)
+    assert [m.id for m in first] == ids[:2] and all(m.fence > 0 for m in first)
+    second = await store.messages.claim_deferred(BOB, "as-2", lease=30.0, now=101.0)
+    assert [m.id for m in second] == ids[2:]  # as-1's two are leased
+    assert await store.messages.claim_deferred(BOB, "as-2", lease=30.0, now=102.0) == []
+    # as-1 stalls past its lease: as-2 takes the items over with a newer fence
+    taken = await store.messages.claim_deferred(BOB, "as-2", lease=30.0, now=130.5)
+    assert [m.id for m in taken] == ids[:2]
+    assert all(t.fence > f.fence for t, f in zip(taken, first))
+    assert await store.messages.complete_deferred(first) == 0  # fenced off: as-1 deletes nothing
+    assert await store.messages.complete_deferred(taken) == 2
+    assert [m.id for m in await store.messages.deferred(BOB, now=130.5)] == ids[2:]
+
+
+async def test_released_items_can_be_claimed_at_once(store: Store) -> None:
+    await store.messages.defer(deferred(0))
+    claimed = await store.messages.claim_deferred(BOB, "as-1", lease=30.0, now=10.0)
+    assert await store.messages.release_deferred(claimed) == 1
+    again = await store.messages.claim_deferred(BOB, "as-2", lease=30.0, now=11.0)
+    assert [m.body for m in again] == [b"m0"]
+
+
+async def test_concurrent_claims_share_the_items_without_overlap(store: Store) -> None:
+    for i in range(20):
+        await store.messages.defer(deferred(i))
+    batches = await asyncio.gather(*(store.messages.claim_deferred(
+        BOB, f"as-{n}", lease=30.0, now=50.0, limit=3) for n in range(8)))
+    got = [m.id for batch in batches for m in batch]
+    assert len(got) == len(set(got)) == 20
+
+
+async def test_nonce_counts_only_advance(store: Store) -> None:
+    until = time.time() + 300
+    assert await store.nonces.advance("n1", 1, until)
+    assert not await store.nonces.advance("n1", 1, until)  # replay
+    assert await store.nonces.advance("n1", 3, until)
+    assert not await store.nonces.advance("n1", 2, until)
+    assert await store.nonces.advance("n2", 1, until)  # another nonce has its own count
+    results = await asyncio.gather(*(store.nonces.advance("n3", 7, until) for _ in range(5)))
+    assert results.count(True) == 1  # one of five racing uses wins
+
+
+async def test_cached_bindings_follow_every_change(store: Store) -> None:
+    aor = "sip:alice@ims.test"
+    far = time.time() + 600
+    assert await store.registrations.bindings(aor) == []  # a miss fills an empty copy
+    a = Binding("sip:alice@10.0.0.1", far, q=0.5, path=("<sip:p;lr>",), flow="f1")
+    b = Binding("sip:alice@10.0.0.2", far, instance_id="<urn:uuid:1>", reg_id=1)
+    await store.registrations.save(aor, a)
+    await store.registrations.save(aor, b)
+    assert await store.registrations.bindings(aor) == [b, a]
+    moved = Binding("sip:alice@10.0.0.3", far, instance_id="<urn:uuid:1>", reg_id=1, cseq=2)
+    await store.registrations.save(aor, moved)
+    assert await store.registrations.bindings(aor) == [moved, a]
+    assert await store.registrations.remove(aor, a.key)
+    assert await store.registrations.bindings(aor) == [moved]
+    assert await store.registrations.remove_all(aor) == 1
+    assert await store.registrations.bindings(aor) == []
