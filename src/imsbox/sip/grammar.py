@@ -25,8 +25,21 @@ class GrammarError(SipProtocolError, ValueError):
     """A header value does not follow the RFC 3261 grammar."""
 
 
+# Tokens seen before (header and parameter names, methods, transports) are
+# few and repeat on every message: a dict lookup answers them without the
+# regex.  Bounded so that a flood of distinct names cannot grow it.
+_KNOWN_TOKENS: dict[str, bool] = {}
+_KNOWN_TOKENS_MAX = 4096
+
+
 def is_token(text: str) -> bool:
-    return TOKEN_RE.fullmatch(text) is not None
+    known = _KNOWN_TOKENS.get(text)
+    if known is not None:
+        return known
+    ok = TOKEN_RE.fullmatch(text) is not None
+    if len(_KNOWN_TOKENS) < _KNOWN_TOKENS_MAX and len(text) <= 64:
+        _KNOWN_TOKENS[text] = ok
+    return ok
 
 
 def quote(text: str) -> str:
@@ -98,14 +111,16 @@ def split_params(text: str) -> list[tuple[str, str | None]]:
     unquote() what they read.
     """
     out: list[tuple[str, str | None]] = []
-    for piece in _scan(text, ";", keep_angles=False):
-        piece = piece.strip()
-        if not piece:
-            continue
+    pieces = text.split(";") if '"' not in text else _scan(text, ";", keep_angles=False)
+    known = _KNOWN_TOKENS
+    for piece in pieces:
         name, eq, value = piece.partition("=")
-        name = name.strip()
-        if not is_token(name):
-            raise GrammarError(f"bad parameter name {name!r}")
+        if not known.get(name):  # the common case: a known name, no spaces
+            name = name.strip()
+            if not name and not eq:
+                continue  # empty piece (";;" or a trailing ";")
+            if not is_token(name):
+                raise GrammarError(f"bad parameter name {name!r}")
         out.append((name, value.strip() if eq else None))
     return out
 
