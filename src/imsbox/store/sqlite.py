@@ -13,10 +13,10 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .base import (
     AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 DB_FILENAME = "imsbox.sqlite3"
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Rows = list[sqlite3.Row]
 
 # Append only: each entry is (version, script). Applied scripts are recorded in
@@ -365,10 +366,30 @@ class SqliteStore(Store):
 
 # -- subscribers / HSS data -------------------------------------------------------------
 
+def _bumps_generation(
+        method: Callable[Concatenate[SqliteSubscribers, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SqliteSubscribers, P], Coroutine[Any, Any, T]]:
+    """A write to what user profiles are made of: bump the generation after
+    it (also after a failed one), see SubscriberRepository.profile_generation."""
+    async def write(self: SqliteSubscribers, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._generation += 1
+    write.__name__ = method.__name__
+    write.__doc__ = method.__doc__
+    return write
+
+
 class SqliteSubscribers(SubscriberRepository):
     def __init__(self, connection: _Connection) -> None:
         self._c = connection
+        self._generation = 0
 
+    def profile_generation(self) -> int | None:
+        return self._generation
+
+    @_bumps_generation
     async def add_subscriber(self, subscriber: Subscriber,
                              identities: Sequence[PublicIdentity]) -> None:
         def job(db: sqlite3.Connection) -> None:
@@ -387,6 +408,7 @@ class SqliteSubscribers(SubscriberRepository):
         return await self._c.call(lambda db: _subscribers(
             db, "SELECT * FROM subscribers ORDER BY private_id"))
 
+    @_bumps_generation
     async def remove_subscriber(self, private_id: str) -> bool:
         def job(db: sqlite3.Connection) -> bool:
             uris = [(r[0],) for r in db.execute(
@@ -414,6 +436,7 @@ class SqliteSubscribers(SubscriberRepository):
         return [_identity(row) for row in rows]
 
     # -- service profiles -----------------------------------------------------
+    @_bumps_generation
     async def put_service_profile(self, profile: ServiceProfile) -> None:
         def job(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR IGNORE INTO service_profiles VALUES (?)", (profile.name,))
@@ -433,6 +456,7 @@ class SqliteSubscribers(SubscriberRepository):
         return await self._c.call(job)
 
     # -- PSIs -----------------------------------------------------------------
+    @_bumps_generation
     async def put_psi(self, psi: Psi) -> None:
         await self._c.write(lambda db: db.execute(
             "INSERT OR REPLACE INTO psis VALUES (?, ?, ?)",
@@ -450,11 +474,13 @@ class SqliteSubscribers(SubscriberRepository):
                                       (kind.value,))
         return [_psi(row) for row in rows]
 
+    @_bumps_generation
     async def remove_psi(self, pattern: str) -> bool:
         return await self._c.write(lambda db: db.execute(
             "DELETE FROM psis WHERE pattern = ?", (pattern,)).rowcount > 0)
 
     # -- groups ---------------------------------------------------------------
+    @_bumps_generation
     async def put_group(self, group: Group) -> None:
         def job(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?)", (group.uri, group.name))
@@ -471,6 +497,7 @@ class SqliteSubscribers(SubscriberRepository):
     async def list_groups(self) -> list[Group]:
         return await self._c.call(lambda db: _groups(db, "SELECT * FROM groups ORDER BY uri"))
 
+    @_bumps_generation
     async def remove_group(self, uri: str) -> bool:
         return await self._c.write(lambda db: db.execute(
             "DELETE FROM groups WHERE uri = ?", (uri,)).rowcount > 0)
