@@ -66,7 +66,7 @@ from ..sip.endpoint import Priority, ServerContext
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
-from ..sip.pool import InstancePool, is_local_failure
+from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.parser import parse as parse_sip
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
@@ -166,6 +166,8 @@ class MessagingAs(StatefulProxy):
         self._spawn(self._housekeeping())
         if self.pooled:
             self._spawn(self._redeliver())
+        if len(self.scscfs) > 1:
+            self._spawn(keep_probing(self.scscfs, self.endpoint, uri))
         log.info("messaging AS up on %s:%d", node.host, port)
 
     async def close(self) -> None:

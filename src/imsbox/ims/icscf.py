@@ -37,7 +37,7 @@ from ..sip.auth import Credentials, DigestError
 from ..sip.endpoint import resolve
 from ..sip.headers import HeaderError
 from ..sip.message import Request, Response, new_tag
-from ..sip.pool import InstancePool, is_local_failure
+from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport import DEFAULT_PORTS
@@ -83,6 +83,8 @@ class Icscf(StatefulProxy):
                     log.warning("I-CSCF: TLS between core nodes is not supported; skipped")
                     continue
                 await self.listen(transport, host, node.port, reuse_port=transport == "tcp")
+        if len(self.scscfs) > 1:
+            self._spawn(keep_probing(self.scscfs, self.endpoint, node.uri))
 
     def listening_lines(self) -> list[str]:
         return [f"I-CSCF listening on {d}" for d in self.endpoint.transport.listen_addresses]

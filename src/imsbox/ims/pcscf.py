@@ -86,7 +86,7 @@ from ..sip.endpoint import resolve
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
-from ..sip.pool import InstancePool, is_local_failure
+from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport.base import Destination, Flow
@@ -299,6 +299,8 @@ class Pcscf(StatefulProxy):
         self.trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
                                                 self.config.security.udp_trust)
         await self._restore()
+        if len(self.scscfs) > 1:
+            self._spawn(keep_probing(self.scscfs, self.endpoint, node.uri))
 
     # -- persistence -----------------------------------------------------------------
     async def _restore(self) -> None:

@@ -47,7 +47,7 @@ from ..sip.grammar import GrammarError, format_params, split_params, unquote
 from ..sip.headers import Contact, Event, HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
-from ..sip.pool import InstancePool, is_local_failure
+from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.proxy import RequestContext, StatefulProxy, Target, remote_target_is_domain
 from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
@@ -410,6 +410,8 @@ class Scscf(StatefulProxy):
         self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr>"
         self.regevent = RegEventNotifier(self.server_name)
         self._spawn(self._housekeeping())
+        for pool in {id(p): p for p in self.as_pools.values()}.values():
+            self._spawn(keep_probing(pool, self.endpoint, self.server_name))
         log.info("S-CSCF %s up", self.server_name)
 
     async def _listen_host(self, host: str, port: int, transports: tuple[str, ...],

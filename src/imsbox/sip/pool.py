@@ -13,16 +13,26 @@ state every instance needs is in the shared store, so any live one can serve.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import zlib
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
+from .endpoint import ClientContext
 from .headers import HeaderError
-from .message import Response
+from .message import Request, Response
+from .transport.base import Destination, Flow
+from .ua.dialog import build_request
 
-__all__ = ["DOWN_FOR", "InstancePool", "is_local_failure"]
+__all__ = ["DOWN_FOR", "InstancePool", "Prober", "is_local_failure", "keep_probing"]
 
-DOWN_FOR = 10.0  # seconds an instance that did not answer is tried last
+log = logging.getLogger(__name__)
+
+DOWN_FOR = 10.0      # seconds an instance that did not answer is tried last
+PROBE_EVERY = 1.0    # seconds between OPTIONS probes of the other instances
+PROBE_TIMEOUT = 1.0  # seconds a probe waits for any answer
 
 
 class InstancePool:
@@ -61,8 +71,10 @@ class InstancePool:
         return next((u for u in self.order(key, first) if u not in done), None)
 
     def mark_down(self, uri: str) -> None:
-        """``uri`` did not answer: try it last for a while."""
-        self._down[uri] = self.clock() + self.down_for
+        """``uri`` did not answer: try it last for a while (a probe answered
+        clears it sooner)."""
+        if uri in self.uris:
+            self._down[uri] = self.clock() + self.down_for
 
     def mark_up(self, uri: str) -> None:
         self._down.pop(uri, None)
@@ -80,3 +92,45 @@ def is_local_failure(response: Response) -> bool:
         return response.to.tag is None
     except HeaderError:  # a broken To: not ours either way
         return False
+
+
+class Prober(Protocol):
+    """What probing needs of a node: its endpoint's ``request``."""
+
+    def request(self, request: Request, dest: Destination | None = None, *,
+                branch: str | None = None, flow: Flow | None = None) -> ClientContext: ...
+
+
+async def keep_probing(pool: InstancePool, endpoint: Prober, own: str,
+                       every: float = PROBE_EVERY, timeout: float = PROBE_TIMEOUT) -> None:
+    """OPTIONS to every other instance each ``every`` seconds: any answer (even 403
+    or 404) means it is up, none within ``timeout`` marks it down. A request then
+    skips a dead instance at once instead of waiting for its own timeout
+    (a non-INVITE gets no 100 Trying to show the next hop is alive, RFC 4320)."""
+    while True:
+        await asyncio.gather(*(_probe(pool, endpoint, own, uri, timeout)
+                               for uri in pool.uris if uri != own))
+        await asyncio.sleep(every)
+
+
+async def _probe(pool: InstancePool, endpoint: Prober, own: str, uri: str,
+                 timeout: float) -> None:
+    options = build_request("OPTIONS", uri, f"<{own}>", f"<{uri}>",
+                            headers=[("Max-Forwards", "0")])
+    client = endpoint.request(options)
+    loop = asyncio.get_running_loop()
+    handle = loop.call_later(timeout, client.give_up)
+    try:
+        response = await client.final()
+    except (OSError, ValueError):
+        pool.mark_down(uri)
+        return
+    finally:
+        handle.cancel()
+    if is_local_failure(response):
+        if not pool.is_down(uri):
+            log.warning("instance %s does not answer: tried last for now", uri)
+        pool.mark_down(uri)
+    elif pool.is_down(uri):
+        log.info("instance %s answers again", uri)
+        pool.mark_up(uri)
