@@ -276,7 +276,7 @@ class Pcscf(StatefulProxy):
         self.scscfs = InstancePool(config.scscf.instances, down_for=30.0)
         # The whole originating chain answers within this (ASs and the I-CSCF
         # fail over within it themselves); silence beyond: the S-CSCF is gone.
-        self.scscf_answer_timeout = 32 * (timers or TimerValues()).t1
+        self.scscf_answer_timeout = 24 * (timers or TimerValues()).t1
 
     # -- life cycle -----------------------------------------------------------
     async def start(self) -> None:
