@@ -9,12 +9,14 @@ synchronous=FULL before the awaiting caller resumes ("2xx means stored").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -231,6 +233,11 @@ class _Connection:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="imsbox-store")
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        # Group commit: writes waiting for the worker, and whether a drain of
+        # them is already queued on it (see write).
+        self._writes: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
+        self._draining = False
+        self._lock = threading.Lock()
 
     async def call(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` on the worker thread; its result (or error) once it is done."""
@@ -250,8 +257,69 @@ class _Connection:
         return await self.call(lambda db: db.execute(sql, args).fetchall())
 
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """``job`` in one transaction, committed before this returns."""
-        return await self.call(lambda db: _transaction(db, job))
+        """``job`` in a transaction committed (synchronous=FULL) before this
+        returns: "2xx means stored" holds.  Writes that arrive while the
+        worker is busy are committed together, one fsync for the lot (group
+        commit); each runs in its own savepoint, so one that fails is rolled
+        back alone and raises to its caller only.  A read queued after a write
+        sees it."""
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        future: Future[T] = Future()
+        with self._lock:
+            self._writes.append((job, future))
+            start, self._draining = not self._draining, True
+        if start:
+            self._executor.submit(self._drain)
+        return await asyncio.wrap_future(future)
+
+    def _drain(self) -> None:
+        """On the worker: every write queued so far, in one transaction."""
+        with self._lock:
+            queued, self._writes, self._draining = self._writes, [], False
+        # A write whose caller was cancelled before it ran is not done (as a
+        # cancelled executor job); the others can no longer be cancelled.
+        batch = [item for item in queued if item[1].set_running_or_notify_cancel()]
+        if not batch:
+            return
+        db = self._db
+        if db is None:
+            _fail_all(batch, StoreError(f"store {self.path} is not open"))
+            return
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            _fail_all(batch, StoreError(f"store {self.path}: {exc}"))
+            return
+        outcomes = [self._in_savepoint(db, job) for job, _ in batch]
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            _fail_all(batch, StoreError(f"store {self.path}: {exc}"))
+            return
+        for (_, future), (value, error) in zip(batch, outcomes, strict=True):
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def _in_savepoint(self, db: sqlite3.Connection, job: Callable[[sqlite3.Connection], Any],
+                      ) -> tuple[Any, Exception | None]:
+        db.execute("SAVEPOINT write_job")
+        try:
+            value = job(db)
+        except Exception as exc:
+            db.execute("ROLLBACK TO write_job")
+            db.execute("RELEASE write_job")
+            if isinstance(exc, sqlite3.Error):  # callers see StoreError only
+                error: Exception = StoreError(f"store {self.path}: {exc}")
+                error.__cause__ = exc
+                return None, error
+            return None, exc
+        db.execute("RELEASE write_job")
+        return value, None
 
     async def open(self) -> None:
         if self._closed:
@@ -293,6 +361,11 @@ class _Connection:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _fail_all(batch: Sequence[tuple[object, Future[Any]]], error: Exception) -> None:
+    for _, future in batch:
+        future.set_exception(error)
 
 
 def _transaction(db: sqlite3.Connection, job: Callable[[sqlite3.Connection], T]) -> T:
@@ -515,12 +588,12 @@ class SqliteSubscribers(SubscriberRepository):
     async def set_assignment(self, assignment: ScscfAssignment) -> None:
         def job(db: sqlite3.Connection) -> None:
             try:
-                _transaction(db, lambda _: db.execute(
+                db.execute(
                     "INSERT OR REPLACE INTO scscf_assignments VALUES (?, ?, ?)",
-                    (assignment.private_id, assignment.server_name, assignment.state.value)))
+                    (assignment.private_id, assignment.server_name, assignment.state.value))
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"no subscriber {assignment.private_id!r}") from exc
-        await self._c.call(job)
+        await self._c.write(job)
 
 
 def _insert_subscriber(db: sqlite3.Connection, subscriber: Subscriber,
