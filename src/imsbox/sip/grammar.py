@@ -68,8 +68,10 @@ def unquote(text: str) -> str:
 
 def _scan(text: str, separator: str, keep_angles: bool = True) -> list[str]:
     """Split on separator outside quoted strings and (optionally) <...>."""
-    if '"' not in text and "<" not in text:
-        return text.split(separator)
+    if '"' not in text:
+        if "<" not in text or not keep_angles:
+            return text.split(separator)
+        return _scan_angles(text, separator)
     parts: list[str] = []
     start = 0
     i = 0
@@ -96,6 +98,21 @@ def _scan(text: str, separator: str, keep_angles: bool = True) -> list[str]:
     if in_angle:
         raise GrammarError("unterminated '<'")
     parts.append(text[start:])
+    return parts
+
+
+def _scan_angles(text: str, separator: str) -> list[str]:
+    """_scan without quoted strings: split, then glue back the pieces that
+    end inside <...> (a part is open while its last '<' follows its last '>')."""
+    parts: list[str] = []
+    pending: str | None = None
+    for piece in text.split(separator):
+        pending = piece if pending is None else pending + separator + piece
+        if pending.rfind("<") <= pending.rfind(">"):
+            parts.append(pending)
+            pending = None
+    if pending is not None:
+        raise GrammarError("unterminated '<'")
     return parts
 
 
