@@ -521,9 +521,11 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--tls-port", type=_port, default=None,
                        help="P-CSCF TLS port (default 5061)")
     serve.add_argument("--store", metavar="URL", default=None,
-                       help="store URL instead of the data dir's SQLite file")
+                       help="store URL instead of the data dir's SQLite file: "
+                            "postgresql://USER[:PW]@HOST[:PORT]/DB shared by every instance "
+                            "(docs/scale-out.md)")
     serve.add_argument("--cache", metavar="URL", default=None,
-                       help="redis:// cache for a shared PostgreSQL store")
+                       help="redis://HOST:PORT/DB cache in front of a PostgreSQL store")
     serve.add_argument("--role", choices=default_registry().names(), default=None,
                        help="run one network function alone (a node's name in the listening "
                             "lines and traces works too: messaging_as = as)")
@@ -562,13 +564,13 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def _check_backends(config: Config) -> None:
-    """Scale-out back ends are part of the contract but not built yet: say so up front."""
+    """A Redis cache is shared state in front of a shared store: refuse it on a
+    store that only this machine sees, before anything starts."""
     url, cache = config.store_url, config.cache_url
-    if url.startswith(("postgresql://", "postgres://")) or cache:
-        given = " and ".join(x for x in (url, cache) if x)
-        raise ServeError(f"{given}: the PostgreSQL/Redis back ends are not available yet; "
-                         "leave out --store/--cache (and [store] in imsbox.toml) to use "
-                         "the embedded SQLite store in --data")
+    if cache and not url.startswith(("postgresql://", "postgres://")):
+        raise ServeError(f"--cache {cache}: a Redis cache goes with a shared PostgreSQL "
+                         "store; add --store postgresql://... (or [store] url in "
+                         "imsbox.toml), or leave out --cache for the embedded SQLite store")
 
 
 async def run_serve(args: argparse.Namespace) -> int:

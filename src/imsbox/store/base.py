@@ -356,6 +356,13 @@ class NonceRepository(abc.ABC):
     async def expire(self, now: float | None = None) -> int:
         """Drop the records of expired nonces; returns how many."""
 
+    @abc.abstractmethod
+    async def shared_secret(self, name: str) -> bytes:
+        """The 32-byte random key called ``name``, the same for every instance on
+        this store: made by whichever asks first, kept durably. Digest nonces
+        and odi tokens are signed with it, so any instance verifies what
+        another issued, also after a restart."""
+
 
 class Store(abc.ABC):
     """Durable IMS state, one repository per role.

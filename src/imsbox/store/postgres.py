@@ -15,6 +15,7 @@ reconnects by itself when it is back.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -202,6 +203,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         expires_at DOUBLE PRECISION NOT NULL
     );
     """),
+    (2, """
+    CREATE TABLE shared_secrets (
+        name TEXT PRIMARY KEY,
+        secret BYTEA NOT NULL
+    );
+    """),
 )
 
 # Errors that mean "the server is not there right now", not "the query is wrong".
@@ -243,9 +250,14 @@ class _Pool:
                 self.url, min_size=self._sizes[0], max_size=self._sizes[1],
                 command_timeout=10, timeout=5)
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"cannot reach PostgreSQL store {self.where}: {exc}") from exc
+            raise StoreUnavailable(
+                f"cannot reach PostgreSQL store {self.where}: {exc}; check that PostgreSQL "
+                "runs there and accepts TCP connections, or fix the URL (--store or [store] "
+                "url in imsbox.toml)") from exc
         except asyncpg.PostgresError as exc:
-            raise StoreError(f"cannot open PostgreSQL store {self.where}: {exc}") from exc
+            raise StoreError(
+                f"cannot open PostgreSQL store {self.where}: {exc}; check the user, password "
+                "and database in the URL (--store or [store] url in imsbox.toml)") from exc
 
     async def close(self) -> None:
         if self._closed:
@@ -932,3 +944,12 @@ class PgNonces(NonceRepository):
     async def expire(self, now: float | None = None) -> int:
         return await self._p.execute("DELETE FROM nonce_counts WHERE expires_at <= $1",
                                      _now(now))
+
+    async def shared_secret(self, name: str) -> bytes:
+        # The first instance's key wins a race; the others read it (a loser whose
+        # snapshot predates the winner's commit reads it in a second statement).
+        await self._p.execute("INSERT INTO shared_secrets VALUES ($1, $2) ON CONFLICT (name) "
+                              "DO NOTHING", name, secrets.token_bytes(32))
+        found = await self._p.fetchval("SELECT secret FROM shared_secrets WHERE name = $1",
+                                       name)
+        return bytes(found)

@@ -101,15 +101,16 @@ class RedisCachedStore(Store):
         self.conferences = durable.conferences
         self.service_data = durable.service_data
         self.registrations = RedisRegistrations(durable.registrations, self._redis)
-        self.nonces = RedisNonces(self._redis)
+        self.nonces = RedisNonces(self._redis, durable.nonces)
 
     async def open(self) -> Self:
         await self.durable.open()
         try:
             await self._redis.call(self._redis.client.ping())
-        except StoreError:
+        except StoreError as exc:
             await self.durable.close()
-            raise
+            raise type(exc)(f"{exc}; check that Redis runs there, or fix the URL (--cache "
+                            "or [store] cache in imsbox.toml)") from exc
         return self
 
     async def close(self) -> None:
@@ -199,8 +200,11 @@ class RedisRegistrations(RegistrationRepository):
 
 
 class RedisNonces(NonceRepository):
-    def __init__(self, redis: _Redis) -> None:
+    """Counts in Redis (hot, short-lived); the signing keys in the durable store."""
+
+    def __init__(self, redis: _Redis, durable: NonceRepository) -> None:
         self._r = redis
+        self._durable = durable
 
     async def advance(self, nonce: str, nc: int, expires_at: float) -> bool:
         if expires_at <= time.time():
@@ -211,3 +215,6 @@ class RedisNonces(NonceRepository):
 
     async def expire(self, now: float | None = None) -> int:
         return 0  # Redis drops each record itself at its nonce's expiry (PXAT)
+
+    async def shared_secret(self, name: str) -> bytes:
+        return await self._durable.shared_secret(name)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -207,6 +208,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         nonce TEXT PRIMARY KEY,
         nc INTEGER NOT NULL,
         expires_at REAL NOT NULL
+    );
+    """),
+    (6, """
+    CREATE TABLE shared_secrets (
+        name TEXT PRIMARY KEY,
+        secret BLOB NOT NULL
     );
     """),
 )
@@ -959,3 +966,13 @@ class SqliteNonces(NonceRepository):
         cutoff = _now(now)
         return await self._c.write(lambda db: db.execute(
             "DELETE FROM nonce_counts WHERE expires_at <= ?", (cutoff,)).rowcount)
+
+    async def shared_secret(self, name: str) -> bytes:
+        fresh = secrets.token_bytes(32)
+
+        def get_or_make(db: sqlite3.Connection) -> bytes:
+            db.execute("INSERT INTO shared_secrets VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                       (name, fresh))
+            return bytes(db.execute("SELECT secret FROM shared_secrets WHERE name = ?",
+                                    (name,)).fetchone()[0])
+        return await self._c.write(get_or_make)

@@ -76,3 +76,10 @@ async def test_cached_bindings_follow_every_change(store: Store) -> None:
     assert await store.registrations.bindings(aor) == [moved]
     assert await store.registrations.remove_all(aor) == 1
     assert await store.registrations.bindings(aor) == []
+
+
+async def test_a_shared_secret_is_made_once_and_kept(store: Store) -> None:
+    racing = await asyncio.gather(*(store.nonces.shared_secret("digest") for _ in range(4)))
+    assert len(set(racing)) == 1 and len(racing[0]) == 32  # every instance gets the same key
+    assert await store.nonces.shared_secret("odi") != racing[0]  # each name its own key
+    assert await store.nonces.shared_secret("digest") == racing[0]
