@@ -33,6 +33,7 @@ import contextlib
 import enum
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -59,7 +60,7 @@ from ..sip.transaction import TimerValues
 from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
-from ..store import DeferredMessage, HistoryEntry, Store
+from ..store import DeferredMessage, HistoryEntry, Store, StoreError
 from .node import listen_behind_guard, node_uri, open_msrp
 from .anchor import Anchor, FileKeeper
 from .deferred import DeferredRetrieval
@@ -102,6 +103,10 @@ class MessagingSettings:
     max_wakeup: float = 30.0                # housekeeping runs at least this often
     max_file_size: int | None = None        # file-selector size above it: 488 (None: no limit)
     max_stored_file_size: int = MAX_STORED_FILE_SIZE  # kept for an offline user (0: none)
+    # A delivery leases the items it sends (store claim_deferred): no other AS
+    # instance on the store sends them meanwhile; if this one dies, another
+    # takes them over once the lease has run out.
+    delivery_lease: float = 120.0
 
 
 class MessagingAs(StatefulProxy):
@@ -118,12 +123,14 @@ class MessagingAs(StatefulProxy):
         self.timers = timers
         self.settings = settings or MessagingSettings()
         self.clock = clock
-        self.registered: dict[str, float] = {}       # AOR -> registration expiry
+        # our name on the leases of the deliveries under way (one per process)
+        self.holder = f"{config.messaging_as.uri}#{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.msrp: MsrpEndpoint | None = None
         self.ua: UserAgent | None = None
         self.anchors: set[Anchor] = set()
         self._own: dict[str, float] = {}             # our requests' Call-IDs -> until
         self._delivery_locks: dict[str, asyncio.Lock] = {}
+        self._claimed: dict[str, dict[int, DeferredMessage]] = {}  # per recipient, leased
         self.retrievals: set[DeferredRetrieval] = set()
         self._wakeup = asyncio.Event()
         self.files = FileStore(config.data_dir / "deferred-files")
@@ -232,15 +239,14 @@ class MessagingAs(StatefulProxy):
             return
         ctx.respond(Response.for_request(request, 200, to_tag=new_tag()))
         if expires:
-            self.registered[aor] = self.clock() + expires
             # such a UE retrieves its messages itself; files are always pushed
             self._spawn(self.deliver_deferred(aor, files_only=registers_deferred(request)))
-        else:
-            self.registered.pop(aor, None)
         log.info("third-party REGISTER %s expires %s", aor, expires)
 
-    def is_registered(self, aor: str) -> bool:
-        return self.registered.get(aor, 0.0) > self.clock()
+    async def is_registered(self, aor: str) -> bool:
+        """Whether ``aor`` has a binding: the S-CSCF's registrations in the shared
+        store, the same answer on every AS instance (none keeps its own list)."""
+        return bool(await self.store.registrations.bindings(aor, self.clock()))
 
     # -- pager mode -------------------------------------------------------------------
     def _pager(self, ctx: ServerContext) -> None:
@@ -315,29 +321,56 @@ class MessagingAs(StatefulProxy):
     # -- deferred delivery ------------------------------------------------------------
     async def deliver_deferred(self, recipient: str, *, files_only: bool = False) -> None:
         """Send ``recipient``'s stored items in order; stop at the first failure."""
-        async with self.delivering(recipient):
-            for item in await self.deferred_items(recipient):
-                if files_only and not is_file_item(item):
-                    continue
-                if not await self._deliver(item):
-                    break
-                await self.remove_deferred(item)
+        try:
+            async with self.delivering(recipient):
+                for item in await self.deferred_items(recipient):
+                    if files_only and not is_file_item(item):
+                        continue
+                    if not await self._deliver(item):
+                        break
+                    await self.remove_deferred(item)
+        except StoreError as exc:  # away: the next registration tries again
+            log.warning("deferred delivery to %s stopped: %s", recipient, exc)
 
     @contextlib.asynccontextmanager
     async def delivering(self, recipient: str) -> AsyncIterator[None]:
-        """One delivery (push or retrieval) per recipient at a time: each item once."""
+        """One delivery (push or retrieval) per recipient at a time: each item once.
+
+        Within this process a lock per recipient; between AS instances the
+        leases of :meth:`deferred_items`. What was leased and not sent is given
+        back at the end, for the next delivery (here or on another instance)."""
         # kept per recipient: dropping a lock others wait on would let two run at once
         async with self._delivery_locks.setdefault(recipient, asyncio.Lock()):
-            yield
+            self._claimed[recipient] = {}
+            try:
+                yield
+            finally:
+                unsent = list(self._claimed.pop(recipient, {}).values())
+                if unsent:
+                    with contextlib.suppress(StoreError):  # else the lease runs out
+                        await self.store.messages.release_deferred(unsent)
 
     async def deferred_items(self, recipient: str) -> list[DeferredMessage]:
-        """RetrievalHost API: the unexpired stored items of ``recipient``, oldest first."""
-        return await self.store.messages.deferred(recipient, self.clock())
+        """RetrievalHost API: the unexpired stored items of ``recipient``, oldest
+        first, leased to this instance (another one's delivery gets none of them)."""
+        items = await self.store.messages.claim_deferred(
+            recipient, self.holder, self.settings.delivery_lease, self.clock())
+        self._claimed.setdefault(recipient, {}).update(
+            (item.id, item) for item in items if item.id is not None)
+        return items
 
     async def remove_deferred(self, item: DeferredMessage) -> None:
         """RetrievalHost API: ``item`` was delivered (its 200 came); a file's copy goes
         after the record (a kill between them leaves a file, never a lost item)."""
-        await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
+        if item.id is not None:
+            self._claimed.get(item.recipient, {}).pop(item.id, None)
+        if item.fence and not await self.store.messages.complete_deferred([item]):
+            # our lease ran out and another instance has it now: it is its to finish
+            log.warning("deferred item %s for %s: lease lost during its delivery", item.id,
+                        item.recipient)
+            return
+        if not item.fence:
+            await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
         self._drop_file(item)
 
     async def _clean_files(self) -> None:
@@ -405,7 +438,11 @@ class MessagingAs(StatefulProxy):
             await self._sleep(now)
 
     async def _sleep(self, now: float) -> None:
-        deadline = await self.store.messages.next_deferred_expiry()
+        try:
+            deadline = await self.store.messages.next_deferred_expiry()
+        except StoreError as exc:  # away (a restart): look again soon
+            log.warning("messaging AS housekeeping: %s", exc)
+            deadline = now + 1.0
         delay = self.settings.max_wakeup if deadline is None else deadline - now
         try:
             await asyncio.wait_for(self._wakeup.wait(),
