@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from imsbox.config import Config
+from imsbox.config import Config, load_config
 from imsbox.apps.messaging import MessagingAs
 from imsbox.serve import Network
 from imsbox.sip.message import Response
 from imsbox.store import open_store
-from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
+from imsbox.testing import FAST_TIMERS, LoopbackPorts, TestUe, write_loopback_config
 from imsbox.testing_backends import ThrowawayPostgres, ThrowawayRedis
 from imsbox.ue.client import ChatEnded, ChatMessage, ChatStarted, MessageReceived, MessageStatus
 
@@ -92,6 +92,61 @@ def test_serve_runs_every_node_on_postgresql_and_redis(tmp_path: Path, pg_url: s
     finally:
         status, _, stderr = server.stop(signal.SIGTERM)
     assert status == 0, stderr
+
+
+def split_config(directory: Path, pg_url: str, redis_url: str) -> tuple[Path, Config]:
+    """deploy/imsbox.toml on loopback: its ports made free ones, the throw-away
+    store and cache in [store]."""
+    template = (Path(__file__).resolve().parents[2] / "deploy" / "imsbox.toml").read_text()
+    ports = LoopbackPorts()
+    text = template.replace("10.0.0.1", "127.0.0.1").replace("10.0.0.2", "127.0.0.1")
+    text = text.replace("/var/lib/imsbox", str(directory / "data"))
+    for default in ("5060", "5061", "5070", "5080", "5090", "5100", "5110", "5120"):
+        text = text.replace(f"port = {default}\n", f"port = {ports()}\n")
+    text = text.replace('url = "postgresql://imsbox:CHANGE-ME@127.0.0.1:5432/imsbox"',
+                        f'url = "{pg_url}"')
+    text = text.replace('cache = "redis://:CHANGE-ME@127.0.0.1:6379/0"',
+                        f'cache = "{redis_url}"')
+    path = directory / "imsbox.toml"
+    path.write_text(text)
+    return path, load_config(path)
+
+
+def test_the_deploy_layout_one_process_per_role_on_the_shared_store(
+        tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    """Every role of deploy/imsbox.toml in its own ``imsbox serve --role`` process,
+    as the systemd units run them: register, a pager MESSAGE through the AS."""
+    path, config = split_config(tmp_path, pg_url, redis_url)
+    assert config.security.udp_trust == "any" and config.store_url == pg_url
+    for name in ("alice", "bob"):
+        assert imsbox("user", "add", name, "--password", f"{name}-secret", "--config",
+                      str(path)).returncode == 0
+    roles = {"pcscf": "pcscf", "icscf": "icscf", "scscf": "scscf", "as": "messaging_as"}
+    servers = [Serve("--role", role, "--config", str(path)) for role in roles]
+    try:
+        for server, section in zip(servers, roles.values()):
+            expected = startup_lines(config, (section,))
+            assert set(server.lines(len(expected), timeout=20)) == expected
+
+        async def scenario() -> None:
+            alice = await TestUe("alice", "alice-secret", config).start()
+            bob = await TestUe("bob", "bob-secret", config).start()
+            try:
+                reg = await alice.register()
+                assert reg.ok, [s.stderr for s in servers]
+                assert (await bob.register()).ok
+                response = await alice.message(bob.aor, "one process per role").final()
+                assert response.status == 200, response
+                got = await asyncio.wait_for(bob.requests.get(), WAIT)
+                assert got.method == "MESSAGE" and got.body == b"one process per role"
+            finally:
+                await alice.close()
+                await bob.close()
+        asyncio.run(asyncio.wait_for(scenario(), 30))
+    finally:
+        for server in servers:
+            status, _, stderr = server.stop(signal.SIGTERM)
+            assert status == 0, stderr
 
 
 # -- the core and the messaging AS on the shared back ends --------------------------------
