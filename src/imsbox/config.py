@@ -6,8 +6,9 @@ Every key is optional; a missing file means all defaults. Defaults::
     data_dir = ".imsbox"         # SQLite store, TLS material, files (relative to CWD)
 
     [store]
-    url = ""                     # "" = SQLite in data_dir; postgresql://... (later)
-    cache = ""                   # redis://... (later, with a PostgreSQL store)
+    url = ""                     # "" = SQLite in data_dir; postgresql://USER:PW@HOST/DB
+                                 # shared by every instance (docs/scale-out.md)
+    cache = ""                   # redis://HOST:PORT/DB, with a PostgreSQL store
 
     [pcscf]                      # the UEs' entry point
     host = "127.0.0.1"           # or a list: ["127.0.0.1", "::1"]
