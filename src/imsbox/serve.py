@@ -348,7 +348,7 @@ class Network:
         if not hss:
             return
         await apply_config(self.store, self.config)  # serve owns the iFCs and PSIs
-        self.hss = Hss(self.store.subscribers, self.config.domain, (self.config.scscf.uri,))
+        self.hss = Hss(self.store.subscribers, self.config.domain, self.config.scscf.instances)
 
     async def _open_feed(self, factories: Sequence[NodeFactory]) -> None:
         """The trace feed of this process; a network without one still runs."""

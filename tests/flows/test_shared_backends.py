@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from imsbox.config import Config, load_config
-from imsbox.apps.messaging import MessagingAs
 from imsbox.serve import Network
 from imsbox.sip.message import Response
 from imsbox.store import open_store
@@ -292,33 +291,3 @@ def test_a_postgresql_and_a_redis_restart_give_503_then_service_again(
                 await bob.close()
     run_within(scenario, 80)
 
-
-# -- two messaging AS instances on one store ---------------------------------------------
-
-def test_two_messaging_as_instances_never_hand_out_one_deferred_item_twice(
-        tmp_path: Path, pg_url: str) -> None:
-    config = alice_and_bob(tmp_path, store_url=pg_url)
-    bob = "sip:bob@ims.test"
-
-    async def scenario() -> None:
-        async with open_store(pg_url) as store:
-            one, two = MessagingAs(config, store), MessagingAs(config, store)
-            assert one.holder != two.holder
-            for n in range(3):
-                await one.defer(recipient=bob, sender="sip:alice@ims.test",
-                                content_type="text/plain", body=f"m{n}".encode(),
-                                meta={"kind": "message"})
-            async with one.delivering(bob):
-                mine = await one.deferred_items(bob)
-                assert [m.body for m in mine] == [b"m0", b"m1", b"m2"]
-                async with two.delivering(bob):  # a second instance, meanwhile
-                    assert await two.deferred_items(bob) == []
-                await one.remove_deferred(mine[0])  # sent; m1, m2 not: given back
-            async with two.delivering(bob):
-                theirs = await two.deferred_items(bob)
-                assert [m.body for m in theirs] == [b"m1", b"m2"]
-                for item in theirs:
-                    await two.remove_deferred(item)
-            assert await store.messages.deferred(bob) == []
-            assert not await one.is_registered(bob)  # the S-CSCF's bindings say so
-    run_within(scenario, 30)

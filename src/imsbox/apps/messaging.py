@@ -19,6 +19,17 @@ The S-CSCF reaches it through the default iFCs (docs/ims-core.md, config.py):
 Leg: the terminating S-CSCF adds ``P-Called-Party-ID`` before running the
 iFCs; the originating one never does. So a request with it is terminating.
 
+Several instances (``[messaging_as] pool``, docs/scale-out.md) share the
+store: every one hears of every registration (the S-CSCF sends the
+third-party REGISTER to each), and a delivery first *claims* the recipient's
+items with a lease (``claim_deferred``: ``FOR UPDATE SKIP LOCKED`` and a fencing
+token on PostgreSQL) and removes an item only while its fence is still ours,
+so two instances never deliver one item twice; an instance that finds older
+items leased elsewhere leaves the recipient to their holder (order kept). A
+holder killed mid-delivery leaves its lease to run out; the ``redeliver``
+sweep of every instance then claims what is left for users registered now.
+Our own requests enter the core at a live S-CSCF of ``[scscf] pool``.
+
 Requests the AS originates itself (deferred deliveries, failure IMDNs, far
 legs of anchored sessions) enter the S-CSCF as ordinary requests and reach
 the AS again on the terminating leg: the AS knows their Call-IDs and simply
@@ -34,6 +45,7 @@ import enum
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -54,6 +66,7 @@ from ..sip.endpoint import Priority, ServerContext
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
+from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.parser import parse as parse_sip
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
@@ -101,12 +114,10 @@ class DeliveryKind(enum.Enum):
 class MessagingSettings:
     deferred_ttl: float = 7 * 24 * 3600.0   # how long an undelivered item is kept
     max_wakeup: float = 30.0                # housekeeping runs at least this often
+    lease: float = 30.0                     # seconds a delivery holds its claimed items
+    redeliver_every: float = 5.0            # pool: sweep for items a dead instance left
     max_file_size: int | None = None        # file-selector size above it: 488 (None: no limit)
     max_stored_file_size: int = MAX_STORED_FILE_SIZE  # kept for an offline user (0: none)
-    # A delivery leases the items it sends (store claim_deferred): no other AS
-    # instance on the store sends them meanwhile; if this one dies, another
-    # takes them over once the lease has run out.
-    delivery_lease: float = 120.0
 
 
 class MessagingAs(StatefulProxy):
@@ -123,17 +134,19 @@ class MessagingAs(StatefulProxy):
         self.timers = timers
         self.settings = settings or MessagingSettings()
         self.clock = clock
-        # our name on the leases of the deliveries under way (one per process)
-        self.holder = f"{config.messaging_as.uri}#{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.registered: dict[str, float] = {}       # AOR -> registration expiry
         self.msrp: MsrpEndpoint | None = None
         self.ua: UserAgent | None = None
         self.anchors: set[Anchor] = set()
         self._own: dict[str, float] = {}             # our requests' Call-IDs -> until
         self._delivery_locks: dict[str, asyncio.Lock] = {}
-        self._claimed: dict[str, dict[int, DeferredMessage]] = {}  # per recipient, leased
         self.retrievals: set[DeferredRetrieval] = set()
         self._wakeup = asyncio.Event()
         self.files = FileStore(config.data_dir / "deferred-files")
+        # who holds a lease on deferred items: unique per process, readable in the store
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.pooled = len(config.messaging_as.instances) > 1
+        self.scscfs = InstancePool(config.scscf.instances)
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,6 +164,10 @@ class MessagingAs(StatefulProxy):
         # We choose per request; the proxy module relays the rest.
         self.endpoint.add_module(_MessagingService(self))
         self._spawn(self._housekeeping())
+        if self.pooled:
+            self._spawn(self._redeliver())
+        if len(self.scscfs) > 1:
+            self._spawn(keep_probing(self.scscfs, self.endpoint, uri))
         log.info("messaging AS up on %s:%d", node.host, port)
 
     async def close(self) -> None:
@@ -210,8 +227,9 @@ class MessagingAs(StatefulProxy):
 
     @property
     def core_route(self) -> str:
-        """DeliveryHost API: where our own requests enter the core (terminating)."""
-        return f"<{self.config.scscf.uri};lr>"
+        """DeliveryHost API: where our own requests enter the core (terminating): an
+        S-CSCF of the pool that has not failed us lately."""
+        return f"<{self.scscfs.order()[0]};lr>"
 
     def is_retrieval(self, request: Request) -> bool:
         """An INVITE to our CPMDeferredMsgMgmtURI, routed to us as its PSI (no Route on)."""
@@ -239,14 +257,15 @@ class MessagingAs(StatefulProxy):
             return
         ctx.respond(Response.for_request(request, 200, to_tag=new_tag()))
         if expires:
+            self.registered[aor] = self.clock() + expires
             # such a UE retrieves its messages itself; files are always pushed
             self._spawn(self.deliver_deferred(aor, files_only=registers_deferred(request)))
+        else:
+            self.registered.pop(aor, None)
         log.info("third-party REGISTER %s expires %s", aor, expires)
 
-    async def is_registered(self, aor: str) -> bool:
-        """Whether ``aor`` has a binding: the S-CSCF's registrations in the shared
-        store, the same answer on every AS instance (none keeps its own list)."""
-        return bool(await self.store.registrations.bindings(aor, self.clock()))
+    def is_registered(self, aor: str) -> bool:
+        return self.registered.get(aor, 0.0) > self.clock()
 
     # -- pager mode -------------------------------------------------------------------
     def _pager(self, ctx: ServerContext) -> None:
@@ -320,57 +339,65 @@ class MessagingAs(StatefulProxy):
 
     # -- deferred delivery ------------------------------------------------------------
     async def deliver_deferred(self, recipient: str, *, files_only: bool = False) -> None:
-        """Send ``recipient``'s stored items in order; stop at the first failure."""
-        try:
-            async with self.delivering(recipient):
-                for item in await self.deferred_items(recipient):
-                    if files_only and not is_file_item(item):
-                        continue
-                    if not await self._deliver(item):
-                        break
-                    await self.remove_deferred(item)
-        except StoreError as exc:  # away: the next registration tries again
-            log.warning("deferred delivery to %s stopped: %s", recipient, exc)
+        """Send ``recipient``'s stored items in order; stop at the first failure.
+
+        The items are claimed first (a lease with a fencing token): another
+        instance delivering at the same time gets none of them, and an item is
+        removed only while the fence is still ours."""
+        async with self.delivering(recipient):
+            claimed = await self.store.messages.claim_deferred(
+                recipient, self.holder, self.settings.lease, self.clock())
+            if not claimed:
+                return
+            oldest = await self.store.messages.deferred(recipient, self.clock(), limit=1)
+            if oldest and oldest[0].id is not None and oldest[0].id < (claimed[0].id or 0):
+                # older items are another instance's now: it delivers them, then ours
+                await self.store.messages.release_deferred(claimed)
+                return
+            left = list(claimed)
+            while left:
+                item = left[0]
+                if files_only and not is_file_item(item):
+                    await self.store.messages.release_deferred([left.pop(0)])
+                    continue
+                if not await self._deliver(item):
+                    break
+                left.pop(0)
+                if await self.store.messages.complete_deferred([item]):
+                    self._drop_file(item)
+                else:
+                    log.warning("deferred item %s: lease lost while delivering", item.id)
+            if left:
+                await self.store.messages.release_deferred(left)
+
+    async def _redeliver(self) -> None:
+        """Pool: items of registered users nobody delivers (their holder died
+        and its lease ran out, or the push failed) are claimed again."""
+        while True:
+            await asyncio.sleep(self.settings.redeliver_every)
+            try:
+                for recipient in await self.store.messages.deferred_recipients(self.clock()):
+                    lock = self._delivery_locks.get(recipient)
+                    if self.is_registered(recipient) and not (lock and lock.locked()):
+                        self._spawn(self.deliver_deferred(recipient))
+            except Exception:  # the store away for a moment: next round
+                log.exception("messaging AS: redelivery sweep failed")
 
     @contextlib.asynccontextmanager
     async def delivering(self, recipient: str) -> AsyncIterator[None]:
-        """One delivery (push or retrieval) per recipient at a time: each item once.
-
-        Within this process a lock per recipient; between AS instances the
-        leases of :meth:`deferred_items`. What was leased and not sent is given
-        back at the end, for the next delivery (here or on another instance)."""
+        """One delivery (push or retrieval) per recipient at a time: each item once."""
         # kept per recipient: dropping a lock others wait on would let two run at once
         async with self._delivery_locks.setdefault(recipient, asyncio.Lock()):
-            self._claimed[recipient] = {}
-            try:
-                yield
-            finally:
-                unsent = list(self._claimed.pop(recipient, {}).values())
-                if unsent:
-                    with contextlib.suppress(StoreError):  # else the lease runs out
-                        await self.store.messages.release_deferred(unsent)
+            yield
 
     async def deferred_items(self, recipient: str) -> list[DeferredMessage]:
-        """RetrievalHost API: the unexpired stored items of ``recipient``, oldest
-        first, leased to this instance (another one's delivery gets none of them)."""
-        items = await self.store.messages.claim_deferred(
-            recipient, self.holder, self.settings.delivery_lease, self.clock())
-        self._claimed.setdefault(recipient, {}).update(
-            (item.id, item) for item in items if item.id is not None)
-        return items
+        """RetrievalHost API: the unexpired stored items of ``recipient``, oldest first."""
+        return await self.store.messages.deferred(recipient, self.clock())
 
     async def remove_deferred(self, item: DeferredMessage) -> None:
         """RetrievalHost API: ``item`` was delivered (its 200 came); a file's copy goes
         after the record (a kill between them leaves a file, never a lost item)."""
-        if item.id is not None:
-            self._claimed.get(item.recipient, {}).pop(item.id, None)
-        if item.fence and not await self.store.messages.complete_deferred([item]):
-            # our lease ran out and another instance has it now: it is its to finish
-            log.warning("deferred item %s for %s: lease lost during its delivery", item.id,
-                        item.recipient)
-            return
-        if not item.fence:
-            await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
+        await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
         self._drop_file(item)
 
     async def _clean_files(self) -> None:
@@ -402,8 +429,11 @@ class MessagingAs(StatefulProxy):
         from_ = str(meta.get("from") or f"<{item.sender}>")
         request = self.new_request("MESSAGE", item.recipient, from_, _replayed(meta),
                                    item.body, item.content_type)
+        entry = (request.headers.get("Route") or "").strip("<>").removesuffix(";lr")
         response = await self.endpoint.request(request).final()
         log.info("deferred item %s for %s: %d", item.id, item.recipient, response.status)
+        if is_local_failure(response):  # that S-CSCF is gone: the next delivery another
+            self.scscfs.mark_down(entry)
         return 200 <= response.status < 300
 
     def new_request(self, method: str, target: str, from_: str,
@@ -411,7 +441,7 @@ class MessagingAs(StatefulProxy):
         """A pager MESSAGE of our own, entering the S-CSCF as a terminating request,
         with the seed's Contact (ICSI, instance) and ``Request-Disposition: no-fork``."""
         request = build_request(method, target, from_, f"<{target}>",
-                                route=[f"<{self.config.scscf.uri};lr>"], headers=headers,
+                                route=[self.core_route], headers=headers,
                                 body=body, content_type=content_type)
         request.add_header("Contact", self.contact(cpm.CpmService.MSG))
         request.add_header("Request-Disposition", "no-fork")
