@@ -11,6 +11,7 @@ service again without a restart once they are back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from collections.abc import Iterator
@@ -254,9 +255,11 @@ async def until_status(ue: TestUe, target: str, status: int, limit: float) -> fl
 
 
 def test_a_postgresql_and_a_redis_restart_give_503_then_service_again(
-        tmp_path: Path, own_backends: tuple[ThrowawayPostgres, ThrowawayRedis]) -> None:
+        tmp_path: Path, own_backends: tuple[ThrowawayPostgres, ThrowawayRedis],
+        caplog: pytest.LogCaptureFixture) -> None:
     pg, cache = own_backends
-    config = alice_and_bob(tmp_path, via_as=False, store_url=pg.url, cache_url=cache.url)
+    config = alice_and_bob(tmp_path, via_as=False, min_expires=1, carol=True,
+                           store_url=pg.url, cache_url=cache.url)
 
     async def scenario() -> None:
         async with Network(config, timers=FAST_TIMERS) as net:
@@ -265,6 +268,11 @@ def test_a_postgresql_and_a_redis_restart_give_503_then_service_again(
             try:
                 assert (await alice.register()).ok and (await bob.register()).ok
                 assert (await alice.message(bob.aor, "before").final()).status == 200
+                # carol's binding runs out while PostgreSQL is away: the S-CSCF's
+                # expiry meets the store away, and must do it once it is back
+                carol = await TestUe("carol", "carol-secret", config).start()
+                assert (await carol.register(expires=2)).ok
+                await carol.close()
 
                 await asyncio.to_thread(pg.stop, True)  # as a crash would
                 # The S-CSCF answers 503 + Retry-After; the P-CSCF passes it on as
@@ -274,10 +282,15 @@ def test_a_postgresql_and_a_redis_restart_give_503_then_service_again(
                 assert away(response), response
                 reg = await alice.register()
                 assert away(reg.responses[-1]) and not reg.ok
+                await asyncio.sleep(2.5)  # carol expires now
                 await asyncio.to_thread(pg.start)
                 took = await until_status(alice, bob.aor, 200, 15)
                 assert took < 10
                 assert (await alice.register()).ok  # registrations work again too
+                assert net.store is not None
+                async with asyncio.timeout(5):
+                    while await net.store.registrations.bindings(carol.aor, now=0.0):
+                        await asyncio.sleep(0.1)  # the expiry caught up
 
                 await asyncio.to_thread(cache.stop)
                 response = await alice.message(bob.aor, "while redis is away").final()
@@ -290,4 +303,11 @@ def test_a_postgresql_and_a_redis_restart_give_503_then_service_again(
                 await alice.close()
                 await bob.close()
     run_within(scenario, 80)
+    # every node's background work (expiry, deliveries) lived through it: warnings
+    # that the store is away, no failure with a traceback
+    crashed = [r for r in caplog.records if r.levelno >= logging.ERROR and
+               (r.name.startswith("imsbox") or r.name == "asyncio")]
+    assert not crashed, [r.getMessage() for r in crashed]
+    assert any("store" in r.getMessage() and r.levelno == logging.WARNING
+               for r in caplog.records)
 
