@@ -409,8 +409,16 @@ class PgSubscribers(SubscriberRepository):
                            r["msisdn"], r["created_at"]) for r in rows]
 
     async def get_subscriber(self, private_id: str) -> Subscriber | None:
-        found = await self._subscribers("WHERE private_id = $1", private_id)
-        return found[0] if found else None
+        # one round trip: the HSS asks this on every request it serves
+        rows = await self._p.fetch(
+            "SELECT s.msisdn, s.created_at, c.username, c.realm, c.algorithm, c.ha1 "
+            "FROM subscribers s LEFT JOIN credentials c ON c.private_id = s.private_id "
+            "WHERE s.private_id = $1 ORDER BY c.position", private_id)
+        if not rows:
+            return None
+        credentials = tuple(Credential(r["username"], r["realm"], r["algorithm"], r["ha1"])
+                            for r in rows if r["username"] is not None)
+        return Subscriber(private_id, credentials, rows[0]["msisdn"], rows[0]["created_at"])
 
     async def list_subscribers(self) -> list[Subscriber]:
         return await self._subscribers("ORDER BY private_id")
@@ -449,12 +457,13 @@ class PgSubscribers(SubscriberRepository):
                                    [(profile.name, i, d) for i, d in enumerate(profile.ifcs)])
 
     async def get_service_profile(self, name: str) -> ServiceProfile | None:
-        async with self._p.connection() as conn:
-            if not await conn.fetch("SELECT 1 FROM service_profiles WHERE name = $1", name):
-                return None
-            docs = await conn.fetch("SELECT document FROM ifcs WHERE profile = $1 "
-                                    "ORDER BY position", name)
-        return ServiceProfile(name, tuple(r[0] for r in docs))
+        # one round trip: the HSS asks this on every request it serves
+        rows = await self._p.fetch(
+            "SELECT i.document FROM service_profiles p LEFT JOIN ifcs i ON i.profile = p.name "
+            "WHERE p.name = $1 ORDER BY i.position", name)
+        if not rows:
+            return None
+        return ServiceProfile(name, tuple(r[0] for r in rows if r[0] is not None))
 
     async def put_psi(self, psi: Psi) -> None:
         await self._p.execute(
