@@ -452,6 +452,10 @@ class PgSubscribers(SubscriberRepository):
         async with self._p.connection(transaction=True) as conn:
             await conn.execute("INSERT INTO service_profiles VALUES ($1) ON CONFLICT DO NOTHING",
                                profile.name)
+            # one writer of a profile at a time (every instance writes the configured
+            # iFCs at start-up): the next one's DELETE then sees this one's rows
+            await conn.execute("SELECT 1 FROM service_profiles WHERE name = $1 FOR UPDATE",
+                               profile.name)
             await conn.execute("DELETE FROM ifcs WHERE profile = $1", profile.name)
             await conn.executemany("INSERT INTO ifcs VALUES ($1, $2, $3)",
                                    [(profile.name, i, d) for i, d in enumerate(profile.ifcs)])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from imsbox.store import Binding, DeferredMessage, Store
+from imsbox.store import Binding, DeferredMessage, ServiceProfile, Store
 
 BOB = "sip:bob@ims.test"
 
@@ -83,3 +83,12 @@ async def test_a_shared_secret_is_made_once_and_kept(store: Store) -> None:
     assert len(set(racing)) == 1 and len(racing[0]) == 32  # every instance gets the same key
     assert await store.nonces.shared_secret("odi") != racing[0]  # each name its own key
     assert await store.nonces.shared_secret("digest") == racing[0]
+
+
+async def test_instances_starting_together_write_the_service_profile_without_conflict(
+        store: Store) -> None:
+    """Every serve process with an HSS writes the configured iFCs at start-up."""
+    profiles = [ServiceProfile("default", tuple(f'{{"ifc":{n},"i":{i}}}' for i in range(4)))
+                for n in range(6)]
+    await asyncio.gather(*(store.subscribers.put_service_profile(p) for p in profiles))
+    assert await store.subscribers.get_service_profile("default") in profiles  # one whole
