@@ -4,7 +4,8 @@
 ``registrations`` read the S-CSCF bindings from Redis (one hash per AOR,
 filled from the durable store on a miss, written through on every change)
 and whose ``nonces`` keep Digest nonce-counts in Redis only (an atomic Lua
-compare-and-set, expiring with the nonce). Everything else is the durable
+compare-and-set, expiring with the nonce); its ``subscribers`` keep the HSS
+reads of every request a second in this process (:mod:`imsbox.store.cache`). Everything else is the durable
 store's (PostgreSQL or SQLite), which stays the source of truth: a Redis
 restart loses nothing but the nonce-counts, whose nonces then get a fresh
 challenge.
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import NonceRepository, RegistrationRepository, Store, StoreError, StoreUnavailable
+from .cache import CachedSubscribers
 from .models import Binding
 
 __all__ = ["RedisCachedStore"]
@@ -95,7 +97,8 @@ class RedisCachedStore(Store):
     def __init__(self, durable: Store, url: str) -> None:
         self.durable = durable
         self._redis = _Redis(url)
-        self.subscribers = durable.subscribers
+        # the HSS reads of every request, kept a second in this process (store.cache)
+        self.subscribers = CachedSubscribers(durable.subscribers)
         self.flows = durable.flows
         self.messages = durable.messages
         self.conferences = durable.conferences
