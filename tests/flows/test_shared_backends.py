@@ -60,6 +60,10 @@ def test_unreachable_back_ends_say_what_to_fix(tmp_path: Path, pg_url: str) -> N
                   "--data", str(tmp_path))
     assert dead.returncode == 1 and "cannot reach PostgreSQL store" in dead.stderr
     assert "--store" in dead.stderr and "Traceback" not in dead.stderr
+    missing = pg_url.rpartition("/")[0] + "/nosuchdb"
+    wrong = imsbox("serve", "--data", str(tmp_path), "--store", missing)
+    assert wrong.returncode == 2 and 'database "nosuchdb" does not exist' in wrong.stderr
+    assert "check the user, password and database in the URL" in wrong.stderr
     result = imsbox("serve", "--data", str(tmp_path), "--store", pg_url,
                     "--cache", "redis://127.0.0.1:1/0")
     assert result.returncode == 2, result.stderr
