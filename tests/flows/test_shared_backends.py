@@ -20,7 +20,12 @@ from pathlib import Path
 import pytest
 
 from imsbox.config import Config, load_config
+from imsbox.ifc import SessionCase
+from imsbox.ims.hss import Hss
+from imsbox.ims.odi import OdiChain
+from imsbox.ims.scscf import Scscf
 from imsbox.serve import Network
+from imsbox.sip.auth import Algorithm, VerifyOutcome, answer_challenge, compute_ha1
 from imsbox.sip.message import Response
 from imsbox.store import open_store
 from imsbox.testing import FAST_TIMERS, LoopbackPorts, TestUe, write_loopback_config
@@ -315,3 +320,44 @@ def test_a_postgresql_and_a_redis_restart_give_503_then_service_again(
     assert any("store" in r.getMessage() and r.levelno == logging.WARNING
                for r in caplog.records)
 
+
+
+# -- two S-CSCFs on one store share their keys ----------------------------------------------
+
+def test_two_scscfs_on_one_store_verify_each_others_nonces_and_odi_tokens(
+        tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    """What a second S-CSCF instance needs of the first: a REGISTER answering
+    one's challenge is accepted by the other, once; an odi token one put in a
+    Route continues on the other; the other's fresh key would refuse both."""
+    config = alice_and_bob(tmp_path, store_url=pg_url, cache_url=redis_url)
+    ha1 = compute_ha1("alice@ims.test", "ims.test", "alice-secret", Algorithm.SHA_256)
+
+    async def scenario() -> None:
+        async with open_store(pg_url, redis_url) as store:
+            hss = Hss(store.subscribers, config.domain, (config.scscf.uri,))
+            one = Scscf(config, store, hss, timers=FAST_TIMERS)
+            two = Scscf(config.with_node("scscf", port=LoopbackPorts()()), store, hss,
+                        timers=FAST_TIMERS)
+            fresh = two.odi  # before start(): a key of its own
+            await one.start()
+            await two.start()
+            try:
+                challenge = one.registrar.auth.challenges()[0]
+                answer = answer_challenge(challenge, "REGISTER", "sip:ims.test",
+                                          "alice@ims.test", ha1=ha1)
+                first = await two.registrar.auth.verify_shared(answer, "REGISTER",
+                                                               lambda *_: ha1)
+                assert first.ok, first
+                again = await one.registrar.auth.verify_shared(answer, "REGISTER",
+                                                               lambda *_: ha1)
+                assert again.outcome is VerifyOutcome.REPLAY
+
+                chain = OdiChain(SessionCase.ORIGINATING, "sip:alice@ims.test", 0,
+                                 float(int(time.time()) + 60))  # whole seconds in a token
+                token = one.odi.issue(chain)
+                assert two.odi.open(token, time.time()) == chain
+                assert fresh.open(token, time.time()) is None
+            finally:
+                await two.close()
+                await one.close()
+    run_within(scenario, 30)
