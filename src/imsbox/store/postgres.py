@@ -24,12 +24,12 @@ import asyncpg
 
 from .base import (
     AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
+    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
     SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
+    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
     PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
@@ -202,6 +202,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         expires_at DOUBLE PRECISION NOT NULL
     );
     """),
+    (2, """
+    CREATE TABLE parked_calls (
+        lot TEXT NOT NULL,
+        orbit INTEGER NOT NULL,
+        call_id TEXT NOT NULL,
+        parker TEXT NOT NULL,
+        parked TEXT NOT NULL,
+        holder TEXT NOT NULL DEFAULT '',
+        parked_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (lot, orbit)
+    );
+    """),
 )
 
 # Errors that mean "the server is not there right now", not "the query is wrong".
@@ -331,6 +343,7 @@ class PostgresStore(Store):
         self.conferences = PgConferences(self._pool)
         self.service_data = PgServiceData(self._pool)
         self.nonces = PgNonces(self._pool)
+        self.parking = PgParking(self._pool)
 
     async def open(self) -> Self:
         await self._pool.open()
@@ -932,3 +945,62 @@ class PgNonces(NonceRepository):
     async def expire(self, now: float | None = None) -> int:
         return await self._p.execute("DELETE FROM nonce_counts WHERE expires_at <= $1",
                                      _now(now))
+
+
+# -- call park orbits -------------------------------------------------------------------
+
+# The lowest orbit free when the statement starts; a claim racing for the same one
+# waits on the primary key and then inserts nothing (ON CONFLICT): it tries again.
+_CLAIM_ORBIT = """
+INSERT INTO parked_calls (lot, orbit, call_id, parker, parked, holder, parked_at)
+SELECT $1, o, $4, $5, $6, $7, $8 FROM generate_series($2::int, $3::int) AS o
+WHERE NOT EXISTS (SELECT 1 FROM parked_calls p WHERE p.lot = $1 AND p.orbit = o)
+ORDER BY o LIMIT 1
+ON CONFLICT (lot, orbit) DO NOTHING
+RETURNING orbit
+"""
+
+
+class PgParking(ParkingRepository):
+    def __init__(self, pool: _Pool) -> None:
+        self._p = pool
+
+    async def claim(self, lot: str, first: int, last: int, call_id: str, parker: str,
+                    parked: str, holder: str = "",
+                    now: float | None = None) -> ParkedCall | None:
+        at = _now(now)
+        for _ in range(max(last - first + 1, 0) + 8):   # each lost race: one orbit fewer
+            orbit = await self._p.fetchval(_CLAIM_ORBIT, lot, first, last, call_id, parker,
+                                           parked, holder, at)
+            if orbit is not None:
+                return ParkedCall(lot, orbit, call_id, parker, parked, holder, at)
+            taken = await self._p.fetchval(
+                "SELECT COUNT(*) FROM parked_calls WHERE lot = $1 AND orbit BETWEEN $2 AND $3",
+                lot, first, last)
+            if taken >= last - first + 1:
+                return None
+        return None
+
+    async def get(self, lot: str, orbit: int) -> ParkedCall | None:
+        rows = await self._p.fetch("SELECT * FROM parked_calls WHERE lot = $1 AND orbit = $2",
+                                   lot, orbit)
+        return _parked(rows[0]) if rows else None
+
+    async def take(self, lot: str, orbit: int) -> ParkedCall | None:
+        rows = await self._p.fetch("DELETE FROM parked_calls WHERE lot = $1 AND orbit = $2 "
+                                   "RETURNING *", lot, orbit)
+        return _parked(rows[0]) if rows else None
+
+    async def release(self, lot: str, orbit: int, call_id: str) -> bool:
+        return await self._p.execute("DELETE FROM parked_calls WHERE lot = $1 AND orbit = $2 "
+                                     "AND call_id = $3", lot, orbit, call_id) > 0
+
+    async def parked(self, lot: str) -> list[ParkedCall]:
+        rows = await self._p.fetch("SELECT * FROM parked_calls WHERE lot = $1 ORDER BY orbit",
+                                   lot)
+        return [_parked(row) for row in rows]
+
+
+def _parked(row: Row) -> ParkedCall:
+    return ParkedCall(row["lot"], row["orbit"], row["call_id"], row["parker"], row["parked"],
+                      row["holder"], row["parked_at"])
