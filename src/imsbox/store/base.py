@@ -362,7 +362,7 @@ class ParkingRepository(abc.ABC):
     orbit of a lot holds at most one call (a unique key, not a check in the caller)."""
 
     @abc.abstractmethod
-    async def claim(self, lot: str, first: int, last: int, call_id: str, parker: str,
+    async def claim(self, lot: str, first: int, last: int, token: str, parker: str,
                     parked: str, holder: str = "",
                     now: float | None = None) -> ParkedCall | None:
         """Atomically take the lowest free orbit of ``lot`` in ``first..last`` for this
@@ -377,8 +377,8 @@ class ParkingRepository(abc.ABC):
         of one orbit only one gets it, the other None."""
 
     @abc.abstractmethod
-    async def release(self, lot: str, orbit: int, call_id: str) -> bool:
-        """Free the orbit if it still holds the call ``call_id`` (hangup, ring-back)."""
+    async def release(self, lot: str, orbit: int, token: str) -> bool:
+        """Free the orbit if it still holds the park ``token`` (hangup, ring-back)."""
 
     @abc.abstractmethod
     async def parked(self, lot: str) -> list[ParkedCall]:

@@ -267,13 +267,13 @@ class Conference:
 @dataclass(slots=True, frozen=True)
 class ParkedCall:
     """A call held in a park orbit (RFC 5359 2.15): ``lot`` is the parking lot (the
-    domain), ``orbit`` its number there; ``call_id`` the park server's dialog with
-    the parked party (a release names it, so a stale one never frees a new park);
+    domain), ``orbit`` its number there; ``token`` names this one park (a release
+    names it, so a late release never frees the orbit's next call);
     ``holder`` the media server instance that has the call's media."""
 
     lot: str
     orbit: int
-    call_id: str
+    token: str
     parker: str
     parked: str
     holder: str = ""

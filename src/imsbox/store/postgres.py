@@ -206,7 +206,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     CREATE TABLE parked_calls (
         lot TEXT NOT NULL,
         orbit INTEGER NOT NULL,
-        call_id TEXT NOT NULL,
+        token TEXT NOT NULL,
         parker TEXT NOT NULL,
         parked TEXT NOT NULL,
         holder TEXT NOT NULL DEFAULT '',
@@ -952,7 +952,7 @@ class PgNonces(NonceRepository):
 # The lowest orbit free when the statement starts; a claim racing for the same one
 # waits on the primary key and then inserts nothing (ON CONFLICT): it tries again.
 _CLAIM_ORBIT = """
-INSERT INTO parked_calls (lot, orbit, call_id, parker, parked, holder, parked_at)
+INSERT INTO parked_calls (lot, orbit, token, parker, parked, holder, parked_at)
 SELECT $1, o, $4, $5, $6, $7, $8 FROM generate_series($2::int, $3::int) AS o
 WHERE NOT EXISTS (SELECT 1 FROM parked_calls p WHERE p.lot = $1 AND p.orbit = o)
 ORDER BY o LIMIT 1
@@ -965,15 +965,15 @@ class PgParking(ParkingRepository):
     def __init__(self, pool: _Pool) -> None:
         self._p = pool
 
-    async def claim(self, lot: str, first: int, last: int, call_id: str, parker: str,
+    async def claim(self, lot: str, first: int, last: int, token: str, parker: str,
                     parked: str, holder: str = "",
                     now: float | None = None) -> ParkedCall | None:
         at = _now(now)
         for _ in range(max(last - first + 1, 0) + 8):   # each lost race: one orbit fewer
-            orbit = await self._p.fetchval(_CLAIM_ORBIT, lot, first, last, call_id, parker,
+            orbit = await self._p.fetchval(_CLAIM_ORBIT, lot, first, last, token, parker,
                                            parked, holder, at)
             if orbit is not None:
-                return ParkedCall(lot, orbit, call_id, parker, parked, holder, at)
+                return ParkedCall(lot, orbit, token, parker, parked, holder, at)
             taken = await self._p.fetchval(
                 "SELECT COUNT(*) FROM parked_calls WHERE lot = $1 AND orbit BETWEEN $2 AND $3",
                 lot, first, last)
@@ -991,9 +991,9 @@ class PgParking(ParkingRepository):
                                    "RETURNING *", lot, orbit)
         return _parked(rows[0]) if rows else None
 
-    async def release(self, lot: str, orbit: int, call_id: str) -> bool:
+    async def release(self, lot: str, orbit: int, token: str) -> bool:
         return await self._p.execute("DELETE FROM parked_calls WHERE lot = $1 AND orbit = $2 "
-                                     "AND call_id = $3", lot, orbit, call_id) > 0
+                                     "AND token = $3", lot, orbit, token) > 0
 
     async def parked(self, lot: str) -> list[ParkedCall]:
         rows = await self._p.fetch("SELECT * FROM parked_calls WHERE lot = $1 ORDER BY orbit",
@@ -1002,5 +1002,5 @@ class PgParking(ParkingRepository):
 
 
 def _parked(row: Row) -> ParkedCall:
-    return ParkedCall(row["lot"], row["orbit"], row["call_id"], row["parker"], row["parked"],
+    return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
                       row["holder"], row["parked_at"])

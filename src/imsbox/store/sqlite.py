@@ -42,7 +42,7 @@ PARKED_CALLS = """
     CREATE TABLE parked_calls (
         lot TEXT NOT NULL,
         orbit INTEGER NOT NULL,
-        call_id TEXT NOT NULL,
+        token TEXT NOT NULL,
         parker TEXT NOT NULL,
         parked TEXT NOT NULL,
         holder TEXT NOT NULL DEFAULT '',
@@ -986,7 +986,7 @@ class SqliteParking(ParkingRepository):
     def __init__(self, connection: _Connection) -> None:
         self._c = connection
 
-    async def claim(self, lot: str, first: int, last: int, call_id: str, parker: str,
+    async def claim(self, lot: str, first: int, last: int, token: str, parker: str,
                     parked: str, holder: str = "",
                     now: float | None = None) -> ParkedCall | None:
         at = _now(now)
@@ -998,9 +998,9 @@ class SqliteParking(ParkingRepository):
             orbit = next((o for o in range(first, last + 1) if o not in taken), None)
             if orbit is None:
                 return None
-            call = ParkedCall(lot, orbit, call_id, parker, parked, holder, at)
+            call = ParkedCall(lot, orbit, token, parker, parked, holder, at)
             db.execute("INSERT INTO parked_calls VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (lot, orbit, call_id, parker, parked, holder, at))
+                       (lot, orbit, token, parker, parked, holder, at))
             return call
         return await self._c.write(job)
 
@@ -1016,10 +1016,10 @@ class SqliteParking(ParkingRepository):
             return _parked(row) if row is not None else None
         return await self._c.write(job)
 
-    async def release(self, lot: str, orbit: int, call_id: str) -> bool:
+    async def release(self, lot: str, orbit: int, token: str) -> bool:
         return await self._c.write(lambda db: db.execute(
-            "DELETE FROM parked_calls WHERE lot = ? AND orbit = ? AND call_id = ?",
-            (lot, orbit, call_id)).rowcount > 0)
+            "DELETE FROM parked_calls WHERE lot = ? AND orbit = ? AND token = ?",
+            (lot, orbit, token)).rowcount > 0)
 
     async def parked(self, lot: str) -> list[ParkedCall]:
         rows = await self._c.read("SELECT * FROM parked_calls WHERE lot = ? ORDER BY orbit",
@@ -1028,5 +1028,5 @@ class SqliteParking(ParkingRepository):
 
 
 def _parked(row: sqlite3.Row) -> ParkedCall:
-    return ParkedCall(row["lot"], row["orbit"], row["call_id"], row["parker"], row["parked"],
+    return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
                       row["holder"], row["parked_at"])
