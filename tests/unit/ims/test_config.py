@@ -42,7 +42,9 @@ def test_defaults() -> None:
         ("sip:conference@ims.test", "sip:127.0.0.1:5120", PsiKind.EXACT),
         ("sip:conference-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD),
         ("sip:announce@ims.test", "sip:127.0.0.1:5120", PsiKind.EXACT),
-        ("sip:announce-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD)]
+        ("sip:announce-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD),
+        ("sip:park@ims.test", "sip:127.0.0.1:5120", PsiKind.EXACT),
+        ("sip:park-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD)]
 
 
 def test_media_server_section(tmp_path: Path) -> None:
