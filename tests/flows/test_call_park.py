@@ -22,7 +22,7 @@ from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
 from imsbox.ue.events import CallEnded
 
-from helpers import DOMAIN, RequestTap, client, network_with, run_within, settle
+from helpers import CORE_ROLES, DOMAIN, RequestTap, client, network_with, run_within, settle
 from test_media_server import MOH_TONE, hears, media_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -251,4 +251,28 @@ def test_park_refusals(tmp_path: Path) -> None:
             assert hears(await heard_for(carol_heard), TONES["bob"])
             ended = [e for e in carol.pending_events() if isinstance(e, CallEnded)]
             assert not ended
+    run_within(scenario, 60)
+
+
+def test_music_hold_without_a_music_server_is_the_plain_hold(tmp_path: Path) -> None:
+    """The UE's hold tries the network's music first (the CLI default): with no media
+    server running the REFER fails fast and the call stays on the plain hold."""
+    config = park_config(tmp_path)
+
+    async def scenario() -> None:
+        alice = client(config, "alice")
+        bob = client(config, "bob", answer_calls=0.1)
+        async with network_with(config, alice, bob, roles=CORE_ROLES):
+            bob_heard = answering(bob, "bob")
+            call, bob_call, alice_heard = await connected(alice, bob, "bob")
+            started = asyncio.get_running_loop().time()
+            held = await bob.music_hold(bob_call)
+            assert asyncio.get_running_loop().time() - started < 5
+            assert not held.playing and held.status >= 400, held
+            assert bob_call.held and not bob_call.ended.is_set() and call.id in alice.calls
+            assert bob_call.rtp.direction.value == "sendonly"          # the plain hold
+            assert not hears(await heard_for(bob_heard), TONES["alice"])
+            back = await bob.music_resume(held)                 # the plain resume
+            assert back is bob_call and bob_call.rtp.direction.value == "sendrecv"
+            assert hears(await heard_for(bob_heard), TONES["alice"])
     run_within(scenario, 60)
