@@ -20,7 +20,7 @@ from imsbox.media import Recorder, ToneSource
 from imsbox.serve import Network
 from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
-from imsbox.ue.events import CallEnded
+from imsbox.ue.events import CallEnded, MessageReceived
 
 from helpers import CORE_ROLES, DOMAIN, RequestTap, client, network_with, run_within, settle
 from test_media_server import MOH_TONE, hears, media_config
@@ -218,6 +218,10 @@ def test_park_by_transfer_to_the_park_uri(tmp_path: Path) -> None:
             assert [(r.orbit, r.parker, r.parked) for r in records] == [
                 (701, bob.aor, alice.aor)]
             assert hears(await heard_for(alice_heard), MOH_TONE)
+            # bob learns the orbit from a MESSAGE (the transfer's NOTIFY is alice's)
+            told = await bob.wait_event(MessageReceived, WAIT)
+            assert told.sender == f"sip:park-701@{DOMAIN}"
+            assert "parked in orbit 701" in told.text  # type: ignore[attr-defined]
             back = await carol.retrieve(701, tone=TONES["carol"])
             assert await back.wait_answered(WAIT)
             pcm = await heard_for(alice_heard)

@@ -45,6 +45,7 @@ from ..sip.endpoint import Priority, ServerContext, SipEndpoint
 from ..sip.headers import NameAddr
 from ..sip.message import Request, Response, new_tag
 from ..sip.transaction import TimerValues
+from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.refer import EventAgent, IncomingRefer, sipfrag
 from ..sip.ua.useragent import Call, Origin, UserAgent
@@ -280,7 +281,7 @@ class MediaServer:
         if pending.kind == "park":
             request = call.request
             parker = referred_by(request) or caller_identity(request)
-            pending.uri = await self.park.claim(parker, caller_identity(request))
+            pending.uri = await self.park.claim(parker, caller_identity(request), tell=True)
         elif pending.kind == "retrieve":
             pending.uri = await self.park.take(pending.orbit)
 
@@ -484,6 +485,20 @@ class MediaServer:
         pending = _Pending(kind, uri, conference)
         self._start_leg(leg, pending)
         return leg, final.status, final.reason
+
+    async def message(self, uri: str, target: str, text: str,
+                      headers: list[tuple[str, str]]) -> str:
+        """A text/plain MESSAGE from our ``uri`` to ``target`` via the I-CSCF: its
+        final status and reason (a park orbit for its parker)."""
+        origin = self.conference_origin(uri)
+        try:
+            request = build_request("MESSAGE", target, origin.local, NameAddr(parse_uri(target)),
+                                    route=origin.route, headers=headers, body=text.encode(),
+                                    content_type="text/plain;charset=UTF-8")
+            final = await asyncio.wait_for(self.endpoint.request(request).final(), INVITE_WAIT)
+        except (UriError, ValueError, TimeoutError) as exc:
+            return f"not sent ({exc or 'timeout'})"
+        return f"{final.status} {final.reason}"
 
     # -- endings ----------------------------------------------------------------------
     async def _announce(self, leg: Leg, seconds: float) -> None:

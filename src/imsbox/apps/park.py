@@ -8,8 +8,10 @@ The media server hosts ``sip:park@DOMAIN`` and ``sip:park-N@DOMAIN`` (orbit N):
   ``sip:park-N@DOMAIN`` with that Replaces (F9); the final NOTIFY's sipfrag names
   the park dialog (its ``From`` is the orbit URI) and carries ``Subject: orbit N``.
 * **park by transfer**: a phone told to call ``sip:park@DOMAIN`` (a blind
-  transfer there) is answered, parked in an orbit and its Contact is the orbit
-  URI; its parker is the ``Referred-By`` (else the caller itself).
+  transfer there) is answered and parked in an orbit; its parker is the
+  ``Referred-By`` (else the caller itself), who learns the orbit from a MESSAGE
+  (text/plain, from ``sip:park-N@DOMAIN``): the transfer's NOTIFY comes from the
+  parked phone, which cannot know it.
 * **retrieve**: an INVITE to ``sip:park-N@DOMAIN`` takes the orbit from the store
   (of two retrievers only one gets it) and is bridged to the parked leg: the
   music stops and the two hear each other through a two-port mix-minus mixer.
@@ -86,6 +88,7 @@ class Parked:
     record: ParkedCall
     leg: Leg | None = None             # None until the parked party answered
     timer: asyncio.Task[None] | None = None
+    tell: bool = False                 # a MESSAGE tells the parker the orbit (by transfer)
 
 
 class CallPark:
@@ -126,8 +129,9 @@ class CallPark:
         return f"sip:{ORBIT_PREFIX}{orbit}@{self.lot}"
 
     # -- parking -----------------------------------------------------------------------
-    async def claim(self, parker: str, parked: str) -> str:
-        """An orbit for a new park: its URI; ParkError 480 when the lot is full."""
+    async def claim(self, parker: str, parked: str, tell: bool = False) -> str:
+        """An orbit for a new park: its URI; ParkError 480 when the lot is full.
+        ``tell``: once parked, a MESSAGE names the orbit to the parker."""
         try:
             record = await self.store.parking.claim(
                 self.lot, self.first, self.last, secrets.token_hex(8), parker, parked,
@@ -139,7 +143,7 @@ class CallPark:
             raise ParkError(480, f"Temporarily Unavailable - every park orbit "
                                  f"({self.first}-{self.last}) is taken")
         uri = self.uri(record.orbit)
-        self.orbits[uri] = Parked(record)
+        self.orbits[uri] = Parked(record, tell=tell)
         log.info("orbit %d claimed by %s for %s", record.orbit, parker, parked)
         return uri
 
@@ -158,6 +162,17 @@ class CallPark:
         parked.leg = leg
         leg.rtp.source = self.server.music.listener()
         parked.timer = asyncio.ensure_future(self._ring_back_later(parked))
+        if parked.tell:
+            self.server.spawn(self._tell(parked.record))
+
+    async def _tell(self, record: ParkedCall) -> None:
+        """The orbit, in a MESSAGE from it to the parker (through the I-CSCF)."""
+        uri = self.uri(record.orbit)
+        text = (f"{record.parked} is parked in orbit {record.orbit}: call {uri} "
+                f"(imsbox ue retrieve {record.orbit}) to take the call")
+        answer = await self.server.message(uri, record.parker, text,
+                                           [("Subject", f"orbit {record.orbit}")])
+        log.info("orbit %d told to %s: %s", record.orbit, record.parker, answer)
 
     # -- retrieving --------------------------------------------------------------------
     async def take(self, orbit: int | None) -> str:
