@@ -23,7 +23,7 @@ from imsbox.ue.client import RcsClient
 from imsbox.ue.events import CallEnded, MessageReceived
 
 from helpers import CORE_ROLES, DOMAIN, RequestTap, client, network_with, run_within, settle
-from test_media_server import MOH_TONE, hears, media_config
+from test_media_server import G729_OFFER, MOH_TONE, hears, media_config
 
 pytestmark = pytest.mark.timeout(90)
 WAIT = 6.0
@@ -280,3 +280,50 @@ def test_music_hold_without_a_music_server_is_the_plain_hold(tmp_path: Path) -> 
             assert back is bob_call and bob_call.rtp.direction.value == "sendrecv"
             assert hears(await heard_for(bob_heard), TONES["alice"])
     run_within(scenario, 60)
+
+
+def test_a_failed_retrieve_leaves_the_call_in_its_orbit(tmp_path: Path) -> None:
+    """A retrieve the media server cannot answer (only G.729 offered: 488) puts the
+    call back into the same orbit; the next retrieve gets it."""
+    config = park_config(tmp_path)
+
+    async def scenario() -> None:
+        alice, carol = client(config, "alice"), client(config, "carol")
+        bob = client(config, "bob", answer_calls=0.1)
+        async with network_with(config, alice, bob, carol) as net:
+            answering(bob, "bob")
+            _, bob_call, alice_heard = await connected(alice, bob, "bob")
+            assert (await bob.park(bob_call)).orbit == 701
+            assert carol.core.ua is not None
+            g729 = await carol.core.ua.invite(f"sip:park-701@{DOMAIN}", G729_OFFER,
+                                              [("P-Preferred-Identity", f"<{carol.aor}>")],
+                                              origin=carol.call_service.origin())
+            final = await g729.wait_final()
+            assert final is not None and final.status == 488
+            assert await parked_orbits(net) == [701]
+            assert hears(await heard_for(alice_heard), MOH_TONE)
+            back = await carol.retrieve(701, tone=TONES["carol"])
+            assert await back.wait_answered(WAIT)
+            assert hears(await heard_for(alice_heard), TONES["carol"])
+    run_within(scenario, 60)
+
+
+def test_orbits_left_by_a_killed_media_server_are_freed_at_start(tmp_path: Path) -> None:
+    config = park_config(tmp_path)
+    holder = f"sip:{config.media_server.host}:{config.media_server.port}"
+
+    async def scenario() -> None:
+        async with Network(config, roles=("media",)) as net:
+            assert net.store is not None
+            assert await net.store.parking.claim(DOMAIN, 701, 799, "t", "sip:bob@x", "sip:a@x",
+                                                 holder) is not None
+            other = await net.store.parking.claim(DOMAIN, 701, 799, "u", "sip:bob@x",
+                                                  "sip:c@x", "sip:10.9.9.9:5120")
+            assert other is not None
+            server = park_server(net)
+            await server.close()                  # as if it had died with the call
+            restarted = MediaServer(config, store=net.store)
+            await restarted.start()               # frees its own orbit, not the other's
+            net.nodes["media"] = restarted
+            assert await parked_orbits(net) == [702]
+    run_within(scenario, 30)

@@ -114,10 +114,16 @@ class CallPark:
         return self._store
 
     async def start(self) -> None:
-        """Without a shared store (a media server run on its own), one in memory."""
+        """Without a shared store (a media server run on its own), one in memory.
+        Orbits a killed run of this instance left behind are freed: their calls
+        went with it."""
         if self._store is None:
             self._own_store = await SqliteStore(":memory:").open()
             self._store = self._own_store
+        for stale in await self.store.parking.parked(self.lot):
+            if stale.holder == self._holder():
+                await self.store.parking.release(self.lot, stale.orbit, stale.token)
+                log.info("orbit %d freed: left by an earlier run", stale.orbit)
 
     async def close(self) -> None:
         for parked in list(self.orbits.values()):
@@ -148,10 +154,23 @@ class CallPark:
         return uri
 
     async def unclaim(self, uri: str) -> None:
-        """The parked party never answered (or refused): the orbit is free again."""
+        """A park or retrieve INVITE failed. Park: the party never answered (or
+        refused), the orbit is free again. Retrieve: the call goes back into its
+        orbit (the same number: a claim of exactly that one)."""
         parked = self.orbits.get(uri)
         if parked is not None and parked.leg is None:
             await self._free(parked)
+            return
+        parked = self._taken.pop(uri, None)
+        if parked is None:
+            return
+        old = parked.record
+        record = await self.store.parking.claim(self.lot, old.orbit, old.orbit, old.token,
+                                                old.parker, old.parked, old.holder)
+        if record is None and parked.leg is not None:   # taken meanwhile: nowhere to go
+            await self.server.hangup(parked.leg)
+        elif record is not None:
+            parked.record = record
 
     def hold(self, leg: Leg) -> None:
         """The parked party answered: music until a retrieve or the ring-back."""
@@ -187,6 +206,9 @@ class CallPark:
                 raise ParkError(480, f"Temporarily Unavailable - orbit {orbit} is held by "
                                      "another media server")
             raise ParkError(404, f"Not Found - no call parked in orbit {orbit}")
+        if uri in self._taken:
+            raise ParkError(404, f"Not Found - no call parked in orbit {orbit} "
+                                 "(already retrieved)")
         if await self.store.parking.take(self.lot, orbit) is None:
             raise ParkError(404, f"Not Found - no call parked in orbit {orbit} "
                                  "(already retrieved)")
