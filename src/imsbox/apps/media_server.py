@@ -42,7 +42,7 @@ from ..config import Config, ConfigError
 from ..media import MediaError, Mixer, MixerPort, PortAllocator, RtpSession
 from ..sdp import Direction
 from ..sip.endpoint import Priority, ServerContext, SipEndpoint
-from ..sip.headers import NameAddr
+from ..sip.headers import HeaderError, NameAddr
 from ..sip.message import Request, Response, new_tag
 from ..sip.transaction import TimerValues
 from ..sip.ua.dialog import build_request
@@ -218,7 +218,8 @@ class MediaServer:
         if user == PARK_USER:
             return _Pending("park", f"sip:{PARK_USER}@{self.config.domain}")
         if user.startswith(ORBIT_PREFIX):
-            return _Pending("retrieve", self._conference_uri(user), orbit=orbit_of(user))
+            return _Pending("retrieve", f"sip:{user}@{self.config.domain}",
+                            orbit=orbit_of(user))
         if user == ANNOUNCE_USER or user.startswith(ANNOUNCE_USER + "-"):
             name = uri.param("play") or user[len(ANNOUNCE_USER) + 1:]
             if not name:
@@ -457,7 +458,8 @@ class MediaServer:
 
     async def invite_leg(self, kind: str, uri: str, target: str,
                       headers: list[tuple[str, str]]) -> tuple[Leg | None, int, str]:
-        """INVITE ``target`` from ``uri``: music (sendonly) or a conference leg."""
+        """INVITE ``target`` from ``uri``: music (sendonly), a conference leg, or a
+        park leg (sendrecv: the parked party, a ring-back to its parker)."""
         assert self.ua is not None
         direction = Direction.SENDRECV if kind in SENDRECV_KINDS else Direction.SENDONLY
         try:
@@ -530,7 +532,7 @@ def referred_by(request: Request) -> str:
         return ""
     try:
         return canonical(str(NameAddr.parse(value).uri))
-    except Exception:   # a malformed header: as if there were none
+    except (HeaderError, UriError):   # a malformed header: as if there were none
         return ""
 
 
