@@ -327,3 +327,29 @@ def test_orbits_left_by_a_killed_media_server_are_freed_at_start(tmp_path: Path)
             net.nodes["media"] = restarted
             assert await parked_orbits(net) == [702]
     run_within(scenario, 30)
+
+
+def test_two_retrieves_at_once_one_gets_the_call(tmp_path: Path) -> None:
+    """Never two parties on one parked call: of two racing retrieves one is answered,
+    the other gets 404 with the reason."""
+    config = park_config(tmp_path)
+
+    async def scenario() -> None:
+        alice, carol = client(config, "alice"), client(config, "carol")
+        bob = client(config, "bob", answer_calls=0.1)
+        async with network_with(config, alice, bob, carol) as net:
+            answering(bob, "bob")
+            _, bob_call, alice_heard = await connected(alice, bob, "bob")
+            assert (await bob.park(bob_call)).orbit == 701
+            calls = await asyncio.gather(carol.retrieve(701, tone=TONES["carol"]),
+                                         bob.retrieve(701, tone=TONES["bob"]))
+            finals = [await c.call.wait_final() for c in calls]
+            statuses = sorted(f.status for f in finals if f is not None)
+            assert statuses == [200, 404], statuses
+            loser = next(f for f in finals if f is not None and f.status == 404)
+            assert "no call parked in orbit 701" in loser.reason
+            winner = next(n for n, f in zip(("carol", "bob"), finals, strict=True)
+                          if f is not None and f.status == 200)
+            assert hears(await heard_for(alice_heard), TONES[winner])
+            assert len(park_server(net).park.bridges) == 2
+    run_within(scenario, 60)
