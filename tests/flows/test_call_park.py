@@ -260,7 +260,8 @@ def test_park_refusals(tmp_path: Path) -> None:
 
 def test_music_hold_without_a_music_server_is_the_plain_hold(tmp_path: Path) -> None:
     """The UE's hold tries the network's music first (the CLI default): with no media
-    server running the REFER fails fast and the call stays on the plain hold."""
+    server running the REFER fails fast and the call stays on the plain hold; a
+    park fails the same way and the call goes on."""
     config = park_config(tmp_path)
 
     async def scenario() -> None:
@@ -278,6 +279,12 @@ def test_music_hold_without_a_music_server_is_the_plain_hold(tmp_path: Path) -> 
             assert not hears(await heard_for(bob_heard), TONES["alice"])
             back = await bob.music_resume(held)                 # the plain resume
             assert back is bob_call and bob_call.rtp.direction.value == "sendrecv"
+            assert hears(await heard_for(bob_heard), TONES["alice"])
+            # no park server either: the park fails with the reason, the call goes on
+            parked = await bob.park(bob_call)
+            assert parked.orbit is None and parked.status >= 400 and parked.reason
+            assert parked.to_json()["orbit"] is None
+            assert not bob_call.ended.is_set() and bob_call.rtp.direction.value == "sendrecv"
             assert hears(await heard_for(bob_heard), TONES["alice"])
     run_within(scenario, 60)
 
