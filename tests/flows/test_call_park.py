@@ -16,7 +16,7 @@ import pytest
 
 from imsbox.apps.media_server import MediaServer
 from imsbox.config import Config, load_config
-from imsbox.media import Recorder, ToneSource
+from imsbox.media import Recorder, ToneSource, tone_present
 from imsbox.serve import Network
 from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
@@ -217,6 +217,12 @@ def test_park_by_transfer_to_the_park_uri(tmp_path: Path) -> None:
             records = await net.store.parking.parked(DOMAIN)
             assert [(r.orbit, r.parker, r.parked) for r in records] == [
                 (701, bob.aor, alice.aor)]
+            # alice hears her orbit: a beep, then 7-0-1 in DTMF (7: 852+1209 Hz, 0: 941+1336,
+            # 1: 697+1209), then the music
+            heard = await heard_for(alice_heard, 2.0)
+            for digit_tone in (852.0, 941.0, 697.0, 1209.0):
+                assert tone_present(heard, digit_tone, window=0.1, threshold=0.25,
+                                    min_windows=1), digit_tone
             assert hears(await heard_for(alice_heard), MOH_TONE)
             # bob learns the orbit from a MESSAGE (the transfer's NOTIFY is alice's)
             told = await bob.wait_event(MessageReceived, WAIT)

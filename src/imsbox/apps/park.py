@@ -11,7 +11,9 @@ The media server hosts ``sip:park@DOMAIN`` and ``sip:park-N@DOMAIN`` (orbit N):
   transfer there) is answered and parked in an orbit; its parker is the
   ``Referred-By`` (else the caller itself), who learns the orbit from a MESSAGE
   (text/plain, from ``sip:park-N@DOMAIN``): the transfer's NOTIFY comes from the
-  parked phone, which cannot know it.
+  parked phone, which cannot know it. The parked party hears the orbit first
+  (the ``orbit-N`` announcement: a beep and N's DTMF tones), then the music, so
+  either of them can pass it on.
 * **retrieve**: an INVITE to ``sip:park-N@DOMAIN`` takes the orbit from the store
   (of two retrievers only one gets it) and is bridged to the parked leg: the
   music stops and the two hear each other through a two-port mix-minus mixer.
@@ -37,9 +39,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..media import Mixer
+from ..media import Mixer, Source
 from ..sip.uri import SipUri, UriError, parse_uri
 from ..store import ParkedCall, SqliteStore, Store, StoreError
+from .mrf_media import announcement
 
 if TYPE_CHECKING:
     from .media_server import Leg, MediaServer
@@ -70,6 +73,20 @@ def orbit_of(user: str) -> int | None:
     if user.lower() == number or not number.isdigit() or len(number) > 6:
         return None
     return int(number)
+
+
+class Then:
+    """Plays ``first`` once, then ``rest`` (an announcement before the music)."""
+
+    def __init__(self, first: bytes, rest: Source) -> None:
+        self._first, self._offset, self._rest = first, 0, rest
+
+    def read(self, samples: int) -> bytes | None:
+        if self._offset >= len(self._first):
+            return self._rest.read(samples)
+        frame = self._first[self._offset:self._offset + 2 * samples]
+        self._offset += 2 * samples
+        return frame + bytes(2 * samples - len(frame))
 
 
 def orbit_in(uri: str) -> int | None:
@@ -179,7 +196,10 @@ class CallPark:
             self.server.spawn(self.server.hangup(leg))
             return
         parked.leg = leg
-        leg.rtp.source = self.server.music.listener()
+        music = self.server.music.listener()
+        orbit = parked.record.orbit
+        digits = announcement(f"orbit-{orbit}") if parked.tell else None
+        leg.rtp.source = Then(digits, music) if digits else music
         parked.timer = asyncio.ensure_future(self._ring_back_later(parked))
         if parked.tell:
             self.server.spawn(self._tell(parked.record))
