@@ -366,3 +366,28 @@ def test_two_retrieves_at_once_one_gets_the_call(tmp_path: Path) -> None:
             assert hears(await heard_for(alice_heard), TONES[winner])
             assert len(park_server(net).park.bridges) == 2
     run_within(scenario, 60)
+
+
+def test_a_park_call_without_referred_by_names_its_parker(tmp_path: Path) -> None:
+    """A phone that drops Referred-By when transferred (baresip 1.0) still parks for
+    its transferor: sip:park@DOMAIN;parker=bob makes bob the parker (his MESSAGE)."""
+    config = park_config(tmp_path)
+
+    async def scenario() -> None:
+        carol, bob = client(config, "carol"), client(config, "bob")
+        async with network_with(config, carol, bob) as net:
+            call = await carol.call(f"sip:park@{DOMAIN};parker=bob", tone=TONES["carol"])
+            assert await call.wait_answered(WAIT)
+            assert call.call.request.headers.get("Referred-By") is None
+            assert net.store is not None
+            records = await net.store.parking.parked(DOMAIN)
+            assert [(r.orbit, r.parker, r.parked) for r in records] == [
+                (701, bob.aor, carol.aor)]
+            told = await bob.wait_event(MessageReceived, WAIT)
+            assert "orbit 701" in told.text  # type: ignore[attr-defined]
+            # a malformed name is ignored: the caller parks itself
+            selfish = await bob.call(f"sip:park@{DOMAIN};parker=a%20b")
+            assert await selfish.wait_answered(WAIT)
+            records = await net.store.parking.parked(DOMAIN)
+            assert [(r.orbit, r.parker) for r in records][1] == (702, bob.aor)
+    run_within(scenario, 60)

@@ -281,7 +281,8 @@ class MediaServer:
         take the orbit (ParkError 404 when empty) before the INVITE is answered."""
         if pending.kind == "park":
             request = call.request
-            parker = referred_by(request) or caller_identity(request)
+            parker = referred_by(request) or self.park.named_parker(request.uri) \
+                or caller_identity(request)
             pending.uri = await self.park.claim(parker, caller_identity(request), tell=True)
         elif pending.kind == "retrieve":
             pending.uri = await self.park.take(pending.orbit)

@@ -9,7 +9,8 @@ The media server hosts ``sip:park@DOMAIN`` and ``sip:park-N@DOMAIN`` (orbit N):
   the park dialog (its ``From`` is the orbit URI) and carries ``Subject: orbit N``.
 * **park by transfer**: a phone told to call ``sip:park@DOMAIN`` (a blind
   transfer there) is answered and parked in an orbit; its parker is the
-  ``Referred-By`` (else the caller itself), who learns the orbit from a MESSAGE
+  ``Referred-By``, else the user ``sip:park@DOMAIN;parker=NAME`` names (for
+  phones that drop Referred-By), else the caller itself, who learns the orbit from a MESSAGE
   (text/plain, from ``sip:park-N@DOMAIN``): the transfer's NOTIFY comes from the
   parked phone, which cannot know it. The parked party hears the orbit first
   (the ``orbit-N`` announcement: a beep and N's DTMF tones), then the music, so
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ PARK_USER = "park"
 ORBIT_PREFIX = "park-"
 # the kinds of media server legs this module looks after
 PARK_KINDS = ("park", "retrieve", "ringback")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")   # a user part of ours
 
 
 class ParkError(Exception):
@@ -150,6 +153,15 @@ class CallPark:
 
     def uri(self, orbit: int) -> str:
         return f"sip:{ORBIT_PREFIX}{orbit}@{self.lot}"
+
+    def named_parker(self, uri: object) -> str:
+        """``sip:park@DOMAIN;parker=NAME``: sip:NAME@DOMAIN. A phone transferred to
+        park dials the Refer-To URI as given but may drop Referred-By (baresip 1.0
+        does), so a parker that wants the orbit's MESSAGE names itself there."""
+        name = uri.param("parker") if isinstance(uri, SipUri) else None
+        if not name or not _NAME.fullmatch(name):
+            return ""
+        return f"sip:{name.lower()}@{self.lot}"
 
     # -- parking -----------------------------------------------------------------------
     async def claim(self, parker: str, parked: str, tell: bool = False) -> str:

@@ -11,6 +11,12 @@ event reports the orbit (``--json``: an ``orbit`` field). When the park fails
 (no park server, lot full, the party refused) the call is resumed and the event
 has ``orbit`` None with the status and reason.
 
+A parked phone without Replaces (baresip 1.0 answers the park server's INVITE
+420 Bad Extension) is parked by transfer instead: we REFER it, in our call, to
+``sip:park@DOMAIN;parker=OUR-NAME`` (2.4); its INVITE is parked and the park
+server tells us (the parker: its Referred-By, else ``;parker=``) the orbit in a
+MESSAGE from ``sip:park-N@DOMAIN``, which the event then reports.
+
 Retrieving is an ordinary call to ``sip:park-N@DOMAIN`` (``imsbox ue retrieve N``).
 """
 
@@ -18,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.uri import SipUri
 from .call import CallService, VoiceCall
 from .core import UeCore
-from .events import CallParked, RcsError
+from .events import CallParked, MessageReceived, RcsError, RcsEvent
 from .music_hold import MusicOnHold
 from .transfer import TransferService
 
@@ -31,6 +38,9 @@ __all__ = ["ParkService", "orbit_uri", "sipfrag_orbit"]
 
 ORBIT_PREFIX = "park-"
 BYE_WAIT = 3.0    # seconds for the parked party's BYE (F12) before we hang up ourselves
+TOLD_WAIT = 10.0  # seconds for the park server's MESSAGE after a park by transfer
+NO_REPLACES = 420  # the parked phone refused the INVITE with Require: replaces
+_TOLD = re.compile(r"parked in orbit ([0-9]{1,6})\b")
 
 
 def orbit_uri(orbit: int | str, domain: str) -> str:
@@ -69,8 +79,10 @@ class ParkService:
     async def park(self, call: VoiceCall) -> CallParked:
         held = await self.flow.hold(call)           # raises SendError when it cannot hold
         orbit = sipfrag_orbit(held.sipfrag) if held.playing else None
-        uri = orbit_uri(orbit, self.domain) if orbit is not None else ""
         status, reason = held.status, held.reason
+        if orbit is None and status == NO_REPLACES and not call.ended.is_set():
+            orbit, status, reason = await self._by_transfer(call)
+        uri = orbit_uri(orbit, self.domain) if orbit is not None else ""
         if orbit is None:
             if held.playing:
                 status, reason = 500, "the park server named no orbit"
@@ -84,3 +96,29 @@ class ParkService:
         event = CallParked(self.core.aor, call.peer, call.id, orbit, uri, status, reason)
         self.core.emit(event)
         return event
+
+    async def _by_transfer(self, call: VoiceCall) -> tuple[int | None, int, str]:
+        """REFER the peer to sip:park@ (it has no Replaces); the orbit from the park
+        server's MESSAGE to us: (orbit, status, reason)."""
+        told: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def listen(event: RcsEvent) -> None:
+            if isinstance(event, MessageReceived) and event.sender.startswith(
+                    f"sip:{ORBIT_PREFIX}") and call.peer in event.text and not told.done():
+                found = _TOLD.search(event.text)
+                if found:
+                    told.set_result(int(found.group(1)))
+
+        self.core.listeners.append(listen)
+        try:
+            user = self.core.aor.removeprefix("sip:").partition("@")[0]
+            # ;parker=: the parked phone may not pass our Referred-By on (baresip)
+            result = await self.transfers.transfer(call, f"sip:park@{self.domain};parker={user}")
+            if result.outcome != "transferred":
+                return None, result.status or 500, result.reason or "the transfer failed"
+            try:
+                return await asyncio.wait_for(told, TOLD_WAIT), result.status or 200, ""
+            except TimeoutError:
+                return None, 500, "parked by transfer, but the park server named no orbit"
+        finally:
+            self.core.listeners.remove(listen)
