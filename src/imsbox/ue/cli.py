@@ -188,7 +188,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ue`` on an argparse subparsers object."""
     ue: argparse.ArgumentParser = subparsers.add_parser(
         "ue", help="an RCS client: listen, send, chat, send-file, retrieve-deferred, "
-                   "group-chat",
+                   "group-chat, call, retrieve",
         description="Register as NAME and send or receive RCS messages, chats and files.")
     ue.add_argument("--user", required=True, help="user name (identity sip:NAME@DOMAIN)")
     ue.add_argument("--password", required=True, help="the subscriber's password")
@@ -285,11 +285,11 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
 
 def _hold_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-music-on-hold", dest="music_on_hold", action="store_false",
-                        help="stdin hold is the plain hold (RFC 5359 2.1), in silence")
+                        help="stdin hold is the plain hold (RFC 5359 2.1: re-INVITE sendonly)")
     parser.add_argument("--music-on-hold", dest="music_on_hold", action="store_true",
                         help="hold plays the network's music (RFC 5359 2.3: REFER sip:moh@DOMAIN "
-                             "to the held party; the default); without a music server the "
-                             "call is held in silence")
+                             "to the held party; the default); without a music server it is "
+                             "the plain hold")
     parser.set_defaults(music_on_hold=True)
 
 
@@ -906,12 +906,12 @@ class _CallCommands:
     async def _music(self, command: str) -> bool:
         """Hold with the network's music (unless ``--no-music-on-hold``), resume from
         it; False for a plain hold or resume. No music server (the REFER to sip:moh is
-        refused or unanswered): the call stays held in silence, which a note says."""
+        refused or unanswered): the call stays on the plain hold, which a note says."""
         if command == "hold" and self.music_on_hold and self.consultation is None:
             self.music = await self.client.music_hold(self.call)
             if not self.music.playing:
                 self.printer.error(f"hold: no music on hold ({self.music.status} "
-                                   f"{self.music.reason}); held in silence")
+                                   f"{self.music.reason}); the plain hold")
             return True
         if command == "resume" and self.music is not None:
             # self.music stays until the new call is ours: follow() waits on it
