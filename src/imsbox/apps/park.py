@@ -275,7 +275,12 @@ class CallPark:
     async def _ring_back_later(self, parked: Parked) -> None:
         await asyncio.sleep(self.timeout)
         record = parked.record
-        if await self.store.parking.take(self.lot, record.orbit) is None:
+        try:
+            taken = await self.store.parking.take(self.lot, record.orbit)
+        except StoreError as exc:   # the call stays parked; a retrieve still works
+            log.warning("orbit %d: no ring-back: %s", record.orbit, exc)
+            return
+        if taken is None:
             return      # retrieved at this very moment
         uri = self.uri(record.orbit)
         self._taken[uri] = parked
