@@ -204,7 +204,8 @@ def _telephony_as(ctx: NodeContext) -> Node:
 
 
 def _media_server(ctx: NodeContext) -> Node:
-    return MediaServer(ctx.config, timers=ctx.timers)   # a bad moh_file: ConfigError
+    # a bad moh_file: ConfigError; the store keeps the park orbits
+    return MediaServer(ctx.config, timers=ctx.timers, store=ctx.store)
 
 
 def default_registry() -> NodeRegistry:

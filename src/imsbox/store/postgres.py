@@ -25,12 +25,12 @@ import asyncpg
 
 from .base import (
     AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
+    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
     SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
+    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
     PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
@@ -209,6 +209,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         secret BYTEA NOT NULL
     );
     """),
+    (3, """
+    CREATE TABLE parked_calls (
+        lot TEXT NOT NULL,
+        orbit INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        parker TEXT NOT NULL,
+        parked TEXT NOT NULL,
+        holder TEXT NOT NULL DEFAULT '',
+        parked_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (lot, orbit)
+    );
+    """),
 )
 
 # Errors that mean "the server is not there right now", not "the query is wrong".
@@ -343,6 +355,7 @@ class PostgresStore(Store):
         self.conferences = PgConferences(self._pool)
         self.service_data = PgServiceData(self._pool)
         self.nonces = PgNonces(self._pool)
+        self.parking = PgParking(self._pool)
 
     async def open(self) -> Self:
         await self._pool.open()
@@ -966,3 +979,61 @@ class PgNonces(NonceRepository):
         found = await self._p.fetchval("SELECT secret FROM shared_secrets WHERE name = $1",
                                        name)
         return bytes(found)
+
+# -- call park orbits -------------------------------------------------------------------
+
+# The lowest orbit free when the statement starts; a claim racing for the same one
+# waits on the primary key and then inserts nothing (ON CONFLICT): it tries again.
+_CLAIM_ORBIT = """
+INSERT INTO parked_calls (lot, orbit, token, parker, parked, holder, parked_at)
+SELECT $1, o, $4, $5, $6, $7, $8 FROM generate_series($2::int, $3::int) AS o
+WHERE NOT EXISTS (SELECT 1 FROM parked_calls p WHERE p.lot = $1 AND p.orbit = o)
+ORDER BY o LIMIT 1
+ON CONFLICT (lot, orbit) DO NOTHING
+RETURNING orbit
+"""
+
+
+class PgParking(ParkingRepository):
+    def __init__(self, pool: _Pool) -> None:
+        self._p = pool
+
+    async def claim(self, lot: str, first: int, last: int, token: str, parker: str,
+                    parked: str, holder: str = "",
+                    now: float | None = None) -> ParkedCall | None:
+        at = _now(now)
+        for _ in range(max(last - first + 1, 0) + 8):   # each lost race: one orbit fewer
+            orbit = await self._p.fetchval(_CLAIM_ORBIT, lot, first, last, token, parker,
+                                           parked, holder, at)
+            if orbit is not None:
+                return ParkedCall(lot, orbit, token, parker, parked, holder, at)
+            taken = await self._p.fetchval(
+                "SELECT COUNT(*) FROM parked_calls WHERE lot = $1 AND orbit BETWEEN $2 AND $3",
+                lot, first, last)
+            if taken >= last - first + 1:
+                return None
+        return None
+
+    async def get(self, lot: str, orbit: int) -> ParkedCall | None:
+        rows = await self._p.fetch("SELECT * FROM parked_calls WHERE lot = $1 AND orbit = $2",
+                                   lot, orbit)
+        return _parked(rows[0]) if rows else None
+
+    async def take(self, lot: str, orbit: int) -> ParkedCall | None:
+        rows = await self._p.fetch("DELETE FROM parked_calls WHERE lot = $1 AND orbit = $2 "
+                                   "RETURNING *", lot, orbit)
+        return _parked(rows[0]) if rows else None
+
+    async def release(self, lot: str, orbit: int, token: str) -> bool:
+        return await self._p.execute("DELETE FROM parked_calls WHERE lot = $1 AND orbit = $2 "
+                                     "AND token = $3", lot, orbit, token) > 0
+
+    async def parked(self, lot: str) -> list[ParkedCall]:
+        rows = await self._p.fetch("SELECT * FROM parked_calls WHERE lot = $1 ORDER BY orbit",
+                                   lot)
+        return [_parked(row) for row in rows]
+
+
+def _parked(row: Row) -> ParkedCall:
+    return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
+                      row["holder"], row["parked_at"])

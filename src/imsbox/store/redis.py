@@ -103,6 +103,7 @@ class RedisCachedStore(Store):
         self.messages = durable.messages
         self.conferences = durable.conferences
         self.service_data = durable.service_data
+        self.parking = durable.parking   # orbits are few and must be durable: the store's
         self.registrations = RedisRegistrations(durable.registrations, self._redis)
         self.nonces = RedisNonces(self._redis, durable.nonces)
 

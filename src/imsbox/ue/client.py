@@ -59,6 +59,7 @@ from .chat import Chat, ChatService
 from .core import UeCore, UeEndpoint, identity
 from .events import (
     CallEvent,
+    CallParked,
     CallTransferred,
     ChatEnded,
     ChatMessage,
@@ -90,6 +91,7 @@ from .messaging import Messaging
 from .notify import Notifications
 from .register import Registration, RegistrationService
 from .music_hold import MusicHold, MusicOnHold
+from .park import ParkService, orbit_uri
 from .transfer import TransferService
 
 __all__ = [
@@ -439,6 +441,18 @@ class RcsClient:
         """Take a music-held call back (2.3 F19): the call that goes on."""
         return await MusicOnHold(self.core, self.call_service, self.transfers,
                                  f"sip:moh@{self.domain}").resume(held)
+
+    async def park(self, call: VoiceCall) -> CallParked:
+        """Call park (RFC 5359 2.15): the park server takes the call over into an orbit;
+        a ``call_parked`` event (and the result) names it (``imsbox.ue.park``)."""
+        return await ParkService(self.core, self.call_service, self.transfers,
+                                 self.domain).park(call)
+
+    async def retrieve(self, orbit: int | str, play: str | Path | None = None,
+                       tone: float | None = None,
+                       record: str | Path | None = None) -> VoiceCall:
+        """Get a parked call back: a call to ``sip:park-ORBIT@DOMAIN`` (404 when empty)."""
+        return await self.call(orbit_uri(orbit, self.domain), play, tone, record)
 
     async def redial(self, to: str, play: str | Path | None = None, tone: float | None = None,
                      record: str | Path | None = None, timeout: float = 300.0,
