@@ -51,6 +51,7 @@ from .history_info import (
     CAUSE_BUSY, CAUSE_NO_REPLY, CAUSE_NOT_REACHABLE, CAUSE_UNCONDITIONAL, History,
 )
 from .node import listen_behind_guard, node_uri
+from .pickup import CallPickup, PickupGate
 from .telephony_dialogs import CallDialogs, WatchedDialog
 from .telephony_services import Services, matches
 
@@ -95,6 +96,7 @@ class TelephonyAs(StatefulProxy):
         self.ua: UserAgent | None = None
         self.events: EventAgent | None = None
         self.click_to_dial: ClickToDial | None = None
+        self.pickup: CallPickup | None = None
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -110,6 +112,8 @@ class TelephonyAs(StatefulProxy):
         self.events = EventAgent(self.ua, EventPackageRegistry([DIALOG_PACKAGE]),
                                  state_of=self._first_state, on_subscription=self._subscribed)
         self.endpoint.add_module(_EventGate(self))
+        self.pickup = CallPickup(self.config, self.store, self.ua, self.calls)
+        self.endpoint.add_module(PickupGate(self.pickup, self.serves_originating))
         self.click_to_dial = ClickToDial(self.config, self.store, self.ua)
         await self.click_to_dial.serve(self.control_path)
         log.info("telephony AS up on %s:%d", node.host, port)
@@ -121,6 +125,8 @@ class TelephonyAs(StatefulProxy):
     async def close(self) -> None:
         if self.click_to_dial is not None:
             await self.click_to_dial.close()
+        if self.pickup is not None:
+            await self.pickup.close()
         if self.events is not None:
             self.events.close()
         if self.ua is not None:
@@ -289,6 +295,12 @@ class TelephonyAs(StatefulProxy):
             return False
         return getattr(top, "user", None) == "term" and self.identity.is_me(top) and \
             event.package.lower() == "dialog"
+
+    def serves_originating(self, request: Request) -> bool:
+        """Routed to us for the caller's originating services (``sip:orig@AS``)."""
+        top = request.route[0].uri if request.route else None
+        return top is not None and getattr(top, "user", None) == "orig" and \
+            self.identity.is_me(top)
 
     def _subscribed(self, sub: NotifierSubscription) -> None:
         self.watchers.setdefault(_resource(sub), {}).setdefault(sub, 0)
