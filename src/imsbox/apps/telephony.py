@@ -47,8 +47,9 @@ from ..sip.uri import Uri, parse_uri
 from ..store import Store
 from .anchor import caller_identity
 from .click_to_dial import ClickToDial
+from .diversion import write_diversion
 from .history_info import (
-    CAUSE_BUSY, CAUSE_NO_REPLY, CAUSE_NOT_REACHABLE, CAUSE_UNCONDITIONAL, History,
+    CAUSE_BUSY, CAUSE_NO_REPLY, CAUSE_NOT_REACHABLE, CAUSE_UNCONDITIONAL, HISTORY_INFO, History,
 )
 from .node import listen_behind_guard, node_uri
 from .pickup import CallPickup, PickupGate
@@ -216,6 +217,8 @@ class TelephonyAs(StatefulProxy):
         if services.unconditional is not None:
             return self._forward(ctx, served, services.unconditional, CAUSE_UNCONDITIONAL, None)
         history.write(request)
+        if services.diversion:
+            write_diversion(request, history)   # for a phone that reads only Diversion
         served.watched = self.calls.invite(owner, request, False, caller, owner)
         self._notify_changed()
         ctx.failure_route = self._failure
@@ -250,6 +253,7 @@ class TelephonyAs(StatefulProxy):
             served.history.forwarded(target, cause, status)
             served.history.write(ctx.request)
             self._leave(served)
+            self._tell_forwarded(ctx)
             log.info("%s: find-me %s -> %s (%d)", ctx.request.call_id, served.served,
                      target, status)
             return [Target(_uri(target), timeout=services.find_me_after or self.no_answer_after)]
@@ -263,9 +267,15 @@ class TelephonyAs(StatefulProxy):
         served.history.forwarded(target, cause, status)
         served.history.write(ctx.request)
         self._leave(served)
+        self._tell_forwarded(ctx)
         log.info("%s: %s forwarded to %s (cause %d)", ctx.request.call_id, served.served,
                  target, cause)
         return [Target(_uri(target))]
+
+    def _tell_forwarded(self, ctx: RequestContext) -> None:
+        """181 towards the caller, with the History-Info so far (RFC 7044, TS 24.604)."""
+        self.send_provisional(ctx, 181, "Call Is Being Forwarded",
+                              [(HISTORY_INFO, v) for v in ctx.request.headers.values(HISTORY_INFO)])
 
     def _leave(self, served: ServedCall) -> None:
         if served.watched is not None:

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from .endpoint import (
@@ -173,6 +173,23 @@ class StatefulProxy:
         still leave in the order they arrived.  Default: unchanged.  Answers of
         the proxy's own (router, failure route) do not pass here."""
         return response
+
+    def send_provisional(self, ctx: RequestContext, status: int, reason: str,
+                         headers: Iterable[tuple[str, str]] = ()) -> None:
+        """A 1xx of the proxy's own towards the caller, e.g. a service's ``181 Call
+        Is Being Forwarded`` when it re-targets (RFC 7044, TS 24.604); in order
+        with the relayed responses, dropped once a final one went upstream."""
+        if ctx.request.method != "INVITE" or not 100 < status < 200:
+            raise ValueError("a provisional response of our own is for an INVITE, 101-199")
+        response = Response.for_request(ctx.request, status, reason, to_tag=new_tag())
+        for name, value in headers:
+            response.add_header(name, value)
+        self._spawn(self._own_provisional(ctx, response))
+
+    async def _own_provisional(self, ctx: RequestContext, response: Response) -> None:
+        async with ctx.upstream_order:
+            if ctx.server.txn is not None and not ctx.server.final_sent:
+                ctx.server.respond(response)
 
     # -- requests ---------------------------------------------------------
     def relay(self, server: ServerContext) -> None:
