@@ -11,6 +11,7 @@ ringing, outside the group, the call already answered, two pickups at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -174,4 +175,27 @@ def test_two_pickups_at_once_one_wins(config: Config) -> None:
             assert len(live) == 1                                   # one party took it
             winner = c if finals[0] is not None and finals[0].status == 200 else d
             await winner.hangup()
+    run_within(scenario, 60)
+
+
+def test_bridge_for_a_caller_without_replaces(config: Config) -> None:
+    async def scenario() -> None:
+        alice, bob = client(config, "alice"), client(config, "bob", answer_calls=30)
+        carol = client(config, "carol")
+        async with network_with(config, alice, bob, carol):
+            assert alice.core.ua is not None    # alice's phone: no RFC 3891 (answers 420)
+            alice.core.ua.config = dataclasses.replace(alice.core.ua.config,
+                                                       extensions=("join",))
+            call = await ring_bob(alice, bob)
+            assert "replaces" not in (call.call.request.header("Supported") or "")
+            alice_rec = call.rtp.sink
+            pick, carol_rec = await place(carol, "carol", "pickup")
+            assert await pick.wait_answered(WAIT), await pick.call.wait_final()
+            assert await call.wait_answered(WAIT)              # alice's own INVITE, answered
+            assert await ended(bob, call.id) == "cancelled"    # by the AS, not by alice
+            assert list(alice.calls) == [call.id]              # no second call at alice
+            assert alice_rec is not None
+            await hear_each_other(alice_rec, "alice", carol_rec, "carol")  # type: ignore[arg-type]
+            await call.hangup()                                # the AS ends carol's leg
+            assert await ended(carol, pick.id) == "remote hangup"
     run_within(scenario, 60)

@@ -33,15 +33,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
 from ..content import dialog_info as di
-from ..sip.endpoint import Priority, ServerContext
+from .. import sdp
+from ..sip.endpoint import Priority, ServerContext, resolve
 from ..sip.headers import NameAddr
 from ..sip.message import Request, Response
+from ..sip.proxy import Target
 from ..sip.ua.pickup import pickup_replaces, ringing_dialogs
 from ..sip.ua.useragent import Call, Origin, UserAgent
 from ..sip.uri import SipUri, Uri, parse_uri
@@ -56,7 +59,10 @@ log = logging.getLogger(__name__)
 
 PICKUP_USER = "pickup"           # sip:pickup@DOMAIN: group pickup
 DIRECTED = "pickup-"             # sip:pickup-NAME@DOMAIN: directed pickup
+BRIDGE = "bridge-"              # sip:bridge-TOKEN@AS: a caller's INVITE we took over
 ANSWER_WAIT = 32.0               # for the caller's answer to the Replaces (Timer B)
+BRIDGE_WAIT = 5.0                # for the caller's INVITE to come back to us
+Divert = Callable[[str, Target], bool]   # TelephonyAs.divert_ringing
 
 
 class PickupRefused(Exception):
@@ -96,11 +102,14 @@ class Ringing:
 class CallPickup:
     """The pickup service of one telephony AS (its UA and dialog state)."""
 
-    def __init__(self, config: Config, store: Store, ua: UserAgent, calls: CallDialogs) -> None:
+    def __init__(self, config: Config, store: Store, ua: UserAgent, calls: CallDialogs,
+                 divert: Divert) -> None:
         self.config = config
         self.store = store
         self.ua = ua
         self.calls = calls
+        self.divert = divert
+        self.bridges: dict[str, asyncio.Future[Call]] = {}   # token -> the caller's INVITE
         self.claimed: dict[str, str] = {}     # Call-ID being picked up -> picker
         self.pairs: list[tuple[Call, Call]] = []
         self._tasks: set[asyncio.Future[object]] = set()
@@ -109,6 +118,23 @@ class CallPickup:
         """A new INVITE to a pickup URI (the node checks it came for a caller)."""
         return request.method == "INVITE" and request.to.tag is None and \
             pickup_name(request.uri, self.config.domain) is not None
+
+    def wants_bridge(self, request: Request) -> bool:
+        """A caller's INVITE we diverted to ourselves (``sip:bridge-TOKEN@AS``)."""
+        user = getattr(request.uri, "user", None) or ""
+        return request.method == "INVITE" and request.to.tag is None and \
+            user.startswith(BRIDGE) and user[len(BRIDGE):] in self.bridges
+
+    def take_bridge(self, ctx: ServerContext) -> None:
+        user = getattr(ctx.request.uri, "user", None) or ""
+        call = self.ua.new_call(ctx)
+        with contextlib.suppress(asyncio.QueueEmpty):
+            self.ua.incoming.get_nowait()
+        waiter = self.bridges.get(user[len(BRIDGE):])
+        if call is not None and waiter is not None and not waiter.done():
+            waiter.set_result(call)
+        elif call is not None:
+            call.reject(481, "Call/Transaction Does Not Exist - the pickup is over")
 
     def take(self, ctx: ServerContext) -> None:
         """Answer the picker's INVITE ourselves (UAS) and pick the call up."""
@@ -218,12 +244,54 @@ class CallPickup:
             if final is not None and final.status < 300:
                 await leg.bye()
             return
+        if final is not None and final.status == 420:   # the caller's phone has no Replaces
+            await self._bridge(call, ringing)
+            return
         if final is None or final.status >= 300:
             call.reject(*_refusal(final, ringing))
             return
         call.accept(leg.remote_sdp)
         self.pairs.append((call, leg))
         self._spawn(self._tie(call, leg))
+
+    async def _bridge(self, call: Call, ringing: Ringing) -> None:
+        """For a caller without Replaces: the AS CANCELs the callee's branch and
+        takes the caller's own INVITE (re-targeted to ``sip:bridge-TOKEN@AS``), then
+        answers each side with the other's media (:func:`crossed_answer`)."""
+        token = secrets.token_hex(8)
+        waiter: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
+        self.bridges[token] = waiter
+        try:
+            contact = self.ua.contact
+            assert isinstance(contact, SipUri) and contact.port is not None
+            uri = SipUri(contact.host, user=f"{BRIDGE}{token}", port=contact.port)
+            dest = await resolve("udp", contact.host.strip("[]"), contact.port)
+            if not self.divert(ringing.dialog.call_id or "", Target(uri, dest)):
+                raise PickupRefused(481, "Call/Transaction Does Not Exist - the call is "
+                                    "no longer ringing")
+            try:
+                caller = await asyncio.wait_for(asyncio.shield(waiter), BRIDGE_WAIT)
+            except TimeoutError:
+                raise PickupRefused(486, "Busy Here - the call was answered before "
+                                    "the pickup") from None
+        except PickupRefused as exc:
+            call.reject(exc.status, exc.reason)
+            return
+        finally:
+            self.bridges.pop(token, None)
+        to_caller = crossed_answer(caller.remote_sdp or b"", call.remote_sdp or b"")
+        to_picker = crossed_answer(call.remote_sdp or b"", caller.remote_sdp or b"")
+        if to_caller is None or to_picker is None:
+            reason = "Not Acceptable Here - the caller and the picker share no codec"
+            caller.reject(488, reason)
+            call.reject(488, reason)
+            return
+        log.info("pickup bridge: %s <-> %s (no Replaces at the caller)", ringing.caller,
+                 caller_identity(call.request))
+        caller.accept(to_caller)
+        call.accept(to_picker)
+        self.pairs.append((call, caller))
+        self._spawn(self._tie(call, caller))
 
     async def _final(self, leg: Call, picker_call: Call) -> Response | None:
         """The caller's final response; the leg is CANCELled if the picker hangs up first."""
@@ -292,7 +360,38 @@ class PickupGate:
         self.originating = originating
 
     def on_request(self, ctx: ServerContext) -> bool:
+        if self.pickup.wants_bridge(ctx.request):
+            self.pickup.take_bridge(ctx)
+            return True
         if not self.pickup.wants(ctx.request) or not self.originating(ctx.request):
             return False
         self.pickup.take(ctx)
         return True
+
+
+def crossed_answer(offer: bytes, other: bytes) -> bytes | None:
+    """An answer to ``offer`` pointing at the other party: the other's own SDP
+    (address, port, origin) cut down to the audio formats both offered (same
+    payload number and codec), so the two send RTP straight to each other.
+    None when there is nothing in common or either is not one audio line."""
+    try:
+        ours, theirs = sdp.parse(offer), sdp.parse(other)
+    except sdp.SdpError:
+        return None
+    if len(ours.media) != 1 or len(theirs.media) != 1 or \
+            ours.media[0].media != "audio" or theirs.media[0].media != "audio":
+        return None
+    offered, media = ours.media[0], theirs.media[0]
+    shared = [f for f in media.formats if f in offered.formats
+              and _codec(offered, f) == _codec(media, f)]
+    if not shared:
+        return None
+    media.formats = shared
+    media.attributes = [a for a in media.attributes if a.name not in ("rtpmap", "fmtp")
+                        or (a.value or "").split(" ", 1)[0] in shared]
+    return bytes(theirs)
+
+
+def _codec(media: sdp.MediaDescription, fmt: str) -> str:
+    rtpmap = media.rtpmap(fmt)
+    return f"{rtpmap.encoding_name}/{rtpmap.clock_rate}".lower() if rtpmap else fmt

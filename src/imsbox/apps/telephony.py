@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
+from ..content import dialog_info as di
 from ..sip.endpoint import Priority, ServerContext, resolve
 from ..sip.transport import Destination
 from ..sip.headers import Event, HeaderError, NameAddr
@@ -98,6 +99,7 @@ class TelephonyAs(StatefulProxy):
         self.events: EventAgent | None = None
         self.click_to_dial: ClickToDial | None = None
         self.pickup: CallPickup | None = None
+        self.ringing: dict[str, RequestContext] = {}   # Call-ID -> terminating INVITE
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,7 +115,8 @@ class TelephonyAs(StatefulProxy):
         self.events = EventAgent(self.ua, EventPackageRegistry([DIALOG_PACKAGE]),
                                  state_of=self._first_state, on_subscription=self._subscribed)
         self.endpoint.add_module(_EventGate(self))
-        self.pickup = CallPickup(self.config, self.store, self.ua, self.calls)
+        self.pickup = CallPickup(self.config, self.store, self.ua, self.calls,
+                                 self.divert_ringing)
         self.endpoint.add_module(PickupGate(self.pickup, self.serves_originating))
         self.click_to_dial = ClickToDial(self.config, self.store, self.ua)
         await self.click_to_dial.serve(self.control_path)
@@ -221,6 +224,7 @@ class TelephonyAs(StatefulProxy):
             write_diversion(request, history)   # for a phone that reads only Diversion
         served.watched = self.calls.invite(owner, request, False, caller, owner)
         self._notify_changed()
+        self.ringing[request.call_id] = ctx
         ctx.failure_route = self._failure
         timeout = (services.no_answer_after or self.no_answer_after) if services.no_answer \
             else (services.find_me_after or self.no_answer_after) if services.find_me else None
@@ -291,7 +295,31 @@ class TelephonyAs(StatefulProxy):
         if isinstance(watched, WatchedDialog) and ctx.request.method == "INVITE":
             self.calls.response(watched, response)
             self._notify_changed()
+        if response.status >= 200 and ctx.request.method == "INVITE":
+            self.ringing.pop(ctx.request.call_id, None)
         return response
+
+    def divert_ringing(self, call_id: str, target: Target) -> bool:
+        """Take a call ringing for a served user to ``target`` instead (call pickup's
+        bridge): its branches are CANCELled, their 487 is not forwarded (nor
+        answered by forwarding), the call is gone from the user's dialogs."""
+        ctx = self.ringing.pop(call_id, None)
+        served = ctx.values.get("served") if ctx is not None else None
+        if ctx is None or ctx.cancelled or not isinstance(served, ServedCall) or \
+                served.forwarded or all(c.final_response is not None
+                                        for c in ctx.pending.values()):
+            return False
+        served.forwarded = True
+        if served.watched is not None:
+            self.calls.left(served.watched)
+            served.watched.event = di.DialogEvent.REPLACED
+        self._leave(served)
+
+        async def to_target(_ctx: RequestContext, _best: Response) -> list[Target]:
+            return [target]
+        ctx.failure_route = to_target
+        ctx.record_route = False   # the target is our own UA: no second pass through us
+        return self.cancel_pending(ctx) > 0
 
     # -- dialog event package (RFC 4235) -----------------------------------------------
     def serves_subscription(self, request: Request) -> bool:

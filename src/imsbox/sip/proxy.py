@@ -81,6 +81,7 @@ class RequestContext:
     failure_route: FailureRoute | None = None
     retargets: int = 0            # how often the failure route re-targeted
     record_route: bool = True     # False: the router's node is on the route set already
+    pending: dict[int, ClientContext] = field(default_factory=dict)   # the branches now
     # Responses go upstream one at a time, in the order they arrived, even while
     # ``on_response`` awaits (a 180 is never overtaken by a later 200).
     upstream_order: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -185,6 +186,15 @@ class StatefulProxy:
         for name, value in headers:
             response.add_header(name, value)
         self._spawn(self._own_provisional(ctx, response))
+
+    def cancel_pending(self, ctx: RequestContext) -> int:
+        """CANCEL the request's branches that have no final response yet: a service
+        takes the call elsewhere (call pickup's bridge), and its failure route says
+        where. Returns how many branches were cancelled."""
+        pending = [c for c in ctx.pending.values() if c.final_response is None]
+        for client in pending:
+            self._cancel(client)
+        return len(pending)
 
     async def _own_provisional(self, ctx: RequestContext, response: Response) -> None:
         async with ctx.upstream_order:
@@ -317,6 +327,7 @@ class StatefulProxy:
             responses.add_branch(key)
             branches[key] = client
             chosen[key] = target
+        ctx.pending = branches
         watchers = [asyncio.ensure_future(
             self._branch(ctx, key, client, chosen[key], branches, responses))
             for key, client in branches.items()]
