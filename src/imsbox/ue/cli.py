@@ -270,6 +270,12 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                       help="join TO's call (RFC 3911): CALLID;to-tag=T;from-tag=F as TO sees "
                            "the dialog (to-tag: TO's tag, from-tag: its peer's)")
     _media_arguments(call)
+    pickup = commands.add_parser(
+        "pickup", help="pick up a call ringing for your pickup group (RFC 5359 2.16: calls "
+                       "sip:pickup@DOMAIN, with NAME sip:pickup-NAME@DOMAIN); then as call")
+    pickup.add_argument("name", metavar="NAME", nargs="?", default=None,
+                        help="directed pickup: only the call ringing for NAME")
+    _media_arguments(pickup)
     ue.set_defaults(run=run_ue)
     return ue
 
@@ -308,7 +314,7 @@ async def run_ue(args: argparse.Namespace) -> int:
     printer = Printer(args.json, sys.stdout, sys.stderr)
     command = {"listen": _listen, "send": _send, "chat": _chat,
                "send-file": _send_file, "retrieve-deferred": _retrieve_deferred,
-               "group-chat": _group_chat, "call": _call}[args.ue_command]
+               "group-chat": _group_chat, "call": _call, "pickup": _pickup}[args.ue_command]
     play = getattr(args, "play", None)
     if play is not None and not play.is_file():
         printer.error(f"{play}: no such file")
@@ -712,11 +718,13 @@ def _call_options(client: RcsClient, args: argparse.Namespace) -> None:
         service.early_source = service.source
 
 
-async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
+async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer,
+                placed: VoiceCall | None = None) -> int:
     """``call TO``: the call's events; stdin commands (``_CallCommands``); exit 0 once
     an answered call ended (transferred too), 1 if it was never answered (busy,
-    refused, cancelled), 4 after a command not built yet, 5 after a failed transfer."""
-    call = await _place_call(client, args, printer)
+    refused, cancelled), 4 after a command not built yet, 5 after a failed transfer.
+    ``placed``: a call already made (``pickup``) instead of calling TO."""
+    call = placed or await _place_call(client, args, printer)
     commands = _CallCommands(client, call, printer)
     commands.music_on_hold = args.music_on_hold
     with stop_on_signals() as stop:
@@ -732,6 +740,18 @@ async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -
     if commands.asked:
         return EXIT_NOT_BUILT
     return EXIT_TRANSFER_FAILED if commands.failed_transfer else EXIT_OK
+
+
+async def _pickup(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
+    """``pickup [NAME]``: a call to the network's pickup service, then as ``call``
+    (exit 1 when refused: nothing ringing, not in the group, already answered)."""
+    args.music_on_hold = False
+    call = await client.pickup(args.name, play=args.play, tone=args.tone, record=args.record)
+    status = await _call(client, args, printer, call)
+    final = call.call.final.result() if call.call.final.done() else None
+    if final is not None and final.status >= 300:   # the AS says why (480, 403, 481 ...)
+        printer.error(f"pickup refused: {final.status} {final.reason}")
+    return status
 
 
 async def _place_call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> VoiceCall:

@@ -409,6 +409,15 @@ class RcsClient:
         sink = WavSink(record) if record is not None else None
         return await self.call_service.place(self.resolve(to), file_source(play, tone), sink)
 
+    async def pickup(self, name: str | None = None, play: str | Path | None = None,
+                     tone: float | None = None, record: str | Path | None = None) -> VoiceCall:
+        """Call pickup (RFC 5359 2.16) by the network: a call to ``sip:pickup@DOMAIN``
+        (the oldest call ringing for our pickup group) or ``sip:pickup-NAME@DOMAIN``
+        (NAME's call); the telephony AS takes the ringing call over for us
+        (docs/telephony-as.md). A refusal ends the call with the AS's reason."""
+        user = f"pickup-{name}" if name else "pickup"
+        return await self.call(f"sip:{user}@{self.domain}", play, tone, record)
+
     async def transfer(self, call: VoiceCall, to: str) -> CallTransferred:
         """Unattended transfer (RFC 5359 2.4): hold, REFER ``to``, BYE once the NOTIFY
         says the transferee reached it, else resume. Also a ``call_transferred``."""
