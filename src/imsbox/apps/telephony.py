@@ -18,10 +18,14 @@ call, so a change takes effect on the next one):
   (RFC 7044) with the RFC 4458 cause (:mod:`.history_info`). A served user who
   is already an earlier target in the History-Info gets ``482 Loop
   Detected``; more than ``[telephony] max_diversions`` forwardings ``483``.
+  Each re-target sends the caller ``181 Call Is Being Forwarded``; a target
+  with ``diversion on`` also gets Diversion (RFC 5806, :mod:`.diversion`).
 
 It is also the RFC 4235 notifier of its subscribers' dialog events, built
 from the calls it routes (:mod:`.telephony_dialogs`), and the click-to-dial
-controller (:mod:`.click_to_dial`, RFC 5359 2.18 over RFC 3725).
+controller (:mod:`.click_to_dial`, RFC 5359 2.18 over RFC 3725), and it
+answers ``sip:pickup@DOMAIN`` on a caller's originating side (call pickup,
+RFC 5359 2.16, :mod:`.pickup`).
 """
 
 from __future__ import annotations
