@@ -158,23 +158,24 @@ class CallPickup:
     async def _pickup(self, call: Call) -> None:
         picker = caller_identity(call.request)
         try:
-            ringing = await self.choose(picker, pickup_name(call.request.uri,
-                                                            self.config.domain) or "")
             if not call.remote_sdp:
                 raise PickupRefused(488, "Not Acceptable Here - a pickup needs an SDP offer")
+            ringing = await self.choose(picker, pickup_name(call.request.uri,
+                                                            self.config.domain) or "")
         except PickupRefused as exc:
             log.info("pickup by %s refused: %d %s", picker, exc.status, exc.reason)
             call.reject(exc.status, exc.reason[:120])
             return
         call_id = ringing.dialog.call_id or ""
-        self.claimed[call_id] = picker
         try:
             await self._replace(call, picker, ringing)
         finally:
             self.claimed.pop(call_id, None)
 
     async def choose(self, picker: str, name: str) -> Ringing:
-        """The call ``picker`` takes: directed to ``name``, or the group's oldest."""
+        """The call ``picker`` takes: directed to ``name``, or the group's oldest;
+        claimed for ``picker`` (no await between the check and the claim, so of two
+        pickups at once exactly one gets the call; the caller of ``choose`` frees it)."""
         picker_owner, group = await self._group_of(picker)
         if name:
             callee = f"sip:{name}@{self.config.domain}".lower()
@@ -197,6 +198,7 @@ class CallPickup:
         if not free:
             raise PickupRefused(486, "Busy Here - the ringing call is already being "
                                 "picked up by another member")
+        self.claimed[free[0].dialog.call_id or ""] = picker
         return free[0]
 
     async def _group_of(self, uri: str, must_exist: bool = False) -> tuple[str, str]:
