@@ -131,6 +131,8 @@ def test_directed_pickup_and_groups(config: Config) -> None:
                                     "ims.test pickup group")
             await set_service(net, "bob", "pickup-group", "sales")
             await set_service(net, "carol", "pickup-group", "sales")
+            # alice's own forwarding must not take the pickup's INVITE with Replaces away
+            await set_service(net, "alice", "forward-unconditional", "dave")
             call = await ring_bob(alice, bob)
             for target, status, reason in (
                     ("pickup", 480, "Temporarily Unavailable - no call ringing in the "
@@ -145,6 +147,7 @@ def test_directed_pickup_and_groups(config: Config) -> None:
             assert await pick.wait_answered(WAIT)
             assert await ended(bob, call.id) == "cancelled"
             assert replacing_call(alice, call).call.request.header("Replaces")
+            assert not dave.calls                                  # not forwarded to dave
             await pick.hangup()
     run_within(scenario, 60)
 

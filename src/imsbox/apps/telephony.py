@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 CONTROL_SOCKET = "telephony.sock"   # in the data dir: `imsbox call-control` talks to it
 BUSY = (486, 600)
 NO_ANSWER = (408, 480, 503, 404)     # no reply, or not reachable (unregistered)
+MAX_RINGING = 10000                  # terminating INVITEs kept for call pickup's bridge
 
 
 @dataclass(slots=True)
@@ -221,14 +222,21 @@ class TelephonyAs(StatefulProxy):
         history.called(str(request.uri))
         served = ServedCall(owner, identities, services, history)
         ctx.values["served"] = served
-        if services.unconditional is not None:
+        # An INVITE with Replaces (a pickup, a transfer) names a dialog at one of the
+        # user's phones (RFC 3891): forwarding it elsewhere could only fail.
+        replacing = request.headers.get("Replaces") is not None
+        if services.unconditional is not None and not replacing:
             return self._forward(ctx, served, services.unconditional, CAUSE_UNCONDITIONAL, None)
         history.write(request)
         if services.diversion:
             write_diversion(request, history)   # for a phone that reads only Diversion
         served.watched = self.calls.invite(owner, request, False, caller, owner)
         self._notify_changed()
+        if replacing:
+            return [Target(request.uri)]
         self.ringing[request.call_id] = ctx
+        while len(self.ringing) > MAX_RINGING:    # one whose end we never saw
+            self.ringing.pop(next(iter(self.ringing)))
         ctx.failure_route = self._failure
         timeout = (services.no_answer_after or self.no_answer_after) if services.no_answer \
             else (services.find_me_after or self.no_answer_after) if services.find_me else None
