@@ -18,14 +18,15 @@ F3-F13 have the picker's phone do, from its own RFC 4235 state of the callee
 The Replaces goes to the *caller*, the UAC of the early dialog (RFC 3891 3
 lets only the UAC accept a Replaces for an early dialog); :mod:`..sip.ua.pickup`
 turns the callee's tags round. The AS stays in both dialogs: a BYE on one
-ends the other.
+ends the other. A caller's phone that cannot take the Replaces over (420, or
+it rings for it as for a new call) gets the AS-side bridge instead: its own
+INVITE is taken from the callee's branch and answered by the AS.
 
 Groups are ``pickup-group`` service data; a subscriber without one is in the
 home domain's group. Refusals: nobody ringing 480, NAME no subscriber 404, NAME
 outside the group 403, the only ringing call already being picked up by
 someone else 486, the call answered meanwhile 481 (the AS saw it) or 486 (the
-caller refused the early-only Replaces), the caller's phone without Replaces
-420 passed on with that reason.
+caller refused the early-only Replaces).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 PICKUP_USER = "pickup"           # sip:pickup@DOMAIN: group pickup
 DIRECTED = "pickup-"             # sip:pickup-NAME@DOMAIN: directed pickup
 BRIDGE = "bridge-"              # sip:bridge-TOKEN@AS: a caller's INVITE we took over
-ANSWER_WAIT = 32.0               # for the caller's answer to the Replaces (Timer B)
+REPLACES_WAIT = 8.0              # for the caller's phone to answer the Replaces at once
 BRIDGE_WAIT = 5.0                # for the caller's INVITE to come back to us
 Divert = Callable[[str, Target], bool]   # TelephonyAs.divert_ringing
 
@@ -241,13 +242,13 @@ class CallPickup:
             ("Replaces", str(replaces)), ("Require", "replaces"),
             ("P-Asserted-Identity", f"<{picker}>"), ("Subject", "call pickup")],
             to=NameAddr(parse_uri(ringing.caller)), origin=self._origin(picker))
-        final = await self._final(leg, call)
+        final, alerting = await self._final(leg, call)
         if call.terminated.done():       # the picker gave up meanwhile
             if final is not None and final.status < 300:
                 await leg.bye()
             return
-        if final is not None and final.status == 420:   # the caller's phone has no Replaces
-            await self._bridge(call, ringing)
+        if alerting or (final is not None and final.status == 420):
+            await self._bridge(call, ringing)   # the caller's phone cannot take it over
             return
         if final is None or final.status >= 300:
             call.reject(*_refusal(final, ringing))
@@ -295,21 +296,30 @@ class CallPickup:
         self.pairs.append((call, caller))
         self._spawn(self._tie(call, caller))
 
-    async def _final(self, leg: Call, picker_call: Call) -> Response | None:
-        """The caller's final response; the leg is CANCELled if the picker hangs up first."""
+    async def _final(self, leg: Call, picker_call: Call) -> tuple[Response | None, bool]:
+        """The caller's final response to the INVITE with Replaces, and whether its
+        phone alerted instead: a phone that takes a Replaces answers at once
+        (RFC 3891 3), so one that rings for it, or says nothing within
+        REPLACES_WAIT, treats it as a new call (linphone 5.1 does, for its early
+        dialog); that leg is CANCELled, (None, True). The leg is CANCELled too if
+        the picker hangs up first, (None, False)."""
         final = asyncio.ensure_future(asyncio.shield(leg.final))
         gone = asyncio.ensure_future(asyncio.shield(picker_call.terminated))
+        rang = asyncio.ensure_future(leg.ringing.wait())
+        waiters: set[asyncio.Future[Any]] = {final, gone, rang}
         try:
-            either: set[asyncio.Future[Any]] = {final, gone}
-            done, _ = await asyncio.wait(either, timeout=ANSWER_WAIT,
+            done, _ = await asyncio.wait(waiters, timeout=REPLACES_WAIT,
                                          return_when=asyncio.FIRST_COMPLETED)
-            if final not in done:
-                await leg.cancel()
-                return None
-            return final.result()
+            if final in done:
+                return final.result(), False
+            if gone not in done:
+                log.info("%s alerts for the INVITE with Replaces: bridging instead",
+                         leg.request.uri)
+            await leg.cancel()
+            return None, gone not in done
         finally:
-            final.cancel()
-            gone.cancel()
+            for waiter in waiters:
+                waiter.cancel()
 
     def _origin(self, picker: str) -> Origin:
         """From the picker, through the I-CSCF to the caller's S-CSCF (as 3PCC legs)."""
@@ -344,8 +354,6 @@ def _refusal(final: Response | None, ringing: Ringing) -> tuple[int, str]:
         return 486, "Busy Here - the call was answered before the pickup"
     if final.status == 481:
         return 481, "Call/Transaction Does Not Exist - the call is no longer ringing"
-    if final.status == 420:
-        return 420, f"Bad Extension - {ringing.caller}'s phone does not support Replaces"
     return final.status, f"{final.reason} - the caller refused the pickup"[:120]
 
 

@@ -1,0 +1,127 @@
+"""Call pickup (RFC 5359 2.16) with third-party phones through the real core.
+
+The network does the pickup, so any phone takes part without configuration:
+
+* the phone picks up: alice (imsbox) calls carol (imsbox, lets it ring); bob's
+  phone calls ``sip:pickup@ims.test``; the telephony AS INVITEs alice with
+  Replaces; alice and the phone hear each other's tones;
+* the phone is the caller: bob's phone calls carol; alice calls
+  ``sip:pickup@ims.test``; the AS sends the phone the INVITE with Replaces (a
+  phone with RFC 3891 swaps its ringing call for it; one without answers 420
+  and the AS bridges its own INVITE instead); either way carol's phone stops
+  ringing and the phone and alice hear each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .baresip import BaresipPhone, ImsboxNet
+from .linphone import LinphonePhone
+from .phones import DOMAIN, ENDED, ESTABLISHED, WAIT, ImsboxUe, Phone, heard, hears, tone_wav
+from .pjsua import PjsuaPhone, pjsua_missing
+
+pytestmark = pytest.mark.timeout(180)
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
+IMSBOX_TONE, PHONE_TONE = 440.0, 1000.0
+CAROL, PICKUP = f"sip:carol@{DOMAIN}", f"sip:pickup@{DOMAIN}"
+PHONES: dict[str, Callable[..., Phone]] = {
+    "baresip": BaresipPhone, "linphone": LinphonePhone, "pjsua2": PjsuaPhone}
+
+
+@pytest.fixture(params=list(PHONES))
+def kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "pjsua2" and (why := pjsua_missing()):
+        pytest.skip(why)
+    return str(request.param)
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[ImsboxNet]:
+    network = ImsboxNet.start(tmp_path / "net", PASSWORDS)
+    try:
+        yield network
+    finally:
+        status = network.stop()
+        (tmp_path / "net" / "trace.txt").write_text(network.trace())   # for a failure
+        assert status == 0, f"imsbox serve exit {status}: {network.stderr[-20:]}"
+
+
+@pytest.fixture
+def ues(net: ImsboxNet) -> Iterator[tuple[ImsboxUe, ImsboxUe]]:
+    alice = ImsboxUe("alice", PASSWORDS["alice"], net.pcscf_port, IMSBOX_TONE)
+    carol = ImsboxUe("carol", PASSWORDS["carol"], net.pcscf_port, 700.0, answer_calls=60)
+    carol.client.call_service.source = lambda: None   # nothing sent while it rings
+    try:
+        yield alice.start(), carol.start()
+    finally:
+        alice.close()
+        carol.close()
+
+
+@pytest.fixture
+def phone(kind: str, net: ImsboxNet, tmp_path: Path) -> Iterator[Phone]:
+    play = tone_wav(tmp_path / "phone-tone.wav", PHONE_TONE)
+    bob = PHONES[kind](tmp_path / kind, "bob", PASSWORDS["bob"], net.pcscf_port, play)
+    try:
+        yield bob.start()
+    finally:
+        bob.stop()
+
+
+def carol_rings(carol: ImsboxUe) -> Any:
+    call = carol.incoming()
+    carol.until(lambda: call.call.session.dialog is not None, "ringing (an early dialog)")
+    return call
+
+
+def live_call(ue: ImsboxUe) -> Any:
+    ue.until(lambda: any(c.answered.is_set() and not c.ended.is_set()
+                         for c in ue.client.calls.values()), "in an answered call")
+    return ue.sync(lambda: next(c for c in ue.client.calls.values()
+                                if c.answered.is_set() and not c.ended.is_set()))
+
+
+def phone_heard_imsbox(phone: Phone) -> None:
+    assert heard(phone.record_path, IMSBOX_TONE), f"{phone.name} did not record alice's tone"
+    assert not heard(phone.record_path, PHONE_TONE), f"{phone.name} recorded its own tone"
+
+
+def test_phone_picks_up(ues: tuple[ImsboxUe, ImsboxUe], phone: Phone) -> None:
+    alice, carol = ues
+    original = alice.call(CAROL)
+    ringing = carol_rings(carol)
+    alice.until(lambda: original.call.ringing.is_set(), "ringing (180)")
+    phone.call(PICKUP)
+    phone.wait_state(ESTABLISHED)
+    assert carol.ended(ringing) == "cancelled"          # alice CANCELled carol
+    taken = live_call(alice)
+    assert taken.id != original.id and taken.call.request.header("Replaces")
+    pcm = alice.listen(taken, 2.0)
+    assert hears(pcm, PHONE_TONE) and not hears(pcm, IMSBOX_TONE, min_windows=2)
+    phone.hangup()
+    assert alice.ended(taken) == "remote hangup"        # the AS ended alice's leg
+    phone.wait_state(ENDED)
+    phone.stop()
+    phone_heard_imsbox(phone)
+
+
+def test_imsbox_picks_up_the_phones_call(ues: tuple[ImsboxUe, ImsboxUe],
+                                         phone: Phone) -> None:
+    alice, carol = ues
+    phone.call(CAROL)
+    ringing = carol_rings(carol)
+    pick = alice.call(PICKUP)
+    assert alice.answered(pick, WAIT * 2), f"pickup not answered: {pick.end_reason}"
+    assert carol.ended(ringing) == "cancelled"
+    phone.wait_state(ESTABLISHED)
+    pcm = alice.listen(pick, 2.0)
+    assert hears(pcm, PHONE_TONE) and not hears(pcm, IMSBOX_TONE, min_windows=2)
+    alice.hangup(pick)
+    phone.wait_state(ENDED)
+    phone.stop()
+    phone_heard_imsbox(phone)
