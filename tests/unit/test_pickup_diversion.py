@@ -8,7 +8,8 @@ import pytest
 
 from imsbox.apps.diversion import diversions, write_diversion
 from imsbox.apps.history_info import History, HistoryEntry
-from imsbox.apps.pickup import pickup_name
+from imsbox import sdp
+from imsbox.apps.pickup import crossed_answer, pickup_name
 from imsbox.apps.telephony_services import ServiceDataError, Services, validate
 from imsbox.content import dialog_info as di
 from imsbox.sip.message import Request
@@ -79,3 +80,21 @@ def test_diversion_from_history_info_newest_first() -> None:
     plain = Request("INVITE", parse_uri("sip:dave@ims.test"))
     write_diversion(plain, History([HistoryEntry("sip:dave@ims.test", "1")]))
     assert plain.header("Diversion") is None                 # never forwarded
+
+
+ALICE_SDP = (b"v=0\r\no=alice 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+             b"m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+             b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n")
+CAROL_SDP = (b"v=0\r\no=carol 7 7 IN IP4 10.0.0.3\r\ns=-\r\nc=IN IP4 10.0.0.3\r\nt=0 0\r\n"
+             b"m=audio 5000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+             b"a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\n")
+
+
+def test_crossed_answer_points_at_the_other_party() -> None:
+    answer = sdp.parse(crossed_answer(ALICE_SDP, CAROL_SDP) or b"")
+    (media,) = answer.media
+    assert (answer.connection.address if answer.connection else None) == "10.0.0.3"
+    assert media.port == 5000 and media.formats == ["8", "0"]   # 96 is not alice's 101
+    assert media.attribute_values("fmtp") == []
+    assert crossed_answer(ALICE_SDP, CAROL_SDP.replace(b"RTP/AVP 8 0 96", b"RTP/AVP 96")) is None
+    assert crossed_answer(b"not sdp", CAROL_SDP) is None

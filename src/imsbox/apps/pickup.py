@@ -54,7 +54,7 @@ from .anchor import caller_identity
 from .telephony_dialogs import CallDialogs
 from .telephony_services import Services
 
-__all__ = ["CallPickup", "PICKUP_USER", "PickupGate", "PickupRefused", "pickup_name"]
+__all__ = ["CallPickup", "PICKUP_USER", "PickupGate", "PickupRefused", "crossed_answer", "pickup_name"]
 
 log = logging.getLogger(__name__)
 
