@@ -9,7 +9,11 @@ The network does the pickup, so any phone takes part without configuration:
   ``sip:pickup@ims.test``; the AS sends the phone the INVITE with Replaces (a
   phone with RFC 3891 swaps its ringing call for it; one without answers 420
   or rings for it, and the AS bridges its own INVITE instead); either way carol's phone stops
-  ringing and the phone and alice hear each other.
+  ringing and the phone and alice hear each other;
+* forwarding tells the phone: bob's phone calls carol, who forwards to alice
+  (``imsbox service set carol forward-unconditional alice``); the phone gets
+  ``181 Call Is Being Forwarded`` (an early dialog of the AS's own) and then
+  alice's answer, and they hear each other.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from typing import Any
 
 import pytest
 
-from .baresip import BaresipPhone, ImsboxNet
+from .baresip import BaresipPhone, ImsboxNet, imsbox_cli
 from .linphone import LinphonePhone
 from .phones import (
     DOMAIN, ENDED, ESTABLISHED, INCOMING, RINGING, WAIT, ImsboxUe, Phone, heard, hears,
     tone_wav,
 )
 from .pjsua import PjsuaPhone, pjsua_missing
+from .test_baresip import messages
 
 pytestmark = pytest.mark.timeout(180)
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
@@ -56,7 +61,7 @@ def net(tmp_path: Path) -> Iterator[ImsboxNet]:
 
 @pytest.fixture
 def alice(net: ImsboxNet) -> Iterator[ImsboxUe]:
-    ue = ImsboxUe("alice", PASSWORDS["alice"], net.pcscf_port, IMSBOX_TONE)
+    ue = ImsboxUe("alice", PASSWORDS["alice"], net.pcscf_port, IMSBOX_TONE, answer_calls=0.2)
     try:
         yield ue.start()
     finally:
@@ -143,6 +148,25 @@ def test_imsbox_picks_up_the_phones_call(alice: ImsboxUe, phone: Phone,
     pcm = alice.listen(pick, 2.0)
     assert hears(pcm, PHONE_TONE) and not hears(pcm, IMSBOX_TONE, min_windows=2)
     alice.hangup(pick)
+    phone.wait_state(ENDED)
+    phone.stop()
+    phone_heard_imsbox(phone)
+
+
+def test_phone_calls_a_forwarded_user(net: ImsboxNet, alice: ImsboxUe, phone: Phone) -> None:
+    done = imsbox_cli("service", "set", "carol", "forward-unconditional", "alice", *net.common)
+    assert done.returncode == 0, done.stderr
+    phone.call(CAROL)
+    call = alice.incoming()
+    assert alice.answered(call, WAIT), f"not answered: {call.end_reason}"
+    phone.wait_state(ESTABLISHED)
+    sent = messages(net.trace(), "pcscf", "out")
+    to_phone = [t for peer, t in sent if peer.endswith(f":{phone.sip_port}")]
+    assert any(t.startswith("SIP/2.0 181 Call Is Being Forwarded") for t in to_phone)
+    pcm = alice.listen(call, 2.0)
+    assert hears(pcm, PHONE_TONE) and not hears(pcm, IMSBOX_TONE, min_windows=2)
+    phone.hangup()
+    assert alice.ended(call) == "remote hangup"
     phone.wait_state(ENDED)
     phone.stop()
     phone_heard_imsbox(phone)
