@@ -18,9 +18,10 @@ F3-F13 have the picker's phone do, from its own RFC 4235 state of the callee
 The Replaces goes to the *caller*, the UAC of the early dialog (RFC 3891 3
 lets only the UAC accept a Replaces for an early dialog); :mod:`..sip.ua.pickup`
 turns the callee's tags round. The AS stays in both dialogs: a BYE on one
-ends the other. A caller's phone that cannot take the Replaces over (420, or
-it rings for it as for a new call) gets the AS-side bridge instead: its own
-INVITE is taken from the callee's branch and answered by the AS.
+ends the other. A caller's phone that cannot take the Replaces over (420,
+481, 404/480, or it rings for it as for a new call) gets the AS-side bridge
+instead: its own INVITE is taken from the callee's branch and answered by the
+AS.
 
 Groups are ``pickup-group`` service data; a subscriber without one is in the
 home domain's group. Refusals: nobody ringing 480, NAME no subscriber 404, NAME
@@ -62,6 +63,11 @@ PICKUP_USER = "pickup"           # sip:pickup@DOMAIN: group pickup
 DIRECTED = "pickup-"             # sip:pickup-NAME@DOMAIN: directed pickup
 BRIDGE = "bridge-"              # sip:bridge-TOKEN@AS: a caller's INVITE we took over
 REPLACES_WAIT = 8.0              # for the caller's phone to answer the Replaces at once
+# The caller's phone could not take the Replaces over: no RFC 3891 (420), no such
+# early dialog there (481: it replaces confirmed dialogs only, or the call is gone,
+# which the bridge then finds out), not reachable by its AOR (404 / 480). A refusal
+# by policy (403, 603: its own screening) is passed on instead.
+BRIDGE_ON = frozenset({420, 481, 404, 480})
 BRIDGE_WAIT = 5.0                # for the caller's INVITE to come back to us
 Divert = Callable[[str, Target], bool]   # TelephonyAs.divert_ringing
 
@@ -247,7 +253,7 @@ class CallPickup:
             if final is not None and final.status < 300:
                 await leg.bye()
             return
-        if alerting or (final is not None and final.status == 420):
+        if alerting or (final is not None and final.status in BRIDGE_ON):
             await self._bridge(call, ringing)   # the caller's phone cannot take it over
             return
         if final is None or final.status >= 300:
@@ -352,8 +358,6 @@ def _refusal(final: Response | None, ringing: Ringing) -> tuple[int, str]:
         return 408, f"Request Timeout - {ringing.caller} did not answer the pickup"
     if final.status == 486:
         return 486, "Busy Here - the call was answered before the pickup"
-    if final.status == 481:
-        return 481, "Call/Transaction Does Not Exist - the call is no longer ringing"
     return final.status, f"{final.reason} - the caller refused the pickup"[:120]
 
 
