@@ -28,10 +28,11 @@ from imsbox.sip.ua.useragent import Origin
 from imsbox.testing import TestUe
 from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
-from imsbox.ue.events import CallRinging
+from imsbox.media import Recorder
+from imsbox.ue.events import CallRinging, RcsError
 
 from helpers import client, network_with, run_within
-from telephony_kit import WAIT, ended, four_users, hear_each_other, place, set_service
+from telephony_kit import TONES, WAIT, ended, four_users, hear_each_other, place, set_service
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -214,4 +215,32 @@ def test_bridge_for_a_caller_without_replaces(config: Config) -> None:
             await hear_each_other(alice_rec, "alice", carol_rec, "carol")  # type: ignore[arg-type]
             await call.hangup()                                # the AS ends carol's leg
             assert await ended(carol, pick.id) == "remote hangup"
+    run_within(scenario, 60)
+
+
+def test_direct_pickup_by_the_phone(config: Config) -> None:
+    """RFC 5359 2.16 as drawn: carol's phone SUBSCRIBEs to bob's dialogs (the AS
+    answers), INVITEs alice with the Replaces itself."""
+    async def scenario() -> None:
+        alice, bob = client(config, "alice"), client(config, "bob", answer_calls=30)
+        carol = client(config, "carol")
+        async with network_with(config, alice, bob, carol):
+            with pytest.raises(RcsError, match=r"nothing ringing for sip:bob@ims\.test"):
+                await carol.pickup("bob", direct=True)
+            call = await ring_bob(alice, bob)
+            alice_rec = call.rtp.sink
+            bob_tag = bob.calls[call.id].call.session.dialog.id.local_tag  # type: ignore[union-attr]
+            pick = await carol.pickup("bob", direct=True, tone=TONES["carol"])
+            carol_rec = Recorder()
+            pick.rtp.sink = carol_rec
+            assert await pick.wait_answered(WAIT)
+            assert await ended(bob, call.id) == "cancelled"
+            taken = replacing_call(alice, call)
+            assert taken.call.request.header("Replaces") == \
+                f"{call.id};to-tag={call.call.request.from_.tag};from-tag={bob_tag};early-only"
+            assert pick.call.request.uri.user == "alice"          # sent to the caller
+            assert alice_rec is not None
+            await hear_each_other(alice_rec, "alice", carol_rec, "carol")  # type: ignore[arg-type]
+            await pick.hangup()
+            assert await ended(alice, taken.id) == "remote hangup"
     run_within(scenario, 60)

@@ -23,7 +23,7 @@ from imsbox.media import tone_present
 from imsbox.store import open_store
 from imsbox.testing import write_loopback_config
 
-from test_ue_cli import DOMAIN, Proc, ue_args
+from test_ue_cli import DOMAIN, Proc, ue, ue_args
 from test_ue_transfer_cli import listener, recorded
 
 pytestmark = pytest.mark.timeout(90)
@@ -89,3 +89,8 @@ def test_pickup_from_the_command_line(network: tuple[Path, Config], tmp_path: Pa
     assert service.returncode == 0, service.stderr
     outside = refused(config, "carol", "alice")
     assert "sip:alice@ims.test is not in your pickup group" in outside, outside
+    direct = ue(config, "carol", "pickup", "--direct", "bob")     # SUBSCRIBE, nothing early
+    assert direct.returncode == 1
+    assert "pickup: nothing ringing for sip:bob@ims.test" in direct.stderr
+    usage = ue(config, "carol", "pickup", "--direct")
+    assert usage.returncode == 2 and "needs the NAME" in usage.stderr

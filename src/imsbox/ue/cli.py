@@ -275,6 +275,9 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                        "sip:pickup@DOMAIN, with NAME sip:pickup-NAME@DOMAIN); then as call")
     pickup.add_argument("name", metavar="NAME", nargs="?", default=None,
                         help="directed pickup: only the call ringing for NAME")
+    pickup.add_argument("--direct", action="store_true",
+                        help="with NAME: do it ourselves (SUBSCRIBE to NAME's dialog events, "
+                             "INVITE the caller with Replaces) instead of the network service")
     _media_arguments(pickup)
     ue.set_defaults(run=run_ue)
     return ue
@@ -321,6 +324,9 @@ async def run_ue(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.ue_command == "send-file" and not args.path.is_file():
         printer.error(f"{args.path}: no such file")
+        return EXIT_USAGE
+    if args.ue_command == "pickup" and args.direct and not args.name:
+        printer.error("pickup --direct needs the NAME whose call it takes")
         return EXIT_USAGE
     if args.ue_command == "group-chat" and not args.members and not args.join:
         printer.error("group-chat needs MEMBERs to start a group or --join URI")
@@ -746,7 +752,8 @@ async def _pickup(client: RcsClient, args: argparse.Namespace, printer: Printer)
     """``pickup [NAME]``: a call to the network's pickup service, then as ``call``
     (exit 1 when refused: nothing ringing, not in the group, already answered)."""
     args.music_on_hold = False
-    call = await client.pickup(args.name, play=args.play, tone=args.tone, record=args.record)
+    call = await client.pickup(args.name, play=args.play, tone=args.tone, record=args.record,
+                               direct=args.direct)
     status = await _call(client, args, printer, call)
     final = call.call.final.result() if call.call.final.done() else None
     if final is not None and final.status >= 300:   # the AS says why (480, 403, 481 ...)
