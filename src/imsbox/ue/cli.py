@@ -279,6 +279,16 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     _hold_arguments(retrieve)
     _media_arguments(retrieve)
     retrieve.set_defaults(redial=False, redial_timeout=300.0, join=None)
+    pickup = commands.add_parser(
+        "pickup", help="pick up a call ringing for your pickup group (RFC 5359 2.16: calls "
+                       "sip:pickup@DOMAIN, with NAME sip:pickup-NAME@DOMAIN); then as call")
+    pickup.add_argument("name", metavar="NAME", nargs="?", default=None,
+                        help="directed pickup: only the call ringing for NAME")
+    pickup.add_argument("--direct", action="store_true",
+                        help="with NAME: do it ourselves (SUBSCRIBE to NAME's dialog events, "
+                             "INVITE the caller with Replaces) instead of the network service")
+    _hold_arguments(pickup)
+    _media_arguments(pickup)
     ue.set_defaults(run=run_ue)
     return ue
 
@@ -328,7 +338,7 @@ async def run_ue(args: argparse.Namespace) -> int:
     command = {"listen": _listen, "send": _send, "chat": _chat,
                "send-file": _send_file, "retrieve-deferred": _retrieve_deferred,
                "group-chat": _group_chat, "call": _call,
-               "retrieve": _retrieve}[args.ue_command]
+               "retrieve": _retrieve, "pickup": _pickup}[args.ue_command]
     play = getattr(args, "play", None)
     if play is not None and not play.is_file():
         printer.error(f"{play}: no such file")
@@ -338,6 +348,9 @@ async def run_ue(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.ue_command == "retrieve" and not (args.orbit.isdigit() and len(args.orbit) <= 6):
         printer.error(f"retrieve: {args.orbit!r} is not an orbit number (e.g. 701)")
+        return EXIT_USAGE
+    if args.ue_command == "pickup" and args.direct and not args.name:
+        printer.error("pickup --direct needs the NAME whose call it takes")
         return EXIT_USAGE
     if args.ue_command == "group-chat" and not args.members and not args.join:
         printer.error("group-chat needs MEMBERs to start a group or --join URI")
@@ -769,6 +782,18 @@ async def _follow_call(client: RcsClient, call: VoiceCall, args: argparse.Namesp
     if not call.answered.is_set():
         return EXIT_FAILED
     return EXIT_TRANSFER_FAILED if commands.failed_transfer else EXIT_OK
+
+
+async def _pickup(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
+    """``pickup [NAME]``: a call to the network's pickup service, then as ``call``
+    (exit 1 when refused: nothing ringing, not in the group, already answered)."""
+    call = await client.pickup(args.name, play=args.play, tone=args.tone, record=args.record,
+                               direct=args.direct)
+    status = await _follow_call(client, call, args, printer)
+    final = call.call.final.result() if call.call.final.done() else None
+    if final is not None and final.status >= 300:   # the AS says why (480, 403, 481 ...)
+        printer.error(f"pickup refused: {final.status} {final.reason}")
+    return status
 
 
 async def _place_call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> VoiceCall:

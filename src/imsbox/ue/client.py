@@ -53,6 +53,7 @@ from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from .call import CallService, VoiceCall, file_source
 from .dialog_events import DialogNotifier
+from .pickup import DirectPickup
 from .redial import RedialService
 from .threeway import Conference, ThreeWayService
 from .chat import Chat, ChatService
@@ -165,6 +166,8 @@ class RcsClient:
         self.redialer = RedialService(self.core, self.call_service,
                                       lambda: self.group_service.agent,
                                       self.group_service.origin)
+        self.direct_pickup = DirectPickup(self.call_service, lambda: self.group_service.agent,
+                                          self.group_service.origin)   # RFC 5359 2.16
         self.files = FileTransfers(self.core, self.notifications,
                                    Path(downloads) if downloads is not None else None,
                                    max_file_size)
@@ -410,6 +413,24 @@ class RcsClient:
         INVITE is out (``await call.wait_answered()``; events call_ringing ...)."""
         sink = WavSink(record) if record is not None else None
         return await self.call_service.place(self.resolve(to), file_source(play, tone), sink)
+
+    async def pickup(self, name: str | None = None, play: str | Path | None = None,
+                     tone: float | None = None, record: str | Path | None = None,
+                     direct: bool = False) -> VoiceCall:
+        """Call pickup (RFC 5359 2.16) by the network: a call to ``sip:pickup@DOMAIN``
+        (the oldest call ringing for our pickup group) or ``sip:pickup-NAME@DOMAIN``
+        (NAME's call); the telephony AS takes the ringing call over for us
+        (docs/telephony-as.md). A refusal ends the call with the AS's reason.
+        ``direct``: do it ourselves (SUBSCRIBE to NAME's dialog events, INVITE the
+        caller with Replaces, ``imsbox.ue.pickup``); RcsError when nothing rings."""
+        if direct:
+            if not name:
+                raise RcsError("pickup: a direct pickup needs the NAME whose call it takes")
+            sink = WavSink(record) if record is not None else None
+            return await self.direct_pickup.pick_up(self.resolve(name),
+                                                    file_source(play, tone), sink)
+        user = f"pickup-{name}" if name else "pickup"
+        return await self.call(f"sip:{user}@{self.domain}", play, tone, record)
 
     async def transfer(self, call: VoiceCall, to: str) -> CallTransferred:
         """Unattended transfer (RFC 5359 2.4): hold, REFER ``to``, BYE once the NOTIFY
