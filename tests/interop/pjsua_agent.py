@@ -4,15 +4,15 @@
                             "proxy": "sip:127.0.0.1:5060;transport=udp;lr",
                             "play": "tone.wav", "record": "heard.wav"}'
 
-stdin: one command a line, ``{"cmd": "call", "uri": "sip:alice@ims.test"}``,
-``answer`` (``code``: 180, 200, 486 ...), ``auto`` (answer the next calls with
-``code``), ``transfer`` (``uri``: REFER), ``transfer_replaces`` (REFER the
-first call to the latest, with Replaces), ``hold``, ``resume``, ``hangup``,
+stdin: one command a line, ``{"cmd": "call", "uri": "sip:alice@ims.test"}``
+(optional ``headers``, e.g. ``{"Join": ...}``), ``answer`` (``code``: 180, 200,
+486 ...), ``auto`` (answer the next calls with ``code``), ``transfer`` (``uri``:
+REFER), ``transfer_replaces`` (REFER the first call to the latest, with Replaces), ``hold``, ``resume``, ``hangup``,
 ``quit``; each gets ``{"reply": CMD, "ok": true}`` (or ``"error"``).
 stdout: events, ``{"event": "reg", "code": 200}``, ``{"event": "call", "state":
 "INCOMING" | "EARLY" | "CONFIRMED" | "DISCONNECTED", "code": ..., "remote": ...}``,
 ``{"event": "media", "status": "ACTIVE" | "LOCAL_HOLD" | "REMOTE_HOLD" | "NONE",
-"dir": ...}``.
+"dir": ...}``, ``{"event": "message", "sender": ..., "body": ...}``.
 
 Why a process of its own: pjsua2 owns threads and a C conference bridge; here
 every callback runs on this process's main thread (``threadCnt = 0``, events
@@ -96,6 +96,9 @@ class AgentAccount(pj.Account):
         if self.phone.answer_code is not None:
             self.phone.pending_answer = call   # answered from the loop, not in the callback
 
+    def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:
+        emit(event="message", sender=prm.fromUri, body=prm.msgBody)
+
 
 class AgentCall(pj.Call):
     def __init__(self, account: AgentAccount, phone: Phone, call_id: int = pj.PJSUA_INVALID_ID) -> None:
@@ -155,6 +158,10 @@ def command(ep: pj.Endpoint, account: AgentAccount, phone: Phone, cmd: dict[str,
         call = AgentCall(account, phone)
         phone.call = call
         phone.calls.append(call)
+        for name, value in cmd.get("headers", {}).items():   # e.g. Join (RFC 3911)
+            header = pj.SipHeader()
+            header.hName, header.hValue = name, value
+            prm.txOption.headers.append(header)
         call.makeCall(cmd["uri"], prm)
     elif name == "auto":     # answer the next incoming calls with this code
         phone.answer_code = int(cmd["code"])
@@ -199,6 +206,8 @@ def main() -> int:
     ep_cfg.uaConfig.userAgent = "pjsua2-interop"
     ep_cfg.logConfig.level = int(conf.get("log_level", 3))
     ep_cfg.logConfig.consoleLevel = int(conf.get("log_level", 3))
+    if conf.get("max_calls"):              # a one-line phone: 486 to a call while in one
+        ep_cfg.uaConfig.maxCalls = int(conf["max_calls"])
     ep_cfg.medConfig.noVad = True          # a continuous stream: no silence suppression
     ep.libInit(ep_cfg)
     transport = pj.TransportConfig()
