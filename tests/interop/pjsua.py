@@ -104,7 +104,7 @@ class PjsuaPhone:
         self._do("answer", code=200)
 
     def busy(self) -> None:
-        self._do("auto", code=486)
+        self._do("auto", code=486, once=True)
 
     def hold(self) -> None:
         self._do("hold")

@@ -6,7 +6,7 @@
 
 stdin: one command a line, ``{"cmd": "call", "uri": "sip:alice@ims.test"}``
 (optional ``headers``, e.g. ``{"Join": ...}``), ``answer`` (``code``: 180, 200,
-486 ...), ``auto`` (answer the next calls with ``code``), ``transfer`` (``uri``:
+486 ...), ``auto`` (answer the next calls with ``code``; only the next one with ``once``), ``transfer`` (``uri``:
 REFER), ``transfer_replaces`` (REFER the first call to the latest, with Replaces), ``hold``, ``resume``, ``hangup``,
 ``quit``; each gets ``{"reply": CMD, "ok": true}`` (or ``"error"``).
 stdout: events, ``{"event": "reg", "code": 200}``, ``{"event": "call", "state":
@@ -62,6 +62,7 @@ class Phone:
         self.calls: list[AgentCall] = []
         # "answer": answer incoming calls with this code (200, 486 ...); else ring only
         self.answer_code: int | None = conf.get("answer")
+        self.answer_once = False    # the code is for the next call only
         self.pending_answer: AgentCall | None = None
         self.player: pj.AudioMediaPlayer | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
@@ -163,8 +164,9 @@ def command(ep: pj.Endpoint, account: AgentAccount, phone: Phone, cmd: dict[str,
             header.hName, header.hValue = name, value
             prm.txOption.headers.append(header)
         call.makeCall(cmd["uri"], prm)
-    elif name == "auto":     # answer the next incoming calls with this code
+    elif name == "auto":     # answer the next incoming calls (or only the next) with this code
         phone.answer_code = int(cmd["code"])
+        phone.answer_once = bool(cmd.get("once"))
     elif phone.call is None:
         raise RuntimeError("no call")
     elif name == "answer":
@@ -250,6 +252,8 @@ def main() -> int:
             prm = pj.CallOpParam(True)
             prm.statusCode = phone.answer_code
             phone.pending_answer, call = None, phone.pending_answer
+            if phone.answer_once:
+                phone.answer_code = None
             call.answer(prm)
         while running:
             try:
