@@ -95,7 +95,7 @@ async def clients(role: str, pcscf: int, ues: int) -> list[RcsClient]:
 
 
 def rtp_totals(calls: list[VoiceCall]) -> dict[str, float]:
-    stats = [c.rtp.stats for c in calls if c.rtp is not None]
+    stats = [c.rtp.update_stats() for c in calls if c.rtp is not None]
     jitters = [s.jitter_ms for s in stats] or [0.0]
     return {"sent": sum(s.packets_sent for s in stats), "received": sum(s.packets_received for s in stats),
             "late": sum(s.late for s in stats), "lost": sum(s.lost for s in stats),
@@ -242,9 +242,12 @@ def report(calls: int, seconds: float, up: dict[str, Any], cpu: dict[str, tuple[
     for name, (setup, hold) in cpu.items():
         print(f"{name:<9} {1000 * setup / max(answered, 1):>12.2f} ms {100 * hold / seconds:>8.0f}% "
               f"{1000 * hold / seconds / max(answered, 1):>9.2f} ms/s")
+    for name, side in (("callers", rtp_a), ("callees", rtp_b)):
+        print(f"  {name}: {side['streams']:.0f} streams, sent {side['sent']:.0f}, "
+              f"received {side['received']:.0f}, expected {side['streams'] * 50 * seconds:.0f} each")
     sent = rtp_a["sent"] + rtp_b["sent"]
     received = rtp_a["received"] + rtp_b["received"]
-    expected = 2 * answered * 50 * seconds
+    expected = (rtp_a["streams"] + rtp_b["streams"]) * 50 * seconds
     late, lost = rtp_a["late"] + rtp_b["late"], rtp_a["lost"] + rtp_b["lost"]
     print(f"RTP over the hold, both ways: {received / seconds:.0f} packets/s received, "
           f"sent/expected {sent / max(expected, 1):.3f}, late {100 * late / max(received, 1):.2f} %, "
