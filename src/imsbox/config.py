@@ -14,9 +14,13 @@ Every key is optional; a missing file means all defaults. Defaults::
     port = 5060                  # UDP and TCP
     tls_port = 5061
     transports = ["udp", "tcp", "tls"]
+    fronts = []                  # "HOST:PORT" of a load balancer in front (Kamailio
+                                 # dispatcher, deploy/kamailio): UEs seen through it
 
     [icscf]                      # host 127.0.0.1, port 5070, transports udp+tcp
     [scscf]                      # host 127.0.0.1, port 5080, transports udp+tcp
+    pool = []                    # "HOST:PORT" of every S-CSCF sharing the users, this
+                                 # one included (docs/scale-out.md); [messaging_as] too
     [messaging_as]               # host 127.0.0.1, port 5090 (CPM/RCS messaging)
     [conference_as]              # host 127.0.0.1, port 5100 (conferences, groups)
     [telephony_as]               # host 127.0.0.1, port 5110 (forwarding, screening,
@@ -157,7 +161,8 @@ DEFAULT_DATA_DIR = ".imsbox"
 NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as", "telephony_as",
               "media_server")
 # Keys of a node table beyond host/port/tls_port/transports.
-_NODE_EXTRA_KEYS = {"media_server": ("rtp_ports", "moh_file", "announcements")}
+_NODE_EXTRA_KEYS = {"media_server": ("rtp_ports", "moh_file", "announcements"),
+                    "pcscf": ("fronts",), "scscf": ("pool",), "messaging_as": ("pool",)}
 _TRANSPORTS = ("udp", "tcp", "tls")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")  # those the store keeps an H(A1) for
 UDP_TRUST = ("loopback", "any", "none")   # [security] udp_trust, default first
@@ -191,6 +196,12 @@ class NodeConfig:
     port: int
     transports: tuple[str, ...] = ("udp", "tcp")
     tls_port: int | None = None
+    # Every instance of the role, this one included ([scscf] / [messaging_as] pool:
+    # docs/scale-out.md); () = this one alone.
+    pool: tuple[tuple[str, int], ...] = ()
+    # [pcscf] fronts: load balancers (Kamailio dispatcher) whose requests carry the
+    # UE's own address in the second Via (received/rport).
+    fronts: tuple[tuple[str, int], ...] = ()
 
     @property
     def host(self) -> str:
@@ -199,8 +210,18 @@ class NodeConfig:
     @property
     def uri(self) -> str:
         """sip:HOST:PORT, IPv6 literals in brackets."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"sip:{host}:{self.port}"
+        return _sip_uri(self.host, self.port)
+
+    @property
+    def instances(self) -> tuple[str, ...]:
+        """The SIP URIs of every instance of the role: the pool, else this one."""
+        if not self.pool:
+            return (self.uri,)
+        return tuple(_sip_uri(host, port) for host, port in self.pool)
+
+
+def _sip_uri(host: str, port: int) -> str:
+    return f"sip:[{host}]:{port}" if ":" in host else f"sip:{host}:{port}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -359,6 +380,7 @@ class Config:
         of its hosts, and ``[security] trusted_peers`` (sip.trust)."""
         out = [(h, p) for node in self.nodes.values() for h in node.hosts
                for p in (node.port, node.tls_port) if p]
+        out += [socket for node in self.nodes.values() for socket in node.pool]
         return tuple(dict.fromkeys(out + list(self.security.trusted_peers)))
 
     @property
@@ -587,7 +609,20 @@ class _Loader:
         if tls_port is not None and tls_port == port and {"tcp", "tls"} <= set(transports):
             raise self.error(f"{name}.tls_port", f"same as port {port}: TCP and TLS "
                              "cannot share a port; pick another")
-        return NodeConfig(hosts, port, transports, tls_port)
+        pool = self.sockets(table, "pool", f"{name}.pool")
+        if pool and not any((h, port) in pool for h in hosts):
+            raise self.error(f"{name}.pool", f"lists every instance of the role, this one "
+                             f"({hosts[0]}:{port}) included; add it")
+        return NodeConfig(hosts, port, transports, tls_port, pool,
+                          self.sockets(table, "fronts", f"{name}.fronts"))
+
+    def sockets(self, table: Mapping[str, Any], key: str,
+                name: str) -> tuple[tuple[str, int], ...]:
+        """A list of "HOST:PORT" (absent: empty)."""
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            raise self.error(name, f'expected a list of "HOST:PORT", got {value!r}')
+        return tuple(dict.fromkeys(self.socket(item, name) for item in value))
 
     def hosts(self, value: Any, name: str) -> tuple[str, ...]:
         items = [value] if isinstance(value, str) else value

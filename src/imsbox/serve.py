@@ -348,7 +348,7 @@ class Network:
         if not hss:
             return
         await apply_config(self.store, self.config)  # serve owns the iFCs and PSIs
-        self.hss = Hss(self.store.subscribers, self.config.domain, (self.config.scscf.uri,))
+        self.hss = Hss(self.store.subscribers, self.config.domain, self.config.scscf.instances)
 
     async def _open_feed(self, factories: Sequence[NodeFactory]) -> None:
         """The trace feed of this process; a network without one still runs."""
@@ -562,13 +562,13 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def _check_backends(config: Config) -> None:
-    """Scale-out back ends are part of the contract but not built yet: say so up front."""
+    """A Redis cache is shared state in front of a shared store: refuse it on a
+    store that only this machine sees, before anything starts."""
     url, cache = config.store_url, config.cache_url
-    if url.startswith(("postgresql://", "postgres://")) or cache:
-        given = " and ".join(x for x in (url, cache) if x)
-        raise ServeError(f"{given}: the PostgreSQL/Redis back ends are not available yet; "
-                         "leave out --store/--cache (and [store] in imsbox.toml) to use "
-                         "the embedded SQLite store in --data")
+    if cache and not url.startswith(("postgresql://", "postgres://")):
+        raise ServeError(f"--cache {cache}: a Redis cache goes with a shared PostgreSQL "
+                         "store; add --store postgresql://... (or [store] url in "
+                         "imsbox.toml), or leave out --cache for the embedded SQLite store")
 
 
 async def run_serve(args: argparse.Namespace) -> int:

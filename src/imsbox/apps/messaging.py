@@ -19,6 +19,17 @@ The S-CSCF reaches it through the default iFCs (docs/ims-core.md, config.py):
 Leg: the terminating S-CSCF adds ``P-Called-Party-ID`` before running the
 iFCs; the originating one never does. So a request with it is terminating.
 
+Several instances (``[messaging_as] pool``, docs/scale-out.md) share the
+store: every one hears of every registration (the S-CSCF sends the
+third-party REGISTER to each), and a delivery first *claims* the recipient's
+items with a lease (``claim_deferred``: ``FOR UPDATE SKIP LOCKED`` and a fencing
+token on PostgreSQL) and removes an item only while its fence is still ours,
+so two instances never deliver one item twice; an instance that finds older
+items leased elsewhere leaves the recipient to their holder (order kept). A
+holder killed mid-delivery leaves its lease to run out; the ``redeliver``
+sweep of every instance then claims what is left for users registered now.
+Our own requests enter the core at a live S-CSCF of ``[scscf] pool``.
+
 Requests the AS originates itself (deferred deliveries, failure IMDNs, far
 legs of anchored sessions) enter the S-CSCF as ordinary requests and reach
 the AS again on the terminating leg: the AS knows their Call-IDs and simply
@@ -33,6 +44,8 @@ import contextlib
 import enum
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +66,7 @@ from ..sip.endpoint import Priority, ServerContext
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
+from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.parser import parse as parse_sip
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
@@ -100,6 +114,8 @@ class DeliveryKind(enum.Enum):
 class MessagingSettings:
     deferred_ttl: float = 7 * 24 * 3600.0   # how long an undelivered item is kept
     max_wakeup: float = 30.0                # housekeeping runs at least this often
+    lease: float = 30.0                     # seconds a delivery holds its claimed items
+    redeliver_every: float = 5.0            # pool: sweep for items a dead instance left
     max_file_size: int | None = None        # file-selector size above it: 488 (None: no limit)
     max_stored_file_size: int = MAX_STORED_FILE_SIZE  # kept for an offline user (0: none)
 
@@ -127,6 +143,10 @@ class MessagingAs(StatefulProxy):
         self.retrievals: set[DeferredRetrieval] = set()
         self._wakeup = asyncio.Event()
         self.files = FileStore(config.data_dir / "deferred-files")
+        # who holds a lease on deferred items: unique per process, readable in the store
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.pooled = len(config.messaging_as.instances) > 1
+        self.scscfs = InstancePool(config.scscf.instances)
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -144,6 +164,10 @@ class MessagingAs(StatefulProxy):
         # We choose per request; the proxy module relays the rest.
         self.endpoint.add_module(_MessagingService(self))
         self._spawn(self._housekeeping())
+        if self.pooled:
+            self._spawn(self._redeliver())
+        if len(self.scscfs) > 1:
+            self._spawn(keep_probing(self.scscfs, self.endpoint, uri))
         log.info("messaging AS up on %s:%d", node.host, port)
 
     async def close(self) -> None:
@@ -203,8 +227,9 @@ class MessagingAs(StatefulProxy):
 
     @property
     def core_route(self) -> str:
-        """DeliveryHost API: where our own requests enter the core (terminating)."""
-        return f"<{self.config.scscf.uri};lr>"
+        """DeliveryHost API: where our own requests enter the core (terminating): an
+        S-CSCF of the pool that has not failed us lately."""
+        return f"<{self.scscfs.order()[0]};lr>"
 
     def is_retrieval(self, request: Request) -> bool:
         """An INVITE to our CPMDeferredMsgMgmtURI, routed to us as its PSI (no Route on)."""
@@ -314,14 +339,49 @@ class MessagingAs(StatefulProxy):
 
     # -- deferred delivery ------------------------------------------------------------
     async def deliver_deferred(self, recipient: str, *, files_only: bool = False) -> None:
-        """Send ``recipient``'s stored items in order; stop at the first failure."""
+        """Send ``recipient``'s stored items in order; stop at the first failure.
+
+        The items are claimed first (a lease with a fencing token): another
+        instance delivering at the same time gets none of them, and an item is
+        removed only while the fence is still ours."""
         async with self.delivering(recipient):
-            for item in await self.deferred_items(recipient):
+            claimed = await self.store.messages.claim_deferred(
+                recipient, self.holder, self.settings.lease, self.clock())
+            if not claimed:
+                return
+            oldest = await self.store.messages.deferred(recipient, self.clock(), limit=1)
+            if oldest and oldest[0].id is not None and oldest[0].id < (claimed[0].id or 0):
+                # older items are another instance's now: it delivers them, then ours
+                await self.store.messages.release_deferred(claimed)
+                return
+            left = list(claimed)
+            while left:
+                item = left[0]
                 if files_only and not is_file_item(item):
+                    await self.store.messages.release_deferred([left.pop(0)])
                     continue
                 if not await self._deliver(item):
                     break
-                await self.remove_deferred(item)
+                left.pop(0)
+                if await self.store.messages.complete_deferred([item]):
+                    self._drop_file(item)
+                else:
+                    log.warning("deferred item %s: lease lost while delivering", item.id)
+            if left:
+                await self.store.messages.release_deferred(left)
+
+    async def _redeliver(self) -> None:
+        """Pool: items of registered users nobody delivers (their holder died
+        and its lease ran out, or the push failed) are claimed again."""
+        while True:
+            await asyncio.sleep(self.settings.redeliver_every)
+            try:
+                for recipient in await self.store.messages.deferred_recipients(self.clock()):
+                    lock = self._delivery_locks.get(recipient)
+                    if self.is_registered(recipient) and not (lock and lock.locked()):
+                        self._spawn(self.deliver_deferred(recipient))
+            except Exception:  # the store away for a moment: next round
+                log.exception("messaging AS: redelivery sweep failed")
 
     @contextlib.asynccontextmanager
     async def delivering(self, recipient: str) -> AsyncIterator[None]:
@@ -369,8 +429,11 @@ class MessagingAs(StatefulProxy):
         from_ = str(meta.get("from") or f"<{item.sender}>")
         request = self.new_request("MESSAGE", item.recipient, from_, _replayed(meta),
                                    item.body, item.content_type)
+        entry = (request.headers.get("Route") or "").strip("<>").removesuffix(";lr")
         response = await self.endpoint.request(request).final()
         log.info("deferred item %s for %s: %d", item.id, item.recipient, response.status)
+        if is_local_failure(response):  # that S-CSCF is gone: the next delivery another
+            self.scscfs.mark_down(entry)
         return 200 <= response.status < 300
 
     def new_request(self, method: str, target: str, from_: str,
@@ -378,7 +441,7 @@ class MessagingAs(StatefulProxy):
         """A pager MESSAGE of our own, entering the S-CSCF as a terminating request,
         with the seed's Contact (ICSI, instance) and ``Request-Disposition: no-fork``."""
         request = build_request(method, target, from_, f"<{target}>",
-                                route=[f"<{self.config.scscf.uri};lr>"], headers=headers,
+                                route=[self.core_route], headers=headers,
                                 body=body, content_type=content_type)
         request.add_header("Contact", self.contact(cpm.CpmService.MSG))
         request.add_header("Request-Disposition", "no-fork")

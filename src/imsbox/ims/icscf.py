@@ -16,6 +16,13 @@ Routing logic for requests that reach us without a further Route:
   step 9); 404 for an unknown identity, 480 when the user is not
   registered and has no unregistered services.
 
+**Several S-CSCFs** (``[scscf] pool``, TS 23.380 restoration): a user with no
+S-CSCF yet gets the pool member its identity hashes to; an S-CSCF that does
+not answer within ``scscf_answer_timeout`` (or cannot be reached: our own
+408/500/503) is tried last for a while and the request goes to the next one,
+which serves the user from the shared registration without a new REGISTER
+(it takes the user over in the HSS: ``Scscf`` restoration).
+
 The Request-URI is never changed and the I-CSCF does not Record-Route.
 Only the trust domain (``imsbox.sip.trust``: the configured node sockets and
 ``[security] trusted_peers``) may send to it; anything else gets 403.
@@ -30,6 +37,7 @@ from ..sip.auth import Credentials, DigestError
 from ..sip.endpoint import resolve
 from ..sip.headers import HeaderError
 from ..sip.message import Request, Response, new_tag
+from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport import DEFAULT_PORTS
@@ -59,6 +67,10 @@ class Icscf(StatefulProxy):
         # A PSI's AS is one hop away on loopback/LAN: silence this long means it is
         # down, answered 480 in seconds instead of Timer F's 64*T1 (32 s over UDP).
         self.as_answer_timeout = 8 * (timers or TimerValues()).t1
+        # The S-CSCFs sharing the users; with more than one, a silent one is
+        # skipped after this long (the same reasoning as for an AS).
+        self.scscfs = InstancePool(config.scscf.instances)
+        self.scscf_answer_timeout = self.as_answer_timeout
 
     async def start(self) -> None:
         node = self.config.icscf
@@ -71,6 +83,8 @@ class Icscf(StatefulProxy):
                     log.warning("I-CSCF: TLS between core nodes is not supported; skipped")
                     continue
                 await self.listen(transport, host, node.port, reuse_port=transport == "tcp")
+        if len(self.scscfs) > 1:
+            self._spawn(keep_probing(self.scscfs, self.endpoint, node.uri))
 
     def listening_lines(self) -> list[str]:
         return [f"I-CSCF listening on {d}" for d in self.endpoint.transport.listen_addresses]
@@ -81,12 +95,13 @@ class Icscf(StatefulProxy):
         if request.route:
             return [Target(request.uri)]
         if request.method == "REGISTER":
-            return await self._register(request)
+            return await self._register(request, ctx)
         # Also in a dialog: a request for a PSI (a focus's Contact) is routed by
         # the HSS like the initial one (TS 24.247 A.5.1 step 20), not by DNS.
         return await self._initial(request, ctx)
 
-    async def _register(self, request: Request) -> list[Target] | Response:
+    async def _register(self, request: Request,
+                        ctx: RequestContext) -> list[Target] | Response:
         """24.229 5.3.1.2: UAR, then on to the S-CSCF the HSS names (or we pick)."""
         public_id = str(request.to.uri)
         kind = AuthorizationType.DE_REGISTRATION if _is_deregistration(request) \
@@ -99,11 +114,12 @@ class Icscf(StatefulProxy):
             # answers never tell an unknown user from a known one.
             log.info("REGISTER for %s: %s, left to the S-CSCF to refuse", public_id,
                      answer.result.name)
-            return self._route_to(request, self._pick_scscf(self.hss.capabilities))
+            return self._to_scscf(ctx, self._pick_scscf(self.hss.capabilities, public_id))
         if not answer.result.success:
             log.info("REGISTER for %s refused: %s", public_id, answer.result.name)
             return _reply(request, 403, "Forbidden")
-        return self._route_to(request, answer.server_name or self._pick_scscf(answer.capabilities))
+        return self._to_scscf(ctx, answer.server_name
+                              or self._pick_scscf(answer.capabilities, public_id))
 
     async def _initial(self, request: Request,
                        ctx: RequestContext) -> list[Target] | Response:
@@ -117,7 +133,8 @@ class Icscf(StatefulProxy):
         if answer.psi and answer.server_name:
             ctx.failure_route = _psi_unreachable
             return await self._direct_to(request, answer.server_name, self.as_answer_timeout)
-        return self._route_to(request, answer.server_name or self._pick_scscf(answer.capabilities))
+        return self._to_scscf(ctx, answer.server_name
+                              or self._pick_scscf(answer.capabilities, str(request.uri)))
 
     async def _private_id(self, request: Request) -> str:
         """The Authorization username for our realm, else derived from To."""
@@ -134,11 +151,45 @@ class Icscf(StatefulProxy):
         identity = await self.hss.find_identity(str(uri))  # tel: has no user@host to derive from
         return identity.private_id if identity is not None else str(uri)
 
-    def _pick_scscf(self, capabilities: ServerCapabilities | None) -> str:
-        """No S-CSCF assigned yet: the first the HSS offers, else the configured one."""
+    def _pick_scscf(self, capabilities: ServerCapabilities | None, key: str) -> str:
+        """No S-CSCF assigned yet: one of our pool that is up (by the identity's
+        hash, which spreads the users), else the first the HSS offers."""
+        if len(self.scscfs) > 1:
+            return self.scscfs.order(key)[0]
         if capabilities is not None and capabilities.server_names:
             return capabilities.server_names[0]
         return self.config.scscf.uri
+
+    def _to_scscf(self, ctx: RequestContext, server: str) -> list[Target] | Response:
+        """On to ``server``; with several S-CSCFs, to another one when it is down."""
+        if len(self.scscfs) < 2 or server not in self.scscfs:
+            return self._route_to(ctx.request, server)
+        if self.scscfs.is_down(server):  # known silent: do not wait for it again
+            server = self.scscfs.order(str(ctx.request.uri), server)[0]
+        tried = [server]
+
+        async def failover(ctx: RequestContext, best: Response) -> list[Target] | Response | None:
+            if not is_local_failure(best):
+                return None
+            self.scscfs.mark_down(tried[-1])
+            following = self.scscfs.next_after(tried, first=tried[0])
+            if following is None:
+                return None
+            log.info("%s %s: S-CSCF %s did not answer (%d); trying %s", ctx.request.method,
+                     ctx.request.uri, tried[-1], best.status, following)
+            tried.append(following)
+            ctx.request.pop_header("Route")  # the Route to the silent one
+            return self._scscf_targets(ctx.request, following)
+
+        ctx.failure_route = failover
+        return self._scscf_targets(ctx.request, server)
+
+    def _scscf_targets(self, request: Request, server: str) -> list[Target] | Response:
+        targets = self._route_to(request, server)
+        if isinstance(targets, list):
+            for target in targets:
+                target.response_timeout = self.scscf_answer_timeout
+        return targets
 
     @staticmethod
     def _route_to(request: Request, server: str) -> list[Target] | Response:

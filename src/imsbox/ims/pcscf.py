@@ -39,6 +39,18 @@ P-Profile-Key, the charging headers and our ``UE_SOURCE`` header).  A REGISTER
 gets ``UE_SOURCE``: the UE's flow as we saw it, which the registrar's login
 limits key on.
 
+**Behind a load balancer** (``[pcscf] fronts``: a Kamailio dispatcher,
+deploy/kamailio): a request from a front socket carries the UE's own flow in
+its second Via (the UE's sent-by, with the ``received``/``rport`` the front
+added), and that is the flow the P-CSCF polices and registers; requests to
+the UE go to that address directly (the front only spreads the UEs' requests).
+Only configured front sockets are believed, like the trust domain.
+
+**Several S-CSCFs** (``[scscf] pool``): an initial request whose Service-Route
+S-CSCF gives no answer within ``scscf_answer_timeout`` goes to the next one of
+the pool (``sip:orig@NEXT;lr``), which serves the user from the shared
+registration (TS 23.380 restoration); the silent one is tried last for a while.
+
 Exception: an OPTIONS addressed to the P-CSCF itself (Request-URI = one of
 our addresses, no user part, not in a dialog) is answered by the P-CSCF
 with 200 and its Allow/Supported (RFC 3261 11.2), from anyone: it reaches
@@ -74,6 +86,7 @@ from ..sip.endpoint import resolve
 from ..sip.headers import HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
+from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.proxy import RequestContext, StatefulProxy, Target
 from ..sip.transaction import TimerValues
 from ..sip.transport.base import Destination, Flow
@@ -98,6 +111,8 @@ UE_SOURCE = "P-Imsbox-UE-Source"
 CORE_ONLY_HEADERS = ("P-Asserted-Identity", "P-Served-User", "P-Asserted-Service",
                      "P-Profile-Key", *CHARGING_HEADERS, UE_SOURCE)
 TERMINATING = "pcscf.terminating"  # RequestContext.values: the UE a request goes to
+UE_FLOW = "pcscf.ue_flow"          # ... the UE's flow seen through a front
+FAILOVER = "pcscf.failover"        # ... the S-CSCF pool armed for this request
 DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 # What the P-CSCF proxies (OPTIONS to the P-CSCF itself lists these in Allow).
 ALLOW = ("REGISTER, INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, "
@@ -257,6 +272,11 @@ class Pcscf(StatefulProxy):
         self.path_uri: SipUri | None = None
         self._icscf: Destination | None = None
         self.trust = TrustedPeers()
+        self.fronts = frozenset((_norm_host(h), p) for h, p in config.pcscf.fronts)
+        self.scscfs = InstancePool(config.scscf.instances, down_for=30.0)
+        # The whole originating chain answers within this (ASs and the I-CSCF
+        # fail over within it themselves); silence beyond: the S-CSCF is gone.
+        self.scscf_answer_timeout = 24 * (timers or TimerValues()).t1
 
     # -- life cycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -279,6 +299,8 @@ class Pcscf(StatefulProxy):
         self.trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
                                                 self.config.security.udp_trust)
         await self._restore()
+        if len(self.scscfs) > 1:
+            self._spawn(keep_probing(self.scscfs, self.endpoint, node.uri))
 
     # -- persistence -----------------------------------------------------------------
     async def _restore(self) -> None:
@@ -337,7 +359,62 @@ class Pcscf(StatefulProxy):
     # -- requests: who sent it decides what we do --------------------------------
     def on_request(self, ctx: RequestContext) -> Response | None:
         """Before 16.3/16.4: who sent it (by flow and our unpopped Route) decides."""
-        return self._police(ctx.request, ctx.flow)
+        flow = self._ue_flow(ctx.request, ctx.flow)
+        if flow is not ctx.flow:
+            ctx.values[UE_FLOW] = flow
+        refusal = self._police(ctx.request, flow)
+        if refusal is None:
+            self._arm_failover(ctx)
+        return refusal
+
+    def _ue_flow(self, request: Request, flow: Flow) -> Flow:
+        """Through a front: the UE's flow from the second Via (RFC 3581 received/rport)."""
+        if not self.fronts or (_norm_host(flow.remote[0]), flow.remote[1]) not in self.fronts:
+            return flow
+        try:
+            vias = request.via
+        except HeaderError:
+            return flow
+        if len(vias) < 2:
+            return flow  # the front's own request (none: it only probes with OPTIONS)
+        ue = vias[1]
+        host = ue.received or ue.host
+        port = ue.rport or ue.port or DEFAULT_PORT.get(ue.transport.lower(), 5060)
+        return Flow(ue.transport.lower(), flow.local, (host, port))
+
+    def _arm_failover(self, ctx: RequestContext) -> None:
+        """An initial request from a UE towards a pooled S-CSCF: on to another on silence."""
+        request = ctx.request
+        if len(self.scscfs) < 2 or request.method in ("REGISTER", "ACK") or \
+                request.to.tag is not None:
+            return
+        routes = request.route
+        top = routes[0].uri if routes else None
+        if not isinstance(top, SipUri) or top.user != ORIG_USER:
+            return
+        first = _node_uri(top.host, top.port)
+        if first not in self.scscfs:
+            return
+        tried = [first]
+        if self.scscfs.is_down(first):
+            tried = [self.scscfs.order(first=first)[0]]
+            _replace_orig_route(request, tried[0])
+
+        async def failover(ctx: RequestContext, best: Response) -> list[Target] | None:
+            if not is_local_failure(best):
+                return None
+            self.scscfs.mark_down(tried[-1])
+            following = self.scscfs.next_after(tried, first=tried[0])
+            if following is None:
+                return None
+            log.info("%s from %s: S-CSCF %s did not answer (%d); trying %s", request.method,
+                     request.from_.uri, tried[-1], best.status, following)
+            tried.append(following)
+            _replace_orig_route(ctx.request, following)
+            return [Target(ctx.request.uri, response_timeout=self.scscf_answer_timeout)]
+
+        ctx.failure_route = failover
+        ctx.values[FAILOVER] = True
 
     def _police(self, request: Request, flow: Flow) -> Response | None:
         if self._options_for_me(request):
@@ -477,6 +554,9 @@ class Pcscf(StatefulProxy):
             return await self._to_ue(request, registration)
         routed = ctx.follow_route()
         if routed is not None:
+            if ctx.values.get(FAILOVER):
+                for target in routed:
+                    target.response_timeout = self.scscf_answer_timeout
             return routed
         if request.method == "REGISTER":
             return [Target(request.uri, self._icscf)]
@@ -509,7 +589,9 @@ class Pcscf(StatefulProxy):
     async def on_response(self, ctx: RequestContext, response: Response) -> Response:
         if ctx.request.method == "REGISTER":
             if response.status >= 200:
-                await self._registered(ctx.request, ctx.flow, response)
+                seen = ctx.values.get(UE_FLOW)
+                flow = seen if isinstance(seen, Flow) else ctx.flow
+                await self._registered(ctx.request, flow, response)
             _strip_charging(response)
             return response
         registration = ctx.values.get(TERMINATING)
@@ -605,6 +687,17 @@ def ue_source(request: Request) -> tuple[str, int] | None:
     if not sep or not port.isdigit() or not host:
         return None
     return _norm_host(host), int(port)
+
+
+def _node_uri(host: str, port: int | None) -> str:
+    host = host if host.startswith("[") or ":" not in host else f"[{host}]"
+    return f"sip:{host}:{port or 5060}"
+
+
+def _replace_orig_route(request: Request, scscf: str) -> None:
+    """The top Route (an S-CSCF's ``orig``) becomes ``scscf``'s."""
+    request.pop_header("Route")
+    request.push_header("Route", f"<{scscf.replace('sip:', f'sip:{ORIG_USER}@', 1)};lr>")
 
 
 def _strip_charging(message: Request | Response) -> None:

@@ -13,6 +13,16 @@ Routing logic, in the order :meth:`Scscf.route` applies it::
 Bindings live in the Store under the implicit set's default public identity,
 so they survive a restart; a housekeeping task drops expired ones, telling
 reg event watchers and the application servers.
+
+**Several S-CSCFs** (``[scscf] pool``) share the users through the store: one
+that is asked to serve a registered user the HSS assigned to another (the
+I-CSCF or P-CSCF failed over to us, TS 23.380) takes the user over with a SAR of
+type RESTORATION, so that the next LIR names us; no new REGISTER is needed.
+**Several instances of an AS** (``[messaging_as] pool``): a request for the
+AS goes to the instance the served user hashes to, to the next one when it
+does not answer; a third-party REGISTER goes to every instance (each knows
+who is registered; the store's leases keep them from delivering one deferred
+item twice).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from ..sip.grammar import GrammarError, format_params, split_params, unquote
 from ..sip.headers import Contact, Event, HeaderError, NameAddr
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
+from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.proxy import RequestContext, StatefulProxy, Target, remote_target_is_domain
 from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
@@ -64,6 +75,7 @@ log = logging.getLogger(__name__)
 # (foreign nonce or opaque, e.g. from before a restart) just get a new challenge.
 _WRONG_RESPONSE = "response does not match"
 ODI_LIFETIME = 300.0        # how long an AS may take to hand a request back
+SERVED_RECHECK = 30.0       # seconds a user we took over is not checked again
 HOUSEKEEPING_MAX = 30.0     # wake up at least this often
 
 
@@ -375,6 +387,12 @@ class Scscf(StatefulProxy):
         self.regevent: RegEventNotifier | None = None
         self._progress: dict[str, IfcProgress] = {}
         self._wakeup = asyncio.Event()
+        self.peers = len(config.scscf.instances) > 1   # S-CSCFs share the users
+        self._served: dict[str, float] = {}              # AOR -> checked until
+        # the AS pools by each member's URI (one AS name in the iFCs, several processes)
+        self.as_pools = {uri: pool for pool in (InstancePool(config.messaging_as.instances),)
+                         if len(pool) > 1 for uri in pool.uris}
+        self.as_answer_timeout = 16 * (timers or TimerValues()).t1  # > the I-CSCF's failover
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -392,6 +410,8 @@ class Scscf(StatefulProxy):
         self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr>"
         self.regevent = RegEventNotifier(self.server_name)
         self._spawn(self._housekeeping())
+        for pool in {id(p): p for p in self.as_pools.values()}.values():
+            self._spawn(keep_probing(pool, self.endpoint, self.server_name))
         log.info("S-CSCF %s up", self.server_name)
 
     async def _listen_host(self, host: str, port: int, transports: tuple[str, ...],
@@ -535,10 +555,26 @@ class Scscf(StatefulProxy):
         view = RequestView("REGISTER", str(request.uri) if request else self.server_name,
                            list(request.headers) if request else [("To", change.public_id)])
         for ifc in matching_ifcs(change.profile.ifcs, view, SessionCase.ORIGINATING):
-            self._spawn(self._register_at(ifc.application_server, change, change.expires(now)))
+            server = ifc.application_server
+            pool = self.as_pools.get(server.server_name)
+            if pool is None:
+                self._spawn(self._register_at(server, change, change.expires(now)))
+            else:
+                self._spawn(self._register_at_pool(server, pool, change, change.expires(now)))
+
+    async def _register_at_pool(self, server: ApplicationServer, pool: InstancePool,
+                                change: RegistrationChange, expires: int) -> None:
+        """Every instance hears of the registration; it failed only if none took it."""
+        results = await asyncio.gather(*(
+            self._register_at(replace(server, server_name=uri), change, expires, alone=False)
+            for uri in pool.uris))
+        if not any(results):
+            log.warning("third-party REGISTER: no instance of %s answered", server.server_name)
+            if server.default_handling is DefaultHandling.SESSION_TERMINATED and expires > 0:
+                await self._network_deregister(change.aor, change.public_id)
 
     async def _register_at(self, server: ApplicationServer, change: RegistrationChange,
-                           expires: int) -> None:
+                           expires: int, alone: bool = True) -> bool:
         register = build_request(
             "REGISTER", _request_uri(server.server_name), f"<{self.server_name}>",
             f"<{change.public_id}>", contact=self.server_name,
@@ -546,10 +582,12 @@ class Scscf(StatefulProxy):
         _attach_register_bodies(register, server, change)
         response = await self.endpoint.request(register).final()
         if response.status < 300:
-            return
+            return True
         log.warning("third-party REGISTER to %s failed: %d", server.server_name, response.status)
-        if server.default_handling is DefaultHandling.SESSION_TERMINATED and expires > 0:
+        if alone and server.default_handling is DefaultHandling.SESSION_TERMINATED and \
+                expires > 0:
             await self._network_deregister(change.aor, change.public_id)
+        return False
 
     async def _network_deregister(self, aor: str, public_id: str) -> None:
         """TS 24.229 5.4.1.7: the AS failed with SESSION_TERMINATED: deregister."""
@@ -570,6 +608,8 @@ class Scscf(StatefulProxy):
             return Response.for_request(request, 403, "Forbidden - no served user")
         aor = profile.default_public_id
         registered = bool(await self.store.registrations.bindings(aor, self.clock()))
+        if registered:
+            await self._restore(aor)
         case = SessionCase.ORIGINATING if registered else SessionCase.ORIGINATING_UNREGISTERED
         return await self._next_step(request, IfcProgress(case, aor), ctx)
 
@@ -582,6 +622,7 @@ class Scscf(StatefulProxy):
         aor = profile.default_public_id
         if await self.store.registrations.bindings(aor, self.clock()):
             case = SessionCase.TERMINATING_REGISTERED
+            await self._restore(aor)
         else:
             case = SessionCase.TERMINATING_UNREGISTERED
             await self.hss.server_assignment(aor, self.server_name,
@@ -589,6 +630,22 @@ class Scscf(StatefulProxy):
         if request.headers.get("P-Called-Party-ID") is None:
             request.add_header("P-Called-Party-ID", f"<{request.uri}>")
         return await self._next_step(request, IfcProgress(case, aor), ctx)
+
+    async def _restore(self, aor: str) -> None:
+        """TS 23.380: serving a registered user another S-CSCF of the pool had (it
+        is gone, or the I-CSCF / P-CSCF could not reach it): SAR RESTORATION
+        makes us its S-CSCF in the HSS, from the registration in the store."""
+        now = self.clock()
+        if not self.peers or self._served.get(aor, 0.0) > now:
+            return
+        answer = await self.hss.location_info(aor)
+        if answer.server_name and answer.server_name != self.server_name:
+            log.info("serving %s in place of S-CSCF %s (restoration)", aor, answer.server_name)
+            await self.hss.server_assignment(aor, self.server_name,
+                                             ServerAssignmentType.RESTORATION)
+        if len(self._served) >= 100_000:
+            self._served.clear()
+        self._served[aor] = now + SERVED_RECHECK
 
     async def _continue_chain(self, request: Request, token: str,
                               ctx: RequestContext) -> list[Target] | Response:
@@ -618,7 +675,12 @@ class Scscf(StatefulProxy):
             return Response.for_request(request, 404)
         ifc = next_ifc(profile.ifcs, _view(request), progress.case, progress.priority)
         if ifc is not None:
-            return self._to_application_server(request, ifc.application_server,
+            server = ifc.application_server
+            pool = self.as_pools.get(server.server_name)
+            if pool is not None:
+                return self._to_as_pool(ctx, server, pool,
+                                        replace(progress, priority=ifc.priority))
+            return self._to_application_server(request, server,
                                                replace(progress, priority=ifc.priority))
         if progress.case in (SessionCase.ORIGINATING, SessionCase.ORIGINATING_UNREGISTERED):
             return await self._towards_target(request)
@@ -641,6 +703,36 @@ class Scscf(StatefulProxy):
         log.debug("%s %s -> AS %s (%s)", request.method, request.uri, server.server_name,
                   progress.case.name)
         return [Target(request.uri)]
+
+    def _to_as_pool(self, ctx: RequestContext, server: ApplicationServer, pool: InstancePool,
+                    progress: IfcProgress) -> list[Target]:
+        """The served user's instance of the AS; the next one when it does not answer
+        (the odi Route below the AS's stays: the chain goes on here either way)."""
+        # The AS's own request (a deferred delivery) comes back to the instance
+        # that sent it, which knows it for its own; others by the served user.
+        source = _node_uri(*ctx.flow.remote)
+        tried = [pool.order(progress.served_user, source)[0]]
+
+        async def failover(ctx: RequestContext, best: Response) -> list[Target] | None:
+            if not is_local_failure(best):
+                return None
+            pool.mark_down(tried[-1])
+            following = pool.next_after(tried, progress.served_user)
+            if following is None:
+                return None
+            log.info("%s %s: AS %s did not answer (%d); trying %s", ctx.request.method,
+                     ctx.request.uri, tried[-1], best.status, following)
+            tried.append(following)
+            ctx.request.pop_header("Route")
+            ctx.request.push_header("Route", f"<{_loose(following)}>")
+            return [Target(ctx.request.uri, response_timeout=self.as_answer_timeout)]
+
+        ctx.failure_route = failover
+        targets = self._to_application_server(
+            ctx.request, replace(server, server_name=tried[0]), progress)
+        for target in targets:
+            target.response_timeout = self.as_answer_timeout
+        return targets
 
     async def _towards_target(self, request: Request) -> list[Target] | Response:
         """Originating, after the ASs: tel / user=phone numbers through the HSS,
@@ -758,6 +850,19 @@ def _sip_identity(profile: UserProfile) -> str | None:
         if uri.startswith("sip:") and ";user=phone" not in uri:
             return uri
     return None
+
+
+def _node_uri(host: str, port: int) -> str:
+    return f"sip:[{host}]:{port}" if ":" in host else f"sip:{host}:{port}"
+
+
+def _loose(server_name: str) -> str:
+    """An AS's URI as a loose-routing Route value."""
+    uri = parse_uri(server_name)
+    if isinstance(uri, SipUri):
+        uri = uri.copy()
+        uri.set_param("lr")
+    return str(uri)
 
 
 def _request_uri(server_name: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -53,6 +54,8 @@ __all__ = ["Notifications", "Received"]
 
 log = logging.getLogger(__name__)
 
+SEEN_MAX = 4096  # standalone Message-IDs remembered for duplicate detection
+
 
 @dataclass(slots=True)
 class _Tracked:
@@ -84,6 +87,10 @@ class Notifications:
         self._tracked: dict[str, _Tracked] = {}
         self._received: dict[str, Received] = {}
         self._changed = asyncio.Condition()
+        # (sender, imdn.Message-ID) of the standalone messages taken lately: the
+        # network may hand one over twice (a node failed over after passing it on)
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.duplicates = 0   # standalone messages dropped as seen before
 
     # -- what we sent ------------------------------------------------------------------
     def sending(self, message_id: str, peer: str, chat_id: str | None = None) -> None:
@@ -147,6 +154,9 @@ class Notifications:
         message_id = cpim.get("Message-ID", IMDN_NS)
         text = cpim.body.decode("utf-8", "replace")
         event: RcsEvent
+        if chat is None and message_id and self._seen_before(peer, message_id):
+            log.info("message %s from %s taken before: dropped", message_id, peer)
+            return None
         if chat is not None:
             event = ChatMessage(peer, core.aor, text, message_id, chat.id)
         else:
@@ -155,6 +165,17 @@ class Notifications:
         core.emit(event)
         self.acknowledge(cpim, peer, chat, conversation_id)
         return event
+
+    def _seen_before(self, peer: str, message_id: str) -> bool:
+        """RFC 5438 6.3: imdn.Message-ID names one message; a second copy is dropped."""
+        key = (peer, message_id)
+        if key in self._seen:
+            self.duplicates += 1
+            return True
+        self._seen[key] = None
+        if len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
+        return False
 
     def acknowledge(self, cpim: CpimMessage, peer: str, chat: Chat | None,
                     conversation_id: str | None) -> None:
