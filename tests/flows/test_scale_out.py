@@ -268,11 +268,27 @@ def network(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[dict[str, P
         procs["pcscf2"] = _serve("pcscf2", config("pcscf2", pcscf=layout.pcscf[1]), "pcscf")
         procs["kamailio"] = _kamailio_proc(tmp_path, layout)
         procs["_layout"] = layout  # type: ignore[assignment]
+        print(f"\nports: kamailio {layout.kamailio}, P-CSCFs {layout.pcscf}, I-CSCF "
+              f"{layout.icscf}, S-CSCFs {layout.scscf}, ASs {layout.messaging}")
         yield procs
     finally:
         for proc in procs.values():
             if isinstance(proc, Proc):
                 proc.stop()
+        _report_trouble(procs)
+
+
+TROUBLE = ("untrusted", "from another port", "cannot bind", "Traceback")
+
+
+def _report_trouble(procs: dict[str, Proc]) -> None:
+    """The lines that explain a failure (a 403 from a trust guard, a connection
+    from a port that is not the node's), printed for ``-s``."""
+    for name, proc in procs.items():
+        if isinstance(proc, Proc):
+            for line in proc.output:
+                if any(word in line for word in TROUBLE):
+                    print(f"{name}: {line}")
 
 
 async def _provision(pg_url: str, redis_url: str) -> None:
@@ -347,8 +363,7 @@ async def _scenario(procs: dict[str, Proc], layout: Layout) -> None:
           f"({resent} of those had arrived all the same), slowest 2xx {slowest:.1f} s, "
           f"{dropped} second copies dropped by the UEs (same imdn.Message-ID); "
           f"refusals: {reasons}")
-    if os.environ.get("IMSBOX_SCALEOUT_DEFERRED"):  # not passing yet: docs/scale-out.md
-        await _deferred_race(ues, layout, received)
+    await _deferred_race(ues, layout, received)
     for task in collectors:
         task.cancel()
     for ue in ues:
