@@ -110,14 +110,15 @@ class Layout:
     """The ports of every instance."""
 
     ports: LoopbackPorts = field(default_factory=LoopbackPorts)
+    instances: int = 2          # of the S-CSCF and of the messaging AS
 
     def __post_init__(self) -> None:
         take = self.ports
         self.kamailio = take()
         self.pcscf = (take(), take())
         self.icscf = take()
-        self.scscf = (take(), take())
-        self.messaging = (take(), take())
+        self.scscf = tuple(take() for _ in range(self.instances))
+        self.messaging = tuple(take() for _ in range(self.instances))
         self.others = {n: take() for n in ("conference_as", "telephony_as", "media_server")}
 
     def toml(self, directory: Path, name: str, pg: str, redis: str, *, pcscf: int | None = None,
