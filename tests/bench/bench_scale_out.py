@@ -168,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     results = [run(n, args.messages, args.window, args.timeout) for n in (1, 2)]
     print(f"\npager messages through P-CSCF, I-CSCF and N x (S-CSCF + messaging AS), "
-          f"PostgreSQL + Redis, {os.cpu_count()} cores")
+          f"PostgreSQL + Redis, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"{'N':>2} {'messages':>8} {'seconds':>8} {'msg/s':>7} {'CPU ms/msg':>10} "
           f"{'S-CSCFs':>8} {'ASs':>6} {'I-CSCF':>7} {'P-CSCF':>7} {'refused':>7}")
     for r in results:

@@ -2,12 +2,15 @@
 
     UEs -> Kamailio dispatcher -> 2 P-CSCFs -> 1 I-CSCF -> 2 S-CSCFs -> 2 messaging ASs
 
-all on one throw-away PostgreSQL with a Redis cache. Four UEs keep up four
-pager conversations while one S-CSCF and one AS are killed with SIGKILL,
-restarted, and then the other two are killed (so the restarted ones must have
-rejoined to carry the traffic). Every message that got a 2xx must arrive exactly
-once and in order per conversation. Then messages kept for an offline user are
-delivered once each when it registers, with both ASs racing for them (leases).
+all on one throw-away PostgreSQL with a Redis cache. Four UEs keep up six
+pager conversations, two chats (MSRP through an AS) and a file transfer after
+another while one S-CSCF and one AS are killed with SIGKILL, restarted, and
+then the other two are killed (so the restarted ones must have rejoined to
+carry the traffic), and then a P-CSCF. Every message that got a 2xx must
+arrive exactly once and in order per conversation; a chat through a killed
+AS ends by itself; UEs on the killed P-CSCF register again on the other one.
+Then messages kept for an offline user are delivered once each and in order
+when it registers, with both ASs racing for them (leases).
 
 Select with ``-m scaleout``; Kamailio comes from Debian (scripts/setup.sh).
 """
