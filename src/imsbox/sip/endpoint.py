@@ -22,6 +22,7 @@ from dataclasses import astuple, dataclass
 from typing import Protocol
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
+from ..errors import Unavailable
 from ..content.errors import ContentError
 from ..sdp.errors import SdpError
 from .grammar import GrammarError
@@ -511,7 +512,14 @@ class SipEndpoint:
         else ours (500, traceback logged)."""
         request = ctx.request
         reason = bad_request_reason(request, exc)
-        if reason is None:
+        if isinstance(exc, Unavailable):
+            # RFC 3261 21.5.4: a back end away for now; the client retries later.
+            log.warning("%s: 503 for %s (Call-ID %s): %s", where, request.method,
+                        request.call_id, exc)
+            response = Response.for_request(request, 503, "Service Unavailable - "
+                                            "store unavailable", to_tag=new_tag())
+            response.add_header("Retry-After", str(exc.retry_after))
+        elif reason is None:
             log.error("%s failed on %r (Call-ID %s)", where, request, request.call_id,
                       exc_info=exc)
             response = Response.for_request(request, 500, to_tag=new_tag())

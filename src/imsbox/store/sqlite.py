@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import secrets
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -22,11 +23,11 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .base import (
     AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
+    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
+    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
     PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
@@ -39,6 +40,20 @@ DB_FILENAME = "imsbox.sqlite3"
 T = TypeVar("T")
 P = ParamSpec("P")
 Rows = list[sqlite3.Row]
+
+# Call park orbits: the primary key is what makes an orbit hold one call.
+PARKED_CALLS = """
+    CREATE TABLE parked_calls (
+        lot TEXT NOT NULL,
+        orbit INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        parker TEXT NOT NULL,
+        parked TEXT NOT NULL,
+        holder TEXT NOT NULL DEFAULT '',
+        parked_at REAL NOT NULL,
+        PRIMARY KEY (lot, orbit)
+    );
+    """
 
 # Append only: each entry is (version, script). Applied scripts are recorded in
 # schema_migrations, so an existing file is upgraded in place.
@@ -212,6 +227,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         expires_at REAL NOT NULL
     );
     """),
+    (6, """
+    CREATE TABLE shared_secrets (
+        name TEXT PRIMARY KEY,
+        secret BLOB NOT NULL
+    );
+    """),
+    (7, PARKED_CALLS),
 )
 
 
@@ -414,6 +436,7 @@ class SqliteStore(Store):
         self.conferences = SqliteConferences(self._connection)
         self.service_data = SqliteServiceData(self._connection)
         self.nonces = SqliteNonces(self._connection)
+        self.parking = SqliteParking(self._connection)
 
     @classmethod
     def in_data_dir(cls, data_dir: str | Path) -> SqliteStore:
@@ -1059,3 +1082,67 @@ class SqliteNonces(NonceRepository):
         cutoff = _now(now)
         return await self._c.write(lambda db: db.execute(
             "DELETE FROM nonce_counts WHERE expires_at <= ?", (cutoff,)).rowcount)
+
+    async def shared_secret(self, name: str) -> bytes:
+        fresh = secrets.token_bytes(32)
+
+        def get_or_make(db: sqlite3.Connection) -> bytes:
+            db.execute("INSERT INTO shared_secrets VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                       (name, fresh))
+            return bytes(db.execute("SELECT secret FROM shared_secrets WHERE name = ?",
+                                    (name,)).fetchone()[0])
+        return await self._c.write(get_or_make)
+
+# -- call park orbits -------------------------------------------------------------------
+
+class SqliteParking(ParkingRepository):
+    """Claims run in one IMMEDIATE transaction (the write lock first), so the free
+    orbit found is still free at the INSERT, also against other processes."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def claim(self, lot: str, first: int, last: int, token: str, parker: str,
+                    parked: str, holder: str = "",
+                    now: float | None = None) -> ParkedCall | None:
+        at = _now(now)
+
+        def job(db: sqlite3.Connection) -> ParkedCall | None:
+            taken = {row[0] for row in db.execute(
+                "SELECT orbit FROM parked_calls WHERE lot = ? AND orbit BETWEEN ? AND ?",
+                (lot, first, last))}
+            orbit = next((o for o in range(first, last + 1) if o not in taken), None)
+            if orbit is None:
+                return None
+            call = ParkedCall(lot, orbit, token, parker, parked, holder, at)
+            db.execute("INSERT INTO parked_calls VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (lot, orbit, token, parker, parked, holder, at))
+            return call
+        return await self._c.write(job)
+
+    async def get(self, lot: str, orbit: int) -> ParkedCall | None:
+        rows = await self._c.read("SELECT * FROM parked_calls WHERE lot = ? AND orbit = ?",
+                                  (lot, orbit))
+        return _parked(rows[0]) if rows else None
+
+    async def take(self, lot: str, orbit: int) -> ParkedCall | None:
+        def job(db: sqlite3.Connection) -> ParkedCall | None:
+            row = db.execute("DELETE FROM parked_calls WHERE lot = ? AND orbit = ? "
+                             "RETURNING *", (lot, orbit)).fetchone()
+            return _parked(row) if row is not None else None
+        return await self._c.write(job)
+
+    async def release(self, lot: str, orbit: int, token: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM parked_calls WHERE lot = ? AND orbit = ? AND token = ?",
+            (lot, orbit, token)).rowcount > 0)
+
+    async def parked(self, lot: str) -> list[ParkedCall]:
+        rows = await self._c.read("SELECT * FROM parked_calls WHERE lot = ? ORDER BY orbit",
+                                  (lot,))
+        return [_parked(row) for row in rows]
+
+
+def _parked(row: sqlite3.Row) -> ParkedCall:
+    return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
+                      row["holder"], row["parked_at"])

@@ -426,10 +426,12 @@ class TransportLayer:
         hostname = dest.host if context is not None else None
         source = self._sources.get((dest.transport, _family(dest.host)))
         async with asyncio.timeout(self.limits.connect_timeout):
-            sock = await _connected_from(source, dest) if source is not None else None
-            if sock is not None:
+            if source is not None:
+                sock_or_conn = await self._from_listen_socket(source, dest)
+                if isinstance(sock_or_conn, StreamConnection):
+                    return sock_or_conn  # the peer connected to us meanwhile
                 reader, writer = await asyncio.open_connection(
-                    sock=sock, ssl=context, server_hostname=hostname)
+                    sock=sock_or_conn, ssl=context, server_hostname=hostname)
             else:
                 reader, writer = await asyncio.open_connection(
                     dest.host, dest.port, ssl=context, server_hostname=hostname)
@@ -441,6 +443,28 @@ class TransportLayer:
         self.stats["connections_opened"] += 1
         log.debug("connected %r", conn)
         return conn
+
+    async def _from_listen_socket(self, source: tuple[str, int],
+                                  dest: Destination) -> socket.socket | StreamConnection:
+        """A socket connected to ``dest`` from our listen socket, or the connection
+        the peer opened to us meanwhile.  Never from another port: the peer trusts
+        only our listen socket (sip.trust), so that would earn a 403.  Between two
+        nodes there is one 4-tuple; it is taken while the peer's own connection to
+        us is being accepted (both sides connecting at once) or while the last one
+        closes (TIME_WAIT on loopback is reusable after 1 s, net.ipv4.tcp_tw_reuse).
+        """
+        key = _key(dest.transport, dest.host, dest.port)
+        for delay in _TUPLE_RETRY_DELAYS:
+            if delay:
+                await asyncio.sleep(delay)
+            conn = self._by_addr.get(key)
+            if conn is not None and not conn.closed:
+                return conn
+            sock = await _connected_from(source, dest)
+            if sock is not None:
+                return sock
+        raise ConnectionError(f"cannot connect to {dest} from {source[0]}:{source[1]}: "
+                              "that 4-tuple stays taken")
 
     def _trace(self, direction: str, data: bytes, flow: Flow,
                message: Message | None) -> None:
@@ -454,6 +478,11 @@ class TransportLayer:
                 self.trace(direction, data, flow)
             except Exception:
                 log.exception("trace callback failed")
+
+
+# Waits before each try at a taken 4-tuple: ~1.6 s in all, past the 1 s after
+# which Linux lets a loopback connect reuse a TIME_WAIT 4-tuple.
+_TUPLE_RETRY_DELAYS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 def _family(host: str) -> int:
@@ -486,7 +515,7 @@ def _exclusive_port(host: str, port: int) -> int:
 
 async def _connected_from(source: tuple[str, int], dest: Destination) -> socket.socket | None:
     """A TCP socket connected to ``dest`` from our listen socket ``source``;
-    None when that 4-tuple is taken (the caller then connects from any port)."""
+    None when that 4-tuple is taken (the caller waits and tries again)."""
     try:
         sock = _reusable_socket(*source)
     except OSError as exc:
@@ -501,8 +530,7 @@ async def _connected_from(source: tuple[str, int], dest: Destination) -> socket.
     except OSError as exc:
         sock.close()
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-            log.warning("cannot connect to %s from %s (%s): from another port", dest,
-                        source, exc)
+            log.info("cannot connect to %s from %s yet (%s)", dest, source, exc)
             return None
         raise
     except BaseException:
