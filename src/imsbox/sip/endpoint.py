@@ -550,7 +550,8 @@ class SipEndpoint:
             case Transmit(message=Response() as response, dest=None, flow=flow):
                 self.transport.send_response(response, flow)
             case Transmit():
-                self.spawn(self._transmit(event))
+                if not self._transmit_now(event):
+                    self.spawn(self._transmit(event))
             case ResponseReceived(txn=txn, response=response):
                 if (ctx := self._clients.get(txn)) is not None:
                     ctx._deliver(response)
@@ -579,6 +580,18 @@ class SipEndpoint:
             self.on_stray(response, flow)
         else:
             log.debug("stray %r dropped (Call-ID %s)", response, response.headers.get("Call-ID"))
+
+    def _transmit_now(self, event: Transmit) -> bool:
+        """Send without a task when the transport can (UDP, socket at hand)."""
+        assert event.dest is not None
+        try:
+            return self.transport.send_now(event.message, event.dest, event.flow) is not None
+        except (OSError, ValueError) as exc:
+            log.info("send of %r to %s failed: %s", event.message, event.dest, exc)
+            if event.txn is not None:
+                self.layer.transport_error(event.txn, self._now())
+                self._pump()
+            return True
 
     async def _transmit(self, event: Transmit) -> None:
         assert event.dest is not None

@@ -51,6 +51,13 @@ class AlreadyExists(StoreError):
 class SubscriberRepository(abc.ABC):
     """HSS data: subscriptions, public identities, profiles, PSIs, groups, assignments."""
 
+    def profile_generation(self) -> int | None:
+        """A number that changes after every write this process makes to
+        subscribers, identities, service profiles, PSIs or groups (not
+        assignments), so a reader may cache what it derived from them (the
+        HSS's user profiles).  None (the default): no such number, do not cache."""
+        return None
+
     # -- subscribers and public identities -----------------------------------
     @abc.abstractmethod
     async def add_subscriber(self, subscriber: Subscriber,
