@@ -21,11 +21,9 @@ import pytest
 
 from .baresip import ImsboxNet
 from .phones import DOMAIN, ENDED, ESTABLISHED, ImsboxUe, Phone, heard, hears
-from . import test_phone_calls as calls
-from .test_phone_calls import CAROL_TONE, IMSBOX_TONE, PHONE_TONE, imsbox_calls
+from .phone_kit import CAROL_TONE, IMSBOX_TONE, PHONE_TONE, imsbox_calls
 
-# the fixtures of the phone call tests: the network, alice, carol, each phone
-kind, net, ue, phone, carol = calls.kind, calls.net, calls.ue, calls.phone, calls.carol
+# the fixtures (the network, alice, carol, each phone) are tests/interop/conftest.py's
 
 pytestmark = pytest.mark.timeout(180)
 PARK = f"sip:park@{DOMAIN}"

@@ -1,6 +1,6 @@
 """Call pickup (RFC 5359 2.16) in the telephony AS, for every phone.
 
-A subscriber calls ``sip:pickup@DOMAIN`` (group pickup: the oldest call ringing
+A subscriber calls ``sip:pickup@DOMAIN`` (group pickup: a call ringing
 for a member of their pickup group) or ``sip:pickup-NAME@DOMAIN`` (directed:
 the call ringing for NAME, who must be in their group). The AS catches the
 INVITE on the picker's originating side and answers it itself; the picker's
@@ -180,7 +180,7 @@ class CallPickup:
             self.claimed.pop(call_id, None)
 
     async def choose(self, picker: str, name: str) -> Ringing:
-        """The call ``picker`` takes: directed to ``name``, or the group's oldest;
+        """The call ``picker`` takes: directed to ``name``, or one of the group's;
         claimed for ``picker`` (no await between the check and the claim, so of two
         pickups at once exactly one gets the call; the caller of ``choose`` frees it)."""
         picker_owner, group = await self._group_of(picker)
@@ -218,7 +218,8 @@ class CallPickup:
         return owner, services.pickup_group or ""
 
     async def _group_ringing(self, group: str) -> list[Ringing]:
-        """Every call ringing for a member of ``group``, oldest first."""
+        """Every call ringing for a member of ``group``: members in the order the AS
+        first saw them, each one's calls oldest first."""
         found: list[Ringing] = []
         for aor in list(self.calls.by_aor):
             ringing = ringing_dialogs(self._info(aor))

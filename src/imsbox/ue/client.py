@@ -418,7 +418,7 @@ class RcsClient:
                      tone: float | None = None, record: str | Path | None = None,
                      direct: bool = False) -> VoiceCall:
         """Call pickup (RFC 5359 2.16) by the network: a call to ``sip:pickup@DOMAIN``
-        (the oldest call ringing for our pickup group) or ``sip:pickup-NAME@DOMAIN``
+        (a call ringing for our pickup group) or ``sip:pickup-NAME@DOMAIN``
         (NAME's call); the telephony AS takes the ringing call over for us
         (docs/telephony-as.md). A refusal ends the call with the AS's reason.
         ``direct``: do it ourselves (SUBSCRIBE to NAME's dialog events, INVITE the
