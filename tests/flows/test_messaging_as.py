@@ -180,6 +180,38 @@ def test_deferred_until_recipient_registers_then_delivery_imdn(tmp_path: Path) -
     run(tmp_path, scenario)
 
 
+def test_deferred_items_are_never_sent_past_one_another_instance_holds(
+        tmp_path: Path) -> None:
+    """Two AS instances claiming at once may split a recipient's rows (SKIP
+    LOCKED). Here another instance holds the fourth of eight items: this one
+    sends the three before it, then stops; when that lease is let go, the rest
+    follows in order (never the fifth before the fourth)."""
+    async def scenario(config: Config) -> None:
+        bodies = [cpim_text(ALICE, BOB, f"m{i}", f"msg-s{i}") for i in range(8)]
+        async with Network(config, timers=FAST_TIMERS) as net, \
+                ues(config, "alice", "bob") as (alice, bob):
+            await registered(alice)
+            messages = messaging_as(net).store.messages
+            for body in bodies[:4]:
+                assert (await pager(alice, BOB, body, "conv-split")).status == 202
+            held = await messages.claim_deferred(f"sip:bob@{DOMAIN}", "other-instance", 30.0)
+            assert len(held) == 4
+            assert await messages.release_deferred(held[:3]) == 3  # it keeps the 4th
+            for body in bodies[4:]:
+                assert (await pager(alice, BOB, body, "conv-split")).status == 202
+            await registered(bob)
+            got = [(await next_message(bob)).body for _ in range(3)]
+            assert got == bodies[:3]
+            with pytest.raises(TimeoutError):
+                await next_message(bob, timeout=1.0)  # not the 5th past the held 4th
+            assert await messages.release_deferred(held[3:]) == 1
+            await messaging_as(net).deliver_deferred(f"sip:bob@{DOMAIN}")
+            got = [(await next_message(bob)).body for _ in range(5)]
+            assert got == bodies[3:]
+
+    run(tmp_path, scenario)
+
+
 def test_202_means_the_message_is_on_disk(tmp_path: Path) -> None:
     """When the sender has the 202, another connection (another process) finds
     the deferred message in the store file."""

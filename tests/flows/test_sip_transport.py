@@ -400,6 +400,32 @@ def test_no_alias_opens_a_new_connection_to_listen_port() -> None:
     run(main)
 
 
+def test_two_nodes_connecting_to_each_other_at_once_keep_their_listen_ports() -> None:
+    """With reuse_port, two nodes have one 4-tuple between them. When both open
+    it at the same moment one connect finds it taken (EADDRNOTAVAIL): that side
+    must use the peer's connection, never go out from another port, which the
+    peer's trust guard would refuse (403, sip.trust)."""
+    async def main() -> None:
+        a_in, b_in = Inbox(), Inbox()
+        a, b = TransportLayer(a_in), TransportLayer(b_in)
+        a_addr = await a.listen("tcp", V4, 0, reuse_port=True)
+        b_addr = await b.listen("tcp", V4, 0, reuse_port=True)
+        try:
+            for _round in range(3):
+                await asyncio.gather(
+                    a.send(make_request("tcp", hostport(*a_addr)), Destination("tcp", *b_addr)),
+                    b.send(make_request("tcp", hostport(*b_addr)), Destination("tcp", *a_addr)))
+                (_, at_a), (_, at_b) = await a_in.get(), await b_in.get()
+                assert at_a.remote == b_addr and at_b.remote == a_addr
+                for conn in a.connections + b.connections:
+                    assert {conn.local, conn.remote} == {a_addr, b_addr}
+                    await conn.close()
+        finally:
+            await a.close()
+            await b.close()
+    run(main)
+
+
 def test_concurrent_sends_share_one_connection() -> None:
     async def main() -> None:
         a, a_in, a_addr, b, b_in, b_addr = await pair("tcp", V4)

@@ -206,6 +206,29 @@ def test_chat_with_iscomposing_and_notifications(tmp_path: Path, via_as: bool) -
     run(scenario)
 
 
+def test_chat_ends_with_a_bye_when_its_msrp_connection_breaks(tmp_path: Path) -> None:
+    """The AS that relays a chat is killed: nobody sends a BYE, the MSRP
+    connection just breaks. The UE waits a moment for a BYE, then sends its own
+    (no dialog left hanging); the far UE hears of it through the AS."""
+    config = ue_config(tmp_path, via_as=True)
+    alice, bob = client(config, "alice"), client(config, "bob")
+
+    async def scenario() -> None:
+        async with network_with(config, alice, bob):
+            chat = await alice.open_chat("bob")
+            started = await bob.wait_event(ChatStarted, WAIT)
+            assert isinstance(started, ChatStarted)
+            connection = chat.session.connection
+            assert connection is not None
+            connection.close()  # as a kill of the AS would break it
+            await asyncio.wait_for(chat.closed.wait(), WAIT)
+            assert chat.end_reason == "MSRP connection lost"
+            ended = await bob.wait_event(ChatEnded, WAIT)
+            assert isinstance(ended, ChatEnded) and ended.chat_id == started.chat_id
+            assert not bob.chats and not alice.chats
+    run(scenario)
+
+
 # -- file transfer ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("via_as", [False, True], ids=["core", "messaging-as"])

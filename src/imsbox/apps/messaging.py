@@ -73,7 +73,7 @@ from ..sip.transaction import TimerValues
 from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
-from ..store import DeferredMessage, HistoryEntry, Store
+from ..store import DeferredMessage, HistoryEntry, Store, StoreError
 from .node import listen_behind_guard, node_uri, open_msrp
 from .anchor import Anchor, FileKeeper
 from .deferred import DeferredRetrieval
@@ -343,32 +343,57 @@ class MessagingAs(StatefulProxy):
 
         The items are claimed first (a lease with a fencing token): another
         instance delivering at the same time gets none of them, and an item is
-        removed only while the fence is still ours."""
+        removed only while the fence is still ours. Only the claimed items that
+        are the oldest ones, with no gap, are sent (``_claim_head``); after them
+        the rest is claimed again, so items another instance let go of follow."""
         async with self.delivering(recipient):
-            claimed = await self.store.messages.claim_deferred(
-                recipient, self.holder, self.settings.lease, self.clock())
-            if not claimed:
-                return
-            oldest = await self.store.messages.deferred(recipient, self.clock(), limit=1)
-            if oldest and oldest[0].id is not None and oldest[0].id < (claimed[0].id or 0):
-                # older items are another instance's now: it delivers them, then ours
-                await self.store.messages.release_deferred(claimed)
-                return
-            left = list(claimed)
-            while left:
-                item = left[0]
-                if files_only and not is_file_item(item):
-                    await self.store.messages.release_deferred([left.pop(0)])
-                    continue
-                if not await self._deliver(item):
-                    break
-                left.pop(0)
-                if await self.store.messages.complete_deferred([item]):
-                    self._drop_file(item)
-                else:
-                    log.warning("deferred item %s: lease lost while delivering", item.id)
-            if left:
+            while True:
+                head, gap = await self._claim_head(recipient)
+                if not head or not await self._deliver_claimed(head, files_only):
+                    return
+                if not gap or files_only:  # files_only let items go: no progress to retry
+                    return
+
+    async def _claim_head(self, recipient: str) -> tuple[list[DeferredMessage], bool]:
+        """Claim, and keep only the claimed items that are the oldest unexpired ones
+        without a gap (the rest released); and whether there was a gap. Two
+        instances claiming at once may split the rows (SKIP LOCKED passes over the
+        ones the other has just locked): sending past a row the other holds would
+        break the order."""
+        now = self.clock()
+        claimed = await self.store.messages.claim_deferred(
+            recipient, self.holder, self.settings.lease, now)
+        if not claimed:
+            return [], False
+        oldest = await self.store.messages.deferred(recipient, now, limit=len(claimed))
+        count = 0
+        for mine, first in zip(claimed, oldest, strict=False):
+            if mine.id != first.id:
+                break
+            count += 1
+        head, rest = claimed[:count], claimed[count:]
+        if rest:  # older or in-between items are another instance's: it sends them
+            await self.store.messages.release_deferred(rest)
+        return head, bool(rest)
+
+    async def _deliver_claimed(self, claimed: list[DeferredMessage], files_only: bool) -> bool:
+        """Send the claimed items in order; False at the first failure (the rest
+        released for a later try)."""
+        left = list(claimed)
+        while left:
+            item = left[0]
+            if files_only and not is_file_item(item):
+                await self.store.messages.release_deferred([left.pop(0)])
+                continue
+            if not await self._deliver(item):
                 await self.store.messages.release_deferred(left)
+                return False
+            left.pop(0)
+            if await self.store.messages.complete_deferred([item]):
+                self._drop_file(item)
+            else:
+                log.warning("deferred item %s: lease lost while delivering", item.id)
+        return True
 
     async def _redeliver(self) -> None:
         """Pool: items of registered users nobody delivers (their holder died
@@ -468,7 +493,11 @@ class MessagingAs(StatefulProxy):
             await self._sleep(now)
 
     async def _sleep(self, now: float) -> None:
-        deadline = await self.store.messages.next_deferred_expiry()
+        try:
+            deadline = await self.store.messages.next_deferred_expiry()
+        except StoreError as exc:  # away (a restart): look again soon
+            log.warning("messaging AS housekeeping: %s", exc)
+            deadline = now + 1.0
         delay = self.settings.max_wakeup if deadline is None else deadline - now
         try:
             await asyncio.wait_for(self._wakeup.wait(),

@@ -148,6 +148,7 @@ class MsrpConnection(asyncio.Protocol):
             session = self.endpoint._by_core.get(core)
             if session is not None:
                 session._connection_lost()
+                session.lost.set()
         self.core.sessions.clear()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -260,6 +261,9 @@ class MsrpSession:
         self._queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
         self._waiters: dict[str, asyncio.Future[SendResult]] = {}
         self._bound = asyncio.Event()
+        # set when the connection broke under the session (not by close()): the
+        # peer or the relay in between is gone (RFC 4975 has no recovery of its own)
+        self.lost = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 

@@ -33,6 +33,7 @@ __all__ = ["CHAT_TYPES", "Chat", "ChatService"]
 log = logging.getLogger(__name__)
 
 CHAT_TYPES = ("message/cpim", ISCOMPOSING)
+LOST_GRACE = 2.0  # seconds a broken MSRP connection waits for the far side's BYE
 
 
 class ChatService:
@@ -157,9 +158,22 @@ class Chat:
         return asyncio.get_running_loop().time()
 
     async def _watch(self) -> None:
-        event = await asyncio.shield(self.call.terminated)
-        await self.session.close()
-        self._ended(event.reason)
+        """End with the SIP session; or when the MSRP connection breaks (the AS that
+        relays it was killed): a BYE the far side may still send gets a moment,
+        then we send ours, so no dialog is left hanging."""
+        terminated = asyncio.ensure_future(asyncio.shield(self.call.terminated))
+        lost: asyncio.Future[Any] = asyncio.ensure_future(self.session.lost.wait())
+        await asyncio.wait([terminated, lost], return_when=asyncio.FIRST_COMPLETED)
+        if not terminated.done():
+            await asyncio.wait([terminated], timeout=LOST_GRACE)
+        if terminated.done():
+            lost.cancel()
+            await self.session.close()
+            self._ended(terminated.result().reason)
+            return
+        terminated.cancel()
+        await self._core.hang_up(self.call, self.session)
+        self._ended("MSRP connection lost")
 
     def _ended(self, reason: str) -> None:
         if self.closed.is_set():
