@@ -248,28 +248,31 @@ class ChatTalk:
     ends: list[str] = field(default_factory=list)            # why each broken chat ended
     refused: int = 0
     hung: int = 0                                            # chats that never ended
+    _chat: Chat | None = None
 
     @property
     def acked(self) -> list[int]:
         return [seq for session in self.sessions for seq in session]
 
     async def run(self, stop: asyncio.Event) -> None:
-        seq, chat = 0, None
-        while not stop.is_set():
-            if chat is None:
-                chat = await self._open()
-                if chat is None:
-                    continue
-            try:
-                await chat.send(f"{self.name}:{seq}", display=False)
-                self.sessions[-1].append(seq)
-            except SendError:
-                await self._ended(chat)
-                chat = None
-            seq += 1
-            await asyncio.sleep(0.2)
-        if chat is not None:
-            await chat.close()
+        seq, self._chat = 0, None
+        try:
+            while not stop.is_set():
+                if self._chat is None:
+                    self._chat = await self._open()
+                    if self._chat is None:
+                        continue
+                try:
+                    await self._chat.send(f"{self.name}:{seq}", display=False)
+                    self.sessions[-1].append(seq)
+                except SendError:
+                    await self._ended(self._chat)
+                    self._chat = None
+                seq += 1
+                await asyncio.sleep(0.2)
+        finally:  # also when cancelled: the chat ends with our BYE
+            if self._chat is not None:
+                await self._chat.close()
 
     async def _open(self) -> Chat | None:
         try:
@@ -451,12 +454,21 @@ async def _scenario(procs: dict[str, Proc], layout: Layout, directory: Path) -> 
     transfer = FileTalk(ues[1], ues[0], payload)
     stop = asyncio.Event()
     talkers = [asyncio.ensure_future(t.run(stop)) for t in (*conversations, *chats, transfer)]
+    began = time.monotonic()
+    timeline: list[str] = []
     try:
         await _kill_phases(procs, conversations, chats)
+        timeline.append(f"S-CSCF/AS kills {time.monotonic() - began:.0f} s")
         await _kill_a_pcscf(procs, layout, conversations)
+        timeline.append(f"P-CSCF kill {time.monotonic() - began:.0f} s")
     finally:
         stop.set()
+        # a send that was on its way to a dead node may wait for timer F (32 s)
+        _, slow = await asyncio.wait(talkers, timeout=6)
+        for task in slow:
+            task.cancel()
         await asyncio.gather(*talkers, return_exceptions=True)
+        timeline.append(f"traffic stopped {time.monotonic() - began:.0f} s")
     await asyncio.sleep(3)  # the last ones on their way, the last BYEs
     total = _total(conversations)
     refused = sum(c.refused for c in conversations)
@@ -479,6 +491,7 @@ async def _scenario(procs: dict[str, Proc], layout: Layout, directory: Path) -> 
           f"was killed; broken chats ended: {sorted(set(e for t in chats for e in t.ends))}; "
           f"files: {transfer.confirmed} confirmed, {len(transfer.failed)} failed")
     await _deferred_race(ues, layout, received)
+    print(f"timeline: {', '.join(timeline)}, deferred race {time.monotonic() - began:.0f} s")
     for task in collectors:
         task.cancel()
     for ue in ues:
