@@ -341,10 +341,13 @@ def _check_chats(talks: list[ChatTalk], received: Received) -> int:
     return lost_at_break
 
 
-def _check(conversations: list[Conversation], received: Received) -> int:
-    """Exactly once per 2xx, in order; returns how many sends that got an error
-    (and were sent again, as a new message) had arrived all the same."""
-    resent = 0
+def _check(conversations: list[Conversation], received: Received) -> tuple[int, int]:
+    """Exactly once per 2xx, those in order. Returns how many sends that got an
+    error (and were sent again, as a new message) had arrived all the same, and
+    how many messages that got only errors arrived after later ones: a node
+    on the way gave up (408) while the message went on, e.g. kept by the AS for
+    a UE whose P-CSCF had died and delivered when it registered again."""
+    resent = late = 0
     for conv in conversations:
         got = received.get(conv.name, [])
         ids = [i for _, i in got]
@@ -355,10 +358,14 @@ def _check(conversations: list[Conversation], received: Received) -> int:
             assert seq in conv.errors, f"{conv.name}: {seq} delivered twice"
             resent += 1
         firsts = list(dict.fromkeys(seqs))
-        assert firsts == sorted(firsts), f"{conv.name}: out of order: {firsts}"
-        lost = sorted(set(conv.acked) - set(seqs))
+        acked = set(conv.acked)
+        in_order = [seq for seq in firsts if seq in acked]
+        assert in_order == sorted(in_order), f"{conv.name}: out of order: {in_order}"
+        late += sum(1 for i, seq in enumerate(firsts)
+                    if seq not in acked and any(earlier > seq for earlier in firsts[:i]))
+        lost = sorted(acked - set(seqs))
         assert not lost, f"{conv.name}: got a 2xx but never arrived: {lost}"
-    return resent
+    return resent, late
 
 
 @pytest.fixture
@@ -474,7 +481,7 @@ async def _scenario(procs: dict[str, Proc], layout: Layout, directory: Path) -> 
     refused = sum(c.refused for c in conversations)
     slowest = max((max(c.latencies) for c in conversations if c.latencies), default=0.0)
     dropped = sum(ue.notifications.duplicates for ue in ues)
-    resent = _check(conversations, received)
+    resent, late = _check(conversations, received)
     lost_at_break = _check_chats(chats, received)
     reasons = sorted({r for c in conversations for rs in c.errors.values() for r in rs})
     assert all(not ue.chats for ue in ues), "a chat dialog left hanging"
@@ -484,7 +491,8 @@ async def _scenario(procs: dict[str, Proc], layout: Layout, directory: Path) -> 
         f"confirmed {transfer.confirmed} files, {len(ok_files)} arrived"
     print(f"\nscale-out: {total} messages with a 2xx, {refused} attempts refused "
           f"({resent} of those had arrived all the same), slowest 2xx {slowest:.1f} s, "
-          f"{dropped} second copies dropped by the UEs (same imdn.Message-ID); "
+          f"{dropped} second copies dropped by the UEs (same imdn.Message-ID), {late} "
+          f"refused ones arrived after later ones; "
           f"refusals: {reasons}")
     print(f"chats: {sum(len(t.acked) for t in chats)} chat messages with an MSRP 200 in "
           f"{sum(len(t.sessions) for t in chats)} chats, {lost_at_break} lost when their AS "
