@@ -6,8 +6,9 @@ Every key is optional; a missing file means all defaults. Defaults::
     data_dir = ".imsbox"         # SQLite store, TLS material, files (relative to CWD)
 
     [store]
-    url = ""                     # "" = SQLite in data_dir; postgresql://... (later)
-    cache = ""                   # redis://... (later, with a PostgreSQL store)
+    url = ""                     # "" = SQLite in data_dir; postgresql://USER:PW@HOST/DB
+                                 # shared by every instance (docs/scale-out.md)
+    cache = ""                   # redis://HOST:PORT/DB, with a PostgreSQL store
 
     [pcscf]                      # the UEs' entry point
     host = "127.0.0.1"           # or a list: ["127.0.0.1", "::1"]
@@ -69,6 +70,8 @@ Every key is optional; a missing file means all defaults. Defaults::
     no_answer_after = 20         # seconds a call rings before forward-no-answer / the
                                  # next find-me target, when the setting names none
     max_diversions = 5           # History-Info forwarding entries before 483
+    park_orbits = [701, 799]     # call park orbits (sip:park-N@DOMAIN), first and last
+    park_timeout = 120           # seconds a parked call waits before it rings the parker
 
     [limits]                     # every node (docs/limits.md: what is answered how)
     max_headers = 256            # header lines per SIP message; more -> 400
@@ -122,8 +125,9 @@ Default iFCs (priority, trigger):
 
 Default PSIs: ``sip:conf-*@DOMAIN`` and ``sip:group-*@DOMAIN`` hosted by the
 conference AS; ``sip:moh@DOMAIN``, ``sip:conference@DOMAIN`` (the audio conference
-factory), ``sip:conference-*@DOMAIN`` (its conferences), ``sip:announce@DOMAIN``
-and ``sip:announce-*@DOMAIN`` hosted by the media server. Always provisioned
+factory), ``sip:conference-*@DOMAIN`` (its conferences), ``sip:announce@DOMAIN``,
+``sip:announce-*@DOMAIN``, ``sip:park@DOMAIN`` and ``sip:park-*@DOMAIN`` (call park
+and its orbits) hosted by the media server. Always provisioned
 beside them: ``sip:cpm-deferred@DOMAIN``
 (deferred-message retrieval, seed 003) hosted by the messaging AS.
 ``[[psi]]`` tables: ``pattern``, ``application_server`` (URI or node name),
@@ -276,6 +280,9 @@ class ConferenceConfig:
 class TelephonyConfig:
     no_answer_after: int = 20   # seconds of ringing before forward-no-answer / find-me
     max_diversions: int = 5     # forwardings of one call (History-Info) before 483
+    park_first: int = 701       # call park orbits first..last (docs/media-server.md)
+    park_last: int = 799
+    park_timeout: int = 120     # seconds parked before the parker is rung again
 
 
 @dataclass(slots=True, frozen=True)
@@ -498,7 +505,9 @@ def media_server_psis(domain: str, uri: str) -> tuple[Psi, ...]:
             Psi(f"sip:conference@{domain}", uri, PsiKind.EXACT),
             Psi(f"sip:conference-*@{domain}", uri, PsiKind.WILDCARD),
             Psi(f"sip:announce@{domain}", uri, PsiKind.EXACT),
-            Psi(f"sip:announce-*@{domain}", uri, PsiKind.WILDCARD))
+            Psi(f"sip:announce-*@{domain}", uri, PsiKind.WILDCARD),
+            Psi(f"sip:park@{domain}", uri, PsiKind.EXACT),
+            Psi(f"sip:park-*@{domain}", uri, PsiKind.WILDCARD))
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -737,10 +746,23 @@ class _Loader:
 
     def telephony(self) -> TelephonyConfig:
         table = self.table("telephony")
-        self.keys(table, ("no_answer_after", "max_diversions"), "telephony.")
+        self.keys(table, ("no_answer_after", "max_diversions", "park_orbits", "park_timeout"),
+                  "telephony.")
+        first, last = self.orbits(table)
         return TelephonyConfig(
             self.integer(table, "no_answer_after", "telephony.no_answer_after", 20, 1, 3600),
-            self.integer(table, "max_diversions", "telephony.max_diversions", 5, 1, 20))
+            self.integer(table, "max_diversions", "telephony.max_diversions", 5, 1, 20),
+            first, last,
+            self.integer(table, "park_timeout", "telephony.park_timeout", 120, 1, 86400))
+
+    def orbits(self, table: Mapping[str, Any]) -> tuple[int, int]:
+        orbits = table.get("park_orbits", [701, 799])
+        if not isinstance(orbits, list) or len(orbits) != 2 or \
+                not all(isinstance(o, int) and not isinstance(o, bool) for o in orbits) or \
+                not 0 <= orbits[0] <= orbits[1] <= 999999:
+            raise self.error("telephony.park_orbits", "expected [FIRST, LAST] with "
+                             f"0 <= FIRST <= LAST <= 999999, got {orbits!r}")
+        return orbits[0], orbits[1]
 
     def conference(self) -> ConferenceConfig:
         table = self.table("conference")

@@ -16,6 +16,7 @@ and through imsbox.toml as tables with the same shape (:meth:`from_dict`).
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -97,6 +98,7 @@ class RequestView:
         return self.body
 
 
+@functools.lru_cache(maxsize=1024)  # a few dozen names, asked for every header per SPT
 def _long_name(name: str) -> str:
     low = name.strip().lower()
     return COMPACT_FORMS.get(low, low).lower() if len(low) == 1 else low
@@ -303,8 +305,11 @@ def next_ifc(ifcs: Iterable[InitialFilterCriteria], request: RequestView,
              case: SessionCase, after_priority: int | None = None,
              ) -> InitialFilterCriteria | None:
     """The first matching iFC after ``after_priority``, or None."""
-    matches = matching_ifcs(ifcs, request, case, after_priority)
-    return matches[0] if matches else None
+    candidates = sorted((i for i in ifcs
+                         if after_priority is None or i.priority > after_priority),
+                        key=lambda i: i.priority)
+    # The first match ends the search: the others' triggers are not evaluated.
+    return next((ifc for ifc in candidates if ifc.matches(request, case)), None)
 
 
 # -- dict form ------------------------------------------------------------------------

@@ -204,7 +204,8 @@ def _telephony_as(ctx: NodeContext) -> Node:
 
 
 def _media_server(ctx: NodeContext) -> Node:
-    return MediaServer(ctx.config, timers=ctx.timers)   # a bad moh_file: ConfigError
+    # a bad moh_file: ConfigError; the store keeps the park orbits
+    return MediaServer(ctx.config, timers=ctx.timers, store=ctx.store)
 
 
 def default_registry() -> NodeRegistry:
@@ -521,9 +522,11 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--tls-port", type=_port, default=None,
                        help="P-CSCF TLS port (default 5061)")
     serve.add_argument("--store", metavar="URL", default=None,
-                       help="store URL instead of the data dir's SQLite file")
+                       help="store URL instead of the data dir's SQLite file: "
+                            "postgresql://USER[:PW]@HOST[:PORT]/DB shared by every instance "
+                            "(docs/scale-out.md)")
     serve.add_argument("--cache", metavar="URL", default=None,
-                       help="redis:// cache for a shared PostgreSQL store")
+                       help="redis://HOST:PORT/DB cache in front of a PostgreSQL store")
     serve.add_argument("--role", choices=default_registry().names(), default=None,
                        help="run one network function alone (a node's name in the listening "
                             "lines and traces works too: messaging_as = as)")

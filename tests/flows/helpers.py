@@ -23,14 +23,18 @@ CORE_ROLES = ("pcscf", "icscf", "scscf", "as", "telephony")
 
 
 def alice_and_bob(tmp_path: Path, *, via_as: bool = True,
-                  min_expires: int | None = None, carol: bool = False) -> Config:
+                  min_expires: int | None = None, carol: bool = False,
+                  store_url: str = "", cache_url: str = "") -> Config:
     """The loopback config with alice (+15550001) and bob (+15550002) provisioned,
     and carol (+15550003) with ``carol``, passwords '<name>-secret'.  ``via_as``
     False empties the iFCs (UE to UE through the core only); ``min_expires``
-    lowers the registrar's floor."""
+    lowers the registrar's floor; ``store_url`` / ``cache_url`` go into [store]
+    (a PostgreSQL store and its Redis cache instead of SQLite in the data dir)."""
     path, _ = write_loopback_config(tmp_path)
     head = "" if via_as else "ifc = []\n"
     tail = "" if min_expires is None else f"\n[registrar]\nmin_expires = {min_expires}\n"
+    if store_url:
+        tail += f'\n[store]\nurl = "{store_url}"\ncache = "{cache_url}"\n'
     path.write_text(head + path.read_text() + tail)
     config = load_config(path)
 

@@ -11,6 +11,7 @@ from imsbox.sip import Request, Response, new_tag, parse
 from imsbox.sip.endpoint import HandlerModule, ServerContext, SipEndpoint, next_hop
 from imsbox.sip.transaction import TimerValues, TransactionState, make_ack
 from imsbox.sip.transport.base import Destination
+from imsbox.store import StoreUnavailable
 
 pytestmark = pytest.mark.timeout(30)
 HOST = "127.0.0.1"
@@ -313,6 +314,25 @@ def test_handler_error_answers_500() -> None:
         try:
             final = await a.request(make_request("OPTIONS", f"sip:bob@{HOST}:{port}")).final()
             assert final.status == 500
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+def test_a_back_end_away_answers_503_with_retry_after() -> None:
+    async def main() -> None:
+        def handler(ctx: ServerContext) -> None:
+            raise StoreUnavailable("PostgreSQL store postgresql://db/imsbox unavailable")
+
+        a, b = SipEndpoint(modules=[HandlerModule(ok)]), SipEndpoint(modules=[HandlerModule(handler)])
+        await a.listen("udp", HOST, 0)
+        _, port = await b.listen("udp", HOST, 0)
+        try:
+            final = await a.request(make_request("MESSAGE", f"sip:bob@{HOST}:{port}")).final()
+            assert (final.status, final.reason) == (503, "Service Unavailable - store unavailable")
+            assert final.headers.get("Retry-After") == str(StoreUnavailable.retry_after)
         finally:
             await a.close()
             await b.close()

@@ -1,4 +1,5 @@
-"""``imsbox ue call --music-on-hold`` against ``imsbox serve`` with its media server.
+"""``imsbox ue call`` against ``imsbox serve`` with its media server: hold plays the
+network's music by default (``--music-on-hold`` need not be given).
 
 alice calls bob, types ``hold``: bob's phone (``listen --answer``) takes the
 music server's INVITE with Replaces (RFC 5359 2.3 F12) and records the music;
@@ -39,7 +40,7 @@ def test_hold_plays_the_networks_music(tmp_path: Path) -> None:
                    "--record", str(bob_wav))
         bob.wait_event("listening")
         alice = Proc(*ue_args(config, "alice"), "call", "bob", "--tone", "440",
-                     "--music-on-hold", stdin=subprocess.PIPE)
+                     stdin=subprocess.PIPE)
         first = alice.wait_event("call_answered")["call_id"]
         time.sleep(1.0)
         alice.type("hold")

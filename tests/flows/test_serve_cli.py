@@ -212,8 +212,10 @@ def test_one_role_alone_and_sigint(tmp_path: Path) -> None:
     (("--host", "not a host"), "--host"),
     (("--role", "mgcf"), "--role"),
     (("--role", "hss"), "HSS has no network interface"),
-    (("--cache", "redis://127.0.0.1:6379"), "not available yet"),
-    (("--store", "postgresql://db/imsbox"), "not available yet"),
+    (("--cache", "redis://127.0.0.1:6379"), "goes with a shared PostgreSQL store"),
+    (("--store", "postgresql://imsbox@127.0.0.1:1/imsbox"),
+     "cannot reach PostgreSQL store postgresql://imsbox@127.0.0.1:1/imsbox"),
+    (("--store", "mysql://db/imsbox"), "unknown scheme"),
     (("--config", "missing.toml"), "file not found"),
     (("--domain", "bad domain!"), "--domain"),
 ])

@@ -184,7 +184,7 @@ class Baresip:
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
                  answermode: str = "auto", peers: tuple[str, ...] = (),
-                 play: Path | None = None) -> None:
+                 play: Path | None = None, max_calls: int | None = None) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.user = user
@@ -207,6 +207,8 @@ class Baresip:
             f"ctrl_tcp_listen\t\t{HOST}:{self.ctrl_port}",
             "rtp_ports\t\t20000-29999",
             f"net_interface\t\t{HOST}",
+            # a one-line phone: 486 to a call while in one (baresip's default is 4)
+            *([f"call_max_calls\t\t{max_calls}"] if max_calls else []),
             "",
         ]))
         (self.dir / "accounts").write_text(
@@ -368,8 +370,9 @@ class BaresipPhone(Baresip):
     records_after_reinvite = False
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
-                 play: Path) -> None:
-        super().__init__(directory, user, password, pcscf_port, answermode="manual", play=play)
+                 play: Path, max_calls: int | None = None) -> None:
+        super().__init__(directory, user, password, pcscf_port, answermode="manual", play=play,
+                         max_calls=max_calls)
 
     @property
     def record_path(self) -> Path:

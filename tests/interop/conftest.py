@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
+from .baresip import ImsboxNet
 from .capture import Capture, tshark_binary
+from .phone_kit import CAROL_TONE, IMSBOX_TONE, PASSWORDS, PHONE_TONE, PHONES
+from .phones import ImsboxUe, Phone, tone_wav
+from .pjsua import pjsua_missing
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,3 +76,52 @@ def capture(tshark: str, tmp_path: Path) -> Iterator[Callable[..., Capture]]:
     yield make
     for cap in made:  # a test that failed inside its with block
         cap._kill()
+
+
+# -- the phone interop tests: the network, alice and carol (imsbox UEs), bob (a phone) ------
+
+@pytest.fixture(params=list(PHONES))
+def kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "pjsua2" and (why := pjsua_missing()):
+        pytest.skip(why)
+    return str(request.param)
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[ImsboxNet]:
+    network = ImsboxNet.start(tmp_path / "net", PASSWORDS)
+    try:
+        yield network
+    finally:
+        status = network.stop()
+        (tmp_path / "net" / "trace.txt").write_text(network.trace())   # for a failure
+        assert status == 0, f"imsbox serve exit {status}: {network.stderr[-20:]}"
+
+
+@pytest.fixture
+def ue(net: ImsboxNet) -> Iterator[ImsboxUe]:
+    alice = ImsboxUe("alice", PASSWORDS["alice"], net.pcscf_port, IMSBOX_TONE,
+                     answer_calls=0.2)
+    try:
+        yield alice.start()
+    finally:
+        alice.close()
+
+
+@pytest.fixture
+def phone(kind: str, net: ImsboxNet, tmp_path: Path) -> Iterator[Phone]:
+    play = tone_wav(tmp_path / "phone-tone.wav", PHONE_TONE)
+    bob = PHONES[kind](tmp_path / kind, "bob", PASSWORDS["bob"], net.pcscf_port, play)
+    try:
+        yield bob.start()
+    finally:
+        bob.stop()
+
+
+@pytest.fixture
+def carol(net: ImsboxNet) -> Iterator[ImsboxUe]:
+    ue = ImsboxUe("carol", PASSWORDS["carol"], net.pcscf_port, CAROL_TONE, answer_calls=0.2)
+    try:
+        yield ue.start()
+    finally:
+        ue.close()

@@ -54,6 +54,7 @@ class Phone(Protocol):
     sip_port: int
     refusal: tuple[str, int]   # (imsbox's call_ended reason, SIP status) of busy()
     records_after_reinvite: bool   # its recording goes on after a hold / focus re-INVITE
+    events: Events                 # what the driver saw, in its own terms
 
     @property
     def record_path(self) -> Path: ...    # what the phone heard (complete after stop())
@@ -103,6 +104,12 @@ class Events:
                                          + "\n".join(map(str, self.items[-30:]))
                                          + "\n" + self._describe())
                 self._cond.wait(left)
+
+    def skip(self) -> None:
+        """Forget the events so far: a later ``wait`` sees only newer ones (a call
+        the phone refused by itself may have left an INCOMING behind)."""
+        with self._cond:
+            self._taken.update(range(len(self.items)))
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._cond:

@@ -58,14 +58,15 @@ class PjsuaPhone:
     refusal = ("busy", 486)   # what busy() makes of a call
 
     def __init__(self, directory: Path, user: str, password: str, pcscf_port: int,
-                 play: Path) -> None:
+                 play: Path, max_calls: int | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.user = user
         self.record_path = directory / "heard.wav"
         self.sip_port = low_port()
         self.conf = {"user": user, "password": password, "domain": DOMAIN, "host": HOST,
                      "port": self.sip_port, "proxy": f"sip:{HOST}:{pcscf_port};transport=udp;lr",
-                     "play": str(play), "record": str(self.record_path), "log_level": 3}
+                     "play": str(play), "record": str(self.record_path), "log_level": 3,
+                     "max_calls": max_calls}
         self.log: list[str] = []
         self.events = Events(f"pjsua2 {user}", lambda: "\n".join(self.log[-40:]))
         self.replies = Events(f"pjsua2 {user} replies")
@@ -96,14 +97,14 @@ class PjsuaPhone:
         assert reply["ok"], f"pjsua2 {cmd}: {reply.get('error')}"
 
     # -- the Phone protocol ------------------------------------------------------------
-    def call(self, uri: str) -> None:
-        self._do("call", uri=uri)
+    def call(self, uri: str, headers: dict[str, str] | None = None) -> None:
+        self._do("call", uri=uri, headers=headers or {})
 
     def answer(self) -> None:
         self._do("answer", code=200)
 
     def busy(self) -> None:
-        self._do("auto", code=486)
+        self._do("auto", code=486, once=True)
 
     def hold(self) -> None:
         self._do("hold")

@@ -4,15 +4,15 @@
                             "proxy": "sip:127.0.0.1:5060;transport=udp;lr",
                             "play": "tone.wav", "record": "heard.wav"}'
 
-stdin: one command a line, ``{"cmd": "call", "uri": "sip:alice@ims.test"}``,
-``answer`` (``code``: 180, 200, 486 ...), ``auto`` (answer the next calls with
-``code``), ``transfer`` (``uri``: REFER), ``transfer_replaces`` (REFER the
-first call to the latest, with Replaces), ``hold``, ``resume``, ``hangup``,
+stdin: one command a line, ``{"cmd": "call", "uri": "sip:alice@ims.test"}``
+(optional ``headers``, e.g. ``{"Join": ...}``), ``answer`` (``code``: 180, 200,
+486 ...), ``auto`` (answer the next calls with ``code``; only the next one with ``once``), ``transfer`` (``uri``:
+REFER), ``transfer_replaces`` (REFER the first call to the latest, with Replaces), ``hold``, ``resume``, ``hangup``,
 ``quit``; each gets ``{"reply": CMD, "ok": true}`` (or ``"error"``).
 stdout: events, ``{"event": "reg", "code": 200}``, ``{"event": "call", "state":
 "INCOMING" | "EARLY" | "CONFIRMED" | "DISCONNECTED", "code": ..., "remote": ...}``,
 ``{"event": "media", "status": "ACTIVE" | "LOCAL_HOLD" | "REMOTE_HOLD" | "NONE",
-"dir": ...}``.
+"dir": ...}``, ``{"event": "message", "sender": ..., "body": ...}``.
 
 Why a process of its own: pjsua2 owns threads and a C conference bridge; here
 every callback runs on this process's main thread (``threadCnt = 0``, events
@@ -62,6 +62,7 @@ class Phone:
         self.calls: list[AgentCall] = []
         # "answer": answer incoming calls with this code (200, 486 ...); else ring only
         self.answer_code: int | None = conf.get("answer")
+        self.answer_once = False    # the code is for the next call only
         self.pending_answer: AgentCall | None = None
         self.player: pj.AudioMediaPlayer | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
@@ -95,6 +96,9 @@ class AgentAccount(pj.Account):
         call.answer(prm180)
         if self.phone.answer_code is not None:
             self.phone.pending_answer = call   # answered from the loop, not in the callback
+
+    def onInstantMessage(self, prm: pj.OnInstantMessageParam) -> None:
+        emit(event="message", sender=prm.fromUri, body=prm.msgBody)
 
 
 class AgentCall(pj.Call):
@@ -155,9 +159,14 @@ def command(ep: pj.Endpoint, account: AgentAccount, phone: Phone, cmd: dict[str,
         call = AgentCall(account, phone)
         phone.call = call
         phone.calls.append(call)
+        for name, value in cmd.get("headers", {}).items():   # e.g. Join (RFC 3911)
+            header = pj.SipHeader()
+            header.hName, header.hValue = name, value
+            prm.txOption.headers.append(header)
         call.makeCall(cmd["uri"], prm)
-    elif name == "auto":     # answer the next incoming calls with this code
+    elif name == "auto":     # answer the next incoming calls (or only the next) with this code
         phone.answer_code = int(cmd["code"])
+        phone.answer_once = bool(cmd.get("once"))
     elif phone.call is None:
         raise RuntimeError("no call")
     elif name == "answer":
@@ -199,6 +208,8 @@ def main() -> int:
     ep_cfg.uaConfig.userAgent = "pjsua2-interop"
     ep_cfg.logConfig.level = int(conf.get("log_level", 3))
     ep_cfg.logConfig.consoleLevel = int(conf.get("log_level", 3))
+    if conf.get("max_calls"):              # a one-line phone: 486 to a call while in one
+        ep_cfg.uaConfig.maxCalls = int(conf["max_calls"])
     ep_cfg.medConfig.noVad = True          # a continuous stream: no silence suppression
     ep.libInit(ep_cfg)
     transport = pj.TransportConfig()
@@ -241,6 +252,8 @@ def main() -> int:
             prm = pj.CallOpParam(True)
             prm.statusCode = phone.answer_code
             phone.pending_answer, call = None, phone.pending_answer
+            if phone.answer_once:
+                phone.answer_code = None
             call.answer(prm)
         while running:
             try:

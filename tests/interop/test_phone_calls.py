@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,105 +35,19 @@ import pytest
 from imsbox.media import PortAllocator, tone_present
 from imsbox.sdp import Direction
 
-from .baresip import BaresipPhone, ImsboxNet, _env, low_port, pump
+from .baresip import ImsboxNet, _env, low_port, pump
 from .capture import Capture
-from .linphone import LinphonePhone
-from .phones import (
-    DOMAIN, ENDED, ESTABLISHED, HOST, INCOMING, RINGING, WAIT, ImsboxUe, Phone, heard, hears, tone_wav,
-    wav_pcm,
+from .phone_kit import (
+    ALICE, BOB, CAROL, CAROL_TONE, IMSBOX_TONE, PASSWORDS, PHONE_TONE, hears_phone, imsbox_calls,
+    mix_of, phone_calls, phone_heard_imsbox, silent_while_held, wait_trace,
 )
-from .pjsua import PjsuaPhone, pjsua_missing
+from .phones import (
+    ENDED, ESTABLISHED, HOST, INCOMING, RINGING, WAIT, ImsboxUe, Phone, heard, hears, wav_pcm,
+)
 from .test_baresip import messages
 from .test_messaging_tshark import sip_counts
 
 pytestmark = pytest.mark.timeout(180)
-PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
-IMSBOX_TONE, PHONE_TONE = 440.0, 1000.0
-ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
-PHONES: dict[str, Callable[..., Phone]] = {
-    "baresip": BaresipPhone, "linphone": LinphonePhone, "pjsua2": PjsuaPhone}
-
-
-@pytest.fixture(params=list(PHONES))
-def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "pjsua2" and (why := pjsua_missing()):
-        pytest.skip(why)
-    return str(request.param)
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[ImsboxNet]:
-    network = ImsboxNet.start(tmp_path / "net", PASSWORDS)
-    try:
-        yield network
-    finally:
-        status = network.stop()
-        (tmp_path / "net" / "trace.txt").write_text(network.trace())   # for a failure
-        assert status == 0, f"imsbox serve exit {status}: {network.stderr[-20:]}"
-
-
-@pytest.fixture
-def ue(net: ImsboxNet) -> Iterator[ImsboxUe]:
-    alice = ImsboxUe("alice", PASSWORDS["alice"], net.pcscf_port, IMSBOX_TONE,
-                     answer_calls=0.2)
-    try:
-        yield alice.start()
-    finally:
-        alice.close()
-
-
-@pytest.fixture
-def phone(kind: str, net: ImsboxNet, tmp_path: Path) -> Iterator[Phone]:
-    play = tone_wav(tmp_path / "phone-tone.wav", PHONE_TONE)
-    bob = PHONES[kind](tmp_path / kind, "bob", PASSWORDS["bob"], net.pcscf_port, play)
-    try:
-        yield bob.start()
-    finally:
-        bob.stop()
-
-
-def hears_phone(ue: ImsboxUe, call: Any) -> bool:
-    pcm = ue.listen(call, 2.0)
-    return hears(pcm, PHONE_TONE) and not hears(pcm, IMSBOX_TONE, min_windows=2)
-
-
-def silent_while_held(ue: ImsboxUe, call: Any) -> bool:
-    ue.listen(call, 0.3)   # what was in flight plays out
-    return not hears(ue.listen(call, 2.0), PHONE_TONE, min_windows=2)
-
-
-def wait_trace(net: ImsboxNet, match: Callable[[list[tuple[str, str]]], bool], what: str,
-               timeout: float = WAIT) -> None:
-    """Until the P-CSCF's sent messages (serve's --trace, read from its stdout a
-    little after the fact) satisfy ``match``."""
-    deadline = time.monotonic() + timeout
-    while not match(messages(net.trace(), "pcscf", "out")):
-        assert time.monotonic() < deadline, f"no {what} in the P-CSCF trace in {timeout}s"
-        time.sleep(0.05)
-
-
-def phone_heard_imsbox(phone: Phone) -> None:
-    """After ``phone.stop()`` (the recording is complete then)."""
-    assert heard(phone.record_path, IMSBOX_TONE), f"{phone.name} did not record alice's tone"
-    assert not heard(phone.record_path, PHONE_TONE), f"{phone.name} recorded its own tone"
-
-
-def imsbox_calls(ue: ImsboxUe, phone: Phone) -> Any:
-    call = ue.call(BOB)
-    assert phone.wait_state(INCOMING)
-    ue.until(lambda: call.call.ringing.is_set(), "ringing (180)")
-    phone.answer()
-    assert ue.answered(call), f"not answered: {call.end_reason}"
-    phone.wait_state(ESTABLISHED)
-    return call
-
-
-def phone_calls(ue: ImsboxUe, phone: Phone) -> Any:
-    phone.call(ALICE)
-    call = ue.incoming()
-    assert ue.answered(call), f"not answered: {call.end_reason}"
-    phone.wait_state(ESTABLISHED)
-    return call
 
 
 # -- calls with audio, hold and hangup -------------------------------------------------------
@@ -345,19 +259,6 @@ def test_cli_listen_answers_phone(net: ImsboxNet, phone: Phone, tmp_path: Path) 
 
 # -- transfers (RFC 5359 2.4, RFC 5589): carol is a second imsbox UE --------------------------
 
-CAROL_TONE = 1800.0
-CAROL = f"sip:carol@{DOMAIN}"
-
-
-@pytest.fixture
-def carol(net: ImsboxNet) -> Iterator[ImsboxUe]:
-    ue = ImsboxUe("carol", PASSWORDS["carol"], net.pcscf_port, CAROL_TONE, answer_calls=0.2)
-    try:
-        yield ue.start()
-    finally:
-        ue.close()
-
-
 def test_phone_transfers_imsbox(ue: ImsboxUe, carol: ImsboxUe, phone: Phone,
                                 net: ImsboxNet) -> None:
     """bob (the phone) REFERs alice (imsbox, the transferee) to carol."""
@@ -465,11 +366,6 @@ def test_phone_attended_transfer_of_imsbox(ue: ImsboxUe, carol: ImsboxUe, phone:
 
 
 # -- 3-way call (RFC 5359 2.10): imsbox mixes the phone and carol ------------------------------
-
-def mix_of(pcm: bytes, *tones: float) -> bool:
-    """Each of ``tones`` is in ``pcm`` (a mix: each has a share of the energy only)."""
-    return all(tone_present(pcm, t, threshold=0.2) for t in tones)
-
 
 def test_three_way_call_with_phone(ue: ImsboxUe, carol: ImsboxUe, phone: Phone,
                                    net: ImsboxNet) -> None:

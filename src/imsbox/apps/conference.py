@@ -51,7 +51,7 @@ from ..sip.ua.refer import EventAgent, IncomingRefer
 from ..sip.ua.useragent import Call, UserAgent
 from ..sip.uri import SipUri, Uri, parse_uri
 from ..store import (
-    Conference, ConferenceKind, Participant, ParticipantState, Store,
+    Conference, ConferenceKind, Participant, ParticipantState, Store, StoreError,
 )
 from .node import listen_behind_guard, node_uri, open_msrp
 from .anchor import caller_identity
@@ -403,7 +403,11 @@ class ConferenceAs:
             except Exception:  # one bad record must not stop the cleanup for good
                 log.exception("conference housekeeping failed")
             self._wakeup.clear()
-            soonest = await self.store.conferences.next_expiry()
+            try:
+                soonest = await self.store.conferences.next_expiry()
+            except StoreError as exc:  # away (a restart): look again soon
+                log.warning("conference housekeeping: %s", exc)
+                soonest = now + 1.0
             delay = self.settings.max_wakeup if soonest is None else soonest - now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(),

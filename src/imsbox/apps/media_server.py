@@ -20,6 +20,8 @@ request for its PSIs (docs/media-server.md):
   conference ends with its last leg (a later INVITE gets 404).
 * ``sip:announce@DOMAIN;play=NAME`` or ``sip:announce-NAME@DOMAIN``: plays the
   announcement (``mrf_media.announcement``) and sends BYE.
+* ``sip:park@DOMAIN`` and ``sip:park-N@DOMAIN``: call park (RFC 5359 2.15), in
+  ``imsbox.apps.park``: orbits in the store, music while parked, retrieve, ring-back.
 
 Refusals: no common codec 488 with a Warning; an unknown conference or
 announcement 404 with the reason; no free RTP port in the range 480 with the
@@ -40,17 +42,22 @@ from ..config import Config, ConfigError
 from ..media import MediaError, Mixer, MixerPort, PortAllocator, RtpSession
 from ..sdp import Direction
 from ..sip.endpoint import Priority, ServerContext, SipEndpoint
-from ..sip.headers import NameAddr
+from ..sip.headers import HeaderError, NameAddr
 from ..sip.message import Request, Response, new_tag
 from ..sip.transaction import TimerValues
+from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.refer import EventAgent, IncomingRefer, sipfrag
 from ..sip.ua.useragent import Call, Origin, UserAgent
 from ..sip.uri import SipUri, Uri, UriError, parse_uri
+from ..store import Store
 from .anchor import caller_identity
 from .focus import FOCUS_PARAMS
 from .mrf_media import LegMedia, Music, announcement
 from .node import listen_behind_guard, node_uri
+from .park import (
+    ORBIT_PREFIX, PARK_KINDS, PARK_USER, CallPark, ParkError, orbit_in, orbit_of,
+)
 
 __all__ = ["ANNOUNCE_USER", "AudioConference", "FACTORY_USER", "Leg", "MOH_USER", "MediaServer",
            "MediaServerError"]
@@ -65,6 +72,8 @@ ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "REFER", "NOTIFY
 RETRY_AFTER = "5"
 INVITE_WAIT = 40.0      # for the answer of someone we invite (REFER, music)
 ANNOUNCE_TAIL = 0.2     # seconds after an announcement before the BYE
+# legs that send and receive: the conference, and park (retrieve needs no re-INVITE)
+SENDRECV_KINDS = ("conference", *PARK_KINDS)
 
 
 class MediaServerError(Exception):
@@ -116,13 +125,14 @@ class _Pending:
     uri: str                     # our side: the PSI or the conference URI
     conference: AudioConference | None = None
     play: bytes = b""
+    orbit: int | None = None     # a retrieve's orbit
 
 
 class MediaServer:
     """The MRF node on ``config.media_server``; ``await start()``, ``await close()``."""
 
     def __init__(self, config: Config, *, timers: TimerValues | None = None,
-                 trace: bool = False) -> None:
+                 trace: bool = False, store: Store | None = None) -> None:
         self.config = config
         self.timers = timers
         node = config.media_server
@@ -146,13 +156,16 @@ class MediaServer:
         self.factory_uri = f"sip:{FACTORY_USER}@{domain}"
         self._pending: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Future[object]] = set()
+        self.uri = ""
+        self.park = CallPark(self, store, lambda: self.uri)   # the store keeps the orbits
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
         node = self.config.media_server
         port = await listen_behind_guard(self.endpoint, self.endpoint.listen, self.config, node,
                                          "media server")
-        uri = node_uri(node.host, port)
+        uri = self.uri = node_uri(node.host, port)
+        await self.park.start()
         timers = self.timers or TimerValues()
         self.ua = UserAgent(self.endpoint, f"<{uri}>", uri,
                             config=InviteConfig(t1=timers.t1, t2=timers.t2, allow=ALLOW,
@@ -167,12 +180,13 @@ class MediaServer:
     async def close(self) -> None:
         """BYE every leg (the phones' calls end cleanly), then stop."""
         legs = list(self.legs.values())
-        await asyncio.gather(*(self._hangup(leg) for leg in legs), return_exceptions=True)
+        await asyncio.gather(*(self.hangup(leg) for leg in legs), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for leg in list(self.legs.values()):
             await self._drop(leg)
+        await self.park.close()
         if self.events is not None:
             self.events.close()
         if self.ua is not None:
@@ -182,7 +196,7 @@ class MediaServer:
     def listening_lines(self) -> list[str]:
         return [f"media server listening on {d}" for d in self.endpoint.transport.listen_addresses]
 
-    def _spawn(self, coro: Awaitable[object]) -> None:
+    def spawn(self, coro: Awaitable[object]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -201,6 +215,11 @@ class MediaServer:
             return _Pending("factory", self.factory_uri)
         if user.startswith(CONFERENCE_PREFIX):
             return _Pending("conference", self._conference_uri(user), self._conference(user))
+        if user == PARK_USER:
+            return _Pending("park", f"sip:{PARK_USER}@{self.config.domain}")
+        if user.startswith(ORBIT_PREFIX):
+            return _Pending("retrieve", f"sip:{user}@{self.config.domain}",
+                            orbit=orbit_of(user))
         if user == ANNOUNCE_USER or user.startswith(ANNOUNCE_USER + "-"):
             name = uri.param("play") or user[len(ANNOUNCE_USER) + 1:]
             if not name:
@@ -247,16 +266,30 @@ class MediaServer:
             call.reject(500, "Server Internal Error - no service for this call")
             return
         try:
+            await self._prepare_park(call, pending)
             leg = await self._answer(call, pending)
-        except MediaServerError as exc:
+        except (MediaServerError, ParkError) as exc:
             log.info("INVITE %s: %d %s", pending.uri, exc.status, exc.reason)
-            call.reject(exc.status, exc.reason, headers=list(exc.headers))
+            headers = exc.headers if isinstance(exc, MediaServerError) else ()
+            call.reject(exc.status, exc.reason, headers=list(headers))
+            await self.park.unclaim(pending.uri)
             return
         self._start_leg(leg, pending)
 
+    async def _prepare_park(self, call: Call, pending: _Pending) -> None:
+        """Park by transfer: claim an orbit (the call's URI from now on); retrieve:
+        take the orbit (ParkError 404 when empty) before the INVITE is answered."""
+        if pending.kind == "park":
+            request = call.request
+            parker = referred_by(request) or self.park.named_parker(request.uri) \
+                or caller_identity(request)
+            pending.uri = await self.park.claim(parker, caller_identity(request), tell=True)
+        elif pending.kind == "retrieve":
+            pending.uri = await self.park.take(pending.orbit)
+
     async def _answer(self, call: Call, pending: _Pending) -> Leg:
         """Open the RTP session, answer the offer, accept: the leg."""
-        direction = Direction.SENDRECV if pending.kind == "conference" else Direction.SENDONLY
+        direction = Direction.SENDRECV if pending.kind in SENDRECV_KINDS else Direction.SENDONLY
         media = await self._media(direction)
         answer_sdp = media.answer(call.request.body) if call.request.body else None
         if answer_sdp is None:
@@ -291,10 +324,14 @@ class MediaServer:
             leg.rtp.source = self.music.listener()
         elif leg.kind == "announce":
             leg.rtp.source = _Once(pending.play)
-            self._spawn(self._announce(leg, len(pending.play) / 16000))
+            self.spawn(self._announce(leg, len(pending.play) / 16000))
+        elif leg.kind == "park":
+            self.park.hold(leg)
+        elif leg.kind in PARK_KINDS:
+            self.park.retrieved(leg)
         elif pending.conference is not None:
             self._join(pending.conference, leg)
-        self._spawn(self._watch(leg))
+        self.spawn(self._watch(leg))
 
     # -- conferences ------------------------------------------------------------------
     def _join(self, conference: AudioConference, leg: Leg) -> None:
@@ -339,7 +376,7 @@ class MediaServer:
             return None
         uri = request.uri
         user = uri.user.lower() if isinstance(uri, SipUri) and uri.user else ""
-        if user == MOH_USER:
+        if user in (MOH_USER, PARK_USER):
             return None
         if user.startswith(CONFERENCE_PREFIX):
             conference = self.conferences.get(self._conference_uri(user))
@@ -358,7 +395,7 @@ class MediaServer:
             ours = f"sip:{uri.user.lower()}@{self.config.domain}"
             if ours in self.conferences:
                 return parse_uri(ours), FOCUS_PARAMS
-            if ours == self.moh_uri:
+            if ours == self.moh_uri or uri.user.lower() == PARK_USER:
                 return parse_uri(ours), ""
         return self.ua.contact, ""
 
@@ -371,12 +408,19 @@ class MediaServer:
             return
         kind, uri = ours
         target = str(incoming.target)
+        if kind == "park":   # 2.15: the orbit first; the parked party is called from it
+            try:
+                uri = await self.park.claim(caller_identity(request), canonical(target))
+            except ParkError as exc:
+                self.events.report(incoming, exc.status, exc.reason)
+                return
         headers = [("Referred-By", f"<{caller_identity(request)}>")]
         if incoming.replaces is not None:   # 2.3 F12: INVITE with Replaces
             headers.append(("Replaces", str(incoming.replaces)))
             headers.append(("Require", "replaces"))
-        leg, status, reason = await self._invite(kind, uri, target, headers)
+        leg, status, reason = await self.invite_leg(kind, uri, target, headers)
         if leg is None:
+            await self.park.unclaim(uri)
             self.events.report(incoming, status, reason)
             return
         self._report_dialog(incoming, leg)
@@ -391,6 +435,8 @@ class MediaServer:
         user = uri.user.lower() if isinstance(uri, SipUri) and uri.user else ""
         if user == MOH_USER:
             return "moh", self.moh_uri
+        if user == PARK_USER:
+            return "park", ""
         conference = self.conferences.get(self._conference_uri(user))
         return ("conference", conference.uri) if conference is not None else None
 
@@ -406,14 +452,17 @@ class MediaServer:
         body = sipfrag(200) + (
             f"Call-ID: {dialog.id.call_id}\r\n"
             f"From: <{leg.uri}>;tag={dialog.id.local_tag}\r\n"
-            f"To: <{leg.peer}>;tag={dialog.id.remote_tag}\r\n").encode()
+            f"To: <{leg.peer}>;tag={dialog.id.remote_tag}\r\n"
+            + (f"Subject: orbit {orbit_in(leg.uri)}\r\n" if leg.kind == "park" else "")
+        ).encode()
         self.events.terminate(sub, body=body)
 
-    async def _invite(self, kind: str, uri: str, target: str,
+    async def invite_leg(self, kind: str, uri: str, target: str,
                       headers: list[tuple[str, str]]) -> tuple[Leg | None, int, str]:
-        """INVITE ``target`` from ``uri``: music (sendonly) or a conference leg."""
+        """INVITE ``target`` from ``uri``: music (sendonly), a conference leg, or a
+        park leg (sendrecv: the parked party, a ring-back to its parker)."""
         assert self.ua is not None
-        direction = Direction.SENDRECV if kind == "conference" else Direction.SENDONLY
+        direction = Direction.SENDRECV if kind in SENDRECV_KINDS else Direction.SENDONLY
         try:
             media = await self._media(direction)
         except MediaServerError as exc:
@@ -440,12 +489,26 @@ class MediaServer:
         self._start_leg(leg, pending)
         return leg, final.status, final.reason
 
+    async def message(self, uri: str, target: str, text: str,
+                      headers: list[tuple[str, str]]) -> str:
+        """A text/plain MESSAGE from our ``uri`` to ``target`` via the I-CSCF: its
+        final status and reason (a park orbit for its parker)."""
+        origin = self.conference_origin(uri)
+        try:
+            request = build_request("MESSAGE", target, origin.local, NameAddr(parse_uri(target)),
+                                    route=origin.route, headers=headers, body=text.encode(),
+                                    content_type="text/plain;charset=UTF-8")
+            final = await asyncio.wait_for(self.endpoint.request(request).final(), INVITE_WAIT)
+        except (UriError, ValueError, TimeoutError) as exc:
+            return f"not sent ({exc or 'timeout'})"
+        return f"{final.status} {final.reason}"
+
     # -- endings ----------------------------------------------------------------------
     async def _announce(self, leg: Leg, seconds: float) -> None:
         await asyncio.sleep(seconds + ANNOUNCE_TAIL)
-        await self._hangup(leg)
+        await self.hangup(leg)
 
-    async def _hangup(self, leg: Leg) -> None:
+    async def hangup(self, leg: Leg) -> None:
         if leg.call.terminated.done():
             return
         with contextlib.suppress(Exception):
@@ -459,7 +522,19 @@ class MediaServer:
         if self.legs.pop(leg.call.call_id, None) is None:
             return
         self._leave(leg)
+        await self.park.dropped(leg)
         await leg.rtp.close()
+
+
+def referred_by(request: Request) -> str:
+    """The Referred-By identity (RFC 3892) of a transferred INVITE, '' without one."""
+    value = request.headers.get("Referred-By")
+    if not value:
+        return ""
+    try:
+        return canonical(str(NameAddr.parse(value).uri))
+    except (HeaderError, UriError):   # a malformed header: as if there were none
+        return ""
 
 
 def canonical(target: str) -> str:

@@ -73,7 +73,7 @@ from ..sip.transaction import TimerValues
 from ..sip.ua.dialog import build_request
 from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
-from ..store import DeferredMessage, HistoryEntry, Store
+from ..store import DeferredMessage, HistoryEntry, Store, StoreError
 from .node import listen_behind_guard, node_uri, open_msrp
 from .anchor import Anchor, FileKeeper
 from .deferred import DeferredRetrieval
@@ -493,7 +493,11 @@ class MessagingAs(StatefulProxy):
             await self._sleep(now)
 
     async def _sleep(self, now: float) -> None:
-        deadline = await self.store.messages.next_deferred_expiry()
+        try:
+            deadline = await self.store.messages.next_deferred_expiry()
+        except StoreError as exc:  # away (a restart): look again soon
+            log.warning("messaging AS housekeeping: %s", exc)
+            deadline = now + 1.0
         delay = self.settings.max_wakeup if deadline is None else deadline - now
         try:
             await asyncio.wait_for(self._wakeup.wait(),

@@ -18,10 +18,14 @@ call, so a change takes effect on the next one):
   (RFC 7044) with the RFC 4458 cause (:mod:`.history_info`). A served user who
   is already an earlier target in the History-Info gets ``482 Loop
   Detected``; more than ``[telephony] max_diversions`` forwardings ``483``.
+  Each re-target sends the caller ``181 Call Is Being Forwarded``; a target
+  with ``diversion on`` also gets Diversion (RFC 5806, :mod:`.diversion`).
 
 It is also the RFC 4235 notifier of its subscribers' dialog events, built
 from the calls it routes (:mod:`.telephony_dialogs`), and the click-to-dial
-controller (:mod:`.click_to_dial`, RFC 5359 2.18 over RFC 3725).
+controller (:mod:`.click_to_dial`, RFC 5359 2.18 over RFC 3725), and it
+answers ``sip:pickup@DOMAIN`` on a caller's originating side (call pickup,
+RFC 5359 2.16, :mod:`.pickup`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
+from ..content import dialog_info as di
 from ..sip.endpoint import Priority, ServerContext, resolve
 from ..sip.transport import Destination
 from ..sip.headers import Event, HeaderError, NameAddr
@@ -47,10 +52,12 @@ from ..sip.uri import Uri, parse_uri
 from ..store import Store
 from .anchor import caller_identity
 from .click_to_dial import ClickToDial
+from .diversion import write_diversion
 from .history_info import (
-    CAUSE_BUSY, CAUSE_NO_REPLY, CAUSE_NOT_REACHABLE, CAUSE_UNCONDITIONAL, History,
+    CAUSE_BUSY, CAUSE_NO_REPLY, CAUSE_NOT_REACHABLE, CAUSE_UNCONDITIONAL, HISTORY_INFO, History,
 )
 from .node import listen_behind_guard, node_uri
+from .pickup import CallPickup, PickupGate
 from .telephony_dialogs import CallDialogs, WatchedDialog
 from .telephony_services import Services, matches
 
@@ -61,6 +68,7 @@ log = logging.getLogger(__name__)
 CONTROL_SOCKET = "telephony.sock"   # in the data dir: `imsbox call-control` talks to it
 BUSY = (486, 600)
 NO_ANSWER = (408, 480, 503, 404)     # no reply, or not reachable (unregistered)
+MAX_RINGING = 10000                  # terminating INVITEs kept for call pickup's bridge
 
 
 @dataclass(slots=True)
@@ -95,6 +103,8 @@ class TelephonyAs(StatefulProxy):
         self.ua: UserAgent | None = None
         self.events: EventAgent | None = None
         self.click_to_dial: ClickToDial | None = None
+        self.pickup: CallPickup | None = None
+        self.ringing: dict[str, RequestContext] = {}   # Call-ID -> terminating INVITE
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -110,6 +120,9 @@ class TelephonyAs(StatefulProxy):
         self.events = EventAgent(self.ua, EventPackageRegistry([DIALOG_PACKAGE]),
                                  state_of=self._first_state, on_subscription=self._subscribed)
         self.endpoint.add_module(_EventGate(self))
+        self.pickup = CallPickup(self.config, self.store, self.ua, self.calls,
+                                 self.divert_ringing)
+        self.endpoint.add_module(PickupGate(self.pickup, self.serves_originating))
         self.click_to_dial = ClickToDial(self.config, self.store, self.ua)
         await self.click_to_dial.serve(self.control_path)
         log.info("telephony AS up on %s:%d", node.host, port)
@@ -121,6 +134,8 @@ class TelephonyAs(StatefulProxy):
     async def close(self) -> None:
         if self.click_to_dial is not None:
             await self.click_to_dial.close()
+        if self.pickup is not None:
+            await self.pickup.close()
         if self.events is not None:
             self.events.close()
         if self.ua is not None:
@@ -207,11 +222,21 @@ class TelephonyAs(StatefulProxy):
         history.called(str(request.uri))
         served = ServedCall(owner, identities, services, history)
         ctx.values["served"] = served
-        if services.unconditional is not None:
+        # An INVITE with Replaces (a pickup, a transfer) names a dialog at one of the
+        # user's phones (RFC 3891): forwarding it elsewhere could only fail.
+        replacing = request.headers.get("Replaces") is not None
+        if services.unconditional is not None and not replacing:
             return self._forward(ctx, served, services.unconditional, CAUSE_UNCONDITIONAL, None)
         history.write(request)
+        if services.diversion:
+            write_diversion(request, history)   # for a phone that reads only Diversion
         served.watched = self.calls.invite(owner, request, False, caller, owner)
         self._notify_changed()
+        if replacing:
+            return [Target(request.uri)]
+        self.ringing[request.call_id] = ctx
+        while len(self.ringing) > MAX_RINGING:    # one whose end we never saw
+            self.ringing.pop(next(iter(self.ringing)))
         ctx.failure_route = self._failure
         timeout = (services.no_answer_after or self.no_answer_after) if services.no_answer \
             else (services.find_me_after or self.no_answer_after) if services.find_me else None
@@ -244,6 +269,7 @@ class TelephonyAs(StatefulProxy):
             served.history.forwarded(target, cause, status)
             served.history.write(ctx.request)
             self._leave(served)
+            self._tell_forwarded(ctx)
             log.info("%s: find-me %s -> %s (%d)", ctx.request.call_id, served.served,
                      target, status)
             return [Target(_uri(target), timeout=services.find_me_after or self.no_answer_after)]
@@ -257,9 +283,15 @@ class TelephonyAs(StatefulProxy):
         served.history.forwarded(target, cause, status)
         served.history.write(ctx.request)
         self._leave(served)
+        self._tell_forwarded(ctx)
         log.info("%s: %s forwarded to %s (cause %d)", ctx.request.call_id, served.served,
                  target, cause)
         return [Target(_uri(target))]
+
+    def _tell_forwarded(self, ctx: RequestContext) -> None:
+        """181 towards the caller, with the History-Info so far (RFC 7044, TS 24.604)."""
+        self.send_provisional(ctx, 181, "Call Is Being Forwarded",
+                              [(HISTORY_INFO, v) for v in ctx.request.headers.values(HISTORY_INFO)])
 
     def _leave(self, served: ServedCall) -> None:
         if served.watched is not None:
@@ -275,7 +307,31 @@ class TelephonyAs(StatefulProxy):
         if isinstance(watched, WatchedDialog) and ctx.request.method == "INVITE":
             self.calls.response(watched, response)
             self._notify_changed()
+        if response.status >= 200 and ctx.request.method == "INVITE":
+            self.ringing.pop(ctx.request.call_id, None)
         return response
+
+    def divert_ringing(self, call_id: str, target: Target) -> bool:
+        """Take a call ringing for a served user to ``target`` instead (call pickup's
+        bridge): its branches are CANCELled, their 487 is not forwarded (nor
+        answered by forwarding), the call is gone from the user's dialogs."""
+        ctx = self.ringing.pop(call_id, None)
+        served = ctx.values.get("served") if ctx is not None else None
+        if ctx is None or ctx.cancelled or not isinstance(served, ServedCall) or \
+                served.forwarded or all(c.final_response is not None
+                                        for c in ctx.pending.values()):
+            return False
+        served.forwarded = True
+        if served.watched is not None:
+            self.calls.left(served.watched)
+            served.watched.event = di.DialogEvent.REPLACED
+        self._leave(served)
+
+        async def to_target(_ctx: RequestContext, _best: Response) -> list[Target]:
+            return [target]
+        ctx.failure_route = to_target
+        ctx.record_route = False   # the target is our own UA: no second pass through us
+        return self.cancel_pending(ctx) > 0
 
     # -- dialog event package (RFC 4235) -----------------------------------------------
     def serves_subscription(self, request: Request) -> bool:
@@ -289,6 +345,12 @@ class TelephonyAs(StatefulProxy):
             return False
         return getattr(top, "user", None) == "term" and self.identity.is_me(top) and \
             event.package.lower() == "dialog"
+
+    def serves_originating(self, request: Request) -> bool:
+        """Routed to us for the caller's originating services (``sip:orig@AS``)."""
+        top = request.route[0].uri if request.route else None
+        return top is not None and getattr(top, "user", None) == "orig" and \
+            self.identity.is_me(top)
 
     def _subscribed(self, sub: NotifierSubscription) -> None:
         self.watchers.setdefault(_resource(sub), {}).setdefault(sub, 0)

@@ -13,7 +13,10 @@ Keys (docs/telephony-as.md)::
     find-me URI... [after=S]             2.12: each target in turn, S s each
     screen-incoming PATTERN...           2.13: callers refused 603
     screen-outgoing PATTERN...           2.14: targets refused 403
-    pickup-group NAME                    stored for call pickup (not built yet)
+    pickup-group NAME                    2.16: who may pick up whose calls (default:
+                                         the whole home domain is one group)
+    diversion on|off                     add Diversion (RFC 5806) beside History-Info
+                                         on calls forwarded to this subscriber
 
 A URI value is a ``sip:``/``sips:``/``tel:`` URI, a ``+E164`` number (made
 ``tel:``) or a bare user NAME (made ``sip:NAME@DOMAIN``). A PATTERN is one of
@@ -33,7 +36,7 @@ from ..sip.uri import UriError, parse_uri
 
 __all__ = [
     "FIND_ME", "FORWARD_BUSY", "FORWARD_NO_ANSWER", "FORWARD_UNCONDITIONAL", "KEYS",
-    "PICKUP_GROUP", "SCREEN_INCOMING", "SCREEN_OUTGOING", "ServiceDataError", "Services",
+    "DIVERSION", "PICKUP_GROUP", "SCREEN_INCOMING", "SCREEN_OUTGOING", "ServiceDataError", "Services",
     "describe", "matches", "validate",
 ]
 
@@ -44,6 +47,7 @@ FIND_ME = "find-me"
 SCREEN_INCOMING = "screen-incoming"
 SCREEN_OUTGOING = "screen-outgoing"
 PICKUP_GROUP = "pickup-group"
+DIVERSION = "diversion"
 # key -> (at least, at most) values, not counting after=S
 KEYS: dict[str, tuple[int, int]] = {
     FORWARD_UNCONDITIONAL: (1, 1),
@@ -53,6 +57,7 @@ KEYS: dict[str, tuple[int, int]] = {
     SCREEN_INCOMING: (1, 100),
     SCREEN_OUTGOING: (1, 100),
     PICKUP_GROUP: (1, 1),
+    DIVERSION: (1, 1),
 }
 TIMED = (FORWARD_NO_ANSWER, FIND_ME)   # the keys that take after=S
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
@@ -120,6 +125,10 @@ def validate(key: str, values: Sequence[str], domain: str,
         if not _NAME.fullmatch(values[0]):
             raise ServiceDataError(f"{key}: {values[0]!r}: expected a group name")
         out = list(values)
+    elif key == DIVERSION:
+        if values[0].lower() not in ("on", "off"):
+            raise ServiceDataError(f"{key}: {values[0]!r}: expected on or off")
+        out = [values[0].lower()]
     else:
         out = [_uri(v, domain, key) for v in values]
     return out + ([f"after={after:g}"] if after is not None else [])
@@ -166,6 +175,8 @@ class Services:
     find_me_after: float | None = None
     screen_incoming: tuple[str, ...] = ()
     screen_outgoing: tuple[str, ...] = ()
+    pickup_group: str | None = None   # None: the home domain's group
+    diversion: bool = False           # calls forwarded to us also carry Diversion
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Sequence[str]]) -> Services:
@@ -182,7 +193,9 @@ class Services:
         return cls(first(FORWARD_UNCONDITIONAL), first(FORWARD_BUSY),
                    first(FORWARD_NO_ANSWER), after(FORWARD_NO_ANSWER),
                    targets(FIND_ME), after(FIND_ME),
-                   targets(SCREEN_INCOMING), targets(SCREEN_OUTGOING))
+                   targets(SCREEN_INCOMING), targets(SCREEN_OUTGOING),
+                   pickup_group=first(PICKUP_GROUP),
+                   diversion=first(DIVERSION) == "on")
 
     @property
     def rings_for(self) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from ..sip.auth import Algorithm
@@ -219,6 +220,10 @@ def _safe_canonical(text: str) -> str:
 
 # -- the HSS --------------------------------------------------------------------------------
 
+PROFILE_TTL = 2.0  # seconds a cached user profile may lag another process's write
+PROFILE_CACHE_SIZE = 20000
+
+
 class Hss:
     """Cx server over the store's subscriber repository for home ``domain``.
 
@@ -234,6 +239,8 @@ class Hss:
         # Decoded iFC documents by their text: the S-CSCF asks for a profile on
         # every request, and a changed profile is a new text, so no invalidation.
         self._decoded_ifcs: dict[str, InitialFilterCriteria] = {}
+        # public id -> (profile generation, expiry, profile): see user_profile
+        self._profiles: dict[str, tuple[int, float, UserProfile]] = {}
 
     # -- lookups -------------------------------------------------------------------
     def private_id(self, name: str) -> str:
@@ -390,7 +397,27 @@ class Hss:
         return ServerAssignmentAnswer(ResultCode.DIAMETER_SUCCESS, identity.private_id, profile)
 
     async def user_profile(self, public_id: str) -> UserProfile | None:
-        """The implicit registration set of ``public_id`` with its iFCs."""
+        """The implicit registration set of ``public_id`` with its iFCs.
+
+        The S-CSCF asks on every request of a chain (about ten times per
+        MESSAGE end to end), four store reads each: answers are kept in memory
+        while the repository's profile generation is unchanged (this process
+        wrote nothing) and for at most PROFILE_TTL seconds (another process
+        may have).  An unknown identity is not remembered."""
+        generation = self.subscribers.profile_generation()
+        now = time.monotonic()
+        if generation is not None:
+            hit = self._profiles.get(public_id)
+            if hit is not None and hit[0] == generation and hit[1] > now:
+                return hit[2]
+        profile = await self._load_profile(public_id)
+        if profile is not None and generation is not None:
+            if len(self._profiles) >= PROFILE_CACHE_SIZE:
+                self._profiles.clear()
+            self._profiles[public_id] = (generation, now + PROFILE_TTL, profile)
+        return profile
+
+    async def _load_profile(self, public_id: str) -> UserProfile | None:
         identity = await self.find_identity(public_id)
         if identity is None:
             return None

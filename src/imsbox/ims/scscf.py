@@ -53,10 +53,11 @@ from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
 from ..sip.ua.dialog import build_request
 from ..sip.uri import SipUri, TelUri, Uri, UriError, parse_uri
-from ..store import Binding, Store
+from ..store import Binding, Store, StoreError
 from .caller_prefs import CallerPreferences, contact_features, rank_contacts
 from .hss import Hss, ServerAssignmentType, UserProfile
 from .login_guard import LoginGuard, Source
+from .odi import OdiChain, OdiSigner
 from .pcscf import ue_source
 from ..ifc import (
     ApplicationServer, DefaultHandling, RequestView, SessionCase, matching_ifcs, next_ifc,
@@ -77,6 +78,7 @@ _WRONG_RESPONSE = "response does not match"
 ODI_LIFETIME = 300.0        # how long an AS may take to hand a request back
 SERVED_RECHECK = 30.0       # seconds a user we took over is not checked again
 HOUSEKEEPING_MAX = 30.0     # wake up at least this often
+HOUSEKEEPING_RETRY = 1.0    # after the store was away
 
 
 # -- small value types ------------------------------------------------------------------
@@ -126,7 +128,9 @@ class Registrar:
         self.guard = guard
         self.realm = config.domain
         algorithms = tuple(Algorithm.parse(a) for a in config.registrar.digest_algorithms)
-        self.auth = DigestAuthenticator(config.domain, clock=clock, algorithms=algorithms)
+        # nonce-counts in the store: every S-CSCF on it accepts each one once
+        self.auth = DigestAuthenticator(config.domain, clock=clock, algorithms=algorithms,
+                                        nonce_counts=store.nonces)
         self.server_name = config.scscf.uri
         self.service_route = ""
         self._aor_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # AOR -> lock, users
@@ -162,7 +166,7 @@ class Registrar:
         # MAR first: the verifier's lookup is synchronous, the HSS is not.
         ha1 = await self._ha1(credentials.username, credentials.realm,
                               credentials.effective_algorithm.base, public_id)
-        result = self.auth.verify(credentials, "REGISTER", lambda *_: ha1)
+        result = await self.auth.verify_shared(credentials, "REGISTER", lambda *_: ha1)
         match result.outcome:
             case VerifyOutcome.OK:
                 self.guard.succeeded(public_id, ue_source, now)
@@ -385,7 +389,7 @@ class Scscf(StatefulProxy):
                                    login_guard or LoginGuard(config.registrar.login))
         self.server_name = config.scscf.uri
         self.regevent: RegEventNotifier | None = None
-        self._progress: dict[str, IfcProgress] = {}
+        self.odi = OdiSigner(secrets.token_bytes(32))  # the shared key from start()
         self._wakeup = asyncio.Event()
         self.peers = len(config.scscf.instances) > 1   # S-CSCFs share the users
         self._served: dict[str, float] = {}              # AOR -> checked until
@@ -397,6 +401,10 @@ class Scscf(StatefulProxy):
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
         node = self.config.scscf
+        # Keys every S-CSCF on this store shares: any of them checks the Digest
+        # nonces and continues the odi chains another issued.
+        self.registrar.auth.use_secret(await self.store.nonces.shared_secret("digest"))
+        self.odi = OdiSigner(await self.store.nonces.shared_secret("odi"))
         trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
                                            self.config.security.udp_trust)
         self.endpoint.add_module(TrustGuard(trust, "S-CSCF"))
@@ -649,9 +657,10 @@ class Scscf(StatefulProxy):
 
     async def _continue_chain(self, request: Request, token: str,
                               ctx: RequestContext) -> list[Target] | Response:
-        progress = self._progress.get(token)
-        if progress is None or progress.expires_at < self.clock():
+        chain = self.odi.open(token, self.clock())
+        if chain is None:
             return Response.for_request(request, 403, "Forbidden - unknown odi")
+        progress = IfcProgress(chain.case, chain.served_user, chain.priority, chain.expires_at)
         ctx.record_route = False  # recorded when this session case began: once per case
         if progress.case in (SessionCase.TERMINATING_REGISTERED,
                              SessionCase.TERMINATING_UNREGISTERED) and \
@@ -689,9 +698,9 @@ class Scscf(StatefulProxy):
     def _to_application_server(self, request: Request, server: ApplicationServer,
                                progress: IfcProgress) -> list[Target]:
         """Route: <AS;lr>, <sip:S-CSCF;lr;odi=TOKEN> (TS 24.229 5.4.3.2 step 4)."""
-        token = secrets.token_urlsafe(12)
         progress.expires_at = self.clock() + ODI_LIFETIME
-        self._progress[token] = progress
+        token = self.odi.issue(OdiChain(progress.case, progress.served_user, progress.priority,
+                                        progress.expires_at))
         host, port = self.endpoint.listening[next(iter(self.endpoint.listening))]
         host_text = f"[{host}]" if ":" in host else host
         request.push_header("Route", f"<sip:{host_text}:{port};lr;odi={token}>")
@@ -767,15 +776,22 @@ class Scscf(StatefulProxy):
 
     # -- housekeeping -------------------------------------------------------------------
     async def _housekeeping(self) -> None:
-        """Drop expired bindings, subscriptions and odi tokens on time."""
+        """Drop expired bindings, subscriptions and nonce-counts on time; a store
+        that is away (restarting) is tried again on the next round."""
         while True:
             now = self.clock()
             try:
                 await self._expire(now)
+            except StoreError as exc:  # away for now (a restart): the next round retries
+                log.warning("S-CSCF housekeeping: %s", exc)
             except Exception:  # one bad record must not stop the cleanup for good
                 log.exception("S-CSCF housekeeping failed")
             self._wakeup.clear()
-            delay = await self._next_wakeup(now)
+            try:
+                delay = await self._next_wakeup(now)
+            except StoreError as exc:
+                log.warning("S-CSCF housekeeping: %s", exc)
+                delay = HOUSEKEEPING_RETRY
             try:
                 await asyncio.wait_for(self._wakeup.wait(), delay)
             except TimeoutError:
@@ -797,8 +813,7 @@ class Scscf(StatefulProxy):
         if self.regevent is not None:
             self.regevent.on_timer(now)
             self._send_notifies()
-        for token in [t for t, p in self._progress.items() if p.expires_at < now]:
-            del self._progress[token]
+        await self.store.nonces.expire(now)
 
     async def _bindings_expired(self, aor: str, bindings: list[Binding], now: float) -> None:
         remaining = await self.store.registrations.bindings(aor, now)

@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .errors import SipProtocolError
 
@@ -38,6 +39,7 @@ __all__ = [
     "DigestError",
     "HA1Lookup",
     "HA1Store",
+    "NonceCounts",
     "Qop",
     "Verification",
     "VerifyOutcome",
@@ -621,6 +623,15 @@ class Verification:
         return self.outcome is VerifyOutcome.OK
 
 
+class NonceCounts(Protocol):
+    """Where the nonce-counts are kept when several servers share the nonces
+    (imsbox.store's NonceRepository is one): an atomic compare-and-set."""
+
+    async def advance(self, nonce: str, nc: int, expires_at: float) -> bool:
+        """Record ``nc`` for ``nonce`` if above every one seen; False: a replay."""
+        ...
+
+
 @dataclass(slots=True)
 class _NonceUse:
     issued: int
@@ -639,8 +650,10 @@ class DigestAuthenticator:
 
     Nonces are ``base64url(timestamp || salt || HMAC(secret, realm, timestamp, salt))``:
     verifiable without state, so they survive a restart when ``secret`` is kept.
-    Only the highest nonce-count per nonce is remembered, in bounded memory.
-    Not thread-safe: use it from one event loop.
+    :meth:`verify` remembers the highest nonce-count per nonce in bounded memory;
+    :meth:`verify_shared` keeps it in ``nonce_counts`` instead, so that servers
+    sharing ``secret`` (several S-CSCFs) accept each nonce-count only once
+    between them. Not thread-safe: use it from one event loop.
     """
 
     def __init__(
@@ -654,6 +667,7 @@ class DigestAuthenticator:
         qop: Sequence[Qop] = (Qop.AUTH,),
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
         max_tracked_nonces: int = 4096,
+        nonce_counts: NonceCounts | None = None,
     ) -> None:
         if not algorithms or not qop:
             raise DigestError("offer at least one algorithm and qop")
@@ -666,9 +680,17 @@ class DigestAuthenticator:
         self._random_bytes = random_bytes
         self._secret = secret if secret is not None else random_bytes(32)
         self._max_tracked = max_tracked_nonces
+        self.nonce_counts = nonce_counts
         self._seen: OrderedDict[str, _NonceUse] = OrderedDict()
         # Nonces issued at or before this time may have lost their nc record to eviction.
         self._evicted_up_to = -1
+        self.opaque = _b64(self._mac(_OPAQUE_DOMAIN)[:12])
+
+    def use_secret(self, secret: bytes) -> None:
+        """Sign and check nonces with ``secret`` from now on: the key every server
+        of a realm shares, so that a nonce one issued verifies on another. Nonces
+        issued under the old key get a fresh challenge."""
+        self._secret = secret
         self.opaque = _b64(self._mac(_OPAQUE_DOMAIN)[:12])
 
     # -- challenges ---------------------------------------------------------
@@ -700,6 +722,41 @@ class DigestAuthenticator:
         body: bytes = b"",
     ) -> Verification:
         """Check a request's credentials (RFC 3261 section 22.4, RFC 7616 section 3.5)."""
+        checked = self._authentic(credentials, method, ha1_lookup, body)
+        if isinstance(checked, Verification):
+            return checked
+        return self._check_freshness(*checked)
+
+    async def verify_shared(
+        self,
+        credentials: Credentials | str | None,
+        method: str,
+        ha1_lookup: HA1Lookup,
+        body: bytes = b"",
+    ) -> Verification:
+        """:meth:`verify` with the nonce-count checked in ``nonce_counts`` (RFC 7616
+        3.4.6 across servers); without ``nonce_counts`` the same as :meth:`verify`."""
+        if self.nonce_counts is None:
+            return self.verify(credentials, method, ha1_lookup, body)
+        checked = self._authentic(credentials, method, ha1_lookup, body)
+        if isinstance(checked, Verification):
+            return checked
+        credentials, issued = checked
+        if self._clock() - issued > self.nonce_lifetime:
+            return Verification(VerifyOutcome.STALE, "nonce expired", credentials.username)
+        nc = int(credentials.nc or "0", 16)
+        if not await self.nonce_counts.advance(credentials.nonce, nc,
+                                               issued + self.nonce_lifetime):
+            return Verification(VerifyOutcome.REPLAY, "nonce-count not increasing",
+                                credentials.username)
+        return Verification(VerifyOutcome.OK, "authenticated", credentials.username)
+
+    def _authentic(
+        self, credentials: Credentials | str | None, method: str, ha1_lookup: HA1Lookup,
+        body: bytes,
+    ) -> Verification | tuple[Credentials, int]:
+        """The credentials and their nonce's issue time when the response is
+        right, else the refusal; the nonce-count is not checked yet."""
         if credentials is None:
             return Verification(VerifyOutcome.MISSING, "no credentials")
         if isinstance(credentials, str):
@@ -715,7 +772,7 @@ class DigestAuthenticator:
             return self._bad("nonce not issued here", credentials)
         if not self._response_matches(credentials, method, ha1_lookup, body):
             return self._bad(_BAD_RESPONSE, credentials)
-        return self._check_freshness(credentials, issued)
+        return credentials, issued
 
     def _check_directives(self, credentials: Credentials) -> Verification | None:
         """Directive checks that need no secret; None when all pass."""

@@ -22,6 +22,7 @@ from dataclasses import astuple, dataclass
 from typing import Protocol
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
+from ..errors import Unavailable
 from ..content.errors import ContentError
 from ..sdp.errors import SdpError
 from .grammar import GrammarError
@@ -511,7 +512,14 @@ class SipEndpoint:
         else ours (500, traceback logged)."""
         request = ctx.request
         reason = bad_request_reason(request, exc)
-        if reason is None:
+        if isinstance(exc, Unavailable):
+            # RFC 3261 21.5.4: a back end away for now; the client retries later.
+            log.warning("%s: 503 for %s (Call-ID %s): %s", where, request.method,
+                        request.call_id, exc)
+            response = Response.for_request(request, 503, "Service Unavailable - "
+                                            "store unavailable", to_tag=new_tag())
+            response.add_header("Retry-After", str(exc.retry_after))
+        elif reason is None:
             log.error("%s failed on %r (Call-ID %s)", where, request, request.call_id,
                       exc_info=exc)
             response = Response.for_request(request, 500, to_tag=new_tag())
@@ -542,7 +550,8 @@ class SipEndpoint:
             case Transmit(message=Response() as response, dest=None, flow=flow):
                 self.transport.send_response(response, flow)
             case Transmit():
-                self.spawn(self._transmit(event))
+                if not self._transmit_now(event):
+                    self.spawn(self._transmit(event))
             case ResponseReceived(txn=txn, response=response):
                 if (ctx := self._clients.get(txn)) is not None:
                     ctx._deliver(response)
@@ -571,6 +580,18 @@ class SipEndpoint:
             self.on_stray(response, flow)
         else:
             log.debug("stray %r dropped (Call-ID %s)", response, response.headers.get("Call-ID"))
+
+    def _transmit_now(self, event: Transmit) -> bool:
+        """Send without a task when the transport can (UDP, socket at hand)."""
+        assert event.dest is not None
+        try:
+            return self.transport.send_now(event.message, event.dest, event.flow) is not None
+        except (OSError, ValueError) as exc:
+            log.info("send of %r to %s failed: %s", event.message, event.dest, exc)
+            if event.txn is not None:
+                self.layer.transport_error(event.txn, self._now())
+                self._pump()
+            return True
 
     async def _transmit(self, event: Transmit) -> None:
         assert event.dest is not None

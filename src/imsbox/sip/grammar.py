@@ -25,8 +25,21 @@ class GrammarError(SipProtocolError, ValueError):
     """A header value does not follow the RFC 3261 grammar."""
 
 
+# Tokens seen before (header and parameter names, methods, transports) are
+# few and repeat on every message: a dict lookup answers them without the
+# regex.  Bounded so that a flood of distinct names cannot grow it.
+_KNOWN_TOKENS: dict[str, bool] = {}
+_KNOWN_TOKENS_MAX = 4096
+
+
 def is_token(text: str) -> bool:
-    return TOKEN_RE.fullmatch(text) is not None
+    known = _KNOWN_TOKENS.get(text)
+    if known is not None:
+        return known
+    ok = TOKEN_RE.fullmatch(text) is not None
+    if len(_KNOWN_TOKENS) < _KNOWN_TOKENS_MAX and len(text) <= 64:
+        _KNOWN_TOKENS[text] = ok
+    return ok
 
 
 def quote(text: str) -> str:
@@ -55,8 +68,10 @@ def unquote(text: str) -> str:
 
 def _scan(text: str, separator: str, keep_angles: bool = True) -> list[str]:
     """Split on separator outside quoted strings and (optionally) <...>."""
-    if '"' not in text and "<" not in text:
-        return text.split(separator)
+    if '"' not in text:
+        if "<" not in text or not keep_angles:
+            return text.split(separator)
+        return _scan_angles(text, separator)
     parts: list[str] = []
     start = 0
     i = 0
@@ -86,6 +101,21 @@ def _scan(text: str, separator: str, keep_angles: bool = True) -> list[str]:
     return parts
 
 
+def _scan_angles(text: str, separator: str) -> list[str]:
+    """_scan without quoted strings: split, then glue back the pieces that
+    end inside <...> (a part is open while its last '<' follows its last '>')."""
+    parts: list[str] = []
+    pending: str | None = None
+    for piece in text.split(separator):
+        pending = piece if pending is None else pending + separator + piece
+        if pending.rfind("<") <= pending.rfind(">"):
+            parts.append(pending)
+            pending = None
+    if pending is not None:
+        raise GrammarError("unterminated '<'")
+    return parts
+
+
 def split_unquoted(text: str, separator: str = ",") -> list[str]:
     """Split a header value into its comma-separated elements (7.3.1)."""
     return [p.strip() for p in _scan(text, separator) if p.strip()]
@@ -98,14 +128,16 @@ def split_params(text: str) -> list[tuple[str, str | None]]:
     unquote() what they read.
     """
     out: list[tuple[str, str | None]] = []
-    for piece in _scan(text, ";", keep_angles=False):
-        piece = piece.strip()
-        if not piece:
-            continue
+    pieces = text.split(";") if '"' not in text else _scan(text, ";", keep_angles=False)
+    known = _KNOWN_TOKENS
+    for piece in pieces:
         name, eq, value = piece.partition("=")
-        name = name.strip()
-        if not is_token(name):
-            raise GrammarError(f"bad parameter name {name!r}")
+        if not known.get(name):  # the common case: a known name, no spaces
+            name = name.strip()
+            if not name and not eq:
+                continue  # empty piece (";;" or a trailing ";")
+            if not is_token(name):
+                raise GrammarError(f"bad parameter name {name!r}")
         out.append((name, value.strip() if eq else None))
     return out
 

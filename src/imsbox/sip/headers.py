@@ -21,7 +21,7 @@ from .grammar import (
     strip_comments,
     unquote,
 )
-from .uri import SipUri, Uri, UriError, parse_uri
+from .uri import SipUri, Uri, UriError, _parse_hostport, parse_uri
 
 __all__ = [
     "HeaderError", "Params", "Via", "NameAddr", "Contact", "CSeq", "Event",
@@ -157,10 +157,12 @@ class Via:
             raise HeaderError("Via", f"bad sent-protocol or sent-by {proto.strip()[:60]!r}")
         name, version, transport, host_text, port_text = match.groups()
         try:
-            host, port = _hostport(host_text if port_text is None else f"{host_text}:{port_text}")
+            host, port = _parse_hostport(
+                host_text if port_text is None else f"{host_text}:{port_text}")
         except UriError as exc:
             raise HeaderError("Via", str(exc)) from None
-        return cls(transport.upper(), host, port, _params("Via", rest), f"{name}/{version}")
+        protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name}/{version}"
+        return cls(transport.upper(), host, port, _params("Via", rest), protocol)
 
     @property
     def branch(self) -> str | None:
@@ -189,12 +191,6 @@ class Via:
 
     def __str__(self) -> str:
         return f"{self.protocol}/{self.transport} {self.sent_by}{self.params}"
-
-
-def _hostport(text: str) -> tuple[str, int | None]:
-    from .uri import _parse_hostport  # shared with URI host syntax
-
-    return _parse_hostport(text)
 
 
 @dataclass(slots=True)

@@ -2,8 +2,10 @@
 
 Headers are kept as written, in order, as ``(name, value)`` lines; typed views
 (``msg.via``, ``msg.cseq`` ...) are parsed on first use and cached until the
-header is changed.  ``bytes(msg)`` gives the wire form with a Content-Length
-that always matches the body.
+header is changed.  Typed views are read-only: to change a header, build a new
+value (or copy the view) and set it; ``copy()`` shares the parsed views.
+``bytes(msg)`` gives the wire form with a Content-Length that always matches
+the body.
 """
 
 from __future__ import annotations
@@ -250,6 +252,25 @@ class Message(ABC):
             raise HeaderError("Via", "missing")
         return vias[0]
 
+    def first_via(self) -> Via:
+        """The top Via, parsed alone when the stack is not parsed yet: a
+        later malformed Via must not stop a reply to the sender."""
+        cached = self._cache.get("via")
+        if cached:
+            return cached[0]  # type: ignore[index, no-any-return]
+        values = self.headers.values("via")
+        if not values:
+            raise HeaderError("Via", "missing")
+        return Via.parse(values[0])
+
+    def replace_top_via(self, via: Via) -> None:
+        """Put ``via`` in place of the top Via (18.2.1 received / rport)."""
+        self.pop_header("Via")
+        self.headers.push("Via", str(via))
+        cached = self._cache.get("via")
+        if cached is not None:
+            self._cache["via"] = [via, *cached]  # type: ignore[misc]
+
     @property
     def from_(self) -> NameAddr:
         return self._typed("from", lambda: NameAddr.parse(self._single("From"), "From"))
@@ -354,7 +375,9 @@ class Request(Message):
         return f"{self.method} {self.uri} SIP/2.0"
 
     def copy(self) -> Request:
-        return Request(self.method, _copy_uri(self.uri), self.headers.copy(), self.body)
+        out = Request(self.method, _copy_uri(self.uri), self.headers.copy(), self.body)
+        out._cache = dict(self._cache)  # typed views are never edited in place
+        return out
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
@@ -384,7 +407,9 @@ class Response(Message):
         return self.status >= 200
 
     def copy(self) -> Response:
-        return Response(self.status, self.reason, self.headers.copy(), self.body)
+        out = Response(self.status, self.reason, self.headers.copy(), self.body)
+        out._cache = dict(self._cache)  # typed views are never edited in place
+        return out
 
     @classmethod
     def for_request(cls, request: Request, status: int, reason: str | None = None,

@@ -11,8 +11,8 @@ import re
 
 from .errors import SipProtocolError
 from .grammar import is_token
-from .headers import HeaderError, canonical_name, parse_int
-from .message import Message, Request, Response
+from .headers import CSeq, HeaderError, NameAddr, Via, canonical_name, parse_int
+from .message import Message, Request, Response, header_key
 from .uri import UriError, parse_uri
 
 __all__ = [
@@ -24,12 +24,17 @@ MAX_REQUEST_URI = 4096
 MAX_HEADERS = 256            # header lines per message (after unfolding)
 MAX_HEADER_LENGTH = 8192     # bytes of one (unfolded) header line
 MAX_HEADER_SIZE = 64 * 1024  # bytes of the whole header section
-_LINE_SPLIT = re.compile(r"\r?\n")
 _VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
 # Each of these appears at most once in a valid message (20.*).
 # Stands in for a Request-URI that was not parsed (partial messages only).
 _UNUSABLE_URI = "sip:invalid"
 _UNIQUE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length")
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+# Header names as written -> lookup key, for names already checked to be
+# tokens: real traffic repeats a few dozen spellings.  Bounded (a flood of
+# invented names is parsed the slow way, not remembered).
+_NAME_KEYS: dict[str, tuple[str, str]] = {}
+_NAME_KEYS_MAX = 2048
 
 
 class ParseError(SipProtocolError, ValueError):
@@ -67,27 +72,20 @@ def parse(data: bytes, *, max_headers: int = MAX_HEADERS,
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError("header section is not UTF-8") from None
-    lines = _unfold(_LINE_SPLIT.split(text))
+    lines = _lines(text)
     if deferred is not None:
         lines = lines[:-1]  # cut mid-line
     if not lines:
         raise ParseError("empty message")
     message, start_error = _start_line(lines[0])
-    deferred, start_error = start_error or deferred, None
-    headers = message.headers
-    for line in lines[1:]:
-        if len(headers) >= max_headers:
-            deferred = deferred or ParseError(f"too many headers (over {max_headers})")
-            break
-        if len(line) > max_header_length:
-            deferred = deferred or ParseError(
-                f"header {line[:20].partition(':')[0]!r} longer than {max_header_length} bytes")
-            continue
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not is_token(name):
-            raise ParseError(f"malformed header line {line[:40]!r}", partial=message)
-        headers.add(name, value.strip(" \t"))
+    try:
+        header_error = _read_headers(message, lines, max_headers, max_header_length)
+    except _Folded:
+        message.headers._lines.clear()
+        lines = _unfold(lines)
+        header_error = _read_headers(message, lines, max_headers, max_header_length)
+    deferred, start_error, header_error = start_error or deferred or header_error, None, None
+    keys = [key for key, _, _ in message.headers._lines]
     if deferred is not None:
         deferred.partial = message
         try:
@@ -96,9 +94,57 @@ def parse(data: bytes, *, max_headers: int = MAX_HEADERS,
             # No exception -> traceback -> this frame -> exception cycle: a
             # flood of bad messages would keep their lines until a full GC.
             del deferred
-    message.body = _frame_body(message, body)
-    _validate(message)
+    message.body = _frame_body(message, body, keys.count("content-length"))
+    _validate(message, keys)
     return message
+
+
+def _read_headers(message: Message, lines: list[str], max_headers: int,
+                  max_header_length: int) -> ParseError | None:
+    """Append the header lines to message; a limit overrun is returned."""
+    out = message.headers._lines
+    name_keys = _NAME_KEYS
+    if len(lines) - 1 <= max_headers and max(map(len, lines)) <= max_header_length:
+        # Within every limit (nearly always): only names seen before are cheap.
+        for line in lines[1:]:
+            written, colon, value = line.partition(":")
+            known = name_keys.get(written) if colon else None
+            if known is None:
+                known = _header_name(message, line, written, colon)
+            out.append((known[0], known[1], value.strip(" \t")))
+        return None
+    deferred = None
+    for line in lines[1:]:
+        if len(out) >= max_headers:
+            deferred = deferred or ParseError(f"too many headers (over {max_headers})")
+            break
+        if len(line) > max_header_length:
+            deferred = deferred or ParseError(
+                f"header {line[:20].partition(':')[0]!r} longer than {max_header_length} bytes")
+            continue
+        written, colon, value = line.partition(":")
+        known = name_keys.get(written) if colon else None
+        if known is None:
+            known = _header_name(message, line, written, colon)
+        out.append((known[0], known[1], value.strip(" \t")))
+    return deferred
+
+
+def _header_name(message: Message, line: str, written: str, colon: str) -> tuple[str, str]:
+    """(lookup key, name) of a header name not seen before; checks it is a token."""
+    if line[:1] in (" ", "\t"):
+        raise _Folded
+    name = written.rstrip(" \t")
+    if not colon or not is_token(name):
+        raise ParseError(f"malformed header line {line[:40]!r}", partial=message)
+    known = (header_key(name), name)
+    if len(_NAME_KEYS) < _NAME_KEYS_MAX:
+        _NAME_KEYS[written] = known
+    return known
+
+
+class _Folded(Exception):
+    """A continuation line (7.3.1 LWS folding): the lines must be unfolded."""
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -113,6 +159,17 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     if data.endswith(b"\n"):
         return data.rstrip(b"\r\n"), b""
     raise ParseError("no empty line after the header section")
+
+
+def _lines(text: str) -> list[str]:
+    """Header section to non-empty lines (CRLF or bare LF); folded lines
+    are joined later, by _read_headers, only when there are any."""
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1:  # some bare LF line ends
+        lines = text.replace("\r\n", "\n").split("\n")
+    if "" in lines:
+        return [line for line in lines if line]
+    return lines
 
 
 def _unfold(lines: list[str]) -> list[str]:
@@ -164,6 +221,8 @@ def _status_line(line: str) -> Response:
 
 
 def _check_version(version: str) -> None:
+    if version == "SIP/2.0":
+        return
     match = _VERSION_RE.fullmatch(version)
     if not match:
         raise ParseError(f"bad SIP-Version {version[:20]!r}")
@@ -171,15 +230,14 @@ def _check_version(version: str) -> None:
         raise ParseError(f"SIP version {version} not supported", status=505)
 
 
-def _frame_body(message: Message, body: bytes) -> bytes:
+def _frame_body(message: Message, body: bytes, count: int) -> bytes:
     """18.3: Content-Length frames the body; extra datagram bytes are dropped."""
-    values = message.headers.get_all("Content-Length")
-    if not values:
+    if not count:
         return body
-    if len(values) > 1:
+    if count > 1:
         raise ParseError("more than one Content-Length header", partial=message)
     try:
-        length = parse_int("Content-Length", values[0])
+        length = parse_int("Content-Length", message.headers.get("content-length") or "")
     except HeaderError as exc:
         raise ParseError(str(exc), partial=message) from None
     if length > len(body):
@@ -188,27 +246,39 @@ def _frame_body(message: Message, body: bytes) -> bytes:
     return body[:length]
 
 
-def _validate(message: Request | Response) -> None:
-    """Check the headers every element relies on (8.1.1, 8.2.2)."""
-    counts: dict[str, int] = {}
-    for key, _, _ in message.headers.items_raw():
-        counts[key] = counts.get(key, 0) + 1
-    for key in ("via", "from", "to", "call-id", "cseq"):
-        if key not in counts:
+def _validate(message: Request | Response, keys: list[str]) -> None:
+    """Check the headers every element relies on (8.1.1, 8.2.2).
+
+    The typed views parsed here go straight into the message's cache: the
+    element that reads them next does not parse them again."""
+    lines = message.headers._lines
+    first = {key: value for key, _, value in reversed(lines)}
+    for key in _REQUIRED:
+        if key not in first:
             raise ParseError(f"missing {canonical_name(key)} header", partial=message)
-    for key in _UNIQUE:
-        if counts.get(key, 0) > 1:
-            raise ParseError(f"more than one {canonical_name(key)} header", partial=message)
+    if len(first) != len(keys):  # some header repeats: none of these may
+        for key in _UNIQUE:
+            if keys.count(key) > 1:
+                raise ParseError(f"more than one {canonical_name(key)} header",
+                                 partial=message)
+    cache = message._cache
     try:
-        if not message.via:
+        vias = [Via.parse(v) for v in message.headers.values("via")]
+        if not vias:
             raise ParseError("empty Via header", partial=message)
-        _ = message.from_, message.to, message.max_forwards  # parsed for their errors
-        cseq = message.cseq
-        if not message.call_id:
+        cache["via"] = vias
+        cache["from"] = NameAddr.parse(first["from"], "From")
+        cache["to"] = NameAddr.parse(first["to"], "To")
+        max_forwards = first.get("max-forwards")
+        if max_forwards is not None:
+            parse_int("Max-Forwards", max_forwards, 255)
+        cseq = CSeq.parse(first["cseq"])
+        cache["cseq"] = cseq
+        if not first["call-id"].strip():
             raise HeaderError("Call-ID", "empty")
     except HeaderError as exc:
+        cache.clear()
         raise ParseError(str(exc), partial=message) from None
     if isinstance(message, Request) and cseq.method != message.method:
         raise ParseError(
             f"CSeq method {cseq.method} does not match {message.method}", partial=message)
-

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from .endpoint import (
@@ -81,6 +81,7 @@ class RequestContext:
     failure_route: FailureRoute | None = None
     retargets: int = 0            # how often the failure route re-targeted
     record_route: bool = True     # False: the router's node is on the route set already
+    pending: dict[int, ClientContext] = field(default_factory=dict)   # the branches now
     # Responses go upstream one at a time, in the order they arrived, even while
     # ``on_response`` awaits (a 180 is never overtaken by a later 200).
     upstream_order: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -173,6 +174,32 @@ class StatefulProxy:
         still leave in the order they arrived.  Default: unchanged.  Answers of
         the proxy's own (router, failure route) do not pass here."""
         return response
+
+    def send_provisional(self, ctx: RequestContext, status: int, reason: str,
+                         headers: Iterable[tuple[str, str]] = ()) -> None:
+        """A 1xx of the proxy's own towards the caller, e.g. a service's ``181 Call
+        Is Being Forwarded`` when it re-targets (RFC 7044, TS 24.604); in order
+        with the relayed responses, dropped once a final one went upstream."""
+        if ctx.request.method != "INVITE" or not 100 < status < 200:
+            raise ValueError("a provisional response of our own is for an INVITE, 101-199")
+        response = Response.for_request(ctx.request, status, reason, to_tag=new_tag())
+        for name, value in headers:
+            response.add_header(name, value)
+        self._spawn(self._own_provisional(ctx, response))
+
+    def cancel_pending(self, ctx: RequestContext) -> int:
+        """CANCEL the request's branches that have no final response yet: a service
+        takes the call elsewhere (call pickup's bridge), and its failure route says
+        where. Returns how many branches were cancelled."""
+        pending = [c for c in ctx.pending.values() if c.final_response is None]
+        for client in pending:
+            self._cancel(client)
+        return len(pending)
+
+    async def _own_provisional(self, ctx: RequestContext, response: Response) -> None:
+        async with ctx.upstream_order:
+            if ctx.server.txn is not None and not ctx.server.final_sent:
+                ctx.server.respond(response)
 
     # -- requests ---------------------------------------------------------
     def relay(self, server: ServerContext) -> None:
@@ -300,6 +327,7 @@ class StatefulProxy:
             responses.add_branch(key)
             branches[key] = client
             chosen[key] = target
+        ctx.pending = branches
         watchers = [asyncio.ensure_future(
             self._branch(ctx, key, client, chosen[key], branches, responses))
             for key, client in branches.items()]

@@ -183,7 +183,7 @@ def parse_uri(text: str) -> Uri:
     """Parse an absolute URI; sip/sips/tel get typed objects."""
     text = text.strip()
     scheme, colon, rest = text.partition(":")
-    if not colon or not _SCHEME_RE.fullmatch(scheme):
+    if not colon or (scheme not in _COMMON_SCHEMES and not _SCHEME_RE.fullmatch(scheme)):
         raise UriError(f"not an absolute URI: {text[:80]!r}")
     if _FORBIDDEN.search(rest):
         raise UriError("whitespace or <>\" inside URI")
@@ -204,7 +204,8 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
         userinfo, rest = rest[:at], rest[at + 1:]
         if not userinfo:
             raise UriError("empty user part before '@'")
-        _check_escapes(userinfo, "user part")
+        if "%" in userinfo:
+            _check_escapes(userinfo, "user part")
         user, colon, pw = userinfo.partition(":")
         if colon:
             password = pw
@@ -223,11 +224,27 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
                 raise UriError(f"bad URI header {item!r}")
             _check_escapes(value, "URI header")
             headers.append((name, value))
-    return SipUri(host=host, user=user, password=password, port=port,
-                  params=params, headers=headers, scheme=scheme)
+    return SipUri(host, user, password, port, params, headers, scheme)
 
 
 def _parse_hostport(text: str) -> tuple[str, int | None]:
+    known = _KNOWN_HOSTPORTS.get(text)
+    if known is not None:
+        return known
+    hostport = _check_hostport(text)
+    if len(_KNOWN_HOSTPORTS) < _KNOWN_HOSTPORTS_MAX:
+        _KNOWN_HOSTPORTS[text] = hostport
+    return hostport
+
+
+# host[:port] texts already checked: peers, proxies and domains repeat on
+# every message, so the host regex runs once per name.  Bounded.
+_KNOWN_HOSTPORTS: dict[str, tuple[str, int | None]] = {}
+_KNOWN_HOSTPORTS_MAX = 4096
+_COMMON_SCHEMES = frozenset({"sip", "sips", "tel"})
+
+
+def _check_hostport(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:

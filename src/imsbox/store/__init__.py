@@ -20,12 +20,12 @@ from pathlib import Path
 
 from .base import (
     AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
-    SubscriberRepository,
+    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError,
+    StoreUnavailable, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
+    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
     PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 from .sqlite import DB_FILENAME, SqliteStore
@@ -33,7 +33,8 @@ from .sqlite import DB_FILENAME, SqliteStore
 __all__ = [
     "DB_FILENAME", "AlreadyExists", "Binding", "Conference", "ConferenceKind",
     "ConferenceRepository", "Credential", "DeferredMessage", "FlowRepository", "Group",
-    "GroupMessage", "HistoryEntry", "MessageRepository", "NonceRepository", "Participant", "ParticipantState",
+    "GroupMessage", "HistoryEntry", "MessageRepository", "NonceRepository", "ParkedCall",
+    "ParkingRepository", "Participant", "ParticipantState",
     "PcscfRegistration", "Psi", "PsiKind", "PublicIdentity", "RegistrationRepository",
     "RegistrationState", "ScscfAssignment", "ServiceDataRepository", "ServiceProfile",
     "SqliteStore", "Store", "StoreError", "StoreUnavailable", "Subscriber",

@@ -23,13 +23,13 @@ from typing import Self
 from ..errors import Unavailable
 from .models import (
     Binding, Conference, ConferenceKind, DeferredMessage, Group, GroupMessage, HistoryEntry,
-    Participant, PcscfRegistration, Psi, PsiKind, PublicIdentity, ScscfAssignment,
+    ParkedCall, Participant, PcscfRegistration, Psi, PsiKind, PublicIdentity, ScscfAssignment,
     ServiceProfile, Subscriber,
 )
 
 __all__ = [
     "AlreadyExists", "ConferenceRepository", "FlowRepository", "MessageRepository",
-    "NonceRepository",
+    "NonceRepository", "ParkingRepository",
     "RegistrationRepository", "ServiceDataRepository", "Store", "StoreError",
     "StoreUnavailable", "SubscriberRepository",
 ]
@@ -50,6 +50,13 @@ class AlreadyExists(StoreError):
 
 class SubscriberRepository(abc.ABC):
     """HSS data: subscriptions, public identities, profiles, PSIs, groups, assignments."""
+
+    def profile_generation(self) -> int | None:
+        """A number that changes after every write this process makes to
+        subscribers, identities, service profiles, PSIs or groups (not
+        assignments), so a reader may cache what it derived from them (the
+        HSS's user profiles).  None (the default): no such number, do not cache."""
+        return None
 
     # -- subscribers and public identities -----------------------------------
     @abc.abstractmethod
@@ -356,6 +363,41 @@ class NonceRepository(abc.ABC):
     async def expire(self, now: float | None = None) -> int:
         """Drop the records of expired nonces; returns how many."""
 
+    @abc.abstractmethod
+    async def shared_secret(self, name: str) -> bytes:
+        """The 32-byte random key called ``name``, the same for every instance on
+        this store: made by whichever asks first, kept durably. Digest nonces
+        and odi tokens are signed with it, so any instance verifies what
+        another issued, also after a restart."""
+
+
+class ParkingRepository(abc.ABC):
+    """Call park orbits (RFC 5359 2.15), shared by every media server instance: an
+    orbit of a lot holds at most one call (a unique key, not a check in the caller)."""
+
+    @abc.abstractmethod
+    async def claim(self, lot: str, first: int, last: int, token: str, parker: str,
+                    parked: str, holder: str = "",
+                    now: float | None = None) -> ParkedCall | None:
+        """Atomically take the lowest free orbit of ``lot`` in ``first..last`` for this
+        call; None when every one is taken. Two claims at once never get the same."""
+
+    @abc.abstractmethod
+    async def get(self, lot: str, orbit: int) -> ParkedCall | None: ...
+
+    @abc.abstractmethod
+    async def take(self, lot: str, orbit: int) -> ParkedCall | None:
+        """Atomically remove and return the orbit's call (a retrieve): of two takers
+        of one orbit only one gets it, the other None."""
+
+    @abc.abstractmethod
+    async def release(self, lot: str, orbit: int, token: str) -> bool:
+        """Free the orbit if it still holds the park ``token`` (hangup, ring-back)."""
+
+    @abc.abstractmethod
+    async def parked(self, lot: str) -> list[ParkedCall]:
+        """The lot's parked calls, by orbit."""
+
 
 class Store(abc.ABC):
     """Durable IMS state, one repository per role.
@@ -371,6 +413,7 @@ class Store(abc.ABC):
     conferences: ConferenceRepository
     service_data: ServiceDataRepository
     nonces: NonceRepository
+    parking: ParkingRepository
 
     @abc.abstractmethod
     async def open(self) -> Self:

@@ -23,6 +23,7 @@ __all__ = [
     "Group",
     "GroupMessage",
     "HistoryEntry",
+    "ParkedCall",
     "Participant",
     "ParticipantState",
     "PcscfRegistration",
@@ -261,3 +262,19 @@ class Conference:
             if participant.uri == uri:
                 return participant
         return None
+
+
+@dataclass(slots=True, frozen=True)
+class ParkedCall:
+    """A call held in a park orbit (RFC 5359 2.15): ``lot`` is the parking lot (the
+    domain), ``orbit`` its number there; ``token`` names this one park (a release
+    names it, so a late release never frees the orbit's next call);
+    ``holder`` the media server instance that has the call's media."""
+
+    lot: str
+    orbit: int
+    token: str
+    parker: str
+    parked: str
+    holder: str = ""
+    parked_at: float = 0.0

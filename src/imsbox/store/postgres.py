@@ -15,6 +15,7 @@ reconnects by itself when it is back.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -24,12 +25,12 @@ import asyncpg
 
 from .base import (
     AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
+    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
     SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
+    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
     PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
@@ -202,6 +203,24 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         expires_at DOUBLE PRECISION NOT NULL
     );
     """),
+    (2, """
+    CREATE TABLE shared_secrets (
+        name TEXT PRIMARY KEY,
+        secret BYTEA NOT NULL
+    );
+    """),
+    (3, """
+    CREATE TABLE parked_calls (
+        lot TEXT NOT NULL,
+        orbit INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        parker TEXT NOT NULL,
+        parked TEXT NOT NULL,
+        holder TEXT NOT NULL DEFAULT '',
+        parked_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (lot, orbit)
+    );
+    """),
 )
 
 # Errors that mean "the server is not there right now", not "the query is wrong".
@@ -243,9 +262,14 @@ class _Pool:
                 self.url, min_size=self._sizes[0], max_size=self._sizes[1],
                 command_timeout=10, timeout=5)
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"cannot reach PostgreSQL store {self.where}: {exc}") from exc
+            raise StoreUnavailable(
+                f"cannot reach PostgreSQL store {self.where}: {exc}; check that PostgreSQL "
+                "runs there and accepts TCP connections, or fix the URL (--store or [store] "
+                "url in imsbox.toml)") from exc
         except asyncpg.PostgresError as exc:
-            raise StoreError(f"cannot open PostgreSQL store {self.where}: {exc}") from exc
+            raise StoreError(
+                f"cannot open PostgreSQL store {self.where}: {exc}; check the user, password "
+                "and database in the URL (--store or [store] url in imsbox.toml)") from exc
 
     async def close(self) -> None:
         if self._closed:
@@ -331,6 +355,7 @@ class PostgresStore(Store):
         self.conferences = PgConferences(self._pool)
         self.service_data = PgServiceData(self._pool)
         self.nonces = PgNonces(self._pool)
+        self.parking = PgParking(self._pool)
 
     async def open(self) -> Self:
         await self._pool.open()
@@ -397,8 +422,16 @@ class PgSubscribers(SubscriberRepository):
                            r["msisdn"], r["created_at"]) for r in rows]
 
     async def get_subscriber(self, private_id: str) -> Subscriber | None:
-        found = await self._subscribers("WHERE private_id = $1", private_id)
-        return found[0] if found else None
+        # one round trip: the HSS asks this on every request it serves
+        rows = await self._p.fetch(
+            "SELECT s.msisdn, s.created_at, c.username, c.realm, c.algorithm, c.ha1 "
+            "FROM subscribers s LEFT JOIN credentials c ON c.private_id = s.private_id "
+            "WHERE s.private_id = $1 ORDER BY c.position", private_id)
+        if not rows:
+            return None
+        credentials = tuple(Credential(r["username"], r["realm"], r["algorithm"], r["ha1"])
+                            for r in rows if r["username"] is not None)
+        return Subscriber(private_id, credentials, rows[0]["msisdn"], rows[0]["created_at"])
 
     async def list_subscribers(self) -> list[Subscriber]:
         return await self._subscribers("ORDER BY private_id")
@@ -432,17 +465,22 @@ class PgSubscribers(SubscriberRepository):
         async with self._p.connection(transaction=True) as conn:
             await conn.execute("INSERT INTO service_profiles VALUES ($1) ON CONFLICT DO NOTHING",
                                profile.name)
+            # one writer of a profile at a time (every instance writes the configured
+            # iFCs at start-up): the next one's DELETE then sees this one's rows
+            await conn.execute("SELECT 1 FROM service_profiles WHERE name = $1 FOR UPDATE",
+                               profile.name)
             await conn.execute("DELETE FROM ifcs WHERE profile = $1", profile.name)
             await conn.executemany("INSERT INTO ifcs VALUES ($1, $2, $3)",
                                    [(profile.name, i, d) for i, d in enumerate(profile.ifcs)])
 
     async def get_service_profile(self, name: str) -> ServiceProfile | None:
-        async with self._p.connection() as conn:
-            if not await conn.fetch("SELECT 1 FROM service_profiles WHERE name = $1", name):
-                return None
-            docs = await conn.fetch("SELECT document FROM ifcs WHERE profile = $1 "
-                                    "ORDER BY position", name)
-        return ServiceProfile(name, tuple(r[0] for r in docs))
+        # one round trip: the HSS asks this on every request it serves
+        rows = await self._p.fetch(
+            "SELECT i.document FROM service_profiles p LEFT JOIN ifcs i ON i.profile = p.name "
+            "WHERE p.name = $1 ORDER BY i.position", name)
+        if not rows:
+            return None
+        return ServiceProfile(name, tuple(r[0] for r in rows if r[0] is not None))
 
     async def put_psi(self, psi: Psi) -> None:
         await self._p.execute(
@@ -932,3 +970,70 @@ class PgNonces(NonceRepository):
     async def expire(self, now: float | None = None) -> int:
         return await self._p.execute("DELETE FROM nonce_counts WHERE expires_at <= $1",
                                      _now(now))
+
+    async def shared_secret(self, name: str) -> bytes:
+        # The first instance's key wins a race; the others read it (a loser whose
+        # snapshot predates the winner's commit reads it in a second statement).
+        await self._p.execute("INSERT INTO shared_secrets VALUES ($1, $2) ON CONFLICT (name) "
+                              "DO NOTHING", name, secrets.token_bytes(32))
+        found = await self._p.fetchval("SELECT secret FROM shared_secrets WHERE name = $1",
+                                       name)
+        return bytes(found)
+
+# -- call park orbits -------------------------------------------------------------------
+
+# The lowest orbit free when the statement starts; a claim racing for the same one
+# waits on the primary key and then inserts nothing (ON CONFLICT): it tries again.
+_CLAIM_ORBIT = """
+INSERT INTO parked_calls (lot, orbit, token, parker, parked, holder, parked_at)
+SELECT $1, o, $4, $5, $6, $7, $8 FROM generate_series($2::int, $3::int) AS o
+WHERE NOT EXISTS (SELECT 1 FROM parked_calls p WHERE p.lot = $1 AND p.orbit = o)
+ORDER BY o LIMIT 1
+ON CONFLICT (lot, orbit) DO NOTHING
+RETURNING orbit
+"""
+
+
+class PgParking(ParkingRepository):
+    def __init__(self, pool: _Pool) -> None:
+        self._p = pool
+
+    async def claim(self, lot: str, first: int, last: int, token: str, parker: str,
+                    parked: str, holder: str = "",
+                    now: float | None = None) -> ParkedCall | None:
+        at = _now(now)
+        for _ in range(max(last - first + 1, 0) + 8):   # each lost race: one orbit fewer
+            orbit = await self._p.fetchval(_CLAIM_ORBIT, lot, first, last, token, parker,
+                                           parked, holder, at)
+            if orbit is not None:
+                return ParkedCall(lot, orbit, token, parker, parked, holder, at)
+            taken = await self._p.fetchval(
+                "SELECT COUNT(*) FROM parked_calls WHERE lot = $1 AND orbit BETWEEN $2 AND $3",
+                lot, first, last)
+            if taken >= last - first + 1:
+                return None
+        return None
+
+    async def get(self, lot: str, orbit: int) -> ParkedCall | None:
+        rows = await self._p.fetch("SELECT * FROM parked_calls WHERE lot = $1 AND orbit = $2",
+                                   lot, orbit)
+        return _parked(rows[0]) if rows else None
+
+    async def take(self, lot: str, orbit: int) -> ParkedCall | None:
+        rows = await self._p.fetch("DELETE FROM parked_calls WHERE lot = $1 AND orbit = $2 "
+                                   "RETURNING *", lot, orbit)
+        return _parked(rows[0]) if rows else None
+
+    async def release(self, lot: str, orbit: int, token: str) -> bool:
+        return await self._p.execute("DELETE FROM parked_calls WHERE lot = $1 AND orbit = $2 "
+                                     "AND token = $3", lot, orbit, token) > 0
+
+    async def parked(self, lot: str) -> list[ParkedCall]:
+        rows = await self._p.fetch("SELECT * FROM parked_calls WHERE lot = $1 ORDER BY orbit",
+                                   lot)
+        return [_parked(row) for row in rows]
+
+
+def _parked(row: Row) -> ParkedCall:
+    return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
+                      row["holder"], row["parked_at"])

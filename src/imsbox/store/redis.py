@@ -4,7 +4,8 @@
 ``registrations`` read the S-CSCF bindings from Redis (one hash per AOR,
 filled from the durable store on a miss, written through on every change)
 and whose ``nonces`` keep Digest nonce-counts in Redis only (an atomic Lua
-compare-and-set, expiring with the nonce). Everything else is the durable
+compare-and-set, expiring with the nonce); its ``subscribers`` keep the HSS
+reads of every request a second in this process (:mod:`imsbox.store.cache`). Everything else is the durable
 store's (PostgreSQL or SQLite), which stays the source of truth: a Redis
 restart loses nothing but the nonce-counts, whose nonces then get a fresh
 challenge.
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import NonceRepository, RegistrationRepository, Store, StoreError, StoreUnavailable
+from .cache import CachedSubscribers
 from .models import Binding
 
 __all__ = ["RedisCachedStore"]
@@ -95,21 +97,24 @@ class RedisCachedStore(Store):
     def __init__(self, durable: Store, url: str) -> None:
         self.durable = durable
         self._redis = _Redis(url)
-        self.subscribers = durable.subscribers
+        # the HSS reads of every request, kept a second in this process (store.cache)
+        self.subscribers = CachedSubscribers(durable.subscribers)
         self.flows = durable.flows
         self.messages = durable.messages
         self.conferences = durable.conferences
         self.service_data = durable.service_data
+        self.parking = durable.parking   # orbits are few and must be durable: the store's
         self.registrations = RedisRegistrations(durable.registrations, self._redis)
-        self.nonces = RedisNonces(self._redis)
+        self.nonces = RedisNonces(self._redis, durable.nonces)
 
     async def open(self) -> Self:
         await self.durable.open()
         try:
             await self._redis.call(self._redis.client.ping())
-        except StoreError:
+        except StoreError as exc:
             await self.durable.close()
-            raise
+            raise type(exc)(f"{exc}; check that Redis runs there, or fix the URL (--cache "
+                            "or [store] cache in imsbox.toml)") from exc
         return self
 
     async def close(self) -> None:
@@ -199,8 +204,11 @@ class RedisRegistrations(RegistrationRepository):
 
 
 class RedisNonces(NonceRepository):
-    def __init__(self, redis: _Redis) -> None:
+    """Counts in Redis (hot, short-lived); the signing keys in the durable store."""
+
+    def __init__(self, redis: _Redis, durable: NonceRepository) -> None:
         self._r = redis
+        self._durable = durable
 
     async def advance(self, nonce: str, nc: int, expires_at: float) -> bool:
         if expires_at <= time.time():
@@ -211,3 +219,6 @@ class RedisNonces(NonceRepository):
 
     async def expire(self, now: float | None = None) -> int:
         return 0  # Redis drops each record itself at its nonce's expiry (PXAT)
+
+    async def shared_secret(self, name: str) -> bytes:
+        return await self._durable.shared_secret(name)

@@ -9,22 +9,25 @@ synchronous=FULL before the awaiting caller resumes ("2xx means stored").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
+import secrets
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .base import (
     AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
+    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
+    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
     PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
@@ -35,7 +38,22 @@ log = logging.getLogger(__name__)
 DB_FILENAME = "imsbox.sqlite3"
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Rows = list[sqlite3.Row]
+
+# Call park orbits: the primary key is what makes an orbit hold one call.
+PARKED_CALLS = """
+    CREATE TABLE parked_calls (
+        lot TEXT NOT NULL,
+        orbit INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        parker TEXT NOT NULL,
+        parked TEXT NOT NULL,
+        holder TEXT NOT NULL DEFAULT '',
+        parked_at REAL NOT NULL,
+        PRIMARY KEY (lot, orbit)
+    );
+    """
 
 # Append only: each entry is (version, script). Applied scripts are recorded in
 # schema_migrations, so an existing file is upgraded in place.
@@ -209,6 +227,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         expires_at REAL NOT NULL
     );
     """),
+    (6, """
+    CREATE TABLE shared_secrets (
+        name TEXT PRIMARY KEY,
+        secret BLOB NOT NULL
+    );
+    """),
+    (7, PARKED_CALLS),
 )
 
 
@@ -230,6 +255,11 @@ class _Connection:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="imsbox-store")
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        # Group commit: writes waiting for the worker, and whether a drain of
+        # them is already queued on it (see write).
+        self._writes: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
+        self._draining = False
+        self._lock = threading.Lock()
 
     async def call(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``job`` on the worker thread; its result (or error) once it is done."""
@@ -249,8 +279,69 @@ class _Connection:
         return await self.call(lambda db: db.execute(sql, args).fetchall())
 
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """``job`` in one transaction, committed before this returns."""
-        return await self.call(lambda db: _transaction(db, job))
+        """``job`` in a transaction committed (synchronous=FULL) before this
+        returns: "2xx means stored" holds.  Writes that arrive while the
+        worker is busy are committed together, one fsync for the lot (group
+        commit); each runs in its own savepoint, so one that fails is rolled
+        back alone and raises to its caller only.  A read queued after a write
+        sees it."""
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        future: Future[T] = Future()
+        with self._lock:
+            self._writes.append((job, future))
+            start, self._draining = not self._draining, True
+        if start:
+            self._executor.submit(self._drain)
+        return await asyncio.wrap_future(future)
+
+    def _drain(self) -> None:
+        """On the worker: every write queued so far, in one transaction."""
+        with self._lock:
+            queued, self._writes, self._draining = self._writes, [], False
+        # A write whose caller was cancelled before it ran is not done (as a
+        # cancelled executor job); the others can no longer be cancelled.
+        batch = [item for item in queued if item[1].set_running_or_notify_cancel()]
+        if not batch:
+            return
+        db = self._db
+        if db is None:
+            _fail_all(batch, StoreError(f"store {self.path} is not open"))
+            return
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            _fail_all(batch, StoreError(f"store {self.path}: {exc}"))
+            return
+        outcomes = [self._in_savepoint(db, job) for job, _ in batch]
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            _fail_all(batch, StoreError(f"store {self.path}: {exc}"))
+            return
+        for (_, future), (value, error) in zip(batch, outcomes, strict=True):
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def _in_savepoint(self, db: sqlite3.Connection, job: Callable[[sqlite3.Connection], Any],
+                      ) -> tuple[Any, Exception | None]:
+        db.execute("SAVEPOINT write_job")
+        try:
+            value = job(db)
+        except Exception as exc:
+            db.execute("ROLLBACK TO write_job")
+            db.execute("RELEASE write_job")
+            if isinstance(exc, sqlite3.Error):  # callers see StoreError only
+                error: Exception = StoreError(f"store {self.path}: {exc}")
+                error.__cause__ = exc
+                return None, error
+            return None, exc
+        db.execute("RELEASE write_job")
+        return value, None
 
     async def open(self) -> None:
         if self._closed:
@@ -292,6 +383,11 @@ class _Connection:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _fail_all(batch: Sequence[tuple[object, Future[Any]]], error: Exception) -> None:
+    for _, future in batch:
+        future.set_exception(error)
 
 
 def _transaction(db: sqlite3.Connection, job: Callable[[sqlite3.Connection], T]) -> T:
@@ -340,6 +436,7 @@ class SqliteStore(Store):
         self.conferences = SqliteConferences(self._connection)
         self.service_data = SqliteServiceData(self._connection)
         self.nonces = SqliteNonces(self._connection)
+        self.parking = SqliteParking(self._connection)
 
     @classmethod
     def in_data_dir(cls, data_dir: str | Path) -> SqliteStore:
@@ -365,10 +462,30 @@ class SqliteStore(Store):
 
 # -- subscribers / HSS data -------------------------------------------------------------
 
+def _bumps_generation(
+        method: Callable[Concatenate[SqliteSubscribers, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SqliteSubscribers, P], Coroutine[Any, Any, T]]:
+    """A write to what user profiles are made of: bump the generation after
+    it (also after a failed one), see SubscriberRepository.profile_generation."""
+    async def write(self: SqliteSubscribers, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._generation += 1
+    write.__name__ = method.__name__
+    write.__doc__ = method.__doc__
+    return write
+
+
 class SqliteSubscribers(SubscriberRepository):
     def __init__(self, connection: _Connection) -> None:
         self._c = connection
+        self._generation = 0
 
+    def profile_generation(self) -> int | None:
+        return self._generation
+
+    @_bumps_generation
     async def add_subscriber(self, subscriber: Subscriber,
                              identities: Sequence[PublicIdentity]) -> None:
         def job(db: sqlite3.Connection) -> None:
@@ -387,6 +504,7 @@ class SqliteSubscribers(SubscriberRepository):
         return await self._c.call(lambda db: _subscribers(
             db, "SELECT * FROM subscribers ORDER BY private_id"))
 
+    @_bumps_generation
     async def remove_subscriber(self, private_id: str) -> bool:
         def job(db: sqlite3.Connection) -> bool:
             uris = [(r[0],) for r in db.execute(
@@ -414,6 +532,7 @@ class SqliteSubscribers(SubscriberRepository):
         return [_identity(row) for row in rows]
 
     # -- service profiles -----------------------------------------------------
+    @_bumps_generation
     async def put_service_profile(self, profile: ServiceProfile) -> None:
         def job(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR IGNORE INTO service_profiles VALUES (?)", (profile.name,))
@@ -433,6 +552,7 @@ class SqliteSubscribers(SubscriberRepository):
         return await self._c.call(job)
 
     # -- PSIs -----------------------------------------------------------------
+    @_bumps_generation
     async def put_psi(self, psi: Psi) -> None:
         await self._c.write(lambda db: db.execute(
             "INSERT OR REPLACE INTO psis VALUES (?, ?, ?)",
@@ -450,11 +570,13 @@ class SqliteSubscribers(SubscriberRepository):
                                       (kind.value,))
         return [_psi(row) for row in rows]
 
+    @_bumps_generation
     async def remove_psi(self, pattern: str) -> bool:
         return await self._c.write(lambda db: db.execute(
             "DELETE FROM psis WHERE pattern = ?", (pattern,)).rowcount > 0)
 
     # -- groups ---------------------------------------------------------------
+    @_bumps_generation
     async def put_group(self, group: Group) -> None:
         def job(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?)", (group.uri, group.name))
@@ -471,6 +593,7 @@ class SqliteSubscribers(SubscriberRepository):
     async def list_groups(self) -> list[Group]:
         return await self._c.call(lambda db: _groups(db, "SELECT * FROM groups ORDER BY uri"))
 
+    @_bumps_generation
     async def remove_group(self, uri: str) -> bool:
         return await self._c.write(lambda db: db.execute(
             "DELETE FROM groups WHERE uri = ?", (uri,)).rowcount > 0)
@@ -488,12 +611,12 @@ class SqliteSubscribers(SubscriberRepository):
     async def set_assignment(self, assignment: ScscfAssignment) -> None:
         def job(db: sqlite3.Connection) -> None:
             try:
-                _transaction(db, lambda _: db.execute(
+                db.execute(
                     "INSERT OR REPLACE INTO scscf_assignments VALUES (?, ?, ?)",
-                    (assignment.private_id, assignment.server_name, assignment.state.value)))
+                    (assignment.private_id, assignment.server_name, assignment.state.value))
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"no subscriber {assignment.private_id!r}") from exc
-        await self._c.call(job)
+        await self._c.write(job)
 
 
 def _insert_subscriber(db: sqlite3.Connection, subscriber: Subscriber,
@@ -959,3 +1082,67 @@ class SqliteNonces(NonceRepository):
         cutoff = _now(now)
         return await self._c.write(lambda db: db.execute(
             "DELETE FROM nonce_counts WHERE expires_at <= ?", (cutoff,)).rowcount)
+
+    async def shared_secret(self, name: str) -> bytes:
+        fresh = secrets.token_bytes(32)
+
+        def get_or_make(db: sqlite3.Connection) -> bytes:
+            db.execute("INSERT INTO shared_secrets VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                       (name, fresh))
+            return bytes(db.execute("SELECT secret FROM shared_secrets WHERE name = ?",
+                                    (name,)).fetchone()[0])
+        return await self._c.write(get_or_make)
+
+# -- call park orbits -------------------------------------------------------------------
+
+class SqliteParking(ParkingRepository):
+    """Claims run in one IMMEDIATE transaction (the write lock first), so the free
+    orbit found is still free at the INSERT, also against other processes."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def claim(self, lot: str, first: int, last: int, token: str, parker: str,
+                    parked: str, holder: str = "",
+                    now: float | None = None) -> ParkedCall | None:
+        at = _now(now)
+
+        def job(db: sqlite3.Connection) -> ParkedCall | None:
+            taken = {row[0] for row in db.execute(
+                "SELECT orbit FROM parked_calls WHERE lot = ? AND orbit BETWEEN ? AND ?",
+                (lot, first, last))}
+            orbit = next((o for o in range(first, last + 1) if o not in taken), None)
+            if orbit is None:
+                return None
+            call = ParkedCall(lot, orbit, token, parker, parked, holder, at)
+            db.execute("INSERT INTO parked_calls VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (lot, orbit, token, parker, parked, holder, at))
+            return call
+        return await self._c.write(job)
+
+    async def get(self, lot: str, orbit: int) -> ParkedCall | None:
+        rows = await self._c.read("SELECT * FROM parked_calls WHERE lot = ? AND orbit = ?",
+                                  (lot, orbit))
+        return _parked(rows[0]) if rows else None
+
+    async def take(self, lot: str, orbit: int) -> ParkedCall | None:
+        def job(db: sqlite3.Connection) -> ParkedCall | None:
+            row = db.execute("DELETE FROM parked_calls WHERE lot = ? AND orbit = ? "
+                             "RETURNING *", (lot, orbit)).fetchone()
+            return _parked(row) if row is not None else None
+        return await self._c.write(job)
+
+    async def release(self, lot: str, orbit: int, token: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "DELETE FROM parked_calls WHERE lot = ? AND orbit = ? AND token = ?",
+            (lot, orbit, token)).rowcount > 0)
+
+    async def parked(self, lot: str) -> list[ParkedCall]:
+        rows = await self._c.read("SELECT * FROM parked_calls WHERE lot = ? ORDER BY orbit",
+                                  (lot,))
+        return [_parked(row) for row in rows]
+
+
+def _parked(row: sqlite3.Row) -> ParkedCall:
+    return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
+                      row["holder"], row["parked_at"])

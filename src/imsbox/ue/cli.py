@@ -8,9 +8,12 @@ Commands: ``listen [--interactive]``, ``send TO TEXT``, ``chat TO``,
 ICSI, fetch what the network stored while offline, exit), ``group-chat [--subject S]
 MEMBER...`` / ``group-chat --join URI`` (stdin lines are messages; ``/invite NAME``,
 ``/remove NAME``, ``/leave``), ``call TO [--play FILE.wav] [--tone HZ] [--record
-FILE.wav] [--redial [--redial-timeout S]] [--join DIALOG] [--music-on-hold]`` (a voice call; stdin
-commands ``hold``, ``resume``, ``hangup``, ``transfer TARGET``, ``consult TARGET``,
-``complete``, ``im-transfer TO``, ``conference [TARGET]``; stdin EOF hangs up),
+FILE.wav] [--redial [--redial-timeout S]] [--join DIALOG] [--no-music-on-hold]`` (a voice
+call; stdin commands ``hold`` (with the network's music when it has a music server),
+``resume``, ``hangup``, ``transfer TARGET``, ``consult TARGET``, ``complete``,
+``im-transfer TO``, ``conference [TARGET]``, ``park``; stdin EOF hangs up),
+``retrieve ORBIT`` (a call to the parked call of ``sip:park-ORBIT@DOMAIN``, then as
+``call``),
 ``listen --answer [--after S] [--busy] [--no-call-waiting] [--early-media
 [--early-tone HZ | --early-play FILE.wav]] [--take-im-transfers]`` (answer voice
 calls, or refuse them 486 busy; REFERs in a call and INVITEs with Join are always
@@ -23,9 +26,7 @@ Exit status: 0 success (delivered, confirmed); 1 not delivered / refused /
 timed out / not registered (wrong password, no P-CSCF answering); 2 bad
 usage; 3 accepted by the network for later delivery (the recipient is
 offline: ``send`` got 202, ``chat`` lines were taken but not delivered yet);
-4 ``call``: the call went fine but a command that is not built yet was typed
-(``park``); 5 ``call``: a transfer failed (the call went on and
-ended later).
+5 ``call``: a transfer (or a park) failed (the call went on and ended later).
 """
 
 from __future__ import annotations
@@ -81,11 +82,10 @@ __all__ = ["add_subcommand", "run_ue"]
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
-EXIT_NOT_BUILT, EXIT_TRANSFER_FAILED = 4, 5
+EXIT_TRANSFER_FAILED = 5
 CALL_COMMANDS = ("hold", "resume", "hangup", "transfer", "consult", "complete", "im-transfer",
-                 "conference")
+                 "conference", "park")
 NEEDS_TARGET = ("transfer", "consult", "im-transfer")
-NOT_BUILT = ("park",)  # RFC 5359 2.15, later
 BAR_WIDTH = 30
 PROGRESS_EVERY = 0.1     # seconds: the progress bar / JSON progress at most this often ...
 PROGRESS_STEP = 0.01     # ... or once per this share of the file
@@ -156,6 +156,9 @@ def _human(data: dict[str, Any]) -> str:
         "call_ringing": lambda: f"call {sender} -> {recipient} ringing",
         "call_answered": lambda: f"call {sender} -> {recipient} answered",
         "call_held": lambda: f"call with {recipient} on hold ({data['direction']})",
+        "call_parked": lambda: (f"call with {recipient} parked in orbit {data['orbit']} "
+                                f"(retrieve: {data['uri']})" if data["orbit"] is not None else
+                                f"park of {recipient} failed: {data['status']} {data['reason']}"),
         "call_resumed": lambda: f"call with {recipient} resumed",
         "call_ended": lambda: f"call {sender} -> {recipient} ended: {data['reason']}",
         "call_transferred": lambda: (f"call {sender} -> {recipient} {data['kind']} transfer "
@@ -185,7 +188,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ue`` on an argparse subparsers object."""
     ue: argparse.ArgumentParser = subparsers.add_parser(
         "ue", help="an RCS client: listen, send, chat, send-file, retrieve-deferred, "
-                   "group-chat",
+                   "group-chat, call, retrieve",
         description="Register as NAME and send or receive RCS messages, chats and files.")
     ue.add_argument("--user", required=True, help="user name (identity sip:NAME@DOMAIN)")
     ue.add_argument("--password", required=True, help="the subscriber's password")
@@ -258,9 +261,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                      "consult TARGET, complete, im-transfer TO, conference [TARGET], "
                      "hangup (EOF hangs up)")
     call.add_argument("to", metavar="TO")
-    call.add_argument("--music-on-hold", action="store_true",
-                      help="hold plays the network's music (RFC 5359 2.3: REFER sip:moh@DOMAIN "
-                           "to the held party); without a music server: held in silence")
+    _hold_arguments(call)
     call.add_argument("--redial", action="store_true",
                       help="automatic redial (RFC 5359 2.17): when TO is busy, watch its dialog "
                            "events and call again once it is idle")
@@ -270,8 +271,36 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
                       help="join TO's call (RFC 3911): CALLID;to-tag=T;from-tag=F as TO sees "
                            "the dialog (to-tag: TO's tag, from-tag: its peer's)")
     _media_arguments(call)
+    retrieve = commands.add_parser(
+        "retrieve", help="get a parked call back (RFC 5359 2.15); stdin commands as for call",
+        description="Call sip:park-ORBIT@DOMAIN: the call parked in ORBIT is connected to "
+                    "us (404 when nothing is parked there); then as `call`.")
+    retrieve.add_argument("orbit", metavar="ORBIT", help="the orbit number call_parked named")
+    _hold_arguments(retrieve)
+    _media_arguments(retrieve)
+    retrieve.set_defaults(redial=False, redial_timeout=300.0, join=None)
+    pickup = commands.add_parser(
+        "pickup", help="pick up a call ringing for your pickup group (RFC 5359 2.16: calls "
+                       "sip:pickup@DOMAIN, with NAME sip:pickup-NAME@DOMAIN); then as call")
+    pickup.add_argument("name", metavar="NAME", nargs="?", default=None,
+                        help="directed pickup: only the call ringing for NAME")
+    pickup.add_argument("--direct", action="store_true",
+                        help="with NAME: do it ourselves (SUBSCRIBE to NAME's dialog events, "
+                             "INVITE the caller with Replaces) instead of the network service")
+    _hold_arguments(pickup)
+    _media_arguments(pickup)
     ue.set_defaults(run=run_ue)
     return ue
+
+
+def _hold_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-music-on-hold", dest="music_on_hold", action="store_false",
+                        help="stdin hold is the plain hold (RFC 5359 2.1: re-INVITE sendonly)")
+    parser.add_argument("--music-on-hold", dest="music_on_hold", action="store_true",
+                        help="hold plays the network's music (RFC 5359 2.3: REFER sip:moh@DOMAIN "
+                             "to the held party; the default); without a music server it is "
+                             "the plain hold")
+    parser.set_defaults(music_on_hold=True)
 
 
 def _media_arguments(parser: argparse.ArgumentParser) -> None:
@@ -308,13 +337,20 @@ async def run_ue(args: argparse.Namespace) -> int:
     printer = Printer(args.json, sys.stdout, sys.stderr)
     command = {"listen": _listen, "send": _send, "chat": _chat,
                "send-file": _send_file, "retrieve-deferred": _retrieve_deferred,
-               "group-chat": _group_chat, "call": _call}[args.ue_command]
+               "group-chat": _group_chat, "call": _call,
+               "retrieve": _retrieve, "pickup": _pickup}[args.ue_command]
     play = getattr(args, "play", None)
     if play is not None and not play.is_file():
         printer.error(f"{play}: no such file")
         return EXIT_USAGE
     if args.ue_command == "send-file" and not args.path.is_file():
         printer.error(f"{args.path}: no such file")
+        return EXIT_USAGE
+    if args.ue_command == "retrieve" and not (args.orbit.isdigit() and len(args.orbit) <= 6):
+        printer.error(f"retrieve: {args.orbit!r} is not an orbit number (e.g. 701)")
+        return EXIT_USAGE
+    if args.ue_command == "pickup" and args.direct and not args.name:
+        printer.error("pickup --direct needs the NAME whose call it takes")
         return EXIT_USAGE
     if args.ue_command == "group-chat" and not args.members and not args.join:
         printer.error("group-chat needs MEMBERs to start a group or --join URI")
@@ -715,8 +751,24 @@ def _call_options(client: RcsClient, args: argparse.Namespace) -> None:
 async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
     """``call TO``: the call's events; stdin commands (``_CallCommands``); exit 0 once
     an answered call ended (transferred too), 1 if it was never answered (busy,
-    refused, cancelled), 4 after a command not built yet, 5 after a failed transfer."""
-    call = await _place_call(client, args, printer)
+    refused, cancelled), 5 after a failed transfer or park."""
+    return await _follow_call(client, await _place_call(client, args, printer), args, printer)
+
+
+async def _retrieve(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
+    """``retrieve ORBIT``: a call to sip:park-ORBIT@DOMAIN, then as ``call``; an empty
+    orbit (404) says so on stderr and exits 1."""
+    media = {"play": args.play, "tone": args.tone, "record": args.record}
+    call = await client.retrieve(args.orbit, **media)
+    status = await _follow_call(client, call, args, printer)
+    final = call.call.final.result() if call.call.final.done() else None
+    if not call.answered.is_set() and final is not None and final.status >= 300:
+        printer.error(f"retrieve {args.orbit}: {final.status} {final.reason}")
+    return status
+
+
+async def _follow_call(client: RcsClient, call: VoiceCall, args: argparse.Namespace,
+                       printer: Printer) -> int:
     commands = _CallCommands(client, call, printer)
     commands.music_on_hold = args.music_on_hold
     with stop_on_signals() as stop:
@@ -729,9 +781,19 @@ async def _call(client: RcsClient, args: argparse.Namespace, printer: Printer) -
             printer.event(event)
     if not call.answered.is_set():
         return EXIT_FAILED
-    if commands.asked:
-        return EXIT_NOT_BUILT
     return EXIT_TRANSFER_FAILED if commands.failed_transfer else EXIT_OK
+
+
+async def _pickup(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
+    """``pickup [NAME]``: a call to the network's pickup service, then as ``call``
+    (exit 1 when refused: nothing ringing, not in the group, already answered)."""
+    call = await client.pickup(args.name, play=args.play, tone=args.tone, record=args.record,
+                               direct=args.direct)
+    status = await _follow_call(client, call, args, printer)
+    final = call.call.final.result() if call.call.final.done() else None
+    if final is not None and final.status >= 300:   # the AS says why (480, 403, 481 ...)
+        printer.error(f"pickup refused: {final.status} {final.reason}")
+    return status
 
 
 async def _place_call(client: RcsClient, args: argparse.Namespace, printer: Printer) -> VoiceCall:
@@ -761,17 +823,18 @@ class _CallCommands:
     attended transfer of the held party to the consulted one), ``im-transfer TO``
     (2.6), ``conference [TARGET]`` (2.10: mix the call and the consultation here, or
     hold, call TARGET and mix the three once it answers; not answered: back to the
-    call), ``hangup`` (the consultation, which resumes the first call; else every call)."""
+    call), ``park`` (RFC 5359 2.15: the call goes to an orbit, call_parked names it),
+    ``hangup`` (the consultation, which resumes the first call; else every call)."""
 
     def __init__(self, client: RcsClient, call: VoiceCall, printer: Printer) -> None:
         self.client, self.call, self.printer = client, call, printer
         self.consultation: VoiceCall | None = None
         self.mixed: list[VoiceCall] = []   # the legs of our 3-way call
-        self.asked: set[str] = set()
         client.core.listeners.append(self._joined)
         self.failed_transfer = False
-        self.music_on_hold = False          # --music-on-hold: hold with the network's music
+        self.music_on_hold = True           # hold with the network's music (else plain)
         self.music: MusicHold | None = None  # the call held with music, until resume
+        self.parking = False                # a park under way: our call ends before its NOTIFY
 
     @property
     def current(self) -> VoiceCall:
@@ -790,7 +853,7 @@ class _CallCommands:
         new call is the call from then on."""
         while True:
             await self.call.ended.wait()
-            while self._on_music():
+            while self._on_music() or self.parking:
                 await asyncio.sleep(0.05)
             if not self.call.ended.is_set():
                 continue   # resumed from music: the new call
@@ -805,10 +868,6 @@ class _CallCommands:
             command, _, rest = line.strip().partition(" ")
             command, target = command.lower(), rest.strip()
             if not command:
-                continue
-            if command in NOT_BUILT:
-                self.asked.add(command)
-                self.printer.error(f"{command}: not built yet")
                 continue
             if command not in CALL_COMMANDS:
                 self.printer.error(f"{command}: unknown command ({', '.join(CALL_COMMANDS)})")
@@ -850,17 +909,34 @@ class _CallCommands:
             raise SendError("complete or hang up the consultation first")
         elif command == "transfer":
             self._result(await self.client.transfer(self.call, target))
+        elif command == "park":
+            await self._park()
         else:
             self._result(await self.client.im_transfer(self.call, target))
 
+    async def _park(self) -> None:
+        """2.15: the call_parked event names the orbit; our call ends (the parked
+        party BYEs us) and the command with it. Refused: the call goes on."""
+        if self.music is not None:
+            raise SendError("resume first: the call is on music")
+        self.parking = True
+        try:
+            parked = await self.client.park(self.call)
+        finally:
+            self.parking = False
+        if parked.orbit is None:
+            self.failed_transfer = True
+            self.printer.error(f"park: {parked.status} {parked.reason}; the call goes on")
+
     async def _music(self, command: str) -> bool:
-        """``--music-on-hold``: hold with the network's music, resume from it; False
-        for a plain hold or resume."""
+        """Hold with the network's music (unless ``--no-music-on-hold``), resume from
+        it; False for a plain hold or resume. No music server (the REFER to sip:moh is
+        refused or unanswered): the call stays on the plain hold, which a note says."""
         if command == "hold" and self.music_on_hold and self.consultation is None:
             self.music = await self.client.music_hold(self.call)
             if not self.music.playing:
                 self.printer.error(f"hold: no music on hold ({self.music.status} "
-                                   f"{self.music.reason}); held in silence")
+                                   f"{self.music.reason}); the plain hold")
             return True
         if command == "resume" and self.music is not None:
             # self.music stays until the new call is ours: follow() waits on it

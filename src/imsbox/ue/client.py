@@ -53,12 +53,14 @@ from ..sip.ua.invite import InviteConfig
 from ..sip.ua.useragent import Call, UserAgent
 from .call import CallService, VoiceCall, file_source
 from .dialog_events import DialogNotifier
+from .pickup import DirectPickup
 from .redial import RedialService
 from .threeway import Conference, ThreeWayService
 from .chat import Chat, ChatService
 from .core import UeCore, UeEndpoint, identity
 from .events import (
     CallEvent,
+    CallParked,
     CallTransferred,
     ChatEnded,
     ChatMessage,
@@ -90,6 +92,7 @@ from .messaging import Messaging
 from .notify import Notifications
 from .register import Registration, RegistrationService
 from .music_hold import MusicHold, MusicOnHold
+from .park import ParkService, orbit_uri
 from .transfer import TransferService
 
 __all__ = [
@@ -163,6 +166,8 @@ class RcsClient:
         self.redialer = RedialService(self.core, self.call_service,
                                       lambda: self.group_service.agent,
                                       self.group_service.origin)
+        self.direct_pickup = DirectPickup(self.call_service, lambda: self.group_service.agent,
+                                          self.group_service.origin)   # RFC 5359 2.16
         self.files = FileTransfers(self.core, self.notifications,
                                    Path(downloads) if downloads is not None else None,
                                    max_file_size)
@@ -409,6 +414,24 @@ class RcsClient:
         sink = WavSink(record) if record is not None else None
         return await self.call_service.place(self.resolve(to), file_source(play, tone), sink)
 
+    async def pickup(self, name: str | None = None, play: str | Path | None = None,
+                     tone: float | None = None, record: str | Path | None = None,
+                     direct: bool = False) -> VoiceCall:
+        """Call pickup (RFC 5359 2.16) by the network: a call to ``sip:pickup@DOMAIN``
+        (a call ringing for our pickup group) or ``sip:pickup-NAME@DOMAIN``
+        (NAME's call); the telephony AS takes the ringing call over for us
+        (docs/telephony-as.md). A refusal ends the call with the AS's reason.
+        ``direct``: do it ourselves (SUBSCRIBE to NAME's dialog events, INVITE the
+        caller with Replaces, ``imsbox.ue.pickup``); RcsError when nothing rings."""
+        if direct:
+            if not name:
+                raise RcsError("pickup: a direct pickup needs the NAME whose call it takes")
+            sink = WavSink(record) if record is not None else None
+            return await self.direct_pickup.pick_up(self.resolve(name),
+                                                    file_source(play, tone), sink)
+        user = f"pickup-{name}" if name else "pickup"
+        return await self.call(f"sip:{user}@{self.domain}", play, tone, record)
+
     async def transfer(self, call: VoiceCall, to: str) -> CallTransferred:
         """Unattended transfer (RFC 5359 2.4): hold, REFER ``to``, BYE once the NOTIFY
         says the transferee reached it, else resume. Also a ``call_transferred``."""
@@ -439,6 +462,18 @@ class RcsClient:
         """Take a music-held call back (2.3 F19): the call that goes on."""
         return await MusicOnHold(self.core, self.call_service, self.transfers,
                                  f"sip:moh@{self.domain}").resume(held)
+
+    async def park(self, call: VoiceCall) -> CallParked:
+        """Call park (RFC 5359 2.15): the park server takes the call over into an orbit;
+        a ``call_parked`` event (and the result) names it (``imsbox.ue.park``)."""
+        return await ParkService(self.core, self.call_service, self.transfers,
+                                 self.domain).park(call)
+
+    async def retrieve(self, orbit: int | str, play: str | Path | None = None,
+                       tone: float | None = None,
+                       record: str | Path | None = None) -> VoiceCall:
+        """Get a parked call back: a call to ``sip:park-ORBIT@DOMAIN`` (404 when empty)."""
+        return await self.call(orbit_uri(orbit, self.domain), play, tone, record)
 
     async def redial(self, to: str, play: str | Path | None = None, tone: float | None = None,
                      record: str | Path | None = None, timeout: float = 300.0,

@@ -20,7 +20,8 @@ __all__ = [
     "GroupLeft", "GroupMessage", "GroupSubject", "MessageReceived", "MessageStatus", "Notification",
     "ParticipantJoined", "ParticipantLeft", "RcsError", "RcsEvent", "Registered",
     "RegistrationError", "SendError", "resolve_target",
-    "CallAnswered", "CallEnded", "CallHeld", "CallResumed", "CallRinging", "CallTransferred",
+    "CallAnswered", "CallEnded", "CallHeld", "CallParked", "CallResumed", "CallRinging",
+    "CallTransferred",
     "RtpStatsEvent",
 ]
 
@@ -332,6 +333,21 @@ class CallTransferred(RcsEvent):
     reason: str = ""
     new_call_id: str | None = None
     EVENT: ClassVar[str] = "call_transferred"
+
+
+@dataclass(slots=True)
+class CallParked(RcsEvent):
+    """We parked the call ``call_id`` (RFC 5359 2.15) with the party ``to``:
+    ``orbit`` is its number (anyone gets the call back by calling ``uri``,
+    sip:park-ORBIT@DOMAIN); on failure ``orbit`` is None, ``status``/``reason``
+    say why and the call goes on."""
+
+    call_id: str
+    orbit: int | None
+    uri: str
+    status: int
+    reason: str = ""
+    EVENT: ClassVar[str] = "call_parked"
 
 
 @dataclass(slots=True)

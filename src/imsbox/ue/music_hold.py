@@ -42,6 +42,7 @@ class MusicHold:
     status: int                           # the music INVITE's final status (408: none)
     reason: str = ""
     dialog: Replaces | None = None        # the music dialog, as the held party sees it
+    sipfrag: bytes = b""                  # the final NOTIFY's body (a park names the orbit)
     media: tuple[Source | None, Sink | None] = field(default=(None, None))
 
     @property
@@ -99,6 +100,7 @@ class MusicOnHold:
                 if final is not None:
                     held.status, held.reason = final.status, final.reason
                     held.dialog = music_dialog(final.body)
+                    held.sipfrag = final.body
         except TimeoutError:
             held.reason = "no answer from the music server"
         if not held.playing:

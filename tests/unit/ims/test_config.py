@@ -42,7 +42,9 @@ def test_defaults() -> None:
         ("sip:conference@ims.test", "sip:127.0.0.1:5120", PsiKind.EXACT),
         ("sip:conference-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD),
         ("sip:announce@ims.test", "sip:127.0.0.1:5120", PsiKind.EXACT),
-        ("sip:announce-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD)]
+        ("sip:announce-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD),
+        ("sip:park@ims.test", "sip:127.0.0.1:5120", PsiKind.EXACT),
+        ("sip:park-*@ims.test", "sip:127.0.0.1:5120", PsiKind.WILDCARD)]
 
 
 def test_media_server_section(tmp_path: Path) -> None:
@@ -58,6 +60,23 @@ def test_media_server_section(tmp_path: Path) -> None:
             load_config(path)
     path.write_text("[media_server]\nmusic = 1\n")
     with pytest.raises(ConfigError, match=r"media_server\.music"):
+        load_config(path)
+
+
+def test_call_park_settings(tmp_path: Path) -> None:
+    path = tmp_path / "imsbox.toml"
+    path.write_text("")
+    c = load_config(path).telephony
+    assert (c.park_first, c.park_last, c.park_timeout) == (701, 799, 120)
+    path.write_text("[telephony]\npark_orbits = [1, 9]\npark_timeout = 30\n")
+    c = load_config(path).telephony
+    assert (c.park_first, c.park_last, c.park_timeout) == (1, 9, 30)
+    for bad in ("[9, 1]", "[1]", "[-1, 5]", '"701-799"', "[1.5, 3]"):
+        path.write_text(f"[telephony]\npark_orbits = {bad}\n")
+        with pytest.raises(ConfigError, match=r"telephony\.park_orbits"):
+            load_config(path)
+    path.write_text("[telephony]\npark_timeout = 0\n")
+    with pytest.raises(ConfigError, match=r"telephony\.park_timeout"):
         load_config(path)
 
 

@@ -15,7 +15,7 @@ from imsbox.ims.hss import (
 from imsbox.ifc import RequestView, SessionCase, matching_ifcs
 from imsbox.ims.provisioning import add_group, add_user, apply_config
 from imsbox.sip.auth import Algorithm, compute_ha1
-from imsbox.store import Psi, PsiKind, RegistrationState, SqliteStore
+from imsbox.store import Psi, PsiKind, RegistrationState, ServiceProfile, SqliteStore
 
 SCSCF = "sip:127.0.0.1:5080"
 ALICE = "sip:alice@ims.test"
@@ -198,3 +198,19 @@ def test_psi_matches_helper() -> None:
     assert psi_matches(psi, "sip:conf-@ims.test")
     assert not psi_matches(psi, "sip:conference@ims.test.evil")
     assert not psi_matches(Psi("sip:a!(!@b", "sip:as", PsiKind.WILDCARD), "sip:a@b")
+
+
+async def test_user_profile_cache_follows_writes(store: SqliteStore, hss: Hss) -> None:
+    """Profiles are kept in memory, but a write to the subscriber data
+    through the store is seen on the next lookup (write-through)."""
+    first = await hss.user_profile(ALICE)
+    assert first is not None and first.ifcs
+    assert await hss.user_profile(ALICE) is first  # from memory: no store read
+    await store.subscribers.put_service_profile(ServiceProfile("default", ()))
+    changed = await hss.user_profile(ALICE)
+    assert changed is not None and changed.ifcs == ()
+    await store.subscribers.remove_subscriber("alice@ims.test")
+    assert await hss.user_profile(ALICE) is None
+    assert await hss.user_profile("sip:carol@ims.test") is None
+    await add_user(store, "ims.test", "carol", "pw")
+    assert await hss.user_profile("sip:carol@ims.test") is not None  # unknown is not kept

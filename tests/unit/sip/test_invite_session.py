@@ -221,6 +221,29 @@ def test_prack_not_matching_gets_481_and_gives_up_after_64_t1() -> None:
     assert w.terminated["a"].status == 500
 
 
+def test_prack_after_the_2xx_gets_200() -> None:
+    """RFC 3262 3: a 2xx may go out while a reliable 1xx without SDP is unacknowledged;
+    the UAS still answers that 1xx's PRACK 200 (pjsua2 drops the call on a 481)."""
+    w = Wire(no_timer(), no_timer())
+    w.drop = lambda who, m: isinstance(m, Request) and m.method == "PRACK"
+    w.uas.provisional(w.now, 180)
+    w.pump()
+    prack = w.sent_by("a", "PRACK")[0]
+    w.uas.accept(w.now)
+    w.pump()
+    assert w.sent_by("b", "200 INVITE")   # no SDP in the 180: the 2xx does not wait
+    w.drop = lambda who, m: False
+    w.uas.receive_request(prack, w.now)
+    w.pump()
+    assert w.sent_by("b", "200 PRACK") and not w.sent_by("b", "481 PRACK")
+    again = prack.copy()
+    again.set_header("CSeq", f"{prack.cseq.seq + 1} PRACK")
+    w.uas.receive_request(again, w.now)   # only once: a second one matches nothing
+    w.pump()
+    assert w.sent_by("b", "481 PRACK")
+    assert not w.uas.terminated
+
+
 def test_second_reliable_provisional_waits_for_first_prack() -> None:
     w = Wire(no_timer(), no_timer())
     w.drop = lambda who, m: isinstance(m, Request) and m.method == "PRACK"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from imsbox.store import Binding, DeferredMessage, Store
+from imsbox.store import Binding, DeferredMessage, ServiceProfile, Store
 
 BOB = "sip:bob@ims.test"
 
@@ -76,3 +76,62 @@ async def test_cached_bindings_follow_every_change(store: Store) -> None:
     assert await store.registrations.bindings(aor) == [moved]
     assert await store.registrations.remove_all(aor) == 1
     assert await store.registrations.bindings(aor) == []
+
+
+async def test_a_shared_secret_is_made_once_and_kept(store: Store) -> None:
+    racing = await asyncio.gather(*(store.nonces.shared_secret("digest") for _ in range(4)))
+    assert len(set(racing)) == 1 and len(racing[0]) == 32  # every instance gets the same key
+    assert await store.nonces.shared_secret("odi") != racing[0]  # each name its own key
+    assert await store.nonces.shared_secret("digest") == racing[0]
+
+
+async def test_instances_starting_together_write_the_service_profile_without_conflict(
+        store: Store) -> None:
+    """Every serve process with an HSS writes the configured iFCs at start-up."""
+    profiles = [ServiceProfile("default", tuple(f'{{"ifc":{n},"i":{i}}}' for i in range(4)))
+                for n in range(6)]
+    await asyncio.gather(*(store.subscribers.put_service_profile(p) for p in profiles))
+    assert await store.subscribers.get_service_profile("default") in profiles  # one whole
+# -- call park orbits (RFC 5359 2.15) ----------------------------------------------------
+
+LOT = "ims.test"
+
+
+async def test_orbits_are_claimed_lowest_first_and_freed_by_their_call(store: Store) -> None:
+    first = await store.parking.claim(LOT, 701, 703, "c1", "sip:bob@ims.test",
+                                      "sip:alice@ims.test", holder="ms-1", now=5.0)
+    assert first is not None and first.orbit == 701 and first.parked_at == 5.0
+    second = await store.parking.claim(LOT, 701, 703, "c2", "sip:bob@ims.test", "sip:x@y")
+    assert second is not None and second.orbit == 702
+    assert await store.parking.get(LOT, 701) == first
+    assert not await store.parking.release(LOT, 701, "c2")   # not its call: kept
+    assert await store.parking.release(LOT, 701, "c1")
+    again = await store.parking.claim(LOT, 701, 703, "c3", "sip:bob@ims.test", "sip:z@y")
+    assert again is not None and again.orbit == 701           # the freed one first
+    assert [p.orbit for p in await store.parking.parked(LOT)] == [701, 702]
+    assert await store.parking.parked("other.test") == []
+
+
+async def test_a_full_lot_claims_nothing_and_lots_are_apart(store: Store) -> None:
+    for n in range(2):
+        assert await store.parking.claim(LOT, 1, 2, f"c{n}", "sip:a@x", "sip:b@x")
+    assert await store.parking.claim(LOT, 1, 2, "c9", "sip:a@x", "sip:b@x") is None
+    other = await store.parking.claim("other.test", 1, 2, "c9", "sip:a@x", "sip:b@x")
+    assert other is not None and other.orbit == 1
+
+
+async def test_racing_claims_get_different_orbits(store: Store) -> None:
+    claims = await asyncio.gather(*(store.parking.claim(
+        LOT, 701, 799, f"call-{n}", "sip:bob@ims.test", f"sip:u{n}@ims.test")
+        for n in range(12)))
+    orbits = [c.orbit for c in claims if c is not None]
+    assert len(orbits) == 12 and sorted(orbits) == list(range(701, 713))
+
+
+async def test_only_one_of_racing_retrieves_takes_the_call(store: Store) -> None:
+    parked = await store.parking.claim(LOT, 701, 799, "c1", "sip:bob@ims.test", "sip:a@x")
+    assert parked is not None
+    taken = await asyncio.gather(*(store.parking.take(LOT, parked.orbit) for _ in range(5)))
+    assert [t for t in taken if t is not None] == [parked]
+    assert await store.parking.get(LOT, parked.orbit) is None
+    assert await store.parking.take(LOT, 755) is None          # an empty orbit

@@ -396,3 +396,31 @@ async def test_open_store_locations(tmp_path: Path) -> None:
         open_store(tmp_path, "memcached://x")
     with pytest.raises(StoreError, match="unknown scheme"):
         open_store("mysql://db")
+
+
+async def test_group_commit_keeps_each_write_atomic(tmp_path: Path) -> None:
+    """Writes queued together share one commit; one that fails is rolled back
+    alone and raises to its caller; every other one is stored when it returns
+    (seen by a second connection, i.e. committed)."""
+    async with SqliteStore.in_data_dir(tmp_path) as s:
+        await s.subscribers.add_subscriber(*alice_records())
+        good = [s.subscribers.set_assignment(ScscfAssignment(
+            ALICE, f"sip:scscf{i}.ims.test", RegistrationState.REGISTERED)) for i in range(20)]
+        bad = s.subscribers.set_assignment(
+            ScscfAssignment("nobody@ims.test", "sip:x", RegistrationState.REGISTERED))
+        profiles = [s.subscribers.put_service_profile(ServiceProfile(f"p{i}", ()))
+                    for i in range(20)]
+        results = await asyncio.gather(*good[:10], bad, *good[10:], *profiles,
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1 and isinstance(errors[0], StoreError)
+        assert "nobody@ims.test" in str(errors[0])
+        db = sqlite3.connect(tmp_path / DB_FILENAME)
+        try:
+            (server,) = db.execute("SELECT server_name FROM scscf_assignments").fetchone()
+            assert server == "sip:scscf19.ims.test"  # the last one queued wins
+            assert db.execute("SELECT COUNT(*) FROM scscf_assignments").fetchone()[0] == 1
+            names = {r[0] for r in db.execute("SELECT name FROM service_profiles")}
+            assert {f"p{i}" for i in range(20)} <= names
+        finally:
+            db.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import itertools
 import logging
@@ -156,8 +157,31 @@ class TransportLayer:
         self.stats["messages_out"] += 1
         return out
 
+    def send_now(self, message: Request | Response, dest: Destination,
+                 flow: Flow | None = None) -> Flow | None:
+        """Send at once when nothing must be awaited first: UDP to an address
+        over a socket we already have.  None: not sent, use ``send()``.
+        Raises OSError as ``send()`` does.  Saves a task per message."""
+        if dest.transport != "udp" or self._closed or not _is_ip_literal(dest.host):
+            return None
+        endpoint = self._udp_now(dest.host, flow)
+        if endpoint is None:
+            return None
+        data = bytes(message)
+        out = endpoint.flow_to((dest.host, dest.port))
+        self._trace("out", data, out, message)
+        endpoint.sendto(data, (dest.host, dest.port))
+        self.stats["messages_out"] += 1
+        return out
+
     def send_response(self, response: Response, flow: Flow | None) -> None:
         """18.2.2: route a response back to its sender; never raises."""
+        if flow is None or flow.transport == "udp":
+            try:
+                if self.send_now(response, response_destination(response), flow) is not None:
+                    return
+            except Exception:
+                pass  # the task below tries again and reports the error
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -360,16 +384,21 @@ class TransportLayer:
 
     async def _udp_for(self, host: str, flow: Flow | None) -> UdpEndpoint:
         """The listening socket of the destination's family (the flow's if it has one)."""
+        endpoint = self._udp_now(host, flow)
+        if endpoint is not None:
+            return endpoint
+        # Not listening on that family: an ephemeral socket still gets answers back.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return await self._bind_udp("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+
+    def _udp_now(self, host: str, flow: Flow | None) -> UdpEndpoint | None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         candidates = [e for e in self._udp if e.family == family and e.is_open]
         if flow is not None and flow.transport == "udp":
             for endpoint in candidates:
                 if endpoint.local == flow.local:
                     return endpoint
-        if candidates:
-            return candidates[0]
-        # Not listening on that family: an ephemeral socket still gets answers back.
-        return await self._bind_udp("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+        return candidates[0] if candidates else None
 
     def _open_connection(self, flow: Flow) -> StreamConnection | None:
         conn = self._conns.get(flow.conn_id) if flow.conn_id is not None else None
@@ -520,11 +549,11 @@ def add_received(request: Request, source: tuple[str, int]) -> None:
     fill_rport = via.wants_rport and via.rport is None
     if not fill_rport and _same_host(via.host, host):
         return
+    via = Via(via.transport, via.host, via.port, Params(via.params), via.protocol)
     via.params.set("received", host)
     if fill_rport:
         _set_in_place(via.params, "rport", str(port))
-    request.pop_header("Via")
-    request.push_header("Via", str(via))
+    request.replace_top_via(via)
 
 
 def response_destination(response: Response) -> Destination:
@@ -564,10 +593,7 @@ def _answerable(request: Request) -> bool:
 
 def _top_via(message: Message) -> Via:
     """The first Via only: a later malformed one must not stop a reply."""
-    values = message.headers.values("Via")
-    if not values:
-        raise HeaderError("Via", "missing")
-    return Via.parse(values[0])
+    return message.first_via()
 
 
 def _addr_of(writer: asyncio.StreamWriter) -> tuple[str, int]:
@@ -589,11 +615,8 @@ def _partial_request(head: bytes) -> Request | None:
 
 async def _resolved(dest: Destination) -> Destination:
     """Sent-by may be a host name: look up an address (RFC 3263 5, A/AAAA only)."""
-    try:
-        ipaddress.ip_address(dest.host)
+    if _is_ip_literal(dest.host):
         return dest
-    except ValueError:
-        pass
     kind = socket.SOCK_DGRAM if dest.transport == "udp" else socket.SOCK_STREAM
     infos = await asyncio.get_running_loop().getaddrinfo(dest.host, dest.port, type=kind)
     if not infos:
@@ -614,6 +637,16 @@ def _bare(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
 def _norm(host: str) -> str:
     host = _bare(host)
     try:
@@ -623,7 +656,7 @@ def _norm(host: str) -> str:
 
 
 def _same_host(a: str, b: str) -> bool:
-    return _norm(a) == _norm(b)
+    return a == b or _norm(a) == _norm(b)
 
 
 def _key(transport: str, host: str, port: int) -> ConnKey:

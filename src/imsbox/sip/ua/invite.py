@@ -274,6 +274,9 @@ class InviteSession:
         self._reliable = False
         self._rseq = 0
         self._rel_pending: _Retransmit | None = None
+        # RSeq of a reliable 1xx still unacknowledged when the 2xx went out: its PRACK
+        # may still come and is answered 200 (RFC 3262 3), not 481
+        self._rel_outstanding: int | None = None
         self._rel_queue: list[Response] = []
         self._deferred_final: Response | None = None
         self._last_rseq: dict[str, int] = {}
@@ -523,6 +526,8 @@ class InviteSession:
     def _send_2xx(self, response: Response, now: float) -> None:
         if response.body:
             self._local_sdp_out(response.body)
+        if self._rel_pending is not None:
+            self._rel_outstanding = int(self._rel_pending.response.header("RSeq") or 0)
         self._rel_pending, self._rel_queue, self._deferred_final = None, [], None
         self.final_status = response.status
         assert self.dialog is not None
@@ -909,8 +914,12 @@ class InviteSession:
         except HeaderError:
             self._respond(request, 400)
             return
-        if (pending is None or rack.method != "INVITE" or rack.cseq != self.invite.cseq.seq
-                or rack.rseq != int(pending.response.header("RSeq") or 0)):
+        ours = rack.method == "INVITE" and rack.cseq == self.invite.cseq.seq
+        if pending is None and ours and rack.rseq == self._rel_outstanding:
+            self._rel_outstanding = None   # the 2xx overtook it: acknowledge, nothing to do
+            self._respond(request, 200)
+            return
+        if pending is None or not ours or rack.rseq != int(pending.response.header("RSeq") or 0):
             self._respond(request, 481)
             return
         self._rel_pending = None

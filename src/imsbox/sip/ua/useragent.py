@@ -245,8 +245,9 @@ class UserAgent:
 
     # -- incoming -------------------------------------------------------------
     def new_call(self, ctx: ServerContext, contact: Uri | None = None,
-                 contact_params: str = "") -> None:
-        """13.3.1: a new INVITE becomes a Call for ``on_call`` (or ``incoming``).
+                 contact_params: str = "") -> Call | None:
+        """13.3.1: a new INVITE becomes a Call for ``on_call`` (or ``incoming``),
+        also returned (None when the INVITE was refused at once).
         ``contact`` / ``contact_params``: this call's Contact instead of the UA's
         (a focus answers with the conference URI and ``;isfocus``)."""
         request = ctx.request
@@ -261,15 +262,16 @@ class UserAgent:
         self._drain(call)
         if session.terminated:
             self._by_session.pop(session, None)
-            return
+            return None
         self.calls[f"{request.call_id};{session.dialog.id.local_tag}"] = call  # type: ignore[union-attr]
         self._spawn_watch_cancel(call, ctx)
         if self.on_call is None:
             self.incoming.put_nowait(call)
-            return
+            return call
         result = self.on_call(call)
         if inspect.isawaitable(result):
             ctx.spawn(result)
+        return call
 
     def app_request(self, ctx: ServerContext) -> None:
         """A request the UA does not serve itself: the app callback, or 405/501."""
