@@ -1,7 +1,7 @@
 """Scale-out benchmark: pager messages/s and CPU per message with 1 and with 2
 S-CSCF + messaging AS processes on PostgreSQL + Redis.
 
-Run:  python tests/bench/bench_scale_out.py [--messages 400] [--window 8] [--timeout 90]
+Run:  python tests/bench/bench_scale_out.py [--messages 200] [--window 4] [--timeout 180]
 Prints a table; it is not a test (no test_ functions).
 
 Each run starts a throw-away PostgreSQL and Redis and, each in its own
@@ -162,9 +162,9 @@ def run(instances: int, messages: int, window: int, timeout: float) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--window", type=int, default=4)
-    parser.add_argument("--timeout", type=float, default=90.0)
+    parser.add_argument("--timeout", type=float, default=180.0)
     args = parser.parse_args()
     results = [run(n, args.messages, args.window, args.timeout) for n in (1, 2)]
     print(f"\npager messages through P-CSCF, I-CSCF and N x (S-CSCF + messaging AS), "

@@ -248,28 +248,31 @@ class ChatTalk:
     ends: list[str] = field(default_factory=list)            # why each broken chat ended
     refused: int = 0
     hung: int = 0                                            # chats that never ended
+    _chat: Chat | None = None
 
     @property
     def acked(self) -> list[int]:
         return [seq for session in self.sessions for seq in session]
 
     async def run(self, stop: asyncio.Event) -> None:
-        seq, chat = 0, None
-        while not stop.is_set():
-            if chat is None:
-                chat = await self._open()
-                if chat is None:
-                    continue
-            try:
-                await chat.send(f"{self.name}:{seq}", display=False)
-                self.sessions[-1].append(seq)
-            except SendError:
-                await self._ended(chat)
-                chat = None
-            seq += 1
-            await asyncio.sleep(0.2)
-        if chat is not None:
-            await chat.close()
+        seq, self._chat = 0, None
+        try:
+            while not stop.is_set():
+                if self._chat is None:
+                    self._chat = await self._open()
+                    if self._chat is None:
+                        continue
+                try:
+                    await self._chat.send(f"{self.name}:{seq}", display=False)
+                    self.sessions[-1].append(seq)
+                except SendError:
+                    await self._ended(self._chat)
+                    self._chat = None
+                seq += 1
+                await asyncio.sleep(0.2)
+        finally:  # also when cancelled: the chat ends with our BYE
+            if self._chat is not None:
+                await self._chat.close()
 
     async def _open(self) -> Chat | None:
         try:
@@ -338,10 +341,13 @@ def _check_chats(talks: list[ChatTalk], received: Received) -> int:
     return lost_at_break
 
 
-def _check(conversations: list[Conversation], received: Received) -> int:
-    """Exactly once per 2xx, in order; returns how many sends that got an error
-    (and were sent again, as a new message) had arrived all the same."""
-    resent = 0
+def _check(conversations: list[Conversation], received: Received) -> tuple[int, int]:
+    """Exactly once per 2xx, those in order. Returns how many sends that got an
+    error (and were sent again, as a new message) had arrived all the same, and
+    how many messages that got only errors arrived after later ones: a node
+    on the way gave up (408) while the message went on, e.g. kept by the AS for
+    a UE whose P-CSCF had died and delivered when it registered again."""
+    resent = late = 0
     for conv in conversations:
         got = received.get(conv.name, [])
         ids = [i for _, i in got]
@@ -352,10 +358,14 @@ def _check(conversations: list[Conversation], received: Received) -> int:
             assert seq in conv.errors, f"{conv.name}: {seq} delivered twice"
             resent += 1
         firsts = list(dict.fromkeys(seqs))
-        assert firsts == sorted(firsts), f"{conv.name}: out of order: {firsts}"
-        lost = sorted(set(conv.acked) - set(seqs))
+        acked = set(conv.acked)
+        in_order = [seq for seq in firsts if seq in acked]
+        assert in_order == sorted(in_order), f"{conv.name}: out of order: {in_order}"
+        late += sum(1 for i, seq in enumerate(firsts)
+                    if seq not in acked and any(earlier > seq for earlier in firsts[:i]))
+        lost = sorted(acked - set(seqs))
         assert not lost, f"{conv.name}: got a 2xx but never arrived: {lost}"
-    return resent
+    return resent, late
 
 
 @pytest.fixture
@@ -451,18 +461,27 @@ async def _scenario(procs: dict[str, Proc], layout: Layout, directory: Path) -> 
     transfer = FileTalk(ues[1], ues[0], payload)
     stop = asyncio.Event()
     talkers = [asyncio.ensure_future(t.run(stop)) for t in (*conversations, *chats, transfer)]
+    began = time.monotonic()
+    timeline: list[str] = []
     try:
         await _kill_phases(procs, conversations, chats)
+        timeline.append(f"S-CSCF/AS kills {time.monotonic() - began:.0f} s")
         await _kill_a_pcscf(procs, layout, conversations)
+        timeline.append(f"P-CSCF kill {time.monotonic() - began:.0f} s")
     finally:
         stop.set()
+        # a send that was on its way to a dead node may wait for timer F (32 s)
+        _, slow = await asyncio.wait(talkers, timeout=6)
+        for task in slow:
+            task.cancel()
         await asyncio.gather(*talkers, return_exceptions=True)
+        timeline.append(f"traffic stopped {time.monotonic() - began:.0f} s")
     await asyncio.sleep(3)  # the last ones on their way, the last BYEs
     total = _total(conversations)
     refused = sum(c.refused for c in conversations)
     slowest = max((max(c.latencies) for c in conversations if c.latencies), default=0.0)
     dropped = sum(ue.notifications.duplicates for ue in ues)
-    resent = _check(conversations, received)
+    resent, late = _check(conversations, received)
     lost_at_break = _check_chats(chats, received)
     reasons = sorted({r for c in conversations for rs in c.errors.values() for r in rs})
     assert all(not ue.chats for ue in ues), "a chat dialog left hanging"
@@ -472,13 +491,15 @@ async def _scenario(procs: dict[str, Proc], layout: Layout, directory: Path) -> 
         f"confirmed {transfer.confirmed} files, {len(ok_files)} arrived"
     print(f"\nscale-out: {total} messages with a 2xx, {refused} attempts refused "
           f"({resent} of those had arrived all the same), slowest 2xx {slowest:.1f} s, "
-          f"{dropped} second copies dropped by the UEs (same imdn.Message-ID); "
+          f"{dropped} second copies dropped by the UEs (same imdn.Message-ID), {late} "
+          f"refused ones arrived after later ones; "
           f"refusals: {reasons}")
     print(f"chats: {sum(len(t.acked) for t in chats)} chat messages with an MSRP 200 in "
           f"{sum(len(t.sessions) for t in chats)} chats, {lost_at_break} lost when their AS "
           f"was killed; broken chats ended: {sorted(set(e for t in chats for e in t.ends))}; "
           f"files: {transfer.confirmed} confirmed, {len(transfer.failed)} failed")
     await _deferred_race(ues, layout, received)
+    print(f"timeline: {', '.join(timeline)}, deferred race {time.monotonic() - began:.0f} s")
     for task in collectors:
         task.cancel()
     for ue in ues:
