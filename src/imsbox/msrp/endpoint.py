@@ -195,6 +195,16 @@ class MsrpConnection(asyncio.Protocol):
         except Exception:  # a tracer's bug must not break the session
             log.exception("MSRP trace callback failed")
 
+    def pause_reading(self) -> None:
+        """Stop reading this connection (a relay whose next hop is slower: TCP
+        flow control then slows the sender instead of memory growing)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     async def drain(self) -> None:
         """Backpressure: wait until the transport buffer is below its high mark."""
         if self.paused:
