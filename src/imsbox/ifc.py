@@ -86,11 +86,20 @@ class RequestView:
     request_uri: str
     headers: Sequence[tuple[str, str]] = ()
     body: str | bytes = ""
+    # long header name -> values, built on the first header_values() call:
+    # every SPT of every iFC asks, so the headers are folded once per view
+    _by_name: dict[str, list[str]] | None = field(default=None, init=False, repr=False,
+                                                  compare=False)
 
     def header_values(self, name: str) -> list[str]:
         """Values of header ``name``; names compare case-insensitively, compact forms fold."""
-        want = _long_name(name)
-        return [value for n, value in self.headers if _long_name(n) == want]
+        by_name = self._by_name
+        if by_name is None:
+            by_name = {}
+            for n, value in self.headers:
+                by_name.setdefault(_long_name(n), []).append(value)
+            object.__setattr__(self, "_by_name", by_name)
+        return list(by_name.get(_long_name(name), ()))
 
     def body_text(self) -> str:
         if isinstance(self.body, bytes):

@@ -108,6 +108,12 @@ async def count_received(bob: RcsClient, n: int, got: set[str]) -> float:
     return time.perf_counter()
 
 
+def _cpu_seconds() -> float:
+    """User+system CPU of this process, all threads (the SQLite worker too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def pager_rate(directory: Path, n: int, window: int) -> list[Row]:
     async with lab(directory) as (_, alice, bob):
         got: set[str] = set()
@@ -118,14 +124,17 @@ async def pager_rate(directory: Path, n: int, window: int) -> list[Row]:
             async with sem:
                 return await alice.send_message("bob", f"benchmark message {i:06d}: "
                                                        "the quick brown fox jumps over")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         ids = await asyncio.gather(*(one(i) for i in range(n)))
         t_delivered = await asyncio.wait_for(receiver, 120) - t0
         for mid in ids:
             await alice.wait_status(mid, MessageStatus.DELIVERED, 60)
         t_imdn = time.perf_counter() - t0
+        cpu = _cpu_seconds() - cpu0
         assert got == set(ids), "a message was lost"
-    return [Row("pager messages/s, delivered", f"{n / t_delivered:,.0f}",
+    return [Row("pager CPU per message, incl. delivery IMDN back", f"{1000 * cpu / n:.1f} ms",
+                "this process (every node, both UEs, the SQLite thread), user+system"),
+            Row("pager messages/s, delivered", f"{n / t_delivered:,.0f}",
                 f"{n} sent, {len(got)} delivered to bob, window {window}, {t_delivered:.2f} s"),
             Row("pager messages/s, incl. delivery IMDN back", f"{n / t_imdn:,.0f}",
                 f"all {n} DELIVERED at alice after {t_imdn:.2f} s")]

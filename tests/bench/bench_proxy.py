@@ -1,5 +1,9 @@
 """SIP proxy benchmark: `imsbox sip-proxy` against Kamailio, same SIPp load.
 
+Uses SIPp's built-in ``uac``, which fails a call on a 180 after the 200 (a
+legal reordering Kamailio's workers produce under load): for the fair
+comparison (tolerant UAC, CPU per call) use bench_vs_kamailio.py.
+
 Run:  python tests/bench/bench_proxy.py [--rates 100,200,...] [--seconds 10]
 
 For each rate (calls per second) the script starts a fresh proxy, SIPp's

@@ -87,3 +87,14 @@ def ue_port(ue: ImsboxUe) -> int:
     registration = ue.sync(lambda: ue.client.core.registration)
     assert registration is not None
     return int(registration.contact.rsplit(":", 1)[1].split(";")[0])
+
+
+def traced_to(net: ImsboxNet, port: int, match: Callable[[str], bool], what: str,
+              timeout: float = WAIT) -> list[str]:
+    """What the P-CSCF sent to ``port`` that ``match`` accepts, waiting until there is
+    some (serve's --trace is read from its stdout a little after the fact)."""
+    deadline = time.monotonic() + timeout
+    while not (found := [t for t in sent_to(net, port) if match(t)]):
+        assert time.monotonic() < deadline, f"no {what} in the P-CSCF trace in {timeout}s"
+        time.sleep(0.05)
+    return found

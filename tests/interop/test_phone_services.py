@@ -36,7 +36,7 @@ from imsbox.media import tone_present
 from .baresip import ImsboxNet, imsbox_cli
 from .phone_kit import (
     ALICE, BOB, CAROL, CAROL_TONE, IMSBOX_TONE, PASSWORDS, PHONE_TONE, hears_phone, imsbox_calls,
-    mix_of, sent_to, ue_port, wait_trace,
+    mix_of, sent_to, traced_to, ue_port, wait_trace,
 )
 from .phones import DOMAIN, ENDED, ESTABLISHED, INCOMING, ImsboxUe, Phone, heard, hears, tone_wav, wav_pcm
 
@@ -139,7 +139,8 @@ def test_forwarding_and_screening_for_phone(ue: ImsboxUe, carol: ImsboxUe, phone
     phone.wait_state(INCOMING)
     phone.answer()
     assert ue.answered(call) and hears_phone(ue, call)
-    invite = [t for t in sent_to(net, phone.sip_port) if t.startswith("INVITE ")][-1]
+    invite = traced_to(net, phone.sip_port, lambda t: t.startswith("INVITE ") and CAROL in t
+                       and "cause=302" in t, "the forwarded INVITE to the phone")[-1]
     hi = next(line for line in invite.splitlines() if line.startswith("History-Info:"))
     assert f"<{CAROL}" in hi and "sip:bob@ims.test;cause=302" in hi, hi
     ue.hangup(call)
@@ -190,8 +191,8 @@ def test_music_on_hold_and_conference_with_phone(ue: ImsboxUe, carol: ImsboxUe, 
     call = imsbox_calls(ue, phone)
     assert hears_phone(ue, call)
     held = ue.run(ue.client.music_hold(call), 60)
-    music_invite = [t for t in sent_to(net, phone.sip_port)
-                    if t.startswith("INVITE ") and "\nReplaces:" in t]
+    music_invite = traced_to(net, phone.sip_port, lambda t: t.startswith("INVITE ") and
+                             "\nReplaces:" in t, "the music's INVITE to the phone")
     assert music_invite and "Require: replaces" in music_invite[0]
     assert "\nReferred-By:" in music_invite[0]
     if kind == "baresip":

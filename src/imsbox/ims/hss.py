@@ -365,14 +365,13 @@ class Hss:
             return await self._profile_answer(identity)
         if type in _DEREGISTRATIONS or type in _DEREGISTRATIONS_KEEP_NAME:
             keep = server_name if type in _DEREGISTRATIONS_KEEP_NAME else None
-            await self.subscribers.set_assignment(
-                ScscfAssignment(owner, keep, RegistrationState.NOT_REGISTERED))
+            await self._assign(current, ScscfAssignment(owner, keep,
+                                                        RegistrationState.NOT_REGISTERED))
             return ServerAssignmentAnswer(ResultCode.DIAMETER_SUCCESS, owner)
         if type in _AUTH_FAILURES:
             if current.state is not RegistrationState.REGISTERED:
                 # Drop the name the MAR stored; a registered user keeps its S-CSCF.
-                await self.subscribers.set_assignment(
-                    ScscfAssignment(owner, None, current.state))
+                await self._assign(current, ScscfAssignment(owner, None, current.state))
             return ServerAssignmentAnswer(ResultCode.DIAMETER_SUCCESS, owner)
         if type in (ServerAssignmentType.AAA_USER_DATA_REQUEST, ServerAssignmentType.PGW_UPDATE):
             return await self._profile_answer(identity)
@@ -381,14 +380,20 @@ class Hss:
                 state = RegistrationState.REGISTERED  # serving unregistered never downgrades
             else:
                 state = RegistrationState.UNREGISTERED
-            await self.subscribers.set_assignment(ScscfAssignment(owner, server_name, state))
+            await self._assign(current, ScscfAssignment(owner, server_name, state))
             return await self._profile_answer(identity)
         if identity.barred and type is ServerAssignmentType.REGISTRATION:
             return ServerAssignmentAnswer(ResultCode.DIAMETER_ERROR_USER_UNKNOWN, owner)
         # REGISTRATION, RE_REGISTRATION, RESTORATION
-        await self.subscribers.set_assignment(
-            ScscfAssignment(owner, server_name, RegistrationState.REGISTERED))
+        await self._assign(current, ScscfAssignment(owner, server_name,
+                                                    RegistrationState.REGISTERED))
         return await self._profile_answer(identity)
+
+    async def _assign(self, current: ScscfAssignment, new: ScscfAssignment) -> None:
+        """Store ``new`` unless it is what is stored: every re-REGISTER and every
+        request to an unregistered user sends a SAR, mostly changing nothing."""
+        if new != current:
+            await self.subscribers.set_assignment(new)
 
     async def _profile_answer(self, identity: PublicIdentity) -> ServerAssignmentAnswer:
         profile = await self.user_profile(identity.uri)

@@ -64,6 +64,9 @@ def new_tag() -> str:
     return secrets.token_hex(6)
 
 
+# Cache key of the top Via parsed alone (see first_via); never a header name.
+_TOP_VIA = " top-via"
+
 # List headers whose cached typed view push/pop keep up to date in place.
 _ELEMENT_PARSERS: dict[str, Callable[[str], object]] = {
     "via": Via.parse,
@@ -185,7 +188,10 @@ class Message(ABC):
 
     # -- header editing that keeps the typed cache honest -----------------
     def _changed(self, name: str) -> None:
-        self._cache.pop(header_key(name), None)
+        key = header_key(name)
+        self._cache.pop(key, None)
+        if key == "via":
+            self._cache.pop(_TOP_VIA, None)
 
     def add_header(self, name: str, value: str) -> None:
         self.headers.add(name, value)
@@ -194,6 +200,8 @@ class Message(ABC):
     def push_header(self, name: str, value: str) -> None:
         key = header_key(name)
         self.headers.push(name, value)
+        if key == "via":
+            self._cache.pop(_TOP_VIA, None)
         cached = self._cache.get(key)
         element = _ELEMENT_PARSERS.get(key)
         if cached is None or element is None:
@@ -207,6 +215,8 @@ class Message(ABC):
 
     def pop_header(self, name: str) -> str | None:
         key = header_key(name)
+        if key == "via":
+            self._cache.pop(_TOP_VIA, None)
         cached = self._cache.get(key)
         value = self.headers.pop_first(name)
         if value is not None and cached is not None and key in _ELEMENT_PARSERS:
@@ -247,21 +257,27 @@ class Message(ABC):
 
     @property
     def top_via(self) -> Via:
-        vias = self.via
-        if not vias:
-            raise HeaderError("Via", "missing")
-        return vias[0]
+        return self.first_via()
 
     def first_via(self) -> Via:
-        """The top Via, parsed alone when the stack is not parsed yet: a
-        later malformed Via must not stop a reply to the sender."""
+        """The top Via, parsed alone when the stack is not parsed yet (the
+        rest of the stack is parsed when ``via`` is read): a later malformed
+        Via must not stop a reply to the sender."""
         cached = self._cache.get("via")
         if cached:
             return cached[0]  # type: ignore[index, no-any-return]
+        top = self._cache.get(_TOP_VIA)
+        if top is not None:
+            return top  # type: ignore[return-value]
         values = self.headers.values("via")
         if not values:
             raise HeaderError("Via", "missing")
-        return Via.parse(values[0])
+        via = Via.parse(values[0])
+        if len(values) == 1:
+            self._cache["via"] = [via]
+        else:
+            self._cache[_TOP_VIA] = via
+        return via
 
     def replace_top_via(self, via: Via) -> None:
         """Put ``via`` in place of the top Via (18.2.1 received / rport)."""

@@ -11,7 +11,7 @@ import re
 
 from .errors import SipProtocolError
 from .grammar import is_token
-from .headers import CSeq, HeaderError, NameAddr, Via, canonical_name, parse_int
+from .headers import CSeq, HeaderError, NameAddr, canonical_name, parse_int
 from .message import Message, Request, Response, header_key
 from .uri import UriError, parse_uri
 
@@ -263,10 +263,9 @@ def _validate(message: Request | Response, keys: list[str]) -> None:
                                  partial=message)
     cache = message._cache
     try:
-        vias = [Via.parse(v) for v in message.headers.values("via")]
-        if not vias:
+        if not message.headers.values("via"):
             raise ParseError("empty Via header", partial=message)
-        cache["via"] = vias
+        message.first_via()  # the rest of the stack is parsed when read
         cache["from"] = NameAddr.parse(first["from"], "From")
         cache["to"] = NameAddr.parse(first["to"], "To")
         max_forwards = first.get("max-forwards")
