@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .sip.ua.invite import InviteConfig
 from .sip.ua.useragent import Call, UserAgent
 from .ue.register import Registration, register
 
-__all__ = ["FAST_TIMERS", "LoopbackPorts", "TestUe", "write_loopback_config"]
+__all__ = ["FAST_TIMERS", "LoopbackPorts", "TestUe", "worker_port", "write_loopback_config"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class LoopbackPorts:
         raise RuntimeError("no free port found")
 
     def _probe(self) -> int | None:
-        with _bound(self.hosts[0], socket.SOCK_STREAM, 0) as first:
+        with _bound(self.hosts[0], socket.SOCK_STREAM, worker_port()) as first:
             port: int = first.getsockname()[1]
             try:
                 for host in self.hosts:
@@ -61,6 +62,28 @@ class LoopbackPorts:
             except OSError:
                 return None
             return port
+
+
+# Parallel test workers (pytest-xdist: PYTEST_XDIST_WORKER=gwN) each take ports
+# from their own block below the kernel's ephemeral range (32768 and up), so a
+# port one worker probed and released is never the one another worker's kernel
+# hands out for a bind to port 0 or an outgoing connection before it is used.
+_WORKER_BLOCK = 5000
+_WORKER_BASE = 12000
+_next_in_block = 0
+
+
+def worker_port() -> int:
+    """A candidate port: the next one of this test worker's block, 0 (the kernel
+    picks) outside parallel workers."""
+    global _next_in_block
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return 0
+    start = _WORKER_BASE + (int(worker[2:]) % 4) * _WORKER_BLOCK
+    port = start + (os.getpid() * 7 + _next_in_block) % _WORKER_BLOCK
+    _next_in_block += 1
+    return port
 
 
 def _bound(host: str, kind: int, port: int) -> socket.socket:

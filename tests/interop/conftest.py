@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from imsbox.testing import worker_port
+
 from .baresip import ImsboxNet
 from .capture import Capture, tshark_binary
 from .phone_kit import CAROL_TONE, IMSBOX_TONE, PASSWORDS, PHONE_TONE, PHONES
@@ -30,7 +32,10 @@ def pick_free_port(host: str = "127.0.0.1") -> int:
     """A port free for both TCP and UDP on ``host`` right now (tiny race, fine on lo)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind((host, 0))
+            try:
+                t.bind((host, worker_port()))
+            except OSError:
+                continue
             port = t.getsockname()[1]
             try:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
