@@ -7,7 +7,8 @@
 * click to dial: ``imsbox call-control dial bob alice`` (the command line)
   rings the phone first with an inactive offer (P-Asserted-Identity alice),
   then alice, then re-INVITEs the phone with alice's answer: the phone and
-  alice hear each other directly.
+  alice hear each other directly (alice's recording; the phone's too, except
+  baresip's, which records nothing of a call that began inactive).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 
 from .baresip import ImsboxNet, _env
 from .phone_kit import (
-    ALICE, BOB, CAROL_TONE, hears_phone, traced_to,
+    ALICE, BOB, CAROL_TONE, hears_phone, phone_heard_imsbox, traced_to,
 )
 from .phones import ENDED, ESTABLISHED, INCOMING, ImsboxUe, Phone, hears
 from .test_phone_services import history, no_calls, service
@@ -40,7 +41,8 @@ def test_find_me_rings_the_phone_then_carol(ue: ImsboxUe, carol: ImsboxUe, phone
     no_calls(ue)
 
 
-def test_click_to_dial_rings_the_phone_first(ue: ImsboxUe, phone: Phone, net: ImsboxNet) -> None:
+def test_click_to_dial_rings_the_phone_first(ue: ImsboxUe, phone: Phone, net: ImsboxNet,
+                                            kind: str) -> None:
     dial = subprocess.Popen(
         [sys.executable, "-m", "imsbox.cli", "call-control", "dial", "bob", "alice", *net.common],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
@@ -69,3 +71,8 @@ def test_click_to_dial_rings_the_phone_first(ue: ImsboxUe, phone: Phone, net: Im
     ue.hangup(at_alice)
     phone.wait_state(ENDED)
     no_calls(ue)
+    if kind != "baresip":
+        # baresip 1.0's recording of a call that began inactive holds no tone
+        # (why is not investigated: its sndfile recorder or its playout): not checked
+        phone.stop()
+        phone_heard_imsbox(phone)        # the phone heard alice: both ways direct
