@@ -21,7 +21,7 @@ from imsbox.media import Recorder, ToneSource, tone_present
 from imsbox.store import open_store
 from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
-from imsbox.ue.events import CallEnded
+from imsbox.ue.events import CallEnded, SendError
 
 from helpers import DOMAIN, alice_and_bob, client, network_with, run_within, settle
 
@@ -362,4 +362,49 @@ def test_media_server_dying_mid_call_ends_by_rtp_timeout(config: Config) -> None
                 await leg.rtp.close()
             await asyncio.wait_for(call.ended.wait(), 12)
             assert call.end_reason == "media timeout"
+    run_within(scenario, 60)
+
+
+def test_restart_while_held_on_music_and_in_conference(config: Config) -> None:
+    """A stop in mid-call of a 2.3 music hold and of a 3-party conference: every
+    leg gets the media server's BYE (call_ended 'remote hangup'), nobody keeps a
+    dialog; the held party's call ends (its call to the holder was replaced by
+    the music's), and the holder's resume finds no music dialog at the held party
+    (SendError 'did not take the call back', no call left). After a restart a new conference mixes."""
+    async def scenario() -> None:
+        alice, carol = client(config, "alice"), client(config, "carol")
+        bob = client(config, "bob", answer_calls=0.1)
+        ues = [alice, bob, carol]
+        async with network_with(config, *ues) as net:
+            call = await alice.call("bob", tone=TONES["alice"])
+            assert await call.wait_answered(WAIT)
+            await settle(lambda: call.id in bob.calls, WAIT)
+            music = await bob.music_hold(bob.calls[call.id])
+            assert music.status == 200
+            await settle(lambda: len(alice.calls) == 1 and call.id not in alice.calls, WAIT)
+            held = next(iter(alice.calls.values()))
+            first = await join(carol, FACTORY)
+            conference = str(first.call.session.dialog.remote_target)  # type: ignore[union-attr]
+            others = [first, await join(bob, conference)]
+            await media_server(net).close()                   # stopped in mid-call
+            for leg in (held, *others):
+                await asyncio.wait_for(leg.ended.wait(), WAIT)
+                assert leg.end_reason == "remote hangup", leg.end_reason
+            await settle(lambda: not any(ue.calls for ue in ues), WAIT)
+            with pytest.raises(SendError, match="did not take the call back"):
+                await bob.music_resume(music)
+            assert not alice.calls and not bob.calls
+            restarted = MediaServer(config)
+            await restarted.start()
+            net.nodes["media"] = restarted
+            calls = {"alice": await join(alice, FACTORY)}
+            conference = str(calls["alice"].call.session.dialog.remote_target)  # type: ignore[union-attr]
+            calls |= {"bob": await join(bob, conference), "carol": await join(carol, conference)}
+            sinks = {n: Recorder() for n in calls}
+            for n, leg in calls.items():
+                leg.rtp.sink = sinks[n]
+            await asyncio.sleep(1.5)
+            for name, sink in sinks.items():
+                assert all(hears_in_mix(sink.pcm, t) for n, t in TONES.items() if n != name), name
+                assert not hears(sink.pcm, TONES[name], threshold=0.1), name
     run_within(scenario, 60)

@@ -14,6 +14,8 @@ SDP (no offerless INVITE, no REFER support)::
     AS -> TO     ACK
     AS -> FROM   re-INVITE offer: B made sendrecv       (RFC 3725 flow IV's reconnect)
     FROM -> AS   200     answer A' (same address), ACK  -> RTP FROM <-> TO directly
+    AS -> TO     re-INVITE offer: A' (only if A held the RFC 2543 way, c= 0.0.0.0,
+                 as linphone 5.1 answers an inactive offer: TO has no address yet)
 
 Both legs go through the I-CSCF to the parties' S-CSCFs (terminating
 services apply). A BYE on either leg ends the other. Each leg's INVITE
@@ -148,11 +150,25 @@ class ClickToDial:
             await asyncio.gather(first.bye(), second.bye(), return_exceptions=True)
             raise DialFailed(final.status if final else 408,
                              f"{caller} refused the reconnect re-INVITE")
+        await self._tell_callee(first, second, answer_a, _LegSdp(host))
         self.pairs.append((first, second))
         self._spawn(self._tie(first, second))
         report({"event": "connected", "from": caller, "to": callee,
                 "call_ids": [first.call_id, second.call_id]})
         log.info("click to dial: %s <-> %s", caller, callee)
+
+    async def _tell_callee(self, first: Call, second: Call, answer_a: bytes,
+                           leg: _LegSdp) -> None:
+        """A caller whose first answer held the RFC 2543 way (c= 0.0.0.0, RFC 3264
+        8.4) gave the callee no address to send to: offer the callee the caller's
+        reconnect answer (A'), which has it. The callee's new answer is what the
+        caller already has, so one round is enough."""
+        if not _legacy_hold(answer_a) or not first.remote_sdp:
+            return
+        final = await second.reinvite(leg.offer(first.remote_sdp))
+        if final is None or final.status >= 300:
+            log.warning("click to dial: the callee refused the caller's address: %s",
+                        final.status if final else "no answer")
 
     async def _answered(self, call: Call, party: str, report: Report) -> bytes:
         ringing: asyncio.Future[object] = asyncio.ensure_future(call.ringing.wait())
@@ -216,6 +232,14 @@ class _LegSdp:
                     f"a=fmtp:101 0-15\r\na=ptime:20\r\na=inactive\r\n")
             return body.encode()
         return _as_offer(remote, origin)
+
+
+def _legacy_hold(body: bytes) -> bool:
+    try:
+        description = sdp.parse(body)
+    except ValueError:
+        return False
+    return any(description.is_legacy_hold(media) for media in description.media)
 
 
 def _as_offer(answer: bytes, origin: sdp.Origin) -> bytes:
