@@ -14,7 +14,9 @@ import pytest
 from imsbox.apps.conference import ConferenceAs
 from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_group, add_user
-from imsbox.store import open_store
+from imsbox.store import (
+    Conference, ConferenceKind, Participant, ParticipantState, Store, open_store,
+)
 from imsbox.ue.events import SendError
 from imsbox.testing import FAST_TIMERS, LoopbackPorts, write_loopback_config
 
@@ -106,3 +108,44 @@ def test_a_live_lease_of_another_instance_is_respected(tmp_path: Path) -> None:
                     await alice.open_chat(GROUP)
                 assert not net.nodes["conference"].foci  # type: ignore[attr-defined]
     asyncio.run(asyncio.wait_for(scenario(), 50))
+
+
+def test_a_killed_owners_lease_runs_out_and_the_next_join_takes_over(tmp_path: Path) -> None:
+    """A SIGKILLed owner gives nothing up: its lease (and its roster) stays in the
+    store. Joins get 480 until the lease runs out, then the survivor takes over."""
+    config, _ = two_instances(tmp_path)
+
+    async def scenario() -> None:
+        async with open_store(config.store_location) as store:
+            for name in ("alice", "bob"):
+                await add_user(store, DOMAIN, name, f"{name}-secret")
+            await add_group(store, config, GROUP, ["alice", "bob"])
+            alice = client(config, "alice")
+            async with network_with(config, alice) as net:
+                assert net.store is not None
+                conference = await net.store.conferences.get(GROUP) or \
+                    await _dead_owner_conference(net.store, config)
+                await net.store.conferences.set_participant(GROUP, Participant(
+                    f"sip:bob@{DOMAIN}", ParticipantState.CONNECTED))   # on the dead one
+                assert await net.store.conferences.claim_owner(GROUP, "killed", lease=1.5)
+                with pytest.raises(SendError, match="480"):
+                    await alice.open_chat(GROUP)
+                await asyncio.sleep(1.6)
+                chat = await alice.open_chat(GROUP)
+                assert chat.peer == GROUP and conference.uri == GROUP
+                a = net.nodes["conference"]
+                assert isinstance(a, ConferenceAs)
+                assert await net.store.conferences.owner(GROUP) == (a.holder, a.fences[GROUP])
+                stored = await net.store.conferences.get(GROUP)
+                assert stored is not None
+                assert {p.uri: p.state.value for p in stored.participants} == {
+                    f"sip:bob@{DOMAIN}": "disconnected", f"sip:alice@{DOMAIN}": "connected"}
+    asyncio.run(asyncio.wait_for(scenario(), 50))
+
+
+async def _dead_owner_conference(store: Store, config: Config) -> Conference:
+    """The group's conference as the dead owner left it in the store."""
+    conference = Conference(GROUP, f"sip:alice@{DOMAIN}", ConferenceKind.PRE_DEFINED, "team",
+                            admins=(f"sip:alice@{DOMAIN}",))
+    await store.conferences.put(conference)
+    return conference
