@@ -62,6 +62,8 @@ BIND_TIMEOUT = 10.0     # how long the UE may take to open its MSRP connection
 BYE_TIMEOUT = 5.0
 SETTLE_TIMEOUT = 2.0    # after the caller's BYE: how long its MSRP data may still come in
 CHUNK = 2048            # far-leg chunk size for a relayed file (seed 003)
+RELAY_HIGH = 1 << 20    # relay buffer above this: stop reading the near leg
+RELAY_LOW = 256 << 10   # ... and read it again once the far leg drained below this
 
 
 class FileKeeper(Protocol):
@@ -507,10 +509,17 @@ class _FileRelay:
         self.total = byte_range.total if byte_range is not None else None
         self.near, self.far = near, far
         self._buffer = bytearray()
+        self._head = 0                       # read offset into _buffer (no per-block copy)
+        self._paused = False                 # near leg's reading paused (back-pressure)
         self._next = 0                       # next expected offset on the near leg
         self._complete = self._truncated = False
         self._data = asyncio.Event()
         self.task = asyncio.ensure_future(self._forward())
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received on the near leg, not yet handed to the far leg."""
+        return len(self._buffer) - self._head
 
     # Sink API (called as the near leg's bytes arrive, in order on one TCP stream)
     def write_at(self, offset: int, data: bytes) -> None:
@@ -524,7 +533,19 @@ class _FileRelay:
         self._next += len(data)
         if self.total is not None and self._next >= self.total:
             self._complete = True
+        if self.buffered >= RELAY_HIGH and not self._paused:
+            self._set_paused(True)       # bounded buffer: the far leg sets the pace
         self._data.set()
+
+    def _set_paused(self, paused: bool) -> None:
+        conn = self.near.connection
+        if conn is None:
+            return
+        self._paused = paused
+        if paused:
+            conn.pause_reading()
+        else:
+            conn.resume_reading()
 
     def finish(self) -> None:
         self._complete = True
@@ -533,17 +554,31 @@ class _FileRelay:
     def truncate(self) -> None:
         self._truncated = True
         self._data.set()
+        if self._paused:
+            self._set_paused(False)
+
+    def _take(self) -> bytes:
+        """The next far-leg block; compacts the buffer now and then, not per block."""
+        head = self._head
+        block = bytes(self._buffer[head:head + CHUNK])
+        self._head = head + len(block)
+        if self._head >= 65536:
+            del self._buffer[:self._head]
+            self._head = 0
+        if self._paused and self.buffered <= RELAY_LOW:
+            self._set_paused(False)
+        return block
 
     async def _blocks(self) -> AsyncIterator[bytes]:
         while True:
-            while len(self._buffer) >= CHUNK or (self._complete and self._buffer):
-                block = bytes(self._buffer[:CHUNK])
-                del self._buffer[:CHUNK]
-                yield block
+            while self.buffered >= CHUNK or (self._complete and self.buffered):
+                yield self._take()
             if self._complete:
                 return
             if self._truncated:
                 raise _Truncated(self.message_id)
+            if self._paused:
+                self._set_paused(False)  # nothing left to send: read on
             self._data.clear()
             await self._data.wait()
 
@@ -560,6 +595,9 @@ class _FileRelay:
             log.info("file relay %s ended after %d of %s bytes: %r", self.message_id,
                      self._next, self.total, exc)
             return
+        finally:
+            if self._paused:
+                self._set_paused(False)  # never leave the near leg unread
         self._report(status, comment)
 
     def _report(self, status: int, comment: str) -> None:

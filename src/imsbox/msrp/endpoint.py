@@ -77,6 +77,8 @@ class SendResult:
     size: int
 
 
+COALESCE = 65536  # bytes of small chunks gathered into one transport write
+
 class MsrpConnection(asyncio.Protocol):
     """One TCP/TLS connection, shared by every session bound to it."""
 
@@ -194,6 +196,16 @@ class MsrpConnection(asyncio.Protocol):
             trace(direction, bytes(data), self)
         except Exception:  # a tracer's bug must not break the session
             log.exception("MSRP trace callback failed")
+
+    def pause_reading(self) -> None:
+        """Stop reading this connection (a relay whose next hop is slower: TCP
+        flow control then slows the sender instead of memory growing)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     async def drain(self) -> None:
         """Backpressure: wait until the transport buffer is below its high mark."""
@@ -351,16 +363,33 @@ class MsrpSession:
         msg = self.core.new_message(content_type, size, success_report=success_report,
                                     failure_report=failure_report, message_id=message_id)
         fut = self._waiter(msg.message_id)
+        # A source read without awaiting (bytes, file) never yields to the loop
+        # between chunks: gather small chunks into one write of ~COALESCE bytes
+        # (one send() instead of one per chunk). An async source may wait for
+        # data, so each of its chunks is written at once.
+        coalesce = not isinstance(body, AsyncIterable)
+        batch: list[bytes] = []
+        held = 0
         try:
             async for piece, last in _pieces(body, self.core.chunk_size, size):
                 if msg.state is not MessageState.SENDING:
                     break  # e.g. 413: send no further chunks (RFC 4975 section 10.5)
-                conn.write(self.core.chunk(msg, piece, last=last, now=self._loop.time()))
-                self._arm_timer()
-                if conn.paused:
-                    await conn.drain()
+                bufs = self.core.chunk(msg, piece, last=last, now=self._loop.time())
+                batch += bufs
+                held += len(piece)
+                if not coalesce or last or held >= COALESCE:
+                    conn.write(batch)
+                    batch, held = [], 0
+                    self._arm_timer()
+                    if conn.paused:
+                        await conn.drain()
+            if batch and msg.state is MessageState.SENDING:
+                conn.write(batch)
+            self._arm_timer()
             self._on_events(self.core.done_sending(msg))
         except BaseException:
+            if batch and conn.transport is not None and not conn.transport.is_closing():
+                conn.write(batch)  # chunks built before a source failed still go out
             self._waiters.pop(msg.message_id, None)
             self.core.outgoing.pop(msg.message_id, None)
             if fut.done() and not fut.cancelled():

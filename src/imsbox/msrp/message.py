@@ -98,8 +98,8 @@ class _Message:
     def header(self, name: str) -> str | None:
         """First value of a header, name compared case-insensitively."""
         lname = name.lower()
-        for n, v in self.headers:
-            if n.lower() == lname:
+        for n, v in self.headers:  # n == name first: peers mostly write RFC case
+            if n == name or n.lower() == lname:
                 return v
         return None
 

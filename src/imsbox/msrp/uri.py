@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -111,8 +112,12 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_path(value: str) -> tuple[MsrpUri, ...]:
-    """Parse a To-Path / From-Path value: SP-separated URIs (RFC 4975 section 9)."""
+    """Parse a To-Path / From-Path value: SP-separated URIs (RFC 4975 section 9).
+
+    Cached: every chunk and response of a session repeats the same two paths,
+    and MsrpUri is frozen, so the parsed tuple can be shared (bounded LRU)."""
     parts = value.split()
     if not parts:
         raise UriError("empty path")
