@@ -166,7 +166,8 @@ NODE_NAMES = ("pcscf", "icscf", "scscf", "messaging_as", "conference_as", "telep
               "media_server")
 # Keys of a node table beyond host/port/tls_port/transports.
 _NODE_EXTRA_KEYS = {"media_server": ("rtp_ports", "moh_file", "announcements"),
-                    "pcscf": ("fronts",), "scscf": ("pool",), "messaging_as": ("pool",)}
+                    "pcscf": ("fronts",), "scscf": ("pool",), "messaging_as": ("pool",),
+                    "conference_as": ("pool",)}
 _TRANSPORTS = ("udp", "tcp", "tls")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")  # those the store keeps an H(A1) for
 UDP_TRUST = ("loopback", "any", "none")   # [security] udp_trust, default first
@@ -200,7 +201,8 @@ class NodeConfig:
     port: int
     transports: tuple[str, ...] = ("udp", "tcp")
     tls_port: int | None = None
-    # Every instance of the role, this one included ([scscf] / [messaging_as] pool:
+    # Every instance of the role, this one included ([scscf] / [messaging_as] /
+    # [conference_as] pool:
     # docs/scale-out.md); () = this one alone.
     pool: tuple[tuple[str, int], ...] = ()
     # [pcscf] fronts: load balancers (Kamailio dispatcher) whose requests carry the

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -44,6 +45,7 @@ from ..sip.endpoint import Priority, ServerContext, SipEndpoint
 from ..sip.headers import HeaderError, TargetDialog, refer_to_target
 from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
+from ..sip.pool import InstancePool
 from ..sip.transaction import TimerValues
 from ..sip.ua.events import EventPackageRegistry, NotifierSubscription
 from ..sip.ua.invite import InviteConfig, SessionTimerConfig
@@ -77,6 +79,9 @@ INVITE_HEADERS = ("P-Asserted-Service", "Accept-Contact", cpm.CONVERSATION_ID,
 class ConferenceSettings:
     idle_timeout: float = 300.0   # a conference nobody is in ends after this long
     max_wakeup: float = 30.0
+    # Several instances ([conference_as] pool): a hosted conference's owner lease,
+    # renewed every third of it; a killed owner's conferences move after this long.
+    owner_lease: float = 15.0
 
 
 class ConferenceError(Exception):
@@ -112,6 +117,8 @@ class ConferenceAs:
         self._invitees: dict[str, list[str]] = {}    # creator's Call-ID -> members to invite
         self._tasks: set[asyncio.Future[object]] = set()
         self._wakeup = asyncio.Event()
+        self.holder = ""                             # this instance, in the owner leases
+        self.fences: dict[str, int] = {}             # conference URI -> our lease's fence
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -135,6 +142,8 @@ class ConferenceAs:
         self.endpoint.add_module(_ControlGuard(self))
         self.endpoint.add_module(_SubjectWatch(self))
         self._spawn(self._housekeeping())
+        self.holder = f"{uri};{secrets.token_hex(4)}"   # a restart is a new holder
+        self._spawn(self._keep_leases())
         log.info("conference AS up on %s:%d", node.host, port)
 
     async def close(self) -> None:
@@ -143,6 +152,8 @@ class ConferenceAs:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for focus in list(self.foci.values()):
             await focus.close()
+        for uri in list(self.fences):
+            await self._release(uri)   # another instance may take them over at once
         if self.events is not None:
             self.events.close()
         if self.ua is not None:
@@ -215,6 +226,8 @@ class ConferenceAs:
             members = {canonical_public_id(m) for m in group.members} if group else set()
             if user not in members:
                 raise ConferenceError(403, "Forbidden - not a member of this group")
+        if focus is None:
+            await self._own(conference)
         return focus or self._host(conference, request)
 
     async def _group(self, uri: str) -> Conference | None:
@@ -231,11 +244,12 @@ class ConferenceAs:
     async def _create(self, request: Request, creator: str) -> Focus:
         """RFC 5366 at the factory: a new conference for the listed members."""
         members = _recipients(request)
-        uri = f"sip:conf-{secrets.token_hex(6)}@{self.config.domain}"
+        uri = self._new_uri()
         subject = request.headers.get("Subject") or ""
         conference = Conference(uri, creator, ConferenceKind.AD_HOC, subject,
                                 admins=(creator,), created_at=self.clock())
         await self.store.conferences.create(conference)
+        await self._own(conference)
         focus = self._host(conference, request)
         self._invitees[request.call_id] = [m for m in members if m != creator]
         log.info("conference %s created by %s for %s", uri, creator, members)
@@ -277,6 +291,10 @@ class ConferenceAs:
                     await self._group(group.uri)
                 if conference is None:
                     continue
+                try:
+                    await self._own(conference)
+                except ConferenceError:
+                    continue   # another live instance hosts it and invites them back
                 focus = self._host(conference, None)
             log.info("%s registered: invited back to %s", aor, group.uri)
             self._spawn(focus.invite_back(aor))
@@ -399,6 +417,7 @@ class ConferenceAs:
                     focus = self.foci.pop(conference.uri, None)
                     if focus is not None:
                         await focus.close()
+                    await self._release(conference.uri)
                     log.info("conference %s ended (idle)", conference.uri)
             except Exception:  # one bad record must not stop the cleanup for good
                 log.exception("conference housekeeping failed")
@@ -412,6 +431,68 @@ class ConferenceAs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(),
                                        min(max(delay, 0.01), self.settings.max_wakeup))
+
+
+    # -- several instances: one owner per conference ------------------------------------
+    def _new_uri(self) -> str:
+        """A new conference URI that hashes to this instance in the pool, so the
+        I-CSCF sends its requests here while this instance lives."""
+        pool = InstancePool(self.config.conference_as.instances)
+        me = self.config.conference_as.uri
+        while True:
+            uri = f"sip:conf-{secrets.token_hex(6)}@{self.config.domain}"
+            if me not in pool or pool.order(uri)[0] == me:
+                return uri
+
+    async def _own(self, conference: Conference) -> None:
+        """Take the conference's owner lease before hosting it. Taking it over from a
+        dead instance rebuilds it from the store (subject, participants); the
+        participants it had connected rejoin (their MSRP went with that instance)."""
+        uri = conference.uri
+        fence = await self.store.conferences.claim_owner(uri, self.holder,
+                                                         self.settings.owner_lease)
+        if fence is None:
+            raise ConferenceError(480, "Temporarily Unavailable - another conference AS "
+                                       "instance hosts this conference")
+        if uri not in self.fences:
+            await self._disconnect_stale(conference)
+        self.fences[uri] = fence
+
+    async def _disconnect_stale(self, conference: Conference) -> None:
+        """Participants stored as connected whose legs are not here: disconnected."""
+        for participant in conference.participants:
+            if participant.state is ParticipantState.CONNECTED:
+                await self.store.conferences.set_participant(conference.uri, dataclasses.replace(
+                    participant, state=ParticipantState.DISCONNECTED))
+        stored = await self.store.conferences.get(conference.uri)
+        focus = self.foci.get(conference.uri)
+        if stored is not None and focus is not None:
+            focus.conference = stored
+
+    async def _release(self, uri: str) -> None:
+        fence = self.fences.pop(uri, None)
+        if fence is not None:
+            with contextlib.suppress(StoreError):
+                await self.store.conferences.release_owner(uri, fence)
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of the hosted conferences; one another instance has taken
+        over (we stalled past the lease) is dropped here, its legs closed."""
+        while True:
+            await asyncio.sleep(self.settings.owner_lease / 3)
+            for uri, fence in list(self.fences.items()):
+                try:
+                    kept = await self.store.conferences.renew_owner(
+                        uri, self.holder, fence, self.settings.owner_lease)
+                except StoreError as exc:   # away: try again next round
+                    log.warning("conference %s: lease not renewed: %s", uri, exc)
+                    continue
+                if not kept:
+                    log.warning("conference %s: taken over by another instance", uri)
+                    self.fences.pop(uri, None)
+                    focus = self.foci.pop(uri, None)
+                    if focus is not None:
+                        await focus.close()
 
 
 _INVITE_TITLES = frozenset(h.title() for h in INVITE_HEADERS)

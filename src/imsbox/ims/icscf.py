@@ -36,6 +36,7 @@ from ..config import Config
 from ..sip.auth import Credentials, DigestError
 from ..sip.endpoint import resolve
 from ..sip.headers import HeaderError
+from ..sip.identity import canonical_public_id
 from ..sip.message import Request, Response, new_tag
 from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.proxy import RequestContext, StatefulProxy, Target
@@ -71,6 +72,9 @@ class Icscf(StatefulProxy):
         # skipped after this long (the same reasoning as for an AS).
         self.scscfs = InstancePool(config.scscf.instances)
         self.scscf_answer_timeout = self.as_answer_timeout
+        # Conference AS instances: a conference URI hashes to the one that hosts it
+        # (its owner lease), the next one takes it over when that one is silent.
+        self.conference_ases = InstancePool(config.conference_as.instances)
 
     async def start(self) -> None:
         node = self.config.icscf
@@ -85,6 +89,8 @@ class Icscf(StatefulProxy):
                 await self.listen(transport, host, node.port, reuse_port=transport == "tcp")
         if len(self.scscfs) > 1:
             self._spawn(keep_probing(self.scscfs, self.endpoint, node.uri))
+        if len(self.conference_ases) > 1:
+            self._spawn(keep_probing(self.conference_ases, self.endpoint, node.uri))
 
     def listening_lines(self) -> list[str]:
         return [f"I-CSCF listening on {d}" for d in self.endpoint.transport.listen_addresses]
@@ -131,8 +137,7 @@ class Icscf(StatefulProxy):
             log.info("%s to %s: %s", request.method, request.uri, answer.result.name)
             return _reply(request, 480, "Temporarily Unavailable")
         if answer.psi and answer.server_name:
-            ctx.failure_route = _psi_unreachable
-            return await self._direct_to(request, answer.server_name, self.as_answer_timeout)
+            return await self._to_psi_host(ctx, answer.server_name)
         return self._to_scscf(ctx, answer.server_name
                               or self._pick_scscf(answer.capabilities, str(request.uri)))
 
@@ -183,6 +188,35 @@ class Icscf(StatefulProxy):
 
         ctx.failure_route = failover
         return self._scscf_targets(ctx.request, server)
+
+    async def _to_psi_host(self, ctx: RequestContext, server: str) -> list[Target] | Response:
+        """A PSI's AS; with several conference AS instances, the one the PSI hashes to
+        (the same hash the instances pick their conference URIs by), then the next."""
+        pool = self.conference_ases
+        if len(pool) < 2 or server not in pool:
+            ctx.failure_route = _psi_unreachable
+            return await self._direct_to(ctx.request, server, self.as_answer_timeout)
+        try:
+            key = canonical_public_id(str(ctx.request.uri))
+        except ValueError:
+            key = str(ctx.request.uri)
+        tried = [pool.order(key)[0]]
+
+        async def failover(ctx: RequestContext, best: Response) -> list[Target] | Response | None:
+            if is_local_failure(best):
+                pool.mark_down(tried[-1])
+                following = pool.next_after(tried, key)
+                if following is not None:
+                    log.info("%s %s: conference AS %s did not answer (%d); trying %s",
+                             ctx.request.method, ctx.request.uri, tried[-1], best.status,
+                             following)
+                    tried.append(following)
+                    return await self._direct_to(ctx.request, following,
+                                                 self.as_answer_timeout)
+            return await _psi_unreachable(ctx, best)
+
+        ctx.failure_route = failover
+        return await self._direct_to(ctx.request, tried[0], self.as_answer_timeout)
 
     def _scscf_targets(self, request: Request, server: str) -> list[Target] | Response:
         targets = self._route_to(request, server)

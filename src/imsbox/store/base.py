@@ -322,6 +322,31 @@ class ConferenceRepository(abc.ABC):
     async def next_expiry(self) -> float | None:
         """Earliest idle expiry of any conference, for scheduling."""
 
+    # A conference is owned by one conference AS instance at a time: a lease row per
+    # URI with a fencing token. The fence grows each time another holder takes the
+    # lease, so a stalled former owner can neither renew nor release it.
+
+    @abc.abstractmethod
+    async def claim_owner(self, uri: str, holder: str, lease: float,
+                          now: float | None = None) -> int | None:
+        """Take (or extend) the owner lease of ``uri`` for ``lease`` seconds; returns the
+        fence, or None while another holder's lease is live. An expired or released
+        lease goes to the claimer with a higher fence; the same holder keeps its fence."""
+
+    @abc.abstractmethod
+    async def renew_owner(self, uri: str, holder: str, fence: int, lease: float,
+                          now: float | None = None) -> bool:
+        """Extend the lease while ``holder`` still has it with ``fence``; False when
+        another instance has taken it over (the caller stops serving ``uri``)."""
+
+    @abc.abstractmethod
+    async def release_owner(self, uri: str, fence: int) -> bool:
+        """Give the lease up if ``fence`` still holds it (it is free at once, the fence kept)."""
+
+    @abc.abstractmethod
+    async def owner(self, uri: str, now: float | None = None) -> tuple[str, int] | None:
+        """The live lease's (holder, fence), None when nobody holds ``uri``."""
+
 
 class ServiceDataRepository(abc.ABC):
     """Per-subscriber service settings: KEY -> list of opaque values (JSON text

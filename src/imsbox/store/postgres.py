@@ -221,6 +221,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         PRIMARY KEY (lot, orbit)
     );
     """),
+    (4, """
+    CREATE TABLE conference_owners (
+        uri TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        fence BIGINT NOT NULL,
+        lease_until DOUBLE PRECISION NOT NULL
+    );
+    """),
 )
 
 # Errors that mean "the server is not there right now", not "the query is wrong".
@@ -907,6 +915,40 @@ class PgConferences(ConferenceRepository):
     async def next_expiry(self) -> float | None:
         value = await self._p.fetchval("SELECT MIN(expires_at) FROM conferences")
         return None if value is None else float(value)
+
+    async def claim_owner(self, uri: str, holder: str, lease: float,
+                          now: float | None = None) -> int | None:
+        at = _now(now)
+        fence = await self._p.fetchval(_CLAIM_OWNER, uri, holder, at + lease, at)
+        return None if fence is None else int(fence)
+
+    async def renew_owner(self, uri: str, holder: str, fence: int, lease: float,
+                          now: float | None = None) -> bool:
+        return await self._p.execute(
+            "UPDATE conference_owners SET lease_until = $1 WHERE uri = $2 AND holder = $3 "
+            "AND fence = $4", _now(now) + lease, uri, holder, fence) > 0
+
+    async def release_owner(self, uri: str, fence: int) -> bool:
+        return await self._p.execute(
+            "UPDATE conference_owners SET holder = '', lease_until = 0 WHERE uri = $1 "
+            "AND fence = $2 AND holder != ''", uri, fence) > 0
+
+    async def owner(self, uri: str, now: float | None = None) -> tuple[str, int] | None:
+        rows = await self._p.fetch("SELECT holder, fence FROM conference_owners WHERE uri = $1"
+                                   " AND lease_until > $2", uri, _now(now))
+        return (rows[0]["holder"], int(rows[0]["fence"])) if rows else None
+
+
+# Takes a free, expired or own lease in one statement (INSERT ... ON CONFLICT locks the
+# row): the upsert's WHERE keeps another holder's live lease. A new holder: fence + 1.
+_CLAIM_OWNER = """
+INSERT INTO conference_owners (uri, holder, fence, lease_until) VALUES ($1, $2, 1, $3)
+ON CONFLICT (uri) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until,
+    fence = CASE WHEN conference_owners.holder = excluded.holder THEN conference_owners.fence
+                 ELSE conference_owners.fence + 1 END
+WHERE conference_owners.holder = excluded.holder OR conference_owners.lease_until <= $4
+RETURNING fence
+"""
 
 
 async def _insert_conference(conn: Conn, c: Conference) -> None:

@@ -234,6 +234,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     );
     """),
     (7, PARKED_CALLS),
+    (8, """
+    CREATE TABLE conference_owners (
+        uri TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        fence INTEGER NOT NULL,
+        lease_until REAL NOT NULL
+    );
+    """),
 )
 
 
@@ -998,6 +1006,42 @@ class SqliteConferences(ConferenceRepository):
     async def next_expiry(self) -> float | None:
         rows = await self._c.read("SELECT MIN(expires_at) FROM conferences")
         return rows[0][0]  # type: ignore[no-any-return]
+
+    async def claim_owner(self, uri: str, holder: str, lease: float,
+                          now: float | None = None) -> int | None:
+        at = _now(now)
+        row = await self._c.write(lambda db: db.execute(
+            _CLAIM_OWNER, (uri, holder, at + lease, at)).fetchone())
+        return None if row is None else int(row[0])
+
+    async def renew_owner(self, uri: str, holder: str, fence: int, lease: float,
+                          now: float | None = None) -> bool:
+        until = _now(now) + lease
+        return await self._c.write(lambda db: db.execute(
+            "UPDATE conference_owners SET lease_until = ? WHERE uri = ? AND holder = ? "
+            "AND fence = ?", (until, uri, holder, fence)).rowcount > 0)
+
+    async def release_owner(self, uri: str, fence: int) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            "UPDATE conference_owners SET holder = '', lease_until = 0 WHERE uri = ? "
+            "AND fence = ? AND holder != ''", (uri, fence)).rowcount > 0)
+
+    async def owner(self, uri: str, now: float | None = None) -> tuple[str, int] | None:
+        rows = await self._c.read("SELECT holder, fence FROM conference_owners WHERE uri = ? "
+                                  "AND lease_until > ?", (uri, _now(now)))
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+
+# Takes a free, expired or own lease in one statement: the WHERE of the upsert keeps a
+# live lease of another holder (then no row comes back). A new holder gets fence + 1.
+_CLAIM_OWNER = """
+INSERT INTO conference_owners (uri, holder, fence, lease_until) VALUES (?1, ?2, 1, ?3)
+ON CONFLICT (uri) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until,
+    fence = CASE WHEN conference_owners.holder = excluded.holder THEN conference_owners.fence
+                 ELSE conference_owners.fence + 1 END
+WHERE conference_owners.holder = excluded.holder OR conference_owners.lease_until <= ?4
+RETURNING fence
+"""
 
 
 def _insert_conference(db: sqlite3.Connection, c: Conference) -> None:

@@ -135,3 +135,42 @@ async def test_only_one_of_racing_retrieves_takes_the_call(store: Store) -> None
     assert [t for t in taken if t is not None] == [parked]
     assert await store.parking.get(LOT, parked.orbit) is None
     assert await store.parking.take(LOT, 755) is None          # an empty orbit
+
+
+# -- conference owner leases (several conference AS instances) ---------------------------
+
+CONF = "sip:chat-1@conf.ims.test"
+
+
+async def test_a_live_owner_lease_is_not_claimed_by_another_instance(store: Store) -> None:
+    fence = await store.conferences.claim_owner(CONF, "conf-1", lease=10.0, now=100.0)
+    assert fence is not None
+    assert await store.conferences.claim_owner(CONF, "conf-2", lease=10.0, now=105.0) is None
+    assert await store.conferences.owner(CONF, now=105.0) == ("conf-1", fence)
+    # the owner renews while it lives: still its own past the first lease's end
+    assert await store.conferences.renew_owner(CONF, "conf-1", fence, lease=10.0, now=108.0)
+    assert await store.conferences.claim_owner(CONF, "conf-2", lease=10.0, now=115.0) is None
+    assert await store.conferences.claim_owner(CONF, "conf-1", lease=10.0, now=116.0) == fence
+    assert await store.conferences.owner("sip:other@conf.ims.test", now=105.0) is None
+
+
+async def test_an_expired_lease_is_taken_over_and_fences_the_old_owner_off(store: Store) -> None:
+    old = await store.conferences.claim_owner(CONF, "conf-1", lease=10.0, now=100.0)
+    assert old is not None
+    assert await store.conferences.owner(CONF, now=110.5) is None    # the owner died
+    new = await store.conferences.claim_owner(CONF, "conf-2", lease=10.0, now=110.5)
+    assert new is not None and new > old
+    # the stalled former owner wakes up: it can neither renew nor release
+    assert not await store.conferences.renew_owner(CONF, "conf-1", old, lease=10.0, now=111.0)
+    assert not await store.conferences.release_owner(CONF, old)
+    assert await store.conferences.owner(CONF, now=111.0) == ("conf-2", new)
+    assert await store.conferences.release_owner(CONF, new)
+    again = await store.conferences.claim_owner(CONF, "conf-1", lease=10.0, now=112.0)
+    assert again is not None and again > new                      # released: free at once
+
+
+async def test_only_one_of_racing_instances_gets_the_lease(store: Store) -> None:
+    at = time.time()
+    fences = await asyncio.gather(*(store.conferences.claim_owner(
+        CONF, f"conf-{n}", lease=30.0, now=at) for n in range(6)))
+    assert len([f for f in fences if f is not None]) == 1
