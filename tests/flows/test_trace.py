@@ -622,7 +622,7 @@ def test_trace_tui_on_a_terminal(tmp_path: Path) -> None:
     config = alice_and_bob(tmp_path)
     pcap = tmp_path / "tui.pcapng"
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 150, 220, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 150, 400, 0, 0))  # wide: labels whole
     screen = bytearray()
 
     def read_screen() -> str:

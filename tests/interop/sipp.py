@@ -310,8 +310,8 @@ class ProxyProcess:
             return None
         if proc.poll() is None:
             self._signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
+            try:   # generous: a serve that just carried SIPp's load shares 2 cores with the suite
+                proc.wait(20)
             except subprocess.TimeoutExpired:
                 pass
         self._signal(signal.SIGKILL)

@@ -86,6 +86,16 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
+
+def _parse(source: str) -> ast.Module:
+    """ast.parse; once more on CPython 3.11's spurious "AST constructor recursion
+    depth mismatch" SystemError (python/cpython#106905, seen after hypothesis
+    changed the recursion limit in the same worker process)."""
+    try:
+        return ast.parse(source)
+    except SystemError:
+        return ast.parse(source)
+
 def imports_of(module: str, source: str, is_package: bool = False,
                submodule: Callable[[str], bool] = lambda name: False) -> list[tuple[str, int]]:
     """The imsbox modules ``source`` (the text of ``module``) imports, with line numbers.
@@ -95,7 +105,7 @@ def imports_of(module: str, source: str, is_package: bool = False,
     """
     package = module.split(".") if is_package else module.split(".")[:-1]
     found: list[tuple[str, int]] = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(_parse(source)):
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
