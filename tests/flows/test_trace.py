@@ -661,7 +661,9 @@ def test_trace_tui_on_a_terminal(tmp_path: Path) -> None:
         async with Network(config, timers=FAST_TIMERS, feed=True) as net:
             proc = await asyncio.create_subprocess_exec(
                 *trace_cli(config.data_dir, "--tui", "--pcap", str(pcap)), stdin=slave,
-                stdout=slave, stderr=asyncio.subprocess.PIPE, env={**env(), "TERM": "xterm"})
+                stdout=slave, stderr=asyncio.subprocess.PIPE,
+                # curses takes LINES/COLUMNS from the environment over the pty's size
+                env={**env(), "TERM": "xterm", "LINES": "150", "COLUMNS": "400"})
             assert proc.stderr is not None
             line = await asyncio.wait_for(proc.stderr.readline(), 20)
             assert b"attached" in line, line
