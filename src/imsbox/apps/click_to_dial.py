@@ -37,7 +37,7 @@ from pathlib import Path
 from .. import sdp
 from ..config import Config
 from ..sip.headers import NameAddr
-from ..sip.ua.useragent import Call, Origin, UserAgent
+from ..sip.ua.useragent import Call, Origin, UserAgent, end_together
 from ..sip.uri import parse_uri
 from ..store import Store
 from .telephony_services import ServiceDataError, validate
@@ -194,13 +194,7 @@ class ClickToDial:
 
     async def _tie(self, a: Call, b: Call) -> None:
         """Either leg hanging up ends the other."""
-        await asyncio.wait({asyncio.ensure_future(asyncio.shield(a.terminated)),
-                            asyncio.ensure_future(asyncio.shield(b.terminated))},
-                           return_when=asyncio.FIRST_COMPLETED)
-        for call in (a, b):
-            if not call.terminated.done():
-                with contextlib.suppress(Exception):
-                    await call.bye()
+        await end_together(a, b)
         with contextlib.suppress(ValueError):
             self.pairs.remove((a, b))
 

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from pathlib import Path
 
 from ..media import (
-    DTMF_FREQUENCIES, AudioParams, DtmfToneSource, MediaError, MediaUsageError, RtpSession,
+    DTMF_FREQUENCIES, DtmfToneSource, MediaUsageError, RtpSession,
     ToneSource, WavSource,
 )
+from ..media.offer_answer import AudioOfferAnswer
 from ..sdp import (
-    Direction, LocalCapabilities, NoCommonCodec, SdpError, SessionDescription, answer,
-    audio_offer, parse,
+    Direction,
 )
 
 __all__ = ["ANNOUNCEMENTS", "DEFAULT_MELODY", "LegMedia", "Music", "announcement"]
@@ -146,7 +145,7 @@ def read_all(source: DtmfToneSource) -> bytes:
     return b"".join(parts)
 
 
-class LegMedia:
+class LegMedia(AudioOfferAnswer):
     """One leg's offers and answers and the RTP session they configure.
 
     ``direction`` is the most this leg may do: ``SENDONLY`` for music and
@@ -154,46 +153,14 @@ class LegMedia:
     """
 
     def __init__(self, session: RtpSession, host: str, direction: Direction) -> None:
-        self.session = session
+        super().__init__(session, host, direction)
         self.allowed = direction
-        self.caps = LocalCapabilities(address=host, addr_type="IP6" if ":" in host else "IP4",
-                                      audio_port=session.local_port, ptime=20,
-                                      audio_direction=direction,
-                                      session_id=str(secrets.randbelow(2**31)))
-        self.version = int(self.caps.session_id or 0)
-        self.local: SessionDescription | None = None
-        self.refused: NoCommonCodec | None = None
 
     def offer(self) -> bytes:
-        self.local = audio_offer(self.caps, direction=self.allowed, previous=self.local)
-        return bytes(self.local)
-
-    def answer(self, offer: bytes) -> bytes | None:
-        """Our answer, applied to the RTP session; None (488) when unusable."""
-        try:
-            remote = parse(offer)
-            self.version += 1
-            self.caps.session_version = str(self.version)
-            local = answer(remote, self.caps)
-            self.session.configure(AudioParams.from_sdp(local, remote))
-        except NoCommonCodec as exc:
-            self.refused = exc
-            return None
-        except (SdpError, MediaError) as exc:
-            log.info("unusable audio offer: %s", exc)
-            return None
-        self.local = local
-        return bytes(local)
-
-    def answered(self, answer_body: bytes) -> None:
-        if self.local is None:
-            return
-        try:
-            self.session.configure(AudioParams.from_sdp(self.local, parse(answer_body)))
-        except (SdpError, MediaError) as exc:
-            log.info("unusable audio answer: %s", exc)
+        return self.make_offer(self.allowed)
 
     def warning(self, host: str) -> str:
         """The Warning of a 488 (RFC 3261 20.43, code 305)."""
         codecs = ", ".join(self.refused.codecs) if self.refused is not None else "PCMU, PCMA"
         return f'305 {host} "Incompatible media format; the media server supports {codecs}"'
+

@@ -48,7 +48,7 @@ from ..sip.headers import NameAddr
 from ..sip.message import Request, Response
 from ..sip.proxy import Target
 from ..sip.ua.pickup import pickup_replaces, ringing_dialogs
-from ..sip.ua.useragent import Call, Origin, UserAgent
+from ..sip.ua.useragent import Call, Origin, UserAgent, end_together
 from ..sip.uri import SipUri, Uri, parse_uri
 from ..store import Store
 from .anchor import caller_identity
@@ -337,13 +337,7 @@ class CallPickup:
 
     async def _tie(self, a: Call, b: Call) -> None:
         """Either side hanging up ends the other."""
-        await asyncio.wait({asyncio.ensure_future(asyncio.shield(a.terminated)),
-                            asyncio.ensure_future(asyncio.shield(b.terminated))},
-                           return_when=asyncio.FIRST_COMPLETED)
-        for call in (a, b):
-            if not call.terminated.done():
-                with contextlib.suppress(Exception):
-                    await call.bye()
+        await end_together(a, b)
         with contextlib.suppress(ValueError):
             self.pairs.remove((a, b))
 

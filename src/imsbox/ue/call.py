@@ -11,23 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..media import AudioParams, MediaError, PortAllocator, RtpSession, ToneSource, WavSink, WavSource
+from ..media import MediaError, PortAllocator, RtpSession, ToneSource, WavSink, WavSource
 from ..media.audio import Sink, Source
+from ..media.offer_answer import AudioOfferAnswer
 from ..rcs.cpm import escape_icsi
 from ..sdp import (
     Direction,
-    LocalCapabilities,
-    NoCommonCodec,
-    SdpError,
-    SessionDescription,
-    answer,
-    audio_offer,
     hold_direction,
-    parse,
     resume_direction,
 )
 from ..sip.ua.useragent import Call, Origin
@@ -53,57 +46,16 @@ _REASONS = {"local BYE": "local hangup", "remote BYE": "remote hangup",
             "failed 408": "no answer", "failed 480": "unavailable", "failed 404": "not found"}
 
 
-class CallMedia:
+class CallMedia(AudioOfferAnswer):
     """The SDP offers/answers of one call and the RTP session they configure."""
-
-    def __init__(self, session: RtpSession, host: str) -> None:
-        self.session = session
-        self.caps = LocalCapabilities(address=host, addr_type="IP6" if ":" in host else "IP4",
-                                      audio_port=session.local_port, ptime=20,
-                                      session_id=str(secrets.randbelow(2**31)))
-        self.version = int(self.caps.session_id or 0)
-        self.local: SessionDescription | None = None
-        self.refused: NoCommonCodec | None = None
 
     @property
     def direction(self) -> Direction:
         return self.session.direction
 
-    def make_offer(self, direction: Direction = Direction.SENDRECV) -> bytes:
-        self.local = audio_offer(self.caps, direction=direction, previous=self.local)
-        return bytes(self.local)
-
     # -- the OfferAnswer protocol of the INVITE session ----------------------------
     def offer(self) -> bytes:
         return self.make_offer(self.direction if self.session.params else Direction.SENDRECV)
-
-    def answer(self, offer: bytes) -> bytes | None:
-        """Our answer, applied to the RTP session; None (488) without a common codec."""
-        try:
-            remote = parse(offer)
-            self.version += 1
-            self.caps.session_version = str(self.version)
-            local = answer(remote, self.caps)
-            self._apply(local, remote)
-        except NoCommonCodec as exc:
-            self.refused = exc
-            return None
-        except (SdpError, MediaError) as exc:
-            log.info("unusable audio offer: %s", exc)
-            return None
-        self.local = local
-        return bytes(local)
-
-    def answered(self, answer_body: bytes) -> None:
-        if self.local is None:
-            return
-        try:
-            self._apply(self.local, parse(answer_body))
-        except (SdpError, MediaError) as exc:
-            log.info("unusable audio answer: %s", exc)
-
-    def _apply(self, local: SessionDescription, remote: SessionDescription) -> None:
-        self.session.configure(AudioParams.from_sdp(local, remote))
 
 
 class VoiceCall:

@@ -34,7 +34,7 @@ from .invite import (
     SessionError, StaticOfferAnswer, Terminated, options_response,
 )
 
-__all__ = ["UserAgent", "Call", "Origin"]
+__all__ = ["UserAgent", "Call", "Origin", "end_together"]
 
 log = logging.getLogger(__name__)
 ACK_WAIT = 5.0   # seconds a UAS's re-INVITE waits for the ACK of its 2xx (14.1)
@@ -490,3 +490,15 @@ class _Application(_UaModule):
         else:
             return False
         return True
+
+
+async def end_together(a: Call, b: Call) -> None:
+    """Two calls a B2BUA bridged: when either ends, BYE the other (a failing BYE
+    only means the far side is gone already)."""
+    await asyncio.wait({asyncio.ensure_future(asyncio.shield(a.terminated)),
+                        asyncio.ensure_future(asyncio.shield(b.terminated))},
+                       return_when=asyncio.FIRST_COMPLETED)
+    for call in (a, b):
+        if not call.terminated.done():
+            with contextlib.suppress(Exception):
+                await call.bye()
