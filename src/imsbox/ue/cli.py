@@ -834,7 +834,9 @@ class _CallCommands:
         self.failed_transfer = False
         self.music_on_hold = True           # hold with the network's music (else plain)
         self.music: MusicHold | None = None  # the call held with music, until resume
-        self.parking = False                # a park under way: our call ends before its NOTIFY
+        # a park or a music hold under way: the server's INVITE with Replaces may end
+        # our call (F15) before its final NOTIFY says what became of it
+        self.referring = False
 
     @property
     def current(self) -> VoiceCall:
@@ -853,7 +855,7 @@ class _CallCommands:
         new call is the call from then on."""
         while True:
             await self.call.ended.wait()
-            while self._on_music() or self.parking:
+            while self._on_music() or self.referring:
                 await asyncio.sleep(0.05)
             if not self.call.ended.is_set():
                 continue   # resumed from music: the new call
@@ -919,11 +921,11 @@ class _CallCommands:
         party BYEs us) and the command with it. Refused: the call goes on."""
         if self.music is not None:
             raise SendError("resume first: the call is on music")
-        self.parking = True
+        self.referring = True
         try:
             parked = await self.client.park(self.call)
         finally:
-            self.parking = False
+            self.referring = False
         if parked.orbit is None:
             self.failed_transfer = True
             self.printer.error(f"park: {parked.status} {parked.reason}; the call goes on")
@@ -933,7 +935,11 @@ class _CallCommands:
         it; False for a plain hold or resume. No music server (the REFER to sip:moh is
         refused or unanswered): the call stays on the plain hold, which a note says."""
         if command == "hold" and self.music_on_hold and self.consultation is None:
-            self.music = await self.client.music_hold(self.call)
+            self.referring = True
+            try:
+                self.music = await self.client.music_hold(self.call)
+            finally:
+                self.referring = False
             if not self.music.playing:
                 self.printer.error(f"hold: no music on hold ({self.music.status} "
                                    f"{self.music.reason}); the plain hold")
