@@ -18,73 +18,39 @@ The network does the pickup, so any phone takes part without configuration:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .baresip import BaresipPhone, ImsboxNet, imsbox_cli
-from .linphone import LinphonePhone
 from .phones import (
     DOMAIN, ENDED, ESTABLISHED, INCOMING, RINGING, WAIT, ImsboxUe, Phone, heard, hears,
     tone_wav,
 )
-from .pjsua import PjsuaPhone, pjsua_missing
+from .phone_kit import CAROL, IMSBOX_TONE, PASSWORDS, PHONE_TONE
 from .test_baresip import messages
 
 pytestmark = pytest.mark.timeout(180)
-PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
-IMSBOX_TONE, PHONE_TONE = 440.0, 1000.0
-CAROL, PICKUP = f"sip:carol@{DOMAIN}", f"sip:pickup@{DOMAIN}"
-PHONES: dict[str, Callable[..., Phone]] = {
-    "baresip": BaresipPhone, "linphone": LinphonePhone, "pjsua2": PjsuaPhone}
-
-
-@pytest.fixture(params=list(PHONES))
-def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "pjsua2" and (why := pjsua_missing()):
-        pytest.skip(why)
-    return str(request.param)
+CAROL_RINGS_TONE = 700.0            # carol here rings for 60 s: her call is picked up
+PICKUP = f"sip:pickup@{DOMAIN}"
+# kind, net, phone (bob) are tests/interop/conftest.py's; alice is its imsbox UE
 
 
 @pytest.fixture
-def net(tmp_path: Path) -> Iterator[ImsboxNet]:
-    network = ImsboxNet.start(tmp_path / "net", PASSWORDS)
-    try:
-        yield network
-    finally:
-        status = network.stop()
-        (tmp_path / "net" / "trace.txt").write_text(network.trace())   # for a failure
-        assert status == 0, f"imsbox serve exit {status}: {network.stderr[-20:]}"
-
-
-@pytest.fixture
-def alice(net: ImsboxNet) -> Iterator[ImsboxUe]:
-    ue = ImsboxUe("alice", PASSWORDS["alice"], net.pcscf_port, IMSBOX_TONE, answer_calls=0.2)
-    try:
-        yield ue.start()
-    finally:
-        ue.close()
+def alice(ue: ImsboxUe) -> ImsboxUe:
+    return ue
 
 
 @pytest.fixture
 def carol(net: ImsboxNet) -> Iterator[ImsboxUe]:
-    ue = ImsboxUe("carol", PASSWORDS["carol"], net.pcscf_port, 700.0, answer_calls=60)
+    ue = ImsboxUe("carol", PASSWORDS["carol"], net.pcscf_port, CAROL_RINGS_TONE,
+                  answer_calls=60)
     try:
         yield ue.start()
     finally:
         ue.close()
-
-
-@pytest.fixture
-def phone(kind: str, net: ImsboxNet, tmp_path: Path) -> Iterator[Phone]:
-    play = tone_wav(tmp_path / "phone-tone.wav", PHONE_TONE)
-    bob = PHONES[kind](tmp_path / kind, "bob", PASSWORDS["bob"], net.pcscf_port, play)
-    try:
-        yield bob.start()
-    finally:
-        bob.stop()
 
 
 def carol_rings(carol: ImsboxUe) -> Any:
@@ -128,7 +94,7 @@ def carol_phone(net: ImsboxNet, tmp_path: Path) -> Iterator[Phone]:
     """carol on a baresip that rings and never answers (it sends no RTP before
     answering; imsbox's UE streams while it rings, which makes baresip, as the
     caller, drop a second stream's lower sequence numbers after a bridge)."""
-    play = tone_wav(tmp_path / "carol-tone.wav", 700.0)
+    play = tone_wav(tmp_path / "carol-tone.wav", CAROL_RINGS_TONE)
     carol = BaresipPhone(tmp_path / "carol", "carol", PASSWORDS["carol"], net.pcscf_port, play)
     try:
         yield carol.start()
