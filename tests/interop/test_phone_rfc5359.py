@@ -158,14 +158,10 @@ def no_calls(ue: ImsboxUe) -> None:
     ue.until(lambda: not ue.client.calls, "done with its calls")
 
 
-@pytest.fixture
-def sends_join(kind: str) -> None:
-    """Before the network starts: only pjsua2 can put a Join header on its INVITE."""
-    if kind != "pjsua2":
-        pytest.skip(f"{kind} cannot send an INVITE with Join (no header option in its call)")
-
-
-def test_phone_joins_with_join(sends_join: None, ue: ImsboxUe, carol: ImsboxUe,
+# only pjsua2 can put a Join header on its INVITE (baresip and linphonec have no
+# header option for a call: docs/softphones.md)
+@pytest.mark.parametrize("kind", ["pjsua2"], indirect=True)
+def test_phone_joins_with_join(kind: str, ue: ImsboxUe, carol: ImsboxUe,
                                phone: Phone) -> None:
     """RFC 5359 2.11 with the phone as the one who joins: pjsua2 INVITEs alice with
     Join naming her call with carol; alice mixes. baresip 1.0 and linphonec have
@@ -198,15 +194,6 @@ def test_phone_joins_with_join(sends_join: None, ue: ImsboxUe, carol: ImsboxUe,
 # -- 2.17 automatic redial against a phone callee ---------------------------------------------
 
 @pytest.fixture
-def refuses_busy(kind: str) -> None:
-    """Before the network starts: linphonec 5.1 has no one-line setting that it
-    applies (``max_calls`` in its rc is ignored, a second call rings) and declines
-    with 603, which is not busy: no redial against it."""
-    if kind == "linphone":
-        pytest.skip("linphonec 5.1 cannot refuse a call 486 Busy Here (see docs/softphones.md)")
-
-
-@pytest.fixture
 def one_line_phone(kind: str, net: ImsboxNet, tmp_path: Path) -> Iterator[Phone]:
     """bob's phone with one line: a call while it is in one gets its own 486
     (baresip ``call_max_calls 1``, pjsua2 ``UaConfig.maxCalls = 1``)."""
@@ -219,7 +206,11 @@ def one_line_phone(kind: str, net: ImsboxNet, tmp_path: Path) -> Iterator[Phone]
         bob.stop()
 
 
-def test_redial_phone_callee(refuses_busy: None, ue: ImsboxUe, carol: ImsboxUe,
+# linphonec 5.1 has no one-line setting that it applies (``max_calls`` in its rc
+# is ignored, a second call rings) and declines with 603, which is not busy: no
+# redial against it (docs/softphones.md)
+@pytest.mark.parametrize("kind", ["baresip", "pjsua2"], indirect=True)
+def test_redial_phone_callee(kind: str, ue: ImsboxUe, carol: ImsboxUe,
                              one_line_phone: Phone, net: ImsboxNet) -> None:
     """bob (the phone) talks to carol; alice's call gets the phone's 486, so she
     SUBSCRIBEs to bob's dialog events, which the telephony AS serves (the phone
