@@ -12,7 +12,12 @@ from imsbox.config import Config, load_config
 from imsbox.ims.provisioning import add_user
 from imsbox.media import Recorder, ToneSource, tone_present
 from imsbox.serve import Network
+from imsbox.sip.ua.dialog_event import DIALOG_PACKAGE
+from imsbox.sip.ua.events import EventPackageRegistry
+from imsbox.sip.ua.refer import EventAgent, SubscriptionWatch
+from imsbox.sip.ua.useragent import Origin
 from imsbox.store import open_store
+from imsbox.testing import TestUe
 from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
 from imsbox.ue.events import CallEnded, CallRinging, RcsEvent
@@ -91,3 +96,12 @@ async def ended(ue: RcsClient, call_id: str) -> str:
         event = await ue.wait_event(CallEnded, WAIT)
         if event.call_id == call_id:  # type: ignore[attr-defined]
             return event.reason  # type: ignore[attr-defined,no-any-return]
+
+
+async def watch_dialogs(watcher: TestUe, target: str) -> tuple[EventAgent, SubscriptionWatch]:
+    """A SUBSCRIBE to ``target``'s dialog events (RFC 4235) from ``watcher``, through its
+    registration's route."""
+    assert watcher.ua is not None and watcher.registration is not None
+    agent = EventAgent(watcher.ua, EventPackageRegistry([DIALOG_PACKAGE]))
+    origin = Origin(watcher.ua.local, watcher.ua.contact, tuple(watcher.registration.route()))
+    return agent, agent.subscribe(target, "dialog", origin=origin, expires=600)

@@ -18,16 +18,13 @@ import pytest
 
 from imsbox.config import Config
 from imsbox.content.dialog_info import DialogInfo, DialogState, Direction, parse_dialog_info
-from imsbox.sip.ua.dialog_event import DIALOG_PACKAGE
-from imsbox.sip.ua.events import EventPackageRegistry
-from imsbox.sip.ua.refer import EventAgent, SubscriptionWatch
-from imsbox.sip.ua.useragent import Origin
+from imsbox.sip.ua.refer import SubscriptionWatch
 from imsbox.apps.telephony_cli import call_control_dial
 from imsbox.testing import TestUe
 from imsbox.ue.events import CallAnswered, CallRinging
 
 from helpers import client, network_with, run_within
-from telephony_kit import TONES, WAIT, ended, four_users, hear_each_other, plays
+from telephony_kit import TONES, WAIT, ended, four_users, hear_each_other, plays, watch_dialogs
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -35,13 +32,6 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return four_users(tmp_path)
-
-
-async def watch_dialogs(watcher: TestUe, target: str) -> tuple[EventAgent, SubscriptionWatch]:
-    assert watcher.ua is not None and watcher.registration is not None
-    agent = EventAgent(watcher.ua, EventPackageRegistry([DIALOG_PACKAGE]))
-    origin = Origin(watcher.ua.local, watcher.ua.contact, tuple(watcher.registration.route()))
-    return agent, agent.subscribe(target, "dialog", origin=origin, expires=600)
 
 
 async def next_info(watch: SubscriptionWatch) -> DialogInfo:

@@ -20,11 +20,8 @@ from imsbox.config import Config
 from imsbox.content.dialog_info import (
     Dialog, DialogEvent, DialogInfo, DialogState, parse_dialog_info,
 )
-from imsbox.sip.ua.dialog_event import DIALOG_PACKAGE
-from imsbox.sip.ua.events import EventPackageRegistry
 from imsbox.sip.ua.pickup import pickup_replaces, ringing_dialogs
-from imsbox.sip.ua.refer import EventAgent, SubscriptionWatch
-from imsbox.sip.ua.useragent import Origin
+from imsbox.sip.ua.refer import SubscriptionWatch
 from imsbox.testing import TestUe
 from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
@@ -32,7 +29,7 @@ from imsbox.media import Recorder
 from imsbox.ue.events import CallRinging, RcsError
 
 from helpers import client, network_with, run_within
-from telephony_kit import TONES, WAIT, ended, four_users, hear_each_other, place, set_service
+from telephony_kit import TONES, WAIT, ended, four_users, hear_each_other, place, set_service, watch_dialogs
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,13 +37,6 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return four_users(tmp_path)
-
-
-async def watch_dialogs(watcher: TestUe, target: str) -> tuple[EventAgent, SubscriptionWatch]:
-    assert watcher.ua is not None and watcher.registration is not None
-    agent = EventAgent(watcher.ua, EventPackageRegistry([DIALOG_PACKAGE]))
-    origin = Origin(watcher.ua.local, watcher.ua.contact, tuple(watcher.registration.route()))
-    return agent, agent.subscribe(target, "dialog", origin=origin, expires=600)
 
 
 async def until_early(watch: SubscriptionWatch) -> DialogInfo:

@@ -9,42 +9,22 @@ AS's reason), and a directed pickup outside carol's group after
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from imsbox.config import Config
-from imsbox.ims.provisioning import add_user
 from imsbox.media import tone_present
-from imsbox.store import open_store
-from imsbox.testing import write_loopback_config
 
-from test_ue_cli import DOMAIN, Proc, ue, ue_args
+from test_ue_cli import Proc, ue, ue_args
+import test_ue_transfer_cli
 from test_ue_transfer_cli import listener, recorded
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[tuple[Path, Config]]:
-    """``imsbox serve`` with alice, bob and carol provisioned."""
-    path, config = write_loopback_config(tmp_path)
-
-    async def in_store() -> None:
-        async with open_store(config.store_location) as store:
-            for name in ("alice", "bob", "carol"):
-                await add_user(store, DOMAIN, name, f"{name}-secret")
-    asyncio.run(in_store())
-    serve = Proc("serve", "--config", str(path))
-    try:
-        serve.wait_line(lambda line: "pcscf listening on udp" in line, 15)
-        yield path, config
-    finally:
-        assert serve.stop() == 0, serve.stderr
+# imsbox serve with alice, bob and carol: the transfer CLI tests' fixture
+network = test_ue_transfer_cli.network
 
 
 def refused(config: Config, user: str, *args: str) -> str:
@@ -61,8 +41,8 @@ def refused(config: Config, user: str, *args: str) -> str:
     return "\n".join(proc.stderr)
 
 
-def test_pickup_from_the_command_line(network: tuple[Path, Config], tmp_path: Path) -> None:
-    path, config = network
+def test_pickup_from_the_command_line(network: Config, tmp_path: Path) -> None:
+    config, path = network, tmp_path / "imsbox.toml"   # serve's config (the fixture's)
     bob = listener(config, "bob", "--answer", "--after", "60")
     alice = Proc(*ue_args(config, "alice"), "call", "bob", "--tone", "440",
                  stdin=subprocess.PIPE)
