@@ -24,7 +24,8 @@ from .sip.ua.invite import InviteConfig
 from .sip.ua.useragent import Call, UserAgent
 from .ue.register import Registration, register
 
-__all__ = ["FAST_TIMERS", "LoopbackPorts", "TestUe", "worker_port", "write_loopback_config"]
+__all__ = ["FAST_TIMERS", "LoopbackPorts", "TestUe", "free_udp_block", "worker_port",
+           "write_loopback_config"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,24 @@ def worker_port() -> int:
     port = start + (os.getpid() * 7 + _next_in_block) % _WORKER_BLOCK
     _next_in_block += 1
     return port
+
+
+def free_udp_block(span: int, host: str = HOST) -> int:
+    """An even port p with p .. p+span-1 free for UDP on ``host`` (an RTP range
+    for a test), from this worker's block like ``LoopbackPorts``."""
+    for _ in range(200):
+        try:
+            with _bound(host, socket.SOCK_DGRAM, worker_port()) as first:
+                base: int = first.getsockname()[1] & ~1
+            if base + span > 65535:
+                continue
+            for port in range(base, base + span):
+                with _bound(host, socket.SOCK_DGRAM, port):
+                    pass
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {span} free UDP ports in a row")
 
 
 def _bound(host: str, kind: int, port: int) -> socket.socket:

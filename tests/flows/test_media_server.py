@@ -19,6 +19,7 @@ from imsbox.config import Config, ConfigError, load_config
 from imsbox.ims.provisioning import add_user
 from imsbox.media import Recorder, ToneSource, tone_present
 from imsbox.store import open_store
+from imsbox.testing import free_udp_block
 from imsbox.ue.call import VoiceCall
 from imsbox.ue.client import RcsClient
 from imsbox.ue.events import CallEnded, SendError
@@ -296,7 +297,8 @@ def test_bad_input_answers(config: Config) -> None:
 
 
 def test_rtp_port_range_exhausted_480(tmp_path: Path) -> None:
-    config = media_config(tmp_path, "rtp_ports = [47000, 47004]\n")  # two pairs
+    start = free_udp_block(4)   # two pairs, from this test worker's own ports
+    config = media_config(tmp_path, f"rtp_ports = [{start}, {start + 4}]\n")
 
     async def scenario() -> None:
         alice = client(config, "alice")
