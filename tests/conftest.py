@@ -3,15 +3,33 @@ started on first use and stopped at the end (imsbox.testing_backends).
 
 Their binaries come from Debian (scripts/setup.sh installs them): when they are
 missing the tests that need them fail saying so, never skip.
+
+Tests marked ``load`` (thousands of calls through a node) run one at a time
+across the xdist workers: two of them at once on a 2-core machine starve each
+other into overload, which is not what either measures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import fcntl
+import os
+from collections.abc import Generator, Iterator
 
 import pytest
 
 from imsbox.testing_backends import BackendUnavailable, ThrowawayPostgres, ThrowawayRedis
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    """Outside pytest-timeout's timer: waiting for the other load test is not slowness."""
+    run_id = getattr(item.config, "workerinput", {}).get("testrunuid")
+    if run_id is None or item.get_closest_marker("load") is None:
+        yield
+        return
+    with open(os.path.join("/tmp", f"imsbox-load-{run_id}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(scope="session")

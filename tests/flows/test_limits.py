@@ -494,3 +494,27 @@ def test_requests_that_waited_too_long_are_shed_new_work_first() -> None:
             peer.close()
             await endpoint.close()
     run(main)
+
+
+def test_retransmission_of_a_shed_invite_gets_the_same_503() -> None:
+    """The queued first copy is shed; its retransmission, read at once, must not
+    be taken: the upstream proxy already ended the call on the 503."""
+    async def main() -> None:
+        endpoint, port = await sip_server(overload=OverloadPolicy(max_queue_delay=0.3))
+        peer = UdpPeer()
+        try:
+            invite = raw_request("INVITE")
+            peer.send(invite, port)
+            time.sleep(0.45)
+            first = await peer.response()
+            assert first.status == 503 and "queued" in first.reason
+            peer.send(invite, port)  # Timer A fired upstream
+            again = await peer.response()
+            assert (again.status, again.reason, again.to.tag) == \
+                (503, first.reason, first.to.tag)
+            assert endpoint.overload.stats["shed_new"] == 1
+            assert (await peer.ask(raw_request("INVITE"), port)).status == 200
+        finally:
+            peer.close()
+            await endpoint.close()
+    run(main)

@@ -37,7 +37,7 @@ from imsbox.store import open_store
 from imsbox.testing import LoopbackPorts
 from imsbox.ue import Chat, ChatMessage, FileReceived, MessageReceived, RcsClient, SendError
 
-pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(280)]
+pytestmark = [pytest.mark.scaleout, pytest.mark.load, pytest.mark.timeout(280)]
 
 ROOT = Path(__file__).resolve().parents[2]
 DISPATCHER_CFG = ROOT / "deploy" / "kamailio" / "dispatcher.cfg"

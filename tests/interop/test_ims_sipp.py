@@ -80,6 +80,7 @@ def limiter_lines(core: ImsCore) -> list[str]:
 
 
 # -- a. 1,000 registrations with Digest -------------------------------------------------
+@pytest.mark.load
 @pytest.mark.timeout(150)
 def test_sipp_registers_1000_users_with_digest(core: ImsCore, tmp_path: Path) -> None:
     (port,) = sipp_ports(1)
@@ -103,6 +104,7 @@ def test_sipp_registers_1000_users_with_digest(core: ImsCore, tmp_path: Path) ->
 
 
 # -- b. 2,000 calls through the core ------------------------------------------------------
+@pytest.mark.load
 @pytest.mark.timeout(240)
 def test_sipp_2000_calls_through_ims_core(core: ImsCore, tmp_path: Path) -> None:
     uas_port, uac_port = sipp_ports(2)

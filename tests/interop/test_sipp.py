@@ -218,6 +218,7 @@ def three_ports(free_port: Callable[[], int]) -> tuple[int, int, int]:
     return free_port(), free_port(), free_port()
 
 
+@pytest.mark.load
 @pytest.mark.timeout(150)
 def test_sipp_through_imsbox_proxy_5000_calls(free_port: Callable[[], int],
                                               tmp_path: Path) -> None:
@@ -231,6 +232,7 @@ def test_sipp_through_imsbox_proxy_5000_calls(free_port: Callable[[], int],
     assert_calls(uas, 5000, uac.describe(), proxy_log)
 
 
+@pytest.mark.load
 @pytest.mark.timeout(150)
 def test_sipp_through_imsbox_proxy_with_loss(free_port: Callable[[], int],
                                              tmp_path: Path) -> None:

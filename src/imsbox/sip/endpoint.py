@@ -472,10 +472,15 @@ class SipEndpoint:
         if self.layer.receive(message, flow, now) or isinstance(message, Response):
             self._pump()
             return
+        if (earlier := self.overload.shed_before(message, now)) is not None:
+            if message.method != "ACK":  # a retransmission of a shed request
+                self.transport.send_response(earlier, flow)
+            return
         if message.method == "ACK":  # ACK for a 2xx: its own end-to-end request
             self._offer(ServerContext(self, message, flow, None))
             return
-        refusal = self.overload.admit(message, len(self.layer), self.transport.queue_delay)
+        refusal = self.overload.admit(message, len(self.layer), self.transport.queue_delay,
+                                      now)
         if refusal is not None:  # shed statelessly: no transaction, no handler
             self.transport.send_response(refusal, flow)
             return

@@ -13,12 +13,18 @@ memory.  The signals are the node's own load:
 Work is shed in priority order: new out-of-dialog requests first (at the
 limits), in-dialog requests only at ``in_dialog_factor`` times the limits,
 and ACK, CANCEL and BYE never (they end work rather than start it).
+
+A shed transaction stays shed: its branch is kept (bounded, for 64*T1) so a
+retransmission gets the same 503 and the ACK of a shed INVITE is absorbed.
+Without it the oldest copy of a queued request would be refused while its
+retransmission, read sooner, was taken: the upstream proxy would end the
+call on the 503 while the callee answers it.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from .headers import HeaderError
@@ -27,6 +33,8 @@ from .message import Request, Response, new_tag
 __all__ = ["OverloadController", "OverloadPolicy", "Priority", "priority_of"]
 
 _NEVER_SHED = frozenset({"ACK", "CANCEL", "BYE"})
+SHED_MEMORY = 32.0        # seconds a shed branch is remembered (64*T1, Timer H/J)
+SHED_MEMORY_SIZE = 20000  # branches remembered at most
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,9 +75,23 @@ class OverloadController:
     def __init__(self, policy: OverloadPolicy | None = None) -> None:
         self.policy = policy if policy is not None else OverloadPolicy()
         self.stats: Counter[str] = Counter()
+        self._shed: OrderedDict[str, tuple[float, Response]] = OrderedDict()
+
+    def shed_before(self, request: Request, now: float) -> Response | None:
+        """The 503 sent for the transaction of ``request`` if it was shed: a
+        retransmission is answered with it again, an ACK for it is dropped."""
+        if not self._shed or request.method == "CANCEL":
+            return None
+        self._forget(now)
+        try:
+            branch = request.top_via.branch
+        except HeaderError:
+            return None
+        entry = self._shed.get(branch) if branch else None
+        return entry[1] if entry is not None else None
 
     def admit(self, request: Request, transactions: int,
-              queue_delay: float = 0.0) -> Response | None:
+              queue_delay: float = 0.0, now: float = 0.0) -> Response | None:
         """None to take ``request``; else the 503 to send back without a transaction."""
         priority = priority_of(request)
         if priority is Priority.ESSENTIAL:
@@ -83,7 +105,27 @@ class OverloadController:
         else:
             return None
         self.stats[f"shed_{priority.name.lower()}"] += 1
-        return self.refusal(request, why)
+        refusal = self.refusal(request, why)
+        self._remember(request, refusal, now)
+        return refusal
+
+    def _remember(self, request: Request, refusal: Response, now: float) -> None:
+        try:
+            branch = request.top_via.branch
+        except HeaderError:
+            return
+        if branch:
+            self._shed[branch] = (now, refusal)
+            if len(self._shed) > SHED_MEMORY_SIZE:
+                self._shed.popitem(last=False)
+
+    def _forget(self, now: float) -> None:
+        shed = self._shed
+        while shed:
+            branch, (when, _) = next(iter(shed.items()))
+            if now - when < SHED_MEMORY:
+                return
+            del shed[branch]
 
     def refusal(self, request: Request, why: str) -> Response:
         """21.5.4: 503 with Retry-After, so well-behaved clients back off."""

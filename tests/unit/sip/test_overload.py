@@ -54,3 +54,19 @@ def test_queue_delay_bound() -> None:
     refusal = control.admit(request("OPTIONS"), 0, queue_delay=0.6)
     assert refusal is not None and "queued 0.6s" in refusal.reason
     assert control.admit(request("UPDATE", "t"), 0, queue_delay=0.6) is None
+
+
+def test_a_shed_transaction_stays_shed_for_64_t1() -> None:
+    control = OverloadController(OverloadPolicy(max_transactions=10))
+    invite = request("INVITE")
+    refusal = control.admit(invite, 10, now=100.0)
+    assert refusal is not None
+    assert control.shed_before(invite, 101.0) is refusal  # the retransmission
+    ack = Request("ACK", invite.uri, [("Via", invite.headers.get("Via")),
+                                      ("Call-ID", "c1"), ("CSeq", "1 ACK")])
+    assert control.shed_before(ack, 101.0) is refusal  # the endpoint drops it
+    cancel = Request("CANCEL", invite.uri, [("Via", invite.headers.get("Via")),
+                                            ("Call-ID", "c1"), ("CSeq", "1 CANCEL")])
+    assert control.shed_before(cancel, 101.0) is None
+    assert control.shed_before(request("INVITE"), 101.0) is None  # another branch
+    assert control.shed_before(invite, 132.5) is None  # forgotten after 32 s
