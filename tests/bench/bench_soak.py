@@ -121,7 +121,8 @@ def report(now: Sample, base: Sample, per: int, unit: str, top: int) -> None:
     print(line, flush=True)
     if now.snapshot is None or base.snapshot is None or top <= 0:
         return
-    stats = now.snapshot.compare_to(base.snapshot, "lineno")
+    deep = tracemalloc.get_traceback_limit() > 1  # --frames: who allocated it
+    stats = now.snapshot.compare_to(base.snapshot, "traceback" if deep else "lineno")
     stats = [s for s in stats if s.size_diff > 0][:top]
     for stat in stats:
         frame = stat.traceback[0]
@@ -129,6 +130,8 @@ def report(now: Sample, base: Sample, per: int, unit: str, top: int) -> None:
         each = f"{stat.size_diff / per:8.0f} B/{unit}" if per else ""
         print(f"      {stat.size_diff / 1024:+10.1f} KB {stat.count_diff:+8d} blocks {each}  "
               f"{name}:{frame.lineno}", flush=True)
+        for caller in list(stat.traceback)[1:] if deep else []:
+            print(f"{'':40}<- {_short(caller.filename)}:{caller.lineno}")
 
 
 def _short(filename: str) -> str:
@@ -293,6 +296,10 @@ async def phase_register(args: argparse.Namespace, net: Network, ues: Ues, users
     took, cpu = time.monotonic() - t0, time.process_time() - cpu0
     print(f"  {n - failed} registered, {failed} failed, {took:.1f} s ({n / took:.0f}/s, "
           f"CPU {1000 * cpu / n:.1f} ms per registration, whole process)", flush=True)
+    txns = sum(len(x.endpoint.layer) for x in net.nodes.values())
+    if txns and args.trace:
+        # what the transactions waiting for Timer J/K hold (RSS's high-water mark)
+        report(sample("registered, transactions held"), base, txns, "transaction", args.top)
     waited = await settle(timers, net)
     held = sample("registered")
     print(f"  after {waited:.1f} s for the transactions to time out: {node_counts(net)}; "

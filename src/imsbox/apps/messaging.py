@@ -140,6 +140,7 @@ class MessagingAs(StatefulProxy):
         self.anchors: set[Anchor] = set()
         self._own: dict[str, float] = {}             # our requests' Call-IDs -> until
         self._delivery_locks: dict[str, asyncio.Lock] = {}
+        self._delivery_users: dict[str, int] = {}    # recipient -> holders and waiters
         self.retrievals: set[DeferredRetrieval] = set()
         self._wakeup = asyncio.Event()
         self.files = FileStore(config.data_dir / "deferred-files")
@@ -411,9 +412,19 @@ class MessagingAs(StatefulProxy):
     @contextlib.asynccontextmanager
     async def delivering(self, recipient: str) -> AsyncIterator[None]:
         """One delivery (push or retrieval) per recipient at a time: each item once."""
-        # kept per recipient: dropping a lock others wait on would let two run at once
-        async with self._delivery_locks.setdefault(recipient, asyncio.Lock()):
-            yield
+        # Kept while anyone holds or waits for it (dropping a lock others wait on
+        # would let two run at once), then dropped: not one lock per user for ever.
+        lock = self._delivery_locks.setdefault(recipient, asyncio.Lock())
+        self._delivery_users[recipient] = self._delivery_users.get(recipient, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            left = self._delivery_users.pop(recipient) - 1
+            if left:
+                self._delivery_users[recipient] = left
+            else:
+                del self._delivery_locks[recipient]
 
     async def deferred_items(self, recipient: str) -> list[DeferredMessage]:
         """RetrievalHost API: the unexpired stored items of ``recipient``, oldest first."""

@@ -20,6 +20,7 @@ import enum
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..sip.auth import Algorithm
@@ -232,8 +233,10 @@ class Hss:
     """
 
     def __init__(self, subscribers: SubscriberRepository, domain: str,
-                 scscf_names: tuple[str, ...] = ()) -> None:
+                 scscf_names: tuple[str, ...] = (), *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.subscribers = subscribers
+        self.clock = clock
         self.domain = domain.lower()
         self.capabilities = ServerCapabilities(server_names=tuple(scscf_names))
         # Decoded iFC documents by their text: the S-CSCF asks for a profile on
@@ -241,6 +244,12 @@ class Hss:
         self._decoded_ifcs: dict[str, InitialFilterCriteria] = {}
         # public id -> (profile generation, expiry, profile): see user_profile
         self._profiles: dict[str, tuple[int, float, UserProfile]] = {}
+        self._next_prune = 0.0
+
+    @property
+    def cached_profiles(self) -> int:
+        """User profiles held in memory now (at most those asked for within PROFILE_TTL)."""
+        return len(self._profiles)
 
     # -- lookups -------------------------------------------------------------------
     def private_id(self, name: str) -> str:
@@ -410,17 +419,28 @@ class Hss:
         wrote nothing) and for at most PROFILE_TTL seconds (another process
         may have).  An unknown identity is not remembered."""
         generation = self.subscribers.profile_generation()
-        now = time.monotonic()
+        now = self.clock()
         if generation is not None:
             hit = self._profiles.get(public_id)
             if hit is not None and hit[0] == generation and hit[1] > now:
                 return hit[2]
         profile = await self._load_profile(public_id)
         if profile is not None and generation is not None:
+            self._prune(now)
             if len(self._profiles) >= PROFILE_CACHE_SIZE:
                 self._profiles.clear()
             self._profiles[public_id] = (generation, now + PROFILE_TTL, profile)
         return profile
+
+    def _prune(self, now: float) -> None:
+        """Drop the expired profiles, at most once per PROFILE_TTL: an entry is of
+        no use after its TTL, and every user who ever registered must not stay
+        (about 600 bytes each) until the cache is full."""
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PROFILE_TTL
+        for key in [k for k, hit in self._profiles.items() if hit[1] <= now]:
+            del self._profiles[key]
 
     async def _load_profile(self, public_id: str) -> UserProfile | None:
         identity = await self.find_identity(public_id)

@@ -560,6 +560,11 @@ class SipEndpoint:
             case ResponseReceived(txn=txn, response=response):
                 if (ctx := self._clients.get(txn)) is not None:
                     ctx._deliver(response)
+                    if response.is_final and txn.request.method != "INVITE":
+                        # 17.1.2.2: Completed absorbs retransmissions, nothing more
+                        # comes up; the caller holds its context if it wants it,
+                        # and we must not keep request and responses for Timer K.
+                        del self._clients[txn]
             case TransactionTimeout(txn=txn) | TransportFailure(txn=txn):
                 self._failed(txn, 408 if isinstance(event, TransactionTimeout) else 503)
             case AckReceived(txn=txn, ack=ack):

@@ -9,7 +9,7 @@ import pytest
 
 from imsbox.config import load_config
 from imsbox.ims.hss import (
-    AuthorizationType, Hss, ResultCode, ServerAssignmentType as SAT,
+    PROFILE_TTL, AuthorizationType, Hss, ResultCode, ServerAssignmentType as SAT,
     psi_matches,
 )
 from imsbox.ifc import RequestView, SessionCase, matching_ifcs
@@ -214,3 +214,19 @@ async def test_user_profile_cache_follows_writes(store: SqliteStore, hss: Hss) -
     assert await hss.user_profile("sip:carol@ims.test") is None
     await add_user(store, "ims.test", "carol", "pw")
     assert await hss.user_profile("sip:carol@ims.test") is not None  # unknown is not kept
+
+
+async def test_user_profile_cache_drops_expired_profiles(store: SqliteStore) -> None:
+    """The profiles of users nobody asked for within PROFILE_TTL go: the cache
+    holds the users active now, not every user that ever registered."""
+    now = [100.0]
+    hss = Hss(store.subscribers, "ims.test", clock=lambda: now[0])
+    assert await hss.user_profile(ALICE) is not None
+    assert await hss.user_profile("sip:bob@ims.test") is not None
+    assert hss.cached_profiles == 2
+    now[0] += PROFILE_TTL / 2
+    assert await hss.user_profile("sip:+15550001@ims.test;user=phone") is not None
+    assert hss.cached_profiles == 3  # nothing has expired yet
+    now[0] += PROFILE_TTL + 0.1
+    assert await hss.user_profile("sip:bob@ims.test") is not None
+    assert hss.cached_profiles == 1  # bob's fresh entry only
