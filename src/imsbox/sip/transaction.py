@@ -329,6 +329,8 @@ class ClientTransaction(Transaction):
         super().__init__(layer, request, dest.reliable, state)
         self.dest = dest
         self.flow = flow
+        # INVITE: the final response (Accepted / Completed); non-INVITE: None,
+        # the response goes up and nothing here needs it any more.
         self.final_response: Response | None = None
         self._key: tuple[str, str] | None = None  # 17.1.3, kept: the request gets compacted
 
@@ -429,7 +431,8 @@ class ClientNonInviteTransaction(ClientTransaction):
             self._pass_up(response)
             return
         self._disarm(Timer.E, Timer.F)
-        self.final_response = response
+        # Not kept (final_response stays None): Completed only absorbs
+        # retransmissions, and a parsed response held for Timer K is ~3 KB.
         self.request = compact_request(self.request)
         self._goto(TransactionState.COMPLETED)
         self._pass_up(response)
