@@ -378,6 +378,19 @@ class SipEndpoint:
         self._sent_by.setdefault(transport.lower(), bound)
         return bound
 
+    async def adopt(self, transport: str, sock: socket.socket, *,
+                    sent_by: bool = False) -> tuple[str, int]:
+        """Serve a socket bound elsewhere (``TransportLayer.adopt``).  ``sent_by``:
+        it becomes our Via sent-by for ``transport`` and, for UDP, the socket
+        requests go out from: a worker's own port, so the responses to its
+        client transactions reach it and not a sibling sharing the public port."""
+        bound = await self.transport.adopt(transport, sock, primary=sent_by)
+        if sent_by:
+            self._sent_by[transport.lower()] = bound
+        else:
+            self._sent_by.setdefault(transport.lower(), bound)
+        return bound
+
     def request(self, request: Request, dest: Destination | None = None, *,
                 branch: str | None = None, flow: Flow | None = None) -> ClientContext:
         """Send ``request`` statefully: adds our top Via (``branch`` or a new

@@ -136,6 +136,30 @@ class TransportLayer:
         log.info("listening on %s", self._listening[-1])
         return bound
 
+    async def adopt(self, transport: str, sock: socket.socket, *,
+                    primary: bool = False) -> tuple[str, int]:
+        """Serve a socket bound elsewhere: a supervisor's, shared between worker
+        processes with SO_REUSEPORT (``imsbox.workers``).  A TCP socket must
+        be listening already.  ``primary`` (UDP): requests and stateless sends
+        of its address family go out from this socket instead of the first
+        one bound, so the answers to them come back to it.  Returns its address."""
+        transport = transport.lower()
+        if transport == "udp":
+            sock.setblocking(False)
+            endpoint = UdpEndpoint(self._datagram, sock)
+            self._udp.insert(0 if primary else len(self._udp), endpoint)
+            self._listening.append(Destination("udp", *endpoint.local))
+            return endpoint.local
+        if transport != "tcp":
+            raise ValueError(f"cannot adopt a {transport!r} socket (udp or tcp)")
+        server = await asyncio.start_server(
+            lambda r, w: self._accepted(transport, r, w), sock=sock)
+        self._servers.append(server)
+        name = sock.getsockname()
+        bound = (str(name[0]), int(name[1]))
+        self._listening.append(Destination(transport, *bound))
+        return bound
+
     async def send(self, message: Request | Response, dest: Destination,
                    flow: Flow | None = None) -> Flow:
         """Send to ``dest`` (over ``flow``'s connection if still open); raises OSError."""
