@@ -9,6 +9,11 @@ workers and watches them:
   retransmissions and its CANCEL (same 4-tuple as the INVITE) reach the
   worker that holds the server transaction, and a connection lives in one
   worker, which sends the responses on it;
+* which UDP socket: with N workers, the one of index (source port mod N),
+  by a classic BPF program on the group (SO_ATTACH_REUSEPORT_CBPF): the same
+  sender still always reaches the same worker, and clients on consecutive
+  ports (two SIPp instances) are known to reach different ones; where the
+  kernel refuses the program its own 4-tuple hash is used;
 * each worker also gets a UDP socket of its own on a private port of the
   same address: its Via sent-by and the source of what it sends, so the
   responses to its client transactions come back to it, not to a sibling;
@@ -30,10 +35,12 @@ SIGTERM/SIGINT to the parent stops every worker (SIGTERM, then SIGKILL after
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -91,10 +98,44 @@ def bind_worker_sockets(listen: list[tuple[str, int]], workers: int,
         for ws in result:
             ws.close()
         raise
+    if workers > 1:
+        for group in range(len(listen)):
+            _spread_by_source_port(result[0].shared[group * (2 if tcp else 1)][1], workers)
     siblings = [addr for ws in result for addr in ws.own_addresses]
     for ws in result:
         ws.siblings = siblings
     return result
+
+
+# Linux: attach a classic BPF program choosing the socket of a SO_REUSEPORT
+# group (include/uapi/asm-generic/socket.h, linux/filter.h).
+SO_ATTACH_REUSEPORT_CBPF = 51
+_SKF_NET_OFF = -0x100000          # offsets from the IP header
+_LD_H_ABS, _LD_H_IND, _LDX_B_MSH = 0x28, 0x48, 0xB1
+_ALU_MOD_K, _RET_A = 0x94, 0x16
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+def _spread_by_source_port(sock: socket.socket, workers: int) -> None:
+    """The group's datagrams to socket (UDP source port mod ``workers``): the
+    port is the first half-word after the IP header (IPv4: 4 * IHL, options
+    included; IPv6: 40 bytes)."""
+    if sock.family == socket.AF_INET6:
+        load = [(_LD_H_ABS, _SKF_NET_OFF + 40)]
+    else:
+        load = [(_LDX_B_MSH, _SKF_NET_OFF), (_LD_H_IND, _SKF_NET_OFF)]
+    program = [*load, (_ALU_MOD_K, workers), (_RET_A, 0)]
+    filters = (_SockFilter * len(program))(
+        *(_SockFilter(code, 0, 0, k & 0xFFFFFFFF) for code, k in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(filters))  # struct sock_fprog
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except OSError as exc:
+        log.warning("cannot spread UDP by source port (%s): the kernel's hash spreads it", exc)
 
 
 def _tcp_listener(host: str, port: int, backlog: int) -> socket.socket:

@@ -2,7 +2,7 @@
 
 Run:  python tests/bench/bench_vs_kamailio.py [--kinds call,message,register]
       [--call-rates 300,600,...] [--message-rates 300,...] [--register-rates 200,...]
-      [--seconds 8] [--repeat 2] [--workers N] [--sipp-sockets one|per-call]
+      [--seconds 8] [--repeat 2] [--workers N] [--uacs K]
 
 What is compared (each step: a fresh proxy for calls and messages, the same
 running registrar for REGISTER; imsbox and Kamailio alternate at every step so
@@ -13,10 +13,11 @@ both see the same machine load):
             -> proxy (Record-Route, transaction stateful) -> SIPp built-in uas.
             imsbox: ``imsbox sip-proxy [--workers N]``; Kamailio:
             kamailio-forwarder.cfg (2 UDP worker processes on one socket).
-            ``--sipp-sockets per-call`` gives SIPp's uac a socket per call
-            (``-t un``, for both targets): the imsbox workers share the port
-            by SO_REUSEPORT, which spreads by source address, so the calls of
-            a uac on one socket all land on one worker.
+            ``--uacs K`` splits the load over K SIPp uacs on consecutive
+            ports (for both targets): the imsbox workers share the port with
+            SO_REUSEPORT and take each source port mod N, so the calls of one
+            uac socket all land on one worker.  (SIPp's socket per call,
+            ``-t un``, costs SIPp itself too much above 300 cps here.)
 * message   SIPp MESSAGE uac -> the same proxies -> SIPp MESSAGE uas (200).
 * register  SIPp register.xml (REGISTER, 401, REGISTER with Digest MD5, 200),
             new users each step.  imsbox: ``imsbox serve`` (P-CSCF -> I-CSCF
@@ -38,6 +39,7 @@ or kamailio is missing.  Not a test (no test_ functions).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -102,30 +104,49 @@ def require_tools() -> str:
 
 
 def proxy_step(kind: str, target: str, rate: int, seconds: float, workdir: Path,
-               kamailio: str, workers: int = 1, per_call: bool = False) -> Step:
-    """One call or message step through a fresh proxy."""
-    proxy_port, uas_port, uac_port = free_udp_ports(3)
-    count = int(rate * seconds)
+               kamailio: str, workers: int = 1, uacs: int = 1) -> Step:
+    """One call or message step through a fresh proxy, from ``uacs`` SIPp
+    uacs on consecutive ports, each with its share of the rate."""
+    proxy_port, uas_port = free_udp_ports(2)
+    (first_uac,) = free_udp_ports(1, span=uacs)
+    count = int(rate * seconds) // uacs * uacs
     cmd = imsbox_proxy_command(proxy_port, uas_port, workers=workers) if target == "imsbox" \
         else kamailio_command(kamailio, proxy_port, uas_port, workdir)
-    limit = max(1000, rate * 5)
-    sockets = ["-t", "un", "-max_socket", str(limit + 1000)] if per_call else []
     uac_scenario = SCENARIOS / ("uac_tolerant.xml" if kind == "call" else "message_uac.xml")
     uas_scenario = "uas" if kind == "call" else SCENARIOS / "message_uas.xml"
     timeout = int(seconds * 3 + 60)
     tag = f"{kind}-{target}-{rate}-{time.monotonic_ns()}"
-    with ProxyProcess(cmd, proxy_port, workdir / f"{tag}-proxy.log") as proxy, \
-            Sipp(uas_scenario, port=uas_port, workdir=workdir, name=f"{tag}-uas",
-                 calls=count, timeout=timeout) as uas, \
-            Sipp(uac_scenario, port=uac_port, remote=(HOST, proxy_port), workdir=workdir,
-                 name=f"{tag}-uac", calls=count, rate=rate, limit=limit,
-                 timeout=timeout, extra=sockets) as uac:
+    with contextlib.ExitStack() as stack:
+        proxy = stack.enter_context(ProxyProcess(cmd, proxy_port, workdir / f"{tag}-proxy.log"))
+        uas = stack.enter_context(Sipp(uas_scenario, port=uas_port, workdir=workdir,
+                                       name=f"{tag}-uas", calls=count, timeout=timeout))
+        callers = [stack.enter_context(Sipp(
+            uac_scenario, port=first_uac + i, remote=(HOST, proxy_port), workdir=workdir,
+            name=f"{tag}-uac{i}", calls=count // uacs,
+            rate=rate // uacs if rate % uacs == 0 else rate / uacs,
+            limit=max(1000, rate * 5) // uacs, timeout=timeout)) for i in range(uacs)]
         cpu0 = proxy.cpu_seconds()
-        uac_result = uac.wait()
+        uac_result = combined([caller.wait() for caller in callers])
         cpu = proxy.cpu_seconds() - cpu0
         uas_result = uas.wait(15 if uac_result.ok else 6)
         alive = proxy.alive()
     return Step(kind, target, rate, count, uac_result, uas_result, alive, cpu)
+
+
+def combined(results: list[SippResult]) -> SippResult:
+    """Several uacs' results as one: counters and call rates summed."""
+    if len(results) == 1:
+        return results[0]
+    stats: dict[str, str] = {}
+    for name in ("SuccessfulCall(C)", "FailedCall(C)", "TotalCallCreated(C)",
+                 "Retransmissions(C)"):
+        stats[name] = str(sum(r.count(name[:-3]) for r in results))
+    stats["CallRate(C)"] = str(sum(r.call_rate for r in results))
+    codes = [r.returncode for r in results]
+    code = None if None in codes else max(c for c in codes if c is not None)
+    return SippResult("+".join(r.name for r in results), code, results[0].error_file, stats,
+                      "\n".join(r.errors for r in results if r.errors),
+                      results[0].screen, max(r.seconds for r in results))
 
 
 class Registrars:
@@ -212,19 +233,19 @@ def ramp(kind: str, rates: list[int], seconds: float, repeat: int, retries: int,
 
 class StepRunner:
     def __init__(self, workdir: Path, kamailio: str, registrars: Registrars | None,
-                 workers: int = 1, per_call: bool = False) -> None:
+                 workers: int = 1, uacs: int = 1) -> None:
         self.workdir = workdir
         self.kamailio = kamailio
         self.registrars = registrars
         self.workers = workers
-        self.per_call = per_call
+        self.uacs = uacs
 
     def __call__(self, kind: str, target: str, rate: int, seconds: float) -> Step:
         if kind == "register":
             assert self.registrars is not None
             return self.registrars.step(target, rate, seconds)
         return proxy_step(kind, target, rate, seconds, self.workdir, self.kamailio,
-                          self.workers, self.per_call)
+                          self.workers, self.uacs)
 
 
 def summary(kind: str, steps: list[Step]) -> None:
@@ -272,14 +293,15 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the logs")
     parser.add_argument("--workers", type=int, default=1,
                         help="imsbox sip-proxy worker processes (call, message)")
-    parser.add_argument("--sipp-sockets", choices=("one", "per-call"), default="one",
-                        help="SIPp uac sockets (call, message; both targets)")
+    parser.add_argument("--uacs", type=int, default=1,
+                        help="SIPp uac processes, on consecutive ports (call, message; "
+                             "both targets)")
     args = parser.parse_args()
     kamailio = require_tools()
     kinds = args.kinds.split(",")
     workdir = Path(tempfile.mkdtemp(prefix="bench-vs-kamailio-"))
     results: dict[str, list[Step]] = {}
-    print(f"imsbox workers: {args.workers}, SIPp uac sockets: {args.sipp_sockets}, "
+    print(f"imsbox workers: {args.workers}, SIPp uacs: {args.uacs}, "
           f"load average before: {load_average()}", flush=True)
     try:
         print(f"{'kind':8} {'target':9} {'rate':>6} {'count':>7} {'achieved':>9} "
@@ -292,8 +314,7 @@ def main() -> None:
                     results[kind] = ramp(kind, rates, args.seconds, args.repeat,
                                          args.retries, run)
             else:
-                run = StepRunner(workdir, kamailio, None, args.workers,
-                                 args.sipp_sockets == "per-call")
+                run = StepRunner(workdir, kamailio, None, args.workers, args.uacs)
                 results[kind] = ramp(kind, rates, args.seconds, args.repeat, args.retries, run)
         for kind, steps in results.items():
             summary(kind, steps)
