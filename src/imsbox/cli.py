@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -89,8 +90,10 @@ def _run_sip_proxy(args: argparse.Namespace) -> object:
     it must fork before any event loop runs, so it returns the exit status."""
     if args.workers == 1:
         return _sip_proxy(args, None)
+    from .sip import proxy  # noqa: F401 - imported before the fork: a worker serves at once
     from .workers import Supervisor, bind_worker_sockets
 
+    # Once bound, the port takes traffic (it waits in the kernel for the workers).
     sockets = bind_worker_sockets(args.listen, args.workers)
     for transport, sock in sockets[0].shared:
         host, port = sock.getsockname()[:2]
@@ -122,6 +125,9 @@ async def _sip_proxy(args: argparse.Namespace, worker: WorkerSockets | None) -> 
         tune_garbage_collector()
         await _until_signalled()
         if worker is not None:  # what this worker carried (the tests check both did)
+            # a second SIGTERM (to the whole group, then from the supervisor)
+            # must not cut the shutdown short; a hang still gets SIGKILL
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             stats = proxy.endpoint.transport.stats
             print(f"sip-proxy worker {worker.index} (pid {os.getpid()}) stopping: "
                   f"messages_in={stats['messages_in']} messages_out={stats['messages_out']}",
