@@ -8,7 +8,9 @@
   16 ports so both workers see some; the callee sees INVITE and CANCEL from
   the same worker's own port, worker (caller's source port mod 2);
 * a worker killed with SIGKILL in the middle of a SIPp run is restarted by
-  the supervisor and the calls go on.
+  the supervisor and the calls go on;
+* TCP callers get their answers on their connection, forwarded over UDP from
+  the own port of the worker that accepted it.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class RingUntilCancel:
             ports[message.method] = message.top_via.port or 0
 
     async def _handle(self, ctx: ServerContext) -> None:
+        if ctx.txn is not None and ctx.request.method == "OPTIONS":
+            ctx.respond(Response.for_request(ctx.request, 200, to_tag=new_tag()))
         if ctx.txn is None or ctx.request.method != "INVITE":
             return   # an ACK
         tag = new_tag()
@@ -109,10 +113,10 @@ class RingUntilCancel:
         ctx.respond(Response.for_request(ctx.request, 487, to_tag=tag))
 
 
-def invite(uas_port: int) -> Request:
-    return Request("INVITE", f"sip:bob@{HOST}:{uas_port}", [
+def invite(uas_port: int, method: str = "INVITE") -> Request:
+    return Request(method, f"sip:bob@{HOST}:{uas_port}", [
         ("From", f"<sip:alice@{HOST}>;tag={new_tag()}"), ("To", f"<sip:bob@{HOST}>"),
-        ("Call-ID", f"{new_tag()}@{HOST}"), ("CSeq", "1 INVITE"),
+        ("Call-ID", f"{new_tag()}@{HOST}"), ("CSeq", f"1 {method}"),
         ("Contact", f"<sip:alice@{HOST}>")])
 
 
@@ -194,3 +198,39 @@ def test_killed_worker_is_restarted_and_calls_go_on(free_port: Callable[[], int]
     message = f"{uac_result.describe()}\n--- proxy log ---\n{log[-3000:]}"
     assert uac_result.successful >= calls - 5 and uac_result.failed <= 5, message
     assert min(counts.values()) > 0, counts   # the new worker 0 carried calls too
+
+
+@pytest.mark.timeout(60)
+def test_tcp_clients_are_served_by_the_worker_that_accepted_them(
+        free_port: Callable[[], int], tmp_path: Path) -> None:
+    """OPTIONS over TCP from 8 callers: the worker that accepted a connection
+    forwards over UDP from its own port and sends the 200 back on it."""
+    proxy_port, uas_port = free_port(), free_port()
+    proxy = worker_proxy(proxy_port, uas_port, tmp_path / "proxy.log")
+
+    async def ask(uas: RingUntilCancel) -> tuple[int, int]:
+        caller = SipEndpoint()
+        await caller.listen("tcp", HOST, 0)
+        try:
+            async with asyncio.timeout(10):
+                ctx = caller.request(invite(uas_port, "OPTIONS"),
+                                     Destination("tcp", HOST, proxy_port))
+                final = await ctx.final()
+            return final.status, uas.vias[ctx.request.call_id]["OPTIONS"]
+        finally:
+            await caller.close()
+
+    async def scenario() -> None:
+        uas = RingUntilCancel()
+        await uas.ep.listen("udp", HOST, uas_port)
+        try:
+            answers = await asyncio.gather(*(ask(uas) for _ in range(8)))
+        finally:
+            await uas.ep.close()
+        own_ports = {port for *_, port in serving(proxy)}
+        assert [status for status, _ in answers] == [200] * 8, answers
+        assert {port for _, port in answers} <= own_ports, (answers, own_ports)
+
+    with proxy:
+        assert len(serving(proxy)) == 2, proxy.log_tail()
+        asyncio.run(scenario())
