@@ -19,23 +19,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError,
-    StoreUnavailable, SubscriberRepository,
+    AlreadyExists, ConferenceRepository, FlowRepository, LoginRepository, MessageRepository,
+    NonceRepository, ParkingRepository, RegSubscriptionRepository, RegistrationRepository,
+    ServiceDataRepository, Store, StoreError, StoreUnavailable, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
-    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
+    HistoryEntry, LoginState, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi,
+    PsiKind, PublicIdentity, RegSubscription, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
 )
 from .sqlite import DB_FILENAME, SqliteStore
 
 __all__ = [
     "DB_FILENAME", "AlreadyExists", "Binding", "Conference", "ConferenceKind",
     "ConferenceRepository", "Credential", "DeferredMessage", "FlowRepository", "Group",
-    "GroupMessage", "HistoryEntry", "MessageRepository", "NonceRepository", "ParkedCall",
+    "GroupMessage", "HistoryEntry", "LoginRepository", "LoginState", "MessageRepository",
+    "NonceRepository", "ParkedCall",
     "ParkingRepository", "Participant", "ParticipantState",
-    "PcscfRegistration", "Psi", "PsiKind", "PublicIdentity", "RegistrationRepository",
+    "PcscfRegistration", "Psi", "PsiKind", "PublicIdentity", "RegSubscription",
+    "RegSubscriptionRepository", "RegistrationRepository",
     "RegistrationState", "ScscfAssignment", "ServiceDataRepository", "ServiceProfile",
     "SqliteStore", "Store", "StoreError", "StoreUnavailable", "Subscriber",
     "SubscriberRepository", "open_store",

@@ -23,13 +23,13 @@ from typing import Self
 from ..errors import Unavailable
 from .models import (
     Binding, Conference, ConferenceKind, DeferredMessage, Group, GroupMessage, HistoryEntry,
-    ParkedCall, Participant, PcscfRegistration, Psi, PsiKind, PublicIdentity, ScscfAssignment,
-    ServiceProfile, Subscriber,
+    LoginState, ParkedCall, Participant, PcscfRegistration, Psi, PsiKind, PublicIdentity,
+    RegSubscription, ScscfAssignment, ServiceProfile, Subscriber,
 )
 
 __all__ = [
-    "AlreadyExists", "ConferenceRepository", "FlowRepository", "MessageRepository",
-    "NonceRepository", "ParkingRepository",
+    "AlreadyExists", "ConferenceRepository", "FlowRepository", "LoginRepository",
+    "MessageRepository", "NonceRepository", "ParkingRepository", "RegSubscriptionRepository",
     "RegistrationRepository", "ServiceDataRepository", "Store", "StoreError",
     "StoreUnavailable", "SubscriberRepository",
 ]
@@ -424,6 +424,74 @@ class ParkingRepository(abc.ABC):
         """The lot's parked calls, by orbit."""
 
 
+class RegSubscriptionRepository(abc.ABC):
+    """Reg event subscriptions (RFC 3680), shared by every S-CSCF on the store: any
+    of them serves a refresh and notifies the watchers of a change it makes. A
+    subscription is named by its dialog: (Call-ID, our tag, the subscriber's tag)."""
+
+    @abc.abstractmethod
+    async def put(self, subscription: RegSubscription) -> None:
+        """Create the subscription, or update one with the same key; an update
+        keeps the stored ``version`` (only ``take`` moves it)."""
+
+    @abc.abstractmethod
+    async def get(self, call_id: str, local_tag: str, remote_tag: str,
+                  now: float | None = None) -> RegSubscription | None:
+        """The unexpired subscription, None when there is none."""
+
+    @abc.abstractmethod
+    async def take(self, call_id: str, local_tag: str, remote_tag: str,
+                   now: float | None = None) -> RegSubscription | None:
+        """Atomically claim the next version of an unexpired subscription: it comes
+        back with the version its next NOTIFY carries, and the stored one is one
+        higher, so two S-CSCFs never send the same version."""
+
+    @abc.abstractmethod
+    async def take_watching(self, aor: str, now: float | None = None) -> list[RegSubscription]:
+        """``take`` for every unexpired subscription watching ``aor``."""
+
+    @abc.abstractmethod
+    async def remove(self, call_id: str, local_tag: str, remote_tag: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def expire(self, now: float | None = None) -> list[RegSubscription]:
+        """Delete the expired subscriptions and return them, so exactly one
+        S-CSCF sends each one's final NOTIFY."""
+
+    @abc.abstractmethod
+    async def next_expiry(self) -> float | None:
+        """Earliest ``expires_at`` of any subscription, for scheduling."""
+
+
+class LoginRepository(abc.ABC):
+    """The failed-login counters of the registrar's LoginGuard, shared by every
+    S-CSCF on the store, so its limits hold across instances. The rules stay in
+    :mod:`imsbox.ims.login_guard`; this keeps what they count."""
+
+    @abc.abstractmethod
+    async def state(self, account: str, address: str, port: int,
+                    since: float) -> LoginState:
+        """The account's failures, ``address``'s failure times after ``since``
+        (oldest first), and when (account, address, port) last logged in."""
+
+    @abc.abstractmethod
+    async def failed(self, account: str, address: str, port: int, now: float, *,
+                     source_window: float, keep: float) -> None:
+        """Count a failed login: the account's failures + 1 (kept ``keep`` seconds
+        after this one), a failure time for ``address`` (kept ``source_window``),
+        and the (account, address, port) pair no longer trusted."""
+
+    @abc.abstractmethod
+    async def succeeded(self, account: str, address: str, port: int, now: float, *,
+                        reset_account: bool, keep: float) -> None:
+        """Trust (account, address, port) for ``keep`` seconds from ``now``; with
+        ``reset_account`` the account's failures are forgotten."""
+
+    @abc.abstractmethod
+    async def expire(self, now: float | None = None) -> int:
+        """Drop the records kept past their time; returns how many."""
+
+
 class Store(abc.ABC):
     """Durable IMS state, one repository per role.
 
@@ -439,6 +507,8 @@ class Store(abc.ABC):
     service_data: ServiceDataRepository
     nonces: NonceRepository
     parking: ParkingRepository
+    reg_subscriptions: RegSubscriptionRepository
+    logins: LoginRepository
 
     @abc.abstractmethod
     async def open(self) -> Self:

@@ -24,14 +24,15 @@ from typing import Any, Self
 import asyncpg
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
-    SubscriberRepository,
+    AlreadyExists, ConferenceRepository, FlowRepository, LoginRepository, MessageRepository,
+    NonceRepository, ParkingRepository, RegSubscriptionRepository, RegistrationRepository,
+    ServiceDataRepository, Store, StoreError, StoreUnavailable, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
-    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
+    HistoryEntry, LoginState, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi,
+    PsiKind, PublicIdentity, RegistrationState, RegSubscription, ScscfAssignment, ServiceProfile,
+    Subscriber,
 )
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -229,6 +230,48 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         lease_until DOUBLE PRECISION NOT NULL
     );
     """),
+    (5, """
+    CREATE TABLE reg_subscriptions (
+        call_id TEXT NOT NULL,
+        local_tag TEXT NOT NULL,
+        remote_tag TEXT NOT NULL,
+        aor TEXT NOT NULL,
+        event TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        local_uri TEXT NOT NULL,
+        remote_uri TEXT NOT NULL,
+        remote_target TEXT NOT NULL,
+        local_target TEXT NOT NULL,
+        route_set TEXT[] NOT NULL,
+        remote_cseq BIGINT NOT NULL,
+        cseq_base BIGINT NOT NULL,
+        version BIGINT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (call_id, local_tag, remote_tag)
+    );
+    CREATE INDEX reg_subscriptions_aor ON reg_subscriptions(aor);
+    CREATE INDEX reg_subscriptions_expiry ON reg_subscriptions(expires_at);
+    CREATE TABLE login_accounts (
+        account TEXT PRIMARY KEY,
+        failures BIGINT NOT NULL,
+        last_failure DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE login_source_failures (
+        address TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX login_source_failures_address ON login_source_failures(address, at);
+    CREATE TABLE login_trusted (
+        account TEXT NOT NULL,
+        address TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (account, address, port)
+    );
+    """),
 )
 
 # Errors that mean "the server is not there right now", not "the query is wrong".
@@ -364,6 +407,8 @@ class PostgresStore(Store):
         self.service_data = PgServiceData(self._pool)
         self.nonces = PgNonces(self._pool)
         self.parking = PgParking(self._pool)
+        self.reg_subscriptions = PgRegSubscriptions(self._pool)
+        self.logins = PgLogins(self._pool)
 
     async def open(self) -> Self:
         await self._pool.open()
@@ -1079,3 +1124,123 @@ class PgParking(ParkingRepository):
 def _parked(row: Row) -> ParkedCall:
     return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
                       row["holder"], row["parked_at"])
+
+
+# -- reg event subscriptions ------------------------------------------------------------
+
+_REG_KEY = "call_id = $1 AND local_tag = $2 AND remote_tag = $3"
+
+
+class PgRegSubscriptions(RegSubscriptionRepository):
+    """``take`` is one UPDATE ... RETURNING: the row lock makes the increments of
+    two S-CSCFs follow one another."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self._p = pool
+
+    async def put(self, subscription: RegSubscription) -> None:
+        s = subscription
+        await self._p.execute(
+            "INSERT INTO reg_subscriptions VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+            "$11, $12, $13, $14, $15) ON CONFLICT (call_id, local_tag, remote_tag) DO UPDATE "
+            "SET aor = excluded.aor, event = excluded.event, "
+            "remote_target = excluded.remote_target, route_set = excluded.route_set, "
+            "remote_cseq = excluded.remote_cseq, expires_at = excluded.expires_at",
+            s.call_id, s.local_tag, s.remote_tag, s.aor, s.event, s.resource, s.local_uri,
+            s.remote_uri, s.remote_target, s.local_target, list(s.route_set), s.remote_cseq,
+            s.cseq_base, s.version, s.expires_at)
+
+    async def get(self, call_id: str, local_tag: str, remote_tag: str,
+                  now: float | None = None) -> RegSubscription | None:
+        rows = await self._p.fetch(f"SELECT * FROM reg_subscriptions WHERE {_REG_KEY} "
+                                   "AND expires_at > $4", call_id, local_tag, remote_tag,
+                                   _now(now))
+        return _reg_subscription(rows[0]) if rows else None
+
+    async def take(self, call_id: str, local_tag: str, remote_tag: str,
+                   now: float | None = None) -> RegSubscription | None:
+        rows = await self._p.fetch(
+            f"UPDATE reg_subscriptions SET version = version + 1 WHERE {_REG_KEY} "
+            "AND expires_at > $4 RETURNING *", call_id, local_tag, remote_tag, _now(now))
+        return _reg_subscription(rows[0], taken=True) if rows else None
+
+    async def take_watching(self, aor: str, now: float | None = None) -> list[RegSubscription]:
+        rows = await self._p.fetch(
+            "UPDATE reg_subscriptions SET version = version + 1 WHERE aor = $1 "
+            "AND expires_at > $2 RETURNING *", aor, _now(now))
+        return sorted((_reg_subscription(r, taken=True) for r in rows), key=lambda s: s.key)
+
+    async def remove(self, call_id: str, local_tag: str, remote_tag: str) -> bool:
+        return await self._p.execute(f"DELETE FROM reg_subscriptions WHERE {_REG_KEY}",
+                                     call_id, local_tag, remote_tag) > 0
+
+    async def expire(self, now: float | None = None) -> list[RegSubscription]:
+        rows = await self._p.fetch("DELETE FROM reg_subscriptions WHERE expires_at <= $1 "
+                                   "RETURNING *", _now(now))
+        return sorted((_reg_subscription(r) for r in rows), key=lambda s: s.key)
+
+    async def next_expiry(self) -> float | None:
+        value = await self._p.fetchval("SELECT MIN(expires_at) FROM reg_subscriptions")
+        return None if value is None else float(value)
+
+
+def _reg_subscription(row: Row, taken: bool = False) -> RegSubscription:
+    """``taken``: the row after take's increment, so the version taken is one lower."""
+    return RegSubscription(
+        row["call_id"], row["local_tag"], row["remote_tag"], row["aor"], row["event"],
+        row["resource"], row["local_uri"], row["remote_uri"], row["remote_target"],
+        row["local_target"], tuple(row["route_set"]), int(row["remote_cseq"]),
+        int(row["cseq_base"]), int(row["version"]) - (1 if taken else 0),
+        float(row["expires_at"]))
+
+
+# -- failed-login counters --------------------------------------------------------------
+
+class PgLogins(LoginRepository):
+    def __init__(self, pool: _Pool) -> None:
+        self._p = pool
+
+    async def state(self, account: str, address: str, port: int,
+                    since: float) -> LoginState:
+        # one round trip for the three tables
+        row = (await self._p.fetch(
+            "SELECT (SELECT failures FROM login_accounts WHERE account = $1) AS failures, "
+            "(SELECT last_failure FROM login_accounts WHERE account = $1) AS last_failure, "
+            "(SELECT array_agg(at ORDER BY at) FROM login_source_failures WHERE address = $2 "
+            "AND at > $4) AS times, (SELECT at FROM login_trusted WHERE account = $1 AND "
+            "address = $2 AND port = $3) AS trusted", account, address, port, since))[0]
+        return LoginState(int(row["failures"] or 0), float(row["last_failure"] or 0.0),
+                          tuple(float(t) for t in row["times"] or ()),
+                          None if row["trusted"] is None else float(row["trusted"]))
+
+    async def failed(self, account: str, address: str, port: int, now: float, *,
+                     source_window: float, keep: float) -> None:
+        async with self._p.connection(transaction=True) as conn:
+            await conn.execute(
+                "INSERT INTO login_accounts VALUES ($1, 1, $2, $3) ON CONFLICT (account) "
+                "DO UPDATE SET failures = login_accounts.failures + 1, "
+                "last_failure = excluded.last_failure, expires_at = excluded.expires_at",
+                account, now, now + keep)
+            await conn.execute("DELETE FROM login_trusted WHERE account = $1 AND "
+                               "address = $2 AND port = $3", account, address, port)
+            await conn.execute("DELETE FROM login_source_failures WHERE address = $1 AND "
+                               "at <= $2", address, now - source_window)
+            await conn.execute("INSERT INTO login_source_failures VALUES ($1, $2, $3)",
+                               address, now, now + source_window)
+
+    async def succeeded(self, account: str, address: str, port: int, now: float, *,
+                        reset_account: bool, keep: float) -> None:
+        async with self._p.connection(transaction=True) as conn:
+            if reset_account:
+                await conn.execute("DELETE FROM login_accounts WHERE account = $1", account)
+            await conn.execute(
+                "INSERT INTO login_trusted VALUES ($1, $2, $3, $4, $5) ON CONFLICT "
+                "(account, address, port) DO UPDATE SET at = excluded.at, "
+                "expires_at = excluded.expires_at", account, address, port, now, now + keep)
+
+    async def expire(self, now: float | None = None) -> int:
+        cutoff = _now(now)
+        async with self._p.connection(transaction=True) as conn:
+            return sum([_count(await conn.execute(
+                f"DELETE FROM {table} WHERE expires_at <= $1", cutoff))
+                for table in ("login_accounts", "login_source_failures", "login_trusted")])

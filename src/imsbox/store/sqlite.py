@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
+    AlreadyExists, ConferenceRepository, FlowRepository, LoginRepository, MessageRepository,
+    NonceRepository, ParkingRepository, RegSubscriptionRepository, RegistrationRepository,
+    ServiceDataRepository, Store, StoreError, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
-    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
+    HistoryEntry, LoginState, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi,
+    PsiKind, PublicIdentity, RegistrationState, RegSubscription, ScscfAssignment, ServiceProfile,
+    Subscriber,
 )
 
 __all__ = ["DB_FILENAME", "MIGRATIONS", "SqliteStore"]
@@ -242,6 +244,48 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         lease_until REAL NOT NULL
     );
     """),
+    (9, """
+    CREATE TABLE reg_subscriptions (
+        call_id TEXT NOT NULL,
+        local_tag TEXT NOT NULL,
+        remote_tag TEXT NOT NULL,
+        aor TEXT NOT NULL,
+        event TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        local_uri TEXT NOT NULL,
+        remote_uri TEXT NOT NULL,
+        remote_target TEXT NOT NULL,
+        local_target TEXT NOT NULL,
+        route_set TEXT NOT NULL,
+        remote_cseq INTEGER NOT NULL,
+        cseq_base INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (call_id, local_tag, remote_tag)
+    );
+    CREATE INDEX reg_subscriptions_aor ON reg_subscriptions(aor);
+    CREATE INDEX reg_subscriptions_expiry ON reg_subscriptions(expires_at);
+    CREATE TABLE login_accounts (
+        account TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failure REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE login_source_failures (
+        address TEXT NOT NULL,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX login_source_failures_address ON login_source_failures(address, at);
+    CREATE TABLE login_trusted (
+        account TEXT NOT NULL,
+        address TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (account, address, port)
+    );
+    """),
 )
 
 
@@ -445,6 +489,8 @@ class SqliteStore(Store):
         self.service_data = SqliteServiceData(self._connection)
         self.nonces = SqliteNonces(self._connection)
         self.parking = SqliteParking(self._connection)
+        self.reg_subscriptions = SqliteRegSubscriptions(self._connection)
+        self.logins = SqliteLogins(self._connection)
 
     @classmethod
     def in_data_dir(cls, data_dir: str | Path) -> SqliteStore:
@@ -1190,3 +1236,130 @@ class SqliteParking(ParkingRepository):
 def _parked(row: sqlite3.Row) -> ParkedCall:
     return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
                       row["holder"], row["parked_at"])
+
+
+# -- reg event subscriptions ------------------------------------------------------------
+
+_REG_KEY = "call_id = ? AND local_tag = ? AND remote_tag = ?"
+
+
+class SqliteRegSubscriptions(RegSubscriptionRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def put(self, subscription: RegSubscription) -> None:
+        s = subscription
+        await self._c.write(lambda db: db.execute(
+            "INSERT INTO reg_subscriptions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (call_id, local_tag, remote_tag) DO UPDATE SET aor = excluded.aor, "
+            "event = excluded.event, remote_target = excluded.remote_target, "
+            "route_set = excluded.route_set, remote_cseq = excluded.remote_cseq, "
+            "expires_at = excluded.expires_at",
+            (s.call_id, s.local_tag, s.remote_tag, s.aor, s.event, s.resource, s.local_uri,
+             s.remote_uri, s.remote_target, s.local_target, json.dumps(list(s.route_set)),
+             s.remote_cseq, s.cseq_base, s.version, s.expires_at)))
+
+    async def get(self, call_id: str, local_tag: str, remote_tag: str,
+                  now: float | None = None) -> RegSubscription | None:
+        rows = await self._c.read(f"SELECT * FROM reg_subscriptions WHERE {_REG_KEY} "
+                                  "AND expires_at > ?", (call_id, local_tag, remote_tag,
+                                                         _now(now)))
+        return _reg_subscription(rows[0]) if rows else None
+
+    async def take(self, call_id: str, local_tag: str, remote_tag: str,
+                   now: float | None = None) -> RegSubscription | None:
+        cutoff = _now(now)
+        rows = await self._c.write(lambda db: db.execute(
+            f"UPDATE reg_subscriptions SET version = version + 1 WHERE {_REG_KEY} "
+            "AND expires_at > ? RETURNING *", (call_id, local_tag, remote_tag, cutoff)
+        ).fetchall())
+        return _reg_subscription(rows[0], taken=True) if rows else None
+
+    async def take_watching(self, aor: str, now: float | None = None) -> list[RegSubscription]:
+        cutoff = _now(now)
+        rows = await self._c.write(lambda db: db.execute(
+            "UPDATE reg_subscriptions SET version = version + 1 WHERE aor = ? "
+            "AND expires_at > ? RETURNING *", (aor, cutoff)).fetchall())
+        return sorted((_reg_subscription(r, taken=True) for r in rows), key=lambda s: s.key)
+
+    async def remove(self, call_id: str, local_tag: str, remote_tag: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            f"DELETE FROM reg_subscriptions WHERE {_REG_KEY}",
+            (call_id, local_tag, remote_tag)).rowcount > 0)
+
+    async def expire(self, now: float | None = None) -> list[RegSubscription]:
+        cutoff = _now(now)
+        rows = await self._c.write(lambda db: db.execute(
+            "DELETE FROM reg_subscriptions WHERE expires_at <= ? RETURNING *",
+            (cutoff,)).fetchall())
+        return sorted((_reg_subscription(r) for r in rows), key=lambda s: s.key)
+
+    async def next_expiry(self) -> float | None:
+        rows = await self._c.read("SELECT MIN(expires_at) FROM reg_subscriptions")
+        return rows[0][0]  # type: ignore[no-any-return]
+
+
+def _reg_subscription(row: sqlite3.Row, taken: bool = False) -> RegSubscription:
+    """``taken``: the row after take's increment, so the version taken is one lower."""
+    return RegSubscription(
+        row["call_id"], row["local_tag"], row["remote_tag"], row["aor"], row["event"],
+        row["resource"], row["local_uri"], row["remote_uri"], row["remote_target"],
+        row["local_target"], tuple(json.loads(row["route_set"])), row["remote_cseq"],
+        row["cseq_base"], row["version"] - (1 if taken else 0), row["expires_at"])
+
+
+# -- failed-login counters --------------------------------------------------------------
+
+class SqliteLogins(LoginRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def state(self, account: str, address: str, port: int,
+                    since: float) -> LoginState:
+        def job(db: sqlite3.Connection) -> LoginState:
+            row = db.execute("SELECT failures, last_failure FROM login_accounts WHERE "
+                             "account = ?", (account,)).fetchone()
+            times = [r[0] for r in db.execute(
+                "SELECT at FROM login_source_failures WHERE address = ? AND at > ? "
+                "ORDER BY at", (address, since))]
+            trusted = db.execute("SELECT at FROM login_trusted WHERE account = ? AND "
+                                 "address = ? AND port = ?", (account, address, port)).fetchone()
+            return LoginState(row[0] if row else 0, row[1] if row else 0.0, tuple(times),
+                              trusted[0] if trusted else None)
+        return await self._c.call(job)
+
+    async def failed(self, account: str, address: str, port: int, now: float, *,
+                     source_window: float, keep: float) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO login_accounts VALUES (?, 1, ?, ?) ON CONFLICT (account) "
+                       "DO UPDATE SET failures = failures + 1, last_failure = excluded."
+                       "last_failure, expires_at = excluded.expires_at",
+                       (account, now, now + keep))
+            db.execute("DELETE FROM login_trusted WHERE account = ? AND address = ? AND "
+                       "port = ?", (account, address, port))
+            db.execute("DELETE FROM login_source_failures WHERE address = ? AND at <= ?",
+                       (address, now - source_window))
+            db.execute("INSERT INTO login_source_failures VALUES (?, ?, ?)",
+                       (address, now, now + source_window))
+        await self._c.write(job)
+
+    async def succeeded(self, account: str, address: str, port: int, now: float, *,
+                        reset_account: bool, keep: float) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            if reset_account:
+                db.execute("DELETE FROM login_accounts WHERE account = ?", (account,))
+            db.execute("INSERT INTO login_trusted VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                       "(account, address, port) DO UPDATE SET at = excluded.at, "
+                       "expires_at = excluded.expires_at",
+                       (account, address, port, now, now + keep))
+        await self._c.write(job)
+
+    async def expire(self, now: float | None = None) -> int:
+        cutoff = _now(now)
+
+        def job(db: sqlite3.Connection) -> int:
+            return sum(db.execute(f"DELETE FROM {table} WHERE expires_at <= ?",
+                                  (cutoff,)).rowcount
+                       for table in ("login_accounts", "login_source_failures",
+                                     "login_trusted"))
+        return await self._c.write(job)
