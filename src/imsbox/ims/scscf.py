@@ -51,7 +51,7 @@ from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.proxy import RequestContext, StatefulProxy, Target, remote_target_is_domain
 from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
-from ..sip.ua.dialog import build_request
+from ..sip.ua.dialog import DialogId, build_request
 from ..sip.uri import SipUri, TelUri, Uri, UriError, parse_uri
 from ..store import Binding, Store, StoreError
 from .caller_prefs import CallerPreferences, contact_features, rank_contacts
@@ -490,25 +490,58 @@ class Scscf(StatefulProxy):
         self._wakeup.set()  # a new binding may expire before the next planned wake-up
 
     # -- reg event --------------------------------------------------------------------
+    # The subscriptions live in the store (one row per dialog) so that every S-CSCF
+    # of a pool serves them: a refresh reaching any instance, a registration
+    # changed on any instance, an instance restarted. The notifier's own copy is
+    # rebuilt from the store before each use, with the version taken there.
+
     async def _reg_subscribe(self, request: Request, ctx: RequestContext) -> Response | None:
         """TS 24.229 5.4.2.1.1; None when the Request-URI is not a user of ours."""
         assert self.regevent is not None
         if request.to.tag:
-            watched = self.regevent.watched_aor(request)
-            state = await self._reginfo(watched) if watched is not None else None
-            response = self.regevent.subscribe(request, None, self.clock(), state)
-        else:
-            profile = await self.hss.user_profile(str(request.uri))
-            if profile is None:
-                return None
-            refused = await self._refuse_watcher(request, profile)
-            if refused is not None:
-                return refused
-            aor = profile.default_public_id
-            state = await self._reginfo(aor)
-            response = self.regevent.subscribe(request, aor, self.clock(), state)
+            return await self._reg_refresh(request)
+        profile = await self.hss.user_profile(str(request.uri))
+        if profile is None:
+            return None
+        refused = await self._refuse_watcher(request, profile)
+        if refused is not None:
+            return refused
+        aor = profile.default_public_id
+        state = await self._reginfo(aor)
+        response = self.regevent.subscribe(request, aor, self.clock(), state)
+        if response.status < 300 and response.to.tag:
+            await self._keep_subscription(DialogId(request.call_id, response.to.tag,
+                                                   request.from_.tag or ""))
         asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
         return response
+
+    async def _reg_refresh(self, request: Request) -> Response:
+        """RFC 6665 4.2.1.4 refresh or unsubscribe, whichever S-CSCF accepted the
+        subscription: it comes from the store with the version its NOTIFY carries."""
+        assert self.regevent is not None
+        dialog = DialogId.for_incoming_request(request)
+        record = await self.store.reg_subscriptions.take(*_key(dialog), self.clock())
+        state = await self._reginfo(record.aor) if record is not None else None
+        held = self.regevent.subscription(dialog)
+        if record is not None:
+            self.regevent.restore(record)
+        elif held is not None:
+            self.regevent.forget(held)  # gone from the store: ended elsewhere (481)
+        response = self.regevent.subscribe(request, None, self.clock(), state)
+        if record is not None:
+            await self._keep_subscription(dialog)
+        asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
+        return response
+
+    async def _keep_subscription(self, dialog: DialogId) -> None:
+        """Store what a SUBSCRIBE left of its subscription, or its end; "2xx means
+        stored": awaited before the 200 goes out."""
+        assert self.regevent is not None
+        sub = self.regevent.subscription(dialog)
+        if sub is None:
+            await self.store.reg_subscriptions.remove(*_key(dialog))
+        else:
+            await self.store.reg_subscriptions.put(self.regevent.record(sub))
 
     async def _refuse_watcher(self, request: Request,
                               profile: UserProfile) -> Response | None:
@@ -539,11 +572,21 @@ class Scscf(StatefulProxy):
 
     async def _notify_watchers(self, aor: str, events: list[tuple[Binding, ContactEvent]],
                                final: bool) -> None:
-        if self.regevent is None or not self.regevent.watching(aor):
+        """Every watcher of ``aor`` in the store, whichever S-CSCF it subscribed
+        through, gets the next version from us."""
+        if self.regevent is None:
+            return
+        records = await self.store.reg_subscriptions.take_watching(aor, self.clock())
+        if not records:
             return
         info = await self._reginfo(aor, events)
-        self.regevent.changed(aor, info, self.clock(), final=final)
+        # restored only now, after the last await: the versions just taken are theirs
+        watchers = [self.regevent.restore(r) for r in records]
+        self.regevent.changed(aor, info, self.clock(), final=final, watchers=watchers)
         self._send_notifies()
+        if final:
+            for record in records:
+                await self.store.reg_subscriptions.remove(*record.key)
 
     def _send_notifies(self) -> None:
         if self.regevent is None:
@@ -553,8 +596,14 @@ class Scscf(StatefulProxy):
 
     async def _send_notify(self, notify: Request) -> None:
         response = await self.endpoint.request(notify).final()
-        if self.regevent is not None:
-            self.regevent.receive_response(notify, response, self.clock())
+        if self.regevent is None:
+            return
+        ended = self.regevent.receive_response(notify, response, self.clock())
+        if ended is not None:  # a fatal answer (481, 408 ...): the subscription is gone
+            try:
+                await self.store.reg_subscriptions.remove(*_key(ended.dialog.id))
+            except StoreError as exc:  # its expiry removes it then
+                log.warning("reg event: cannot drop ended subscription: %s", exc)
 
     # -- third-party REGISTER -----------------------------------------------------------
     def _third_party_register(self, change: RegistrationChange, now: float) -> None:
@@ -799,7 +848,7 @@ class Scscf(StatefulProxy):
 
     async def _next_wakeup(self, now: float) -> float:
         deadlines = [d for d in (await self.store.registrations.next_expiry(),
-                                 self.regevent.next_deadline() if self.regevent else None)
+                                 await self.store.reg_subscriptions.next_expiry())
                      if d is not None]
         soonest = min(deadlines, default=now + HOUSEKEEPING_MAX)
         return min(max(soonest - now, 0.01), HOUSEKEEPING_MAX)
@@ -811,9 +860,13 @@ class Scscf(StatefulProxy):
         for aor, bindings in expired.items():
             await self._bindings_expired(aor, bindings, now)
         if self.regevent is not None:
-            self.regevent.on_timer(now)
+            # the store hands each expired subscription to one S-CSCF: one final NOTIFY
+            for record in await self.store.reg_subscriptions.expire(now):
+                self.regevent.expired(self.regevent.restore(record), now)
+            self.regevent.forget_expired(now)
             self._send_notifies()
         await self.store.nonces.expire(now)
+        await self.store.logins.expire(now)
 
     async def _bindings_expired(self, aor: str, bindings: list[Binding], now: float) -> None:
         remaining = await self.store.registrations.bindings(aor, now)
@@ -831,6 +884,11 @@ class Scscf(StatefulProxy):
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+def _key(dialog: DialogId) -> tuple[str, str, str]:
+    """A reg subscription's key in the store: its dialog as the notifier names it."""
+    return dialog.call_id, dialog.local_tag, dialog.remote_tag
+
 
 def _is_reg_event(request: Request) -> bool:
     value = request.headers.get("Event")
