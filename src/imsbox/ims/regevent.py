@@ -238,7 +238,7 @@ class RegEventNotifier:
         """The implicit set an in-dialog SUBSCRIBE (a refresh) watches; None when
         the request is outside every subscription."""
         sub = self.subscription(DialogId.for_incoming_request(request))
-        return sub.usage.aor if sub is not None else None  # type: ignore[union-attr]
+        return _watch(sub).aor if sub is not None else None
 
     def subscription(self, dialog: DialogId) -> NotifierSubscription | None:
         """The live reg subscription of a dialog (as the notifier names it)."""
@@ -319,9 +319,9 @@ class RegEventNotifier:
     def forget_expired(self, now: float) -> None:
         """Drop copies past their expiry: the store's expiry sends the final NOTIFY
         (from one S-CSCF), and one refreshed elsewhere is restored when next used."""
-        for sub in self.subscriptions:
-            if sub.expires_at <= now:
-                self.forget(sub)
+        for held in self.subscriptions:
+            if held.expires_at <= now:
+                self.forget(held)
 
     def expired(self, sub: NotifierSubscription, now: float) -> None:
         """4.2.1.4: the subscription was not refreshed in time (reason=timeout)."""

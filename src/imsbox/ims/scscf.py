@@ -56,7 +56,7 @@ from ..sip.uri import SipUri, TelUri, Uri, UriError, parse_uri
 from ..store import Binding, Store, StoreError
 from .caller_prefs import CallerPreferences, contact_features, rank_contacts
 from .hss import Hss, ServerAssignmentType, UserProfile
-from .login_guard import LoginGuard, Source
+from .login_guard import LoginGuard, SharedLoginGuard, Source
 from .odi import OdiChain, OdiSigner
 from .pcscf import ue_source
 from ..ifc import (
@@ -120,7 +120,7 @@ class Registrar:
     """RFC 3261 10.3 / TS 24.229 5.4.1: authentication and bindings of REGISTER."""
 
     def __init__(self, config: Config, store: Store, hss: Hss,
-                 clock: Callable[[], float], guard: LoginGuard) -> None:
+                 clock: Callable[[], float], guard: LoginGuard | SharedLoginGuard) -> None:
         self.config = config
         self.store = store
         self.hss = hss
@@ -144,7 +144,7 @@ class Registrar:
             public_id = canonical_public_id(str(request.to.uri))
         except (HeaderError, ValueError):
             return Response.for_request(request, 400, "Bad Request - To"), None
-        wait = self.guard.retry_after(public_id, ue_source, now)
+        wait = await self._retry_after(public_id, ue_source, now)
         if wait is not None:
             # Before any challenge or password check, alike for every account.
             log.warning("REGISTER %s from %s refused for %.1fs: too many failed logins",
@@ -169,7 +169,7 @@ class Registrar:
         result = await self.auth.verify_shared(credentials, "REGISTER", lambda *_: ha1)
         match result.outcome:
             case VerifyOutcome.OK:
-                self.guard.succeeded(public_id, ue_source, now)
+                await self._login(public_id, ue_source, now, ok=True)
                 return None
             case VerifyOutcome.MALFORMED:
                 return Response.for_request(request, 400, f"Bad Request - {result.reason}"[:80])
@@ -178,10 +178,23 @@ class Registrar:
             case VerifyOutcome.BAD_CREDENTIALS if result.reason == _WRONG_RESPONSE:
                 # Unknown user and wrong password look the same from outside.
                 log.info("REGISTER %s: authentication failed from %s", public_id, ue_source)
-                self.guard.failed(public_id, ue_source, now)
+                await self._login(public_id, ue_source, now, ok=False)
                 return Response.for_request(request, 403)
             case _:
                 return self._challenge(request)
+
+    async def _retry_after(self, account: str, source: Source, now: float) -> float | None:
+        if isinstance(self.guard, SharedLoginGuard):
+            return await self.guard.retry_after(account, source, now)
+        return self.guard.retry_after(account, source, now)
+
+    async def _login(self, account: str, source: Source, now: float, ok: bool) -> None:
+        """Count a login with the guard (in the store when it is shared)."""
+        guard = self.guard
+        if isinstance(guard, SharedLoginGuard):
+            await (guard.succeeded if ok else guard.failed)(account, source, now)
+        else:
+            (guard.succeeded if ok else guard.failed)(account, source, now)
 
     def _challenge(self, request: Request, stale: bool = False) -> Response:
         response = Response.for_request(request, 401, to_tag=new_tag())
@@ -375,7 +388,7 @@ class Scscf(StatefulProxy):
     def __init__(self, config: Config, store: Store, hss: Hss,
                  timers: TimerValues | None = None, trace: bool = False, *,
                  clock: Callable[[], float] = time.time,
-                 login_guard: LoginGuard | None = None,
+                 login_guard: LoginGuard | SharedLoginGuard | None = None,
                  ssl_context: object | None = None) -> None:
         super().__init__(self.route, record_route=True, timers=timers, trace=trace,
                          supported=frozenset({"path"}), limits=config.limits.sip,
@@ -385,8 +398,12 @@ class Scscf(StatefulProxy):
         self.hss = hss
         self.clock = clock
         self.ssl_context = ssl_context
-        self.registrar = Registrar(config, store, hss, clock,
-                                   login_guard or LoginGuard(config.registrar.login))
+        limits = config.registrar.login
+        # A pool's S-CSCFs count failed logins in the store: one limit for all of
+        # them. One S-CSCF alone keeps the counts in memory (nothing to share).
+        shared = len(config.scscf.instances) > 1
+        self.registrar = Registrar(config, store, hss, clock, login_guard or (
+            SharedLoginGuard(store.logins, limits) if shared else LoginGuard(limits)))
         self.server_name = config.scscf.uri
         self.regevent: RegEventNotifier | None = None
         self.odi = OdiSigner(secrets.token_bytes(32))  # the shared key from start()
