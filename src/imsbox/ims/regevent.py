@@ -304,6 +304,8 @@ class RegEventNotifier:
                 dialog, Event.parse(record.event), REG_PACKAGE, NotifierState.ACTIVE,
                 record.expires_at, parse_uri(record.resource), usage=_Watch(record.aor)))
         dialog = sub.dialog
+        # Our own Contact from now on: the subscriber's next refresh comes here.
+        dialog.local_target = self._notifier.contact
         dialog.remote_target = parse_uri(record.remote_target)
         dialog.remote_seq = max(dialog.remote_seq or 0, record.remote_cseq) or None
         dialog.local_seq = record.cseq_base + record.version - 1  # next: base + version

@@ -460,6 +460,8 @@ class Scscf(StatefulProxy):
     async def route(self, ctx: RequestContext) -> list[Target] | Response:
         """The router; ``ctx.route`` is our own Route the request came on."""
         request = ctx.request
+        if self._pool_reg_refresh(request):
+            return await self._reg_refresh(request)
         own = ctx.follow_route()
         if own is not None:
             return await self._own_route(request, own)
@@ -531,6 +533,14 @@ class Scscf(StatefulProxy):
                                                    request.from_.tag or ""))
         asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
         return response
+
+    def _pool_reg_refresh(self, request: Request) -> bool:
+        """A reg event refresh addressed to any S-CSCF of our pool (the Contact it
+        gave): ours to serve from the store, not to forward, when it reaches us."""
+        uri = request.uri
+        return (request.method == "SUBSCRIBE" and request.to.tag is not None
+                and isinstance(uri, SipUri) and not uri.user and _is_reg_event(request)
+                and _node_uri(uri.host, uri.port or 5060) in self.config.scscf.instances)
 
     async def _reg_refresh(self, request: Request) -> Response:
         """RFC 6665 4.2.1.4 refresh or unsubscribe, whichever S-CSCF accepted the

@@ -1144,7 +1144,8 @@ class PgRegSubscriptions(RegSubscriptionRepository):
             "INSERT INTO reg_subscriptions VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
             "$11, $12, $13, $14, $15) ON CONFLICT (call_id, local_tag, remote_tag) DO UPDATE "
             "SET aor = excluded.aor, event = excluded.event, "
-            "remote_target = excluded.remote_target, route_set = excluded.route_set, "
+            "remote_target = excluded.remote_target, local_target = excluded.local_target, "
+            "route_set = excluded.route_set, "
             "remote_cseq = excluded.remote_cseq, expires_at = excluded.expires_at",
             s.call_id, s.local_tag, s.remote_tag, s.aor, s.event, s.resource, s.local_uri,
             s.remote_uri, s.remote_target, s.local_target, list(s.route_set), s.remote_cseq,

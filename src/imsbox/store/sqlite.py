@@ -1253,6 +1253,7 @@ class SqliteRegSubscriptions(RegSubscriptionRepository):
             "INSERT INTO reg_subscriptions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (call_id, local_tag, remote_tag) DO UPDATE SET aor = excluded.aor, "
             "event = excluded.event, remote_target = excluded.remote_target, "
+            "local_target = excluded.local_target, "
             "route_set = excluded.route_set, remote_cseq = excluded.remote_cseq, "
             "expires_at = excluded.expires_at",
             (s.call_id, s.local_tag, s.remote_tag, s.aor, s.event, s.resource, s.local_uri,
