@@ -79,6 +79,10 @@ ODI_LIFETIME = 300.0        # how long an AS may take to hand a request back
 SERVED_RECHECK = 30.0       # seconds a user we took over is not checked again
 HOUSEKEEPING_MAX = 30.0     # wake up at least this often
 HOUSEKEEPING_RETRY = 1.0    # after the store was away
+# Every REGISTER wakes the housekeeping (its bindings may expire first); the
+# subscriptions and login counters are swept at most this often, not each time.
+SUBSCRIPTION_SWEEP = 1.0
+LOGIN_SWEEP = 60.0
 
 
 # -- small value types ------------------------------------------------------------------
@@ -408,6 +412,8 @@ class Scscf(StatefulProxy):
         self.regevent: RegEventNotifier | None = None
         self.odi = OdiSigner(secrets.token_bytes(32))  # the shared key from start()
         self._wakeup = asyncio.Event()
+        self._swept = {"subscriptions": -math.inf, "logins": -math.inf}   # last sweeps
+        self._subscriptions_due: float | None = None   # earliest reg subscription expiry
         self.peers = len(config.scscf.instances) > 1   # S-CSCFs share the users
         self._served: dict[str, float] = {}              # AOR -> checked until
         # the AS pools by each member's URI (one AS name in the iFCs, several processes)
@@ -567,8 +573,10 @@ class Scscf(StatefulProxy):
         sub = self.regevent.subscription(dialog)
         if sub is None:
             await self.store.reg_subscriptions.remove(*_key(dialog))
-        else:
-            await self.store.reg_subscriptions.put(self.regevent.record(sub))
+            return
+        await self.store.reg_subscriptions.put(self.regevent.record(sub))
+        due = self._subscriptions_due
+        self._subscriptions_due = sub.expires_at if due is None else min(due, sub.expires_at)
 
     async def _refuse_watcher(self, request: Request,
                               profile: UserProfile) -> Response | None:
@@ -874,8 +882,10 @@ class Scscf(StatefulProxy):
                 pass
 
     async def _next_wakeup(self, now: float) -> float:
-        deadlines = [d for d in (await self.store.registrations.next_expiry(),
-                                 await self.store.reg_subscriptions.next_expiry())
+        due = self._subscriptions_due
+        if due is not None:  # not before the next sweep may run
+            due = max(due, self._swept["subscriptions"] + SUBSCRIPTION_SWEEP)
+        deadlines = [d for d in (await self.store.registrations.next_expiry(), due)
                      if d is not None]
         soonest = min(deadlines, default=now + HOUSEKEEPING_MAX)
         return min(max(soonest - now, 0.01), HOUSEKEEPING_MAX)
@@ -886,14 +896,30 @@ class Scscf(StatefulProxy):
             expired.setdefault(aor, []).append(binding)
         for aor, bindings in expired.items():
             await self._bindings_expired(aor, bindings, now)
-        if self.regevent is not None:
-            # the store hands each expired subscription to one S-CSCF: one final NOTIFY
-            for record in await self.store.reg_subscriptions.expire(now):
-                self.regevent.expired(self.regevent.restore(record), now)
-            self.regevent.forget_expired(now)
-            self._send_notifies()
+        if self._sweep_due("subscriptions", SUBSCRIPTION_SWEEP, now):
+            await self._expire_subscriptions(now)
         await self.store.nonces.expire(now)
-        await self.store.logins.expire(now)
+        if isinstance(self.registrar.guard, SharedLoginGuard) and \
+                self._sweep_due("logins", LOGIN_SWEEP, now):
+            await self.store.logins.expire(now)
+
+    def _sweep_due(self, what: str, every: float, now: float) -> bool:
+        if now - self._swept[what] < every:
+            return False
+        self._swept[what] = now
+        return True
+
+    async def _expire_subscriptions(self, now: float) -> None:
+        """The store hands each expired reg subscription to one S-CSCF of the
+        pool, which sends its final NOTIFY (reason=timeout)."""
+        if self.regevent is None:
+            return
+        for record in await self.store.reg_subscriptions.expire(now):
+            self.regevent.expired(self.regevent.restore(record), now)
+        self.regevent.forget_expired(now)
+        self._send_notifies()
+        # other S-CSCFs' subscriptions too: the soonest of any in the store
+        self._subscriptions_due = await self.store.reg_subscriptions.next_expiry()
 
     async def _bindings_expired(self, aor: str, bindings: list[Binding], now: float) -> None:
         remaining = await self.store.registrations.bindings(aor, now)
