@@ -8,8 +8,10 @@ the I-CSCF and the AS (test_scscf's peers)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ class Pool:
     url: str
     stores: list[Store]
     scscfs: list[Scscf]
+    clock: Callable[[], float] = time.time
 
     def dest(self, n: int) -> Destination:
         return Destination("udp", HOST, self.configs[n].scscf.port)
@@ -49,12 +52,14 @@ class Pool:
         await self.stores[n].close()
         self.stores[n] = await open_store(self.url).open()
         self.scscfs[n] = Scscf(self.configs[n], self.stores[n],
-                               Hss(self.stores[n].subscribers, DOMAIN), timers=FAST)
+                               Hss(self.stores[n].subscribers, DOMAIN), timers=FAST,
+                               clock=self.clock)
         await self.scscfs[n].start()
 
 
 @contextlib.asynccontextmanager
-async def pool(tmp: Path, url: str, login: LoginLimits | None = None) -> AsyncIterator[Pool]:
+async def pool(tmp: Path, url: str, login: LoginLimits | None = None,
+               clock: Callable[[], float] = time.time) -> AsyncIterator[Pool]:
     pcscf, icscf = await Peer().start(), await Peer().start()
     app = await Peer(application_server).start()
     take = LoopbackPorts()
@@ -72,9 +77,9 @@ async def pool(tmp: Path, url: str, login: LoginLimits | None = None) -> AsyncIt
     await apply_config(stores[0], first)
     await add_user(stores[0], DOMAIN, "alice", "secret", "+15550001")
     await add_user(stores[0], DOMAIN, "bob", "hunter2")
-    scscfs = [Scscf(c, s, Hss(s.subscribers, DOMAIN), timers=FAST)
+    scscfs = [Scscf(c, s, Hss(s.subscribers, DOMAIN), timers=FAST, clock=clock)
               for c, s in zip(configs, stores)]
-    net = Pool(pcscf, configs, url, stores, scscfs)
+    net = Pool(pcscf, configs, url, stores, scscfs, clock)
     try:
         for scscf in scscfs:
             await scscf.start()
@@ -138,7 +143,7 @@ class Watcher:
         state = SubscriptionState.parse(notify.headers.get("Subscription-State") or "")
         if notify.contact:
             self.target = str(notify.contact[0].uri)
-        return notify, parse_reginfo(notify.body), state
+        return notify, parse_reginfo(notify.body) if notify.body else RegInfo(), state
 
 
 def sent_by(net: Pool, notify: Request) -> int:
@@ -222,6 +227,27 @@ def test_a_deregistration_on_the_other_s_cscf_ends_the_subscription(tmp_path: Pa
             assert (sent_by(net, notify), info.version) == (1, 1)
             assert (state.state, state.reason) == ("terminated", "noresource")
             assert contacts(info)["sip:a@10.0.0.1"] == ("terminated", ContactEvent.UNREGISTERED)
+            assert (await watcher.send(0)).status == 481
+
+    run(main())
+
+
+def test_an_expired_subscription_gets_one_final_notify(tmp_path: Path, pg_url: str) -> None:
+    async def main() -> None:
+        ahead = [0.0]
+        async with pool(tmp_path, pg_url, clock=lambda: time.time() + ahead[0]) as net:
+            assert (await register(net, 0, Reg("alice", "secret"),
+                                   ["<sip:a@10.0.0.1>"])).status == 200
+            watcher = Watcher(net)
+            assert (await watcher.send(1, expires=100)).status == 200
+            await watcher.notify()
+            ahead[0] = 101.0   # not refreshed in time; both instances look
+            for scscf in net.scscfs:
+                scscf._wakeup.set()
+            _, _, state = await watcher.notify()
+            assert (state.state, state.reason) == ("terminated", "timeout")
+            await asyncio.sleep(1.5)   # past the next sweep of both
+            assert net.pcscf.drain("NOTIFY") == []
             assert (await watcher.send(0)).status == 481
 
     run(main())
