@@ -4,6 +4,8 @@ terminating delivery (TS 24.229 5.4, conventions in docs/ims-core.md).
 Routing logic, in the order :meth:`Scscf.route` applies it::
 
     REGISTER                         -> registrar (401 / 200 / 423 / 403)
+    SUBSCRIBE Event: reg in a dialog -> reg event notifier, also when the
+      to any S-CSCF of the pool         Request-URI names another instance
     SUBSCRIBE Event: reg to a user   -> reg event notifier (RFC 3680)
     Route ;odi=TOKEN came back       -> continue the iFC chain after that AS
     Route sip:orig@S-CSCF            -> originating: iFC ORIGINATING, then the I-CSCF
@@ -17,7 +19,11 @@ reg event watchers and the application servers.
 **Several S-CSCFs** (``[scscf] pool``) share the users through the store: one
 that is asked to serve a registered user the HSS assigned to another (the
 I-CSCF or P-CSCF failed over to us, TS 23.380) takes the user over with a SAR of
-type RESTORATION, so that the next LIR names us; no new REGISTER is needed.
+type RESTORATION, so that the next LIR names us; no new REGISTER is needed. Reg
+event subscriptions are in the store too: any instance serves a refresh, and
+the one that changes a registration notifies every watcher with the next
+version (taken atomically in the store). The failed-login counts of a pool are
+in the store (Redis with ``--cache``), so the login limits hold across it.
 **Several instances of an AS** (``[messaging_as] pool``): a request for the
 AS goes to the instance the served user hashes to, to the next one when it
 does not answer; a third-party REGISTER goes to every instance (each knows
@@ -545,6 +551,7 @@ class Scscf(StatefulProxy):
         gave): ours to serve from the store, not to forward, when it reaches us."""
         uri = request.uri
         return (request.method == "SUBSCRIBE" and request.to.tag is not None
+                and not request.route   # none left for others (ours is popped)
                 and isinstance(uri, SipUri) and not uri.user and _is_reg_event(request)
                 and _node_uri(uri.host, uri.port or 5060) in self.config.scscf.instances)
 
