@@ -1051,10 +1051,6 @@ class Notifier:
         self._register(sub)
         return sub
 
-    def find(self, dialog_id: DialogId, event: Event) -> NotifierSubscription | None:
-        """Our live subscription of ``event`` in the dialog ``dialog_id``."""
-        return self._find(dialog_id, event)
-
     def forget(self, sub: NotifierSubscription) -> None:
         """Drop a subscription silently: its state lives elsewhere (a shared
         store) and is rebuilt from there when next needed."""
