@@ -107,11 +107,15 @@ class ChatRelay:
         try:
             if dst.connection is None:
                 await dst.wait_bound(BIND_TIMEOUT)
-            await asyncio.wait_for(dst.send_message(
-                message.content_type or "text/plain", message.body,
-                success_report=message.success_report,
-                failure_report="no" if message.failure_report == "no" else "yes",
-                message_id=message.message_id), self.timeout)
+            # asyncio.timeout, not wait_for: no task in between, so the answer goes
+            # out in the same loop step as the receiver's 200 was read, before a
+            # message the receiver sent right after it (seed 001's ladder)
+            async with asyncio.timeout(self.timeout):
+                await dst.send_message(
+                    message.content_type or "text/plain", message.body,
+                    success_report=message.success_report,
+                    failure_report="no" if message.failure_report == "no" else "yes",
+                    message_id=message.message_id)
         except MsrpStatusError as exc:  # the receiver's error, or its 408 timer
             status, comment = exc.status, exc.comment
         except TimeoutError:
