@@ -28,14 +28,16 @@ from imsbox.config import Config
 from imsbox.content import CPIM, IMDN_NS, CpimAddress, build_cpim
 from imsbox.ims.provisioning import add_user
 from imsbox.msrp import (MsrpConnection, MsrpEndpoint, MsrpSession, MsrpStatusError,
-                         SendResult)
+                         ReceivedMessage, SendResult)
 from imsbox.rcs import cpm
 from imsbox.serve import Network
 from imsbox.sip.ua.useragent import Call
 from imsbox.store import open_store
 from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 
-from helpers import DOMAIN, ues
+from imsbox.ue.client import ChatMessage, ChatStarted, MessageStatus, SendError
+
+from helpers import DOMAIN, alice_and_bob, client, network_with, run_within, ues
 
 pytestmark = pytest.mark.timeout(60)
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
@@ -299,3 +301,47 @@ def test_the_chat_ending_answers_what_still_waits(tmp_path: Path) -> None:
                 await asyncio.wait_for(send, 5)
             assert info.value.status == 481
     run(tmp_path, scenario)
+
+
+# -- the client's side (ue/chat.py) ---------------------------------------------------------
+
+def test_the_client_reports_a_chat_message_without_its_200_as_failed(tmp_path: Path) -> None:
+    """bob's client has the message but has not answered it yet when alice's MSRP
+    connection breaks (as when the AS is killed): alice's ``send`` fails with the
+    message's id and its status is failed, not sent - it is hers to send again."""
+    config = alice_and_bob(tmp_path, via_as=True, min_expires=1)
+    alice, bob = client(config, "alice"), client(config, "bob")
+
+    async def scenario() -> None:
+        async with network_with(config, alice, bob):
+            chat = await alice.open_chat("bob")
+            started = await bob.wait_event(ChatStarted, 5)
+            assert isinstance(started, ChatStarted)
+            first = await asyncio.wait_for(chat.send("confirmed"), 5)
+            got = await bob.wait_event(ChatMessage, 5)
+            assert isinstance(got, ChatMessage) and got.message_id == first
+            # bob's MSRP side takes the next one but neither answers it nor hands it
+            # to his chat (which would send the delivery IMDN)
+            bobs = bob.chats[started.chat_id].session
+            bobs.hold_final_responses = True
+            taken: list[ReceivedMessage] = []
+            bobs.on_message = taken.append
+            send = asyncio.ensure_future(chat.send("unconfirmed"))
+            for _ in range(100):
+                if taken:
+                    break
+                await asyncio.sleep(0.02)
+            assert taken, "bob's side never got it"
+            await asyncio.sleep(0.3)
+            assert not send.done(), "sent before bob's client answered"
+            connection = chat.session.connection
+            assert connection is not None
+            connection.close()  # as a kill of the AS would break it
+            with pytest.raises(SendError) as info:
+                await asyncio.wait_for(send, 5)
+            message_id = info.value.message_id
+            assert message_id is not None and message_id.encode() in taken[0].body
+            assert "MSRP connection lost" in str(info.value)
+            assert alice.status(message_id) is MessageStatus.FAILED
+            assert await alice.wait_status(first, timeout=5) is MessageStatus.DELIVERED
+    run_within(scenario, 30)

@@ -128,7 +128,8 @@ class Chat:
         offline peer, once it is stored), so SENT means the far end has it; DELIVERED
         comes with the IMDN. No 200 (an error, 408, or the MSRP connection lost
         before it came): SendError with ``message_id``, the status is FAILED - the
-        message may not have arrived: send it again."""
+        message may not have arrived: send it again (unless its delivery IMDN came
+        first: then it counts as delivered)."""
         if self.closed.is_set():
             raise SendError(f"the chat has ended ({self.end_reason})")
         notifications = self.service.notifications
@@ -142,6 +143,9 @@ class Chat:
         try:
             await self.session.send_message(CPIM, cpim)
         except (MsrpError, OSError) as exc:
+            status = notifications.status(message_id)
+            if status in (MessageStatus.DELIVERED, MessageStatus.DISPLAYED):
+                return message_id  # its delivery IMDN came before the 200 could
             notifications.track(message_id, MessageStatus.FAILED)
             raise SendError(f"chat message not confirmed (no MSRP 200): {_why(exc)}",
                             message_id=message_id) from None
