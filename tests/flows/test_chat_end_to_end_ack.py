@@ -308,7 +308,8 @@ def test_the_chat_ending_answers_what_still_waits(tmp_path: Path) -> None:
 def test_the_client_reports_a_chat_message_without_its_200_as_failed(tmp_path: Path) -> None:
     """bob's client has the message but has not answered it yet when alice's MSRP
     connection breaks (as when the AS is killed): alice's ``send`` fails with the
-    message's id and its status is failed, not sent - it is hers to send again."""
+    message's id and its status is failed, not sent - it is hers to send again,
+    with the same id, so bob never shows one message twice."""
     config = alice_and_bob(tmp_path, via_as=True, min_expires=1)
     alice, bob = client(config, "alice"), client(config, "bob")
 
@@ -344,4 +345,16 @@ def test_the_client_reports_a_chat_message_without_its_200_as_failed(tmp_path: P
             assert "MSRP connection lost" in str(info.value)
             assert alice.status(message_id) is MessageStatus.FAILED
             assert await alice.wait_status(first, timeout=5) is MessageStatus.DELIVERED
+
+            # Sent again in a new chat with the same Message-IDs: the one bob's chat
+            # had is dropped as a second copy, the other arrives once.
+            again = await alice.open_chat("bob")
+            assert await asyncio.wait_for(again.send("confirmed", message_id=first), 5) == first
+            assert await asyncio.wait_for(
+                again.send("unconfirmed", message_id=message_id), 5) == message_id
+            got = await bob.wait_event(ChatMessage, 5)
+            assert isinstance(got, ChatMessage)
+            assert (got.text, got.message_id) == ("unconfirmed", message_id)
+            assert bob.notifications.duplicates == 1
+            assert await alice.wait_status(message_id, timeout=5) is MessageStatus.DELIVERED
     run_within(scenario, 30)

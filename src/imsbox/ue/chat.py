@@ -121,7 +121,8 @@ class Chat:
         sender, recipient = (self.peer, core.aor) if self.incoming else (core.aor, self.peer)
         core.emit(ChatStarted(sender, recipient, self.id, self.conversation_id, direction))
 
-    async def send(self, text: str, display: bool = True) -> str:
+    async def send(self, text: str, display: bool = True,
+                   message_id: str | None = None) -> str:
         """A chat message asking for delivery (and display) notification; its Message-ID
         once its SEND got the MSRP 200. Through the messaging AS that 200 is the
         receiver's (the AS answers only once the receiving UE answered it; for an
@@ -129,11 +130,12 @@ class Chat:
         comes with the IMDN. No 200 (an error, 408, or the MSRP connection lost
         before it came): SendError with ``message_id``, the status is FAILED - the
         message may not have arrived: send it again (unless its delivery IMDN came
-        first: then it counts as delivered)."""
+        first: then it counts as delivered), with ``message_id`` the failed one's, so
+        a receiver that had it drops the second copy (RFC 5438 6.3)."""
         if self.closed.is_set():
             raise SendError(f"the chat has ended ({self.end_reason})")
         notifications = self.service.notifications
-        message_id = new_id()
+        message_id = message_id or new_id()
         notify = [NotificationRequest.POSITIVE_DELIVERY]
         if display:
             notify.append(NotificationRequest.DISPLAY)
