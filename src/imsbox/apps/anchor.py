@@ -4,8 +4,9 @@ The AS answers the inviting UE with its own MSRP session (``near``: our path,
 ``a=msrp-cema``, setup by offer/answer - passive when the UE offers active) and
 opens the far leg towards the recipient with its own offer (``far``: the
 UE's media line with our path, ``a=setup:active``, file attributes and
-direction kept). MSRP messages are relayed both ways; a BYE (or failure) on
-either leg ends both.
+direction kept). MSRP messages are relayed both ways, each answered to its
+sender with the receiver's answer (chat_relay.ChatRelay: a 200 means the
+receiver has it); a BYE (or failure) on either leg ends both.
 
 Far leg 480/408 (recipient offline, a subscriber) for a chat or large
 message: store and forward - the UE's INVITE is answered anyway, every CPIM
