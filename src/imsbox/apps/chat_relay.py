@@ -91,6 +91,8 @@ class ChatRelay:
             if self.src.connection is None:
                 # The sender's leg broke before we passed it on: its sender sees it
                 # failed (no 200), so it must not arrive (it would twice, sent again).
+                log.info("%s: %s not relayed, its sender's leg is gone", self.name,
+                         message.message_id)
                 self._waiting.popleft()
                 continue
             status, comment = await self._relay(message)
@@ -99,14 +101,26 @@ class ChatRelay:
             if len(self._waiting) == PENDING_LOW:
                 self._read_sender(True)
             if status == 200 and self._relayed is not None:
-                await asyncio.shield(self._relayed(message))  # kept even if we end now
+                await self._after(message)
+
+    async def _after(self, message: ReceivedMessage) -> None:
+        """The ``relayed`` hook (history); its failure must not stop the relay."""
+        assert self._relayed is not None
+        try:
+            await asyncio.shield(self._relayed(message))  # kept even if we end now
+        except Exception:
+            log.exception("%s: after relaying %s", self.name, message.message_id)
 
     async def _relay(self, message: ReceivedMessage) -> tuple[int, str]:
         """The receiving leg's answer to the relayed message: (status, comment)."""
         dst = self.dst
-        try:
-            if dst.connection is None:
+        gone = 481, "Session Does Not Exist - the receiver's leg is gone"
+        if dst.connection is None:
+            try:
                 await dst.wait_bound(BIND_TIMEOUT)
+            except TimeoutError:
+                return gone
+        try:
             # asyncio.timeout, not wait_for: no task in between, so the answer goes
             # out in the same loop step as the receiver's 200 was read, before a
             # message the receiver sent right after it (seed 001's ladder)
@@ -122,7 +136,7 @@ class ChatRelay:
             status, comment = 408, "Request Timeout - no answer from the receiver"
         except (SessionClosed, MsrpError, OSError) as exc:
             log.info("relaying %s in %s: %r", message.message_id, self.name, exc)
-            status, comment = 481, "Session Does Not Exist - the receiver's leg is gone"
+            status, comment = gone
         else:
             return 200, "OK"
         log.info("relaying %s in %s: %d %s", message.message_id, self.name, status, comment)
