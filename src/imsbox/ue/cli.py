@@ -515,7 +515,8 @@ class _ChatLines:
     # texts without a 200 (refused, timed out, connection lost, or never went out):
     # they may not have arrived, so they are the ones to send again
     not_sent: list[str] = field(default_factory=list)
-    why: dict[str, str] = field(default_factory=dict)  # text -> its SendError
+    # text -> (its SendError, the Message-ID to send it again under)
+    why: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
 async def _chat(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
@@ -548,8 +549,9 @@ def _chat_result(client: RcsClient, chat: Chat, lines: _ChatLines, reason: str,
     stored = sum(1 for s in statuses if s is MessageStatus.SENT)  # confirmed: REPORT 200
     failed = len(statuses) - delivered - stored  # refused, or never confirmed
     for text in lines.not_sent:  # one line each: which lines to send again
+        why, message_id = lines.why.get(text, ("", None))
         printer.record({"event": "chat_unconfirmed", "from": client.aor, "to": chat.peer,
-                        "text": text, "reason": lines.why.get(text, "")})
+                        "text": text, "message_id": message_id, "reason": why})
     printer.record({"event": "chat_result", "from": client.aor, "to": chat.peer,
                     "sent": len(lines.sent), "delivered": delivered, "stored": stored,
                     "failed": failed, "not_sent": len(lines.not_sent),
@@ -575,7 +577,7 @@ async def _type_lines(chat: Chat, typed: _StdinLines, lines: _ChatLines) -> None
             lines.sent.append(await chat.send(text))
         except SendError as exc:
             lines.not_sent.append(text)
-            lines.why[text] = str(exc)
+            lines.why[text] = (str(exc), exc.message_id)
 
 
 async def _all_delivered(client: RcsClient, sent: list[str]) -> None:
