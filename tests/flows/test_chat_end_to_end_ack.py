@@ -12,7 +12,10 @@ gone as 481, and a Failure-Report of no / partial is honoured (RFC 4975 7.1.4,
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ from helpers import DOMAIN, alice_and_bob, client, network_with, run_within, ues
 
 pytestmark = pytest.mark.timeout(60)
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def run(tmp_path: Path, scenario: Callable[[Config], Awaitable[None]]) -> None:
@@ -118,17 +122,7 @@ async def anchored_chat(config: Config, relay_timeout: float = 20.0,
         a_session = alice_msrp.create_session(setup="active")
         headers = cpm.cpm_request_headers(cpm.CpmService.SESSION, "conv-ack")
         call = await alice.call(BOB, chat_offer(a_session, alice_msrp), headers)
-        assert bob.ua is not None
-        incoming = await asyncio.wait_for(bob.ua.incoming.get(), 5)
-        offered, _ = msrp_line(incoming.request.body)
-        b_session = bob_msrp.create_session(remote_path=offered.path or [], setup="passive",
-                                            accept_types=bob_types)
-        b_session.hold_final_responses = True  # the test answers each message
-        answer = sdp.answer(sdp.parse(incoming.request.body), sdp.LocalCapabilities(
-            address="127.0.0.1", msrp_path=[str(b_session.local_uri)],
-            setup=sdp.Setup.PASSIVE, msrp_cema=True,
-            accept_types=("message/cpim", "application/im-iscomposing+xml")))
-        incoming.accept(bytes(answer))
+        b_session = await answer_as_bob(bob, bob_msrp, bob_types)
         final = await asyncio.wait_for(call.wait_final(), 5)
         assert final is not None and final.status == 200
         media, address = msrp_line(call.remote_sdp or b"")
@@ -140,6 +134,23 @@ async def anchored_chat(config: Config, relay_timeout: float = 20.0,
         await a_session.connect()
         await b_session.wait_bound(5)
         yield chat
+
+
+async def answer_as_bob(bob: TestUe, bob_msrp: MsrpEndpoint,
+                        bob_types: tuple[str, ...] = ("*",)) -> MsrpSession:
+    """bob answers the AS's chat INVITE; his MSRP side holds its final answers."""
+    assert bob.ua is not None
+    incoming = await asyncio.wait_for(bob.ua.incoming.get(), 10)
+    offered, _ = msrp_line(incoming.request.body)
+    b_session = bob_msrp.create_session(remote_path=offered.path or [], setup="passive",
+                                        accept_types=bob_types)
+    b_session.hold_final_responses = True  # the test answers each message
+    answer = sdp.answer(sdp.parse(incoming.request.body), sdp.LocalCapabilities(
+        address="127.0.0.1", msrp_path=[str(b_session.local_uri)],
+        setup=sdp.Setup.PASSIVE, msrp_cema=True,
+        accept_types=("message/cpim", "application/im-iscomposing+xml")))
+    incoming.accept(bytes(answer))
+    return b_session
 
 
 def sending(session: MsrpSession, text: str,
@@ -358,3 +369,50 @@ def test_the_client_reports_a_chat_message_without_its_200_as_failed(tmp_path: P
             assert bob.notifications.duplicates == 1
             assert await alice.wait_status(message_id, timeout=5) is MessageStatus.DELIVERED
     run_within(scenario, 30)
+
+
+def test_the_chat_command_lists_the_lines_without_a_200(tmp_path: Path) -> None:
+    """``imsbox ue chat``: bob's side takes the first line, then its MSRP connection
+    breaks before it answered: the line is reported unconfirmed (to send again)
+    with the AS's 481, not counted as sent."""
+    async def scenario(config: Config) -> None:
+        async with Network(config, timers=FAST_TIMERS), ues(config, "bob") as (bob,), \
+                MsrpEndpoint() as bob_msrp:
+            await registered(bob)
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC),
+                                                              env.get("PYTHONPATH")]))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "imsbox.cli", "ue", "--user", "alice", "--password",
+                "alice-secret", "--pcscf", f"{config.pcscf.host}:{config.pcscf.port}",
+                "--json", "chat", "bob", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+            assert proc.stdin is not None
+            try:
+                b_session = await answer_as_bob(bob, bob_msrp)
+                await b_session.wait_bound(10)
+                proc.stdin.write(b"one\n")
+                await proc.stdin.drain()
+                got = await asyncio.wait_for(b_session.receive(), 10)
+                while got.content_type != CPIM:  # isComposing first: answered
+                    assert b_session.answer_final(got.message_id, 200)
+                    got = await asyncio.wait_for(b_session.receive(), 10)
+                assert b"one" in got.body
+                connection = b_session.connection
+                assert connection is not None
+                connection.close()  # before bob answered
+                await asyncio.sleep(0.5)
+                proc.stdin.close()
+                out, err = await asyncio.wait_for(proc.communicate(), 20)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+            events = [json.loads(line) for line in out.decode().splitlines()]
+            (unconfirmed,) = [e for e in events if e["event"] == "chat_unconfirmed"]
+            assert unconfirmed["text"] == "one" and unconfirmed["message_id"]
+            assert "481" in unconfirmed["reason"], unconfirmed
+            assert events[-1]["event"] == "chat_result"
+            assert (events[-1]["sent"], events[-1]["not_sent"]) == (0, 1), events[-1]
+            assert proc.returncode == 1, err.decode()
+            assert "not delivered and not stored" in err.decode()
+    run(tmp_path, scenario)
