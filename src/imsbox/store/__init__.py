@@ -19,25 +19,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError,
+    FILE_CHUNK, AlreadyExists, ConferenceRepository, FileRepository, FlowRepository,
+    MessageRepository, NonceRepository, ParkingRepository, RegistrationRepository,
+    ServiceDataRepository, Store, StoreError,
     StoreUnavailable, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
     HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
-    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
+    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, StoredFile, Subscriber,
 )
 from .sqlite import DB_FILENAME, SqliteStore
 
 __all__ = [
-    "DB_FILENAME", "AlreadyExists", "Binding", "Conference", "ConferenceKind",
-    "ConferenceRepository", "Credential", "DeferredMessage", "FlowRepository", "Group",
+    "DB_FILENAME", "FILE_CHUNK", "AlreadyExists", "Binding", "Conference", "ConferenceKind",
+    "ConferenceRepository", "Credential", "DeferredMessage", "FileRepository",
+    "FlowRepository", "Group",
     "GroupMessage", "HistoryEntry", "MessageRepository", "NonceRepository", "ParkedCall",
     "ParkingRepository", "Participant", "ParticipantState",
     "PcscfRegistration", "Psi", "PsiKind", "PublicIdentity", "RegistrationRepository",
     "RegistrationState", "ScscfAssignment", "ServiceDataRepository", "ServiceProfile",
-    "SqliteStore", "Store", "StoreError", "StoreUnavailable", "Subscriber",
+    "SqliteStore", "Store", "StoreError", "StoredFile", "StoreUnavailable", "Subscriber",
     "SubscriberRepository", "open_store",
 ]
 
