@@ -319,6 +319,10 @@ class FileRepository(abc.ABC):
         """The file's size, chunk count and keeper; None when there is no such file."""
 
     @abc.abstractmethod
+    async def ids(self) -> list[int]:
+        """Every file's id, kept or not, oldest first (for checks and tools)."""
+
+    @abc.abstractmethod
     async def keep(self, file_id: int, message: DeferredMessage) -> int:
         """Store ``message`` as a deferred item (as ``messages.defer``) that keeps the
         file, atomically; returns the item's id. StoreError when the file is gone

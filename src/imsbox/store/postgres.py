@@ -871,6 +871,9 @@ class PgFiles(FileRepository):
         r = rows[0]
         return StoredFile(r["id"], int(r["size"]), int(r["n"]), r["item_id"], r["touched_at"])
 
+    async def ids(self) -> list[int]:
+        return [r[0] for r in await self._p.fetch("SELECT id FROM deferred_files ORDER BY id")]
+
     async def keep(self, file_id: int, message: DeferredMessage) -> int:
         async with self._p.connection(transaction=True) as conn:
             item = await _insert_deferred(conn, message)

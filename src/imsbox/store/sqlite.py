@@ -995,6 +995,9 @@ class SqliteFiles(FileRepository):
         r = rows[0]
         return StoredFile(r[0], int(r[4]), int(r[3]), r[1], r[2])
 
+    async def ids(self) -> list[int]:
+        return [r[0] for r in await self._c.read("SELECT id FROM deferred_files ORDER BY id")]
+
     async def keep(self, file_id: int, message: DeferredMessage) -> int:
         def job(db: sqlite3.Connection) -> int:
             item = _insert_deferred(db, message)

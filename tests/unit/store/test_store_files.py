@@ -99,7 +99,9 @@ async def test_the_sweep_removes_only_idle_files_no_item_keeps(store: Store) -> 
     await store.files.put_chunk(busy, 1, b"more", now=900.0)   # still arriving
     kept = await written(store, payload(10), now=100.0)
     await store.files.keep(kept, item())
+    assert await store.files.ids() == [dead, busy, kept]
     assert await store.files.sweep(idle_since=700.0) == 1
+    assert await store.files.ids() == [busy, kept]
     assert await store.files.get(dead) is None and await read(store, dead) == b""
     assert await store.files.get(busy) is not None
     assert await store.files.get(kept) is not None
