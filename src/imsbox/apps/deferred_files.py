@@ -60,7 +60,10 @@ FILE_KIND = "file"          # meta "kind" of a deferred file item
 ANSWER_TIMEOUT = 40.0       # the recipient's answer to the delivery INVITE
 CONNECT_TIMEOUT = 10.0
 BYE_TIMEOUT = 5.0
-HIGH_CHUNKS = 4             # rows waiting for the store: pause the sender's connection
+# Rows waiting for the store at which the sender's connection is paused: they are
+# written together (at most this many store connections per file), so memory and
+# the store's pool share per transfer stay small.
+HIGH_CHUNKS = 4
 LOW_CHUNKS = 1              # ... and read it again once the store caught up to this
 # A file no item keeps and nothing was written to for this long has lost its writer
 # (killed mid-transfer): the sweep removes it. Longer than any live transfer pauses
@@ -200,9 +203,14 @@ class StoredFileWriter:
         seq = 0
         while True:
             while self._ready:
-                await self.files.put_chunk(self.file_id, seq, self._ready[0])
-                self._ready.popleft()
-                seq += 1
+                # the rows waiting go in together: one group commit on SQLite, several
+                # connections at once on PostgreSQL (rows are keyed, order is free)
+                batch = list(self._ready)[:HIGH_CHUNKS]
+                await asyncio.gather(*(self.files.put_chunk(self.file_id, seq + n, chunk)
+                                       for n, chunk in enumerate(batch)))
+                for _ in batch:
+                    self._ready.popleft()
+                seq += len(batch)
                 if len(self._ready) <= LOW_CHUNKS:
                     self._flow(paused=False)
             if self._last:
