@@ -100,9 +100,10 @@ def stored_file_refusal(size: int | None, limit: int) -> str | None:
 class StoredFileWriter:
     """An MSRP Sink streaming the file into ``store.files`` as it arrives.
 
-    Bytes are cut into FILE_CHUNK rows, written one after another by one task;
-    while HIGH_CHUNKS rows wait for the store the sender's connection is not
-    read (TCP then slows the sender), so at most a few rows are in memory.
+    Bytes are cut into FILE_CHUNK rows, written by one task (the rows waiting,
+    up to HIGH_CHUNKS, together); while HIGH_CHUNKS rows wait for the store the
+    sender's connection is not read (TCP then slows the sender), so at most a
+    few rows are in memory.
     ``commit`` checks size and sha-1 against the file-selector and waits for
     the last row; the caller then keeps ``file_id`` (``files.keep``). A file
     not kept is deleted by ``discard`` (or, after a kill, by the sweep)."""
@@ -149,6 +150,8 @@ class StoredFileWriter:
     async def commit(self, selector: sdp.FileSelector | None) -> str | None:
         """Check what came against the file-selector, write the last row, wait for
         every row; the failure REPORT comment when the file is not the one announced."""
+        if self._task is not None and self._task.done():
+            await self._task    # the store refused a row: raise it ("not stored", 500)
         problem = self._problem(selector)
         if problem is not None:
             return problem
