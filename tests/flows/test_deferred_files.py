@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -34,7 +35,7 @@ from imsbox.msrp import MsrpEndpoint, MsrpStatusError
 from imsbox.rcs import cpm
 from imsbox.serve import Network
 from imsbox.sip.message import Request
-from imsbox.store import DB_FILENAME, Store, StoredFile, open_store
+from imsbox.store import DB_FILENAME, FILE_CHUNK, Store, StoredFile, open_store
 from imsbox.sip.parser import parse as parse_sip
 from imsbox.testing import FAST_TIMERS
 from imsbox.ue.client import (FileOffer, FileReceived, MessageReceived, MessageStatus,
@@ -229,6 +230,48 @@ def test_kept_file_survives_kill_9_of_serve(tmp_path: Path) -> None:
     finally:
         status, _, stderr = server.stop(signal.SIGTERM)
     assert status == 0, stderr
+
+
+def test_a_kill_mid_file_leaves_only_what_the_sweep_removes(tmp_path: Path) -> None:
+    """SIGKILL of ``imsbox serve`` while a file for offline bob streams into the
+    store: alice never saw it accepted; the store holds a file no item keeps (and
+    no item), which the sweep removes with its rows once it is idle."""
+    config = alice_and_bob(tmp_path)
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(24 << 20))
+    pcscf = (config.pcscf.host, config.pcscf.port)
+
+    async def send() -> None:
+        alice = RcsClient("alice", "alice-secret", DOMAIN, pcscf=pcscf, timers=FAST_TIMERS)
+        await until_started(alice)
+        try:
+            sending = asyncio.ensure_future(alice.send_file("bob", source))
+            async with open_store(config.store_location) as store, asyncio.timeout(20):
+                while not any(f.chunks >= 2 for f in await kept_files(store)):
+                    await asyncio.sleep(0.01)
+            server.stop(signal.SIGKILL)     # mid-file
+            with contextlib.suppress(Exception):
+                result = await asyncio.wait_for(sending, 20)
+                assert not result.deferred, result
+        finally:
+            await alice.close()
+
+    server = Serve("--config", str(tmp_path / "imsbox.toml"))
+    try:
+        asyncio.run(asyncio.wait_for(send(), 40))
+    finally:
+        server.stop(signal.SIGKILL)
+    [half] = files_in(config)
+    assert half.item_id is None and 2 <= half.chunks < (24 << 20) // FILE_CHUNK
+
+    async def sweep() -> None:
+        async with open_store(config.store_location) as store:
+            assert await store.messages.deferred(BOB, 0.0) == []
+            assert await store.files.sweep(idle_since=half.touched_at) == 0   # not idle yet
+            assert await store.files.sweep(idle_since=half.touched_at + 1) == 1
+            assert await store.files.ids() == []
+            assert [c async for c in store.files.chunks(half.id)] == []
+    asyncio.run(sweep())
 
 
 async def until_started(ue: RcsClient, timeout: float = 10.0) -> None:
