@@ -60,11 +60,13 @@ FILE_KIND = "file"          # meta "kind" of a deferred file item
 ANSWER_TIMEOUT = 40.0       # the recipient's answer to the delivery INVITE
 CONNECT_TIMEOUT = 10.0
 BYE_TIMEOUT = 5.0
-# Rows waiting for the store at which the sender's connection is paused: they are
-# written together (at most this many store connections per file), so memory and
-# the store's pool share per transfer stay small.
-HIGH_CHUNKS = 4
-LOW_CHUNKS = 1              # ... and read it again once the store caught up to this
+# Rows are written WRITE_BATCH at a time (one group commit on SQLite, that many store
+# connections at once on PostgreSQL), while the next ones arrive; with HIGH_CHUNKS
+# waiting the sender's connection is paused until the store is down to LOW_CHUNKS.
+# At most HIGH_CHUNKS rows (2 MiB) in memory per transfer.
+WRITE_BATCH = 4
+HIGH_CHUNKS = 8
+LOW_CHUNKS = 4
 # A file no item keeps and nothing was written to for this long has lost its writer
 # (killed mid-transfer): the sweep removes it. Longer than any live transfer pauses
 # (a UE gives up after 300 s without data).
@@ -100,10 +102,10 @@ def stored_file_refusal(size: int | None, limit: int) -> str | None:
 class StoredFileWriter:
     """An MSRP Sink streaming the file into ``store.files`` as it arrives.
 
-    Bytes are cut into FILE_CHUNK rows, written by one task (the rows waiting,
-    up to HIGH_CHUNKS, together); while HIGH_CHUNKS rows wait for the store the
-    sender's connection is not read (TCP then slows the sender), so at most a
-    few rows are in memory.
+    Bytes are cut into FILE_CHUNK rows, written by one task (up to WRITE_BATCH
+    together) while the next ones arrive; while HIGH_CHUNKS rows wait for the
+    store the sender's connection is not read (TCP then slows the sender), so
+    at most a few rows are in memory.
     ``commit`` checks size and sha-1 against the file-selector and waits for
     the last row; the caller then keeps ``file_id`` (``files.keep``). A file
     not kept is deleted by ``discard`` (or, after a kill, by the sweep)."""
@@ -208,7 +210,7 @@ class StoredFileWriter:
             while self._ready:
                 # the rows waiting go in together: one group commit on SQLite, several
                 # connections at once on PostgreSQL (rows are keyed, order is free)
-                batch = list(self._ready)[:HIGH_CHUNKS]
+                batch = list(self._ready)[:WRITE_BATCH]
                 await asyncio.gather(*(self.files.put_chunk(self.file_id, seq + n, chunk)
                                        for n, chunk in enumerate(batch)))
                 for _ in batch:
