@@ -4,8 +4,9 @@ The AS answers the inviting UE with its own MSRP session (``near``: our path,
 ``a=msrp-cema``, setup by offer/answer - passive when the UE offers active) and
 opens the far leg towards the recipient with its own offer (``far``: the
 UE's media line with our path, ``a=setup:active``, file attributes and
-direction kept). MSRP messages are relayed both ways; a BYE (or failure) on
-either leg ends both.
+direction kept). MSRP messages are relayed both ways, each answered to its
+sender with the receiver's answer (chat_relay.ChatRelay: a 200 means the
+receiver has it); a BYE (or failure) on either leg ends both.
 
 Far leg 480/408 (recipient offline, a subscriber) for a chat or large
 message: store and forward - the UE's INVITE is answered anyway, every CPIM
@@ -48,6 +49,7 @@ from ..sip.identity import canonical_public_id
 from ..sip.message import Message, Request, Response
 from ..sip.ua.invite import InviteState, SessionError
 from ..sip.ua.useragent import Call, Origin, UserAgent
+from .chat_relay import ChatRelay
 
 __all__ = ["Anchor", "AnchorHost", "AnchorState", "FileKeeper", "caller_identity",
            "cema_address", "far_offer", "near_answer"]
@@ -102,6 +104,9 @@ class AnchorHost(Protocol):
 
     def stored_file_refusal(self, size: int | None) -> str | None: ...
 
+    @property
+    def relay_timeout(self) -> float: ...
+
     def file_keeper(self, max_size: int | None, session: MsrpSession) -> FileKeeper: ...
 
     async def record_history(self, conversation_id: str, key: str, sender: str,
@@ -130,6 +135,7 @@ class Anchor:
         self.far: MsrpSession | None = None
         self.state = AnchorState.INVITING
         self.relay: _FileRelay | None = None
+        self.chat_relays: list[ChatRelay] = []  # a chat's two directions (chat_relay.py)
         self._pumps: list[asyncio.Task[None]] = []
         self._storing: asyncio.Future[None] | None = None  # the last message being stored
         request = caller.request
@@ -147,8 +153,13 @@ class Anchor:
         if refusal is not None:
             self.caller.reject(488, refusal)
             return
-        self.near = self.msrp.create_session(setup=MsrpSetup.PASSIVE)
-        self.far = self.msrp.create_session(setup=MsrpSetup.ACTIVE)
+        # The AS's own SENDs on either leg give up before the sender's 30 s timer
+        # (RFC 4975 7.1.1), so the sender gets the receiver's 408 from us.
+        timeout = self.host.relay_timeout
+        self.near = self.msrp.create_session(setup=MsrpSetup.PASSIVE,
+                                             transaction_timeout=timeout)
+        self.far = self.msrp.create_session(setup=MsrpSetup.ACTIVE,
+                                            transaction_timeout=timeout)
         if self.service is cpm.CpmService.FILETRANSFER:
             # set before the caller may send: the file streams on, confirmed end to end
             self.near.defer_success_reports = True
@@ -229,6 +240,7 @@ class Anchor:
         media = _msrp_media(answer)
         self.far.set_remote_path(media.path or [])
         self.far.cema_address = cema_address(answer, media)
+        self._start_chat_relays()  # before either leg can send
         try:
             await asyncio.wait_for(self.far.connect(), BIND_TIMEOUT)
         except (TimeoutError, MsrpError, OSError) as exc:
@@ -238,11 +250,20 @@ class Anchor:
             return
         self._accept_caller(offer, media.file_range)
         self.state = AnchorState.RELAYING
-        self._pumps = [asyncio.ensure_future(self._pump(self.near, self.far, self.sender,
-                                                        self.recipient)),
-                       asyncio.ensure_future(self._pump(self.far, self.near, self.recipient,
-                                                        self.sender))]
         await self._until_ended()
+
+    def _start_chat_relays(self) -> None:
+        """Messages relayed both ways, each answered end to end (chat_relay.py); a
+        file's leg streams on instead (_FileRelay), its REPORT the end-to-end answer."""
+        assert self.near is not None and self.far is not None
+        timeout, name = self.host.relay_timeout, self.caller.call_id
+        if self.service is not cpm.CpmService.FILETRANSFER:
+            self.chat_relays.append(ChatRelay(
+                self.near, self.far, timeout=timeout, name=name,
+                relayed=lambda m: self._history(m, self.sender, self.recipient)))
+        self.chat_relays.append(ChatRelay(
+            self.far, self.near, timeout=timeout, name=name,
+            relayed=lambda m: self._history(m, self.recipient, self.sender)))
 
     async def _store_and_forward(self, offer: sdp.SessionDescription) -> None:
         """Answer the caller and keep each of its messages until the caller ends the
@@ -388,19 +409,6 @@ class Anchor:
         await self.near.connect()
 
     # -- relaying ---------------------------------------------------------------------
-    async def _pump(self, src: MsrpSession, dst: MsrpSession, sender: str,
-                    recipient: str) -> None:
-        async for message in src:
-            try:
-                if dst.connection is None:
-                    await dst.wait_bound(BIND_TIMEOUT)
-                await dst.send_message(message.content_type or "text/plain", message.body)
-            except (TimeoutError, MsrpError) as exc:
-                log.info("relaying %s in %s failed: %s", message.message_id,
-                         self.caller.call_id, exc)
-            # Relayed first; kept even when the session ends meanwhile.
-            await asyncio.shield(self._history(message, sender, recipient))
-
     async def _keep(self, message: ReceivedMessage) -> None:
         await self._history(message, self.sender, self.recipient)
         await self.host.defer(recipient=self.recipient, sender=self.sender,
@@ -462,6 +470,8 @@ class Anchor:
         if self.state is AnchorState.ENDED:
             return
         self.state = AnchorState.ENDED
+        for chat_relay in self.chat_relays:  # what is still waiting: not confirmed
+            await chat_relay.close()
         tasks = self._pumps + ([self.relay.task] if self.relay is not None else [])
         for task in tasks:
             task.cancel()

@@ -118,6 +118,9 @@ class MessagingSettings:
     redeliver_every: float = 5.0            # pool: sweep for items a dead instance left
     max_file_size: int | None = None        # file-selector size above it: 488 (None: no limit)
     max_stored_file_size: int = MAX_STORED_FILE_SIZE  # kept for an offline user (0: none)
+    # an anchored chat message waits this long for the receiver's MSRP 200 before the
+    # sender gets 408 (below the sender's own 30 s, RFC 4975 7.1.1; apps/chat_relay.py)
+    relay_timeout: float = 20.0
 
 
 class MessagingAs(StatefulProxy):
@@ -218,6 +221,11 @@ class MessagingAs(StatefulProxy):
     def max_file_size(self) -> int | None:
         """AnchorHost API: the largest file an anchored transfer may announce."""
         return self.settings.max_file_size
+
+    @property
+    def relay_timeout(self) -> float:
+        """AnchorHost API: how long a relayed chat message waits for the receiver."""
+        return self.settings.relay_timeout
 
     def stored_file_refusal(self, size: int | None) -> str | None:
         """AnchorHost API: the 413 reason for a file an offline user cannot be kept."""
