@@ -13,8 +13,8 @@ message: store and forward - the UE's INVITE is answered anyway, every CPIM
 message it sends becomes a deferred item for the recipient as it arrives
 (delivered later as a pager MESSAGE; isComposing is dropped), and only the
 caller's BYE ends the session, after every accepted message is stored. A
-file transfer to an offline user is answered too: the file goes to the AS's
-data directory and becomes a deferred item (:mod:`imsbox.apps.deferred_files`)
+file transfer to an offline user is answered too: the file streams into the
+shared store and becomes a deferred item (:mod:`imsbox.apps.deferred_files`)
 before the caller's MSRP 200 / success REPORT; above the stored-file limit
 the INVITE gets 413 with the reason.
 
@@ -69,15 +69,16 @@ RELAY_LOW = 256 << 10   # ... and read it again once the far leg drained below t
 
 
 class FileKeeper(Protocol):
-    """Where a file to an offline user is written (apps.deferred_files.StoredFileWriter)."""
+    """Where a file to an offline user is written (apps.deferred_files.StoredFileWriter):
+    an MSRP Sink; after ``commit`` its ``file_id`` is kept with the deferred item."""
 
-    name: str
+    file_id: int | None
 
     def write_at(self, offset: int, data: bytes) -> None: ...
 
     async def commit(self, selector: sdp.FileSelector | None) -> str | None: ...
 
-    def discard(self) -> None: ...
+    async def discard(self) -> None: ...
 
 
 class AnchorHost(Protocol):
@@ -91,7 +92,7 @@ class AnchorHost(Protocol):
     def max_file_size(self) -> int | None: ...
 
     async def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
-                    meta: dict[str, object]) -> int: ...
+                    meta: dict[str, object], file_id: int | None = None) -> int: ...
 
     async def keeps_for(self, recipient: str) -> bool: ...
 
@@ -106,7 +107,7 @@ class AnchorHost(Protocol):
     @property
     def relay_timeout(self) -> float: ...
 
-    def file_keeper(self, max_size: int | None) -> FileKeeper: ...
+    def file_keeper(self, max_size: int | None, session: MsrpSession) -> FileKeeper: ...
 
     async def record_history(self, conversation_id: str, key: str, sender: str,
                              recipient: str, content_type: str, body: bytes) -> None: ...
@@ -284,7 +285,7 @@ class Anchor:
 
     async def _store_file(self, offer: sdp.SessionDescription) -> None:
         """The recipient is offline: take the file ourselves and keep it (the 200 of
-        its last chunk and its success REPORT only once it is on disk and stored)."""
+        its last chunk and its success REPORT only once it is in the store, item and all)."""
         assert self.near is not None
         selector = _msrp_media(offer).file_selector
         refusal = self.host.stored_file_refusal(selector.size if selector else None)
@@ -293,7 +294,7 @@ class Anchor:
             await self.close()
             return
         log.info("%s offline: storing the file of %s", self.recipient, self.caller.call_id)
-        keeper = self.host.file_keeper(selector.size if selector else None)
+        keeper = self.host.file_keeper(selector.size if selector else None, self.near)
         self.near.hold_final_responses = True
         self.near.defer_success_reports = True
         self.near.sink_factory = lambda request: keeper
@@ -305,7 +306,7 @@ class Anchor:
             if self._storing is not None:
                 await asyncio.shield(self._storing)
         finally:
-            keeper.discard()  # a file that did not come whole is not kept
+            await keeper.discard()  # a file that did not come whole is not kept
             await self.close()
 
     def _on_stored_file(self, message: ReceivedMessage, keeper: FileKeeper,
@@ -323,7 +324,8 @@ class Anchor:
                 return
             await self.host.defer(recipient=self.recipient, sender=self.sender,
                                   content_type=CPIM if cpim_part else "",
-                                  body=cpim_part, meta=self._file_meta(message, keeper, offer))
+                                  body=cpim_part, meta=self._file_meta(message, keeper, offer),
+                                  file_id=keeper.file_id)
         except Exception:
             log.exception("storing the file of %s failed", self.caller.call_id)
             self._report(message, 500, "not stored")
@@ -343,7 +345,7 @@ class Anchor:
                    offer: sdp.SessionDescription) -> dict[str, object]:
         """What the later file-transfer INVITE is built from (apps.deferred_files)."""
         request = self.caller.request
-        return {"kind": "file", "file": keeper.name, "sdp": bytes(offer).decode(),
+        return {"kind": "file", "file_id": keeper.file_id, "sdp": bytes(offer).decode(),
                 "type": message.content_type or "application/octet-stream",
                 "from": str(NameAddr(request.from_.uri, request.from_.display_name)),
                 "contact": feature_params(request, self.service),

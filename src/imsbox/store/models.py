@@ -35,6 +35,7 @@ __all__ = [
     "RegistrationState",
     "ScscfAssignment",
     "ServiceProfile",
+    "StoredFile",
     "Subscriber",
 ]
 
@@ -187,6 +188,19 @@ class DeferredMessage:
     meta: str = ""  # opaque to the store (e.g. JSON with headers, message id)
     id: int | None = field(default=None, compare=False)
     fence: int = field(default=0, compare=False)  # the lease's fencing token (claim_deferred)
+
+
+@dataclass(slots=True, frozen=True)
+class StoredFile:
+    """A file kept for an offline user, as the store holds it (store.files):
+    ``size`` bytes in ``chunks`` rows; ``item_id`` is the deferred item that keeps
+    it, None while it is being written (or was left half-written)."""
+
+    id: int
+    size: int
+    chunks: int
+    item_id: int | None
+    touched_at: float  # when its last chunk was written
 
 
 @dataclass(slots=True, frozen=True)

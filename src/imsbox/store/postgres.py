@@ -24,15 +24,16 @@ from typing import Any, Self
 import asyncpg
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, LoginRepository, MessageRepository,
-    NonceRepository, ParkingRepository, RegSubscriptionRepository, RegistrationRepository,
-    ServiceDataRepository, Store, StoreError, StoreUnavailable, SubscriberRepository,
+    AlreadyExists, ConferenceRepository, FileRepository, FlowRepository, LoginRepository,
+    MessageRepository, NonceRepository, ParkingRepository, RegSubscriptionRepository,
+    RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
+    SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
     HistoryEntry, LoginState, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi,
     PsiKind, PublicIdentity, RegistrationState, RegSubscription, ScscfAssignment, ServiceProfile,
-    Subscriber,
+    StoredFile, Subscriber,
 )
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -272,6 +273,25 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         PRIMARY KEY (account, address, port)
     );
     """),
+    # Files kept for offline users (store.files), as in the SQLite schema. The chunks
+    # are stored EXTERNAL: out of line, never compressed (files mostly are already;
+    # trying costs CPU on every chunk for nothing).
+    (6, """
+    CREATE TABLE deferred_files (
+        id BIGSERIAL PRIMARY KEY,
+        item_id BIGINT UNIQUE REFERENCES deferred_messages(id) ON DELETE CASCADE,
+        created_at DOUBLE PRECISION NOT NULL,
+        touched_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX deferred_files_idle ON deferred_files(touched_at) WHERE item_id IS NULL;
+    CREATE TABLE deferred_file_chunks (
+        file_id BIGINT NOT NULL REFERENCES deferred_files(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (file_id, seq)
+    );
+    ALTER TABLE deferred_file_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+    """),
 )
 
 # Errors that mean "the server is not there right now", not "the query is wrong".
@@ -403,6 +423,7 @@ class PostgresStore(Store):
         self.registrations = PgRegistrations(self._pool)
         self.flows = PgFlows(self._pool)
         self.messages = PgMessages(self._pool)
+        self.files = PgFiles(self._pool)
         self.conferences = PgConferences(self._pool)
         self.service_data = PgServiceData(self._pool)
         self.nonces = PgNonces(self._pool)
@@ -710,12 +731,8 @@ class PgMessages(MessageRepository):
         self._p = pool
 
     async def defer(self, message: DeferredMessage) -> int:
-        m = message
-        return int(await self._p.fetchval(
-            "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
-            " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            m.recipient, m.sender, m.content_type, bytes(m.body), m.meta,
-            m.created_at or time.time(), m.expires_at))
+        async with self._p.connection() as conn:
+            return await _insert_deferred(conn, message)
 
     async def deferred(self, recipient: str, now: float | None = None,
                        limit: int | None = None) -> list[DeferredMessage]:
@@ -847,6 +864,77 @@ def _group_message(row: Row) -> GroupMessage:
         conference=row["conference"], sender=row["sender"], content_type=row["content_type"],
         body=bytes(row["body"]), message_key=row["message_key"], created_at=row["created_at"],
         meta=row["meta"], id=row["id"])
+
+
+async def _insert_deferred(conn: Conn, m: DeferredMessage) -> int:
+    return int(await conn.fetchval(
+        "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
+        " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        m.recipient, m.sender, m.content_type, bytes(m.body), m.meta,
+        m.created_at or time.time(), m.expires_at))
+
+
+# -- files kept for offline users ------------------------------------------------------
+
+# One round trip: the chunk goes in only while its file is there (not swept).
+_PUT_CHUNK = """
+WITH file AS (UPDATE deferred_files SET touched_at = $4 WHERE id = $1 RETURNING id)
+INSERT INTO deferred_file_chunks (file_id, seq, data) SELECT id, $2, $3 FROM file
+"""
+
+
+class PgFiles(FileRepository):
+    def __init__(self, pool: _Pool) -> None:
+        self._p = pool
+
+    async def create(self, now: float | None = None) -> int:
+        at = _now(now)
+        return int(await self._p.fetchval("INSERT INTO deferred_files (created_at, touched_at)"
+                                          " VALUES ($1, $1) RETURNING id", at))
+
+    async def put_chunk(self, file_id: int, seq: int, data: bytes,
+                        now: float | None = None) -> None:
+        if not await self._p.execute(_PUT_CHUNK, file_id, seq, bytes(data), _now(now)):
+            raise StoreError(f"store {self._p.where}: kept file {file_id} is gone")
+
+    async def chunks(self, file_id: int, first: int = 0) -> AsyncIterator[bytes]:
+        seq = first
+        while True:
+            data = await self._p.fetchval("SELECT data FROM deferred_file_chunks WHERE "
+                                          "file_id = $1 AND seq = $2", file_id, seq)
+            if data is None:
+                return
+            yield bytes(data)
+            seq += 1
+
+    async def get(self, file_id: int) -> StoredFile | None:
+        rows = await self._p.fetch(
+            "SELECT f.id, f.item_id, f.touched_at, COUNT(c.seq) AS n, COALESCE(SUM("
+            "octet_length(c.data)), 0) AS size FROM deferred_files f LEFT JOIN "
+            "deferred_file_chunks c ON c.file_id = f.id WHERE f.id = $1 GROUP BY f.id", file_id)
+        if not rows:
+            return None
+        r = rows[0]
+        return StoredFile(r["id"], int(r["size"]), int(r["n"]), r["item_id"], r["touched_at"])
+
+    async def ids(self) -> list[int]:
+        return [r[0] for r in await self._p.fetch("SELECT id FROM deferred_files ORDER BY id")]
+
+    async def keep(self, file_id: int, message: DeferredMessage) -> int:
+        async with self._p.connection(transaction=True) as conn:
+            item = await _insert_deferred(conn, message)
+            if not _count(await conn.execute("UPDATE deferred_files SET item_id = $1 WHERE "
+                                             "id = $2 AND item_id IS NULL", item, file_id)):
+                raise StoreError(f"store {self._p.where}: kept file {file_id} is gone")
+            return item
+
+    async def delete(self, file_id: int) -> bool:
+        return await self._p.execute("DELETE FROM deferred_files WHERE id = $1 AND item_id "
+                                     "IS NULL", file_id) > 0
+
+    async def sweep(self, idle_since: float) -> int:
+        return await self._p.execute("DELETE FROM deferred_files WHERE item_id IS NULL AND "
+                                     "touched_at < $1", idle_since)
 
 
 # -- conferences ------------------------------------------------------------------------

@@ -118,6 +118,7 @@ class RedisCachedStore(Store):
         self.subscribers = CachedSubscribers(durable.subscribers)
         self.flows = durable.flows
         self.messages = durable.messages
+        self.files = durable.files       # big and durable: the store's, never Redis
         self.conferences = durable.conferences
         self.service_data = durable.service_data
         self.parking = durable.parking   # orbits are few and must be durable: the store's

@@ -16,21 +16,21 @@ import sqlite3
 import secrets
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, LoginRepository, MessageRepository,
-    NonceRepository, ParkingRepository, RegSubscriptionRepository, RegistrationRepository,
-    ServiceDataRepository, Store, StoreError, SubscriberRepository,
+    AlreadyExists, ConferenceRepository, FileRepository, FlowRepository, LoginRepository,
+    MessageRepository, NonceRepository, ParkingRepository, RegSubscriptionRepository,
+    RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
     HistoryEntry, LoginState, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi,
     PsiKind, PublicIdentity, RegistrationState, RegSubscription, ScscfAssignment, ServiceProfile,
-    Subscriber,
+    StoredFile, Subscriber,
 )
 
 __all__ = ["DB_FILENAME", "MIGRATIONS", "SqliteStore"]
@@ -286,6 +286,24 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         PRIMARY KEY (account, address, port)
     );
     """),
+    # Files kept for offline users (store.files): a file row owned by its deferred
+    # item once kept (the cascade removes file and chunks with the item);
+    # AUTOINCREMENT so a swept file's id is never reused under a late writer.
+    (10, """
+    CREATE TABLE deferred_files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id INTEGER UNIQUE REFERENCES deferred_messages(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        touched_at REAL NOT NULL
+    );
+    CREATE INDEX deferred_files_idle ON deferred_files(touched_at);
+    CREATE TABLE deferred_file_chunks (
+        file_id INTEGER NOT NULL REFERENCES deferred_files(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (file_id, seq)
+    );
+    """),
 )
 
 
@@ -485,6 +503,7 @@ class SqliteStore(Store):
         self.registrations = SqliteRegistrations(self._connection)
         self.flows = SqliteFlows(self._connection)
         self.messages = SqliteMessages(self._connection)
+        self.files = SqliteFiles(self._connection)
         self.conferences = SqliteConferences(self._connection)
         self.service_data = SqliteServiceData(self._connection)
         self.nonces = SqliteNonces(self._connection)
@@ -830,13 +849,7 @@ class SqliteMessages(MessageRepository):
 
     # -- deferred messages ----------------------------------------------------
     async def defer(self, message: DeferredMessage) -> int:
-        m = message
-        cur = await self._c.write(lambda db: db.execute(
-            "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
-            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (m.recipient, m.sender, m.content_type, bytes(m.body), m.meta,
-             m.created_at or time.time(), m.expires_at)))
-        return int(cur.lastrowid or 0)
+        return await self._c.write(lambda db: _insert_deferred(db, message))
 
     async def deferred(self, recipient: str, now: float | None = None,
                        limit: int | None = None) -> list[DeferredMessage]:
@@ -959,6 +972,15 @@ class SqliteMessages(MessageRepository):
         return await self._c.write(job)
 
 
+def _insert_deferred(db: sqlite3.Connection, m: DeferredMessage) -> int:
+    cur = db.execute(
+        "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
+        " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (m.recipient, m.sender, m.content_type, bytes(m.body), m.meta,
+         m.created_at or time.time(), m.expires_at))
+    return int(cur.lastrowid or 0)
+
+
 def _deferred(row: sqlite3.Row) -> DeferredMessage:
     return DeferredMessage(
         recipient=row["recipient"], sender=row["sender"],
@@ -973,6 +995,74 @@ def _group_message(row: sqlite3.Row) -> GroupMessage:
         content_type=row["content_type"], body=bytes(row["body"]),
         message_key=row["message_key"], created_at=row["created_at"], meta=row["meta"],
         id=row["id"])
+
+
+# -- files kept for offline users ------------------------------------------------------
+
+class SqliteFiles(FileRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def create(self, now: float | None = None) -> int:
+        at = _now(now)
+        cur = await self._c.write(lambda db: db.execute(
+            "INSERT INTO deferred_files (created_at, touched_at) VALUES (?, ?)", (at, at)))
+        return int(cur.lastrowid or 0)
+
+    async def put_chunk(self, file_id: int, seq: int, data: bytes,
+                        now: float | None = None) -> None:
+        at = _now(now)
+
+        def job(db: sqlite3.Connection) -> None:
+            if not db.execute("UPDATE deferred_files SET touched_at = ? WHERE id = ?",
+                              (at, file_id)).rowcount:
+                raise StoreError(f"store {self._c.path}: kept file {file_id} is gone")
+            db.execute("INSERT INTO deferred_file_chunks VALUES (?, ?, ?)",
+                       (file_id, seq, bytes(data)))
+        await self._c.write(job)
+
+    async def chunks(self, file_id: int, first: int = 0) -> AsyncIterator[bytes]:
+        seq = first
+        while True:
+            rows = await self._c.read("SELECT data FROM deferred_file_chunks WHERE file_id = ?"
+                                      " AND seq = ?", (file_id, seq))
+            if not rows:
+                return
+            yield bytes(rows[0][0])
+            seq += 1
+
+    async def get(self, file_id: int) -> StoredFile | None:
+        rows = await self._c.read(
+            "SELECT f.id, f.item_id, f.touched_at, COUNT(c.seq), COALESCE(SUM(LENGTH(c.data)),"
+            " 0) FROM deferred_files f LEFT JOIN deferred_file_chunks c ON c.file_id = f.id"
+            " WHERE f.id = ? GROUP BY f.id", (file_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return StoredFile(r[0], int(r[4]), int(r[3]), r[1], r[2])
+
+    async def ids(self) -> list[int]:
+        return [r[0] for r in await self._c.read("SELECT id FROM deferred_files ORDER BY id")]
+
+    async def keep(self, file_id: int, message: DeferredMessage) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            item = _insert_deferred(db, message)
+            if not db.execute("UPDATE deferred_files SET item_id = ? WHERE id = ? AND "
+                              "item_id IS NULL", (item, file_id)).rowcount:
+                raise StoreError(f"store {self._c.path}: kept file {file_id} is gone")
+            return item
+        return await self._c.write(job)
+
+    async def delete(self, file_id: int) -> bool:
+        cur = await self._c.write(lambda db: db.execute(
+            "DELETE FROM deferred_files WHERE id = ? AND item_id IS NULL", (file_id,)))
+        return cur.rowcount > 0
+
+    async def sweep(self, idle_since: float) -> int:
+        cur = await self._c.write(lambda db: db.execute(
+            "DELETE FROM deferred_files WHERE item_id IS NULL AND touched_at < ?",
+            (idle_since,)))
+        return int(cur.rowcount)
 
 
 # -- conferences ------------------------------------------------------------------------
