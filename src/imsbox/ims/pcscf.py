@@ -408,7 +408,7 @@ class Pcscf(StatefulProxy):
         top = routes[0].uri if routes else None
         if not isinstance(top, SipUri) or top.user != ORIG_USER:
             return
-        first = _node_uri(top.host, top.port)
+        first = _node_uri(top.host, top.port, top.transport)
         if first not in self.scscfs:
             return
         tried = [first]
@@ -589,7 +589,7 @@ class Pcscf(StatefulProxy):
         """No Service-Route in the 2xx: the configured S-CSCF, originating."""
         scscf = self.config.scscf
         host = f"[{scscf.host}]" if ":" in scscf.host else scscf.host
-        return f"<sip:{ORIG_USER}@{host}:{scscf.port};lr>"
+        return f"<sip:{ORIG_USER}@{host}:{scscf.port};lr{scscf.transport_param}>"
 
     def _charging_vector(self) -> str:
         host = self.path_uri.host if self.path_uri is not None else self.config.pcscf.host
@@ -792,9 +792,10 @@ def _asks_outbound(request: Request) -> bool:
         return False
 
 
-def _node_uri(host: str, port: int | None) -> str:
+def _node_uri(host: str, port: int | None, transport: str | None) -> str:
+    """The URI of a node as config.py writes it (``NodeConfig.instances``)."""
     host = host if host.startswith("[") or ":" not in host else f"[{host}]"
-    return f"sip:{host}:{port or 5060}"
+    return f"sip:{host}:{port or 5060}" + (";transport=tcp" if transport == "tcp" else "")
 
 
 def _replace_orig_route(request: Request, scscf: str) -> None:

@@ -413,9 +413,9 @@ class Scscf(StatefulProxy):
             port = await self._listen_host(host, port, node.transports, node.tls_port)
         host = self.endpoint.listening[next(iter(self.endpoint.listening))][0]
         host_text = f"[{host}]" if ":" in host else host
-        self.server_name = f"sip:{host_text}:{port}"
+        self.server_name = f"sip:{host_text}:{port}{node.transport_param}"
         self.registrar.server_name = self.server_name
-        self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr>"
+        self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr{node.transport_param}>"
         self.regevent = RegEventNotifier(self.server_name)
         self._spawn(self._housekeeping())
         for pool in {id(p): p for p in self.as_pools.values()}.values():
@@ -703,7 +703,8 @@ class Scscf(StatefulProxy):
                                         progress.expires_at))
         host, port = self.endpoint.listening[next(iter(self.endpoint.listening))]
         host_text = f"[{host}]" if ":" in host else host
-        request.push_header("Route", f"<sip:{host_text}:{port};lr;odi={token}>")
+        request.push_header("Route", f"<sip:{host_text}:{port};lr"
+                                     f"{self.config.scscf.transport_param};odi={token}>")
         as_uri = parse_uri(server.server_name)
         if isinstance(as_uri, SipUri):
             as_uri = as_uri.copy()
@@ -720,6 +721,8 @@ class Scscf(StatefulProxy):
         # The AS's own request (a deferred delivery) comes back to the instance
         # that sent it, which knows it for its own; others by the served user.
         source = _node_uri(*ctx.flow.remote)
+        if source not in pool and f"{source};transport=tcp" in pool:
+            source += ";transport=tcp"  # an AS instance on TCP alone
         tried = [pool.order(progress.served_user, source)[0]]
 
         async def failover(ctx: RequestContext, best: Response) -> list[Target] | None:
