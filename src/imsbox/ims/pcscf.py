@@ -5,7 +5,8 @@ Routing logic, in the order ``_police`` applies it to every new request
 so the Route we were reached by is still visible):
 
 1. REGISTER (from a UE): drop the UE's Route/Path/P-Asserted-Identity, add
-   ``Path: <sip:term@PCSCF:PORT;lr>``, ``Supported: path``,
+   ``Path: <sip:term.TOKEN@PCSCF:PORT;lr[;ob]>`` (TOKEN: an RFC 5626 5.2 flow
+   token naming the UE's flow, ``imsbox.ims.flow_token``), ``Supported: path``,
    P-Visited-Network-ID and P-Charging-Vector, remember the flow it came on
    and forward it to the I-CSCF of the config, Request-URI unchanged.  The
    2xx (``on_response``) registers each contact of the REGISTER that the
@@ -22,10 +23,15 @@ so the Route we were reached by is still visible):
    (``imsbox.sip.trust``: a configured node's exact address and port, or a
    ``[security] trusted_peers`` entry; never an IP alone or a Via) and the
    request came on our ``term`` Path Route, or is in a dialog (To tag)
-   towards a registered contact.  It goes
+   towards a registered contact.  On a Path with a flow token it goes over
+   exactly that flow (RFC 5626 5.3): its connection gone, 430 Flow Failed for
+   a UE that asked for outbound, a new connection to the Contact for one that
+   did not; a token we did not sign gets 403.  Otherwise it goes
    to the UE over the UE's stored flow (to the contact address itself when
    we hold no flow for it, e.g. after a restart); P-Asserted-Identity is
-   kept.
+   kept.  An outbound UE's REGISTER 2xx gets ``Flow-Timer`` (its CRLF
+   keep-alives, answered by the stream transport, must come sooner than our
+   idle close).
 4. **Transport switch** (RFC 3261 18.1.1): a request on the other transport
    than a UE's registration (over 1300 bytes: TCP) is that UE's when it comes
    from the registration's address with its registered Contact and identity,
