@@ -442,7 +442,8 @@ class Pcscf(StatefulProxy):
         if self._options_for_me(request):
             return self._options_answer(request)
         if request.method == "REGISTER":
-            ctx.values[OUTBOUND] = self._prepare_register(request, flow)
+            ctx.values[OUTBOUND] = self._prepare_register(request, flow,
+                                                          edge=UE_FLOW not in ctx.values)
             return None
         registrations = self.registrations.by_flow(flow)
         if registrations:
@@ -553,28 +554,29 @@ class Pcscf(StatefulProxy):
         return request.to.tag is not None and \
             self.registrations.by_contact(request.uri) is not None
 
-    def _prepare_register(self, request: Request, flow: Flow) -> bool:
+    def _prepare_register(self, request: Request, flow: Flow, edge: bool) -> bool:
         """24.229 5.2.2: we pick the next hop and the Path; the UE does not.
-        True: the UE asked for RFC 5626 outbound."""
+        True: the UE asked for RFC 5626 outbound and we are its first hop (behind
+        a front, ``edge`` False, the UE's connection is the front's, not ours)."""
         for name in ("Route", "Path", *CORE_ONLY_HEADERS):
             request.remove_header(name)
         request.set_header(UE_SOURCE, _format_source(flow))
-        outbound = _asks_outbound(request)
-        request.push_header("Path", f"<{self._path_for(flow, outbound)}>")
+        outbound = edge and _asks_outbound(request)
+        request.push_header("Path", f"<{self._path_for(flow, outbound, edge)}>")
         if "path" not in request.tokens("Supported"):
             request.add_header("Supported", "path")
         request.set_header("P-Visited-Network-ID", self.config.domain)
         request.add_header("P-Charging-Vector", self._charging_vector())
         return outbound
 
-    def _path_for(self, flow: Flow, outbound: bool) -> SipUri:
+    def _path_for(self, flow: Flow, outbound: bool, edge: bool) -> SipUri:
         """RFC 5626 5.1/5.2: ``sip:term.TOKEN@US;lr``, the token naming the UE's flow;
-        ``;ob`` when the UE asked for outbound and on every connection (we answer
-        its CRLF keep-alives there)."""
+        ``;ob`` when we are the first hop and the UE asked for outbound or its
+        flow is a connection (we answer its CRLF keep-alives there)."""
         assert self.path_uri is not None
         token = self.flow_tokens.issue(flow, outbound)
         uri = self.path_uri.copy(user=TOKEN_PREFIX + token)
-        if outbound or flow.reliable:
+        if edge and (outbound or flow.reliable):
             uri.set_param("ob")
         return uri
 
