@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from imsbox.config import Config, SecurityConfig
+from imsbox.ims.flow_token import FlowTokenSigner
 from imsbox.ims.pcscf import Pcscf
 from imsbox.ims.provisioning import add_user
 from imsbox.serve import Network
@@ -147,6 +148,10 @@ def test_token_names_the_tcp_flow_and_the_message_comes_over_it(tmp_path: Path) 
             assert token is not None and token.outbound
             assert (token.transport, token.remote) == ("tcp", conn.local)
             assert token.local == (HOST, config.pcscf.port)
+            # signed with the store's shared key: every P-CSCF instance opens it
+            assert net.store is not None
+            shared = FlowTokenSigner(await net.store.nonces.shared_secret("flow-token"))
+            assert shared.open(path.user.removeprefix("term.")) == token  # type: ignore[union-attr]
 
             # The token alone finds the flow: the P-CSCF's memory of alice is not asked.
             pcscf(net).registrations.remove(parse_uri(alice.contact))
