@@ -4,8 +4,8 @@ alice is a bare SIP endpoint that registers over TCP (with outbound: reg-id,
 +sip.instance, ``Supported: outbound``); bob is a UDP TestUe. The Path the
 registrar returns carries ``sip:term.TOKEN@P-CSCF;lr;ob``, the token naming
 alice's connection; bob's MESSAGE reaches alice over that very connection.
-When alice's connection is closed, the P-CSCF answers 430 Flow Failed (and
-bob sees it) instead of opening another connection; a UE that did not ask for
+When alice's connection is closed, the P-CSCF answers 430 Flow Failed instead
+of opening another connection, and the S-CSCF gives bob 480 (RFC 5626 11.5); a UE that did not ask for
 outbound is still reached by a new connection to its Contact. A token the
 P-CSCF did not sign gets 403 even from a trusted core socket. The P-CSCF
 answers a CRLFCRLF keep-alive with CRLF (RFC 5626 3.5.1) and tells an outbound
@@ -123,6 +123,25 @@ def term_path(reg: Registration, config: Config, ob: bool = True) -> SipUri:
     return route.uri
 
 
+@contextlib.asynccontextmanager
+async def core_peer(port: int) -> AsyncIterator[SipEndpoint]:
+    """A socket of the trust domain (``[security] trusted_peers``), as an S-CSCF."""
+    peer = SipEndpoint(FAST_TIMERS)
+    await peer.listen("udp", HOST, port)
+    try:
+        yield peer
+    finally:
+        await peer.close()
+
+
+def to_alice(alice: TcpUe, route: SipUri, text: str) -> Request:
+    """A MESSAGE as the S-CSCF sends it: Route = the Path, Request-URI = the contact."""
+    return Request("MESSAGE", alice.contact, [
+        ("Route", f"<{route}>"), ("From", f"<sip:bob@{DOMAIN}>;tag={new_tag()}"),
+        ("To", f"<sip:alice@{DOMAIN}>"), ("Call-ID", new_tag()), ("CSeq", "1 MESSAGE"),
+        ("Content-Type", "text/plain")], text.encode())
+
+
 async def bob_sends(bob: TestUe, text: str) -> Response:
     return await bob.message(f"sip:alice@{DOMAIN}", text).final()
 
@@ -165,8 +184,10 @@ def test_token_names_the_tcp_flow_and_the_message_comes_over_it(tmp_path: Path) 
 
 
 def test_430_when_the_outbound_ues_connection_is_gone(tmp_path: Path) -> None:
+    port = LoopbackPorts()()
+
     async def scenario(config: Config, net: Network, bob: TestUe) -> None:
-        async with alice_ue() as alice:
+        async with alice_ue() as alice, core_peer(port) as peer:
             reg = await alice.register(config, outbound=True)
             path = term_path(reg, config)
             token = pcscf(net).flow_tokens.open(path.user.removeprefix("term."))  # type: ignore[union-attr]
@@ -175,12 +196,19 @@ def test_430_when_the_outbound_ues_connection_is_gone(tmp_path: Path) -> None:
             await conn.close()
             await connection_gone(net, token.flow)
 
+            # The P-CSCF itself answers 430 to a request on that Path (RFC 5626 5.3) ...
+            final = await peer.request(to_alice(alice, path, "on a dead flow"),
+                                       Destination("udp", HOST, config.pcscf.port)).final()
+            assert (final.status, final.reason) == (430, "Flow Failed"), final
+            # ... which the S-CSCF, having tried every contact, turns into a 480 for
+            # the caller (RFC 5626 11.5: endpoints never see a 430).
             response = await bob_sends(bob, "nobody holds your flow")
-            assert (response.status, response.reason) == (430, "Flow Failed"), response
+            assert (response.status, response.reason) == \
+                (480, "Temporarily Unavailable - the UE's flow failed"), response
             # no new connection to alice's Contact (she is still listening there)
             await alice.nothing_more()
             assert alice.endpoint.transport.connections == []
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, trusted=((HOST, port),))
 
 
 def test_without_outbound_a_new_connection_to_the_contact(tmp_path: Path) -> None:
@@ -206,7 +234,7 @@ def test_a_forged_token_gets_403_even_from_a_trusted_socket(tmp_path: Path) -> N
     port = LoopbackPorts()()
 
     async def scenario(config: Config, net: Network, bob: TestUe) -> None:
-        async with alice_ue() as alice:
+        async with alice_ue() as alice, core_peer(port) as peer:
             reg = await alice.register(config, outbound=True)
             path = term_path(reg, config)
             assert path.user is not None
@@ -214,32 +242,18 @@ def test_a_forged_token_gets_403_even_from_a_trusted_socket(tmp_path: Path) -> N
             other = pcscf(net).flow_tokens.issue(Flow("tcp", (HOST, 1), (HOST, 2)), True)
             forged = [f"term.{head}.{other.partition('.')[2]}",  # a MAC of another flow
                       f"term.{head}.{'A' * len(mac)}", "term.junk"]
-            peer = SipEndpoint(FAST_TIMERS)
-            await peer.listen("udp", HOST, port)
-            try:
-                for user in forged:
-                    request = Request("MESSAGE", alice.contact, [
-                        ("Route", f"<sip:{user}@{HOST}:{config.pcscf.port};lr;ob>"),
-                        ("From", f"<sip:bob@{DOMAIN}>;tag={new_tag()}"),
-                        ("To", f"<sip:alice@{DOMAIN}>"), ("Call-ID", new_tag()),
-                        ("CSeq", "1 MESSAGE"), ("Content-Type", "text/plain")], b"forged")
-                    final = await peer.request(
-                        request, Destination("udp", HOST, config.pcscf.port)).final()
-                    assert (final.status, final.reason) == \
-                        (403, "Forbidden - invalid flow token"), (user, final)
-                # the genuine token from the same socket goes through
-                request = Request("MESSAGE", alice.contact, [
-                    ("Route", f"<{path}>"), ("From", f"<sip:bob@{DOMAIN}>;tag={new_tag()}"),
-                    ("To", f"<sip:alice@{DOMAIN}>"), ("Call-ID", new_tag()),
-                    ("CSeq", "1 MESSAGE"), ("Content-Type", "text/plain")], b"genuine")
-                final = await peer.request(
-                    request, Destination("udp", HOST, config.pcscf.port)).final()
-                assert final.status == 200, final
-                got, _ = await asyncio.wait_for(alice.requests.get(), 5)
-                assert got.body == b"genuine"
-                await alice.nothing_more()
-            finally:
-                await peer.close()
+            pcscf_socket = Destination("udp", HOST, config.pcscf.port)
+            for user in forged:
+                route = path.copy(user=user)
+                final = await peer.request(to_alice(alice, route, "forged"), pcscf_socket).final()
+                assert (final.status, final.reason) == \
+                    (403, "Forbidden - invalid flow token"), (user, final)
+            # the genuine token from the same socket goes through
+            final = await peer.request(to_alice(alice, path, "genuine"), pcscf_socket).final()
+            assert final.status == 200, final
+            got, _ = await asyncio.wait_for(alice.requests.get(), 5)
+            assert got.body == b"genuine"
+            await alice.nothing_more()
     run(tmp_path, scenario, trusted=((HOST, port),))
 
 

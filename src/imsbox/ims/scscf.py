@@ -369,6 +369,10 @@ def contact_value(binding: Binding, now: float) -> str:
 
 # -- the S-CSCF ------------------------------------------------------------------------
 
+# The reason of our 480 for a UE whose flow failed at its P-CSCF (RFC 5626 430).
+FLOW_FAILED_REASON = "Temporarily Unavailable - the UE's flow failed"
+
+
 class Scscf(StatefulProxy):
     """Serving CSCF over one Store and Hss; ``await start()``, ``await close()``."""
 
@@ -438,6 +442,15 @@ class Scscf(StatefulProxy):
         if "tls" in transports and tls_port is not None and self.ssl_context is not None:
             await self.listen("tls", host, tls_port, self.ssl_context, reuse_port=True)
         return bound
+
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
+        """RFC 5626 11.5: 430 Flow Failed (a P-CSCF's: the UE's flow is gone) is for us,
+        the authoritative proxy, never for an endpoint; every contact was tried
+        (we fork to all), so upstream learns the user is unreachable for now:
+        480, which the messaging AS keeps as a deferred item."""
+        if response.status == 430:
+            response.status, response.reason = 480, FLOW_FAILED_REASON
+        return response
 
     # -- the routing logic ------------------------------------------------------------
     async def route(self, ctx: RequestContext) -> list[Target] | Response:
