@@ -392,6 +392,10 @@ def contact_value(binding: Binding, now: float) -> str:
 
 # -- the S-CSCF ------------------------------------------------------------------------
 
+# The reason of our 480 for a UE whose flow failed at its P-CSCF (RFC 5626 430).
+FLOW_FAILED_REASON = "Temporarily Unavailable - the UE's flow failed"
+
+
 class Scscf(StatefulProxy):
     """Serving CSCF over one Store and Hss; ``await start()``, ``await close()``."""
 
@@ -442,9 +446,9 @@ class Scscf(StatefulProxy):
             port = await self._listen_host(host, port, node.transports, node.tls_port)
         host = self.endpoint.listening[next(iter(self.endpoint.listening))][0]
         host_text = f"[{host}]" if ":" in host else host
-        self.server_name = f"sip:{host_text}:{port}"
+        self.server_name = f"sip:{host_text}:{port}{node.transport_param}"
         self.registrar.server_name = self.server_name
-        self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr>"
+        self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr{node.transport_param}>"
         self.regevent = RegEventNotifier(self.server_name)
         self._spawn(self._housekeeping())
         for pool in {id(p): p for p in self.as_pools.values()}.values():
@@ -467,6 +471,15 @@ class Scscf(StatefulProxy):
         if "tls" in transports and tls_port is not None and self.ssl_context is not None:
             await self.listen("tls", host, tls_port, self.ssl_context, reuse_port=True)
         return bound
+
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
+        """RFC 5626 11.5: 430 Flow Failed (a P-CSCF's: the UE's flow is gone) is for us,
+        the authoritative proxy, never for an endpoint; every contact was tried
+        (we fork to all), so upstream learns the user is unreachable for now:
+        480, which the messaging AS keeps as a deferred item."""
+        if response.status == 430:
+            response.status, response.reason = 480, FLOW_FAILED_REASON
+        return response
 
     # -- the routing logic ------------------------------------------------------------
     async def route(self, ctx: RequestContext) -> list[Target] | Response:
@@ -794,7 +807,8 @@ class Scscf(StatefulProxy):
                                         progress.expires_at))
         host, port = self.endpoint.listening[next(iter(self.endpoint.listening))]
         host_text = f"[{host}]" if ":" in host else host
-        request.push_header("Route", f"<sip:{host_text}:{port};lr;odi={token}>")
+        request.push_header("Route", f"<sip:{host_text}:{port};lr"
+                                     f"{self.config.scscf.transport_param};odi={token}>")
         as_uri = parse_uri(server.server_name)
         if isinstance(as_uri, SipUri):
             as_uri = as_uri.copy()
@@ -811,6 +825,8 @@ class Scscf(StatefulProxy):
         # The AS's own request (a deferred delivery) comes back to the instance
         # that sent it, which knows it for its own; others by the served user.
         source = _node_uri(*ctx.flow.remote)
+        if source not in pool and f"{source};transport=tcp" in pool:
+            source += ";transport=tcp"  # an AS instance on TCP alone
         tried = [pool.order(progress.served_user, source)[0]]
 
         async def failover(ctx: RequestContext, best: Response) -> list[Target] | None:

@@ -141,6 +141,7 @@ class StatefulProxy:
         self._tasks: set[asyncio.Future[object]] = set()
         self._cancelled: weakref.WeakSet[ClientContext] = weakref.WeakSet()
         self._unanswered: weakref.WeakSet[ClientContext] = weakref.WeakSet()
+        self._listened: set[str] = set()  # transports we listen on (our Record-Route's)
 
     async def listen(self, transport: str, host: str, port: int,
                      ssl_context: object | None = None, *,
@@ -148,9 +149,15 @@ class StatefulProxy:
         bound = await self.endpoint.listen(transport, host, port, ssl_context,
                                            reuse_port=reuse_port)
         self.identity.hostports.add((bound[0].lower(), bound[1]))
+        self._listened.add(transport.lower())
         if self.identity.record_route is None:
             host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.identity.record_route = SipUri(host_text, port=bound[1], params=[("lr", None)])
+        # A URI without transport means UDP (RFC 3263 4.1): a node on TCP alone says so.
+        if "udp" not in self._listened and "tcp" in self._listened:
+            self.identity.record_route.set_param("transport", "tcp")
+        else:
+            self.identity.record_route.remove_param("transport")
         return bound
 
     async def close(self) -> None:
