@@ -435,7 +435,8 @@ class SipEndpoint:
                 self._start_client(ctx, dest, flow)  # a flow is kept: no 18.1.1 switch
                 return
             self.push_via(request, dest.transport, branch)
-            if dest.transport == "udp" and len(bytes(request)) > UDP_MTU_LIMIT:
+            if dest.transport == "udp" and (self._tcp_only or
+                                            len(bytes(request)) > UDP_MTU_LIMIT):
                 dest = Destination("tcp", dest.host, dest.port)  # 18.1.1
                 request.pop_header("Via")
                 self.push_via(request, "tcp", branch)
@@ -444,6 +445,14 @@ class SipEndpoint:
             ctx._fail(503)
             return
         self._start_client(ctx, dest)
+
+    @property
+    def _tcp_only(self) -> bool:
+        """We listen on TCP and not on UDP (a node with ``transports = ["tcp"]``): our
+        requests go over TCP even to a URI without transport (which says UDP, RFC
+        3263 4.1), from our listen port, so the peer knows us and can answer; a UDP
+        request would leave from an ephemeral socket nobody trusts."""
+        return "udp" not in self._sent_by and "tcp" in self._sent_by
 
     def push_via(self, request: Request, transport: str, branch: str | None = None,
                  sent_by: tuple[str, int] | None = None) -> None:
@@ -468,6 +477,8 @@ class SipEndpoint:
                 hop = next_hop(message) if isinstance(message, Request) else \
                     astuple(response_destination(message))
                 dest = await resolve(*hop)
+            if isinstance(message, Request) and dest.transport == "udp" and self._tcp_only:
+                dest = Destination("tcp", dest.host, dest.port)  # as _route_and_start
             return await self.transport.send(message, dest, flow)
         except (OSError, ValueError) as exc:
             log.info("stateless send of %r failed: %s", message, exc)

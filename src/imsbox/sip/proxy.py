@@ -142,13 +142,14 @@ class StatefulProxy:
         self._tasks: set[asyncio.Future[object]] = set()
         self._cancelled: weakref.WeakSet[ClientContext] = weakref.WeakSet()
         self._unanswered: weakref.WeakSet[ClientContext] = weakref.WeakSet()
+        self._listened: set[str] = set()  # transports we listen on (our Record-Route's)
 
     async def listen(self, transport: str, host: str, port: int,
                      ssl_context: object | None = None, *,
                      reuse_port: bool = False) -> tuple[str, int]:
         bound = await self.endpoint.listen(transport, host, port, ssl_context,
                                            reuse_port=reuse_port)
-        self._is_me(bound)
+        self._is_me(transport, bound)
         return bound
 
     async def adopt(self, transport: str, sock: socket.socket, *,
@@ -157,14 +158,20 @@ class StatefulProxy:
         first address listened on or adopted names us in Record-Route: adopt
         the shared public socket first, the worker's own ``sent_by`` one after."""
         bound = await self.endpoint.adopt(transport, sock, sent_by=sent_by)
-        self._is_me(bound)
+        self._is_me(transport, bound)
         return bound
 
-    def _is_me(self, bound: tuple[str, int]) -> None:
+    def _is_me(self, transport: str, bound: tuple[str, int]) -> None:
         self.identity.hostports.add((bound[0].lower(), bound[1]))
+        self._listened.add(transport.lower())
         if self.identity.record_route is None:
             host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.identity.record_route = SipUri(host_text, port=bound[1], params=[("lr", None)])
+        # A URI without transport means UDP (RFC 3263 4.1): a node on TCP alone says so.
+        if "udp" not in self._listened and "tcp" in self._listened:
+            self.identity.record_route.set_param("transport", "tcp")
+        else:
+            self.identity.record_route.remove_param("transport")
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -103,6 +103,16 @@ class TransportLayer:
     def connections(self) -> list[StreamConnection]:
         return [c for c in self._conns.values() if not c.closed]
 
+    def open_flow(self, transport: str, local: tuple[str, int],
+                  remote: tuple[str, int]) -> Flow | None:
+        """The open connection of exactly this flow (RFC 5626: transport, both
+        ends), as a Flow with its connection; None when it is gone."""
+        conn = self._by_addr.get(_key(transport, *remote))
+        if conn is None or conn.closed or conn.remote[1] != remote[1] or \
+                (_norm(conn.local[0]), conn.local[1]) != (_norm(local[0]), local[1]):
+            return None
+        return conn.flow
+
     async def listen(self, transport: str, host: str, port: int,
                      ssl_context: ssl.SSLContext | None = None, *,
                      reuse_port: bool = False) -> tuple[str, int]:
