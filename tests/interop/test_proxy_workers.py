@@ -65,6 +65,7 @@ def assert_all_calls(result: SippResult, calls: int, log: str) -> None:
     assert result.successful == calls and result.failed == 0, message
 
 
+@pytest.mark.load
 @pytest.mark.timeout(120)
 def test_sipp_calls_through_two_workers(free_port: Callable[[], int], tmp_path: Path) -> None:
     calls, proxy_port, uas_port, uac_port = 400, free_port(), free_port(), free_port()
@@ -168,6 +169,7 @@ def test_cancel_reaches_the_worker_of_its_invite(free_port: Callable[[], int],
     assert sorted(counts) == [0, 1] and min(counts.values()) > 0, proxy.log_tail()
 
 
+@pytest.mark.load
 @pytest.mark.timeout(120)
 def test_killed_worker_is_restarted_and_calls_go_on(free_port: Callable[[], int],
                                                     tmp_path: Path) -> None:
