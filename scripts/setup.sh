@@ -16,6 +16,8 @@ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/n
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # the dispatcher front of the scale-out test (deploy/kamailio; dispatcher is in the base package)
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+# systemd-analyze verifies deploy/systemd's unit (tests/flows/test_deploy_files.py)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive

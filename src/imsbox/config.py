@@ -215,15 +215,25 @@ class NodeConfig:
 
     @property
     def uri(self) -> str:
-        """sip:HOST:PORT, IPv6 literals in brackets."""
-        return _sip_uri(self.host, self.port)
+        """sip:HOST:PORT, IPv6 literals in brackets; ``;transport=tcp`` when the node
+        listens on TCP and not UDP, so the others reach it over TCP (RFC 3263 4.1:
+        a URI without transport means UDP)."""
+        return _sip_uri(self.host, self.port) + self.transport_param
 
     @property
     def instances(self) -> tuple[str, ...]:
-        """The SIP URIs of every instance of the role: the pool, else this one."""
+        """The SIP URIs of every instance of the role: the pool, else this one
+        (each with this node's ``transport_param``: the instances of a role are
+        configured alike)."""
         if not self.pool:
             return (self.uri,)
-        return tuple(_sip_uri(host, port) for host, port in self.pool)
+        return tuple(_sip_uri(host, port) + self.transport_param for host, port in self.pool)
+
+    @property
+    def transport_param(self) -> str:
+        """``;transport=tcp`` for a node that listens on TCP and not on UDP, else ""."""
+        return ";transport=tcp" if "udp" not in self.transports and \
+            "tcp" in self.transports else ""
 
 
 def _sip_uri(host: str, port: int) -> str:

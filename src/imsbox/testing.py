@@ -89,10 +89,16 @@ def worker_port() -> int:
 
 def free_udp_block(span: int, host: str = HOST) -> int:
     """An even port p with p .. p+span-1 free for UDP on ``host`` (an RTP range
-    for a test), from this worker's block like ``LoopbackPorts``."""
+    for a test), from this worker's block like ``LoopbackPorts``: the block's
+    ports are skipped by the later picks, so a node's port never lands in it."""
+    global _next_in_block
     for _ in range(200):
+        candidate = worker_port()
+        if candidate % 2:
+            continue
+        _next_in_block += span - 1
         try:
-            with _bound(host, socket.SOCK_DGRAM, worker_port()) as first:
+            with _bound(host, socket.SOCK_DGRAM, candidate) as first:
                 base: int = first.getsockname()[1] & ~1
             if base + span > 65535:
                 continue

@@ -2,6 +2,7 @@
 
 Run:  python tests/bench/bench_messaging.py [--messages 1000] [--window 32] [--chat 500]
                                             [--file-mib 100] [--deferred 20000]
+                                            [--postgresql]
 Prints a table; it is not a test (no test_ functions).
 
 Figures, each on a fresh Network (HSS, P-CSCF, I-CSCF, S-CSCF, messaging AS in
@@ -19,6 +20,8 @@ this process, one asyncio loop, SQLite store in a temporary data dir):
 * file transfer: ``send_file`` of a random file through the AS (RFC 5547 push,
   2048-byte chunks); from the call until bob reports the whole file with the
   right hash. MB = 10^6 bytes.
+* ``--postgresql``: the file to an offline user (``deferred-file``) kept in a
+  throw-away PostgreSQL (imsbox.testing_backends, fsync off) instead of SQLite.
 * deferred store: real deferred items made by the AS (alice -> offline bob,
   pager), replicated to N rows in a fresh SQLite store; file size after close
   (WAL checkpointed) minus the empty store's -> items per GiB.
@@ -49,6 +52,7 @@ from imsbox.ue.client import (
     ChatStarted, FileReceived, MessageReceived, MessageStatus, RcsClient,
 )
 from imsbox.testing import write_loopback_config
+from imsbox.testing_backends import ThrowawayPostgres
 
 DOMAIN = "ims.test"
 BOB = f"sip:bob@{DOMAIN}"
@@ -63,8 +67,10 @@ class Row:
 
 # -- the lab ----------------------------------------------------------------------------
 
-async def lab_config(directory: Path) -> Config:
+async def lab_config(directory: Path, store_url: str = "") -> Config:
     path, _ = write_loopback_config(directory)
+    if store_url:
+        path.write_text(path.read_text() + f'\n[store]\nurl = "{store_url}"\n')
     config = load_config(path)
     async with open_store(config.store_location) as store:
         await add_user(store, DOMAIN, "alice", "alice-secret")
@@ -79,10 +85,10 @@ def client(config: Config, name: str, downloads: Path | None = None) -> RcsClien
 
 
 @contextlib.asynccontextmanager
-async def lab(directory: Path, with_bob: bool = True
+async def lab(directory: Path, with_bob: bool = True, store_url: str = ""
               ) -> AsyncIterator[tuple[Network, RcsClient, RcsClient]]:
     """Network + registered alice (+ bob); default SIP timers (T1 500 ms)."""
-    config = await lab_config(directory)
+    config = await lab_config(directory, store_url)
     alice = client(config, "alice")
     bob = client(config, "bob", directory / "downloads")
     async with Network(config) as net:
@@ -197,12 +203,13 @@ async def file_rate(directory: Path, mib: int) -> list[Row]:
                 f"{elapsed:.2f} s, hash checked; peak RSS of the process {rss:.0f} MiB")]
 
 
-async def deferred_file_rate(directory: Path, mib: int) -> list[Row]:
+async def deferred_file_rate(directory: Path, mib: int, store_url: str = "") -> list[Row]:
     """A file to offline bob: kept by the AS, then pushed when bob registers."""
     size = mib << 20
     source = directory / "payload.bin"
     digest = random_file(source, size)
-    async with lab(directory, with_bob=False) as (net, alice, _):
+    where = "PostgreSQL" if store_url else "SQLite"
+    async with lab(directory, with_bob=False, store_url=store_url) as (net, alice, _):
         t0 = time.perf_counter()
         result = await alice.send_file("bob", source)
         stored = time.perf_counter() - t0
@@ -218,7 +225,7 @@ async def deferred_file_rate(directory: Path, mib: int) -> list[Row]:
         assert isinstance(done, FileReceived) and done.ok and done.sha256 == digest
     return [Row(f"file {mib} MiB to an offline user, kept by the AS",
                 f"{size / stored / 1e6:.1f} MB/s", f"{stored:.2f} s until the sender's "
-                "'accepted for later delivery' (fsync, sha-1 check, store write)"),
+                f"'accepted for later delivery' (rows in {where}, sha-1 check, item)"),
             Row("the same file pushed when the user registers",
                 f"{size / delivered / 1e6:.1f} MB/s",
                 f"{delivered:.2f} s from REGISTER to the hash-checked file")]
@@ -280,7 +287,7 @@ async def run(args: argparse.Namespace, base: Path) -> list[Row]:
     steps = [("pager", lambda d: pager_rate(d, args.messages, args.window)),
              ("chat", lambda d: chat_latency(d, args.chat)),
              ("file", lambda d: file_rate(d, args.file_mib)),
-             ("deferred-file", lambda d: deferred_file_rate(d, args.file_mib))]
+             ("deferred-file", lambda d: deferred_file_rate(d, args.file_mib, args.store_url))]
     for name, step in steps:
         if args.only and name not in args.only:
             continue
@@ -308,9 +315,18 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="STEP", default=None,
                         choices=["pager", "chat", "file", "deferred-file", "deferred"],
                         help="run only these steps")
+    parser.add_argument("--postgresql", action="store_true",
+                        help="deferred-file: keep the file in a throw-away PostgreSQL")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="imsbox-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        args.store_url = ""
+        if args.postgresql:
+            pg = ThrowawayPostgres().start()
+            stack.callback(pg.destroy)
+            pg.reset()
+            args.store_url = pg.url
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="imsbox-bench-"))
         rows = asyncio.run(run(args, Path(tmp)))
     print_table(rows)
     print(f"\npython {sys.version.split()[0]}, {os.cpu_count()} CPUs; "

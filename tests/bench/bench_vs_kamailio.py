@@ -2,7 +2,7 @@
 
 Run:  python tests/bench/bench_vs_kamailio.py [--kinds call,message,register]
       [--call-rates 300,600,...] [--message-rates 300,...] [--register-rates 200,...]
-      [--seconds 8] [--repeat 2]
+      [--seconds 8] [--repeat 2] [--workers N] [--uacs K]
 
 What is compared (each step: a fresh proxy for calls and messages, the same
 running registrar for REGISTER; imsbox and Kamailio alternate at every step so
@@ -11,7 +11,13 @@ both see the same machine load):
 * call      SIPp uac (scenarios/uac_tolerant.xml: accepts a 180 after the
             200, a legal reordering a multi-process proxy produces under load)
             -> proxy (Record-Route, transaction stateful) -> SIPp built-in uas.
-            imsbox: ``imsbox sip-proxy``; Kamailio: kamailio-forwarder.cfg.
+            imsbox: ``imsbox sip-proxy [--workers N]``; Kamailio:
+            kamailio-forwarder.cfg (2 UDP worker processes on one socket).
+            ``--uacs K`` splits the load over K SIPp uacs on consecutive
+            ports (for both targets): the imsbox workers share the port with
+            SO_REUSEPORT and take each source port mod N, so the calls of one
+            uac socket all land on one worker.  (SIPp's socket per call,
+            ``-t un``, costs SIPp itself too much above 300 cps here.)
 * message   SIPp MESSAGE uac -> the same proxies -> SIPp MESSAGE uas (200).
 * register  SIPp register.xml (REGISTER, 401, REGISTER with Digest MD5, 200),
             new users each step.  imsbox: ``imsbox serve`` (P-CSCF -> I-CSCF
@@ -33,6 +39,8 @@ or kamailio is missing.  Not a test (no test_ functions).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import statistics
 import sys
@@ -96,28 +104,49 @@ def require_tools() -> str:
 
 
 def proxy_step(kind: str, target: str, rate: int, seconds: float, workdir: Path,
-               kamailio: str) -> Step:
-    """One call or message step through a fresh proxy."""
-    proxy_port, uas_port, uac_port = free_udp_ports(3)
-    count = int(rate * seconds)
-    cmd = imsbox_proxy_command(proxy_port, uas_port) if target == "imsbox" else \
-        kamailio_command(kamailio, proxy_port, uas_port, workdir)
+               kamailio: str, workers: int = 1, uacs: int = 1) -> Step:
+    """One call or message step through a fresh proxy, from ``uacs`` SIPp
+    uacs on consecutive ports, each with its share of the rate."""
+    proxy_port, uas_port = free_udp_ports(2)
+    (first_uac,) = free_udp_ports(1, span=uacs)
+    count = int(rate * seconds) // uacs * uacs
+    cmd = imsbox_proxy_command(proxy_port, uas_port, workers=workers) if target == "imsbox" \
+        else kamailio_command(kamailio, proxy_port, uas_port, workdir)
     uac_scenario = SCENARIOS / ("uac_tolerant.xml" if kind == "call" else "message_uac.xml")
     uas_scenario = "uas" if kind == "call" else SCENARIOS / "message_uas.xml"
     timeout = int(seconds * 3 + 60)
     tag = f"{kind}-{target}-{rate}-{time.monotonic_ns()}"
-    with ProxyProcess(cmd, proxy_port, workdir / f"{tag}-proxy.log") as proxy, \
-            Sipp(uas_scenario, port=uas_port, workdir=workdir, name=f"{tag}-uas",
-                 calls=count, timeout=timeout) as uas, \
-            Sipp(uac_scenario, port=uac_port, remote=(HOST, proxy_port), workdir=workdir,
-                 name=f"{tag}-uac", calls=count, rate=rate, limit=max(1000, rate * 5),
-                 timeout=timeout) as uac:
+    with contextlib.ExitStack() as stack:
+        proxy = stack.enter_context(ProxyProcess(cmd, proxy_port, workdir / f"{tag}-proxy.log"))
+        uas = stack.enter_context(Sipp(uas_scenario, port=uas_port, workdir=workdir,
+                                       name=f"{tag}-uas", calls=count, timeout=timeout))
+        callers = [stack.enter_context(Sipp(
+            uac_scenario, port=first_uac + i, remote=(HOST, proxy_port), workdir=workdir,
+            name=f"{tag}-uac{i}", calls=count // uacs,
+            rate=rate // uacs if rate % uacs == 0 else rate / uacs,
+            limit=max(1000, rate * 5) // uacs, timeout=timeout)) for i in range(uacs)]
         cpu0 = proxy.cpu_seconds()
-        uac_result = uac.wait()
+        uac_result = combined([caller.wait() for caller in callers])
         cpu = proxy.cpu_seconds() - cpu0
         uas_result = uas.wait(15 if uac_result.ok else 6)
         alive = proxy.alive()
     return Step(kind, target, rate, count, uac_result, uas_result, alive, cpu)
+
+
+def combined(results: list[SippResult]) -> SippResult:
+    """Several uacs' results as one: counters and call rates summed."""
+    if len(results) == 1:
+        return results[0]
+    stats: dict[str, str] = {}
+    for name in ("SuccessfulCall(C)", "FailedCall(C)", "TotalCallCreated(C)",
+                 "Retransmissions(C)"):
+        stats[name] = str(sum(r.count(name[:-3]) for r in results))
+    stats["CallRate(C)"] = str(sum(r.call_rate for r in results))
+    codes = [r.returncode for r in results]
+    code = None if None in codes else max(c for c in codes if c is not None)
+    return SippResult("+".join(r.name for r in results), code, results[0].error_file, stats,
+                      "\n".join(r.errors for r in results if r.errors),
+                      results[0].screen, max(r.seconds for r in results))
 
 
 class Registrars:
@@ -203,16 +232,20 @@ def ramp(kind: str, rates: list[int], seconds: float, repeat: int, retries: int,
 
 
 class StepRunner:
-    def __init__(self, workdir: Path, kamailio: str, registrars: Registrars | None) -> None:
+    def __init__(self, workdir: Path, kamailio: str, registrars: Registrars | None,
+                 workers: int = 1, uacs: int = 1) -> None:
         self.workdir = workdir
         self.kamailio = kamailio
         self.registrars = registrars
+        self.workers = workers
+        self.uacs = uacs
 
     def __call__(self, kind: str, target: str, rate: int, seconds: float) -> Step:
         if kind == "register":
             assert self.registrars is not None
             return self.registrars.step(target, rate, seconds)
-        return proxy_step(kind, target, rate, seconds, self.workdir, self.kamailio)
+        return proxy_step(kind, target, rate, seconds, self.workdir, self.kamailio,
+                          self.workers, self.uacs)
 
 
 def summary(kind: str, steps: list[Step]) -> None:
@@ -238,6 +271,11 @@ def summary(kind: str, steps: list[Step]) -> None:
         print(f"  highest with 0 failures: {target:9} {text}{limit}")
 
 
+def load_average() -> str:
+    """1, 5 and 15 minute load averages (the machine may be shared)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def rate_list(text: str) -> list[int]:
     return [int(r) for r in text.split(",") if r]
 
@@ -253,11 +291,18 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=1, help="re-runs of a failed step")
     parser.add_argument("--users", type=int, default=40000, help="users for REGISTER steps")
     parser.add_argument("--keep", action="store_true", help="keep the logs")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="imsbox sip-proxy worker processes (call, message)")
+    parser.add_argument("--uacs", type=int, default=1,
+                        help="SIPp uac processes, on consecutive ports (call, message; "
+                             "both targets)")
     args = parser.parse_args()
     kamailio = require_tools()
     kinds = args.kinds.split(",")
     workdir = Path(tempfile.mkdtemp(prefix="bench-vs-kamailio-"))
     results: dict[str, list[Step]] = {}
+    print(f"imsbox workers: {args.workers}, SIPp uacs: {args.uacs}, "
+          f"load average before: {load_average()}", flush=True)
     try:
         print(f"{'kind':8} {'target':9} {'rate':>6} {'count':>7} {'achieved':>9} "
               f"{'success':>7} {'failed':>6} {'cpu s':>7} {'ms/unit':>8}", flush=True)
@@ -269,10 +314,11 @@ def main() -> None:
                     results[kind] = ramp(kind, rates, args.seconds, args.repeat,
                                          args.retries, run)
             else:
-                run = StepRunner(workdir, kamailio, None)
+                run = StepRunner(workdir, kamailio, None, args.workers, args.uacs)
                 results[kind] = ramp(kind, rates, args.seconds, args.repeat, args.retries, run)
         for kind, steps in results.items():
             summary(kind, steps)
+        print(f"\nload average after: {load_average()}")
     finally:
         if args.keep:
             print(f"logs in {workdir}")

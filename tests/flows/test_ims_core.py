@@ -71,7 +71,10 @@ def test_register_digest_through_pcscf_icscf_scscf(tmp_path: Path) -> None:
             assert service_route.uri.user == "orig" and service_route.uri.lr
             (path,) = ok.path
             assert hostport(path.uri) == node(config, "pcscf")
-            assert path.uri.user == "term" and path.uri.lr
+            # RFC 5626 5.2: term.TOKEN, the token naming alice's UDP flow (no ;ob: UDP,
+            # and she did not ask for outbound)
+            assert path.uri.user is not None and path.uri.user.startswith("term.")
+            assert path.uri.lr and not path.uri.has_param("ob")
             assert reg.associated_uris == [
                 "sip:alice@ims.test", "tel:+15550001", "sip:+15550001@ims.test;user=phone"]
             contacts = [c for c in ok.contact if str(c.uri) == alice.contact]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from pathlib import Path
 from collections.abc import AsyncIterator
@@ -213,6 +214,14 @@ async def registered_ue(port: int, transport: str = "udp", host: str = HOST,
     return ue, response
 
 
+def assert_term_path(request: Request, port: int, ob: bool) -> None:
+    """Our one Path: ``sip:term.TOKEN@P-CSCF;lr`` (RFC 5626 5.2 flow token), ;ob per flow."""
+    (path,) = request.headers.get_all("Path")
+    token = r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
+    assert re.fullmatch(rf"<sip:term\.{token}@{re.escape(HOST)}:{port};lr{';ob' if ob else ''}>",
+                        path), path
+
+
 def uris(values: list) -> list[str]:
     return [str(v.uri) for v in values]
 
@@ -225,7 +234,7 @@ def test_register_gets_path_and_goes_to_icscf_unchanged() -> None:
             ue, response = await registered_ue(port)
             at_core = await core.next()
             assert str(at_core.uri) == f"sip:{DOMAIN}"  # Request-URI unchanged
-            assert at_core.headers.get_all("Path") == [f"<sip:term@{HOST}:{port};lr>"]
+            assert_term_path(at_core, port, ob=False)  # UDP, no outbound asked
             assert "path" in at_core.tokens("Supported")
             assert at_core.header("P-Visited-Network-ID") == DOMAIN
             assert "icid-value=" in (at_core.header("P-Charging-Vector") or "")
@@ -460,7 +469,7 @@ def test_register_and_terminating_over_tls(tmp_path: Path) -> None:
             assert response.status == 200
             at_core = await core.next()
             assert at_core.via[1].transport == "TLS"
-            assert at_core.headers.get_all("Path") == [f"<sip:term@{HOST}:{port};lr>"]
+            assert_term_path(at_core, port, ob=True)  # a connection: ;ob
             registration = pcscf.registrations.by_contact(parse_uri(contact))
             assert registration is not None and registration.flow.transport == "tls"
 
@@ -482,7 +491,7 @@ def test_ipv6_ue() -> None:
             at_core = await core.next()
             assert at_core.via[1].host == "[::1]"
             # the Path names the core-facing (first) address
-            assert at_core.headers.get_all("Path") == [f"<sip:term@{HOST}:{port};lr>"]
+            assert_term_path(at_core, port, ob=False)
 
             response = await ue.send("MESSAGE", Destination("udp", "::1", port))
             assert response.status == 200

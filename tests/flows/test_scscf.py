@@ -564,6 +564,42 @@ def test_reg_event_subscribe_and_notify_on_every_change(tmp_path: Path) -> None:
     run(main())
 
 
+def test_reg_event_subscriptions_survive_a_restart(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with network(tmp_path) as net:
+            reg = Reg("alice", "secret")
+            assert (await register(net, reg, ["<sip:a@10.0.0.1>"])).status == 200
+            request = subscribe(net, f"sip:alice@{DOMAIN}")
+            ok = await net.pcscf.ep.request(request, net.dest).final()
+            assert ok.status == 200
+            first = await net.pcscf.next("NOTIFY")
+            await net.restart()   # the same SQLite file, nothing in memory
+            assert (await register(net, reg, ["<sip:b@10.0.0.2>"])).status == 200
+            notify = await net.pcscf.next("NOTIFY")
+            assert (notify.call_id, notify.from_.tag, notify.to.tag) == (
+                first.call_id, first.from_.tag, first.to.tag)
+            assert notify.cseq.seq == first.cseq.seq + 1
+            info = parse_reginfo(notify.body)
+            assert info.version == 1
+            assert {c.uri for c in info.registrations[0].contacts} == {
+                "sip:a@10.0.0.1", "sip:b@10.0.0.2"}
+            # the refresh, in the dialog, to the Contact the last NOTIFY gave (the
+            # restarted S-CSCF listens on another port here)
+            refresh = request.copy()
+            refresh.uri = notify.contact[0].uri
+            refresh.set_header("To", f"<sip:alice@{DOMAIN}>;tag={ok.to.tag}")
+            refresh.set_header("CSeq", "2 SUBSCRIBE")
+            refresh.set_header("Expires", "0")
+            refresh.remove_header("Via")
+            assert (await net.pcscf.ep.request(refresh, net.dest).final()).status == 200
+            last = await net.pcscf.next("NOTIFY")
+            state = SubscriptionState.parse(last.headers.get("Subscription-State") or "")
+            assert (state.state, parse_reginfo(last.body).version) == ("terminated", 2)
+            assert await net.store.reg_subscriptions.take_watching(f"sip:alice@{DOMAIN}") == []
+
+    run(main())
+
+
 def test_reg_event_refuses_strangers(tmp_path: Path) -> None:
     async def main() -> None:
         async with network(tmp_path) as net:

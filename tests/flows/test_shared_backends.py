@@ -33,6 +33,7 @@ from imsbox.testing_backends import ThrowawayPostgres, ThrowawayRedis
 from imsbox.ue.client import ChatEnded, ChatMessage, ChatStarted, MessageReceived, MessageStatus
 
 from helpers import alice_and_bob, client, network_with, run_within
+from test_deploy_files import unit_exec_start
 from test_serve_cli import Serve, imsbox, startup_lines
 
 pytestmark = pytest.mark.timeout(90)
@@ -123,15 +124,15 @@ def split_config(directory: Path, pg_url: str, redis_url: str) -> tuple[Path, Co
 
 def test_the_deploy_layout_one_process_per_role_on_the_shared_store(
         tmp_path: Path, pg_url: str, redis_url: str) -> None:
-    """Every role of deploy/imsbox.toml in its own ``imsbox serve --role`` process,
-    as the systemd units run them: register, a pager MESSAGE through the AS."""
+    """Every role of deploy/imsbox.toml in its own process, started with the
+    systemd unit's ExecStart: register, a pager MESSAGE through the AS."""
     path, config = split_config(tmp_path, pg_url, redis_url)
     assert config.security.udp_trust == "any" and config.store_url == pg_url
     for name in ("alice", "bob"):
         assert imsbox("user", "add", name, "--password", f"{name}-secret", "--config",
                       str(path)).returncode == 0
     roles = {"pcscf": "pcscf", "icscf": "icscf", "scscf": "scscf", "as": "messaging_as"}
-    servers = [Serve("--role", role, "--config", str(path)) for role in roles]
+    servers = [Serve(*unit_exec_start(role, str(path))[2:]) for role in roles]
     try:
         for server, section in zip(servers, roles.values()):
             expected = startup_lines(config, (section,))

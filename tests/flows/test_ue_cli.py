@@ -272,6 +272,9 @@ def test_chat_to_offline_user_reports_what_became_of_the_lines(
     assert events[-1]["event"] == "chat_result", (events, chat.stderr)
     result = events[-1]
     assert result["delivered"] == 0 and result["sent"] + result["not_sent"] == 3, result
+    unconfirmed = [e["text"] for e in events if e["event"] == "chat_unconfirmed"]
+    assert len(unconfirmed) == result["not_sent"], events  # the lines to send again
+    assert set(unconfirmed) <= {"one", "two", "three"}
     if chat.returncode == 3:
         assert result["stored"] == 3 and "kept for later delivery" in chat.stderr
     else:

@@ -249,10 +249,11 @@ def udp_bound(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def imsbox_proxy_command(listen: int, next_hop: int, host: str = "127.0.0.1") -> list[str]:
-    """The real CLI: ``imsbox sip-proxy --listen H:P --to H:P``."""
+def imsbox_proxy_command(listen: int, next_hop: int, host: str = "127.0.0.1",
+                         workers: int = 1) -> list[str]:
+    """The real CLI: ``imsbox sip-proxy --listen H:P --to H:P [--workers N]``."""
     return [sys.executable, "-m", "imsbox.cli", "sip-proxy", "--listen", f"{host}:{listen}",
-            "--to", f"{host}:{next_hop}"]
+            "--to", f"{host}:{next_hop}", *(["--workers", str(workers)] if workers > 1 else [])]
 
 
 class ProxyProcess:

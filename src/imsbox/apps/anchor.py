@@ -4,16 +4,17 @@ The AS answers the inviting UE with its own MSRP session (``near``: our path,
 ``a=msrp-cema``, setup by offer/answer - passive when the UE offers active) and
 opens the far leg towards the recipient with its own offer (``far``: the
 UE's media line with our path, ``a=setup:active``, file attributes and
-direction kept). MSRP messages are relayed both ways; a BYE (or failure) on
-either leg ends both.
+direction kept). MSRP messages are relayed both ways, each answered to its
+sender with the receiver's answer (chat_relay.ChatRelay: a 200 means the
+receiver has it); a BYE (or failure) on either leg ends both.
 
 Far leg 480/408 (recipient offline, a subscriber) for a chat or large
 message: store and forward - the UE's INVITE is answered anyway, every CPIM
 message it sends becomes a deferred item for the recipient as it arrives
 (delivered later as a pager MESSAGE; isComposing is dropped), and only the
 caller's BYE ends the session, after every accepted message is stored. A
-file transfer to an offline user is answered too: the file goes to the AS's
-data directory and becomes a deferred item (:mod:`imsbox.apps.deferred_files`)
+file transfer to an offline user is answered too: the file streams into the
+shared store and becomes a deferred item (:mod:`imsbox.apps.deferred_files`)
 before the caller's MSRP 200 / success REPORT; above the stored-file limit
 the INVITE gets 413 with the reason.
 
@@ -48,6 +49,7 @@ from ..sip.identity import canonical_public_id
 from ..sip.message import Message, Request, Response
 from ..sip.ua.invite import InviteState, SessionError
 from ..sip.ua.useragent import Call, Origin, UserAgent
+from .chat_relay import ChatRelay
 
 __all__ = ["Anchor", "AnchorHost", "AnchorState", "FileKeeper", "caller_identity",
            "cema_address", "far_offer", "near_answer"]
@@ -67,15 +69,16 @@ RELAY_LOW = 256 << 10   # ... and read it again once the far leg drained below t
 
 
 class FileKeeper(Protocol):
-    """Where a file to an offline user is written (apps.deferred_files.StoredFileWriter)."""
+    """Where a file to an offline user is written (apps.deferred_files.StoredFileWriter):
+    an MSRP Sink; after ``commit`` its ``file_id`` is kept with the deferred item."""
 
-    name: str
+    file_id: int | None
 
     def write_at(self, offset: int, data: bytes) -> None: ...
 
     async def commit(self, selector: sdp.FileSelector | None) -> str | None: ...
 
-    def discard(self) -> None: ...
+    async def discard(self) -> None: ...
 
 
 class AnchorHost(Protocol):
@@ -89,7 +92,7 @@ class AnchorHost(Protocol):
     def max_file_size(self) -> int | None: ...
 
     async def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
-                    meta: dict[str, object]) -> int: ...
+                    meta: dict[str, object], file_id: int | None = None) -> int: ...
 
     async def keeps_for(self, recipient: str) -> bool: ...
 
@@ -101,7 +104,10 @@ class AnchorHost(Protocol):
 
     def stored_file_refusal(self, size: int | None) -> str | None: ...
 
-    def file_keeper(self, max_size: int | None) -> FileKeeper: ...
+    @property
+    def relay_timeout(self) -> float: ...
+
+    def file_keeper(self, max_size: int | None, session: MsrpSession) -> FileKeeper: ...
 
     async def record_history(self, conversation_id: str, key: str, sender: str,
                              recipient: str, content_type: str, body: bytes) -> None: ...
@@ -129,6 +135,7 @@ class Anchor:
         self.far: MsrpSession | None = None
         self.state = AnchorState.INVITING
         self.relay: _FileRelay | None = None
+        self.chat_relays: list[ChatRelay] = []  # a chat's two directions (chat_relay.py)
         self._pumps: list[asyncio.Task[None]] = []
         self._storing: asyncio.Future[None] | None = None  # the last message being stored
         request = caller.request
@@ -146,8 +153,13 @@ class Anchor:
         if refusal is not None:
             self.caller.reject(488, refusal)
             return
-        self.near = self.msrp.create_session(setup=MsrpSetup.PASSIVE)
-        self.far = self.msrp.create_session(setup=MsrpSetup.ACTIVE)
+        # The AS's own SENDs on either leg give up before the sender's 30 s timer
+        # (RFC 4975 7.1.1), so the sender gets the receiver's 408 from us.
+        timeout = self.host.relay_timeout
+        self.near = self.msrp.create_session(setup=MsrpSetup.PASSIVE,
+                                             transaction_timeout=timeout)
+        self.far = self.msrp.create_session(setup=MsrpSetup.ACTIVE,
+                                            transaction_timeout=timeout)
         if self.service is cpm.CpmService.FILETRANSFER:
             # set before the caller may send: the file streams on, confirmed end to end
             self.near.defer_success_reports = True
@@ -228,6 +240,7 @@ class Anchor:
         media = _msrp_media(answer)
         self.far.set_remote_path(media.path or [])
         self.far.cema_address = cema_address(answer, media)
+        self._start_chat_relays()  # before either leg can send
         try:
             await asyncio.wait_for(self.far.connect(), BIND_TIMEOUT)
         except (TimeoutError, MsrpError, OSError) as exc:
@@ -237,11 +250,20 @@ class Anchor:
             return
         self._accept_caller(offer, media.file_range)
         self.state = AnchorState.RELAYING
-        self._pumps = [asyncio.ensure_future(self._pump(self.near, self.far, self.sender,
-                                                        self.recipient)),
-                       asyncio.ensure_future(self._pump(self.far, self.near, self.recipient,
-                                                        self.sender))]
         await self._until_ended()
+
+    def _start_chat_relays(self) -> None:
+        """Messages relayed both ways, each answered end to end (chat_relay.py); a
+        file's leg streams on instead (_FileRelay), its REPORT the end-to-end answer."""
+        assert self.near is not None and self.far is not None
+        timeout, name = self.host.relay_timeout, self.caller.call_id
+        if self.service is not cpm.CpmService.FILETRANSFER:
+            self.chat_relays.append(ChatRelay(
+                self.near, self.far, timeout=timeout, name=name,
+                relayed=lambda m: self._history(m, self.sender, self.recipient)))
+        self.chat_relays.append(ChatRelay(
+            self.far, self.near, timeout=timeout, name=name,
+            relayed=lambda m: self._history(m, self.recipient, self.sender)))
 
     async def _store_and_forward(self, offer: sdp.SessionDescription) -> None:
         """Answer the caller and keep each of its messages until the caller ends the
@@ -263,7 +285,7 @@ class Anchor:
 
     async def _store_file(self, offer: sdp.SessionDescription) -> None:
         """The recipient is offline: take the file ourselves and keep it (the 200 of
-        its last chunk and its success REPORT only once it is on disk and stored)."""
+        its last chunk and its success REPORT only once it is in the store, item and all)."""
         assert self.near is not None
         selector = _msrp_media(offer).file_selector
         refusal = self.host.stored_file_refusal(selector.size if selector else None)
@@ -272,7 +294,7 @@ class Anchor:
             await self.close()
             return
         log.info("%s offline: storing the file of %s", self.recipient, self.caller.call_id)
-        keeper = self.host.file_keeper(selector.size if selector else None)
+        keeper = self.host.file_keeper(selector.size if selector else None, self.near)
         self.near.hold_final_responses = True
         self.near.defer_success_reports = True
         self.near.sink_factory = lambda request: keeper
@@ -284,7 +306,7 @@ class Anchor:
             if self._storing is not None:
                 await asyncio.shield(self._storing)
         finally:
-            keeper.discard()  # a file that did not come whole is not kept
+            await keeper.discard()  # a file that did not come whole is not kept
             await self.close()
 
     def _on_stored_file(self, message: ReceivedMessage, keeper: FileKeeper,
@@ -302,7 +324,8 @@ class Anchor:
                 return
             await self.host.defer(recipient=self.recipient, sender=self.sender,
                                   content_type=CPIM if cpim_part else "",
-                                  body=cpim_part, meta=self._file_meta(message, keeper, offer))
+                                  body=cpim_part, meta=self._file_meta(message, keeper, offer),
+                                  file_id=keeper.file_id)
         except Exception:
             log.exception("storing the file of %s failed", self.caller.call_id)
             self._report(message, 500, "not stored")
@@ -322,7 +345,7 @@ class Anchor:
                    offer: sdp.SessionDescription) -> dict[str, object]:
         """What the later file-transfer INVITE is built from (apps.deferred_files)."""
         request = self.caller.request
-        return {"kind": "file", "file": keeper.name, "sdp": bytes(offer).decode(),
+        return {"kind": "file", "file_id": keeper.file_id, "sdp": bytes(offer).decode(),
                 "type": message.content_type or "application/octet-stream",
                 "from": str(NameAddr(request.from_.uri, request.from_.display_name)),
                 "contact": feature_params(request, self.service),
@@ -386,19 +409,6 @@ class Anchor:
         await self.near.connect()
 
     # -- relaying ---------------------------------------------------------------------
-    async def _pump(self, src: MsrpSession, dst: MsrpSession, sender: str,
-                    recipient: str) -> None:
-        async for message in src:
-            try:
-                if dst.connection is None:
-                    await dst.wait_bound(BIND_TIMEOUT)
-                await dst.send_message(message.content_type or "text/plain", message.body)
-            except (TimeoutError, MsrpError) as exc:
-                log.info("relaying %s in %s failed: %s", message.message_id,
-                         self.caller.call_id, exc)
-            # Relayed first; kept even when the session ends meanwhile.
-            await asyncio.shield(self._history(message, sender, recipient))
-
     async def _keep(self, message: ReceivedMessage) -> None:
         await self._history(message, self.sender, self.recipient)
         await self.host.defer(recipient=self.recipient, sender=self.sender,
@@ -460,6 +470,8 @@ class Anchor:
         if self.state is AnchorState.ENDED:
             return
         self.state = AnchorState.ENDED
+        for chat_relay in self.chat_relays:  # what is still waiting: not confirmed
+            await chat_relay.close()
         tasks = self._pumps + ([self.relay.task] if self.relay is not None else [])
         for task in tasks:
             task.cancel()

@@ -124,7 +124,7 @@ class ClickToDial:
         icscf = self.config.icscf
         host = f"[{icscf.host}]" if ":" in icscf.host else icscf.host
         return Origin(NameAddr(parse_uri(identity)), self.ua.contact,
-                      (f"<sip:{host}:{icscf.port};lr>",))
+                      (f"<sip:{host}:{icscf.port};lr{icscf.transport_param}>",))
 
     async def dial(self, caller_text: str, callee_text: str, report: Report) -> None:
         """Ring the caller, then the callee, then connect them (see the module doc)."""

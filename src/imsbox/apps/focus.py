@@ -114,7 +114,8 @@ class Focus:
         host = f"[{icscf.host}]" if ":" in icscf.host else icscf.host
         uri = parse_uri(self.uri)
         return Origin(NameAddr(uri, self.conference.subject or None), uri,
-                      (f"<sip:{host}:{icscf.port};lr>",), contact_params=FOCUS_PARAMS)
+                      (f"<sip:{host}:{icscf.port};lr{icscf.transport_param}>",),
+                      contact_params=FOCUS_PARAMS)
 
     # -- joining ----------------------------------------------------------------------
     async def accept(self, call: Call, offer: sdp.SessionDescription) -> None:

@@ -366,8 +366,8 @@ class MediaServer:
         host = f"[{icscf.host}]" if ":" in icscf.host else icscf.host
         parsed = parse_uri(uri)
         params = FOCUS_PARAMS if uri in self.conferences else ""
-        return Origin(NameAddr(parsed), parsed, (f"<sip:{host}:{icscf.port};lr>",),
-                      contact_params=params)
+        route = f"<sip:{host}:{icscf.port};lr{icscf.transport_param}>"
+        return Origin(NameAddr(parsed), parsed, (route,), contact_params=params)
 
     # -- REFER: the focus invites someone (RFC 4579 5.5), music for a held party (2.3) --
     def refusal(self, request: Request) -> Response | None:

@@ -59,7 +59,7 @@ from ..content.imdn import (
     DispositionType, Imdn, ImdnStatus, build_imdn_message, imdn_reply,
     requested_notifications,
 )
-from ..msrp import MsrpEndpoint
+from ..msrp import MsrpEndpoint, MsrpSession
 from ..rcs import cpm
 from ..rcs.offer import offer_parts
 from ..sip.endpoint import Priority, ServerContext
@@ -77,8 +77,8 @@ from ..store import DeferredMessage, HistoryEntry, Store, StoreError
 from .node import listen_behind_guard, node_uri, open_msrp
 from .anchor import Anchor, FileKeeper
 from .deferred import DeferredRetrieval
-from .deferred_files import (FILE_KIND, FileDelivery, FileStore, is_file_item,
-                             stored_file_refusal)
+from .deferred_files import (FILE_IDLE, FILE_KIND, FileDelivery, LegacyFiles,
+                             StoredFileWriter, is_file_item, kept_size, stored_file_refusal)
 
 __all__ = ["DeliveryKind", "Leg", "MessagingAs", "MessagingSettings", "PAGER_TYPES"]
 
@@ -118,6 +118,9 @@ class MessagingSettings:
     redeliver_every: float = 5.0            # pool: sweep for items a dead instance left
     max_file_size: int | None = None        # file-selector size above it: 488 (None: no limit)
     max_stored_file_size: int = MAX_STORED_FILE_SIZE  # kept for an offline user (0: none)
+    # an anchored chat message waits this long for the receiver's MSRP 200 before the
+    # sender gets 408 (below the sender's own 30 s, RFC 4975 7.1.1; apps/chat_relay.py)
+    relay_timeout: float = 20.0
 
 
 class MessagingAs(StatefulProxy):
@@ -143,7 +146,10 @@ class MessagingAs(StatefulProxy):
         self._delivery_users: dict[str, int] = {}    # recipient -> holders and waiters
         self.retrievals: set[DeferredRetrieval] = set()
         self._wakeup = asyncio.Event()
-        self.files = FileStore(config.data_dir / "deferred-files")
+        # files kept for offline users live in the store (store.files); only items
+        # of an earlier imsbox name a file in this directory
+        self.legacy_files = LegacyFiles(config.data_dir / "deferred-files")
+        self._swept = 0.0
         # who holds a lease on deferred items: unique per process, readable in the store
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pooled = len(config.messaging_as.instances) > 1
@@ -217,14 +223,19 @@ class MessagingAs(StatefulProxy):
         """AnchorHost API: the largest file an anchored transfer may announce."""
         return self.settings.max_file_size
 
+    @property
+    def relay_timeout(self) -> float:
+        """AnchorHost API: how long a relayed chat message waits for the receiver."""
+        return self.settings.relay_timeout
+
     def stored_file_refusal(self, size: int | None) -> str | None:
         """AnchorHost API: the 413 reason for a file an offline user cannot be kept."""
         return stored_file_refusal(size, self.settings.max_stored_file_size)
 
-    def file_keeper(self, max_size: int | None) -> FileKeeper:
-        """AnchorHost API: a new file in our data directory's deferred-files, never
-        holding more than ``max_size`` bytes (the size the offer announced)."""
-        return self.files.writer(max_size)
+    def file_keeper(self, max_size: int | None, session: MsrpSession) -> FileKeeper:
+        """AnchorHost API: a new file streamed into the store from ``session``, never
+        more than ``max_size`` bytes (the size the offer announced)."""
+        return StoredFileWriter(self.store.files, session, max_size)
 
     @property
     def core_route(self) -> str:
@@ -307,12 +318,14 @@ class MessagingAs(StatefulProxy):
         log.info("MESSAGE %s for %s deferred", request.call_id, request.uri)
 
     async def defer(self, *, recipient: str, sender: str, content_type: str, body: bytes,
-                    meta: dict[str, object]) -> int:
-        """Keep one item for ``recipient`` (AnchorHost API, also used for chats)."""
+                    meta: dict[str, object], file_id: int | None = None) -> int:
+        """Keep one item for ``recipient`` (AnchorHost API, also used for chats); with
+        ``file_id`` the item keeps that file of ``store.files`` (one transaction)."""
         now = self.clock()
-        item_id = await self.store.messages.defer(DeferredMessage(
-            recipient, sender, content_type, body, now + self.settings.deferred_ttl,
-            now, json.dumps(meta)))
+        item = DeferredMessage(recipient, sender, content_type, body,
+                               now + self.settings.deferred_ttl, now, json.dumps(meta))
+        item_id = await (self.store.messages.defer(item) if file_id is None
+                         else self.store.files.keep(file_id, item))
         self._wakeup.set()  # its expiry may be the next deadline
         return item_id
 
@@ -431,37 +444,52 @@ class MessagingAs(StatefulProxy):
         return await self.store.messages.deferred(recipient, self.clock())
 
     async def remove_deferred(self, item: DeferredMessage) -> None:
-        """RetrievalHost API: ``item`` was delivered (its 200 came); a file's copy goes
-        after the record (a kill between them leaves a file, never a lost item)."""
+        """RetrievalHost API: ``item`` was delivered (its 200 came); a file in the store
+        goes with it, a legacy file after it (a kill between leaves a file, never a
+        lost item)."""
         await self.store.messages.remove_deferred([item.id] if item.id is not None else [])
         self._drop_file(item)
 
     async def _clean_files(self) -> None:
-        """Files a kill left behind that no deferred item names: their senders got
-        no 200, so nothing accepted is lost by removing them."""
+        """Files a kill left behind that no deferred item keeps: their senders got
+        no 200, so nothing accepted is lost by removing them. In the store, only
+        those idle for FILE_IDLE (another instance may be writing one right now)."""
+        await self._sweep_files()
+        if not self.legacy_files.directory.is_dir():
+            return
         kept: set[str] = set()
         for recipient in await self.store.messages.deferred_recipients(0.0):  # all of them
             for item in await self.store.messages.deferred(recipient, 0.0):
                 meta = _meta(item)
                 if meta.get("kind") == DeliveryKind.FILE.value:
                     kept.add(str(meta.get("file", "")))
-        self.files.clean(kept)
+        self.legacy_files.clean(kept)
+
+    async def _sweep_files(self) -> None:
+        now = time.time()  # the writers' clock (touched_at), not a test's virtual one
+        self._swept = now
+        swept = await self.store.files.sweep(now - FILE_IDLE)
+        if swept:
+            log.info("removed %d kept file(s) whose writer went away", swept)
 
     def _drop_file(self, item: DeferredMessage) -> None:
+        """A legacy item's file (a file in the store went with its item)."""
         meta = _meta(item)
-        if meta.get("kind") == DeliveryKind.FILE.value:
-            self.files.remove(str(meta.get("file", "")))
+        if meta.get("kind") == DeliveryKind.FILE.value and "file_id" not in meta:
+            self.legacy_files.remove(str(meta.get("file", "")))
 
     async def _deliver(self, item: DeferredMessage) -> bool:
         meta = _meta(item)
         if meta.get("kind") == DeliveryKind.FILE.value:
             assert self.ua is not None and self.msrp is not None
-            if not self.files.usable(meta):  # never deliverable: as if it had expired
+            if await kept_size(self.store.files, self.legacy_files, item) is None:
+                # never deliverable: as if it had expired
                 log.error("deferred file %s for %s: its file is gone", item.id,
                           item.recipient)
                 await self._expired(item)
                 return True  # removed, the next items go on
-            return await FileDelivery(self, self.ua, self.msrp, self.files, item, meta).run()
+            return await FileDelivery(self, self.ua, self.msrp, self.store.files,
+                                      self.legacy_files, item, meta).run()
         from_ = str(meta.get("from") or f"<{item.sender}>")
         request = self.new_request("MESSAGE", item.recipient, from_, _replayed(meta),
                                    item.body, item.content_type)
@@ -497,6 +525,8 @@ class MessagingAs(StatefulProxy):
             try:
                 for item in await self.store.messages.expire_deferred(now):
                     self._spawn(self._expired(item))
+                if time.time() - self._swept >= FILE_IDLE / 4:
+                    await self._sweep_files()
             except Exception:  # one bad record must not stop expiry for good
                 log.exception("messaging AS housekeeping failed")
             self._own = {c: t for c, t in self._own.items() if t > now}

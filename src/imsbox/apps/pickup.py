@@ -333,7 +333,7 @@ class CallPickup:
         icscf = self.config.icscf
         host = f"[{icscf.host}]" if ":" in icscf.host else icscf.host
         return Origin(NameAddr(parse_uri(picker)), self.ua.contact,
-                      (f"<sip:{host}:{icscf.port};lr>",))
+                      (f"<sip:{host}:{icscf.port};lr{icscf.transport_param}>",))
 
     async def _tie(self, a: Call, b: Call) -> None:
         """Either side hanging up ends the other."""

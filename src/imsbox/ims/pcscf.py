@@ -5,7 +5,8 @@ Routing logic, in the order ``_police`` applies it to every new request
 so the Route we were reached by is still visible):
 
 1. REGISTER (from a UE): drop the UE's Route/Path/P-Asserted-Identity, add
-   ``Path: <sip:term@PCSCF:PORT;lr>``, ``Supported: path``,
+   ``Path: <sip:term.TOKEN@PCSCF:PORT;lr[;ob]>`` (TOKEN: an RFC 5626 5.2 flow
+   token naming the UE's flow, ``imsbox.ims.flow_token``), ``Supported: path``,
    P-Visited-Network-ID and P-Charging-Vector, remember the flow it came on
    and forward it to the I-CSCF of the config, Request-URI unchanged.  The
    2xx (``on_response``) registers each contact of the REGISTER that the
@@ -22,10 +23,15 @@ so the Route we were reached by is still visible):
    (``imsbox.sip.trust``: a configured node's exact address and port, or a
    ``[security] trusted_peers`` entry; never an IP alone or a Via) and the
    request came on our ``term`` Path Route, or is in a dialog (To tag)
-   towards a registered contact.  It goes
+   towards a registered contact.  On a Path with a flow token it goes over
+   exactly that flow (RFC 5626 5.3): its connection gone, 430 Flow Failed for
+   a UE that asked for outbound, a new connection to the Contact for one that
+   did not; a token we did not sign gets 403.  Otherwise it goes
    to the UE over the UE's stored flow (to the contact address itself when
    we hold no flow for it, e.g. after a restart); P-Asserted-Identity is
-   kept.
+   kept.  An outbound UE's REGISTER 2xx gets ``Flow-Timer`` (its CRLF
+   keep-alives, answered by the stream transport, must come sooner than our
+   idle close).
 4. **Transport switch** (RFC 3261 18.1.1): a request on the other transport
    than a UE's registration (over 1300 bytes: TCP) is that UE's when it comes
    from the registration's address with its registered Contact and identity,
@@ -93,6 +99,7 @@ from ..sip.transport.base import Destination, Flow
 from ..sip.trust import TrustedPeers
 from ..sip.uri import SipUri, Uri, parse_uri
 from ..store import PcscfRegistration, Store, StoreError
+from .flow_token import TOKEN_PREFIX, FlowToken, FlowTokenSigner
 
 __all__ = ["CORE_ONLY_HEADERS", "UE_SOURCE", "Pcscf", "Registrations", "UeRegistration",
            "contact_key", "ue_source"]
@@ -113,6 +120,8 @@ CORE_ONLY_HEADERS = ("P-Asserted-Identity", "P-Served-User", "P-Asserted-Service
 TERMINATING = "pcscf.terminating"  # RequestContext.values: the UE a request goes to
 UE_FLOW = "pcscf.ue_flow"          # ... the UE's flow seen through a front
 FAILOVER = "pcscf.failover"        # ... the S-CSCF pool armed for this request
+FLOW_TOKEN = "pcscf.flow_token"    # ... the flow our Path token names (RFC 5626 5.3)
+OUTBOUND = "pcscf.outbound"        # ... a REGISTER asking for RFC 5626 outbound
 DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 # What the P-CSCF proxies (OPTIONS to the P-CSCF itself lists these in Allow).
 ALLOW = ("REGISTER, INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, "
@@ -277,6 +286,12 @@ class Pcscf(StatefulProxy):
         # The whole originating chain answers within this (ASs and the I-CSCF
         # fail over within it themselves); silence beyond: the S-CSCF is gone.
         self.scscf_answer_timeout = 24 * (timers or TimerValues()).t1
+        # RFC 5626 5.2 flow tokens in our Path: the store's shared key from start().
+        self.flow_tokens = FlowTokenSigner(secrets.token_bytes(32))
+        # RFC 5626 4.4.1: outbound UEs ping at 80-100 % of this, well inside the
+        # idle time after which we close a silent connection.
+        idle = config.limits.sip.idle_timeout
+        self.flow_timer = 120 if idle is None else max(1, int(idle * 2 / 3))
 
     # -- life cycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -298,6 +313,13 @@ class Pcscf(StatefulProxy):
         self._icscf = await resolve(transport, icscf.host, icscf.port)
         self.trust = await TrustedPeers.resolve(self.config.trusted_sockets(),
                                                 self.config.security.udp_trust)
+        if self.store is not None:
+            try:
+                self.flow_tokens = FlowTokenSigner(
+                    await self.store.nonces.shared_secret("flow-token"))
+            except StoreError as exc:
+                log.error("P-CSCF: no shared flow-token key (%s): tokens of this "
+                          "process only", exc)
         await self._restore()
         if len(self.scscfs) > 1:
             self._spawn(keep_probing(self.scscfs, self.endpoint, node.uri))
@@ -362,7 +384,7 @@ class Pcscf(StatefulProxy):
         flow = self._ue_flow(ctx.request, ctx.flow)
         if flow is not ctx.flow:
             ctx.values[UE_FLOW] = flow
-        refusal = self._police(ctx.request, flow)
+        refusal = self._police(ctx.request, flow, ctx)
         if refusal is None:
             self._arm_failover(ctx)
         return refusal
@@ -392,7 +414,7 @@ class Pcscf(StatefulProxy):
         top = routes[0].uri if routes else None
         if not isinstance(top, SipUri) or top.user != ORIG_USER:
             return
-        first = _node_uri(top.host, top.port)
+        first = _node_uri(top.host, top.port, top.transport)
         if first not in self.scscfs:
             return
         tried = [first]
@@ -416,17 +438,23 @@ class Pcscf(StatefulProxy):
         ctx.failure_route = failover
         ctx.values[FAILOVER] = True
 
-    def _police(self, request: Request, flow: Flow) -> Response | None:
+    def _police(self, request: Request, flow: Flow, ctx: RequestContext) -> Response | None:
         if self._options_for_me(request):
             return self._options_answer(request)
         if request.method == "REGISTER":
-            self._prepare_register(request, flow)
+            ctx.values[OUTBOUND] = self._prepare_register(request, flow,
+                                                          edge=UE_FLOW not in ctx.values)
             return None
         registrations = self.registrations.by_flow(flow)
         if registrations:
             self._prepare_originating(request, registrations)
             return None
         if self._from_core(request, flow):
+            token = self._term_token(request)
+            if isinstance(token, Response):
+                return token
+            if token is not None:
+                ctx.values[FLOW_TOKEN] = token
             _strip_charging(request)  # not for the UE's eyes
             return None
         switched, refusal = self._switched_transport(request, flow)
@@ -500,25 +528,57 @@ class Pcscf(StatefulProxy):
         return self._on_term_route(request) or self._in_dialog_to_ue(request)
 
     def _on_term_route(self, request: Request) -> bool:
-        """Reached through the Path we gave the registrar (before 16.4 pops it)."""
-        routes = request.route
-        top = routes[0].uri if routes else None
-        return isinstance(top, SipUri) and top.user == TERM_USER and self.identity.is_me(top)
+        """Reached through the Path we gave the registrar (before 16.4 pops it):
+        ``term`` (a Path given before flow tokens) or ``term.TOKEN``."""
+        top = _top_route(request)
+        return top is not None and top.user is not None and \
+            (top.user == TERM_USER or top.user.startswith(TOKEN_PREFIX)) and \
+            self.identity.is_me(top)
+
+    def _term_token(self, request: Request) -> FlowToken | Response | None:
+        """RFC 5626 5.3: the flow our Path's token names; 403 when we did not sign
+        it (forged, or from another network's key); None: a Path without token."""
+        top = _top_route(request)
+        if top is None or top.user is None or not top.user.startswith(TOKEN_PREFIX) or \
+                not self.identity.is_me(top):
+            return None
+        token = self.flow_tokens.open(top.user[len(TOKEN_PREFIX):])
+        if token is None:
+            log.warning("403 for %s to %s: flow token not signed by us (Call-ID %s)",
+                        request.method, request.uri, request.call_id)
+            return Response.for_request(request, 403, "Forbidden - invalid flow token",
+                                        to_tag=new_tag())
+        return token
 
     def _in_dialog_to_ue(self, request: Request) -> bool:
         return request.to.tag is not None and \
             self.registrations.by_contact(request.uri) is not None
 
-    def _prepare_register(self, request: Request, flow: Flow) -> None:
-        """24.229 5.2.2: we pick the next hop and the Path; the UE does not."""
+    def _prepare_register(self, request: Request, flow: Flow, edge: bool) -> bool:
+        """24.229 5.2.2: we pick the next hop and the Path; the UE does not.
+        True: the UE asked for RFC 5626 outbound and we are its first hop (behind
+        a front, ``edge`` False, the UE's connection is the front's, not ours)."""
         for name in ("Route", "Path", *CORE_ONLY_HEADERS):
             request.remove_header(name)
         request.set_header(UE_SOURCE, _format_source(flow))
-        request.push_header("Path", f"<{self.path_uri}>")
+        outbound = edge and _asks_outbound(request)
+        request.push_header("Path", f"<{self._path_for(flow, outbound, edge)}>")
         if "path" not in request.tokens("Supported"):
             request.add_header("Supported", "path")
         request.set_header("P-Visited-Network-ID", self.config.domain)
         request.add_header("P-Charging-Vector", self._charging_vector())
+        return outbound
+
+    def _path_for(self, flow: Flow, outbound: bool, edge: bool) -> SipUri:
+        """RFC 5626 5.1/5.2: ``sip:term.TOKEN@US;lr``, the token naming the UE's flow;
+        ``;ob`` when we are the first hop and the UE asked for outbound or its
+        flow is a connection (we answer its CRLF keep-alives there)."""
+        assert self.path_uri is not None
+        token = self.flow_tokens.issue(flow, outbound)
+        uri = self.path_uri.copy(user=TOKEN_PREFIX + token)
+        if edge and (outbound or flow.reliable):
+            uri.set_param("ob")
+        return uri
 
     def _prepare_originating(self, request: Request,
                              registrations: list[UeRegistration]) -> None:
@@ -537,7 +597,7 @@ class Pcscf(StatefulProxy):
         """No Service-Route in the 2xx: the configured S-CSCF, originating."""
         scscf = self.config.scscf
         host = f"[{scscf.host}]" if ":" in scscf.host else scscf.host
-        return f"<sip:{ORIG_USER}@{host}:{scscf.port};lr>"
+        return f"<sip:{ORIG_USER}@{host}:{scscf.port};lr{scscf.transport_param}>"
 
     def _charging_vector(self) -> str:
         host = self.path_uri.host if self.path_uri is not None else self.config.pcscf.host
@@ -548,6 +608,12 @@ class Pcscf(StatefulProxy):
         """A registered contact with no Route left first (in a dialog too), then
         the request's own route; REGISTER goes to the I-CSCF."""
         request = ctx.request
+        token = ctx.values.get(FLOW_TOKEN)
+        if isinstance(token, FlowToken):
+            registration = self.registrations.by_contact(request.uri)
+            if registration is not None:
+                ctx.values[TERMINATING] = registration  # for on_response
+            return await self._to_token_flow(request, token, registration)
         registration = self._terminating_registration(request)
         if registration is not None:
             ctx.values[TERMINATING] = registration  # for on_response
@@ -576,6 +642,29 @@ class Pcscf(StatefulProxy):
                              contact.port or DEFAULT_PORT[flow.transport])
         return [Target(request.uri, dest)]
 
+    async def _to_token_flow(self, request: Request, token: FlowToken,
+                             registration: UeRegistration | None) -> list[Target] | Response:
+        """RFC 5626 5.3: over exactly the flow the token names. Its connection gone:
+        430 Flow Failed for a UE using outbound (it registers a new flow itself);
+        a UE that did not ask for outbound gets a new connection to its Contact,
+        as without a token (RFC 3261 18.2.2 style, e.g. after our restart)."""
+        if not token.reliable:
+            flow = token.flow
+            return [Target(request.uri, flow.destination, flow=flow)]
+        live = self.endpoint.transport.open_flow(token.transport, token.local, token.remote)
+        if live is not None:
+            return [Target(request.uri, live.destination, flow=live)]
+        if token.outbound:
+            log.info("430 for %s to %s: its %s flow %s is gone", request.method, request.uri,
+                     token.transport, token.remote)
+            return Response.for_request(request, 430, "Flow Failed", to_tag=new_tag())
+        contact = registration.contact if registration is not None else request.uri
+        if not isinstance(contact, SipUri):
+            return Response.for_request(request, 430, "Flow Failed", to_tag=new_tag())
+        dest = await resolve(token.transport, contact.host,
+                             contact.port or DEFAULT_PORT[token.transport])
+        return [Target(request.uri, dest)]
+
     def _connected(self, flow: Flow) -> bool:
         return flow.conn_id is not None and any(
             c.conn_id == flow.conn_id for c in self.endpoint.transport.connections)
@@ -592,6 +681,10 @@ class Pcscf(StatefulProxy):
                 seen = ctx.values.get(UE_FLOW)
                 flow = seen if isinstance(seen, Flow) else ctx.flow
                 await self._registered(ctx.request, flow, response)
+            if ctx.values.get(OUTBOUND) and 200 <= response.status < 300 and \
+                    "Flow-Timer" not in response.headers:
+                # RFC 5626 4.4.1/5.4: how often the UE must ping this flow.
+                response.add_header("Flow-Timer", str(self.flow_timer))
             _strip_charging(response)
             return response
         registration = ctx.values.get(TERMINATING)
@@ -689,9 +782,28 @@ def ue_source(request: Request) -> tuple[str, int] | None:
     return _norm_host(host), int(port)
 
 
-def _node_uri(host: str, port: int | None) -> str:
+def _top_route(request: Request) -> SipUri | None:
+    routes = request.route
+    top = routes[0].uri if routes else None
+    return top if isinstance(top, SipUri) else None
+
+
+def _asks_outbound(request: Request) -> bool:
+    """RFC 5626 4.2: a UE using outbound puts reg-id (with +sip.instance) on its
+    Contact and ``outbound`` in Supported. +sip.instance alone is GRUU's (RFC
+    5627; every RCS client sends it) and asks for nothing here."""
+    if "outbound" in request.tokens("Supported") or "outbound" in request.tokens("Require"):
+        return True
+    try:
+        return any(not c.is_star and c.params.has("reg-id") for c in request.contact)
+    except HeaderError:
+        return False
+
+
+def _node_uri(host: str, port: int | None, transport: str | None) -> str:
+    """The URI of a node as config.py writes it (``NodeConfig.instances``)."""
     host = host if host.startswith("[") or ":" not in host else f"[{host}]"
-    return f"sip:{host}:{port or 5060}"
+    return f"sip:{host}:{port or 5060}" + (";transport=tcp" if transport == "tcp" else "")
 
 
 def _replace_orig_route(request: Request, scscf: str) -> None:

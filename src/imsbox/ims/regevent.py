@@ -8,6 +8,12 @@ and turns registration changes into NOTIFYs; it is sans-I/O like the
 Notifier: the caller sends what :meth:`RegEventNotifier.requests` returns
 and feeds the responses back.  Every NOTIFY carries full state; contacts
 that just went away are listed once more as terminated with their event.
+
+Several S-CSCFs share the subscriptions through the store: the caller keeps
+each one as a :class:`~imsbox.store.RegSubscription` (:meth:`RegEventNotifier.record`)
+and, before it notifies or serves a refresh, rebuilds it from the store with
+the version it took there (:meth:`RegEventNotifier.restore`), so whichever
+instance sends a NOTIFY sends the next version, with a CSeq that grows with it.
 """
 
 from __future__ import annotations
@@ -23,13 +29,15 @@ from ..content.xmlsafe import (
     check_text, child_text, children, expect_root, parse_uint, parse_xml, required_attr,
     serialize, sub,
 )
+from ..sip.headers import Event, NameAddr
 from ..sip.message import Request, Response
-from ..sip.ua.dialog import DialogId
+from ..sip.ua.dialog import Dialog, DialogId, DialogRole, DialogState, RouteSet
 from ..sip.ua.events import (
-    EventPackage, EventPackageRegistry, Notifier, NotifierSubscription, SendRequest,
-    TerminationReason,
+    EventPackage, EventPackageRegistry, Notifier, NotifierState, NotifierSubscription,
+    SendRequest, SubscriptionTerminated, TerminationReason,
 )
-from ..sip.uri import Uri
+from ..sip.uri import Uri, parse_uri
+from ..store.models import RegSubscription
 
 __all__ = [
     "REGINFO", "REGINFO_NS", "REG_PACKAGE", "ContactEvent", "ContactState", "DocumentState",
@@ -207,7 +215,8 @@ class _Watch:
     """What a subscription watches and its document version (RFC 3680 5.2)."""
 
     aor: str
-    version: int = 0
+    version: int = 0               # the next NOTIFY's reginfo version
+    cseq_base: int | None = None   # the NOTIFY of version v has CSeq cseq_base + v
 
 
 class RegEventNotifier:
@@ -220,6 +229,7 @@ class RegEventNotifier:
 
     def __init__(self, contact: Uri | str, *, min_expires: int = 60) -> None:
         self._pending: tuple[str | None, RegInfo] | None = None
+        self._unsent: list[Request] = []
         self._notifier = Notifier(EventPackageRegistry([REG_PACKAGE]), contact,
                                   min_expires=min_expires, state_of=self._document)
 
@@ -227,10 +237,16 @@ class RegEventNotifier:
     def watched_aor(self, request: Request) -> str | None:
         """The implicit set an in-dialog SUBSCRIBE (a refresh) watches; None when
         the request is outside every subscription."""
-        dialog = DialogId.for_incoming_request(request)
-        for subscription in self._notifier.subscriptions:
-            if subscription.dialog.id == dialog and isinstance(subscription.usage, _Watch):
-                return subscription.usage.aor
+        sub = self.subscription(DialogId.for_incoming_request(request))
+        return _watch(sub).aor if sub is not None else None
+
+    def subscription(self, dialog: DialogId) -> NotifierSubscription | None:
+        """The live reg subscription of a dialog (as the notifier names it)."""
+        held = self._notifier.dialogs.get(dialog)
+        for usage in held.usages if held is not None else ():
+            if isinstance(usage, NotifierSubscription) and isinstance(usage.usage, _Watch) \
+                    and not usage.terminated:
+                return usage
         return None
 
     def subscribe(self, request: Request, aor: str | None, now: float,
@@ -257,16 +273,74 @@ class RegEventNotifier:
         watch.version += 1
         return info.to_xml()
 
+    # -- kept in a store (several S-CSCFs) ----------------------------------------------
+    def record(self, sub: NotifierSubscription) -> RegSubscription:
+        """The subscription as the store keeps it (after its first NOTIFY)."""
+        watch = _watch(sub)
+        dialog = sub.dialog
+        if watch.cseq_base is None:  # fixed by the first NOTIFY, version 0
+            watch.cseq_base = (dialog.local_seq or 0) - max(watch.version - 1, 0)
+        return RegSubscription(
+            dialog.id.call_id, dialog.id.local_tag, dialog.id.remote_tag, watch.aor,
+            str(sub.event), str(sub.resource), str(dialog.local_addr), str(dialog.remote_addr),
+            str(dialog.remote_target), str(dialog.local_target or self._notifier.contact),
+            tuple(str(r) for r in dialog.route_set), dialog.remote_seq or 0, watch.cseq_base,
+            watch.version, sub.expires_at)
+
+    def restore(self, record: RegSubscription) -> NotifierSubscription:
+        """Make this notifier's copy of a subscription what the store says (it may
+        have been made, refreshed or notified by another S-CSCF, or before a
+        restart); its next NOTIFY carries ``record.version``."""
+        dialog_id = DialogId(*record.key)
+        sub = self.subscription(dialog_id)
+        if sub is None:
+            dialog = Dialog(
+                DialogRole.UAS, dialog_id, NameAddr.parse(record.local_uri),
+                NameAddr.parse(record.remote_uri), parse_uri(record.remote_target),
+                RouteSet([NameAddr.parse(r) for r in record.route_set]), None,
+                record.remote_cseq or None, parse_uri(record.local_target),
+                state=DialogState.CONFIRMED)
+            sub = self._notifier.adopt(NotifierSubscription(
+                dialog, Event.parse(record.event), REG_PACKAGE, NotifierState.ACTIVE,
+                record.expires_at, parse_uri(record.resource), usage=_Watch(record.aor)))
+        dialog = sub.dialog
+        # Our own Contact from now on: the subscriber's next refresh comes here.
+        dialog.local_target = self._notifier.contact
+        dialog.remote_target = parse_uri(record.remote_target)
+        dialog.remote_seq = max(dialog.remote_seq or 0, record.remote_cseq) or None
+        dialog.local_seq = record.cseq_base + record.version - 1  # next: base + version
+        sub.expires_at = record.expires_at
+        watch = _watch(sub)
+        watch.aor, watch.version, watch.cseq_base = record.aor, record.version, record.cseq_base
+        return sub
+
+    def forget(self, sub: NotifierSubscription) -> None:
+        """Drop this notifier's copy without a NOTIFY (the store has the truth)."""
+        self._notifier.forget(sub)
+
+    def forget_expired(self, now: float) -> None:
+        """Drop copies past their expiry: the store's expiry sends the final NOTIFY
+        (from one S-CSCF), and one refreshed elsewhere is restored when next used."""
+        for held in self.subscriptions:
+            if held.expires_at <= now:
+                self.forget(held)
+
+    def expired(self, sub: NotifierSubscription, now: float) -> None:
+        """4.2.1.4: the subscription was not refreshed in time (reason=timeout)."""
+        self._notifier.terminate(sub, now, TerminationReason.TIMEOUT)
+
     # -- changes --------------------------------------------------------------------
     def watching(self, aor: str) -> list[NotifierSubscription]:
         return [s for s in self._notifier.subscriptions
                 if isinstance(s.usage, _Watch) and s.usage.aor == aor]
 
-    def changed(self, aor: str, info: RegInfo, now: float, final: bool = False) -> None:
-        """Notify every watcher of ``aor``; ``final`` ends the subscriptions
-        (the whole implicit set was deregistered, TS 24.229 5.4.2.1.2)."""
-        for watcher in self.watching(aor):
-            body = self._versioned(watcher.usage, _copy(info))  # type: ignore[arg-type]
+    def changed(self, aor: str, info: RegInfo, now: float, final: bool = False,
+                watchers: list[NotifierSubscription] | None = None) -> None:
+        """Notify every watcher of ``aor`` (``watchers``: those, as restored from
+        the store); ``final`` ends the subscriptions (the whole implicit set was
+        deregistered, TS 24.229 5.4.2.1.2)."""
+        for watcher in self.watching(aor) if watchers is None else watchers:
+            body = self._versioned(_watch(watcher), _copy(info))
             if final:
                 self._notifier.terminate(watcher, now, TerminationReason.NORESOURCE, body=body)
             else:
@@ -275,10 +349,26 @@ class RegEventNotifier:
     # -- plumbing -------------------------------------------------------------------
     def requests(self) -> list[Request]:
         """NOTIFYs to send, each in its own client transaction."""
-        return [e.request for e in self._notifier.events() if isinstance(e, SendRequest)]
+        self._drain()
+        out, self._unsent = self._unsent, []
+        return out
 
-    def receive_response(self, request: Request, response: Response, now: float) -> None:
+    def receive_response(self, request: Request, response: Response,
+                         now: float) -> NotifierSubscription | None:
+        """Feed a NOTIFY's answer back; returns the subscription it ended (a fatal
+        answer, RFC 6665 4.2.2), for the caller to drop from the store."""
         self._notifier.receive_response(request, response, now)
+        return self._drain()
+
+    def _drain(self) -> NotifierSubscription | None:
+        ended = None
+        for event in self._notifier.events():
+            if isinstance(event, SendRequest):
+                self._unsent.append(event.request)
+            elif isinstance(event, SubscriptionTerminated) and \
+                    isinstance(event.subscription, NotifierSubscription):
+                ended = event.subscription
+        return ended
 
     def next_deadline(self) -> float | None:
         return self._notifier.next_deadline()
@@ -289,6 +379,12 @@ class RegEventNotifier:
     @property
     def subscriptions(self) -> list[NotifierSubscription]:
         return self._notifier.subscriptions
+
+
+def _watch(sub: NotifierSubscription) -> _Watch:
+    if not isinstance(sub.usage, _Watch):
+        raise TypeError(f"{sub!r} is not a reg event subscription")
+    return sub.usage
 
 
 def _copy(info: RegInfo) -> RegInfo:

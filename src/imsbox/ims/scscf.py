@@ -4,6 +4,8 @@ terminating delivery (TS 24.229 5.4, conventions in docs/ims-core.md).
 Routing logic, in the order :meth:`Scscf.route` applies it::
 
     REGISTER                         -> registrar (401 / 200 / 423 / 403)
+    SUBSCRIBE Event: reg in a dialog -> reg event notifier, also when the
+      to any S-CSCF of the pool         Request-URI names another instance
     SUBSCRIBE Event: reg to a user   -> reg event notifier (RFC 3680)
     Route ;odi=TOKEN came back       -> continue the iFC chain after that AS
     Route sip:orig@S-CSCF            -> originating: iFC ORIGINATING, then the I-CSCF
@@ -17,7 +19,11 @@ reg event watchers and the application servers.
 **Several S-CSCFs** (``[scscf] pool``) share the users through the store: one
 that is asked to serve a registered user the HSS assigned to another (the
 I-CSCF or P-CSCF failed over to us, TS 23.380) takes the user over with a SAR of
-type RESTORATION, so that the next LIR names us; no new REGISTER is needed.
+type RESTORATION, so that the next LIR names us; no new REGISTER is needed. Reg
+event subscriptions are in the store too: any instance serves a refresh, and
+the one that changes a registration notifies every watcher with the next
+version (taken atomically in the store). The failed-login counts of a pool are
+in the store (Redis with ``--cache``), so the login limits hold across it.
 **Several instances of an AS** (``[messaging_as] pool``): a request for the
 AS goes to the instance the served user hashes to, to the next one when it
 does not answer; a third-party REGISTER goes to every instance (each knows
@@ -51,12 +57,12 @@ from ..sip.pool import InstancePool, is_local_failure, keep_probing
 from ..sip.proxy import RequestContext, StatefulProxy, Target, remote_target_is_domain
 from ..sip.transaction import TimerValues
 from ..sip.trust import TrustedPeers, TrustGuard
-from ..sip.ua.dialog import build_request
+from ..sip.ua.dialog import DialogId, build_request
 from ..sip.uri import SipUri, TelUri, Uri, UriError, parse_uri
 from ..store import Binding, Store, StoreError
 from .caller_prefs import CallerPreferences, contact_features, rank_contacts
 from .hss import Hss, ServerAssignmentType, UserProfile
-from .login_guard import LoginGuard, Source
+from .login_guard import LoginGuard, SharedLoginGuard, Source
 from .odi import OdiChain, OdiSigner
 from .pcscf import ue_source
 from ..ifc import (
@@ -79,6 +85,10 @@ ODI_LIFETIME = 300.0        # how long an AS may take to hand a request back
 SERVED_RECHECK = 30.0       # seconds a user we took over is not checked again
 HOUSEKEEPING_MAX = 30.0     # wake up at least this often
 HOUSEKEEPING_RETRY = 1.0    # after the store was away
+# Every REGISTER wakes the housekeeping (its bindings may expire first); the
+# subscriptions and login counters are swept at most this often, not each time.
+SUBSCRIPTION_SWEEP = 1.0
+LOGIN_SWEEP = 60.0
 
 
 # -- small value types ------------------------------------------------------------------
@@ -120,7 +130,7 @@ class Registrar:
     """RFC 3261 10.3 / TS 24.229 5.4.1: authentication and bindings of REGISTER."""
 
     def __init__(self, config: Config, store: Store, hss: Hss,
-                 clock: Callable[[], float], guard: LoginGuard) -> None:
+                 clock: Callable[[], float], guard: LoginGuard | SharedLoginGuard) -> None:
         self.config = config
         self.store = store
         self.hss = hss
@@ -144,7 +154,7 @@ class Registrar:
             public_id = canonical_public_id(str(request.to.uri))
         except (HeaderError, ValueError):
             return Response.for_request(request, 400, "Bad Request - To"), None
-        wait = self.guard.retry_after(public_id, ue_source, now)
+        wait = await self._retry_after(public_id, ue_source, now)
         if wait is not None:
             # Before any challenge or password check, alike for every account.
             log.warning("REGISTER %s from %s refused for %.1fs: too many failed logins",
@@ -169,7 +179,7 @@ class Registrar:
         result = await self.auth.verify_shared(credentials, "REGISTER", lambda *_: ha1)
         match result.outcome:
             case VerifyOutcome.OK:
-                self.guard.succeeded(public_id, ue_source, now)
+                await self._login(public_id, ue_source, now, ok=True)
                 return None
             case VerifyOutcome.MALFORMED:
                 return Response.for_request(request, 400, f"Bad Request - {result.reason}"[:80])
@@ -178,10 +188,23 @@ class Registrar:
             case VerifyOutcome.BAD_CREDENTIALS if result.reason == _WRONG_RESPONSE:
                 # Unknown user and wrong password look the same from outside.
                 log.info("REGISTER %s: authentication failed from %s", public_id, ue_source)
-                self.guard.failed(public_id, ue_source, now)
+                await self._login(public_id, ue_source, now, ok=False)
                 return Response.for_request(request, 403)
             case _:
                 return self._challenge(request)
+
+    async def _retry_after(self, account: str, source: Source, now: float) -> float | None:
+        if isinstance(self.guard, SharedLoginGuard):
+            return await self.guard.retry_after(account, source, now)
+        return self.guard.retry_after(account, source, now)
+
+    async def _login(self, account: str, source: Source, now: float, ok: bool) -> None:
+        """Count a login with the guard (in the store when it is shared)."""
+        guard = self.guard
+        if isinstance(guard, SharedLoginGuard):
+            await (guard.succeeded if ok else guard.failed)(account, source, now)
+        else:
+            (guard.succeeded if ok else guard.failed)(account, source, now)
 
     def _challenge(self, request: Request, stale: bool = False) -> Response:
         response = Response.for_request(request, 401, to_tag=new_tag())
@@ -369,13 +392,17 @@ def contact_value(binding: Binding, now: float) -> str:
 
 # -- the S-CSCF ------------------------------------------------------------------------
 
+# The reason of our 480 for a UE whose flow failed at its P-CSCF (RFC 5626 430).
+FLOW_FAILED_REASON = "Temporarily Unavailable - the UE's flow failed"
+
+
 class Scscf(StatefulProxy):
     """Serving CSCF over one Store and Hss; ``await start()``, ``await close()``."""
 
     def __init__(self, config: Config, store: Store, hss: Hss,
                  timers: TimerValues | None = None, trace: bool = False, *,
                  clock: Callable[[], float] = time.time,
-                 login_guard: LoginGuard | None = None,
+                 login_guard: LoginGuard | SharedLoginGuard | None = None,
                  ssl_context: object | None = None) -> None:
         super().__init__(self.route, record_route=True, timers=timers, trace=trace,
                          supported=frozenset({"path"}), limits=config.limits.sip,
@@ -385,12 +412,18 @@ class Scscf(StatefulProxy):
         self.hss = hss
         self.clock = clock
         self.ssl_context = ssl_context
-        self.registrar = Registrar(config, store, hss, clock,
-                                   login_guard or LoginGuard(config.registrar.login))
+        limits = config.registrar.login
+        # A pool's S-CSCFs count failed logins in the store: one limit for all of
+        # them. One S-CSCF alone keeps the counts in memory (nothing to share).
+        shared = len(config.scscf.instances) > 1
+        self.registrar = Registrar(config, store, hss, clock, login_guard or (
+            SharedLoginGuard(store.logins, limits) if shared else LoginGuard(limits)))
         self.server_name = config.scscf.uri
         self.regevent: RegEventNotifier | None = None
         self.odi = OdiSigner(secrets.token_bytes(32))  # the shared key from start()
         self._wakeup = asyncio.Event()
+        self._swept = {"subscriptions": -math.inf, "logins": -math.inf}   # last sweeps
+        self._subscriptions_due: float | None = None   # earliest reg subscription expiry
         self.peers = len(config.scscf.instances) > 1   # S-CSCFs share the users
         self._served: dict[str, float] = {}              # AOR -> checked until
         # the AS pools by each member's URI (one AS name in the iFCs, several processes)
@@ -413,9 +446,9 @@ class Scscf(StatefulProxy):
             port = await self._listen_host(host, port, node.transports, node.tls_port)
         host = self.endpoint.listening[next(iter(self.endpoint.listening))][0]
         host_text = f"[{host}]" if ":" in host else host
-        self.server_name = f"sip:{host_text}:{port}"
+        self.server_name = f"sip:{host_text}:{port}{node.transport_param}"
         self.registrar.server_name = self.server_name
-        self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr>"
+        self.registrar.service_route = f"<sip:orig@{host_text}:{port};lr{node.transport_param}>"
         self.regevent = RegEventNotifier(self.server_name)
         self._spawn(self._housekeeping())
         for pool in {id(p): p for p in self.as_pools.values()}.values():
@@ -439,10 +472,21 @@ class Scscf(StatefulProxy):
             await self.listen("tls", host, tls_port, self.ssl_context, reuse_port=True)
         return bound
 
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
+        """RFC 5626 11.5: 430 Flow Failed (a P-CSCF's: the UE's flow is gone) is for us,
+        the authoritative proxy, never for an endpoint; every contact was tried
+        (we fork to all), so upstream learns the user is unreachable for now:
+        480, which the messaging AS keeps as a deferred item."""
+        if response.status == 430:
+            response.status, response.reason = 480, FLOW_FAILED_REASON
+        return response
+
     # -- the routing logic ------------------------------------------------------------
     async def route(self, ctx: RequestContext) -> list[Target] | Response:
         """The router; ``ctx.route`` is our own Route the request came on."""
         request = ctx.request
+        if self._pool_reg_refresh(request):
+            return await self._reg_refresh(request)
         own = ctx.follow_route()
         if own is not None:
             return await self._own_route(request, own)
@@ -490,25 +534,69 @@ class Scscf(StatefulProxy):
         self._wakeup.set()  # a new binding may expire before the next planned wake-up
 
     # -- reg event --------------------------------------------------------------------
+    # The subscriptions live in the store (one row per dialog) so that every S-CSCF
+    # of a pool serves them: a refresh reaching any instance, a registration
+    # changed on any instance, an instance restarted. The notifier's own copy is
+    # rebuilt from the store before each use, with the version taken there.
+
     async def _reg_subscribe(self, request: Request, ctx: RequestContext) -> Response | None:
         """TS 24.229 5.4.2.1.1; None when the Request-URI is not a user of ours."""
         assert self.regevent is not None
         if request.to.tag:
-            watched = self.regevent.watched_aor(request)
-            state = await self._reginfo(watched) if watched is not None else None
-            response = self.regevent.subscribe(request, None, self.clock(), state)
-        else:
-            profile = await self.hss.user_profile(str(request.uri))
-            if profile is None:
-                return None
-            refused = await self._refuse_watcher(request, profile)
-            if refused is not None:
-                return refused
-            aor = profile.default_public_id
-            state = await self._reginfo(aor)
-            response = self.regevent.subscribe(request, aor, self.clock(), state)
+            return await self._reg_refresh(request)
+        profile = await self.hss.user_profile(str(request.uri))
+        if profile is None:
+            return None
+        refused = await self._refuse_watcher(request, profile)
+        if refused is not None:
+            return refused
+        aor = profile.default_public_id
+        state = await self._reginfo(aor)
+        response = self.regevent.subscribe(request, aor, self.clock(), state)
+        if response.status < 300 and response.to.tag:
+            await self._keep_subscription(DialogId(request.call_id, response.to.tag,
+                                                   request.from_.tag or ""))
         asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
         return response
+
+    def _pool_reg_refresh(self, request: Request) -> bool:
+        """A reg event refresh addressed to any S-CSCF of our pool (the Contact it
+        gave): ours to serve from the store, not to forward, when it reaches us."""
+        uri = request.uri
+        return (request.method == "SUBSCRIBE" and request.to.tag is not None
+                and not request.route   # none left for others (ours is popped)
+                and isinstance(uri, SipUri) and not uri.user and _is_reg_event(request)
+                and _node_uri(uri.host, uri.port or 5060) in self.config.scscf.instances)
+
+    async def _reg_refresh(self, request: Request) -> Response:
+        """RFC 6665 4.2.1.4 refresh or unsubscribe, whichever S-CSCF accepted the
+        subscription: it comes from the store with the version its NOTIFY carries."""
+        assert self.regevent is not None
+        dialog = DialogId.for_incoming_request(request)
+        record = await self.store.reg_subscriptions.take(*_key(dialog), self.clock())
+        state = await self._reginfo(record.aor) if record is not None else None
+        held = self.regevent.subscription(dialog)
+        if record is not None:
+            self.regevent.restore(record)
+        elif held is not None:
+            self.regevent.forget(held)  # gone from the store: ended elsewhere (481)
+        response = self.regevent.subscribe(request, None, self.clock(), state)
+        if record is not None:
+            await self._keep_subscription(dialog)
+        asyncio.get_running_loop().call_soon(self._send_notifies)  # after the 200
+        return response
+
+    async def _keep_subscription(self, dialog: DialogId) -> None:
+        """Store what a SUBSCRIBE left of its subscription, or its end; "2xx means
+        stored": awaited before the 200 goes out."""
+        assert self.regevent is not None
+        sub = self.regevent.subscription(dialog)
+        if sub is None:
+            await self.store.reg_subscriptions.remove(*_key(dialog))
+            return
+        await self.store.reg_subscriptions.put(self.regevent.record(sub))
+        due = self._subscriptions_due
+        self._subscriptions_due = sub.expires_at if due is None else min(due, sub.expires_at)
 
     async def _refuse_watcher(self, request: Request,
                               profile: UserProfile) -> Response | None:
@@ -539,11 +627,21 @@ class Scscf(StatefulProxy):
 
     async def _notify_watchers(self, aor: str, events: list[tuple[Binding, ContactEvent]],
                                final: bool) -> None:
-        if self.regevent is None or not self.regevent.watching(aor):
+        """Every watcher of ``aor`` in the store, whichever S-CSCF it subscribed
+        through, gets the next version from us."""
+        if self.regevent is None:
+            return
+        records = await self.store.reg_subscriptions.take_watching(aor, self.clock())
+        if not records:
             return
         info = await self._reginfo(aor, events)
-        self.regevent.changed(aor, info, self.clock(), final=final)
+        # restored only now, after the last await: the versions just taken are theirs
+        watchers = [self.regevent.restore(r) for r in records]
+        self.regevent.changed(aor, info, self.clock(), final=final, watchers=watchers)
         self._send_notifies()
+        if final:
+            for record in records:
+                await self.store.reg_subscriptions.remove(*record.key)
 
     def _send_notifies(self) -> None:
         if self.regevent is None:
@@ -553,8 +651,14 @@ class Scscf(StatefulProxy):
 
     async def _send_notify(self, notify: Request) -> None:
         response = await self.endpoint.request(notify).final()
-        if self.regevent is not None:
-            self.regevent.receive_response(notify, response, self.clock())
+        if self.regevent is None:
+            return
+        ended = self.regevent.receive_response(notify, response, self.clock())
+        if ended is not None:  # a fatal answer (481, 408 ...): the subscription is gone
+            try:
+                await self.store.reg_subscriptions.remove(*_key(ended.dialog.id))
+            except StoreError as exc:  # its expiry removes it then
+                log.warning("reg event: cannot drop ended subscription: %s", exc)
 
     # -- third-party REGISTER -----------------------------------------------------------
     def _third_party_register(self, change: RegistrationChange, now: float) -> None:
@@ -703,7 +807,8 @@ class Scscf(StatefulProxy):
                                         progress.expires_at))
         host, port = self.endpoint.listening[next(iter(self.endpoint.listening))]
         host_text = f"[{host}]" if ":" in host else host
-        request.push_header("Route", f"<sip:{host_text}:{port};lr;odi={token}>")
+        request.push_header("Route", f"<sip:{host_text}:{port};lr"
+                                     f"{self.config.scscf.transport_param};odi={token}>")
         as_uri = parse_uri(server.server_name)
         if isinstance(as_uri, SipUri):
             as_uri = as_uri.copy()
@@ -720,6 +825,8 @@ class Scscf(StatefulProxy):
         # The AS's own request (a deferred delivery) comes back to the instance
         # that sent it, which knows it for its own; others by the served user.
         source = _node_uri(*ctx.flow.remote)
+        if source not in pool and f"{source};transport=tcp" in pool:
+            source += ";transport=tcp"  # an AS instance on TCP alone
         tried = [pool.order(progress.served_user, source)[0]]
 
         async def failover(ctx: RequestContext, best: Response) -> list[Target] | None:
@@ -798,8 +905,10 @@ class Scscf(StatefulProxy):
                 pass
 
     async def _next_wakeup(self, now: float) -> float:
-        deadlines = [d for d in (await self.store.registrations.next_expiry(),
-                                 self.regevent.next_deadline() if self.regevent else None)
+        due = self._subscriptions_due
+        if due is not None:  # not before the next sweep may run
+            due = max(due, self._swept["subscriptions"] + SUBSCRIPTION_SWEEP)
+        deadlines = [d for d in (await self.store.registrations.next_expiry(), due)
                      if d is not None]
         soonest = min(deadlines, default=now + HOUSEKEEPING_MAX)
         return min(max(soonest - now, 0.01), HOUSEKEEPING_MAX)
@@ -810,10 +919,30 @@ class Scscf(StatefulProxy):
             expired.setdefault(aor, []).append(binding)
         for aor, bindings in expired.items():
             await self._bindings_expired(aor, bindings, now)
-        if self.regevent is not None:
-            self.regevent.on_timer(now)
-            self._send_notifies()
+        if self._sweep_due("subscriptions", SUBSCRIPTION_SWEEP, now):
+            await self._expire_subscriptions(now)
         await self.store.nonces.expire(now)
+        if isinstance(self.registrar.guard, SharedLoginGuard) and \
+                self._sweep_due("logins", LOGIN_SWEEP, now):
+            await self.store.logins.expire(now)
+
+    def _sweep_due(self, what: str, every: float, now: float) -> bool:
+        if now - self._swept[what] < every:
+            return False
+        self._swept[what] = now
+        return True
+
+    async def _expire_subscriptions(self, now: float) -> None:
+        """The store hands each expired reg subscription to one S-CSCF of the
+        pool, which sends its final NOTIFY (reason=timeout)."""
+        if self.regevent is None:
+            return
+        for record in await self.store.reg_subscriptions.expire(now):
+            self.regevent.expired(self.regevent.restore(record), now)
+        self.regevent.forget_expired(now)
+        self._send_notifies()
+        # other S-CSCFs' subscriptions too: the soonest of any in the store
+        self._subscriptions_due = await self.store.reg_subscriptions.next_expiry()
 
     async def _bindings_expired(self, aor: str, bindings: list[Binding], now: float) -> None:
         remaining = await self.store.registrations.bindings(aor, now)
@@ -831,6 +960,11 @@ class Scscf(StatefulProxy):
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+def _key(dialog: DialogId) -> tuple[str, str, str]:
+    """A reg subscription's key in the store: its dialog as the notifier names it."""
+    return dialog.call_id, dialog.local_tag, dialog.remote_tag
+
 
 def _is_reg_event(request: Request) -> bool:
     value = request.headers.get("Event")

@@ -378,6 +378,19 @@ class SipEndpoint:
         self._sent_by.setdefault(transport.lower(), bound)
         return bound
 
+    async def adopt(self, transport: str, sock: socket.socket, *,
+                    sent_by: bool = False) -> tuple[str, int]:
+        """Serve a socket bound elsewhere (``TransportLayer.adopt``).  ``sent_by``:
+        it becomes our Via sent-by for ``transport`` and, for UDP, the socket
+        requests go out from: a worker's own port, so the responses to its
+        client transactions reach it and not a sibling sharing the public port."""
+        bound = await self.transport.adopt(transport, sock, primary=sent_by)
+        if sent_by:
+            self._sent_by[transport.lower()] = bound
+        else:
+            self._sent_by.setdefault(transport.lower(), bound)
+        return bound
+
     def request(self, request: Request, dest: Destination | None = None, *,
                 branch: str | None = None, flow: Flow | None = None) -> ClientContext:
         """Send ``request`` statefully: adds our top Via (``branch`` or a new
@@ -422,7 +435,8 @@ class SipEndpoint:
                 self._start_client(ctx, dest, flow)  # a flow is kept: no 18.1.1 switch
                 return
             self.push_via(request, dest.transport, branch)
-            if dest.transport == "udp" and len(bytes(request)) > UDP_MTU_LIMIT:
+            if dest.transport == "udp" and (self._tcp_only or
+                                            len(bytes(request)) > UDP_MTU_LIMIT):
                 dest = Destination("tcp", dest.host, dest.port)  # 18.1.1
                 request.pop_header("Via")
                 self.push_via(request, "tcp", branch)
@@ -431,6 +445,14 @@ class SipEndpoint:
             ctx._fail(503)
             return
         self._start_client(ctx, dest)
+
+    @property
+    def _tcp_only(self) -> bool:
+        """We listen on TCP and not on UDP (a node with ``transports = ["tcp"]``): our
+        requests go over TCP even to a URI without transport (which says UDP, RFC
+        3263 4.1), from our listen port, so the peer knows us and can answer; a UDP
+        request would leave from an ephemeral socket nobody trusts."""
+        return "udp" not in self._sent_by and "tcp" in self._sent_by
 
     def push_via(self, request: Request, transport: str, branch: str | None = None,
                  sent_by: tuple[str, int] | None = None) -> None:
@@ -455,6 +477,8 @@ class SipEndpoint:
                 hop = next_hop(message) if isinstance(message, Request) else \
                     astuple(response_destination(message))
                 dest = await resolve(*hop)
+            if isinstance(message, Request) and dest.transport == "udp" and self._tcp_only:
+                dest = Destination("tcp", dest.host, dest.port)  # as _route_and_start
             return await self.transport.send(message, dest, flow)
         except (OSError, ValueError) as exc:
             log.info("stateless send of %r failed: %s", message, exc)

@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .endpoint import (
@@ -141,17 +142,36 @@ class StatefulProxy:
         self._tasks: set[asyncio.Future[object]] = set()
         self._cancelled: weakref.WeakSet[ClientContext] = weakref.WeakSet()
         self._unanswered: weakref.WeakSet[ClientContext] = weakref.WeakSet()
+        self._listened: set[str] = set()  # transports we listen on (our Record-Route's)
 
     async def listen(self, transport: str, host: str, port: int,
                      ssl_context: object | None = None, *,
                      reuse_port: bool = False) -> tuple[str, int]:
         bound = await self.endpoint.listen(transport, host, port, ssl_context,
                                            reuse_port=reuse_port)
+        self._is_me(transport, bound)
+        return bound
+
+    async def adopt(self, transport: str, sock: socket.socket, *,
+                    sent_by: bool = False) -> tuple[str, int]:
+        """Serve a socket bound by a supervisor (``SipEndpoint.adopt``).  The
+        first address listened on or adopted names us in Record-Route: adopt
+        the shared public socket first, the worker's own ``sent_by`` one after."""
+        bound = await self.endpoint.adopt(transport, sock, sent_by=sent_by)
+        self._is_me(transport, bound)
+        return bound
+
+    def _is_me(self, transport: str, bound: tuple[str, int]) -> None:
         self.identity.hostports.add((bound[0].lower(), bound[1]))
+        self._listened.add(transport.lower())
         if self.identity.record_route is None:
             host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             self.identity.record_route = SipUri(host_text, port=bound[1], params=[("lr", None)])
-        return bound
+        # A URI without transport means UDP (RFC 3263 4.1): a node on TCP alone says so.
+        if "udp" not in self._listened and "tcp" in self._listened:
+            self.identity.record_route.set_param("transport", "tcp")
+        else:
+            self.identity.record_route.remove_param("transport")
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -493,14 +513,27 @@ def forwarding_router(next_hop: Destination) -> Router:
 async def run_forwarding_proxy(listen: list[tuple[str, int]], next_hop: tuple[str, int],
                                transport: str = "udp", record_route: bool = True,
                                trace: bool = False,
-                               timers: TimerValues | None = None) -> AsyncIterator[StatefulProxy]:
-    """The proxy of ``imsbox sip-proxy``: UDP and TCP on each listen address."""
+                               timers: TimerValues | None = None, *,
+                               adopted: Sequence[tuple[str, socket.socket, bool]] = (),
+                               aliases: Iterable[tuple[str, int]] = (),
+                               ) -> AsyncIterator[StatefulProxy]:
+    """The proxy of ``imsbox sip-proxy``: UDP and TCP on each listen address.
+
+    A worker of ``imsbox sip-proxy --workers N`` passes no ``listen`` but the
+    sockets its supervisor bound, as ``adopted`` (transport, socket, sent_by):
+    the shared public ones first (Record-Route names them), then its own
+    (sent_by), and every worker's own address as ``aliases`` (they are all
+    this proxy, for loop detection and Via matching)."""
     proxy = StatefulProxy(forwarding_router(Destination(transport, *next_hop)),
                           record_route=record_route, timers=timers, trace=trace)
     try:
         for host, port in listen:
             for proto in ("udp", "tcp"):
                 await proxy.listen(proto, host, port)
+        for proto, sock, sent_by in adopted:
+            await proxy.adopt(proto, sock, sent_by=sent_by)
+        for host, port in aliases:
+            proxy.identity.hostports.add((host.lower(), port))
         yield proxy
     finally:
         await proxy.close()

@@ -19,25 +19,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError,
-    StoreUnavailable, SubscriberRepository,
+    FILE_CHUNK, AlreadyExists, ConferenceRepository, FileRepository, FlowRepository,
+    LoginRepository, MessageRepository, NonceRepository, ParkingRepository,
+    RegSubscriptionRepository, RegistrationRepository, ServiceDataRepository, Store,
+    StoreError, StoreUnavailable, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
-    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
+    HistoryEntry, LoginState, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi,
+    PsiKind, PublicIdentity, RegSubscription, RegistrationState, ScscfAssignment,
+    ServiceProfile, StoredFile, Subscriber,
 )
 from .sqlite import DB_FILENAME, SqliteStore
 
 __all__ = [
-    "DB_FILENAME", "AlreadyExists", "Binding", "Conference", "ConferenceKind",
-    "ConferenceRepository", "Credential", "DeferredMessage", "FlowRepository", "Group",
-    "GroupMessage", "HistoryEntry", "MessageRepository", "NonceRepository", "ParkedCall",
+    "DB_FILENAME", "FILE_CHUNK", "AlreadyExists", "Binding", "Conference", "ConferenceKind",
+    "ConferenceRepository", "Credential", "DeferredMessage", "FileRepository",
+    "FlowRepository", "Group", "GroupMessage", "HistoryEntry", "LoginRepository",
+    "LoginState", "MessageRepository", "NonceRepository", "ParkedCall",
     "ParkingRepository", "Participant", "ParticipantState",
-    "PcscfRegistration", "Psi", "PsiKind", "PublicIdentity", "RegistrationRepository",
+    "PcscfRegistration", "Psi", "PsiKind", "PublicIdentity", "RegSubscription",
+    "RegSubscriptionRepository", "RegistrationRepository",
     "RegistrationState", "ScscfAssignment", "ServiceDataRepository", "ServiceProfile",
-    "SqliteStore", "Store", "StoreError", "StoreUnavailable", "Subscriber",
+    "SqliteStore", "Store", "StoreError", "StoredFile", "StoreUnavailable", "Subscriber",
     "SubscriberRepository", "open_store",
 ]
 

@@ -2,8 +2,9 @@
 
 A :class:`Store` groups one repository per role: ``subscribers`` (HSS data),
 ``registrations`` (S-CSCF bindings), ``flows`` (P-CSCF registrations),
-``messages`` (deferred, history, group chat logs), ``conferences`` and
-``service_data`` (per-subscriber telephony settings). Callers (HSS, registrar,
+``messages`` (deferred, history, group chat logs), ``files`` (the bytes of
+files kept for offline users), ``conferences`` and ``service_data``
+(per-subscriber telephony settings). Callers (HSS, registrar,
 P-CSCF, ASs, provisioning) use only these classes, so a PostgreSQL + Redis
 back end can replace SQLite without changing them.
 
@@ -16,23 +17,29 @@ virtual one. Values are the dataclasses of :mod:`imsbox.store.models`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
 from ..errors import Unavailable
 from .models import (
     Binding, Conference, ConferenceKind, DeferredMessage, Group, GroupMessage, HistoryEntry,
-    ParkedCall, Participant, PcscfRegistration, Psi, PsiKind, PublicIdentity, ScscfAssignment,
-    ServiceProfile, Subscriber,
+    LoginState, ParkedCall, Participant, PcscfRegistration, Psi, PsiKind, PublicIdentity,
+    RegSubscription, ScscfAssignment, ServiceProfile, StoredFile, Subscriber,
 )
 
 __all__ = [
-    "AlreadyExists", "ConferenceRepository", "FlowRepository", "MessageRepository",
-    "NonceRepository", "ParkingRepository",
+    "FILE_CHUNK", "AlreadyExists", "ConferenceRepository", "FileRepository", "FlowRepository",
+    "LoginRepository", "MessageRepository", "NonceRepository", "ParkingRepository",
+    "RegSubscriptionRepository",
     "RegistrationRepository", "ServiceDataRepository", "Store", "StoreError",
     "StoreUnavailable", "SubscriberRepository",
 ]
+
+
+# The rows a kept file is stored in: big enough that a 100 MiB file is 400 rows, small
+# enough that a reader or writer holds one or two of them, never the file.
+FILE_CHUNK = 256 << 10
 
 
 class StoreError(Exception):
@@ -277,6 +284,61 @@ class MessageRepository(abc.ABC):
         """Drop a conference's log and positions; returns how many messages."""
 
 
+class FileRepository(abc.ABC):
+    """The bytes of files kept for offline users, in rows of :data:`FILE_CHUNK` bytes
+    keyed by (file id, sequence number), so that every messaging AS on the store
+    can send a file another one received, and none holds a whole file in memory.
+
+    A file is made with :meth:`create`, filled in order with :meth:`put_chunk`
+    (0, 1, 2 ...; every chunk ``FILE_CHUNK`` bytes but the last), and becomes a
+    deferred item with :meth:`keep`: one transaction, so from then on the item
+    and its file exist together, and removing the item (``complete_deferred``,
+    ``remove_deferred``, ``expire_deferred``) removes the file and its chunks
+    in the same transaction. A file no item keeps (its sender went away, its
+    writer was killed) is removed by :meth:`delete`, or by :meth:`sweep` once
+    nothing has been written to it for a while: nothing is left orphaned.
+    """
+
+    @abc.abstractmethod
+    async def create(self, now: float | None = None) -> int:
+        """A new, empty file no item keeps yet; returns its id."""
+
+    @abc.abstractmethod
+    async def put_chunk(self, file_id: int, seq: int, data: bytes,
+                        now: float | None = None) -> None:
+        """Store chunk ``seq`` durably (and mark the file written to at ``now``);
+        StoreError when the file is gone (swept or deleted) or ``seq`` is taken."""
+
+    @abc.abstractmethod
+    def chunks(self, file_id: int, first: int = 0) -> AsyncIterator[bytes]:
+        """The file's chunks from ``first`` on, in order, read one at a time as the
+        consumer asks (one round trip each: a slow consumer holds one chunk)."""
+
+    @abc.abstractmethod
+    async def get(self, file_id: int) -> StoredFile | None:
+        """The file's size, chunk count and keeper; None when there is no such file."""
+
+    @abc.abstractmethod
+    async def ids(self) -> list[int]:
+        """Every file's id, kept or not, oldest first (for checks and tools)."""
+
+    @abc.abstractmethod
+    async def keep(self, file_id: int, message: DeferredMessage) -> int:
+        """Store ``message`` as a deferred item (as ``messages.defer``) that keeps the
+        file, atomically; returns the item's id. StoreError when the file is gone
+        or already kept (then no item is stored either)."""
+
+    @abc.abstractmethod
+    async def delete(self, file_id: int) -> bool:
+        """Remove a file no item keeps, with its chunks; False for a kept one (its
+        item owns it) or an unknown one."""
+
+    @abc.abstractmethod
+    async def sweep(self, idle_since: float) -> int:
+        """Remove every file no item keeps that was last written to before
+        ``idle_since`` (left by a writer that died); returns how many."""
+
+
 class ConferenceRepository(abc.ABC):
     """Conferences (ad-hoc and pre-defined) with their participants."""
 
@@ -424,6 +486,74 @@ class ParkingRepository(abc.ABC):
         """The lot's parked calls, by orbit."""
 
 
+class RegSubscriptionRepository(abc.ABC):
+    """Reg event subscriptions (RFC 3680), shared by every S-CSCF on the store: any
+    of them serves a refresh and notifies the watchers of a change it makes. A
+    subscription is named by its dialog: (Call-ID, our tag, the subscriber's tag)."""
+
+    @abc.abstractmethod
+    async def put(self, subscription: RegSubscription) -> None:
+        """Create the subscription, or update one with the same key; an update
+        keeps the stored ``version`` (only ``take`` moves it)."""
+
+    @abc.abstractmethod
+    async def get(self, call_id: str, local_tag: str, remote_tag: str,
+                  now: float | None = None) -> RegSubscription | None:
+        """The unexpired subscription, None when there is none."""
+
+    @abc.abstractmethod
+    async def take(self, call_id: str, local_tag: str, remote_tag: str,
+                   now: float | None = None) -> RegSubscription | None:
+        """Atomically claim the next version of an unexpired subscription: it comes
+        back with the version its next NOTIFY carries, and the stored one is one
+        higher, so two S-CSCFs never send the same version."""
+
+    @abc.abstractmethod
+    async def take_watching(self, aor: str, now: float | None = None) -> list[RegSubscription]:
+        """``take`` for every unexpired subscription watching ``aor``."""
+
+    @abc.abstractmethod
+    async def remove(self, call_id: str, local_tag: str, remote_tag: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def expire(self, now: float | None = None) -> list[RegSubscription]:
+        """Delete the expired subscriptions and return them, so exactly one
+        S-CSCF sends each one's final NOTIFY."""
+
+    @abc.abstractmethod
+    async def next_expiry(self) -> float | None:
+        """Earliest ``expires_at`` of any subscription, for scheduling."""
+
+
+class LoginRepository(abc.ABC):
+    """The failed-login counters of the registrar's LoginGuard, shared by every
+    S-CSCF on the store, so its limits hold across instances. The rules stay in
+    :mod:`imsbox.ims.login_guard`; this keeps what they count."""
+
+    @abc.abstractmethod
+    async def state(self, account: str, address: str, port: int,
+                    since: float) -> LoginState:
+        """The account's failures, ``address``'s failure times after ``since``
+        (oldest first), and when (account, address, port) last logged in."""
+
+    @abc.abstractmethod
+    async def failed(self, account: str, address: str, port: int, now: float, *,
+                     source_window: float, keep: float) -> None:
+        """Count a failed login: the account's failures + 1 (kept ``keep`` seconds
+        after this one), a failure time for ``address`` (kept ``source_window``),
+        and the (account, address, port) pair no longer trusted."""
+
+    @abc.abstractmethod
+    async def succeeded(self, account: str, address: str, port: int, now: float, *,
+                        reset_account: bool, keep: float) -> None:
+        """Trust (account, address, port) for ``keep`` seconds from ``now``; with
+        ``reset_account`` the account's failures are forgotten."""
+
+    @abc.abstractmethod
+    async def expire(self, now: float | None = None) -> int:
+        """Drop the records kept past their time; returns how many."""
+
+
 class Store(abc.ABC):
     """Durable IMS state, one repository per role.
 
@@ -435,10 +565,13 @@ class Store(abc.ABC):
     registrations: RegistrationRepository
     flows: FlowRepository
     messages: MessageRepository
+    files: FileRepository
     conferences: ConferenceRepository
     service_data: ServiceDataRepository
     nonces: NonceRepository
     parking: ParkingRepository
+    reg_subscriptions: RegSubscriptionRepository
+    logins: LoginRepository
 
     @abc.abstractmethod
     async def open(self) -> Self:

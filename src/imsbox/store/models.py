@@ -23,6 +23,7 @@ __all__ = [
     "Group",
     "GroupMessage",
     "HistoryEntry",
+    "LoginState",
     "ParkedCall",
     "Participant",
     "ParticipantState",
@@ -30,9 +31,11 @@ __all__ = [
     "Psi",
     "PsiKind",
     "PublicIdentity",
+    "RegSubscription",
     "RegistrationState",
     "ScscfAssignment",
     "ServiceProfile",
+    "StoredFile",
     "Subscriber",
 ]
 
@@ -188,6 +191,19 @@ class DeferredMessage:
 
 
 @dataclass(slots=True, frozen=True)
+class StoredFile:
+    """A file kept for an offline user, as the store holds it (store.files):
+    ``size`` bytes in ``chunks`` rows; ``item_id`` is the deferred item that keeps
+    it, None while it is being written (or was left half-written)."""
+
+    id: int
+    size: int
+    chunks: int
+    item_id: int | None
+    touched_at: float  # when its last chunk was written
+
+
+@dataclass(slots=True, frozen=True)
 class HistoryEntry:
     """One message of a conversation as the messaging AS saw it pass.
 
@@ -278,3 +294,44 @@ class ParkedCall:
     parked: str
     holder: str = ""
     parked_at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class RegSubscription:
+    """A reg event subscription (RFC 3680) as every S-CSCF on the store sees it: the
+    notifier's side of its dialog (RFC 3261 12.1.1) and the watched implicit set.
+
+    ``version`` is the reginfo version the next NOTIFY carries; only the store's
+    atomic ``take`` moves it, so versions grow across instances. The NOTIFY with
+    version ``v`` has CSeq ``cseq_base + v``, so its CSeq grows with it.
+    """
+
+    call_id: str
+    local_tag: str            # ours: the To tag of the 200 to the SUBSCRIBE
+    remote_tag: str           # the subscriber's From tag
+    aor: str                  # default identity of the watched implicit set
+    event: str                # the Event header value (``reg``, ``reg;id=..``)
+    resource: str             # the SUBSCRIBE's Request-URI
+    local_uri: str            # our From of the NOTIFYs (name-addr)
+    remote_uri: str           # their To (name-addr)
+    remote_target: str        # where NOTIFYs go (the subscriber's Contact)
+    local_target: str         # our Contact (refreshes come there)
+    route_set: tuple[str, ...] = ()
+    remote_cseq: int = 0      # the last SUBSCRIBE's CSeq (12.2.2 ordering)
+    cseq_base: int = 0
+    version: int = 0
+    expires_at: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.call_id, self.local_tag, self.remote_tag
+
+
+@dataclass(slots=True, frozen=True)
+class LoginState:
+    """What the login limits (imsbox.ims.login_guard) look at for one attempt."""
+
+    failures: int = 0                     # the account's failed logins
+    last_failure: float = 0.0
+    source_failures: tuple[float, ...] = ()   # the address's recent failure times, oldest first
+    trusted_at: float | None = None       # last success of this (account, address, port)

@@ -24,14 +24,16 @@ from typing import Any, Self
 import asyncpg
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
+    AlreadyExists, ConferenceRepository, FileRepository, FlowRepository, LoginRepository,
+    MessageRepository, NonceRepository, ParkingRepository, RegSubscriptionRepository,
+    RegistrationRepository, ServiceDataRepository, Store, StoreError, StoreUnavailable,
     SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
-    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
+    HistoryEntry, LoginState, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi,
+    PsiKind, PublicIdentity, RegistrationState, RegSubscription, ScscfAssignment, ServiceProfile,
+    StoredFile, Subscriber,
 )
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -229,6 +231,67 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         lease_until DOUBLE PRECISION NOT NULL
     );
     """),
+    (5, """
+    CREATE TABLE reg_subscriptions (
+        call_id TEXT NOT NULL,
+        local_tag TEXT NOT NULL,
+        remote_tag TEXT NOT NULL,
+        aor TEXT NOT NULL,
+        event TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        local_uri TEXT NOT NULL,
+        remote_uri TEXT NOT NULL,
+        remote_target TEXT NOT NULL,
+        local_target TEXT NOT NULL,
+        route_set TEXT[] NOT NULL,
+        remote_cseq BIGINT NOT NULL,
+        cseq_base BIGINT NOT NULL,
+        version BIGINT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (call_id, local_tag, remote_tag)
+    );
+    CREATE INDEX reg_subscriptions_aor ON reg_subscriptions(aor);
+    CREATE INDEX reg_subscriptions_expiry ON reg_subscriptions(expires_at);
+    CREATE TABLE login_accounts (
+        account TEXT PRIMARY KEY,
+        failures BIGINT NOT NULL,
+        last_failure DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE login_source_failures (
+        address TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX login_source_failures_address ON login_source_failures(address, at);
+    CREATE TABLE login_trusted (
+        account TEXT NOT NULL,
+        address TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (account, address, port)
+    );
+    """),
+    # Files kept for offline users (store.files), as in the SQLite schema. The chunks
+    # are stored EXTERNAL: out of line, never compressed (files mostly are already;
+    # trying costs CPU on every chunk for nothing).
+    (6, """
+    CREATE TABLE deferred_files (
+        id BIGSERIAL PRIMARY KEY,
+        item_id BIGINT UNIQUE REFERENCES deferred_messages(id) ON DELETE CASCADE,
+        created_at DOUBLE PRECISION NOT NULL,
+        touched_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX deferred_files_idle ON deferred_files(touched_at) WHERE item_id IS NULL;
+    CREATE TABLE deferred_file_chunks (
+        file_id BIGINT NOT NULL REFERENCES deferred_files(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (file_id, seq)
+    );
+    ALTER TABLE deferred_file_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+    """),
 )
 
 # Errors that mean "the server is not there right now", not "the query is wrong".
@@ -360,10 +423,13 @@ class PostgresStore(Store):
         self.registrations = PgRegistrations(self._pool)
         self.flows = PgFlows(self._pool)
         self.messages = PgMessages(self._pool)
+        self.files = PgFiles(self._pool)
         self.conferences = PgConferences(self._pool)
         self.service_data = PgServiceData(self._pool)
         self.nonces = PgNonces(self._pool)
         self.parking = PgParking(self._pool)
+        self.reg_subscriptions = PgRegSubscriptions(self._pool)
+        self.logins = PgLogins(self._pool)
 
     async def open(self) -> Self:
         await self._pool.open()
@@ -665,12 +731,8 @@ class PgMessages(MessageRepository):
         self._p = pool
 
     async def defer(self, message: DeferredMessage) -> int:
-        m = message
-        return int(await self._p.fetchval(
-            "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
-            " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            m.recipient, m.sender, m.content_type, bytes(m.body), m.meta,
-            m.created_at or time.time(), m.expires_at))
+        async with self._p.connection() as conn:
+            return await _insert_deferred(conn, message)
 
     async def deferred(self, recipient: str, now: float | None = None,
                        limit: int | None = None) -> list[DeferredMessage]:
@@ -802,6 +864,77 @@ def _group_message(row: Row) -> GroupMessage:
         conference=row["conference"], sender=row["sender"], content_type=row["content_type"],
         body=bytes(row["body"]), message_key=row["message_key"], created_at=row["created_at"],
         meta=row["meta"], id=row["id"])
+
+
+async def _insert_deferred(conn: Conn, m: DeferredMessage) -> int:
+    return int(await conn.fetchval(
+        "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
+        " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        m.recipient, m.sender, m.content_type, bytes(m.body), m.meta,
+        m.created_at or time.time(), m.expires_at))
+
+
+# -- files kept for offline users ------------------------------------------------------
+
+# One round trip: the chunk goes in only while its file is there (not swept).
+_PUT_CHUNK = """
+WITH file AS (UPDATE deferred_files SET touched_at = $4 WHERE id = $1 RETURNING id)
+INSERT INTO deferred_file_chunks (file_id, seq, data) SELECT id, $2, $3 FROM file
+"""
+
+
+class PgFiles(FileRepository):
+    def __init__(self, pool: _Pool) -> None:
+        self._p = pool
+
+    async def create(self, now: float | None = None) -> int:
+        at = _now(now)
+        return int(await self._p.fetchval("INSERT INTO deferred_files (created_at, touched_at)"
+                                          " VALUES ($1, $1) RETURNING id", at))
+
+    async def put_chunk(self, file_id: int, seq: int, data: bytes,
+                        now: float | None = None) -> None:
+        if not await self._p.execute(_PUT_CHUNK, file_id, seq, bytes(data), _now(now)):
+            raise StoreError(f"store {self._p.where}: kept file {file_id} is gone")
+
+    async def chunks(self, file_id: int, first: int = 0) -> AsyncIterator[bytes]:
+        seq = first
+        while True:
+            data = await self._p.fetchval("SELECT data FROM deferred_file_chunks WHERE "
+                                          "file_id = $1 AND seq = $2", file_id, seq)
+            if data is None:
+                return
+            yield bytes(data)
+            seq += 1
+
+    async def get(self, file_id: int) -> StoredFile | None:
+        rows = await self._p.fetch(
+            "SELECT f.id, f.item_id, f.touched_at, COUNT(c.seq) AS n, COALESCE(SUM("
+            "octet_length(c.data)), 0) AS size FROM deferred_files f LEFT JOIN "
+            "deferred_file_chunks c ON c.file_id = f.id WHERE f.id = $1 GROUP BY f.id", file_id)
+        if not rows:
+            return None
+        r = rows[0]
+        return StoredFile(r["id"], int(r["size"]), int(r["n"]), r["item_id"], r["touched_at"])
+
+    async def ids(self) -> list[int]:
+        return [r[0] for r in await self._p.fetch("SELECT id FROM deferred_files ORDER BY id")]
+
+    async def keep(self, file_id: int, message: DeferredMessage) -> int:
+        async with self._p.connection(transaction=True) as conn:
+            item = await _insert_deferred(conn, message)
+            if not _count(await conn.execute("UPDATE deferred_files SET item_id = $1 WHERE "
+                                             "id = $2 AND item_id IS NULL", item, file_id)):
+                raise StoreError(f"store {self._p.where}: kept file {file_id} is gone")
+            return item
+
+    async def delete(self, file_id: int) -> bool:
+        return await self._p.execute("DELETE FROM deferred_files WHERE id = $1 AND item_id "
+                                     "IS NULL", file_id) > 0
+
+    async def sweep(self, idle_since: float) -> int:
+        return await self._p.execute("DELETE FROM deferred_files WHERE item_id IS NULL AND "
+                                     "touched_at < $1", idle_since)
 
 
 # -- conferences ------------------------------------------------------------------------
@@ -1079,3 +1212,124 @@ class PgParking(ParkingRepository):
 def _parked(row: Row) -> ParkedCall:
     return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
                       row["holder"], row["parked_at"])
+
+
+# -- reg event subscriptions ------------------------------------------------------------
+
+_REG_KEY = "call_id = $1 AND local_tag = $2 AND remote_tag = $3"
+
+
+class PgRegSubscriptions(RegSubscriptionRepository):
+    """``take`` is one UPDATE ... RETURNING: the row lock makes the increments of
+    two S-CSCFs follow one another."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self._p = pool
+
+    async def put(self, subscription: RegSubscription) -> None:
+        s = subscription
+        await self._p.execute(
+            "INSERT INTO reg_subscriptions VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+            "$11, $12, $13, $14, $15) ON CONFLICT (call_id, local_tag, remote_tag) DO UPDATE "
+            "SET aor = excluded.aor, event = excluded.event, "
+            "remote_target = excluded.remote_target, local_target = excluded.local_target, "
+            "route_set = excluded.route_set, "
+            "remote_cseq = excluded.remote_cseq, expires_at = excluded.expires_at",
+            s.call_id, s.local_tag, s.remote_tag, s.aor, s.event, s.resource, s.local_uri,
+            s.remote_uri, s.remote_target, s.local_target, list(s.route_set), s.remote_cseq,
+            s.cseq_base, s.version, s.expires_at)
+
+    async def get(self, call_id: str, local_tag: str, remote_tag: str,
+                  now: float | None = None) -> RegSubscription | None:
+        rows = await self._p.fetch(f"SELECT * FROM reg_subscriptions WHERE {_REG_KEY} "
+                                   "AND expires_at > $4", call_id, local_tag, remote_tag,
+                                   _now(now))
+        return _reg_subscription(rows[0]) if rows else None
+
+    async def take(self, call_id: str, local_tag: str, remote_tag: str,
+                   now: float | None = None) -> RegSubscription | None:
+        rows = await self._p.fetch(
+            f"UPDATE reg_subscriptions SET version = version + 1 WHERE {_REG_KEY} "
+            "AND expires_at > $4 RETURNING *", call_id, local_tag, remote_tag, _now(now))
+        return _reg_subscription(rows[0], taken=True) if rows else None
+
+    async def take_watching(self, aor: str, now: float | None = None) -> list[RegSubscription]:
+        rows = await self._p.fetch(
+            "UPDATE reg_subscriptions SET version = version + 1 WHERE aor = $1 "
+            "AND expires_at > $2 RETURNING *", aor, _now(now))
+        return sorted((_reg_subscription(r, taken=True) for r in rows), key=lambda s: s.key)
+
+    async def remove(self, call_id: str, local_tag: str, remote_tag: str) -> bool:
+        return await self._p.execute(f"DELETE FROM reg_subscriptions WHERE {_REG_KEY}",
+                                     call_id, local_tag, remote_tag) > 0
+
+    async def expire(self, now: float | None = None) -> list[RegSubscription]:
+        rows = await self._p.fetch("DELETE FROM reg_subscriptions WHERE expires_at <= $1 "
+                                   "RETURNING *", _now(now))
+        return sorted((_reg_subscription(r) for r in rows), key=lambda s: s.key)
+
+    async def next_expiry(self) -> float | None:
+        value = await self._p.fetchval("SELECT MIN(expires_at) FROM reg_subscriptions")
+        return None if value is None else float(value)
+
+
+def _reg_subscription(row: Row, taken: bool = False) -> RegSubscription:
+    """``taken``: the row after take's increment, so the version taken is one lower."""
+    return RegSubscription(
+        row["call_id"], row["local_tag"], row["remote_tag"], row["aor"], row["event"],
+        row["resource"], row["local_uri"], row["remote_uri"], row["remote_target"],
+        row["local_target"], tuple(row["route_set"]), int(row["remote_cseq"]),
+        int(row["cseq_base"]), int(row["version"]) - (1 if taken else 0),
+        float(row["expires_at"]))
+
+
+# -- failed-login counters --------------------------------------------------------------
+
+class PgLogins(LoginRepository):
+    def __init__(self, pool: _Pool) -> None:
+        self._p = pool
+
+    async def state(self, account: str, address: str, port: int,
+                    since: float) -> LoginState:
+        # one round trip for the three tables
+        row = (await self._p.fetch(
+            "SELECT (SELECT failures FROM login_accounts WHERE account = $1) AS failures, "
+            "(SELECT last_failure FROM login_accounts WHERE account = $1) AS last_failure, "
+            "(SELECT array_agg(at ORDER BY at) FROM login_source_failures WHERE address = $2 "
+            "AND at > $4) AS times, (SELECT at FROM login_trusted WHERE account = $1 AND "
+            "address = $2 AND port = $3) AS trusted", account, address, port, since))[0]
+        return LoginState(int(row["failures"] or 0), float(row["last_failure"] or 0.0),
+                          tuple(float(t) for t in row["times"] or ()),
+                          None if row["trusted"] is None else float(row["trusted"]))
+
+    async def failed(self, account: str, address: str, port: int, now: float, *,
+                     source_window: float, keep: float) -> None:
+        async with self._p.connection(transaction=True) as conn:
+            await conn.execute(
+                "INSERT INTO login_accounts VALUES ($1, 1, $2, $3) ON CONFLICT (account) "
+                "DO UPDATE SET failures = login_accounts.failures + 1, "
+                "last_failure = excluded.last_failure, expires_at = excluded.expires_at",
+                account, now, now + keep)
+            await conn.execute("DELETE FROM login_trusted WHERE account = $1 AND "
+                               "address = $2 AND port = $3", account, address, port)
+            await conn.execute("DELETE FROM login_source_failures WHERE address = $1 AND "
+                               "at <= $2", address, now - source_window)
+            await conn.execute("INSERT INTO login_source_failures VALUES ($1, $2, $3)",
+                               address, now, now + source_window)
+
+    async def succeeded(self, account: str, address: str, port: int, now: float, *,
+                        reset_account: bool, keep: float) -> None:
+        async with self._p.connection(transaction=True) as conn:
+            if reset_account:
+                await conn.execute("DELETE FROM login_accounts WHERE account = $1", account)
+            await conn.execute(
+                "INSERT INTO login_trusted VALUES ($1, $2, $3, $4, $5) ON CONFLICT "
+                "(account, address, port) DO UPDATE SET at = excluded.at, "
+                "expires_at = excluded.expires_at", account, address, port, now, now + keep)
+
+    async def expire(self, now: float | None = None) -> int:
+        cutoff = _now(now)
+        async with self._p.connection(transaction=True) as conn:
+            return sum([_count(await conn.execute(
+                f"DELETE FROM {table} WHERE expires_at <= $1", cutoff))
+                for table in ("login_accounts", "login_source_failures", "login_trusted")])

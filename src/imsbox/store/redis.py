@@ -4,11 +4,15 @@
 ``registrations`` read the S-CSCF bindings from Redis (one hash per AOR,
 filled from the durable store on a miss, written through on every change)
 and whose ``nonces`` keep Digest nonce-counts in Redis only (an atomic Lua
-compare-and-set, expiring with the nonce); its ``subscribers`` keep the HSS
+compare-and-set, expiring with the nonce) and whose ``logins`` keep the
+LoginGuard's failed-login counters in Redis only (expiring with their window);
+its ``subscribers`` keep the HSS
 reads of every request a second in this process (:mod:`imsbox.store.cache`). Everything else is the durable
 store's (PostgreSQL or SQLite), which stays the source of truth: a Redis
 restart loses nothing but the nonce-counts, whose nonces then get a fresh
-challenge.
+challenge, and the login counters (a guesser gets a fresh budget once). Reg
+event subscriptions stay in the durable store: they must outlive a Redis
+restart and their versions must never go back.
 
 redis-py's asyncio client (with hiredis parsing replies) never blocks the
 loop. Redis being away shows as :class:`StoreUnavailable`.
@@ -26,9 +30,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .base import NonceRepository, RegistrationRepository, Store, StoreError, StoreUnavailable
+from .base import (
+    LoginRepository, NonceRepository, RegistrationRepository, Store, StoreError, StoreUnavailable,
+)
 from .cache import CachedSubscribers
-from .models import Binding
+from .models import Binding, LoginState
 
 __all__ = ["RedisCachedStore"]
 
@@ -69,6 +75,17 @@ if tonumber(ARGV[1]) > last then
 end
 return 0
 """
+# A failed login, atomically: the account's count, the address's window, the pair's trust.
+_LOGIN_FAILED = """
+redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('HSET', KEYS[1], 'last', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[5])
+redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+return 0
+"""
 
 
 class _Redis:
@@ -101,11 +118,15 @@ class RedisCachedStore(Store):
         self.subscribers = CachedSubscribers(durable.subscribers)
         self.flows = durable.flows
         self.messages = durable.messages
+        self.files = durable.files       # big and durable: the store's, never Redis
         self.conferences = durable.conferences
         self.service_data = durable.service_data
         self.parking = durable.parking   # orbits are few and must be durable: the store's
         self.registrations = RedisRegistrations(durable.registrations, self._redis)
         self.nonces = RedisNonces(self._redis, durable.nonces)
+        # durable: outlive a Redis restart, versions never go back (an atomic UPDATE)
+        self.reg_subscriptions = durable.reg_subscriptions
+        self.logins = RedisLogins(self._redis)
 
     async def open(self) -> Self:
         await self.durable.open()
@@ -222,3 +243,53 @@ class RedisNonces(NonceRepository):
 
     async def shared_secret(self, name: str) -> bytes:
         return await self._durable.shared_secret(name)
+
+
+def _ms(at: float) -> int:
+    return int(at * 1000)
+
+
+class RedisLogins(LoginRepository):
+    """Per account a hash (failures, last), per address a sorted set of failure
+    times, per trusted (account, address, port) a key; each expires by itself."""
+
+    def __init__(self, redis: _Redis) -> None:
+        self._r = redis
+        self._seq = 0
+
+    @staticmethod
+    def _keys(account: str, address: str, port: int) -> tuple[str, str, str]:
+        return (f"{PREFIX}login:acct:{account}", f"{PREFIX}login:src:{address}",
+                f"{PREFIX}login:ok:{account}\x00{address}\x00{port}")
+
+    async def state(self, account: str, address: str, port: int,
+                    since: float) -> LoginState:
+        acct, src, ok = self._keys(account, address, port)
+        pipe = self._r.client.pipeline(transaction=False)
+        pipe.hmget(acct, ["failures", "last"])
+        pipe.zrangebyscore(src, f"({since!r}", "+inf", withscores=True)
+        pipe.get(ok)
+        (failures, last), times, trusted = await self._r.call(pipe.execute())
+        return LoginState(int(failures or 0), float(last or 0.0),
+                          tuple(score for _, score in times),
+                          None if trusted is None else float(trusted))
+
+    async def failed(self, account: str, address: str, port: int, now: float, *,
+                     source_window: float, keep: float) -> None:
+        self._seq += 1
+        member = f"{now!r}:{id(self)}:{self._seq}"   # one entry per failure, also at one time
+        await self._r.script(_LOGIN_FAILED, self._keys(account, address, port),
+                             [repr(now), _ms(now + keep), repr(now - source_window),
+                              _ms(now + source_window), member])
+
+    async def succeeded(self, account: str, address: str, port: int, now: float, *,
+                        reset_account: bool, keep: float) -> None:
+        acct, _, ok = self._keys(account, address, port)
+        pipe = self._r.client.pipeline(transaction=True)
+        if reset_account:
+            pipe.delete(acct)
+        pipe.set(ok, repr(now), pxat=_ms(now + keep))
+        await self._r.call(pipe.execute())
+
+    async def expire(self, now: float | None = None) -> int:
+        return 0  # Redis drops each record itself (PEXPIREAT / PXAT)

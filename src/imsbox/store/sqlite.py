@@ -16,19 +16,21 @@ import sqlite3
 import secrets
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .base import (
-    AlreadyExists, ConferenceRepository, FlowRepository, MessageRepository, NonceRepository,
-    ParkingRepository, RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
+    AlreadyExists, ConferenceRepository, FileRepository, FlowRepository, LoginRepository,
+    MessageRepository, NonceRepository, ParkingRepository, RegSubscriptionRepository,
+    RegistrationRepository, ServiceDataRepository, Store, StoreError, SubscriberRepository,
 )
 from .models import (
     Binding, Conference, ConferenceKind, Credential, DeferredMessage, Group, GroupMessage,
-    HistoryEntry, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi, PsiKind,
-    PublicIdentity, RegistrationState, ScscfAssignment, ServiceProfile, Subscriber,
+    HistoryEntry, LoginState, ParkedCall, Participant, ParticipantState, PcscfRegistration, Psi,
+    PsiKind, PublicIdentity, RegistrationState, RegSubscription, ScscfAssignment, ServiceProfile,
+    StoredFile, Subscriber,
 )
 
 __all__ = ["DB_FILENAME", "MIGRATIONS", "SqliteStore"]
@@ -242,6 +244,66 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         lease_until REAL NOT NULL
     );
     """),
+    (9, """
+    CREATE TABLE reg_subscriptions (
+        call_id TEXT NOT NULL,
+        local_tag TEXT NOT NULL,
+        remote_tag TEXT NOT NULL,
+        aor TEXT NOT NULL,
+        event TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        local_uri TEXT NOT NULL,
+        remote_uri TEXT NOT NULL,
+        remote_target TEXT NOT NULL,
+        local_target TEXT NOT NULL,
+        route_set TEXT NOT NULL,
+        remote_cseq INTEGER NOT NULL,
+        cseq_base INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (call_id, local_tag, remote_tag)
+    );
+    CREATE INDEX reg_subscriptions_aor ON reg_subscriptions(aor);
+    CREATE INDEX reg_subscriptions_expiry ON reg_subscriptions(expires_at);
+    CREATE TABLE login_accounts (
+        account TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failure REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE login_source_failures (
+        address TEXT NOT NULL,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX login_source_failures_address ON login_source_failures(address, at);
+    CREATE TABLE login_trusted (
+        account TEXT NOT NULL,
+        address TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (account, address, port)
+    );
+    """),
+    # Files kept for offline users (store.files): a file row owned by its deferred
+    # item once kept (the cascade removes file and chunks with the item);
+    # AUTOINCREMENT so a swept file's id is never reused under a late writer.
+    (10, """
+    CREATE TABLE deferred_files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id INTEGER UNIQUE REFERENCES deferred_messages(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        touched_at REAL NOT NULL
+    );
+    CREATE INDEX deferred_files_idle ON deferred_files(touched_at);
+    CREATE TABLE deferred_file_chunks (
+        file_id INTEGER NOT NULL REFERENCES deferred_files(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (file_id, seq)
+    );
+    """),
 )
 
 
@@ -441,10 +503,13 @@ class SqliteStore(Store):
         self.registrations = SqliteRegistrations(self._connection)
         self.flows = SqliteFlows(self._connection)
         self.messages = SqliteMessages(self._connection)
+        self.files = SqliteFiles(self._connection)
         self.conferences = SqliteConferences(self._connection)
         self.service_data = SqliteServiceData(self._connection)
         self.nonces = SqliteNonces(self._connection)
         self.parking = SqliteParking(self._connection)
+        self.reg_subscriptions = SqliteRegSubscriptions(self._connection)
+        self.logins = SqliteLogins(self._connection)
 
     @classmethod
     def in_data_dir(cls, data_dir: str | Path) -> SqliteStore:
@@ -784,13 +849,7 @@ class SqliteMessages(MessageRepository):
 
     # -- deferred messages ----------------------------------------------------
     async def defer(self, message: DeferredMessage) -> int:
-        m = message
-        cur = await self._c.write(lambda db: db.execute(
-            "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
-            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (m.recipient, m.sender, m.content_type, bytes(m.body), m.meta,
-             m.created_at or time.time(), m.expires_at)))
-        return int(cur.lastrowid or 0)
+        return await self._c.write(lambda db: _insert_deferred(db, message))
 
     async def deferred(self, recipient: str, now: float | None = None,
                        limit: int | None = None) -> list[DeferredMessage]:
@@ -913,6 +972,15 @@ class SqliteMessages(MessageRepository):
         return await self._c.write(job)
 
 
+def _insert_deferred(db: sqlite3.Connection, m: DeferredMessage) -> int:
+    cur = db.execute(
+        "INSERT INTO deferred_messages (recipient, sender, content_type, body, meta,"
+        " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (m.recipient, m.sender, m.content_type, bytes(m.body), m.meta,
+         m.created_at or time.time(), m.expires_at))
+    return int(cur.lastrowid or 0)
+
+
 def _deferred(row: sqlite3.Row) -> DeferredMessage:
     return DeferredMessage(
         recipient=row["recipient"], sender=row["sender"],
@@ -927,6 +995,74 @@ def _group_message(row: sqlite3.Row) -> GroupMessage:
         content_type=row["content_type"], body=bytes(row["body"]),
         message_key=row["message_key"], created_at=row["created_at"], meta=row["meta"],
         id=row["id"])
+
+
+# -- files kept for offline users ------------------------------------------------------
+
+class SqliteFiles(FileRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def create(self, now: float | None = None) -> int:
+        at = _now(now)
+        cur = await self._c.write(lambda db: db.execute(
+            "INSERT INTO deferred_files (created_at, touched_at) VALUES (?, ?)", (at, at)))
+        return int(cur.lastrowid or 0)
+
+    async def put_chunk(self, file_id: int, seq: int, data: bytes,
+                        now: float | None = None) -> None:
+        at = _now(now)
+
+        def job(db: sqlite3.Connection) -> None:
+            if not db.execute("UPDATE deferred_files SET touched_at = ? WHERE id = ?",
+                              (at, file_id)).rowcount:
+                raise StoreError(f"store {self._c.path}: kept file {file_id} is gone")
+            db.execute("INSERT INTO deferred_file_chunks VALUES (?, ?, ?)",
+                       (file_id, seq, bytes(data)))
+        await self._c.write(job)
+
+    async def chunks(self, file_id: int, first: int = 0) -> AsyncIterator[bytes]:
+        seq = first
+        while True:
+            rows = await self._c.read("SELECT data FROM deferred_file_chunks WHERE file_id = ?"
+                                      " AND seq = ?", (file_id, seq))
+            if not rows:
+                return
+            yield bytes(rows[0][0])
+            seq += 1
+
+    async def get(self, file_id: int) -> StoredFile | None:
+        rows = await self._c.read(
+            "SELECT f.id, f.item_id, f.touched_at, COUNT(c.seq), COALESCE(SUM(LENGTH(c.data)),"
+            " 0) FROM deferred_files f LEFT JOIN deferred_file_chunks c ON c.file_id = f.id"
+            " WHERE f.id = ? GROUP BY f.id", (file_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return StoredFile(r[0], int(r[4]), int(r[3]), r[1], r[2])
+
+    async def ids(self) -> list[int]:
+        return [r[0] for r in await self._c.read("SELECT id FROM deferred_files ORDER BY id")]
+
+    async def keep(self, file_id: int, message: DeferredMessage) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            item = _insert_deferred(db, message)
+            if not db.execute("UPDATE deferred_files SET item_id = ? WHERE id = ? AND "
+                              "item_id IS NULL", (item, file_id)).rowcount:
+                raise StoreError(f"store {self._c.path}: kept file {file_id} is gone")
+            return item
+        return await self._c.write(job)
+
+    async def delete(self, file_id: int) -> bool:
+        cur = await self._c.write(lambda db: db.execute(
+            "DELETE FROM deferred_files WHERE id = ? AND item_id IS NULL", (file_id,)))
+        return cur.rowcount > 0
+
+    async def sweep(self, idle_since: float) -> int:
+        cur = await self._c.write(lambda db: db.execute(
+            "DELETE FROM deferred_files WHERE item_id IS NULL AND touched_at < ?",
+            (idle_since,)))
+        return int(cur.rowcount)
 
 
 # -- conferences ------------------------------------------------------------------------
@@ -1190,3 +1326,131 @@ class SqliteParking(ParkingRepository):
 def _parked(row: sqlite3.Row) -> ParkedCall:
     return ParkedCall(row["lot"], row["orbit"], row["token"], row["parker"], row["parked"],
                       row["holder"], row["parked_at"])
+
+
+# -- reg event subscriptions ------------------------------------------------------------
+
+_REG_KEY = "call_id = ? AND local_tag = ? AND remote_tag = ?"
+
+
+class SqliteRegSubscriptions(RegSubscriptionRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def put(self, subscription: RegSubscription) -> None:
+        s = subscription
+        await self._c.write(lambda db: db.execute(
+            "INSERT INTO reg_subscriptions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (call_id, local_tag, remote_tag) DO UPDATE SET aor = excluded.aor, "
+            "event = excluded.event, remote_target = excluded.remote_target, "
+            "local_target = excluded.local_target, "
+            "route_set = excluded.route_set, remote_cseq = excluded.remote_cseq, "
+            "expires_at = excluded.expires_at",
+            (s.call_id, s.local_tag, s.remote_tag, s.aor, s.event, s.resource, s.local_uri,
+             s.remote_uri, s.remote_target, s.local_target, json.dumps(list(s.route_set)),
+             s.remote_cseq, s.cseq_base, s.version, s.expires_at)))
+
+    async def get(self, call_id: str, local_tag: str, remote_tag: str,
+                  now: float | None = None) -> RegSubscription | None:
+        rows = await self._c.read(f"SELECT * FROM reg_subscriptions WHERE {_REG_KEY} "
+                                  "AND expires_at > ?", (call_id, local_tag, remote_tag,
+                                                         _now(now)))
+        return _reg_subscription(rows[0]) if rows else None
+
+    async def take(self, call_id: str, local_tag: str, remote_tag: str,
+                   now: float | None = None) -> RegSubscription | None:
+        cutoff = _now(now)
+        rows = await self._c.write(lambda db: db.execute(
+            f"UPDATE reg_subscriptions SET version = version + 1 WHERE {_REG_KEY} "
+            "AND expires_at > ? RETURNING *", (call_id, local_tag, remote_tag, cutoff)
+        ).fetchall())
+        return _reg_subscription(rows[0], taken=True) if rows else None
+
+    async def take_watching(self, aor: str, now: float | None = None) -> list[RegSubscription]:
+        cutoff = _now(now)
+        rows = await self._c.write(lambda db: db.execute(
+            "UPDATE reg_subscriptions SET version = version + 1 WHERE aor = ? "
+            "AND expires_at > ? RETURNING *", (aor, cutoff)).fetchall())
+        return sorted((_reg_subscription(r, taken=True) for r in rows), key=lambda s: s.key)
+
+    async def remove(self, call_id: str, local_tag: str, remote_tag: str) -> bool:
+        return await self._c.write(lambda db: db.execute(
+            f"DELETE FROM reg_subscriptions WHERE {_REG_KEY}",
+            (call_id, local_tag, remote_tag)).rowcount > 0)
+
+    async def expire(self, now: float | None = None) -> list[RegSubscription]:
+        cutoff = _now(now)
+        rows = await self._c.write(lambda db: db.execute(
+            "DELETE FROM reg_subscriptions WHERE expires_at <= ? RETURNING *",
+            (cutoff,)).fetchall())
+        return sorted((_reg_subscription(r) for r in rows), key=lambda s: s.key)
+
+    async def next_expiry(self) -> float | None:
+        rows = await self._c.read("SELECT MIN(expires_at) FROM reg_subscriptions")
+        return rows[0][0]  # type: ignore[no-any-return]
+
+
+def _reg_subscription(row: sqlite3.Row, taken: bool = False) -> RegSubscription:
+    """``taken``: the row after take's increment, so the version taken is one lower."""
+    return RegSubscription(
+        row["call_id"], row["local_tag"], row["remote_tag"], row["aor"], row["event"],
+        row["resource"], row["local_uri"], row["remote_uri"], row["remote_target"],
+        row["local_target"], tuple(json.loads(row["route_set"])), row["remote_cseq"],
+        row["cseq_base"], row["version"] - (1 if taken else 0), row["expires_at"])
+
+
+# -- failed-login counters --------------------------------------------------------------
+
+class SqliteLogins(LoginRepository):
+    def __init__(self, connection: _Connection) -> None:
+        self._c = connection
+
+    async def state(self, account: str, address: str, port: int,
+                    since: float) -> LoginState:
+        def job(db: sqlite3.Connection) -> LoginState:
+            row = db.execute("SELECT failures, last_failure FROM login_accounts WHERE "
+                             "account = ?", (account,)).fetchone()
+            times = [r[0] for r in db.execute(
+                "SELECT at FROM login_source_failures WHERE address = ? AND at > ? "
+                "ORDER BY at", (address, since))]
+            trusted = db.execute("SELECT at FROM login_trusted WHERE account = ? AND "
+                                 "address = ? AND port = ?", (account, address, port)).fetchone()
+            return LoginState(row[0] if row else 0, row[1] if row else 0.0, tuple(times),
+                              trusted[0] if trusted else None)
+        return await self._c.call(job)
+
+    async def failed(self, account: str, address: str, port: int, now: float, *,
+                     source_window: float, keep: float) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO login_accounts VALUES (?, 1, ?, ?) ON CONFLICT (account) "
+                       "DO UPDATE SET failures = failures + 1, last_failure = excluded."
+                       "last_failure, expires_at = excluded.expires_at",
+                       (account, now, now + keep))
+            db.execute("DELETE FROM login_trusted WHERE account = ? AND address = ? AND "
+                       "port = ?", (account, address, port))
+            db.execute("DELETE FROM login_source_failures WHERE address = ? AND at <= ?",
+                       (address, now - source_window))
+            db.execute("INSERT INTO login_source_failures VALUES (?, ?, ?)",
+                       (address, now, now + source_window))
+        await self._c.write(job)
+
+    async def succeeded(self, account: str, address: str, port: int, now: float, *,
+                        reset_account: bool, keep: float) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            if reset_account:
+                db.execute("DELETE FROM login_accounts WHERE account = ?", (account,))
+            db.execute("INSERT INTO login_trusted VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                       "(account, address, port) DO UPDATE SET at = excluded.at, "
+                       "expires_at = excluded.expires_at",
+                       (account, address, port, now, now + keep))
+        await self._c.write(job)
+
+    async def expire(self, now: float | None = None) -> int:
+        cutoff = _now(now)
+
+        def job(db: sqlite3.Connection) -> int:
+            return sum(db.execute(f"DELETE FROM {table} WHERE expires_at <= ?",
+                                  (cutoff,)).rowcount
+                       for table in ("login_accounts", "login_source_failures",
+                                     "login_trusted"))
+        return await self._c.write(job)

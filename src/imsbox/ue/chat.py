@@ -19,7 +19,7 @@ from ..content import (
     parse_iscomposing,
 )
 from ..content.imdn import is_notification
-from ..msrp import MsrpError, MsrpSession, ReceivedMessage
+from ..msrp import MsrpError, MsrpSession, MsrpStatusError, ReceivedMessage, SessionClosed
 from ..rcs.cpm import CONVERSATION_ID, CpmService, new_conversation_id
 from ..sdp import Direction, SessionDescription
 from ..sip.ua.useragent import Call
@@ -72,6 +72,15 @@ class ChatService:
                 await asyncio.wait_for(chat.close(), 2)
 
 
+def _why(exc: Exception) -> str:
+    """What became of a SEND without a 200, for the application."""
+    if isinstance(exc, MsrpStatusError):
+        return f"{exc.status} {exc.comment}".rstrip()
+    if isinstance(exc, SessionClosed):
+        return f"MSRP connection lost ({exc})"
+    return repr(exc)
+
+
 class Chat:
     """A 1-to-1 chat: ``send`` lines, ``composing`` while typing, ``close`` to end."""
 
@@ -112,14 +121,21 @@ class Chat:
         sender, recipient = (self.peer, core.aor) if self.incoming else (core.aor, self.peer)
         core.emit(ChatStarted(sender, recipient, self.id, self.conversation_id, direction))
 
-    async def send(self, text: str, display: bool = True) -> str:
-        """A chat message asking for delivery (and display) notification; its Message-ID.
-        Its status is SENT once the next hop took it (MSRP 200: for an offline peer the
-        AS answers only after the store write), DELIVERED with the IMDN."""
+    async def send(self, text: str, display: bool = True,
+                   message_id: str | None = None) -> str:
+        """A chat message asking for delivery (and display) notification; its Message-ID
+        once its SEND got the MSRP 200. Through the messaging AS that 200 is the
+        receiver's (the AS answers only once the receiving UE answered it; for an
+        offline peer, once it is stored), so SENT means the far end has it; DELIVERED
+        comes with the IMDN. No 200 (an error, 408, or the MSRP connection lost
+        before it came): SendError with ``message_id``, the status is FAILED - the
+        message may not have arrived: send it again (unless its delivery IMDN came
+        first: then it counts as delivered), with ``message_id`` the failed one's, so
+        a receiver that had it drops the second copy (RFC 5438 6.3)."""
         if self.closed.is_set():
             raise SendError(f"the chat has ended ({self.end_reason})")
         notifications = self.service.notifications
-        message_id = new_id()
+        message_id = message_id or new_id()
         notify = [NotificationRequest.POSITIVE_DELIVERY]
         if display:
             notify.append(NotificationRequest.DISPLAY)
@@ -129,8 +145,12 @@ class Chat:
         try:
             await self.session.send_message(CPIM, cpim)
         except (MsrpError, OSError) as exc:
+            status = notifications.status(message_id)
+            if status in (MessageStatus.DELIVERED, MessageStatus.DISPLAYED):
+                return message_id  # its delivery IMDN came before the 200 could
             notifications.track(message_id, MessageStatus.FAILED)
-            raise SendError(f"chat message not sent: {exc!r}") from None
+            raise SendError(f"chat message not confirmed (no MSRP 200): {_why(exc)}",
+                            message_id=message_id) from None
         notifications.track(message_id, MessageStatus.SENT)
         return message_id
 

@@ -139,6 +139,9 @@ def _human(data: dict[str, Any]) -> str:
                                 f"{data['delivered']} delivered, {data['stored']} accepted "
                                 f"for later delivery, {data['not_sent']} not sent"
                                 + (f" ({data['reason']})" if data.get("reason") else "")),
+        "chat_unconfirmed": lambda: (f"not confirmed by {recipient}, send it again: "
+                                     f"{data['text']}" + (f" ({data['reason']})"
+                                                          if data.get("reason") else "")),
         FileFailed.EVENT: lambda: (f"file {data['name']} from {sender} broke off: "
                                    f"{data['reason']}; {data['kept']} bytes kept in "
                                    f"{data['part']} for a resumed transfer"),
@@ -507,8 +510,13 @@ async def _retrieve_deferred(client: RcsClient, args: argparse.Namespace,
 class _ChatLines:
     """What became of the lines typed into ``chat``."""
 
-    sent: list[str] = field(default_factory=list)      # Message-IDs the next hop took
-    not_sent: list[str] = field(default_factory=list)  # texts that never went out
+    # Message-IDs with an MSRP 200: through the messaging AS, the receiver's
+    sent: list[str] = field(default_factory=list)
+    # texts without a 200 (refused, timed out, connection lost, or never went out):
+    # they may not have arrived, so they are the ones to send again
+    not_sent: list[str] = field(default_factory=list)
+    # text -> (its SendError, the Message-ID to send it again under)
+    why: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
 async def _chat(client: RcsClient, args: argparse.Namespace, printer: Printer) -> int:
@@ -540,6 +548,10 @@ def _chat_result(client: RcsClient, chat: Chat, lines: _ChatLines, reason: str,
                     and s is not MessageStatus.FAILED)
     stored = sum(1 for s in statuses if s is MessageStatus.SENT)  # confirmed: REPORT 200
     failed = len(statuses) - delivered - stored  # refused, or never confirmed
+    for text in lines.not_sent:  # one line each: which lines to send again
+        why, message_id = lines.why.get(text, ("", None))
+        printer.record({"event": "chat_unconfirmed", "from": client.aor, "to": chat.peer,
+                        "text": text, "message_id": message_id, "reason": why})
     printer.record({"event": "chat_result", "from": client.aor, "to": chat.peer,
                     "sent": len(lines.sent), "delivered": delivered, "stored": stored,
                     "failed": failed, "not_sent": len(lines.not_sent),
@@ -563,8 +575,9 @@ async def _type_lines(chat: Chat, typed: _StdinLines, lines: _ChatLines) -> None
         try:
             await chat.composing()
             lines.sent.append(await chat.send(text))
-        except SendError:
+        except SendError as exc:
             lines.not_sent.append(text)
+            lines.why[text] = (str(exc), exc.message_id)
 
 
 async def _all_delivered(client: RcsClient, sent: list[str]) -> None:

@@ -38,7 +38,13 @@ class RcsError(Exception):
 
 
 class SendError(RcsError):
-    """A message, chat or file was refused or could not be sent."""
+    """A message, chat or file was refused or could not be sent. ``message_id``:
+    the chat message that failed (its status is ``failed``: send it again)."""
+
+    def __init__(self, message: str, status: int | None = None,
+                 message_id: str | None = None) -> None:
+        super().__init__(message, status)
+        self.message_id = message_id
 
 
 class RegistrationError(RcsError):

@@ -154,7 +154,9 @@ class Notifications:
         message_id = cpim.get("Message-ID", IMDN_NS)
         text = cpim.body.decode("utf-8", "replace")
         event: RcsEvent
-        if chat is None and message_id and self._seen_before(peer, message_id):
+        # a pager message or a 1-to-1 chat's (sent again after a SEND without a 200)
+        if (chat is None or mode == "chat") and message_id and \
+                self._seen_before(peer, message_id):
             log.info("message %s from %s taken before: dropped", message_id, peer)
             return None
         if chat is not None:

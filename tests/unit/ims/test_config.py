@@ -120,13 +120,16 @@ max_expires = 600000
     c = load_config(path)
     assert c.domain == "example.net" and c.data_dir == Path("/var/lib/imsbox")
     assert c.pcscf.hosts == ("127.0.0.1", "::1") and c.pcscf.port == 6060
-    assert c.conference_as.uri == "sip:[::1]:7100" and c.conference_as.transports == ("tcp",)
+    # on TCP alone: its URI says so, or the others would send it UDP (RFC 3263 4.1)
+    assert c.conference_as.uri == "sip:[::1]:7100;transport=tcp"
+    assert c.conference_as.transports == ("tcp",)
     assert c.registrar.max_expires == 600000
     # default iFCs and PSIs follow the configured domain and AS addresses
     assert {i.application_server.server_name for i in c.ifcs} == {
-        "sip:127.0.0.1:7000", "sip:[::1]:7100", "sip:orig@127.0.0.1:7200",
+        "sip:127.0.0.1:7000", "sip:[::1]:7100;transport=tcp", "sip:orig@127.0.0.1:7200",
         "sip:term@127.0.0.1:7200"}
-    assert c.psis[0].pattern == "sip:conf-*@example.net" and c.psis[0].as_uri == "sip:[::1]:7100"
+    assert c.psis[0].pattern == "sip:conf-*@example.net"
+    assert c.psis[0].as_uri == "sip:[::1]:7100;transport=tcp"
 
 
 def test_overrides_beat_the_file(tmp_path: Path) -> None:

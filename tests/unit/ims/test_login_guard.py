@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from imsbox.ims.login_guard import LoginGuard, LoginLimits
+import time
+from pathlib import Path
+
+from imsbox.ims.login_guard import LoginGuard, LoginLimits, SharedLoginGuard
+from imsbox.store import SqliteStore
 
 ALICE = "sip:alice@ims.test"
 HOME = ("127.0.0.1", 5062)         # alice's own flow
@@ -93,3 +97,28 @@ def test_tables_stay_bounded() -> None:
         guard.failed(f"sip:u{n}@ims.test", (f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", 1), 0.0)
         guard.succeeded(f"sip:v{n}@ims.test", ("127.0.0.1", n), 0.0)
     assert all(size <= 100 for size in guard.table_sizes())
+
+
+async def test_the_shared_guard_decides_as_the_local_one_over_a_store(tmp_path: Path) -> None:
+    """The same rules, the counts in the store (what two S-CSCFs share): the same
+    attempts get the same answers."""
+    limits = LoginLimits(account_free_failures=2, account_backoff=1.0, source_failures=4,
+                         source_window=30.0)
+    local = LoginGuard(limits)
+    async with SqliteStore.in_data_dir(tmp_path) as store:
+        shared = SharedLoginGuard(store.logins, limits)
+        start = time.time()
+        script = [(ALICE, HOME, True)] + [(ALICE, ATTACKER, False)] * 5 + \
+            [("sip:bob@ims.test", ("192.0.2.7", 1000 + n), False) for n in range(5)] + \
+            [(ALICE, HOME, True), (ALICE, ATTACKER, True)]
+        waits = []
+        for step, (account, source, ok) in enumerate(script):
+            now = start + step * 0.5
+            wait = local.retry_after(account, source, now)
+            assert await shared.retry_after(account, source, now) == wait, step
+            waits.append(wait)
+            if wait is None:
+                local.succeeded(account, source, now) if ok else local.failed(account, source, now)
+                await (shared.succeeded if ok else shared.failed)(account, source, now)
+        refused = [step for step, wait in enumerate(waits) if wait is not None]
+        assert refused and 0 not in refused and len(script) - 2 not in refused  # alice's own

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from imsbox.content.errors import XmlError
@@ -134,3 +136,31 @@ def test_subscription_timeout() -> None:
     [last] = notifier.requests()
     assert "reason=timeout" in (last.headers.get("Subscription-State") or "")
     assert notifier.subscriptions == []
+
+
+def test_a_subscription_moves_between_notifiers_through_its_record() -> None:
+    """Two S-CSCFs: B rebuilds A's subscription from the stored record and sends
+    the version taken from the store, in A's dialog, with a CSeq that follows."""
+    a, current = new_notifier()
+    response = a.subscribe(subscribe(), AOR, now=100.0, state=current)
+    [first] = a.requests()
+    record = a.record(a.subscriptions[0])
+    assert (record.aor, record.version, record.cseq_base) == (AOR, 1, first.cseq.seq)
+    assert record.local_tag == response.to.tag and record.remote_target == \
+        "sip:alice@127.0.0.1:5062"
+    b = RegEventNotifier("sip:127.0.0.1:5081")
+    watcher = b.restore(replace(record, version=3))   # versions 1 and 2 went elsewhere
+    b.changed(AOR, document(), now=110.0, watchers=[watcher])
+    [notify] = b.requests()
+    assert parse_reginfo(notify.body).version == 3
+    assert notify.cseq.seq == first.cseq.seq + 3
+    assert (notify.call_id, notify.from_.tag, notify.to.tag) == (
+        first.call_id, first.from_.tag, first.to.tag)
+    assert str(notify.uri) == "sip:alice@127.0.0.1:5062"
+    assert str(notify.contact[0].uri) == "sip:127.0.0.1:5081"   # refreshes come to B now
+    # a refresh at B is served in that dialog; a fatal answer ends it there
+    refresh = b.subscribe(subscribe(to_tag=response.to.tag, cseq=2), None, 120.0, current)
+    assert refresh.status == 200
+    [again] = b.requests()
+    assert b.receive_response(again, Response.for_request(again, 481), 121.0) is watcher
+    assert b.subscriptions == []

@@ -1,13 +1,17 @@
 """Contract parts every back end must get right for several instances sharing
 one store: leased deferred delivery with fencing tokens, Digest nonce-counts,
-the Redis registration cache staying consistent with the durable store."""
+the Redis registration cache staying consistent with the durable store, reg
+event subscriptions with their versions, failed-login counters."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
-from imsbox.store import Binding, DeferredMessage, ServiceProfile, Store
+from imsbox.store import (
+    Binding, DeferredMessage, LoginState, RegSubscription, ServiceProfile, Store,
+)
 
 BOB = "sip:bob@ims.test"
 
@@ -174,3 +178,100 @@ async def test_only_one_of_racing_instances_gets_the_lease(store: Store) -> None
     fences = await asyncio.gather(*(store.conferences.claim_owner(
         CONF, f"conf-{n}", lease=30.0, now=at) for n in range(6)))
     assert len([f for f in fences if f is not None]) == 1
+
+
+# -- reg event subscriptions (several S-CSCFs) ------------------------------------------
+
+ALICE = "sip:alice@ims.test"
+
+
+def reg_subscription(n: int, aor: str = ALICE, expires_at: float = 1000.0) -> RegSubscription:
+    return RegSubscription(
+        f"call-{n}", f"ours-{n}", f"theirs-{n}", aor, "reg", aor,
+        f"<{aor}>", "<sip:pcscf.ims.test>", "sip:alice@127.0.0.1:5062",
+        "sip:127.0.0.1:5080", ("<sip:127.0.0.1:5060;lr>", "<sip:orig@127.0.0.1:5061;lr>"),
+        remote_cseq=1, cseq_base=5000, version=1, expires_at=expires_at)
+
+
+async def test_a_reg_subscription_is_kept_and_a_refresh_updates_it(store: Store) -> None:
+    sub = reg_subscription(1)
+    await store.reg_subscriptions.put(sub)
+    assert await store.reg_subscriptions.get(*sub.key, now=100.0) == sub
+    refreshed = replace(sub, remote_cseq=2, expires_at=2000.0, version=0,
+                        remote_target="sip:alice@127.0.0.1:6000")
+    await store.reg_subscriptions.put(refreshed)
+    # the refresh moved the expiry, CSeq and target; the version is take's alone
+    assert await store.reg_subscriptions.get(*sub.key, now=1500.0) == replace(refreshed,
+                                                                               version=1)
+    assert await store.reg_subscriptions.get(*sub.key, now=2000.0) is None   # expired
+    assert await store.reg_subscriptions.remove(*sub.key)
+    assert not await store.reg_subscriptions.remove(*sub.key)
+    assert await store.reg_subscriptions.get(*sub.key, now=100.0) is None
+
+
+async def test_versions_are_taken_once_each_also_by_racing_instances(store: Store) -> None:
+    sub = reg_subscription(1)
+    await store.reg_subscriptions.put(sub)
+    taken = await asyncio.gather(*(store.reg_subscriptions.take(*sub.key, now=100.0)
+                                   for _ in range(8)))
+    assert sorted(t.version for t in taken if t is not None) == list(range(1, 9))
+    watching = await store.reg_subscriptions.take_watching(ALICE, now=100.0)
+    assert [(w.key, w.version) for w in watching] == [(sub.key, 9)]
+    assert (await store.reg_subscriptions.get(*sub.key, now=100.0)).version == 10  # type: ignore[union-attr]
+    assert await store.reg_subscriptions.take(*sub.key, now=1000.0) is None       # expired
+    assert await store.reg_subscriptions.take("nope", "a", "b", now=100.0) is None
+
+
+async def test_take_watching_finds_the_watchers_of_one_set_only(store: Store) -> None:
+    for n in (1, 2):
+        await store.reg_subscriptions.put(reg_subscription(n))
+    await store.reg_subscriptions.put(reg_subscription(3, aor="sip:bob@ims.test"))
+    await store.reg_subscriptions.put(reg_subscription(4, expires_at=50.0))
+    watching = await store.reg_subscriptions.take_watching(ALICE, now=100.0)
+    assert [w.key for w in watching] == [reg_subscription(n).key for n in (1, 2)]
+    assert all(w.version == 1 for w in watching)
+    assert await store.reg_subscriptions.take_watching("sip:carol@ims.test", now=100.0) == []
+
+
+async def test_expired_reg_subscriptions_are_handed_out_once(store: Store) -> None:
+    await store.reg_subscriptions.put(reg_subscription(1, expires_at=50.0))
+    await store.reg_subscriptions.put(reg_subscription(2, expires_at=500.0))
+    assert await store.reg_subscriptions.next_expiry() == 50.0
+    rounds = await asyncio.gather(*(store.reg_subscriptions.expire(now=100.0)
+                                    for _ in range(3)))
+    assert sorted(s.key for r in rounds for s in r) == [reg_subscription(1).key]
+    assert await store.reg_subscriptions.next_expiry() == 500.0
+
+
+# -- failed-login counters (LoginGuard on several S-CSCFs) -------------------------------
+
+async def test_failed_logins_count_per_account_and_per_address(store: Store) -> None:
+    now = time.time()   # Redis expires by the wall clock
+    logins = store.logins
+    assert await logins.state("alice", "192.0.2.1", 5060, since=now - 60) == LoginState()
+    await logins.succeeded("alice", "192.0.2.1", 5060, now, reset_account=True, keep=600)
+    for n in range(3):
+        await logins.failed("alice", "192.0.2.9", 4000 + n, now + n, source_window=60, keep=600)
+    await logins.failed("bob", "192.0.2.9", 4000, now + 3, source_window=60, keep=600)
+    state = await logins.state("alice", "192.0.2.1", 5060, since=now - 60)
+    assert (state.failures, state.last_failure, state.source_failures) == (3, now + 2, ())
+    assert state.trusted_at == now
+    other = await logins.state("carol", "192.0.2.9", 4000, since=now + 0.5)
+    assert other.source_failures == (now + 1, now + 2, now + 3)   # after ``since``, in order
+    assert (other.failures, other.trusted_at) == (0, None)
+    # a failure from the trusted pair ends its trust; a reset forgets the failures
+    await logins.failed("alice", "192.0.2.1", 5060, now + 4, source_window=60, keep=600)
+    assert (await logins.state("alice", "192.0.2.1", 5060, since=now)).trusted_at is None
+    await logins.succeeded("alice", "192.0.2.1", 5060, now + 5, reset_account=True, keep=600)
+    state = await logins.state("alice", "192.0.2.1", 5060, since=now)
+    assert (state.failures, state.trusted_at) == (0, now + 5)
+
+
+async def test_login_records_go_when_their_time_is_up(store: Store) -> None:
+    now = time.time()
+    await store.logins.failed("alice", "192.0.2.9", 4000, now, source_window=0.2, keep=0.2)
+    await store.logins.succeeded("bob", "192.0.2.1", 5060, now, reset_account=False, keep=0.2)
+    await asyncio.sleep(0.3)
+    await store.logins.expire(time.time())
+    assert await store.logins.state("alice", "192.0.2.9", 4000, since=0) == LoginState()
+    assert (await store.logins.state("bob", "192.0.2.1", 5060, since=0)).trusted_at is None

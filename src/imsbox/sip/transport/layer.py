@@ -103,6 +103,16 @@ class TransportLayer:
     def connections(self) -> list[StreamConnection]:
         return [c for c in self._conns.values() if not c.closed]
 
+    def open_flow(self, transport: str, local: tuple[str, int],
+                  remote: tuple[str, int]) -> Flow | None:
+        """The open connection of exactly this flow (RFC 5626: transport, both
+        ends), as a Flow with its connection; None when it is gone."""
+        conn = self._by_addr.get(_key(transport, *remote))
+        if conn is None or conn.closed or conn.remote[1] != remote[1] or \
+                (_norm(conn.local[0]), conn.local[1]) != (_norm(local[0]), local[1]):
+            return None
+        return conn.flow
+
     async def listen(self, transport: str, host: str, port: int,
                      ssl_context: ssl.SSLContext | None = None, *,
                      reuse_port: bool = False) -> tuple[str, int]:
@@ -134,6 +144,30 @@ class TransportLayer:
         if reuse_port:
             self._sources.setdefault((transport, _family(bound[0])), bound)
         log.info("listening on %s", self._listening[-1])
+        return bound
+
+    async def adopt(self, transport: str, sock: socket.socket, *,
+                    primary: bool = False) -> tuple[str, int]:
+        """Serve a socket bound elsewhere: a supervisor's, shared between worker
+        processes with SO_REUSEPORT (``imsbox.workers``).  A TCP socket must
+        be listening already.  ``primary`` (UDP): requests and stateless sends
+        of its address family go out from this socket instead of the first
+        one bound, so the answers to them come back to it.  Returns its address."""
+        transport = transport.lower()
+        if transport == "udp":
+            sock.setblocking(False)
+            endpoint = UdpEndpoint(self._datagram, sock)
+            self._udp.insert(0 if primary else len(self._udp), endpoint)
+            self._listening.append(Destination("udp", *endpoint.local))
+            return endpoint.local
+        if transport != "tcp":
+            raise ValueError(f"cannot adopt a {transport!r} socket (udp or tcp)")
+        server = await asyncio.start_server(
+            lambda r, w: self._accepted(transport, r, w), sock=sock)
+        self._servers.append(server)
+        name = sock.getsockname()
+        bound = (str(name[0]), int(name[1]))
+        self._listening.append(Destination(transport, *bound))
         return bound
 
     async def send(self, message: Request | Response, dest: Destination,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from .base import Destination, Flow
 
-__all__ = ["UdpEndpoint", "should_use_tcp", "UDP_MTU_LIMIT", "MAX_DATAGRAM"]
+__all__ = ["UdpEndpoint", "should_use_tcp", "udp_socket", "UDP_MTU_LIMIT", "MAX_DATAGRAM"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,30 @@ def should_use_tcp(message_bytes: bytes | int, dest: Destination) -> bool:
     return dest.transport == "udp" and size > UDP_MTU_LIMIT
 
 
+def udp_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket with large kernel buffers.
+
+    ``reuse_port``: SO_REUSEPORT, so several processes' sockets share the port
+    and the kernel hands each datagram to one of them by a hash of its source
+    and destination (the same sender always reaches the same socket)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        # Bursts must wait in the kernel, not be dropped, while the loop
+        # is busy (the kernel caps this at rmem_max).
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class UdpEndpoint:
     """A bound UDP socket: delivers datagrams, sends from the same port.
 
@@ -76,20 +100,7 @@ class UdpEndpoint:
     @classmethod
     def bind(cls, on_datagram: Callable[[UdpEndpoint, bytes, tuple[str, int]], None],
              host: str, port: int) -> UdpEndpoint:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            # Bursts must wait in the kernel, not be dropped, while the loop
-            # is busy (the kernel caps this at rmem_max).
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            sock.setblocking(False)
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            raise
-        return cls(on_datagram, sock)
+        return cls(on_datagram, udp_socket(host, port))
 
     @property
     def is_open(self) -> bool:

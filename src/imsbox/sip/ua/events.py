@@ -1044,6 +1044,19 @@ class Notifier:
         """4.2.2: a NOTIFY that timed out (Timer F) removes the subscription."""
         self.receive_response(request, Response.for_request(request, 408), now)
 
+    # -- subscriptions kept elsewhere (a shared store) ---------------------------------
+    def adopt(self, sub: NotifierSubscription) -> NotifierSubscription:
+        """Take in a subscription rebuilt from outside (another instance accepted
+        it); no event, no NOTIFY: the caller decides what follows."""
+        self._register(sub)
+        return sub
+
+    def forget(self, sub: NotifierSubscription) -> None:
+        """Drop a subscription silently: its state lives elsewhere (a shared
+        store) and is rebuilt from there when next needed."""
+        sub.state = NotifierState.TERMINATED
+        _end_usage(self.dialogs, sub)
+
     # -- bookkeeping ---------------------------------------------------------------
     def _find(self, dialog_id: DialogId, event: Event) -> NotifierSubscription | None:
         for sub in _usages(self.dialogs, dialog_id, NotifierSubscription):
