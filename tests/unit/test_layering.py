@@ -56,8 +56,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     # the loopback test kit: a network's config and a simple UE, for tests and scripts
     "testing": PROTOCOL | {"config", "ue"},
     "testing_backends": frozenset(),   # throw-away PostgreSQL/Redis servers: stdlib only
+    # the fork supervisor of ``imsbox sip-proxy --workers``: sockets, then processes
+    "workers": PROTOCOL,
     "cli": PROTOCOL | {"rcs", "store", "config", "runtime", "ims", "apps", "ue", "serve", "ifc",
-                       "trace"},
+                       "trace", "workers"},
 }
 
 
