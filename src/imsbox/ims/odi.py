@@ -15,19 +15,13 @@ both parts SIP token characters (a Route parameter value as it is). The MAC
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 from dataclasses import dataclass
 
 from ..ifc import SessionCase
+from .signed import Sealer
 
 __all__ = ["OdiChain", "OdiSigner"]
 
-_DOMAIN = b"imsbox odi\x00"
-_MAC_BYTES = 16
 
 
 @dataclass(slots=True, frozen=True)
@@ -44,40 +38,21 @@ class OdiSigner:
     """Issues and opens odi tokens under one key."""
 
     def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+        self._sealer = Sealer(secret, b"imsbox odi")
 
     def issue(self, chain: OdiChain) -> str:
-        payload = json.dumps([chain.case.value, chain.served_user, chain.priority,
-                              int(chain.expires_at)], separators=(",", ":")).encode()
-        return f"{_b64(payload)}.{_b64(self._mac(payload))}"
+        return self._sealer.seal([chain.case.value, chain.served_user, chain.priority,
+                                  int(chain.expires_at)])
 
     def open(self, token: str, now: float) -> OdiChain | None:
         """The chain of a token this key signed and still valid; None otherwise."""
-        head, dot, tail = token.partition(".")
-        if not dot:
+        fields = self._sealer.open(token)
+        if fields is None:
             return None
         try:
-            payload, mac = _unb64(head), _unb64(tail)
-        except (binascii.Error, ValueError):
-            return None
-        if not hmac.compare_digest(mac, self._mac(payload)):
-            return None
-        try:
-            case, served_user, priority, expires_at = json.loads(payload)
+            case, served_user, priority, expires_at = fields
             chain = OdiChain(SessionCase(case), str(served_user), int(priority),
                              float(expires_at))
         except (ValueError, TypeError):
             return None
         return chain if chain.expires_at >= now else None
-
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, _DOMAIN + payload, hashlib.sha256).digest()[:_MAC_BYTES]
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    raw = text.encode("ascii")
-    return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
