@@ -41,6 +41,7 @@ from imsbox.testing import FAST_TIMERS, TestUe, write_loopback_config
 from imsbox.ue.client import ChatMessage, ChatStarted, MessageStatus, SendError
 
 from helpers import DOMAIN, alice_and_bob, client, network_with, run_within, ues
+from test_messaging_as import chat_offer, msrp_line
 
 pytestmark = pytest.mark.timeout(60)
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
@@ -63,23 +64,6 @@ def cpim_text(text: str) -> bytes:
                       recipients=[CpimAddress(BOB)], date_time=datetime(2026, 1, 1, tzinfo=UTC),
                       namespaces=[("imdn", IMDN_NS)],
                       headers=[("imdn.Message-ID", text)]).to_bytes()
-
-
-def chat_offer(session: MsrpSession, endpoint: MsrpEndpoint) -> bytes:
-    return (f"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=message {endpoint.port} TCP/MSRP *\r\n"
-            "a=accept-types:message/cpim application/im-iscomposing+xml\r\n"
-            "a=accept-wrapped-types:text/plain message/imdn+xml\r\n"
-            f"a=setup:active\r\na=path:{session.local_uri}\r\na=msrp-cema\r\n"
-            "a=sendrecv\r\n").encode()
-
-
-def msrp_line(body: bytes) -> tuple[sdp.MediaDescription, tuple[str, int]]:
-    description = sdp.parse(body)
-    media = next(m for m in description.media if m.is_msrp)
-    connection = description.connection_for(media)
-    assert connection is not None
-    return media, (connection.address, media.port)
 
 
 @dataclass
