@@ -63,12 +63,33 @@ def _free(port: int) -> bool:
 _taken: set[int] = set()
 
 
-def low_port() -> int:
-    """A port in 1024-9999 free for UDP and TCP on 127.0.0.1 (4 digits: see above)."""
+def _low_range() -> range:
+    """This test worker's share of 2000-9999 (pytest-xdist gwN), so two workers'
+    phones never pick the same port between its probe and its bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return range(2000, 10000)
+    index = int(worker[2:]) % 4
+    return range(2000 + index * 2000, 4000 + index * 2000)
+
+
+def rtp_ports() -> str:
+    """baresip's RTP range: this worker's share of 10000-11999, below the test
+    workers' node ports (imsbox.testing.worker_port) and the 4-digit ones."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) % 4 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return f"{10000 + index * 500}-{10499 + index * 500}"
+
+
+def low_port(span: int = 1) -> int:
+    """A port in 2000-9999 (4 digits: see above) with it and the ``span - 1``
+    after it free for UDP and TCP on 127.0.0.1, not handed out again."""
+    ports = _low_range()
     for _ in range(500):
-        port = random.randint(2000, 9999)
-        if port not in _taken and _free(port):
-            _taken.add(port)
+        port = random.randrange(ports.start, ports.stop - span)
+        block = range(port, port + span)
+        if not _taken.intersection(block) and all(_free(p) for p in block):
+            _taken.update(block)
             return port
     raise RuntimeError("no free 4-digit port")
 
@@ -188,11 +209,9 @@ class Baresip:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.user = user
-        # baresip also listens for TLS on sip port + 1: keep the ctrl port clear of it
-        self.sip_port = low_port()
+        # baresip also listens for TLS on sip port + 1: both kept free
+        self.sip_port = low_port(span=2)
         self.ctrl_port = low_port()
-        while self.ctrl_port in (self.sip_port + 1, self.sip_port - 1):
-            self.ctrl_port = low_port()
         (self.dir / "config").write_text("\n".join([
             "poll_method\t\tepoll",
             f"sip_listen\t\t{HOST}:{self.sip_port}",
@@ -205,7 +224,7 @@ class Baresip:
             "module_app\t\tcontact.so",  # the 'message' command (to the current contact)
             "module_app\t\tctrl_tcp.so",
             f"ctrl_tcp_listen\t\t{HOST}:{self.ctrl_port}",
-            "rtp_ports\t\t20000-29999",
+            f"rtp_ports\t\t{rtp_ports()}",
             f"net_interface\t\t{HOST}",
             # a one-line phone: 486 to a call while in one (baresip's default is 4)
             *([f"call_max_calls\t\t{max_calls}"] if max_calls else []),

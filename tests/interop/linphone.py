@@ -66,7 +66,8 @@ class LinphonePhone:
         self.play = play
         self._record = directory / "heard.wav"
         self.sip_port = low_port()
-        self.rtp_port = low_port() // 2 * 2
+        base = low_port(span=3)  # an even RTP port and its RTCP port + 1 in it
+        self.rtp_port = base + base % 2
         self.pcscf_port, self.password = pcscf_port, password
         self._write_rc()
         self.output: list[str] = []
