@@ -205,6 +205,18 @@ async def attached(net: Network, argv: list[str], out: Path) -> AsyncIterator[
     yield proc
 
 
+async def settled(out: Path, quiet: float = 0.5, limit: float = 10.0) -> None:
+    """Until the trace's output has not grown for ``quiet`` s: it has printed what
+    the feed sent it (a fixed pause was too short for a loaded machine)."""
+    size, still = -1, 0.0
+    async with asyncio.timeout(limit):
+        while still < quiet:
+            await asyncio.sleep(0.05)
+            now = out.stat().st_size
+            still = still + 0.05 if now == size else 0.0
+            size = now
+
+
 def run_traced(tmp_path: Path, scenario: Callable[[RcsClient, RcsClient], Awaitable[None]],
                *extra: str, **bob_options: Any) -> Traced:
     config = alice_and_bob(tmp_path)
@@ -219,7 +231,7 @@ def run_traced(tmp_path: Path, scenario: Callable[[RcsClient, RcsClient], Awaita
             wire.count_nodes(net)
             async with attached(net, argv, plain) as proc:
                 await flow(config, wire, scenario, **bob_options)
-                await asyncio.sleep(0.3)  # the last records reach the trace
+                await settled(plain)  # the last records reach the trace
                 if proc.returncode is None:  # (--count may have ended it)
                     with contextlib.suppress(ProcessLookupError):
                         proc.send_signal(signal.SIGINT)
